@@ -1,0 +1,42 @@
+# One command per chore, identical locally and in CI.
+# `make demo` and `make test` create (or reuse) the project virtualenv in .venv and install
+# the pinned dependencies from requirements.lock: a fresh machine needs only Python >= 3.11.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.fedmatch-installed
+PROTOS := $(wildcard proto/fedmatch/rpc/v1/*.proto)
+
+.PHONY: venv demo test lint protos bench clean
+
+$(STAMP): pyproject.toml requirements.lock
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "fedmatch needs Python >= 3.11"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/fedmatch demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy fedmatch node coordinator tests
+
+# Regenerates the committed stubs; tests/unit/test_protos.py fails if they drift.
+protos: $(STAMP)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m grpc_tools.protoc -Iproto \
+		--python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. $(PROTOS)
+
+bench: $(STAMP)
+	$(VENV)/bin/fedmatch bench search --records 20000 --queries 3
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The coordinator service of fedmatch."""

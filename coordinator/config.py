@@ -1,0 +1,90 @@
+"""Coordinator configuration: the federation settings and the node registry (TOML)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedmatch.config import load_section, read_toml
+from fedmatch.domain import check_member_state
+from fedmatch.errors import ConfigError, FedmatchError
+
+__all__ = ["CoordinatorConfig", "NodeEntry", "load_coordinator_config"]
+
+
+@dataclass(frozen=True)
+class NodeEntry:
+    member_state: str
+    address: str
+
+    def __post_init__(self) -> None:
+        try:
+            check_member_state(self.member_state)
+        except FedmatchError as exc:
+            raise ConfigError(f"nodes.member_state: {exc}") from None
+        if ":" not in self.address:
+            raise ConfigError(f"nodes.address for {self.member_state} must be host:port")
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    listen: str = "127.0.0.1:0"
+    # Cosine similarity at or above which a slot is a match, set for the sum of all galleries
+    # (DOMAIN.md section 7); one global value, versioned.
+    threshold: float = 0.45
+    threshold_version: str = "2026-11-v1"
+    model_id: str = "sface-2021dec-int8bq"
+    dimension: int = 128
+    node_deadline_seconds: float = 20.0
+    lookup_ttl_seconds: float = 3600.0
+    max_workers: int = 8
+    nodes: tuple[NodeEntry, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not -1.0 < self.threshold < 1.0:
+            raise ConfigError("coordinator.threshold must be a cosine in (-1, 1)")
+        if self.node_deadline_seconds <= 0:
+            raise ConfigError("coordinator.node_deadline_seconds must be positive")
+        states = [n.member_state for n in self.nodes]
+        if len(set(states)) != len(states):
+            raise ConfigError("nodes: a member state is listed twice")
+
+    def node(self, member_state: str) -> NodeEntry | None:
+        return next((n for n in self.nodes if n.member_state == member_state), None)
+
+
+def _nodes_from(raw: Any) -> tuple[NodeEntry, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError("nodes must be an array of tables ([[nodes]])")
+    out = []
+    for item in raw:
+        if not isinstance(item, dict) or set(item) != {"member_state", "address"}:
+            raise ConfigError("each [[nodes]] entry needs exactly member_state and address")
+        out.append(NodeEntry(str(item["member_state"]), str(item["address"])))
+    return tuple(out)
+
+
+def load_coordinator_config(
+    path: Path | None, overrides: dict[str, Any] | None = None
+) -> CoordinatorConfig:
+    fields = dict(overrides or {})
+    nodes = fields.pop("nodes", None)
+    values = load_section(path, "coordinator", "FEDMATCH_COORDINATOR_", _Scalars, fields)
+    if nodes is None and path is not None:
+        nodes = read_toml(path).get("nodes", [])
+    return CoordinatorConfig(**values, nodes=_nodes_from(nodes or []))
+
+
+@dataclass(frozen=True)
+class _Scalars:
+    """The scalar keys of [coordinator], for the shared loader."""
+
+    listen: str = CoordinatorConfig.listen
+    threshold: float = CoordinatorConfig.threshold
+    threshold_version: str = CoordinatorConfig.threshold_version
+    model_id: str = CoordinatorConfig.model_id
+    dimension: int = CoordinatorConfig.dimension
+    node_deadline_seconds: float = CoordinatorConfig.node_deadline_seconds
+    lookup_ttl_seconds: float = CoordinatorConfig.lookup_ttl_seconds
+    max_workers: int = CoordinatorConfig.max_workers

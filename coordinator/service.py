@@ -1,0 +1,212 @@
+"""The coordinator's plain-Python service: authorize, fan out, gather, decide.
+
+The coordinator relays the encrypted probe and results as opaque bytes (it forwards the
+protobuf payloads without decoding them), never holds a secret key (a lookup carrying one is
+refused before anything is sent), and sees hit metadata only for handles the requester chose
+to resolve. It keeps a short-lived record of each lookup so that a resolve can only ask the
+nodes that answered that lookup, for that requester.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from coordinator.config import CoordinatorConfig
+from coordinator.dublin import Decision, decide
+from coordinator.fanout import NodeCall, NodeOutcome, fan_out
+from fedmatch.domain import HitDetail, QueryHeader, check_member_state
+from fedmatch.errors import (
+    AlreadyExists,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    PreconditionFailed,
+)
+from fedmatch.grpcutil.server import make_channel
+from fedmatch.he.params import DEFAULT_PARAM_SET
+from fedmatch.limits import (
+    HANDLE_BYTES,
+    MAX_CIPHERTEXT_BYTES,
+    MAX_HANDLES_PER_REQUEST,
+    MAX_NODE_RESPONSE_BYTES,
+    MAX_REQUEST_BYTES,
+)
+from fedmatch.rpc.v1 import coordinator_pb2, node_pb2, node_pb2_grpc
+from fedmatch.wire import header_to_pb, hit_from_pb
+
+__all__ = ["CoordinatorService", "Resolution"]
+
+log = logging.getLogger("fedmatch.coordinator")
+
+
+@dataclass
+class _Lookup:
+    requesting_state: str
+    expires: float
+    outcomes: dict[str, NodeOutcome]
+
+
+@dataclass(frozen=True)
+class Resolution:
+    decision: Decision
+    hits: tuple[HitDetail, ...]
+    calls: tuple[NodeCall, ...]
+    complete: bool
+
+
+class CoordinatorService:
+    def __init__(
+        self, config: CoordinatorConfig, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.config = config
+        self._clock = clock
+        self._stubs: dict[str, node_pb2_grpc.NodeServiceStub] = {}
+        self._channels: list[grpc.Channel] = []
+        for entry in config.nodes:
+            channel = make_channel(entry.address, MAX_NODE_RESPONSE_BYTES, MAX_REQUEST_BYTES)
+            self._channels.append(channel)
+            self._stubs[entry.member_state] = node_pb2_grpc.NodeServiceStub(channel)
+        self._lock = threading.Lock()
+        self._lookups: OrderedDict[str, _Lookup] = OrderedDict()
+
+    def close(self) -> None:
+        for channel in self._channels:
+            channel.close()
+
+    def member_states(self) -> list[str]:
+        return sorted(self._stubs)
+
+    def _authorize(self, header: QueryHeader) -> None:
+        if header.requesting_state not in self._stubs:
+            raise PermissionDenied(
+                f"member state {header.requesting_state} has no node in this federation"
+            )
+
+    def _timeout(self, time_remaining: float | None) -> float:
+        timeout = self.config.node_deadline_seconds
+        if time_remaining is not None:
+            # Leave the coordinator time to gather and answer within its caller's deadline.
+            timeout = min(timeout, max(0.05, time_remaining * 0.9 - 0.05))
+        return timeout
+
+    def lookup(
+        self,
+        header: QueryHeader,
+        request: coordinator_pb2.LookupRequest,
+        time_remaining: float | None,
+    ) -> list[NodeCall]:
+        self._authorize(header)
+        probe, bundle = request.probe, request.key_bundle
+        if bundle.secret_key:
+            raise InvalidInput("key bundle carries a secret key; refused (send public material)")
+        if probe.model_id != self.config.model_id:
+            raise PreconditionFailed(
+                f"probe from model {probe.model_id!r}; the federation uses {self.config.model_id!r}"
+            )
+        if probe.dimension != self.config.dimension:
+            raise InvalidInput(f"probe dimension must be {self.config.dimension}")
+        if len(probe.ciphertext) > MAX_CIPHERTEXT_BYTES:
+            raise InvalidInput(f"probe.ciphertext exceeds {MAX_CIPHERTEXT_BYTES} bytes")
+        self._start_lookup(header)
+        search = node_pb2.SearchRequest(header=header_to_pb(header), key_bundle=bundle, probe=probe)
+        targets = {
+            state: (stub.Search, search)
+            for state, stub in self._stubs.items()
+            if state != header.requesting_state
+        }
+        calls = fan_out(targets, self._timeout(time_remaining))
+        with self._lock:
+            self._lookups[header.query_id].outcomes = {s: c.outcome for s, c in calls.items()}
+        log.info(
+            "lookup query=%s from=%s purpose=%s outcomes=%s",
+            header.query_id, header.requesting_state, header.purpose.value,
+            ",".join(f"{s}:{c.outcome.value}" for s, c in sorted(calls.items())),
+        )
+        return [calls[s] for s in sorted(calls)]
+
+    def _start_lookup(self, header: QueryHeader) -> None:
+        now = self._clock()
+        with self._lock:
+            while self._lookups:
+                qid, rec = next(iter(self._lookups.items()))
+                if rec.expires > now:
+                    break
+                del self._lookups[qid]
+            if header.query_id in self._lookups:
+                raise AlreadyExists("this query id was already used")
+            self._lookups[header.query_id] = _Lookup(
+                header.requesting_state, now + self.config.lookup_ttl_seconds, {}
+            )
+
+    def resolve(
+        self,
+        header: QueryHeader,
+        application_date: dt.date,
+        hits: Sequence[tuple[str, bytes]],
+        time_remaining: float | None,
+    ) -> Resolution:
+        self._authorize(header)
+        with self._lock:
+            rec = self._lookups.get(header.query_id)
+        if rec is None or rec.expires <= self._clock():
+            raise NotFound("no lookup with this query id is pending")
+        if rec.requesting_state != header.requesting_state:
+            raise NotFound("no lookup with this query id is pending")
+        if len(hits) > MAX_HANDLES_PER_REQUEST:
+            raise InvalidInput(f"at most {MAX_HANDLES_PER_REQUEST} hits per resolve")
+        by_state: dict[str, list[bytes]] = defaultdict(list)
+        for state, handle in hits:
+            check_member_state(state, "hits.member_state")
+            if rec.outcomes.get(state) != NodeOutcome.OK:
+                raise InvalidInput(f"hits name {state}, which did not answer this lookup")
+            if len(handle) != HANDLE_BYTES:
+                raise InvalidInput(f"a handle is {HANDLE_BYTES} bytes")
+            by_state[state].append(handle)
+        targets = {
+            state: (
+                self._stubs[state].GetHitDetails,
+                node_pb2.HitDetailsRequest(header=header_to_pb(header), handles=handles),
+            )
+            for state, handles in by_state.items()
+        }
+        calls = fan_out(targets, self._timeout(time_remaining))
+        details: list[HitDetail] = []
+        for state, call in calls.items():
+            if call.outcome is NodeOutcome.OK:
+                resp: node_pb2.HitDetailsResponse = call.response
+                for h in resp.hits:
+                    detail = hit_from_pb(h)
+                    if detail.member_state != state:
+                        # A node may only speak for its own register.
+                        raise PreconditionFailed(f"node {state} answered for another state")
+                    details.append(detail)
+        complete = all(o is NodeOutcome.OK for o in rec.outcomes.values()) and all(
+            c.outcome is NodeOutcome.OK for c in calls.values()
+        )
+        decision = decide(header.requesting_state, application_date, details)
+        log.info(
+            "resolve query=%s from=%s hits=%d rule=%s responsible=%s complete=%s",
+            header.query_id, header.requesting_state, len(details), decision.rule.value,
+            decision.responsible_state or "-", complete,
+        )
+        return Resolution(decision, tuple(details), tuple(calls.values()), complete)
+
+    def federation_info(self) -> coordinator_pb2.FederationInfo:
+        return coordinator_pb2.FederationInfo(
+            threshold=self.config.threshold,
+            threshold_version=self.config.threshold_version,
+            he_param_set=DEFAULT_PARAM_SET.name,
+            member_states=self.member_states(),
+            model_id=self.config.model_id,
+            dimension=self.config.dimension,
+        )
+
+

@@ -1,0 +1,122 @@
+"""gRPC edge of the coordinator: decode, call :class:`CoordinatorService`, encode."""
+
+from __future__ import annotations
+
+import grpc
+
+from coordinator.dublin import Decision, Procedure, Regime, Rule
+from coordinator.fanout import NodeCall, NodeOutcome
+from coordinator.service import CoordinatorService
+from fedmatch.domain import parse_date
+from fedmatch.errors import InvalidInput
+from fedmatch.grpcutil.errors import translated
+from fedmatch.grpcutil.server import RunningServer, ServerLimits, start_server
+from fedmatch.limits import MAX_LOOKUP_RESPONSE_BYTES, MAX_REQUEST_BYTES
+from fedmatch.rpc.v1 import coordinator_pb2 as cpb
+from fedmatch.rpc.v1 import coordinator_pb2_grpc
+from fedmatch.wire import header_from_pb, hit_to_pb
+
+__all__ = ["CoordinatorServicer", "serve_coordinator"]
+
+_OUTCOMES = {
+    NodeOutcome.OK: cpb.NODE_OUTCOME_OK,
+    NodeOutcome.UNREACHABLE: cpb.NODE_OUTCOME_UNREACHABLE,
+    NodeOutcome.DEADLINE_EXCEEDED: cpb.NODE_OUTCOME_DEADLINE_EXCEEDED,
+    NodeOutcome.REFUSED: cpb.NODE_OUTCOME_REFUSED,
+}
+_REGIMES = {Regime.DUBLIN_III: cpb.REGIME_DUBLIN_III, Regime.AMMR: cpb.REGIME_AMMR}
+_RULES = {
+    Rule.IRREGULAR_ENTRY: cpb.RULE_IRREGULAR_ENTRY,
+    Rule.SAR_DISEMBARKATION: cpb.RULE_SAR_DISEMBARKATION,
+    Rule.EARLIER_APPLICATION: cpb.RULE_EARLIER_APPLICATION,
+    Rule.NO_OTHER_STATE: cpb.RULE_NO_OTHER_STATE,
+}
+_PROCEDURES = {
+    Procedure.TAKE_CHARGE: cpb.PROCEDURE_TAKE_CHARGE,
+    Procedure.TAKE_BACK: cpb.PROCEDURE_TAKE_BACK,
+    Procedure.NONE: cpb.PROCEDURE_NONE,
+}
+
+
+def _node_result(call: NodeCall, with_blocks: bool) -> cpb.NodeResult:
+    result = cpb.NodeResult(
+        member_state=call.member_state,
+        outcome=_OUTCOMES[call.outcome],
+        detail=call.detail,
+        elapsed_ms=call.elapsed_ms,
+        bytes_sent=call.bytes_sent,
+        bytes_received=call.bytes_received,
+    )
+    if with_blocks and call.response is not None:
+        result.blocks.extend(call.response.blocks)
+        result.record_count = call.response.record_count
+    return result
+
+
+def _decision_pb(decision: Decision, complete: bool) -> cpb.Decision:
+    return cpb.Decision(
+        regime=_REGIMES[decision.regime],
+        rule=_RULES[decision.rule],
+        procedure=_PROCEDURES[decision.procedure],
+        responsible_state=decision.responsible_state or "",
+        evidence=[hit_to_pb(h) for h in decision.evidence],
+        tie=decision.tie,
+        explanation=decision.explanation,
+        complete=complete,
+    )
+
+
+class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
+    def __init__(self, service: CoordinatorService) -> None:
+        self.service = service
+
+    @translated
+    def GetFederation(  # noqa: N802 - gRPC method names
+        self, request: cpb.FederationRequest, context: grpc.ServicerContext
+    ) -> cpb.FederationInfo:
+        header_from_pb(request.header, request.HasField("header"))
+        return self.service.federation_info()
+
+    @translated
+    def Lookup(  # noqa: N802
+        self, request: cpb.LookupRequest, context: grpc.ServicerContext
+    ) -> cpb.LookupResponse:
+        header = header_from_pb(request.header, request.HasField("header"))
+        if not request.HasField("key_bundle") or not request.HasField("probe"):
+            raise InvalidInput("key_bundle and probe are required")
+        calls = self.service.lookup(header, request, context.time_remaining())
+        cfg = self.service.config
+        return cpb.LookupResponse(
+            query_id=header.query_id,
+            threshold=cfg.threshold,
+            threshold_version=cfg.threshold_version,
+            nodes=[_node_result(c, with_blocks=True) for c in calls],
+        )
+
+    @translated
+    def Resolve(  # noqa: N802
+        self, request: cpb.ResolveRequest, context: grpc.ServicerContext
+    ) -> cpb.ResolveResponse:
+        header = header_from_pb(request.header, request.HasField("header"))
+        application_date = parse_date(request.application_date, "application_date")
+        hits = [(h.member_state, h.handle) for h in request.hits]
+        res = self.service.resolve(header, application_date, hits, context.time_remaining())
+        return cpb.ResolveResponse(
+            decision=_decision_pb(res.decision, res.complete),
+            hits=[hit_to_pb(h) for h in res.hits],
+            nodes=[_node_result(c, with_blocks=False) for c in res.calls],
+        )
+
+
+def serve_coordinator(service: CoordinatorService, listen: str | None = None) -> RunningServer:
+    servicer = CoordinatorServicer(service)
+    limits = ServerLimits(
+        max_receive_bytes=MAX_REQUEST_BYTES,
+        max_send_bytes=MAX_LOOKUP_RESPONSE_BYTES,
+        max_workers=service.config.max_workers,
+    )
+    return start_server(
+        lambda s: coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(servicer, s),
+        listen or service.config.listen,
+        limits,
+    )

@@ -1,0 +1,200 @@
+"""``fedmatch demo``: a three-state federation on this machine, end to end.
+
+Three node processes and a coordinator process, real gRPC servers on 127.0.0.1 (free ports),
+each node with a synthetic register. One traveller is enrolled at node B as an irregular
+border crossing and at node C as an asylum applicant (later); a different, noisy capture of
+the traveller is then looked up from node A. A stranger's probe is looked up as a control.
+The last stdout line is JSON: decision, per-node outcomes, timings and bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedmatch.domain import Category, Purpose, QueryHeader, Sex
+from fedmatch.grpcutil.server import make_channel
+from fedmatch.limits import MAX_REQUEST_BYTES
+from fedmatch.report import lookup_summary
+from fedmatch.requester import Requester
+from fedmatch.rpc.v1 import node_pb2, node_pb2_grpc
+from fedmatch.seed import seed_register
+from fedmatch.synthetic import capture, unit_vectors
+from fedmatch.wire import category_to_pb, header_to_pb, sex_to_pb
+
+__all__ = ["run_demo"]
+
+MODEL = "sface-2021dec-int8bq"
+DIM = 128
+# A = requesting state, B = state of first irregular entry, C = state of a later application.
+STATES = {"A": "DE", "B": "IT", "C": "FR"}
+LEGAL_BASIS = "Reg. (EU) 2024/1358 Art. 27; Reg. (EU) 2024/1351"
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _wait_port(path: Path, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return int(path.read_text().strip())
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with code {proc.returncode} before serving")
+        time.sleep(0.05)
+    raise RuntimeError("process did not start serving in time")
+
+
+@contextmanager
+def _process(args: list[str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    log = log_path.open("wb")
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module, fixed arguments
+        [sys.executable, "-m", "fedmatch", *args], stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+
+def _enroll(address: str, state: str, template: np.ndarray, reference: str,
+            category: Category, event_date: dt.date, place: str) -> int:
+    header = QueryHeader(secrets.token_hex(16), state, Purpose.ASYLUM_DUBLIN, LEGAL_BASIS, reference)
+    request = node_pb2.EnrollRequest(
+        header=header_to_pb(header),
+        record=node_pb2.RecordMetadata(
+            reference=reference,
+            category=category_to_pb(category),
+            event_date=event_date.isoformat(),
+            event_place=place,
+            capture_date=event_date.isoformat(),
+            sex=sex_to_pb(Sex.MALE),
+            operator_id=f"{state}-officer-7",
+        ),
+        template=node_pb2.Template(model_id=MODEL, values=template.tolist()),
+    )
+    channel = make_channel(address, MAX_REQUEST_BYTES, MAX_REQUEST_BYTES)
+    try:
+        size: int = node_pb2_grpc.NodeServiceStub(channel).Enroll(request, timeout=30).register_size
+        return size
+    finally:
+        channel.close()
+
+
+def run_demo(records: int = 20_000, workdir: Path | None = None) -> int:
+    started = time.perf_counter()
+    today = dt.date.today()
+    crossing = today - dt.timedelta(days=270)  # about 9 months ago
+    application_c = today - dt.timedelta(days=180)
+    with ExitStack() as stack:
+        if workdir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fedmatch-demo-")))
+        workdir.mkdir(parents=True, exist_ok=True)
+        _say(f"fedmatch demo: 3 member-state nodes + coordinator on 127.0.0.1 (work dir {workdir})")
+
+        t0 = time.perf_counter()
+        addresses: dict[str, str] = {}
+        for i, (role, state) in enumerate(STATES.items()):
+            db = workdir / f"{state}.sqlite"
+            db.unlink(missing_ok=True)
+            seed_register(db, state, records, seed=1000 + i, dimension=DIM, model_id=MODEL, today=today)
+            cfg = workdir / f"node-{state}.toml"
+            cfg.write_text(
+                f'[node]\nmember_state = "{state}"\ndatabase = "{db.name}"\n'
+                f'dimension = {DIM}\nmodel_id = "{MODEL}"\nlisten = "127.0.0.1:0"\n'
+            )
+        _say(f"1. registers: {records:,} synthetic records per node, "
+             f"{time.perf_counter() - t0:.1f}s")
+
+        t0 = time.perf_counter()
+        procs = {}
+        for state in STATES.values():
+            port_file = workdir / f"node-{state}.port"
+            port_file.unlink(missing_ok=True)
+            procs[state] = (stack.enter_context(_process(
+                ["node", "serve", "--config", str(workdir / f"node-{state}.toml"),
+                 "--port-file", str(port_file)],
+                workdir / f"node-{state}.log",
+            )), port_file)
+        for state, (proc, port_file) in procs.items():
+            addresses[state] = f"127.0.0.1:{_wait_port(port_file, proc)}"
+        nodes_toml = "".join(
+            f'\n[[nodes]]\nmember_state = "{s}"\naddress = "{a}"\n' for s, a in addresses.items()
+        )
+        ccfg = workdir / "coordinator.toml"
+        ccfg.write_text(
+            f'[coordinator]\nlisten = "127.0.0.1:0"\nmodel_id = "{MODEL}"\ndimension = {DIM}\n'
+            f"threshold = 0.45\nnode_deadline_seconds = 30.0\n{nodes_toml}"
+        )
+        cport = workdir / "coordinator.port"
+        cport.unlink(missing_ok=True)
+        cproc = stack.enter_context(_process(
+            ["coordinator", "serve", "--config", str(ccfg), "--port-file", str(cport)],
+            workdir / "coordinator.log",
+        ))
+        coordinator = f"127.0.0.1:{_wait_port(cport, cproc)}"
+        _say("2. servers up ({:.1f}s): ".format(time.perf_counter() - t0) + ", ".join(
+            f"node {r}={s} at {addresses[s]}" for r, s in STATES.items()
+        ) + f", coordinator at {coordinator}")
+
+        rng = np.random.default_rng(int.from_bytes(os.urandom(4), "big"))
+        traveller = unit_vectors(rng, 1, DIM)[0]
+        a, b, c = STATES["A"], STATES["B"], STATES["C"]
+        _enroll(addresses[b], b, capture(traveller, rng, 0.85), f"{b}-2026-LMP-004711",
+                Category.IRREGULAR_CROSSING, crossing, "Lampedusa")
+        _enroll(addresses[c], c, capture(traveller, rng, 0.85), f"{c}-2026-PAR-118822",
+                Category.APPLICANT, application_c, "Paris")
+        _say(f"3. enrolled the traveller at {b} as irregular_crossing ({crossing}) and at {c} "
+             f"as applicant ({application_c}), each from its own capture")
+
+        requester = Requester(coordinator, a)
+        stack.callback(requester.close)
+        header = requester.header(Purpose.ASYLUM_DUBLIN, LEGAL_BASIS, f"{a}-BAMF-2026-5512")
+        report = requester.lookup(capture(traveller, rng, 0.85), header)
+        _say(f"4. {a} encrypted a new capture under its own key and looked it up: "
+             + "; ".join(f"{n.member_state} {n.outcome} ({n.record_count:,} records, "
+                         f"{n.matches} match{'es' if n.matches != 1 else ''}, {n.elapsed_ms:.0f} ms)"
+                         for n in report.nodes))
+        resolved = requester.resolve(report, today.isoformat())
+        for h in resolved.hits:
+            _say(f"   hit detail: {h['member_state']} {h['category']} {h['reference']} "
+                 f"{h['event_date']} {h['event_place']}")
+        _say(f"5. decision: {resolved.explanation}")
+
+        control_header = requester.header(Purpose.ASYLUM_DUBLIN, LEGAL_BASIS, f"{a}-BAMF-2026-5513")
+        control = requester.lookup(unit_vectors(rng, 1, DIM)[0], control_header)
+        _say(f"6. control: a stranger's probe gives {len(control.matches)} hits")
+
+        summary: dict[str, Any] = lookup_summary(report, resolved)
+        summary["control_hits"] = len(control.matches)
+        summary["records_per_node"] = records
+        summary["timings_ms"]["total_ms"] = round((time.perf_counter() - started) * 1e3, 1)
+        ok = (
+            resolved.responsible_state == b
+            and resolved.procedure == "take_charge"
+            and resolved.complete
+            and len(control.matches) == 0
+        )
+        _say("7. shutting down")
+    print(json.dumps(summary), flush=True)
+    return 0 if ok else 1

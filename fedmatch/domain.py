@@ -1,0 +1,159 @@
+"""Domain vocabulary shared by nodes, coordinator and requesters.
+
+Member states, record categories (Eurodac recast, Regulation (EU) 2024/1358, see
+``shared/docs/DOMAIN.md`` section 1), purposes of a search, and the frozen dataclasses that
+services exchange. Each dataclass checks its own invariants when built, so that code past the
+protobuf edge can trust what it holds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import re
+from dataclasses import dataclass
+
+from fedmatch.errors import InvalidInput
+
+__all__ = [
+    "FEDERATION_STATES",
+    "Category",
+    "Sex",
+    "Purpose",
+    "QueryHeader",
+    "HitDetail",
+    "check_member_state",
+    "parse_date",
+]
+
+# EU-27 plus the associated Dublin states (Iceland, Liechtenstein, Norway, Switzerland), by
+# ISO 3166-1 alpha-2. Greece is "GR" in ISO 3166-1 (the EU's own "EL" is not accepted, so
+# that every code means the same thing everywhere).
+FEDERATION_STATES: frozenset[str] = frozenset(
+    {
+        "AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE",
+        "IT", "LV", "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE",
+        "IS", "LI", "NO", "CH",
+    }
+)  # fmt: skip
+
+_CODE = re.compile(r"^[A-Z]{2}$")
+
+
+def check_member_state(code: str, field: str = "member_state") -> str:
+    """Return ``code`` if it names a federation member state, else raise InvalidInput."""
+    if not _CODE.match(code):
+        raise InvalidInput(f"{field} must be an ISO 3166-1 alpha-2 code such as 'DE'")
+    if code not in FEDERATION_STATES:
+        raise InvalidInput(f"{field} {code!r} is not a member state of this federation")
+    return code
+
+
+def parse_date(value: str, field: str) -> dt.date:
+    """Parse an ISO 8601 calendar date (YYYY-MM-DD) or raise InvalidInput naming the field."""
+    try:
+        return dt.date.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{field} must be a date in YYYY-MM-DD form") from None
+
+
+class Category(enum.StrEnum):
+    """The six categories of person of the Eurodac recast; each record has exactly one."""
+
+    APPLICANT = "applicant"
+    IRREGULAR_CROSSING = "irregular_crossing"
+    ILLEGAL_STAY = "illegal_stay"
+    SAR_DISEMBARKED = "sar_disembarked"
+    RESETTLEMENT = "resettlement"
+    TEMPORARY_PROTECTION = "temporary_protection"
+
+    @classmethod
+    def parse(cls, value: str) -> Category:
+        try:
+            return cls(value)
+        except ValueError:
+            names = ", ".join(c.value for c in cls)
+            raise InvalidInput(f"unknown category; expected one of: {names}") from None
+
+
+class Sex(enum.StrEnum):
+    """Sex as recorded at capture; optional on a record."""
+
+    UNSPECIFIED = ""
+    FEMALE = "F"
+    MALE = "M"
+    OTHER = "X"
+
+    @classmethod
+    def parse(cls, value: str) -> Sex:
+        try:
+            return cls(value)
+        except ValueError:
+            raise InvalidInput("sex must be one of F, M, X or empty") from None
+
+
+class Purpose(enum.StrEnum):
+    """Why a search is made (DOMAIN.md section 4). Purposes differ in what they may search;
+    the enforcement of that lands with the policy issue, the vocabulary lands here."""
+
+    ASYLUM_DUBLIN = "asylum_dublin"
+    BORDER_CONTROL = "border_control"
+    ILLEGAL_STAY_CHECK = "illegal_stay_check"
+    RESETTLEMENT = "resettlement"
+    LAW_ENFORCEMENT = "law_enforcement"
+    DATA_SUBJECT_REQUEST = "data_subject_request"
+
+    @classmethod
+    def parse(cls, value: str) -> Purpose:
+        try:
+            return cls(value)
+        except ValueError:
+            names = ", ".join(p.value for p in cls)
+            raise InvalidInput(f"unknown purpose; expected one of: {names}") from None
+
+
+_QUERY_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass(frozen=True)
+class QueryHeader:
+    """What every request carries: who asks, why, on which legal basis, for which case."""
+
+    query_id: str
+    requesting_state: str
+    purpose: Purpose
+    legal_basis: str
+    case_reference: str
+
+    def __post_init__(self) -> None:
+        if not _QUERY_ID.match(self.query_id):
+            raise InvalidInput("query_id must be 32 lowercase hex digits (128 random bits)")
+        check_member_state(self.requesting_state, "requesting_state")
+        for name in ("legal_basis", "case_reference"):
+            value: str = getattr(self, name)
+            if not value.strip():
+                raise InvalidInput(f"{name} is required")
+            if len(value) > 256:
+                raise InvalidInput(f"{name} is longer than 256 characters")
+
+
+@dataclass(frozen=True)
+class HitDetail:
+    """The record metadata a node reveals for a matched handle in the second step.
+
+    Never holds the template: hit details are metadata only.
+    """
+
+    member_state: str
+    handle: bytes
+    category: Category
+    reference: str
+    event_date: dt.date
+    event_place: str
+    capture_date: dt.date
+    sex: Sex = Sex.UNSPECIFIED
+
+    def __post_init__(self) -> None:
+        check_member_state(self.member_state)
+        if not self.reference:
+            raise InvalidInput("hit detail has no reference number")

@@ -1,0 +1,1 @@
+"""gRPC plumbing shared by every party: server and channel factories, error translation."""

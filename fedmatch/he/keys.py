@@ -1,0 +1,185 @@
+"""Key material: the requester's key pair and the validated public material a node uses.
+
+The requester generates its keys locally; only :meth:`RequesterKeys.public_bundle` ever leaves
+it. A node turns a received bundle into :class:`EvaluationKeys` through
+:func:`open_key_bundle`, which refuses a bundle carrying a secret key, an unknown parameter
+set, parameters that differ from the named set, or keys that do not load for that context.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import tenseal.sealapi as seal
+
+from fedmatch.errors import HEError, InvalidInput
+from fedmatch.he import sealio
+from fedmatch.he.layout import replicate_probe
+from fedmatch.he.params import DEFAULT_PARAM_SET, ParamSet, get_param_set
+
+__all__ = [
+    "KeyBundle",
+    "RequesterKeys",
+    "EvaluationKeys",
+    "open_key_bundle",
+    "ROTATION_GALOIS_ELEMENT",
+    "MAX_KEY_BUNDLE_BYTES",
+]
+
+# CKKS rotation by one slot to the left is the automorphism x -> x^3 (3^1 mod 2N). The
+# search kernel only ever rotates by one step, so the bundle carries a single rotation key.
+ROTATION_GALOIS_ELEMENT = 3
+
+# A bundle at N = 8192 measures ~1.1 MB (public key 364 KB, one rotation key 727 KB).
+MAX_KEY_BUNDLE_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class KeyBundle:
+    """The container of HE key material, in the shape of the wire's ``HEKeyBundle``."""
+
+    param_set: str
+    parms: bytes
+    public_key: bytes
+    galois_keys: bytes
+    secret_key: bytes = field(default=b"", repr=False)
+
+    def __repr__(self) -> str:
+        # Never print key bytes, and say whether a secret key is present without showing it.
+        return (
+            f"KeyBundle(param_set={self.param_set!r}, digest={self.digest()[:16]}, "
+            f"has_secret_key={bool(self.secret_key)})"
+        )
+
+    @property
+    def size(self) -> int:
+        return len(self.parms) + len(self.public_key) + len(self.galois_keys)
+
+    def digest(self) -> str:
+        """SHA-256 over the public parts, length-prefixed: the key bundle's identity."""
+        h = hashlib.sha256(b"fedmatch.he.key-bundle.v1\x00")
+        for part in (self.param_set.encode(), self.parms, self.public_key, self.galois_keys):
+            h.update(len(part).to_bytes(8, "big"))
+            h.update(part)
+        return h.hexdigest()
+
+
+class RequesterKeys:
+    """A requesting authority's key pair. The secret key never leaves this object except
+    through :meth:`private_bundle`, for the authority's own key file."""
+
+    def __init__(self, params: ParamSet, secret_key: seal.SecretKey) -> None:
+        self.params = params
+        ctx = params.context()
+        self._ctx = ctx
+        self._secret = secret_key
+        keygen = seal.KeyGenerator(ctx, secret_key)
+        self._public = seal.PublicKey()
+        keygen.create_public_key(self._public)
+        galois = seal.GaloisKeys()
+        keygen.create_galois_keys([ROTATION_GALOIS_ELEMENT], galois)
+        self._bundle = KeyBundle(
+            param_set=params.name,
+            parms=sealio.to_bytes(params.parms()),
+            public_key=sealio.to_bytes(self._public),
+            galois_keys=sealio.to_bytes(galois),
+        )
+        self._encoder = seal.CKKSEncoder(ctx)
+        self._encryptor = seal.Encryptor(ctx, self._public, secret_key)
+        self._decryptor = seal.Decryptor(ctx, secret_key)
+
+    def __repr__(self) -> str:
+        return f"RequesterKeys(param_set={self.params.name!r}, digest={self.key_id[:16]})"
+
+    @classmethod
+    def generate(cls, params: ParamSet = DEFAULT_PARAM_SET) -> RequesterKeys:
+        return cls(params, seal.KeyGenerator(params.context()).secret_key())
+
+    @classmethod
+    def from_private_bundle(cls, bundle: KeyBundle) -> RequesterKeys:
+        if not bundle.secret_key:
+            raise HEError("key file holds no secret key")
+        params = get_param_set(bundle.param_set)
+        secret = seal.SecretKey()
+        sealio.load_bytes(
+            lambda p: secret.load(params.context(), p), bundle.secret_key, "secret key"
+        )
+        return cls(params, secret)
+
+    @property
+    def key_id(self) -> str:
+        return self._bundle.digest()
+
+    def public_bundle(self) -> KeyBundle:
+        return self._bundle
+
+    def private_bundle(self) -> KeyBundle:
+        return KeyBundle(
+            param_set=self._bundle.param_set,
+            parms=self._bundle.parms,
+            public_key=self._bundle.public_key,
+            galois_keys=self._bundle.galois_keys,
+            secret_key=sealio.to_bytes(self._secret),
+        )
+
+    def encrypt_probe(self, template: npt.NDArray[np.floating]) -> bytes:
+        """Encrypt a unit-norm template in the replicated layout, as a seeded (half-size)
+        symmetric ciphertext."""
+        vec = np.asarray(template, dtype=np.float64)
+        if vec.ndim != 1:
+            raise InvalidInput("probe template must be a one-dimensional vector")
+        if not np.all(np.isfinite(vec)):
+            raise InvalidInput("probe template has non-finite values")
+        plain = seal.Plaintext()
+        slots = replicate_probe(vec, self.params.slots)
+        self._encoder.encode(slots.tolist(), self._ctx.first_parms_id(), self.params.scale, plain)
+        return sealio.to_bytes(self._encryptor.encrypt_symmetric(plain))
+
+    def decrypt_scores(self, ciphertext: bytes, count: int) -> npt.NDArray[np.float64]:
+        """Decrypt one result block and return its first ``count`` slots."""
+        if not 0 <= count <= self.params.slots:
+            raise InvalidInput("result block count exceeds the slot count")
+        ct = seal.Ciphertext()
+        sealio.load_bytes(lambda p: ct.load(self._ctx, p), ciphertext, "result ciphertext")
+        plain = seal.Plaintext()
+        self._decryptor.decrypt(ct, plain)
+        return np.asarray(self._encoder.decode_double(plain)[:count], dtype=np.float64)
+
+
+@dataclass(frozen=True, eq=False)
+class EvaluationKeys:
+    """Public material of one requester, validated for its parameter set."""
+
+    params: ParamSet
+    key_id: str
+    galois_keys: seal.GaloisKeys
+    public_key: seal.PublicKey
+
+
+def open_key_bundle(bundle: KeyBundle) -> EvaluationKeys:
+    """Validate a received bundle and load its keys, or raise HEError."""
+    if bundle.secret_key:
+        raise HEError("key bundle carries a secret key; refused (send public material only)")
+    if bundle.size > MAX_KEY_BUNDLE_BYTES:
+        raise HEError(f"key bundle exceeds {MAX_KEY_BUNDLE_BYTES} bytes")
+    params = get_param_set(bundle.param_set)
+    ctx = params.context()
+    received = seal.EncryptionParameters(seal.SCHEME_TYPE.CKKS)
+    sealio.load_bytes(received.load, bundle.parms, "encryption parameters")
+    mine = params.parms()
+    if (
+        received.scheme() != mine.scheme()
+        or received.poly_modulus_degree() != mine.poly_modulus_degree()
+        or [m.value() for m in received.coeff_modulus()] != [m.value() for m in mine.coeff_modulus()]
+    ):
+        raise HEError("encryption parameters differ from the named parameter set")
+    public = seal.PublicKey()
+    sealio.load_bytes(lambda p: public.load(ctx, p), bundle.public_key, "public key")
+    galois = seal.GaloisKeys()
+    sealio.load_bytes(lambda p: galois.load(ctx, p), bundle.galois_keys, "rotation keys")
+    if not galois.has_key(ROTATION_GALOIS_ELEMENT):
+        raise HEError("rotation keys lack the one-step rotation the search needs")
+    return EvaluationKeys(params=params, key_id=bundle.digest(), galois_keys=galois, public_key=public)

@@ -1,0 +1,226 @@
+"""Requester: encrypts a probe under its own key, asks the coordinator, decrypts locally.
+
+The secret key never leaves :class:`~fedmatch.he.keys.RequesterKeys`; what is sent is the
+public key bundle and the probe ciphertext. Decrypted scores stay inside :meth:`lookup`:
+the report holds only which per-query handles matched at the federation's threshold.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+
+from fedmatch.domain import Purpose, QueryHeader
+from fedmatch.errors import InvalidInput, PreconditionFailed
+from fedmatch.he.keys import RequesterKeys
+from fedmatch.limits import HANDLE_BYTES, MAX_LOOKUP_RESPONSE_BYTES, MAX_REQUEST_BYTES
+from fedmatch.grpcutil.server import make_channel
+from fedmatch.rpc.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
+from fedmatch.wire import header_to_pb, hit_from_pb, key_bundle_to_pb
+
+__all__ = ["Requester", "LookupReport", "ResolveReport", "NodeSummary", "enum_name"]
+
+
+def enum_name(enum_type: Any, value: int, prefix: str) -> str:
+    """'NODE_OUTCOME_DEADLINE_EXCEEDED' -> 'deadline_exceeded'."""
+    return str(enum_type.Name(value)).removeprefix(prefix).lower()
+
+
+@dataclass(frozen=True)
+class NodeSummary:
+    member_state: str
+    outcome: str
+    detail: str
+    record_count: int
+    matches: int
+    elapsed_ms: float
+    bytes_sent: int
+    bytes_received: int
+
+
+@dataclass(frozen=True)
+class LookupReport:
+    header: QueryHeader
+    threshold: float
+    threshold_version: str
+    matches: tuple[tuple[str, bytes], ...] = field(repr=False)
+    nodes: tuple[NodeSummary, ...]
+    bytes_sent: int
+    bytes_received: int
+    timings_ms: dict[str, float]
+
+
+@dataclass(frozen=True)
+class ResolveReport:
+    regime: str
+    rule: str
+    procedure: str
+    responsible_state: str | None
+    evidence: tuple[dict[str, str], ...]
+    tie: bool
+    complete: bool
+    explanation: str
+    hits: tuple[dict[str, str], ...]
+    nodes: tuple[NodeSummary, ...]
+    bytes_sent: int
+    bytes_received: int
+    elapsed_ms: float
+
+
+def _hit_dict(h: common_pb2.HitDetail) -> dict[str, str]:
+    d = hit_from_pb(h)
+    return {
+        "member_state": d.member_state,
+        "category": d.category.value,
+        "reference": d.reference,
+        "event_date": d.event_date.isoformat(),
+        "event_place": d.event_place,
+        "capture_date": d.capture_date.isoformat(),
+    }
+
+
+def _summary(n: coordinator_pb2.NodeResult, matches: int) -> NodeSummary:
+    return NodeSummary(
+        member_state=n.member_state,
+        outcome=enum_name(coordinator_pb2.NodeOutcome, n.outcome, "NODE_OUTCOME_"),
+        detail=n.detail,
+        record_count=n.record_count,
+        matches=matches,
+        elapsed_ms=n.elapsed_ms,
+        bytes_sent=n.bytes_sent,
+        bytes_received=n.bytes_received,
+    )
+
+
+class Requester:
+    """An authority of ``member_state`` asking the federation through a coordinator."""
+
+    def __init__(
+        self,
+        coordinator: str | grpc.Channel,
+        member_state: str,
+        keys: RequesterKeys | None = None,
+    ) -> None:
+        if isinstance(coordinator, str):
+            channel = make_channel(coordinator, MAX_LOOKUP_RESPONSE_BYTES, MAX_REQUEST_BYTES)
+            self._owned: grpc.Channel | None = channel
+        else:
+            channel, self._owned = coordinator, None
+        self._stub = coordinator_pb2_grpc.CoordinatorServiceStub(channel)
+        self.member_state = member_state
+        self.keys = keys or RequesterKeys.generate()
+
+    def close(self) -> None:
+        if self._owned is not None:
+            self._owned.close()
+
+    def header(self, purpose: Purpose, legal_basis: str, case_reference: str) -> QueryHeader:
+        return QueryHeader(
+            query_id=secrets.token_hex(16),
+            requesting_state=self.member_state,
+            purpose=purpose,
+            legal_basis=legal_basis,
+            case_reference=case_reference,
+        )
+
+    def federation(self, header: QueryHeader, timeout: float = 10.0) -> coordinator_pb2.FederationInfo:
+        request = coordinator_pb2.FederationRequest(header=header_to_pb(header))
+        info: coordinator_pb2.FederationInfo = self._stub.GetFederation(request, timeout=timeout)
+        return info
+
+    def lookup(
+        self,
+        template: npt.NDArray[np.floating],
+        header: QueryHeader,
+        timeout: float = 60.0,
+    ) -> LookupReport:
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        info = self.federation(header, timeout=timeout)
+        vec = np.asarray(template, dtype=np.float64)
+        if vec.ndim != 1 or vec.shape[0] != info.dimension:
+            raise InvalidInput(f"probe template must have dimension {info.dimension}")
+        if info.he_param_set != self.keys.params.name:
+            raise PreconditionFailed("the federation uses another HE parameter set")
+        t1 = time.perf_counter()
+        ciphertext = self.keys.encrypt_probe(vec)
+        request = coordinator_pb2.LookupRequest(
+            header=header_to_pb(header),
+            key_bundle=key_bundle_to_pb(self.keys.public_bundle()),
+            probe=common_pb2.EncryptedProbe(
+                he_param_set=self.keys.params.name,
+                ciphertext=ciphertext,
+                model_id=info.model_id,
+                dimension=info.dimension,
+            ),
+        )
+        t2 = time.perf_counter()
+        response: coordinator_pb2.LookupResponse = self._stub.Lookup(request, timeout=timeout)
+        t3 = time.perf_counter()
+        matches: list[tuple[str, bytes]] = []
+        nodes = []
+        for node in response.nodes:
+            found = self._matches(node, response.threshold)
+            matches.extend((node.member_state, h) for h in found)
+            nodes.append(_summary(node, len(found)))
+        t4 = time.perf_counter()
+        timings = {
+            "federation_ms": (t1 - t0) * 1e3,
+            "encrypt_ms": (t2 - t1) * 1e3,
+            "lookup_ms": (t3 - t2) * 1e3,
+            "decrypt_ms": (t4 - t3) * 1e3,
+        }
+        return LookupReport(
+            header=header,
+            threshold=response.threshold,
+            threshold_version=response.threshold_version,
+            matches=tuple(matches),
+            nodes=tuple(nodes),
+            bytes_sent=request.ByteSize(),
+            bytes_received=response.ByteSize(),
+            timings_ms={k: round(v, 1) for k, v in timings.items()},
+        )
+
+    def _matches(self, node: coordinator_pb2.NodeResult, threshold: float) -> list[bytes]:
+        found: list[bytes] = []
+        for block in node.blocks:
+            if len(block.handles) != HANDLE_BYTES * block.count:
+                raise InvalidInput("a result block's handles do not match its count")
+            scores = self.keys.decrypt_scores(block.ciphertext, block.count)
+            for slot in np.flatnonzero(scores >= threshold):
+                found.append(block.handles[slot * HANDLE_BYTES : (slot + 1) * HANDLE_BYTES])
+        return found
+
+    def resolve(
+        self, report: LookupReport, application_date: str, timeout: float = 30.0
+    ) -> ResolveReport:
+        request = coordinator_pb2.ResolveRequest(
+            header=header_to_pb(report.header),
+            application_date=application_date,
+            hits=[coordinator_pb2.HitRef(member_state=s, handle=h) for s, h in report.matches],
+        )
+        t0 = time.perf_counter()
+        response: coordinator_pb2.ResolveResponse = self._stub.Resolve(request, timeout=timeout)
+        elapsed = (time.perf_counter() - t0) * 1e3
+        d = response.decision
+        return ResolveReport(
+            regime=enum_name(coordinator_pb2.Regime, d.regime, "REGIME_"),
+            rule=enum_name(coordinator_pb2.Rule, d.rule, "RULE_"),
+            procedure=enum_name(coordinator_pb2.Procedure, d.procedure, "PROCEDURE_"),
+            responsible_state=d.responsible_state or None,
+            evidence=tuple(_hit_dict(h) for h in d.evidence),
+            tie=d.tie,
+            complete=d.complete,
+            explanation=d.explanation,
+            hits=tuple(_hit_dict(h) for h in response.hits),
+            nodes=tuple(_summary(n, 0) for n in response.nodes),
+            bytes_sent=request.ByteSize(),
+            bytes_received=response.ByteSize(),
+            elapsed_ms=round(elapsed, 1),
+        )

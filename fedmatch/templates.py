@@ -1,0 +1,33 @@
+"""Reading templates from files: ``.npy`` (1-D or 2-D) or ``.json`` (a list, or a list of
+lists). Used by the CLI; the face path (photos) comes in a later issue."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from fedmatch.errors import InvalidInput
+
+__all__ = ["read_templates"]
+
+
+def read_templates(path: Path) -> npt.NDArray[np.float32]:
+    """Always returns a 2-D float32 array (one row per template)."""
+    try:
+        if path.suffix == ".npy":
+            data = np.load(path, allow_pickle=False)
+        elif path.suffix == ".json":
+            data = np.asarray(json.loads(path.read_text()), dtype=np.float64)
+        else:
+            raise InvalidInput("template file must be .npy or .json")
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"template file {path.name} could not be read ({type(exc).__name__})") from None
+    arr = np.asarray(data, dtype=np.float32)
+    if arr.ndim == 1:
+        arr = arr.reshape(1, -1)
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        raise InvalidInput("template file must hold a vector or a matrix of templates")
+    return arr

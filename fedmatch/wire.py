@@ -1,0 +1,150 @@
+"""Conversion between protobuf messages and domain objects, for every party.
+
+Protobuf stays at the edge: servicers call these functions first thing and hand frozen
+dataclasses to services. Every conversion from the wire validates and raises InvalidInput
+with the field's name; none echoes a value it refuses.
+"""
+
+from __future__ import annotations
+
+from fedmatch.domain import Category, HitDetail, Purpose, QueryHeader, Sex, parse_date
+from fedmatch.errors import InvalidInput
+from fedmatch.he.keys import KeyBundle
+from fedmatch.rpc.v1 import common_pb2 as pb
+
+__all__ = [
+    "header_from_pb",
+    "header_to_pb",
+    "category_from_pb",
+    "category_to_pb",
+    "sex_from_pb",
+    "sex_to_pb",
+    "key_bundle_from_pb",
+    "key_bundle_to_pb",
+    "hit_from_pb",
+    "hit_to_pb",
+]
+
+_PURPOSES: dict[int, Purpose] = {
+    pb.PURPOSE_ASYLUM_DUBLIN: Purpose.ASYLUM_DUBLIN,
+    pb.PURPOSE_BORDER_CONTROL: Purpose.BORDER_CONTROL,
+    pb.PURPOSE_ILLEGAL_STAY_CHECK: Purpose.ILLEGAL_STAY_CHECK,
+    pb.PURPOSE_RESETTLEMENT: Purpose.RESETTLEMENT,
+    pb.PURPOSE_LAW_ENFORCEMENT: Purpose.LAW_ENFORCEMENT,
+    pb.PURPOSE_DATA_SUBJECT_REQUEST: Purpose.DATA_SUBJECT_REQUEST,
+}
+_PURPOSES_PB = {v: k for k, v in _PURPOSES.items()}
+
+_CATEGORIES: dict[int, Category] = {
+    pb.CATEGORY_APPLICANT: Category.APPLICANT,
+    pb.CATEGORY_IRREGULAR_CROSSING: Category.IRREGULAR_CROSSING,
+    pb.CATEGORY_ILLEGAL_STAY: Category.ILLEGAL_STAY,
+    pb.CATEGORY_SAR_DISEMBARKED: Category.SAR_DISEMBARKED,
+    pb.CATEGORY_RESETTLEMENT: Category.RESETTLEMENT,
+    pb.CATEGORY_TEMPORARY_PROTECTION: Category.TEMPORARY_PROTECTION,
+}
+_CATEGORIES_PB = {v: k for k, v in _CATEGORIES.items()}
+
+_SEXES: dict[int, Sex] = {
+    pb.SEX_UNSPECIFIED: Sex.UNSPECIFIED,
+    pb.SEX_FEMALE: Sex.FEMALE,
+    pb.SEX_MALE: Sex.MALE,
+    pb.SEX_OTHER: Sex.OTHER,
+}
+_SEXES_PB = {v: k for k, v in _SEXES.items()}
+
+
+def header_from_pb(msg: pb.RequestHeader, has_header: bool = True) -> QueryHeader:
+    if not has_header:
+        raise InvalidInput("header is required")
+    purpose = _PURPOSES.get(msg.purpose)
+    if purpose is None:
+        raise InvalidInput("header.purpose is missing or unknown")
+    return QueryHeader(
+        query_id=msg.query_id,
+        requesting_state=msg.requesting_state,
+        purpose=purpose,
+        legal_basis=msg.legal_basis,
+        case_reference=msg.case_reference,
+    )
+
+
+def header_to_pb(header: QueryHeader) -> pb.RequestHeader:
+    return pb.RequestHeader(
+        query_id=header.query_id,
+        requesting_state=header.requesting_state,
+        purpose=_PURPOSES_PB[header.purpose],  # type: ignore[arg-type]
+        legal_basis=header.legal_basis,
+        case_reference=header.case_reference,
+    )
+
+
+def category_from_pb(value: int) -> Category:
+    category = _CATEGORIES.get(value)
+    if category is None:
+        names = ", ".join(c.value for c in Category)
+        raise InvalidInput(f"unknown category; expected one of: {names}")
+    return category
+
+
+def category_to_pb(category: Category) -> pb.Category.ValueType:
+    return _CATEGORIES_PB[category]  # type: ignore[return-value]
+
+
+def sex_from_pb(value: int) -> Sex:
+    sex = _SEXES.get(value)
+    if sex is None:
+        raise InvalidInput("unknown sex value")
+    return sex
+
+
+def sex_to_pb(sex: Sex) -> pb.Sex.ValueType:
+    return _SEXES_PB[sex]  # type: ignore[return-value]
+
+
+def key_bundle_from_pb(msg: pb.HEKeyBundle) -> KeyBundle:
+    return KeyBundle(
+        param_set=msg.he_param_set,
+        parms=msg.parms,
+        public_key=msg.public_key,
+        galois_keys=msg.galois_keys,
+        secret_key=msg.secret_key,
+    )
+
+
+def key_bundle_to_pb(bundle: KeyBundle) -> pb.HEKeyBundle:
+    if bundle.secret_key:
+        # The wire never carries a secret key from our side; a private bundle is for disk.
+        raise InvalidInput("refusing to put a secret key on the wire")
+    return pb.HEKeyBundle(
+        he_param_set=bundle.param_set,
+        parms=bundle.parms,
+        public_key=bundle.public_key,
+        galois_keys=bundle.galois_keys,
+    )
+
+
+def hit_from_pb(msg: pb.HitDetail) -> HitDetail:
+    return HitDetail(
+        member_state=msg.member_state,
+        handle=msg.handle,
+        category=category_from_pb(msg.category),
+        reference=msg.reference,
+        event_date=parse_date(msg.event_date, "event_date"),
+        event_place=msg.event_place,
+        capture_date=parse_date(msg.capture_date, "capture_date"),
+        sex=sex_from_pb(msg.sex),
+    )
+
+
+def hit_to_pb(hit: HitDetail) -> pb.HitDetail:
+    return pb.HitDetail(
+        member_state=hit.member_state,
+        handle=hit.handle,
+        category=category_to_pb(hit.category),
+        reference=hit.reference,
+        event_date=hit.event_date.isoformat(),
+        event_place=hit.event_place,
+        capture_date=hit.capture_date.isoformat(),
+        sex=sex_to_pb(hit.sex),
+    )

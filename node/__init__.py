@@ -1,0 +1,1 @@
+"""One member state's node: its record store, encrypted search service and gRPC server."""

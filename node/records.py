@@ -1,0 +1,66 @@
+"""Records of a node's register, as services see them (frozen, self-validating)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from fedmatch.domain import Category, Sex
+from fedmatch.errors import InvalidInput
+from fedmatch.limits import MAX_TEXT_FIELD
+
+__all__ = ["RecordMeta", "NewRecord", "UNIT_NORM_TOLERANCE"]
+
+# Templates are L2-normalized by the model pipeline; float32 storage keeps ~1e-7 relative
+# error, so anything further than this from 1 is a caller bug, not rounding.
+UNIT_NORM_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class RecordMeta:
+    """Metadata of one record (DOMAIN.md section 1). Never holds the template."""
+
+    reference: str
+    category: Category
+    event_date: dt.date
+    event_place: str
+    capture_date: dt.date
+    sex: Sex = Sex.UNSPECIFIED
+    operator_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.reference.strip():
+            raise InvalidInput("reference is required")
+        for name in ("reference", "event_place", "operator_id"):
+            if len(getattr(self, name)) > MAX_TEXT_FIELD:
+                raise InvalidInput(f"{name} is longer than {MAX_TEXT_FIELD} characters")
+        if not self.event_place.strip():
+            raise InvalidInput("event_place is required")
+        if self.capture_date < self.event_date - dt.timedelta(days=1):
+            # Capture happens at the event (application, apprehension); a day's slack
+            # allows for time zones. A capture long before the event is a data-entry error.
+            raise InvalidInput("capture_date is before event_date")
+
+
+@dataclass(frozen=True)
+class NewRecord:
+    """A record to enrol: metadata, template and the id of the model that produced it."""
+
+    meta: RecordMeta
+    template: npt.NDArray[np.float32] = field(repr=False)
+    model_id: str
+
+    def __post_init__(self) -> None:
+        t = self.template
+        if t.ndim != 1 or t.shape[0] == 0:
+            raise InvalidInput("template must be a non-empty one-dimensional vector")
+        if not np.all(np.isfinite(t)):
+            raise InvalidInput("template has non-finite values")
+        norm = float(np.linalg.norm(t.astype(np.float64)))
+        if abs(norm - 1.0) > UNIT_NORM_TOLERANCE:
+            raise InvalidInput("template is not unit-norm (L2-normalize it first)")
+        if not self.model_id.strip():
+            raise InvalidInput("model_id is required")
