@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from google.protobuf.message import Message
 
-__all__ = ["NodeOutcome", "NodeCall", "fan_out"]
+__all__ = ["NodeCall", "NodeOutcome", "fan_out"]
 
 
 class NodeOutcome(enum.StrEnum):
@@ -45,7 +45,7 @@ def _outcome(code: grpc.StatusCode) -> NodeOutcome:
 
 
 def fan_out(
-    calls: Mapping[str, tuple[Callable[..., Any], Message]],
+    calls: Mapping[str, tuple[grpc.UnaryUnaryMultiCallable[Any, Any], Message]],
     timeout: float,
 ) -> dict[str, NodeCall]:
     """Start ``method.future(request, timeout=...)`` for every state, gather every result."""
@@ -61,9 +61,7 @@ def fan_out(
         except grpc.RpcError as err:
             code = err.code()
             detail = f"{code.name}: {err.details() or ''}".strip()
-            out[state] = NodeCall(
-                state, _outcome(code), detail[:300], _ms(started), sent, 0, None
-            )
+            out[state] = NodeCall(state, _outcome(code), detail[:300], _ms(started), sent, 0, None)
             continue
         out[state] = NodeCall(
             state, NodeOutcome.OK, "", _ms(started), sent, response.ByteSize(), response

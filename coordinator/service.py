@@ -127,7 +127,9 @@ class CoordinatorService:
             self._lookups[header.query_id].outcomes = {s: c.outcome for s, c in calls.items()}
         log.info(
             "lookup query=%s from=%s purpose=%s outcomes=%s",
-            header.query_id, header.requesting_state, header.purpose.value,
+            header.query_id,
+            header.requesting_state,
+            header.purpose.value,
             ",".join(f"{s}:{c.outcome.value}" for s, c in sorted(calls.items())),
         )
         return [calls[s] for s in sorted(calls)]
@@ -194,8 +196,12 @@ class CoordinatorService:
         decision = decide(header.requesting_state, application_date, details)
         log.info(
             "resolve query=%s from=%s hits=%d rule=%s responsible=%s complete=%s",
-            header.query_id, header.requesting_state, len(details), decision.rule.value,
-            decision.responsible_state or "-", complete,
+            header.query_id,
+            header.requesting_state,
+            len(details),
+            decision.rule.value,
+            decision.responsible_state or "-",
+            complete,
         )
         return Resolution(decision, tuple(details), tuple(calls.values()), complete)
 
@@ -208,5 +214,3 @@ class CoordinatorService:
             model_id=self.config.model_id,
             dimension=self.config.dimension,
         )
-
-

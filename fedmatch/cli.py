@@ -20,7 +20,7 @@ from typing import Any
 from fedmatch.domain import Category, Purpose, Sex, parse_date
 from fedmatch.errors import ConfigError, FedmatchError, InvalidInput
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 EXIT_OK, EXIT_ERROR, EXIT_INPUT, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 
@@ -35,7 +35,9 @@ def _header_args(p: argparse.ArgumentParser) -> None:
         choices=[x.value for x in Purpose],
         help="purpose of the request",
     )
-    p.add_argument("--legal-basis", required=True, help="legal basis, e.g. 'Reg. 2024/1358 Art. 15'")
+    p.add_argument(
+        "--legal-basis", required=True, help="legal basis, e.g. 'Reg. 2024/1358 Art. 15'"
+    )
     p.add_argument("--case-reference", required=True, help="case or file number")
 
 
@@ -93,9 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     _header_args(lookup)
     lookup.add_argument("--template", type=Path, required=True, help=".npy or .json probe")
     lookup.add_argument("--keys", type=Path, help="key file (default: a fresh key pair)")
-    lookup.add_argument(
-        "--application-date", help="YYYY-MM-DD of the application (default: today)"
-    )
+    lookup.add_argument("--application-date", help="YYYY-MM-DD of the application (default: today)")
     lookup.add_argument("--timeout", type=float, default=60.0, help="seconds")
 
     demo = sub.add_parser("demo", help="run a 3-node federation end to end on this machine")
@@ -115,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.verbose or args.command in ("node", "coordinator") else logging.WARNING,
+        level=logging.INFO
+        if args.verbose or args.command in ("node", "coordinator")
+        else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -129,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INPUT
     except KeyboardInterrupt:
         return EXIT_ERROR
-    except Exception as exc:  # noqa: BLE001 - the command's last line of defence
+    except Exception as exc:
         import grpc
 
         if isinstance(exc, grpc.RpcError):
@@ -176,7 +178,12 @@ def _node(args: argparse.Namespace) -> int:
         from fedmatch.seed import seed_register
 
         seed_register(
-            cfg.database, cfg.member_state, args.count, args.seed, cfg.dimension, cfg.model_id,
+            cfg.database,
+            cfg.member_state,
+            args.count,
+            args.seed,
+            cfg.dimension,
+            cfg.model_id,
             dt.date.today(),
         )
         print(f"{cfg.member_state}: added {args.count} synthetic records to {cfg.database}")
@@ -188,7 +195,9 @@ def _node(args: argparse.Namespace) -> int:
     store = RecordStore(cfg.database, cfg.member_state, cfg.dimension, cfg.model_id)
     service = NodeService(cfg, store)
     server = serve_node(service)
-    log.info("node %s serving %d records on %s", cfg.member_state, service.record_count(), server.address)
+    log.info(
+        "node %s serving %d records on %s", cfg.member_state, service.record_count(), server.address
+    )
     if args.port_file:
         write_port_file(args.port_file, server.port)
     serve_until_signalled(server)
@@ -231,16 +240,29 @@ def _enroll(args: argparse.Namespace) -> int:
         with args.manifest.open(newline="") as fh:
             rows = list(csv.DictReader(fh))
     else:
-        missing = [n for n in ("reference", "category", "event_date", "event_place") if not getattr(args, n)]
+        missing = [
+            n
+            for n in ("reference", "category", "event_date", "event_place")
+            if not getattr(args, n)
+        ]
         if missing:
-            raise InvalidInput("single-record enrolment needs --" + ", --".join(m.replace("_", "-") for m in missing))
+            raise InvalidInput(
+                "single-record enrolment needs --"
+                + ", --".join(m.replace("_", "-") for m in missing)
+            )
         if templates.shape[0] != 1:
             raise InvalidInput("template file holds several templates: use --manifest")
-        rows = [{
-            "reference": args.reference, "category": args.category, "event_date": args.event_date,
-            "event_place": args.event_place, "capture_date": args.capture_date or args.event_date,
-            "sex": args.sex, "row": "0",
-        }]
+        rows = [
+            {
+                "reference": args.reference,
+                "category": args.category,
+                "event_date": args.event_date,
+                "event_place": args.event_place,
+                "capture_date": args.capture_date or args.event_date,
+                "sex": args.sex,
+                "row": "0",
+            }
+        ]
     channel = make_channel(args.node, MAX_REQUEST_BYTES, MAX_REQUEST_BYTES)
     stub = node_pb2_grpc.NodeServiceStub(channel)
     size = 0
@@ -254,14 +276,22 @@ def _enroll(args: argparse.Namespace) -> int:
                     category=category_to_pb(Category.parse(row["category"])),
                     event_date=parse_date(row["event_date"], "event_date").isoformat(),
                     event_place=row["event_place"],
-                    capture_date=parse_date(row.get("capture_date") or row["event_date"], "capture_date").isoformat(),
+                    capture_date=parse_date(
+                        row.get("capture_date") or row["event_date"], "capture_date"
+                    ).isoformat(),
                     sex=sex_to_pb(Sex.parse(row.get("sex") or "")),
                     operator_id=args.operator,
                 )
             except (KeyError, ValueError, IndexError):
-                raise InvalidInput(f"manifest row {n} is incomplete or names a missing template row") from None
+                raise InvalidInput(
+                    f"manifest row {n} is incomplete or names a missing template row"
+                ) from None
             header = QueryHeader(
-                secrets.token_hex(16), args.state, Purpose.parse(args.purpose), args.legal_basis, args.case_reference
+                secrets.token_hex(16),
+                args.state,
+                Purpose.parse(args.purpose),
+                args.legal_basis,
+                args.case_reference,
             )
             request = node_pb2.EnrollRequest(
                 header=header_to_pb(header),
@@ -271,8 +301,13 @@ def _enroll(args: argparse.Namespace) -> int:
             try:
                 size = stub.Enroll(request, timeout=30.0).register_size
             except grpc.RpcError as err:
-                print(f"fedmatch: record {row['reference']}: {err.code().name}: {err.details()}", file=sys.stderr)
-                return EXIT_UNREACHABLE if err.code() == grpc.StatusCode.UNAVAILABLE else EXIT_REFUSED
+                print(
+                    f"fedmatch: record {row['reference']}: {err.code().name}: {err.details()}",
+                    file=sys.stderr,
+                )
+                return (
+                    EXIT_UNREACHABLE if err.code() == grpc.StatusCode.UNAVAILABLE else EXIT_REFUSED
+                )
     finally:
         channel.close()
     print(json.dumps({"enrolled": len(rows), "register_size": size}))
@@ -292,7 +327,9 @@ def _lookup(args: argparse.Namespace) -> int:
     parse_date(app_date, "--application-date")
     requester = Requester(args.coordinator, args.state, keys)
     try:
-        header = requester.header(Purpose.parse(args.purpose), args.legal_basis, args.case_reference)
+        header = requester.header(
+            Purpose.parse(args.purpose), args.legal_basis, args.case_reference
+        )
         report = requester.lookup(templates[0], header, timeout=args.timeout)
         resolved = requester.resolve(report, app_date, timeout=args.timeout)
     finally:

@@ -77,9 +77,18 @@ def _process(args: list[str], log_path: Path) -> Iterator[subprocess.Popen[bytes
         log.close()
 
 
-def _enroll(address: str, state: str, template: np.ndarray, reference: str,
-            category: Category, event_date: dt.date, place: str) -> int:
-    header = QueryHeader(secrets.token_hex(16), state, Purpose.ASYLUM_DUBLIN, LEGAL_BASIS, reference)
+def _enroll(
+    address: str,
+    state: str,
+    template: np.ndarray,
+    reference: str,
+    category: Category,
+    event_date: dt.date,
+    place: str,
+) -> int:
+    header = QueryHeader(
+        secrets.token_hex(16), state, Purpose.ASYLUM_DUBLIN, LEGAL_BASIS, reference
+    )
     request = node_pb2.EnrollRequest(
         header=header_to_pb(header),
         record=node_pb2.RecordMetadata(
@@ -108,34 +117,50 @@ def run_demo(records: int = 20_000, workdir: Path | None = None) -> int:
     application_c = today - dt.timedelta(days=180)
     with ExitStack() as stack:
         if workdir is None:
-            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fedmatch-demo-")))
+            workdir = Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="fedmatch-demo-"))
+            )
         workdir.mkdir(parents=True, exist_ok=True)
         _say(f"fedmatch demo: 3 member-state nodes + coordinator on 127.0.0.1 (work dir {workdir})")
 
         t0 = time.perf_counter()
         addresses: dict[str, str] = {}
-        for i, (role, state) in enumerate(STATES.items()):
+        for i, state in enumerate(STATES.values()):
             db = workdir / f"{state}.sqlite"
             db.unlink(missing_ok=True)
-            seed_register(db, state, records, seed=1000 + i, dimension=DIM, model_id=MODEL, today=today)
+            seed_register(
+                db, state, records, seed=1000 + i, dimension=DIM, model_id=MODEL, today=today
+            )
             cfg = workdir / f"node-{state}.toml"
             cfg.write_text(
                 f'[node]\nmember_state = "{state}"\ndatabase = "{db.name}"\n'
                 f'dimension = {DIM}\nmodel_id = "{MODEL}"\nlisten = "127.0.0.1:0"\n'
             )
-        _say(f"1. registers: {records:,} synthetic records per node, "
-             f"{time.perf_counter() - t0:.1f}s")
+        _say(
+            f"1. registers: {records:,} synthetic records per node, {time.perf_counter() - t0:.1f}s"
+        )
 
         t0 = time.perf_counter()
         procs = {}
         for state in STATES.values():
             port_file = workdir / f"node-{state}.port"
             port_file.unlink(missing_ok=True)
-            procs[state] = (stack.enter_context(_process(
-                ["node", "serve", "--config", str(workdir / f"node-{state}.toml"),
-                 "--port-file", str(port_file)],
-                workdir / f"node-{state}.log",
-            )), port_file)
+            procs[state] = (
+                stack.enter_context(
+                    _process(
+                        [
+                            "node",
+                            "serve",
+                            "--config",
+                            str(workdir / f"node-{state}.toml"),
+                            "--port-file",
+                            str(port_file),
+                        ],
+                        workdir / f"node-{state}.log",
+                    )
+                ),
+                port_file,
+            )
         for state, (proc, port_file) in procs.items():
             addresses[state] = f"127.0.0.1:{_wait_port(port_file, proc)}"
         nodes_toml = "".join(
@@ -148,37 +173,63 @@ def run_demo(records: int = 20_000, workdir: Path | None = None) -> int:
         )
         cport = workdir / "coordinator.port"
         cport.unlink(missing_ok=True)
-        cproc = stack.enter_context(_process(
-            ["coordinator", "serve", "--config", str(ccfg), "--port-file", str(cport)],
-            workdir / "coordinator.log",
-        ))
+        cproc = stack.enter_context(
+            _process(
+                ["coordinator", "serve", "--config", str(ccfg), "--port-file", str(cport)],
+                workdir / "coordinator.log",
+            )
+        )
         coordinator = f"127.0.0.1:{_wait_port(cport, cproc)}"
-        _say("2. servers up ({:.1f}s): ".format(time.perf_counter() - t0) + ", ".join(
-            f"node {r}={s} at {addresses[s]}" for r, s in STATES.items()
-        ) + f", coordinator at {coordinator}")
+        _say(
+            f"2. servers up ({time.perf_counter() - t0:.1f}s): "
+            + ", ".join(f"node {r}={s} at {addresses[s]}" for r, s in STATES.items())
+            + f", coordinator at {coordinator}"
+        )
 
         rng = np.random.default_rng(int.from_bytes(os.urandom(4), "big"))
         traveller = unit_vectors(rng, 1, DIM)[0]
         a, b, c = STATES["A"], STATES["B"], STATES["C"]
-        _enroll(addresses[b], b, capture(traveller, rng, 0.85), f"{b}-2026-LMP-004711",
-                Category.IRREGULAR_CROSSING, crossing, "Lampedusa")
-        _enroll(addresses[c], c, capture(traveller, rng, 0.85), f"{c}-2026-PAR-118822",
-                Category.APPLICANT, application_c, "Paris")
-        _say(f"3. enrolled the traveller at {b} as irregular_crossing ({crossing}) and at {c} "
-             f"as applicant ({application_c}), each from its own capture")
+        _enroll(
+            addresses[b],
+            b,
+            capture(traveller, rng, 0.85),
+            f"{b}-2026-LMP-004711",
+            Category.IRREGULAR_CROSSING,
+            crossing,
+            "Lampedusa",
+        )
+        _enroll(
+            addresses[c],
+            c,
+            capture(traveller, rng, 0.85),
+            f"{c}-2026-PAR-118822",
+            Category.APPLICANT,
+            application_c,
+            "Paris",
+        )
+        _say(
+            f"3. enrolled the traveller at {b} as irregular_crossing ({crossing}) and at {c} "
+            f"as applicant ({application_c}), each from its own capture"
+        )
 
         requester = Requester(coordinator, a)
         stack.callback(requester.close)
         header = requester.header(Purpose.ASYLUM_DUBLIN, LEGAL_BASIS, f"{a}-BAMF-2026-5512")
         report = requester.lookup(capture(traveller, rng, 0.85), header)
-        _say(f"4. {a} encrypted a new capture under its own key and looked it up: "
-             + "; ".join(f"{n.member_state} {n.outcome} ({n.record_count:,} records, "
-                         f"{n.matches} match{'es' if n.matches != 1 else ''}, {n.elapsed_ms:.0f} ms)"
-                         for n in report.nodes))
+        _say(
+            f"4. {a} encrypted a new capture under its own key and looked it up: "
+            + "; ".join(
+                f"{n.member_state} {n.outcome} ({n.record_count:,} records, "
+                f"{n.matches} match{'es' if n.matches != 1 else ''}, {n.elapsed_ms:.0f} ms)"
+                for n in report.nodes
+            )
+        )
         resolved = requester.resolve(report, today.isoformat())
         for h in resolved.hits:
-            _say(f"   hit detail: {h['member_state']} {h['category']} {h['reference']} "
-                 f"{h['event_date']} {h['event_place']}")
+            _say(
+                f"   hit detail: {h['member_state']} {h['category']} {h['reference']} "
+                f"{h['event_date']} {h['event_place']}"
+            )
         _say(f"5. decision: {resolved.explanation}")
 
         control_header = requester.header(Purpose.ASYLUM_DUBLIN, LEGAL_BASIS, f"{a}-BAMF-2026-5513")

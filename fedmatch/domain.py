@@ -18,10 +18,10 @@ from fedmatch.errors import InvalidInput
 __all__ = [
     "FEDERATION_STATES",
     "Category",
-    "Sex",
+    "HitDetail",
     "Purpose",
     "QueryHeader",
-    "HitDetail",
+    "Sex",
     "check_member_state",
     "parse_date",
 ]

@@ -10,17 +10,17 @@ contents or keys.
 from __future__ import annotations
 
 __all__ = [
+    "AlreadyExists",
+    "ConfigError",
+    "DeadlineExceeded",
     "FedmatchError",
+    "HEError",
     "InvalidInput",
     "NotFound",
-    "PreconditionFailed",
     "PermissionDenied",
+    "PreconditionFailed",
     "ResourceLimit",
     "Unavailable",
-    "DeadlineExceeded",
-    "ConfigError",
-    "HEError",
-    "AlreadyExists",
 ]
 
 

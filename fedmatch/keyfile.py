@@ -11,7 +11,7 @@ from fedmatch.errors import InvalidInput
 from fedmatch.he.keys import KeyBundle, RequesterKeys
 from fedmatch.rpc.v1 import common_pb2
 
-__all__ = ["save_keys", "load_keys"]
+__all__ = ["load_keys", "save_keys"]
 
 
 def save_keys(keys: RequesterKeys, path: Path) -> None:

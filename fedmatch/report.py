@@ -7,7 +7,7 @@ from typing import Any
 
 from fedmatch.requester.client import LookupReport, ResolveReport
 
-__all__ = ["lookup_summary", "decision_summary"]
+__all__ = ["decision_summary", "lookup_summary"]
 
 
 def decision_summary(resolved: ResolveReport) -> dict[str, Any]:
@@ -19,7 +19,10 @@ def decision_summary(resolved: ResolveReport) -> dict[str, Any]:
         "complete": resolved.complete,
         "tie": resolved.tie,
         "evidence": [
-            {k: e[k] for k in ("member_state", "reference", "category", "event_date", "event_place")}
+            {
+                k: e[k]
+                for k in ("member_state", "reference", "category", "event_date", "event_place")
+            }
             for e in resolved.evidence
         ],
         "explanation": resolved.explanation,
@@ -33,9 +36,7 @@ def lookup_summary(report: LookupReport, resolved: ResolveReport) -> dict[str, A
         "threshold": report.threshold,
         "threshold_version": report.threshold_version,
         "decision": decision_summary(resolved),
-        "nodes": [
-            {k: v for k, v in asdict(n).items()} for n in report.nodes
-        ],
+        "nodes": [{k: v for k, v in asdict(n).items()} for n in report.nodes],
         "hits": len(report.matches),
         "timings_ms": {**report.timings_ms, "resolve_ms": resolved.elapsed_ms},
         "bytes": {

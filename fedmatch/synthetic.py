@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from fedmatch.domain import Category, Sex
 
-__all__ = ["unit_vectors", "capture", "synthetic_metadata"]
+__all__ = ["capture", "synthetic_metadata", "unit_vectors"]
 
 
 def unit_vectors(rng: np.random.Generator, n: int, dimension: int) -> npt.NDArray[np.float32]:
@@ -31,11 +31,12 @@ def capture(
     """A unit vector whose cosine with ``identity`` is exactly ``similarity``."""
     t = np.asarray(identity, dtype=np.float64)
     t = t / np.linalg.norm(t)
-    u = rng.standard_normal(t.shape[0])
-    u -= (u @ t) * t
-    u /= np.linalg.norm(u)
-    out = similarity * t + np.sqrt(max(0.0, 1.0 - similarity**2)) * u
-    return (out / np.linalg.norm(out)).astype(np.float32)
+    noise = rng.standard_normal(size=(t.shape[0],))
+    noise -= float(noise @ t) * t
+    noise /= np.linalg.norm(noise)
+    out = similarity * t + np.sqrt(max(0.0, 1.0 - similarity**2)) * noise
+    result: npt.NDArray[np.float32] = (out / np.linalg.norm(out)).astype(np.float32)
+    return result
 
 
 _PLACES = {

@@ -24,7 +24,9 @@ def read_templates(path: Path) -> npt.NDArray[np.float32]:
         else:
             raise InvalidInput("template file must be .npy or .json")
     except (OSError, ValueError) as exc:
-        raise InvalidInput(f"template file {path.name} could not be read ({type(exc).__name__})") from None
+        raise InvalidInput(
+            f"template file {path.name} could not be read ({type(exc).__name__})"
+        ) from None
     arr = np.asarray(data, dtype=np.float32)
     if arr.ndim == 1:
         arr = arr.reshape(1, -1)

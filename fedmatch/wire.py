@@ -13,16 +13,16 @@ from fedmatch.he.keys import KeyBundle
 from fedmatch.rpc.v1 import common_pb2 as pb
 
 __all__ = [
-    "header_from_pb",
-    "header_to_pb",
     "category_from_pb",
     "category_to_pb",
-    "sex_from_pb",
-    "sex_to_pb",
-    "key_bundle_from_pb",
-    "key_bundle_to_pb",
+    "header_from_pb",
+    "header_to_pb",
     "hit_from_pb",
     "hit_to_pb",
+    "key_bundle_from_pb",
+    "key_bundle_to_pb",
+    "sex_from_pb",
+    "sex_to_pb",
 ]
 
 _PURPOSES: dict[int, Purpose] = {

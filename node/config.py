@@ -8,7 +8,7 @@ from typing import Any
 
 from fedmatch.config import load_section
 from fedmatch.domain import check_member_state
-from fedmatch.errors import ConfigError
+from fedmatch.errors import ConfigError, FedmatchError
 
 __all__ = ["NodeConfig", "load_node_config"]
 
@@ -26,7 +26,7 @@ class NodeConfig:
     def __post_init__(self) -> None:
         try:
             check_member_state(self.member_state)
-        except Exception as exc:
+        except FedmatchError as exc:
             raise ConfigError(f"node.member_state: {exc}") from None
         if not 1 <= self.dimension <= 4096:
             raise ConfigError("node.dimension must be between 1 and 4096")

@@ -12,7 +12,7 @@ from fedmatch.domain import Category, Sex
 from fedmatch.errors import InvalidInput
 from fedmatch.limits import MAX_TEXT_FIELD
 
-__all__ = ["RecordMeta", "NewRecord", "UNIT_NORM_TOLERANCE"]
+__all__ = ["UNIT_NORM_TOLERANCE", "NewRecord", "RecordMeta"]
 
 # Templates are L2-normalized by the model pipeline; float32 storage keeps ~1e-7 relative
 # error, so anything further than this from 1 is a caller bug, not rounding.

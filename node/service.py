@@ -26,7 +26,7 @@ from node.handles import HandleRegistry
 from node.records import NewRecord
 from node.store import RecordStore
 
-__all__ = ["NodeService", "ProbeSpec", "SearchResult", "ResultBlockOut"]
+__all__ = ["NodeService", "ProbeSpec", "ResultBlockOut", "SearchResult"]
 
 log = logging.getLogger("fedmatch.node")
 
@@ -119,7 +119,10 @@ class NodeService:
             return self.record_count()
 
     def search(
-        self, header: QueryHeader, bundle: KeyBundle, probe: ProbeSpec,
+        self,
+        header: QueryHeader,
+        bundle: KeyBundle,
+        probe: ProbeSpec,
         should_stop: Callable[[], bool],
     ) -> SearchResult:
         if header.requesting_state == self.member_state:
@@ -154,7 +157,10 @@ class NodeService:
             start = end
         log.info(
             "search query=%s from=%s purpose=%s records=%d",
-            header.query_id, header.requesting_state, header.purpose.value, len(ids),
+            header.query_id,
+            header.requesting_state,
+            header.purpose.value,
+            len(ids),
         )
         return SearchResult(self.member_state, tuple(out), len(ids))
 
@@ -183,6 +189,8 @@ class NodeService:
             )
         log.info(
             "hit details query=%s for=%s count=%d",
-            header.query_id, header.requesting_state, len(out),
+            header.query_id,
+            header.requesting_state,
+            len(out),
         )
         return out

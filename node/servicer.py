@@ -24,7 +24,7 @@ from fedmatch.wire import (
 from node.records import NewRecord, RecordMeta
 from node.service import NodeService, ProbeSpec
 
-__all__ = ["NodeServicer", "serve_node", "NODE_LIMITS"]
+__all__ = ["NODE_LIMITS", "NodeServicer", "serve_node"]
 
 NODE_LIMITS = ServerLimits(
     max_receive_bytes=MAX_REQUEST_BYTES, max_send_bytes=MAX_NODE_RESPONSE_BYTES

@@ -56,7 +56,9 @@ class Federation:
 def header(state: str, purpose: Purpose = Purpose.ASYLUM_DUBLIN) -> QueryHeader:
     import secrets
 
-    return QueryHeader(secrets.token_hex(16), state, purpose, "Reg. (EU) 2024/1358 Art. 27", "CASE-1")
+    return QueryHeader(
+        secrets.token_hex(16), state, purpose, "Reg. (EU) 2024/1358 Art. 27", "CASE-1"
+    )
 
 
 def enrol(
@@ -85,7 +87,9 @@ def federation(
         for i, state in enumerate(states):
             db = tmp / f"{state}.sqlite"
             if records:
-                seed_register(db, state, records, seed=100 + i, dimension=DIM, model_id=MODEL, today=TODAY)
+                seed_register(
+                    db, state, records, seed=100 + i, dimension=DIM, model_id=MODEL, today=TODAY
+                )
             cfg = NodeConfig(member_state=state, database=db, dimension=DIM, model_id=MODEL)
             store = RecordStore(db, state, DIM, MODEL)
             stack.callback(store.close)

@@ -17,7 +17,7 @@ import grpc
 
 from fedmatch import errors
 
-__all__ = ["translated", "status_for"]
+__all__ = ["status_for", "translated"]
 
 log = logging.getLogger("fedmatch.grpc")
 
@@ -64,5 +64,3 @@ def translated(
         raise AssertionError("unreachable: context.abort raises")
 
     return wrapper
-
-

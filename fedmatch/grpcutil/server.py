@@ -17,7 +17,7 @@ import grpc
 
 from fedmatch.errors import ConfigError
 
-__all__ = ["ServerLimits", "RunningServer", "start_server", "make_channel", "running_server"]
+__all__ = ["RunningServer", "ServerLimits", "make_channel", "running_server", "start_server"]
 
 log = logging.getLogger("fedmatch.grpc")
 

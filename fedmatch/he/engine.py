@@ -32,11 +32,11 @@ from fedmatch.he.layout import padded_dimension
 from fedmatch.he.params import ParamSet
 
 __all__ = [
+    "MAX_CIPHERTEXT_BYTES",
+    "DiagonalEngine",
     "EncryptedBlock",
     "SearchEngine",
-    "DiagonalEngine",
     "create_engine",
-    "MAX_CIPHERTEXT_BYTES",
 ]
 
 # A fresh N = 8192 ciphertext at the top level is ~330 KB unseeded (117 KB seeded); allow

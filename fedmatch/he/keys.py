@@ -21,12 +21,12 @@ from fedmatch.he.layout import replicate_probe
 from fedmatch.he.params import DEFAULT_PARAM_SET, ParamSet, get_param_set
 
 __all__ = [
+    "MAX_KEY_BUNDLE_BYTES",
+    "ROTATION_GALOIS_ELEMENT",
+    "EvaluationKeys",
     "KeyBundle",
     "RequesterKeys",
-    "EvaluationKeys",
     "open_key_bundle",
-    "ROTATION_GALOIS_ELEMENT",
-    "MAX_KEY_BUNDLE_BYTES",
 ]
 
 # CKKS rotation by one slot to the left is the automorphism x -> x^3 (3^1 mod 2N). The
@@ -173,7 +173,8 @@ def open_key_bundle(bundle: KeyBundle) -> EvaluationKeys:
     if (
         received.scheme() != mine.scheme()
         or received.poly_modulus_degree() != mine.poly_modulus_degree()
-        or [m.value() for m in received.coeff_modulus()] != [m.value() for m in mine.coeff_modulus()]
+        or [m.value() for m in received.coeff_modulus()]
+        != [m.value() for m in mine.coeff_modulus()]
     ):
         raise HEError("encryption parameters differ from the named parameter set")
     public = seal.PublicKey()
@@ -182,4 +183,6 @@ def open_key_bundle(bundle: KeyBundle) -> EvaluationKeys:
     sealio.load_bytes(lambda p: galois.load(ctx, p), bundle.galois_keys, "rotation keys")
     if not galois.has_key(ROTATION_GALOIS_ELEMENT):
         raise HEError("rotation keys lack the one-step rotation the search needs")
-    return EvaluationKeys(params=params, key_id=bundle.digest(), galois_keys=galois, public_key=public)
+    return EvaluationKeys(
+        params=params, key_id=bundle.digest(), galois_keys=galois, public_key=public
+    )

@@ -13,7 +13,7 @@ import numpy.typing as npt
 
 from fedmatch.errors import InvalidInput
 
-__all__ = ["padded_dimension", "replicate_probe", "MAX_DIMENSION"]
+__all__ = ["MAX_DIMENSION", "padded_dimension", "replicate_probe"]
 
 MAX_DIMENSION = 4096
 

@@ -16,13 +16,13 @@ parameters from the wire; it only checks that the received ones are the same).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import tenseal.sealapi as seal
 
 from fedmatch.errors import HEError
 
-__all__ = ["ParamSet", "PARAM_SETS", "DEFAULT_PARAM_SET", "get_param_set", "MAX_BITS_128"]
+__all__ = ["DEFAULT_PARAM_SET", "MAX_BITS_128", "PARAM_SETS", "ParamSet", "get_param_set"]
 
 # HomomorphicEncryption.org security standard (2018), table for 128-bit classical security
 # with a ternary secret: the largest total coefficient-modulus bit count per ring degree.
@@ -70,7 +70,7 @@ def _parms(ps: ParamSet) -> seal.EncryptionParameters:
     return parms
 
 
-@lru_cache(maxsize=None)
+@cache
 def _context(ps: ParamSet) -> seal.SEALContext:
     if ps.total_bits > MAX_BITS_128.get(ps.poly_modulus_degree, 0):
         raise HEError(f"parameter set {ps.name} is below 128-bit security")

@@ -19,9 +19,9 @@ from typing import Any
 
 from fedmatch.errors import HEError
 
-__all__ = ["to_bytes", "load_bytes"]
+__all__ = ["load_bytes", "to_bytes"]
 
-_SHM = Path("/dev/shm")
+_SHM = Path("/dev/shm")  # noqa: S108 - a private mkdtemp (0700) below it, not a fixed name
 _lock = threading.Lock()
 _dir: Path | None = None
 

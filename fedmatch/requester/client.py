@@ -18,13 +18,13 @@ import numpy.typing as npt
 
 from fedmatch.domain import Purpose, QueryHeader
 from fedmatch.errors import InvalidInput, PreconditionFailed
+from fedmatch.grpcutil.server import make_channel
 from fedmatch.he.keys import RequesterKeys
 from fedmatch.limits import HANDLE_BYTES, MAX_LOOKUP_RESPONSE_BYTES, MAX_REQUEST_BYTES
-from fedmatch.grpcutil.server import make_channel
 from fedmatch.rpc.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 from fedmatch.wire import header_to_pb, hit_from_pb, key_bundle_to_pb
 
-__all__ = ["Requester", "LookupReport", "ResolveReport", "NodeSummary", "enum_name"]
+__all__ = ["LookupReport", "NodeSummary", "Requester", "ResolveReport", "enum_name"]
 
 
 def enum_name(enum_type: Any, value: int, prefix: str) -> str:
@@ -129,7 +129,9 @@ class Requester:
             case_reference=case_reference,
         )
 
-    def federation(self, header: QueryHeader, timeout: float = 10.0) -> coordinator_pb2.FederationInfo:
+    def federation(
+        self, header: QueryHeader, timeout: float = 10.0
+    ) -> coordinator_pb2.FederationInfo:
         request = coordinator_pb2.FederationRequest(header=header_to_pb(header))
         info: coordinator_pb2.FederationInfo = self._stub.GetFederation(request, timeout=timeout)
         return info

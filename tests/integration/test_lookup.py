@@ -1,0 +1,187 @@
+"""End to end over real gRPC servers on port 0: lookups, resolves and Dublin decisions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from coordinator.config import NodeEntry
+from fedmatch.domain import Category
+from fedmatch.errors import DeadlineExceeded
+from fedmatch.he.engine import DiagonalEngine, EncryptedBlock
+from fedmatch.he.keys import EvaluationKeys
+from fedmatch.he.params import DEFAULT_PARAM_SET
+from fedmatch.synthetic import capture, unit_vectors
+from node.config import NodeConfig
+from node.service import NodeService
+from node.servicer import serve_node
+from node.store import RecordStore
+from tests.federation import DIM, MODEL, TODAY, Federation, enrol, federation, header
+
+APPLICATION = TODAY.isoformat()  # 2026-11-21: AMMR, 20-month window
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    with federation(tmp_path_factory.mktemp("fed"), ("DE", "IT", "FR", "ES")) as f:
+        yield f
+
+
+@pytest.fixture()
+def rng() -> np.random.Generator:
+    return np.random.default_rng()
+
+
+def test_demo_scenario_take_charge_by_first_entry_state(
+    fed: Federation, rng: np.random.Generator
+) -> None:
+    person = unit_vectors(rng, 1, DIM)[0]
+    ref_it, ref_fr = f"IT-{rng.integers(1e9)}", f"FR-{rng.integers(1e9)}"
+    enrol(fed.nodes["IT"], capture(person, rng, 0.85), ref_it, Category.IRREGULAR_CROSSING,
+          dt.date(2026, 2, 14), "Lampedusa")  # fmt: skip
+    enrol(fed.nodes["FR"], capture(person, rng, 0.85), ref_fr, Category.APPLICANT,
+          dt.date(2026, 5, 20), "Paris")  # fmt: skip
+    requester = fed.requester("DE")
+    report = requester.lookup(capture(person, rng, 0.85), header("DE"))
+
+    outcomes = {n.member_state: n.outcome for n in report.nodes}
+    assert outcomes == {"IT": "ok", "FR": "ok", "ES": "ok"}  # DE itself is not searched
+    assert {n.member_state: n.matches for n in report.nodes} == {"IT": 1, "FR": 1, "ES": 0}
+    assert {s for s, _ in report.matches} == {"IT", "FR"}
+
+    resolved = requester.resolve(report, APPLICATION)
+    assert resolved.complete
+    assert (resolved.responsible_state, resolved.rule, resolved.procedure, resolved.regime) == (
+        "IT", "irregular_entry", "take_charge", "ammr",
+    )  # fmt: skip
+    assert [e["reference"] for e in resolved.evidence] == [ref_it]
+    assert resolved.evidence[0]["event_place"] == "Lampedusa"
+    assert sorted(h["reference"] for h in resolved.hits) == sorted([ref_it, ref_fr])
+    assert ref_it in resolved.explanation
+
+
+def test_no_hit_means_no_other_state(fed: Federation, rng: np.random.Generator) -> None:
+    requester = fed.requester("DE")
+    report = requester.lookup(unit_vectors(rng, 1, DIM)[0], header("DE"))
+    assert report.matches == ()
+    assert all(n.outcome == "ok" and n.record_count >= 300 for n in report.nodes)
+    resolved = requester.resolve(report, APPLICATION)
+    assert resolved.complete
+    assert (resolved.responsible_state, resolved.rule, resolved.procedure) == (
+        None, "no_other_state", "none",
+    )  # fmt: skip
+    assert resolved.evidence == () and resolved.hits == ()
+
+
+def test_take_back_when_crossing_is_out_of_window(
+    fed: Federation, rng: np.random.Generator
+) -> None:
+    person = unit_vectors(rng, 1, DIM)[0]
+    ref_es, ref_fr = f"ES-{rng.integers(1e9)}", f"FR-{rng.integers(1e9)}"
+    # Crossed into Spain 3 years ago (outside even the AMMR's 20 months), applied in France.
+    enrol(fed.nodes["ES"], capture(person, rng, 0.85), ref_es, Category.IRREGULAR_CROSSING,
+          dt.date(2023, 9, 1), "Ceuta")  # fmt: skip
+    enrol(fed.nodes["FR"], capture(person, rng, 0.85), ref_fr, Category.APPLICANT,
+          dt.date(2024, 1, 10), "Lyon")  # fmt: skip
+    requester = fed.requester("IT")
+    report = requester.lookup(capture(person, rng, 0.85), header("IT"))
+    assert {s for s, _ in report.matches} == {"ES", "FR"}
+    resolved = requester.resolve(report, APPLICATION)
+    assert (resolved.responsible_state, resolved.rule, resolved.procedure) == (
+        "FR", "earlier_application", "take_back",
+    )  # fmt: skip
+    assert [e["reference"] for e in resolved.evidence] == [ref_fr]
+
+
+def test_resolve_needs_the_same_requester_and_query(
+    fed: Federation, rng: np.random.Generator
+) -> None:
+    import grpc
+
+    report = fed.requester("DE").lookup(unit_vectors(rng, 1, DIM)[0], header("DE"))
+    with pytest.raises(grpc.RpcError) as err:
+        fed.requester("FR").resolve(
+            type(report)(**{**report.__dict__, "header": header("FR")}), APPLICATION
+        )
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_node_down_is_named_and_others_intact(tmp_path: Path) -> None:
+    down = NodeEntry("PL", f"127.0.0.1:{_closed_port()}")
+    with federation(tmp_path, ("DE", "IT"), records=50, node_deadline=5.0,
+                    extra_nodes=(down,)) as fed:  # fmt: skip
+        rng = np.random.default_rng()
+        person = unit_vectors(rng, 1, DIM)[0]
+        enrol(fed.nodes["IT"], capture(person, rng, 0.85), "IT-77", Category.APPLICANT,
+              dt.date(2026, 1, 5))  # fmt: skip
+        requester = fed.requester("DE")
+        report = requester.lookup(capture(person, rng, 0.85), header("DE"))
+        by_state = {n.member_state: n for n in report.nodes}
+        assert by_state["PL"].outcome == "unreachable"
+        assert by_state["PL"].matches == 0 and by_state["PL"].detail.startswith("UNAVAILABLE")
+        assert by_state["IT"].outcome == "ok" and by_state["IT"].matches == 1
+        resolved = requester.resolve(report, APPLICATION)
+        # The take-back is found, but the decision says its evidence is partial.
+        assert resolved.responsible_state == "IT" and resolved.procedure == "take_back"
+        assert resolved.complete is False
+
+
+class SlowEngine(DiagonalEngine):
+    """A real engine that first stalls, checking the caller's deadline like real HE work."""
+
+    stopped_at: float | None = None
+
+    def search(
+        self, keys: EvaluationKeys, probe: bytes, should_stop: Callable[[], bool]
+    ) -> list[EncryptedBlock]:
+        until = time.monotonic() + 30.0
+        while time.monotonic() < until:
+            if should_stop():
+                SlowEngine.stopped_at = time.monotonic()
+                raise DeadlineExceeded("search stopped: the caller's deadline passed")
+            time.sleep(0.01)
+        return super().search(keys, probe, should_stop)
+
+
+def test_slow_node_times_out_and_stops_its_work(tmp_path: Path) -> None:
+    db = tmp_path / "GR.sqlite"
+    store = RecordStore(db, "GR", DIM, MODEL)
+    slow = NodeService(
+        NodeConfig(member_state="GR", database=db, dimension=DIM, model_id=MODEL),
+        store,
+        engine=SlowEngine(DEFAULT_PARAM_SET, DIM),
+    )
+    server = serve_node(slow, "127.0.0.1:0")
+    try:
+        entry = NodeEntry("GR", server.address)
+        with federation(tmp_path, ("DE", "IT"), records=50, node_deadline=1.5,
+                        extra_nodes=(entry,)) as fed:  # fmt: skip
+            started = time.monotonic()
+            report = fed.requester("DE").lookup(
+                unit_vectors(np.random.default_rng(), 1, DIM)[0], header("DE")
+            )
+            elapsed = time.monotonic() - started
+            by_state = {n.member_state: n for n in report.nodes}
+            assert by_state["GR"].outcome == "deadline_exceeded"
+            assert by_state["IT"].outcome == "ok" and by_state["IT"].record_count == 50
+            # Generous bound: the node deadline is 1.5 s, the slow node would take 30 s.
+            assert elapsed < 10.0
+            deadline = time.monotonic() + 5.0
+            while SlowEngine.stopped_at is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert SlowEngine.stopped_at is not None, "the node kept working past the deadline"
+    finally:
+        server.stop(0.2)
+        store.close()
