@@ -42,7 +42,7 @@ def test_demo_scenario_take_charge_by_first_entry_state(
     fed: Federation, rng: np.random.Generator
 ) -> None:
     person = unit_vectors(rng, 1, DIM)[0]
-    ref_it, ref_fr = f"IT-{rng.integers(1e9)}", f"FR-{rng.integers(1e9)}"
+    ref_it, ref_fr = f"IT-{rng.integers(10**9)}", f"FR-{rng.integers(10**9)}"
     enrol(fed.nodes["IT"], capture(person, rng, 0.85), ref_it, Category.IRREGULAR_CROSSING,
           dt.date(2026, 2, 14), "Lampedusa")  # fmt: skip
     enrol(fed.nodes["FR"], capture(person, rng, 0.85), ref_fr, Category.APPLICANT,
@@ -83,7 +83,7 @@ def test_take_back_when_crossing_is_out_of_window(
     fed: Federation, rng: np.random.Generator
 ) -> None:
     person = unit_vectors(rng, 1, DIM)[0]
-    ref_es, ref_fr = f"ES-{rng.integers(1e9)}", f"FR-{rng.integers(1e9)}"
+    ref_es, ref_fr = f"ES-{rng.integers(10**9)}", f"FR-{rng.integers(10**9)}"
     # Crossed into Spain 3 years ago (outside even the AMMR's 20 months), applied in France.
     enrol(fed.nodes["ES"], capture(person, rng, 0.85), ref_es, Category.IRREGULAR_CROSSING,
           dt.date(2023, 9, 1), "Ceuta")  # fmt: skip

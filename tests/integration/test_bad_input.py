@@ -1,0 +1,297 @@
+"""Bad input gets a clear status and the server keeps serving honest requests.
+
+Each case sends one hostile request to a real server, asserts the exact status code, then
+checks that an honest lookup still succeeds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+
+import grpc
+import numpy as np
+import pytest
+
+from fedmatch.domain import Category
+from fedmatch.grpcutil.server import make_channel
+from fedmatch.limits import MAX_NODE_RESPONSE_BYTES
+from fedmatch.rpc.v1 import (
+    common_pb2,
+    coordinator_pb2,
+    coordinator_pb2_grpc,
+    node_pb2,
+    node_pb2_grpc,
+)
+from fedmatch.synthetic import capture, unit_vectors
+from fedmatch.wire import header_to_pb, key_bundle_to_pb
+from tests.federation import DIM, MODEL, Federation, enrol, federation, header, shared_keys
+
+PARAM_SET = "ckks-n8192-q60.40.60-s40"
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    with federation(tmp_path_factory.mktemp("bad"), ("DE", "IT"), records=100) as f:
+        yield f
+
+
+@pytest.fixture(scope="module")
+def node_stub(fed: Federation) -> Iterator[node_pb2_grpc.NodeServiceStub]:
+    # The client side allows big messages so that oversize requests reach the server's limit.
+    channel = make_channel(fed.servers["IT"].address, MAX_NODE_RESPONSE_BYTES, 64 << 20)
+    yield node_pb2_grpc.NodeServiceStub(channel)
+    channel.close()
+
+
+@pytest.fixture(scope="module")
+def coord_stub(fed: Federation) -> Iterator[coordinator_pb2_grpc.CoordinatorServiceStub]:
+    channel = make_channel(fed.coordinator_server.address, 256 << 20, 64 << 20)
+    yield coordinator_pb2_grpc.CoordinatorServiceStub(channel)
+    channel.close()
+
+
+def _probe(
+    ciphertext: bytes | None = None, dimension: int = DIM, model: str = MODEL
+) -> common_pb2.EncryptedProbe:
+    if ciphertext is None:
+        ciphertext = shared_keys().encrypt_probe(unit_vectors(np.random.default_rng(), 1, DIM)[0])
+    return common_pb2.EncryptedProbe(
+        he_param_set=PARAM_SET, ciphertext=ciphertext, model_id=model, dimension=dimension
+    )
+
+
+def _search(**changes: object) -> node_pb2.SearchRequest:
+    fields: dict[str, object] = {
+        "header": header_to_pb(header("DE")),
+        "key_bundle": key_bundle_to_pb(shared_keys().public_bundle()),
+        "probe": _probe(),
+    }
+    fields.update(changes)
+    return node_pb2.SearchRequest(**fields)  # type: ignore[arg-type]
+
+
+def _bundle_with_secret() -> common_pb2.HEKeyBundle:
+    b = shared_keys().private_bundle()
+    return common_pb2.HEKeyBundle(
+        he_param_set=b.param_set, parms=b.parms, public_key=b.public_key,
+        galois_keys=b.galois_keys, secret_key=b.secret_key,
+    )  # fmt: skip
+
+
+def _header_pb(state: str = "DE") -> common_pb2.RequestHeader:
+    return header_to_pb(header("DE")) if state == "DE" else common_pb2.RequestHeader(
+        query_id="0" * 32, requesting_state=state, purpose=common_pb2.PURPOSE_ASYLUM_DUBLIN,
+        legal_basis="x", case_reference="y",
+    )  # fmt: skip
+
+
+def _enroll(
+    category: int = common_pb2.CATEGORY_APPLICANT,
+    state: str = "IT",
+    values: list[float] | None = None,
+    model: str = MODEL,
+) -> node_pb2.EnrollRequest:
+    h = header(state) if state in ("IT", "DE") else None
+    hdr = header_to_pb(h) if h else _header_pb(state)
+    t = unit_vectors(np.random.default_rng(), 1, DIM)[0].tolist() if values is None else values
+    return node_pb2.EnrollRequest(
+        header=hdr,
+        record=node_pb2.RecordMetadata(
+            reference=f"IT-BAD-{np.random.default_rng().integers(10**12)}",
+            category=category,  # type: ignore[arg-type]
+            event_date="2026-01-01", event_place="Bari", capture_date="2026-01-01",
+        ),
+        template=node_pb2.Template(model_id=model, values=t),
+    )  # fmt: skip
+
+
+NodeCase = tuple[str, Callable[[node_pb2_grpc.NodeServiceStub], object], grpc.StatusCode, str]
+
+NODE_CASES: list[NodeCase] = [
+    ("undecodable-ciphertext", lambda s: s.Search(_search(probe=_probe(b"\x01\x02" * 500))),
+     grpc.StatusCode.INVALID_ARGUMENT, "probe ciphertext could not be decoded"),
+    ("empty-ciphertext", lambda s: s.Search(_search(probe=_probe(b""))),
+     grpc.StatusCode.INVALID_ARGUMENT, "probe ciphertext is empty"),
+    ("context-with-secret-key", lambda s: s.Search(_search(key_bundle=_bundle_with_secret())),
+     grpc.StatusCode.INVALID_ARGUMENT, "secret key"),
+    ("garbage-key-bundle", lambda s: s.Search(_search(key_bundle=common_pb2.HEKeyBundle(
+        he_param_set=PARAM_SET, parms=b"x" * 50, public_key=b"y", galois_keys=b"z"))),
+     grpc.StatusCode.INVALID_ARGUMENT, "encryption parameters could not be decoded"),
+    ("unknown-param-set", lambda s: s.Search(_search(
+        probe=common_pb2.EncryptedProbe(he_param_set="bfv-x", ciphertext=b"x", model_id=MODEL,
+                                        dimension=DIM),
+        key_bundle=common_pb2.HEKeyBundle(he_param_set="bfv-x"))),
+     grpc.StatusCode.INVALID_ARGUMENT, "unknown homomorphic-encryption parameter set"),
+    ("wrong-dimension", lambda s: s.Search(_search(probe=_probe(dimension=512))),
+     grpc.StatusCode.INVALID_ARGUMENT, "dimension must be 128"),
+    ("other-model", lambda s: s.Search(_search(probe=_probe(model="arcface-r50"))),
+     grpc.StatusCode.FAILED_PRECONDITION, "model"),
+    ("unknown-member-state", lambda s: s.Search(_search(header=_header_pb("XX"))),
+     grpc.StatusCode.INVALID_ARGUMENT, "not a member state"),
+    ("malformed-state-code", lambda s: s.Search(_search(header=_header_pb("germany"))),
+     grpc.StatusCode.INVALID_ARGUMENT, "ISO 3166-1"),
+    ("missing-header", lambda s: s.Search(node_pb2.SearchRequest(probe=_probe())),
+     grpc.StatusCode.INVALID_ARGUMENT, "header is required"),
+    ("own-state-search", lambda s: s.Search(_search(header=header_to_pb(header("IT")))),
+     grpc.StatusCode.PERMISSION_DENIED, "own register"),
+    ("oversize-message", lambda s: s.Search(_search(probe=_probe(b"\x00" * (7 << 20)))),
+     grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
+    ("oversize-ciphertext-field", lambda s: s.Search(_search(probe=_probe(b"\x00" * (600 << 10)))),
+     grpc.StatusCode.INVALID_ARGUMENT, "exceeds"),
+    ("unknown-category", lambda s: s.Enroll(_enroll(category=42)),
+     grpc.StatusCode.INVALID_ARGUMENT, "unknown category"),
+    ("unspecified-category", lambda s: s.Enroll(_enroll(category=0)),
+     grpc.StatusCode.INVALID_ARGUMENT, "unknown category"),
+    ("enrol-wrong-dimension", lambda s: s.Enroll(_enroll(values=[1.0])),
+     grpc.StatusCode.INVALID_ARGUMENT, "dimension must be 128"),
+    ("enrol-not-unit-norm", lambda s: s.Enroll(_enroll(values=[0.5] * DIM)),
+     grpc.StatusCode.INVALID_ARGUMENT, "unit-norm"),
+    ("enrol-other-model", lambda s: s.Enroll(_enroll(model="arcface-r50")),
+     grpc.StatusCode.FAILED_PRECONDITION, "model"),
+    ("enrol-by-another-state", lambda s: s.Enroll(_enroll(state="DE")),
+     grpc.StatusCode.PERMISSION_DENIED, "own member state"),
+    ("enrol-unknown-state", lambda s: s.Enroll(_enroll(state="ZZ")),
+     grpc.StatusCode.INVALID_ARGUMENT, "not a member state"),
+    ("details-unknown-query", lambda s: s.GetHitDetails(node_pb2.HitDetailsRequest(
+        header=header_to_pb(header("DE")), handles=[b"h" * 16])),
+     grpc.StatusCode.NOT_FOUND, "no search"),
+    ("details-too-many-handles", lambda s: s.GetHitDetails(node_pb2.HitDetailsRequest(
+        header=header_to_pb(header("DE")), handles=[b"h" * 16] * 65)),
+     grpc.StatusCode.INVALID_ARGUMENT, "at most 64"),
+]  # fmt: skip
+
+
+def _honest_lookup_works(fed: Federation) -> None:
+    rng = np.random.default_rng()
+    report = fed.requester("DE").lookup(unit_vectors(rng, 1, DIM)[0], header("DE"))
+    assert [(n.member_state, n.outcome) for n in report.nodes] == [("IT", "ok")]
+
+
+@pytest.mark.parametrize(
+    ("name", "call", "code", "message"), NODE_CASES, ids=[c[0] for c in NODE_CASES]
+)
+def test_node_refuses_bad_input_and_keeps_serving(
+    fed: Federation, node_stub: node_pb2_grpc.NodeServiceStub, name: str,
+    call: Callable[[node_pb2_grpc.NodeServiceStub], object], code: grpc.StatusCode, message: str,
+) -> None:  # fmt: skip
+    with pytest.raises(grpc.RpcError) as err:
+        call(node_stub)
+    assert err.value.code() == code, err.value.details()
+    assert message in (err.value.details() or "")
+    _honest_lookup_works(fed)
+
+
+def test_reused_query_id_is_refused(
+    fed: Federation, node_stub: node_pb2_grpc.NodeServiceStub
+) -> None:
+    request = _search()
+    node_stub.Search(request)
+    with pytest.raises(grpc.RpcError) as err:
+        node_stub.Search(request)
+    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+def test_malformed_protobuf_bytes(fed: Federation) -> None:
+    channel = make_channel(fed.servers["IT"].address, 1 << 20, 1 << 20)
+    try:
+        raw = channel.unary_unary(
+            "/fedmatch.rpc.v1.NodeService/Search",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
+        for body in (b"\xff\xff\xff\xff", b"\x0a\x05abc", bytes(range(256))):
+            with pytest.raises(grpc.RpcError) as err:
+                raw(body, timeout=5)
+            # grpcio answers a body that does not parse with INTERNAL before our handler runs.
+            assert err.value.code() == grpc.StatusCode.INTERNAL
+    finally:
+        channel.close()
+    _honest_lookup_works(fed)
+
+
+CoordCase = tuple[
+    str, Callable[[coordinator_pb2_grpc.CoordinatorServiceStub], object], grpc.StatusCode, str
+]
+
+
+def _lookup(**changes: object) -> coordinator_pb2.LookupRequest:
+    fields: dict[str, object] = {
+        "header": header_to_pb(header("DE")),
+        "key_bundle": key_bundle_to_pb(shared_keys().public_bundle()),
+        "probe": _probe(),
+    }
+    fields.update(changes)
+    return coordinator_pb2.LookupRequest(**fields)  # type: ignore[arg-type]
+
+
+COORD_CASES: list[CoordCase] = [
+    ("context-with-secret-key", lambda s: s.Lookup(_lookup(key_bundle=_bundle_with_secret())),
+     grpc.StatusCode.INVALID_ARGUMENT, "secret key"),
+    ("unknown-member-state", lambda s: s.Lookup(_lookup(header=_header_pb("XX"))),
+     grpc.StatusCode.INVALID_ARGUMENT, "not a member state"),
+    ("state-without-node", lambda s: s.Lookup(_lookup(header=_header_pb("PT"))),
+     grpc.StatusCode.PERMISSION_DENIED, "no node"),
+    ("wrong-dimension", lambda s: s.Lookup(_lookup(probe=_probe(dimension=64))),
+     grpc.StatusCode.INVALID_ARGUMENT, "dimension must be 128"),
+    ("other-model", lambda s: s.Lookup(_lookup(probe=_probe(model="arcface-r50"))),
+     grpc.StatusCode.FAILED_PRECONDITION, "model"),
+    ("oversize-message", lambda s: s.Lookup(_lookup(probe=_probe(b"\x00" * (7 << 20)))),
+     grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
+    ("resolve-unknown-query", lambda s: s.Resolve(coordinator_pb2.ResolveRequest(
+        header=header_to_pb(header("DE")), application_date="2026-11-21")),
+     grpc.StatusCode.NOT_FOUND, "no lookup"),
+    ("resolve-bad-date", lambda s: s.Resolve(coordinator_pb2.ResolveRequest(
+        header=header_to_pb(header("DE")), application_date="21/11/2026")),
+     grpc.StatusCode.INVALID_ARGUMENT, "application_date"),
+    ("missing-purpose", lambda s: s.Lookup(_lookup(header=common_pb2.RequestHeader(
+        query_id="a" * 32, requesting_state="DE", legal_basis="x", case_reference="y"))),
+     grpc.StatusCode.INVALID_ARGUMENT, "purpose"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "call", "code", "message"), COORD_CASES, ids=[c[0] for c in COORD_CASES]
+)
+def test_coordinator_refuses_bad_input_and_keeps_serving(
+    fed: Federation, coord_stub: coordinator_pb2_grpc.CoordinatorServiceStub, name: str,
+    call: Callable[[coordinator_pb2_grpc.CoordinatorServiceStub], object],
+    code: grpc.StatusCode, message: str,
+) -> None:  # fmt: skip
+    with pytest.raises(grpc.RpcError) as err:
+        call(coord_stub)
+    assert err.value.code() == code, err.value.details()
+    assert message in (err.value.details() or "")
+    _honest_lookup_works(fed)
+
+
+def test_resolve_refuses_states_that_did_not_answer(
+    fed: Federation, coord_stub: coordinator_pb2_grpc.CoordinatorServiceStub
+) -> None:
+    rng = np.random.default_rng()
+    person = unit_vectors(rng, 1, DIM)[0]
+    enrol(fed.nodes["IT"], capture(person, rng, 0.9), f"IT-R-{rng.integers(10**9)}",
+          Category.APPLICANT, dt.date(2026, 3, 3))  # fmt: skip
+    report = fed.requester("DE").lookup(capture(person, rng, 0.9), header("DE"))
+    assert len(report.matches) == 1
+    for state, code in (
+        ("FR", grpc.StatusCode.INVALID_ARGUMENT),
+        ("QQ", grpc.StatusCode.INVALID_ARGUMENT),
+    ):
+        request = coordinator_pb2.ResolveRequest(
+            header=header_to_pb(report.header), application_date="2026-11-21",
+            hits=[coordinator_pb2.HitRef(member_state=state, handle=report.matches[0][1])],
+        )  # fmt: skip
+        with pytest.raises(grpc.RpcError) as err:
+            coord_stub.Resolve(request)
+        assert err.value.code() == code
+    # A handle the node never issued for this query: NOT_FOUND from the node, reported as a
+    # refusal and an incomplete decision, not as "no match".
+    request = coordinator_pb2.ResolveRequest(
+        header=header_to_pb(report.header), application_date="2026-11-21",
+        hits=[coordinator_pb2.HitRef(member_state="IT", handle=b"\x00" * 16)],
+    )  # fmt: skip
+    response = coord_stub.Resolve(request)
+    assert not response.decision.complete
+    assert response.nodes[0].outcome == coordinator_pb2.NODE_OUTCOME_REFUSED
+    assert response.nodes[0].detail.startswith("NOT_FOUND")

@@ -1,0 +1,101 @@
+"""The `fedmatch` command end to end: demo, enroll and lookup as an operator runs them."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedmatch.synthetic import capture, unit_vectors
+from tests.federation import DIM, federation
+
+
+def _fedmatch(*args: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fedmatch", *args],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_demo_prints_the_correct_decision(tmp_path: Path) -> None:
+    result = _fedmatch("demo", "--records", "3000", "--workdir", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.strip().splitlines()
+    summary = json.loads(lines[-1])
+    decision = summary["decision"]
+    assert decision["responsible_state"] == "IT"
+    assert (decision["rule"], decision["procedure"]) == ("irregular_entry", "take_charge")
+    assert decision["complete"] is True
+    assert decision["evidence"][0]["reference"] == "IT-2026-LMP-004711"
+    assert {n["member_state"]: n["outcome"] for n in summary["nodes"]} == {"IT": "ok", "FR": "ok"}
+    assert summary["control_hits"] == 0
+    assert summary["bytes"]["sent"] > 0 and summary["timings_ms"]["lookup_ms"] > 0
+    assert any("decision:" in line for line in lines)
+    # Every process was shut down: the logs end with a graceful stop.
+    for log in tmp_path.glob("*.log"):
+        assert "signal 15: stopping" in log.read_text(), log.name
+
+
+def test_enroll_and_lookup_commands(tmp_path: Path) -> None:
+    rng = np.random.default_rng(31)
+    person = unit_vectors(rng, 1, DIM)[0]
+    np.save(tmp_path / "one.npy", capture(person, rng, 0.9))
+    bulk = np.stack([capture(person, rng, 0.9), unit_vectors(rng, 1, DIM)[0]])
+    np.save(tmp_path / "bulk.npy", bulk)
+    with (tmp_path / "manifest.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(
+            ["reference", "category", "event_date", "event_place", "capture_date", "sex", "row"]
+        )
+        w.writerow(["FR-CLI-2", "applicant", "2025-12-01", "Calais", "2025-12-01", "M", "0"])
+        w.writerow(["FR-CLI-3", "illegal_stay", "2026-01-01", "Calais", "", "", "1"])
+    np.save(tmp_path / "probe.npy", capture(person, rng, 0.9))
+    header = ["--legal-basis", "Reg. 2024/1358 Art. 15", "--case-reference", "C-9"]
+
+    with federation(tmp_path / "fed", ("DE", "IT", "FR"), records=20) as fed:
+        it, fr = fed.servers["IT"].address, fed.servers["FR"].address
+        one = _fedmatch(
+            "enroll", "--node", it, "--state", "IT", *header, "--template",
+            str(tmp_path / "one.npy"), "--reference", "IT-CLI-1", "--category",
+            "irregular_crossing", "--event-date", "2026-03-02", "--event-place", "Bari",
+        )  # fmt: skip
+        assert one.returncode == 0, one.stderr
+        assert json.loads(one.stdout.splitlines()[-1]) == {"enrolled": 1, "register_size": 21}
+        many = _fedmatch(
+            "enroll", "--node", fr, "--state", "FR", *header, "--template",
+            str(tmp_path / "bulk.npy"), "--manifest", str(tmp_path / "manifest.csv"),
+        )  # fmt: skip
+        assert many.returncode == 0, many.stderr
+        assert json.loads(many.stdout.splitlines()[-1])["enrolled"] == 2
+
+        refused = _fedmatch(
+            "enroll", "--node", fr, "--state", "DE", *header, "--template",
+            str(tmp_path / "one.npy"), "--reference", "X-1", "--category", "applicant",
+            "--event-date", "2026-03-02", "--event-place", "Bari",
+        )  # fmt: skip
+        assert refused.returncode == 3 and "PERMISSION_DENIED" in refused.stderr
+
+        keys = tmp_path / "de.keys"
+        assert _fedmatch("keys", "generate", "--out", str(keys)).returncode == 0
+        found = _fedmatch(
+            "lookup", "--coordinator", fed.coordinator_server.address, "--state", "DE",
+            *header, "--template", str(tmp_path / "probe.npy"), "--keys", str(keys),
+            "--application-date", "2026-11-21",
+        )  # fmt: skip
+        assert found.returncode == 0, found.stderr
+        summary = json.loads(found.stdout.splitlines()[-1])
+        assert summary["decision"]["responsible_state"] == "IT"
+        assert summary["decision"]["procedure"] == "take_charge"
+        assert summary["hits"] == 2
+
+    down = _fedmatch(
+        "lookup", "--coordinator", "127.0.0.1:9", "--state", "DE", *header, "--template",
+        str(tmp_path / "probe.npy"), "--timeout", "3",
+    )  # fmt: skip
+    assert down.returncode == 4 and "UNAVAILABLE" in down.stderr

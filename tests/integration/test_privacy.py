@@ -1,0 +1,154 @@
+"""What each party learns.
+
+- The node servicer receives ciphertext and public material only: no float field carries
+  the probe, the key bundle has no secret key, the probe bytes load as a SEAL ciphertext that
+  only the requester's secret key opens, and the same probe encrypts differently each time.
+- The coordinator relays the same opaque bytes and never holds a secret key.
+- Logs of node and coordinator hold no template values, scores or key material.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+import tenseal.sealapi as seal
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+from coordinator.config import NodeEntry
+from fedmatch.domain import Category
+from fedmatch.grpcutil.server import ServerLimits, start_server
+from fedmatch.he import sealio
+from fedmatch.he.params import DEFAULT_PARAM_SET
+from fedmatch.limits import MAX_NODE_RESPONSE_BYTES, MAX_REQUEST_BYTES
+from fedmatch.rpc.v1 import node_pb2, node_pb2_grpc
+from fedmatch.synthetic import capture, unit_vectors
+from fedmatch.wire import header_to_pb
+from node.config import NodeConfig
+from node.service import NodeService
+from node.servicer import NodeServicer
+from node.store import RecordStore
+from tests.federation import DIM, MODEL, TODAY, enrol, federation, header, shared_keys
+
+
+class RecordingServicer(NodeServicer):
+    """The real servicer, keeping a copy of every request exactly as it arrived."""
+
+    def __init__(self, service: NodeService) -> None:
+        super().__init__(service)
+        self.seen: list[node_pb2.SearchRequest] = []
+
+    def Search(self, request: node_pb2.SearchRequest, context: grpc.ServicerContext) -> Any:
+        copy = node_pb2.SearchRequest()
+        copy.CopyFrom(request)
+        self.seen.append(copy)
+        return super().Search(request, context)
+
+
+def _float_fields(msg: Message) -> list[str]:
+    """Names of every float/double field that is set anywhere in ``msg``."""
+    found = []
+    for field, value in msg.ListFields():
+        if field.type in (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE):
+            found.append(field.full_name)
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            values = value if field.is_repeated else [value]
+            for v in values:
+                found.extend(_float_fields(v))
+    return found
+
+
+def test_node_receives_only_ciphertext_and_public_material(tmp_path: Path) -> None:
+    db = tmp_path / "NL.sqlite"
+    store = RecordStore(db, "NL", DIM, MODEL)
+    service = NodeService(
+        NodeConfig(member_state="NL", database=db, dimension=DIM, model_id=MODEL), store
+    )
+    rng = np.random.default_rng(21)
+    person = unit_vectors(rng, 1, DIM)[0]
+    enrol(service, capture(person, rng, 0.9), "NL-1", Category.APPLICANT, dt.date(2026, 4, 4))
+    recorder = RecordingServicer(service)
+    limits = ServerLimits(MAX_REQUEST_BYTES, MAX_NODE_RESPONSE_BYTES)
+    server = start_server(
+        lambda s: node_pb2_grpc.add_NodeServiceServicer_to_server(recorder, s),
+        "127.0.0.1:0",
+        limits,
+    )
+    try:
+        with federation(tmp_path / "fed", ("DE",), records=0,
+                        extra_nodes=(NodeEntry("NL", server.address),)) as fed:  # fmt: skip
+            probe = capture(person, rng, 0.9)
+            requester = fed.requester("DE")
+            report = requester.lookup(probe, header("DE"))
+            requester.lookup(probe, header("DE"))  # the same probe, a second time
+            assert len(report.matches) == 1
+    finally:
+        server.stop(0.2)
+        store.close()
+
+    assert len(recorder.seen) == 2
+    first, second = recorder.seen
+    for request in recorder.seen:
+        assert isinstance(request, node_pb2.SearchRequest)
+        assert _float_fields(request) == []  # no clear-text vector anywhere in the message
+        assert request.key_bundle.secret_key == b""
+        raw = request.SerializeToString()
+        for encoding in ("<f4", "<f8", ">f4", ">f8"):
+            # Not even a prefix of the probe's coordinates appears in the bytes.
+            assert probe.astype(encoding)[:4].tobytes() not in raw
+    # Randomized encryption: the node cannot even tell that the same probe came twice.
+    assert first.probe.ciphertext != second.probe.ciphertext
+
+    # What the node got is a real ciphertext of the probe under the requester's key ...
+    ctx = DEFAULT_PARAM_SET.context()
+    ct = seal.Ciphertext()
+    sealio.load_bytes(lambda p: ct.load(ctx, p), first.probe.ciphertext, "probe")
+    assert ct.size() == 2
+    plain = seal.Plaintext()
+    keys = shared_keys()
+    keys._decryptor.decrypt(ct, plain)
+    decoded = np.asarray(seal.CKKSEncoder(ctx).decode_double(plain)[:DIM])
+    np.testing.assert_allclose(decoded, probe, atol=1e-5)
+    # ... and the wrong key opens nothing like it.
+    stranger = seal.KeyGenerator(ctx).secret_key()
+    seal.Decryptor(ctx, stranger).decrypt(ct, plain)
+    wrong = np.asarray(seal.CKKSEncoder(ctx).decode_double(plain)[:DIM])
+    assert not np.allclose(wrong, probe, atol=1e-2)
+
+
+def test_logs_hold_no_templates_scores_or_keys(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with federation(tmp_path, ("DE", "IT"), records=50) as fed:
+        rng = np.random.default_rng(22)
+        person = unit_vectors(rng, 1, DIM)[0]
+        stored = capture(person, rng, 0.9)
+        enrol(fed.nodes["IT"], stored, "IT-LOG-1", Category.IRREGULAR_CROSSING, dt.date(2026, 5, 5))
+        requester = fed.requester("DE")
+        probe = capture(person, rng, 0.9)
+        report = requester.lookup(probe, header("DE"))
+        requester.resolve(report, TODAY.isoformat())
+        channel = grpc.insecure_channel(fed.servers["IT"].address)
+        with pytest.raises(grpc.RpcError):  # a refusal path logs too
+            node_pb2_grpc.NodeServiceStub(channel).GetHitDetails(
+                node_pb2.HitDetailsRequest(header=header_to_pb(header("DE")), handles=[b"x" * 16])
+            )
+        channel.close()
+    text = caplog.text
+    # Logging did happen, on the success and the refusal paths.
+    assert "search query=" in text and "resolve query=" in text and "NOT_FOUND" in text
+    score = float(stored.astype(np.float64) @ probe.astype(np.float64))
+    for value in (*probe[:8], *stored[:8], score):
+        for fmt in (f"{value:.6f}", f"{value:.4f}", repr(float(value))):
+            assert fmt not in text
+    for _, handle in report.matches:
+        assert handle.hex() not in text
+    bundle = shared_keys().public_bundle()
+    assert bundle.public_key[:32].hex() not in text
