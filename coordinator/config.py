@@ -46,6 +46,12 @@ class CoordinatorConfig:
             raise ConfigError("coordinator.threshold must be a cosine in (-1, 1)")
         if self.node_deadline_seconds <= 0:
             raise ConfigError("coordinator.node_deadline_seconds must be positive")
+        if self.lookup_ttl_seconds <= 0:
+            raise ConfigError("coordinator.lookup_ttl_seconds must be positive")
+        if not 1 <= self.dimension <= 4096:
+            raise ConfigError("coordinator.dimension must be between 1 and 4096")
+        if self.max_workers < 1:
+            raise ConfigError("coordinator.max_workers must be at least 1")
         states = [n.member_state for n in self.nodes]
         if len(set(states)) != len(states):
             raise ConfigError("nodes: a member state is listed twice")

@@ -156,9 +156,11 @@ def decide(requesting_state: str, application_date: dt.date, hits: Sequence[HitD
        requesting state included, qualifies while the application is inside its window of
        12 months (Dublin III Art. 13(1)) or 20 months (AMMR Art. 33(1)). Under the AMMR a
        ``sar_disembarked`` hit also qualifies, with a 12-month window (Art. 33(2)); under
-       Dublin III it does not. The window ends on ``add_months(event_date, window)`` and an
-       application registered on that day is already outside it: a hit qualifies iff
-       ``application_date < add_months(event_date, window)``. The earliest qualifying hit
+       Dublin III it does not. The window ends on ``end = add_months(event_date, window)``.
+       Dublin III says responsibility "shall cease 12 months after" the crossing, so an
+       application registered on ``end`` is outside (``application_date < end``); the AMMR
+       says it ceases if the application is registered "more than 20 (12) months after",
+       so ``end`` itself is still inside (``application_date <= end``). The earliest qualifying hit
        decides: rule IRREGULAR_ENTRY or SAR_DISEMBARKATION after its category, procedure
        TAKE_CHARGE, responsible state its member state. If that is the requesting state
        itself, the procedure is NONE (no transfer) and the rule stays as it is.
@@ -201,7 +203,9 @@ def decide(requesting_state: str, application_date: dt.date, hits: Sequence[HitD
             hit
             for hit in prior
             if hit.category in windows
-            and application_date < add_months(hit.event_date, windows[hit.category])
+            and _in_window(
+                regime, application_date, add_months(hit.event_date, windows[hit.category])
+            )
         ),
         key=_order,
     )
@@ -254,6 +258,14 @@ def decide(requesting_state: str, application_date: dt.date, hits: Sequence[HitD
         tie=False,
         explanation=explanation,
     )
+
+
+def _in_window(regime: Regime, application_date: dt.date, end: dt.date) -> bool:
+    # Dublin III Art. 13(1) "shall cease 12 months after"; AMMR Art. 33(1)/(2) "registered
+    # more than 20 (12) months after": the AMMR keeps the end date inside, Dublin III not.
+    if regime is Regime.AMMR:
+        return application_date <= end
+    return application_date < end
 
 
 def _check_date(value: object, field: str) -> None:

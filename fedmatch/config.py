@@ -17,7 +17,7 @@ from typing import Any
 
 from fedmatch.errors import ConfigError
 
-__all__ = ["load_section", "read_toml"]
+__all__ = ["file_values", "load_section", "read_toml"]
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -45,12 +45,23 @@ def _coerce(key: str, raw: Any, kind: Any) -> Any:
                 return False
             raise ValueError(raw)
         if kind in (int, float, str, Path):
-            if kind is int and isinstance(raw, float):
+            # bool is an int subclass: `dimension = true` is a mistake, not 1.
+            if isinstance(raw, bool) or (kind is int and isinstance(raw, float)):
                 raise ValueError(raw)
             return kind(raw)
     except (TypeError, ValueError):
         raise ConfigError(f"{key}: expected {getattr(kind, '__name__', kind)}") from None
     return raw
+
+
+def file_values(path: Path | None, section: str) -> dict[str, Any]:
+    """The keys of ``[section]`` as written in the file (before environment and overrides)."""
+    if path is None:
+        return {}
+    table = read_toml(path).get(section, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{section}] must be a table")
+    return table
 
 
 def load_section(
@@ -64,19 +75,24 @@ def load_section(
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
-    if path is not None:
-        table = read_toml(path).get(section, {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"[{section}] must be a table")
-        for key, raw in table.items():
-            if key not in fields:
-                raise ConfigError(f"{section}.{key}: unknown key")
-            values[key] = raw
+    for key, raw in file_values(path, section).items():
+        if key not in fields:
+            raise ConfigError(f"{section}.{key}: unknown key")
+        values[key] = raw
     for key in fields:
         env = os.environ.get(env_prefix + key.upper())
         if env is not None:
             values[key] = env
     values.update({k: v for k, v in overrides.items() if v is not None})
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+        and f.name not in values
+    ]
+    if missing:
+        raise ConfigError(f"{section}.{missing[0]} is required")
     return {
         k: (_coerce(f"{section}.{k}", v, hints[k]) if hints.get(k) in _SCALARS else v)
         for k, v in values.items()

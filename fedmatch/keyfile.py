@@ -25,6 +25,8 @@ def save_keys(keys: RequesterKeys, path: Path) -> None:
     )
     # Create with 0600 from the start: never a moment where the secret is world-readable.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # O_CREAT's mode applies only to a new file: tighten an existing one before writing.
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(msg.SerializeToString())
 

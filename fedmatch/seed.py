@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedmatch.errors import InvalidInput
 from fedmatch.synthetic import synthetic_metadata, unit_vectors
 
 __all__ = ["seed_register"]
@@ -26,13 +27,17 @@ def seed_register(
     from node.records import NewRecord, RecordMeta
     from node.store import RecordStore
 
+    if count < 0:
+        raise InvalidInput("record count must not be negative")
     rng = np.random.default_rng(seed)
     templates = unit_vectors(rng, count, dimension)
     store = RecordStore(path, member_state, dimension, model_id)
     try:
         batch = []
+        # Number after what is there, so seeding twice extends the register.
+        metadata = synthetic_metadata(member_state, count, rng, today, first=store.count())
         for template, (ref, cat, event, place, captured, sex) in zip(
-            templates, synthetic_metadata(member_state, count, rng, today), strict=True
+            templates, metadata, strict=True
         ):
             meta = RecordMeta(ref, cat, event, place, captured, sex, operator_id="seed")
             batch.append(NewRecord(meta=meta, template=template, model_id=model_id))

@@ -47,9 +47,10 @@ _PLACES = {
 
 
 def synthetic_metadata(
-    member_state: str, n: int, rng: np.random.Generator, today: dt.date
+    member_state: str, n: int, rng: np.random.Generator, today: dt.date, first: int = 0
 ) -> Iterator[tuple[str, Category, dt.date, str, dt.date, Sex]]:
-    """(reference, category, event_date, event_place, capture_date, sex) for n records."""
+    """(reference, category, event_date, event_place, capture_date, sex) for n records,
+    numbered from ``first``."""
     categories = list(Category)
     weights = np.array([0.5, 0.25, 0.12, 0.06, 0.04, 0.03])
     places = _PLACES.get(member_state, [f"{member_state} office {i}" for i in range(1, 4)])
@@ -59,7 +60,7 @@ def synthetic_metadata(
     for i in range(n):
         event = today - dt.timedelta(days=int(days[i]))
         yield (
-            f"{member_state}-SYN-{i:08d}",
+            f"{member_state}-SYN-{first + i:08d}",
             categories[int(cats[i])],
             event,
             places[i % len(places)],

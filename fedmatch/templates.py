@@ -15,21 +15,25 @@ __all__ = ["read_templates"]
 
 
 def read_templates(path: Path) -> npt.NDArray[np.float32]:
-    """Always returns a 2-D float32 array (one row per template)."""
+    """Always returns a 2-D float32 array (one row per template), finite and non-empty."""
+    if path.suffix not in (".npy", ".json"):
+        raise InvalidInput("template file must be .npy or .json")
     try:
-        if path.suffix == ".npy":
-            data = np.load(path, allow_pickle=False)
-        elif path.suffix == ".json":
-            data = np.asarray(json.loads(path.read_text()), dtype=np.float64)
-        else:
-            raise InvalidInput("template file must be .npy or .json")
-    except (OSError, ValueError) as exc:
+        data = (
+            np.load(path, allow_pickle=False)
+            if path.suffix == ".npy"
+            else json.loads(path.read_text())
+        )
+        arr = np.asarray(data, dtype=np.float32)
+    except (OSError, ValueError, TypeError, EOFError) as exc:
+        # The message names the file and the failure class, never the file's content.
         raise InvalidInput(
             f"template file {path.name} could not be read ({type(exc).__name__})"
         ) from None
-    arr = np.asarray(data, dtype=np.float32)
     if arr.ndim == 1:
         arr = arr.reshape(1, -1)
-    if arr.ndim != 2 or arr.shape[0] == 0:
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise InvalidInput("template file must hold a vector or a matrix of templates")
+    if not np.all(np.isfinite(arr)):
+        raise InvalidInput("template file holds non-finite values")
     return arr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,12 +33,20 @@ class NodeConfig:
             raise ConfigError("node.dimension must be between 1 and 4096")
         if self.max_workers < 1:
             raise ConfigError("node.max_workers must be at least 1")
+        if self.handle_ttl_seconds <= 0:
+            raise ConfigError("node.handle_ttl_seconds must be positive")
 
 
 def load_node_config(path: Path | None, overrides: dict[str, Any] | None = None) -> NodeConfig:
-    values = load_section(path, "node", "FEDMATCH_NODE_", NodeConfig, overrides or {})
-    if "database" in values and path is not None:
-        # Relative paths in a config file are relative to that file, not to the cwd.
-        db = Path(values["database"])
+    overrides = overrides or {}
+    values = load_section(path, "node", "FEDMATCH_NODE_", NodeConfig, overrides)
+    db = Path(values["database"])
+    from_file = (
+        overrides.get("database") is None and os.environ.get("FEDMATCH_NODE_DATABASE") is None
+    )
+    if path is not None and from_file:
+        # A relative path written in a config file is relative to that file (so a config
+        # directory can move as a whole); one from the environment or a flag is relative to
+        # the working directory, as a shell user expects.
         values["database"] = db if db.is_absolute() else (path.parent / db)
     return NodeConfig(**values)

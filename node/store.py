@@ -60,8 +60,12 @@ class RecordStore:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        self._check_or_init_meta()
+        try:
+            self._db.executescript(_SCHEMA)
+            self._check_or_init_meta()
+        except BaseException:
+            self._db.close()
+            raise
 
     def _check_or_init_meta(self) -> None:
         want = {
@@ -118,7 +122,10 @@ class RecordStore:
                 self._db.execute("ROLLBACK")
                 raise AlreadyExists("a record with this reference number exists") from None
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # BEGIN itself may have failed (locked database): roll back only what began,
+                # so the caller sees the real error.
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
         return ids
 

@@ -71,21 +71,31 @@ class RequesterKeys:
     """A requesting authority's key pair. The secret key never leaves this object except
     through :meth:`private_bundle`, for the authority's own key file."""
 
-    def __init__(self, params: ParamSet, secret_key: seal.SecretKey) -> None:
+    def __init__(
+        self,
+        params: ParamSet,
+        secret_key: seal.SecretKey,
+        public: tuple[seal.PublicKey, bytes, bytes] | None = None,
+    ) -> None:
+        """``public`` is (public key, its bytes, rotation-key bytes) loaded from a key file;
+        without it, fresh public and rotation keys are derived from the secret key."""
         self.params = params
         ctx = params.context()
         self._ctx = ctx
         self._secret = secret_key
-        keygen = seal.KeyGenerator(ctx, secret_key)
-        self._public = seal.PublicKey()
-        keygen.create_public_key(self._public)
-        galois = seal.GaloisKeys()
-        keygen.create_galois_keys([ROTATION_GALOIS_ELEMENT], galois)
+        if public is None:
+            keygen = seal.KeyGenerator(ctx, secret_key)
+            pk = seal.PublicKey()
+            keygen.create_public_key(pk)
+            galois = seal.GaloisKeys()
+            keygen.create_galois_keys([ROTATION_GALOIS_ELEMENT], galois)
+            public = (pk, sealio.to_bytes(pk), sealio.to_bytes(galois))
+        self._public = public[0]
         self._bundle = KeyBundle(
             param_set=params.name,
             parms=sealio.to_bytes(params.parms()),
-            public_key=sealio.to_bytes(self._public),
-            galois_keys=sealio.to_bytes(galois),
+            public_key=public[1],
+            galois_keys=public[2],
         )
         self._encoder = seal.CKKSEncoder(ctx)
         self._encryptor = seal.Encryptor(ctx, self._public, secret_key)
@@ -100,14 +110,32 @@ class RequesterKeys:
 
     @classmethod
     def from_private_bundle(cls, bundle: KeyBundle) -> RequesterKeys:
+        """Reload a key file; its public and rotation keys are kept, so the key id (the
+        bundle digest) is stable across loads."""
         if not bundle.secret_key:
             raise HEError("key file holds no secret key")
-        params = get_param_set(bundle.param_set)
+        evaluation = open_key_bundle(
+            KeyBundle(bundle.param_set, bundle.parms, bundle.public_key, bundle.galois_keys)
+        )
+        params = evaluation.params
         secret = seal.SecretKey()
         sealio.load_bytes(
             lambda p: secret.load(params.context(), p), bundle.secret_key, "secret key"
         )
-        return cls(params, secret)
+        keys = cls(params, secret, (evaluation.public_key, bundle.public_key, bundle.galois_keys))
+        keys._check_pair()
+        return keys
+
+    def _check_pair(self) -> None:
+        # A public key from another key pair would encrypt probes nobody here can decrypt.
+        plain = seal.Plaintext()
+        self._encoder.encode([0.5] * 4, self._ctx.first_parms_id(), self.params.scale, plain)
+        ct = seal.Ciphertext()
+        self._encryptor.encrypt(plain, ct)
+        out = seal.Plaintext()
+        self._decryptor.decrypt(ct, out)
+        if abs(self._encoder.decode_double(out)[0] - 0.5) > 1e-3:
+            raise HEError("key file's public key does not belong to its secret key")
 
     @property
     def key_id(self) -> str:

@@ -127,16 +127,19 @@ CASES = [
         ),
         id="ammr-20m-day-before-end-inside",
     ),
+    # AMMR Art. 33(1): responsibility ceases only if the application is registered "more
+    # than 20 months after" the crossing, so the end date itself is still inside.
     pytest.param(
         Case(
             D(2026, 9, 15),
             (hit("GR", IRR, D(2025, 1, 15), "GR-1"),),
-            Rule.NO_OTHER_STATE,
-            Procedure.NONE,
-            None,
+            Rule.IRREGULAR_ENTRY,
+            Procedure.TAKE_CHARGE,
+            "GR",
+            ("GR-1",),
             regime=Regime.AMMR,
         ),
-        id="ammr-20m-on-end-outside",
+        id="ammr-20m-on-end-inside",
     ),
     pytest.param(
         Case(
@@ -223,15 +226,26 @@ CASES = [
         Case(
             D(2027, 1, 10),
             (hit("MT", SAR, D(2026, 1, 10), "MT-1"),),
+            Rule.SAR_DISEMBARKATION,
+            Procedure.TAKE_CHARGE,
+            "MT",
+            ("MT-1",),
+        ),
+        id="sar-ammr-12m-on-end-inside",
+    ),
+    pytest.param(
+        Case(
+            D(2027, 1, 11),
+            (hit("MT", SAR, D(2026, 1, 10), "MT-1"),),
             Rule.NO_OTHER_STATE,
             Procedure.NONE,
             None,
         ),
-        id="sar-ammr-12m-on-end-outside",
+        id="sar-ammr-12m-day-after-end-outside",
     ),
     pytest.param(
         Case(
-            D(2027, 1, 10),
+            D(2027, 1, 11),
             (hit("MT", SAR, D(2026, 1, 10), "MT-1"), hit("IT", IRR, D(2026, 1, 20), "IT-1")),
             Rule.IRREGULAR_ENTRY,
             Procedure.TAKE_CHARGE,

@@ -51,7 +51,7 @@ def test_bundle_with_secret_key_is_refused() -> None:
 
 
 def _with(bundle: KeyBundle, **changes: object) -> KeyBundle:
-    fields = {
+    fields: dict[str, object] = {
         "param_set": bundle.param_set,
         "parms": bundle.parms,
         "public_key": bundle.public_key,

@@ -1,0 +1,322 @@
+"""Tests of the ``fedmatch`` command (fedmatch.cli), the key file and template file readers."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedmatch.cli import main
+from fedmatch.errors import InvalidInput
+from fedmatch.keyfile import load_keys, save_keys
+from fedmatch.rpc.v1 import common_pb2
+from fedmatch.templates import read_templates
+from node.store import RecordStore
+
+NODE_TOML = '[node]\nmember_state = "IT"\ndatabase = "it.sqlite"\ndimension = 128\n'
+DEFAULT_MODEL = "sface-2021dec-int8bq"
+
+# --------------------------------------------------------------------------- --help
+
+HELP_COMMANDS = [
+    [],
+    ["node"],
+    ["node", "serve"],
+    ["node", "seed"],
+    ["coordinator"],
+    ["coordinator", "serve"],
+    ["keys"],
+    ["keys", "generate"],
+    ["enroll"],
+    ["lookup"],
+    ["demo"],
+    ["bench"],
+    ["bench", "search"],
+]
+
+
+@pytest.mark.parametrize("command", HELP_COMMANDS, ids=lambda c: "-".join(c) or "top")
+def test_help_exits_zero_and_prints_usage(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([*command, "--help"])
+    assert exc.value.code == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("usage: " + " ".join(["fedmatch", *command]))
+    assert "-h, --help" in out
+    assert err == ""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param([], id="no-command"),
+        pytest.param(["node"], id="no-node-action"),
+        pytest.param(["frobnicate"], id="unknown-command"),
+        pytest.param(["node", "seed", "--count", "3"], id="seed-without-config"),
+        pytest.param(["keys", "generate"], id="keys-without-out"),
+    ],
+)
+def test_usage_errors_exit_two(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "usage: fedmatch" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- node seed
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "node.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(None, "does not exist", id="missing-file"),
+        pytest.param("[node\n", "not valid TOML", id="invalid-toml"),
+        pytest.param(NODE_TOML + "colour = 1\n", r"node\.colour", id="unknown-key"),
+        pytest.param(NODE_TOML.replace("128", '"abc"'), r"node\.dimension", id="dimension-not-int"),
+        pytest.param(NODE_TOML.replace('"IT"', '"XX"'), r"node\.member_state", id="bad-state"),
+        pytest.param(NODE_TOML.replace("128", "0"), r"node\.dimension", id="dimension-zero"),
+    ],
+)
+def test_node_seed_with_bad_config_exits_two(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str | None, message: str
+) -> None:
+    path = tmp_path / "node.toml" if text is None else write_config(tmp_path, text)
+    code = main(["node", "seed", "--config", str(path), "--count", "3"])
+    assert code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("fedmatch: configuration error:")
+    assert re.search(message, err)
+    assert not (tmp_path / "it.sqlite").exists()
+
+
+@pytest.mark.parametrize("count", [0, 1, 7])
+def test_node_seed_adds_the_requested_records(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    count: int,
+) -> None:
+    config = write_config(tmp_path, NODE_TOML)
+    monkeypatch.chdir(tmp_path.parent)  # the database is relative to the config, not the cwd
+    assert main(["node", "seed", "--config", str(config), "--count", str(count)]) == 0
+    assert f"added {count} synthetic records" in capsys.readouterr().out
+    store = RecordStore(tmp_path / "it.sqlite", "IT", 128, DEFAULT_MODEL)
+    try:
+        assert store.count() == count
+        _, matrix = store.templates()
+        assert np.allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-5)
+    finally:
+        store.close()
+
+
+def test_node_seed_into_register_of_another_dimension_exits_two(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    RecordStore(tmp_path / "it.sqlite", "IT", 64, DEFAULT_MODEL).close()
+    config = write_config(tmp_path, NODE_TOML)
+    assert main(["node", "seed", "--config", str(config), "--count", "2"]) == 2
+    assert "dimension" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- keys generate
+
+
+def test_keys_generate_writes_a_private_key_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "requester.key"
+    assert main(["keys", "generate", "--out", str(out)]) == 0
+    assert str(out) in capsys.readouterr().out
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+
+    keys = load_keys(out)
+    public = keys.public_bundle()
+    assert public.secret_key == b""
+    assert keys.private_bundle().secret_key != b""
+    public_bytes = common_pb2.HEKeyBundle(
+        he_param_set=public.param_set,
+        parms=public.parms,
+        public_key=public.public_key,
+        galois_keys=public.galois_keys,
+    ).SerializeToString()
+    data = out.read_bytes()
+    assert data != public_bytes
+    assert len(data) > len(public_bytes)
+
+    # The secret key reads back as written, and a second load decrypts what the first encrypts.
+    stored = common_pb2.HEKeyBundle()
+    stored.ParseFromString(data)
+    assert stored.secret_key == keys.private_bundle().secret_key
+    probe = np.zeros(128)
+    probe[0] = 1.0
+    scores = load_keys(out).decrypt_scores(keys.encrypt_probe(probe), 4)
+    assert np.allclose(scores, [1.0, 0.0, 0.0, 0.0], atol=1e-4)
+    # Saving the loaded keys again writes the same secret key.
+    again = tmp_path / "again.key"
+    save_keys(keys, again)
+    assert load_keys(again).private_bundle().secret_key == stored.secret_key
+
+
+@pytest.mark.parametrize("data", [b"", b"\xff\xfe not a protobuf"], ids=["empty", "garbage"])
+def test_load_keys_refuses_bad_files(tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "bad.key"
+    path.write_bytes(data)
+    with pytest.raises(InvalidInput):
+        load_keys(path)
+
+
+def test_load_keys_refuses_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput):
+        load_keys(tmp_path / "missing.key")
+
+
+# --------------------------------------------------------------------------- template files
+
+
+def test_read_templates_npy_vector(tmp_path: Path) -> None:
+    path = tmp_path / "probe.npy"
+    vector = np.linspace(-1, 1, 128, dtype=np.float64)
+    np.save(path, vector)
+    got = read_templates(path)
+    assert got.dtype == np.float32 and got.shape == (1, 128)
+    assert np.array_equal(got[0], vector.astype(np.float32))
+
+
+def test_read_templates_npy_matrix(tmp_path: Path) -> None:
+    path = tmp_path / "gallery.npy"
+    matrix = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.save(path, matrix)
+    got = read_templates(path)
+    assert got.dtype == np.float32 and got.shape == (3, 4)
+    assert np.array_equal(got, matrix)
+
+
+@pytest.mark.parametrize(
+    ("payload", "shape"),
+    [
+        pytest.param([0.5, -0.25, 1], (1, 3), id="vector"),
+        pytest.param([[1, 2], [3, 4], [5, 6]], (3, 2), id="matrix"),
+        pytest.param([[0.125]], (1, 1), id="one-by-one"),
+    ],
+)
+def test_read_templates_json(tmp_path: Path, payload: object, shape: tuple[int, int]) -> None:
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(payload))
+    got = read_templates(path)
+    assert got.dtype == np.float32 and got.shape == shape
+    assert np.array_equal(got, np.asarray(payload, dtype=np.float32).reshape(shape))
+
+
+def _full_npy(tmp_path: Path) -> bytes:
+    np.save(tmp_path / "full.npy", np.ones((3, 4), dtype=np.float32))
+    return (tmp_path / "full.npy").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        pytest.param("t.csv", "1,2,3", id="csv-suffix"),
+        pytest.param("t.txt", "[1, 2]", id="txt-suffix"),
+        pytest.param("t", "[1, 2]", id="no-suffix"),
+        pytest.param("t.npz", "", id="npz-suffix"),
+        pytest.param("t.json", "[1, 2", id="json-truncated"),
+        pytest.param("t.json", "", id="json-empty"),
+        pytest.param("t.json", '["a", "b"]', id="json-strings"),
+        pytest.param("t.json", "[[1, 2], [3]]", id="json-ragged"),
+        pytest.param("t.json", "null", id="json-null"),
+        pytest.param("t.json", "[[[1]]]", id="json-3d"),
+        pytest.param("t.npy", b"not a numpy file", id="npy-garbage"),
+        pytest.param("t.npy", "truncated", id="npy-truncated"),
+        pytest.param("t.npy", "header-only", id="npy-header-only"),
+        pytest.param("t.npy", "3d", id="npy-3d"),
+        pytest.param("t.npy", "object", id="npy-pickled-object"),
+        pytest.param("missing.npy", None, id="missing-file"),
+    ],
+)
+def test_read_templates_refuses(tmp_path: Path, name: str, content: str | bytes | None) -> None:
+    path = tmp_path / name
+    if content == "truncated":
+        path.write_bytes(_full_npy(tmp_path)[:-10])
+    elif content == "header-only":
+        path.write_bytes(_full_npy(tmp_path)[:20])
+    elif content == "3d" and name.endswith(".npy"):
+        np.save(path, np.zeros((2, 2, 2), dtype=np.float32))
+    elif content == "object":
+        np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    with pytest.raises(InvalidInput):
+        read_templates(path)
+
+
+# --- regressions: bugs found in review, now fixed ---
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        pytest.param("t.npy", b"", id="npy-empty-file"),
+        pytest.param("t.json", '{"a": 1}', id="json-object"),
+        pytest.param("t.npy", "strings", id="npy-strings"),
+        pytest.param("t.json", "[]", id="json-empty-vector"),
+        pytest.param("t.json", "[[]]", id="json-empty-row"),
+    ],
+)
+def test_read_templates_refuses_more_corrupt_files(
+    tmp_path: Path, name: str, content: str | bytes
+) -> None:
+    path = tmp_path / name
+    if content == "strings":
+        np.save(path, np.array(["a", "b"]))
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    with pytest.raises(InvalidInput):
+        read_templates(path)
+
+
+def test_keys_generate_over_existing_file_is_still_0600(tmp_path: Path) -> None:
+    out = tmp_path / "requester.key"
+    out.write_bytes(b"old")
+    os.chmod(out, 0o644)
+    assert main(["keys", "generate", "--out", str(out)]) == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+
+
+def test_node_seed_with_config_missing_member_state_exits_two(tmp_path: Path) -> None:
+    config = write_config(tmp_path, '[node]\ndatabase = "it.sqlite"\n')
+    assert main(["node", "seed", "--config", str(config), "--count", "1"]) == 2
+
+
+def test_node_seed_twice_extends_the_register(tmp_path: Path) -> None:
+    config = write_config(tmp_path, NODE_TOML)
+    assert main(["node", "seed", "--config", str(config), "--count", "3", "--seed", "1"]) == 0
+    assert main(["node", "seed", "--config", str(config), "--count", "3", "--seed", "2"]) == 0
+    store = RecordStore(tmp_path / "it.sqlite", "IT", 128, DEFAULT_MODEL)
+    try:
+        assert store.count() == 6
+    finally:
+        store.close()
+
+
+def test_key_file_loads_with_a_stable_key_id(tmp_path: Path) -> None:
+    out = tmp_path / "requester.key"
+    assert main(["keys", "generate", "--out", str(out)]) == 0
+    assert load_keys(out).key_id == load_keys(out).key_id

@@ -1,0 +1,361 @@
+"""Tests of the node and coordinator configuration loaders (TOML, environment, overrides)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coordinator.config import CoordinatorConfig, NodeEntry, load_coordinator_config
+from fedmatch.errors import ConfigError
+from node.config import NodeConfig, load_node_config
+
+NODE_TOML = '[node]\nmember_state = "IT"\ndatabase = "it.sqlite"\ndimension = 128\n'
+
+NODE_ENV = [
+    "FEDMATCH_NODE_" + key
+    for key in (
+        "MEMBER_STATE",
+        "DATABASE",
+        "DIMENSION",
+        "MODEL_ID",
+        "LISTEN",
+        "MAX_WORKERS",
+        "HANDLE_TTL_SECONDS",
+    )
+]
+COORDINATOR_ENV = [
+    "FEDMATCH_COORDINATOR_" + key
+    for key in (
+        "LISTEN",
+        "THRESHOLD",
+        "THRESHOLD_VERSION",
+        "MODEL_ID",
+        "DIMENSION",
+        "NODE_DEADLINE_SECONDS",
+        "LOOKUP_TTL_SECONDS",
+        "MAX_WORKERS",
+    )
+]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No FEDMATCH_* variable from the developer's shell leaks into these tests."""
+    for name in NODE_ENV + COORDINATOR_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+def write(tmp_path: Path, text: str, name: str = "config.toml") -> Path:
+    path = tmp_path / "etc" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+# --------------------------------------------------------------------------- node
+
+
+def test_node_config_from_file(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        NODE_TOML
+        + 'model_id = "m-2"\nlisten = "0.0.0.0:7001"\nmax_workers = 3\n'
+        + "handle_ttl_seconds = 90\n",
+    )
+    cfg = load_node_config(path)
+    assert cfg == NodeConfig(
+        member_state="IT",
+        database=path.parent / "it.sqlite",
+        dimension=128,
+        model_id="m-2",
+        listen="0.0.0.0:7001",
+        max_workers=3,
+        handle_ttl_seconds=90.0,
+    )
+    assert isinstance(cfg.handle_ttl_seconds, float)
+
+
+def test_node_config_defaults(tmp_path: Path) -> None:
+    cfg = load_node_config(write(tmp_path, '[node]\nmember_state = "GR"\ndatabase = "g.db"\n'))
+    assert (cfg.dimension, cfg.model_id, cfg.listen, cfg.max_workers) == (
+        128,
+        "sface-2021dec-int8bq",
+        "127.0.0.1:0",
+        8,
+    )
+    assert cfg.handle_ttl_seconds == 3600.0
+
+
+@pytest.mark.parametrize(
+    ("database", "expected"),
+    [
+        pytest.param("it.sqlite", "etc/it.sqlite", id="bare-name"),
+        pytest.param("data/it.sqlite", "etc/data/it.sqlite", id="subdirectory"),
+        pytest.param("../var/it.sqlite", "etc/../var/it.sqlite", id="parent"),
+    ],
+)
+def test_relative_database_is_relative_to_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database: str, expected: str
+) -> None:
+    path = write(tmp_path, f'[node]\nmember_state = "IT"\ndatabase = "{database}"\n')
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_node_config(path)
+    assert cfg.database == tmp_path / expected
+    assert cfg.database.is_absolute()
+
+
+def test_absolute_database_is_kept(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere" / "it.sqlite"
+    path = write(tmp_path, f'[node]\nmember_state = "IT"\ndatabase = "{target}"\n')
+    assert load_node_config(path).database == target
+
+
+def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, NODE_TOML + 'listen = "127.0.0.1:7000"\n')
+    monkeypatch.setenv("FEDMATCH_NODE_DIMENSION", "256")
+    monkeypatch.setenv("FEDMATCH_NODE_LISTEN", "0.0.0.0:9000")
+    monkeypatch.setenv("FEDMATCH_NODE_MEMBER_STATE", "FR")
+    monkeypatch.setenv("FEDMATCH_NODE_HANDLE_TTL_SECONDS", "12.5")
+    cfg = load_node_config(path)
+    assert cfg.dimension == 256
+    assert cfg.listen == "0.0.0.0:9000"
+    assert cfg.member_state == "FR"
+    assert cfg.handle_ttl_seconds == 12.5
+    assert cfg.database == path.parent / "it.sqlite"  # untouched by the environment
+
+
+def test_environment_alone_without_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEDMATCH_NODE_MEMBER_STATE", "ES")
+    monkeypatch.setenv("FEDMATCH_NODE_DATABASE", str(tmp_path / "es.sqlite"))
+    cfg = load_node_config(None)
+    assert cfg.member_state == "ES"
+    assert cfg.database == tmp_path / "es.sqlite"
+
+
+def test_explicit_overrides_win_over_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, NODE_TOML + 'listen = "127.0.0.1:7000"\n')
+    monkeypatch.setenv("FEDMATCH_NODE_LISTEN", "0.0.0.0:9000")
+    monkeypatch.setenv("FEDMATCH_NODE_MAX_WORKERS", "4")
+    cfg = load_node_config(path, {"listen": "10.0.0.1:1234", "max_workers": 2})
+    assert cfg.listen == "10.0.0.1:1234"
+    assert cfg.max_workers == 2
+
+
+def test_none_override_does_not_hide_lower_layers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The CLI passes {"listen": None} when --listen is not given.
+    path = write(tmp_path, NODE_TOML + 'listen = "127.0.0.1:7000"\n')
+    assert load_node_config(path, {"listen": None}).listen == "127.0.0.1:7000"
+    monkeypatch.setenv("FEDMATCH_NODE_LISTEN", "0.0.0.0:9000")
+    assert load_node_config(path, {"listen": None}).listen == "0.0.0.0:9000"
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        pytest.param('colour = "blue"\n', "node.colour", id="unknown-key"),
+        pytest.param("Dimension = 5\n", "node.Dimension", id="wrong-case"),
+        pytest.param('dimension = "abc"\n', "node.dimension", id="dimension-string"),
+        pytest.param("dimension = 1.5\n", "node.dimension", id="dimension-float"),
+        pytest.param("max_workers = [1]\n", "node.max_workers", id="max-workers-list"),
+        pytest.param('handle_ttl_seconds = "soon"\n', "node.handle_ttl_seconds", id="ttl-string"),
+        pytest.param("dimension = 0\n", "node.dimension", id="dimension-zero"),
+        pytest.param("dimension = 4097\n", "node.dimension", id="dimension-too-big"),
+        pytest.param("max_workers = 0\n", "node.max_workers", id="max-workers-zero"),
+    ],
+)
+def test_bad_node_key_names_the_key(tmp_path: Path, extra: str, key: str) -> None:
+    # TOML forbids repeating a key, so the base file leaves out the one under test.
+    base = '[node]\nmember_state = "IT"\ndatabase = "it.sqlite"\n'
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_node_config(write(tmp_path, base + extra))
+
+
+@pytest.mark.parametrize("env_value", ["abc", "1.5", ""], ids=["letters", "float", "empty"])
+def test_bad_environment_value_names_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env_value: str
+) -> None:
+    monkeypatch.setenv("FEDMATCH_NODE_DIMENSION", env_value)
+    with pytest.raises(ConfigError, match=r"node\.dimension"):
+        load_node_config(write(tmp_path, NODE_TOML))
+
+
+@pytest.mark.parametrize(
+    "state", ["XX", "it", "EL", "ITA", "", "UK"], ids=["XX", "lower", "EL", "ITA", "empty", "UK"]
+)
+def test_bad_member_state_is_config_error(tmp_path: Path, state: str) -> None:
+    path = write(tmp_path, f'[node]\nmember_state = "{state}"\ndatabase = "x.sqlite"\n')
+    with pytest.raises(ConfigError, match=r"node\.member_state"):
+        load_node_config(path)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("[node\nmember_state = 'IT'\n", id="unclosed-table"),
+        pytest.param("[node]\nmember_state = IT\n", id="bare-string"),
+        pytest.param("node = 5\n", id="node-not-a-table"),
+    ],
+)
+def test_malformed_file_is_config_error(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError):
+        load_node_config(write(tmp_path, text))
+
+
+def test_missing_node_file_is_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_node_config(tmp_path / "nope.toml")
+
+
+# --------------------------------------------------------------------------- coordinator
+
+COORD_TOML = """
+[coordinator]
+threshold = 0.5
+threshold_version = "t-1"
+dimension = 64
+node_deadline_seconds = 5
+
+[[nodes]]
+member_state = "IT"
+address = "127.0.0.1:5001"
+
+[[nodes]]
+member_state = "GR"
+address = "node-gr.example:443"
+"""
+
+
+def test_coordinator_config_with_nodes(tmp_path: Path) -> None:
+    cfg = load_coordinator_config(write(tmp_path, COORD_TOML))
+    assert cfg.threshold == 0.5
+    assert cfg.threshold_version == "t-1"
+    assert cfg.dimension == 64
+    assert cfg.node_deadline_seconds == 5.0
+    assert cfg.nodes == (
+        NodeEntry("IT", "127.0.0.1:5001"),
+        NodeEntry("GR", "node-gr.example:443"),
+    )
+    assert cfg.node("GR") == NodeEntry("GR", "node-gr.example:443")
+    assert cfg.node("FR") is None
+
+
+def test_coordinator_defaults_without_file() -> None:
+    assert load_coordinator_config(None) == CoordinatorConfig()
+
+
+def test_coordinator_environment_and_overrides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FEDMATCH_COORDINATOR_THRESHOLD", "0.6")
+    monkeypatch.setenv("FEDMATCH_COORDINATOR_LISTEN", "0.0.0.0:1")
+    path = write(tmp_path, COORD_TOML)
+    cfg = load_coordinator_config(path, {"listen": "0.0.0.0:2"})
+    assert cfg.threshold == 0.6
+    assert cfg.listen == "0.0.0.0:2"
+    assert len(cfg.nodes) == 2
+    replaced = load_coordinator_config(path, {"nodes": [{"member_state": "FR", "address": "f:1"}]})
+    assert replaced.nodes == (NodeEntry("FR", "f:1"),)
+
+
+NODE_IT = '[[nodes]]\nmember_state = "IT"\naddress = "a:1"\n'
+
+BAD_COORDINATOR: list[Any] = [
+    pytest.param(NODE_IT + NODE_IT, "twice", id="duplicate-state"),
+    pytest.param(
+        NODE_IT + '[[nodes]]\nmember_state = "IT"\naddress = "b:2"\n', "twice", id="dup-new-addr"
+    ),
+    pytest.param('[[nodes]]\nmember_state = "IT"\n', "exactly", id="missing-address"),
+    pytest.param('[[nodes]]\naddress = "a:1"\n', "exactly", id="missing-state"),
+    pytest.param(NODE_IT + "weight = 2\n", "exactly", id="extra-key"),
+    pytest.param('nodes = "IT"\n', "array", id="nodes-not-array"),
+    pytest.param('nodes = ["IT"]\n', "exactly", id="nodes-of-strings"),
+    pytest.param('[[nodes]]\nmember_state = "XX"\naddress = "a:1"\n', "member_state", id="bad-ms"),
+    pytest.param('[[nodes]]\nmember_state = "IT"\naddress = "a"\n', "host:port", id="bad-addr"),
+    pytest.param("[coordinator]\nthreshold = 1.0\n", "threshold", id="threshold-one"),
+    pytest.param("[coordinator]\nthreshold = 1.5\n", "threshold", id="threshold-above"),
+    pytest.param("[coordinator]\nthreshold = -1.0\n", "threshold", id="threshold-minus-one"),
+    pytest.param("[coordinator]\nthreshold = -7\n", "threshold", id="threshold-below"),
+    pytest.param("[coordinator]\nthreshold = nan\n", "threshold", id="threshold-nan"),
+    pytest.param('[coordinator]\nthreshold = "high"\n', "threshold", id="threshold-string"),
+    pytest.param("[coordinator]\nnode_deadline_seconds = 0\n", "deadline", id="deadline-zero"),
+    pytest.param('[coordinator]\ncolour = "red"\n', r"coordinator\.colour", id="unknown-key"),
+    pytest.param(
+        "[coordinator]\n" + NODE_IT.replace("[[", "[[coordinator."),
+        r"coordinator\.nodes",
+        id="nodes-inside-coordinator",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_COORDINATOR)
+def test_bad_coordinator_config_is_config_error(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_coordinator_config(write(tmp_path, text))
+
+
+def test_threshold_out_of_range_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEDMATCH_COORDINATOR_THRESHOLD", "2")
+    with pytest.raises(ConfigError, match="threshold"):
+        load_coordinator_config(None)
+
+
+def test_missing_coordinator_file_is_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_coordinator_config(tmp_path / "nope.toml")
+
+
+# --- regressions: bugs found in review, now fixed ---
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param('[node]\ndatabase = "it.sqlite"\n', id="no-member-state"),
+        pytest.param('[node]\nmember_state = "IT"\n', id="no-database"),
+        pytest.param("# empty\n", id="no-node-table"),
+    ],
+)
+def test_missing_required_key_is_config_error(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError):
+        load_node_config(write(tmp_path, text))
+
+
+def test_boolean_for_integer_key_is_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"node\.dimension"):
+        load_node_config(write(tmp_path, NODE_TOML.replace("128", "true")))
+
+
+def test_relative_database_from_environment_is_not_file_relative(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, NODE_TOML)
+    monkeypatch.setenv("FEDMATCH_NODE_DATABASE", "from-env.sqlite")
+    assert load_node_config(path).database == Path("from-env.sqlite")
+
+
+@pytest.mark.parametrize(
+    ("service", "text"),
+    [
+        pytest.param("node", NODE_TOML + "handle_ttl_seconds = -5\n", id="node-ttl-negative"),
+        pytest.param("coordinator", "[coordinator]\ndimension = 0\n", id="coord-dimension-0"),
+        pytest.param("coordinator", "[coordinator]\nmax_workers = 0\n", id="coord-workers-0"),
+        pytest.param(
+            "coordinator", "[coordinator]\nlookup_ttl_seconds = -1\n", id="coord-ttl-negative"
+        ),
+    ],
+)
+def test_unvalidated_values_are_config_errors(tmp_path: Path, service: str, text: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError):
+        if service == "node":
+            load_node_config(path)
+        else:
+            load_coordinator_config(path)
