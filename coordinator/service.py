@@ -46,6 +46,10 @@ __all__ = ["CoordinatorService", "Resolution"]
 
 log = logging.getLogger("fedmatch.coordinator")
 
+# Lookups kept for a later resolve; at ~10,000 a day federation-wide (DOMAIN.md section 8)
+# this holds more than a day's traffic.
+MAX_PENDING_LOOKUPS = 20_000
+
 
 @dataclass
 class _Lookup:
@@ -137,9 +141,11 @@ class CoordinatorService:
     def _start_lookup(self, header: QueryHeader) -> None:
         now = self._clock()
         with self._lock:
+            # Oldest first: drop expired lookups, and the oldest beyond the bound, so a flood
+            # of lookups cannot grow this table without limit.
             while self._lookups:
                 qid, rec = next(iter(self._lookups.items()))
-                if rec.expires > now:
+                if rec.expires > now and len(self._lookups) < MAX_PENDING_LOOKUPS:
                     break
                 del self._lookups[qid]
             if header.query_id in self._lookups:

@@ -15,10 +15,13 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fedmatch.domain import Category, Purpose, Sex, parse_date
+from fedmatch.domain import Category, Purpose, QueryHeader, Sex, parse_date
 from fedmatch.errors import ConfigError, FedmatchError, InvalidInput
+
+if TYPE_CHECKING:
+    from fedmatch.enrolment import EnrolmentRecord
 
 __all__ = ["build_parser", "main"]
 
@@ -222,96 +225,85 @@ def _coordinator(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _enroll(args: argparse.Namespace) -> int:
-    import secrets
+def _manifest_rows(args: argparse.Namespace, templates: int) -> list[tuple[EnrolmentRecord, int]]:
+    """Every record to enrol with its template row, all validated before anything is sent."""
+    from fedmatch.enrolment import EnrolmentRecord
 
-    import grpc
-
-    from fedmatch.domain import QueryHeader
-    from fedmatch.grpcutil.server import make_channel
-    from fedmatch.limits import MAX_REQUEST_BYTES
-    from fedmatch.rpc.v1 import node_pb2, node_pb2_grpc
-    from fedmatch.templates import read_templates
-    from fedmatch.wire import category_to_pb, header_to_pb, sex_to_pb
-
-    templates = read_templates(args.template)
-    rows: list[dict[str, Any]] = []
     if args.manifest:
         with args.manifest.open(newline="") as fh:
-            rows = list(csv.DictReader(fh))
+            rows: list[dict[str, Any]] = list(csv.DictReader(fh))
     else:
-        missing = [
-            n
-            for n in ("reference", "category", "event_date", "event_place")
-            if not getattr(args, n)
-        ]
+        needed = ("reference", "category", "event_date", "event_place")
+        missing = [n for n in needed if not getattr(args, n)]
         if missing:
-            raise InvalidInput(
-                "single-record enrolment needs --"
-                + ", --".join(m.replace("_", "-") for m in missing)
-            )
-        if templates.shape[0] != 1:
+            flags = ", ".join("--" + m.replace("_", "-") for m in missing)
+            raise InvalidInput(f"single-record enrolment needs {flags}")
+        if templates != 1:
             raise InvalidInput("template file holds several templates: use --manifest")
-        rows = [
-            {
-                "reference": args.reference,
-                "category": args.category,
-                "event_date": args.event_date,
-                "event_place": args.event_place,
-                "capture_date": args.capture_date or args.event_date,
-                "sex": args.sex,
-                "row": "0",
-            }
-        ]
-    channel = make_channel(args.node, MAX_REQUEST_BYTES, MAX_REQUEST_BYTES)
-    stub = node_pb2_grpc.NodeServiceStub(channel)
-    size = 0
-    try:
-        for n, row in enumerate(rows, 1):
-            try:
-                index = int(row["row"])
-                template = templates[index]
-                meta = node_pb2.RecordMetadata(
-                    reference=row["reference"],
-                    category=category_to_pb(Category.parse(row["category"])),
-                    event_date=parse_date(row["event_date"], "event_date").isoformat(),
-                    event_place=row["event_place"],
-                    capture_date=parse_date(
-                        row.get("capture_date") or row["event_date"], "capture_date"
-                    ).isoformat(),
-                    sex=sex_to_pb(Sex.parse(row.get("sex") or "")),
-                    operator_id=args.operator,
-                )
-            except (KeyError, ValueError, IndexError):
-                raise InvalidInput(
-                    f"manifest row {n} is incomplete or names a missing template row"
-                ) from None
-            header = QueryHeader(
-                secrets.token_hex(16),
-                args.state,
-                Purpose.parse(args.purpose),
-                args.legal_basis,
-                args.case_reference,
+        rows = [{
+            "reference": args.reference, "category": args.category,
+            "event_date": args.event_date, "event_place": args.event_place,
+            "capture_date": args.capture_date, "sex": args.sex, "row": "0",
+        }]  # fmt: skip
+    out = []
+    for n, row in enumerate(rows, 1):
+        try:
+            index = int(row["row"])
+            if not 0 <= index < templates:
+                raise IndexError(index)
+            event = parse_date(row["event_date"], "event_date")
+            captured = row.get("capture_date")
+            record = EnrolmentRecord(
+                reference=row["reference"],
+                category=Category.parse(row["category"]),
+                event_date=event,
+                event_place=row["event_place"],
+                capture_date=parse_date(captured, "capture_date") if captured else event,
+                sex=Sex.parse(row.get("sex") or ""),
+                operator_id=args.operator,
             )
-            request = node_pb2.EnrollRequest(
-                header=header_to_pb(header),
-                record=meta,
-                template=node_pb2.Template(model_id=args.model_id, values=template.tolist()),
-            )
+        except (KeyError, ValueError, IndexError, TypeError):
+            raise InvalidInput(
+                f"manifest row {n} is incomplete or names a missing template row"
+            ) from None
+        except FedmatchError as exc:
+            raise InvalidInput(f"manifest row {n}: {exc}") from None
+        out.append((record, index))
+    return out
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    import grpc
+
+    from fedmatch.enrolment import NodeEnroller
+    from fedmatch.templates import read_templates
+
+    templates = read_templates(args.template)
+    records = _manifest_rows(args, templates.shape[0])
+    purpose = Purpose.parse(args.purpose)
+    size, done = 0, 0
+    with NodeEnroller(args.node, args.model_id) as node:
+        for record, index in records:
+            header = _new_header(args.state, purpose, args.legal_basis, args.case_reference)
             try:
-                size = stub.Enroll(request, timeout=30.0).register_size
+                size = node.enroll(header, record, templates[index])
             except grpc.RpcError as err:
+                code = err.code()
                 print(
-                    f"fedmatch: record {row['reference']}: {err.code().name}: {err.details()}",
+                    f"fedmatch: record {record.reference}: {code.name}: {err.details()} "
+                    f"({done} of {len(records)} enrolled before it)",
                     file=sys.stderr,
                 )
-                return (
-                    EXIT_UNREACHABLE if err.code() == grpc.StatusCode.UNAVAILABLE else EXIT_REFUSED
-                )
-    finally:
-        channel.close()
-    print(json.dumps({"enrolled": len(rows), "register_size": size}))
+                return EXIT_UNREACHABLE if code == grpc.StatusCode.UNAVAILABLE else EXIT_REFUSED
+            done += 1
+    print(json.dumps({"enrolled": done, "register_size": size}))
     return EXIT_OK
+
+
+def _new_header(state: str, purpose: Purpose, legal_basis: str, case: str) -> QueryHeader:
+    import secrets
+
+    return QueryHeader(secrets.token_hex(16), state, purpose, legal_basis, case)
 
 
 def _lookup(args: argparse.Namespace) -> int:

@@ -25,14 +25,11 @@ from typing import Any
 import numpy as np
 
 from fedmatch.domain import Category, Purpose, QueryHeader, Sex
-from fedmatch.grpcutil.server import make_channel
-from fedmatch.limits import MAX_REQUEST_BYTES
+from fedmatch.enrolment import EnrolmentRecord, NodeEnroller
 from fedmatch.report import lookup_summary
 from fedmatch.requester import Requester
-from fedmatch.rpc.v1 import node_pb2, node_pb2_grpc
 from fedmatch.seed import seed_register
 from fedmatch.synthetic import capture, unit_vectors
-from fedmatch.wire import category_to_pb, header_to_pb, sex_to_pb
 
 __all__ = ["run_demo"]
 
@@ -78,36 +75,17 @@ def _process(args: list[str], log_path: Path) -> Iterator[subprocess.Popen[bytes
 
 
 def _enroll(
-    address: str,
-    state: str,
-    template: np.ndarray,
-    reference: str,
-    category: Category,
-    event_date: dt.date,
-    place: str,
-) -> int:
+    address: str, state: str, template: np.ndarray, reference: str, category: Category,
+    event_date: dt.date, place: str,
+) -> int:  # fmt: skip
     header = QueryHeader(
         secrets.token_hex(16), state, Purpose.ASYLUM_DUBLIN, LEGAL_BASIS, reference
     )
-    request = node_pb2.EnrollRequest(
-        header=header_to_pb(header),
-        record=node_pb2.RecordMetadata(
-            reference=reference,
-            category=category_to_pb(category),
-            event_date=event_date.isoformat(),
-            event_place=place,
-            capture_date=event_date.isoformat(),
-            sex=sex_to_pb(Sex.MALE),
-            operator_id=f"{state}-officer-7",
-        ),
-        template=node_pb2.Template(model_id=MODEL, values=template.tolist()),
+    record = EnrolmentRecord(
+        reference, category, event_date, place, event_date, Sex.MALE, f"{state}-officer-7"
     )
-    channel = make_channel(address, MAX_REQUEST_BYTES, MAX_REQUEST_BYTES)
-    try:
-        size: int = node_pb2_grpc.NodeServiceStub(channel).Enroll(request, timeout=30).register_size
-        return size
-    finally:
-        channel.close()
+    with NodeEnroller(address, MODEL) as node:
+        return node.enroll(header, record, template)
 
 
 def run_demo(records: int = 20_000, workdir: Path | None = None) -> int:

@@ -129,7 +129,7 @@ def test_encrypted_scores_match_numpy_on_hundreds_of_probes(
     keys = shared_keys()
     evaluation = open_key_bundle(keys.public_bundle())
     rng = np.random.default_rng(12)
-    n_probes = 240
+    n_probes = 300
     genuine = rng.integers(0, gallery.shape[0], size=n_probes // 2)
     probes = [capture(gallery[i], rng, float(rng.uniform(0.3, 0.95))) for i in genuine]
     probes += list(unit_vectors(rng, n_probes - len(probes), 128))  # impostors

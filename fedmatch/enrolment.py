@@ -1,0 +1,71 @@
+"""Client side of enrolment: a state's own authority sending records to its own node."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from fedmatch.domain import Category, QueryHeader, Sex
+from fedmatch.grpcutil.server import make_channel
+from fedmatch.limits import MAX_REQUEST_BYTES
+from fedmatch.rpc.v1 import node_pb2, node_pb2_grpc
+from fedmatch.wire import category_to_pb, header_to_pb, sex_to_pb
+
+__all__ = ["EnrolmentRecord", "NodeEnroller"]
+
+
+@dataclass(frozen=True)
+class EnrolmentRecord:
+    """What an authority enters for a record besides the template (validated by the node)."""
+
+    reference: str
+    category: Category
+    event_date: dt.date
+    event_place: str
+    capture_date: dt.date
+    sex: Sex = Sex.UNSPECIFIED
+    operator_id: str = ""
+
+    def to_pb(self) -> node_pb2.RecordMetadata:
+        return node_pb2.RecordMetadata(
+            reference=self.reference,
+            category=category_to_pb(self.category),
+            event_date=self.event_date.isoformat(),
+            event_place=self.event_place,
+            capture_date=self.capture_date.isoformat(),
+            sex=sex_to_pb(self.sex),
+            operator_id=self.operator_id,
+        )
+
+
+class NodeEnroller:
+    """A channel to one node for enrolment; use as a context manager."""
+
+    def __init__(self, address: str, model_id: str, timeout: float = 30.0) -> None:
+        self._channel = make_channel(address, MAX_REQUEST_BYTES, MAX_REQUEST_BYTES)
+        self._stub = node_pb2_grpc.NodeServiceStub(self._channel)
+        self.model_id = model_id
+        self.timeout = timeout
+
+    def __enter__(self) -> NodeEnroller:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._channel.close()
+
+    def enroll(
+        self, header: QueryHeader, record: EnrolmentRecord, template: npt.NDArray[np.floating]
+    ) -> int:
+        """Enrol one record; returns the register size. gRPC errors propagate as RpcError."""
+        request = node_pb2.EnrollRequest(
+            header=header_to_pb(header),
+            record=record.to_pb(),
+            template=node_pb2.Template(
+                model_id=self.model_id, values=np.asarray(template, dtype=np.float32).tolist()
+            ),
+        )
+        response: node_pb2.EnrollResponse = self._stub.Enroll(request, timeout=self.timeout)
+        return response.register_size
