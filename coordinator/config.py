@@ -39,6 +39,8 @@ class CoordinatorConfig:
     node_deadline_seconds: float = 20.0
     lookup_ttl_seconds: float = 3600.0
     max_workers: int = 8
+    # Key epochs: how long registered key ids are accepted (nodes have the same setting).
+    key_epoch_seconds: float = 86400.0
     nodes: tuple[NodeEntry, ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -52,6 +54,8 @@ class CoordinatorConfig:
             raise ConfigError("coordinator.dimension must be between 1 and 4096")
         if self.max_workers < 1:
             raise ConfigError("coordinator.max_workers must be at least 1")
+        if self.key_epoch_seconds <= 0:
+            raise ConfigError("coordinator.key_epoch_seconds must be positive")
         states = [n.member_state for n in self.nodes]
         if len(set(states)) != len(states):
             raise ConfigError("nodes: a member state is listed twice")
@@ -94,3 +98,4 @@ class _Scalars:
     node_deadline_seconds: float = CoordinatorConfig.node_deadline_seconds
     lookup_ttl_seconds: float = CoordinatorConfig.lookup_ttl_seconds
     max_workers: int = CoordinatorConfig.max_workers
+    key_epoch_seconds: float = CoordinatorConfig.key_epoch_seconds

@@ -22,7 +22,8 @@ import grpc
 from coordinator.config import CoordinatorConfig
 from coordinator.dublin import Decision, decide
 from coordinator.fanout import NodeCall, NodeOutcome, fan_out
-from fedmatch.domain import HitDetail, QueryHeader, check_member_state
+from fedmatch.domain import EncryptedProbe, HitDetail, QueryHeader, check_member_state
+from fedmatch.epochs import EpochTable
 from fedmatch.errors import (
     AlreadyExists,
     InvalidInput,
@@ -34,13 +35,12 @@ from fedmatch.grpcutil.server import make_channel
 from fedmatch.he.params import DEFAULT_PARAM_SET
 from fedmatch.limits import (
     HANDLE_BYTES,
-    MAX_CIPHERTEXT_BYTES,
     MAX_HANDLES_PER_REQUEST,
     MAX_NODE_RESPONSE_BYTES,
-    MAX_REQUEST_BYTES,
+    MAX_RECEIVE_BYTES,
 )
-from fedmatch.rpc.v1 import coordinator_pb2, node_pb2, node_pb2_grpc
-from fedmatch.wire import header_to_pb, hit_from_pb
+from fedmatch.rpc.v1 import common_pb2, coordinator_pb2, node_pb2, node_pb2_grpc
+from fedmatch.wire import header_to_pb, hit_from_pb, key_bundle_from_pb, probe_to_pb
 
 __all__ = ["CoordinatorService", "Resolution"]
 
@@ -75,11 +75,13 @@ class CoordinatorService:
         self._stubs: dict[str, node_pb2_grpc.NodeServiceStub] = {}
         self._channels: list[grpc.Channel] = []
         for entry in config.nodes:
-            channel = make_channel(entry.address, MAX_NODE_RESPONSE_BYTES, MAX_REQUEST_BYTES)
+            channel = make_channel(entry.address, MAX_NODE_RESPONSE_BYTES, MAX_RECEIVE_BYTES)
             self._channels.append(channel)
             self._stubs[entry.member_state] = node_pb2_grpc.NodeServiceStub(channel)
         self._lock = threading.Lock()
         self._lookups: OrderedDict[str, _Lookup] = OrderedDict()
+        # Key ids of registered epochs, with the state that registered them.
+        self._keys: EpochTable[str] = EpochTable(config.key_epoch_seconds, capacity=4096)
 
     def close(self) -> None:
         for channel in self._channels:
@@ -101,26 +103,60 @@ class CoordinatorService:
             timeout = min(timeout, max(0.05, time_remaining * 0.9 - 0.05))
         return timeout
 
+    def register_keys(
+        self,
+        header: QueryHeader,
+        request: common_pb2.RegisterKeysRequest,
+        time_remaining: float | None,
+    ) -> tuple[str, float, list[NodeCall]]:
+        """Relay a key registration to every node but the requester's own. The coordinator
+        keeps only the key id (to refuse unknown ids before a fan-out), never the keys."""
+        self._authorize(header)
+        if request.key_bundle.secret_key:
+            raise InvalidInput("key bundle carries a secret key; refused (send public material)")
+        key_id = key_bundle_from_pb(request.key_bundle).digest()
+        self._keys.check_registrable(key_id)
+        forwarded = common_pb2.RegisterKeysRequest(
+            header=header_to_pb(header), key_bundle=request.key_bundle
+        )
+        targets = {
+            state: (stub.RegisterKeys, forwarded)
+            for state, stub in self._stubs.items()
+            if state != header.requesting_state
+        }
+        calls = fan_out(targets, self._timeout(time_remaining))
+        if not any(c.outcome is NodeOutcome.OK for c in calls.values()):
+            raise PreconditionFailed("no node accepted the key material")
+        expires = self._keys.register(key_id, header.requesting_state)
+        log.info(
+            "keys registered key=%s from=%s outcomes=%s",
+            key_id[:16],
+            header.requesting_state,
+            ",".join(f"{s}:{c.outcome.value}" for s, c in sorted(calls.items())),
+        )
+        return key_id, expires, [calls[s] for s in sorted(calls)]
+
     def lookup(
         self,
         header: QueryHeader,
-        request: coordinator_pb2.LookupRequest,
+        probe: EncryptedProbe,
         time_remaining: float | None,
     ) -> list[NodeCall]:
         self._authorize(header)
-        probe, bundle = request.probe, request.key_bundle
-        if bundle.secret_key:
-            raise InvalidInput("key bundle carries a secret key; refused (send public material)")
         if probe.model_id != self.config.model_id:
             raise PreconditionFailed(
                 f"probe from model {probe.model_id!r}; the federation uses {self.config.model_id!r}"
             )
         if probe.dimension != self.config.dimension:
             raise InvalidInput(f"probe dimension must be {self.config.dimension}")
-        if len(probe.ciphertext) > MAX_CIPHERTEXT_BYTES:
-            raise InvalidInput(f"probe.ciphertext exceeds {MAX_CIPHERTEXT_BYTES} bytes")
+        if self._keys.get(probe.key_id) != header.requesting_state:
+            raise PermissionDenied("key id was registered by another member state")
         self._start_lookup(header)
-        search = node_pb2.SearchRequest(header=header_to_pb(header), key_bundle=bundle, probe=probe)
+        search = node_pb2.SearchRequest(
+            header=header_to_pb(header),
+            probe=probe_to_pb(probe),
+            threshold_version=self.config.threshold_version,
+        )
         targets = {
             state: (stub.Search, search)
             for state, stub in self._stubs.items()

@@ -11,10 +11,10 @@ from fedmatch.domain import parse_date
 from fedmatch.errors import InvalidInput
 from fedmatch.grpcutil.errors import translated
 from fedmatch.grpcutil.server import RunningServer, ServerLimits, start_server
-from fedmatch.limits import MAX_LOOKUP_RESPONSE_BYTES, MAX_REQUEST_BYTES
+from fedmatch.limits import MAX_LOOKUP_RESPONSE_BYTES, MAX_RECEIVE_BYTES
+from fedmatch.rpc.v1 import common_pb2, coordinator_pb2_grpc
 from fedmatch.rpc.v1 import coordinator_pb2 as cpb
-from fedmatch.rpc.v1 import coordinator_pb2_grpc
-from fedmatch.wire import header_from_pb, hit_to_pb
+from fedmatch.wire import header_from_pb, hit_to_pb, probe_from_pb
 
 __all__ = ["CoordinatorServicer", "serve_coordinator"]
 
@@ -78,13 +78,30 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         return self.service.federation_info()
 
     @translated
+    def RegisterKeys(  # noqa: N802
+        self, request: common_pb2.RegisterKeysRequest, context: grpc.ServicerContext
+    ) -> cpb.KeyRegistration:
+        header = header_from_pb(request.header, request.HasField("header"))
+        if not request.HasField("key_bundle"):
+            raise InvalidInput("key_bundle is required")
+        key_id, expires, calls = self.service.register_keys(
+            header, request, context.time_remaining()
+        )
+        return cpb.KeyRegistration(
+            key_id=key_id,
+            expires_unix=int(expires),
+            nodes=[_node_result(c, with_blocks=False) for c in calls],
+        )
+
+    @translated
     def Lookup(  # noqa: N802
         self, request: cpb.LookupRequest, context: grpc.ServicerContext
     ) -> cpb.LookupResponse:
         header = header_from_pb(request.header, request.HasField("header"))
-        if not request.HasField("key_bundle") or not request.HasField("probe"):
-            raise InvalidInput("key_bundle and probe are required")
-        calls = self.service.lookup(header, request, context.time_remaining())
+        if not request.HasField("probe"):
+            raise InvalidInput("probe is required")
+        probe = probe_from_pb(request.probe)
+        calls = self.service.lookup(header, probe, context.time_remaining())
         cfg = self.service.config
         return cpb.LookupResponse(
             query_id=header.query_id,
@@ -111,7 +128,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
 def serve_coordinator(service: CoordinatorService, listen: str | None = None) -> RunningServer:
     servicer = CoordinatorServicer(service)
     limits = ServerLimits(
-        max_receive_bytes=MAX_REQUEST_BYTES,
+        max_receive_bytes=MAX_RECEIVE_BYTES,
         max_send_bytes=MAX_LOOKUP_RESPONSE_BYTES,
         max_workers=service.config.max_workers,
     )

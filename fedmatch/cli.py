@@ -108,9 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks (JSON on the last line)")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
     bsearch = bench_sub.add_parser("search", help="encrypted 1:N search vs a numpy baseline")
-    bsearch.add_argument("--records", type=int, default=20_000)
-    bsearch.add_argument("--dimension", type=int, default=128)
-    bsearch.add_argument("--queries", type=int, default=3)
+    bsearch.add_argument("--records", type=int, default=100_000, help="register size")
+    bsearch.add_argument("--dim", type=int, default=128, help="template dimension")
+    bsearch.add_argument(
+        "--queries", type=int, default=10, help="timed queries (after one warm-up)"
+    )
     return parser
 
 
@@ -167,7 +169,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "bench":
         from fedmatch.bench import bench_search
 
-        print(json.dumps(bench_search(args.records, args.dimension, args.queries)))
+        print(json.dumps(bench_search(args.records, args.dim, args.queries)))
         return EXIT_OK
     raise AssertionError(args.command)
 

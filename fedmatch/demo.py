@@ -195,7 +195,10 @@ def run_demo(records: int = 20_000, workdir: Path | None = None) -> int:
         header = requester.header(Purpose.ASYLUM_DUBLIN, LEGAL_BASIS, f"{a}-BAMF-2026-5512")
         report = requester.lookup(capture(traveller, rng, 0.85), header)
         _say(
-            f"4. {a} encrypted a new capture under its own key and looked it up: "
+            f"4. {a} registered its public keys for this key epoch "
+            f"({report.key_bytes_sent / 1e6:.1f} MB, once), encrypted a new capture "
+            f"({report.bytes_sent / 1e3:.0f} KB) and looked it up; the nodes answered with "
+            f"masked match bits only: "
             + "; ".join(
                 f"{n.member_state} {n.outcome} ({n.record_count:,} records, "
                 f"{n.matches} match{'es' if n.matches != 1 else ''}, {n.elapsed_ms:.0f} ms)"
@@ -212,7 +215,10 @@ def run_demo(records: int = 20_000, workdir: Path | None = None) -> int:
 
         control_header = requester.header(Purpose.ASYLUM_DUBLIN, LEGAL_BASIS, f"{a}-BAMF-2026-5513")
         control = requester.lookup(unit_vectors(rng, 1, DIM)[0], control_header)
-        _say(f"6. control: a stranger's probe gives {len(control.matches)} hits")
+        _say(
+            f"6. control: a stranger's probe gives {len(control.matches)} hits "
+            f"(keys reused: {control.key_bytes_sent} key bytes sent)"
+        )
 
         summary: dict[str, Any] = lookup_summary(report, resolved)
         summary["control_hits"] = len(control.matches)

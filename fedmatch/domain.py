@@ -11,13 +11,15 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fedmatch.errors import InvalidInput
 
 __all__ = [
     "FEDERATION_STATES",
+    "MAX_PROBE_BYTES",
     "Category",
+    "EncryptedProbe",
     "HitDetail",
     "Purpose",
     "QueryHeader",
@@ -157,3 +159,31 @@ class HitDetail:
         check_member_state(self.member_state)
         if not self.reference:
             raise InvalidInput("hit detail has no reference number")
+
+
+_KEY_ID = re.compile(r"^[0-9a-f]{64}$")
+
+# A seeded probe of the default parameter set is ~126 KB; 512 KiB leaves room for other sets.
+MAX_PROBE_BYTES = 512 * 1024
+
+
+@dataclass(frozen=True)
+class EncryptedProbe:
+    """An encrypted probe as it travels: ciphertext plus what it claims to be. Validated
+    for shape here; the ciphertext itself is validated by the HE engine that opens it."""
+
+    param_set: str
+    ciphertext: bytes = field(repr=False)
+    model_id: str
+    dimension: int
+    key_id: str
+
+    def __post_init__(self) -> None:
+        if not self.ciphertext:
+            raise InvalidInput("probe ciphertext is empty")
+        if len(self.ciphertext) > MAX_PROBE_BYTES:
+            raise InvalidInput(f"probe ciphertext exceeds {MAX_PROBE_BYTES} bytes")
+        if not _KEY_ID.match(self.key_id):
+            raise InvalidInput("probe key_id must be the 64-hex-digit id of registered keys")
+        if not self.param_set:
+            raise InvalidInput("probe he_param_set is required")

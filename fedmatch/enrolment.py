@@ -10,7 +10,7 @@ import numpy.typing as npt
 
 from fedmatch.domain import Category, QueryHeader, Sex
 from fedmatch.grpcutil.server import make_channel
-from fedmatch.limits import MAX_REQUEST_BYTES
+from fedmatch.limits import MAX_RECEIVE_BYTES
 from fedmatch.rpc.v1 import node_pb2, node_pb2_grpc
 from fedmatch.wire import category_to_pb, header_to_pb, sex_to_pb
 
@@ -45,7 +45,7 @@ class NodeEnroller:
     """A channel to one node for enrolment; use as a context manager."""
 
     def __init__(self, address: str, model_id: str, timeout: float = 30.0) -> None:
-        self._channel = make_channel(address, MAX_REQUEST_BYTES, MAX_REQUEST_BYTES)
+        self._channel = make_channel(address, MAX_RECEIVE_BYTES, MAX_RECEIVE_BYTES)
         self._stub = node_pb2_grpc.NodeServiceStub(self._channel)
         self.model_id = model_id
         self.timeout = timeout

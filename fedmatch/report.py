@@ -42,5 +42,7 @@ def lookup_summary(report: LookupReport, resolved: ResolveReport) -> dict[str, A
         "bytes": {
             "sent": report.bytes_sent + resolved.bytes_sent,
             "received": report.bytes_received + resolved.bytes_received,
+            # Public key material registered for the key epoch (once, not per query).
+            "keys_sent_once": report.key_bytes_sent,
         },
     }

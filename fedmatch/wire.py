@@ -7,14 +7,27 @@ with the field's name; none echoes a value it refuses.
 
 from __future__ import annotations
 
-from fedmatch.domain import Category, HitDetail, Purpose, QueryHeader, Sex, parse_date
+import struct
+
+from fedmatch.domain import (
+    Category,
+    EncryptedProbe,
+    HitDetail,
+    Purpose,
+    QueryHeader,
+    Sex,
+    parse_date,
+)
 from fedmatch.errors import InvalidInput
 from fedmatch.he.keys import KeyBundle
+from fedmatch.limits import HANDLE_BYTES
 from fedmatch.rpc.v1 import common_pb2 as pb
 
 __all__ = [
     "category_from_pb",
     "category_to_pb",
+    "decode_handle",
+    "encode_handle",
     "header_from_pb",
     "header_to_pb",
     "hit_from_pb",
@@ -148,3 +161,40 @@ def hit_to_pb(hit: HitDetail) -> pb.HitDetail:
         capture_date=hit.capture_date.isoformat(),
         sex=sex_to_pb(hit.sex),
     )
+
+
+def probe_from_pb(msg: pb.EncryptedProbe) -> EncryptedProbe:
+    return EncryptedProbe(
+        param_set=msg.he_param_set,
+        ciphertext=msg.ciphertext,
+        model_id=msg.model_id,
+        dimension=msg.dimension,
+        key_id=msg.key_id,
+    )
+
+
+def probe_to_pb(probe: EncryptedProbe) -> pb.EncryptedProbe:
+    return pb.EncryptedProbe(
+        he_param_set=probe.param_set,
+        ciphertext=probe.ciphertext,
+        model_id=probe.model_id,
+        dimension=probe.dimension,
+        key_id=probe.key_id,
+    )
+
+
+# A position handle: the index of a result block in a node's response and a position in
+# it (real parts first, then imaginary parts), big-endian uint32 each.
+_HANDLE = struct.Struct(">II")
+assert _HANDLE.size == HANDLE_BYTES
+
+
+def encode_handle(block: int, position: int) -> bytes:
+    return _HANDLE.pack(block, position)
+
+
+def decode_handle(handle: bytes) -> tuple[int, int]:
+    if len(handle) != HANDLE_BYTES:
+        raise InvalidInput(f"a handle is {HANDLE_BYTES} bytes")
+    block, position = _HANDLE.unpack(handle)
+    return int(block), int(position)

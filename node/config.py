@@ -23,6 +23,14 @@ class NodeConfig:
     listen: str = "127.0.0.1:0"
     max_workers: int = 8
     handle_ttl_seconds: float = 3600.0
+    # The federation's threshold, versioned; the coordinator names the version it applies
+    # and a node refuses any other (one global threshold, DOMAIN.md section 7).
+    threshold: float = 0.45
+    threshold_version: str = "2026-11-v1"
+    # How long a requester's registered keys stay usable, and how many are kept at once
+    # (~36 MB each for the default parameter set).
+    key_epoch_seconds: float = 86400.0
+    max_key_epochs: int = 8
 
     def __post_init__(self) -> None:
         try:
@@ -35,6 +43,12 @@ class NodeConfig:
             raise ConfigError("node.max_workers must be at least 1")
         if self.handle_ttl_seconds <= 0:
             raise ConfigError("node.handle_ttl_seconds must be positive")
+        if not -1.0 < self.threshold < 1.0:
+            raise ConfigError("node.threshold must be a cosine in (-1, 1)")
+        if self.key_epoch_seconds <= 0:
+            raise ConfigError("node.key_epoch_seconds must be positive")
+        if self.max_key_epochs < 1:
+            raise ConfigError("node.max_key_epochs must be at least 1")
 
 
 def load_node_config(path: Path | None, overrides: dict[str, Any] | None = None) -> NodeConfig:

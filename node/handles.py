@@ -1,14 +1,14 @@
-"""Per-query opaque handles.
+"""Per-query result layouts and the position handles that refer into them.
 
-Each search gives every record a fresh random 16-byte handle that means something only at
-this node and only for this query: never a row id or a reference number, so a requester
-cannot link records across queries by handle. The mapping lives in memory for a bounded time
-and count; an expired or unknown handle is simply not found.
+A search returns masked results whose block order and slot rotation are fresh per query, so
+a result position names a different record in every query. The node keeps, per pending
+query, the layout and the row-id snapshot it searched, and resolves a position handle
+(8 bytes: response block index and position, big-endian) back to a row id. The mapping
+lives in memory for a bounded time and count; an expired or unknown query is not found.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -19,7 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 from fedmatch.errors import AlreadyExists, NotFound
-from fedmatch.limits import HANDLE_BYTES
+from fedmatch.he.engine import QueryLayout
+from fedmatch.wire import decode_handle
 
 __all__ = ["HandleRegistry"]
 
@@ -28,11 +29,14 @@ __all__ = ["HandleRegistry"]
 class _Query:
     requesting_state: str
     expires: float
-    records: dict[bytes, int]
+    layout: QueryLayout
+    # Row ids in register order when the query ran. Enrolment replaces the node's array
+    # rather than changing it, so pending queries share snapshots instead of copying.
+    ids: npt.NDArray[np.int64]
 
 
 class HandleRegistry:
-    """Issues handles per query and resolves them back to row ids."""
+    """Keeps each pending query's layout and resolves its position handles to row ids."""
 
     def __init__(
         self,
@@ -53,29 +57,35 @@ class HandleRegistry:
                 break
             del self._queries[qid]
 
-    def issue(
-        self, query_id: str, requesting_state: str, record_ids: npt.NDArray[np.int64]
-    ) -> bytes:
-        """Fresh handles for ``record_ids`` (in order), concatenated."""
-        raw = os.urandom(HANDLE_BYTES * len(record_ids))
-        handles = [raw[i : i + HANDLE_BYTES] for i in range(0, len(raw), HANDLE_BYTES)]
-        mapping = dict(zip(handles, (int(r) for r in record_ids), strict=True))
+    def reserve(self, query_id: str) -> None:
+        """Refuse a reused query id before any HE work is spent on it."""
         with self._lock:
-            now = self._clock()
-            self._expire(now)
+            self._expire(self._clock())
             if query_id in self._queries:
                 raise AlreadyExists("this query id was already used at this node")
-            self._queries[query_id] = _Query(requesting_state, now + self._ttl, mapping)
+
+    def record(
+        self,
+        query_id: str,
+        requesting_state: str,
+        layout: QueryLayout,
+        ids: npt.NDArray[np.int64],
+    ) -> None:
+        with self._lock:
+            now = self._clock()
+            if query_id in self._queries:
+                raise AlreadyExists("this query id was already used at this node")
+            self._queries[query_id] = _Query(requesting_state, now + self._ttl, layout, ids)
             self._expire(now)
-        return raw
 
     def resolve(self, query_id: str, requesting_state: str, handle: bytes) -> int:
+        block, position = decode_handle(handle)
         with self._lock:
             self._expire(self._clock())
             q = self._queries.get(query_id)
             if q is None or q.requesting_state != requesting_state:
                 raise NotFound("no search with this query id is pending at this node")
-            record = q.records.get(handle)
-        if record is None:
-            raise NotFound("handle does not belong to this query")
-        return record
+            row = q.layout.row(block, position)
+            if row is None:
+                raise NotFound("handle does not name a record of this query")
+            return int(q.ids[row])

@@ -1,85 +1,41 @@
-"""The node's plain-Python service: enrolment, encrypted search and hit details.
+"""The node's plain-Python service: enrolment, key epochs, encrypted search, hit details.
 
-The node holds its register in the clear (it is its own data) and computes similarity under
-the requester's key: it never holds a secret key and never decrypts. A search result names
-records only through per-query random handles (:mod:`node.handles`).
+The node holds its register in the clear (it is its own data) and computes masked match
+results under the requester's key: it never holds a secret key and never decrypts. A result
+position names a record only through the per-query layout (:mod:`node.handles`).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from fedmatch.domain import HitDetail, QueryHeader
-from fedmatch.errors import InvalidInput, PermissionDenied, PreconditionFailed
+from fedmatch.domain import EncryptedProbe, HitDetail, QueryHeader
+from fedmatch.epochs import EpochTable
+from fedmatch.errors import HEError, InvalidInput, PermissionDenied, PreconditionFailed
 from fedmatch.he.engine import SearchEngine, create_engine
 from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
 from fedmatch.he.params import DEFAULT_PARAM_SET, get_param_set
-from fedmatch.limits import HANDLE_BYTES, MAX_HANDLES_PER_REQUEST
+from fedmatch.limits import MAX_HANDLES_PER_REQUEST
 from node.config import NodeConfig
 from node.handles import HandleRegistry
 from node.records import NewRecord
 from node.store import RecordStore
 
-__all__ = ["NodeService", "ProbeSpec", "ResultBlockOut", "SearchResult"]
+__all__ = ["NodeService", "SearchResult"]
 
 log = logging.getLogger("fedmatch.node")
 
 
 @dataclass(frozen=True)
-class ProbeSpec:
-    """An encrypted probe as received: ciphertext plus what it claims to be."""
-
-    param_set: str
-    ciphertext: bytes
-    model_id: str
-    dimension: int
-
-
-@dataclass(frozen=True)
-class ResultBlockOut:
-    ciphertext: bytes
-    count: int
-    handles: bytes
-
-
-@dataclass(frozen=True)
 class SearchResult:
     member_state: str
-    blocks: tuple[ResultBlockOut, ...]
+    blocks: tuple[bytes, ...]
     record_count: int
-
-
-class _KeyCache:
-    """Validated evaluation keys by bundle digest, bounded (LRU)."""
-
-    def __init__(self, capacity: int = 16) -> None:
-        self._capacity = capacity
-        self._lock = threading.Lock()
-        self._keys: OrderedDict[str, EvaluationKeys] = OrderedDict()
-
-    def get(self, bundle: KeyBundle) -> EvaluationKeys:
-        if bundle.secret_key:
-            # Checked before the cache so a bundle with a secret is refused even if its
-            # public parts were seen before.
-            return open_key_bundle(bundle)
-        digest = bundle.digest()
-        with self._lock:
-            keys = self._keys.get(digest)
-            if keys is not None:
-                self._keys.move_to_end(digest)
-                return keys
-        keys = open_key_bundle(bundle)
-        with self._lock:
-            self._keys[digest] = keys
-            while len(self._keys) > self._capacity:
-                self._keys.popitem(last=False)
-        return keys
 
 
 class NodeService:
@@ -94,9 +50,11 @@ class NodeService:
         self.store = store
         self.engine = engine or create_engine(DEFAULT_PARAM_SET, config.dimension)
         self.handles = handles or HandleRegistry(ttl_seconds=config.handle_ttl_seconds)
-        self._keys = _KeyCache()
+        self.keys: EpochTable[EvaluationKeys] = EpochTable(
+            config.key_epoch_seconds, config.max_key_epochs
+        )
         # One lock orders enrolments against searches, so a search sees the engine's rows
-        # and the row ids from the same moment. HE work holds the GIL anyway.
+        # and the row ids from the same moment.
         self._lock = threading.Lock()
         ids, templates = store.templates()
         self.engine.load(templates)
@@ -115,46 +73,52 @@ class NodeService:
         with self._lock:
             (row_id,) = self.store.add_many([record])
             self.engine.append(record.template.reshape(1, -1))
+            # A new array, not an in-place change: pending queries keep their snapshot.
             self._ids = np.append(self._ids, np.int64(row_id))
             return self.record_count()
+
+    def register_keys(self, header: QueryHeader, bundle: KeyBundle) -> tuple[str, float]:
+        """Validate and keep a requester's key material for one epoch; (key id, expiry)."""
+        if bundle.secret_key:
+            raise HEError("key bundle carries a secret key; refused (send public material)")
+        key_id = bundle.digest()
+        expires = self.keys.check_registrable(key_id)
+        if expires is None:
+            keys = open_key_bundle(bundle)
+            if keys.params != self.engine.params:
+                raise PreconditionFailed("this node does not search with that parameter set")
+            expires = self.keys.register(key_id, keys)
+        log.info("keys registered key=%s from=%s", key_id[:16], header.requesting_state)
+        return key_id, expires
 
     def search(
         self,
         header: QueryHeader,
-        bundle: KeyBundle,
-        probe: ProbeSpec,
+        probe: EncryptedProbe,
+        threshold_version: str,
         should_stop: Callable[[], bool],
     ) -> SearchResult:
         if header.requesting_state == self.member_state:
             raise PermissionDenied("a state searches its own register nationally, not here")
+        if threshold_version != self.config.threshold_version:
+            raise PreconditionFailed(
+                f"threshold version {threshold_version!r} is not this node's "
+                f"{self.config.threshold_version!r}"
+            )
         if probe.model_id != self.store.model_id:
             raise PreconditionFailed(
                 f"probe from model {probe.model_id!r}; this register holds {self.store.model_id!r}"
             )
         if probe.dimension != self.store.dimension:
             raise InvalidInput(f"probe dimension must be {self.store.dimension}")
-        if probe.param_set != bundle.param_set:
-            raise InvalidInput("probe and key bundle name different parameter sets")
-        params = get_param_set(probe.param_set)
-        if params != self.engine.params:
+        if get_param_set(probe.param_set) != self.engine.params:
             raise PreconditionFailed("this node does not search with that parameter set")
-        keys = self._keys.get(bundle)
+        keys = self.keys.get(probe.key_id)  # unknown or retired: refused before any work
+        self.handles.reserve(header.query_id)
         with self._lock:
             ids = self._ids
-            blocks = self.engine.search(keys, probe.ciphertext, should_stop)
-        handles = self.handles.issue(header.query_id, header.requesting_state, ids)
-        out = []
-        start = 0
-        for block in blocks:
-            end = start + block.count
-            out.append(
-                ResultBlockOut(
-                    ciphertext=block.ciphertext,
-                    count=block.count,
-                    handles=handles[start * HANDLE_BYTES : end * HANDLE_BYTES],
-                )
-            )
-            start = end
+            output = self.engine.search(keys, probe.ciphertext, self.config.threshold, should_stop)
+        self.handles.record(header.query_id, header.requesting_state, output.layout, ids)
         log.info(
             "search query=%s from=%s purpose=%s records=%d",
             header.query_id,
@@ -162,7 +126,7 @@ class NodeService:
             header.purpose.value,
             len(ids),
         )
-        return SearchResult(self.member_state, tuple(out), len(ids))
+        return SearchResult(self.member_state, output.blocks, len(ids))
 
     def hit_details(self, header: QueryHeader, handles: Sequence[bytes]) -> list[HitDetail]:
         if not handles:
@@ -171,8 +135,6 @@ class NodeService:
             raise InvalidInput(f"at most {MAX_HANDLES_PER_REQUEST} handles per request")
         out = []
         for handle in handles:
-            if len(handle) != HANDLE_BYTES:
-                raise InvalidInput(f"a handle is {HANDLE_BYTES} bytes")
             record_id = self.handles.resolve(header.query_id, header.requesting_state, handle)
             meta = self.store.get(record_id)
             out.append(

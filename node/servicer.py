@@ -11,23 +11,23 @@ from fedmatch.domain import parse_date
 from fedmatch.errors import InvalidInput
 from fedmatch.grpcutil.errors import translated
 from fedmatch.grpcutil.server import RunningServer, ServerLimits, start_server
-from fedmatch.he.engine import MAX_CIPHERTEXT_BYTES
-from fedmatch.limits import MAX_NODE_RESPONSE_BYTES, MAX_REQUEST_BYTES
+from fedmatch.limits import MAX_NODE_RESPONSE_BYTES, MAX_RECEIVE_BYTES
 from fedmatch.rpc.v1 import common_pb2, node_pb2, node_pb2_grpc
 from fedmatch.wire import (
     category_from_pb,
     header_from_pb,
     hit_to_pb,
     key_bundle_from_pb,
+    probe_from_pb,
     sex_from_pb,
 )
 from node.records import NewRecord, RecordMeta
-from node.service import NodeService, ProbeSpec
+from node.service import NodeService
 
 __all__ = ["NODE_LIMITS", "NodeServicer", "serve_node"]
 
 NODE_LIMITS = ServerLimits(
-    max_receive_bytes=MAX_REQUEST_BYTES, max_send_bytes=MAX_NODE_RESPONSE_BYTES
+    max_receive_bytes=MAX_RECEIVE_BYTES, max_send_bytes=MAX_NODE_RESPONSE_BYTES
 )
 
 
@@ -58,33 +58,30 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         return node_pb2.EnrollResponse(register_size=size)
 
     @translated
+    def RegisterKeys(  # noqa: N802
+        self, request: common_pb2.RegisterKeysRequest, context: grpc.ServicerContext
+    ) -> node_pb2.RegisterKeysResponse:
+        header = header_from_pb(request.header, request.HasField("header"))
+        if not request.HasField("key_bundle"):
+            raise InvalidInput("key_bundle is required")
+        key_id, expires = self.service.register_keys(header, key_bundle_from_pb(request.key_bundle))
+        return node_pb2.RegisterKeysResponse(key_id=key_id, expires_unix=int(expires))
+
+    @translated
     def Search(  # noqa: N802
         self, request: node_pb2.SearchRequest, context: grpc.ServicerContext
     ) -> node_pb2.SearchResponse:
         header = header_from_pb(request.header, request.HasField("header"))
-        if not request.HasField("key_bundle") or not request.HasField("probe"):
-            raise InvalidInput("key_bundle and probe are required")
-        if len(request.probe.ciphertext) > MAX_CIPHERTEXT_BYTES:
-            raise InvalidInput(f"probe.ciphertext exceeds {MAX_CIPHERTEXT_BYTES} bytes")
-        probe = ProbeSpec(
-            param_set=request.probe.he_param_set,
-            ciphertext=request.probe.ciphertext,
-            model_id=request.probe.model_id,
-            dimension=request.probe.dimension,
-        )
+        if not request.HasField("probe"):
+            raise InvalidInput("probe is required")
+        probe = probe_from_pb(request.probe)
         result = self.service.search(
-            header,
-            key_bundle_from_pb(request.key_bundle),
-            probe,
-            should_stop=lambda: not context.is_active(),
+            header, probe, request.threshold_version, should_stop=lambda: not context.is_active()
         )
         return node_pb2.SearchResponse(
             member_state=result.member_state,
             record_count=result.record_count,
-            blocks=[
-                common_pb2.ResultBlock(ciphertext=b.ciphertext, count=b.count, handles=b.handles)
-                for b in result.blocks
-            ],
+            blocks=[common_pb2.ResultBlock(ciphertext=b) for b in result.blocks],
         )
 
     @translated
@@ -107,6 +104,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             dimension=svc.store.dimension,
             record_count=svc.record_count(),
             he_param_sets=[svc.engine.params.name],
+            threshold_version=svc.config.threshold_version,
         )
 
 

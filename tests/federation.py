@@ -28,15 +28,15 @@ MODEL = "sface-2021dec-int8bq"
 DIM = 128
 TODAY = dt.date(2026, 11, 21)
 
-# Generating keys costs ~0.3 s; tests share one pair (each lookup still gets a fresh query id).
-_KEYS: RequesterKeys | None = None
+# Generating keys costs ~0.3 s; tests share one pair per member state (key ids belong to the
+# state that registered them).
+_KEYS: dict[str, RequesterKeys] = {}
 
 
-def shared_keys() -> RequesterKeys:
-    global _KEYS
-    if _KEYS is None:
-        _KEYS = RequesterKeys.generate()
-    return _KEYS
+def shared_keys(state: str = "DE") -> RequesterKeys:
+    if state not in _KEYS:
+        _KEYS[state] = RequesterKeys.generate()
+    return _KEYS[state]
 
 
 @dataclass
@@ -48,7 +48,7 @@ class Federation:
     stack: ExitStack = field(repr=False)
 
     def requester(self, state: str) -> Requester:
-        r = Requester(self.coordinator_server.address, state, shared_keys())
+        r = Requester(self.coordinator_server.address, state, shared_keys(state))
         self.stack.callback(r.close)
         return r
 

@@ -1,22 +1,31 @@
-"""The node-side encrypted search engine.
+"""The node-side encrypted search engine: packed diagonals, only match bits out.
 
 :class:`SearchEngine` is the one interface node code uses; :func:`create_engine` picks the
-implementation. The first implementation, :class:`DiagonalEngine`, scores a replicated probe
-ciphertext against the register packed as diagonals (see :mod:`fedmatch.he.layout`):
+implementation. :class:`PackedEngine` scores a replicated probe ciphertext against the
+register packed as diagonals (:mod:`fedmatch.he.layout`), two records per complex slot:
 
-- the ``dp - 1`` one-step rotations of the query are computed once per query and shared by
-  every block of 4,096 records;
-- each block costs ``dp`` plaintext multiplications (register pre-encoded in NTT form at the
-  query's level) summed before a single rescale;
-- each result ciphertext is left at the last prime, which is all decryption needs.
+1. The ``dp - 1`` one-step rotations of the query are computed once per query and shared by
+   every block of 8,192 records (with 100+ blocks per large register, sharing all baby steps
+   beats a baby-step/giant-step split, whose giant steps cost rotations in every block).
+2. Each block is ``dp`` plaintext products (register pre-encoded in NTT form at the query's
+   level) summed before anything else: the real part of slot ``s`` holds the score of row
+   ``s``, the imaginary part that of row ``slots + s``.
+3. The threshold is subtracted; the complex conjugate separates real and imaginary parts so
+   that each record gets its own fresh mask: ``y = x*(r1+r2)/2 + conj(x)*(r1-r2)/2`` gives
+   ``r1*(a-t) + i*r2*(b-t)``. Masks are log-uniform positive reals, fresh per slot and query:
+   the sign says match / no match, the magnitude is dominated by the mask.
+4. One rescale drops the 50-bit prime, leaving the result at the last prime (the smallest
+   modulus that decrypts), then the block is rotated by a fresh random shift, re-randomized
+   with slot-domain noise of 2^16 plus a fresh encryption of zero, and the blocks leave in a
+   fresh random order. A result position therefore names a different record in every query.
 
-Measured here at d = 128: ~5.2 us per record on one core, rotations ~0.25 s per query,
-query 117 KB (seeded), 131 KB of ciphertext per 4,096 records back. The result holds every
-score (bit-only results and circuit privacy are the next engine's job).
+The node keeps the per-query :class:`QueryLayout` (block order, shifts, register size) to map
+a position the requester reports back to a register row.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -25,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 import tenseal.sealapi as seal
 
+from fedmatch.domain import MAX_PROBE_BYTES
 from fedmatch.errors import DeadlineExceeded, HEError, InvalidInput
 from fedmatch.he import sealio
 from fedmatch.he.keys import EvaluationKeys
@@ -33,23 +43,42 @@ from fedmatch.he.params import ParamSet
 
 __all__ = [
     "MAX_CIPHERTEXT_BYTES",
-    "DiagonalEngine",
-    "EncryptedBlock",
+    "PackedEngine",
+    "QueryLayout",
     "SearchEngine",
+    "SearchOutput",
     "create_engine",
 ]
 
-# A fresh N = 8192 ciphertext at the top level is ~330 KB unseeded (117 KB seeded); allow
-# headroom for other compressors but nothing near a key's size.
-MAX_CIPHERTEXT_BYTES = 512 * 1024
+# A seeded query ciphertext of the default set is ~126 KB, a result block ~131 KB; the bound
+# is the domain's probe bound, so the edge and the engine refuse the same thing.
+MAX_CIPHERTEXT_BYTES = MAX_PROBE_BYTES
 
 
 @dataclass(frozen=True)
-class EncryptedBlock:
-    """Encrypted results for ``count`` consecutive register rows (slots 0..count-1)."""
+class QueryLayout:
+    """How one query's result positions map to register rows; kept by the node only."""
 
-    ciphertext: bytes
-    count: int
+    order: tuple[int, ...]  # response block k holds register block order[k]
+    shifts: tuple[int, ...]  # left rotation applied to response block k
+    rows: int  # register rows when the query ran
+    slots: int
+
+    def row(self, block: int, position: int) -> int | None:
+        """The register row at ``position`` of response block ``block``, or None for a
+        position outside the response or past the register's end (padding)."""
+        if not 0 <= block < len(self.order) or not 0 <= position < 2 * self.slots:
+            return None
+        half, slot = divmod(position, self.slots)
+        original = (slot + self.shifts[block]) % self.slots
+        row = self.order[block] * 2 * self.slots + half * self.slots + original
+        return row if row < self.rows else None
+
+
+@dataclass(frozen=True)
+class SearchOutput:
+    blocks: tuple[bytes, ...]
+    layout: QueryLayout
 
 
 class SearchEngine(Protocol):
@@ -64,9 +93,6 @@ class SearchEngine(Protocol):
     @property
     def size(self) -> int: ...
 
-    @property
-    def block_rows(self) -> int: ...
-
     def load(self, templates: npt.NDArray[np.float32]) -> None:
         """Replace the register with ``templates`` (n x dimension), in row order."""
 
@@ -74,10 +100,14 @@ class SearchEngine(Protocol):
         """Add rows at the end, re-encoding only the blocks they touch."""
 
     def search(
-        self, keys: EvaluationKeys, probe: bytes, should_stop: Callable[[], bool]
-    ) -> list[EncryptedBlock]:
-        """Score the encrypted probe against every row; blocks in row order. Raises
-        DeadlineExceeded as soon as ``should_stop()`` turns true."""
+        self,
+        keys: EvaluationKeys,
+        probe: bytes,
+        threshold: float,
+        should_stop: Callable[[], bool],
+    ) -> SearchOutput:
+        """Masked match results for every row. Raises DeadlineExceeded as soon as
+        ``should_stop()`` turns true."""
 
 
 def _check_stop(should_stop: Callable[[], bool]) -> None:
@@ -85,8 +115,27 @@ def _check_stop(should_stop: Callable[[], bool]) -> None:
         raise DeadlineExceeded("search stopped: the caller's deadline passed or it cancelled")
 
 
-class DiagonalEngine:
-    """Packed-diagonal CKKS search with one-step rotations shared across blocks."""
+def _uniform(n: int) -> npt.NDArray[np.float64]:
+    """n uniform floats in [0, 1) from the OS's CSPRNG (masks and shifts must not be
+    predictable from earlier queries, so no seeded PRNG)."""
+    raw = np.frombuffer(os.urandom(8 * n), dtype=np.uint64)
+    return (raw >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def _random_below(n: int) -> int:
+    return int.from_bytes(os.urandom(8), "big") % n
+
+
+def _random_order(n: int) -> list[int]:
+    order = list(range(n))
+    for i in range(n - 1, 0, -1):  # Fisher-Yates with CSPRNG draws
+        j = _random_below(i + 1)
+        order[i], order[j] = order[j], order[i]
+    return order
+
+
+class PackedEngine:
+    """Complex-packed CKKS search with shared rotations and masked, shuffled results."""
 
     def __init__(self, params: ParamSet, dimension: int) -> None:
         self._params = params
@@ -111,43 +160,44 @@ class DiagonalEngine:
     def size(self) -> int:
         return int(self._rows.shape[0])
 
-    @property
-    def block_rows(self) -> int:
-        return self._params.slots
-
     def _check_rows(self, templates: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         rows = np.asarray(templates, dtype=np.float32)
         if rows.ndim != 2 or rows.shape[1] != self._dimension:
             raise InvalidInput(f"register rows must have dimension {self._dimension}")
         return rows
 
+    def _nblocks(self, rows: int) -> int:
+        return -(-rows // self._params.block_records)
+
     def load(self, templates: npt.NDArray[np.float32]) -> None:
-        self._rows = self._check_rows(templates).copy()
-        nblocks = -(-self.size // self.block_rows)
-        self._blocks = [self._encode_block(b) for b in range(nblocks)]
+        rows = self._check_rows(templates).copy()
+        blocks = [self._encode_block(rows, b) for b in range(self._nblocks(rows.shape[0]))]
+        # Swap in one step, so a concurrent reader sees the old or the new register.
+        self._rows, self._blocks = rows, blocks
 
     def append(self, templates: npt.NDArray[np.float32]) -> None:
-        rows = self._check_rows(templates)
-        if rows.shape[0] == 0:
+        new = self._check_rows(templates)
+        if new.shape[0] == 0:
             return
-        first = self.size // self.block_rows
-        self._rows = np.concatenate([self._rows, rows])
-        nblocks = -(-self.size // self.block_rows)
-        del self._blocks[first:]
-        self._blocks.extend(self._encode_block(b) for b in range(first, nblocks))
+        first = self.size // self._params.block_records
+        rows = np.concatenate([self._rows, new])
+        touched = [self._encode_block(rows, b) for b in range(first, self._nblocks(len(rows)))]
+        self._rows, self._blocks = rows, self._blocks[:first] + touched
 
-    def _encode_block(self, index: int) -> list[seal.Plaintext]:
-        slots, dp = self.block_rows, self._dp
-        block = np.zeros((slots, dp), dtype=np.float64)
-        chunk = self._rows[index * slots : (index + 1) * slots]
+    def _encode_block(self, rows: npt.NDArray[np.float32], index: int) -> list[seal.Plaintext]:
+        slots, dp, per = self._params.slots, self._dp, self._params.block_records
+        block = np.zeros((per, dp), dtype=np.float64)
+        chunk = rows[index * per : (index + 1) * per]
         block[: chunk.shape[0], : self._dimension] = chunk
+        real, imag = block[:slots], block[slots:]
         s = np.arange(slots)
         parms_id = self._ctx.first_parms_id()
         plains = []
         for i in range(dp):
+            cols = (s + i) % dp
+            diagonal = real[s, cols] + 1j * imag[s, cols]
             plain = seal.Plaintext()
-            diagonal = block[s, (s + i) % dp]
-            self._encoder.encode(diagonal.tolist(), parms_id, self._params.scale, plain)
+            self._encoder.encode(diagonal.tolist(), parms_id, self._params.register_scale, plain)
             plains.append(plain)
         return plains
 
@@ -162,51 +212,118 @@ class DiagonalEngine:
             raise HEError("probe ciphertext is not at the top level of the parameter set")
         if not ct.is_ntt_form():
             raise HEError("probe ciphertext is not a CKKS ciphertext in NTT form")
-        if abs(ct.scale / self._params.scale - 1.0) > 1e-9:
+        if abs(ct.scale / self._params.query_scale - 1.0) > 1e-9:
             raise HEError("probe ciphertext scale differs from the parameter set")
         return ct
 
     def search(
-        self, keys: EvaluationKeys, probe: bytes, should_stop: Callable[[], bool]
-    ) -> list[EncryptedBlock]:
+        self,
+        keys: EvaluationKeys,
+        probe: bytes,
+        threshold: float,
+        should_stop: Callable[[], bool],
+    ) -> SearchOutput:
         if keys.params != self._params:
             raise HEError("key bundle is for another parameter set than this register")
+        if not -1.0 < threshold < 1.0:
+            raise InvalidInput("threshold must be a cosine in (-1, 1)")
         query = self._open_probe(probe)
+        rows, blocks = self.size, list(self._blocks)  # one consistent snapshot
         rotations = self._rotations(query, keys, should_stop)
-        out: list[EncryptedBlock] = []
-        for index, plains in enumerate(self._blocks):
+        order = _random_order(len(blocks))
+        shifts = [_random_below(self._params.slots) for _ in order]
+        out = []
+        for index, shift in zip(order, shifts, strict=True):
             _check_stop(should_stop)
-            ct = self._block_product(rotations, plains)
-            count = min(self.block_rows, self.size - index * self.block_rows)
-            out.append(EncryptedBlock(ciphertext=sealio.to_bytes(ct), count=count))
-        return out
+            ct = self._masked_block(rotations, blocks[index], threshold, keys)
+            self._rotate(ct, shift, keys)
+            self._rerandomize(ct, keys)
+            out.append(sealio.to_bytes(ct))
+        layout = QueryLayout(tuple(order), tuple(shifts), rows, self._params.slots)
+        return SearchOutput(tuple(out), layout)
 
     def _rotations(
         self, query: seal.Ciphertext, keys: EvaluationKeys, should_stop: Callable[[], bool]
     ) -> list[seal.Ciphertext]:
         rotations = [query]
-        for _ in range(1, self._dp):
-            _check_stop(should_stop)
+        for i in range(1, self._dp):
+            if i % 16 == 0:
+                _check_stop(should_stop)
             nxt = seal.Ciphertext()
             self._evaluator.rotate_vector(rotations[-1], 1, keys.galois_keys, nxt)
             rotations.append(nxt)
         return rotations
 
-    def _block_product(
-        self, rotations: Sequence[seal.Ciphertext], plains: Sequence[seal.Plaintext]
+    def _masked_block(
+        self,
+        rotations: Sequence[seal.Ciphertext],
+        plains: Sequence[seal.Plaintext],
+        threshold: float,
+        keys: EvaluationKeys,
     ) -> seal.Ciphertext:
-        ev = self._evaluator
-        acc = seal.Ciphertext()
-        ev.multiply_plain(rotations[0], plains[0], acc)
+        ev, enc, ps = self._evaluator, self._encoder, self._params
+        acc: seal.Ciphertext | None = None
         term = seal.Ciphertext()
-        for rot, plain in zip(rotations[1:], plains[1:], strict=True):
-            ev.multiply_plain(rot, plain, term)
-            ev.add_inplace(acc, term)
-        # One rescale for the whole sum: the products share scale and level.
+        for rot, plain in zip(rotations, plains, strict=True):
+            # A diagonal of a nearly empty block can round to the zero polynomial, and SEAL
+            # refuses to produce the transparent ciphertext a product with it would be.
+            if plain.is_zero():
+                continue
+            if acc is None:
+                acc = seal.Ciphertext()
+                ev.multiply_plain(rot, plain, acc)
+            else:
+                ev.multiply_plain(rot, plain, term)
+                ev.add_inplace(acc, term)
+        if acc is None:
+            # An all-zero block (cannot come from unit-norm rows, but never crash on it):
+            # every score is 0, so encrypt zero at the product level and carry on.
+            acc = seal.Ciphertext()
+            seal.Encryptor(self._ctx, keys.public_key).encrypt_zero(rotations[0].parms_id(), acc)
+            acc.scale = rotations[0].scale * ps.register_scale
+        # Threshold and masks at the product level, where the 110-bit modulus has room for
+        # scale 2^60 times masks up to 2^47 (see fedmatch.he.params).
+        parms_id = acc.parms_id()
+        shift = seal.Plaintext()
+        enc.encode([complex(threshold, threshold)] * ps.slots, parms_id, acc.scale, shift)
+        ev.sub_plain_inplace(acc, shift)
+        conj = seal.Ciphertext()
+        ev.complex_conjugate(acc, keys.galois_keys, conj)
+        lo, hi = ps.mask_bits
+        r1, r2 = (np.exp2(lo + (hi - lo) * _uniform(ps.slots)) for _ in range(2))
+        plus, minus = seal.Plaintext(), seal.Plaintext()
+        enc.encode(((r1 + r2) / 2).astype(np.complex128).tolist(), parms_id, 1.0, plus)
+        enc.encode(((r1 - r2) / 2).astype(np.complex128).tolist(), parms_id, 1.0, minus)
+        ev.multiply_plain_inplace(acc, plus)
+        ev.multiply_plain_inplace(conj, minus)
+        ev.add_inplace(acc, conj)
         ev.rescale_to_next_inplace(acc)
         return acc
+
+    def _rotate(self, ct: seal.Ciphertext, shift: int, keys: EvaluationKeys) -> None:
+        base, power = self._params.rotation_base, 1
+        while shift:
+            shift, digit = divmod(shift, base)
+            if digit:
+                self._evaluator.rotate_vector_inplace(ct, digit * power, keys.galois_keys)
+            power *= base
+
+    def _rerandomize(self, ct: seal.Ciphertext, keys: EvaluationKeys) -> None:
+        # Slot-domain noise well above the computation's own noise (which depends on the
+        # register) and well below a masked value, then a fresh encryption of zero so that
+        # the ciphertext's randomness is new.
+        ps, parms_id = self._params, ct.parms_id()
+        bound = float(2**ps.flood_bits)
+        noise = (2 * _uniform(ps.slots) - 1) + 1j * (2 * _uniform(ps.slots) - 1)
+        plain = seal.Plaintext()
+        self._encoder.encode((bound * noise).tolist(), parms_id, ct.scale, plain)
+        self._evaluator.add_plain_inplace(ct, plain)
+        zero = seal.Ciphertext()
+        seal.Encryptor(self._ctx, keys.public_key).encrypt_zero(parms_id, zero)
+        zero.scale = ct.scale  # an encryption of zero is zero at any scale
+        self._evaluator.add_inplace(ct, zero)
 
 
 def create_engine(params: ParamSet, dimension: int) -> SearchEngine:
     """The engine a node uses; the single place to switch implementations."""
-    return DiagonalEngine(params, dimension)
+    return PackedEngine(params, dimension)

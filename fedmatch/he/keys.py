@@ -22,19 +22,15 @@ from fedmatch.he.params import DEFAULT_PARAM_SET, ParamSet, get_param_set
 
 __all__ = [
     "MAX_KEY_BUNDLE_BYTES",
-    "ROTATION_GALOIS_ELEMENT",
     "EvaluationKeys",
     "KeyBundle",
     "RequesterKeys",
     "open_key_bundle",
 ]
 
-# CKKS rotation by one slot to the left is the automorphism x -> x^3 (3^1 mod 2N). The
-# search kernel only ever rotates by one step, so the bundle carries a single rotation key.
-ROTATION_GALOIS_ELEMENT = 3
-
-# A bundle at N = 8192 measures ~1.1 MB (public key 364 KB, one rotation key 727 KB).
-MAX_KEY_BUNDLE_BYTES = 4 * 1024 * 1024
+# A bundle of the default set measures ~36 MB (46 Galois keys of ~790 KB and a 360 KB public
+# key). It is sent once per key epoch, never with a query.
+MAX_KEY_BUNDLE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -88,7 +84,7 @@ class RequesterKeys:
             pk = seal.PublicKey()
             keygen.create_public_key(pk)
             galois = seal.GaloisKeys()
-            keygen.create_galois_keys([ROTATION_GALOIS_ELEMENT], galois)
+            keygen.create_galois_keys(list(params.galois_elements()), galois)
             public = (pk, sealio.to_bytes(pk), sealio.to_bytes(galois))
         self._public = public[0]
         self._bundle = KeyBundle(
@@ -129,7 +125,7 @@ class RequesterKeys:
     def _check_pair(self) -> None:
         # A public key from another key pair would encrypt probes nobody here can decrypt.
         plain = seal.Plaintext()
-        self._encoder.encode([0.5] * 4, self._ctx.first_parms_id(), self.params.scale, plain)
+        self._encoder.encode([0.5] * 4, self._ctx.first_parms_id(), self.params.query_scale, plain)
         ct = seal.Ciphertext()
         self._encryptor.encrypt(plain, ct)
         out = seal.Plaintext()
@@ -163,18 +159,32 @@ class RequesterKeys:
             raise InvalidInput("probe template has non-finite values")
         plain = seal.Plaintext()
         slots = replicate_probe(vec, self.params.slots)
-        self._encoder.encode(slots.tolist(), self._ctx.first_parms_id(), self.params.scale, plain)
+        parms_id = self._ctx.first_parms_id()
+        self._encoder.encode(slots.tolist(), parms_id, self.params.query_scale, plain)
         return sealio.to_bytes(self._encryptor.encrypt_symmetric(plain))
 
-    def decrypt_scores(self, ciphertext: bytes, count: int) -> npt.NDArray[np.float64]:
-        """Decrypt one result block and return its first ``count`` slots."""
-        if not 0 <= count <= self.params.slots:
-            raise InvalidInput("result block count exceeds the slot count")
+    def decrypt_matches(self, ciphertext: bytes) -> npt.NDArray[np.bool_]:
+        """Decrypt one result block: ``True`` at every position whose masked value is
+        positive (score at or above the threshold). Positions 0..slots-1 are the real parts,
+        slots..2*slots-1 the imaginary parts. The magnitudes are dropped here: they are
+        random by construction and nothing downstream may use them."""
+        ct = seal.Ciphertext()
+        sealio.load_bytes(lambda p: ct.load(self._ctx, p), ciphertext, "result ciphertext")
+        if ct.size() != 2:
+            raise HEError("result ciphertext must have exactly two polynomials")
+        plain = seal.Plaintext()
+        self._decryptor.decrypt(ct, plain)
+        values = np.asarray(self._encoder.decode_complex(plain), dtype=np.complex128)
+        return np.concatenate([values.real > 0, values.imag > 0])
+
+    def decrypt_values(self, ciphertext: bytes) -> npt.NDArray[np.complex128]:
+        """The raw decrypted slots of a result block: for tests that prove what a requester
+        could learn from them (the masked magnitudes), never used by the lookup path."""
         ct = seal.Ciphertext()
         sealio.load_bytes(lambda p: ct.load(self._ctx, p), ciphertext, "result ciphertext")
         plain = seal.Plaintext()
         self._decryptor.decrypt(ct, plain)
-        return np.asarray(self._encoder.decode_double(plain)[:count], dtype=np.float64)
+        return np.asarray(self._encoder.decode_complex(plain), dtype=np.complex128)
 
 
 @dataclass(frozen=True, eq=False)
@@ -209,8 +219,9 @@ def open_key_bundle(bundle: KeyBundle) -> EvaluationKeys:
     sealio.load_bytes(lambda p: public.load(ctx, p), bundle.public_key, "public key")
     galois = seal.GaloisKeys()
     sealio.load_bytes(lambda p: galois.load(ctx, p), bundle.galois_keys, "rotation keys")
-    if not galois.has_key(ROTATION_GALOIS_ELEMENT):
-        raise HEError("rotation keys lack the one-step rotation the search needs")
+    missing = [e for e in params.galois_elements() if not galois.has_key(e)]
+    if missing:
+        raise HEError(f"rotation keys lack {len(missing)} of the rotations the search needs")
     return EvaluationKeys(
         params=params, key_id=bundle.digest(), galois_keys=galois, public_key=public
     )

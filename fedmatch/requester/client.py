@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import grpc
 import numpy as np
 import numpy.typing as npt
 
-from fedmatch.domain import Purpose, QueryHeader
+from fedmatch.domain import EncryptedProbe, Purpose, QueryHeader
 from fedmatch.errors import InvalidInput, PreconditionFailed
 from fedmatch.grpcutil.server import make_channel
 from fedmatch.he.keys import RequesterKeys
-from fedmatch.limits import HANDLE_BYTES, MAX_LOOKUP_RESPONSE_BYTES, MAX_REQUEST_BYTES
+from fedmatch.limits import MAX_LOOKUP_RESPONSE_BYTES, MAX_RECEIVE_BYTES
 from fedmatch.rpc.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
-from fedmatch.wire import header_to_pb, hit_from_pb, key_bundle_to_pb
+from fedmatch.wire import encode_handle, header_to_pb, hit_from_pb, key_bundle_to_pb, probe_to_pb
 
 __all__ = ["LookupReport", "NodeSummary", "Requester", "ResolveReport", "enum_name"]
 
@@ -54,6 +54,12 @@ class LookupReport:
     bytes_sent: int
     bytes_received: int
     timings_ms: dict[str, float]
+    # Key material sent for this lookup (a registration at the start of an epoch), if any.
+    key_bytes_sent: int = 0
+
+
+def _lost_keys(node: NodeSummary) -> bool:
+    return node.outcome == "refused" and "unknown key id" in node.detail
 
 
 @dataclass(frozen=True)
@@ -108,13 +114,15 @@ class Requester:
         keys: RequesterKeys | None = None,
     ) -> None:
         if isinstance(coordinator, str):
-            channel = make_channel(coordinator, MAX_LOOKUP_RESPONSE_BYTES, MAX_REQUEST_BYTES)
+            channel = make_channel(coordinator, MAX_LOOKUP_RESPONSE_BYTES, MAX_RECEIVE_BYTES)
             self._owned: grpc.Channel | None = channel
         else:
             channel, self._owned = coordinator, None
         self._stub = coordinator_pb2_grpc.CoordinatorServiceStub(channel)
         self.member_state = member_state
         self.keys = keys or RequesterKeys.generate()
+        self._registered_until = 0.0
+        self.key_registrations = 0
 
     def close(self) -> None:
         if self._owned is not None:
@@ -136,13 +144,43 @@ class Requester:
         info: coordinator_pb2.FederationInfo = self._stub.GetFederation(request, timeout=timeout)
         return info
 
+    def register_keys(self, header: QueryHeader, timeout: float = 120.0) -> int:
+        """Register this requester's public key material at every node for the key epoch
+        (~36 MB, once); returns the bytes sent."""
+        request = common_pb2.RegisterKeysRequest(
+            header=header_to_pb(header), key_bundle=key_bundle_to_pb(self.keys.public_bundle())
+        )
+        reply: coordinator_pb2.KeyRegistration = self._stub.RegisterKeys(request, timeout=timeout)
+        if reply.key_id != self.keys.key_id:
+            raise PreconditionFailed("the coordinator registered another key id than ours")
+        self._registered_until = float(reply.expires_unix)
+        self.key_registrations += 1
+        return request.ByteSize()
+
     def lookup(
         self,
         template: npt.NDArray[np.floating],
         header: QueryHeader,
         timeout: float = 60.0,
     ) -> LookupReport:
-        timings: dict[str, float] = {}
+        """Encrypted lookup of one probe; registers keys first when this epoch has none,
+        and once more if a node lost them (a restart), with a fresh query id."""
+        key_bytes = 0
+        t0 = time.perf_counter()
+        if self._registered_until <= time.time():
+            key_bytes += self.register_keys(replace(header, query_id=secrets.token_hex(16)))
+        report = self._lookup_once(template, header, timeout)
+        if any(_lost_keys(n) for n in report.nodes):
+            key_bytes += self.register_keys(replace(header, query_id=secrets.token_hex(16)))
+            report = self._lookup_once(
+                template, replace(header, query_id=secrets.token_hex(16)), timeout
+            )
+        timings = {**report.timings_ms, "total_ms": round((time.perf_counter() - t0) * 1e3, 1)}
+        return replace(report, key_bytes_sent=key_bytes, timings_ms=timings)
+
+    def _lookup_once(
+        self, template: npt.NDArray[np.floating], header: QueryHeader, timeout: float
+    ) -> LookupReport:
         t0 = time.perf_counter()
         info = self.federation(header, timeout=timeout)
         vec = np.asarray(template, dtype=np.float64)
@@ -151,16 +189,15 @@ class Requester:
         if info.he_param_set != self.keys.params.name:
             raise PreconditionFailed("the federation uses another HE parameter set")
         t1 = time.perf_counter()
-        ciphertext = self.keys.encrypt_probe(vec)
+        probe = EncryptedProbe(
+            param_set=self.keys.params.name,
+            ciphertext=self.keys.encrypt_probe(vec),
+            model_id=info.model_id,
+            dimension=info.dimension,
+            key_id=self.keys.key_id,
+        )
         request = coordinator_pb2.LookupRequest(
-            header=header_to_pb(header),
-            key_bundle=key_bundle_to_pb(self.keys.public_bundle()),
-            probe=common_pb2.EncryptedProbe(
-                he_param_set=self.keys.params.name,
-                ciphertext=ciphertext,
-                model_id=info.model_id,
-                dimension=info.dimension,
-            ),
+            header=header_to_pb(header), probe=probe_to_pb(probe)
         )
         t2 = time.perf_counter()
         response: coordinator_pb2.LookupResponse = self._stub.Lookup(request, timeout=timeout)
@@ -168,7 +205,7 @@ class Requester:
         matches: list[tuple[str, bytes]] = []
         nodes = []
         for node in response.nodes:
-            found = self._matches(node, response.threshold)
+            found = self._matches(node)
             matches.extend((node.member_state, h) for h in found)
             nodes.append(_summary(node, len(found)))
         t4 = time.perf_counter()
@@ -189,14 +226,12 @@ class Requester:
             timings_ms={k: round(v, 1) for k, v in timings.items()},
         )
 
-    def _matches(self, node: coordinator_pb2.NodeResult, threshold: float) -> list[bytes]:
+    def _matches(self, node: coordinator_pb2.NodeResult) -> list[bytes]:
+        """Position handles of the positive positions: only match bits are read."""
         found: list[bytes] = []
-        for block in node.blocks:
-            if len(block.handles) != HANDLE_BYTES * block.count:
-                raise InvalidInput("a result block's handles do not match its count")
-            scores = self.keys.decrypt_scores(block.ciphertext, block.count)
-            for slot in np.flatnonzero(scores >= threshold):
-                found.append(block.handles[slot * HANDLE_BYTES : (slot + 1) * HANDLE_BYTES])
+        for index, block in enumerate(node.blocks):
+            positive = self.keys.decrypt_matches(block.ciphertext)
+            found.extend(encode_handle(index, int(p)) for p in np.flatnonzero(positive))
         return found
 
     def resolve(

@@ -15,6 +15,7 @@ import pytest
 
 from fedmatch.domain import Category
 from fedmatch.grpcutil.server import make_channel
+from fedmatch.he.params import DEFAULT_PARAM_SET
 from fedmatch.limits import MAX_NODE_RESPONSE_BYTES
 from fedmatch.rpc.v1 import (
     common_pb2,
@@ -24,63 +25,85 @@ from fedmatch.rpc.v1 import (
     node_pb2_grpc,
 )
 from fedmatch.synthetic import capture, unit_vectors
-from fedmatch.wire import header_to_pb, key_bundle_to_pb
+from fedmatch.wire import header_to_pb
 from tests.federation import DIM, MODEL, Federation, enrol, federation, header, shared_keys
 
-PARAM_SET = "ckks-n8192-q60.40.60-s40"
+PARAM_SET = DEFAULT_PARAM_SET.name
+THRESHOLD_VERSION = "2026-11-v1"
+# Above the 65 MiB receive bound (a key registration is the largest honest message).
+OVERSIZE = 66 << 20
 
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     with federation(tmp_path_factory.mktemp("bad"), ("DE", "IT"), records=100) as f:
+        # DE's keys are registered for this epoch (through the coordinator, at IT).
+        r = f.requester("DE")
+        r.register_keys(header("DE"))
         yield f
 
 
 @pytest.fixture(scope="module")
 def node_stub(fed: Federation) -> Iterator[node_pb2_grpc.NodeServiceStub]:
     # The client side allows big messages so that oversize requests reach the server's limit.
-    channel = make_channel(fed.servers["IT"].address, MAX_NODE_RESPONSE_BYTES, 64 << 20)
+    channel = make_channel(fed.servers["IT"].address, MAX_NODE_RESPONSE_BYTES, 128 << 20)
     yield node_pb2_grpc.NodeServiceStub(channel)
     channel.close()
 
 
 @pytest.fixture(scope="module")
 def coord_stub(fed: Federation) -> Iterator[coordinator_pb2_grpc.CoordinatorServiceStub]:
-    channel = make_channel(fed.coordinator_server.address, 256 << 20, 64 << 20)
+    channel = make_channel(fed.coordinator_server.address, 256 << 20, 128 << 20)
     yield coordinator_pb2_grpc.CoordinatorServiceStub(channel)
     channel.close()
 
 
 def _probe(
-    ciphertext: bytes | None = None, dimension: int = DIM, model: str = MODEL
+    ciphertext: bytes | None = None,
+    dimension: int = DIM,
+    model: str = MODEL,
+    key_id: str | None = None,
+    param_set: str = PARAM_SET,
 ) -> common_pb2.EncryptedProbe:
+    keys = shared_keys("DE")
     if ciphertext is None:
-        ciphertext = shared_keys().encrypt_probe(unit_vectors(np.random.default_rng(), 1, DIM)[0])
+        ciphertext = keys.encrypt_probe(unit_vectors(np.random.default_rng(), 1, DIM)[0])
     return common_pb2.EncryptedProbe(
-        he_param_set=PARAM_SET, ciphertext=ciphertext, model_id=model, dimension=dimension
+        he_param_set=param_set,
+        ciphertext=ciphertext,
+        model_id=model,
+        dimension=dimension,
+        key_id=keys.key_id if key_id is None else key_id,
     )
 
 
 def _search(**changes: object) -> node_pb2.SearchRequest:
     fields: dict[str, object] = {
         "header": header_to_pb(header("DE")),
-        "key_bundle": key_bundle_to_pb(shared_keys().public_bundle()),
         "probe": _probe(),
+        "threshold_version": THRESHOLD_VERSION,
     }
     fields.update(changes)
     return node_pb2.SearchRequest(**fields)  # type: ignore[arg-type]
 
 
 def _bundle_with_secret() -> common_pb2.HEKeyBundle:
-    b = shared_keys().private_bundle()
+    b = shared_keys("DE").private_bundle()
     return common_pb2.HEKeyBundle(
         he_param_set=b.param_set, parms=b.parms, public_key=b.public_key,
         galois_keys=b.galois_keys, secret_key=b.secret_key,
     )  # fmt: skip
 
 
+def _register(bundle: common_pb2.HEKeyBundle | None) -> common_pb2.RegisterKeysRequest:
+    request = common_pb2.RegisterKeysRequest(header=header_to_pb(header("DE")))
+    if bundle is not None:
+        request.key_bundle.CopyFrom(bundle)
+    return request
+
+
 def _header_pb(state: str = "DE") -> common_pb2.RequestHeader:
-    return header_to_pb(header("DE")) if state == "DE" else common_pb2.RequestHeader(
+    return common_pb2.RequestHeader(
         query_id="0" * 32, requesting_state=state, purpose=common_pb2.PURPOSE_ASYLUM_DUBLIN,
         legal_basis="x", case_reference="y",
     )  # fmt: skip
@@ -92,8 +115,7 @@ def _enroll(
     values: list[float] | None = None,
     model: str = MODEL,
 ) -> node_pb2.EnrollRequest:
-    h = header(state) if state in ("IT", "DE") else None
-    hdr = header_to_pb(h) if h else _header_pb(state)
+    hdr = header_to_pb(header(state)) if state in ("IT", "DE") else _header_pb(state)
     t = unit_vectors(np.random.default_rng(), 1, DIM)[0].tolist() if values is None else values
     return node_pb2.EnrollRequest(
         header=hdr,
@@ -113,32 +135,39 @@ NODE_CASES: list[NodeCase] = [
      grpc.StatusCode.INVALID_ARGUMENT, "probe ciphertext could not be decoded"),
     ("empty-ciphertext", lambda s: s.Search(_search(probe=_probe(b""))),
      grpc.StatusCode.INVALID_ARGUMENT, "probe ciphertext is empty"),
-    ("context-with-secret-key", lambda s: s.Search(_search(key_bundle=_bundle_with_secret())),
-     grpc.StatusCode.INVALID_ARGUMENT, "secret key"),
-    ("garbage-key-bundle", lambda s: s.Search(_search(key_bundle=common_pb2.HEKeyBundle(
-        he_param_set=PARAM_SET, parms=b"x" * 50, public_key=b"y", galois_keys=b"z"))),
-     grpc.StatusCode.INVALID_ARGUMENT, "encryption parameters could not be decoded"),
-    ("unknown-param-set", lambda s: s.Search(_search(
-        probe=common_pb2.EncryptedProbe(he_param_set="bfv-x", ciphertext=b"x", model_id=MODEL,
-                                        dimension=DIM),
-        key_bundle=common_pb2.HEKeyBundle(he_param_set="bfv-x"))),
+    ("unknown-key-id", lambda s: s.Search(_search(probe=_probe(key_id="ab" * 32))),
+     grpc.StatusCode.FAILED_PRECONDITION, "unknown key id"),
+    ("malformed-key-id", lambda s: s.Search(_search(probe=_probe(key_id="not-hex"))),
+     grpc.StatusCode.INVALID_ARGUMENT, "key_id"),
+    ("unknown-param-set", lambda s: s.Search(_search(probe=_probe(param_set="bfv-x"))),
      grpc.StatusCode.INVALID_ARGUMENT, "unknown homomorphic-encryption parameter set"),
     ("wrong-dimension", lambda s: s.Search(_search(probe=_probe(dimension=512))),
      grpc.StatusCode.INVALID_ARGUMENT, "dimension must be 128"),
     ("other-model", lambda s: s.Search(_search(probe=_probe(model="arcface-r50"))),
      grpc.StatusCode.FAILED_PRECONDITION, "model"),
+    ("other-threshold-version", lambda s: s.Search(_search(threshold_version="1999-v0")),
+     grpc.StatusCode.FAILED_PRECONDITION, "threshold version"),
     ("unknown-member-state", lambda s: s.Search(_search(header=_header_pb("XX"))),
      grpc.StatusCode.INVALID_ARGUMENT, "not a member state"),
     ("malformed-state-code", lambda s: s.Search(_search(header=_header_pb("germany"))),
      grpc.StatusCode.INVALID_ARGUMENT, "ISO 3166-1"),
     ("missing-header", lambda s: s.Search(node_pb2.SearchRequest(probe=_probe())),
      grpc.StatusCode.INVALID_ARGUMENT, "header is required"),
+    ("missing-probe", lambda s: s.Search(node_pb2.SearchRequest(header=_header_pb())),
+     grpc.StatusCode.INVALID_ARGUMENT, "probe is required"),
     ("own-state-search", lambda s: s.Search(_search(header=header_to_pb(header("IT")))),
      grpc.StatusCode.PERMISSION_DENIED, "own register"),
-    ("oversize-message", lambda s: s.Search(_search(probe=_probe(b"\x00" * (7 << 20)))),
+    ("oversize-message", lambda s: s.Search(_search(probe=_probe(b"\x00" * OVERSIZE))),
      grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
     ("oversize-ciphertext-field", lambda s: s.Search(_search(probe=_probe(b"\x00" * (600 << 10)))),
      grpc.StatusCode.INVALID_ARGUMENT, "exceeds"),
+    ("context-with-secret-key", lambda s: s.RegisterKeys(_register(_bundle_with_secret())),
+     grpc.StatusCode.INVALID_ARGUMENT, "secret key"),
+    ("garbage-key-bundle", lambda s: s.RegisterKeys(_register(common_pb2.HEKeyBundle(
+        he_param_set=PARAM_SET, parms=b"x" * 50, public_key=b"y", galois_keys=b"z"))),
+     grpc.StatusCode.INVALID_ARGUMENT, "encryption parameters could not be decoded"),
+    ("missing-key-bundle", lambda s: s.RegisterKeys(_register(None)),
+     grpc.StatusCode.INVALID_ARGUMENT, "key_bundle is required"),
     ("unknown-category", lambda s: s.Enroll(_enroll(category=42)),
      grpc.StatusCode.INVALID_ARGUMENT, "unknown category"),
     ("unspecified-category", lambda s: s.Enroll(_enroll(category=0)),
@@ -154,10 +183,13 @@ NODE_CASES: list[NodeCase] = [
     ("enrol-unknown-state", lambda s: s.Enroll(_enroll(state="ZZ")),
      grpc.StatusCode.INVALID_ARGUMENT, "not a member state"),
     ("details-unknown-query", lambda s: s.GetHitDetails(node_pb2.HitDetailsRequest(
-        header=header_to_pb(header("DE")), handles=[b"h" * 16])),
+        header=header_to_pb(header("DE")), handles=[b"h" * 8])),
      grpc.StatusCode.NOT_FOUND, "no search"),
+    ("details-bad-handle", lambda s: s.GetHitDetails(node_pb2.HitDetailsRequest(
+        header=header_to_pb(header("DE")), handles=[b"h" * 16])),
+     grpc.StatusCode.INVALID_ARGUMENT, "a handle is 8 bytes"),
     ("details-too-many-handles", lambda s: s.GetHitDetails(node_pb2.HitDetailsRequest(
-        header=header_to_pb(header("DE")), handles=[b"h" * 16] * 65)),
+        header=header_to_pb(header("DE")), handles=[b"h" * 8] * 65)),
      grpc.StatusCode.INVALID_ARGUMENT, "at most 64"),
 ]  # fmt: skip
 
@@ -182,9 +214,7 @@ def test_node_refuses_bad_input_and_keeps_serving(
     _honest_lookup_works(fed)
 
 
-def test_reused_query_id_is_refused(
-    fed: Federation, node_stub: node_pb2_grpc.NodeServiceStub
-) -> None:
+def test_reused_query_id_is_refused(node_stub: node_pb2_grpc.NodeServiceStub) -> None:
     request = _search()
     node_stub.Search(request)
     with pytest.raises(grpc.RpcError) as err:
@@ -216,18 +246,20 @@ CoordCase = tuple[
 
 
 def _lookup(**changes: object) -> coordinator_pb2.LookupRequest:
-    fields: dict[str, object] = {
-        "header": header_to_pb(header("DE")),
-        "key_bundle": key_bundle_to_pb(shared_keys().public_bundle()),
-        "probe": _probe(),
-    }
+    fields: dict[str, object] = {"header": header_to_pb(header("DE")), "probe": _probe()}
     fields.update(changes)
     return coordinator_pb2.LookupRequest(**fields)  # type: ignore[arg-type]
 
 
+def _foreign_key_id() -> str:
+    return shared_keys("IT").key_id
+
+
 COORD_CASES: list[CoordCase] = [
-    ("context-with-secret-key", lambda s: s.Lookup(_lookup(key_bundle=_bundle_with_secret())),
+    ("context-with-secret-key", lambda s: s.RegisterKeys(_register(_bundle_with_secret())),
      grpc.StatusCode.INVALID_ARGUMENT, "secret key"),
+    ("unknown-key-id", lambda s: s.Lookup(_lookup(probe=_probe(key_id="cd" * 32))),
+     grpc.StatusCode.FAILED_PRECONDITION, "unknown key id"),
     ("unknown-member-state", lambda s: s.Lookup(_lookup(header=_header_pb("XX"))),
      grpc.StatusCode.INVALID_ARGUMENT, "not a member state"),
     ("state-without-node", lambda s: s.Lookup(_lookup(header=_header_pb("PT"))),
@@ -236,7 +268,7 @@ COORD_CASES: list[CoordCase] = [
      grpc.StatusCode.INVALID_ARGUMENT, "dimension must be 128"),
     ("other-model", lambda s: s.Lookup(_lookup(probe=_probe(model="arcface-r50"))),
      grpc.StatusCode.FAILED_PRECONDITION, "model"),
-    ("oversize-message", lambda s: s.Lookup(_lookup(probe=_probe(b"\x00" * (7 << 20)))),
+    ("oversize-message", lambda s: s.Lookup(_lookup(probe=_probe(b"\x00" * OVERSIZE))),
      grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
     ("resolve-unknown-query", lambda s: s.Resolve(coordinator_pb2.ResolveRequest(
         header=header_to_pb(header("DE")), application_date="2026-11-21")),
@@ -265,6 +297,15 @@ def test_coordinator_refuses_bad_input_and_keeps_serving(
     _honest_lookup_works(fed)
 
 
+def test_key_id_of_another_state_is_refused(
+    fed: Federation, coord_stub: coordinator_pb2_grpc.CoordinatorServiceStub
+) -> None:
+    fed.requester("IT").register_keys(header("IT"))  # IT's keys, registered at DE's node
+    with pytest.raises(grpc.RpcError) as err:
+        coord_stub.Lookup(_lookup(probe=_probe(key_id=_foreign_key_id())))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
 def test_resolve_refuses_states_that_did_not_answer(
     fed: Federation, coord_stub: coordinator_pb2_grpc.CoordinatorServiceStub
 ) -> None:
@@ -274,22 +315,19 @@ def test_resolve_refuses_states_that_did_not_answer(
           Category.APPLICANT, dt.date(2026, 3, 3))  # fmt: skip
     report = fed.requester("DE").lookup(capture(person, rng, 0.9), header("DE"))
     assert len(report.matches) == 1
-    for state, code in (
-        ("FR", grpc.StatusCode.INVALID_ARGUMENT),
-        ("QQ", grpc.StatusCode.INVALID_ARGUMENT),
-    ):
+    for state in ("FR", "QQ"):
         request = coordinator_pb2.ResolveRequest(
             header=header_to_pb(report.header), application_date="2026-11-21",
             hits=[coordinator_pb2.HitRef(member_state=state, handle=report.matches[0][1])],
         )  # fmt: skip
         with pytest.raises(grpc.RpcError) as err:
             coord_stub.Resolve(request)
-        assert err.value.code() == code
-    # A handle the node never issued for this query: NOT_FOUND from the node, reported as a
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # A position past the end of the response: NOT_FOUND from the node, reported as a
     # refusal and an incomplete decision, not as "no match".
     request = coordinator_pb2.ResolveRequest(
         header=header_to_pb(report.header), application_date="2026-11-21",
-        hits=[coordinator_pb2.HitRef(member_state="IT", handle=b"\x00" * 16)],
+        hits=[coordinator_pb2.HitRef(member_state="IT", handle=b"\x00\x00\x00\x09" * 2)],
     )  # fmt: skip
     response = coord_stub.Resolve(request)
     assert not response.decision.complete

@@ -14,7 +14,7 @@ import pytest
 from coordinator.config import NodeEntry
 from fedmatch.domain import Category
 from fedmatch.errors import DeadlineExceeded
-from fedmatch.he.engine import DiagonalEngine, EncryptedBlock
+from fedmatch.he.engine import PackedEngine, SearchOutput
 from fedmatch.he.keys import EvaluationKeys
 from fedmatch.he.params import DEFAULT_PARAM_SET
 from fedmatch.synthetic import capture, unit_vectors
@@ -138,21 +138,22 @@ def test_node_down_is_named_and_others_intact(tmp_path: Path) -> None:
         assert resolved.complete is False
 
 
-class SlowEngine(DiagonalEngine):
+class SlowEngine(PackedEngine):
     """A real engine that first stalls, checking the caller's deadline like real HE work."""
 
     stopped_at: float | None = None
 
     def search(
-        self, keys: EvaluationKeys, probe: bytes, should_stop: Callable[[], bool]
-    ) -> list[EncryptedBlock]:
+        self, keys: EvaluationKeys, probe: bytes, threshold: float,
+        should_stop: Callable[[], bool],
+    ) -> SearchOutput:  # fmt: skip
         until = time.monotonic() + 30.0
         while time.monotonic() < until:
             if should_stop():
                 SlowEngine.stopped_at = time.monotonic()
                 raise DeadlineExceeded("search stopped: the caller's deadline passed")
             time.sleep(0.01)
-        return super().search(keys, probe, should_stop)
+        return super().search(keys, probe, threshold, should_stop)
 
 
 def test_slow_node_times_out_and_stops_its_work(tmp_path: Path) -> None:

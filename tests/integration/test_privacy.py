@@ -26,8 +26,8 @@ from fedmatch.domain import Category
 from fedmatch.grpcutil.server import ServerLimits, start_server
 from fedmatch.he import sealio
 from fedmatch.he.params import DEFAULT_PARAM_SET
-from fedmatch.limits import MAX_NODE_RESPONSE_BYTES, MAX_REQUEST_BYTES
-from fedmatch.rpc.v1 import node_pb2, node_pb2_grpc
+from fedmatch.limits import MAX_NODE_RESPONSE_BYTES, MAX_RECEIVE_BYTES
+from fedmatch.rpc.v1 import common_pb2, node_pb2, node_pb2_grpc
 from fedmatch.synthetic import capture, unit_vectors
 from fedmatch.wire import header_to_pb
 from node.config import NodeConfig
@@ -43,6 +43,15 @@ class RecordingServicer(NodeServicer):
     def __init__(self, service: NodeService) -> None:
         super().__init__(service)
         self.seen: list[node_pb2.SearchRequest] = []
+        self.registrations: list[common_pb2.RegisterKeysRequest] = []
+
+    def RegisterKeys(
+        self, request: common_pb2.RegisterKeysRequest, context: grpc.ServicerContext
+    ) -> Any:
+        copy = common_pb2.RegisterKeysRequest()
+        copy.CopyFrom(request)
+        self.registrations.append(copy)
+        return super().RegisterKeys(request, context)
 
     def Search(self, request: node_pb2.SearchRequest, context: grpc.ServicerContext) -> Any:
         copy = node_pb2.SearchRequest()
@@ -74,7 +83,7 @@ def test_node_receives_only_ciphertext_and_public_material(tmp_path: Path) -> No
     person = unit_vectors(rng, 1, DIM)[0]
     enrol(service, capture(person, rng, 0.9), "NL-1", Category.APPLICANT, dt.date(2026, 4, 4))
     recorder = RecordingServicer(service)
-    limits = ServerLimits(MAX_REQUEST_BYTES, MAX_NODE_RESPONSE_BYTES)
+    limits = ServerLimits(MAX_RECEIVE_BYTES, MAX_NODE_RESPONSE_BYTES)
     server = start_server(
         lambda s: node_pb2_grpc.add_NodeServiceServicer_to_server(recorder, s),
         "127.0.0.1:0",
@@ -93,11 +102,15 @@ def test_node_receives_only_ciphertext_and_public_material(tmp_path: Path) -> No
         store.close()
 
     assert len(recorder.seen) == 2
+    # Keys arrived once, for the epoch, and hold public material only.
+    assert len(recorder.registrations) == 1
+    assert recorder.registrations[0].key_bundle.secret_key == b""
+    assert recorder.registrations[0].key_bundle.public_key
     first, second = recorder.seen
     for request in recorder.seen:
         assert isinstance(request, node_pb2.SearchRequest)
         assert _float_fields(request) == []  # no clear-text vector anywhere in the message
-        assert request.key_bundle.secret_key == b""
+        assert request.probe.key_id == shared_keys("DE").key_id
         raw = request.SerializeToString()
         for encoding in ("<f4", "<f8", ">f4", ">f8"):
             # Not even a prefix of the probe's coordinates appears in the bytes.
@@ -111,7 +124,7 @@ def test_node_receives_only_ciphertext_and_public_material(tmp_path: Path) -> No
     sealio.load_bytes(lambda p: ct.load(ctx, p), first.probe.ciphertext, "probe")
     assert ct.size() == 2
     plain = seal.Plaintext()
-    keys = shared_keys()
+    keys = shared_keys("DE")
     keys._decryptor.decrypt(ct, plain)
     decoded = np.asarray(seal.CKKSEncoder(ctx).decode_double(plain)[:DIM])
     np.testing.assert_allclose(decoded, probe, atol=1e-5)
@@ -138,7 +151,7 @@ def test_logs_hold_no_templates_scores_or_keys(
         channel = grpc.insecure_channel(fed.servers["IT"].address)
         with pytest.raises(grpc.RpcError):  # a refusal path logs too
             node_pb2_grpc.NodeServiceStub(channel).GetHitDetails(
-                node_pb2.HitDetailsRequest(header=header_to_pb(header("DE")), handles=[b"x" * 16])
+                node_pb2.HitDetailsRequest(header=header_to_pb(header("DE")), handles=[b"x" * 8])
             )
         channel.close()
     text = caplog.text
@@ -150,5 +163,5 @@ def test_logs_hold_no_templates_scores_or_keys(
             assert fmt not in text
     for _, handle in report.matches:
         assert handle.hex() not in text
-    bundle = shared_keys().public_bundle()
+    bundle = shared_keys("DE").public_bundle()
     assert bundle.public_key[:32].hex() not in text

@@ -140,14 +140,17 @@ class EncryptedProbe(_message.Message):
     CIPHERTEXT_FIELD_NUMBER: _builtins.int
     MODEL_ID_FIELD_NUMBER: _builtins.int
     DIMENSION_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
     he_param_set: _builtins.str
-    """Named homomorphic-encryption parameter set, e.g. "ckks-n8192-q60.40.60-s40"."""
+    """Named homomorphic-encryption parameter set, e.g. "ckks-n8192-q60.50.60-c"."""
     ciphertext: _builtins.bytes
     """Serialized SEAL ciphertext (seeded form allowed); at most 512 KiB."""
     model_id: _builtins.str
     """Face model that produced the template; must equal the register's model."""
     dimension: _builtins.int
     """Template dimension; must equal the register's dimension."""
+    key_id: _builtins.str
+    """SHA-256 (hex) of the key bundle registered for this key epoch (RegisterKeys)."""
     def __init__(
         self,
         *,
@@ -155,10 +158,11 @@ class EncryptedProbe(_message.Message):
         ciphertext: _builtins.bytes = ...,
         model_id: _builtins.str = ...,
         dimension: _builtins.int = ...,
+        key_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertext", b"ciphertext", "dimension", b"dimension", "he_param_set", b"he_param_set", "model_id", b"model_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertext", b"ciphertext", "dimension", b"dimension", "he_param_set", b"he_param_set", "key_id", b"key_id", "model_id", b"model_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -167,9 +171,10 @@ Global___EncryptedProbe: _TypeAlias = EncryptedProbe  # noqa: Y015
 @_typing.final
 class HEKeyBundle(_message.Message):
     """Public homomorphic-encryption material of a requester: parameters, public key and the
-    rotation keys the search needs. At most 4 MiB serialized. Never carries a secret key on
-    the wire: a bundle with `secret_key` set is refused (the field exists only so that the
-    same container can hold a requester's private key file on its own disk).
+    rotation keys the search needs. At most 64 MiB serialized (~36 MB for the default set),
+    sent once per key epoch. Never carries a secret key on the wire: a bundle with
+    `secret_key` set is refused (the field exists only so that the same container can hold a
+    requester's private key file on its own disk).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -203,33 +208,57 @@ Global___HEKeyBundle: _TypeAlias = HEKeyBundle  # noqa: Y015
 
 @_typing.final
 class ResultBlock(_message.Message):
-    """Encrypted similarity results for up to one ciphertext's worth of records."""
+    """Masked match results for one ciphertext's worth of positions (8,192 for the default
+    set). A position decrypts to a positive value exactly when its record's score reaches the
+    federation threshold; the magnitude is random. Block order and slot rotation are fresh
+    per query, so a position names a different record in every query.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     CIPHERTEXT_FIELD_NUMBER: _builtins.int
-    COUNT_FIELD_NUMBER: _builtins.int
-    HANDLES_FIELD_NUMBER: _builtins.int
     ciphertext: _builtins.bytes
     """Serialized SEAL ciphertext; at most 512 KiB."""
-    count: _builtins.int
-    """Number of records in this block (slots 0 .. count-1 hold results)."""
-    handles: _builtins.bytes
-    """`count` opaque 16-byte handles, concatenated, in slot order. Random per query."""
     def __init__(
         self,
         *,
         ciphertext: _builtins.bytes = ...,
-        count: _builtins.int = ...,
-        handles: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertext", b"ciphertext", "count", b"count", "handles", b"handles"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertext", b"ciphertext"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ResultBlock: _TypeAlias = ResultBlock  # noqa: Y015
+
+@_typing.final
+class RegisterKeysRequest(_message.Message):
+    """Register a requester's public key material for one key epoch. Queries then name it by
+    key_id; the bundle never travels with a query.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    KEY_BUNDLE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def header(self) -> Global___RequestHeader: ...
+    @_builtins.property
+    def key_bundle(self) -> Global___HEKeyBundle: ...
+    def __init__(
+        self,
+        *,
+        header: Global___RequestHeader | None = ...,
+        key_bundle: Global___HEKeyBundle | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "key_bundle", b"key_bundle"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "key_bundle", b"key_bundle"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterKeysRequest: _TypeAlias = RegisterKeysRequest  # noqa: Y015
 
 @_typing.final
 class HitDetail(_message.Message):
@@ -247,6 +276,7 @@ class HitDetail(_message.Message):
     SEX_FIELD_NUMBER: _builtins.int
     member_state: _builtins.str
     handle: _builtins.bytes
+    """The per-query position handle the requester reported (8 bytes: block, position)."""
     category: Global___Category.ValueType
     reference: _builtins.str
     """The origin state's reference number of the record."""

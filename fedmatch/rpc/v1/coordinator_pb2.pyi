@@ -158,28 +158,50 @@ class FederationInfo(_message.Message):
 Global___FederationInfo: _TypeAlias = FederationInfo  # noqa: Y015
 
 @_typing.final
+class KeyRegistration(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    EXPIRES_UNIX_FIELD_NUMBER: _builtins.int
+    NODES_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    expires_unix: _builtins.int
+    @_builtins.property
+    def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___NodeResult]: ...
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        expires_unix: _builtins.int = ...,
+        nodes: _abc.Iterable[Global___NodeResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_unix", b"expires_unix", "key_id", b"key_id", "nodes", b"nodes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeyRegistration: _TypeAlias = KeyRegistration  # noqa: Y015
+
+@_typing.final
 class LookupRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     HEADER_FIELD_NUMBER: _builtins.int
-    KEY_BUNDLE_FIELD_NUMBER: _builtins.int
     PROBE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def header(self) -> _common_pb2.RequestHeader: ...
-    @_builtins.property
-    def key_bundle(self) -> _common_pb2.HEKeyBundle: ...
     @_builtins.property
     def probe(self) -> _common_pb2.EncryptedProbe: ...
     def __init__(
         self,
         *,
         header: _common_pb2.RequestHeader | None = ...,
-        key_bundle: _common_pb2.HEKeyBundle | None = ...,
         probe: _common_pb2.EncryptedProbe | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "key_bundle", b"key_bundle", "probe", b"probe"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "probe", b"probe"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "key_bundle", b"key_bundle", "probe", b"probe"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "probe", b"probe"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

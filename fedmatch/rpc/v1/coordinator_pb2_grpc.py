@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from fedmatch.rpc.v1 import common_pb2 as fedmatch_dot_rpc_dot_v1_dot_common__pb2
 from fedmatch.rpc.v1 import coordinator_pb2 as fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -39,6 +40,11 @@ class CoordinatorServiceStub:
                 request_serializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.FederationRequest.SerializeToString,
                 response_deserializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.FederationInfo.FromString,
                 _registered_method=True)
+        self.RegisterKeys = channel.unary_unary(
+                '/fedmatch.rpc.v1.CoordinatorService/RegisterKeys',
+                request_serializer=fedmatch_dot_rpc_dot_v1_dot_common__pb2.RegisterKeysRequest.SerializeToString,
+                response_deserializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.KeyRegistration.FromString,
+                _registered_method=True)
         self.Lookup = channel.unary_unary(
                 '/fedmatch.rpc.v1.CoordinatorService/Lookup',
                 request_serializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.LookupRequest.SerializeToString,
@@ -56,6 +62,13 @@ class CoordinatorServiceServicer:
 
     def GetFederation(self, request, context):
         """Federation settings a requester needs before encrypting: threshold, parameter set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RegisterKeys(self, request, context):
+        """Register the requester's key material at every node for a key epoch.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -82,6 +95,11 @@ def add_CoordinatorServiceServicer_to_server(servicer, server):
                     servicer.GetFederation,
                     request_deserializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.FederationRequest.FromString,
                     response_serializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.FederationInfo.SerializeToString,
+            ),
+            'RegisterKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterKeys,
+                    request_deserializer=fedmatch_dot_rpc_dot_v1_dot_common__pb2.RegisterKeysRequest.FromString,
+                    response_serializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.KeyRegistration.SerializeToString,
             ),
             'Lookup': grpc.unary_unary_rpc_method_handler(
                     servicer.Lookup,
@@ -121,6 +139,33 @@ class CoordinatorService:
             '/fedmatch.rpc.v1.CoordinatorService/GetFederation',
             fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.FederationRequest.SerializeToString,
             fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.FederationInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedmatch.rpc.v1.CoordinatorService/RegisterKeys',
+            fedmatch_dot_rpc_dot_v1_dot_common__pb2.RegisterKeysRequest.SerializeToString,
+            fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.KeyRegistration.FromString,
             options,
             channel_credentials,
             insecure,

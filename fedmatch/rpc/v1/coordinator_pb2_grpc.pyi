@@ -7,6 +7,7 @@ secret keys.
 """
 
 from collections import abc as _abc
+from fedmatch.rpc.v1 import common_pb2 as _common_pb2
 from fedmatch.rpc.v1 import coordinator_pb2 as _coordinator_pb2
 from grpc import aio as _aio
 import abc as _abc_1
@@ -36,6 +37,8 @@ class CoordinatorServiceStub:
     def __new__(cls, channel: _aio.Channel) -> CoordinatorServiceAsyncStub: ...
     GetFederation: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.FederationRequest, _coordinator_pb2.FederationInfo]
     """Federation settings a requester needs before encrypting: threshold, parameter set."""
+    RegisterKeys: _grpc.UnaryUnaryMultiCallable[_common_pb2.RegisterKeysRequest, _coordinator_pb2.KeyRegistration]
+    """Register the requester's key material at every node for a key epoch."""
     Lookup: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.LookupRequest, _coordinator_pb2.LookupResponse]
     """Step 1: encrypted search at every node but the requester's own."""
     Resolve: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ResolveRequest, _coordinator_pb2.ResolveResponse]
@@ -46,6 +49,8 @@ class CoordinatorServiceAsyncStub(CoordinatorServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetFederation: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.FederationRequest, _coordinator_pb2.FederationInfo]  # type: ignore[assignment]
     """Federation settings a requester needs before encrypting: threshold, parameter set."""
+    RegisterKeys: _aio.UnaryUnaryMultiCallable[_common_pb2.RegisterKeysRequest, _coordinator_pb2.KeyRegistration]  # type: ignore[assignment]
+    """Register the requester's key material at every node for a key epoch."""
     Lookup: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.LookupRequest, _coordinator_pb2.LookupResponse]  # type: ignore[assignment]
     """Step 1: encrypted search at every node but the requester's own."""
     Resolve: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ResolveRequest, _coordinator_pb2.ResolveResponse]  # type: ignore[assignment]
@@ -59,6 +64,14 @@ class CoordinatorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_coordinator_pb2.FederationInfo, _abc.Awaitable[_coordinator_pb2.FederationInfo]]:
         """Federation settings a requester needs before encrypting: threshold, parameter set."""
+
+    @_abc_1.abstractmethod
+    def RegisterKeys(
+        self,
+        request: _common_pb2.RegisterKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.KeyRegistration, _abc.Awaitable[_coordinator_pb2.KeyRegistration]]:
+        """Register the requester's key material at every node for a key epoch."""
 
     @_abc_1.abstractmethod
     def Lookup(

@@ -131,28 +131,53 @@ class EnrollResponse(_message.Message):
 Global___EnrollResponse: _TypeAlias = EnrollResponse  # noqa: Y015
 
 @_typing.final
+class RegisterKeysResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    EXPIRES_UNIX_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    expires_unix: _builtins.int
+    """Unix time (seconds) at which the key epoch ends and the key id is retired."""
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        expires_unix: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_unix", b"expires_unix", "key_id", b"key_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterKeysResponse: _TypeAlias = RegisterKeysResponse  # noqa: Y015
+
+@_typing.final
 class SearchRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     HEADER_FIELD_NUMBER: _builtins.int
-    KEY_BUNDLE_FIELD_NUMBER: _builtins.int
     PROBE_FIELD_NUMBER: _builtins.int
+    THRESHOLD_VERSION_FIELD_NUMBER: _builtins.int
+    threshold_version: _builtins.str
+    """Version of the federation threshold the coordinator applies; the node refuses a
+    version other than its own configured one.
+    """
     @_builtins.property
     def header(self) -> _common_pb2.RequestHeader: ...
-    @_builtins.property
-    def key_bundle(self) -> _common_pb2.HEKeyBundle: ...
     @_builtins.property
     def probe(self) -> _common_pb2.EncryptedProbe: ...
     def __init__(
         self,
         *,
         header: _common_pb2.RequestHeader | None = ...,
-        key_bundle: _common_pb2.HEKeyBundle | None = ...,
         probe: _common_pb2.EncryptedProbe | None = ...,
+        threshold_version: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "key_bundle", b"key_bundle", "probe", b"probe"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "probe", b"probe"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "key_bundle", b"key_bundle", "probe", b"probe"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "probe", b"probe", "threshold_version", b"threshold_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -194,7 +219,9 @@ class HitDetailsRequest(_message.Message):
     def header(self) -> _common_pb2.RequestHeader: ...
     @_builtins.property
     def handles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
-        """Handles from this query's SearchResponse; at most 64."""
+        """Position handles from this query's SearchResponse (8 bytes: response block index and
+        position, big-endian uint32 each); at most 64.
+        """
 
     def __init__(
         self,
@@ -259,10 +286,12 @@ class InfoResponse(_message.Message):
     DIMENSION_FIELD_NUMBER: _builtins.int
     RECORD_COUNT_FIELD_NUMBER: _builtins.int
     HE_PARAM_SETS_FIELD_NUMBER: _builtins.int
+    THRESHOLD_VERSION_FIELD_NUMBER: _builtins.int
     member_state: _builtins.str
     model_id: _builtins.str
     dimension: _builtins.int
     record_count: _builtins.int
+    threshold_version: _builtins.str
     @_builtins.property
     def he_param_sets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -273,10 +302,11 @@ class InfoResponse(_message.Message):
         dimension: _builtins.int = ...,
         record_count: _builtins.int = ...,
         he_param_sets: _abc.Iterable[_builtins.str] | None = ...,
+        threshold_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dimension", b"dimension", "he_param_sets", b"he_param_sets", "member_state", b"member_state", "model_id", b"model_id", "record_count", b"record_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dimension", b"dimension", "he_param_sets", b"he_param_sets", "member_state", b"member_state", "model_id", b"model_id", "record_count", b"record_count", "threshold_version", b"threshold_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

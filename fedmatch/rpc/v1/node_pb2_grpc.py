@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from fedmatch.rpc.v1 import common_pb2 as fedmatch_dot_rpc_dot_v1_dot_common__pb2
 from fedmatch.rpc.v1 import node_pb2 as fedmatch_dot_rpc_dot_v1_dot_node__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -39,6 +40,11 @@ class NodeServiceStub:
                 request_serializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.EnrollRequest.SerializeToString,
                 response_deserializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.EnrollResponse.FromString,
                 _registered_method=True)
+        self.RegisterKeys = channel.unary_unary(
+                '/fedmatch.rpc.v1.NodeService/RegisterKeys',
+                request_serializer=fedmatch_dot_rpc_dot_v1_dot_common__pb2.RegisterKeysRequest.SerializeToString,
+                response_deserializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.RegisterKeysResponse.FromString,
+                _registered_method=True)
         self.Search = channel.unary_unary(
                 '/fedmatch.rpc.v1.NodeService/Search',
                 request_serializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.SearchRequest.SerializeToString,
@@ -66,8 +72,15 @@ class NodeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterKeys(self, request, context):
+        """Register a requester's public key material for a key epoch (once, ~36 MB).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Search(self, request, context):
-        """Encrypted 1:N search: scores every record under the requester's key, never decrypting.
+        """Encrypted 1:N search: masked match bits for every record, never decrypting.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -94,6 +107,11 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     servicer.Enroll,
                     request_deserializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.EnrollRequest.FromString,
                     response_serializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.EnrollResponse.SerializeToString,
+            ),
+            'RegisterKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterKeys,
+                    request_deserializer=fedmatch_dot_rpc_dot_v1_dot_common__pb2.RegisterKeysRequest.FromString,
+                    response_serializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.RegisterKeysResponse.SerializeToString,
             ),
             'Search': grpc.unary_unary_rpc_method_handler(
                     servicer.Search,
@@ -138,6 +156,33 @@ class NodeService:
             '/fedmatch.rpc.v1.NodeService/Enroll',
             fedmatch_dot_rpc_dot_v1_dot_node__pb2.EnrollRequest.SerializeToString,
             fedmatch_dot_rpc_dot_v1_dot_node__pb2.EnrollResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedmatch.rpc.v1.NodeService/RegisterKeys',
+            fedmatch_dot_rpc_dot_v1_dot_common__pb2.RegisterKeysRequest.SerializeToString,
+            fedmatch_dot_rpc_dot_v1_dot_node__pb2.RegisterKeysResponse.FromString,
             options,
             channel_credentials,
             insecure,

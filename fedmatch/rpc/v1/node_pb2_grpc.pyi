@@ -4,6 +4,7 @@ isort:skip_file
 The service each member-state node runs over its own register."""
 
 from collections import abc as _abc
+from fedmatch.rpc.v1 import common_pb2 as _common_pb2
 from fedmatch.rpc.v1 import node_pb2 as _node_pb2
 from grpc import aio as _aio
 import abc as _abc_1
@@ -33,8 +34,10 @@ class NodeServiceStub:
     def __new__(cls, channel: _aio.Channel) -> NodeServiceAsyncStub: ...
     Enroll: _grpc.UnaryUnaryMultiCallable[_node_pb2.EnrollRequest, _node_pb2.EnrollResponse]
     """Add one record to this node's register. Only the node's own state may enrol."""
+    RegisterKeys: _grpc.UnaryUnaryMultiCallable[_common_pb2.RegisterKeysRequest, _node_pb2.RegisterKeysResponse]
+    """Register a requester's public key material for a key epoch (once, ~36 MB)."""
     Search: _grpc.UnaryUnaryMultiCallable[_node_pb2.SearchRequest, _node_pb2.SearchResponse]
-    """Encrypted 1:N search: scores every record under the requester's key, never decrypting."""
+    """Encrypted 1:N search: masked match bits for every record, never decrypting."""
     GetHitDetails: _grpc.UnaryUnaryMultiCallable[_node_pb2.HitDetailsRequest, _node_pb2.HitDetailsResponse]
     """Second step: the metadata of records behind handles that matched in a search."""
     GetInfo: _grpc.UnaryUnaryMultiCallable[_node_pb2.InfoRequest, _node_pb2.InfoResponse]
@@ -45,8 +48,10 @@ class NodeServiceAsyncStub(NodeServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Enroll: _aio.UnaryUnaryMultiCallable[_node_pb2.EnrollRequest, _node_pb2.EnrollResponse]  # type: ignore[assignment]
     """Add one record to this node's register. Only the node's own state may enrol."""
+    RegisterKeys: _aio.UnaryUnaryMultiCallable[_common_pb2.RegisterKeysRequest, _node_pb2.RegisterKeysResponse]  # type: ignore[assignment]
+    """Register a requester's public key material for a key epoch (once, ~36 MB)."""
     Search: _aio.UnaryUnaryMultiCallable[_node_pb2.SearchRequest, _node_pb2.SearchResponse]  # type: ignore[assignment]
-    """Encrypted 1:N search: scores every record under the requester's key, never decrypting."""
+    """Encrypted 1:N search: masked match bits for every record, never decrypting."""
     GetHitDetails: _aio.UnaryUnaryMultiCallable[_node_pb2.HitDetailsRequest, _node_pb2.HitDetailsResponse]  # type: ignore[assignment]
     """Second step: the metadata of records behind handles that matched in a search."""
     GetInfo: _aio.UnaryUnaryMultiCallable[_node_pb2.InfoRequest, _node_pb2.InfoResponse]  # type: ignore[assignment]
@@ -62,12 +67,20 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         """Add one record to this node's register. Only the node's own state may enrol."""
 
     @_abc_1.abstractmethod
+    def RegisterKeys(
+        self,
+        request: _common_pb2.RegisterKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.RegisterKeysResponse, _abc.Awaitable[_node_pb2.RegisterKeysResponse]]:
+        """Register a requester's public key material for a key epoch (once, ~36 MB)."""
+
+    @_abc_1.abstractmethod
     def Search(
         self,
         request: _node_pb2.SearchRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_node_pb2.SearchResponse, _abc.Awaitable[_node_pb2.SearchResponse]]:
-        """Encrypted 1:N search: scores every record under the requester's key, never decrypting."""
+        """Encrypted 1:N search: masked match bits for every record, never decrypting."""
 
     @_abc_1.abstractmethod
     def GetHitDetails(
