@@ -2,4 +2,6 @@
 
 from fedmatch.cli import main
 
-raise SystemExit(main())
+# Guarded: search workers are started with "spawn", which imports the main module again.
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -37,9 +37,14 @@ __all__ = ["bench_search"]
 MODEL = "bench-synthetic"
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as fh:
+def _rss_bytes(pid: int | str = "self") -> int:
+    with open(f"/proc/{pid}/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _engine_pids(engine: object) -> list[int]:
+    procs = getattr(engine, "_procs", [])
+    return [int(p.pid) for p in procs if p.pid is not None]
 
 
 def _header() -> QueryHeader:
@@ -47,7 +52,7 @@ def _header() -> QueryHeader:
 
 
 def bench_search(
-    records: int, dimension: int, queries: int, threshold: float = 0.45
+    records: int, dimension: int, queries: int, threads: int = 0, threshold: float = 0.45
 ) -> dict[str, Any]:
     # Imported here: fedmatch is the shared library; the bench drives a real node.
     from node.config import NodeConfig
@@ -70,13 +75,15 @@ def bench_search(
         del batch
         cfg = NodeConfig(
             member_state="IT", database=db, dimension=dimension, model_id=MODEL,
-            threshold=threshold,
+            threshold=threshold, search_workers=threads,
         )  # fmt: skip
         rss0 = _rss_bytes()
         t0 = time.perf_counter()
         service = NodeService(cfg, store)
         build_s = time.perf_counter() - t0
-        node_bytes = _rss_bytes() - rss0
+        # The node's memory: this process's growth plus every search worker's whole RSS.
+        node_bytes = _rss_bytes() - rss0 + sum(_rss_bytes(p) for p in _engine_pids(service.engine))
+        workers = int(getattr(service.engine, "workers", 1))
         server = serve_node(service, "127.0.0.1:0")
         channel = make_channel(server.address, MAX_NODE_RESPONSE_BYTES, MAX_RECEIVE_BYTES)
         stub = node_pb2_grpc.NodeServiceStub(channel)
@@ -129,6 +136,7 @@ def bench_search(
         finally:
             channel.close()
             server.stop(0.5)
+            service.close()
             store.close()
     p50 = statistics.median(times)
     np50 = statistics.median(np_times)
@@ -145,7 +153,7 @@ def bench_search(
             "records_per_ciphertext": ps.block_records,
         },
         "queries": queries,
-        "threads": 1,
+        "threads": workers,
         "build_s": round(build_s, 3),
         "p50_s": round(p50, 4),
         "p95_s": round(float(np.percentile(times, 95)), 4),

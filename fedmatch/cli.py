@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     bsearch.add_argument(
         "--queries", type=int, default=10, help="timed queries (after one warm-up)"
     )
+    bsearch.add_argument(
+        "--threads", type=int, default=0, help="search worker processes (0: one per core)"
+    )
     return parser
 
 
@@ -169,7 +172,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "bench":
         from fedmatch.bench import bench_search
 
-        print(json.dumps(bench_search(args.records, args.dim, args.queries)))
+        print(json.dumps(bench_search(args.records, args.dim, args.queries, args.threads)))
         return EXIT_OK
     raise AssertionError(args.command)
 
@@ -206,6 +209,7 @@ def _node(args: argparse.Namespace) -> int:
     if args.port_file:
         write_port_file(args.port_file, server.port)
     serve_until_signalled(server)
+    service.close()
     store.close()
     return EXIT_OK
 

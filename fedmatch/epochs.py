@@ -37,10 +37,16 @@ class EpochTable(Generic[V]):
         self._lock = threading.Lock()
         self._live: OrderedDict[str, tuple[float, V]] = OrderedDict()
         self._retired: OrderedDict[str, None] = OrderedDict()
+        # Ids evicted for space keep their epoch's end: registering one again resumes that
+        # epoch (or is refused once it has passed), it never starts a fresh one.
+        self._evicted: OrderedDict[str, float] = OrderedDict()
 
     def _retire_expired(self, now: float) -> None:
         for key_id in [k for k, (expires, _) in self._live.items() if expires <= now]:
             del self._live[key_id]
+            self._retire(key_id)
+        for key_id in [k for k, expires in self._evicted.items() if expires <= now]:
+            del self._evicted[key_id]
             self._retire(key_id)
 
     def _retire(self, key_id: str) -> None:
@@ -73,11 +79,15 @@ class EpochTable(Generic[V]):
             if key_id in self._live:
                 self._live.move_to_end(key_id)
                 return self._live[key_id][0]
-            expires = now + self._epoch
+            expires = self._evicted.pop(key_id, now + self._epoch)
             self._live[key_id] = (expires, value)
             while len(self._live) > self._capacity:
-                # Evicted for space, not retired: the requester may register it again.
-                self._live.popitem(last=False)
+                # Evicted for space, not retired: the requester may register it again
+                # within the same epoch.
+                old_id, (old_expiry, _) = self._live.popitem(last=False)
+                self._evicted[old_id] = old_expiry
+                while len(self._evicted) > _RETIRED_BOUND:
+                    self._evicted.popitem(last=False)
             return expires
 
     def get(self, key_id: str) -> V:

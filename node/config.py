@@ -31,6 +31,8 @@ class NodeConfig:
     # (~36 MB each for the default parameter set).
     key_epoch_seconds: float = 86400.0
     max_key_epochs: int = 8
+    # Search worker processes; 0 means one per available core.
+    search_workers: int = 0
 
     def __post_init__(self) -> None:
         try:
@@ -49,6 +51,8 @@ class NodeConfig:
             raise ConfigError("node.key_epoch_seconds must be positive")
         if self.max_key_epochs < 1:
             raise ConfigError("node.max_key_epochs must be at least 1")
+        if not 0 <= self.search_workers <= 256:
+            raise ConfigError("node.search_workers must be between 0 (one per core) and 256")
 
 
 def load_node_config(path: Path | None, overrides: dict[str, Any] | None = None) -> NodeConfig:

@@ -29,7 +29,7 @@ __all__ = ["HandleRegistry"]
 class _Query:
     requesting_state: str
     expires: float
-    layout: QueryLayout
+    layout: QueryLayout | None  # None while the search is still running
     # Row ids in register order when the query ran. Enrolment replaces the node's array
     # rather than changing it, so pending queries share snapshots instead of copying.
     ids: npt.NDArray[np.int64]
@@ -57,12 +57,23 @@ class HandleRegistry:
                 break
             del self._queries[qid]
 
-    def reserve(self, query_id: str) -> None:
-        """Refuse a reused query id before any HE work is spent on it."""
+    def reserve(self, query_id: str, requesting_state: str) -> None:
+        """Hold ``query_id`` for a search about to run, refusing a reused one before any HE
+        work (a concurrent duplicate finds the hold). Release it if the search fails."""
         with self._lock:
-            self._expire(self._clock())
+            now = self._clock()
+            self._expire(now)
             if query_id in self._queries:
                 raise AlreadyExists("this query id was already used at this node")
+            empty = np.zeros(0, dtype=np.int64)
+            self._queries[query_id] = _Query(requesting_state, now + self._ttl, None, empty)
+
+    def release(self, query_id: str) -> None:
+        """Drop the hold of a search that failed, so that the id may be used again."""
+        with self._lock:
+            q = self._queries.get(query_id)
+            if q is not None and q.layout is None:
+                del self._queries[query_id]
 
     def record(
         self,
@@ -73,9 +84,13 @@ class HandleRegistry:
     ) -> None:
         with self._lock:
             now = self._clock()
-            if query_id in self._queries:
+            held = self._queries.get(query_id)
+            if held is not None and (
+                held.layout is not None or held.requesting_state != requesting_state
+            ):
                 raise AlreadyExists("this query id was already used at this node")
             self._queries[query_id] = _Query(requesting_state, now + self._ttl, layout, ids)
+            self._queries.move_to_end(query_id)
             self._expire(now)
 
     def resolve(self, query_id: str, requesting_state: str, handle: bytes) -> int:
@@ -83,7 +98,7 @@ class HandleRegistry:
         with self._lock:
             self._expire(self._clock())
             q = self._queries.get(query_id)
-            if q is None or q.requesting_state != requesting_state:
+            if q is None or q.layout is None or q.requesting_state != requesting_state:
                 raise NotFound("no search with this query id is pending at this node")
             row = q.layout.row(block, position)
             if row is None:

@@ -20,6 +20,7 @@ from fedmatch.errors import HEError, InvalidInput, PermissionDenied, Preconditio
 from fedmatch.he.engine import SearchEngine, create_engine
 from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
 from fedmatch.he.params import DEFAULT_PARAM_SET, get_param_set
+from fedmatch.he.sharded import default_workers
 from fedmatch.limits import MAX_HANDLES_PER_REQUEST
 from node.config import NodeConfig
 from node.handles import HandleRegistry
@@ -48,9 +49,11 @@ class NodeService:
     ) -> None:
         self.config = config
         self.store = store
-        self.engine = engine or create_engine(DEFAULT_PARAM_SET, config.dimension)
+        workers = config.search_workers or default_workers()
+        self.engine = engine or create_engine(DEFAULT_PARAM_SET, config.dimension, workers)
         self.handles = handles or HandleRegistry(ttl_seconds=config.handle_ttl_seconds)
-        self.keys: EpochTable[EvaluationKeys] = EpochTable(
+        # Validated keys by key id, with the member state that registered them.
+        self.keys: EpochTable[tuple[EvaluationKeys, str]] = EpochTable(
             config.key_epoch_seconds, config.max_key_epochs
         )
         # One lock orders enrolments against searches, so a search sees the engine's rows
@@ -59,6 +62,9 @@ class NodeService:
         ids, templates = store.templates()
         self.engine.load(templates)
         self._ids = ids
+
+    def close(self) -> None:
+        self.engine.close()
 
     @property
     def member_state(self) -> str:
@@ -83,11 +89,13 @@ class NodeService:
             raise HEError("key bundle carries a secret key; refused (send public material)")
         key_id = bundle.digest()
         expires = self.keys.check_registrable(key_id)
+        if expires is not None and self.keys.get(key_id)[1] != header.requesting_state:
+            raise PermissionDenied("key id was registered by another member state")
         if expires is None:
             keys = open_key_bundle(bundle)
             if keys.params != self.engine.params:
                 raise PreconditionFailed("this node does not search with that parameter set")
-            expires = self.keys.register(key_id, keys)
+            expires = self.keys.register(key_id, (keys, header.requesting_state))
         log.info("keys registered key=%s from=%s", key_id[:16], header.requesting_state)
         return key_id, expires
 
@@ -113,11 +121,19 @@ class NodeService:
             raise InvalidInput(f"probe dimension must be {self.store.dimension}")
         if get_param_set(probe.param_set) != self.engine.params:
             raise PreconditionFailed("this node does not search with that parameter set")
-        keys = self.keys.get(probe.key_id)  # unknown or retired: refused before any work
-        self.handles.reserve(header.query_id)
-        with self._lock:
-            ids = self._ids
-            output = self.engine.search(keys, probe.ciphertext, self.config.threshold, should_stop)
+        keys, owner = self.keys.get(probe.key_id)  # unknown or retired: refused before work
+        if owner != header.requesting_state:
+            raise PermissionDenied("key id was registered by another member state")
+        self.handles.reserve(header.query_id, header.requesting_state)
+        try:
+            with self._lock:
+                ids = self._ids
+                output = self.engine.search(
+                    keys, probe.ciphertext, self.config.threshold, should_stop
+                )
+        except BaseException:
+            self.handles.release(header.query_id)
+            raise
         self.handles.record(header.query_id, header.requesting_state, output.layout, ids)
         log.info(
             "search query=%s from=%s purpose=%s records=%d",

@@ -80,6 +80,7 @@ def federation(
     records: int = 300,
     node_deadline: float = 20.0,
     extra_nodes: tuple[NodeEntry, ...] = (),
+    workers: int = 1,
 ) -> Iterator[Federation]:
     with ExitStack() as stack:
         nodes: dict[str, NodeService] = {}
@@ -90,10 +91,14 @@ def federation(
                 seed_register(
                     db, state, records, seed=100 + i, dimension=DIM, model_id=MODEL, today=TODAY
                 )
-            cfg = NodeConfig(member_state=state, database=db, dimension=DIM, model_id=MODEL)
+            cfg = NodeConfig(
+                member_state=state, database=db, dimension=DIM, model_id=MODEL,
+                search_workers=workers,
+            )  # fmt: skip
             store = RecordStore(db, state, DIM, MODEL)
             stack.callback(store.close)
             svc = NodeService(cfg, store)
+            stack.callback(svc.close)
             srv = serve_node(svc, "127.0.0.1:0")
             stack.callback(srv.stop, 0.2)
             nodes[state], servers[state] = svc, srv

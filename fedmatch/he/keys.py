@@ -195,6 +195,8 @@ class EvaluationKeys:
     key_id: str
     galois_keys: seal.GaloisKeys
     public_key: seal.PublicKey
+    # The validated public bundle itself, for engines that hand keys to worker processes.
+    bundle: KeyBundle
 
 
 def open_key_bundle(bundle: KeyBundle) -> EvaluationKeys:
@@ -223,5 +225,6 @@ def open_key_bundle(bundle: KeyBundle) -> EvaluationKeys:
     if missing:
         raise HEError(f"rotation keys lack {len(missing)} of the rotations the search needs")
     return EvaluationKeys(
-        params=params, key_id=bundle.digest(), galois_keys=galois, public_key=public
-    )
+        params=params, key_id=bundle.digest(), galois_keys=galois, public_key=public,
+        bundle=bundle,
+    )  # fmt: skip

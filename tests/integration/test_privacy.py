@@ -77,7 +77,8 @@ def test_node_receives_only_ciphertext_and_public_material(tmp_path: Path) -> No
     db = tmp_path / "NL.sqlite"
     store = RecordStore(db, "NL", DIM, MODEL)
     service = NodeService(
-        NodeConfig(member_state="NL", database=db, dimension=DIM, model_id=MODEL), store
+        NodeConfig(member_state="NL", database=db, dimension=DIM, model_id=MODEL, search_workers=1),
+        store,
     )
     rng = np.random.default_rng(21)
     person = unit_vectors(rng, 1, DIM)[0]

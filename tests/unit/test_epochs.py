@@ -131,8 +131,9 @@ def test_capacity_evicts_the_oldest_which_becomes_unknown_not_retired() -> None:
         keys.get(A)
     assert keys.check_registrable(A) is None
     assert [keys.get(k) for k in (B, C, D)] == ["b", "c", "d"]
-    # Evicted for space, not retired: the requester may register it again, for a new epoch.
-    assert keys.register(A, "a2") == clock.now + EPOCH
+    # Evicted for space, not retired: the requester may register it again, within the
+    # epoch it started (never a fresh one: an id cannot outlive its epoch by eviction).
+    assert keys.register(A, "a2") == 1000.0 + EPOCH
     assert keys.get(A) == "a2"
     # ...which in turn evicts the now oldest, B.
     with pytest.raises(PreconditionFailed, match="unknown key id"):
@@ -165,15 +166,6 @@ def test_expired_entries_free_room_before_eviction() -> None:
         keys.get(A)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "fedmatch/epochs.py:78-80 (EpochTable.register): an id evicted for space is "
-        "forgotten with its expiry, so after its epoch has passed it registers again for a "
-        "fresh epoch instead of being retired; the module docstring says an id is retired "
-        "for good after epoch_seconds"
-    ),
-)
 def test_evicted_id_is_still_retired_once_its_epoch_has_passed() -> None:
     clock = Clock()
     keys = table(clock, capacity=1)

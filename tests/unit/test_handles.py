@@ -224,14 +224,26 @@ def test_handle_of_the_wrong_length_is_invalid_input(handle: bytes) -> None:
         reg.resolve(Q1, STATE, handle)
 
 
-def test_reserve_of_a_fresh_query_id_passes_and_records_nothing() -> None:
+def test_reserve_holds_the_query_id_until_recorded_or_released() -> None:
     reg = HandleRegistry()
-    reg.reserve(Q1)
-    reg.reserve(Q1)  # reserving holds nothing: only record() makes a query pending
-    with pytest.raises(NotFound):
+    reg.reserve(Q1, STATE)
+    with pytest.raises(AlreadyExists):  # a concurrent duplicate finds the hold
+        reg.reserve(Q1, STATE)
+    with pytest.raises(NotFound):  # nothing resolves while the search runs
         reg.resolve(Q1, STATE, h(0, 0))
+    with pytest.raises(AlreadyExists):  # another state cannot take over the hold
+        reg.record(Q1, "FR", LAYOUT, IDS)
     reg.record(Q1, STATE, LAYOUT, IDS)
     assert reg.resolve(Q1, STATE, h(0, 0)) == 1000 + 8197
+    reg.release(Q1)  # a finished query is not released
+    assert reg.resolve(Q1, STATE, h(0, 0)) == 1000 + 8197
+
+
+def test_release_frees_a_failed_search_hold() -> None:
+    reg = HandleRegistry()
+    reg.reserve(Q1, STATE)
+    reg.release(Q1)
+    reg.reserve(Q1, STATE)  # may be used again
 
 
 @pytest.mark.parametrize("state", [STATE, "FR"], ids=["same-state", "other-state"])
@@ -239,8 +251,8 @@ def test_reserve_of_a_pending_query_id_is_already_exists(state: str) -> None:
     reg = HandleRegistry()
     reg.record(Q1, state, LAYOUT, IDS)
     with pytest.raises(AlreadyExists):
-        reg.reserve(Q1)
-    reg.reserve(Q2)
+        reg.reserve(Q1, STATE)
+    reg.reserve(Q2, STATE)
 
 
 @pytest.mark.parametrize("state", [STATE, "FR"], ids=["same-state", "other-state"])
@@ -266,7 +278,7 @@ def test_query_expires_after_the_ttl() -> None:
     advance(29.999)  # Q1 is 59.999 s old
     assert reg.resolve(Q1, STATE, h(1, 6)) == 1000
     with pytest.raises(AlreadyExists):
-        reg.reserve(Q1)
+        reg.reserve(Q1, STATE)
 
     advance(0.001)  # Q1 is exactly 60 s old: gone; Q2 is 30 s old
     with pytest.raises(NotFound):
@@ -283,9 +295,9 @@ def test_expired_query_id_may_be_reserved_and_recorded_again() -> None:
     reg = HandleRegistry(ttl_seconds=10.0, clock=clock)
     reg.record(Q1, STATE, LAYOUT, IDS)
     with pytest.raises(AlreadyExists):
-        reg.reserve(Q1)
+        reg.reserve(Q1, STATE)
     advance(10.0)
-    reg.reserve(Q1)
+    reg.reserve(Q1, "FR")
     reg.record(Q1, "FR", OTHER_LAYOUT, IDS)
     # The new query has its own layout and state; nothing of the old one survives.
     assert reg.resolve(Q1, "FR", h(1, 6)) == 1000 + 8192 + 6
@@ -314,11 +326,12 @@ def test_max_queries_evicts_the_oldest() -> None:
     for q in query_ids[:2]:
         with pytest.raises(NotFound):
             reg.resolve(q, STATE, h(1, 6))
-        reg.reserve(q)  # evicted ids are no longer pending
+        reg.reserve(q, STATE)  # evicted ids are no longer pending
+        reg.release(q)
     for q in query_ids[2:]:
         assert reg.resolve(q, STATE, h(1, 6)) == 1000
         with pytest.raises(AlreadyExists):
-            reg.reserve(q)
+            reg.reserve(q, STATE)
 
 
 def test_same_position_names_different_rows_in_two_queries() -> None:

@@ -1,0 +1,288 @@
+"""The packed engine on every core: one worker process per shard of blocks.
+
+tenseal holds the GIL, so threads cannot score in parallel; processes can. Block ``b`` lives
+in worker ``b % W``, which encodes it (in parallel at load) and keeps its plaintexts; the
+main process keeps the rows (to route re-encoding on enrolment) and the per-query layout.
+A query is sent to every worker with its share of (response position, block, shift) jobs;
+each worker computes the query's rotations itself (0.15 s, in parallel) and scores its
+blocks. Key material reaches a worker once per key id. A search stops promptly when the
+caller's deadline passes: the main process raises a shared cancel mark that workers check
+between blocks and every 16 rotations.
+
+Workers are started with the ``spawn`` method: a node already runs gRPC threads, and forking
+a process with live gRPC state is unsafe.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import multiprocessing.connection as mpc
+import os
+from collections import OrderedDict
+from collections.abc import Callable
+from multiprocessing.shared_memory import SharedMemory
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from fedmatch.errors import DeadlineExceeded, FedmatchError, HEError, Unavailable
+from fedmatch.he.engine import PackedEngine, SearchOutput, new_layout
+from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
+from fedmatch.he.params import ParamSet, get_param_set
+
+__all__ = ["ShardedEngine", "default_workers"]
+
+# Key material kept per worker (~36 MB each for the default set).
+_WORKER_KEY_CAPACITY = 8
+
+
+def _cancelled(cancel: Any, seq: int) -> Callable[[], bool]:
+    """True once the main process has marked search ``seq`` (or a later one) cancelled."""
+    return lambda: bool(cancel.value >= seq)
+
+
+def _worker_main(conn: mpc.Connection, cancel: Any, params_name: str, dimension: int) -> None:
+    """A worker's loop: encode its blocks, cache keys, score its share of each query."""
+    engine = PackedEngine(get_param_set(params_name), dimension)
+    blocks: dict[int, list[Any]] = {}
+    keys: OrderedDict[str, EvaluationKeys] = OrderedDict()
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:
+            return
+        kind = msg[0]
+        try:
+            if kind == "stop":
+                return
+            if kind == "encode":
+                _, shm_name, n_rows, indices = msg
+                shm = SharedMemory(name=shm_name)
+                try:
+                    rows = np.ndarray((n_rows, dimension), dtype=np.float32, buffer=shm.buf)
+                    per = engine.params.block_records
+                    for b in indices:
+                        blocks[b] = engine.encode_block_rows(rows[b * per : (b + 1) * per])
+                    del rows
+                finally:
+                    shm.close()
+                conn.send(("ok",))
+            elif kind == "encode_rows":
+                _, index, chunk = msg
+                blocks[index] = engine.encode_block_rows(chunk)
+                conn.send(("ok",))
+            elif kind == "keys":
+                _, key_id, bundle = msg
+                keys[key_id] = open_key_bundle(bundle)
+                while len(keys) > _WORKER_KEY_CAPACITY:
+                    keys.popitem(last=False)
+                conn.send(("ok",))
+            elif kind == "search":
+                _, seq, key_id, probe, threshold, jobs = msg
+                evaluation = keys[key_id]
+                keys.move_to_end(key_id)
+                query = engine.open_probe(probe)
+                out = engine.score(
+                    evaluation,
+                    query,
+                    threshold,
+                    [(blocks[b], shift) for _, b, shift in jobs],
+                    _cancelled(cancel, seq),
+                )
+                results = [(pos, ct) for (pos, _, _), ct in zip(jobs, out, strict=True)]
+                conn.send(("result", seq, results))
+        except DeadlineExceeded:
+            conn.send(("cancelled",))
+        except FedmatchError as exc:
+            conn.send(("error", type(exc).__name__, str(exc)))
+        except Exception as exc:  # noqa: BLE001 - report, never die on one bad request
+            conn.send(("error", type(exc).__name__, "worker failed"))
+
+
+class ShardedEngine:
+    """:class:`PackedEngine` semantics across ``workers`` processes."""
+
+    def __init__(self, params: ParamSet, dimension: int, workers: int) -> None:
+        self._local = PackedEngine(params, dimension)  # validation and layout only
+        self._params = params
+        self._dimension = dimension
+        ctx = mp.get_context("spawn")
+        self._cancel = ctx.Value("q", 0)
+        self._seq = 0
+        self._conns: list[mpc.Connection] = []
+        self._procs: list[Any] = []
+        self._key_ids: list[set[str]] = []
+        for _ in range(workers):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(
+                target=_worker_main,
+                args=(child, self._cancel, params.name, dimension),
+                daemon=True,
+            )
+            proc.start()
+            child.close()
+            self._conns.append(parent)
+            self._procs.append(proc)
+            self._key_ids.append(set())
+        self._rows = np.zeros((0, dimension), dtype=np.float32)
+        self._nblocks = 0
+
+    @property
+    def params(self) -> ParamSet:
+        return self._params
+
+    @property
+    def dimension(self) -> int:
+        return self._dimension
+
+    @property
+    def size(self) -> int:
+        return int(self._rows.shape[0])
+
+    @property
+    def workers(self) -> int:
+        return len(self._conns)
+
+    def close(self) -> None:
+        for conn in self._conns:
+            try:
+                conn.send(("stop",))
+            except (OSError, ValueError):
+                pass
+        for proc in self._procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+        for conn in self._conns:
+            conn.close()
+        self._conns.clear()
+
+    def _owner(self, block: int) -> int:
+        return block % len(self._conns)
+
+    def _call(self, worker: int, msg: tuple[Any, ...]) -> None:
+        self._conns[worker].send(msg)
+        self._expect_ok(worker)
+
+    def _expect_ok(self, worker: int) -> None:
+        try:
+            reply = self._conns[worker].recv()
+        except (EOFError, OSError):
+            raise Unavailable("a search worker process ended") from None
+        if reply[0] == "error":
+            raise _worker_error(reply)
+
+    def _nblocks_for(self, rows: int) -> int:
+        return -(-rows // self._params.block_records)
+
+    def load(self, templates: npt.NDArray[np.float32]) -> None:
+        rows = np.ascontiguousarray(templates, dtype=np.float32)
+        if rows.ndim != 2 or rows.shape[1] != self._dimension:
+            raise HEError(f"register rows must have dimension {self._dimension}")
+        nblocks = self._nblocks_for(rows.shape[0])
+        shm = SharedMemory(create=True, size=max(rows.nbytes, 1))
+        try:
+            view = np.ndarray(rows.shape, dtype=np.float32, buffer=shm.buf)
+            view[:] = rows
+            del view
+            busy = []
+            for w in range(len(self._conns)):
+                mine = [b for b in range(nblocks) if self._owner(b) == w]
+                self._conns[w].send(("encode", shm.name, rows.shape[0], mine))
+                busy.append(w)
+            for w in busy:  # the workers encode their shards in parallel
+                self._expect_ok(w)
+        finally:
+            shm.close()
+            shm.unlink()
+        self._rows, self._nblocks = rows.copy(), nblocks
+
+    def append(self, templates: npt.NDArray[np.float32]) -> None:
+        new = np.asarray(templates, dtype=np.float32)
+        if new.ndim != 2 or new.shape[1] != self._dimension:
+            raise HEError(f"register rows must have dimension {self._dimension}")
+        if new.shape[0] == 0:
+            return
+        per = self._params.block_records
+        first = self.size // per
+        rows = np.concatenate([self._rows, new])
+        nblocks = self._nblocks_for(rows.shape[0])
+        for b in range(first, nblocks):  # only the blocks the new rows touch
+            self._call(self._owner(b), ("encode_rows", b, rows[b * per : (b + 1) * per]))
+        self._rows, self._nblocks = rows, nblocks
+
+    def _ensure_keys(self, keys: EvaluationKeys) -> None:
+        for w, known in enumerate(self._key_ids):
+            if keys.key_id not in known:
+                bundle: KeyBundle = keys.bundle
+                self._call(w, ("keys", keys.key_id, bundle))
+                known.add(keys.key_id)
+                while len(known) > _WORKER_KEY_CAPACITY:
+                    known.pop()  # the worker may have evicted it too; it is resent if so
+
+    def search(
+        self,
+        keys: EvaluationKeys,
+        probe: bytes,
+        threshold: float,
+        should_stop: Callable[[], bool],
+    ) -> SearchOutput:
+        if keys.params != self._params:
+            raise HEError("key bundle is for another parameter set than this register")
+        self._local.open_probe(probe)  # refuse a bad probe before waking any worker
+        self._ensure_keys(keys)
+        rows, nblocks = self.size, self._nblocks
+        layout = new_layout(nblocks, rows, self._params.slots)
+        self._seq += 1
+        seq = self._seq
+        pending: dict[int, mpc.Connection] = {}
+        for w, conn in enumerate(self._conns):
+            jobs = [
+                (pos, b, shift)
+                for pos, (b, shift) in enumerate(zip(layout.order, layout.shifts, strict=True))
+                if self._owner(b) == w
+            ]
+            if jobs:
+                conn.send(("search", seq, keys.key_id, probe, threshold, jobs))
+                pending[w] = conn
+        results: dict[int, bytes] = {}
+        stopped = False
+        failure: FedmatchError | None = None
+        while pending:
+            if not stopped and should_stop():
+                self._cancel.value = seq
+                stopped = True
+            for ready in mpc.wait(list(pending.values()), timeout=0.02):
+                w = next(k for k, c in pending.items() if c is ready)
+                conn = pending[w]
+                try:
+                    reply = conn.recv()
+                except (EOFError, OSError):
+                    failure = Unavailable("a search worker process ended")
+                    del pending[w]
+                    continue
+                del pending[w]
+                if reply[0] == "result":
+                    results.update(dict(reply[2]))
+                elif reply[0] == "error":
+                    failure = _worker_error(reply)
+        if stopped:
+            raise DeadlineExceeded("search stopped: the caller's deadline passed or it cancelled")
+        if failure is not None:
+            raise failure
+        return SearchOutput(tuple(results[k] for k in range(nblocks)), layout)
+
+
+def _worker_error(reply: tuple[Any, ...]) -> FedmatchError:
+    # Rebuild the domain error a worker raised, so the node maps it to the same status.
+    import fedmatch.errors as errors
+
+    cls = getattr(errors, str(reply[1]), None)
+    if isinstance(cls, type) and issubclass(cls, FedmatchError):
+        return cls(str(reply[2]))
+    return Unavailable("a search worker failed")
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)))
