@@ -35,8 +35,12 @@ protos: $(STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m grpc_tools.protoc -Iproto \
 		--python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. $(PROTOS)
 
+# The standard sizes of the engine's targets; each prints one JSON line (~10 GB of RAM and
+# several minutes for the 1M x 512 case).
 bench: $(STAMP)
-	$(VENV)/bin/fedmatch bench search --records 20000 --queries 3
+	$(VENV)/bin/fedmatch bench search --records 100000 --dim 128 --queries 10
+	$(VENV)/bin/fedmatch bench search --records 1000000 --dim 128 --queries 5
+	$(VENV)/bin/fedmatch bench search --records 1000000 --dim 512 --queries 3
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

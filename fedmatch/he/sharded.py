@@ -112,7 +112,9 @@ class ShardedEngine:
         self._seq = 0
         self._conns: list[mpc.Connection] = []
         self._procs: list[Any] = []
-        self._key_ids: list[set[str]] = []
+        # Mirrors of each worker's key cache: same capacity, same LRU order, so the main
+        # process always knows which key ids a worker still holds.
+        self._key_ids: list[OrderedDict[str, None]] = []
         for _ in range(workers):
             parent, child = ctx.Pipe()
             proc = ctx.Process(
@@ -124,7 +126,7 @@ class ShardedEngine:
             child.close()
             self._conns.append(parent)
             self._procs.append(proc)
-            self._key_ids.append(set())
+            self._key_ids.append(OrderedDict())
         self._rows = np.zeros((0, dimension), dtype=np.float32)
         self._nblocks = 0
 
@@ -214,12 +216,14 @@ class ShardedEngine:
 
     def _ensure_keys(self, keys: EvaluationKeys) -> None:
         for w, known in enumerate(self._key_ids):
-            if keys.key_id not in known:
-                bundle: KeyBundle = keys.bundle
-                self._call(w, ("keys", keys.key_id, bundle))
-                known.add(keys.key_id)
-                while len(known) > _WORKER_KEY_CAPACITY:
-                    known.pop()  # the worker may have evicted it too; it is resent if so
+            if keys.key_id in known:
+                known.move_to_end(keys.key_id)  # as the worker does when it searches
+                continue
+            bundle: KeyBundle = keys.bundle
+            self._call(w, ("keys", keys.key_id, bundle))
+            known[keys.key_id] = None
+            while len(known) > _WORKER_KEY_CAPACITY:
+                known.popitem(last=False)
 
     def search(
         self,
