@@ -47,6 +47,7 @@ __all__ = [
     "QueryLayout",
     "SearchEngine",
     "SearchOutput",
+    "blank_rows",
     "create_engine",
     "new_layout",
 ]
@@ -104,6 +105,10 @@ class SearchEngine(Protocol):
     def append(self, templates: npt.NDArray[np.float32]) -> None:
         """Add rows at the end, re-encoding only the blocks they touch."""
 
+    def erase(self, rows: Sequence[int]) -> None:
+        """Blank rows in place (they can never match again: 0 - t < 0), re-encoding only
+        the blocks that hold them. Row numbers, and so every other row's position, stay."""
+
     def search(
         self,
         keys: EvaluationKeys,
@@ -140,6 +145,16 @@ def _random_order(n: int) -> list[int]:
         j = _random_below(i + 1)
         order[i], order[j] = order[j], order[i]
     return order
+
+
+def blank_rows(rows: npt.NDArray[np.float32], erase: Sequence[int]) -> npt.NDArray[np.float32]:
+    """A copy of ``rows`` with the ``erase`` rows zeroed (a copy: a concurrent search keeps
+    the snapshot it started with)."""
+    if any(not 0 <= r < rows.shape[0] for r in erase):
+        raise InvalidInput("erase names a row outside the register")
+    out = rows.copy()
+    out[list(erase)] = 0.0
+    return out
 
 
 def new_layout(blocks: int, rows: int, slots: int) -> QueryLayout:
@@ -200,6 +215,14 @@ class PackedEngine:
         rows = np.concatenate([self._rows, new])
         touched = [self._encode_block(rows, b) for b in range(first, self._nblocks(len(rows)))]
         self._rows, self._blocks = rows, self._blocks[:first] + touched
+
+    def erase(self, rows: Sequence[int]) -> None:
+        blank = blank_rows(self._rows, rows)
+        touched = sorted({r // self._params.block_records for r in rows})
+        blocks = list(self._blocks)
+        for b in touched:
+            blocks[b] = self._encode_block(blank, b)
+        self._rows, self._blocks = blank, blocks
 
     def _encode_block(self, rows: npt.NDArray[np.float32], index: int) -> list[seal.Plaintext]:
         per = self._params.block_records

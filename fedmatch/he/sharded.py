@@ -19,7 +19,7 @@ import multiprocessing as mp
 import multiprocessing.connection as mpc
 import os
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any
 
@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedmatch.errors import DeadlineExceeded, FedmatchError, HEError, Unavailable
-from fedmatch.he.engine import PackedEngine, SearchOutput, new_layout
+from fedmatch.he.engine import PackedEngine, SearchOutput, blank_rows, new_layout
 from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
 from fedmatch.he.params import ParamSet, get_param_set
 
@@ -213,6 +213,13 @@ class ShardedEngine:
         for b in range(first, nblocks):  # only the blocks the new rows touch
             self._call(self._owner(b), ("encode_rows", b, rows[b * per : (b + 1) * per]))
         self._rows, self._nblocks = rows, nblocks
+
+    def erase(self, rows: Sequence[int]) -> None:
+        blank = blank_rows(self._rows, rows)
+        per = self._params.block_records
+        for b in sorted({r // per for r in rows}):  # only the blocks holding erased rows
+            self._call(self._owner(b), ("encode_rows", b, blank[b * per : (b + 1) * per]))
+        self._rows = blank
 
     def _ensure_keys(self, keys: EvaluationKeys) -> None:
         for w, known in enumerate(self._key_ids):

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from fedmatch.errors import DeadlineExceeded, HEError
+from fedmatch.errors import DeadlineExceeded, HEError, InvalidInput
 from fedmatch.he.engine import SearchEngine, SearchOutput, create_engine
 from fedmatch.he.keys import EvaluationKeys, RequesterKeys, open_key_bundle
 from fedmatch.he.params import DEFAULT_PARAM_SET
@@ -93,3 +93,24 @@ def test_append_is_searchable(engine: SearchEngine, evaluation: EvaluationKeys) 
         evaluation, keys.encrypt_probe(capture(newcomer[0], rng, 0.8)), THRESHOLD, lambda: False
     )
     assert _rows(keys, out) == {before}
+
+
+def test_erase_reencodes_only_its_block_and_never_matches_again(
+    engine: SearchEngine, gallery: np.ndarray, evaluation: EvaluationKeys
+) -> None:
+    keys = shared_keys()
+    rng = np.random.default_rng(11)
+    row = 9000  # in the second block
+    probe = keys.encrypt_probe(capture(gallery[row], rng, 0.8))
+    assert row in _rows(keys, engine.search(evaluation, probe, THRESHOLD, lambda: False))
+    size = engine.size
+    if hasattr(engine, "_blocks"):
+        before = list(engine._blocks)
+    engine.erase([row])
+    assert engine.size == size  # positions of every other row are unchanged
+    if hasattr(engine, "_blocks"):
+        after = engine._blocks
+        assert [a is b for a, b in zip(before, after, strict=True)] == [True, False, True]
+    assert row not in _rows(keys, engine.search(evaluation, probe, THRESHOLD, lambda: False))
+    with pytest.raises(InvalidInput, match="outside the register"):
+        engine.erase([size + 5])
