@@ -26,6 +26,7 @@ a position the requester reports back to a register row.
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -176,6 +177,7 @@ class PackedEngine:
         self._evaluator = seal.Evaluator(ctx)
         self._rows = np.zeros((0, dimension), dtype=np.float32)
         self._blocks: list[list[seal.Plaintext]] = []
+        self._encryptors: OrderedDict[str, seal.Encryptor] = OrderedDict()
 
     @property
     def params(self) -> ParamSet:
@@ -192,7 +194,8 @@ class PackedEngine:
     def close(self) -> None:
         """Nothing to release: everything lives in this process."""
 
-    def _check_rows(self, templates: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    def check_rows(self, templates: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """``templates`` as float32 rows of this engine's dimension, or InvalidInput."""
         rows = np.asarray(templates, dtype=np.float32)
         if rows.ndim != 2 or rows.shape[1] != self._dimension:
             raise InvalidInput(f"register rows must have dimension {self._dimension}")
@@ -202,13 +205,13 @@ class PackedEngine:
         return -(-rows // self._params.block_records)
 
     def load(self, templates: npt.NDArray[np.float32]) -> None:
-        rows = self._check_rows(templates).copy()
+        rows = self.check_rows(templates).copy()
         blocks = [self._encode_block(rows, b) for b in range(self._nblocks(rows.shape[0]))]
         # Swap in one step, so a concurrent reader sees the old or the new register.
         self._rows, self._blocks = rows, blocks
 
     def append(self, templates: npt.NDArray[np.float32]) -> None:
-        new = self._check_rows(templates)
+        new = self.check_rows(templates)
         if new.shape[0] == 0:
             return
         first = self.size // self._params.block_records
@@ -349,9 +352,7 @@ class PackedEngine:
                 # An all-zero block (not from unit-norm rows, but never crash on it): every
                 # score is 0, so start from an encryption of zero at the product level.
                 acc = seal.Ciphertext()
-                seal.Encryptor(self._ctx, keys.public_key).encrypt_zero(
-                    rotations[0].parms_id(), acc
-                )
+                self._encryptor(keys).encrypt_zero(rotations[0].parms_id(), acc)
                 acc.scale = rotations[0].scale * self._params.register_scale
             out.append(acc)
         return out
@@ -394,11 +395,19 @@ class PackedEngine:
         noise = (2 * _uniform(ps.slots) - 1) + 1j * (2 * _uniform(ps.slots) - 1)
         plain = seal.Plaintext()
         self._encoder.encode((bound * noise).tolist(), parms_id, ct.scale, plain)
-        self._evaluator.add_plain_inplace(ct, plain)
-        zero = seal.Ciphertext()
-        seal.Encryptor(self._ctx, keys.public_key).encrypt_zero(parms_id, zero)
-        zero.scale = ct.scale  # an encryption of zero is zero at any scale
-        self._evaluator.add_inplace(ct, zero)
+        # One public-key encryption of the noise: fresh randomness and the flooding together.
+        fresh = seal.Ciphertext()
+        self._encryptor(keys).encrypt(plain, fresh)
+        self._evaluator.add_inplace(ct, fresh)
+
+    def _encryptor(self, keys: EvaluationKeys) -> seal.Encryptor:
+        encryptor = self._encryptors.get(keys.key_id)
+        if encryptor is None:
+            encryptor = seal.Encryptor(self._ctx, keys.public_key)
+            self._encryptors[keys.key_id] = encryptor
+            while len(self._encryptors) > 8:
+                self._encryptors.popitem(last=False)
+        return encryptor
 
 
 def create_engine(params: ParamSet, dimension: int, workers: int = 1) -> SearchEngine:

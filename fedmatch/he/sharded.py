@@ -179,9 +179,7 @@ class ShardedEngine:
         return -(-rows // self._params.block_records)
 
     def load(self, templates: npt.NDArray[np.float32]) -> None:
-        rows = np.ascontiguousarray(templates, dtype=np.float32)
-        if rows.ndim != 2 or rows.shape[1] != self._dimension:
-            raise HEError(f"register rows must have dimension {self._dimension}")
+        rows = np.ascontiguousarray(self._local.check_rows(templates))
         nblocks = self._nblocks_for(rows.shape[0])
         shm = SharedMemory(create=True, size=max(rows.nbytes, 1))
         try:
@@ -201,9 +199,7 @@ class ShardedEngine:
         self._rows, self._nblocks = rows.copy(), nblocks
 
     def append(self, templates: npt.NDArray[np.float32]) -> None:
-        new = np.asarray(templates, dtype=np.float32)
-        if new.ndim != 2 or new.shape[1] != self._dimension:
-            raise HEError(f"register rows must have dimension {self._dimension}")
+        new = self._local.check_rows(templates)
         if new.shape[0] == 0:
             return
         per = self._params.block_records
