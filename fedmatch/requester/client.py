@@ -169,7 +169,17 @@ class Requester:
         t0 = time.perf_counter()
         if self._registered_until <= time.time():
             key_bytes += self.register_keys(replace(header, query_id=secrets.token_hex(16)))
-        report = self._lookup_once(template, header, timeout)
+        try:
+            report = self._lookup_once(template, header, timeout)
+        except grpc.RpcError as err:
+            # The coordinator restarted and forgot the epoch: register again, then retry.
+            if err.code() != grpc.StatusCode.FAILED_PRECONDITION or "unknown key id" not in (
+                err.details() or ""
+            ):
+                raise
+            key_bytes += self.register_keys(replace(header, query_id=secrets.token_hex(16)))
+            header = replace(header, query_id=secrets.token_hex(16))
+            report = self._lookup_once(template, header, timeout)
         if any(_lost_keys(n) for n in report.nodes):
             key_bytes += self.register_keys(replace(header, query_id=secrets.token_hex(16)))
             report = self._lookup_once(

@@ -186,3 +186,52 @@ def test_slow_node_times_out_and_stops_its_work(tmp_path: Path) -> None:
     finally:
         server.stop(0.2)
         store.close()
+
+
+def test_keys_are_registered_once_and_again_after_a_node_restart(tmp_path: Path) -> None:
+    with federation(tmp_path, ("DE", "IT"), records=50) as fed:
+        rng = np.random.default_rng()
+        person = unit_vectors(rng, 1, DIM)[0]
+        enrol(fed.nodes["IT"], capture(person, rng, 0.85), "IT-RS-1", Category.APPLICANT,
+              dt.date(2026, 1, 5))  # fmt: skip
+        requester = fed.requester("DE")
+        first = requester.lookup(capture(person, rng, 0.85), header("DE"))
+        second = requester.lookup(capture(person, rng, 0.85), header("DE"))
+        assert first.key_bytes_sent > 30_000_000 and second.key_bytes_sent == 0
+        assert requester.key_registrations == 1
+        assert len(first.matches) == len(second.matches) == 1
+
+        # The node restarts on the same register: it has lost the key epoch, the lookup
+        # sees it refuse the key id, registers again and succeeds, all in one call.
+        old = fed.nodes["IT"]
+        restarted = NodeService(old.config, old.store)
+        fed.stack.callback(restarted.close)
+        fed.servers["IT"].server.stop(0).wait()
+        port = fed.servers["IT"].port
+        fed.servers["IT"] = serve_node(restarted, f"127.0.0.1:{port}")
+        fed.stack.callback(fed.servers["IT"].stop, 0.2)
+        third = requester.lookup(capture(person, rng, 0.85), header("DE"))
+        assert requester.key_registrations == 2 and third.key_bytes_sent > 30_000_000
+        assert [(n.member_state, n.outcome, n.matches) for n in third.nodes] == [("IT", "ok", 1)]
+
+
+def test_key_registration_survives_a_node_that_is_down(tmp_path: Path) -> None:
+    down = NodeEntry("PL", f"127.0.0.1:{_closed_port()}")
+    with federation(tmp_path, ("DE", "IT"), records=20, node_deadline=5.0,
+                    extra_nodes=(down,)) as fed:  # fmt: skip
+        requester = fed.requester("DE")
+        requester.register_keys(header("DE"))
+        report = requester.lookup(unit_vectors(np.random.default_rng(), 1, DIM)[0], header("DE"))
+        outcomes = {n.member_state: n.outcome for n in report.nodes}
+        assert outcomes == {"IT": "ok", "PL": "unreachable"}
+
+
+def test_keys_are_registered_again_after_a_coordinator_restart(tmp_path: Path) -> None:
+    with federation(tmp_path, ("DE", "IT"), records=20) as fed:
+        requester = fed.requester("DE")
+        requester.lookup(unit_vectors(np.random.default_rng(), 1, DIM)[0], header("DE"))
+        # A coordinator that forgot every key epoch (as after a restart).
+        fed.coordinator._keys = type(fed.coordinator._keys)(86400.0, capacity=16)
+        report = requester.lookup(unit_vectors(np.random.default_rng(), 1, DIM)[0], header("DE"))
+        assert requester.key_registrations == 2
+        assert [(n.member_state, n.outcome) for n in report.nodes] == [("IT", "ok")]
