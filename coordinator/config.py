@@ -44,8 +44,8 @@ class CoordinatorConfig:
     nodes: tuple[NodeEntry, ...] = field(default=())
 
     def __post_init__(self) -> None:
-        if not -1.0 < self.threshold < 1.0:
-            raise ConfigError("coordinator.threshold must be a cosine in (-1, 1)")
+        if not 0.0 < self.threshold < 1.0:
+            raise ConfigError("coordinator.threshold must be a cosine in (0, 1)")
         if self.node_deadline_seconds <= 0:
             raise ConfigError("coordinator.node_deadline_seconds must be positive")
         if self.lookup_ttl_seconds <= 0:

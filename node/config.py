@@ -45,8 +45,8 @@ class NodeConfig:
             raise ConfigError("node.max_workers must be at least 1")
         if self.handle_ttl_seconds <= 0:
             raise ConfigError("node.handle_ttl_seconds must be positive")
-        if not -1.0 < self.threshold < 1.0:
-            raise ConfigError("node.threshold must be a cosine in (-1, 1)")
+        if not 0.0 < self.threshold < 1.0:
+            raise ConfigError("node.threshold must be a cosine in (0, 1)")
         if self.key_epoch_seconds <= 0:
             raise ConfigError("node.key_epoch_seconds must be positive")
         if self.max_key_epochs < 1:

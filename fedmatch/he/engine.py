@@ -16,8 +16,8 @@ register packed as diagonals (:mod:`fedmatch.he.layout`), two records per comple
    the sign says match / no match, the magnitude is dominated by the mask.
 4. One rescale drops the 50-bit prime, leaving the result at the last prime (the smallest
    modulus that decrypts), then the block is rotated by a fresh random shift, re-randomized
-   with slot-domain noise of 2^16 plus a fresh encryption of zero, and the blocks leave in a
-   fresh random order. A result position therefore names a different record in every query.
+   by adding a fresh public-key encryption of slot-domain noise of 2^16, and the blocks leave
+   in a fresh random order. A result position therefore names a different record in every query.
 
 The node keeps the per-query :class:`QueryLayout` (block order, shifts, register size) to map
 a position the requester reports back to a register row.
@@ -273,8 +273,9 @@ class PackedEngine:
     ) -> SearchOutput:
         if keys.params != self._params:
             raise HEError("key bundle is for another parameter set than this register")
-        if not -1.0 < threshold < 1.0:
-            raise InvalidInput("threshold must be a cosine in (-1, 1)")
+        if not 0.0 < threshold < 1.0:
+            # Positive, so that padding and erased (all-zero) rows can never match.
+            raise InvalidInput("threshold must be a cosine in (0, 1)")
         query = self.open_probe(probe)
         rows, blocks = self.size, list(self._blocks)  # one consistent snapshot
         layout = new_layout(len(blocks), rows, self._params.slots)

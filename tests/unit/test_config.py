@@ -282,6 +282,9 @@ BAD_COORDINATOR: list[Any] = [
     pytest.param("[coordinator]\nthreshold = 1.0\n", "threshold", id="threshold-one"),
     pytest.param("[coordinator]\nthreshold = 1.5\n", "threshold", id="threshold-above"),
     pytest.param("[coordinator]\nthreshold = -1.0\n", "threshold", id="threshold-minus-one"),
+    # Zero or below would let blank (padding, erased) rows match every probe.
+    pytest.param("[coordinator]\nthreshold = 0.0\n", "threshold", id="threshold-zero"),
+    pytest.param("[coordinator]\nthreshold = -0.2\n", "threshold", id="threshold-negative"),
     pytest.param("[coordinator]\nthreshold = -7\n", "threshold", id="threshold-below"),
     pytest.param("[coordinator]\nthreshold = nan\n", "threshold", id="threshold-nan"),
     pytest.param('[coordinator]\nthreshold = "high"\n', "threshold", id="threshold-string"),
