@@ -115,7 +115,9 @@ class CoordinatorService:
         if request.key_bundle.secret_key:
             raise InvalidInput("key bundle carries a secret key; refused (send public material)")
         key_id = key_bundle_from_pb(request.key_bundle).digest()
-        self._keys.check_registrable(key_id)
+        live = self._keys.check_registrable(key_id)
+        if live is not None and self._keys.get(key_id) != header.requesting_state:
+            raise PermissionDenied("key id was registered by another member state")
         forwarded = common_pb2.RegisterKeysRequest(
             header=header_to_pb(header), key_bundle=request.key_bundle
         )
@@ -164,7 +166,9 @@ class CoordinatorService:
         }
         calls = fan_out(targets, self._timeout(time_remaining))
         with self._lock:
-            self._lookups[header.query_id].outcomes = {s: c.outcome for s, c in calls.items()}
+            record = self._lookups.get(header.query_id)
+            if record is not None:  # (evicted meanwhile only under a flood of lookups)
+                record.outcomes = {s: c.outcome for s, c in calls.items()}
         log.info(
             "lookup query=%s from=%s purpose=%s outcomes=%s",
             header.query_id,

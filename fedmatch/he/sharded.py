@@ -20,6 +20,7 @@ import multiprocessing.connection as mpc
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from multiprocessing import resource_tracker
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any
 
@@ -58,7 +59,11 @@ def _worker_main(conn: mpc.Connection, cancel: Any, params_name: str, dimension:
                 return
             if kind == "encode":
                 _, shm_name, n_rows, indices = msg
+                blocks.clear()  # a load replaces the whole register
                 shm = SharedMemory(name=shm_name)
+                # The main process owns (and unlinks) the segment; without this, the
+                # worker's resource tracker would also try to at exit (Python < 3.13).
+                resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
                 try:
                     rows = np.ndarray((n_rows, dimension), dtype=np.float32, buffer=shm.buf)
                     per = engine.params.block_records
