@@ -1,0 +1,22 @@
+"""Accuracy and fairness evaluation of a face model (ISO/IEC 19795-10 style audit).
+
+:func:`evaluate` embeds a labelled data set, compares every pair of enrolled images, and
+writes a Markdown report with a DET curve, score histograms and a JSON summary: failure to
+enrol, FMR and FNMR at the operational threshold with Wilson 95% intervals, the threshold
+for a target FMR, the federation-wide false positive identification rate, and per-group
+rates with worst-to-best ratios flagged above 2. Only aggregates are written.
+"""
+
+from __future__ import annotations
+
+from fedmatch.evaluation.metrics import fpir, threshold_for_fmr, wilson_interval, worst_to_best
+from fedmatch.evaluation.run import SCHEMA, evaluate
+
+__all__ = [
+    "SCHEMA",
+    "evaluate",
+    "fpir",
+    "threshold_for_fmr",
+    "wilson_interval",
+    "worst_to_best",
+]
