@@ -13,7 +13,9 @@ PROTOS := $(wildcard proto/fedmatch/rpc/v1/*.proto)
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "fedmatch needs Python >= 3.11"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	# --no-deps: the lock is the complete, tested closure. It holds opencv-python-headless
+	# and deliberately not opencv-python, which insightface declares: both install `cv2`.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 

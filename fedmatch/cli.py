@@ -15,12 +15,13 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from fedmatch.domain import Category, Purpose, QueryHeader, Sex, parse_date
 from fedmatch.errors import ConfigError, FedmatchError, InvalidInput
 
 if TYPE_CHECKING:
+    from fedmatch.biometrics.pipeline import FacePipeline
     from fedmatch.enrolment import EnrolmentRecord
 
 __all__ = ["build_parser", "main"]
@@ -77,13 +78,24 @@ def build_parser() -> argparse.ArgumentParser:
     enroll = sub.add_parser("enroll", help="enrol records at a node (your own state's node)")
     enroll.add_argument("--node", required=True, help="node address host:port")
     _header_args(enroll)
-    enroll.add_argument("--template", type=Path, required=True, help=".npy or .json template(s)")
-    enroll.add_argument("--model-id", default="sface-2021dec-int8bq", help="model of the template")
+    source = enroll.add_mutually_exclusive_group(required=True)
+    source.add_argument("--template", type=Path, help=".npy or .json template(s)")
+    source.add_argument("--image", type=Path, help="a photo (one face, or --pick)")
+    source.add_argument(
+        "--images", type=Path, help="a folder of photos: bulk, reference = file name stem"
+    )
+    enroll.add_argument("--model-id", default="sface-2021dec-int8bq", help="model of --template")
     enroll.add_argument(
         "--manifest",
         type=Path,
-        help="CSV with reference,category,event_date,event_place,capture_date,sex,row "
-        "(row indexes the template matrix); for bulk enrolment",
+        help="CSV with reference,category,event_date,event_place,capture_date,sex and either "
+        "row (indexing the --template matrix) or image (a photo path, relative to the CSV)",
+    )
+    enroll.add_argument(
+        "--pick", help="which face of a photo with several: an index (0 = best) or 'largest'"
+    )
+    enroll.add_argument(
+        "--model", type=Path, help="an ArcFace-style ONNX recognizer (default SFace)"
     )
     enroll.add_argument("--reference", help="origin reference number (single record)")
     enroll.add_argument("--category", choices=[c.value for c in Category])
@@ -96,7 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     lookup = sub.add_parser("lookup", help="encrypted lookup of one probe across the federation")
     lookup.add_argument("--coordinator", required=True, help="coordinator address host:port")
     _header_args(lookup)
-    lookup.add_argument("--template", type=Path, required=True, help=".npy or .json probe")
+    probe = lookup.add_mutually_exclusive_group(required=True)
+    probe.add_argument("--template", type=Path, help=".npy or .json probe")
+    probe.add_argument("--image", type=Path, help="a photo of the person")
+    lookup.add_argument("--pick", help="which face of a photo with several: index or 'largest'")
+    lookup.add_argument(
+        "--model", type=Path, help="an ArcFace-style ONNX recognizer (default SFace)"
+    )
     lookup.add_argument("--keys", type=Path, help="key file (default: a fresh key pair)")
     lookup.add_argument("--application-date", help="YYYY-MM-DD of the application (default: today)")
     lookup.add_argument("--timeout", type=float, default=60.0, help="seconds")
@@ -104,6 +122,32 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run a 3-node federation end to end on this machine")
     demo.add_argument("--records", type=int, default=20_000, help="synthetic records per node")
     demo.add_argument("--workdir", type=Path, help="keep the registers and configs here")
+    demo.add_argument(
+        "--photos", type=Path, help="a folder of photos with identities.csv (file,identity)"
+    )
+
+    evaluate = sub.add_parser(
+        "evaluate", help="accuracy and error rates by group on a labelled photo set"
+    )
+    evaluate.add_argument("--images", type=Path, required=True, help="folder of photos")
+    evaluate.add_argument(
+        "--identities", type=Path, required=True, help="CSV file,identity (one row per photo)"
+    )
+    evaluate.add_argument(
+        "--groups", type=Path, help="CSV file plus any group columns (sex, age band, region...)"
+    )
+    evaluate.add_argument(
+        "--model", type=Path, help="ArcFace-style ONNX recognizer (default: SFace)"
+    )
+    evaluate.add_argument("--threshold", type=float, default=0.45, help="operational threshold")
+    evaluate.add_argument(
+        "--target-fmr", type=float, default=0.01, help="FMR to find a threshold for"
+    )
+    evaluate.add_argument(
+        "--federation-records", type=int, default=7_000_000,
+        help="total records of all registers, for the expected FPIR",
+    )  # fmt: skip
+    evaluate.add_argument("--out", type=Path, required=True, help="report folder")
 
     bench = sub.add_parser("bench", help="benchmarks (JSON on the last line)")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
@@ -116,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     bsearch.add_argument(
         "--threads", type=int, default=0, help="search worker processes (0: one per core)"
     )
+    bfaces = bench_sub.add_parser("faces", help="photos per second through the face path")
+    bfaces.add_argument("--photos", type=Path, required=True, help="folder of photos")
+    bfaces.add_argument("--images", type=int, default=200, help="photos to process")
     return parser
 
 
@@ -168,7 +215,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from fedmatch.demo import run_demo
 
-        return run_demo(records=args.records, workdir=args.workdir)
+        return run_demo(records=args.records, workdir=args.workdir, photos=args.photos)
+    if args.command == "evaluate":
+        return _evaluate(args)
+    if args.command == "bench" and args.bench_command == "faces":
+        from fedmatch.biometrics.bench import bench_faces
+
+        print(json.dumps(bench_faces(args.photos, args.images)))
+        return EXIT_OK
     if args.command == "bench":
         from fedmatch.bench import bench_search
 
@@ -231,32 +285,82 @@ def _coordinator(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _manifest_rows(args: argparse.Namespace, templates: int) -> list[tuple[EnrolmentRecord, int]]:
-    """Every record to enrol with its template row, all validated before anything is sent."""
-    from fedmatch.enrolment import EnrolmentRecord
+# Exit codes of the face quality gates: one per reason, so that scripts can tell them apart.
+QUALITY_EXIT = {
+    "unreadable_image": 10,
+    "no_face": 11,
+    "several_faces": 12,
+    "face_too_small": 13,
+    "too_blurred": 14,
+    "too_dark": 15,
+}
+EXIT_SOME_REJECTED = 5
+_PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
+
+def _pick(value: str | None) -> int | Literal["largest"] | None:
+    if value is None:
+        return None
+    if value == "largest":
+        return "largest"
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidInput("--pick takes a face index (0 = best) or 'largest'") from None
+
+
+def _flag_row(args: argparse.Namespace, **extra: str) -> dict[str, Any]:
+    needed = ("category", "event_date", "event_place")
+    missing = [n for n in needed if not getattr(args, n)]
+    if missing:
+        flags = ", ".join("--" + m.replace("_", "-") for m in missing)
+        raise InvalidInput(f"enrolment without a manifest needs {flags}")
+    return {
+        "category": args.category, "event_date": args.event_date,
+        "event_place": args.event_place, "capture_date": args.capture_date,
+        "sex": args.sex, **extra,
+    }  # fmt: skip
+
+
+def _enrol_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The records to enrol as manifest-like rows with a ``row`` or an ``image`` source."""
     if args.manifest:
         with args.manifest.open(newline="") as fh:
             rows: list[dict[str, Any]] = list(csv.DictReader(fh))
-    else:
-        needed = ("reference", "category", "event_date", "event_place")
-        missing = [n for n in needed if not getattr(args, n)]
-        if missing:
-            flags = ", ".join("--" + m.replace("_", "-") for m in missing)
-            raise InvalidInput(f"single-record enrolment needs {flags}")
-        if templates != 1:
-            raise InvalidInput("template file holds several templates: use --manifest")
-        rows = [{
-            "reference": args.reference, "category": args.category,
-            "event_date": args.event_date, "event_place": args.event_place,
-            "capture_date": args.capture_date, "sex": args.sex, "row": "0",
-        }]  # fmt: skip
-    out = []
+        base = args.images or args.manifest.parent
+        for row in rows:
+            if row.get("image"):
+                row["image"] = str(base / row["image"])
+        return rows
+    if args.template:
+        if not args.reference:
+            raise InvalidInput("single-record enrolment needs --reference")
+        return [_flag_row(args, reference=args.reference, row="0")]
+    if args.image:
+        reference = args.reference or args.image.stem
+        return [_flag_row(args, reference=reference, image=str(args.image))]
+    photos = sorted(p for p in args.images.iterdir() if p.suffix.lower() in _PHOTO_SUFFIXES)
+    if not photos:
+        raise InvalidInput(f"no photos in {args.images.name}")
+    return [_flag_row(args, reference=p.stem, image=str(p)) for p in photos]
+
+
+def _records(
+    args: argparse.Namespace, rows: list[dict[str, Any]], templates: int
+) -> list[tuple[EnrolmentRecord, int | Path]]:
+    """Every record with its template row or photo, all validated before anything is sent."""
+    from fedmatch.enrolment import EnrolmentRecord
+
+    out: list[tuple[EnrolmentRecord, int | Path]] = []
     for n, row in enumerate(rows, 1):
         try:
-            index = int(row["row"])
-            if not 0 <= index < templates:
-                raise IndexError(index)
+            source: int | Path
+            if row.get("image"):
+                source = Path(row["image"])
+            else:
+                source = int(row["row"])
+                if not 0 <= source < templates:
+                    raise IndexError(source)
             event = parse_date(row["event_date"], "event_date")
             captured = row.get("capture_date")
             record = EnrolmentRecord(
@@ -274,36 +378,77 @@ def _manifest_rows(args: argparse.Namespace, templates: int) -> list[tuple[Enrol
             ) from None
         except FedmatchError as exc:
             raise InvalidInput(f"manifest row {n}: {exc}") from None
-        out.append((record, index))
+        out.append((record, source))
     return out
+
+
+def _progress(done: int, total: int, rejected: int) -> None:
+    if total > 1:
+        print(f"\r[{done}/{total}] enrolled {done - rejected}, rejected {rejected}",
+              end="" if done < total else "\n", file=sys.stderr, flush=True)  # fmt: skip
 
 
 def _enroll(args: argparse.Namespace) -> int:
     import grpc
+    import numpy as np
 
+    from fedmatch.biometrics.errors import FaceQualityError
     from fedmatch.enrolment import NodeEnroller
     from fedmatch.templates import read_templates
 
-    templates = read_templates(args.template)
-    records = _manifest_rows(args, templates.shape[0])
+    matrix = read_templates(args.template) if args.template else np.zeros((0, 1), np.float32)
+    records = _records(args, _enrol_rows(args), matrix.shape[0])
+    photos = any(isinstance(src, Path) for _, src in records)
+    pipeline = _pipeline(args) if photos else None
+    model_id = pipeline.model_id if pipeline is not None else args.model_id
+    pick = _pick(args.pick)
     purpose = Purpose.parse(args.purpose)
-    size, done = 0, 0
-    with NodeEnroller(args.node, args.model_id) as node:
-        for record, index in records:
+    size, done, rejects = 0, 0, []
+    with NodeEnroller(args.node, model_id) as node:
+        for record, source in records:
+            if isinstance(source, Path):
+                assert pipeline is not None
+                try:
+                    template = pipeline.template(source, pick=pick)
+                except FaceQualityError as exc:
+                    if len(records) == 1:
+                        print(f"fedmatch: {exc.code}: {exc}", file=sys.stderr)
+                        return QUALITY_EXIT.get(exc.code, EXIT_INPUT)
+                    rejects.append({"file": source.name, "reason": exc.code})
+                    done += 1
+                    _progress(done, len(records), len(rejects))
+                    continue
+            else:
+                template = matrix[source]
             header = _new_header(args.state, purpose, args.legal_basis, args.case_reference)
             try:
-                size = node.enroll(header, record, templates[index])
+                size = node.enroll(header, record, template)
             except grpc.RpcError as err:
                 code = err.code()
                 print(
                     f"fedmatch: record {record.reference}: {code.name}: {err.details()} "
-                    f"({done} of {len(records)} enrolled before it)",
+                    f"({done - len(rejects)} of {len(records)} enrolled before it)",
                     file=sys.stderr,
                 )
                 return EXIT_UNREACHABLE if code == grpc.StatusCode.UNAVAILABLE else EXIT_REFUSED
             done += 1
-    print(json.dumps({"enrolled": done, "register_size": size}))
-    return EXIT_OK
+            _progress(done, len(records), len(rejects))
+    reasons: dict[str, int] = {}
+    for r in rejects:
+        reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+    print(json.dumps({
+        "enrolled": done - len(rejects), "rejected": len(rejects), "reject_reasons": reasons,
+        "rejected_files": rejects, "register_size": size, "model_id": model_id,
+    }))  # fmt: skip
+    return EXIT_SOME_REJECTED if rejects else EXIT_OK
+
+
+def _pipeline(args: argparse.Namespace) -> FacePipeline:
+    from fedmatch.biometrics.models import ModelSpec
+    from fedmatch.biometrics.pipeline import FacePipeline
+
+    spec = ModelSpec.from_path(args.model) if getattr(args, "model", None) else None
+    return FacePipeline(recognizer=spec)
 
 
 def _new_header(state: str, purpose: Purpose, legal_basis: str, case: str) -> QueryHeader:
@@ -317,7 +462,17 @@ def _lookup(args: argparse.Namespace) -> int:
     from fedmatch.requester import Requester
     from fedmatch.templates import read_templates
 
-    templates = read_templates(args.template)
+    if args.image:
+        from fedmatch.biometrics.errors import FaceQualityError
+
+        try:
+            probe = _pipeline(args).template(args.image, pick=_pick(args.pick))
+        except FaceQualityError as exc:
+            print(f"fedmatch: {exc.code}: {exc}", file=sys.stderr)
+            return QUALITY_EXIT.get(exc.code, EXIT_INPUT)
+        templates = probe.reshape(1, -1)
+    else:
+        templates = read_templates(args.template)
     if templates.shape[0] != 1:
         raise InvalidInput("one probe per lookup: the template file holds several")
     keys = load_keys(args.keys) if args.keys else None
@@ -335,4 +490,24 @@ def _lookup(args: argparse.Namespace) -> int:
     from fedmatch.report import lookup_summary
 
     print(json.dumps(lookup_summary(report, resolved)))
+    return EXIT_OK
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from fedmatch.evaluation import evaluate
+
+    pipeline = _pipeline(args)
+    summary = evaluate(
+        images=args.images,
+        identities=args.identities,
+        out=args.out,
+        embed=pipeline.template,
+        threshold=args.threshold,
+        model_id=pipeline.model_id,
+        groups=args.groups,
+        target_fmr=args.target_fmr,
+        federation_records=args.federation_records,
+    )
+    print(f"report: {args.out / 'report.md'}", file=sys.stderr)
+    print(json.dumps(summary))
     return EXIT_OK

@@ -1,17 +1,18 @@
 """``fedmatch demo``: a three-state federation on this machine, end to end.
 
 Three node processes and a coordinator process, real gRPC servers on 127.0.0.1 (free ports),
-each node with a synthetic register. One traveller is enrolled at node B as an irregular
-border crossing and at node C as an asylum applicant (later); a different, noisy capture of
-the traveller is then looked up from node A. A stranger's probe is looked up as a control.
-The last stdout line is JSON: decision, per-node outcomes, timings and bytes.
+each node with a synthetic background register (random unit vectors standing in for other
+people's SFace templates). One traveller is enrolled from photographs at node B as an
+irregular border crossing and at node C as an asylum applicant (later); a different
+photograph of the traveller is then looked up from node A, and a photograph of someone else
+as a control (see :mod:`fedmatch.demo_photos` for which photographs). The last stdout line
+is JSON: decision, per-node outcomes, timings and bytes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import secrets
 import subprocess
 import sys
@@ -24,12 +25,14 @@ from typing import Any
 
 import numpy as np
 
+from fedmatch.biometrics.pipeline import FacePipeline
+from fedmatch.demo_photos import folder_photos, packaged_photos
 from fedmatch.domain import Category, Purpose, QueryHeader, Sex
 from fedmatch.enrolment import EnrolmentRecord, NodeEnroller
+from fedmatch.errors import InvalidInput
 from fedmatch.report import lookup_summary
 from fedmatch.requester import Requester
 from fedmatch.seed import seed_register
-from fedmatch.synthetic import capture, unit_vectors
 
 __all__ = ["run_demo"]
 
@@ -88,7 +91,7 @@ def _enroll(
         return node.enroll(header, record, template)
 
 
-def run_demo(records: int = 20_000, workdir: Path | None = None) -> int:
+def run_demo(records: int = 20_000, workdir: Path | None = None, photos: Path | None = None) -> int:
     started = time.perf_counter()
     today = dt.date.today()
     crossing = today - dt.timedelta(days=270)  # about 9 months ago
@@ -164,13 +167,24 @@ def run_demo(records: int = 20_000, workdir: Path | None = None) -> int:
             + f", coordinator at {coordinator}"
         )
 
-        rng = np.random.default_rng(int.from_bytes(os.urandom(4), "big"))
-        traveller = unit_vectors(rng, 1, DIM)[0]
+        t0 = time.perf_counter()
+        pictures = folder_photos(photos) if photos else packaged_photos()
+        pipeline = FacePipeline()
+        if pipeline.model_id != MODEL or pipeline.dimension != DIM:
+            raise InvalidInput("the demo registers are built for the default SFace model")
+        at_b = pipeline.template(pictures.enrol_b)
+        at_c = pipeline.template(pictures.enrol_c)
+        probe = pipeline.template(pictures.probe)
+        stranger = pipeline.template(pictures.impostor, pick=pictures.impostor_pick)
+        _say(
+            f"3. face templates from {pictures.source}: detected, aligned and embedded with "
+            f"{pipeline.model_id} ({time.perf_counter() - t0:.1f}s)"
+        )
         a, b, c = STATES["A"], STATES["B"], STATES["C"]
         _enroll(
             addresses[b],
             b,
-            capture(traveller, rng, 0.85),
+            at_b,
             f"{b}-2026-LMP-004711",
             Category.IRREGULAR_CROSSING,
             crossing,
@@ -179,24 +193,25 @@ def run_demo(records: int = 20_000, workdir: Path | None = None) -> int:
         _enroll(
             addresses[c],
             c,
-            capture(traveller, rng, 0.85),
+            at_c,
             f"{c}-2026-PAR-118822",
             Category.APPLICANT,
             application_c,
             "Paris",
         )
         _say(
-            f"3. enrolled the traveller at {b} as irregular_crossing ({crossing}) and at {c} "
-            f"as applicant ({application_c}), each from its own capture"
+            f"4. enrolled the traveller at {b} as irregular_crossing ({crossing}) and at {c} "
+            f"as applicant ({application_c}), each from its own photograph"
         )
 
         requester = Requester(coordinator, a)
         stack.callback(requester.close)
         header = requester.header(Purpose.ASYLUM_DUBLIN, LEGAL_BASIS, f"{a}-BAMF-2026-5512")
-        report = requester.lookup(capture(traveller, rng, 0.85), header)
+        report = requester.lookup(probe, header)
         _say(
-            f"4. {a} registered its public keys for this key epoch "
-            f"({report.key_bytes_sent / 1e6:.1f} MB, once), encrypted a new capture "
+            f"5. {a} registered its public keys for this key epoch "
+            f"({report.key_bytes_sent / 1e6:.1f} MB, once), encrypted the template of another "
+            f"photograph "
             f"({report.bytes_sent / 1e3:.0f} KB) and looked it up; the nodes answered with "
             f"masked match bits only: "
             + "; ".join(
@@ -211,18 +226,19 @@ def run_demo(records: int = 20_000, workdir: Path | None = None) -> int:
                 f"   hit detail: {h['member_state']} {h['category']} {h['reference']} "
                 f"{h['event_date']} {h['event_place']}"
             )
-        _say(f"5. decision: {resolved.explanation}")
+        _say(f"6. decision: {resolved.explanation}")
 
         control_header = requester.header(Purpose.ASYLUM_DUBLIN, LEGAL_BASIS, f"{a}-BAMF-2026-5513")
-        control = requester.lookup(unit_vectors(rng, 1, DIM)[0], control_header)
+        control = requester.lookup(stranger, control_header)
         _say(
-            f"6. control: a stranger's probe gives {len(control.matches)} hits "
+            f"7. control: a photograph of someone else gives {len(control.matches)} hits "
             f"(keys reused: {control.key_bytes_sent} key bytes sent)"
         )
 
         summary: dict[str, Any] = lookup_summary(report, resolved)
         summary["control_hits"] = len(control.matches)
         summary["records_per_node"] = records
+        summary["photos"] = pictures.source
         summary["timings_ms"]["total_ms"] = round((time.perf_counter() - started) * 1e3, 1)
         ok = (
             resolved.responsible_state == b
@@ -230,6 +246,6 @@ def run_demo(records: int = 20_000, workdir: Path | None = None) -> int:
             and resolved.complete
             and len(control.matches) == 0
         )
-        _say("7. shutting down")
+        _say("8. shutting down")
     print(json.dumps(summary), flush=True)
     return 0 if ok else 1

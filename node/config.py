@@ -33,6 +33,8 @@ class NodeConfig:
     max_key_epochs: int = 8
     # Search worker processes; 0 means one per available core.
     search_workers: int = 0
+    # An ArcFace-style ONNX recognizer for photo enrolment; empty means the shipped SFace.
+    face_model: Path | None = None
 
     def __post_init__(self) -> None:
         try:

@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -24,10 +25,16 @@ from fedmatch.he.sharded import default_workers
 from fedmatch.limits import MAX_HANDLES_PER_REQUEST
 from node.config import NodeConfig
 from node.handles import HandleRegistry
-from node.records import NewRecord
+from node.records import NewRecord, RecordMeta
 from node.store import RecordStore
 
-__all__ = ["NodeService", "SearchResult"]
+if TYPE_CHECKING:
+    from fedmatch.biometrics.pipeline import FacePipeline
+
+__all__ = ["MAX_PHOTO_BYTES", "NodeService", "SearchResult"]
+
+# A photograph for enrolment: a 12-megapixel JPEG is ~4 MB.
+MAX_PHOTO_BYTES = 8 * 1024 * 1024
 
 log = logging.getLogger("fedmatch.node")
 
@@ -59,6 +66,8 @@ class NodeService:
         # One lock orders enrolments against searches, so a search sees the engine's rows
         # and the row ids from the same moment.
         self._lock = threading.Lock()
+        self._faces: FacePipeline | None = None
+        self._faces_lock = threading.Lock()
         ids, templates = store.templates()
         self.engine.load(templates)
         self._ids = ids
@@ -72,6 +81,37 @@ class NodeService:
 
     def record_count(self) -> int:
         return int(self._ids.shape[0])
+
+    def enroll_photo(
+        self,
+        header: QueryHeader,
+        meta: RecordMeta,
+        photo: bytes,
+        name: str,
+        pick: int | Literal["largest"] | None,
+    ) -> int:
+        """Enrol from a photograph: the node's own face model makes the template, and every
+        quality gate applies (a doubtful photo is refused with its reason, never enrolled)."""
+        if header.requesting_state != self.member_state:
+            raise PermissionDenied("only this node's own member state may enrol records")
+        if len(photo) > MAX_PHOTO_BYTES:
+            raise InvalidInput(f"photo exceeds {MAX_PHOTO_BYTES} bytes")
+        faces = self._face_pipeline()
+        template = faces.template_bytes(photo, name, pick=pick)
+        return self.enroll(header, NewRecord(meta, template, faces.model_id))
+
+    def _face_pipeline(self) -> FacePipeline:
+        # Loaded on first use: a node that only receives templates never loads the models.
+        with self._faces_lock:
+            if self._faces is None:
+                from fedmatch.biometrics.models import ModelSpec
+                from fedmatch.biometrics.pipeline import FacePipeline
+
+                spec = (
+                    ModelSpec.from_path(self.config.face_model) if self.config.face_model else None
+                )
+                self._faces = FacePipeline(recognizer=spec)
+            return self._faces
 
     def enroll(self, header: QueryHeader, record: NewRecord) -> int:
         if header.requesting_state != self.member_state:

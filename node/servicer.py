@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Literal
 
 import grpc
 import numpy as np
@@ -50,6 +51,17 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             sex=sex_from_pb(r.sex),
             operator_id=r.operator_id,
         )
+        if request.HasField("photo"):
+            photo = request.photo
+            pick: int | Literal["largest"] | None = (
+                None if photo.pick == -1 else "largest" if photo.pick == -2 else photo.pick
+            )
+            if isinstance(pick, int) and pick < 0:
+                raise InvalidInput("photo.pick is -1 (none), -2 (largest) or a face index")
+            size = self.service.enroll_photo(header, meta, photo.data, photo.name[:64], pick)
+            return node_pb2.EnrollResponse(register_size=size)
+        if not request.HasField("template"):
+            raise InvalidInput("a template or a photo is required")
         template = np.asarray(request.template.values, dtype=np.float32)
         if template.shape[0] != self.service.store.dimension:
             raise InvalidInput(f"template dimension must be {self.service.store.dimension}")

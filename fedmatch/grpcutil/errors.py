@@ -57,7 +57,12 @@ def translated(
         except errors.FedmatchError as exc:
             code = status_for(exc)
             log.info("%s refused: %s (%s)", method.__name__, code.name, type(exc).__name__)
-            context.abort(code, str(exc))
+            # Errors with a machine-readable reason (the face quality gates) lead with it, so
+            # a client can tell "no_face" from "too_dark" without parsing prose.
+            reason = getattr(exc, "code", "")
+            context.abort(
+                code, f"{reason}: {exc}" if isinstance(reason, str) and reason else str(exc)
+            )
         except Exception as exc:  # noqa: BLE001 - the last line of defence of a handler
             log.error("%s failed: %s", method.__name__, type(exc).__name__)
             context.abort(grpc.StatusCode.INTERNAL, "internal error")

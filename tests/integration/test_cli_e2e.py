@@ -66,7 +66,12 @@ def test_enroll_and_lookup_commands(tmp_path: Path) -> None:
             "irregular_crossing", "--event-date", "2026-03-02", "--event-place", "Bari",
         )  # fmt: skip
         assert one.returncode == 0, one.stderr
-        assert json.loads(one.stdout.splitlines()[-1]) == {"enrolled": 1, "register_size": 21}
+        one_summary = json.loads(one.stdout.splitlines()[-1])
+        assert (one_summary["enrolled"], one_summary["rejected"], one_summary["register_size"]) == (
+            1,
+            0,
+            21,
+        )
         many = _fedmatch(
             "enroll", "--node", fr, "--state", "FR", *header, "--template",
             str(tmp_path / "bulk.npy"), "--manifest", str(tmp_path / "manifest.csv"),
@@ -99,3 +104,65 @@ def test_enroll_and_lookup_commands(tmp_path: Path) -> None:
         str(tmp_path / "probe.npy"), "--timeout", "3",
     )  # fmt: skip
     assert down.returncode == 4 and "UNAVAILABLE" in down.stderr
+
+
+FACES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "faces"
+
+
+def test_photo_commands(tmp_path: Path) -> None:
+    import cv2
+
+    header = ["--legal-basis", "Reg. 2024/1358 Art. 15", "--case-reference", "C-10"]
+    meta = ["--category", "applicant", "--event-date", "2026-01-10", "--event-place", "Bari"]
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("img26.jpg", "img3.jpg"):
+        (folder / name).write_bytes((FACES / name).read_bytes())
+    (folder / "broken.jpg").write_text("not a photo")
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((400, 400, 3), 120, np.uint8))
+    with federation(tmp_path / "fed", ("DE", "IT"), records=20) as fed:
+        it = fed.servers["IT"].address
+        bulk = _fedmatch("enroll", "--node", it, "--state", "IT", *header, *meta,
+                         "--images", str(folder))  # fmt: skip
+        assert bulk.returncode == 5, bulk.stderr  # some rejected: a summary says which, why
+        summary = json.loads(bulk.stdout.splitlines()[-1])
+        assert summary["enrolled"] == 2 and summary["register_size"] == 22
+        assert summary["rejected_files"] == [{"file": "broken.jpg", "reason": "unreadable_image"}]
+        no_face = _fedmatch("enroll", "--node", it, "--state", "IT", *header, *meta,
+                            "--image", str(blank))  # fmt: skip
+        assert no_face.returncode == 11 and "no_face" in no_face.stderr
+        found = _fedmatch(
+            "lookup", "--coordinator", fed.coordinator_server.address, "--state", "DE",
+            *header, "--image", str(FACES / "img27.jpg"), "--application-date", "2026-11-21",
+        )  # fmt: skip
+        assert found.returncode == 0, found.stderr
+        result = json.loads(found.stdout.splitlines()[-1])
+        assert result["hits"] == 1
+        assert result["decision"]["evidence"][0]["reference"] == "img26"
+        assert result["decision"]["procedure"] == "take_back"
+
+
+def test_evaluate_command_on_the_shared_photos(tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    result = _fedmatch(
+        "evaluate", "--images", str(FACES), "--identities", str(FACES / "identities.csv"),
+        "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.splitlines()[-1])
+    # At the configured threshold: no false non-match, and FMR at most 1 %.
+    assert summary["at_threshold"]["fnmr"]["errors"] == 0
+    assert summary["at_threshold"]["fmr"]["rate"] <= 0.01
+    assert summary["failure_to_enrol"]["rate"] == 0.0
+    for name in ("det.png", "scores.png"):
+        data = (out / name).read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000
+    assert "0.45" in (out / "report.md").read_text()
+
+
+def test_bench_faces_prints_json(tmp_path: Path) -> None:
+    result = _fedmatch("bench", "faces", "--photos", str(FACES), "--images", "16")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["photos_per_second"] > 0

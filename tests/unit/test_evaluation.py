@@ -24,7 +24,6 @@ from fedmatch.biometrics.errors import FaceQualityError, NoFace, TooDark
 from fedmatch.errors import InvalidInput
 from fedmatch.evaluation import evaluate, fpir, threshold_for_fmr, wilson_interval, worst_to_best
 
-
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 THRESHOLD = 0.6
 MODEL = "fake-model-v3"

@@ -84,30 +84,68 @@ class Template(_message.Message):
 Global___Template: _TypeAlias = Template  # noqa: Y015
 
 @_typing.final
+class Photo(_message.Message):
+    """A photograph for the node to turn into a template with its own face model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    PICK_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """The encoded image (JPEG, PNG, ...); at most 8 MiB."""
+    name: _builtins.str
+    """A name for messages (e.g. the file name); never a path on the node."""
+    pick: _builtins.int
+    """Which face of a photo with several: -1 none (refuse several), -2 the largest, or the
+    index of the face by detection score (0 = best).
+    """
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+        name: _builtins.str = ...,
+        pick: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "name", b"name", "pick", b"pick"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Photo: _TypeAlias = Photo  # noqa: Y015
+
+@_typing.final
 class EnrollRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     HEADER_FIELD_NUMBER: _builtins.int
     RECORD_FIELD_NUMBER: _builtins.int
     TEMPLATE_FIELD_NUMBER: _builtins.int
+    PHOTO_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def header(self) -> _common_pb2.RequestHeader: ...
     @_builtins.property
     def record(self) -> Global___RecordMetadata: ...
     @_builtins.property
     def template(self) -> Global___Template: ...
+    @_builtins.property
+    def photo(self) -> Global___Photo: ...
     def __init__(
         self,
         *,
         header: _common_pb2.RequestHeader | None = ...,
         record: Global___RecordMetadata | None = ...,
         template: Global___Template | None = ...,
+        photo: Global___Photo | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "record", b"record", "template", b"template"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["capture", b"capture", "header", b"header", "photo", b"photo", "record", b"record", "template", b"template"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "record", b"record", "template", b"template"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capture", b"capture", "header", b"header", "photo", b"photo", "record", b"record", "template", b"template"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_capture: _TypeAlias = _typing.Literal["template", "photo"]  # noqa: Y015
+    _WhichOneofArgType_capture: _TypeAlias = _typing.Literal["capture", b"capture"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_capture) -> _WhichOneofReturnType_capture | None: ...
 
 Global___EnrollRequest: _TypeAlias = EnrollRequest  # noqa: Y015
 

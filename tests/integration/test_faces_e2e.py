@@ -1,0 +1,140 @@
+"""The face path end to end: photographs in, encrypted search over real gRPC, hits out."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from fedmatch.biometrics.pipeline import FacePipeline
+from fedmatch.domain import Category
+from fedmatch.he.engine import create_engine
+from fedmatch.he.keys import open_key_bundle
+from fedmatch.he.params import DEFAULT_PARAM_SET
+from fedmatch.rpc.v1 import node_pb2, node_pb2_grpc
+from fedmatch.wire import category_to_pb, header_to_pb
+from tests.federation import Federation, federation, header, shared_keys
+
+FACES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "faces"
+THRESHOLD = 0.45
+
+
+def _people() -> dict[str, list[str]]:
+    with (FACES / "identities.csv").open(newline="") as fh:
+        out: dict[str, list[str]] = {}
+        for row in csv.DictReader(fh):
+            out.setdefault(row["identity"], []).append(row["file"])
+    return {p: sorted(files) for p, files in sorted(out.items())}
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> FacePipeline:
+    return FacePipeline()
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    with federation(tmp_path_factory.mktemp("faces"), ("DE", "IT", "FR"), records=50) as f:
+        yield f
+
+
+def _enrol_photo(fed: Federation, state: str, file: str, reference: str) -> None:
+    channel = grpc.insecure_channel(fed.servers[state].address)
+    try:
+        request = node_pb2.EnrollRequest(
+            header=header_to_pb(header(state)),
+            record=node_pb2.RecordMetadata(
+                reference=reference, category=category_to_pb(Category.APPLICANT),
+                event_date="2026-02-01", event_place="Centre", capture_date="2026-02-01",
+            ),
+            photo=node_pb2.Photo(data=(FACES / file).read_bytes(), name=file, pick=-1),
+        )  # fmt: skip
+        node_pb2_grpc.NodeServiceStub(channel).Enroll(request, timeout=60)
+    finally:
+        channel.close()
+
+
+def test_photos_enrolled_at_two_nodes_are_found_from_a_third(
+    fed: Federation, pipeline: FacePipeline
+) -> None:
+    people = _people()
+    enrolled = [p for p, files in people.items() if len(files) >= 3][:3]
+    outsider = next(p for p in people if p not in enrolled)
+    for person in enrolled:
+        first, second = people[person][:2]
+        _enrol_photo(fed, "IT", first, f"IT-{person}")  # the node makes the template
+        _enrol_photo(fed, "FR", second, f"FR-{person}")
+    requester = fed.requester("DE")
+    target = enrolled[0]
+    probe = pipeline.template(FACES / people[target][2])  # a photo not enrolled anywhere
+    report = requester.lookup(probe, header("DE"))
+    resolved = requester.resolve(report, "2026-11-21")
+    assert sorted(h["reference"] for h in resolved.hits) == [f"FR-{target}", f"IT-{target}"]
+
+    stranger = pipeline.template(FACES / people[outsider][0])
+    report = requester.lookup(stranger, header("DE"))
+    assert report.matches == ()
+
+
+@pytest.mark.parametrize(
+    ("make", "code"),
+    [
+        (lambda: b"not an image at all", "unreadable_image"),
+        (lambda: _blank_png(), "no_face"),
+    ],
+    ids=["unreadable", "no-face"],
+)
+def test_photo_quality_errors_reach_the_grpc_status(
+    fed: Federation, make: object, code: str
+) -> None:
+    channel = grpc.insecure_channel(fed.servers["IT"].address)
+    try:
+        request = node_pb2.EnrollRequest(
+            header=header_to_pb(header("IT")),
+            record=node_pb2.RecordMetadata(
+                reference="IT-BAD-PHOTO", category=category_to_pb(Category.APPLICANT),
+                event_date="2026-02-01", event_place="Centre", capture_date="2026-02-01",
+            ),
+            photo=node_pb2.Photo(data=make(), name="x.jpg", pick=-1),  # type: ignore[operator]
+        )  # fmt: skip
+        with pytest.raises(grpc.RpcError) as err:
+            node_pb2_grpc.NodeServiceStub(channel).Enroll(request, timeout=60)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (err.value.details() or "").startswith(f"{code}: ")
+    finally:
+        channel.close()
+
+
+def _blank_png() -> bytes:
+    import cv2
+
+    ok, data = cv2.imencode(".png", np.full((480, 640, 3), 128, np.uint8))
+    assert ok
+    return bytes(data)
+
+
+def test_encrypted_decisions_equal_plaintext_on_all_pairs_of_the_shared_photos(
+    pipeline: FacePipeline,
+) -> None:
+    files = sorted(p.name for p in FACES.glob("*.jpg"))
+    templates = np.stack([pipeline.template(FACES / f) for f in files]).astype(np.float32)
+    engine = create_engine(DEFAULT_PARAM_SET, pipeline.dimension)
+    engine.load(templates)
+    keys = shared_keys()
+    evaluation = open_key_bundle(keys.public_bundle())
+    plain = templates.astype(np.float64) @ templates.astype(np.float64).T >= THRESHOLD
+    for i in range(len(files)):
+        out = engine.search(evaluation, keys.encrypt_probe(templates[i]), THRESHOLD, lambda: False)
+        found = np.zeros(len(files), dtype=bool)
+        for b, ct in enumerate(out.blocks):
+            for p in np.flatnonzero(keys.decrypt_matches(ct)):
+                row = out.layout.row(b, int(p))
+                assert row is not None
+                found[row] = True
+        np.testing.assert_array_equal(found, plain[i], err_msg=files[i])
+    # The shared photos separate cleanly at the threshold: every identity matches itself.
+    assert plain.sum() > len(files)
