@@ -166,3 +166,25 @@ def test_bench_faces_prints_json(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.splitlines()[-1])
     assert summary["photos_per_second"] > 0
+
+
+def test_bulk_enrolment_from_a_manifest_of_photos(tmp_path: Path) -> None:
+    header = ["--legal-basis", "Reg. 2024/1358 Art. 15", "--case-reference", "C-11"]
+    manifest = tmp_path / "manifest.csv"
+    with manifest.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["reference", "category", "event_date", "event_place", "capture_date", "sex",
+                    "image"])  # fmt: skip
+        w.writerow(
+            ["IT-M-1", "irregular_crossing", "2026-03-01", "Lampedusa", "", "M", "img26.jpg"]
+        )
+        w.writerow(["IT-M-2", "applicant", "2026-04-01", "Bari", "", "F", "img3.jpg"])
+    with federation(tmp_path / "fed", ("DE", "IT"), records=10) as fed:
+        result = _fedmatch(
+            "enroll", "--node", fed.servers["IT"].address, "--state", "IT", *header,
+            "--images", str(FACES), "--manifest", str(manifest),
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        summary = json.loads(result.stdout.splitlines()[-1])
+        assert (summary["enrolled"], summary["register_size"]) == (2, 12)
+        assert "[2/2] enrolled 2, rejected 0" in result.stderr  # the progress line

@@ -138,3 +138,40 @@ def test_encrypted_decisions_equal_plaintext_on_all_pairs_of_the_shared_photos(
         np.testing.assert_array_equal(found, plain[i], err_msg=files[i])
     # The shared photos separate cleanly at the threshold: every identity matches itself.
     assert plain.sum() > len(files)
+
+
+def test_photo_for_a_register_of_another_model_is_refused(tmp_path: Path) -> None:
+    from node.config import NodeConfig
+    from node.service import NodeService
+    from node.servicer import serve_node
+    from node.store import RecordStore
+
+    db = tmp_path / "AT.sqlite"
+    store = RecordStore(db, "AT", 128, "arcface-other-model")
+    service = NodeService(
+        NodeConfig(member_state="AT", database=db, dimension=128,
+                   model_id="arcface-other-model", search_workers=1),
+        store,
+    )  # fmt: skip
+    server = serve_node(service, "127.0.0.1:0")
+    channel = grpc.insecure_channel(server.address)
+    try:
+        request = node_pb2.EnrollRequest(
+            header=header_to_pb(header("AT")),
+            record=node_pb2.RecordMetadata(
+                reference="AT-1", category=category_to_pb(Category.APPLICANT),
+                event_date="2026-02-01", event_place="Wien", capture_date="2026-02-01",
+            ),
+            photo=node_pb2.Photo(data=(FACES / "img3.jpg").read_bytes(), name="img3.jpg", pick=-1),
+        )  # fmt: skip
+        with pytest.raises(grpc.RpcError) as err:
+            node_pb2_grpc.NodeServiceStub(channel).Enroll(request, timeout=60)
+        # The node's face model (SFace) is not the register's: never mix templates.
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "sface-2021dec-int8bq" in (err.value.details() or "")
+        assert store.count() == 0
+    finally:
+        channel.close()
+        server.stop(0.2)
+        service.close()
+        store.close()
