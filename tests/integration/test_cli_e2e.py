@@ -14,6 +14,8 @@ import pytest
 from fedmatch.synthetic import capture, unit_vectors
 from tests.federation import DIM, federation
 
+FACES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "faces"
+
 
 def _fedmatch(*args: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -23,8 +25,10 @@ def _fedmatch(*args: str, timeout: float = 300.0) -> subprocess.CompletedProcess
 
 
 @pytest.mark.slow
-def test_demo_prints_the_correct_decision(tmp_path: Path) -> None:
-    result = _fedmatch("demo", "--records", "3000", "--workdir", str(tmp_path))
+@pytest.mark.parametrize("photos", ["packaged", "shared"])
+def test_demo_prints_the_correct_decision(tmp_path: Path, photos: str) -> None:
+    extra = ["--photos", str(FACES)] if photos == "shared" else []
+    result = _fedmatch("demo", "--records", "3000", "--workdir", str(tmp_path), *extra)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.strip().splitlines()
     summary = json.loads(lines[-1])
@@ -34,7 +38,8 @@ def test_demo_prints_the_correct_decision(tmp_path: Path) -> None:
     assert decision["complete"] is True
     assert decision["evidence"][0]["reference"] == "IT-2026-LMP-004711"
     assert {n["member_state"]: n["outcome"] for n in summary["nodes"]} == {"IT": "ok", "FR": "ok"}
-    assert summary["control_hits"] == 0
+    assert summary["control_hits"] == 0  # a photograph of someone else: no hit
+    assert ("insightface" in summary["photos"]) == (photos == "packaged")
     assert summary["bytes"]["sent"] > 0 and summary["timings_ms"]["lookup_ms"] > 0
     assert any("decision:" in line for line in lines)
     # Every process was shut down: the logs end with a graceful stop.
@@ -104,9 +109,6 @@ def test_enroll_and_lookup_commands(tmp_path: Path) -> None:
         str(tmp_path / "probe.npy"), "--timeout", "3",
     )  # fmt: skip
     assert down.returncode == 4 and "UNAVAILABLE" in down.stderr
-
-
-FACES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "faces"
 
 
 def test_photo_commands(tmp_path: Path) -> None:
