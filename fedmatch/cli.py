@@ -444,11 +444,9 @@ def _enroll(args: argparse.Namespace) -> int:
 
 
 def _pipeline(args: argparse.Namespace) -> FacePipeline:
-    from fedmatch.biometrics.models import ModelSpec
     from fedmatch.biometrics.pipeline import FacePipeline
 
-    spec = ModelSpec.from_path(args.model) if getattr(args, "model", None) else None
-    return FacePipeline(recognizer=spec)
+    return FacePipeline.for_model(getattr(args, "model", None))
 
 
 def _new_header(state: str, purpose: Purpose, legal_basis: str, case: str) -> QueryHeader:

@@ -104,13 +104,9 @@ class NodeService:
         # Loaded on first use: a node that only receives templates never loads the models.
         with self._faces_lock:
             if self._faces is None:
-                from fedmatch.biometrics.models import ModelSpec
                 from fedmatch.biometrics.pipeline import FacePipeline
 
-                spec = (
-                    ModelSpec.from_path(self.config.face_model) if self.config.face_model else None
-                )
-                self._faces = FacePipeline(recognizer=spec)
+                self._faces = FacePipeline.for_model(self.config.face_model)
             return self._faces
 
     def enroll(self, header: QueryHeader, record: NewRecord) -> int:

@@ -151,6 +151,11 @@ class FacePipeline:
         self._detector_spec = detector or builtin_detector()
         self._floor = min(_DETECTOR_FLOOR, self._quality.min_detection_score)
 
+    @classmethod
+    def for_model(cls, model: Path | None) -> FacePipeline:
+        """The pipeline of an ArcFace-style recognizer file, or of the shipped SFace."""
+        return cls(recognizer=ModelSpec.from_path(model) if model else None)
+
     @property
     def model_id(self) -> str:
         """The recognizer's id: templates carry it, and only equal ids are compared."""
