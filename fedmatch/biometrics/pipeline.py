@@ -11,6 +11,7 @@ import os
 import re
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,9 +92,39 @@ def _display_name(name: str) -> str:
     return _UNSAFE.sub("_", base)[:100] or "image"
 
 
+# A photograph for enrolment or search is at most a few tens of megapixels. The header is
+# read before decoding, so a small file claiming huge dimensions (a decompression bomb) is
+# refused without allocating its pixels: a node under attack keeps its memory.
+MAX_PIXELS = 50_000_000
+
+
+def _dimensions(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the image header, without decoding; None if unknown."""
+    import io
+
+    from PIL import Image as PILImage
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+            with PILImage.open(io.BytesIO(data)) as header:
+                width, height = header.size
+                return int(width), int(height)
+    except PILImage.DecompressionBombError:
+        # PIL's own bomb guard fired first: certainly above our limit too.
+        return (MAX_PIXELS + 1, 1)
+    except Exception:  # noqa: BLE001 - any format PIL cannot parse is left to OpenCV
+        return None
+
+
 def _decode(data: bytes, name: str) -> Image:
     if not data:
         raise UnreadableImage(f"{name}: empty file")
+    size = _dimensions(data)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise UnreadableImage(
+            f"{name}: {size[0]} x {size[1]} pixels, more than {MAX_PIXELS:,} (refused unread)"
+        )
     try:
         image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     except cv2.error:

@@ -282,3 +282,31 @@ def test_bench_runs_warm_on_two_processes() -> None:
     assert result["worker_processes_seen"] == 2
     assert isinstance(result["photos_per_second"], float) and result["photos_per_second"] > 0
     assert result["recognizer_model_id"] == SFACE_MODEL_ID
+
+
+def test_decompression_bomb_is_refused_before_decoding() -> None:
+    import io
+
+    from PIL import Image as PILImage
+
+    from fedmatch.biometrics.pipeline import MAX_PIXELS
+
+    # A tiny PNG whose header claims far more pixels than any photograph has.
+    side = int(MAX_PIXELS**0.5) + 100
+    buffer = io.BytesIO()
+    PILImage.new("L", (side, side)).save(buffer, format="PNG", optimize=True)
+    data = buffer.getvalue()
+    assert len(data) < 1_000_000
+    with pytest.raises(UnreadableImage, match="pixels, more than"):
+        FacePipeline().template_bytes(data, "bomb.png")
+
+
+def test_bomb_beyond_pils_own_guard_is_refused_too() -> None:
+    import io
+
+    from PIL import Image as PILImage
+
+    buffer = io.BytesIO()
+    PILImage.new("1", (20000, 20000)).save(buffer, format="PNG", optimize=True)  # 400 MP
+    with pytest.raises(UnreadableImage, match="more than"):
+        FacePipeline().template_bytes(buffer.getvalue(), "bigger.png")
