@@ -8,16 +8,15 @@ port actually bound.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent import futures
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import grpc
 
 from fedmatch.errors import ConfigError
 
-__all__ = ["RunningServer", "ServerLimits", "make_channel", "running_server", "start_server"]
+__all__ = ["RunningServer", "ServerLimits", "make_channel", "start_server"]
 
 log = logging.getLogger("fedmatch.grpc")
 
@@ -60,18 +59,6 @@ def start_server(
     host = listen.rsplit(":", 1)[0]
     server.start()
     return RunningServer(server=server, port=port, address=f"{host}:{port}")
-
-
-@contextmanager
-def running_server(
-    register: Callable[[grpc.Server], None], listen: str, limits: ServerLimits
-) -> Iterator[RunningServer]:
-    """A started server that is always stopped on exit (tests, demo)."""
-    srv = start_server(register, listen, limits)
-    try:
-        yield srv
-    finally:
-        srv.stop(grace=0.5)
 
 
 def make_channel(address: str, max_receive_bytes: int, max_send_bytes: int) -> grpc.Channel:
