@@ -1,0 +1,1 @@
+"""Signed, tamper-evident audit logs: entries, Merkle trees, checkpoints, verification."""
