@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(VENV)/bin/fedmatch bench search --records 1000000 --dim 128 --queries 5
 	$(VENV)/bin/fedmatch bench search --records 1000000 --dim 512 --queries 3
 	$(VENV)/bin/fedmatch bench faces --photos ../shared/data/faces --images 200
+	$(VENV)/bin/fedmatch bench audit
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

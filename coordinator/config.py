@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedmatch.audit.errors import AuditVerificationError
+from fedmatch.audit.note import NoteVerifier
 from fedmatch.config import load_section, read_toml
 from fedmatch.domain import check_member_state
-from fedmatch.errors import ConfigError, FedmatchError
+from fedmatch.errors import ConfigError, FedmatchError, InvalidInput
 
 __all__ = ["CoordinatorConfig", "NodeEntry", "load_coordinator_config"]
 
@@ -17,6 +19,9 @@ __all__ = ["CoordinatorConfig", "NodeEntry", "load_coordinator_config"]
 class NodeEntry:
     member_state: str
     address: str
+    # The node's note verifier key (`fedmatch audit keygen`): the node witnesses this
+    # coordinator's log, and its cosignatures are checked against this key.
+    key: str = ""
 
     def __post_init__(self) -> None:
         try:
@@ -25,6 +30,10 @@ class NodeEntry:
             raise ConfigError(f"nodes.member_state: {exc}") from None
         if ":" not in self.address:
             raise ConfigError(f"nodes.address for {self.member_state} must be host:port")
+        try:
+            NoteVerifier.from_vkey(self.key)
+        except (AuditVerificationError, InvalidInput):
+            raise ConfigError(f"nodes.key for {self.member_state} is not a verifier key") from None
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,11 @@ class CoordinatorConfig:
     max_workers: int = 8
     # Key epochs: how long registered key ids are accepted (nodes have the same setting).
     key_epoch_seconds: float = 86400.0
+    # Distinct people who must have verified a candidate hit before its details are asked
+    # for (DOMAIN.md section 2: two by default, AI Act Art. 14(5)).
+    hit_verifiers_required: int = 2
+    # How often the nodes are asked to cosign the current checkpoint without traffic.
+    witness_interval_seconds: float = 30.0
     nodes: tuple[NodeEntry, ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -56,6 +70,10 @@ class CoordinatorConfig:
             raise ConfigError("coordinator.max_workers must be at least 1")
         if self.key_epoch_seconds <= 0:
             raise ConfigError("coordinator.key_epoch_seconds must be positive")
+        if not 1 <= self.hit_verifiers_required <= 5:
+            raise ConfigError("coordinator.hit_verifiers_required must be between 1 and 5")
+        if self.witness_interval_seconds <= 0:
+            raise ConfigError("coordinator.witness_interval_seconds must be positive")
         states = [n.member_state for n in self.nodes]
         if len(set(states)) != len(states):
             raise ConfigError("nodes: a member state is listed twice")
@@ -68,10 +86,15 @@ def _nodes_from(raw: Any) -> tuple[NodeEntry, ...]:
     if not isinstance(raw, list):
         raise ConfigError("nodes must be an array of tables ([[nodes]])")
     out = []
+    needed = ("member_state", "address", "key")
     for item in raw:
-        if not isinstance(item, dict) or set(item) != {"member_state", "address"}:
-            raise ConfigError("each [[nodes]] entry needs exactly member_state and address")
-        out.append(NodeEntry(str(item["member_state"]), str(item["address"])))
+        if not isinstance(item, dict) or set(item) != set(needed):
+            missing = [k for k in needed if isinstance(item, dict) and k not in item]
+            raise ConfigError(
+                "each [[nodes]] entry needs exactly member_state, address and key"
+                + (f" (nodes.{missing[0]} is missing)" if missing else "")
+            )
+        out.append(NodeEntry(str(item["member_state"]), str(item["address"]), str(item["key"])))
     return tuple(out)
 
 
@@ -99,3 +122,5 @@ class _Scalars:
     lookup_ttl_seconds: float = CoordinatorConfig.lookup_ttl_seconds
     max_workers: int = CoordinatorConfig.max_workers
     key_epoch_seconds: float = CoordinatorConfig.key_epoch_seconds
+    hit_verifiers_required: int = CoordinatorConfig.hit_verifiers_required
+    witness_interval_seconds: float = CoordinatorConfig.witness_interval_seconds

@@ -22,10 +22,17 @@ import grpc
 from coordinator.config import CoordinatorConfig
 from coordinator.dublin import Decision, decide
 from coordinator.fanout import NodeCall, NodeOutcome, fan_out
+from coordinator.witnessing import Witnesses
+from fedmatch.audit.entry import EventKind, SignedEntry, digest_hex
+from fedmatch.audit.events import handles_digest, header_event, refusal_event
+from fedmatch.audit.note import CosignatureVerifier, NoteVerifier
+from fedmatch.audit.party import PartyAudit
+from fedmatch.audit.witness import Authorization
 from fedmatch.domain import EncryptedProbe, HitDetail, QueryHeader, check_member_state
 from fedmatch.epochs import EpochTable
 from fedmatch.errors import (
     AlreadyExists,
+    FedmatchError,
     InvalidInput,
     NotFound,
     PermissionDenied,
@@ -39,8 +46,14 @@ from fedmatch.limits import (
     MAX_NODE_RESPONSE_BYTES,
     MAX_RECEIVE_BYTES,
 )
-from fedmatch.rpc.v1 import common_pb2, coordinator_pb2, node_pb2, node_pb2_grpc
-from fedmatch.wire import header_to_pb, hit_from_pb, key_bundle_from_pb, probe_to_pb
+from fedmatch.rpc.v1 import audit_pb2_grpc, common_pb2, coordinator_pb2, node_pb2, node_pb2_grpc
+from fedmatch.wire import (
+    authorization_to_pb,
+    header_to_pb,
+    hit_from_pb,
+    key_bundle_from_pb,
+    probe_to_pb,
+)
 
 __all__ = ["CoordinatorService", "Resolution"]
 
@@ -68,24 +81,80 @@ class Resolution:
 
 class CoordinatorService:
     def __init__(
-        self, config: CoordinatorConfig, clock: Callable[[], float] = time.monotonic
+        self,
+        config: CoordinatorConfig,
+        audit: PartyAudit,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
+        self.audit = audit
         self._clock = clock
         self._stubs: dict[str, node_pb2_grpc.NodeServiceStub] = {}
         self._channels: list[grpc.Channel] = []
+        witness_stubs: dict[str, audit_pb2_grpc.WitnessServiceStub] = {}
+        witness_keys: dict[str, CosignatureVerifier] = {}
         for entry in config.nodes:
             channel = make_channel(entry.address, MAX_NODE_RESPONSE_BYTES, MAX_RECEIVE_BYTES)
             self._channels.append(channel)
             self._stubs[entry.member_state] = node_pb2_grpc.NodeServiceStub(channel)
+            witness_stubs[entry.member_state] = audit_pb2_grpc.WitnessServiceStub(channel)
+            node_key = NoteVerifier.from_vkey(entry.key)
+            witness_keys[entry.member_state] = CosignatureVerifier.from_public_key(
+                node_key.name, node_key.public_key_bytes()
+            )
+        self.witnesses = Witnesses(audit.log, witness_stubs, witness_keys)
         self._lock = threading.Lock()
         self._lookups: OrderedDict[str, _Lookup] = OrderedDict()
         # Key ids of registered epochs, with the state that registered them.
         self._keys: EpochTable[str] = EpochTable(config.key_epoch_seconds, capacity=4096)
+        audit.start_publishing(self.witness_round, config.witness_interval_seconds)
+        audit.started(
+            {"nodes": len(config.nodes)},
+            {
+                "threshold": repr(config.threshold),
+                "threshold_version": config.threshold_version,
+                "model_id": config.model_id,
+                "hit_verifiers_required": str(config.hit_verifiers_required),
+                "members": ",".join(self.member_states()),
+            },
+        )
 
     def close(self) -> None:
         for channel in self._channels:
             channel.close()
+
+    def witness_round(self) -> None:
+        """Have every node cosign the current checkpoint (periodically and for auditors)."""
+        self.witnesses.round(self.member_states(), self.config.node_deadline_seconds)
+
+    def published_checkpoint(self, fresh: bool) -> bytes:
+        if fresh:
+            self.witness_round()
+        return self.witnesses.cosigned_checkpoint()
+
+    def refused(self, request: str, header: QueryHeader | None, exc: FedmatchError) -> None:
+        """Log a refused call with its reason (the servicer calls this for every one)."""
+        self.audit.record(refusal_event(request, header, exc))
+
+    def _on_record(
+        self, entry: SignedEntry, states: list[str], time_remaining: float | None
+    ) -> tuple[Authorization, dict[str, NodeCall]]:
+        """Put ``entry`` in a checkpoint the ``states`` cosigned; states that could not
+        cosign are reported with their outcome and never asked to work."""
+        authorization, failures = self.witnesses.authorize(
+            entry, states, self._timeout(time_remaining)
+        )
+        failed = {
+            state: NodeCall(state, outcome, detail[:300], 0.0, 0, 0, None)
+            for state, (outcome, detail) in failures.items()
+        }
+        return authorization, failed
+
+    def _require_operator(self, header: QueryHeader) -> None:
+        if not header.unit or not header.operator:
+            raise InvalidInput(
+                "header.requesting_unit and header.operator_id are required (they are logged)"
+            )
 
     def member_states(self) -> list[str]:
         return sorted(self._stubs)
@@ -130,6 +199,15 @@ class CoordinatorService:
         if not any(c.outcome is NodeOutcome.OK for c in calls.values()):
             raise PreconditionFailed("no node accepted the key material")
         expires = self._keys.register(key_id, header.requesting_state)
+        self.audit.record(
+            header_event(
+                EventKind.KEYS_REGISTERED,
+                header,
+                registers=tuple(sorted(calls)),
+                outcome="ok",
+                labels={"key_id": key_id} | {s.lower(): c.outcome.value for s, c in calls.items()},
+            )
+        )
         log.info(
             "keys registered key=%s from=%s outcomes=%s",
             key_id[:16],
@@ -144,7 +222,15 @@ class CoordinatorService:
         probe: EncryptedProbe,
         time_remaining: float | None,
     ) -> list[NodeCall]:
+        probe_hash = digest_hex(probe.ciphertext)
+        states = sorted(s for s in self._stubs if s != header.requesting_state)
+        self.audit.record(
+            header_event(
+                EventKind.SEARCH_REQUESTED, header, probe_hash=probe_hash, registers=states
+            )
+        )
         self._authorize(header)
+        self._require_operator(header)
         if probe.model_id != self.config.model_id:
             raise PreconditionFailed(
                 f"probe from model {probe.model_id!r}; the federation uses {self.config.model_id!r}"
@@ -154,17 +240,44 @@ class CoordinatorService:
         if self._keys.get(probe.key_id) != header.requesting_state:
             raise PermissionDenied("key id was registered by another member state")
         self._start_lookup(header)
+        # On the record before anything leaves: the nodes check this entry's inclusion.
+        authorized = self.audit.log.append(
+            header_event(
+                EventKind.SEARCH_AUTHORIZED,
+                header,
+                probe_hash=probe_hash,
+                registers=states,
+                labels={"key_id": probe.key_id},
+            )
+        )
+        authorization, failed = self._on_record(authorized, states, time_remaining)
         search = node_pb2.SearchRequest(
             header=header_to_pb(header),
             probe=probe_to_pb(probe),
             threshold_version=self.config.threshold_version,
+            authorization=authorization_to_pb(authorization),
         )
         targets = {
-            state: (stub.Search, search)
-            for state, stub in self._stubs.items()
-            if state != header.requesting_state
+            state: (self._stubs[state].Search, search) for state in states if state not in failed
         }
-        calls = fan_out(targets, self._timeout(time_remaining))
+        calls = fan_out(targets, self._timeout(time_remaining)) | failed
+        self.audit.record(
+            header_event(
+                EventKind.SEARCH_DISPATCHED,
+                header,
+                registers=states,
+                probe_hash=probe_hash,
+                outcome="complete"
+                if all(c.outcome is NodeOutcome.OK for c in calls.values())
+                else "partial",
+                counts={
+                    "answered": sum(c.outcome is NodeOutcome.OK for c in calls.values()),
+                    "failed": sum(c.outcome is not NodeOutcome.OK for c in calls.values()),
+                },
+                labels={"authorized_index": str(authorized.seq)}
+                | {s.lower(): c.outcome.value for s, c in calls.items()},
+            )
+        )
         with self._lock:
             record = self._lookups.get(header.query_id)
             if record is not None:  # (evicted meanwhile only under a flood of lookups)
@@ -199,9 +312,11 @@ class CoordinatorService:
         header: QueryHeader,
         application_date: dt.date,
         hits: Sequence[tuple[str, bytes]],
+        verified_by: Sequence[str],
         time_remaining: float | None,
     ) -> Resolution:
         self._authorize(header)
+        self._require_operator(header)
         with self._lock:
             rec = self._lookups.get(header.query_id)
         if rec is None or rec.expires <= self._clock():
@@ -218,14 +333,34 @@ class CoordinatorService:
             if len(handle) != HANDLE_BYTES:
                 raise InvalidInput(f"a handle is {HANDLE_BYTES} bytes")
             by_state[state].append(handle)
-        targets = {
-            state: (
-                self._stubs[state].GetHitDetails,
-                node_pb2.HitDetailsRequest(header=header_to_pb(header), handles=handles),
+        verifiers = self._verifiers(verified_by) if by_state else ()
+        calls: dict[str, NodeCall] = {}
+        if by_state:
+            verified = self.audit.log.append(
+                header_event(
+                    EventKind.HIT_VERIFIED,
+                    header,
+                    registers=sorted(by_state),
+                    verifiers=verifiers,
+                    outcome="confirmed",
+                    counts={s.lower(): len(h) for s, h in by_state.items()},
+                    labels={f"handles_{s.lower()}": handles_digest(h) for s, h in by_state.items()},
+                )
             )
-            for state, handles in by_state.items()
-        }
-        calls = fan_out(targets, self._timeout(time_remaining))
+            authorization, calls = self._on_record(verified, sorted(by_state), time_remaining)
+            targets = {
+                state: (
+                    self._stubs[state].GetHitDetails,
+                    node_pb2.HitDetailsRequest(
+                        header=header_to_pb(header),
+                        handles=handles,
+                        authorization=authorization_to_pb(authorization),
+                    ),
+                )
+                for state, handles in by_state.items()
+                if state not in calls
+            }
+            calls |= fan_out(targets, self._timeout(time_remaining))
         details: list[HitDetail] = []
         for state, call in calls.items():
             if call.outcome is NodeOutcome.OK:
@@ -240,6 +375,21 @@ class CoordinatorService:
             c.outcome is NodeOutcome.OK for c in calls.values()
         )
         decision = decide(header.requesting_state, application_date, details)
+        self.audit.record(
+            header_event(
+                EventKind.DECISION_PROPOSED,
+                header,
+                registers=sorted(by_state),
+                outcome="complete" if complete else "partial",
+                verifiers=verifiers,
+                counts={"hits": len(details)},
+                labels={
+                    "rule": decision.rule.value,
+                    "regime": decision.regime.value,
+                    "responsible_state": decision.responsible_state or "",
+                },
+            )
+        )
         log.info(
             "resolve query=%s from=%s hits=%d rule=%s responsible=%s complete=%s",
             header.query_id,
@@ -250,6 +400,17 @@ class CoordinatorService:
             complete,
         )
         return Resolution(decision, tuple(details), tuple(calls.values()), complete)
+
+    def _verifiers(self, verified_by: Sequence[str]) -> tuple[str, ...]:
+        people = tuple(sorted({v.strip() for v in verified_by if v.strip()}))
+        if any(len(p) > 64 or not p.isprintable() for p in people):
+            raise InvalidInput("verified_by holds operator ids of at most 64 printable characters")
+        if len(people) < self.config.hit_verifiers_required:
+            raise PermissionDenied(
+                f"hit details need {self.config.hit_verifiers_required} distinct verifiers "
+                f"of the candidate hits; {len(people)} given"
+            )
+        return people
 
     def federation_info(self) -> coordinator_pb2.FederationInfo:
         return coordinator_pb2.FederationInfo(

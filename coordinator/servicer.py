@@ -7,12 +7,14 @@ import grpc
 from coordinator.dublin import Decision, Procedure, Regime, Rule
 from coordinator.fanout import NodeCall, NodeOutcome
 from coordinator.service import CoordinatorService
+from fedmatch.audit.events import logs_refusals
+from fedmatch.audit.servicer import AuditServicer
 from fedmatch.domain import parse_date
 from fedmatch.errors import InvalidInput
 from fedmatch.grpcutil.errors import translated
 from fedmatch.grpcutil.server import RunningServer, ServerLimits, start_server
 from fedmatch.limits import MAX_LOOKUP_RESPONSE_BYTES, MAX_RECEIVE_BYTES
-from fedmatch.rpc.v1 import common_pb2, coordinator_pb2_grpc
+from fedmatch.rpc.v1 import audit_pb2_grpc, common_pb2, coordinator_pb2_grpc
 from fedmatch.rpc.v1 import coordinator_pb2 as cpb
 from fedmatch.wire import header_from_pb, hit_to_pb, probe_from_pb
 
@@ -78,6 +80,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         return self.service.federation_info()
 
     @translated
+    @logs_refusals("register_keys")
     def RegisterKeys(  # noqa: N802
         self, request: common_pb2.RegisterKeysRequest, context: grpc.ServicerContext
     ) -> cpb.KeyRegistration:
@@ -94,6 +97,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         )
 
     @translated
+    @logs_refusals("lookup")
     def Lookup(  # noqa: N802
         self, request: cpb.LookupRequest, context: grpc.ServicerContext
     ) -> cpb.LookupResponse:
@@ -111,13 +115,16 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         )
 
     @translated
+    @logs_refusals("resolve")
     def Resolve(  # noqa: N802
         self, request: cpb.ResolveRequest, context: grpc.ServicerContext
     ) -> cpb.ResolveResponse:
         header = header_from_pb(request.header, request.HasField("header"))
         application_date = parse_date(request.application_date, "application_date")
         hits = [(h.member_state, h.handle) for h in request.hits]
-        res = self.service.resolve(header, application_date, hits, context.time_remaining())
+        res = self.service.resolve(
+            header, application_date, hits, list(request.verified_by), context.time_remaining()
+        )
         return cpb.ResolveResponse(
             decision=_decision_pb(res.decision, res.complete),
             hits=[hit_to_pb(h) for h in res.hits],
@@ -132,8 +139,12 @@ def serve_coordinator(service: CoordinatorService, listen: str | None = None) ->
         max_send_bytes=MAX_LOOKUP_RESPONSE_BYTES,
         max_workers=service.config.max_workers,
     )
-    return start_server(
-        lambda s: coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(servicer, s),
-        listen or service.config.listen,
-        limits,
+    audit = AuditServicer(
+        service.audit.log, service.audit.auditors, checkpoint=service.published_checkpoint
     )
+
+    def add(server: grpc.Server) -> None:
+        coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(servicer, server)
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(audit, server)
+
+    return start_server(add, listen or service.config.listen, limits)

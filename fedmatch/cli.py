@@ -103,11 +103,22 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--event-place")
     enroll.add_argument("--capture-date", help="YYYY-MM-DD (default: event date)")
     enroll.add_argument("--sex", default="", choices=[s.value for s in Sex])
-    enroll.add_argument("--operator", default="", help="operator id")
+    enroll.add_argument("--operator", default="", help="operator id (recorded and logged)")
+    enroll.add_argument("--unit", default="", help="enrolling unit (logged)")
 
     lookup = sub.add_parser("lookup", help="encrypted lookup of one probe across the federation")
     lookup.add_argument("--coordinator", required=True, help="coordinator address host:port")
     _header_args(lookup)
+    lookup.add_argument("--unit", required=True, help="requesting unit (logged)")
+    lookup.add_argument(
+        "--operator", required=True, help="operator id of the person asking (logged)"
+    )
+    lookup.add_argument(
+        "--verified-by",
+        default="",
+        help="comma-separated ids of the people who verified the candidate hits; without it "
+        "the lookup stops at the candidates (no details are requested)",
+    )
     probe = lookup.add_mutually_exclusive_group(required=True)
     probe.add_argument("--template", type=Path, help=".npy or .json probe")
     probe.add_argument("--image", type=Path, help="a photo of the person")
@@ -149,6 +160,26 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     evaluate.add_argument("--out", type=Path, required=True, help="report folder")
 
+    audit = sub.add_parser("audit", help="audit logs: keys, verification, statistics")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
+    akeygen = audit_sub.add_parser(
+        "keygen", help="generate a party's or an auditor's Ed25519 signing key (mode 0600)"
+    )
+    akeygen.add_argument(
+        "--name", required=True,
+        help="key name: fedmatch/node/<STATE>, fedmatch/coordinator, or an auditor's name",
+    )  # fmt: skip
+    akeygen.add_argument("--out", type=Path, required=True, help="key file to create")
+    averify = audit_sub.add_parser(
+        "verify", help="verify every party's log and cross-check the federation"
+    )
+    averify.add_argument("--config", type=Path, required=True, help="auditor TOML file")
+    averify.add_argument("--report", type=Path, help="also write the report to this file")
+    astats = audit_sub.add_parser(
+        "stats", help="publishable aggregates from the verified logs (no individual data)"
+    )
+    astats.add_argument("--config", type=Path, required=True, help="auditor TOML file")
+
     bench = sub.add_parser("bench", help="benchmarks (JSON on the last line)")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
     bsearch = bench_sub.add_parser("search", help="encrypted 1:N search vs a numpy baseline")
@@ -163,6 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
     bfaces = bench_sub.add_parser("faces", help="photos per second through the face path")
     bfaces.add_argument("--photos", type=Path, required=True, help="folder of photos")
     bfaces.add_argument("--images", type=int, default=200, help="photos to process")
+    baudit = bench_sub.add_parser(
+        "audit", help="audit log: durable appends/s, inclusion proofs, full verification"
+    )
+    baudit.add_argument("--appends", type=int, default=20_000, help="durable appends timed")
+    baudit.add_argument("--threads", type=int, default=16, help="concurrent appending threads")
+    baudit.add_argument(
+        "--entries", type=int, default=1_000_000, help="entries of the log proved and verified"
+    )
+    baudit.add_argument("--workdir", type=Path, help="directory for the temporary logs")
     return parser
 
 
@@ -208,6 +248,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         save_keys(RequesterKeys.generate(), args.out)
         print(f"wrote {args.out}")
         return EXIT_OK
+    if args.command == "audit":
+        return _audit(args)
     if args.command == "enroll":
         return _enroll(args)
     if args.command == "lookup":
@@ -222,6 +264,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from fedmatch.biometrics.bench import bench_faces
 
         print(json.dumps(bench_faces(args.photos, args.images)))
+        return EXIT_OK
+    if args.command == "bench" and args.bench_command == "audit":
+        from fedmatch.audit.bench import bench_audit
+
+        print(json.dumps(bench_audit(args.appends, args.threads, args.entries, args.workdir)))
         return EXIT_OK
     if args.command == "bench":
         from fedmatch.bench import bench_search
@@ -250,12 +297,14 @@ def _node(args: argparse.Namespace) -> int:
         )
         print(f"{cfg.member_state}: added {args.count} synthetic records to {cfg.database}")
         return EXIT_OK
+    from fedmatch.audit.party import PartyAudit, load_audit_config, node_origin
     from fedmatch.serving import serve_until_signalled, write_port_file
     from node.service import NodeService
     from node.servicer import serve_node
 
+    audit = PartyAudit(load_audit_config(args.config), node_origin(cfg.member_state))
     store = RecordStore(cfg.database, cfg.member_state, cfg.dimension, cfg.model_id)
-    service = NodeService(cfg, store)
+    service = NodeService(cfg, store, audit)
     server = serve_node(service)
     log.info(
         "node %s serving %d records on %s", cfg.member_state, service.record_count(), server.address
@@ -265,6 +314,7 @@ def _node(args: argparse.Namespace) -> int:
     serve_until_signalled(server)
     service.close()
     store.close()
+    audit.close()
     return EXIT_OK
 
 
@@ -272,17 +322,42 @@ def _coordinator(args: argparse.Namespace) -> int:
     from coordinator.config import load_coordinator_config
     from coordinator.service import CoordinatorService
     from coordinator.servicer import serve_coordinator
+    from fedmatch.audit.party import COORDINATOR_ORIGIN, PartyAudit, load_audit_config
     from fedmatch.serving import serve_until_signalled, write_port_file
 
     cfg = load_coordinator_config(args.config, {"listen": args.listen})
-    service = CoordinatorService(cfg)
+    audit = PartyAudit(load_audit_config(args.config), COORDINATOR_ORIGIN)
+    service = CoordinatorService(cfg, audit)
     server = serve_coordinator(service)
     log.info("coordinator serving %d nodes on %s", len(cfg.nodes), server.address)
     if args.port_file:
         write_port_file(args.port_file, server.port)
     serve_until_signalled(server)
     service.close()
+    audit.close()
     return EXIT_OK
+
+
+def _audit(args: argparse.Namespace) -> int:
+    if args.audit_command == "keygen":
+        from fedmatch.audit.party import create_party_key
+
+        vkey = create_party_key(args.out, args.name)
+        print(f"wrote {args.out}; verifier key (give it to those who verify you):", file=sys.stderr)
+        print(vkey)
+        return EXIT_OK
+    from fedmatch.audit.auditor import load_auditor_config, run_audit, run_stats
+
+    config = load_auditor_config(args.config)
+    if args.audit_command == "stats":
+        print(json.dumps(run_stats(config)))
+        return EXIT_OK
+    result = run_audit(config)
+    print(result.report)
+    if args.report:
+        args.report.write_text(result.report + "\n")
+    print(json.dumps(result.summary))
+    return EXIT_OK if result.ok else EXIT_AUDIT_FAILED
 
 
 # Exit codes of the face quality gates: one per reason, so that scripts can tell them apart.
@@ -295,6 +370,8 @@ QUALITY_EXIT = {
     "too_dark": 15,
 }
 EXIT_SOME_REJECTED = 5
+# `audit verify` found a problem: the report names the party and the evidence.
+EXIT_AUDIT_FAILED = 6
 _PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
@@ -420,7 +497,9 @@ def _enroll(args: argparse.Namespace) -> int:
                     continue
             else:
                 template = matrix[source]
-            header = _new_header(args.state, purpose, args.legal_basis, args.case_reference)
+            header = _new_header(
+                args.state, purpose, args.legal_basis, args.case_reference, args.unit, args.operator
+            )
             try:
                 size = node.enroll(header, record, template)
             except grpc.RpcError as err:
@@ -449,10 +528,12 @@ def _pipeline(args: argparse.Namespace) -> FacePipeline:
     return FacePipeline.for_model(getattr(args, "model", None))
 
 
-def _new_header(state: str, purpose: Purpose, legal_basis: str, case: str) -> QueryHeader:
+def _new_header(
+    state: str, purpose: Purpose, legal_basis: str, case: str, unit: str, operator: str
+) -> QueryHeader:
     import secrets
 
-    return QueryHeader(secrets.token_hex(16), state, purpose, legal_basis, case)
+    return QueryHeader(secrets.token_hex(16), state, purpose, legal_basis, case, unit, operator)
 
 
 def _lookup(args: argparse.Namespace) -> int:
@@ -476,13 +557,17 @@ def _lookup(args: argparse.Namespace) -> int:
     keys = load_keys(args.keys) if args.keys else None
     app_date = args.application_date or dt.date.today().isoformat()
     parse_date(app_date, "--application-date")
-    requester = Requester(args.coordinator, args.state, keys)
+    requester = Requester(args.coordinator, args.state, keys, args.unit, args.operator)
+    verified_by = [v.strip() for v in args.verified_by.split(",") if v.strip()]
     try:
         header = requester.header(
             Purpose.parse(args.purpose), args.legal_basis, args.case_reference
         )
         report = requester.lookup(templates[0], header, timeout=args.timeout)
-        resolved = requester.resolve(report, app_date, timeout=args.timeout)
+        # Details of candidate hits are asked for only once people have verified them.
+        resolved = None
+        if verified_by or not report.matches:
+            resolved = requester.resolve(report, app_date, verified_by, timeout=args.timeout)
     finally:
         requester.close()
     from fedmatch.report import lookup_summary

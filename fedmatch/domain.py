@@ -126,6 +126,10 @@ class QueryHeader:
     purpose: Purpose
     legal_basis: str
     case_reference: str
+    # The requesting unit and the operator, for the logs (DOMAIN.md section 5). Optional
+    # on the wire; the coordinator requires both for searches and hit requests.
+    unit: str = ""
+    operator: str = ""
 
     def __post_init__(self) -> None:
         if not _QUERY_ID.match(self.query_id):
@@ -137,6 +141,10 @@ class QueryHeader:
                 raise InvalidInput(f"{name} is required")
             if len(value) > 256:
                 raise InvalidInput(f"{name} is longer than 256 characters")
+        for name in ("unit", "operator"):
+            value = getattr(self, name)
+            if len(value) > 64 or not value.isprintable():
+                raise InvalidInput(f"{name} must be at most 64 printable characters")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 
+from fedmatch.audit.witness import Authorization
 from fedmatch.domain import (
     Category,
     EncryptedProbe,
@@ -24,6 +25,8 @@ from fedmatch.limits import HANDLE_BYTES
 from fedmatch.rpc.v1 import common_pb2 as pb
 
 __all__ = [
+    "authorization_from_pb",
+    "authorization_to_pb",
     "category_from_pb",
     "category_to_pb",
     "decode_handle",
@@ -79,6 +82,8 @@ def header_from_pb(msg: pb.RequestHeader, has_header: bool = True) -> QueryHeade
         purpose=purpose,
         legal_basis=msg.legal_basis,
         case_reference=msg.case_reference,
+        unit=msg.requesting_unit,
+        operator=msg.operator_id,
     )
 
 
@@ -89,6 +94,8 @@ def header_to_pb(header: QueryHeader) -> pb.RequestHeader:
         purpose=_PURPOSES_PB[header.purpose],  # type: ignore[arg-type]
         legal_basis=header.legal_basis,
         case_reference=header.case_reference,
+        requesting_unit=header.unit,
+        operator_id=header.operator,
     )
 
 
@@ -198,3 +205,19 @@ def decode_handle(handle: bytes) -> tuple[int, int]:
         raise InvalidInput(f"a handle is {HANDLE_BYTES} bytes")
     block, position = _HANDLE.unpack(handle)
     return int(block), int(position)
+
+
+def authorization_from_pb(msg: pb.LogAuthorization) -> Authorization:
+    """A coordinator log authorization; an absent one fails as 'not on record'."""
+    return Authorization(
+        entry=msg.entry, index=msg.index, tree_size=msg.tree_size, proof=tuple(msg.inclusion_proof)
+    )
+
+
+def authorization_to_pb(auth: Authorization) -> pb.LogAuthorization:
+    return pb.LogAuthorization(
+        entry=auth.entry,
+        index=auth.index,
+        tree_size=auth.tree_size,
+        inclusion_proof=list(auth.proof),
+    )

@@ -9,15 +9,28 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from fedmatch.audit.entry import EventKind, digest_hex
+from fedmatch.audit.events import handles_digest, header_event, refusal_event, same_request
+from fedmatch.audit.note import NoteVerifier
+from fedmatch.audit.party import COORDINATOR_ORIGIN, PartyAudit
+from fedmatch.audit.witness import Authorization, Witness, WitnessAnswer
 from fedmatch.domain import EncryptedProbe, HitDetail, QueryHeader
 from fedmatch.epochs import EpochTable
-from fedmatch.errors import HEError, InvalidInput, PermissionDenied, PreconditionFailed
+from fedmatch.errors import (
+    ConfigError,
+    FedmatchError,
+    HEError,
+    InvalidInput,
+    PermissionDenied,
+    PreconditionFailed,
+)
 from fedmatch.he.engine import SearchEngine, create_engine
 from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
 from fedmatch.he.params import DEFAULT_PARAM_SET, get_param_set
@@ -51,11 +64,23 @@ class NodeService:
         self,
         config: NodeConfig,
         store: RecordStore,
+        audit: PartyAudit,
         engine: SearchEngine | None = None,
         handles: HandleRegistry | None = None,
     ) -> None:
         self.config = config
         self.store = store
+        self.audit = audit
+        if not audit.config.coordinator_key:
+            raise ConfigError("audit.coordinator_key is required: a node witnesses the coordinator")
+        directory = audit.config.directory
+        self.witness = Witness(
+            directory / "witness.json",
+            directory / "evidence",
+            NoteVerifier.from_vkey(audit.config.coordinator_key),
+            COORDINATOR_ORIGIN,
+            audit.signer,
+        )
         workers = config.search_workers or default_workers()
         self.engine = engine or create_engine(DEFAULT_PARAM_SET, config.dimension, workers)
         self.handles = handles or HandleRegistry(ttl_seconds=config.handle_ttl_seconds)
@@ -71,9 +96,28 @@ class NodeService:
         ids, templates = store.templates()
         self.engine.load(templates)
         self._ids = ids
+        audit.start_publishing()
+        audit.started(
+            {"records": len(ids)},
+            {
+                "threshold": repr(config.threshold),
+                "threshold_version": config.threshold_version,
+                "he_param_set": self.engine.params.name,
+                "model_id": store.model_id,
+                "key_epoch_seconds": repr(config.key_epoch_seconds),
+                "max_key_epochs": str(config.max_key_epochs),
+            },
+        )
 
     def close(self) -> None:
         self.engine.close()
+
+    def refused(self, request: str, header: QueryHeader | None, exc: FedmatchError) -> None:
+        """Log a refused call with its reason (the servicer calls this for every one)."""
+        self.audit.record(refusal_event(request, header, exc))
+
+    def add_checkpoint(self, old_size: int, proof: Sequence[bytes], note: bytes) -> WitnessAnswer:
+        return self.witness.add_checkpoint(old_size, proof, note)
 
     @property
     def member_state(self) -> str:
@@ -117,7 +161,17 @@ class NodeService:
             self.engine.append(record.template.reshape(1, -1))
             # A new array, not an in-place change: pending queries keep their snapshot.
             self._ids = np.append(self._ids, np.int64(row_id))
-            return self.record_count()
+            size = self.record_count()
+        self.audit.record(
+            header_event(
+                EventKind.RECORD_ENROLLED,
+                header,
+                registers=(self.member_state,),
+                outcome="ok",
+                labels={"record": str(row_id), "category": record.meta.category.value},
+            )
+        )
+        return size
 
     def register_keys(self, header: QueryHeader, bundle: KeyBundle) -> tuple[str, float]:
         """Validate and keep a requester's key material for one epoch; (key id, expiry)."""
@@ -132,6 +186,14 @@ class NodeService:
             if keys.params != self.engine.params:
                 raise PreconditionFailed("this node does not search with that parameter set")
             expires = self.keys.register(key_id, (keys, header.requesting_state))
+        self.audit.record(
+            header_event(
+                EventKind.KEYS_REGISTERED,
+                header,
+                outcome="ok",
+                labels={"key_id": key_id, "expires_unix": str(int(expires))},
+            )
+        )
         log.info("keys registered key=%s from=%s", key_id[:16], header.requesting_state)
         return key_id, expires
 
@@ -140,10 +202,21 @@ class NodeService:
         header: QueryHeader,
         probe: EncryptedProbe,
         threshold_version: str,
+        authorization: Authorization,
         should_stop: Callable[[], bool],
     ) -> SearchResult:
         if header.requesting_state == self.member_state:
             raise PermissionDenied("a state searches its own register nationally, not here")
+        # First, before any work: the search must be on the coordinator's record.
+        entry = self.witness.check(authorization)
+        probe_hash = digest_hex(probe.ciphertext)
+        if (
+            entry.kind is not EventKind.SEARCH_AUTHORIZED
+            or not same_request(entry, header)
+            or entry.event.probe_hash != probe_hash
+            or self.member_state not in entry.event.registers
+        ):
+            raise PermissionDenied("not on record: the coordinator's entry is for another search")
         if threshold_version != self.config.threshold_version:
             raise PreconditionFailed(
                 f"threshold version {threshold_version!r} is not this node's "
@@ -161,6 +234,7 @@ class NodeService:
         if owner != header.requesting_state:
             raise PermissionDenied("key id was registered by another member state")
         self.handles.reserve(header.query_id, header.requesting_state)
+        started_ms = int(time.time() * 1000)  # the log records start and end of a search
         try:
             with self._lock:
                 ids = self._ids
@@ -171,6 +245,21 @@ class NodeService:
             self.handles.release(header.query_id)
             raise
         self.handles.record(header.query_id, header.requesting_state, output.layout, ids)
+        self.audit.record(
+            header_event(
+                EventKind.SEARCH_ANSWERED,
+                header,
+                registers=(self.member_state,),
+                probe_hash=probe_hash,
+                outcome="ok",
+                counts={"records_searched": len(ids)},
+                labels={
+                    "coordinator_index": str(entry.seq),
+                    "key_id": probe.key_id,
+                    "started_ms": str(started_ms),
+                },
+            )
+        )
         log.info(
             "search query=%s from=%s purpose=%s records=%d",
             header.query_id,
@@ -180,11 +269,24 @@ class NodeService:
         )
         return SearchResult(self.member_state, output.blocks, len(ids))
 
-    def hit_details(self, header: QueryHeader, handles: Sequence[bytes]) -> list[HitDetail]:
+    def hit_details(
+        self, header: QueryHeader, handles: Sequence[bytes], authorization: Authorization
+    ) -> list[HitDetail]:
         if not handles:
             raise InvalidInput("no handles given")
         if len(handles) > MAX_HANDLES_PER_REQUEST:
             raise InvalidInput(f"at most {MAX_HANDLES_PER_REQUEST} handles per request")
+        # Details are revealed only for hits the coordinator logged as verified, by whom.
+        entry = self.witness.check(authorization)
+        digest = handles_digest(handles)
+        if (
+            entry.kind is not EventKind.HIT_VERIFIED
+            or not same_request(entry, header)
+            or self.member_state not in entry.event.registers
+            or entry.event.labels.get(f"handles_{self.member_state.lower()}") != digest
+            or not entry.event.verifiers
+        ):
+            raise PermissionDenied("not on record: no verified hit entry for these handles")
         out = []
         for handle in handles:
             record_id = self.handles.resolve(header.query_id, header.requesting_state, handle)
@@ -201,6 +303,20 @@ class NodeService:
                     sex=meta.sex,
                 )
             )
+        categories: dict[str, int] = {}
+        for hit in out:
+            categories[hit.category.value] = categories.get(hit.category.value, 0) + 1
+        self.audit.record(
+            header_event(
+                EventKind.HIT_DETAILS_REVEALED,
+                header,
+                registers=(self.member_state,),
+                outcome="ok",
+                verifiers=entry.event.verifiers,
+                counts=categories,
+                labels={"coordinator_index": str(entry.seq), "handles": digest},
+            )
+        )
         log.info(
             "hit details query=%s for=%s count=%d",
             header.query_id,

@@ -8,13 +8,16 @@ from typing import Literal
 import grpc
 import numpy as np
 
+from fedmatch.audit.events import logs_refusals
+from fedmatch.audit.servicer import AuditServicer
 from fedmatch.domain import parse_date
 from fedmatch.errors import InvalidInput
 from fedmatch.grpcutil.errors import translated
 from fedmatch.grpcutil.server import RunningServer, ServerLimits, start_server
 from fedmatch.limits import MAX_NODE_RESPONSE_BYTES, MAX_RECEIVE_BYTES
-from fedmatch.rpc.v1 import common_pb2, node_pb2, node_pb2_grpc
+from fedmatch.rpc.v1 import audit_pb2, audit_pb2_grpc, common_pb2, node_pb2, node_pb2_grpc
 from fedmatch.wire import (
+    authorization_from_pb,
     category_from_pb,
     header_from_pb,
     hit_to_pb,
@@ -25,7 +28,7 @@ from fedmatch.wire import (
 from node.records import NewRecord, RecordMeta
 from node.service import NodeService
 
-__all__ = ["NODE_LIMITS", "NodeServicer", "serve_node"]
+__all__ = ["NODE_LIMITS", "NodeServicer", "WitnessServicer", "serve_node"]
 
 NODE_LIMITS = ServerLimits(
     max_receive_bytes=MAX_RECEIVE_BYTES, max_send_bytes=MAX_NODE_RESPONSE_BYTES
@@ -37,6 +40,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         self.service = service
 
     @translated
+    @logs_refusals("enroll")
     def Enroll(  # noqa: N802 - gRPC method names
         self, request: node_pb2.EnrollRequest, context: grpc.ServicerContext
     ) -> node_pb2.EnrollResponse:
@@ -70,6 +74,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         return node_pb2.EnrollResponse(register_size=size)
 
     @translated
+    @logs_refusals("register_keys")
     def RegisterKeys(  # noqa: N802
         self, request: common_pb2.RegisterKeysRequest, context: grpc.ServicerContext
     ) -> node_pb2.RegisterKeysResponse:
@@ -80,6 +85,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         return node_pb2.RegisterKeysResponse(key_id=key_id, expires_unix=int(expires))
 
     @translated
+    @logs_refusals("search")
     def Search(  # noqa: N802
         self, request: node_pb2.SearchRequest, context: grpc.ServicerContext
     ) -> node_pb2.SearchResponse:
@@ -88,7 +94,11 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             raise InvalidInput("probe is required")
         probe = probe_from_pb(request.probe)
         result = self.service.search(
-            header, probe, request.threshold_version, should_stop=lambda: not context.is_active()
+            header,
+            probe,
+            request.threshold_version,
+            authorization_from_pb(request.authorization),
+            should_stop=lambda: not context.is_active(),
         )
         return node_pb2.SearchResponse(
             member_state=result.member_state,
@@ -97,11 +107,14 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         )
 
     @translated
+    @logs_refusals("hit_details")
     def GetHitDetails(  # noqa: N802
         self, request: node_pb2.HitDetailsRequest, context: grpc.ServicerContext
     ) -> node_pb2.HitDetailsResponse:
         header = header_from_pb(request.header, request.HasField("header"))
-        hits = self.service.hit_details(header, list(request.handles))
+        hits = self.service.hit_details(
+            header, list(request.handles), authorization_from_pb(request.authorization)
+        )
         return node_pb2.HitDetailsResponse(hits=[hit_to_pb(h) for h in hits])
 
     @translated
@@ -120,11 +133,37 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         )
 
 
+class WitnessServicer(audit_pb2_grpc.WitnessServiceServicer):
+    """The node as a witness of the coordinator's log."""
+
+    def __init__(self, service: NodeService) -> None:
+        self.service = service
+
+    @translated
+    def AddCheckpoint(  # noqa: N802
+        self, request: audit_pb2.AddCheckpointRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.AddCheckpointResponse:
+        answer = self.service.add_checkpoint(
+            request.old_size, list(request.consistency_proof), request.checkpoint
+        )
+        cosig = answer.cosignature
+        return audit_pb2.AddCheckpointResponse(
+            conflict=answer.conflict,
+            witnessed_size=answer.witnessed_size,
+            witness_name=cosig.name if cosig else "",
+            cosignature=(cosig.key_id + cosig.value) if cosig else b"",
+        )
+
+
 def serve_node(service: NodeService, listen: str | None = None) -> RunningServer:
     servicer = NodeServicer(service)
+    witness = WitnessServicer(service)
+    audit = AuditServicer(service.audit.log, service.audit.auditors)
     limits = replace(NODE_LIMITS, max_workers=service.config.max_workers)
-    return start_server(
-        lambda s: node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, s),
-        listen or service.config.listen,
-        limits,
-    )
+
+    def add(server: grpc.Server) -> None:
+        node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, server)
+        audit_pb2_grpc.add_WitnessServiceServicer_to_server(witness, server)
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(audit, server)
+
+    return start_server(add, listen or service.config.listen, limits)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +13,18 @@ import numpy as np
 from coordinator.config import CoordinatorConfig, NodeEntry
 from coordinator.service import CoordinatorService
 from coordinator.servicer import serve_coordinator
+from fedmatch.audit.auditor import AuditorConfig, PartyEntry
+from fedmatch.audit.entry import AuditEvent, EventKind, digest_hex
+from fedmatch.audit.events import handles_digest, header_event
+from fedmatch.audit.note import Checkpoint, Note, NoteSigner
+from fedmatch.audit.party import (
+    COORDINATOR_ORIGIN,
+    AuditConfig,
+    PartyAudit,
+    create_party_key,
+    node_origin,
+)
+from fedmatch.audit.witness import Authorization
 from fedmatch.domain import Category, Purpose, QueryHeader, Sex
 from fedmatch.grpcutil.server import RunningServer
 from fedmatch.he.keys import RequesterKeys
@@ -39,6 +51,116 @@ def shared_keys(state: str = "DE") -> RequesterKeys:
     return _KEYS[state]
 
 
+# One auditor key trusted by every party of every test federation.
+AUDITOR = NoteSigner.generate("auditor-test")
+UNIT = "dublin-unit-1"
+OPERATOR = "officer-1"
+VERIFIERS = ("expert-a", "expert-b")
+
+
+class Keyring:
+    """Party signing keys of one test federation, created on first use in ``directory``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def path(self, origin: str) -> Path:
+        return self.directory / (origin.replace("/", "_") + ".key")
+
+    def vkey(self, origin: str) -> str:
+        path = self.path(origin)
+        if not path.exists():
+            return create_party_key(path, origin)
+        return NoteSigner.load(path).vkey()
+
+
+def node_audit(tmp: Path, state: str) -> PartyAudit:
+    """A node's audit kit in ``tmp`` (the same directory again after a restart)."""
+    keys = Keyring(tmp / "keys")
+    origin = node_origin(state)
+    keys.vkey(origin)
+    config = AuditConfig(
+        directory=tmp / f"audit-{state}",
+        signing_key=keys.path(origin),
+        auditors=(AUDITOR.vkey(),),
+        coordinator_key=keys.vkey(COORDINATOR_ORIGIN),
+    )
+    return PartyAudit(config, origin)
+
+
+def coordinator_audit(tmp: Path) -> PartyAudit:
+    keys = Keyring(tmp / "keys")
+    keys.vkey(COORDINATOR_ORIGIN)
+    config = AuditConfig(
+        directory=tmp / "audit-coordinator",
+        signing_key=keys.path(COORDINATOR_ORIGIN),
+        auditors=(AUDITOR.vkey(),),
+    )
+    return PartyAudit(config, COORDINATOR_ORIGIN)
+
+
+def node_entry(tmp: Path, state: str, address: str) -> NodeEntry:
+    return NodeEntry(state, address, Keyring(tmp / "keys").vkey(node_origin(state)))
+
+
+# The coordinator's entries that let a node work, built exactly as coordinator/service.py
+# builds them (lookup: search_authorized; resolve: hit_verified).
+
+
+def search_authorized(
+    header: QueryHeader, ciphertext: bytes, key_id: str, registers: Sequence[str]
+) -> AuditEvent:
+    return header_event(
+        EventKind.SEARCH_AUTHORIZED,
+        header,
+        probe_hash=digest_hex(ciphertext),
+        registers=sorted(registers),
+        labels={"key_id": key_id},
+    )
+
+
+def hit_verified(
+    header: QueryHeader,
+    state: str,
+    handles: Sequence[bytes],
+    verifiers: Sequence[str] = VERIFIERS,
+) -> AuditEvent:
+    return header_event(
+        EventKind.HIT_VERIFIED,
+        header,
+        registers=[state],
+        verifiers=tuple(sorted(verifiers)),
+        outcome="confirmed",
+        counts={state.lower(): len(handles)},
+        labels={f"handles_{state.lower()}": handles_digest(handles)},
+    )
+
+
+class CoordinatorRecord:
+    """The coordinator's log without a coordinator, for tests that call a NodeService
+    directly: appends an entry, has the node witness a checkpoint containing it (in process,
+    as the WitnessService would) and returns the authorization to send with the request."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.audit = coordinator_audit(tmp)
+
+    def close(self) -> None:
+        self.audit.close()
+
+    def authorize(self, node: NodeService, event: AuditEvent) -> Authorization:
+        log = self.audit.log
+        entry = log.append(event)
+        note = log.checkpoint()
+        size = Checkpoint.parse(Note.parse(note).body).size
+        old = node.witness.witnessed_size
+        proof = log.consistency_proof(old, size) if 0 < old < size else []
+        answer = node.add_checkpoint(old, proof, note)
+        assert not answer.conflict and answer.cosignature is not None
+        return Authorization(
+            entry.raw, entry.seq, size, tuple(log.inclusion_proof(entry.seq, size))
+        )
+
+
 @dataclass
 class Federation:
     nodes: dict[str, NodeService]
@@ -48,16 +170,30 @@ class Federation:
     stack: ExitStack = field(repr=False)
 
     def requester(self, state: str) -> Requester:
-        r = Requester(self.coordinator_server.address, state, shared_keys(state))
+        r = Requester(self.coordinator_server.address, state, shared_keys(state), UNIT, OPERATOR)
         self.stack.callback(r.close)
         return r
+
+    def authorize(self, event: AuditEvent, states: Sequence[str]) -> Authorization:
+        """Put ``event`` on the coordinator's record and have ``states`` witness a checkpoint
+        containing it, as the coordinator does before it sends a search or a resolve."""
+        entry = self.coordinator.audit.log.append(event)
+        authorization, failures = self.coordinator.witnesses.authorize(entry, states, 20.0)
+        assert not failures, failures
+        return authorization
 
 
 def header(state: str, purpose: Purpose = Purpose.ASYLUM_DUBLIN) -> QueryHeader:
     import secrets
 
     return QueryHeader(
-        secrets.token_hex(16), state, purpose, "Reg. (EU) 2024/1358 Art. 27", "CASE-1"
+        secrets.token_hex(16),
+        state,
+        purpose,
+        "Reg. (EU) 2024/1358 Art. 27",
+        "CASE-1",
+        unit=UNIT,
+        operator=OPERATOR,
     )
 
 
@@ -97,7 +233,9 @@ def federation(
             )  # fmt: skip
             store = RecordStore(db, state, DIM, MODEL)
             stack.callback(store.close)
-            svc = NodeService(cfg, store)
+            audit = node_audit(tmp, state)
+            stack.callback(audit.close)
+            svc = NodeService(cfg, store, audit)
             stack.callback(svc.close)
             srv = serve_node(svc, "127.0.0.1:0")
             stack.callback(srv.stop, 0.2)
@@ -106,10 +244,58 @@ def federation(
             model_id=MODEL,
             dimension=DIM,
             node_deadline_seconds=node_deadline,
-            nodes=tuple(NodeEntry(s, servers[s].address) for s in states) + extra_nodes,
+            nodes=tuple(node_entry(tmp, s, servers[s].address) for s in states) + extra_nodes,
         )
-        coord = CoordinatorService(ccfg)
+        caudit = coordinator_audit(tmp)
+        stack.callback(caudit.close)
+        coord = CoordinatorService(ccfg, caudit)
         stack.callback(coord.close)
         csrv = serve_coordinator(coord, "127.0.0.1:0")
         stack.callback(csrv.stop, 0.2)
         yield Federation(nodes, servers, coord, csrv, stack)
+
+
+def auditor_config(
+    tmp: Path,
+    fed: Federation,
+    state_dir: Path | None = None,
+    addresses: dict[str, str] | None = None,
+    peers: tuple[Path, ...] = (),
+) -> AuditorConfig:
+    """An auditor of ``fed`` (the AUDITOR key every party trusts); ``addresses`` overrides
+    where a party is reached (a node or "coordinator"), e.g. to put an impostor there."""
+    key = tmp / "auditor.key"
+    if not key.exists():
+        AUDITOR.save(key)
+    keys = Keyring(tmp / "keys")
+    where = {"coordinator": fed.coordinator_server.address}
+    where |= {s: srv.address for s, srv in fed.servers.items()}
+    where |= addresses or {}
+    return AuditorConfig(
+        name=AUDITOR.name,
+        signing_key=key,
+        state_dir=state_dir or tmp / "auditor-state",
+        coordinator=PartyEntry(
+            "coordinator", COORDINATOR_ORIGIN, where["coordinator"], keys.vkey(COORDINATOR_ORIGIN)
+        ),
+        nodes=tuple(
+            PartyEntry(s, node_origin(s), where[s], keys.vkey(node_origin(s))) for s in fed.nodes
+        ),
+        peers=peers,
+    )
+
+
+def write_auditor_toml(config: AuditorConfig, path: Path) -> Path:
+    """The TOML file `fedmatch audit verify --config` reads, for ``config``."""
+    nodes = "".join(
+        f'[[nodes]]\nmember_state = "{n.name}"\naddress = "{n.address}"\nkey = "{n.key}"\n'
+        for n in config.nodes
+    )
+    path.write_text(
+        f'[auditor]\nname = "{config.name}"\nsigning_key = "{config.signing_key}"\n'
+        f'state_dir = "{config.state_dir}"\n'
+        + "".join(f'peers = ["{p}"]\n' for p in config.peers[:1])
+        + f'[coordinator]\naddress = "{config.coordinator.address}"\n'
+        f'key = "{config.coordinator.key}"\n' + nodes
+    )
+    return path

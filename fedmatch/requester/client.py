@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -112,6 +113,8 @@ class Requester:
         coordinator: str | grpc.Channel,
         member_state: str,
         keys: RequesterKeys | None = None,
+        unit: str = "",
+        operator: str = "",
     ) -> None:
         if isinstance(coordinator, str):
             channel = make_channel(coordinator, MAX_LOOKUP_RESPONSE_BYTES, MAX_RECEIVE_BYTES)
@@ -120,6 +123,9 @@ class Requester:
             channel, self._owned = coordinator, None
         self._stub = coordinator_pb2_grpc.CoordinatorServiceStub(channel)
         self.member_state = member_state
+        # Who asks, for the logs: the coordinator refuses searches without both.
+        self.unit = unit
+        self.operator = operator
         self.keys = keys or RequesterKeys.generate()
         self._registered_until = 0.0
         self.key_registrations = 0
@@ -135,6 +141,8 @@ class Requester:
             purpose=purpose,
             legal_basis=legal_basis,
             case_reference=case_reference,
+            unit=self.unit,
+            operator=self.operator,
         )
 
     def federation(
@@ -245,12 +253,20 @@ class Requester:
         return found
 
     def resolve(
-        self, report: LookupReport, application_date: str, timeout: float = 30.0
+        self,
+        report: LookupReport,
+        application_date: str,
+        verified_by: Sequence[str] = (),
+        timeout: float = 30.0,
     ) -> ResolveReport:
+        """Ask for the details of the matched hits and the Dublin decision. ``verified_by``
+        names the people who verified the candidate hits (logged; the coordinator requires
+        as many as its policy says, two by default)."""
         request = coordinator_pb2.ResolveRequest(
             header=header_to_pb(report.header),
             application_date=application_date,
             hits=[coordinator_pb2.HitRef(member_state=s, handle=h) for s, h in report.matches],
+            verified_by=list(verified_by),
         )
         t0 = time.perf_counter()
         response: coordinator_pb2.ResolveResponse = self._stub.Resolve(request, timeout=timeout)

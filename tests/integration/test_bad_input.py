@@ -1,7 +1,9 @@
 """Bad input gets a clear status and the server keeps serving honest requests.
 
 Each case sends one hostile request to a real server, asserts the exact status code, then
-checks that an honest lookup still succeeds.
+checks that an honest lookup still succeeds. Requests sent straight to a node carry the
+coordinator's authorization (its log entry for the request, witnessed by the node, as a
+real lookup or resolve does), unless the refusal under test comes before that check.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import grpc
 import numpy as np
 import pytest
 
-from fedmatch.domain import Category
+from fedmatch.domain import Category, QueryHeader
 from fedmatch.grpcutil.server import make_channel
 from fedmatch.he.params import DEFAULT_PARAM_SET
 from fedmatch.limits import MAX_NODE_RESPONSE_BYTES
@@ -25,8 +27,19 @@ from fedmatch.rpc.v1 import (
     node_pb2_grpc,
 )
 from fedmatch.synthetic import capture, unit_vectors
-from fedmatch.wire import header_to_pb
-from tests.federation import DIM, MODEL, Federation, enrol, federation, header, shared_keys
+from fedmatch.wire import authorization_to_pb, header_from_pb, header_to_pb
+from tests.federation import (
+    DIM,
+    MODEL,
+    VERIFIERS,
+    Federation,
+    enrol,
+    federation,
+    header,
+    hit_verified,
+    search_authorized,
+    shared_keys,
+)
 
 PARAM_SET = DEFAULT_PARAM_SET.name
 THRESHOLD_VERSION = "2026-11-v1"
@@ -77,14 +90,33 @@ def _probe(
     )
 
 
-def _search(**changes: object) -> node_pb2.SearchRequest:
+def _search(fed: Federation | None, **changes: object) -> node_pb2.SearchRequest:
+    """A search request; with ``fed``, authorized by the coordinator for exactly this header
+    and probe ciphertext (None: sent without any authorization)."""
     fields: dict[str, object] = {
         "header": header_to_pb(header("DE")),
         "probe": _probe(),
         "threshold_version": THRESHOLD_VERSION,
     }
     fields.update(changes)
-    return node_pb2.SearchRequest(**fields)  # type: ignore[arg-type]
+    request = node_pb2.SearchRequest(**fields)  # type: ignore[arg-type]
+    if fed is not None:
+        hdr = header_from_pb(request.header, True)
+        event = search_authorized(hdr, request.probe.ciphertext, request.probe.key_id, ["IT"])
+        request.authorization.CopyFrom(authorization_to_pb(fed.authorize(event, ["IT"])))
+    return request
+
+
+def _details(
+    fed: Federation | None, handles: list[bytes], hdr: QueryHeader | None = None
+) -> node_pb2.HitDetailsRequest:
+    """A hit-details request; with ``fed``, for hits the coordinator logged as verified."""
+    hdr = hdr or header("DE")
+    request = node_pb2.HitDetailsRequest(header=header_to_pb(hdr), handles=handles)
+    if fed is not None:
+        event = hit_verified(hdr, "IT", handles, VERIFIERS)
+        request.authorization.CopyFrom(authorization_to_pb(fed.authorize(event, ["IT"])))
+    return request
 
 
 def _bundle_with_secret() -> common_pb2.HEKeyBundle:
@@ -128,69 +160,100 @@ def _enroll(
     )  # fmt: skip
 
 
-NodeCase = tuple[str, Callable[[node_pb2_grpc.NodeServiceStub], object], grpc.StatusCode, str]
+def _other_probe(fed: Federation) -> node_pb2.SearchRequest:
+    """Authorized for one probe, sent with another (the same header)."""
+    request = _search(fed)
+    request.probe.CopyFrom(_probe())
+    return request
+
+
+def _other_query(fed: Federation) -> node_pb2.SearchRequest:
+    """Authorized for one query, sent with another query id (the same probe)."""
+    request = _search(fed)
+    request.header.query_id = header("DE").query_id
+    return request
+
+
+def _other_handles(fed: Federation) -> node_pb2.HitDetailsRequest:
+    request = _details(fed, [b"h" * 8])
+    request.handles[:] = [b"i" * 8]
+    return request
+
+
+NodeCase = tuple[
+    str, Callable[[node_pb2_grpc.NodeServiceStub, Federation], object], grpc.StatusCode, str
+]
 
 NODE_CASES: list[NodeCase] = [
-    ("undecodable-ciphertext", lambda s: s.Search(_search(probe=_probe(b"\x01\x02" * 500))),
+    ("undecodable-ciphertext", lambda s, f: s.Search(_search(f, probe=_probe(b"\x01\x02" * 500))),
      grpc.StatusCode.INVALID_ARGUMENT, "probe ciphertext could not be decoded"),
-    ("empty-ciphertext", lambda s: s.Search(_search(probe=_probe(b""))),
+    ("empty-ciphertext", lambda s, f: s.Search(_search(f, probe=_probe(b""))),
      grpc.StatusCode.INVALID_ARGUMENT, "probe ciphertext is empty"),
-    ("unknown-key-id", lambda s: s.Search(_search(probe=_probe(key_id="ab" * 32))),
+    ("unknown-key-id", lambda s, f: s.Search(_search(f, probe=_probe(key_id="ab" * 32))),
      grpc.StatusCode.FAILED_PRECONDITION, "unknown key id"),
-    ("malformed-key-id", lambda s: s.Search(_search(probe=_probe(key_id="not-hex"))),
+    ("malformed-key-id", lambda s, f: s.Search(_search(f, probe=_probe(key_id="not-hex"))),
      grpc.StatusCode.INVALID_ARGUMENT, "key_id"),
-    ("unknown-param-set", lambda s: s.Search(_search(probe=_probe(param_set="bfv-x"))),
+    ("unknown-param-set", lambda s, f: s.Search(_search(f, probe=_probe(param_set="bfv-x"))),
      grpc.StatusCode.INVALID_ARGUMENT, "unknown homomorphic-encryption parameter set"),
-    ("wrong-dimension", lambda s: s.Search(_search(probe=_probe(dimension=512))),
+    ("wrong-dimension", lambda s, f: s.Search(_search(f, probe=_probe(dimension=512))),
      grpc.StatusCode.INVALID_ARGUMENT, "dimension must be 128"),
-    ("other-model", lambda s: s.Search(_search(probe=_probe(model="arcface-r50"))),
+    ("other-model", lambda s, f: s.Search(_search(f, probe=_probe(model="arcface-r50"))),
      grpc.StatusCode.FAILED_PRECONDITION, "model"),
-    ("other-threshold-version", lambda s: s.Search(_search(threshold_version="1999-v0")),
+    ("other-threshold-version", lambda s, f: s.Search(_search(f, threshold_version="1999-v0")),
      grpc.StatusCode.FAILED_PRECONDITION, "threshold version"),
-    ("unknown-member-state", lambda s: s.Search(_search(header=_header_pb("XX"))),
+    ("unknown-member-state", lambda s, f: s.Search(_search(None, header=_header_pb("XX"))),
      grpc.StatusCode.INVALID_ARGUMENT, "not a member state"),
-    ("malformed-state-code", lambda s: s.Search(_search(header=_header_pb("germany"))),
+    ("malformed-state-code", lambda s, f: s.Search(_search(None, header=_header_pb("germany"))),
      grpc.StatusCode.INVALID_ARGUMENT, "ISO 3166-1"),
-    ("missing-header", lambda s: s.Search(node_pb2.SearchRequest(probe=_probe())),
+    ("missing-header", lambda s, f: s.Search(node_pb2.SearchRequest(probe=_probe())),
      grpc.StatusCode.INVALID_ARGUMENT, "header is required"),
-    ("missing-probe", lambda s: s.Search(node_pb2.SearchRequest(header=_header_pb())),
+    ("missing-probe", lambda s, f: s.Search(node_pb2.SearchRequest(header=_header_pb())),
      grpc.StatusCode.INVALID_ARGUMENT, "probe is required"),
-    ("own-state-search", lambda s: s.Search(_search(header=header_to_pb(header("IT")))),
+    ("own-state-search", lambda s, f: s.Search(_search(f, header=header_to_pb(header("IT")))),
      grpc.StatusCode.PERMISSION_DENIED, "own register"),
-    ("oversize-message", lambda s: s.Search(_search(probe=_probe(b"\x00" * OVERSIZE))),
+    ("oversize-message", lambda s, f: s.Search(_search(None, probe=_probe(b"\x00" * OVERSIZE))),
      grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
-    ("oversize-ciphertext-field", lambda s: s.Search(_search(probe=_probe(b"\x00" * (600 << 10)))),
+    ("oversize-ciphertext-field",
+     lambda s, f: s.Search(_search(f, probe=_probe(b"\x00" * (600 << 10)))),
      grpc.StatusCode.INVALID_ARGUMENT, "exceeds"),
-    ("context-with-secret-key", lambda s: s.RegisterKeys(_register(_bundle_with_secret())),
+    ("context-with-secret-key", lambda s, f: s.RegisterKeys(_register(_bundle_with_secret())),
      grpc.StatusCode.INVALID_ARGUMENT, "secret key"),
-    ("garbage-key-bundle", lambda s: s.RegisterKeys(_register(common_pb2.HEKeyBundle(
+    ("garbage-key-bundle", lambda s, f: s.RegisterKeys(_register(common_pb2.HEKeyBundle(
         he_param_set=PARAM_SET, parms=b"x" * 50, public_key=b"y", galois_keys=b"z"))),
      grpc.StatusCode.INVALID_ARGUMENT, "encryption parameters could not be decoded"),
-    ("missing-key-bundle", lambda s: s.RegisterKeys(_register(None)),
+    ("missing-key-bundle", lambda s, f: s.RegisterKeys(_register(None)),
      grpc.StatusCode.INVALID_ARGUMENT, "key_bundle is required"),
-    ("unknown-category", lambda s: s.Enroll(_enroll(category=42)),
+    ("unknown-category", lambda s, f: s.Enroll(_enroll(category=42)),
      grpc.StatusCode.INVALID_ARGUMENT, "unknown category"),
-    ("unspecified-category", lambda s: s.Enroll(_enroll(category=0)),
+    ("unspecified-category", lambda s, f: s.Enroll(_enroll(category=0)),
      grpc.StatusCode.INVALID_ARGUMENT, "unknown category"),
-    ("enrol-wrong-dimension", lambda s: s.Enroll(_enroll(values=[1.0])),
+    ("enrol-wrong-dimension", lambda s, f: s.Enroll(_enroll(values=[1.0])),
      grpc.StatusCode.INVALID_ARGUMENT, "dimension must be 128"),
-    ("enrol-not-unit-norm", lambda s: s.Enroll(_enroll(values=[0.5] * DIM)),
+    ("enrol-not-unit-norm", lambda s, f: s.Enroll(_enroll(values=[0.5] * DIM)),
      grpc.StatusCode.INVALID_ARGUMENT, "unit-norm"),
-    ("enrol-other-model", lambda s: s.Enroll(_enroll(model="arcface-r50")),
+    ("enrol-other-model", lambda s, f: s.Enroll(_enroll(model="arcface-r50")),
      grpc.StatusCode.FAILED_PRECONDITION, "model"),
-    ("enrol-by-another-state", lambda s: s.Enroll(_enroll(state="DE")),
+    ("enrol-by-another-state", lambda s, f: s.Enroll(_enroll(state="DE")),
      grpc.StatusCode.PERMISSION_DENIED, "own member state"),
-    ("enrol-unknown-state", lambda s: s.Enroll(_enroll(state="ZZ")),
+    ("enrol-unknown-state", lambda s, f: s.Enroll(_enroll(state="ZZ")),
      grpc.StatusCode.INVALID_ARGUMENT, "not a member state"),
-    ("details-unknown-query", lambda s: s.GetHitDetails(node_pb2.HitDetailsRequest(
-        header=header_to_pb(header("DE")), handles=[b"h" * 8])),
+    ("details-unknown-query", lambda s, f: s.GetHitDetails(_details(f, [b"h" * 8])),
      grpc.StatusCode.NOT_FOUND, "no search"),
-    ("details-bad-handle", lambda s: s.GetHitDetails(node_pb2.HitDetailsRequest(
-        header=header_to_pb(header("DE")), handles=[b"h" * 16])),
+    ("details-bad-handle", lambda s, f: s.GetHitDetails(_details(f, [b"h" * 16])),
      grpc.StatusCode.INVALID_ARGUMENT, "a handle is 8 bytes"),
-    ("details-too-many-handles", lambda s: s.GetHitDetails(node_pb2.HitDetailsRequest(
-        header=header_to_pb(header("DE")), handles=[b"h" * 8] * 65)),
+    ("details-too-many-handles", lambda s, f: s.GetHitDetails(_details(f, [b"h" * 8] * 65)),
      grpc.StatusCode.INVALID_ARGUMENT, "at most 64"),
+    # Off the coordinator's record: refused before any other check of the request's content.
+    ("search-without-authorization", lambda s, f: s.Search(_search(None)),
+     grpc.StatusCode.PERMISSION_DENIED, "not on record"),
+    ("search-authorized-for-another-probe", lambda s, f: s.Search(_other_probe(f)),
+     grpc.StatusCode.PERMISSION_DENIED, "not on record"),
+    ("search-authorized-for-another-query", lambda s, f: s.Search(_other_query(f)),
+     grpc.StatusCode.PERMISSION_DENIED, "not on record"),
+    ("details-without-authorization", lambda s, f: s.GetHitDetails(_details(None, [b"h" * 8])),
+     grpc.StatusCode.PERMISSION_DENIED, "not on record"),
+    ("details-authorized-for-other-handles", lambda s, f: s.GetHitDetails(_other_handles(f)),
+     grpc.StatusCode.PERMISSION_DENIED, "not on record"),
 ]  # fmt: skip
 
 
@@ -205,17 +268,20 @@ def _honest_lookup_works(fed: Federation) -> None:
 )
 def test_node_refuses_bad_input_and_keeps_serving(
     fed: Federation, node_stub: node_pb2_grpc.NodeServiceStub, name: str,
-    call: Callable[[node_pb2_grpc.NodeServiceStub], object], code: grpc.StatusCode, message: str,
+    call: Callable[[node_pb2_grpc.NodeServiceStub, Federation], object],
+    code: grpc.StatusCode, message: str,
 ) -> None:  # fmt: skip
     with pytest.raises(grpc.RpcError) as err:
-        call(node_stub)
+        call(node_stub, fed)
     assert err.value.code() == code, err.value.details()
     assert message in (err.value.details() or "")
     _honest_lookup_works(fed)
 
 
-def test_reused_query_id_is_refused(node_stub: node_pb2_grpc.NodeServiceStub) -> None:
-    request = _search()
+def test_reused_query_id_is_refused(
+    fed: Federation, node_stub: node_pb2_grpc.NodeServiceStub
+) -> None:
+    request = _search(fed)  # a replayed authorization is no way around it
     node_stub.Search(request)
     with pytest.raises(grpc.RpcError) as err:
         node_stub.Search(request)
@@ -319,6 +385,7 @@ def test_resolve_refuses_states_that_did_not_answer(
         request = coordinator_pb2.ResolveRequest(
             header=header_to_pb(report.header), application_date="2026-11-21",
             hits=[coordinator_pb2.HitRef(member_state=state, handle=report.matches[0][1])],
+            verified_by=VERIFIERS,
         )  # fmt: skip
         with pytest.raises(grpc.RpcError) as err:
             coord_stub.Resolve(request)
@@ -328,6 +395,7 @@ def test_resolve_refuses_states_that_did_not_answer(
     request = coordinator_pb2.ResolveRequest(
         header=header_to_pb(report.header), application_date="2026-11-21",
         hits=[coordinator_pb2.HitRef(member_state="IT", handle=b"\x00\x00\x00\x09" * 2)],
+        verified_by=VERIFIERS,
     )  # fmt: skip
     response = coord_stub.Resolve(request)
     assert not response.decision.complete

@@ -6,15 +6,19 @@ import csv
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from fedmatch.audit.note import NoteSigner
 from fedmatch.synthetic import capture, unit_vectors
 from tests.federation import DIM, federation
 
 FACES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "faces"
+# Who asks: logged by the coordinator, which refuses a lookup without both.
+WHO = ["--unit", "dublin-unit-1", "--operator", "officer-1"]
 
 
 def _fedmatch(*args: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
@@ -39,12 +43,32 @@ def test_demo_prints_the_correct_decision(tmp_path: Path, photos: str) -> None:
     assert decision["evidence"][0]["reference"] == "IT-2026-LMP-004711"
     assert {n["member_state"]: n["outcome"] for n in summary["nodes"]} == {"IT": "ok", "FR": "ok"}
     assert summary["control_hits"] == 0  # a photograph of someone else: no hit
+    # The demo's own auditor verified every log and matched each node search (IT and FR,
+    # for the lookup and the control) to a coordinator authorization.
+    assert summary["audit"]["ok"] is True and summary["audit"]["violations"] == 0
+    assert summary["audit"]["searches_checked"] == 4
+    assert summary["audit"]["hit_reveals_checked"] >= 1
     assert ("insightface" in summary["photos"]) == (photos == "packaged")
     assert summary["bytes"]["sent"] > 0 and summary["timings_ms"]["lookup_ms"] > 0
     assert any("decision:" in line for line in lines)
     # Every process was shut down: the logs end with a graceful stop.
     for log in tmp_path.glob("*.log"):
         assert "signal 15: stopping" in log.read_text(), log.name
+    # Every party signed its own audit log with its own key (mode 0600), and the work dir
+    # holds an auditor configuration naming every party by address and verifier key.
+    keys = {k.stem: NoteSigner.load(k) for k in (tmp_path / "keys").glob("*.key")}
+    assert set(keys) == {"auditor", "coordinator", "node-DE", "node-IT", "node-FR"}
+    for party in ("coordinator", "DE", "IT", "FR"):
+        assert (tmp_path / f"audit-{party}" / "log" / "checkpoint").is_file(), party
+    auditor_toml = tmp_path / "auditor.toml"
+    assert str(auditor_toml) in result.stdout
+    auditor = tomllib.loads(auditor_toml.read_text())
+    assert auditor["auditor"]["name"] == keys["auditor"].name
+    assert (tmp_path / auditor["auditor"]["signing_key"]) == tmp_path / "keys" / "auditor.key"
+    assert auditor["coordinator"]["key"] == keys["coordinator"].vkey()
+    assert {n["member_state"]: n["key"] for n in auditor["nodes"]} == {
+        s: keys[f"node-{s}"].vkey() for s in ("DE", "IT", "FR")
+    }
 
 
 def test_enroll_and_lookup_commands(tmp_path: Path) -> None:
@@ -93,19 +117,32 @@ def test_enroll_and_lookup_commands(tmp_path: Path) -> None:
 
         keys = tmp_path / "de.keys"
         assert _fedmatch("keys", "generate", "--out", str(keys)).returncode == 0
-        found = _fedmatch(
+        lookup = [
             "lookup", "--coordinator", fed.coordinator_server.address, "--state", "DE",
-            *header, "--template", str(tmp_path / "probe.npy"), "--keys", str(keys),
+            *header, *WHO, "--template", str(tmp_path / "probe.npy"), "--keys", str(keys),
             "--application-date", "2026-11-21",
-        )  # fmt: skip
+        ]  # fmt: skip
+        # Without verifiers the lookup stops at the candidates: no details are asked for.
+        pending = _fedmatch(*lookup)
+        assert pending.returncode == 0, pending.stderr
+        candidates = json.loads(pending.stdout.splitlines()[-1])
+        assert candidates["decision"] is None
+        assert candidates["hits"] == candidates["pending_verification"] == 2
+        assert candidates["timings_ms"]["resolve_ms"] == 0.0
+
+        found = _fedmatch(*lookup, "--verified-by", "DE-expert-1,DE-expert-2")
         assert found.returncode == 0, found.stderr
         summary = json.loads(found.stdout.splitlines()[-1])
         assert summary["decision"]["responsible_state"] == "IT"
         assert summary["decision"]["procedure"] == "take_charge"
-        assert summary["hits"] == 2
+        assert summary["hits"] == 2 and summary["pending_verification"] == 0
+
+        # One person is not enough to see the details of candidate hits.
+        alone = _fedmatch(*lookup, "--verified-by", "DE-expert-1")
+        assert alone.returncode == 3 and "PERMISSION_DENIED" in alone.stderr
 
     down = _fedmatch(
-        "lookup", "--coordinator", "127.0.0.1:9", "--state", "DE", *header, "--template",
+        "lookup", "--coordinator", "127.0.0.1:9", "--state", "DE", *header, *WHO, "--template",
         str(tmp_path / "probe.npy"), "--timeout", "3",
     )  # fmt: skip
     assert down.returncode == 4 and "UNAVAILABLE" in down.stderr
@@ -136,7 +173,8 @@ def test_photo_commands(tmp_path: Path) -> None:
         assert no_face.returncode == 11 and "no_face" in no_face.stderr
         found = _fedmatch(
             "lookup", "--coordinator", fed.coordinator_server.address, "--state", "DE",
-            *header, "--image", str(FACES / "img27.jpg"), "--application-date", "2026-11-21",
+            *header, *WHO, "--image", str(FACES / "img27.jpg"), "--application-date",
+            "2026-11-21", "--verified-by", "DE-expert-1, DE-expert-2",
         )  # fmt: skip
         assert found.returncode == 0, found.stderr
         result = json.loads(found.stdout.splitlines()[-1])

@@ -17,7 +17,7 @@ from fedmatch.he.keys import open_key_bundle
 from fedmatch.he.params import DEFAULT_PARAM_SET
 from fedmatch.rpc.v1 import node_pb2, node_pb2_grpc
 from fedmatch.wire import category_to_pb, header_to_pb
-from tests.federation import Federation, federation, header, shared_keys
+from tests.federation import VERIFIERS, Federation, federation, header, node_audit, shared_keys
 
 FACES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "faces"
 THRESHOLD = 0.45
@@ -72,7 +72,7 @@ def test_photos_enrolled_at_two_nodes_are_found_from_a_third(
     target = enrolled[0]
     probe = pipeline.template(FACES / people[target][2])  # a photo not enrolled anywhere
     report = requester.lookup(probe, header("DE"))
-    resolved = requester.resolve(report, "2026-11-21")
+    resolved = requester.resolve(report, "2026-11-21", VERIFIERS)
     assert sorted(h["reference"] for h in resolved.hits) == [f"FR-{target}", f"IT-{target}"]
 
     stranger = pipeline.template(FACES / people[outsider][0])
@@ -148,10 +148,12 @@ def test_photo_for_a_register_of_another_model_is_refused(tmp_path: Path) -> Non
 
     db = tmp_path / "AT.sqlite"
     store = RecordStore(db, "AT", 128, "arcface-other-model")
+    audit = node_audit(tmp_path, "AT")
     service = NodeService(
         NodeConfig(member_state="AT", database=db, dimension=128,
                    model_id="arcface-other-model", search_workers=1),
         store,
+        audit,
     )  # fmt: skip
     server = serve_node(service, "127.0.0.1:0")
     channel = grpc.insecure_channel(server.address)
@@ -174,4 +176,5 @@ def test_photo_for_a_register_of_another_model_is_refused(tmp_path: Path) -> Non
         channel.close()
         server.stop(0.2)
         service.close()
+        audit.close()
         store.close()

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from coordinator.config import NodeEntry
 from fedmatch.domain import Category
 from fedmatch.errors import DeadlineExceeded
 from fedmatch.he.engine import PackedEngine, SearchOutput
@@ -22,7 +21,18 @@ from node.config import NodeConfig
 from node.service import NodeService
 from node.servicer import serve_node
 from node.store import RecordStore
-from tests.federation import DIM, MODEL, TODAY, Federation, enrol, federation, header
+from tests.federation import (
+    DIM,
+    MODEL,
+    TODAY,
+    VERIFIERS,
+    Federation,
+    enrol,
+    federation,
+    header,
+    node_audit,
+    node_entry,
+)
 
 APPLICATION = TODAY.isoformat()  # 2026-11-21: AMMR, 20-month window
 
@@ -55,7 +65,7 @@ def test_demo_scenario_take_charge_by_first_entry_state(
     assert {n.member_state: n.matches for n in report.nodes} == {"IT": 1, "FR": 1, "ES": 0}
     assert {s for s, _ in report.matches} == {"IT", "FR"}
 
-    resolved = requester.resolve(report, APPLICATION)
+    resolved = requester.resolve(report, APPLICATION, VERIFIERS)
     assert resolved.complete
     assert (resolved.responsible_state, resolved.rule, resolved.procedure, resolved.regime) == (
         "IT", "irregular_entry", "take_charge", "ammr",
@@ -71,7 +81,7 @@ def test_no_hit_means_no_other_state(fed: Federation, rng: np.random.Generator) 
     report = requester.lookup(unit_vectors(rng, 1, DIM)[0], header("DE"))
     assert report.matches == ()
     assert all(n.outcome == "ok" and n.record_count >= 300 for n in report.nodes)
-    resolved = requester.resolve(report, APPLICATION)
+    resolved = requester.resolve(report, APPLICATION, VERIFIERS)
     assert resolved.complete
     assert (resolved.responsible_state, resolved.rule, resolved.procedure) == (
         None, "no_other_state", "none",
@@ -92,7 +102,7 @@ def test_take_back_when_crossing_is_out_of_window(
     requester = fed.requester("IT")
     report = requester.lookup(capture(person, rng, 0.85), header("IT"))
     assert {s for s, _ in report.matches} == {"ES", "FR"}
-    resolved = requester.resolve(report, APPLICATION)
+    resolved = requester.resolve(report, APPLICATION, VERIFIERS)
     assert (resolved.responsible_state, resolved.rule, resolved.procedure) == (
         "FR", "earlier_application", "take_back",
     )  # fmt: skip
@@ -107,7 +117,7 @@ def test_resolve_needs_the_same_requester_and_query(
     report = fed.requester("DE").lookup(unit_vectors(rng, 1, DIM)[0], header("DE"))
     with pytest.raises(grpc.RpcError) as err:
         fed.requester("FR").resolve(
-            type(report)(**{**report.__dict__, "header": header("FR")}), APPLICATION
+            type(report)(**{**report.__dict__, "header": header("FR")}), APPLICATION, VERIFIERS
         )
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
@@ -119,7 +129,7 @@ def _closed_port() -> int:
 
 
 def test_node_down_is_named_and_others_intact(tmp_path: Path) -> None:
-    down = NodeEntry("PL", f"127.0.0.1:{_closed_port()}")
+    down = node_entry(tmp_path, "PL", f"127.0.0.1:{_closed_port()}")
     with federation(tmp_path, ("DE", "IT"), records=50, node_deadline=5.0,
                     extra_nodes=(down,)) as fed:  # fmt: skip
         rng = np.random.default_rng()
@@ -130,9 +140,11 @@ def test_node_down_is_named_and_others_intact(tmp_path: Path) -> None:
         report = requester.lookup(capture(person, rng, 0.85), header("DE"))
         by_state = {n.member_state: n for n in report.nodes}
         assert by_state["PL"].outcome == "unreachable"
-        assert by_state["PL"].matches == 0 and by_state["PL"].detail.startswith("UNAVAILABLE")
+        # Found down when asked to witness the record, before the search was sent.
+        assert by_state["PL"].matches == 0
+        assert by_state["PL"].detail.startswith("witness: UNAVAILABLE")
         assert by_state["IT"].outcome == "ok" and by_state["IT"].matches == 1
-        resolved = requester.resolve(report, APPLICATION)
+        resolved = requester.resolve(report, APPLICATION, VERIFIERS)
         # The take-back is found, but the decision says its evidence is partial.
         assert resolved.responsible_state == "IT" and resolved.procedure == "take_back"
         assert resolved.complete is False
@@ -159,14 +171,16 @@ class SlowEngine(PackedEngine):
 def test_slow_node_times_out_and_stops_its_work(tmp_path: Path) -> None:
     db = tmp_path / "GR.sqlite"
     store = RecordStore(db, "GR", DIM, MODEL)
+    audit = node_audit(tmp_path, "GR")
     slow = NodeService(
         NodeConfig(member_state="GR", database=db, dimension=DIM, model_id=MODEL),
         store,
+        audit,
         engine=SlowEngine(DEFAULT_PARAM_SET, DIM),
     )
     server = serve_node(slow, "127.0.0.1:0")
     try:
-        entry = NodeEntry("GR", server.address)
+        entry = node_entry(tmp_path, "GR", server.address)
         with federation(tmp_path, ("DE", "IT"), records=50, node_deadline=1.5,
                         extra_nodes=(entry,)) as fed:  # fmt: skip
             started = time.monotonic()
@@ -185,6 +199,8 @@ def test_slow_node_times_out_and_stops_its_work(tmp_path: Path) -> None:
             assert SlowEngine.stopped_at is not None, "the node kept working past the deadline"
     finally:
         server.stop(0.2)
+        slow.close()
+        audit.close()
         store.close()
 
 
@@ -201,12 +217,18 @@ def test_keys_are_registered_once_and_again_after_a_node_restart(tmp_path: Path)
         assert requester.key_registrations == 1
         assert len(first.matches) == len(second.matches) == 1
 
-        # The node restarts on the same register: it has lost the key epoch, the lookup
+        # The node restarts on the same register and audit directories: it has lost the key
+        # epoch (it still remembers the coordinator checkpoints it witnessed), the lookup
         # sees it refuse the key id, registers again and succeeds, all in one call.
         old = fed.nodes["IT"]
-        restarted = NodeService(old.config, old.store)
-        fed.stack.callback(restarted.close)
         fed.servers["IT"].server.stop(0).wait()
+        old.close()
+        old.audit.close()
+        audit = node_audit(tmp_path, "IT")
+        fed.stack.callback(audit.close)
+        restarted = NodeService(old.config, old.store, audit)
+        fed.stack.callback(restarted.close)
+        fed.nodes["IT"] = restarted
         port = fed.servers["IT"].port
         fed.servers["IT"] = serve_node(restarted, f"127.0.0.1:{port}")
         fed.stack.callback(fed.servers["IT"].stop, 0.2)
@@ -216,7 +238,7 @@ def test_keys_are_registered_once_and_again_after_a_node_restart(tmp_path: Path)
 
 
 def test_key_registration_survives_a_node_that_is_down(tmp_path: Path) -> None:
-    down = NodeEntry("PL", f"127.0.0.1:{_closed_port()}")
+    down = node_entry(tmp_path, "PL", f"127.0.0.1:{_closed_port()}")
     with federation(tmp_path, ("DE", "IT"), records=20, node_deadline=5.0,
                     extra_nodes=(down,)) as fed:  # fmt: skip
         requester = fed.requester("DE")

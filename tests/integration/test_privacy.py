@@ -21,20 +21,31 @@ import tenseal.sealapi as seal
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from coordinator.config import NodeEntry
 from fedmatch.domain import Category
 from fedmatch.grpcutil.server import ServerLimits, start_server
 from fedmatch.he import sealio
 from fedmatch.he.params import DEFAULT_PARAM_SET
 from fedmatch.limits import MAX_NODE_RESPONSE_BYTES, MAX_RECEIVE_BYTES
-from fedmatch.rpc.v1 import common_pb2, node_pb2, node_pb2_grpc
+from fedmatch.rpc.v1 import audit_pb2_grpc, common_pb2, node_pb2, node_pb2_grpc
 from fedmatch.synthetic import capture, unit_vectors
-from fedmatch.wire import header_to_pb
+from fedmatch.wire import authorization_to_pb, header_to_pb
 from node.config import NodeConfig
 from node.service import NodeService
-from node.servicer import NodeServicer
+from node.servicer import NodeServicer, WitnessServicer
 from node.store import RecordStore
-from tests.federation import DIM, MODEL, TODAY, enrol, federation, header, shared_keys
+from tests.federation import (
+    DIM,
+    MODEL,
+    TODAY,
+    VERIFIERS,
+    enrol,
+    federation,
+    header,
+    hit_verified,
+    node_audit,
+    node_entry,
+    shared_keys,
+)
 
 
 class RecordingServicer(NodeServicer):
@@ -76,23 +87,27 @@ def _float_fields(msg: Message) -> list[str]:
 def test_node_receives_only_ciphertext_and_public_material(tmp_path: Path) -> None:
     db = tmp_path / "NL.sqlite"
     store = RecordStore(db, "NL", DIM, MODEL)
+    audit = node_audit(tmp_path / "fed", "NL")
     service = NodeService(
         NodeConfig(member_state="NL", database=db, dimension=DIM, model_id=MODEL, search_workers=1),
         store,
+        audit,
     )
     rng = np.random.default_rng(21)
     person = unit_vectors(rng, 1, DIM)[0]
     enrol(service, capture(person, rng, 0.9), "NL-1", Category.APPLICANT, dt.date(2026, 4, 4))
     recorder = RecordingServicer(service)
     limits = ServerLimits(MAX_RECEIVE_BYTES, MAX_NODE_RESPONSE_BYTES)
-    server = start_server(
-        lambda s: node_pb2_grpc.add_NodeServiceServicer_to_server(recorder, s),
-        "127.0.0.1:0",
-        limits,
-    )
+    witness = WitnessServicer(service)  # the node witnesses the coordinator's record
+
+    def add(s: grpc.Server) -> None:
+        node_pb2_grpc.add_NodeServiceServicer_to_server(recorder, s)
+        audit_pb2_grpc.add_WitnessServiceServicer_to_server(witness, s)
+
+    server = start_server(add, "127.0.0.1:0", limits)
     try:
-        with federation(tmp_path / "fed", ("DE",), records=0,
-                        extra_nodes=(NodeEntry("NL", server.address),)) as fed:  # fmt: skip
+        entry = node_entry(tmp_path / "fed", "NL", server.address)
+        with federation(tmp_path / "fed", ("DE",), records=0, extra_nodes=(entry,)) as fed:
             probe = capture(person, rng, 0.9)
             requester = fed.requester("DE")
             report = requester.lookup(probe, header("DE"))
@@ -100,6 +115,8 @@ def test_node_receives_only_ciphertext_and_public_material(tmp_path: Path) -> No
             assert len(report.matches) == 1
     finally:
         server.stop(0.2)
+        service.close()
+        audit.close()
         store.close()
 
     assert len(recorder.seen) == 2
@@ -148,11 +165,17 @@ def test_logs_hold_no_templates_scores_or_keys(
         requester = fed.requester("DE")
         probe = capture(person, rng, 0.9)
         report = requester.lookup(probe, header("DE"))
-        requester.resolve(report, TODAY.isoformat())
+        requester.resolve(report, TODAY.isoformat(), VERIFIERS)
         channel = grpc.insecure_channel(fed.servers["IT"].address)
+        unknown = header("DE")  # a query the node never answered, with its verified-hit record
+        verified = fed.authorize(hit_verified(unknown, "IT", [b"x" * 8]), ["IT"])
         with pytest.raises(grpc.RpcError):  # a refusal path logs too
             node_pb2_grpc.NodeServiceStub(channel).GetHitDetails(
-                node_pb2.HitDetailsRequest(header=header_to_pb(header("DE")), handles=[b"x" * 8])
+                node_pb2.HitDetailsRequest(
+                    header=header_to_pb(unknown),
+                    handles=[b"x" * 8],
+                    authorization=authorization_to_pb(verified),
+                )
             )
         channel.close()
     text = caplog.text

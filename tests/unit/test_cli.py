@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedmatch.audit.note import NoteSigner, NoteVerifier
+from fedmatch.audit.party import PartyAudit, load_audit_config, node_origin
 from fedmatch.cli import main
-from fedmatch.errors import InvalidInput
+from fedmatch.errors import ConfigError, InvalidInput
 from fedmatch.keyfile import load_keys, save_keys
 from fedmatch.rpc.v1 import common_pb2
 from fedmatch.templates import read_templates
@@ -37,6 +39,8 @@ HELP_COMMANDS = [
     ["demo"],
     ["bench"],
     ["bench", "search"],
+    ["audit"],
+    ["audit", "keygen"],
 ]
 
 
@@ -53,6 +57,10 @@ def test_help_exits_zero_and_prints_usage(
     assert err == ""
 
 
+LOOKUP = ["lookup", "--coordinator", "c:1", "--state", "DE", "--legal-basis", "x",
+          "--case-reference", "y", "--template", "p.npy"]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -61,6 +69,10 @@ def test_help_exits_zero_and_prints_usage(
         pytest.param(["frobnicate"], id="unknown-command"),
         pytest.param(["node", "seed", "--count", "3"], id="seed-without-config"),
         pytest.param(["keys", "generate"], id="keys-without-out"),
+        pytest.param(["audit", "keygen", "--out", "x.key"], id="audit-keygen-without-name"),
+        # Who asks is logged: a lookup names the requesting unit and the operator.
+        pytest.param([*LOOKUP, "--operator", "o"], id="lookup-without-unit"),
+        pytest.param([*LOOKUP, "--unit", "u"], id="lookup-without-operator"),
     ],
 )
 def test_usage_errors_exit_two(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -320,3 +332,51 @@ def test_key_file_loads_with_a_stable_key_id(tmp_path: Path) -> None:
     out = tmp_path / "requester.key"
     assert main(["keys", "generate", "--out", str(out)]) == 0
     assert load_keys(out).key_id == load_keys(out).key_id
+
+
+# --------------------------------------------------------------------------- audit keygen
+
+
+def test_audit_keygen_writes_a_signing_key_and_prints_its_verifier_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "keys" / "node-it.key"
+    assert main(["audit", "keygen", "--name", "fedmatch/node/IT", "--out", str(out)]) == 0
+    stdout, stderr = capsys.readouterr()
+    vkey = stdout.strip()
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert str(out) in stderr and "PRIVATE" not in stdout + stderr
+    signer = NoteSigner.load(out)
+    assert (signer.name, signer.vkey()) == ("fedmatch/node/IT", vkey)
+    assert NoteVerifier.from_vkey(vkey).name == "fedmatch/node/IT"
+    # Never over an existing key: a party's key is its identity in every log.
+    assert main(["audit", "keygen", "--name", "fedmatch/node/IT", "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert NoteSigner.load(out).vkey() == vkey
+
+    # The key works in an [audit] table; a key of another name is refused at start.
+    config = write_config(
+        tmp_path,
+        NODE_TOML + '[audit]\ndirectory = "audit"\nsigning_key = "keys/node-it.key"\n'
+        f'coordinator_key = "{NoteSigner.generate("fedmatch/coordinator").vkey()}"\n',
+    )
+    audit = PartyAudit(load_audit_config(config), node_origin("IT"))
+    audit.close()
+    with pytest.raises(ConfigError, match="fedmatch/node/FR"):
+        PartyAudit(load_audit_config(config), node_origin("FR"))
+
+
+def test_audit_keygen_refuses_a_bad_name(tmp_path: Path) -> None:
+    out = tmp_path / "bad.key"
+    assert main(["audit", "keygen", "--name", "has space", "--out", str(out)]) == 2
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("service", ["node", "coordinator"])
+def test_serve_without_an_audit_table_exits_two(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], service: str
+) -> None:
+    text = NODE_TOML if service == "node" else "[coordinator]\n"
+    config = write_config(tmp_path, text)
+    assert main([service, "serve", "--config", str(config)]) == 2
+    assert "audit.directory is required" in capsys.readouterr().err

@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 
 from coordinator.config import CoordinatorConfig, NodeEntry, load_coordinator_config
+from fedmatch.audit.note import NoteSigner
+from fedmatch.audit.party import AuditConfig, load_audit_config
 from fedmatch.errors import ConfigError
 from node.config import NodeConfig, load_node_config
 
@@ -25,6 +27,15 @@ NODE_ENV = [
         "HANDLE_TTL_SECONDS",
     )
 ]
+# Real verifier keys: a node entry names the key its cosignatures are checked against.
+IT_KEY = NoteSigner.generate("fedmatch/node/IT").vkey()
+GR_KEY = NoteSigner.generate("fedmatch/node/GR").vkey()
+FR_KEY = NoteSigner.generate("fedmatch/node/FR").vkey()
+AUDITOR_KEY = NoteSigner.generate("auditor-1").vkey()
+AUDIT_ENV = [
+    "FEDMATCH_AUDIT_" + key
+    for key in ("DIRECTORY", "SIGNING_KEY", "AUDITORS", "CHECKPOINT_INTERVAL_SECONDS")
+] + ["FEDMATCH_AUDIT_COORDINATOR_KEY"]
 COORDINATOR_ENV = [
     "FEDMATCH_COORDINATOR_" + key
     for key in (
@@ -43,7 +54,7 @@ COORDINATOR_ENV = [
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No FEDMATCH_* variable from the developer's shell leaks into these tests."""
-    for name in NODE_ENV + COORDINATOR_ENV:
+    for name in NODE_ENV + COORDINATOR_ENV + AUDIT_ENV:
         monkeypatch.delenv(name, raising=False)
 
 
@@ -216,7 +227,7 @@ def test_missing_node_file_is_config_error(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- coordinator
 
-COORD_TOML = """
+COORD_TOML = f"""
 [coordinator]
 threshold = 0.5
 threshold_version = "t-1"
@@ -226,10 +237,12 @@ node_deadline_seconds = 5
 [[nodes]]
 member_state = "IT"
 address = "127.0.0.1:5001"
+key = "{IT_KEY}"
 
 [[nodes]]
 member_state = "GR"
 address = "node-gr.example:443"
+key = "{GR_KEY}"
 """
 
 
@@ -240,10 +253,10 @@ def test_coordinator_config_with_nodes(tmp_path: Path) -> None:
     assert cfg.dimension == 64
     assert cfg.node_deadline_seconds == 5.0
     assert cfg.nodes == (
-        NodeEntry("IT", "127.0.0.1:5001"),
-        NodeEntry("GR", "node-gr.example:443"),
+        NodeEntry("IT", "127.0.0.1:5001", IT_KEY),
+        NodeEntry("GR", "node-gr.example:443", GR_KEY),
     )
-    assert cfg.node("GR") == NodeEntry("GR", "node-gr.example:443")
+    assert cfg.node("GR") == NodeEntry("GR", "node-gr.example:443", GR_KEY)
     assert cfg.node("FR") is None
 
 
@@ -261,24 +274,37 @@ def test_coordinator_environment_and_overrides(
     assert cfg.threshold == 0.6
     assert cfg.listen == "0.0.0.0:2"
     assert len(cfg.nodes) == 2
-    replaced = load_coordinator_config(path, {"nodes": [{"member_state": "FR", "address": "f:1"}]})
-    assert replaced.nodes == (NodeEntry("FR", "f:1"),)
+    override = {"nodes": [{"member_state": "FR", "address": "f:1", "key": FR_KEY}]}
+    replaced = load_coordinator_config(path, override)
+    assert replaced.nodes == (NodeEntry("FR", "f:1", FR_KEY),)
 
 
-NODE_IT = '[[nodes]]\nmember_state = "IT"\naddress = "a:1"\n'
+NODE_IT = f'[[nodes]]\nmember_state = "IT"\naddress = "a:1"\nkey = "{IT_KEY}"\n'
 
 BAD_COORDINATOR: list[Any] = [
     pytest.param(NODE_IT + NODE_IT, "twice", id="duplicate-state"),
+    pytest.param(NODE_IT + NODE_IT.replace('"a:1"', '"b:2"'), "twice", id="dup-new-addr"),
     pytest.param(
-        NODE_IT + '[[nodes]]\nmember_state = "IT"\naddress = "b:2"\n', "twice", id="dup-new-addr"
+        f'[[nodes]]\nmember_state = "IT"\nkey = "{IT_KEY}"\n', "exactly", id="missing-address"
     ),
-    pytest.param('[[nodes]]\nmember_state = "IT"\n', "exactly", id="missing-address"),
-    pytest.param('[[nodes]]\naddress = "a:1"\n', "exactly", id="missing-state"),
+    pytest.param(f'[[nodes]]\naddress = "a:1"\nkey = "{IT_KEY}"\n', "exactly", id="missing-state"),
+    # Every node is named with the key its cosignatures are checked against.
+    pytest.param(
+        '[[nodes]]\nmember_state = "IT"\naddress = "a:1"\n', r"nodes\.key", id="missing-key"
+    ),
+    pytest.param(NODE_IT.replace(IT_KEY, ""), r"nodes\.key", id="empty-key"),
+    pytest.param(NODE_IT.replace(IT_KEY, "not-a-vkey"), r"nodes\.key", id="bad-key"),
+    pytest.param(NODE_IT.replace(IT_KEY, IT_KEY[:-4]), r"nodes\.key", id="truncated-key"),
+    pytest.param(
+        NODE_IT.replace(IT_KEY, NoteSigner.generate("x").vkey()[:-8] + "AAAAAAA="),
+        r"nodes\.key",
+        id="garbled-key",
+    ),
     pytest.param(NODE_IT + "weight = 2\n", "exactly", id="extra-key"),
     pytest.param('nodes = "IT"\n', "array", id="nodes-not-array"),
     pytest.param('nodes = ["IT"]\n', "exactly", id="nodes-of-strings"),
-    pytest.param('[[nodes]]\nmember_state = "XX"\naddress = "a:1"\n', "member_state", id="bad-ms"),
-    pytest.param('[[nodes]]\nmember_state = "IT"\naddress = "a"\n', "host:port", id="bad-addr"),
+    pytest.param(NODE_IT.replace('"IT"', '"XX"'), "member_state", id="bad-ms"),
+    pytest.param(NODE_IT.replace('"a:1"', '"a"'), "host:port", id="bad-addr"),
     pytest.param("[coordinator]\nthreshold = 1.0\n", "threshold", id="threshold-one"),
     pytest.param("[coordinator]\nthreshold = 1.5\n", "threshold", id="threshold-above"),
     pytest.param("[coordinator]\nthreshold = -1.0\n", "threshold", id="threshold-minus-one"),
@@ -362,3 +388,79 @@ def test_unvalidated_values_are_config_errors(tmp_path: Path, service: str, text
             load_node_config(path)
         else:
             load_coordinator_config(path)
+
+
+def test_node_entry_needs_a_verifier_key() -> None:
+    assert NodeEntry("IT", "a:1", IT_KEY).key == IT_KEY
+    with pytest.raises(ConfigError, match=r"nodes\.key for IT"):
+        NodeEntry("IT", "a:1")
+    with pytest.raises(ConfigError, match=r"nodes\.key for IT"):
+        NodeEntry("IT", "a:1", "fedmatch/node/IT+00000000+AAAA")
+
+
+# --------------------------------------------------------------------------- audit
+
+AUDIT_TOML = f"""
+[audit]
+directory = "audit"
+signing_key = "keys/node-it.key"
+auditors = ["{AUDITOR_KEY}"]
+checkpoint_interval_seconds = 2.5
+coordinator_key = "{NoteSigner.generate("fedmatch/coordinator").vkey()}"
+"""
+
+
+def test_audit_config_paths_are_relative_to_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, NODE_TOML + AUDIT_TOML)
+    cfg = load_audit_config(path)
+    assert cfg.directory == path.parent / "audit"
+    assert cfg.signing_key == path.parent / "keys" / "node-it.key"
+    assert cfg.auditors == (AUDITOR_KEY,)
+    assert cfg.checkpoint_interval_seconds == 2.5
+    assert cfg.coordinator_key.startswith("fedmatch/coordinator+")
+    # The [node] table of the same file still loads on its own.
+    assert load_node_config(path).member_state == "IT"
+
+
+def test_audit_auditors_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = NoteSigner.generate("auditor-2").vkey()
+    monkeypatch.setenv("FEDMATCH_AUDIT_AUDITORS", f"{AUDITOR_KEY}, {other}")
+    cfg = load_audit_config(write(tmp_path, AUDIT_TOML))
+    assert cfg.auditors == (AUDITOR_KEY, other)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param("# no [audit]\n", r"audit\.directory", id="no-audit-table"),
+        pytest.param('[audit]\ndirectory = "a"\n', r"audit\.signing_key", id="no-signing-key"),
+        pytest.param(
+            AUDIT_TOML.replace(AUDITOR_KEY, "not-a-vkey"), r"audit\.auditors", id="bad-auditor"
+        ),
+        pytest.param(
+            AUDIT_TOML.replace(f'["{AUDITOR_KEY}"]', f'"{AUDITOR_KEY}"').replace(
+                "auditors", "auditor"
+            ),
+            r"audit\.auditor",
+            id="unknown-key",
+        ),
+        pytest.param(
+            AUDIT_TOML.replace("2.5", "0"), "checkpoint_interval_seconds", id="interval-zero"
+        ),
+        pytest.param(
+            AUDIT_TOML.replace('coordinator_key = "fedmatch', 'coordinator_key = "x'),
+            r"audit\.coordinator_key",
+            id="bad-coordinator-key",
+        ),
+    ],
+)
+def test_bad_audit_config_is_config_error(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_audit_config(write(tmp_path, text))
+
+
+def test_audit_config_defaults() -> None:
+    cfg = AuditConfig(directory=Path("a"), signing_key=Path("k"))
+    assert (cfg.auditors, cfg.coordinator_key) == ((), "")

@@ -1,4 +1,9 @@
-"""NodeService key epochs and search refusals: unknown or retired keys cost no HE work."""
+"""NodeService key epochs and search refusals: unknown or retired keys cost no HE work.
+
+Every search and hit-details call carries the coordinator's authorization, built as the
+coordinator builds it (:class:`tests.federation.CoordinatorRecord`), so that each refusal
+tested here is the node's own, not a missing record.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,9 @@ import numpy.typing as npt
 import pytest
 
 import node.service
-from fedmatch.domain import EncryptedProbe
+from fedmatch.audit.party import PartyAudit
+from fedmatch.audit.witness import Authorization
+from fedmatch.domain import EncryptedProbe, QueryHeader
 from fedmatch.epochs import EpochTable
 from fedmatch.errors import (
     AlreadyExists,
@@ -30,7 +37,16 @@ from fedmatch.wire import encode_handle
 from node.config import NodeConfig
 from node.service import NodeService
 from node.store import RecordStore
-from tests.federation import DIM, MODEL, header, shared_keys
+from tests.federation import (
+    DIM,
+    MODEL,
+    CoordinatorRecord,
+    header,
+    hit_verified,
+    node_audit,
+    search_authorized,
+    shared_keys,
+)
 
 STATE = "IT"
 RECORDS = 20
@@ -70,6 +86,24 @@ class Node:
     service: NodeService
     engine: CountingEngine
     store: RecordStore
+    audit: PartyAudit
+    coordinator: CoordinatorRecord
+
+    def authorize(self, hdr: QueryHeader, probe: EncryptedProbe) -> Authorization:
+        """The coordinator's search_authorized entry for this search, witnessed by the node."""
+        event = search_authorized(hdr, probe.ciphertext, probe.key_id, [STATE])
+        return self.coordinator.authorize(self.service, event)
+
+    def search(
+        self, hdr: QueryHeader, probe: EncryptedProbe, version: str = THRESHOLD_VERSION
+    ) -> node.service.SearchResult:
+        return self.service.search(hdr, probe, version, self.authorize(hdr, probe), never)
+
+    def close(self) -> None:
+        self.service.close()
+        self.audit.close()
+        self.coordinator.close()
+        self.store.close()
 
 
 def make_node(
@@ -91,14 +125,16 @@ def make_node(
         max_key_epochs=max_key_epochs,
     )
     engine = CountingEngine()
-    return Node(NodeService(cfg, store, engine=engine), engine, store)
+    audit = node_audit(tmp_path, STATE)
+    service = NodeService(cfg, store, audit, engine=engine)
+    return Node(service, engine, store, audit, CoordinatorRecord(tmp_path))
 
 
 @pytest.fixture
 def it_node(tmp_path: Path) -> Iterator[Node]:
     n = make_node(tmp_path)
     yield n
-    n.store.close()
+    n.close()
 
 
 @pytest.fixture
@@ -142,7 +178,7 @@ def test_unknown_key_id_is_refused_before_any_he_work(it_node: Node) -> None:
 
     for p in (probe, replace(probe, key_id=UNREGISTERED_KEY_ID)):
         with pytest.raises(PreconditionFailed, match="unknown key id"):
-            svc.search(hdr, p, THRESHOLD_VERSION, never)
+            it_node.search(hdr, p)
     assert engine.searches == 0
     svc.handles.reserve(hdr.query_id, "DE")  # the refused searches left no pending query
     svc.handles.release(hdr.query_id)
@@ -150,7 +186,8 @@ def test_unknown_key_id_is_refused_before_any_he_work(it_node: Node) -> None:
     # Once the keys are registered, the same query id is an honest search that works.
     key_id, _ = svc.register_keys(header("DE"), keys.public_bundle())
     assert key_id == keys.key_id
-    result = svc.search(hdr, probe, THRESHOLD_VERSION, never)
+    authorization = it_node.authorize(hdr, probe)
+    result = svc.search(hdr, probe, THRESHOLD_VERSION, authorization, never)
     assert engine.searches == 1
     assert result.member_state == STATE
     assert result.record_count == RECORDS
@@ -162,13 +199,15 @@ def test_unknown_key_id_is_refused_before_any_he_work(it_node: Node) -> None:
         for position in np.flatnonzero(keys.decrypt_matches(block))
     ]
     assert len(handles) == 1  # 20 random unit vectors: only the probe's own row matches
-    (hit,) = svc.hit_details(hdr, handles)
+    verified = it_node.coordinator.authorize(svc, hit_verified(hdr, STATE, handles))
+    (hit,) = svc.hit_details(hdr, handles, verified)
     assert hit.member_state == STATE
     assert hit.reference == it_node.store.get(int(ids[3])).reference
 
-    # The query id is now used: a repeat is refused before the engine is reached.
+    # The query id is now used: a repeat (even with its valid authorization) is refused
+    # before the engine is reached.
     with pytest.raises(AlreadyExists):
-        svc.search(hdr, probe, THRESHOLD_VERSION, never)
+        svc.search(hdr, probe, THRESHOLD_VERSION, authorization, never)
     assert engine.searches == 1
 
 
@@ -182,13 +221,13 @@ def test_retired_key_is_refused_without_any_engine_call(it_node: Node) -> None:
 
     probe = probe_for(keys)
     clock.now += 59.0
-    svc.search(header("DE"), probe, THRESHOLD_VERSION, never)
+    it_node.search(header("DE"), probe)
     assert engine.searches == 1
 
     clock.now += 1.0  # the epoch is over
     hdr = header("DE")
     with pytest.raises(PreconditionFailed, match="retired"):
-        svc.search(hdr, probe, THRESHOLD_VERSION, never)
+        it_node.search(hdr, probe)
     assert engine.searches == 1
     svc.handles.reserve(hdr.query_id, "DE")  # not recorded as pending
     svc.handles.release(hdr.query_id)
@@ -196,7 +235,7 @@ def test_retired_key_is_refused_without_any_engine_call(it_node: Node) -> None:
     with pytest.raises(PreconditionFailed, match="retired"):
         svc.register_keys(header("DE"), keys.public_bundle())
     with pytest.raises(PreconditionFailed, match="retired"):
-        svc.search(header("DE"), probe, THRESHOLD_VERSION, never)
+        it_node.search(header("DE"), probe)
     assert engine.searches == 1
     assert key_id == keys.key_id
 
@@ -213,12 +252,12 @@ def test_config_sets_the_key_epoch(tmp_path: Path, opens: list[KeyBundle]) -> No
         # retired: they may be registered again, which validates them again).
         n.service.register_keys(header("FR"), shared_keys("FR").public_bundle())
         with pytest.raises(PreconditionFailed, match="unknown key id"):
-            n.service.search(header("FR"), probe_for(shared_keys("DE")), THRESHOLD_VERSION, never)
+            n.search(header("FR"), probe_for(shared_keys("DE")))
         n.service.register_keys(header("DE"), shared_keys("DE").public_bundle())
         assert len(opens) == 3
         assert n.engine.searches == 0
     finally:
-        n.store.close()
+        n.close()
 
 
 def test_bundle_with_a_secret_key_is_refused_unopened(
@@ -230,7 +269,7 @@ def test_bundle_with_a_secret_key_is_refused_unopened(
     assert opens == []
     assert it_node.service.keys.check_registrable(keys.key_id) is None  # nothing registered
     with pytest.raises(PreconditionFailed, match="unknown key id"):
-        it_node.service.search(header("DE"), probe_for(keys), THRESHOLD_VERSION, never)
+        it_node.search(header("DE"), probe_for(keys))
     assert it_node.engine.searches == 0
 
 
@@ -250,8 +289,9 @@ def test_registering_the_same_bundle_twice_validates_once(
 def test_search_from_the_nodes_own_state_is_permission_denied(it_node: Node) -> None:
     keys = shared_keys("DE")
     it_node.service.register_keys(header("DE"), keys.public_bundle())
-    with pytest.raises(PermissionDenied):
-        it_node.service.search(header(STATE), probe_for(keys), THRESHOLD_VERSION, never)
+    # Refused even with a valid record of the search: the state searches nationally.
+    with pytest.raises(PermissionDenied, match="own register"):
+        it_node.search(header(STATE), probe_for(keys))
     assert it_node.engine.searches == 0
 
 
@@ -259,7 +299,7 @@ def test_search_from_the_nodes_own_state_is_permission_denied(it_node: Node) -> 
 def test_wrong_threshold_version_is_precondition_failed(it_node: Node, version: str) -> None:
     hdr = header("DE")
     with pytest.raises(PreconditionFailed, match="threshold version"):
-        it_node.service.search(hdr, probe_for(shared_keys("DE")), version, never)
+        it_node.search(hdr, probe_for(shared_keys("DE")), version)
     assert it_node.engine.searches == 0
     it_node.service.handles.reserve(hdr.query_id, "DE")
     it_node.service.handles.release(hdr.query_id)
@@ -280,5 +320,78 @@ def test_probe_for_another_register_is_refused_before_any_he_work(
     it_node.service.register_keys(header("DE"), keys.public_bundle())
     probe = replace(probe_for(keys), **change)  # type: ignore[arg-type]
     with pytest.raises(error, match=message):
-        it_node.service.search(header("DE"), probe, THRESHOLD_VERSION, never)
+        it_node.search(header("DE"), probe)
     assert it_node.engine.searches == 0
+
+
+def test_search_off_the_record_is_refused_before_any_he_work(it_node: Node, tmp_path: Path) -> None:
+    svc, record = it_node.service, it_node.coordinator
+    keys = shared_keys("DE")
+    svc.register_keys(header("DE"), keys.public_bundle())
+    hdr, probe = header("DE"), probe_for(keys)
+    other_probe = probe_for(keys)  # the same template, encrypted again: another ciphertext
+    event = search_authorized(hdr, probe.ciphertext, probe.key_id, [STATE])
+    valid = record.authorize(svc, event)
+
+    # An entry the node never saw in a checkpoint it verified.
+    unseen = record.audit.log.append(event)
+    record.audit.log.checkpoint()
+    size = record.audit.log.size
+    proof = tuple(record.audit.log.inclusion_proof(unseen.seq, size))
+    # The same entry in a log signed by another key of the coordinator's name.
+    forged = CoordinatorRecord(tmp_path / "elsewhere")
+    try:
+        forged_entry = forged.audit.log.append(event)
+    finally:
+        forged.close()
+    off_record: list[tuple[str, Authorization]] = [
+        ("no verified checkpoint", Authorization(unseen.raw, unseen.seq, size, proof)),
+        ("another probe", record.authorize(svc, search_authorized(
+            hdr, other_probe.ciphertext, probe.key_id, [STATE]))),
+        ("another case", record.authorize(svc, search_authorized(
+            replace(hdr, case_reference="CASE-2"), probe.ciphertext, probe.key_id, [STATE]))),
+        ("another operator", record.authorize(svc, search_authorized(
+            replace(hdr, operator="officer-2"), probe.ciphertext, probe.key_id, [STATE]))),
+        ("other registers", record.authorize(svc, search_authorized(
+            hdr, probe.ciphertext, probe.key_id, ["FR"]))),
+        ("not a search", record.authorize(svc, hit_verified(hdr, STATE, [b"\0" * 8]))),
+        ("wrong index", replace(valid, index=valid.index + 1)),
+        ("wrong proof", replace(valid, proof=(*valid.proof[::-1], b"\0" * 32))),
+        ("forged entry", replace(valid, entry=forged_entry.raw)),
+    ]  # fmt: skip
+    for why, authorization in off_record:
+        with pytest.raises(PermissionDenied, match="not on record"):
+            svc.search(hdr, probe, THRESHOLD_VERSION, authorization, never)
+        assert it_node.engine.searches == 0, why
+    with pytest.raises(PermissionDenied, match="not on record"):
+        Authorization(b"", 0, 0, ())  # a request without any entry
+    # The refusals left the query id unused: the search on record works.
+    result = svc.search(hdr, probe, THRESHOLD_VERSION, valid, never)
+    assert it_node.engine.searches == 1 and result.record_count == RECORDS
+
+
+def test_hit_details_need_the_coordinators_verified_entry(it_node: Node) -> None:
+    svc, record = it_node.service, it_node.coordinator
+    keys = shared_keys("DE")
+    svc.register_keys(header("DE"), keys.public_bundle())
+    ids, templates = it_node.store.templates()
+    hdr, probe = header("DE"), probe_for(keys, templates[5])
+    result = it_node.search(hdr, probe)
+    handles = [
+        encode_handle(b, int(position))
+        for b, block in enumerate(result.blocks)
+        for position in np.flatnonzero(keys.decrypt_matches(block))
+    ]
+    assert len(handles) == 1
+    search_entry = it_node.authorize(hdr, probe)
+    for authorization in (
+        search_entry,  # the search's own entry is not a verification of its hits
+        record.authorize(svc, hit_verified(hdr, STATE, [encode_handle(0, 0)])),  # other hits
+        record.authorize(svc, hit_verified(hdr, STATE, handles, verifiers=())),  # nobody
+        record.authorize(svc, hit_verified(hdr, "FR", handles)),  # another register
+        record.authorize(svc, hit_verified(replace(hdr, unit="unit-9"), STATE, handles)),
+    ):
+        with pytest.raises(PermissionDenied, match="not on record"):
+            svc.hit_details(hdr, handles, authorization)
+    (hit,) = svc.hit_details(hdr, handles, record.authorize(svc, hit_verified(hdr, STATE, handles)))
+    assert hit.reference == it_node.store.get(int(ids[5])).reference

@@ -8,8 +8,10 @@ INVALID_ARGUMENT (field limit) or RESOURCE_EXHAUSTED (whole-message limit). The 
 are defined once in fedmatch/limits.py and quoted here for readers.
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -104,6 +106,8 @@ class RequestHeader(_message.Message):
     PURPOSE_FIELD_NUMBER: _builtins.int
     LEGAL_BASIS_FIELD_NUMBER: _builtins.int
     CASE_REFERENCE_FIELD_NUMBER: _builtins.int
+    REQUESTING_UNIT_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
     query_id: _builtins.str
     """128 random bits as 32 lowercase hex digits; a lookup and its resolve share it."""
     requesting_state: _builtins.str
@@ -113,6 +117,9 @@ class RequestHeader(_message.Message):
     """Legal basis of the request, e.g. "Reg. (EU) 2024/1358 Art. 27" (at most 256 chars)."""
     case_reference: _builtins.str
     """The requesting authority's case or file number (at most 256 chars)."""
+    requesting_unit: _builtins.str
+    """Who asks, for the logs (DOMAIN.md section 5): the requesting unit and the operator."""
+    operator_id: _builtins.str
     def __init__(
         self,
         *,
@@ -121,10 +128,12 @@ class RequestHeader(_message.Message):
         purpose: Global___Purpose.ValueType = ...,
         legal_basis: _builtins.str = ...,
         case_reference: _builtins.str = ...,
+        requesting_unit: _builtins.str = ...,
+        operator_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_reference", b"case_reference", "legal_basis", b"legal_basis", "purpose", b"purpose", "query_id", b"query_id", "requesting_state", b"requesting_state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_reference", b"case_reference", "legal_basis", b"legal_basis", "operator_id", b"operator_id", "purpose", b"purpose", "query_id", b"query_id", "requesting_state", b"requesting_state", "requesting_unit", b"requesting_unit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -304,3 +313,37 @@ class HitDetail(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HitDetail: _TypeAlias = HitDetail  # noqa: Y015
+
+@_typing.final
+class LogAuthorization(_message.Message):
+    """Proof that a request is on the coordinator's record: the coordinator's signed log entry
+    that authorized it, its index, and its inclusion proof in a checkpoint of `tree_size`
+    entries that the receiving node has already verified and cosigned as a witness.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    INCLUSION_PROOF_FIELD_NUMBER: _builtins.int
+    entry: _builtins.bytes
+    index: _builtins.int
+    tree_size: _builtins.int
+    @_builtins.property
+    def inclusion_proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    def __init__(
+        self,
+        *,
+        entry: _builtins.bytes = ...,
+        index: _builtins.int = ...,
+        tree_size: _builtins.int = ...,
+        inclusion_proof: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "inclusion_proof", b"inclusion_proof", "index", b"index", "tree_size", b"tree_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogAuthorization: _TypeAlias = LogAuthorization  # noqa: Y015

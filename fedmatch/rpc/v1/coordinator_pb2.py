@@ -25,21 +25,21 @@ _sym_db = _symbol_database.Default()
 from fedmatch.rpc.v1 import common_pb2 as fedmatch_dot_rpc_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!fedmatch/rpc/v1/coordinator.proto\x12\x0f\x66\x65\x64match.rpc.v1\x1a\x1c\x66\x65\x64match/rpc/v1/common.proto\"C\n\x11\x46\x65\x64\x65rationRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\"\x90\x01\n\x0e\x46\x65\x64\x65rationInfo\x12\x11\n\tthreshold\x18\x01 \x01(\x01\x12\x19\n\x11threshold_version\x18\x02 \x01(\t\x12\x14\n\x0che_param_set\x18\x03 \x01(\t\x12\x15\n\rmember_states\x18\x04 \x03(\t\x12\x10\n\x08model_id\x18\x05 \x01(\t\x12\x11\n\tdimension\x18\x06 \x01(\r\"c\n\x0fKeyRegistration\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xpires_unix\x18\x02 \x01(\x03\x12*\n\x05nodes\x18\x03 \x03(\x0b\x32\x1b.fedmatch.rpc.v1.NodeResult\"u\n\rLookupRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\x12.\n\x05probe\x18\x03 \x01(\x0b\x32\x1f.fedmatch.rpc.v1.EncryptedProbeJ\x04\x08\x02\x10\x03\"\xe5\x01\n\nNodeResult\x12\x14\n\x0cmember_state\x18\x01 \x01(\t\x12-\n\x07outcome\x18\x02 \x01(\x0e\x32\x1c.fedmatch.rpc.v1.NodeOutcome\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12,\n\x06\x62locks\x18\x04 \x03(\x0b\x32\x1c.fedmatch.rpc.v1.ResultBlock\x12\x14\n\x0crecord_count\x18\x05 \x01(\x04\x12\x12\n\nelapsed_ms\x18\x06 \x01(\x01\x12\x12\n\nbytes_sent\x18\x07 \x01(\x04\x12\x16\n\x0e\x62ytes_received\x18\x08 \x01(\x04\"|\n\x0eLookupResponse\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x11\n\tthreshold\x18\x02 \x01(\x01\x12\x19\n\x11threshold_version\x18\x03 \x01(\t\x12*\n\x05nodes\x18\x04 \x03(\x0b\x32\x1b.fedmatch.rpc.v1.NodeResult\".\n\x06HitRef\x12\x14\n\x0cmember_state\x18\x01 \x01(\t\x12\x0e\n\x06handle\x18\x02 \x01(\x0c\"\x81\x01\n\x0eResolveRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\x12\x18\n\x10\x61pplication_date\x18\x02 \x01(\t\x12%\n\x04hits\x18\x03 \x03(\x0b\x32\x17.fedmatch.rpc.v1.HitRef\"\x84\x02\n\x08\x44\x65\x63ision\x12\'\n\x06regime\x18\x01 \x01(\x0e\x32\x17.fedmatch.rpc.v1.Regime\x12#\n\x04rule\x18\x02 \x01(\x0e\x32\x15.fedmatch.rpc.v1.Rule\x12-\n\tprocedure\x18\x03 \x01(\x0e\x32\x1a.fedmatch.rpc.v1.Procedure\x12\x19\n\x11responsible_state\x18\x04 \x01(\t\x12,\n\x08\x65vidence\x18\x05 \x03(\x0b\x32\x1a.fedmatch.rpc.v1.HitDetail\x12\x0b\n\x03tie\x18\x06 \x01(\x08\x12\x13\n\x0b\x65xplanation\x18\x07 \x01(\t\x12\x10\n\x08\x63omplete\x18\x08 \x01(\x08\"\x94\x01\n\x0fResolveResponse\x12+\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x19.fedmatch.rpc.v1.Decision\x12(\n\x04hits\x18\x02 \x03(\x0b\x32\x1a.fedmatch.rpc.v1.HitDetail\x12*\n\x05nodes\x18\x03 \x03(\x0b\x32\x1b.fedmatch.rpc.v1.NodeResult*\x9c\x01\n\x0bNodeOutcome\x12\x1c\n\x18NODE_OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n\x0fNODE_OUTCOME_OK\x10\x01\x12\x1c\n\x18NODE_OUTCOME_UNREACHABLE\x10\x02\x12\"\n\x1eNODE_OUTCOME_DEADLINE_EXCEEDED\x10\x03\x12\x18\n\x14NODE_OUTCOME_REFUSED\x10\x04*H\n\x06Regime\x12\x16\n\x12REGIME_UNSPECIFIED\x10\x00\x12\x15\n\x11REGIME_DUBLIN_III\x10\x01\x12\x0f\n\x0bREGIME_AMMR\x10\x02*\x8a\x01\n\x04Rule\x12\x14\n\x10RULE_UNSPECIFIED\x10\x00\x12\x18\n\x14RULE_IRREGULAR_ENTRY\x10\x01\x12\x1b\n\x17RULE_SAR_DISEMBARKATION\x10\x02\x12\x1c\n\x18RULE_EARLIER_APPLICATION\x10\x03\x12\x17\n\x13RULE_NO_OTHER_STATE\x10\x04*n\n\tProcedure\x12\x19\n\x15PROCEDURE_UNSPECIFIED\x10\x00\x12\x19\n\x15PROCEDURE_TAKE_CHARGE\x10\x01\x12\x17\n\x13PROCEDURE_TAKE_BACK\x10\x02\x12\x12\n\x0ePROCEDURE_NONE\x10\x03\x32\xdb\x02\n\x12\x43oordinatorService\x12T\n\rGetFederation\x12\".fedmatch.rpc.v1.FederationRequest\x1a\x1f.fedmatch.rpc.v1.FederationInfo\x12V\n\x0cRegisterKeys\x12$.fedmatch.rpc.v1.RegisterKeysRequest\x1a .fedmatch.rpc.v1.KeyRegistration\x12I\n\x06Lookup\x12\x1e.fedmatch.rpc.v1.LookupRequest\x1a\x1f.fedmatch.rpc.v1.LookupResponse\x12L\n\x07Resolve\x12\x1f.fedmatch.rpc.v1.ResolveRequest\x1a .fedmatch.rpc.v1.ResolveResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!fedmatch/rpc/v1/coordinator.proto\x12\x0f\x66\x65\x64match.rpc.v1\x1a\x1c\x66\x65\x64match/rpc/v1/common.proto\"C\n\x11\x46\x65\x64\x65rationRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\"\x90\x01\n\x0e\x46\x65\x64\x65rationInfo\x12\x11\n\tthreshold\x18\x01 \x01(\x01\x12\x19\n\x11threshold_version\x18\x02 \x01(\t\x12\x14\n\x0che_param_set\x18\x03 \x01(\t\x12\x15\n\rmember_states\x18\x04 \x03(\t\x12\x10\n\x08model_id\x18\x05 \x01(\t\x12\x11\n\tdimension\x18\x06 \x01(\r\"c\n\x0fKeyRegistration\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xpires_unix\x18\x02 \x01(\x03\x12*\n\x05nodes\x18\x03 \x03(\x0b\x32\x1b.fedmatch.rpc.v1.NodeResult\"u\n\rLookupRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\x12.\n\x05probe\x18\x03 \x01(\x0b\x32\x1f.fedmatch.rpc.v1.EncryptedProbeJ\x04\x08\x02\x10\x03\"\xe5\x01\n\nNodeResult\x12\x14\n\x0cmember_state\x18\x01 \x01(\t\x12-\n\x07outcome\x18\x02 \x01(\x0e\x32\x1c.fedmatch.rpc.v1.NodeOutcome\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12,\n\x06\x62locks\x18\x04 \x03(\x0b\x32\x1c.fedmatch.rpc.v1.ResultBlock\x12\x14\n\x0crecord_count\x18\x05 \x01(\x04\x12\x12\n\nelapsed_ms\x18\x06 \x01(\x01\x12\x12\n\nbytes_sent\x18\x07 \x01(\x04\x12\x16\n\x0e\x62ytes_received\x18\x08 \x01(\x04\"|\n\x0eLookupResponse\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x11\n\tthreshold\x18\x02 \x01(\x01\x12\x19\n\x11threshold_version\x18\x03 \x01(\t\x12*\n\x05nodes\x18\x04 \x03(\x0b\x32\x1b.fedmatch.rpc.v1.NodeResult\".\n\x06HitRef\x12\x14\n\x0cmember_state\x18\x01 \x01(\t\x12\x0e\n\x06handle\x18\x02 \x01(\x0c\"\x96\x01\n\x0eResolveRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\x12\x18\n\x10\x61pplication_date\x18\x02 \x01(\t\x12%\n\x04hits\x18\x03 \x03(\x0b\x32\x17.fedmatch.rpc.v1.HitRef\x12\x13\n\x0bverified_by\x18\x04 \x03(\t\"\x84\x02\n\x08\x44\x65\x63ision\x12\'\n\x06regime\x18\x01 \x01(\x0e\x32\x17.fedmatch.rpc.v1.Regime\x12#\n\x04rule\x18\x02 \x01(\x0e\x32\x15.fedmatch.rpc.v1.Rule\x12-\n\tprocedure\x18\x03 \x01(\x0e\x32\x1a.fedmatch.rpc.v1.Procedure\x12\x19\n\x11responsible_state\x18\x04 \x01(\t\x12,\n\x08\x65vidence\x18\x05 \x03(\x0b\x32\x1a.fedmatch.rpc.v1.HitDetail\x12\x0b\n\x03tie\x18\x06 \x01(\x08\x12\x13\n\x0b\x65xplanation\x18\x07 \x01(\t\x12\x10\n\x08\x63omplete\x18\x08 \x01(\x08\"\x94\x01\n\x0fResolveResponse\x12+\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x19.fedmatch.rpc.v1.Decision\x12(\n\x04hits\x18\x02 \x03(\x0b\x32\x1a.fedmatch.rpc.v1.HitDetail\x12*\n\x05nodes\x18\x03 \x03(\x0b\x32\x1b.fedmatch.rpc.v1.NodeResult*\x9c\x01\n\x0bNodeOutcome\x12\x1c\n\x18NODE_OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n\x0fNODE_OUTCOME_OK\x10\x01\x12\x1c\n\x18NODE_OUTCOME_UNREACHABLE\x10\x02\x12\"\n\x1eNODE_OUTCOME_DEADLINE_EXCEEDED\x10\x03\x12\x18\n\x14NODE_OUTCOME_REFUSED\x10\x04*H\n\x06Regime\x12\x16\n\x12REGIME_UNSPECIFIED\x10\x00\x12\x15\n\x11REGIME_DUBLIN_III\x10\x01\x12\x0f\n\x0bREGIME_AMMR\x10\x02*\x8a\x01\n\x04Rule\x12\x14\n\x10RULE_UNSPECIFIED\x10\x00\x12\x18\n\x14RULE_IRREGULAR_ENTRY\x10\x01\x12\x1b\n\x17RULE_SAR_DISEMBARKATION\x10\x02\x12\x1c\n\x18RULE_EARLIER_APPLICATION\x10\x03\x12\x17\n\x13RULE_NO_OTHER_STATE\x10\x04*n\n\tProcedure\x12\x19\n\x15PROCEDURE_UNSPECIFIED\x10\x00\x12\x19\n\x15PROCEDURE_TAKE_CHARGE\x10\x01\x12\x17\n\x13PROCEDURE_TAKE_BACK\x10\x02\x12\x12\n\x0ePROCEDURE_NONE\x10\x03\x32\xdb\x02\n\x12\x43oordinatorService\x12T\n\rGetFederation\x12\".fedmatch.rpc.v1.FederationRequest\x1a\x1f.fedmatch.rpc.v1.FederationInfo\x12V\n\x0cRegisterKeys\x12$.fedmatch.rpc.v1.RegisterKeysRequest\x1a .fedmatch.rpc.v1.KeyRegistration\x12I\n\x06Lookup\x12\x1e.fedmatch.rpc.v1.LookupRequest\x1a\x1f.fedmatch.rpc.v1.LookupResponse\x12L\n\x07Resolve\x12\x1f.fedmatch.rpc.v1.ResolveRequest\x1a .fedmatch.rpc.v1.ResolveResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedmatch.rpc.v1.coordinator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_NODEOUTCOME']._serialized_start=1473
-  _globals['_NODEOUTCOME']._serialized_end=1629
-  _globals['_REGIME']._serialized_start=1631
-  _globals['_REGIME']._serialized_end=1703
-  _globals['_RULE']._serialized_start=1706
-  _globals['_RULE']._serialized_end=1844
-  _globals['_PROCEDURE']._serialized_start=1846
-  _globals['_PROCEDURE']._serialized_end=1956
+  _globals['_NODEOUTCOME']._serialized_start=1494
+  _globals['_NODEOUTCOME']._serialized_end=1650
+  _globals['_REGIME']._serialized_start=1652
+  _globals['_REGIME']._serialized_end=1724
+  _globals['_RULE']._serialized_start=1727
+  _globals['_RULE']._serialized_end=1865
+  _globals['_PROCEDURE']._serialized_start=1867
+  _globals['_PROCEDURE']._serialized_end=1977
   _globals['_FEDERATIONREQUEST']._serialized_start=84
   _globals['_FEDERATIONREQUEST']._serialized_end=151
   _globals['_FEDERATIONINFO']._serialized_start=154
@@ -55,11 +55,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HITREF']._serialized_start=878
   _globals['_HITREF']._serialized_end=924
   _globals['_RESOLVEREQUEST']._serialized_start=927
-  _globals['_RESOLVEREQUEST']._serialized_end=1056
-  _globals['_DECISION']._serialized_start=1059
-  _globals['_DECISION']._serialized_end=1319
-  _globals['_RESOLVERESPONSE']._serialized_start=1322
-  _globals['_RESOLVERESPONSE']._serialized_end=1470
-  _globals['_COORDINATORSERVICE']._serialized_start=1959
-  _globals['_COORDINATORSERVICE']._serialized_end=2306
+  _globals['_RESOLVEREQUEST']._serialized_end=1077
+  _globals['_DECISION']._serialized_start=1080
+  _globals['_DECISION']._serialized_end=1340
+  _globals['_RESOLVERESPONSE']._serialized_start=1343
+  _globals['_RESOLVERESPONSE']._serialized_end=1491
+  _globals['_COORDINATORSERVICE']._serialized_start=1980
+  _globals['_COORDINATORSERVICE']._serialized_end=2327
 # @@protoc_insertion_point(module_scope)

@@ -307,6 +307,7 @@ class ResolveRequest(_message.Message):
     HEADER_FIELD_NUMBER: _builtins.int
     APPLICATION_DATE_FIELD_NUMBER: _builtins.int
     HITS_FIELD_NUMBER: _builtins.int
+    VERIFIED_BY_FIELD_NUMBER: _builtins.int
     application_date: _builtins.str
     """Date the application was registered (YYYY-MM-DD); selects Dublin III or AMMR."""
     @_builtins.property
@@ -317,16 +318,21 @@ class ResolveRequest(_message.Message):
     def hits(self) -> _containers.RepeatedCompositeFieldContainer[Global___HitRef]:
         """At most 64 hits."""
 
+    @_builtins.property
+    def verified_by(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Operator ids of the people who verified these candidate hits (DOMAIN.md section 2)."""
+
     def __init__(
         self,
         *,
         header: _common_pb2.RequestHeader | None = ...,
         application_date: _builtins.str = ...,
         hits: _abc.Iterable[Global___HitRef] | None = ...,
+        verified_by: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["application_date", b"application_date", "header", b"header", "hits", b"hits"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["application_date", b"application_date", "header", b"header", "hits", b"hits", "verified_by", b"verified_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

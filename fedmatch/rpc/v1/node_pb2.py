@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fedmatch.rpc.v1 import common_pb2 as fedmatch_dot_rpc_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65\x64match/rpc/v1/node.proto\x12\x0f\x66\x65\x64match.rpc.v1\x1a\x1c\x66\x65\x64match/rpc/v1/common.proto\"\xc7\x01\n\x0eRecordMetadata\x12\x11\n\treference\x18\x01 \x01(\t\x12+\n\x08\x63\x61tegory\x18\x02 \x01(\x0e\x32\x19.fedmatch.rpc.v1.Category\x12\x12\n\nevent_date\x18\x03 \x01(\t\x12\x13\n\x0b\x65vent_place\x18\x04 \x01(\t\x12\x14\n\x0c\x63\x61pture_date\x18\x05 \x01(\t\x12!\n\x03sex\x18\x06 \x01(\x0e\x32\x14.fedmatch.rpc.v1.Sex\x12\x13\n\x0boperator_id\x18\x07 \x01(\t\",\n\x08Template\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\x02\"1\n\x05Photo\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04pick\x18\x03 \x01(\x05\"\xd3\x01\n\rEnrollRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\x12/\n\x06record\x18\x02 \x01(\x0b\x32\x1f.fedmatch.rpc.v1.RecordMetadata\x12-\n\x08template\x18\x03 \x01(\x0b\x32\x19.fedmatch.rpc.v1.TemplateH\x00\x12\'\n\x05photo\x18\x04 \x01(\x0b\x32\x16.fedmatch.rpc.v1.PhotoH\x00\x42\t\n\x07\x63\x61pture\"\'\n\x0e\x45nrollResponse\x12\x15\n\rregister_size\x18\x01 \x01(\x04\"<\n\x14RegisterKeysResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xpires_unix\x18\x02 \x01(\x03\"\x90\x01\n\rSearchRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\x12.\n\x05probe\x18\x03 \x01(\x0b\x32\x1f.fedmatch.rpc.v1.EncryptedProbe\x12\x19\n\x11threshold_version\x18\x04 \x01(\tJ\x04\x08\x02\x10\x03\"j\n\x0eSearchResponse\x12\x14\n\x0cmember_state\x18\x01 \x01(\t\x12,\n\x06\x62locks\x18\x02 \x03(\x0b\x32\x1c.fedmatch.rpc.v1.ResultBlock\x12\x14\n\x0crecord_count\x18\x03 \x01(\x04\"T\n\x11HitDetailsRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\x12\x0f\n\x07handles\x18\x02 \x03(\x0c\">\n\x12HitDetailsResponse\x12(\n\x04hits\x18\x01 \x03(\x0b\x32\x1a.fedmatch.rpc.v1.HitDetail\"=\n\x0bInfoRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\"\x91\x01\n\x0cInfoResponse\x12\x14\n\x0cmember_state\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\r\x12\x14\n\x0crecord_count\x18\x04 \x01(\x04\x12\x15\n\rhe_param_sets\x18\x05 \x03(\t\x12\x19\n\x11threshold_version\x18\x06 \x01(\t2\xa2\x03\n\x0bNodeService\x12I\n\x06\x45nroll\x12\x1e.fedmatch.rpc.v1.EnrollRequest\x1a\x1f.fedmatch.rpc.v1.EnrollResponse\x12[\n\x0cRegisterKeys\x12$.fedmatch.rpc.v1.RegisterKeysRequest\x1a%.fedmatch.rpc.v1.RegisterKeysResponse\x12I\n\x06Search\x12\x1e.fedmatch.rpc.v1.SearchRequest\x1a\x1f.fedmatch.rpc.v1.SearchResponse\x12X\n\rGetHitDetails\x12\".fedmatch.rpc.v1.HitDetailsRequest\x1a#.fedmatch.rpc.v1.HitDetailsResponse\x12\x46\n\x07GetInfo\x12\x1c.fedmatch.rpc.v1.InfoRequest\x1a\x1d.fedmatch.rpc.v1.InfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65\x64match/rpc/v1/node.proto\x12\x0f\x66\x65\x64match.rpc.v1\x1a\x1c\x66\x65\x64match/rpc/v1/common.proto\"\xc7\x01\n\x0eRecordMetadata\x12\x11\n\treference\x18\x01 \x01(\t\x12+\n\x08\x63\x61tegory\x18\x02 \x01(\x0e\x32\x19.fedmatch.rpc.v1.Category\x12\x12\n\nevent_date\x18\x03 \x01(\t\x12\x13\n\x0b\x65vent_place\x18\x04 \x01(\t\x12\x14\n\x0c\x63\x61pture_date\x18\x05 \x01(\t\x12!\n\x03sex\x18\x06 \x01(\x0e\x32\x14.fedmatch.rpc.v1.Sex\x12\x13\n\x0boperator_id\x18\x07 \x01(\t\",\n\x08Template\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\x02\"1\n\x05Photo\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04pick\x18\x03 \x01(\x05\"\xd3\x01\n\rEnrollRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\x12/\n\x06record\x18\x02 \x01(\x0b\x32\x1f.fedmatch.rpc.v1.RecordMetadata\x12-\n\x08template\x18\x03 \x01(\x0b\x32\x19.fedmatch.rpc.v1.TemplateH\x00\x12\'\n\x05photo\x18\x04 \x01(\x0b\x32\x16.fedmatch.rpc.v1.PhotoH\x00\x42\t\n\x07\x63\x61pture\"\'\n\x0e\x45nrollResponse\x12\x15\n\rregister_size\x18\x01 \x01(\x04\"<\n\x14RegisterKeysResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xpires_unix\x18\x02 \x01(\x03\"\xca\x01\n\rSearchRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\x12.\n\x05probe\x18\x03 \x01(\x0b\x32\x1f.fedmatch.rpc.v1.EncryptedProbe\x12\x19\n\x11threshold_version\x18\x04 \x01(\t\x12\x38\n\rauthorization\x18\x05 \x01(\x0b\x32!.fedmatch.rpc.v1.LogAuthorizationJ\x04\x08\x02\x10\x03\"j\n\x0eSearchResponse\x12\x14\n\x0cmember_state\x18\x01 \x01(\t\x12,\n\x06\x62locks\x18\x02 \x03(\x0b\x32\x1c.fedmatch.rpc.v1.ResultBlock\x12\x14\n\x0crecord_count\x18\x03 \x01(\x04\"\x8e\x01\n\x11HitDetailsRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\x12\x0f\n\x07handles\x18\x02 \x03(\x0c\x12\x38\n\rauthorization\x18\x03 \x01(\x0b\x32!.fedmatch.rpc.v1.LogAuthorization\">\n\x12HitDetailsResponse\x12(\n\x04hits\x18\x01 \x03(\x0b\x32\x1a.fedmatch.rpc.v1.HitDetail\"=\n\x0bInfoRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\"\x91\x01\n\x0cInfoResponse\x12\x14\n\x0cmember_state\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\r\x12\x14\n\x0crecord_count\x18\x04 \x01(\x04\x12\x15\n\rhe_param_sets\x18\x05 \x03(\t\x12\x19\n\x11threshold_version\x18\x06 \x01(\t2\xa2\x03\n\x0bNodeService\x12I\n\x06\x45nroll\x12\x1e.fedmatch.rpc.v1.EnrollRequest\x1a\x1f.fedmatch.rpc.v1.EnrollResponse\x12[\n\x0cRegisterKeys\x12$.fedmatch.rpc.v1.RegisterKeysRequest\x1a%.fedmatch.rpc.v1.RegisterKeysResponse\x12I\n\x06Search\x12\x1e.fedmatch.rpc.v1.SearchRequest\x1a\x1f.fedmatch.rpc.v1.SearchResponse\x12X\n\rGetHitDetails\x12\".fedmatch.rpc.v1.HitDetailsRequest\x1a#.fedmatch.rpc.v1.HitDetailsResponse\x12\x46\n\x07GetInfo\x12\x1c.fedmatch.rpc.v1.InfoRequest\x1a\x1d.fedmatch.rpc.v1.InfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,17 +45,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERKEYSRESPONSE']._serialized_start=631
   _globals['_REGISTERKEYSRESPONSE']._serialized_end=691
   _globals['_SEARCHREQUEST']._serialized_start=694
-  _globals['_SEARCHREQUEST']._serialized_end=838
-  _globals['_SEARCHRESPONSE']._serialized_start=840
-  _globals['_SEARCHRESPONSE']._serialized_end=946
-  _globals['_HITDETAILSREQUEST']._serialized_start=948
-  _globals['_HITDETAILSREQUEST']._serialized_end=1032
-  _globals['_HITDETAILSRESPONSE']._serialized_start=1034
-  _globals['_HITDETAILSRESPONSE']._serialized_end=1096
-  _globals['_INFOREQUEST']._serialized_start=1098
-  _globals['_INFOREQUEST']._serialized_end=1159
-  _globals['_INFORESPONSE']._serialized_start=1162
-  _globals['_INFORESPONSE']._serialized_end=1307
-  _globals['_NODESERVICE']._serialized_start=1310
-  _globals['_NODESERVICE']._serialized_end=1728
+  _globals['_SEARCHREQUEST']._serialized_end=896
+  _globals['_SEARCHRESPONSE']._serialized_start=898
+  _globals['_SEARCHRESPONSE']._serialized_end=1004
+  _globals['_HITDETAILSREQUEST']._serialized_start=1007
+  _globals['_HITDETAILSREQUEST']._serialized_end=1149
+  _globals['_HITDETAILSRESPONSE']._serialized_start=1151
+  _globals['_HITDETAILSRESPONSE']._serialized_end=1213
+  _globals['_INFOREQUEST']._serialized_start=1215
+  _globals['_INFOREQUEST']._serialized_end=1276
+  _globals['_INFORESPONSE']._serialized_start=1279
+  _globals['_INFORESPONSE']._serialized_end=1424
+  _globals['_NODESERVICE']._serialized_start=1427
+  _globals['_NODESERVICE']._serialized_end=1845
 # @@protoc_insertion_point(module_scope)

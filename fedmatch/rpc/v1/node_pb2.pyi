@@ -198,6 +198,7 @@ class SearchRequest(_message.Message):
     HEADER_FIELD_NUMBER: _builtins.int
     PROBE_FIELD_NUMBER: _builtins.int
     THRESHOLD_VERSION_FIELD_NUMBER: _builtins.int
+    AUTHORIZATION_FIELD_NUMBER: _builtins.int
     threshold_version: _builtins.str
     """Version of the federation threshold the coordinator applies; the node refuses a
     version other than its own configured one.
@@ -206,16 +207,21 @@ class SearchRequest(_message.Message):
     def header(self) -> _common_pb2.RequestHeader: ...
     @_builtins.property
     def probe(self) -> _common_pb2.EncryptedProbe: ...
+    @_builtins.property
+    def authorization(self) -> _common_pb2.LogAuthorization:
+        """The coordinator's `search_authorized` entry for this query: no search off the record."""
+
     def __init__(
         self,
         *,
         header: _common_pb2.RequestHeader | None = ...,
         probe: _common_pb2.EncryptedProbe | None = ...,
         threshold_version: _builtins.str = ...,
+        authorization: _common_pb2.LogAuthorization | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "probe", b"probe"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "header", b"header", "probe", b"probe"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "probe", b"probe", "threshold_version", b"threshold_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "header", b"header", "probe", b"probe", "threshold_version", b"threshold_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -253,6 +259,7 @@ class HitDetailsRequest(_message.Message):
 
     HEADER_FIELD_NUMBER: _builtins.int
     HANDLES_FIELD_NUMBER: _builtins.int
+    AUTHORIZATION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def header(self) -> _common_pb2.RequestHeader: ...
     @_builtins.property
@@ -261,15 +268,20 @@ class HitDetailsRequest(_message.Message):
         position, big-endian uint32 each); at most 64.
         """
 
+    @_builtins.property
+    def authorization(self) -> _common_pb2.LogAuthorization:
+        """The coordinator's `hit_verified` entry naming exactly these handles and their verifiers."""
+
     def __init__(
         self,
         *,
         header: _common_pb2.RequestHeader | None = ...,
         handles: _abc.Iterable[_builtins.bytes] | None = ...,
+        authorization: _common_pb2.LogAuthorization | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "header", b"header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["handles", b"handles", "header", b"header"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "handles", b"handles", "header", b"header"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

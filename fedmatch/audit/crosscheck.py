@@ -1,0 +1,177 @@
+"""Federation-wide checks over verified logs: every use of a register has its authorization.
+
+- Every search a node answered names a coordinator ``search_authorized`` entry (by index)
+  for the same query, probe hash and requesting state, addressed to that node.
+- Every authorized search reached each addressed node (an answer or a refusal in the
+  node's log) or is explained by a logged failure in the coordinator's dispatch entry; a
+  search still in flight (recent) or cut short by a coordinator restart is reported, not
+  counted against anyone.
+- Every hit detail a node revealed names a coordinator ``hit_verified`` entry for the same
+  query and handles, with enough distinct verifiers.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from fedmatch.audit.entry import EventKind, SignedEntry
+
+__all__ = ["CrossCheck", "Finding", "cross_check"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: str  # "violation", "warning" or "info"
+    party: str
+    kind: str
+    message: str
+    evidence: str = ""
+
+
+@dataclass
+class CrossCheck:
+    findings: list[Finding] = field(default_factory=list)
+    searches: int = 0
+    reveals: int = 0
+
+
+def _index(entry: SignedEntry) -> int | None:
+    raw = entry.event.labels.get("coordinator_index", "")
+    return int(raw) if raw.isdigit() else None
+
+
+def cross_check(
+    coordinator: Sequence[SignedEntry] | None,
+    nodes: Mapping[str, Sequence[SignedEntry] | None],
+    now: float,
+    grace_seconds: float,
+    hit_verifiers_required: int,
+) -> CrossCheck:
+    out = CrossCheck()
+    if coordinator is None:
+        out.findings.append(
+            Finding("violation", "coordinator", "not-verified",
+                    "the coordinator's log is not verified: no cross-check is possible")
+        )  # fmt: skip
+        return out
+    dispatched = {e.event.query_id: e for e in coordinator if e.kind is EventKind.SEARCH_DISPATCHED}
+    restarts = [e.seq for e in coordinator if e.kind is EventKind.PARTY_STARTED]
+    # Per node: the queries it answered or refused.
+    seen_at: dict[str, set[str]] = defaultdict(set)
+
+    for state, entries in nodes.items():
+        if entries is None:
+            continue
+        for e in entries:
+            if e.kind in (EventKind.SEARCH_ANSWERED, EventKind.SEARCH_REFUSED):
+                seen_at[state].add(e.event.query_id)
+            if e.kind is EventKind.SEARCH_ANSWERED:
+                out.searches += 1
+                _check_answer(out, state, e, coordinator)
+            elif e.kind is EventKind.HIT_DETAILS_REVEALED:
+                out.reveals += 1
+                _check_reveal(out, state, e, coordinator, hit_verifiers_required)
+
+    for a in coordinator:
+        if a.kind is not EventKind.SEARCH_AUTHORIZED:
+            continue
+        q = a.event.query_id
+        d = dispatched.get(q)
+        for state in a.event.registers:
+            if nodes.get(state) is None:
+                continue  # not audited: reported as such by the auditor
+            if q in seen_at[state]:
+                continue
+            outcome = d.event.labels.get(state.lower(), "") if d else ""
+            if d is not None and outcome and outcome != "ok":
+                continue  # a logged failure: unreachable, deadline, refused before work
+            if d is not None:
+                out.findings.append(Finding(
+                    "violation", state, "dispatch-not-at-node",
+                    f"coordinator entry {d.seq} says {state} answered query {q}, "
+                    f"but {state}'s log has no entry for it",
+                ))  # fmt: skip
+            elif any(r > a.seq for r in restarts):
+                out.findings.append(Finding(
+                    "info", "coordinator", "interrupted",
+                    f"query {q} (entry {a.seq}) was cut short by a coordinator restart",
+                ))  # fmt: skip
+                break
+            elif now - a.unix_ms / 1000 < grace_seconds:
+                out.findings.append(Finding(
+                    "info", "coordinator", "in-flight",
+                    f"query {q} (entry {a.seq}) is recent and may still be in flight",
+                ))  # fmt: skip
+                break
+            else:
+                out.findings.append(Finding(
+                    "violation", "coordinator", "dispatch-unexplained",
+                    f"query {q} was authorized (entry {a.seq}) for {state}, which has no "
+                    "record of it, and the coordinator logged no failure",
+                ))  # fmt: skip
+    return out
+
+
+def _authorizing(
+    out: CrossCheck, state: str, e: SignedEntry, coordinator: Sequence[SignedEntry]
+) -> SignedEntry | None:
+    index = _index(e)
+    if index is None or index >= len(coordinator):
+        out.findings.append(Finding(
+            "violation", state, "no-authorization",
+            f"{state} entry {e.seq} ({e.kind.value}, query {e.event.query_id}) names coordinator "
+            f"entry {index}, which is not in the coordinator's verified log",
+        ))  # fmt: skip
+        return None
+    return coordinator[index]
+
+
+def _check_answer(
+    out: CrossCheck, state: str, e: SignedEntry, coordinator: Sequence[SignedEntry]
+) -> None:
+    a = _authorizing(out, state, e, coordinator)
+    if a is None:
+        return
+    if (
+        a.kind is not EventKind.SEARCH_AUTHORIZED
+        or a.event.query_id != e.event.query_id
+        or a.event.probe_hash != e.event.probe_hash
+        or a.event.requesting_state != e.event.requesting_state
+        or state not in a.event.registers
+    ):
+        out.findings.append(Finding(
+            "violation", state, "answer-without-authorization",
+            f"{state} entry {e.seq} answered query {e.event.query_id}, but coordinator entry "
+            f"{a.seq} is not its authorization",
+        ))  # fmt: skip
+
+
+def _check_reveal(
+    out: CrossCheck,
+    state: str,
+    e: SignedEntry,
+    coordinator: Sequence[SignedEntry],
+    required: int,
+) -> None:
+    v = _authorizing(out, state, e, coordinator)
+    if v is None:
+        return
+    if (
+        v.kind is not EventKind.HIT_VERIFIED
+        or v.event.query_id != e.event.query_id
+        or state not in v.event.registers
+        or v.event.labels.get(f"handles_{state.lower()}") != e.event.labels.get("handles")
+    ):
+        out.findings.append(Finding(
+            "violation", state, "reveal-without-verified-hit",
+            f"{state} entry {e.seq} revealed hit details for query {e.event.query_id} "
+            f"without a matching verified hit (coordinator entry {v.seq})",
+        ))  # fmt: skip
+    elif len(set(v.event.verifiers)) < required:
+        out.findings.append(Finding(
+            "violation", "coordinator", "too-few-verifiers",
+            f"hit of query {v.event.query_id} verified by {len(set(v.event.verifiers))} "
+            f"people, {required} required",
+        ))  # fmt: skip
