@@ -87,21 +87,28 @@ class AuditLog:
         self._path = directory / LOG_FILE
         self._checkpoint_path = directory / CHECKPOINT_FILE
         self._lock = threading.Lock()  # orders numbering, signing and writing
-        self._sync = threading.Condition()  # group commit
+        # Group commit: appenders write under _lock, then wait on _done; one flusher thread
+        # fsyncs whatever has been written as soon as the previous fsync returns, so the
+        # disk never waits for a woken appender to take its turn.
+        self._sync = threading.Lock()
+        self._work = threading.Condition(self._sync)
+        self._done = threading.Condition(self._sync)
+        self._closing = False
         self._checkpoint_lock = threading.Lock()
         self._tree = MerkleTree()
         self._offsets = array("Q")
         self._lengths = array("I")
         self._broken: str | None = None
-        self._syncing = False
         self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             self._recover()
         except BaseException:
             os.close(self._fd)
             raise
-        self._durable = len(self._tree)
+        self._durable = self._written = len(self._tree)
         self._end = os.lseek(self._fd, 0, os.SEEK_END)
+        self._flusher = threading.Thread(target=self._flush, name="audit-fsync", daemon=True)
+        self._flusher.start()
         if self._published is None:
             self.checkpoint()  # the empty tree, before any entry
 
@@ -168,6 +175,11 @@ class AuditLog:
         return checkpoint
 
     def close(self) -> None:
+        with self._sync:
+            self._closing = True
+            self._work.notify()
+        if self._flusher.is_alive() and self._flusher is not threading.current_thread():
+            self._flusher.join(timeout=30)
         with self._lock:
             if self._fd >= 0:
                 os.close(self._fd)
@@ -195,38 +207,43 @@ class AuditLog:
             self._lengths.append(len(entry.raw))
             self._end += len(frame)
             self._tree.append(leaf_hash(entry.raw))
-        self._wait_durable(seq)
+            with self._sync:
+                # Entries are written in order, so everything below seq + 1 is in the file.
+                self._written = max(self._written, seq + 1)
+                self._work.notify()
+        with self._sync:
+            while self._durable <= seq:
+                if self._broken is not None:
+                    raise AuditIntegrityError(f"audit log is not writable ({self._broken})")
+                self._done.wait()
         return entry
 
     def _fail(self, why: str) -> None:
+        """Stop accepting entries (called with _lock held); wakes everyone waiting."""
         self._broken = why
         log.error("audit log %s is no longer writable: %s", self._path, why)
-
-    def _wait_durable(self, seq: int) -> None:
         with self._sync:
-            while self._durable <= seq:
-                if self._broken is not None and self._durable <= seq:
-                    raise AuditIntegrityError(f"audit log is not writable ({self._broken})")
-                if self._syncing:
-                    self._sync.wait()
-                    continue
-                self._syncing = True
+            self._work.notify()
+            self._done.notify_all()
+
+    def _flush(self) -> None:
+        while True:
+            with self._sync:
+                while self._written <= self._durable and not self._closing:
+                    self._work.wait()
+                if self._broken is not None or self._written <= self._durable:
+                    self._done.notify_all()
+                    return  # closing with nothing left, or no longer writable
+                target = self._written
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
                 with self._lock:
-                    target = len(self._tree)
-                self._sync.release()
-                try:
-                    os.fsync(self._fd)
-                    ok = True
-                except OSError as exc:
-                    ok = False
-                    with self._lock:
-                        self._fail(f"fsync failed: {type(exc).__name__}")
-                finally:
-                    self._sync.acquire()
-                    self._syncing = False
-                    if ok:
-                        self._durable = max(self._durable, target)
-                    self._sync.notify_all()
+                    self._fail(f"fsync failed: {type(exc).__name__}")
+                return
+            with self._sync:
+                self._durable = target
+                self._done.notify_all()
 
     # -- reading -----------------------------------------------------------------------
 

@@ -322,8 +322,10 @@ def test_state_persists_across_instances(
 
     again = make_witness(tmp_path, clock)
     assert again.witnessed_size == 11
-    for size in (4, 7, 11):
-        assert again.root_for(size) == coord.root(size)
+    assert again.root_for(11) == coord.root(11)
+    # Only the signed latest checkpoint survives a restart: bare (size, root) pairs on disk
+    # could be edited into a history this node never checked.
+    assert again.root_for(4) is None and again.root_for(7) is None
     # It goes on from where the other instance stopped, not from scratch.
     note = grow(coord, 13)
     assert again.add_checkpoint(0, [], note) == WitnessAnswer(True, 11, None)
