@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,9 @@ class CoordinatorConfig:
     hit_verifiers_required: int = 2
     # How often the nodes are asked to cosign the current checkpoint without traffic.
     witness_interval_seconds: float = 30.0
+    # Seen request nonces (SQLite); unset means ``coordinator.replay.sqlite`` beside the
+    # audit directory (the CLI decides; see fedmatch/cli.py).
+    replay_db: Path | None = None
     nodes: tuple[NodeEntry, ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -104,6 +108,13 @@ def load_coordinator_config(
     fields = dict(overrides or {})
     nodes = fields.pop("nodes", None)
     values = load_section(path, "coordinator", "FEDMATCH_COORDINATOR_", _Scalars, fields)
+    replay = values.get("replay_db")
+    from_file = (
+        fields.get("replay_db") is None and os.environ.get("FEDMATCH_COORDINATOR_REPLAY_DB") is None
+    )
+    if path is not None and replay and from_file and not Path(replay).is_absolute():
+        # Relative to the config file, as every path written in it.
+        values["replay_db"] = path.parent / Path(replay)
     if nodes is None and path is not None:
         nodes = read_toml(path).get("nodes", [])
     return CoordinatorConfig(**values, nodes=_nodes_from(nodes or []))
@@ -124,3 +135,4 @@ class _Scalars:
     key_epoch_seconds: float = CoordinatorConfig.key_epoch_seconds
     hit_verifiers_required: int = CoordinatorConfig.hit_verifiers_required
     witness_interval_seconds: float = CoordinatorConfig.witness_interval_seconds
+    replay_db: Path | None = None

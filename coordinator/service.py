@@ -38,6 +38,8 @@ from fedmatch.errors import (
     PermissionDenied,
     PreconditionFailed,
 )
+from fedmatch.gate import Gate
+from fedmatch.grpcutil.auth import caller
 from fedmatch.grpcutil.server import make_channel
 from fedmatch.he.params import DEFAULT_PARAM_SET
 from fedmatch.limits import (
@@ -46,7 +48,9 @@ from fedmatch.limits import (
     MAX_NODE_RESPONSE_BYTES,
     MAX_RECEIVE_BYTES,
 )
+from fedmatch.pki.names import dns_name
 from fedmatch.rpc.v1 import audit_pb2_grpc, common_pb2, coordinator_pb2, node_pb2, node_pb2_grpc
+from fedmatch.statement import SignedRequest, VerifiedRequest
 from fedmatch.wire import (
     authorization_to_pb,
     header_to_pb,
@@ -62,6 +66,7 @@ log = logging.getLogger("fedmatch.coordinator")
 # Lookups kept for a later resolve; at ~10,000 a day federation-wide (DOMAIN.md section 8)
 # this holds more than a day's traffic.
 MAX_PENDING_LOOKUPS = 20_000
+_ANSWERS_KEPT = 16
 
 
 @dataclass
@@ -84,17 +89,30 @@ class CoordinatorService:
         self,
         config: CoordinatorConfig,
         audit: PartyAudit,
+        gate: Gate,
+        credentials: grpc.ChannelCredentials | None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``credentials``: the coordinator's mTLS credentials for calling nodes (None only
+        with --dev-insecure)."""
         self.config = config
         self.audit = audit
+        self.gate = gate
+        # Answers of the last lookups, for a retried call with the same signed request.
+        self._answers: OrderedDict[str, tuple[str, list[NodeCall]]] = OrderedDict()
         self._clock = clock
         self._stubs: dict[str, node_pb2_grpc.NodeServiceStub] = {}
         self._channels: list[grpc.Channel] = []
         witness_stubs: dict[str, audit_pb2_grpc.WitnessServiceStub] = {}
         witness_keys: dict[str, CosignatureVerifier] = {}
         for entry in config.nodes:
-            channel = make_channel(entry.address, MAX_NODE_RESPONSE_BYTES, MAX_RECEIVE_BYTES)
+            channel = make_channel(
+                entry.address,
+                MAX_NODE_RESPONSE_BYTES,
+                MAX_RECEIVE_BYTES,
+                credentials,
+                dns_name("node", entry.member_state) if credentials is not None else None,
+            )
             self._channels.append(channel)
             self._stubs[entry.member_state] = node_pb2_grpc.NodeServiceStub(channel)
             witness_stubs[entry.member_state] = audit_pb2_grpc.WitnessServiceStub(channel)
@@ -220,6 +238,7 @@ class CoordinatorService:
         self,
         header: QueryHeader,
         probe: EncryptedProbe,
+        signed: SignedRequest | None,
         time_remaining: float | None,
     ) -> list[NodeCall]:
         probe_hash = digest_hex(probe.ciphertext)
@@ -239,6 +258,12 @@ class CoordinatorService:
             raise InvalidInput(f"probe dimension must be {self.config.dimension}")
         if self._keys.get(probe.key_id) != header.requesting_state:
             raise PermissionDenied("key id was registered by another member state")
+        verified = self._verified(signed, header, "lookup", probe_hash)
+        with self._lock:
+            answered = self._answers.get(header.query_id)
+        if answered is not None and answered[0] == verified.digest:
+            return answered[1]  # a retry of the same signed call: the same answer
+        self.gate.consume(verified)
         self._start_lookup(header)
         # On the record before anything leaves: the nodes check this entry's inclusion.
         authorized = self.audit.log.append(
@@ -247,12 +272,12 @@ class CoordinatorService:
                 header,
                 probe_hash=probe_hash,
                 registers=states,
-                labels={"key_id": probe.key_id},
+                labels={"key_id": probe.key_id, "request": verified.digest},
             )
         )
         authorization, failed = self._on_record(authorized, states, time_remaining)
         search = node_pb2.SearchRequest(
-            header=header_to_pb(header),
+            header=header_to_pb(header, signed),
             probe=probe_to_pb(probe),
             threshold_version=self.config.threshold_version,
             authorization=authorization_to_pb(authorization),
@@ -289,7 +314,26 @@ class CoordinatorService:
             header.purpose.value,
             ",".join(f"{s}:{c.outcome.value}" for s, c in sorted(calls.items())),
         )
-        return [calls[s] for s in sorted(calls)]
+        ordered = [calls[s] for s in sorted(calls)]
+        with self._lock:
+            self._answers[header.query_id] = (verified.digest, ordered)
+            while len(self._answers) > _ANSWERS_KEPT:
+                self._answers.popitem(last=False)
+        return ordered
+
+    def _verified(
+        self, signed: SignedRequest | None, header: QueryHeader, kind: str, probe_hash: str
+    ) -> VerifiedRequest:
+        """The requester's signed statement, from the very party on this connection."""
+        peer = caller()
+        if peer is not None and peer.member_state != header.requesting_state:
+            raise PermissionDenied(
+                f"a caller of {peer.member_state or 'EU'} cannot ask for {header.requesting_state}"
+            )
+        verified = self.gate.verify(signed, header, kind, probe_hash)
+        if peer is not None and verified.signer.signing_key != peer.signing_key:
+            raise PermissionDenied("the request is signed by another party than the caller")
+        return verified
 
     def _start_lookup(self, header: QueryHeader) -> None:
         now = self._clock()
@@ -313,10 +357,13 @@ class CoordinatorService:
         application_date: dt.date,
         hits: Sequence[tuple[str, bytes]],
         verified_by: Sequence[str],
+        signed: SignedRequest | None,
         time_remaining: float | None,
     ) -> Resolution:
         self._authorize(header)
         self._require_operator(header)
+        request = self._verified(signed, header, "resolve", "")
+        self.gate.consume(request)
         with self._lock:
             rec = self._lookups.get(header.query_id)
         if rec is None or rec.expires <= self._clock():
@@ -344,7 +391,8 @@ class CoordinatorService:
                     verifiers=verifiers,
                     outcome="confirmed",
                     counts={s.lower(): len(h) for s, h in by_state.items()},
-                    labels={f"handles_{s.lower()}": handles_digest(h) for s, h in by_state.items()},
+                    labels={f"handles_{s.lower()}": handles_digest(h) for s, h in by_state.items()}
+                    | {"request": request.digest},
                 )
             )
             authorization, calls = self._on_record(verified, sorted(by_state), time_remaining)
@@ -352,7 +400,7 @@ class CoordinatorService:
                 state: (
                     self._stubs[state].GetHitDetails,
                     node_pb2.HitDetailsRequest(
-                        header=header_to_pb(header),
+                        header=header_to_pb(header, signed),
                         handles=handles,
                         authorization=authorization_to_pb(authorization),
                     ),

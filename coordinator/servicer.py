@@ -11,14 +11,16 @@ from fedmatch.audit.events import logs_refusals
 from fedmatch.audit.servicer import AuditServicer
 from fedmatch.domain import parse_date
 from fedmatch.errors import InvalidInput
+from fedmatch.grpcutil.auth import AccessRule
 from fedmatch.grpcutil.errors import translated
 from fedmatch.grpcutil.server import RunningServer, ServerLimits, start_server
 from fedmatch.limits import MAX_LOOKUP_RESPONSE_BYTES, MAX_RECEIVE_BYTES
 from fedmatch.rpc.v1 import audit_pb2_grpc, common_pb2, coordinator_pb2_grpc
 from fedmatch.rpc.v1 import coordinator_pb2 as cpb
-from fedmatch.wire import header_from_pb, hit_to_pb, probe_from_pb
+from fedmatch.transport import Security
+from fedmatch.wire import header_from_pb, hit_to_pb, probe_from_pb, signed_from_pb
 
-__all__ = ["CoordinatorServicer", "serve_coordinator"]
+__all__ = ["COORDINATOR_RULES", "CoordinatorServicer", "serve_coordinator"]
 
 _OUTCOMES = {
     NodeOutcome.OK: cpb.NODE_OUTCOME_OK,
@@ -105,7 +107,9 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         if not request.HasField("probe"):
             raise InvalidInput("probe is required")
         probe = probe_from_pb(request.probe)
-        calls = self.service.lookup(header, probe, context.time_remaining())
+        calls = self.service.lookup(
+            header, probe, signed_from_pb(request.header), context.time_remaining()
+        )
         cfg = self.service.config
         return cpb.LookupResponse(
             query_id=header.query_id,
@@ -123,7 +127,12 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         application_date = parse_date(request.application_date, "application_date")
         hits = [(h.member_state, h.handle) for h in request.hits]
         res = self.service.resolve(
-            header, application_date, hits, list(request.verified_by), context.time_remaining()
+            header,
+            application_date,
+            hits,
+            list(request.verified_by),
+            signed_from_pb(request.header),
+            context.time_remaining(),
         )
         return cpb.ResolveResponse(
             decision=_decision_pb(res.decision, res.complete),
@@ -132,7 +141,29 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         )
 
 
-def serve_coordinator(service: CoordinatorService, listen: str | None = None) -> RunningServer:
+_COORD = "/fedmatch.rpc.v1.CoordinatorService/"
+_AUDIT = "/fedmatch.rpc.v1.AuditService/"
+_HEALTH = "/grpc.health.v1.Health/"
+_ANYONE = frozenset({"node", "coordinator", "auditor", "operator", "verifier"})
+
+# Who may call what at the coordinator; anything else is refused (deny by default).
+COORDINATOR_RULES: dict[str, AccessRule] = {
+    _COORD + "GetFederation": AccessRule(frozenset({"operator", "auditor"})),
+    _COORD + "RegisterKeys": AccessRule(frozenset({"operator"})),
+    _COORD + "Lookup": AccessRule(frozenset({"operator"})),
+    _COORD + "Resolve": AccessRule(frozenset({"operator"})),
+    **{
+        _AUDIT + m: AccessRule(frozenset({"auditor"}))
+        for m in ("GetCheckpoint", "GetEntries", "GetInclusionProof", "GetConsistencyProof")
+    },
+    _HEALTH + "Check": AccessRule(_ANYONE),
+    _HEALTH + "Watch": AccessRule(_ANYONE),
+}
+
+
+def serve_coordinator(
+    service: CoordinatorService, security: Security, listen: str | None = None
+) -> RunningServer:
     servicer = CoordinatorServicer(service)
     limits = ServerLimits(
         max_receive_bytes=MAX_RECEIVE_BYTES,
@@ -147,4 +178,10 @@ def serve_coordinator(service: CoordinatorService, listen: str | None = None) ->
         coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(servicer, server)
         audit_pb2_grpc.add_AuditServiceServicer_to_server(audit, server)
 
-    return start_server(add, listen or service.config.listen, limits)
+    return start_server(
+        add,
+        listen or service.config.listen,
+        limits,
+        security.server_credentials(),
+        [security.interceptor(COORDINATOR_RULES)],
+    )

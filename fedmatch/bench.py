@@ -2,14 +2,18 @@
 against a plain-numpy search of the same data in the same run.
 
 A synthetic register of unit vectors is enrolled into a real node (SQLite file, engine,
-audit log, gRPC server on port 0); a requester registers its keys once, then runs warm
-queries through the node's Search RPC, decrypts the match bits and maps them back to rows
-through the node's own hit-detail path. Every query first goes on the record as a real
-one does: the coordinator's ``search_authorized`` entry is appended to a coordinator log
-and the node witnesses a checkpoint containing it (over its WitnessService); that time is
-part of the measured latency and also reported alone. Probes alternate genuine (a capture
-of a register row at a cosine drawn around the threshold) and impostor (a fresh random
-vector). Prints one JSON object; the CLI puts it on the last line of stdout.
+audit log, gRPC server on port 0, mutual TLS with certificates of a PKI made for the run);
+a requester registers its keys once, then runs warm queries through the node's Search RPC,
+decrypts the match bits and maps them back to rows through the node's own hit-detail path.
+Every query is signed by an operator of the requesting state and first goes on the record
+as a real one does: the coordinator's ``search_authorized`` entry (naming the signed
+request) is appended to a coordinator log and the node witnesses a checkpoint containing
+it (over its WitnessService, called with the coordinator's certificate); that time is part
+of the measured latency and also reported alone. The node runs all its checks: the
+coordinator's certificate, the witnessed entry, the signature and certificate chain of the
+request, replay, policy and quota. Probes alternate genuine (a capture of a register row at
+a cosine drawn around the threshold) and impostor (a fresh random vector). Prints one JSON
+object; the CLI puts it on the last line of stdout.
 """
 
 from __future__ import annotations
@@ -29,21 +33,21 @@ import numpy as np
 from fedmatch.audit.entry import EventKind, digest_hex
 from fedmatch.audit.events import header_event
 from fedmatch.audit.note import CosignatureVerifier
-from fedmatch.audit.party import (
-    COORDINATOR_ORIGIN,
-    AuditConfig,
-    PartyAudit,
-    create_party_key,
-    node_origin,
-)
+from fedmatch.audit.party import COORDINATOR_ORIGIN, AuditConfig, PartyAudit, node_origin
 from fedmatch.domain import Category, EncryptedProbe, Purpose, QueryHeader, Sex
 from fedmatch.errors import PreconditionFailed
+from fedmatch.gate import Gate
 from fedmatch.grpcutil.server import make_channel
 from fedmatch.he.keys import RequesterKeys
 from fedmatch.he.params import DEFAULT_PARAM_SET
 from fedmatch.limits import MAX_NODE_RESPONSE_BYTES, MAX_RECEIVE_BYTES
+from fedmatch.pki.names import dns_name
+from fedmatch.pki.provision import PartyFiles, provision
+from fedmatch.replay import ReplayGuard
 from fedmatch.rpc.v1 import audit_pb2_grpc, common_pb2, node_pb2, node_pb2_grpc
+from fedmatch.statement import RequestSigner
 from fedmatch.synthetic import capture, unit_vectors
+from fedmatch.transport import Security
 from fedmatch.wire import (
     authorization_to_pb,
     encode_handle,
@@ -76,24 +80,27 @@ def _header() -> QueryHeader:
     )  # fmt: skip
 
 
-def _audits(directory: Path) -> tuple[PartyAudit, PartyAudit]:
-    """The node's audit kit and the coordinator's (whose log authorizes each search)."""
-    keys = directory / "keys"
-    coordinator_key = create_party_key(keys / "coordinator.key", COORDINATOR_ORIGIN)
-    create_party_key(keys / "node.key", node_origin(STATE))
+def _audits(directory: Path, parties: dict[str, PartyFiles]) -> tuple[PartyAudit, PartyAudit]:
+    """The node's audit kit and the coordinator's (whose log authorizes each search); their
+    log keys are the signing keys their certificates bind."""
+    coordinator = parties["coordinator"]
     node = PartyAudit(
-        AuditConfig(directory / "audit-node", keys / "node.key", coordinator_key=coordinator_key),
+        AuditConfig(
+            directory / "audit-node",
+            parties[f"node-{STATE}"].signing_key,
+            coordinator_key=coordinator.vkey,
+        ),
         node_origin(STATE),
     )
     try:
-        coordinator = PartyAudit(
-            AuditConfig(directory / "audit-coordinator", keys / "coordinator.key"),
+        coordinator_audit = PartyAudit(
+            AuditConfig(directory / "audit-coordinator", coordinator.signing_key),
             COORDINATOR_ORIGIN,
         )
     except BaseException:
         node.close()
         raise
-    return node, coordinator
+    return node, coordinator_audit
 
 
 def bench_search(
@@ -103,6 +110,7 @@ def bench_search(
     # authorizes each search as the coordinator does.
     from coordinator.witnessing import Witnesses
     from node.config import NodeConfig
+    from node.policy import SearchPolicy
     from node.records import NewRecord, RecordMeta
     from node.service import NodeService
     from node.servicer import serve_node
@@ -124,16 +132,30 @@ def bench_search(
             member_state=STATE, database=db, dimension=dimension, model_id=MODEL,
             threshold=threshold, search_workers=threads,
         )  # fmt: skip
-        node_audit, coordinator_audit = _audits(Path(tmp))
+        parties = provision(Path(tmp) / "pki", [STATE, REQUESTER], operators=[REQUESTER])
+        node_security = Security(parties[f"node-{STATE}"].tls)
+        node_audit, coordinator_audit = _audits(Path(tmp), parties)
+        gate = Gate(node_security.verify_chain, ReplayGuard(Path(tmp) / "replay.sqlite"))
+        operator = parties[f"operator-{REQUESTER}"]
+        signer = RequestSigner(operator.signer(), operator.tls.chain.read_bytes())
+        # Limits high enough for any run of the bench (the node still charges every search).
+        policy = SearchPolicy(requests_per_minute=1_000_000, daily_quota=1_000_000)
         rss0 = _rss_bytes()
         t0 = time.perf_counter()
-        service = NodeService(cfg, store, node_audit)
+        service = NodeService(cfg, store, node_audit, gate, policy)
         build_s = time.perf_counter() - t0
         # The node's memory: this process's growth plus every search worker's whole RSS.
         node_bytes = _rss_bytes() - rss0 + sum(_rss_bytes(p) for p in _engine_pids(service.engine))
         workers = int(getattr(service.engine, "workers", 1))
-        server = serve_node(service, "127.0.0.1:0")
-        channel = make_channel(server.address, MAX_NODE_RESPONSE_BYTES, MAX_RECEIVE_BYTES)
+        server = serve_node(service, node_security, "127.0.0.1:0")
+        # The coordinator's side of the node: its certificate, the node's name.
+        channel = make_channel(
+            server.address,
+            MAX_NODE_RESPONSE_BYTES,
+            MAX_RECEIVE_BYTES,
+            Security(parties["coordinator"].tls).channel_credentials(),
+            dns_name("node", STATE),
+        )
         stub = node_pb2_grpc.NodeServiceStub(channel)
         node_key = node_audit.signer
         witnesses = Witnesses(
@@ -164,15 +186,18 @@ def bench_search(
                 header = _header()
                 t0 = time.perf_counter()
                 ciphertext = keys.encrypt_probe(probe)
-                # On the coordinator's record before the search, witnessed by the node.
+                probe_hash = digest_hex(ciphertext)
+                # Signed by the requesting operator, then on the coordinator's record before
+                # the search, witnessed by the node (as coordinator/service.py lookup does).
+                signed = signer.sign(header, "lookup", probe_hash)
                 ta = time.perf_counter()
                 entry = coordinator_audit.log.append(
                     header_event(
                         EventKind.SEARCH_AUTHORIZED,
                         header,
-                        probe_hash=digest_hex(ciphertext),
+                        probe_hash=probe_hash,
                         registers=[STATE],
-                        labels={"key_id": keys.key_id},
+                        labels={"key_id": keys.key_id, "request": signed.digest()},
                     )
                 )
                 authorization, failures = witnesses.authorize(entry, [STATE], 60.0)
@@ -180,7 +205,7 @@ def bench_search(
                     raise PreconditionFailed(f"the node did not witness the search: {failures}")
                 auth_elapsed = time.perf_counter() - ta
                 request = node_pb2.SearchRequest(
-                    header=header_to_pb(header),
+                    header=header_to_pb(header, signed),
                     probe=probe_to_pb(EncryptedProbe(
                         keys.params.name, ciphertext, MODEL, dimension, keys.key_id
                     )),
@@ -213,6 +238,7 @@ def bench_search(
             channel.close()
             server.stop(0.5)
             service.close()
+            gate.close()
             store.close()
             node_audit.close()
             coordinator_audit.close()
@@ -232,6 +258,9 @@ def bench_search(
         },
         "queries": queries,
         "threads": workers,
+        # Every query: mutual TLS to the node and a request signed by an operator.
+        "transport": "mtls",
+        "signed_requests": True,
         "build_s": round(build_s, 3),
         "p50_s": round(p50, 4),
         "p95_s": round(float(np.percentile(times, 95)), 4),

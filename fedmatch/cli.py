@@ -1,9 +1,15 @@
 """The ``fedmatch`` command.
 
 Subcommands: ``node serve|seed``, ``coordinator serve``, ``keys generate``, ``enroll``,
-``lookup``, ``demo``, ``bench search``. Every subcommand has ``--help``. This is the only
-place that turns errors into exit codes: 0 success, 2 usage or input error, 3 refused by a
-peer, 4 unreachable peer, 1 anything else.
+``lookup``, ``demo``, ``bench search``, ``pki init|intermediate|issue|revoke|show``. Every
+subcommand has ``--help``. This is the only place that turns errors into exit codes: 0
+success, 2 usage or input error, 3 refused by a peer, 4 unreachable peer, 1 anything else.
+
+Every channel is mutual TLS with the certificates a party's TOML file names in ``[tls]``;
+``lookup`` and ``enroll`` read an operator workstation's file (``--config``: ``[tls]`` and
+``[operator] signing_key``, which signs every lookup and resolve). ``--dev-insecure`` (on the
+commands that connect or serve) is plaintext gRPC for development, warned about on stderr
+at every start; signed requests are still verified against the ``[tls]`` root and CRLs.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import datetime as dt
 import json
 import logging
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -21,8 +28,10 @@ from fedmatch.domain import Category, Purpose, QueryHeader, Sex, parse_date
 from fedmatch.errors import ConfigError, FedmatchError, InvalidInput
 
 if TYPE_CHECKING:
+    from fedmatch.audit.note import NoteSigner
     from fedmatch.biometrics.pipeline import FacePipeline
     from fedmatch.enrolment import EnrolmentRecord
+    from fedmatch.transport import Security
 
 __all__ = ["build_parser", "main"]
 
@@ -37,12 +46,47 @@ def _header_args(p: argparse.ArgumentParser) -> None:
         "--purpose",
         default=Purpose.ASYLUM_DUBLIN.value,
         choices=[x.value for x in Purpose],
-        help="purpose of the request",
+        help="purpose of the request (a law_enforcement lookup needs a verifying authority's "
+        "approval of each request: library only, see deploy/README.md)",
     )
     p.add_argument(
         "--legal-basis", required=True, help="legal basis, e.g. 'Reg. 2024/1358 Art. 15'"
     )
     p.add_argument("--case-reference", required=True, help="case or file number")
+
+
+INSECURE_WARNING = (
+    "WARNING: --dev-insecure: PLAINTEXT gRPC, no TLS and no client certificates on this "
+    "{what}. Signed requests are still verified against the PKI. For development on one "
+    "machine only, never in production."
+)
+
+
+def _insecure_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dev-insecure",
+        action="store_true",
+        help="development only: plaintext gRPC, no TLS (warned about at every start); "
+        "the [tls] root and CRLs still verify signed requests",
+    )
+
+
+def _warn_insecure(args: argparse.Namespace, what: str) -> bool:
+    """Print the --dev-insecure warning (every start) and say whether it is on."""
+    if getattr(args, "dev_insecure", False):
+        print(INSECURE_WARNING.format(what=what), file=sys.stderr, flush=True)
+        return True
+    return False
+
+
+def _operator_config_arg(p: argparse.ArgumentParser, required: bool, needs: str) -> None:
+    p.add_argument(
+        "--config",
+        type=Path,
+        required=required,
+        help="operator workstation TOML: [tls] key, chain, root, crls (this operator's "
+        f"certificate of `fedmatch pki issue --role operator`){needs}",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, required=True, help="node TOML config")
     serve.add_argument("--listen", help="override [node].listen, e.g. 127.0.0.1:0")
     serve.add_argument("--port-file", type=Path, help="write the bound port here once serving")
+    _insecure_arg(serve)
     seed = node_sub.add_parser("seed", help="add synthetic records to a node's register")
     seed.add_argument("--config", type=Path, required=True, help="node TOML config")
     seed.add_argument("--count", type=int, required=True, help="number of records")
@@ -69,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     cserve.add_argument("--config", type=Path, required=True, help="coordinator TOML config")
     cserve.add_argument("--listen", help="override [coordinator].listen")
     cserve.add_argument("--port-file", type=Path, help="write the bound port here once serving")
+    _insecure_arg(cserve)
 
     keys = sub.add_parser("keys", help="requester key management")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
@@ -77,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     enroll = sub.add_parser("enroll", help="enrol records at a node (your own state's node)")
     enroll.add_argument("--node", required=True, help="node address host:port")
+    _operator_config_arg(
+        enroll, False, "; required unless --dev-insecure (an operator of --state's own node)"
+    )
+    _insecure_arg(enroll)
     _header_args(enroll)
     source = enroll.add_mutually_exclusive_group(required=True)
     source.add_argument("--template", type=Path, help=".npy or .json template(s)")
@@ -108,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     lookup = sub.add_parser("lookup", help="encrypted lookup of one probe across the federation")
     lookup.add_argument("--coordinator", required=True, help="coordinator address host:port")
+    _operator_config_arg(
+        lookup, True, ", and [operator] signing_key (the Ed25519 key bound into that "
+        "certificate, which signs every lookup and resolve)",
+    )  # fmt: skip
+    _insecure_arg(lookup)
     _header_args(lookup)
     lookup.add_argument("--unit", required=True, help="requesting unit (logged)")
     lookup.add_argument(
@@ -175,10 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     averify.add_argument("--config", type=Path, required=True, help="auditor TOML file")
     averify.add_argument("--report", type=Path, help="also write the report to this file")
+    _insecure_arg(averify)
     astats = audit_sub.add_parser(
         "stats", help="publishable aggregates from the verified logs (no individual data)"
     )
     astats.add_argument("--config", type=Path, required=True, help="auditor TOML file")
+    _insecure_arg(astats)
 
     bench = sub.add_parser("bench", help="benchmarks (JSON on the last line)")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
@@ -203,6 +260,52 @@ def build_parser() -> argparse.ArgumentParser:
         "--entries", type=int, default=1_000_000, help="entries of the log proved and verified"
     )
     baudit.add_argument("--workdir", type=Path, help="directory for the temporary logs")
+
+    pki = sub.add_parser("pki", help="federation certificate authorities and TLS certificates")
+    pki_sub = pki.add_subparsers(dest="pki_command", required=True, metavar="ACTION")
+    pinit = pki_sub.add_parser(
+        "init", help="create the federation root CA (root.key, root.pem, an empty root.crl)"
+    )
+    pinit.add_argument("--dir", type=Path, required=True, help="directory of the root CA")
+    pinit.add_argument("--days", type=int, default=3650, help="validity in days")
+    pinter = pki_sub.add_parser(
+        "intermediate",
+        help="create the CA of a member state (or EU), signed by the root, with an empty CRL",
+    )
+    pinter.add_argument("--dir", type=Path, required=True, help="directory of the root CA")
+    pinter.add_argument("--scope", required=True, help="member state code (IT, DE, ...) or EU")
+    pinter.add_argument(
+        "--out", type=Path, help="directory for <scope>.key/.pem/.crl (default: --dir)"
+    )
+    pinter.add_argument("--days", type=int, default=1825, help="validity in days")
+    pissue = pki_sub.add_parser(
+        "issue", help="issue a TLS certificate ([instance.]role.scope.fedmatch.eu)"
+    )
+    pissue.add_argument(
+        "--dir", type=Path, required=True, help="CA directory with <scope>.key/.pem and root.pem"
+    )
+    pissue.add_argument(
+        "--role", required=True, help="node, coordinator, auditor, operator or verifier"
+    )
+    pissue.add_argument("--scope", required=True, help="member state code or EU")
+    pissue.add_argument("--instance", default="", help="optional DNS label, e.g. desk7")
+    pissue.add_argument(
+        "--signing-key", type=Path, required=True,
+        help="the holder's Ed25519 signing key file, bound into the certificate; created "
+        "(mode 0600, named fedmatch/node/<STATE>, fedmatch/coordinator or the DNS name) if missing",
+    )  # fmt: skip
+    pissue.add_argument(
+        "--out", type=Path, required=True, help="writes key.pem (0600), cert.pem, ca.pem here"
+    )
+    pissue.add_argument("--days", type=int, default=90, help="validity in days")
+    prevoke = pki_sub.add_parser("revoke", help="add a certificate to its CA's CRL")
+    prevoke.add_argument("--dir", type=Path, required=True, help="directory of the issuing CA")
+    prevoke.add_argument(
+        "--scope", required=True, help="scope of the issuing CA, or 'root' for an intermediate"
+    )
+    prevoke.add_argument("--serial", required=True, help="serial number (decimal or 0x hex)")
+    pshow = pki_sub.add_parser("show", help="print the identity a certificate names (JSON)")
+    pshow.add_argument("--cert", type=Path, required=True, help="PEM certificate (or chain)")
     return parser
 
 
@@ -250,6 +353,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.command == "audit":
         return _audit(args)
+    if args.command == "pki":
+        return _pki(args)
     if args.command == "enroll":
         return _enroll(args)
     if args.command == "lookup":
@@ -282,6 +387,8 @@ def _node(args: argparse.Namespace) -> int:
     from node.config import load_node_config
     from node.store import RecordStore
 
+    # The warning comes first, whatever else fails.
+    insecure = args.node_command == "serve" and _warn_insecure(args, "node")
     cfg = load_node_config(args.config, {"listen": getattr(args, "listen", None)})
     if args.node_command == "seed":
         from fedmatch.seed import seed_register
@@ -298,23 +405,41 @@ def _node(args: argparse.Namespace) -> int:
         print(f"{cfg.member_state}: added {args.count} synthetic records to {cfg.database}")
         return EXIT_OK
     from fedmatch.audit.party import PartyAudit, load_audit_config, node_origin
+    from fedmatch.gate import Gate
+    from fedmatch.replay import ReplayGuard
     from fedmatch.serving import serve_until_signalled, write_port_file
+    from fedmatch.transport import load_security
+    from node.policy import load_policy
     from node.service import NodeService
     from node.servicer import serve_node
 
-    audit = PartyAudit(load_audit_config(args.config), node_origin(cfg.member_state))
-    store = RecordStore(cfg.database, cfg.member_state, cfg.dimension, cfg.model_id)
-    service = NodeService(cfg, store, audit)
-    server = serve_node(service)
-    log.info(
-        "node %s serving %d records on %s", cfg.member_state, service.record_count(), server.address
-    )
-    if args.port_file:
-        write_port_file(args.port_file, server.port)
-    serve_until_signalled(server)
-    service.close()
-    store.close()
-    audit.close()
+    # Every table is checked before anything is created.
+    audit_config = load_audit_config(args.config)
+    security = load_security(args.config, insecure)
+    policy = load_policy(args.config)
+    with ExitStack() as stack:
+        audit = PartyAudit(audit_config, node_origin(cfg.member_state))
+        stack.callback(audit.close)
+        if not insecure:
+            _check_own_certificate(security, "node", cfg.member_state, audit.signer)
+        store = RecordStore(cfg.database, cfg.member_state, cfg.dimension, cfg.model_id)
+        stack.callback(store.close)
+        gate = Gate(security.verify_chain, ReplayGuard(cfg.replay_path))
+        stack.callback(gate.close)
+        service = NodeService(cfg, store, audit, gate, policy)
+        stack.callback(service.close)
+        server = serve_node(service, security)
+        log.info(
+            "node %s serving %d records on %s (%s, policy %s)",
+            cfg.member_state,
+            service.record_count(),
+            server.address,
+            "PLAINTEXT" if insecure else "mTLS",
+            policy.version,
+        )
+        if args.port_file:
+            write_port_file(args.port_file, server.port)
+        serve_until_signalled(server)
     return EXIT_OK
 
 
@@ -323,19 +448,71 @@ def _coordinator(args: argparse.Namespace) -> int:
     from coordinator.service import CoordinatorService
     from coordinator.servicer import serve_coordinator
     from fedmatch.audit.party import COORDINATOR_ORIGIN, PartyAudit, load_audit_config
+    from fedmatch.gate import Gate
+    from fedmatch.replay import ReplayGuard
     from fedmatch.serving import serve_until_signalled, write_port_file
+    from fedmatch.transport import load_security
 
+    insecure = _warn_insecure(args, "coordinator")
     cfg = load_coordinator_config(args.config, {"listen": args.listen})
-    audit = PartyAudit(load_audit_config(args.config), COORDINATOR_ORIGIN)
-    service = CoordinatorService(cfg, audit)
-    server = serve_coordinator(service)
-    log.info("coordinator serving %d nodes on %s", len(cfg.nodes), server.address)
-    if args.port_file:
-        write_port_file(args.port_file, server.port)
-    serve_until_signalled(server)
-    service.close()
-    audit.close()
+    audit_config = load_audit_config(args.config)
+    security = load_security(args.config, insecure)
+    # Beside the audit directory unless [coordinator] replay_db says where.
+    replay = cfg.replay_db or audit_config.directory.parent / "coordinator.replay.sqlite"
+    with ExitStack() as stack:
+        audit = PartyAudit(audit_config, COORDINATOR_ORIGIN)
+        stack.callback(audit.close)
+        if not insecure:
+            _check_own_certificate(security, "coordinator", None, audit.signer)
+        gate = Gate(security.verify_chain, ReplayGuard(replay))
+        stack.callback(gate.close)
+        service = CoordinatorService(cfg, audit, gate, security.channel_credentials())
+        stack.callback(service.close)
+        server = serve_coordinator(service, security)
+        log.info(
+            "coordinator serving %d nodes on %s (%s)",
+            len(cfg.nodes),
+            server.address,
+            "PLAINTEXT" if insecure else "mTLS",
+        )
+        if args.port_file:
+            write_port_file(args.port_file, server.port)
+        serve_until_signalled(server)
     return EXIT_OK
+
+
+def _leaf_identity(security: Security) -> Any:
+    """The identity this party's own certificate names (checked against the federation
+    root and CRLs, as its peers will check it)."""
+    try:
+        chain = security.chain_pem()
+    except OSError as exc:
+        raise ConfigError(
+            f"tls.chain {security.files.chain} could not be read ({exc.strerror})"
+        ) from None
+    try:
+        return security.verify_chain(chain)
+    except FedmatchError as exc:
+        raise ConfigError(f"tls.chain {security.files.chain}: {exc}") from None
+
+
+def _check_own_certificate(
+    security: Security, role: str, state: str | None, signer: NoteSigner | None
+) -> Any:
+    """Refuse at start a certificate this party's peers would refuse at every call: another
+    role, another member state, expired or revoked, or binding another signing key than the
+    one this party signs with (its audit log's, or an operator's request key)."""
+    identity = _leaf_identity(security)
+    if identity.role != role or identity.member_state != state:
+        raise ConfigError(
+            f"tls.chain names {identity.dns}, not the {role} of {state or 'the federation'}"
+        )
+    if signer is not None and identity.signing_key != signer.public_key_bytes():
+        raise ConfigError(
+            f"tls.chain {security.files.chain} binds another signing key than {signer.name}'s "
+            "(issue the certificate with `fedmatch pki issue --signing-key` of that key)"
+        )
+    return identity
 
 
 def _audit(args: argparse.Namespace) -> int:
@@ -348,7 +525,8 @@ def _audit(args: argparse.Namespace) -> int:
         return EXIT_OK
     from fedmatch.audit.auditor import load_auditor_config, run_audit, run_stats
 
-    config = load_auditor_config(args.config)
+    insecure = _warn_insecure(args, "auditor")
+    config = load_auditor_config(args.config, insecure)
     if args.audit_command == "stats":
         print(json.dumps(run_stats(config)))
         return EXIT_OK
@@ -473,6 +651,8 @@ def _enroll(args: argparse.Namespace) -> int:
     from fedmatch.enrolment import NodeEnroller
     from fedmatch.templates import read_templates
 
+    insecure = _warn_insecure(args, "enrolment")
+    security, _ = _operator(args.config, insecure, args.state, signs=False)
     matrix = read_templates(args.template) if args.template else np.zeros((0, 1), np.float32)
     records = _records(args, _enrol_rows(args), matrix.shape[0])
     photos = any(isinstance(src, Path) for _, src in records)
@@ -481,7 +661,10 @@ def _enroll(args: argparse.Namespace) -> int:
     pick = _pick(args.pick)
     purpose = Purpose.parse(args.purpose)
     size, done, rejects = 0, 0, []
-    with NodeEnroller(args.node, model_id) as node:
+    credentials = security.channel_credentials() if security is not None else None
+    with NodeEnroller(
+        args.node, model_id, credentials=credentials, member_state=args.state
+    ) as node:
         for record, source in records:
             if isinstance(source, Path):
                 assert pipeline is not None
@@ -536,11 +719,55 @@ def _new_header(
     return QueryHeader(secrets.token_hex(16), state, purpose, legal_basis, case, unit, operator)
 
 
+def _operator(
+    path: Path | None, insecure: bool, state: str, signs: bool
+) -> tuple[Security | None, NoteSigner | None]:
+    """An operator workstation's TOML file: ``[tls]`` (its mTLS certificate, an operator
+    certificate of ``state``) and, when it ``signs`` requests, ``[operator] signing_key``
+    (the Ed25519 key bound into that certificate). Relative paths are relative to the file.
+    Checked here, before anything is sent: a wrong certificate would be refused remotely."""
+    from fedmatch.audit.note import NoteSigner
+    from fedmatch.config import read_toml
+    from fedmatch.transport import load_security
+
+    if path is None:
+        if not insecure:
+            raise InvalidInput("--config (the operator's [tls] table) is required")
+        return None, None
+    security = load_security(path, insecure)
+    table = read_toml(path).get("operator", {})
+    if not isinstance(table, dict):
+        raise ConfigError("[operator] must be a table")
+    unknown = set(table) - {"signing_key"}
+    if unknown:
+        raise ConfigError(f"operator.{sorted(unknown)[0]}: unknown key")
+    signer = None
+    if signs:
+        raw = table.get("signing_key")
+        if not isinstance(raw, str) or not raw:
+            raise ConfigError("operator.signing_key is required (the key that signs requests)")
+        key_path = Path(raw) if Path(raw).is_absolute() else path.parent / raw
+        signer = NoteSigner.load(key_path)
+    _check_own_certificate(security, "operator", state, signer)
+    return security, signer
+
+
 def _lookup(args: argparse.Namespace) -> int:
     from fedmatch.keyfile import load_keys
     from fedmatch.requester import Requester
+    from fedmatch.statement import RequestSigner
     from fedmatch.templates import read_templates
 
+    insecure = _warn_insecure(args, "lookup")
+    if args.purpose == Purpose.LAW_ENFORCEMENT.value:
+        # The request needs a verifying authority's second signature over the very statement
+        # sent (fresh nonce, time, probe hash): this command cannot obtain one.
+        raise InvalidInput(
+            "law-enforcement lookups need the verifying authority's approval of each request; "
+            "use the library: fedmatch.statement.RequestSigner(approve=..., prior_check=...)"
+        )
+    security, signer = _operator(args.config, insecure, args.state, signs=True)
+    assert security is not None and signer is not None
     if args.image:
         from fedmatch.biometrics.errors import FaceQualityError
 
@@ -557,7 +784,15 @@ def _lookup(args: argparse.Namespace) -> int:
     keys = load_keys(args.keys) if args.keys else None
     app_date = args.application_date or dt.date.today().isoformat()
     parse_date(app_date, "--application-date")
-    requester = Requester(args.coordinator, args.state, keys, args.unit, args.operator)
+    requester = Requester(
+        args.coordinator,
+        args.state,
+        keys,
+        args.unit,
+        args.operator,
+        RequestSigner(signer, security.chain_pem()),
+        security.channel_credentials(),
+    )
     verified_by = [v.strip() for v in args.verified_by.split(",") if v.strip()]
     try:
         header = requester.header(
@@ -593,4 +828,74 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     print(f"report: {args.out / 'report.md'}", file=sys.stderr)
     print(json.dumps(summary))
+    return EXIT_OK
+
+
+def _pki(args: argparse.Namespace) -> int:
+    from cryptography import x509
+
+    from fedmatch.audit.note import NoteSigner
+    from fedmatch.pki import (
+        Identity,
+        create_intermediate,
+        create_root,
+        identity_from_certificate,
+        issue,
+        publish_crl,
+        revoke,
+        signing_key_name,
+    )
+    from fedmatch.pki.ca import ROOT
+
+    def described(identity: Identity) -> dict[str, Any]:
+        # The serial is a string: a 159-bit integer loses digits in most JSON readers.
+        return {
+            "dns": identity.dns, "role": identity.role, "scope": identity.scope,
+            "member_state": identity.member_state, "instance": identity.instance,
+            "signing_key": identity.signing_key.hex(), "serial": str(identity.serial),
+            "not_after": identity.not_after.isoformat(),
+        }  # fmt: skip
+
+    # A CA starts with an empty CRL, so that every party can list it in [tls] crls from the
+    # start; `pki revoke` extends it (and parties re-read it when it changes).
+    if args.pki_command == "init":
+        root_pem = create_root(args.dir, args.days)
+        print(f"wrote {root_pem} and {publish_crl(args.dir, ROOT)}")
+        return EXIT_OK
+    if args.pki_command == "intermediate":
+        out = args.out or args.dir
+        ca_pem = create_intermediate(args.dir, args.scope, out, args.days)
+        print(f"wrote {ca_pem} and {publish_crl(out, args.scope)}")
+        return EXIT_OK
+    if args.pki_command == "issue":
+        if not args.signing_key.exists():
+            name = signing_key_name(args.role, args.scope, args.instance)
+            args.signing_key.parent.mkdir(parents=True, exist_ok=True)
+            NoteSigner.generate(name).save(args.signing_key)
+            print(f"created signing key {args.signing_key} ({name})", file=sys.stderr)
+        files = issue(
+            args.dir, args.role, args.scope, args.instance, args.signing_key, args.out, args.days
+        )
+        leaf = x509.load_pem_x509_certificates(files.chain.read_bytes())[0]
+        paths = {"key": str(files.key), "chain": str(files.chain), "root": str(files.root)}
+        print(json.dumps({**described(identity_from_certificate(leaf)), **paths}))
+        return EXIT_OK
+    if args.pki_command == "revoke":
+        text = args.serial.strip().lower()
+        try:
+            serial = int(text[2:], 16) if text.startswith("0x") else int(text, 10)
+        except ValueError:
+            raise InvalidInput("--serial must be a decimal or 0x-prefixed hex number") from None
+        crl = revoke(args.dir, args.scope, serial)
+        print(json.dumps({"revoked": str(serial), "crl": str(crl)}))
+        return EXIT_OK
+    try:
+        data = args.cert.read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"--cert {args.cert} could not be read ({exc.strerror})") from None
+    try:
+        cert = x509.load_pem_x509_certificates(data)[0]
+    except (ValueError, IndexError):
+        raise InvalidInput(f"--cert {args.cert} is not a PEM certificate") from None
+    print(json.dumps(described(identity_from_certificate(cert))))
     return EXIT_OK

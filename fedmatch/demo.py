@@ -8,11 +8,16 @@ photograph of the traveller is then looked up from node A, and a photograph of s
 as a control (see :mod:`fedmatch.demo_photos` for which photographs). The last stdout line
 is JSON: decision, per-node outcomes, timings and bytes.
 
-Every party signs its own audit log with its own Ed25519 key (made here as `fedmatch audit
-keygen` makes them, in ``<workdir>/keys``); nodes witness the coordinator's log and search
-only for requests on its record. Two people of the requesting state verify the candidate
-hits before their details are asked for. The work directory also gets an ``auditor.toml``
-for ``fedmatch audit verify``.
+The demo first provisions a federation PKI in the work directory (as the `fedmatch pki`
+commands would, step by step): a root CA, one CA per member state and one for the EU, and a
+certificate and an Ed25519 signing key for every node, the coordinator, one operator
+workstation per state and an auditor (``ca/``, ``keys/``, ``tls/<party>/``). Every channel
+is mutual TLS, every party checks its peer's certificate and role, and every lookup and
+resolve is signed by the requesting operator. Every party signs its own audit log with its
+key; nodes witness the coordinator's log and search only for requests on its record. Two
+people of the requesting state verify the candidate hits before their details are asked
+for. The work directory also gets an ``auditor.toml`` for ``fedmatch audit verify`` and an
+``operator-<STATE>.toml`` per state for ``fedmatch lookup|enroll --config``.
 """
 
 from __future__ import annotations
@@ -32,16 +37,18 @@ from typing import Any
 
 import numpy as np
 
-from fedmatch.audit.note import NoteSigner
-from fedmatch.audit.party import COORDINATOR_ORIGIN, create_party_key, node_origin
 from fedmatch.biometrics.pipeline import FacePipeline
 from fedmatch.demo_photos import folder_photos, packaged_photos
 from fedmatch.domain import Category, Purpose, QueryHeader, Sex
 from fedmatch.enrolment import EnrolmentRecord, NodeEnroller
 from fedmatch.errors import InvalidInput
+from fedmatch.pki.ca import TlsFiles
+from fedmatch.pki.provision import PartyFiles, provision
 from fedmatch.report import lookup_summary
 from fedmatch.requester import Requester
 from fedmatch.seed import seed_register
+from fedmatch.statement import RequestSigner
+from fedmatch.transport import Security
 
 __all__ = ["run_demo"]
 
@@ -50,7 +57,7 @@ DIM = 128
 # A = requesting state, B = state of first irregular entry, C = state of a later application.
 STATES = {"A": "DE", "B": "IT", "C": "FR"}
 LEGAL_BASIS = "Reg. (EU) 2024/1358 Art. 27; Reg. (EU) 2024/1351"
-AUDITOR = "auditor-demo"
+AUDITOR = "demo"  # the PKI's party "auditor-demo", key name demo.auditor.eu.fedmatch.eu
 # Checkpoints are published (and witnessed) this often without traffic.
 CHECKPOINT_SECONDS = 2.0
 
@@ -90,33 +97,48 @@ def _process(args: list[str], log_path: Path) -> Iterator[subprocess.Popen[bytes
 
 
 def _enroll(
-    address: str, state: str, template: np.ndarray, reference: str, category: Category,
-    event_date: dt.date, place: str,
+    address: str, operator_tls: TlsFiles, state: str, template: np.ndarray, reference: str,
+    category: Category, event_date: dt.date, place: str,
 ) -> int:  # fmt: skip
+    """Enrol at ``state``'s node as an operator of that state (its mTLS certificate)."""
     operator = f"{state}-officer-7"
     header = QueryHeader(
         secrets.token_hex(16), state, Purpose.ASYLUM_DUBLIN, LEGAL_BASIS, reference,
         unit=f"{state}-enrolment", operator=operator,
     )  # fmt: skip
     record = EnrolmentRecord(reference, category, event_date, place, event_date, Sex.MALE, operator)
-    with NodeEnroller(address, MODEL) as node:
+    credentials = Security(operator_tls).channel_credentials()
+    with NodeEnroller(address, MODEL, credentials=credentials, member_state=state) as node:
         return node.enroll(header, record, template)
-
-
-def _party_key(path: Path, name: str) -> str:
-    """The verifier key of the signing key at ``path``, made first if there is none (a work
-    directory that is used again keeps its parties' keys)."""
-    if path.exists():
-        signer = NoteSigner.load(path)
-        if signer.name != name:
-            raise InvalidInput(f"{path.name} is the key of {signer.name}, not of {name}")
-        return signer.vkey()
-    return create_party_key(path, name)
 
 
 def _toml(value: str) -> str:
     """A TOML basic string (the values written here are paths, addresses and keys)."""
     return json.dumps(value)
+
+
+def _rel(path: Path, base: Path) -> str:
+    """``path`` relative to the work directory, where every TOML file of the demo lives."""
+    return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
+
+
+def _tls_table(files: TlsFiles, base: Path) -> str:
+    """A party's ``[tls]`` table: its key and chain, the federation root, and the CRLs of
+    the root and of every scope CA (re-read by the party when they change)."""
+    crls = ", ".join(_toml(_rel(c, base)) for c in files.crls)
+    return (
+        f"\n[tls]\nkey = {_toml(_rel(files.key, base))}\nchain = {_toml(_rel(files.chain, base))}\n"
+        f"root = {_toml(_rel(files.root, base))}\ncrls = [{crls}]\n"
+    )
+
+
+def _operator_toml(path: Path, party: PartyFiles, base: Path) -> None:
+    path.write_text(
+        f"# An operator workstation of {party.name.split('-', 1)[1]}: "
+        "`fedmatch lookup|enroll --config` this file.\n# Paths are relative to this file.\n"
+        f"[operator]\nsigning_key = {_toml(_rel(party.signing_key, base))}\n"
+        + _tls_table(party.tls, base)
+    )
 
 
 def _audit_table(directory: str, key: str, auditor: str, coordinator_key: str = "") -> str:
@@ -136,14 +158,20 @@ def _nodes_tables(addresses: dict[str, str], keys: dict[str, str]) -> str:
     )
 
 
-def _auditor_toml(path: Path, coordinator: str, coordinator_key: str, nodes: str) -> None:
+def _auditor_toml(
+    path: Path, auditor: PartyFiles, coordinator: str, coordinator_key: str, nodes: str
+) -> None:
+    base = path.parent
     path.write_text(
         "# An auditor of the demo federation: `fedmatch audit verify --config auditor.toml`\n"
-        "# (it reads the parties at these addresses while they run). Paths are relative to\n"
-        "# this file.\n"
-        f"[auditor]\nname = {_toml(AUDITOR)}\nsigning_key = {_toml('keys/auditor.key')}\n"
+        "# (it reads the parties at these addresses, over mTLS, while they run). Paths are\n"
+        "# relative to this file.\n"
+        f"[auditor]\nname = {_toml(auditor.signer().name)}\n"
+        f"signing_key = {_toml(_rel(auditor.signing_key, base))}\n"
         f"state_dir = {_toml('auditor-state')}\n"
-        f"\n[coordinator]\naddress = {_toml(coordinator)}\nkey = {_toml(coordinator_key)}\n" + nodes
+        + _tls_table(auditor.tls, base)
+        + f"\n[coordinator]\naddress = {_toml(coordinator)}\nkey = {_toml(coordinator_key)}\n"
+        + nodes
     )
 
 
@@ -162,18 +190,26 @@ def run_demo(records: int = 20_000, workdir: Path | None = None, photos: Path | 
         _say(f"fedmatch demo: 3 member-state nodes + coordinator on 127.0.0.1 (work dir {workdir})")
 
         t0 = time.perf_counter()
-        # Each party's signing key (`fedmatch audit keygen`), and the auditor's. A fresh
-        # federation: the audit logs of an earlier run in this work directory are removed.
+        # The federation PKI (as `fedmatch pki init|intermediate|issue` make it): CAs, and a
+        # certificate binding an Ed25519 signing key for each party; a node's and the
+        # coordinator's key also signs its audit log. A work directory used again keeps its
+        # PKI; a fresh federation: the audit logs and replay stores of an earlier run in
+        # this work directory are removed.
         keys_dir = workdir / "keys"
-        coordinator_key = _party_key(keys_dir / "coordinator.key", COORDINATOR_ORIGIN)
-        node_keys = {
-            state: _party_key(keys_dir / f"node-{state}.key", node_origin(state))
-            for state in STATES.values()
-        }
-        auditor_key = _party_key(keys_dir / "auditor.key", AUDITOR)
+        parties = provision(workdir, list(STATES.values()), auditors=(AUDITOR,))
+        coordinator_key = parties["coordinator"].vkey
+        node_keys = {state: parties[f"node-{state}"].vkey for state in STATES.values()}
+        auditor = parties[f"auditor-{AUDITOR}"]
+        auditor_key = auditor.vkey
         for old in [*workdir.glob("audit-*"), workdir / "auditor-state"]:
             if old.is_dir():
                 shutil.rmtree(old)
+        for old in workdir.glob("*.replay.sqlite*"):
+            old.unlink()
+        for state in STATES.values():
+            _operator_toml(
+                workdir / f"operator-{state}.toml", parties[f"operator-{state}"], workdir
+            )
         addresses: dict[str, str] = {}
         for i, state in enumerate(STATES.values()):
             db = workdir / f"{state}.sqlite"
@@ -182,17 +218,23 @@ def run_demo(records: int = 20_000, workdir: Path | None = None, photos: Path | 
                 db, state, records, seed=1000 + i, dimension=DIM, model_id=MODEL, today=today
             )
             cfg = workdir / f"node-{state}.toml"
+            node = parties[f"node-{state}"]
             cfg.write_text(
                 f'[node]\nmember_state = "{state}"\ndatabase = "{db.name}"\n'
                 f'dimension = {DIM}\nmodel_id = "{MODEL}"\nlisten = "127.0.0.1:0"\n'
+                f'replay_db = "{state}.replay.sqlite"\n'
                 + _audit_table(
-                    f"audit-{state}", f"keys/node-{state}.key", auditor_key, coordinator_key
+                    f"audit-{state}", _rel(node.signing_key, workdir), auditor_key, coordinator_key
                 )
+                + _tls_table(node.tls, workdir)
+                + '\n[policy]\nversion = "demo-2026-p1"\nrequests_per_minute = 60\n'
+                "daily_quota = 1000\n"
             )
         _say(
             f"1. registers: {records:,} synthetic records per node, "
-            f"{time.perf_counter() - t0:.1f}s; signing keys for {len(STATES)} nodes, the "
-            "coordinator and an auditor"
+            f"{time.perf_counter() - t0:.1f}s; a federation PKI (root CA, a CA per state and "
+            f"for the EU) with a TLS certificate and a bound signing key for {len(STATES)} "
+            "nodes, the coordinator, an operator workstation per state and an auditor"
         )
 
         t0 = time.perf_counter()
@@ -223,7 +265,11 @@ def run_demo(records: int = 20_000, workdir: Path | None = None, photos: Path | 
         ccfg.write_text(
             f'[coordinator]\nlisten = "127.0.0.1:0"\nmodel_id = "{MODEL}"\ndimension = {DIM}\n'
             f"threshold = 0.45\nnode_deadline_seconds = 30.0\n"
-            + _audit_table("audit-coordinator", "keys/coordinator.key", auditor_key)
+            + 'replay_db = "coordinator.replay.sqlite"\n'
+            + _audit_table(
+                "audit-coordinator", _rel(parties["coordinator"].signing_key, workdir), auditor_key
+            )
+            + _tls_table(parties["coordinator"].tls, workdir)
             + nodes_toml
         )
         cport = workdir / "coordinator.port"
@@ -236,11 +282,12 @@ def run_demo(records: int = 20_000, workdir: Path | None = None, photos: Path | 
         )
         coordinator = f"127.0.0.1:{_wait_port(cport, cproc)}"
         auditor_toml = workdir / "auditor.toml"
-        _auditor_toml(auditor_toml, coordinator, coordinator_key, nodes_toml)
+        _auditor_toml(auditor_toml, auditor, coordinator, coordinator_key, nodes_toml)
         _say(
             f"2. servers up ({time.perf_counter() - t0:.1f}s): "
             + ", ".join(f"node {r}={s} at {addresses[s]}" for r, s in STATES.items())
-            + f", coordinator at {coordinator}"
+            + f", coordinator at {coordinator}; every channel is mutual TLS (each party "
+            "checks its peer's certificate, role and member state)"
         )
 
         t0 = time.perf_counter()
@@ -259,6 +306,7 @@ def run_demo(records: int = 20_000, workdir: Path | None = None, photos: Path | 
         a, b, c = STATES["A"], STATES["B"], STATES["C"]
         _enroll(
             addresses[b],
+            parties[f"operator-{b}"].tls,
             b,
             at_b,
             f"{b}-2026-LMP-004711",
@@ -268,6 +316,7 @@ def run_demo(records: int = 20_000, workdir: Path | None = None, photos: Path | 
         )
         _enroll(
             addresses[c],
+            parties[f"operator-{c}"].tls,
             c,
             at_c,
             f"{c}-2026-PAR-118822",
@@ -277,11 +326,22 @@ def run_demo(records: int = 20_000, workdir: Path | None = None, photos: Path | 
         )
         _say(
             f"4. enrolled the traveller at {b} as irregular_crossing ({crossing}) and at {c} "
-            f"as applicant ({application_c}), each from its own photograph"
+            f"as applicant ({application_c}), each from its own photograph, by an operator "
+            "of that state over mTLS"
         )
 
-        # Who asks is on the record of every party: the unit and the officer.
-        requester = Requester(coordinator, a, unit=f"{a}-dublin-unit", operator=f"{a}-officer-12")
+        # Who asks is on the record of every party: the unit and the officer; the operator
+        # workstation signs every request with the key its certificate binds.
+        workstation = parties[f"operator-{a}"]
+        requester = Requester(
+            coordinator,
+            a,
+            None,
+            unit=f"{a}-dublin-unit",
+            operator=f"{a}-officer-12",
+            signer=RequestSigner(workstation.signer(), workstation.tls.chain.read_bytes()),
+            credentials=Security(workstation.tls).channel_credentials(),
+        )
         stack.callback(requester.close)
         header = requester.header(Purpose.ASYLUM_DUBLIN, LEGAL_BASIS, f"{a}-BAMF-2026-5512")
         report = requester.lookup(probe, header)
@@ -289,7 +349,9 @@ def run_demo(records: int = 20_000, workdir: Path | None = None, photos: Path | 
             f"5. {a} registered its public keys for this key epoch "
             f"({report.key_bytes_sent / 1e6:.1f} MB, once), encrypted the template of another "
             f"photograph "
-            f"({report.bytes_sent / 1e3:.0f} KB) and looked it up; the nodes answered with "
+            f"({report.bytes_sent / 1e3:.0f} KB) and looked it up in a request signed by its "
+            f"operator workstation ({workstation.signer().name}); the nodes checked the "
+            "signature and answered with "
             f"masked match bits only: "
             + "; ".join(
                 f"{n.member_state} {n.outcome} ({n.record_count:,} records, "
@@ -323,10 +385,12 @@ def run_demo(records: int = 20_000, workdir: Path | None = None, photos: Path | 
         summary["control_hits"] = len(control.matches)
         summary["records_per_node"] = records
         summary["photos"] = pictures.source
+        summary["security"] = {"transport": "mtls", "signed_requests": True}
         summary["timings_ms"]["total_ms"] = round((time.perf_counter() - started) * 1e3, 1)
         _say(
             f"8. audit: each party signed its own log ({', '.join(sorted(node_keys))}, "
-            f"coordinator; keys in {keys_dir}); the nodes searched only for requests on the "
+            f"coordinator; keys in {keys_dir}, certificates in {workdir / 'tls'}); the nodes "
+            "searched only for signed requests on the "
             f"coordinator's record, in checkpoints they cosigned. Auditor config: {auditor_toml}"
             + (" (removed with the temporary work dir: use --workdir to keep it)" if temporary
                else "")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+import grpc
 import numpy as np
 import numpy.typing as npt
 
 from fedmatch.domain import Category, QueryHeader, Sex
 from fedmatch.grpcutil.server import make_channel
 from fedmatch.limits import MAX_RECEIVE_BYTES
+from fedmatch.pki.names import dns_name
 from fedmatch.rpc.v1 import node_pb2, node_pb2_grpc
 from fedmatch.wire import category_to_pb, header_to_pb, sex_to_pb
 
@@ -42,10 +44,29 @@ class EnrolmentRecord:
 
 
 class NodeEnroller:
-    """A channel to one node for enrolment; use as a context manager."""
+    """A channel to one node for enrolment; use as a context manager.
 
-    def __init__(self, address: str, model_id: str, timeout: float = 30.0) -> None:
-        self._channel = make_channel(address, MAX_RECEIVE_BYTES, MAX_RECEIVE_BYTES)
+    ``credentials`` are the enrolling operator's mTLS credentials (an operator certificate
+    of the node's own state: the node refuses any other); the node's certificate must name
+    ``node.<state>.fedmatch.eu``. None means plaintext (``--dev-insecure``)."""
+
+    def __init__(
+        self,
+        address: str,
+        model_id: str,
+        timeout: float = 30.0,
+        credentials: grpc.ChannelCredentials | None = None,
+        member_state: str = "",
+    ) -> None:
+        if credentials is not None and not member_state:
+            raise ValueError("an mTLS enrolment channel needs the node's member state")
+        self._channel = make_channel(
+            address,
+            MAX_RECEIVE_BYTES,
+            MAX_RECEIVE_BYTES,
+            credentials,
+            dns_name("node", member_state) if credentials is not None else None,
+        )
         self._stub = node_pb2_grpc.NodeServiceStub(self._channel)
         self.model_id = model_id
         self.timeout = timeout

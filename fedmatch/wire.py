@@ -23,6 +23,7 @@ from fedmatch.errors import InvalidInput
 from fedmatch.he.keys import KeyBundle
 from fedmatch.limits import HANDLE_BYTES
 from fedmatch.rpc.v1 import common_pb2 as pb
+from fedmatch.statement import SignedRequest
 
 __all__ = [
     "authorization_from_pb",
@@ -39,6 +40,7 @@ __all__ = [
     "key_bundle_to_pb",
     "sex_from_pb",
     "sex_to_pb",
+    "signed_from_pb",
 ]
 
 _PURPOSES: dict[int, Purpose] = {
@@ -87,7 +89,30 @@ def header_from_pb(msg: pb.RequestHeader, has_header: bool = True) -> QueryHeade
     )
 
 
-def header_to_pb(header: QueryHeader) -> pb.RequestHeader:
+def signed_from_pb(msg: pb.RequestHeader) -> SignedRequest | None:
+    """The requester's signed statement carried in a header, if any."""
+    if not msg.HasField("signed"):
+        return None
+    s = msg.signed
+    return SignedRequest(s.statement, s.signature, s.signer_chain, s.approval, s.approver_chain)
+
+
+def header_to_pb(header: QueryHeader, signed: SignedRequest | None = None) -> pb.RequestHeader:
+    out = _header_pb(header)
+    if signed is not None:
+        out.signed.CopyFrom(
+            pb.RequestSignature(
+                statement=signed.statement,
+                signature=signed.signature,
+                signer_chain=signed.signer_chain,
+                approval=signed.approval,
+                approver_chain=signed.approver_chain,
+            )
+        )
+    return out
+
+
+def _header_pb(header: QueryHeader) -> pb.RequestHeader:
     return pb.RequestHeader(
         query_id=header.query_id,
         requesting_state=header.requesting_state,

@@ -35,6 +35,13 @@ class NodeConfig:
     search_workers: int = 0
     # An ArcFace-style ONNX recognizer for photo enrolment; empty means the shipped SFace.
     face_model: Path | None = None
+    # Seen request nonces and per-state quotas (SQLite); unset means beside the database,
+    # ``<database stem>.replay.sqlite``.
+    replay_db: Path | None = None
+
+    @property
+    def replay_path(self) -> Path:
+        return self.replay_db or self.database.with_name(self.database.stem + ".replay.sqlite")
 
     def __post_init__(self) -> None:
         try:
@@ -69,4 +76,10 @@ def load_node_config(path: Path | None, overrides: dict[str, Any] | None = None)
         # directory can move as a whole); one from the environment or a flag is relative to
         # the working directory, as a shell user expects.
         values["database"] = db if db.is_absolute() else (path.parent / db)
+    replay = values.get("replay_db")
+    replay_from_file = (
+        overrides.get("replay_db") is None and os.environ.get("FEDMATCH_NODE_REPLAY_DB") is None
+    )
+    if path is not None and replay and replay_from_file and not Path(replay).is_absolute():
+        values["replay_db"] = path.parent / Path(replay)
     return NodeConfig(**values)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -21,7 +22,7 @@ from fedmatch.audit.events import handles_digest, header_event, refusal_event, s
 from fedmatch.audit.note import NoteVerifier
 from fedmatch.audit.party import COORDINATOR_ORIGIN, PartyAudit
 from fedmatch.audit.witness import Authorization, Witness, WitnessAnswer
-from fedmatch.domain import EncryptedProbe, HitDetail, QueryHeader
+from fedmatch.domain import Category, EncryptedProbe, HitDetail, QueryHeader
 from fedmatch.epochs import EpochTable
 from fedmatch.errors import (
     ConfigError,
@@ -31,13 +32,17 @@ from fedmatch.errors import (
     PermissionDenied,
     PreconditionFailed,
 )
+from fedmatch.gate import Gate
+from fedmatch.grpcutil.auth import caller
 from fedmatch.he.engine import SearchEngine, create_engine
 from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
 from fedmatch.he.params import DEFAULT_PARAM_SET, get_param_set
 from fedmatch.he.sharded import default_workers
 from fedmatch.limits import MAX_HANDLES_PER_REQUEST
+from fedmatch.statement import SignedRequest
 from node.config import NodeConfig
 from node.handles import HandleRegistry
+from node.policy import SearchPolicy
 from node.records import NewRecord, RecordMeta
 from node.store import RecordStore
 
@@ -50,6 +55,9 @@ __all__ = ["MAX_PHOTO_BYTES", "NodeService", "SearchResult"]
 MAX_PHOTO_BYTES = 8 * 1024 * 1024
 
 log = logging.getLogger("fedmatch.node")
+
+_CODES = {c: i for i, c in enumerate(Category)}
+_ANSWERS_KEPT = 16
 
 
 @dataclass(frozen=True)
@@ -65,12 +73,19 @@ class NodeService:
         config: NodeConfig,
         store: RecordStore,
         audit: PartyAudit,
+        gate: Gate,
+        policy: SearchPolicy | None = None,
         engine: SearchEngine | None = None,
         handles: HandleRegistry | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.audit = audit
+        self.gate = gate
+        self.policy = policy or SearchPolicy()
+        # Answers kept for a retried call (same query id, same signed request): a retry is
+        # answered again, not searched again and not refused as a reused query id.
+        self._answers: OrderedDict[str, tuple[str, SearchResult]] = OrderedDict()
         if not audit.config.coordinator_key:
             raise ConfigError("audit.coordinator_key is required: a node witnesses the coordinator")
         directory = audit.config.directory
@@ -96,6 +111,7 @@ class NodeService:
         ids, templates = store.templates()
         self.engine.load(templates)
         self._ids = ids
+        self._categories = np.array([_CODES[c] for c in store.categories()], dtype=np.uint8)
         audit.start_publishing()
         audit.started(
             {"records": len(ids)},
@@ -106,6 +122,8 @@ class NodeService:
                 "model_id": store.model_id,
                 "key_epoch_seconds": repr(config.key_epoch_seconds),
                 "max_key_epochs": str(config.max_key_epochs),
+                "search_policy": self.policy.version,
+                "search_policy_sha": self.policy.fingerprint(),
             },
         )
 
@@ -115,6 +133,13 @@ class NodeService:
     def refused(self, request: str, header: QueryHeader | None, exc: FedmatchError) -> None:
         """Log a refused call with its reason (the servicer calls this for every one)."""
         self.audit.record(refusal_event(request, header, exc))
+
+    def _check_coordinator_peer(self) -> None:
+        """Over TLS, the caller must be the coordinator whose log key this node witnesses:
+        a coordinator certificate carrying another signing key is someone else."""
+        peer = caller()
+        if peer is not None and peer.signing_key != self.witness.coordinator_key:
+            raise PermissionDenied("the calling coordinator's key is not the one witnessed")
 
     def add_checkpoint(self, old_size: int, proof: Sequence[bytes], note: bytes) -> WitnessAnswer:
         return self.witness.add_checkpoint(old_size, proof, note)
@@ -161,6 +186,7 @@ class NodeService:
             self.engine.append(record.template.reshape(1, -1))
             # A new array, not an in-place change: pending queries keep their snapshot.
             self._ids = np.append(self._ids, np.int64(row_id))
+            self._categories = np.append(self._categories, np.uint8(_CODES[record.meta.category]))
             size = self.record_count()
         self.audit.record(
             header_event(
@@ -203,11 +229,13 @@ class NodeService:
         probe: EncryptedProbe,
         threshold_version: str,
         authorization: Authorization,
+        signed: SignedRequest | None,
         should_stop: Callable[[], bool],
     ) -> SearchResult:
         if header.requesting_state == self.member_state:
             raise PermissionDenied("a state searches its own register nationally, not here")
-        # First, before any work: the search must be on the coordinator's record.
+        # First, before any work: the search must be on the coordinator's record...
+        self._check_coordinator_peer()
         entry = self.witness.check(authorization)
         probe_hash = digest_hex(probe.ciphertext)
         if (
@@ -217,6 +245,25 @@ class NodeService:
             or self.member_state not in entry.event.registers
         ):
             raise PermissionDenied("not on record: the coordinator's entry is for another search")
+        # ... and signed by an operator of the requesting state, as the coordinator logged.
+        verified = self.gate.verify(signed, header, "lookup", probe_hash)
+        if entry.event.labels.get("request") != verified.digest:
+            raise PermissionDenied("not on record: the entry is for another signed request")
+        with self._lock:
+            answered = self._answers.get(header.query_id)
+        if answered is not None and answered[0] == verified.digest:
+            return answered[1]  # a retry of the same call: the same answer, no new work
+        self.gate.consume(verified)
+        statement = verified.statement
+        self.policy.check(
+            header.purpose.value,
+            statement.categories,
+            verified.approver is not None,
+            statement.prior_check,
+        )
+        self.gate.replay.charge(
+            header.requesting_state, self.policy.requests_per_minute, self.policy.daily_quota
+        )
         if threshold_version != self.config.threshold_version:
             raise PreconditionFailed(
                 f"threshold version {threshold_version!r} is not this node's "
@@ -238,8 +285,16 @@ class NodeService:
         try:
             with self._lock:
                 ids = self._ids
+                # Rows of categories the request did not name (or its purpose may not see)
+                # can never match: excluded inside the encrypted computation.
+                wanted = [_CODES[Category(c)] for c in statement.categories]
+                exclude = ~np.isin(self._categories, wanted)
                 output = self.engine.search(
-                    keys, probe.ciphertext, self.config.threshold, should_stop
+                    keys,
+                    probe.ciphertext,
+                    self.config.threshold,
+                    should_stop,
+                    exclude if exclude.any() else None,
                 )
         except BaseException:
             self.handles.release(header.query_id)
@@ -267,17 +322,32 @@ class NodeService:
             header.purpose.value,
             len(ids),
         )
-        return SearchResult(self.member_state, output.blocks, len(ids))
+        result = SearchResult(self.member_state, output.blocks, len(ids))
+        with self._lock:
+            self._answers[header.query_id] = (verified.digest, result)
+            while len(self._answers) > _ANSWERS_KEPT:
+                self._answers.popitem(last=False)
+        return result
 
     def hit_details(
-        self, header: QueryHeader, handles: Sequence[bytes], authorization: Authorization
+        self,
+        header: QueryHeader,
+        handles: Sequence[bytes],
+        authorization: Authorization,
+        signed: SignedRequest | None,
     ) -> list[HitDetail]:
         if not handles:
             raise InvalidInput("no handles given")
         if len(handles) > MAX_HANDLES_PER_REQUEST:
             raise InvalidInput(f"at most {MAX_HANDLES_PER_REQUEST} handles per request")
-        # Details are revealed only for hits the coordinator logged as verified, by whom.
+        # Details are revealed only for hits the coordinator logged as verified, by whom,
+        # at the signed request of an operator of the requesting state.
+        self._check_coordinator_peer()
         entry = self.witness.check(authorization)
+        verified = self.gate.verify(signed, header, "resolve", "")
+        if entry.event.labels.get("request") != verified.digest:
+            raise PermissionDenied("not on record: the entry is for another signed request")
+        self.gate.consume(verified)
         digest = handles_digest(handles)
         if (
             entry.kind is not EventKind.HIT_VERIFIED

@@ -12,10 +12,12 @@ from fedmatch.audit.events import logs_refusals
 from fedmatch.audit.servicer import AuditServicer
 from fedmatch.domain import parse_date
 from fedmatch.errors import InvalidInput
+from fedmatch.grpcutil.auth import AccessRule
 from fedmatch.grpcutil.errors import translated
 from fedmatch.grpcutil.server import RunningServer, ServerLimits, start_server
 from fedmatch.limits import MAX_NODE_RESPONSE_BYTES, MAX_RECEIVE_BYTES
 from fedmatch.rpc.v1 import audit_pb2, audit_pb2_grpc, common_pb2, node_pb2, node_pb2_grpc
+from fedmatch.transport import Security
 from fedmatch.wire import (
     authorization_from_pb,
     category_from_pb,
@@ -24,11 +26,12 @@ from fedmatch.wire import (
     key_bundle_from_pb,
     probe_from_pb,
     sex_from_pb,
+    signed_from_pb,
 )
 from node.records import NewRecord, RecordMeta
 from node.service import NodeService
 
-__all__ = ["NODE_LIMITS", "NodeServicer", "WitnessServicer", "serve_node"]
+__all__ = ["NODE_LIMITS", "NODE_RULES", "NodeServicer", "WitnessServicer", "serve_node"]
 
 NODE_LIMITS = ServerLimits(
     max_receive_bytes=MAX_RECEIVE_BYTES, max_send_bytes=MAX_NODE_RESPONSE_BYTES
@@ -98,6 +101,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             probe,
             request.threshold_version,
             authorization_from_pb(request.authorization),
+            signed_from_pb(request.header),
             should_stop=lambda: not context.is_active(),
         )
         return node_pb2.SearchResponse(
@@ -113,7 +117,10 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
     ) -> node_pb2.HitDetailsResponse:
         header = header_from_pb(request.header, request.HasField("header"))
         hits = self.service.hit_details(
-            header, list(request.handles), authorization_from_pb(request.authorization)
+            header,
+            list(request.handles),
+            authorization_from_pb(request.authorization),
+            signed_from_pb(request.header),
         )
         return node_pb2.HitDetailsResponse(hits=[hit_to_pb(h) for h in hits])
 
@@ -155,7 +162,31 @@ class WitnessServicer(audit_pb2_grpc.WitnessServiceServicer):
         )
 
 
-def serve_node(service: NodeService, listen: str | None = None) -> RunningServer:
+_NODE = "/fedmatch.rpc.v1.NodeService/"
+_AUDIT = "/fedmatch.rpc.v1.AuditService/"
+_HEALTH = "/grpc.health.v1.Health/"
+_ANYONE = frozenset({"node", "coordinator", "auditor", "operator", "verifier"})
+
+# Who may call what at a node; anything else is refused (deny by default).
+NODE_RULES: dict[str, AccessRule] = {
+    _NODE + "Enroll": AccessRule(frozenset({"operator"}), own_state=True),
+    _NODE + "RegisterKeys": AccessRule(frozenset({"coordinator"})),
+    _NODE + "Search": AccessRule(frozenset({"coordinator"})),
+    _NODE + "GetHitDetails": AccessRule(frozenset({"coordinator"})),
+    _NODE + "GetInfo": AccessRule(frozenset({"coordinator", "auditor", "operator"})),
+    "/fedmatch.rpc.v1.WitnessService/AddCheckpoint": AccessRule(frozenset({"coordinator"})),
+    **{
+        _AUDIT + m: AccessRule(frozenset({"auditor"}))
+        for m in ("GetCheckpoint", "GetEntries", "GetInclusionProof", "GetConsistencyProof")
+    },
+    _HEALTH + "Check": AccessRule(_ANYONE),
+    _HEALTH + "Watch": AccessRule(_ANYONE),
+}
+
+
+def serve_node(
+    service: NodeService, security: Security, listen: str | None = None
+) -> RunningServer:
     servicer = NodeServicer(service)
     witness = WitnessServicer(service)
     audit = AuditServicer(service.audit.log, service.audit.auditors)
@@ -166,4 +197,10 @@ def serve_node(service: NodeService, listen: str | None = None) -> RunningServer
         audit_pb2_grpc.add_WitnessServiceServicer_to_server(witness, server)
         audit_pb2_grpc.add_AuditServiceServicer_to_server(audit, server)
 
-    return start_server(add, listen or service.config.listen, limits)
+    return start_server(
+        add,
+        listen or service.config.listen,
+        limits,
+        security.server_credentials(),
+        [security.interceptor(NODE_RULES, service.member_state)],
+    )

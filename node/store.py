@@ -158,6 +158,12 @@ class RecordStore:
         matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4")
         return ids, matrix.reshape(len(rows), self.dimension).astype(np.float32)
 
+    def categories(self) -> list[Category]:
+        """The category of every row, in row-id order (aligned with :meth:`templates`)."""
+        with self._lock:
+            rows = self._db.execute("SELECT category FROM records ORDER BY id").fetchall()
+        return [Category(r[0]) for r in rows]
+
     def get(self, record_id: int) -> RecordMeta:
         with self._lock:
             row = self._db.execute(

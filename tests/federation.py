@@ -7,7 +7,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import grpc
 import numpy as np
 
 from coordinator.config import CoordinatorConfig, NodeEntry
@@ -21,15 +23,21 @@ from fedmatch.audit.party import (
     COORDINATOR_ORIGIN,
     AuditConfig,
     PartyAudit,
-    create_party_key,
     node_origin,
 )
 from fedmatch.audit.witness import Authorization
 from fedmatch.domain import Category, Purpose, QueryHeader, Sex
-from fedmatch.grpcutil.server import RunningServer
+from fedmatch.gate import Gate
+from fedmatch.grpcutil.server import RunningServer, make_channel
 from fedmatch.he.keys import RequesterKeys
+from fedmatch.limits import MAX_LOOKUP_RESPONSE_BYTES, MAX_NODE_RESPONSE_BYTES, MAX_RECEIVE_BYTES
+from fedmatch.pki.names import dns_name
+from fedmatch.pki.provision import PartyFiles, provision
+from fedmatch.replay import ReplayGuard
 from fedmatch.requester import Requester
 from fedmatch.seed import seed_register
+from fedmatch.statement import RequestSigner, SignedRequest
+from fedmatch.transport import Security
 from node.config import NodeConfig
 from node.records import NewRecord, RecordMeta
 from node.service import NodeService
@@ -51,38 +59,103 @@ def shared_keys(state: str = "DE") -> RequesterKeys:
     return _KEYS[state]
 
 
-# One auditor key trusted by every party of every test federation.
-AUDITOR = NoteSigner.generate("auditor-test")
 UNIT = "dublin-unit-1"
 OPERATOR = "officer-1"
 VERIFIERS = ("expert-a", "expert-b")
+DEFAULT_STATES = ("DE", "IT", "FR")
+AUDITOR_PARTY = "auditor-edps"
+
+
+def pki(tmp: Path, *states: str) -> dict[str, PartyFiles]:
+    """The test federation's PKI under ``tmp/pki``: root, scope CAs, and certificates and
+    signing keys for the coordinator, a node and an operator workstation per state, a
+    verifying authority for DE and an auditor. Created once; more states on demand."""
+    return provision(tmp / "pki", sorted({*DEFAULT_STATES, *states}), verifiers=["DE"])
+
+
+def security(tmp: Path, party: str) -> Security:
+    """A party's TLS credentials and trust (``coordinator``, ``node-IT``, ``operator-DE``...)."""
+    state = party.rsplit("-", 1)[-1] if "-" in party and not party.startswith("auditor") else ""
+    return Security(pki(tmp, *([state] if len(state) == 2 else []))[party].tls)
+
+
+def auditor_signer(tmp: Path) -> NoteSigner:
+    return pki(tmp)[AUDITOR_PARTY].signer()
+
+
+def request_signer(tmp: Path, state: str, **kw: Any) -> RequestSigner:
+    """How an operator workstation of ``state`` signs its lookups and resolves."""
+    party = pki(tmp, state)[f"operator-{state}"]
+    return RequestSigner(party.signer(), party.tls.chain.read_bytes(), **kw)
+
+
+def signed_lookup(tmp: Path, header: QueryHeader, ciphertext: bytes, **kw: Any) -> SignedRequest:
+    """A lookup of the probe ``ciphertext`` as an operator of the requesting state signs it."""
+    signer = request_signer(tmp, header.requesting_state, **kw)
+    return signer.sign(header, "lookup", digest_hex(ciphertext))
+
+
+def signed_resolve(tmp: Path, header: QueryHeader, **kw: Any) -> SignedRequest:
+    """A resolve as an operator of the requesting state signs it."""
+    return request_signer(tmp, header.requesting_state, **kw).sign(header, "resolve")
+
+
+def node_channel(
+    tmp: Path,
+    state: str,
+    address: str,
+    party: str = "coordinator",
+    max_receive: int = MAX_NODE_RESPONSE_BYTES,
+    max_send: int = MAX_RECEIVE_BYTES,
+) -> grpc.Channel:
+    """An mTLS channel to the node of ``state`` at ``address``, as ``party`` (only the
+    coordinator may search; enrolment is for the node's own operators)."""
+    credentials = security(tmp, party).channel_credentials()
+    return make_channel(address, max_receive, max_send, credentials, dns_name("node", state))
+
+
+def coordinator_channel(
+    tmp: Path,
+    address: str,
+    party: str,
+    max_receive: int = MAX_LOOKUP_RESPONSE_BYTES,
+    max_send: int = MAX_RECEIVE_BYTES,
+) -> grpc.Channel:
+    """An mTLS channel to the coordinator at ``address``, as ``party`` (``operator-DE``...)."""
+    credentials = security(tmp, party).channel_credentials()
+    return make_channel(address, max_receive, max_send, credentials, dns_name("coordinator", "eu"))
+
+
+def gate(tmp: Path, party: str) -> Gate:
+    """What a party checks of signed requests (its replay store lives in ``tmp``)."""
+    return Gate(security(tmp, party).verify_chain, ReplayGuard(tmp / f"replay-{party}.sqlite"))
 
 
 class Keyring:
-    """Party signing keys of one test federation, created on first use in ``directory``."""
+    """The signing keys of a test federation's parties (those of its PKI, see :func:`pki`),
+    by audit-log origin; ``directory`` is ``<tmp>/keys``."""
 
     def __init__(self, directory: Path) -> None:
-        self.directory = directory
+        self.tmp = directory.parent
 
     def path(self, origin: str) -> Path:
-        return self.directory / (origin.replace("/", "_") + ".key")
+        if origin == COORDINATOR_ORIGIN:
+            return pki(self.tmp)["coordinator"].signing_key
+        state = origin.rsplit("/", 1)[-1]
+        return pki(self.tmp, state)[f"node-{state}"].signing_key
 
     def vkey(self, origin: str) -> str:
-        path = self.path(origin)
-        if not path.exists():
-            return create_party_key(path, origin)
-        return NoteSigner.load(path).vkey()
+        return NoteSigner.load(self.path(origin)).vkey()
 
 
 def node_audit(tmp: Path, state: str) -> PartyAudit:
     """A node's audit kit in ``tmp`` (the same directory again after a restart)."""
     keys = Keyring(tmp / "keys")
     origin = node_origin(state)
-    keys.vkey(origin)
     config = AuditConfig(
         directory=tmp / f"audit-{state}",
         signing_key=keys.path(origin),
-        auditors=(AUDITOR.vkey(),),
+        auditors=(auditor_signer(tmp).vkey(),),
         coordinator_key=keys.vkey(COORDINATOR_ORIGIN),
     )
     return PartyAudit(config, origin)
@@ -90,11 +163,10 @@ def node_audit(tmp: Path, state: str) -> PartyAudit:
 
 def coordinator_audit(tmp: Path) -> PartyAudit:
     keys = Keyring(tmp / "keys")
-    keys.vkey(COORDINATOR_ORIGIN)
     config = AuditConfig(
         directory=tmp / "audit-coordinator",
         signing_key=keys.path(COORDINATOR_ORIGIN),
-        auditors=(AUDITOR.vkey(),),
+        auditors=(auditor_signer(tmp).vkey(),),
     )
     return PartyAudit(config, COORDINATOR_ORIGIN)
 
@@ -104,18 +176,25 @@ def node_entry(tmp: Path, state: str, address: str) -> NodeEntry:
 
 
 # The coordinator's entries that let a node work, built exactly as coordinator/service.py
-# builds them (lookup: search_authorized; resolve: hit_verified).
+# builds them (lookup: search_authorized; resolve: hit_verified). Each names the signed
+# request it authorizes (see signed_lookup, signed_resolve): the node sends work only for
+# that very request.
 
 
 def search_authorized(
-    header: QueryHeader, ciphertext: bytes, key_id: str, registers: Sequence[str]
+    header: QueryHeader,
+    ciphertext: bytes,
+    key_id: str,
+    registers: Sequence[str],
+    *,
+    signed: SignedRequest,
 ) -> AuditEvent:
     return header_event(
         EventKind.SEARCH_AUTHORIZED,
         header,
         probe_hash=digest_hex(ciphertext),
         registers=sorted(registers),
-        labels={"key_id": key_id},
+        labels={"key_id": key_id, "request": signed.digest()},
     )
 
 
@@ -124,6 +203,8 @@ def hit_verified(
     state: str,
     handles: Sequence[bytes],
     verifiers: Sequence[str] = VERIFIERS,
+    *,
+    signed: SignedRequest,
 ) -> AuditEvent:
     return header_event(
         EventKind.HIT_VERIFIED,
@@ -132,7 +213,7 @@ def hit_verified(
         verifiers=tuple(sorted(verifiers)),
         outcome="confirmed",
         counts={state.lower(): len(handles)},
-        labels={f"handles_{state.lower()}": handles_digest(handles)},
+        labels={f"handles_{state.lower()}": handles_digest(handles), "request": signed.digest()},
     )
 
 
@@ -167,10 +248,20 @@ class Federation:
     servers: dict[str, RunningServer]
     coordinator: CoordinatorService
     coordinator_server: RunningServer
+    tmp: Path
     stack: ExitStack = field(repr=False)
 
-    def requester(self, state: str) -> Requester:
-        r = Requester(self.coordinator_server.address, state, shared_keys(state), UNIT, OPERATOR)
+    def requester(self, state: str, **signer: Any) -> Requester:
+        """An operator workstation of ``state``: its mTLS credentials and signing key."""
+        r = Requester(
+            self.coordinator_server.address,
+            state,
+            shared_keys(state),
+            UNIT,
+            OPERATOR,
+            request_signer(self.tmp, state, **signer),
+            security(self.tmp, f"operator-{state}").channel_credentials(),
+        )
         self.stack.callback(r.close)
         return r
 
@@ -181,6 +272,19 @@ class Federation:
         authorization, failures = self.coordinator.witnesses.authorize(entry, states, 20.0)
         assert not failures, failures
         return authorization
+
+    def node_channel(self, state: str, party: str = "coordinator", **limits: int) -> grpc.Channel:
+        """An mTLS channel to this federation's node of ``state`` as ``party``, closed with
+        the federation."""
+        channel = node_channel(self.tmp, state, self.servers[state].address, party, **limits)
+        self.stack.callback(channel.close)
+        return channel
+
+    def coordinator_channel(self, party: str, **limits: int) -> grpc.Channel:
+        """An mTLS channel to this federation's coordinator as ``party``, closed with it."""
+        channel = coordinator_channel(self.tmp, self.coordinator_server.address, party, **limits)
+        self.stack.callback(channel.close)
+        return channel
 
 
 def header(state: str, purpose: Purpose = Purpose.ASYLUM_DUBLIN) -> QueryHeader:
@@ -235,9 +339,11 @@ def federation(
             stack.callback(store.close)
             audit = node_audit(tmp, state)
             stack.callback(audit.close)
-            svc = NodeService(cfg, store, audit)
+            node_gate = gate(tmp, f"node-{state}")
+            stack.callback(node_gate.close)
+            svc = NodeService(cfg, store, audit, node_gate)
             stack.callback(svc.close)
-            srv = serve_node(svc, "127.0.0.1:0")
+            srv = serve_node(svc, security(tmp, f"node-{state}"), "127.0.0.1:0")
             stack.callback(srv.stop, 0.2)
             nodes[state], servers[state] = svc, srv
         ccfg = CoordinatorConfig(
@@ -248,11 +354,16 @@ def federation(
         )
         caudit = coordinator_audit(tmp)
         stack.callback(caudit.close)
-        coord = CoordinatorService(ccfg, caudit)
+        coordinator_gate = gate(tmp, "coordinator")
+        stack.callback(coordinator_gate.close)
+        coordinator_security = security(tmp, "coordinator")
+        coord = CoordinatorService(
+            ccfg, caudit, coordinator_gate, coordinator_security.channel_credentials()
+        )
         stack.callback(coord.close)
-        csrv = serve_coordinator(coord, "127.0.0.1:0")
+        csrv = serve_coordinator(coord, coordinator_security, "127.0.0.1:0")
         stack.callback(csrv.stop, 0.2)
-        yield Federation(nodes, servers, coord, csrv, stack)
+        yield Federation(nodes, servers, coord, csrv, tmp, stack)
 
 
 def auditor_config(
@@ -262,18 +373,16 @@ def auditor_config(
     addresses: dict[str, str] | None = None,
     peers: tuple[Path, ...] = (),
 ) -> AuditorConfig:
-    """An auditor of ``fed`` (the AUDITOR key every party trusts); ``addresses`` overrides
-    where a party is reached (a node or "coordinator"), e.g. to put an impostor there."""
-    key = tmp / "auditor.key"
-    if not key.exists():
-        AUDITOR.save(key)
+    """An auditor of ``fed`` (the PKI's auditor, trusted by every party); ``addresses``
+    overrides where a party is reached (a node or "coordinator"), e.g. an impostor."""
+    auditor = pki(tmp)[AUDITOR_PARTY]
     keys = Keyring(tmp / "keys")
     where = {"coordinator": fed.coordinator_server.address}
     where |= {s: srv.address for s, srv in fed.servers.items()}
     where |= addresses or {}
     return AuditorConfig(
-        name=AUDITOR.name,
-        signing_key=key,
+        name=auditor.signer().name,
+        signing_key=auditor.signing_key,
         state_dir=state_dir or tmp / "auditor-state",
         coordinator=PartyEntry(
             "coordinator", COORDINATOR_ORIGIN, where["coordinator"], keys.vkey(COORDINATOR_ORIGIN)
@@ -282,6 +391,7 @@ def auditor_config(
             PartyEntry(s, node_origin(s), where[s], keys.vkey(node_origin(s))) for s in fed.nodes
         ),
         peers=peers,
+        security=Security(auditor.tls),
     )
 
 
@@ -291,10 +401,16 @@ def write_auditor_toml(config: AuditorConfig, path: Path) -> Path:
         f'[[nodes]]\nmember_state = "{n.name}"\naddress = "{n.address}"\nkey = "{n.key}"\n'
         for n in config.nodes
     )
+    tls = ""
+    if config.security is not None:
+        f = config.security.files
+        tls = f'[tls]\nkey = "{f.key}"\nchain = "{f.chain}"\nroot = "{f.root}"\n'
+        tls += "crls = [" + ", ".join(f'"{c}"' for c in f.crls) + "]\n"
     path.write_text(
         f'[auditor]\nname = "{config.name}"\nsigning_key = "{config.signing_key}"\n'
         f'state_dir = "{config.state_dir}"\n'
         + "".join(f'peers = ["{p}"]\n' for p in config.peers[:1])
+        + tls
         + f'[coordinator]\naddress = "{config.coordinator.address}"\n'
         f'key = "{config.coordinator.key}"\n' + nodes
     )

@@ -50,6 +50,8 @@ from fedmatch.audit.stats import federation_stats
 from fedmatch.config import read_toml
 from fedmatch.domain import check_member_state
 from fedmatch.errors import ConfigError, FedmatchError, InvalidInput
+from fedmatch.pki.names import dns_name
+from fedmatch.transport import Security, load_security
 
 __all__ = [
     "AuditResult",
@@ -77,6 +79,13 @@ class PartyEntry:
     def verifier(self) -> NoteVerifier:
         return NoteVerifier.from_vkey(self.key)
 
+    @property
+    def dns(self) -> str:
+        """The name its TLS certificate carries."""
+        if self.name == "coordinator":
+            return dns_name("coordinator", "eu")
+        return dns_name("node", self.name)
+
 
 @dataclass(frozen=True)
 class AuditorConfig:
@@ -94,6 +103,8 @@ class AuditorConfig:
     timeout_seconds: float = 30.0
     # Distinct verifiers each revealed hit needs (the coordinator's policy, checked again).
     hit_verifiers_required: int = 2
+    # The auditor's own mTLS material ([tls]); None only with --dev-insecure.
+    security: Security | None = None
 
     @property
     def parties(self) -> tuple[PartyEntry, ...]:
@@ -115,7 +126,7 @@ def _party(item: Any, name: str, origin: str, where: str) -> PartyEntry:
     return PartyEntry(name, origin, item["address"], item["key"])
 
 
-def load_auditor_config(path: Path) -> AuditorConfig:
+def load_auditor_config(path: Path, insecure: bool = False) -> AuditorConfig:
     raw = read_toml(path)
     section = raw.get("auditor")
     if not isinstance(section, dict):
@@ -163,6 +174,7 @@ def load_auditor_config(path: Path) -> AuditorConfig:
             peers=tuple(rel(p) for p in section.get("peers", [])),
             timeout_seconds=float(section.get("timeout_seconds", 30.0)),
             hit_verifiers_required=int(section.get("hit_verifiers_required", 2)),
+            security=load_security(path, insecure),
         )
     except (TypeError, ValueError):
         raise ConfigError("auditor: a number is malformed") from None
@@ -270,7 +282,15 @@ class _Auditor:
     def verify_party(self, party: PartyEntry) -> PartyResult:
         result = PartyResult(party)
         try:
-            with AuditClient(party.address, self.signer, self.config.timeout_seconds) as client:
+            security = self.config.security
+            credentials = security.channel_credentials() if security is not None else None
+            with AuditClient(
+                party.address,
+                self.signer,
+                self.config.timeout_seconds,
+                credentials,
+                party.dns if credentials is not None else None,
+            ) as client:
                 self._verify_with(client, party, result)
         except grpc.RpcError as err:
             code = err.code()

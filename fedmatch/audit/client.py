@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import grpc
+
 from fedmatch.audit.access import sign_query
 from fedmatch.audit.errors import AuditVerificationError
 from fedmatch.audit.note import NoteSigner
@@ -16,8 +18,19 @@ _MAX_ANSWER_BYTES = 20 * 1024 * 1024
 
 
 class AuditClient:
-    def __init__(self, address: str, signer: NoteSigner, timeout: float = 30.0) -> None:
-        self._channel = make_channel(address, _MAX_ANSWER_BYTES, MAX_RECEIVE_BYTES)
+    def __init__(
+        self,
+        address: str,
+        signer: NoteSigner,
+        timeout: float = 30.0,
+        credentials: grpc.ChannelCredentials | None = None,
+        server_name: str | None = None,
+    ) -> None:
+        """``credentials``: the auditor's mTLS credentials; ``server_name``: the DNS name
+        the party's certificate carries (None only with --dev-insecure)."""
+        self._channel = make_channel(
+            address, _MAX_ANSWER_BYTES, MAX_RECEIVE_BYTES, credentials, server_name
+        )
         self._stub = audit_pb2_grpc.AuditServiceStub(self._channel)
         self._signer = signer
         self._timeout = timeout

@@ -256,7 +256,7 @@ class SignedEntry:
             key_id = bytes.fromhex(parts[0].decode("ascii"))
             signature = base64.b64decode(parts[1], validate=True)
             obj = json.loads(payload)
-        except (ValueError, UnicodeDecodeError, binascii.Error):
+        except (ValueError, binascii.Error, RecursionError):  # (deep nesting fits in 16 KiB)
             raise AuditVerificationError("entry is not valid JSON with a signature") from None
         if len(signature) != 64:
             raise AuditVerificationError("entry signature is not 64 bytes")

@@ -131,6 +131,11 @@ class Witness:
         os.replace(tmp, self._state_file)
 
     @property
+    def coordinator_key(self) -> bytes:
+        """The raw Ed25519 key of the log this node witnesses."""
+        return self._verifier.public_key_bytes()
+
+    @property
     def witnessed_size(self) -> int:
         with self._lock:
             return self._latest.size if self._latest else 0

@@ -13,7 +13,9 @@ register packed as diagonals (:mod:`fedmatch.he.layout`), two records per comple
 3. The threshold is subtracted; the complex conjugate separates real and imaginary parts so
    that each record gets its own fresh mask: ``y = x*(r1+r2)/2 + conj(x)*(r1-r2)/2`` gives
    ``r1*(a-t) + i*r2*(b-t)``. Masks are log-uniform positive reals, fresh per slot and query:
-   the sign says match / no match, the magnitude is dominated by the mask.
+   the sign says match / no match, the magnitude is dominated by the mask. A row the query
+   may not search (``exclude``) has a threshold no unit-vector score reaches in place of
+   ``t``: it is a no-match like any other, at the cost of one more encode for its block.
 4. One rescale drops the 50-bit prime, leaving the result at the last prime (the smallest
    modulus that decrypts), then the block is rotated by a fresh random shift, re-randomized
    by adding a fresh public-key encryption of slot-domain noise of 2^16, and the blocks leave
@@ -49,6 +51,8 @@ __all__ = [
     "SearchEngine",
     "SearchOutput",
     "blank_rows",
+    "block_exclusions",
+    "check_exclude",
     "create_engine",
     "new_layout",
 ]
@@ -60,6 +64,19 @@ _GROUP = 8
 # A seeded query ciphertext of the default set is ~126 KB, a result block ~131 KB; the bound
 # is the domain's probe bound, so the edge and the engine refuse the same thing.
 MAX_CIPHERTEXT_BYTES = MAX_PROBE_BYTES
+
+# The threshold subtracted from an excluded row's score, in place of t. Scores of unit vectors
+# are <= 1, and the packed scores err by ~1e-4 (register encoded at 2^20, see
+# fedmatch.he.params), so s - 1.5 <= -0.5 + 1e-4: with masks >= 2^30 the masked value is below
+# -2^29, far past the flooding (2^16) and rescale noise, whatever t is. It cannot be much
+# larger: a masked value must stay below 2^49 (2^59 at scale 2^10 after the rescale, at the
+# 60-bit last prime; 2^109 at the 110-bit product level) or it wraps modulo q and its sign
+# flips. With masks up to 2^47, |s - 1.5| <= 2.5 gives 2^48.3 (2^48.8 even if the real and
+# imaginary parts add up in one coefficient), inside the bound as today's |s - t| < 2 is; t + 4
+# (|s - t - 4| up to 6) would not be. And the smaller the gap, the less an excluded row's
+# magnitude stands out: |s - 1.5| vs |s - t| is a factor ~3 for impostors at t = 0.45, a shift
+# of ~1.7 bits in a 17-bit log-uniform mask (tests/unit/test_he.py accepts a factor 8).
+_EXCLUDED_THRESHOLD = 1.5
 
 
 @dataclass(frozen=True)
@@ -116,9 +133,12 @@ class SearchEngine(Protocol):
         probe: bytes,
         threshold: float,
         should_stop: Callable[[], bool],
+        exclude: npt.NDArray[np.bool_] | None = None,
     ) -> SearchOutput:
-        """Masked match results for every row. Raises DeadlineExceeded as soon as
-        ``should_stop()`` turns true."""
+        """Masked match results for every row. ``exclude``, one bool per row (``size`` of
+        them, else InvalidInput), marks rows this query may not search: they never match,
+        whatever their score; the results keep the same layout and masking. Raises
+        DeadlineExceeded as soon as ``should_stop()`` turns true."""
 
     def close(self) -> None:
         """Release worker processes, if any."""
@@ -156,6 +176,28 @@ def blank_rows(rows: npt.NDArray[np.float32], erase: Sequence[int]) -> npt.NDArr
     out = rows.copy()
     out[list(erase)] = 0.0
     return out
+
+
+def check_exclude(exclude: npt.NDArray[np.bool_] | None, rows: int) -> npt.NDArray[np.bool_] | None:
+    """``exclude`` checked against a register of ``rows`` rows, or InvalidInput; None when
+    it excludes no row (the search then runs exactly as without it)."""
+    if exclude is None:
+        return None
+    mask = np.asarray(exclude)
+    if mask.dtype != np.bool_ or mask.shape != (rows,):
+        raise InvalidInput(f"exclude must be {rows} booleans, one per register row")
+    return mask if bool(mask.any()) else None
+
+
+def block_exclusions(
+    exclude: npt.NDArray[np.bool_], records: int
+) -> list[npt.NDArray[np.bool_] | None]:
+    """Per register block, its ``records`` exclusion flags (padding rows False), or None for
+    a block without an excluded row."""
+    nblocks = -(-exclude.shape[0] // records)
+    grid = np.zeros((nblocks, records), dtype=np.bool_)
+    grid.reshape(-1)[: exclude.shape[0]] = exclude
+    return [flags if bool(flags.any()) else None for flags in grid]
 
 
 def new_layout(blocks: int, rows: int, slots: int) -> QueryLayout:
@@ -270,17 +312,23 @@ class PackedEngine:
         probe: bytes,
         threshold: float,
         should_stop: Callable[[], bool],
+        exclude: npt.NDArray[np.bool_] | None = None,
     ) -> SearchOutput:
         if keys.params != self._params:
             raise HEError("key bundle is for another parameter set than this register")
         if not 0.0 < threshold < 1.0:
             # Positive, so that padding and erased (all-zero) rows can never match.
             raise InvalidInput("threshold must be a cosine in (0, 1)")
-        query = self.open_probe(probe)
         rows, blocks = self.size, list(self._blocks)  # one consistent snapshot
+        mask = check_exclude(exclude, rows)
+        query = self.open_probe(probe)
         layout = new_layout(len(blocks), rows, self._params.slots)
         jobs = [(blocks[b], shift) for b, shift in zip(layout.order, layout.shifts, strict=True)]
-        out = self.score(keys, query, threshold, jobs, should_stop)
+        excluded = None
+        if mask is not None:
+            per_block = block_exclusions(mask, self._params.block_records)
+            excluded = [per_block[b] for b in layout.order]
+        out = self.score(keys, query, threshold, jobs, should_stop, excluded)
         return SearchOutput(tuple(out), layout)
 
     def score(
@@ -290,17 +338,32 @@ class PackedEngine:
         threshold: float,
         jobs: Sequence[tuple[Sequence[seal.Plaintext], int]],
         should_stop: Callable[[], bool],
+        excluded: Sequence[npt.NDArray[np.bool_] | None] | None = None,
     ) -> list[bytes]:
         """Masked, rotated, re-randomized result ciphertexts for (block, shift) jobs, in
-        order. The rotations of the query are computed once for all of them."""
+        order. The rotations of the query are computed once for all of them. ``excluded``,
+        if given, holds per job the block's exclusion flags (block_records of them, in row
+        order) or None for a block without excluded rows."""
+        if excluded is not None and len(excluded) != len(jobs):
+            raise InvalidInput("exclusions must name one entry per block")
         rotations = self._rotations(query, keys, should_stop)
         out = []
+        constant: tuple[tuple[int, ...], float, seal.Plaintext] | None = None
         for start in range(0, len(jobs), _GROUP):
             _check_stop(should_stop)
             group = jobs[start : start + _GROUP]
             sums = self._products(rotations, [plains for plains, _ in group], keys)
-            for acc, (_, shift) in zip(sums, group, strict=True):
-                self._mask(acc, threshold, keys)
+            for k, (acc, (_, shift)) in enumerate(zip(sums, group, strict=True)):
+                flags = None if excluded is None else excluded[start + k]
+                if flags is not None:
+                    shift_plain = self._thresholds(acc, threshold, flags)
+                else:
+                    # One encode of the constant threshold per query, shared by the blocks.
+                    level = (tuple(acc.parms_id()), acc.scale)
+                    if constant is None or constant[:2] != level:
+                        constant = (*level, self._thresholds(acc, threshold, None))
+                    shift_plain = constant[2]
+                self._mask(acc, shift_plain, keys)
                 self._rotate(acc, shift, keys)
                 self._rerandomize(acc, keys)
                 out.append(sealio.to_bytes(acc))
@@ -358,15 +421,33 @@ class PackedEngine:
             out.append(acc)
         return out
 
-    def _mask(self, acc: seal.Ciphertext, threshold: float, keys: EvaluationKeys) -> None:
-        """In place: ``r1*(a - t) + i*r2*(b - t)`` with fresh log-uniform masks, rescaled."""
+    def _thresholds(
+        self, acc: seal.Ciphertext, threshold: float, flags: npt.NDArray[np.bool_] | None
+    ) -> seal.Plaintext:
+        """The per-slot thresholds of one block, at ``acc``'s level and scale: ``t``, or
+        _EXCLUDED_THRESHOLD for a row whose flag (block row order: slot s's real part is row
+        s, its imaginary part row slots + s) is set. Padding rows keep ``t``."""
+        slots = self._params.slots
+        plain = seal.Plaintext()
+        if flags is None:
+            values = [complex(threshold, threshold)] * slots
+        else:
+            if flags.shape != (2 * slots,):  # a short vector would encode thresholds of 0
+                raise InvalidInput("block exclusions must hold one flag per block record")
+            real = np.where(flags[:slots], _EXCLUDED_THRESHOLD, threshold)
+            imag = np.where(flags[slots : 2 * slots], _EXCLUDED_THRESHOLD, threshold)
+            values = (real + 1j * imag).tolist()
+        self._encoder.encode(values, acc.parms_id(), acc.scale, plain)
+        return plain
+
+    def _mask(self, acc: seal.Ciphertext, thresholds: seal.Plaintext, keys: EvaluationKeys) -> None:
+        """In place: ``r1*(a - t) + i*r2*(b - t)`` with fresh log-uniform masks, rescaled;
+        ``thresholds`` (from :meth:`_thresholds`) holds ``t`` per slot."""
         ev, enc, ps = self._evaluator, self._encoder, self._params
         # Threshold and masks at the product level, where the 110-bit modulus has room for
         # scale 2^60 times masks up to 2^47 (see fedmatch.he.params).
         parms_id = acc.parms_id()
-        shift = seal.Plaintext()
-        enc.encode([complex(threshold, threshold)] * ps.slots, parms_id, acc.scale, shift)
-        ev.sub_plain_inplace(acc, shift)
+        ev.sub_plain_inplace(acc, thresholds)
         conj = seal.Ciphertext()
         ev.complex_conjugate(acc, keys.galois_keys, conj)
         lo, hi = ps.mask_bits

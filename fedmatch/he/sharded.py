@@ -5,7 +5,9 @@ in worker ``b % W``, which encodes it (in parallel at load) and keeps its plaint
 main process keeps the rows (to route re-encoding on enrolment) and the per-query layout.
 A query is sent to every worker with its share of (response position, block, shift) jobs;
 each worker computes the query's rotations itself (0.15 s, in parallel) and scores its
-blocks. Key material reaches a worker once per key id. A search stops promptly when the
+blocks. A query's row exclusions travel with the jobs, as packed bits of the blocks that
+have an excluded row (1 KB per such block; nothing for the others). Key material reaches a
+worker once per key id. A search stops promptly when the
 caller's deadline passes: the main process raises a shared cancel mark that workers check
 between blocks and every 16 rotations.
 
@@ -28,7 +30,14 @@ import numpy as np
 import numpy.typing as npt
 
 from fedmatch.errors import DeadlineExceeded, FedmatchError, HEError, Unavailable
-from fedmatch.he.engine import PackedEngine, SearchOutput, blank_rows, new_layout
+from fedmatch.he.engine import (
+    PackedEngine,
+    SearchOutput,
+    blank_rows,
+    block_exclusions,
+    check_exclude,
+    new_layout,
+)
 from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
 from fedmatch.he.params import ParamSet, get_param_set
 
@@ -36,6 +45,13 @@ __all__ = ["ShardedEngine", "default_workers"]
 
 # Key material kept per worker (~36 MB each for the default set).
 _WORKER_KEY_CAPACITY = 8
+
+
+def _unpack(bits: bytes | None, records: int) -> npt.NDArray[np.bool_] | None:
+    """A block's exclusion flags from the packed bits the main process sent (or None)."""
+    if bits is None:
+        return None
+    return np.unpackbits(np.frombuffer(bits, dtype=np.uint8), count=records).astype(np.bool_)
 
 
 def _cancelled(cancel: Any, seq: int) -> Callable[[], bool]:
@@ -88,14 +104,17 @@ def _worker_main(conn: mpc.Connection, cancel: Any, params_name: str, dimension:
                 evaluation = keys[key_id]
                 keys.move_to_end(key_id)
                 query = engine.open_probe(probe)
+                per = engine.params.block_records
+                excluded = [_unpack(bits, per) for *_, bits in jobs]
                 out = engine.score(
                     evaluation,
                     query,
                     threshold,
-                    [(blocks[b], shift) for _, b, shift in jobs],
+                    [(blocks[b], shift) for _, b, shift, _ in jobs],
                     _cancelled(cancel, seq),
+                    excluded if any(e is not None for e in excluded) else None,
                 )
-                results = [(pos, ct) for (pos, _, _), ct in zip(jobs, out, strict=True)]
+                results = [(pos, ct) for (pos, *_), ct in zip(jobs, out, strict=True)]
                 conn.send(("result", seq, results))
         except DeadlineExceeded:
             conn.send(("cancelled",))
@@ -239,19 +258,28 @@ class ShardedEngine:
         probe: bytes,
         threshold: float,
         should_stop: Callable[[], bool],
+        exclude: npt.NDArray[np.bool_] | None = None,
     ) -> SearchOutput:
         if keys.params != self._params:
             raise HEError("key bundle is for another parameter set than this register")
+        rows, nblocks = self.size, self._nblocks
+        mask = check_exclude(exclude, rows)
         self._local.open_probe(probe)  # refuse a bad probe before waking any worker
         self._ensure_keys(keys)
-        rows, nblocks = self.size, self._nblocks
+        # Per block, packed bits (1 KB) if it has an excluded row, else None: a worker
+        # receives only its own blocks' share.
+        bits: list[bytes | None] = [None] * nblocks
+        if mask is not None:
+            for b, flags in enumerate(block_exclusions(mask, self._params.block_records)):
+                if flags is not None:
+                    bits[b] = np.packbits(flags).tobytes()
         layout = new_layout(nblocks, rows, self._params.slots)
         self._seq += 1
         seq = self._seq
         pending: dict[int, mpc.Connection] = {}
         for w, conn in enumerate(self._conns):
             jobs = [
-                (pos, b, shift)
+                (pos, b, shift, bits[b])
                 for pos, (b, shift) in enumerate(zip(layout.order, layout.shifts, strict=True))
                 if self._owner(b) == w
             ]

@@ -17,13 +17,19 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 
+from fedmatch.audit.entry import digest_hex
 from fedmatch.domain import EncryptedProbe, Purpose, QueryHeader
 from fedmatch.errors import InvalidInput, PreconditionFailed
 from fedmatch.grpcutil.server import make_channel
 from fedmatch.he.keys import RequesterKeys
 from fedmatch.limits import MAX_LOOKUP_RESPONSE_BYTES, MAX_RECEIVE_BYTES
+from fedmatch.pki.names import dns_name
 from fedmatch.rpc.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
+from fedmatch.statement import RequestSigner
 from fedmatch.wire import encode_handle, header_to_pb, hit_from_pb, key_bundle_to_pb, probe_to_pb
+
+# The name the coordinator's certificate carries, wherever it is reached.
+COORDINATOR_DNS = dns_name("coordinator", "eu")
 
 __all__ = ["LookupReport", "NodeSummary", "Requester", "ResolveReport", "enum_name"]
 
@@ -112,12 +118,23 @@ class Requester:
         self,
         coordinator: str | grpc.Channel,
         member_state: str,
-        keys: RequesterKeys | None = None,
-        unit: str = "",
-        operator: str = "",
+        keys: RequesterKeys | None,
+        unit: str,
+        operator: str,
+        signer: RequestSigner,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
+        """``signer`` signs every lookup and resolve (the coordinator and the nodes refuse
+        unsigned ones); ``credentials`` are this workstation's mTLS credentials (None only
+        with --dev-insecure)."""
         if isinstance(coordinator, str):
-            channel = make_channel(coordinator, MAX_LOOKUP_RESPONSE_BYTES, MAX_RECEIVE_BYTES)
+            channel = make_channel(
+                coordinator,
+                MAX_LOOKUP_RESPONSE_BYTES,
+                MAX_RECEIVE_BYTES,
+                credentials,
+                COORDINATOR_DNS if credentials is not None else None,
+            )
             self._owned: grpc.Channel | None = channel
         else:
             channel, self._owned = coordinator, None
@@ -126,6 +143,7 @@ class Requester:
         # Who asks, for the logs: the coordinator refuses searches without both.
         self.unit = unit
         self.operator = operator
+        self.signer = signer
         self.keys = keys or RequesterKeys.generate()
         self._registered_until = 0.0
         self.key_registrations = 0
@@ -214,8 +232,9 @@ class Requester:
             dimension=info.dimension,
             key_id=self.keys.key_id,
         )
+        signed = self.signer.sign(header, "lookup", digest_hex(probe.ciphertext))
         request = coordinator_pb2.LookupRequest(
-            header=header_to_pb(header), probe=probe_to_pb(probe)
+            header=header_to_pb(header, signed), probe=probe_to_pb(probe)
         )
         t2 = time.perf_counter()
         response: coordinator_pb2.LookupResponse = self._stub.Lookup(request, timeout=timeout)
@@ -263,7 +282,7 @@ class Requester:
         names the people who verified the candidate hits (logged; the coordinator requires
         as many as its policy says, two by default)."""
         request = coordinator_pb2.ResolveRequest(
-            header=header_to_pb(report.header),
+            header=header_to_pb(report.header, self.signer.sign(report.header, "resolve")),
             application_date=application_date,
             hits=[coordinator_pb2.HitRef(member_state=s, handle=h) for s, h in report.matches],
             verified_by=list(verified_by),

@@ -29,18 +29,22 @@ from fedmatch.domain import Category, EncryptedProbe, Purpose
 from fedmatch.grpcutil.server import RunningServer, ServerLimits, start_server
 from fedmatch.requester import Requester
 from fedmatch.rpc.v1 import audit_pb2_grpc, node_pb2, node_pb2_grpc
-from fedmatch.wire import authorization_to_pb, header_to_pb, probe_to_pb
+from fedmatch.wire import authorization_to_pb, header_to_pb, probe_to_pb, signed_from_pb
 from tests.federation import (
-    AUDITOR,
     TODAY,
     VERIFIERS,
     Federation,
     Keyring,
     auditor_config,
+    auditor_signer,
     enrol,
     federation,
     header,
+    request_signer,
+    security,
     shared_keys,
+    signed_lookup,
+    signed_resolve,
     write_auditor_toml,
 )
 
@@ -75,8 +79,13 @@ def busy(
             report = requester.lookup(probe, h)
             if report.matches:
                 requester.resolve(report, APPLICATION, VERIFIERS)
-        # A lookup the coordinator refuses (no operator named): logged as refused.
-        anonymous = Requester(fed.coordinator_server.address, "DE", shared_keys("DE"))
+        # A lookup the coordinator refuses (no operator named): logged as refused. It comes
+        # from DE's real operator workstation and is signed, so that only the missing names
+        # are wrong.
+        anonymous = Requester(
+            fed.coordinator_server.address, "DE", shared_keys("DE"), "", "",
+            request_signer(tmp, "DE"), security(tmp, "operator-DE").channel_credentials(),
+        )  # fmt: skip
         with pytest.raises(grpc.RpcError):
             anonymous.lookup(people[0], anonymous.header(Purpose.ASYLUM_DUBLIN, "x", "y"))
         anonymous.close()
@@ -233,7 +242,7 @@ def test_rewritten_history_after_a_restart_is_a_fork(tmp_path: Path) -> None:
         size = fed.nodes["IT"].audit.log.size
         for _ in range(size + 2):
             fake.append(AuditEvent(EventKind.PARTY_STARTED, counts={"records": 0}))
-        with _serve_log(fake) as server:
+        with _serve_log(tmp_path, "node-IT", fake) as server:
             result = _audit(tmp_path, fed, addresses={"IT": server.address})
         fake.close()
         assert not result.ok
@@ -245,19 +254,23 @@ def test_rewritten_history_after_a_restart_is_a_fork(tmp_path: Path) -> None:
 
 
 class _serve_log:  # noqa: N801 - used as a context manager like a function
-    def __init__(self, log: AuditLog, checkpoint: object = None) -> None:
-        self.log, self.checkpoint = log, checkpoint
+    """``log`` served by someone holding ``party``'s TLS credentials (``node-IT``,
+    ``coordinator``): the auditor reaches it as that party."""
+
+    def __init__(self, tmp: Path, party: str, log: AuditLog, checkpoint: object = None) -> None:
+        self.tmp, self.party, self.log, self.checkpoint = tmp, party, log, checkpoint
 
     def __enter__(self) -> RunningServer:
         servicer = AuditServicer(
             self.log,
-            AuditorRegistry([AUDITOR.vkey()]),
+            AuditorRegistry([auditor_signer(self.tmp).vkey()]),
             checkpoint=self.checkpoint,  # type: ignore[arg-type]
         )
         self.server = start_server(
             lambda s: audit_pb2_grpc.add_AuditServiceServicer_to_server(servicer, s),
             "127.0.0.1:0",
             ServerLimits(max_receive_bytes=1 << 20, max_send_bytes=64 << 20),
+            security(self.tmp, self.party).server_credentials(),
         )
         return self.server
 
@@ -283,7 +296,7 @@ def test_two_histories_shown_to_two_auditors_are_caught(tmp_path: Path) -> None:
             other.append(SignedEntry.decode(raw).event)
         while other.size < real.size + 1:
             other.append(AuditEvent(EventKind.PARTY_STARTED, counts={"records": 0}))
-        with _serve_log(other) as server:
+        with _serve_log(tmp_path, "node-IT", other) as server:
             b = _audit(
                 tmp_path, fed, state_dir=tmp_path / "auditor-b",
                 addresses={"IT": server.address}, peers=(a_state,),
@@ -305,7 +318,7 @@ def test_replaced_checkpoint_signature_is_detected(tmp_path: Path) -> None:
             body = Note.parse(log.checkpoint()).body
             return sign_note(body, impostor)
 
-        with _serve_log(log, forged) as server:
+        with _serve_log(tmp_path, "node-IT", log, forged) as server:
             result = _audit(tmp_path, fed, addresses={"IT": server.address})
         assert not result.ok
         finding = next(f for f in result.findings if f.party == "IT")
@@ -327,7 +340,7 @@ def test_replaced_witness_cosignature_is_detected(tmp_path: Path) -> None:
             ]  # fmt: skip
             return Note(note.body, tuple(sigs)).text()
 
-        with _serve_log(coord.audit.log, forged) as server:
+        with _serve_log(tmp_path, "coordinator", coord.audit.log, forged) as server:
             result = _audit(tmp_path, fed, addresses={"coordinator": server.address})
         assert not result.ok
         assert any(f.kind == "bad-cosignature" for f in result.findings), result.report
@@ -337,6 +350,7 @@ def test_replaced_witness_cosignature_is_detected(tmp_path: Path) -> None:
 
 
 def _search_request(fed: Federation, auth: Authorization | None) -> node_pb2.SearchRequest:
+    """A search signed by DE's operator (only its record in the coordinator's log varies)."""
     keys = shared_keys("DE")
     fed.requester("DE").register_keys(header("DE"))
     h = header("DE")
@@ -345,7 +359,7 @@ def _search_request(fed: Federation, auth: Authorization | None) -> node_pb2.Sea
         "sface-2021dec-int8bq", 128, keys.key_id,
     )  # fmt: skip
     return node_pb2.SearchRequest(
-        header=header_to_pb(h),
+        header=header_to_pb(h, signed_lookup(fed.tmp, h, probe.ciphertext)),
         probe=probe_to_pb(probe),
         threshold_version="2026-11-v1",
         authorization=authorization_to_pb(auth) if auth else None,
@@ -365,10 +379,12 @@ def test_search_not_on_a_verified_checkpoint_is_refused_before_he_work(
             return real_search(*args, **kwargs)  # type: ignore[arg-type]
 
         monkeypatch.setattr(node.engine, "search", spy)
-        stub = node_pb2_grpc.NodeServiceStub(grpc.insecure_channel(fed.servers["IT"].address))
+        stub = node_pb2_grpc.NodeServiceStub(fed.node_channel("IT"))  # as the coordinator
         clog = fed.coordinator.audit.log
         request = _search_request(fed, None)
         h = request.header
+        signed = signed_from_pb(h)
+        assert signed is not None
         entry_for = header("DE")
         coordinator_key = NoteSigner.load(Keyring(tmp_path / "keys").path(COORDINATOR_ORIGIN))
         # (1) no authorization at all
@@ -379,6 +395,7 @@ def test_search_not_on_a_verified_checkpoint_is_refused_before_he_work(
             purpose="asylum_dublin", legal_basis=h.legal_basis, case_reference=h.case_reference,
             unit=h.requesting_unit, operator=h.operator_id,
             probe_hash=digest_hex(request.probe.ciphertext), registers=("IT",),
+            labels={"key_id": request.probe.key_id, "request": signed.digest()},
         )  # fmt: skip
         entry = clog.append(event)
         unwitnessed = Authorization(
@@ -442,16 +459,19 @@ def test_hit_details_need_a_logged_verification(
     with pytest.raises(grpc.RpcError) as err:
         requester.resolve(report, APPLICATION, ["same", "same"])
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    # Direct to the node, without the coordinator's hit_verified entry: refused.
-    stub = node_pb2_grpc.NodeServiceStub(grpc.insecure_channel(fed.servers["IT"].address))
+    # Direct to the node (as the coordinator, with DE's signed resolve), without the
+    # coordinator's hit_verified entry: refused.
+    stub = node_pb2_grpc.NodeServiceStub(fed.node_channel("IT"))
     with pytest.raises(grpc.RpcError) as err:
         stub.GetHitDetails(
             node_pb2.HitDetailsRequest(
-                header=header_to_pb(report.header), handles=[report.matches[0][1]]
+                header=header_to_pb(report.header, signed_resolve(fed.tmp, report.header)),
+                handles=[report.matches[0][1]],
             ),
             timeout=10,
         )
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "not on record" in (err.value.details() or "")
 
 
 # -- privacy ----------------------------------------------------------------------------

@@ -1,9 +1,12 @@
 """Bad input gets a clear status and the server keeps serving honest requests.
 
 Each case sends one hostile request to a real server, asserts the exact status code, then
-checks that an honest lookup still succeeds. Requests sent straight to a node carry the
-coordinator's authorization (its log entry for the request, witnessed by the node, as a
-real lookup or resolve does), unless the refusal under test comes before that check.
+checks that an honest lookup still succeeds. Every request travels over mTLS as the party
+allowed to make it (a node's Search as the coordinator, its Enroll as its own operator, a
+lookup as DE's operator) and is signed by an operator of its requesting state. Requests
+sent straight to a node carry the coordinator's authorization (its log entry for that very
+signed request, witnessed by the node, as a real lookup or resolve does), unless the
+refusal under test comes before that check.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import numpy as np
 import pytest
 
 from fedmatch.domain import Category, QueryHeader
-from fedmatch.grpcutil.server import make_channel
 from fedmatch.he.params import DEFAULT_PARAM_SET
 from fedmatch.limits import MAX_NODE_RESPONSE_BYTES
 from fedmatch.rpc.v1 import (
@@ -37,8 +39,11 @@ from tests.federation import (
     federation,
     header,
     hit_verified,
+    node_channel,
     search_authorized,
     shared_keys,
+    signed_lookup,
+    signed_resolve,
 )
 
 PARAM_SET = DEFAULT_PARAM_SET.name
@@ -57,18 +62,23 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
 
 
 @pytest.fixture(scope="module")
-def node_stub(fed: Federation) -> Iterator[node_pb2_grpc.NodeServiceStub]:
-    # The client side allows big messages so that oversize requests reach the server's limit.
-    channel = make_channel(fed.servers["IT"].address, MAX_NODE_RESPONSE_BYTES, 128 << 20)
-    yield node_pb2_grpc.NodeServiceStub(channel)
-    channel.close()
+def node_stub(fed: Federation) -> node_pb2_grpc.NodeServiceStub:
+    """IT's node, called as the coordinator (the only party that may search it). The client
+    side allows big messages so that oversize requests reach the server's limit."""
+    channel = fed.node_channel("IT", max_receive=MAX_NODE_RESPONSE_BYTES, max_send=128 << 20)
+    return node_pb2_grpc.NodeServiceStub(channel)
+
+
+def _node_as(fed: Federation, party: str) -> node_pb2_grpc.NodeServiceStub:
+    """IT's node called by another party (enrolment is for IT's own operators)."""
+    return node_pb2_grpc.NodeServiceStub(fed.node_channel("IT", party))
 
 
 @pytest.fixture(scope="module")
-def coord_stub(fed: Federation) -> Iterator[coordinator_pb2_grpc.CoordinatorServiceStub]:
-    channel = make_channel(fed.coordinator_server.address, 256 << 20, 128 << 20)
-    yield coordinator_pb2_grpc.CoordinatorServiceStub(channel)
-    channel.close()
+def coord_stub(fed: Federation) -> coordinator_pb2_grpc.CoordinatorServiceStub:
+    """The coordinator, called by DE's operator workstation."""
+    channel = fed.coordinator_channel("operator-DE", max_receive=256 << 20, max_send=128 << 20)
+    return coordinator_pb2_grpc.CoordinatorServiceStub(channel)
 
 
 def _probe(
@@ -90,9 +100,13 @@ def _probe(
     )
 
 
-def _search(fed: Federation | None, **changes: object) -> node_pb2.SearchRequest:
-    """A search request; with ``fed``, authorized by the coordinator for exactly this header
-    and probe ciphertext (None: sent without any authorization)."""
+def _search(
+    fed: Federation, *, sign: bool = True, on_record: bool = True, **changes: object
+) -> node_pb2.SearchRequest:
+    """A search request, signed (``sign``) by an operator of its requesting state for exactly
+    this header and probe ciphertext and authorized (``on_record``) by the coordinator's
+    entry naming that signed request. Neither: sent as is (e.g. a header that cannot be
+    decoded); on record but not signed: the entry names a signed request never sent."""
     fields: dict[str, object] = {
         "header": header_to_pb(header("DE")),
         "probe": _probe(),
@@ -100,21 +114,36 @@ def _search(fed: Federation | None, **changes: object) -> node_pb2.SearchRequest
     }
     fields.update(changes)
     request = node_pb2.SearchRequest(**fields)  # type: ignore[arg-type]
-    if fed is not None:
+    if sign or on_record:
         hdr = header_from_pb(request.header, True)
-        event = search_authorized(hdr, request.probe.ciphertext, request.probe.key_id, ["IT"])
-        request.authorization.CopyFrom(authorization_to_pb(fed.authorize(event, ["IT"])))
+        signed = signed_lookup(fed.tmp, hdr, request.probe.ciphertext)
+        if sign:
+            request.header.CopyFrom(header_to_pb(hdr, signed))
+        if on_record:
+            event = search_authorized(
+                hdr, request.probe.ciphertext, request.probe.key_id, ["IT"], signed=signed
+            )
+            request.authorization.CopyFrom(authorization_to_pb(fed.authorize(event, ["IT"])))
     return request
 
 
 def _details(
-    fed: Federation | None, handles: list[bytes], hdr: QueryHeader | None = None
+    fed: Federation,
+    handles: list[bytes],
+    hdr: QueryHeader | None = None,
+    *,
+    sign: bool = True,
+    on_record: bool = True,
 ) -> node_pb2.HitDetailsRequest:
-    """A hit-details request; with ``fed``, for hits the coordinator logged as verified."""
+    """A hit-details request signed by DE's operator (``sign``), for hits the coordinator
+    logged as verified at that signed request (``on_record``)."""
     hdr = hdr or header("DE")
-    request = node_pb2.HitDetailsRequest(header=header_to_pb(hdr), handles=handles)
-    if fed is not None:
-        event = hit_verified(hdr, "IT", handles, VERIFIERS)
+    signed = signed_resolve(fed.tmp, hdr)
+    request = node_pb2.HitDetailsRequest(
+        header=header_to_pb(hdr, signed if sign else None), handles=handles
+    )
+    if on_record:
+        event = hit_verified(hdr, "IT", handles, VERIFIERS, signed=signed)
         request.authorization.CopyFrom(authorization_to_pb(fed.authorize(event, ["IT"])))
     return request
 
@@ -201,9 +230,11 @@ NODE_CASES: list[NodeCase] = [
      grpc.StatusCode.FAILED_PRECONDITION, "model"),
     ("other-threshold-version", lambda s, f: s.Search(_search(f, threshold_version="1999-v0")),
      grpc.StatusCode.FAILED_PRECONDITION, "threshold version"),
-    ("unknown-member-state", lambda s, f: s.Search(_search(None, header=_header_pb("XX"))),
+    ("unknown-member-state", lambda s, f: s.Search(
+        _search(f, sign=False, on_record=False, header=_header_pb("XX"))),
      grpc.StatusCode.INVALID_ARGUMENT, "not a member state"),
-    ("malformed-state-code", lambda s, f: s.Search(_search(None, header=_header_pb("germany"))),
+    ("malformed-state-code", lambda s, f: s.Search(
+        _search(f, sign=False, on_record=False, header=_header_pb("germany"))),
      grpc.StatusCode.INVALID_ARGUMENT, "ISO 3166-1"),
     ("missing-header", lambda s, f: s.Search(node_pb2.SearchRequest(probe=_probe())),
      grpc.StatusCode.INVALID_ARGUMENT, "header is required"),
@@ -211,7 +242,8 @@ NODE_CASES: list[NodeCase] = [
      grpc.StatusCode.INVALID_ARGUMENT, "probe is required"),
     ("own-state-search", lambda s, f: s.Search(_search(f, header=header_to_pb(header("IT")))),
      grpc.StatusCode.PERMISSION_DENIED, "own register"),
-    ("oversize-message", lambda s, f: s.Search(_search(None, probe=_probe(b"\x00" * OVERSIZE))),
+    ("oversize-message", lambda s, f: s.Search(
+        _search(f, sign=False, on_record=False, probe=_probe(b"\x00" * OVERSIZE))),
      grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
     ("oversize-ciphertext-field",
      lambda s, f: s.Search(_search(f, probe=_probe(b"\x00" * (600 << 10)))),
@@ -223,19 +255,27 @@ NODE_CASES: list[NodeCase] = [
      grpc.StatusCode.INVALID_ARGUMENT, "encryption parameters could not be decoded"),
     ("missing-key-bundle", lambda s, f: s.RegisterKeys(_register(None)),
      grpc.StatusCode.INVALID_ARGUMENT, "key_bundle is required"),
-    ("unknown-category", lambda s, f: s.Enroll(_enroll(category=42)),
+    # Enrolment: by IT's own operator workstation.
+    ("unknown-category", lambda s, f: _node_as(f, "operator-IT").Enroll(_enroll(category=42)),
      grpc.StatusCode.INVALID_ARGUMENT, "unknown category"),
-    ("unspecified-category", lambda s, f: s.Enroll(_enroll(category=0)),
+    ("unspecified-category", lambda s, f: _node_as(f, "operator-IT").Enroll(_enroll(category=0)),
      grpc.StatusCode.INVALID_ARGUMENT, "unknown category"),
-    ("enrol-wrong-dimension", lambda s, f: s.Enroll(_enroll(values=[1.0])),
+    ("enrol-wrong-dimension",
+     lambda s, f: _node_as(f, "operator-IT").Enroll(_enroll(values=[1.0])),
      grpc.StatusCode.INVALID_ARGUMENT, "dimension must be 128"),
-    ("enrol-not-unit-norm", lambda s, f: s.Enroll(_enroll(values=[0.5] * DIM)),
+    ("enrol-not-unit-norm",
+     lambda s, f: _node_as(f, "operator-IT").Enroll(_enroll(values=[0.5] * DIM)),
      grpc.StatusCode.INVALID_ARGUMENT, "unit-norm"),
-    ("enrol-other-model", lambda s, f: s.Enroll(_enroll(model="arcface-r50")),
+    ("enrol-other-model",
+     lambda s, f: _node_as(f, "operator-IT").Enroll(_enroll(model="arcface-r50")),
      grpc.StatusCode.FAILED_PRECONDITION, "model"),
-    ("enrol-by-another-state", lambda s, f: s.Enroll(_enroll(state="DE")),
+    ("enrol-by-another-state", lambda s, f: _node_as(f, "operator-IT").Enroll(_enroll(state="DE")),
      grpc.StatusCode.PERMISSION_DENIED, "own member state"),
-    ("enrol-unknown-state", lambda s, f: s.Enroll(_enroll(state="ZZ")),
+    # Another state's operator workstation is refused before its request is read.
+    ("enrol-from-another-states-operator",
+     lambda s, f: _node_as(f, "operator-DE").Enroll(_enroll(state="DE")),
+     grpc.StatusCode.PERMISSION_DENIED, "only IT's own operator may call this"),
+    ("enrol-unknown-state", lambda s, f: _node_as(f, "operator-IT").Enroll(_enroll(state="ZZ")),
      grpc.StatusCode.INVALID_ARGUMENT, "not a member state"),
     ("details-unknown-query", lambda s, f: s.GetHitDetails(_details(f, [b"h" * 8])),
      grpc.StatusCode.NOT_FOUND, "no search"),
@@ -244,16 +284,22 @@ NODE_CASES: list[NodeCase] = [
     ("details-too-many-handles", lambda s, f: s.GetHitDetails(_details(f, [b"h" * 8] * 65)),
      grpc.StatusCode.INVALID_ARGUMENT, "at most 64"),
     # Off the coordinator's record: refused before any other check of the request's content.
-    ("search-without-authorization", lambda s, f: s.Search(_search(None)),
+    ("search-without-authorization", lambda s, f: s.Search(_search(f, on_record=False)),
      grpc.StatusCode.PERMISSION_DENIED, "not on record"),
     ("search-authorized-for-another-probe", lambda s, f: s.Search(_other_probe(f)),
      grpc.StatusCode.PERMISSION_DENIED, "not on record"),
     ("search-authorized-for-another-query", lambda s, f: s.Search(_other_query(f)),
      grpc.StatusCode.PERMISSION_DENIED, "not on record"),
-    ("details-without-authorization", lambda s, f: s.GetHitDetails(_details(None, [b"h" * 8])),
+    ("details-without-authorization",
+     lambda s, f: s.GetHitDetails(_details(f, [b"h" * 8], on_record=False)),
      grpc.StatusCode.PERMISSION_DENIED, "not on record"),
     ("details-authorized-for-other-handles", lambda s, f: s.GetHitDetails(_other_handles(f)),
      grpc.StatusCode.PERMISSION_DENIED, "not on record"),
+    # On record, but not signed by the requesting authority.
+    ("search-unsigned", lambda s, f: s.Search(_search(f, sign=False)),
+     grpc.StatusCode.PERMISSION_DENIED, "not signed"),
+    ("details-unsigned", lambda s, f: s.GetHitDetails(_details(f, [b"h" * 8], sign=False)),
+     grpc.StatusCode.PERMISSION_DENIED, "not signed"),
 ]  # fmt: skip
 
 
@@ -281,15 +327,28 @@ def test_node_refuses_bad_input_and_keeps_serving(
 def test_reused_query_id_is_refused(
     fed: Federation, node_stub: node_pb2_grpc.NodeServiceStub
 ) -> None:
-    request = _search(fed)  # a replayed authorization is no way around it
-    node_stub.Search(request)
+    request = _search(fed)
+    first = node_stub.Search(request)
+    # A retry of the very same call is answered again, from the node's memory.
+    assert node_stub.Search(request) == first
+    # Another signed request for the same query id, with its own authorization: a new
+    # signature and record are no way around it.
+    hdr = header_from_pb(request.header, True)
+    with pytest.raises(grpc.RpcError) as err:
+        node_stub.Search(_search(fed, header=header_to_pb(hdr), probe=request.probe))
+    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    # Once the answer is no longer kept, the first request is a replay.
+    fed.nodes["IT"]._answers.clear()
     with pytest.raises(grpc.RpcError) as err:
         node_stub.Search(request)
-    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "already used" in (err.value.details() or "")
 
 
 def test_malformed_protobuf_bytes(fed: Federation) -> None:
-    channel = make_channel(fed.servers["IT"].address, 1 << 20, 1 << 20)
+    # As the coordinator, so that the bytes reach the server's parser.
+    channel = node_channel(fed.tmp, "IT", fed.servers["IT"].address, max_receive=1 << 20,
+                           max_send=1 << 20)  # fmt: skip
     try:
         raw = channel.unary_unary(
             "/fedmatch.rpc.v1.NodeService/Search",
@@ -307,44 +366,85 @@ def test_malformed_protobuf_bytes(fed: Federation) -> None:
 
 
 CoordCase = tuple[
-    str, Callable[[coordinator_pb2_grpc.CoordinatorServiceStub], object], grpc.StatusCode, str
+    str,
+    Callable[[coordinator_pb2_grpc.CoordinatorServiceStub, Federation], object],
+    grpc.StatusCode,
+    str,
 ]
 
 
-def _lookup(**changes: object) -> coordinator_pb2.LookupRequest:
+def _lookup(
+    fed: Federation, *, sign: bool = True, **changes: object
+) -> coordinator_pb2.LookupRequest:
+    """A lookup, signed (``sign``) by DE's operator for exactly this header and probe."""
     fields: dict[str, object] = {"header": header_to_pb(header("DE")), "probe": _probe()}
     fields.update(changes)
-    return coordinator_pb2.LookupRequest(**fields)  # type: ignore[arg-type]
+    request = coordinator_pb2.LookupRequest(**fields)  # type: ignore[arg-type]
+    if sign:
+        hdr = header_from_pb(request.header, True)
+        request.header.CopyFrom(
+            header_to_pb(hdr, signed_lookup(fed.tmp, hdr, request.probe.ciphertext))
+        )
+    return request
+
+
+def _resolve(
+    fed: Federation, application_date: str = "2026-11-21", *, sign: bool = True
+) -> coordinator_pb2.ResolveRequest:
+    """A resolve of a query the coordinator never saw, signed by DE's operator (``sign``)."""
+    hdr = header("DE")
+    signed = signed_resolve(fed.tmp, hdr) if sign else None
+    return coordinator_pb2.ResolveRequest(
+        header=header_to_pb(hdr, signed), application_date=application_date
+    )
 
 
 def _foreign_key_id() -> str:
     return shared_keys("IT").key_id
 
 
+def _with_statement(
+    request: coordinator_pb2.ResolveRequest, statement: bytes
+) -> coordinator_pb2.ResolveRequest:
+    """``request`` carrying ``statement`` in place of its signed one (the signature stays)."""
+    request.header.signed.statement = statement
+    return request
+
+
 COORD_CASES: list[CoordCase] = [
-    ("context-with-secret-key", lambda s: s.RegisterKeys(_register(_bundle_with_secret())),
+    ("context-with-secret-key", lambda s, f: s.RegisterKeys(_register(_bundle_with_secret())),
      grpc.StatusCode.INVALID_ARGUMENT, "secret key"),
-    ("unknown-key-id", lambda s: s.Lookup(_lookup(probe=_probe(key_id="cd" * 32))),
+    ("unknown-key-id", lambda s, f: s.Lookup(_lookup(f, probe=_probe(key_id="cd" * 32))),
      grpc.StatusCode.FAILED_PRECONDITION, "unknown key id"),
-    ("unknown-member-state", lambda s: s.Lookup(_lookup(header=_header_pb("XX"))),
+    ("unknown-member-state",
+     lambda s, f: s.Lookup(_lookup(f, sign=False, header=_header_pb("XX"))),
      grpc.StatusCode.INVALID_ARGUMENT, "not a member state"),
-    ("state-without-node", lambda s: s.Lookup(_lookup(header=_header_pb("PT"))),
+    ("state-without-node", lambda s, f: s.Lookup(_lookup(f, sign=False, header=_header_pb("PT"))),
      grpc.StatusCode.PERMISSION_DENIED, "no node"),
-    ("wrong-dimension", lambda s: s.Lookup(_lookup(probe=_probe(dimension=64))),
+    ("wrong-dimension", lambda s, f: s.Lookup(_lookup(f, probe=_probe(dimension=64))),
      grpc.StatusCode.INVALID_ARGUMENT, "dimension must be 128"),
-    ("other-model", lambda s: s.Lookup(_lookup(probe=_probe(model="arcface-r50"))),
+    ("other-model", lambda s, f: s.Lookup(_lookup(f, probe=_probe(model="arcface-r50"))),
      grpc.StatusCode.FAILED_PRECONDITION, "model"),
-    ("oversize-message", lambda s: s.Lookup(_lookup(probe=_probe(b"\x00" * OVERSIZE))),
+    ("oversize-message",
+     lambda s, f: s.Lookup(_lookup(f, sign=False, probe=_probe(b"\x00" * OVERSIZE))),
      grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
-    ("resolve-unknown-query", lambda s: s.Resolve(coordinator_pb2.ResolveRequest(
-        header=header_to_pb(header("DE")), application_date="2026-11-21")),
+    ("resolve-unknown-query", lambda s, f: s.Resolve(_resolve(f)),
      grpc.StatusCode.NOT_FOUND, "no lookup"),
-    ("resolve-bad-date", lambda s: s.Resolve(coordinator_pb2.ResolveRequest(
-        header=header_to_pb(header("DE")), application_date="21/11/2026")),
+    ("resolve-bad-date", lambda s, f: s.Resolve(_resolve(f, "21/11/2026")),
      grpc.StatusCode.INVALID_ARGUMENT, "application_date"),
-    ("missing-purpose", lambda s: s.Lookup(_lookup(header=common_pb2.RequestHeader(
-        query_id="a" * 32, requesting_state="DE", legal_basis="x", case_reference="y"))),
+    ("missing-purpose", lambda s, f: s.Lookup(_lookup(
+        f, sign=False, header=common_pb2.RequestHeader(
+            query_id="a" * 32, requesting_state="DE", legal_basis="x", case_reference="y"))),
      grpc.StatusCode.INVALID_ARGUMENT, "purpose"),
+    # Well-formed, but not signed by the requesting authority.
+    ("lookup-unsigned", lambda s, f: s.Lookup(_lookup(f, sign=False)),
+     grpc.StatusCode.PERMISSION_DENIED, "not signed"),
+    ("resolve-unsigned", lambda s, f: s.Resolve(_resolve(f, sign=False)),
+     grpc.StatusCode.PERMISSION_DENIED, "not signed"),
+    # A statement nested deeper than the JSON parser recurses (within its 4 KiB bound).
+    ("resolve-statement-nested-json", lambda s, f: s.Resolve(_with_statement(
+        _resolve(f), b"[" * 2000 + b"]" * 2000)),
+     grpc.StatusCode.INVALID_ARGUMENT, "request statement is not JSON"),
 ]  # fmt: skip
 
 
@@ -353,11 +453,11 @@ COORD_CASES: list[CoordCase] = [
 )
 def test_coordinator_refuses_bad_input_and_keeps_serving(
     fed: Federation, coord_stub: coordinator_pb2_grpc.CoordinatorServiceStub, name: str,
-    call: Callable[[coordinator_pb2_grpc.CoordinatorServiceStub], object],
+    call: Callable[[coordinator_pb2_grpc.CoordinatorServiceStub, Federation], object],
     code: grpc.StatusCode, message: str,
 ) -> None:  # fmt: skip
     with pytest.raises(grpc.RpcError) as err:
-        call(coord_stub)
+        call(coord_stub, fed)
     assert err.value.code() == code, err.value.details()
     assert message in (err.value.details() or "")
     _honest_lookup_works(fed)
@@ -368,7 +468,7 @@ def test_key_id_of_another_state_is_refused(
 ) -> None:
     fed.requester("IT").register_keys(header("IT"))  # IT's keys, registered at DE's node
     with pytest.raises(grpc.RpcError) as err:
-        coord_stub.Lookup(_lookup(probe=_probe(key_id=_foreign_key_id())))
+        coord_stub.Lookup(_lookup(fed, probe=_probe(key_id=_foreign_key_id())))
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
@@ -383,7 +483,8 @@ def test_resolve_refuses_states_that_did_not_answer(
     assert len(report.matches) == 1
     for state in ("FR", "QQ"):
         request = coordinator_pb2.ResolveRequest(
-            header=header_to_pb(report.header), application_date="2026-11-21",
+            header=header_to_pb(report.header, signed_resolve(fed.tmp, report.header)),
+            application_date="2026-11-21",
             hits=[coordinator_pb2.HitRef(member_state=state, handle=report.matches[0][1])],
             verified_by=VERIFIERS,
         )  # fmt: skip
@@ -393,7 +494,8 @@ def test_resolve_refuses_states_that_did_not_answer(
     # A position past the end of the response: NOT_FOUND from the node, reported as a
     # refusal and an incomplete decision, not as "no match".
     request = coordinator_pb2.ResolveRequest(
-        header=header_to_pb(report.header), application_date="2026-11-21",
+        header=header_to_pb(report.header, signed_resolve(fed.tmp, report.header)),
+        application_date="2026-11-21",
         hits=[coordinator_pb2.HitRef(member_state="IT", handle=b"\x00\x00\x00\x09" * 2)],
         verified_by=VERIFIERS,
     )  # fmt: skip

@@ -1,11 +1,14 @@
-"""The `fedmatch` command end to end: demo, enroll and lookup as an operator runs them."""
+"""The `fedmatch` command end to end: demo, enroll and lookup as an operator runs them, over
+mutual TLS with signed requests (and once in plaintext, with --dev-insecure)."""
 
 from __future__ import annotations
 
 import csv
 import json
+import signal
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -13,8 +16,10 @@ import numpy as np
 import pytest
 
 from fedmatch.audit.note import NoteSigner
+from fedmatch.pki.ca import TlsFiles
 from fedmatch.synthetic import capture, unit_vectors
-from tests.federation import DIM, federation
+from fedmatch.transport import load_security
+from tests.federation import DIM, federation, pki
 
 FACES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "faces"
 # Who asks: logged by the coordinator, which refuses a lookup without both.
@@ -26,6 +31,23 @@ def _fedmatch(*args: str, timeout: float = 300.0) -> subprocess.CompletedProcess
         [sys.executable, "-m", "fedmatch", *args],
         capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
+
+
+def _tls_table(files: TlsFiles) -> str:
+    crls = ", ".join(f'"{c}"' for c in files.crls)
+    return (
+        f'[tls]\nkey = "{files.key}"\nchain = "{files.chain}"\nroot = "{files.root}"\n'
+        f"crls = [{crls}]\n"
+    )
+
+
+def operator(fed_dir: Path, state: str) -> list[str]:
+    """``--config`` of an operator workstation of ``state`` in the test federation's PKI:
+    its mTLS certificate and the signing key that certificate binds."""
+    party = pki(fed_dir, state)[f"operator-{state}"]
+    path = fed_dir / f"operator-{state}.toml"
+    path.write_text(f'[operator]\nsigning_key = "{party.signing_key}"\n' + _tls_table(party.tls))
+    return ["--config", str(path)]
 
 
 @pytest.mark.slow
@@ -54,20 +76,48 @@ def test_demo_prints_the_correct_decision(tmp_path: Path, photos: str) -> None:
     # Every process was shut down: the logs end with a graceful stop.
     for log in tmp_path.glob("*.log"):
         assert "signal 15: stopping" in log.read_text(), log.name
+    # Every channel was mutual TLS and every request signed (the nodes refuse anything
+    # else): the work dir holds the federation PKI, and every party's TOML a [tls] table
+    # naming its own certificate, which binds the key it signs with.
+    assert summary["security"] == {"transport": "mtls", "signed_requests": True}
+    assert "mutual TLS" in result.stdout and "signed by its operator" in result.stdout
+    assert {p.name for p in (tmp_path / "ca").glob("*.crl")} == {
+        "root.crl",
+        "eu.crl",
+        "de.crl",
+        "it.crl",
+        "fr.crl",
+    }
     # Every party signed its own audit log with its own key (mode 0600), and the work dir
     # holds an auditor configuration naming every party by address and verifier key.
     keys = {k.stem: NoteSigner.load(k) for k in (tmp_path / "keys").glob("*.key")}
-    assert set(keys) == {"auditor", "coordinator", "node-DE", "node-IT", "node-FR"}
+    states = ("DE", "IT", "FR")
+    assert set(keys) == {"auditor-demo", "coordinator"} | {
+        f"{role}-{s}" for role in ("node", "operator") for s in states
+    }
     for party in ("coordinator", "DE", "IT", "FR"):
         assert (tmp_path / f"audit-{party}" / "log" / "checkpoint").is_file(), party
+    configs: dict[str, tuple[str, str | None, str]] = {
+        "coordinator.toml": ("coordinator", None, "coordinator"),
+        "auditor.toml": ("auditor", None, "auditor-demo"),
+    }
+    configs |= {f"node-{s}.toml": ("node", s, f"node-{s}") for s in states}
+    configs |= {f"operator-{s}.toml": ("operator", s, f"operator-{s}") for s in states}
+    for name, (role, state, key) in configs.items():
+        security = load_security(tmp_path / name)
+        identity = security.verify_chain(security.chain_pem())
+        assert (identity.role, identity.member_state) == (role, state), name
+        assert identity.signing_key == keys[key].public_key_bytes(), name
+    assert tomllib.loads((tmp_path / "node-IT.toml").read_text())["policy"]["version"]
     auditor_toml = tmp_path / "auditor.toml"
     assert str(auditor_toml) in result.stdout
     auditor = tomllib.loads(auditor_toml.read_text())
-    assert auditor["auditor"]["name"] == keys["auditor"].name
-    assert (tmp_path / auditor["auditor"]["signing_key"]) == tmp_path / "keys" / "auditor.key"
+    assert auditor["auditor"]["name"] == keys["auditor-demo"].name
+    signing_key = tmp_path / auditor["auditor"]["signing_key"]
+    assert signing_key == tmp_path / "keys" / "auditor-demo.key"
     assert auditor["coordinator"]["key"] == keys["coordinator"].vkey()
     assert {n["member_state"]: n["key"] for n in auditor["nodes"]} == {
-        s: keys[f"node-{s}"].vkey() for s in ("DE", "IT", "FR")
+        s: keys[f"node-{s}"].vkey() for s in states
     }
 
 
@@ -87,11 +137,12 @@ def test_enroll_and_lookup_commands(tmp_path: Path) -> None:
     np.save(tmp_path / "probe.npy", capture(person, rng, 0.9))
     header = ["--legal-basis", "Reg. 2024/1358 Art. 15", "--case-reference", "C-9"]
 
-    with federation(tmp_path / "fed", ("DE", "IT", "FR"), records=20) as fed:
+    fed_dir = tmp_path / "fed"
+    with federation(fed_dir, ("DE", "IT", "FR"), records=20) as fed:
         it, fr = fed.servers["IT"].address, fed.servers["FR"].address
         one = _fedmatch(
-            "enroll", "--node", it, "--state", "IT", *header, "--template",
-            str(tmp_path / "one.npy"), "--reference", "IT-CLI-1", "--category",
+            "enroll", *operator(fed_dir, "IT"), "--node", it, "--state", "IT", *header,
+            "--template", str(tmp_path / "one.npy"), "--reference", "IT-CLI-1", "--category",
             "irregular_crossing", "--event-date", "2026-03-02", "--event-place", "Bari",
         )  # fmt: skip
         assert one.returncode == 0, one.stderr
@@ -102,23 +153,31 @@ def test_enroll_and_lookup_commands(tmp_path: Path) -> None:
             21,
         )
         many = _fedmatch(
-            "enroll", "--node", fr, "--state", "FR", *header, "--template",
-            str(tmp_path / "bulk.npy"), "--manifest", str(tmp_path / "manifest.csv"),
+            "enroll", *operator(fed_dir, "FR"), "--node", fr, "--state", "FR", *header,
+            "--template", str(tmp_path / "bulk.npy"), "--manifest", str(tmp_path / "manifest.csv"),
         )  # fmt: skip
         assert many.returncode == 0, many.stderr
         assert json.loads(many.stdout.splitlines()[-1])["enrolled"] == 2
 
-        refused = _fedmatch(
-            "enroll", "--node", fr, "--state", "DE", *header, "--template",
-            str(tmp_path / "one.npy"), "--reference", "X-1", "--category", "applicant",
-            "--event-date", "2026-03-02", "--event-place", "Bari",
-        )  # fmt: skip
-        assert refused.returncode == 3 and "PERMISSION_DENIED" in refused.stderr
+        # Enrolment is for a state's own node: DE's operator reaching FR's node finds no
+        # node.de certificate there (TLS refuses it), and a DE certificate cannot enrol
+        # for FR (refused before anything is sent).
+        other = [*header, "--template", str(tmp_path / "one.npy"), "--reference", "X-1",
+                 "--category", "applicant", "--event-date", "2026-03-02",
+                 "--event-place", "Bari"]  # fmt: skip
+        refused = _fedmatch("enroll", *operator(fed_dir, "DE"), "--node", fr, "--state", "DE",
+                            *other)  # fmt: skip
+        assert refused.returncode == 4 and "UNAVAILABLE" in refused.stderr, refused.stderr
+        foreign = _fedmatch("enroll", *operator(fed_dir, "DE"), "--node", fr, "--state", "FR",
+                            *other)  # fmt: skip
+        assert foreign.returncode == 2 and "not the operator of FR" in foreign.stderr
+        assert fed.nodes["FR"].record_count() == 22
 
         keys = tmp_path / "de.keys"
         assert _fedmatch("keys", "generate", "--out", str(keys)).returncode == 0
         lookup = [
-            "lookup", "--coordinator", fed.coordinator_server.address, "--state", "DE",
+            "lookup", *operator(fed_dir, "DE"), "--coordinator", fed.coordinator_server.address,
+            "--state", "DE",
             *header, *WHO, "--template", str(tmp_path / "probe.npy"), "--keys", str(keys),
             "--application-date", "2026-11-21",
         ]  # fmt: skip
@@ -142,8 +201,8 @@ def test_enroll_and_lookup_commands(tmp_path: Path) -> None:
         assert alone.returncode == 3 and "PERMISSION_DENIED" in alone.stderr
 
     down = _fedmatch(
-        "lookup", "--coordinator", "127.0.0.1:9", "--state", "DE", *header, *WHO, "--template",
-        str(tmp_path / "probe.npy"), "--timeout", "3",
+        "lookup", *operator(fed_dir, "DE"), "--coordinator", "127.0.0.1:9", "--state", "DE",
+        *header, *WHO, "--template", str(tmp_path / "probe.npy"), "--timeout", "3",
     )  # fmt: skip
     assert down.returncode == 4 and "UNAVAILABLE" in down.stderr
 
@@ -160,20 +219,23 @@ def test_photo_commands(tmp_path: Path) -> None:
     (folder / "broken.jpg").write_text("not a photo")
     blank = tmp_path / "blank.png"
     cv2.imwrite(str(blank), np.full((400, 400, 3), 120, np.uint8))
-    with federation(tmp_path / "fed", ("DE", "IT"), records=20) as fed:
+    fed_dir = tmp_path / "fed"
+    with federation(fed_dir, ("DE", "IT"), records=20) as fed:
         it = fed.servers["IT"].address
-        bulk = _fedmatch("enroll", "--node", it, "--state", "IT", *header, *meta,
+        op_it = operator(fed_dir, "IT")
+        bulk = _fedmatch("enroll", *op_it, "--node", it, "--state", "IT", *header, *meta,
                          "--images", str(folder))  # fmt: skip
         assert bulk.returncode == 5, bulk.stderr  # some rejected: a summary says which, why
         summary = json.loads(bulk.stdout.splitlines()[-1])
         assert summary["enrolled"] == 2 and summary["register_size"] == 22
         assert summary["rejected_files"] == [{"file": "broken.jpg", "reason": "unreadable_image"}]
-        no_face = _fedmatch("enroll", "--node", it, "--state", "IT", *header, *meta,
+        no_face = _fedmatch("enroll", *op_it, "--node", it, "--state", "IT", *header, *meta,
                             "--image", str(blank))  # fmt: skip
         assert no_face.returncode == 11 and "no_face" in no_face.stderr
         found = _fedmatch(
-            "lookup", "--coordinator", fed.coordinator_server.address, "--state", "DE",
-            *header, *WHO, "--image", str(FACES / "img27.jpg"), "--application-date",
+            "lookup", *operator(fed_dir, "DE"), "--coordinator", fed.coordinator_server.address,
+            "--state", "DE", *header, *WHO, "--image", str(FACES / "img27.jpg"),
+            "--application-date",
             "2026-11-21", "--verified-by", "DE-expert-1, DE-expert-2",
         )  # fmt: skip
         assert found.returncode == 0, found.stderr
@@ -221,10 +283,62 @@ def test_bulk_enrolment_from_a_manifest_of_photos(tmp_path: Path) -> None:
         w.writerow(["IT-M-2", "applicant", "2026-04-01", "Bari", "", "F", "img3.jpg"])
     with federation(tmp_path / "fed", ("DE", "IT"), records=10) as fed:
         result = _fedmatch(
-            "enroll", "--node", fed.servers["IT"].address, "--state", "IT", *header,
+            "enroll", *operator(tmp_path / "fed", "IT"), "--node", fed.servers["IT"].address,
+            "--state", "IT", *header,
             "--images", str(FACES), "--manifest", str(manifest),
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
         summary = json.loads(result.stdout.splitlines()[-1])
         assert (summary["enrolled"], summary["register_size"]) == (2, 12)
         assert "[2/2] enrolled 2, rejected 0" in result.stderr  # the progress line
+
+
+def test_dev_insecure_serves_and_enrols_in_plaintext_with_a_warning(tmp_path: Path) -> None:
+    """--dev-insecure: a node serves plaintext gRPC and an enrolment reaches it without any
+    certificate; both warn on stderr at start, and the node's [tls] root still loads (it
+    verifies signed requests)."""
+    parties = pki(tmp_path, "IT")
+    node = parties["node-IT"]
+    config = tmp_path / "node-it.toml"
+    config.write_text(
+        '[node]\nmember_state = "IT"\ndatabase = "it.sqlite"\ndimension = 128\n'
+        '[audit]\ndirectory = "audit-it"\n'
+        f'signing_key = "{node.signing_key}"\ncoordinator_key = "{parties["coordinator"].vkey}"\n'
+        + _tls_table(node.tls)
+    )
+    port_file = tmp_path / "node.port"
+    log = (tmp_path / "node.log").open("w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedmatch", "node", "serve", "--config", str(config),
+         "--listen", "127.0.0.1:0", "--port-file", str(port_file), "--dev-insecure"],
+        stderr=log, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not port_file.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "node did not start"
+            time.sleep(0.05)
+        address = f"127.0.0.1:{port_file.read_text().strip()}"
+        np.save(tmp_path / "t.npy", unit_vectors(np.random.default_rng(3), 1, DIM)[0])
+        argv = [
+            "enroll", "--node", address, "--state", "IT", "--legal-basis", "x",
+            "--case-reference", "y", "--template", str(tmp_path / "t.npy"), "--reference",
+            "IT-DEV-1", "--category", "applicant", "--event-date", "2026-01-02",
+            "--event-place", "Bari",
+        ]  # fmt: skip
+        enrol = _fedmatch(*argv, "--dev-insecure")
+        assert enrol.returncode == 0, enrol.stderr
+        assert enrol.stderr.startswith("WARNING: --dev-insecure: PLAINTEXT")
+        assert json.loads(enrol.stdout.splitlines()[-1])["register_size"] == 1
+        # Without the flag the same client wants its certificate: nothing goes out in clear.
+        refused = _fedmatch(*argv)
+        assert refused.returncode == 2 and "--config" in refused.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        log.seek(0)
+        text = log.read()
+        log.close()
+    assert text.startswith("WARNING: --dev-insecure: PLAINTEXT"), text[:300]
+    assert "PLAINTEXT gRPC on 127.0.0.1:0" in text  # the server's own warning, logged
+    assert "signal 15: stopping" in text

@@ -17,7 +17,17 @@ from fedmatch.he.keys import open_key_bundle
 from fedmatch.he.params import DEFAULT_PARAM_SET
 from fedmatch.rpc.v1 import node_pb2, node_pb2_grpc
 from fedmatch.wire import category_to_pb, header_to_pb
-from tests.federation import VERIFIERS, Federation, federation, header, node_audit, shared_keys
+from tests.federation import (
+    VERIFIERS,
+    Federation,
+    federation,
+    gate,
+    header,
+    node_audit,
+    node_channel,
+    security,
+    shared_keys,
+)
 
 FACES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "faces"
 THRESHOLD = 0.45
@@ -43,7 +53,8 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
 
 
 def _enrol_photo(fed: Federation, state: str, file: str, reference: str) -> None:
-    channel = grpc.insecure_channel(fed.servers[state].address)
+    # Enrolment at a node is for its own member state's operator workstations.
+    channel = node_channel(fed.tmp, state, fed.servers[state].address, f"operator-{state}")
     try:
         request = node_pb2.EnrollRequest(
             header=header_to_pb(header(state)),
@@ -91,7 +102,7 @@ def test_photos_enrolled_at_two_nodes_are_found_from_a_third(
 def test_photo_quality_errors_reach_the_grpc_status(
     fed: Federation, make: object, code: str
 ) -> None:
-    channel = grpc.insecure_channel(fed.servers["IT"].address)
+    channel = node_channel(fed.tmp, "IT", fed.servers["IT"].address, "operator-IT")
     try:
         request = node_pb2.EnrollRequest(
             header=header_to_pb(header("IT")),
@@ -149,14 +160,16 @@ def test_photo_for_a_register_of_another_model_is_refused(tmp_path: Path) -> Non
     db = tmp_path / "AT.sqlite"
     store = RecordStore(db, "AT", 128, "arcface-other-model")
     audit = node_audit(tmp_path, "AT")
+    node_gate = gate(tmp_path, "node-AT")
     service = NodeService(
         NodeConfig(member_state="AT", database=db, dimension=128,
                    model_id="arcface-other-model", search_workers=1),
         store,
         audit,
+        node_gate,
     )  # fmt: skip
-    server = serve_node(service, "127.0.0.1:0")
-    channel = grpc.insecure_channel(server.address)
+    server = serve_node(service, security(tmp_path, "node-AT"), "127.0.0.1:0")
+    channel = node_channel(tmp_path, "AT", server.address, "operator-AT")
     try:
         request = node_pb2.EnrollRequest(
             header=header_to_pb(header("AT")),
@@ -176,5 +189,6 @@ def test_photo_for_a_register_of_another_model_is_refused(tmp_path: Path) -> Non
         channel.close()
         server.stop(0.2)
         service.close()
+        node_gate.close()
         audit.close()
         store.close()

@@ -1,5 +1,7 @@
 """Fuzzing every RPC of a live node and coordinator: random bytes and structured garbage
-get only expected status codes, never a crash, and honest requests keep working."""
+get only expected status codes, never a crash, and honest requests keep working. The fuzzer
+calls over mTLS as the party allowed to call each method, so that its bytes reach the
+servicers (and signed statements their parser), not just the access check."""
 
 from __future__ import annotations
 
@@ -11,10 +13,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fedmatch.grpcutil.server import make_channel
 from fedmatch.rpc.v1 import common_pb2, coordinator_pb2, node_pb2
+from fedmatch.statement import RequestStatement
 from fedmatch.synthetic import unit_vectors
-from tests.federation import DIM, Federation, federation, header
+from fedmatch.wire import header_to_pb
+from tests.federation import (
+    DIM,
+    Federation,
+    coordinator_channel,
+    federation,
+    header,
+    node_channel,
+    pki,
+)
 
 EXPECTED = {
     grpc.StatusCode.INVALID_ARGUMENT,
@@ -42,8 +53,14 @@ def _raw_call(
 ) -> None:
     """Send ``body``; only expected codes may come back. A body that ``parses`` as the
     request must never meet INTERNAL: that would be an unexpected exception in our code."""
-    address = fed.servers["IT"].address if target == "node" else fed.coordinator_server.address
-    channel = make_channel(address, 64 << 20, 8 << 20)
+    if target == "node":
+        # Enrolment is for IT's own operators; everything else at a node, the coordinator's.
+        party = "operator-IT" if method == "Enroll" else "coordinator"
+        channel = node_channel(fed.tmp, "IT", fed.servers["IT"].address, party, 64 << 20, 8 << 20)
+    else:
+        channel = coordinator_channel(
+            fed.tmp, fed.coordinator_server.address, "operator-DE", 64 << 20, 8 << 20
+        )
     try:
         call = channel.unary_unary(
             f"/fedmatch.rpc.v1.{service}/{method}",
@@ -79,13 +96,51 @@ def test_coordinator_survives_random_bytes(fed: Federation, method: str, body: b
 
 
 _text = st.text(max_size=40)
+_hex32 = st.text(alphabet="0123456789abcdef", min_size=32, max_size=32)
+# Signed statements: random bytes, and canonical statements with random fields.
+_statements = st.one_of(
+    st.binary(max_size=600),
+    st.builds(
+        lambda **kw: RequestStatement(**kw).encode(),
+        kind=st.sampled_from(["lookup", "resolve", "x"]),
+        query_id=st.one_of(_text, _hex32),
+        requesting_state=st.sampled_from(["DE", "IT", "XX"]),
+        purpose=_text,
+        legal_basis=_text,
+        case_reference=_text,
+        unit=_text,
+        operator=_text,
+        categories=st.lists(_text, max_size=4).map(tuple),
+        probe_hash=_text,
+        nonce=st.one_of(_text, _hex32),
+        issued_ms=st.integers(min_value=0, max_value=2**53),
+        signer=_text,
+        prior_check=_text,
+        urgent=st.booleans(),
+    ),
+)
+_signature = st.builds(
+    common_pb2.RequestSignature,
+    statement=_statements,
+    signature=st.one_of(st.binary(min_size=64, max_size=64), st.binary(max_size=80)),
+    signer_chain=st.one_of(
+        st.binary(max_size=300),
+        st.just(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+    ),
+    approval=st.one_of(st.just(b""), st.binary(min_size=64, max_size=64)),
+    approver_chain=st.binary(max_size=100),
+)
+_signatures = st.one_of(st.none(), _signature)
 _headers = st.builds(
     common_pb2.RequestHeader,
-    query_id=st.one_of(_text, st.text(alphabet="0123456789abcdef", min_size=32, max_size=32)),
+    query_id=st.one_of(_text, _hex32),
     requesting_state=st.sampled_from(["DE", "IT", "FR", "XX", "", "de"]),
     purpose=st.integers(min_value=0, max_value=9),
     legal_basis=_text,
     case_reference=_text,
+    requesting_unit=st.one_of(st.just(""), _text),
+    operator_id=st.one_of(st.just(""), _text),
+    signed=_signatures,
 )
 _probes = st.builds(
     common_pb2.EncryptedProbe,
@@ -144,7 +199,7 @@ def test_node_survives_structured_garbage(fed: Federation, request: object) -> N
         st.builds(
             coordinator_pb2.ResolveRequest,
             header=_headers,
-            application_date=_text,
+            application_date=st.one_of(_text, st.just("2026-11-21")),
             hits=st.lists(
                 st.builds(
                     coordinator_pb2.HitRef,
@@ -159,6 +214,27 @@ def test_node_survives_structured_garbage(fed: Federation, request: object) -> N
 def test_coordinator_survives_structured_garbage(fed: Federation, request: object) -> None:
     method = "Lookup" if type(request).__name__ == "LookupRequest" else "Resolve"
     _raw_call(fed, "coordinator", "CoordinatorService", method, request.SerializeToString(), True)  # type: ignore[attr-defined]
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(signed=_signature, real_chain=st.booleans())
+def test_coordinator_survives_garbage_signed_statements(
+    fed: Federation, signed: common_pb2.RequestSignature, real_chain: bool
+) -> None:
+    """A well-formed resolve from DE's operator whose signed statement is garbage (with,
+    half the time, the operator's real certificate chain): every one reaches the statement's
+    parser and gets a clear refusal."""
+    if real_chain:
+        signed.signer_chain = pki(fed.tmp)["operator-DE"].tls.chain.read_bytes()
+    request = coordinator_pb2.ResolveRequest(
+        header=header_to_pb(header("DE")), application_date="2026-11-21"
+    )
+    request.header.signed.CopyFrom(signed)
+    _raw_call(
+        fed, "coordinator", "CoordinatorService", "Resolve", request.SerializeToString(), True
+    )
 
 
 def test_honest_lookup_after_the_fuzzing(fed: Federation) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from fedmatch.domain import Category
@@ -29,9 +30,11 @@ from tests.federation import (
     Federation,
     enrol,
     federation,
+    gate,
     header,
     node_audit,
     node_entry,
+    security,
 )
 
 APPLICATION = TODAY.isoformat()  # 2026-11-21: AMMR, 20-month window
@@ -157,7 +160,7 @@ class SlowEngine(PackedEngine):
 
     def search(
         self, keys: EvaluationKeys, probe: bytes, threshold: float,
-        should_stop: Callable[[], bool],
+        should_stop: Callable[[], bool], exclude: npt.NDArray[np.bool_] | None = None,
     ) -> SearchOutput:  # fmt: skip
         until = time.monotonic() + 30.0
         while time.monotonic() < until:
@@ -165,20 +168,22 @@ class SlowEngine(PackedEngine):
                 SlowEngine.stopped_at = time.monotonic()
                 raise DeadlineExceeded("search stopped: the caller's deadline passed")
             time.sleep(0.01)
-        return super().search(keys, probe, threshold, should_stop)
+        return super().search(keys, probe, threshold, should_stop, exclude)
 
 
 def test_slow_node_times_out_and_stops_its_work(tmp_path: Path) -> None:
     db = tmp_path / "GR.sqlite"
     store = RecordStore(db, "GR", DIM, MODEL)
     audit = node_audit(tmp_path, "GR")
+    slow_gate = gate(tmp_path, "node-GR")
     slow = NodeService(
         NodeConfig(member_state="GR", database=db, dimension=DIM, model_id=MODEL),
         store,
         audit,
+        slow_gate,
         engine=SlowEngine(DEFAULT_PARAM_SET, DIM),
     )
-    server = serve_node(slow, "127.0.0.1:0")
+    server = serve_node(slow, security(tmp_path, "node-GR"), "127.0.0.1:0")
     try:
         entry = node_entry(tmp_path, "GR", server.address)
         with federation(tmp_path, ("DE", "IT"), records=50, node_deadline=1.5,
@@ -200,6 +205,7 @@ def test_slow_node_times_out_and_stops_its_work(tmp_path: Path) -> None:
     finally:
         server.stop(0.2)
         slow.close()
+        slow_gate.close()
         audit.close()
         store.close()
 
@@ -224,13 +230,18 @@ def test_keys_are_registered_once_and_again_after_a_node_restart(tmp_path: Path)
         fed.servers["IT"].server.stop(0).wait()
         old.close()
         old.audit.close()
+        old.gate.close()
         audit = node_audit(tmp_path, "IT")
         fed.stack.callback(audit.close)
-        restarted = NodeService(old.config, old.store, audit)
+        node_gate = gate(tmp_path, "node-IT")  # the same replay store on disk
+        fed.stack.callback(node_gate.close)
+        restarted = NodeService(old.config, old.store, audit, node_gate)
         fed.stack.callback(restarted.close)
         fed.nodes["IT"] = restarted
         port = fed.servers["IT"].port
-        fed.servers["IT"] = serve_node(restarted, f"127.0.0.1:{port}")
+        fed.servers["IT"] = serve_node(
+            restarted, security(tmp_path, "node-IT"), f"127.0.0.1:{port}"
+        )
         fed.stack.callback(fed.servers["IT"].stop, 0.2)
         third = requester.lookup(capture(person, rng, 0.85), header("DE"))
         assert requester.key_registrations == 2 and third.key_bytes_sent > 30_000_000

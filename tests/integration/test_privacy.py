@@ -31,7 +31,7 @@ from fedmatch.synthetic import capture, unit_vectors
 from fedmatch.wire import authorization_to_pb, header_to_pb
 from node.config import NodeConfig
 from node.service import NodeService
-from node.servicer import NodeServicer, WitnessServicer
+from node.servicer import NODE_RULES, NodeServicer, WitnessServicer
 from node.store import RecordStore
 from tests.federation import (
     DIM,
@@ -40,11 +40,14 @@ from tests.federation import (
     VERIFIERS,
     enrol,
     federation,
+    gate,
     header,
     hit_verified,
     node_audit,
     node_entry,
+    security,
     shared_keys,
+    signed_resolve,
 )
 
 
@@ -88,10 +91,12 @@ def test_node_receives_only_ciphertext_and_public_material(tmp_path: Path) -> No
     db = tmp_path / "NL.sqlite"
     store = RecordStore(db, "NL", DIM, MODEL)
     audit = node_audit(tmp_path / "fed", "NL")
+    node_gate = gate(tmp_path / "fed", "node-NL")
     service = NodeService(
         NodeConfig(member_state="NL", database=db, dimension=DIM, model_id=MODEL, search_workers=1),
         store,
         audit,
+        node_gate,
     )
     rng = np.random.default_rng(21)
     person = unit_vectors(rng, 1, DIM)[0]
@@ -104,7 +109,11 @@ def test_node_receives_only_ciphertext_and_public_material(tmp_path: Path) -> No
         node_pb2_grpc.add_NodeServiceServicer_to_server(recorder, s)
         audit_pb2_grpc.add_WitnessServiceServicer_to_server(witness, s)
 
-    server = start_server(add, "127.0.0.1:0", limits)
+    # As serve_node does: mTLS, and only the coordinator may search.
+    tls = security(tmp_path / "fed", "node-NL")
+    server = start_server(
+        add, "127.0.0.1:0", limits, tls.server_credentials(), [tls.interceptor(NODE_RULES, "NL")]
+    )
     try:
         entry = node_entry(tmp_path / "fed", "NL", server.address)
         with federation(tmp_path / "fed", ("DE",), records=0, extra_nodes=(entry,)) as fed:
@@ -116,6 +125,7 @@ def test_node_receives_only_ciphertext_and_public_material(tmp_path: Path) -> No
     finally:
         server.stop(0.2)
         service.close()
+        node_gate.close()
         audit.close()
         store.close()
 
@@ -166,18 +176,18 @@ def test_logs_hold_no_templates_scores_or_keys(
         probe = capture(person, rng, 0.9)
         report = requester.lookup(probe, header("DE"))
         requester.resolve(report, TODAY.isoformat(), VERIFIERS)
-        channel = grpc.insecure_channel(fed.servers["IT"].address)
+        channel = fed.node_channel("IT")  # as the coordinator
         unknown = header("DE")  # a query the node never answered, with its verified-hit record
-        verified = fed.authorize(hit_verified(unknown, "IT", [b"x" * 8]), ["IT"])
+        signed = signed_resolve(fed.tmp, unknown)
+        verified = fed.authorize(hit_verified(unknown, "IT", [b"x" * 8], signed=signed), ["IT"])
         with pytest.raises(grpc.RpcError):  # a refusal path logs too
             node_pb2_grpc.NodeServiceStub(channel).GetHitDetails(
                 node_pb2.HitDetailsRequest(
-                    header=header_to_pb(unknown),
+                    header=header_to_pb(unknown, signed),
                     handles=[b"x" * 8],
                     authorization=authorization_to_pb(verified),
                 )
             )
-        channel.close()
     text = caplog.text
     # Logging did happen, on the success and the refusal paths.
     assert "search query=" in text and "resolve query=" in text and "NOT_FOUND" in text

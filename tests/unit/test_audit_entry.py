@@ -294,6 +294,8 @@ def test_decode_refuses_event_that_is_not_an_object() -> None:
         ),
         (b"[1]\n" + TRAILER, "not canonical JSON"),
         (b"\xff\n" + TRAILER, "not valid JSON with a signature"),
+        # Nested deeper than the JSON parser recurses, within the size bound.
+        (b"[" * 8000 + b"]" * 8000 + b"\n" + TRAILER, "not valid JSON with a signature"),
     ],
 )
 def test_decode_refuses_malformed_leaves(raw: bytes, message: str) -> None:

@@ -14,10 +14,13 @@ import pytest
 from fedmatch.audit.note import NoteSigner, NoteVerifier
 from fedmatch.audit.party import PartyAudit, load_audit_config, node_origin
 from fedmatch.cli import main
-from fedmatch.errors import ConfigError, InvalidInput
+from fedmatch.errors import ConfigError, InvalidInput, PermissionDenied
 from fedmatch.keyfile import load_keys, save_keys
+from fedmatch.pki.ca import TlsFiles
+from fedmatch.pki.provision import PartyFiles, provision
 from fedmatch.rpc.v1 import common_pb2
 from fedmatch.templates import read_templates
+from fedmatch.transport import load_security
 from node.store import RecordStore
 
 NODE_TOML = '[node]\nmember_state = "IT"\ndatabase = "it.sqlite"\ndimension = 128\n'
@@ -41,6 +44,14 @@ HELP_COMMANDS = [
     ["bench", "search"],
     ["audit"],
     ["audit", "keygen"],
+    ["audit", "verify"],
+    ["audit", "stats"],
+    ["pki"],
+    ["pki", "init"],
+    ["pki", "intermediate"],
+    ["pki", "issue"],
+    ["pki", "revoke"],
+    ["pki", "show"],
 ]
 
 
@@ -58,7 +69,7 @@ def test_help_exits_zero_and_prints_usage(
 
 
 LOOKUP = ["lookup", "--coordinator", "c:1", "--state", "DE", "--legal-basis", "x",
-          "--case-reference", "y", "--template", "p.npy"]  # fmt: skip
+          "--case-reference", "y", "--template", "p.npy", "--config", "op.toml"]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -73,6 +84,8 @@ LOOKUP = ["lookup", "--coordinator", "c:1", "--state", "DE", "--legal-basis", "x
         # Who asks is logged: a lookup names the requesting unit and the operator.
         pytest.param([*LOOKUP, "--operator", "o"], id="lookup-without-unit"),
         pytest.param([*LOOKUP, "--unit", "u"], id="lookup-without-operator"),
+        # The operator's certificate and signing key: every lookup is signed.
+        pytest.param([*LOOKUP[:-2], "--unit", "u", "--operator", "o"], id="lookup-without-config"),
     ],
 )
 def test_usage_errors_exit_two(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -380,3 +393,177 @@ def test_serve_without_an_audit_table_exits_two(
     config = write_config(tmp_path, text)
     assert main([service, "serve", "--config", str(config)]) == 2
     assert "audit.directory is required" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- TLS and --dev-insecure
+
+INSECURE = "WARNING: --dev-insecure: PLAINTEXT"
+
+
+def tls_table(files: TlsFiles) -> str:
+    crls = ", ".join(f'"{c}"' for c in files.crls)
+    return (
+        f'\n[tls]\nkey = "{files.key}"\nchain = "{files.chain}"\nroot = "{files.root}"\n'
+        f"crls = [{crls}]\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def parties(tmp_path_factory: pytest.TempPathFactory) -> dict[str, PartyFiles]:
+    return provision(tmp_path_factory.mktemp("pki"), ["IT", "DE"])
+
+
+def node_serve_config(tmp_path: Path, parties: dict[str, PartyFiles], party: str) -> Path:
+    """A complete node config for IT whose [tls] names ``party``'s certificate."""
+    return write_config(
+        tmp_path,
+        NODE_TOML + '[audit]\ndirectory = "audit"\n'
+        f'signing_key = "{parties["node-IT"].signing_key}"\n'
+        f'coordinator_key = "{parties["coordinator"].vkey}"\n' + tls_table(parties[party].tls),
+    )
+
+
+def _argv_for(command: str, config: Path) -> list[str]:
+    header = ["--state", "DE", "--legal-basis", "x", "--case-reference", "y"]
+    return {
+        "node": ["node", "serve", "--config", str(config)],
+        "coordinator": ["coordinator", "serve", "--config", str(config)],
+        "lookup": ["lookup", "--config", str(config), "--coordinator", "127.0.0.1:9", *header,
+                   "--unit", "u", "--operator", "o", "--template", str(config)],
+        "enroll": ["enroll", "--config", str(config), "--node", "127.0.0.1:9", *header,
+                   "--template", str(config), "--reference", "r"],
+        "audit-verify": ["audit", "verify", "--config", str(config)],
+        "audit-stats": ["audit", "stats", "--config", str(config)],
+    }[command]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "command", ["node", "coordinator", "lookup", "enroll", "audit-verify", "audit-stats"]
+)
+def test_dev_insecure_warns_at_every_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    # A config that stops each command early (no [tls] table...): the warning comes first.
+    config = write_config(tmp_path, "[node]\n")
+    assert main([*_argv_for(command, config), "--dev-insecure"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(INSECURE) and "never in production" in err.splitlines()[0]
+    assert main(_argv_for(command, config)) == 2
+    assert INSECURE not in capsys.readouterr().err
+
+
+def test_pki_commands_make_files_that_a_tls_table_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ca = tmp_path / "ca"
+    assert main(["pki", "init", "--dir", str(ca)]) == 0
+    assert main(["pki", "intermediate", "--dir", str(ca), "--scope", "DE"]) == 0
+    # A member state's CA elsewhere (--out): its own directory with a copy of the root.
+    assert main(["pki", "intermediate", "--dir", str(ca), "--scope", "EU", "--out",
+                 str(tmp_path / "eu-ca")]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    for crl in (ca / "root.crl", ca / "de.crl", tmp_path / "eu-ca" / "eu.crl"):
+        assert crl.is_file() and str(crl) in out  # every CA starts with an empty CRL
+    key = tmp_path / "keys" / "operator-de.key"
+    assert main(["pki", "issue", "--dir", str(ca), "--role", "operator", "--scope", "DE",
+                 "--instance", "desk1", "--signing-key", str(key), "--out",
+                 str(tmp_path / "tls")]) == 0  # fmt: skip
+    issued = json.loads(capsys.readouterr().out.splitlines()[-1])
+    config = tmp_path / "operator.toml"
+    config.write_text(
+        '[operator]\nsigning_key = "keys/operator-de.key"\n[tls]\nkey = "tls/key.pem"\n'
+        'chain = "tls/cert.pem"\nroot = "tls/ca.pem"\n'
+        'crls = ["ca/root.crl", "ca/de.crl", "eu-ca/eu.crl"]\n'
+    )
+    security = load_security(config)
+    assert security.files.key == Path(issued["key"]) == tmp_path / "tls" / "key.pem"
+    identity = security.verify_chain(security.chain_pem())
+    assert identity.dns == issued["dns"] == "desk1.operator.de.fedmatch.eu"
+    assert identity.signing_key == NoteSigner.load(key).public_key_bytes()
+    assert security.server_credentials() is not None
+    assert security.channel_credentials() is not None
+    # Revoking the certificate: the CRL the table names refuses it from then on.
+    assert main(["pki", "revoke", "--dir", str(ca), "--scope", "DE",
+                 "--serial", issued["serial"]]) == 0  # fmt: skip
+    with pytest.raises(PermissionDenied, match="revoked"):
+        load_security(config).verify_chain(security.chain_pem())
+
+
+@pytest.mark.parametrize(
+    ("party", "message"),
+    [
+        pytest.param("node-DE", "names node.de.fedmatch.eu, not the node of IT", id="other-state"),
+        pytest.param("coordinator", "not the node of IT", id="other-role"),
+    ],
+)
+def test_node_serve_refuses_a_certificate_that_is_not_its_own(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    parties: dict[str, PartyFiles],
+    party: str,
+    message: str,
+) -> None:
+    config = node_serve_config(tmp_path, parties, party)
+    assert main(["node", "serve", "--config", str(config), "--listen", "127.0.0.1:0"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_serve_without_a_tls_table_exits_two(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], parties: dict[str, PartyFiles]
+) -> None:
+    config = node_serve_config(tmp_path, parties, "node-IT")
+    config.write_text(config.read_text().split("\n[tls]")[0])
+    assert main(["node", "serve", "--config", str(config)]) == 2
+    assert "tls.key is required" in capsys.readouterr().err
+
+
+def operator_config(tmp_path: Path, party: PartyFiles, signing_key: Path | None) -> Path:
+    path = tmp_path / "operator.toml"
+    table = f'[operator]\nsigning_key = "{signing_key}"\n' if signing_key else ""
+    path.write_text(table + tls_table(party.tls))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        pytest.param("no-operator-table", "operator.signing_key is required", id="no-key"),
+        pytest.param("other-state", "not the operator of DE", id="certificate-of-IT"),
+        pytest.param("other-key", "binds another signing key", id="key-not-bound"),
+        pytest.param("law-enforcement", "verifying authority's approval", id="law-enforcement"),
+        pytest.param("unknown-key", "operator.colour: unknown key", id="unknown-key"),
+    ],
+)
+def test_lookup_checks_the_operator_config_before_sending_anything(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    parties: dict[str, PartyFiles],
+    case: str,
+    message: str,
+) -> None:
+    de = parties["operator-DE"]
+    config = {
+        "no-operator-table": lambda: operator_config(tmp_path, de, None),
+        "other-state": lambda: operator_config(
+            tmp_path, parties["operator-IT"], parties["operator-IT"].signing_key
+        ),
+        "other-key": lambda: operator_config(tmp_path, de, parties["operator-IT"].signing_key),
+        "law-enforcement": lambda: operator_config(tmp_path, de, de.signing_key),
+        "unknown-key": lambda: operator_config(tmp_path, de, de.signing_key),
+    }[case]()
+    if case == "unknown-key":
+        config.write_text(config.read_text().replace("[operator]\n", "[operator]\ncolour = 1\n"))
+    argv = _argv_for("lookup", config)
+    if case == "law-enforcement":
+        argv += ["--purpose", "law_enforcement"]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_enroll_needs_an_operator_config_unless_dev_insecure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = _argv_for("enroll", tmp_path / "unused.toml")
+    argv = argv[: argv.index("--config")] + argv[argv.index("--config") + 2 :]
+    assert main(argv) == 2
+    assert "--config (the operator's [tls] table) is required" in capsys.readouterr().err

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import shlex
+import shutil
+import tomllib
 from pathlib import Path
 
+import pytest
+
 from coordinator.config import load_coordinator_config
-from fedmatch.audit.note import NoteVerifier
+from fedmatch.audit.note import NoteSigner, NoteVerifier
 from fedmatch.audit.party import COORDINATOR_ORIGIN, load_audit_config, node_origin
+from fedmatch.cli import main
+from fedmatch.domain import Purpose
+from fedmatch.transport import load_security
 from node.config import load_node_config
+from node.policy import load_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "deploy" / "examples"
@@ -54,3 +63,74 @@ def test_example_signing_keys_are_documented_not_committed() -> None:
         assert f"--name {origin} --out {out}" in (EXAMPLES / name).read_text(), name
     gitignore = (ROOT / ".gitignore").read_text().splitlines()
     assert "/deploy/examples/keys/" in gitignore
+
+
+def _readme_commands(*prefixes: str) -> list[list[str]]:
+    """The README's indented command lines starting with ``prefixes`` (continuation lines
+    joined), as argv lists for :func:`fedmatch.cli.main`."""
+    lines, current = [], ""
+    for line in README.read_text().splitlines():
+        if not line.startswith("    ") and not current:
+            continue
+        current += line.strip()
+        if current.endswith("\\"):
+            current = current[:-1] + " "
+            continue
+        lines.append(current)
+        current = ""
+    return [shlex.split(c)[1:] for c in lines if c.startswith(prefixes)]
+
+
+def test_example_tls_tables_name_what_the_documented_pki_commands_make(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Run the README's `audit keygen` and `pki` commands in a copy of the repository layout:
+    every [tls] table of the examples then loads, names a certificate of the right role and
+    member state that the federation root verifies, binding the party's signing key."""
+    copy = tmp_path / "deploy" / "examples"
+    shutil.copytree(
+        EXAMPLES, copy, ignore=shutil.ignore_patterns("keys", "tls", "ca", "audit-*", "*.sqlite*")
+    )
+    monkeypatch.chdir(tmp_path)
+    commands = _readme_commands("fedmatch audit keygen", "fedmatch pki init",
+                                "fedmatch pki intermediate", "fedmatch pki issue")  # fmt: skip
+    assert len(commands) == 3 + 1 + 4 + 4
+    for argv in commands:
+        assert main(argv) == 0, (argv, capsys.readouterr().err)
+    parties = {
+        "node-it.toml": ("node", "IT"),
+        "coordinator.toml": ("coordinator", None),
+        "operator-de.toml": ("operator", "DE"),
+    }
+    for name, (role, state) in parties.items():
+        path = copy / name
+        security = load_security(path)
+        # The files are made, never committed: under the ignored tls/ and ca/ directories.
+        for f in (security.files.key, security.files.chain, security.files.root):
+            assert f.is_relative_to(copy / "tls"), (name, f)
+        assert security.files.crls and all(
+            c.is_relative_to(copy / "ca") for c in security.files.crls
+        )
+        identity = security.verify_chain(security.chain_pem())
+        assert (identity.role, identity.member_state) == (role, state), name
+        if role == "operator":
+            raw = tomllib.loads(path.read_text())["operator"]["signing_key"]
+            key = path.parent / raw
+        else:
+            key = load_audit_config(path).signing_key
+        assert identity.signing_key == NoteSigner.load(key).public_key_bytes(), name
+        assert security.server_credentials() is not None
+        assert security.channel_credentials() is not None
+    gitignore = (ROOT / ".gitignore").read_text().splitlines()
+    assert {"/deploy/examples/tls/", "/deploy/examples/ca/"} <= set(gitignore)
+
+
+def test_example_node_policy_and_replay_store() -> None:
+    policy = load_policy(EXAMPLES / "node-it.toml")
+    assert policy.version and policy.requests_per_minute >= 1 and policy.daily_quota >= 1
+    assert set(policy.purposes) == {p.value for p in Purpose}
+    node = load_node_config(EXAMPLES / "node-it.toml")
+    coord = load_coordinator_config(EXAMPLES / "coordinator.toml")
+    # Relative to the config file, beside the register and the audit directory.
+    assert node.replay_path == EXAMPLES / "it-register.replay.sqlite"
+    assert coord.replay_db == EXAMPLES / "coordinator.replay.sqlite"

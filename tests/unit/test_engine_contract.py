@@ -114,3 +114,110 @@ def test_erase_reencodes_only_its_block_and_never_matches_again(
     assert row not in _rows(keys, engine.search(evaluation, probe, THRESHOLD, lambda: False))
     with pytest.raises(InvalidInput, match="outside the register"):
         engine.erase([size + 5])
+
+
+# Row exclusion: a register of a full block and a partial one, holding copies of one probe.
+EXCL_SIZE = 9000  # blocks of 8,192 rows: one full block, then 808 rows
+DUPLICATES = (0, 4095, 4096, 8191, 8192, 8600, EXCL_SIZE - 1)  # score 1.0 or 0.999
+GENUINE = (17, 5000, 8300)  # score 0.8
+
+
+@pytest.fixture(scope="module")
+def excl_probe() -> np.ndarray:
+    probe: np.ndarray = unit_vectors(np.random.default_rng(21), 1, 128)[0]
+    return probe
+
+
+@pytest.fixture(scope="module", params=[1, 2], ids=["local", "sharded-2"])
+def excl_engine(request: pytest.FixtureRequest, excl_probe: np.ndarray) -> Iterator[SearchEngine]:
+    rng = np.random.default_rng(22)
+    rows = unit_vectors(rng, EXCL_SIZE, 128)
+    for i, row in enumerate(DUPLICATES):  # exact copies and near-duplicates
+        rows[row] = excl_probe if i % 2 == 0 else capture(excl_probe, rng, 0.999)
+    for row in GENUINE:
+        rows[row] = capture(excl_probe, rng, 0.8)
+    e = create_engine(DEFAULT_PARAM_SET, 128, workers=request.param)
+    try:
+        e.load(rows)
+        yield e
+    finally:
+        e.close()
+
+
+def _search(
+    engine: SearchEngine, probe: np.ndarray, exclude: np.ndarray | None = None
+) -> SearchOutput:
+    keys, evaluation = shared_keys(), open_key_bundle(shared_keys().public_bundle())
+    return engine.search(
+        evaluation, keys.encrypt_probe(probe), THRESHOLD, lambda: False, exclude=exclude
+    )
+
+
+def test_excluded_rows_never_match_and_nothing_else_changes(
+    excl_engine: SearchEngine, excl_probe: np.ndarray
+) -> None:
+    keys = shared_keys()
+    everyone = set(DUPLICATES) | set(GENUINE)
+    baseline = _search(excl_engine, excl_probe)
+    assert _rows(keys, baseline) == everyone
+    assert _rows(keys, _search(excl_engine, excl_probe, np.zeros(EXCL_SIZE, bool))) == everyone
+    rng = np.random.default_rng(23)
+    for hidden in (
+        {0, 8191, 8192, EXCL_SIZE - 1},  # block edges, the real / imaginary edge, the last row
+        {4095, 4096, 8600, 17},  # the other half of each edge
+        set(range(8000, 8700)),  # a run across the block boundary
+        set(range(8192, EXCL_SIZE)),  # the whole partial block
+    ):
+        exclude = rng.random(EXCL_SIZE) < 0.3  # and many rows that would not match anyway
+        exclude[sorted(hidden)] = True
+        out = _search(excl_engine, excl_probe, exclude)
+        assert len(out.blocks) == len(baseline.blocks)
+        assert _rows(keys, out) == everyone - set(np.flatnonzero(exclude).tolist())
+        for ct in out.blocks:  # same result shape, decrypts like any block
+            assert keys.decrypt_matches(ct).shape == (DEFAULT_PARAM_SET.block_records,)
+
+
+def test_excluding_every_row_matches_nothing(
+    excl_engine: SearchEngine, excl_probe: np.ndarray
+) -> None:
+    out = _search(excl_engine, excl_probe, np.ones(EXCL_SIZE, bool))
+    assert len(out.blocks) == 2
+    assert _rows(shared_keys(), out) == set()
+
+
+def test_exclusion_of_the_wrong_length_is_refused(
+    excl_engine: SearchEngine, excl_probe: np.ndarray
+) -> None:
+    for bad in (
+        np.zeros(EXCL_SIZE - 1, bool),
+        np.zeros(EXCL_SIZE + 1, bool),
+        np.zeros((1, EXCL_SIZE), bool),
+        np.zeros(EXCL_SIZE, np.int64),
+    ):
+        with pytest.raises(InvalidInput, match="one per register row"):
+            _search(excl_engine, excl_probe, bad)
+
+
+def test_excluded_magnitudes_look_like_other_non_matches(
+    excl_engine: SearchEngine, excl_probe: np.ndarray
+) -> None:
+    """As in test_he's magnitude test: an excluded row's masked value is negative and its
+    log-magnitude is distributed nearly like that of an ordinary non-matching row."""
+    keys = shared_keys()
+    exclude = np.zeros(EXCL_SIZE, bool)
+    exclude[0:8192:2] = True  # every other row of the full block
+    out = _search(excl_engine, excl_probe, exclude)
+    block = out.layout.order.index(0)
+    values = keys.decrypt_values(out.blocks[block])
+    flat = np.concatenate([values.real, values.imag])
+    rows = np.array([out.layout.row(block, p) for p in range(flat.shape[0])])
+    hidden = exclude[rows]
+    assert np.all(flat[hidden] < 0)
+    other = ~hidden & ~np.isin(rows, DUPLICATES + GENUINE)
+    logs = np.log2(np.abs(flat))
+    bins = np.linspace(logs.min(), logs.max(), 40)
+    h_hidden, _ = np.histogram(logs[hidden], bins=bins)
+    h_other, _ = np.histogram(logs[other], bins=bins)
+    total_variation = 0.5 * np.abs(h_hidden / h_hidden.sum() - h_other / h_other.sum()).sum()
+    # |s - 1.5| against |s - 0.45|: ~1.7 bits of shift in a 17-bit-wide log-uniform mask.
+    assert total_variation < 0.2

@@ -1,8 +1,9 @@
 """NodeService key epochs and search refusals: unknown or retired keys cost no HE work.
 
 Every search and hit-details call carries the coordinator's authorization, built as the
-coordinator builds it (:class:`tests.federation.CoordinatorRecord`), so that each refusal
-tested here is the node's own, not a missing record.
+coordinator builds it (:class:`tests.federation.CoordinatorRecord`), and the request signed
+by an operator of the requesting state that the authorization names, so that each refusal
+tested here is the node's own, not a missing record or signature.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy.typing as npt
 import pytest
 
 import node.service
+from fedmatch.audit.entry import digest_hex
 from fedmatch.audit.party import PartyAudit
 from fedmatch.audit.witness import Authorization
 from fedmatch.domain import EncryptedProbe, QueryHeader
@@ -29,10 +31,12 @@ from fedmatch.errors import (
     PermissionDenied,
     PreconditionFailed,
 )
+from fedmatch.gate import Gate
 from fedmatch.he.engine import PackedEngine, SearchOutput
 from fedmatch.he.keys import EvaluationKeys, KeyBundle, RequesterKeys, open_key_bundle
 from fedmatch.he.params import DEFAULT_PARAM_SET
 from fedmatch.seed import seed_register
+from fedmatch.statement import SignedRequest
 from fedmatch.wire import encode_handle
 from node.config import NodeConfig
 from node.service import NodeService
@@ -41,11 +45,15 @@ from tests.federation import (
     DIM,
     MODEL,
     CoordinatorRecord,
+    gate,
     header,
     hit_verified,
     node_audit,
+    request_signer,
     search_authorized,
     shared_keys,
+    signed_lookup,
+    signed_resolve,
 )
 
 STATE = "IT"
@@ -68,9 +76,10 @@ class CountingEngine(PackedEngine):
         probe: bytes,
         threshold: float,
         should_stop: Callable[[], bool],
+        exclude: npt.NDArray[np.bool_] | None = None,
     ) -> SearchOutput:
         self.searches += 1
-        return super().search(keys, probe, threshold, should_stop)
+        return super().search(keys, probe, threshold, should_stop, exclude)
 
 
 class Clock:
@@ -87,21 +96,42 @@ class Node:
     engine: CountingEngine
     store: RecordStore
     audit: PartyAudit
+    gate: Gate
     coordinator: CoordinatorRecord
+    tmp: Path
 
-    def authorize(self, hdr: QueryHeader, probe: EncryptedProbe) -> Authorization:
-        """The coordinator's search_authorized entry for this search, witnessed by the node."""
-        event = search_authorized(hdr, probe.ciphertext, probe.key_id, [STATE])
+    def sign(self, hdr: QueryHeader, probe: EncryptedProbe) -> SignedRequest:
+        """The lookup as an operator of the requesting state signs it (a fresh nonce)."""
+        return signed_lookup(self.tmp, hdr, probe.ciphertext)
+
+    def authorize(
+        self, hdr: QueryHeader, probe: EncryptedProbe, signed: SignedRequest
+    ) -> Authorization:
+        """The coordinator's search_authorized entry for this signed search, witnessed by
+        the node."""
+        event = search_authorized(hdr, probe.ciphertext, probe.key_id, [STATE], signed=signed)
         return self.coordinator.authorize(self.service, event)
 
     def search(
         self, hdr: QueryHeader, probe: EncryptedProbe, version: str = THRESHOLD_VERSION
     ) -> node.service.SearchResult:
-        return self.service.search(hdr, probe, version, self.authorize(hdr, probe), never)
+        """A newly signed search, on the coordinator's record."""
+        signed = self.sign(hdr, probe)
+        authorization = self.authorize(hdr, probe, signed)
+        return self.service.search(hdr, probe, version, authorization, signed, never)
+
+    def verified(
+        self, hdr: QueryHeader, handles: list[bytes]
+    ) -> tuple[Authorization, SignedRequest]:
+        """A newly signed resolve of ``handles`` and the coordinator's hit_verified entry."""
+        signed = signed_resolve(self.tmp, hdr)
+        event = hit_verified(hdr, STATE, handles, signed=signed)
+        return self.coordinator.authorize(self.service, event), signed
 
     def close(self) -> None:
         self.service.close()
         self.audit.close()
+        self.gate.close()
         self.coordinator.close()
         self.store.close()
 
@@ -126,8 +156,9 @@ def make_node(
     )
     engine = CountingEngine()
     audit = node_audit(tmp_path, STATE)
-    service = NodeService(cfg, store, audit, engine=engine)
-    return Node(service, engine, store, audit, CoordinatorRecord(tmp_path))
+    node_gate = gate(tmp_path, f"node-{STATE}")
+    service = NodeService(cfg, store, audit, node_gate, engine=engine)
+    return Node(service, engine, store, audit, node_gate, CoordinatorRecord(tmp_path), tmp_path)
 
 
 @pytest.fixture
@@ -186,8 +217,9 @@ def test_unknown_key_id_is_refused_before_any_he_work(it_node: Node) -> None:
     # Once the keys are registered, the same query id is an honest search that works.
     key_id, _ = svc.register_keys(header("DE"), keys.public_bundle())
     assert key_id == keys.key_id
-    authorization = it_node.authorize(hdr, probe)
-    result = svc.search(hdr, probe, THRESHOLD_VERSION, authorization, never)
+    signed = it_node.sign(hdr, probe)
+    authorization = it_node.authorize(hdr, probe, signed)
+    result = svc.search(hdr, probe, THRESHOLD_VERSION, authorization, signed, never)
     assert engine.searches == 1
     assert result.member_state == STATE
     assert result.record_count == RECORDS
@@ -199,15 +231,23 @@ def test_unknown_key_id_is_refused_before_any_he_work(it_node: Node) -> None:
         for position in np.flatnonzero(keys.decrypt_matches(block))
     ]
     assert len(handles) == 1  # 20 random unit vectors: only the probe's own row matches
-    verified = it_node.coordinator.authorize(svc, hit_verified(hdr, STATE, handles))
-    (hit,) = svc.hit_details(hdr, handles, verified)
+    (hit,) = svc.hit_details(hdr, handles, *it_node.verified(hdr, handles))
     assert hit.member_state == STATE
     assert hit.reference == it_node.store.get(int(ids[3])).reference
 
-    # The query id is now used: a repeat (even with its valid authorization) is refused
-    # before the engine is reached.
+    # A retry of the very same call (the same signed request) is answered again, not
+    # searched again.
+    again = svc.search(hdr, probe, THRESHOLD_VERSION, authorization, signed, never)
+    assert again == result and engine.searches == 1
+    # The query id is now used: a repeat (another signed request, even with its valid
+    # authorization) is refused before the engine is reached.
     with pytest.raises(AlreadyExists):
-        svc.search(hdr, probe, THRESHOLD_VERSION, authorization, never)
+        it_node.search(hdr, probe)
+    assert engine.searches == 1
+    # Once the answer is no longer kept, the first signed request is a replay.
+    svc._answers.clear()
+    with pytest.raises(PermissionDenied, match="already used"):
+        svc.search(hdr, probe, THRESHOLD_VERSION, authorization, signed, never)
     assert engine.searches == 1
 
 
@@ -329,8 +369,9 @@ def test_search_off_the_record_is_refused_before_any_he_work(it_node: Node, tmp_
     keys = shared_keys("DE")
     svc.register_keys(header("DE"), keys.public_bundle())
     hdr, probe = header("DE"), probe_for(keys)
+    signed = it_node.sign(hdr, probe)
     other_probe = probe_for(keys)  # the same template, encrypted again: another ciphertext
-    event = search_authorized(hdr, probe.ciphertext, probe.key_id, [STATE])
+    event = search_authorized(hdr, probe.ciphertext, probe.key_id, [STATE], signed=signed)
     valid = record.authorize(svc, event)
 
     # An entry the node never saw in a checkpoint it verified.
@@ -347,26 +388,32 @@ def test_search_off_the_record_is_refused_before_any_he_work(it_node: Node, tmp_
     off_record: list[tuple[str, Authorization]] = [
         ("no verified checkpoint", Authorization(unseen.raw, unseen.seq, size, proof)),
         ("another probe", record.authorize(svc, search_authorized(
-            hdr, other_probe.ciphertext, probe.key_id, [STATE]))),
+            hdr, other_probe.ciphertext, probe.key_id, [STATE], signed=signed))),
         ("another case", record.authorize(svc, search_authorized(
-            replace(hdr, case_reference="CASE-2"), probe.ciphertext, probe.key_id, [STATE]))),
+            replace(hdr, case_reference="CASE-2"), probe.ciphertext, probe.key_id, [STATE],
+            signed=signed))),
         ("another operator", record.authorize(svc, search_authorized(
-            replace(hdr, operator="officer-2"), probe.ciphertext, probe.key_id, [STATE]))),
+            replace(hdr, operator="officer-2"), probe.ciphertext, probe.key_id, [STATE],
+            signed=signed))),
         ("other registers", record.authorize(svc, search_authorized(
-            hdr, probe.ciphertext, probe.key_id, ["FR"]))),
-        ("not a search", record.authorize(svc, hit_verified(hdr, STATE, [b"\0" * 8]))),
+            hdr, probe.ciphertext, probe.key_id, ["FR"], signed=signed))),
+        ("not a search", record.authorize(svc, hit_verified(
+            hdr, STATE, [b"\0" * 8], signed=signed))),
+        ("another signed request", record.authorize(svc, search_authorized(
+            hdr, probe.ciphertext, probe.key_id, [STATE], signed=it_node.sign(hdr, probe)))),
         ("wrong index", replace(valid, index=valid.index + 1)),
         ("wrong proof", replace(valid, proof=(*valid.proof[::-1], b"\0" * 32))),
         ("forged entry", replace(valid, entry=forged_entry.raw)),
     ]  # fmt: skip
     for why, authorization in off_record:
         with pytest.raises(PermissionDenied, match="not on record"):
-            svc.search(hdr, probe, THRESHOLD_VERSION, authorization, never)
+            svc.search(hdr, probe, THRESHOLD_VERSION, authorization, signed, never)
         assert it_node.engine.searches == 0, why
     with pytest.raises(PermissionDenied, match="not on record"):
         Authorization(b"", 0, 0, ())  # a request without any entry
-    # The refusals left the query id unused: the search on record works.
-    result = svc.search(hdr, probe, THRESHOLD_VERSION, valid, never)
+    # The refusals left the query id and the signed request unused: the search on record
+    # works.
+    result = svc.search(hdr, probe, THRESHOLD_VERSION, valid, signed, never)
     assert it_node.engine.searches == 1 and result.record_count == RECORDS
 
 
@@ -383,15 +430,69 @@ def test_hit_details_need_the_coordinators_verified_entry(it_node: Node) -> None
         for position in np.flatnonzero(keys.decrypt_matches(block))
     ]
     assert len(handles) == 1
-    search_entry = it_node.authorize(hdr, probe)
-    for authorization in (
-        search_entry,  # the search's own entry is not a verification of its hits
-        record.authorize(svc, hit_verified(hdr, STATE, [encode_handle(0, 0)])),  # other hits
-        record.authorize(svc, hit_verified(hdr, STATE, handles, verifiers=())),  # nobody
-        record.authorize(svc, hit_verified(hdr, "FR", handles)),  # another register
-        record.authorize(svc, hit_verified(replace(hdr, unit="unit-9"), STATE, handles)),
-    ):
+    # Each attempt is a newly signed resolve (a refused one has used its nonce), named by an
+    # entry that is wrong in exactly one way.
+    wrong: list[tuple[str, Callable[[SignedRequest], Authorization]]] = [
+        # The search's own entry is not a verification of its hits.
+        ("a search entry", lambda s: record.authorize(svc, search_authorized(
+            hdr, probe.ciphertext, probe.key_id, [STATE], signed=s))),
+        ("other hits", lambda s: record.authorize(svc, hit_verified(
+            hdr, STATE, [encode_handle(0, 0)], signed=s))),
+        ("nobody verified", lambda s: record.authorize(svc, hit_verified(
+            hdr, STATE, handles, verifiers=(), signed=s))),
+        ("another register", lambda s: record.authorize(svc, hit_verified(
+            hdr, "FR", handles, signed=s))),
+        ("another unit", lambda s: record.authorize(svc, hit_verified(
+            replace(hdr, unit="unit-9"), STATE, handles, signed=s))),
+        ("another signed resolve", lambda s: record.authorize(svc, hit_verified(
+            hdr, STATE, handles, signed=signed_resolve(it_node.tmp, hdr)))),
+    ]  # fmt: skip
+    for why, authorize in wrong:
+        signed = signed_resolve(it_node.tmp, hdr)
         with pytest.raises(PermissionDenied, match="not on record"):
-            svc.hit_details(hdr, handles, authorization)
-    (hit,) = svc.hit_details(hdr, handles, record.authorize(svc, hit_verified(hdr, STATE, handles)))
+            svc.hit_details(hdr, handles, authorize(signed), signed)
+            pytest.fail(f"details revealed for {why}")
+    authorization, signed = it_node.verified(hdr, handles)
+    (hit,) = svc.hit_details(hdr, handles, authorization, signed)
     assert hit.reference == it_node.store.get(int(ids[5])).reference
+    # The same signed resolve once more is a replay.
+    with pytest.raises(PermissionDenied, match="already used"):
+        svc.hit_details(hdr, handles, authorization, signed)
+
+
+def test_search_and_details_need_the_requesters_signature(it_node: Node) -> None:
+    """On the record is not enough: the request itself must be signed by an operator of the
+    requesting state, for this very search, and is checked before any HE work."""
+    svc, record = it_node.service, it_node.coordinator
+    keys = shared_keys("DE")
+    svc.register_keys(header("DE"), keys.public_bundle())
+    hdr, probe = header("DE"), probe_for(keys)
+    probe_hash = digest_hex(probe.ciphertext)
+    german, french = request_signer(it_node.tmp, "DE"), request_signer(it_node.tmp, "FR")
+    signed = german.sign(hdr, "lookup", probe_hash)
+    flipped = bytes([signed.signature[0] ^ 1]) + signed.signature[1:]
+    cases: list[tuple[SignedRequest | None, str]] = [
+        (None, "not signed"),
+        (french.sign(hdr, "lookup", probe_hash), "not by an operator of DE"),
+        (german.sign(hdr, "lookup", digest_hex(probe_for(keys).ciphertext)), "another probe"),
+        (german.sign(hdr, "resolve"), "not a lookup"),
+        (german.sign(replace(hdr, case_reference="CASE-9"), "lookup", probe_hash),
+         "differs from the request: case_reference"),
+        (replace(signed, signature=flipped), "signature does not verify"),
+    ]  # fmt: skip
+    for request, message in cases:
+        # On the record as the coordinator would have logged it: naming what is sent.
+        authorization = it_node.authorize(hdr, probe, request or signed)
+        with pytest.raises(PermissionDenied, match=message):
+            svc.search(hdr, probe, THRESHOLD_VERSION, authorization, request, never)
+        assert it_node.engine.searches == 0, message
+    handles = [encode_handle(0, 0)]
+    for request, message in ((None, "not signed"), (signed, "not a resolve")):
+        named = request or signed_resolve(it_node.tmp, hdr)
+        authorization = record.authorize(svc, hit_verified(hdr, STATE, handles, signed=named))
+        with pytest.raises(PermissionDenied, match=message):
+            svc.hit_details(hdr, handles, authorization, request)
+    # Nothing was consumed by the refusals: the signed search on record works.
+    authorization = it_node.authorize(hdr, probe, signed)
+    result = svc.search(hdr, probe, THRESHOLD_VERSION, authorization, signed, never)
+    assert it_node.engine.searches == 1 and result.record_count == RECORDS

@@ -108,6 +108,7 @@ class RequestHeader(_message.Message):
     CASE_REFERENCE_FIELD_NUMBER: _builtins.int
     REQUESTING_UNIT_FIELD_NUMBER: _builtins.int
     OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    SIGNED_FIELD_NUMBER: _builtins.int
     query_id: _builtins.str
     """128 random bits as 32 lowercase hex digits; a lookup and its resolve share it."""
     requesting_state: _builtins.str
@@ -120,6 +121,10 @@ class RequestHeader(_message.Message):
     requesting_unit: _builtins.str
     """Who asks, for the logs (DOMAIN.md section 5): the requesting unit and the operator."""
     operator_id: _builtins.str
+    @_builtins.property
+    def signed(self) -> Global___RequestSignature:
+        """The requesting authority's signed statement of this request (see fedmatch/statement.py)."""
+
     def __init__(
         self,
         *,
@@ -130,14 +135,51 @@ class RequestHeader(_message.Message):
         case_reference: _builtins.str = ...,
         requesting_unit: _builtins.str = ...,
         operator_id: _builtins.str = ...,
+        signed: Global___RequestSignature | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["signed", b"signed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_reference", b"case_reference", "legal_basis", b"legal_basis", "operator_id", b"operator_id", "purpose", b"purpose", "query_id", b"query_id", "requesting_state", b"requesting_state", "requesting_unit", b"requesting_unit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_reference", b"case_reference", "legal_basis", b"legal_basis", "operator_id", b"operator_id", "purpose", b"purpose", "query_id", b"query_id", "requesting_state", b"requesting_state", "requesting_unit", b"requesting_unit", "signed", b"signed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RequestHeader: _TypeAlias = RequestHeader  # noqa: Y015
+
+@_typing.final
+class RequestSignature(_message.Message):
+    """Exact statement bytes, signed by the requester's Ed25519 key whose public key its
+    certificate carries; a law-enforcement request adds a verifying authority's approval.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATEMENT_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    SIGNER_CHAIN_FIELD_NUMBER: _builtins.int
+    APPROVAL_FIELD_NUMBER: _builtins.int
+    APPROVER_CHAIN_FIELD_NUMBER: _builtins.int
+    statement: _builtins.bytes
+    signature: _builtins.bytes
+    signer_chain: _builtins.bytes
+    """PEM: the requester's certificate and its intermediate"""
+    approval: _builtins.bytes
+    approver_chain: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        statement: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+        signer_chain: _builtins.bytes = ...,
+        approval: _builtins.bytes = ...,
+        approver_chain: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval", b"approval", "approver_chain", b"approver_chain", "signature", b"signature", "signer_chain", b"signer_chain", "statement", b"statement"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestSignature: _TypeAlias = RequestSignature  # noqa: Y015
 
 @_typing.final
 class EncryptedProbe(_message.Message):
