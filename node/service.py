@@ -344,10 +344,6 @@ class NodeService:
         # at the signed request of an operator of the requesting state.
         self._check_coordinator_peer()
         entry = self.witness.check(authorization)
-        verified = self.gate.verify(signed, header, "resolve", "")
-        if entry.event.labels.get("request") != verified.digest:
-            raise PermissionDenied("not on record: the entry is for another signed request")
-        self.gate.consume(verified)
         digest = handles_digest(handles)
         if (
             entry.kind is not EventKind.HIT_VERIFIED
@@ -357,6 +353,11 @@ class NodeService:
             or not entry.event.verifiers
         ):
             raise PermissionDenied("not on record: no verified hit entry for these handles")
+        verified = self.gate.verify(signed, header, "resolve", "")
+        if entry.event.labels.get("request") != verified.digest:
+            raise PermissionDenied("not on record: the entry is for another signed request")
+        # Consumed last: a request refused for another reason does not burn its nonce.
+        self.gate.consume(verified)
         out = []
         for handle in handles:
             record_id = self.handles.resolve(header.query_id, header.requesting_state, handle)

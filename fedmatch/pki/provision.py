@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from cryptography import x509
 
 from fedmatch.audit.note import NoteSigner
 from fedmatch.pki.ca import ROOT, TlsFiles, create_intermediate, create_root, issue, publish_crl
-from fedmatch.pki.names import signing_key_name
+from fedmatch.pki.names import identity_from_certificate, signing_key_name
 
 __all__ = ["PartyFiles", "provision"]
 
@@ -30,6 +33,18 @@ class PartyFiles:
         return NoteSigner.load(self.signing_key)
 
 
+def _reusable(chain: Path, signer: NoteSigner) -> bool:
+    """An existing certificate is reused only while it has a day left and binds this key
+    (a work directory kept for months, or a regenerated key, gets a fresh one)."""
+    if not chain.exists():
+        return False
+    leaf = x509.load_pem_x509_certificates(chain.read_bytes())[0]
+    left = leaf.not_valid_after_utc - datetime.now(UTC)
+    return left > timedelta(days=1) and (
+        identity_from_certificate(leaf).signing_key == signer.public_key_bytes()
+    )
+
+
 def _party(
     directory: Path, ca: Path, name: str, role: str, scope: str, instance: str = ""
 ) -> PartyFiles:
@@ -42,7 +57,7 @@ def _party(
         signer = NoteSigner.generate(key_name)
         signer.save(key_path)
     out = directory / "tls" / name
-    if (out / "cert.pem").exists():
+    if _reusable(out / "cert.pem", signer):
         files = TlsFiles(out / "key.pem", out / "cert.pem", out / "ca.pem")
     else:
         files = issue(ca, role, scope, instance, signer, out)
