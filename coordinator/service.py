@@ -155,12 +155,12 @@ class CoordinatorService:
         self.audit.record(refusal_event(request, header, exc))
 
     def _on_record(
-        self, entry: SignedEntry, states: list[str], time_remaining: float | None
+        self, entry: SignedEntry, states: list[str], deadline: float | None
     ) -> tuple[Authorization, dict[str, NodeCall]]:
         """Put ``entry`` in a checkpoint the ``states`` cosigned; states that could not
         cosign are reported with their outcome and never asked to work."""
         authorization, failures = self.witnesses.authorize(
-            entry, states, self._timeout(time_remaining)
+            entry, states, self._timeout(deadline)
         )
         failed = {
             state: NodeCall(state, outcome, detail[:300], 0.0, 0, 0, None)
@@ -183,11 +183,17 @@ class CoordinatorService:
                 f"member state {header.requesting_state} has no node in this federation"
             )
 
-    def _timeout(self, time_remaining: float | None) -> float:
+    def _deadline(self, time_remaining: float | None) -> float | None:
+        """The caller's deadline as a point in time, fixed when the call starts: every later
+        step (witnessing, fan-out) gets only the time actually left."""
+        return None if time_remaining is None else time.monotonic() + time_remaining
+
+    def _timeout(self, deadline: float | None) -> float:
         timeout = self.config.node_deadline_seconds
-        if time_remaining is not None:
+        if deadline is not None:
             # Leave the coordinator time to gather and answer within its caller's deadline.
-            timeout = min(timeout, max(0.05, time_remaining * 0.9 - 0.05))
+            left = deadline - time.monotonic()
+            timeout = min(timeout, max(0.05, left * 0.9 - 0.05))
         return timeout
 
     def register_keys(
@@ -198,6 +204,7 @@ class CoordinatorService:
     ) -> tuple[str, float, list[NodeCall]]:
         """Relay a key registration to every node but the requester's own. The coordinator
         keeps only the key id (to refuse unknown ids before a fan-out), never the keys."""
+        deadline = self._deadline(time_remaining)
         self._authorize(header)
         if request.key_bundle.secret_key:
             raise InvalidInput("key bundle carries a secret key; refused (send public material)")
@@ -213,7 +220,7 @@ class CoordinatorService:
             for state, stub in self._stubs.items()
             if state != header.requesting_state
         }
-        calls = fan_out(targets, self._timeout(time_remaining))
+        calls = fan_out(targets, self._timeout(deadline))
         if not any(c.outcome is NodeOutcome.OK for c in calls.values()):
             raise PreconditionFailed("no node accepted the key material")
         expires = self._keys.register(key_id, header.requesting_state)
@@ -241,6 +248,7 @@ class CoordinatorService:
         signed: SignedRequest | None,
         time_remaining: float | None,
     ) -> list[NodeCall]:
+        deadline = self._deadline(time_remaining)
         probe_hash = digest_hex(probe.ciphertext)
         states = sorted(s for s in self._stubs if s != header.requesting_state)
         self.audit.record(
@@ -275,7 +283,7 @@ class CoordinatorService:
                 labels={"key_id": probe.key_id, "request": verified.digest},
             )
         )
-        authorization, failed = self._on_record(authorized, states, time_remaining)
+        authorization, failed = self._on_record(authorized, states, deadline)
         search = node_pb2.SearchRequest(
             header=header_to_pb(header, signed),
             probe=probe_to_pb(probe),
@@ -285,7 +293,7 @@ class CoordinatorService:
         targets = {
             state: (self._stubs[state].Search, search) for state in states if state not in failed
         }
-        calls = fan_out(targets, self._timeout(time_remaining)) | failed
+        calls = fan_out(targets, self._timeout(deadline)) | failed
         self.audit.record(
             header_event(
                 EventKind.SEARCH_DISPATCHED,
@@ -360,6 +368,7 @@ class CoordinatorService:
         signed: SignedRequest | None,
         time_remaining: float | None,
     ) -> Resolution:
+        deadline = self._deadline(time_remaining)
         self._authorize(header)
         self._require_operator(header)
         request = self._verified(signed, header, "resolve", "")
@@ -395,7 +404,7 @@ class CoordinatorService:
                     | {"request": request.digest},
                 )
             )
-            authorization, calls = self._on_record(verified, sorted(by_state), time_remaining)
+            authorization, calls = self._on_record(verified, sorted(by_state), deadline)
             targets = {
                 state: (
                     self._stubs[state].GetHitDetails,
@@ -408,7 +417,7 @@ class CoordinatorService:
                 for state, handles in by_state.items()
                 if state not in calls
             }
-            calls |= fan_out(targets, self._timeout(time_remaining))
+            calls |= fan_out(targets, self._timeout(deadline))
         details: list[HitDetail] = []
         for state, call in calls.items():
             if call.outcome is NodeOutcome.OK:
