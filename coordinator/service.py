@@ -159,9 +159,7 @@ class CoordinatorService:
     ) -> tuple[Authorization, dict[str, NodeCall]]:
         """Put ``entry`` in a checkpoint the ``states`` cosigned; states that could not
         cosign are reported with their outcome and never asked to work."""
-        authorization, failures = self.witnesses.authorize(
-            entry, states, self._timeout(deadline)
-        )
+        authorization, failures = self.witnesses.authorize(entry, states, self._timeout(deadline))
         failed = {
             state: NodeCall(state, outcome, detail[:300], 0.0, 0, 0, None)
             for state, (outcome, detail) in failures.items()

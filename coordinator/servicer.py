@@ -11,7 +11,7 @@ from fedmatch.audit.events import logs_refusals
 from fedmatch.audit.servicer import AuditServicer
 from fedmatch.domain import parse_date
 from fedmatch.errors import InvalidInput
-from fedmatch.grpcutil.auth import AccessRule
+from fedmatch.grpcutil.auth import AUDIT_AND_HEALTH_RULES, AccessRule
 from fedmatch.grpcutil.errors import translated
 from fedmatch.grpcutil.server import RunningServer, ServerLimits, start_server
 from fedmatch.limits import MAX_LOOKUP_RESPONSE_BYTES, MAX_RECEIVE_BYTES
@@ -142,9 +142,6 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
 
 
 _COORD = "/fedmatch.rpc.v1.CoordinatorService/"
-_AUDIT = "/fedmatch.rpc.v1.AuditService/"
-_HEALTH = "/grpc.health.v1.Health/"
-_ANYONE = frozenset({"node", "coordinator", "auditor", "operator", "verifier"})
 
 # Who may call what at the coordinator; anything else is refused (deny by default).
 COORDINATOR_RULES: dict[str, AccessRule] = {
@@ -152,12 +149,7 @@ COORDINATOR_RULES: dict[str, AccessRule] = {
     _COORD + "RegisterKeys": AccessRule(frozenset({"operator"})),
     _COORD + "Lookup": AccessRule(frozenset({"operator"})),
     _COORD + "Resolve": AccessRule(frozenset({"operator"})),
-    **{
-        _AUDIT + m: AccessRule(frozenset({"auditor"}))
-        for m in ("GetCheckpoint", "GetEntries", "GetInclusionProof", "GetConsistencyProof")
-    },
-    _HEALTH + "Check": AccessRule(_ANYONE),
-    _HEALTH + "Watch": AccessRule(_ANYONE),
+    **AUDIT_AND_HEALTH_RULES,
 }
 
 

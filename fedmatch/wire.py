@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 
-from fedmatch.audit.witness import Authorization
+from fedmatch.audit.witness import Authorization, WitnessAnswer
 from fedmatch.domain import (
     Category,
     EncryptedProbe,
@@ -22,6 +22,7 @@ from fedmatch.domain import (
 from fedmatch.errors import InvalidInput
 from fedmatch.he.keys import KeyBundle
 from fedmatch.limits import HANDLE_BYTES
+from fedmatch.rpc.v1 import audit_pb2
 from fedmatch.rpc.v1 import common_pb2 as pb
 from fedmatch.statement import SignedRequest
 
@@ -41,6 +42,7 @@ __all__ = [
     "sex_from_pb",
     "sex_to_pb",
     "signed_from_pb",
+    "witness_answer_to_pb",
 ]
 
 _PURPOSES: dict[int, Purpose] = {
@@ -245,4 +247,15 @@ def authorization_to_pb(auth: Authorization) -> pb.LogAuthorization:
         index=auth.index,
         tree_size=auth.tree_size,
         inclusion_proof=list(auth.proof),
+    )
+
+
+def witness_answer_to_pb(answer: WitnessAnswer) -> audit_pb2.AddCheckpointResponse:
+    """A witness's answer to AddCheckpoint: a conflict, or its cosignature line value."""
+    cosig = answer.cosignature
+    return audit_pb2.AddCheckpointResponse(
+        conflict=answer.conflict,
+        witnessed_size=answer.witnessed_size,
+        witness_name=cosig.name if cosig else "",
+        cosignature=(cosig.key_id + cosig.value) if cosig else b"",
     )

@@ -12,7 +12,7 @@ from fedmatch.audit.events import logs_refusals
 from fedmatch.audit.servicer import AuditServicer
 from fedmatch.domain import parse_date
 from fedmatch.errors import InvalidInput
-from fedmatch.grpcutil.auth import AccessRule
+from fedmatch.grpcutil.auth import AUDIT_AND_HEALTH_RULES, AccessRule
 from fedmatch.grpcutil.errors import translated
 from fedmatch.grpcutil.server import RunningServer, ServerLimits, start_server
 from fedmatch.limits import MAX_NODE_RESPONSE_BYTES, MAX_RECEIVE_BYTES
@@ -27,6 +27,7 @@ from fedmatch.wire import (
     probe_from_pb,
     sex_from_pb,
     signed_from_pb,
+    witness_answer_to_pb,
 )
 from node.records import NewRecord, RecordMeta
 from node.service import NodeService
@@ -153,19 +154,10 @@ class WitnessServicer(audit_pb2_grpc.WitnessServiceServicer):
         answer = self.service.add_checkpoint(
             request.old_size, list(request.consistency_proof), request.checkpoint
         )
-        cosig = answer.cosignature
-        return audit_pb2.AddCheckpointResponse(
-            conflict=answer.conflict,
-            witnessed_size=answer.witnessed_size,
-            witness_name=cosig.name if cosig else "",
-            cosignature=(cosig.key_id + cosig.value) if cosig else b"",
-        )
+        return witness_answer_to_pb(answer)
 
 
 _NODE = "/fedmatch.rpc.v1.NodeService/"
-_AUDIT = "/fedmatch.rpc.v1.AuditService/"
-_HEALTH = "/grpc.health.v1.Health/"
-_ANYONE = frozenset({"node", "coordinator", "auditor", "operator", "verifier"})
 
 # Who may call what at a node; anything else is refused (deny by default).
 NODE_RULES: dict[str, AccessRule] = {
@@ -175,12 +167,7 @@ NODE_RULES: dict[str, AccessRule] = {
     _NODE + "GetHitDetails": AccessRule(frozenset({"coordinator"})),
     _NODE + "GetInfo": AccessRule(frozenset({"coordinator", "auditor", "operator"})),
     "/fedmatch.rpc.v1.WitnessService/AddCheckpoint": AccessRule(frozenset({"coordinator"})),
-    **{
-        _AUDIT + m: AccessRule(frozenset({"auditor"}))
-        for m in ("GetCheckpoint", "GetEntries", "GetInclusionProof", "GetConsistencyProof")
-    },
-    _HEALTH + "Check": AccessRule(_ANYONE),
-    _HEALTH + "Watch": AccessRule(_ANYONE),
+    **AUDIT_AND_HEALTH_RULES,
 }
 
 

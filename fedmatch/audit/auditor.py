@@ -50,6 +50,7 @@ from fedmatch.audit.stats import federation_stats
 from fedmatch.config import read_toml
 from fedmatch.domain import check_member_state
 from fedmatch.errors import ConfigError, FedmatchError, InvalidInput
+from fedmatch.fileio import write_atomically
 from fedmatch.pki.names import dns_name
 from fedmatch.transport import Security, load_security
 
@@ -218,19 +219,8 @@ class PartyState:
 
         self.directory.mkdir(parents=True, exist_ok=True)
         frames = b"".join(struct.pack(">II", len(e), zlib.crc32(e)) + e for e in entries)
-        _write_atomically(self.entries_path, frames)
-        _write_atomically(self.checkpoint_path, note)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    import os
-
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+        write_atomically(self.entries_path, frames)
+        write_atomically(self.checkpoint_path, note)
 
 
 # -- verification ------------------------------------------------------------------------

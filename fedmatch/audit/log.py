@@ -36,6 +36,7 @@ from fedmatch.audit.errors import AuditIntegrityError, AuditVerificationError
 from fedmatch.audit.merkle import MerkleTree, leaf_hash
 from fedmatch.audit.note import Checkpoint, NoteSigner, NoteVerifier, open_checkpoint, sign_note
 from fedmatch.errors import InvalidInput
+from fedmatch.fileio import write_atomically
 
 __all__ = ["CHECKPOINT_FILE", "LOG_FILE", "AuditLog", "scan_records"]
 
@@ -306,7 +307,7 @@ class AuditLog:
                 return self._checkpoint_path.read_bytes()
             checkpoint = Checkpoint(self.origin, size, self.root(size))
             text = sign_note(checkpoint.body(), self.signer)
-            self._write_atomically(self._checkpoint_path, text)
+            write_atomically(self._checkpoint_path, text)
             self._published = checkpoint
             return text
 
@@ -315,20 +316,3 @@ class AuditLog:
             if self._published is None:
                 return None
             return self._checkpoint_path.read_bytes()
-
-    @staticmethod
-    def _write_atomically(path: Path, data: bytes) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            if os.write(fd, data) != len(data):
-                raise OSError("short write of the checkpoint")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)

@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from fedmatch.audit.errors import AuditVerificationError
 from fedmatch.errors import ConfigError, InvalidInput
+from fedmatch.fileio import fsync_directory
 
 __all__ = [
     "MAX_NOTE_BYTES",
@@ -365,7 +366,7 @@ class NoteSigner:
                         f"key file {path} already exists; refusing to overwrite it"
                     ) from None
                 os.rename(tmp, path)
-            _fsync_directory(directory)
+            fsync_directory(directory)
         except OSError as exc:
             raise ConfigError(f"key file {path} could not be written ({exc.strerror})") from None
         finally:
@@ -401,20 +402,6 @@ class NoteSigner:
 
     def public_key_bytes(self) -> bytes:
         return self._public
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Make the new directory entry durable; not every platform can open a directory.
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
 
 
 class NoteVerifier:

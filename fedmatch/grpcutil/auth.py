@@ -22,7 +22,13 @@ if TYPE_CHECKING:
 
 from fedmatch.errors import FedmatchError
 
-__all__ = ["AccessRule", "AuthorizingInterceptor", "caller", "require_caller"]
+__all__ = [
+    "AUDIT_AND_HEALTH_RULES",
+    "AccessRule",
+    "AuthorizingInterceptor",
+    "caller",
+    "require_caller",
+]
 
 log = logging.getLogger("fedmatch.grpc.auth")
 
@@ -36,6 +42,19 @@ class AccessRule:
 
     roles: frozenset[str]
     own_state: bool = False
+
+
+_ANYONE = frozenset({"node", "coordinator", "auditor", "operator", "verifier"})
+
+# Served by every party: its audit log to auditors, its health to any federation member.
+AUDIT_AND_HEALTH_RULES: dict[str, AccessRule] = {
+    **{
+        "/fedmatch.rpc.v1.AuditService/" + m: AccessRule(frozenset({"auditor"}))
+        for m in ("GetCheckpoint", "GetEntries", "GetInclusionProof", "GetConsistencyProof")
+    },
+    "/grpc.health.v1.Health/Check": AccessRule(_ANYONE),
+    "/grpc.health.v1.Health/Watch": AccessRule(_ANYONE),
+}
 
 
 def caller() -> Any:

@@ -9,25 +9,13 @@ import tempfile
 from pathlib import Path
 
 from fedmatch.errors import ConfigError
+from fedmatch.fileio import fsync_directory
 
 __all__ = ["read_file", "write_file"]
 
 # Certificates, keys and CRLs of this PKI are a few KiB; the bound stops a wrong path (a
 # log file, a device) from being read whole.
 _MAX_FILE_BYTES = 16 << 20
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
 
 
 def write_file(path: Path, data: bytes, mode: int, replace: bool) -> None:
@@ -55,7 +43,7 @@ def write_file(path: Path, data: bytes, mode: int, replace: bool) -> None:
                 os.link(tmp, path)
             except FileExistsError:
                 raise ConfigError(f"{path} already exists; refusing to overwrite it") from None
-        _fsync_directory(path.parent)
+        fsync_directory(path.parent)
     except OSError as exc:
         raise ConfigError(f"{path} could not be written ({exc.strerror})") from None
     finally:

@@ -54,7 +54,7 @@ from fedmatch.seed import seed_register
 from fedmatch.statement import RequestSigner
 from fedmatch.synthetic import capture, unit_vectors
 from fedmatch.transport import Security
-from fedmatch.wire import header_to_pb
+from fedmatch.wire import header_to_pb, witness_answer_to_pb
 from node.servicer import NODE_LIMITS, NODE_RULES
 from node.store import RecordStore
 
@@ -633,13 +633,7 @@ class FakeNode:
                 answer = fake.witness.add_checkpoint(
                     request.old_size, list(request.consistency_proof), request.checkpoint
                 )
-                cosig = answer.cosignature
-                return audit_pb2.AddCheckpointResponse(
-                    conflict=answer.conflict,
-                    witnessed_size=answer.witnessed_size,
-                    witness_name=cosig.name if cosig else "",
-                    cosignature=(cosig.key_id + cosig.value) if cosig else b"",
-                )
+                return witness_answer_to_pb(answer)
 
         def add(server: grpc.Server) -> None:
             node_pb2_grpc.add_NodeServiceServicer_to_server(Nodes(), server)
