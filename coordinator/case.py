@@ -1,0 +1,1019 @@
+"""The Dublin case engine: which state examines an application, by which procedure, by when.
+
+This module owns the whole criteria order of ``shared/docs/DOMAIN.md`` section 3 as the
+coordinator proposes it for one application, the procedure that follows (take charge or take
+back), the deadline clocks with their due dates, and the recording of the official who confirms
+the proposal. It is pure: no clock, no I/O, no gRPC; the coordinator calls :func:`propose` and
+:func:`confirm`.
+
+Inputs are what the requesting authority supplies (:class:`ApplicantSituation`: unaccompanied
+minor, family links, residence documents and visas, visa-waived entry, airport transit) and the
+human-verified hits with the day each was received (:class:`ReceivedHit`). The hit-based rules
+(irregular entry, search-and-rescue disembarkation, earlier application) are not re-implemented
+here: :func:`coordinator.dublin.decide` applies them, with its windows and tie-breaks.
+
+Criteria, in order; the first that applies names the responsible state (:class:`Criterion`):
+
+1. unaccompanied minor (Dublin III Art. 8, AMMR Art. 25);
+2. family member who is a beneficiary of international protection or an applicant (Dublin III
+   Art. 9 and 10, AMMR Art. 26 and 27);
+3. residence document or visa (Dublin III Art. 12, AMMR Art. 29);
+4. irregular entry, and search-and-rescue disembarkation under the AMMR (``decide``);
+5. visa-waived entry, then application in an airport transit area (Dublin III Art. 14, 15);
+6. default: the first state where an application was made: an earlier application in another
+   state (``decide``, take back), else the requesting state itself.
+
+Dates. A case carries the registration date and the lodging date of the application. The
+regime follows the registration date (AMMR from :data:`coordinator.dublin.AMMR_START`). The
+situation the criteria look at (documents still valid, hit windows, hits that came before) is
+the one on the registration date, for both regimes: the AMMR says so (Art. 33(1) "registered
+more than 20 months after"), ``decide`` takes that date, and under Dublin III an application
+counts as lodged (Art. 20(2)) once an authority's written record of the request reaches the
+competent authority (CJEU C-670/16 *Mengesteab*), which in the usual case is the registration.
+Where the two dates differ under Dublin III, the official checks what changed in between. The
+lodging date starts the Dublin III take-charge clock of 3 months (Art. 21(1)).
+
+Periods follow Regulation (EEC, Euratom) No 1182/71, Art. 3: the day of the event that starts
+a period is not counted; a period in weeks ends on the same weekday, a period in months or years
+on the same date in the last month, or on that month's last day when it has no such date
+(:func:`coordinator.dublin.add_months`); a period ends at the end of its last day, so that day
+is still inside. The postponement of Art. 3(4) to the next working day when a period ends on a
+Saturday, Sunday or public holiday is *not* applied: holidays are national, and the calendar
+date is the earlier, safe, answer.
+
+The result is a :class:`CaseProposal`, for an official to confirm (:func:`confirm`), with its
+evidence and one-sentence explanation. It holds record metadata only, never a biometric
+template or a comparison score. Conditions that no input here can show remain the official's to
+check in every case: the best interests of a child, the written wish of Art. 9 and 10, that an
+expired visa actually enabled entry, that the applicant has not left the member states' territory
+since, visas issued under representation (give the represented state as issuer), and the
+visa-waiver exception of Dublin III Art. 14(2).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import TypeAlias
+
+from coordinator.dublin import Decision, Procedure, Regime, Rule, add_months, decide, regime_for
+from fedmatch.domain import Category, HitDetail, check_member_state
+from fedmatch.errors import AlreadyExists, InvalidInput, PreconditionFailed
+
+__all__ = [
+    "AMMR_TAKE_CHARGE_MONTHS_FROM_REGISTRATION",
+    "DUBLIN_III_TAKE_CHARGE_MONTHS_FROM_LODGING",
+    "EXPIRED_RESIDENCE_DOCUMENT_MONTHS",
+    "EXPIRED_VISA_MONTHS",
+    "ApplicantSituation",
+    "CaseProposal",
+    "Confirmation",
+    "ConfirmedDecision",
+    "Criterion",
+    "Deadline",
+    "DocumentKind",
+    "DublinCase",
+    "Evidence",
+    "Fact",
+    "FamilyMember",
+    "FamilyStatus",
+    "PeriodUnit",
+    "ReceivedHit",
+    "Relation",
+    "StartEvent",
+    "TravelDocument",
+    "confirm",
+    "period_end",
+    "propose",
+]
+
+
+class Criterion(enum.IntEnum):
+    """The criterion that named the responsible state, numbered in the order applied."""
+
+    UNACCOMPANIED_MINOR = 1
+    FAMILY = 2
+    DOCUMENTS = 3
+    IRREGULAR_ENTRY = 4
+    VISA_WAIVER_OR_TRANSIT = 5
+    FIRST_APPLICATION = 6
+
+
+class Relation(enum.StrEnum):
+    """How a family member is related to the applicant."""
+
+    SPOUSE_OR_PARTNER = "spouse_or_partner"
+    CHILD = "child"
+    PARENT = "parent"  # father, mother or other adult responsible for a minor
+    SIBLING = "sibling"
+    RELATIVE = "relative"  # adult aunt, uncle or grandparent (Dublin III Art. 2(h))
+
+
+class FamilyStatus(enum.StrEnum):
+    """A family member's status in the state where they are, as the authority reports it."""
+
+    LEGALLY_PRESENT = "legally_present"
+    BENEFICIARY_OF_PROTECTION = "beneficiary_of_protection"
+    APPLICANT = "applicant"  # no first decision on the substance yet
+
+
+class DocumentKind(enum.StrEnum):
+    """A residence document or one of the visas of Dublin III Art. 2(m)."""
+
+    RESIDENCE_DOCUMENT = "residence_document"
+    LONG_STAY_VISA = "long_stay_visa"
+    SHORT_STAY_VISA = "short_stay_visa"
+    AIRPORT_TRANSIT_VISA = "airport_transit_visa"
+
+    @property
+    def is_visa(self) -> bool:
+        return self is not DocumentKind.RESIDENCE_DOCUMENT
+
+
+class StartEvent(enum.StrEnum):
+    """The event that starts a deadline clock."""
+
+    HIT_RECEIVED = "hit_received"
+    APPLICATION_LODGED = "application_lodged"
+    APPLICATION_REGISTERED = "application_registered"
+
+
+class PeriodUnit(enum.StrEnum):
+    WEEKS = "weeks"
+    MONTHS = "months"
+
+
+# --- time limits -------------------------------------------------------------------------
+
+# DOMAIN.md section 3: "still counts if expired < 2 years / < 6 months" (Dublin III
+# Art. 12(4)). Kept per regime so that the AMMR's own figures (Art. 29, not checked here
+# against the Official Journal text) can replace them in one place.
+EXPIRED_RESIDENCE_DOCUMENT_MONTHS: dict[Regime, int] = {Regime.DUBLIN_III: 24, Regime.AMMR: 24}
+EXPIRED_VISA_MONTHS: dict[Regime, int] = {Regime.DUBLIN_III: 6, Regime.AMMR: 6}
+
+# DOMAIN.md section 3 gives only the clocks that start at a hit. These two clocks start at the
+# application and are not in DOMAIN.md: Dublin III Art. 21(1) first subparagraph, 3 months
+# from lodging "within the meaning of Article 20(2)"; AMMR Art. 39(1) first subparagraph,
+# 2 months from registration.
+DUBLIN_III_TAKE_CHARGE_MONTHS_FROM_LODGING = 3
+AMMR_TAKE_CHARGE_MONTHS_FROM_REGISTRATION = 2
+
+
+@dataclass(frozen=True)
+class _Clock:
+    name: str
+    start: StartEvent
+    length: int
+    unit: PeriodUnit
+    basis: str
+
+
+_TAKE_CHARGE_AFTER_HIT: dict[Regime, _Clock] = {
+    Regime.DUBLIN_III: _Clock(
+        "take_charge_request_after_hit",
+        StartEvent.HIT_RECEIVED,
+        2,
+        PeriodUnit.MONTHS,
+        "Dublin III (Reg. 604/2013) Art. 21(1) second subparagraph",
+    ),
+    Regime.AMMR: _Clock(
+        "take_charge_request_after_hit",
+        StartEvent.HIT_RECEIVED,
+        1,
+        PeriodUnit.MONTHS,
+        "the AMMR (Reg. 2024/1351) Art. 39(1) second subparagraph",
+    ),
+}
+_TAKE_CHARGE_AFTER_APPLICATION: dict[Regime, _Clock] = {
+    Regime.DUBLIN_III: _Clock(
+        "take_charge_request_after_application",
+        StartEvent.APPLICATION_LODGED,
+        DUBLIN_III_TAKE_CHARGE_MONTHS_FROM_LODGING,
+        PeriodUnit.MONTHS,
+        "Dublin III (Reg. 604/2013) Art. 21(1) first subparagraph",
+    ),
+    Regime.AMMR: _Clock(
+        "take_charge_request_after_application",
+        StartEvent.APPLICATION_REGISTERED,
+        AMMR_TAKE_CHARGE_MONTHS_FROM_REGISTRATION,
+        PeriodUnit.MONTHS,
+        "the AMMR (Reg. 2024/1351) Art. 39(1) first subparagraph",
+    ),
+}
+_TAKE_BACK: dict[Regime, _Clock] = {
+    Regime.DUBLIN_III: _Clock(
+        "take_back_request_after_hit",
+        StartEvent.HIT_RECEIVED,
+        2,
+        PeriodUnit.MONTHS,
+        "Dublin III (Reg. 604/2013) Art. 23(2)",
+    ),
+    Regime.AMMR: _Clock(
+        "take_back_notification_after_hit",
+        StartEvent.HIT_RECEIVED,
+        2,
+        PeriodUnit.WEEKS,
+        "the AMMR (Reg. 2024/1351) Art. 41(1)",
+    ),
+}
+
+
+def period_end(start: dt.date, length: int, unit: PeriodUnit) -> dt.date:
+    """Return the last day of a period of ``length`` weeks or months that runs from ``start``.
+
+    Regulation 1182/71 Art. 3: the start day itself is not counted; the period ends with the
+    end of the same weekday (weeks) or the same date (months) in the last week or month, or
+    with the end of the last day of a month that has no such date. An act done on the returned
+    day is in time. 2027-01-31 + 1 month is 2027-02-28, 2027-12-31 + 2 months is 2028-02-29,
+    2026-12-24 + 2 weeks is 2027-01-07.
+    """
+    _check_date(start, "start")
+    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+        raise InvalidInput("a period length must be a non-negative integer")
+    if unit is PeriodUnit.WEEKS:
+        return start + dt.timedelta(weeks=length)
+    if unit is PeriodUnit.MONTHS:
+        return add_months(start, length)
+    raise InvalidInput("a period unit must be weeks or months")
+
+
+# --- inputs ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FamilyMember:
+    """A family member, sibling or relative of the applicant, as the authority reports them."""
+
+    state: str
+    relation: Relation
+    status: FamilyStatus
+
+    def __post_init__(self) -> None:
+        _check_state(self.state, "family member state")
+        if not isinstance(self.relation, Relation):
+            raise InvalidInput("family member relation must be a Relation")
+        if not isinstance(self.status, FamilyStatus):
+            raise InvalidInput("family member status must be a FamilyStatus")
+
+
+@dataclass(frozen=True)
+class TravelDocument:
+    """A residence document or visa issued by a member state.
+
+    Valid from ``valid_from`` through ``valid_until``, both days included; ``valid_until`` is
+    the expiry date printed on the document. For a visa issued under a representation
+    arrangement, ``issuing_state`` is the state represented (Dublin III Art. 12(2)).
+    """
+
+    issuing_state: str
+    kind: DocumentKind
+    valid_from: dt.date
+    valid_until: dt.date
+
+    def __post_init__(self) -> None:
+        _check_state(self.issuing_state, "document issuing_state")
+        if not isinstance(self.kind, DocumentKind):
+            raise InvalidInput("document kind must be a DocumentKind")
+        _check_date(self.valid_from, "document valid_from")
+        _check_date(self.valid_until, "document valid_until")
+        if self.valid_until < self.valid_from:
+            raise InvalidInput("document valid_until is before valid_from")
+
+
+@dataclass(frozen=True)
+class ApplicantSituation:
+    """What the requesting authority supplies about the applicant for criteria 1-3 and 5."""
+
+    unaccompanied_minor: bool = False
+    family: tuple[FamilyMember, ...] = ()
+    documents: tuple[TravelDocument, ...] = ()
+    visa_waived_entry_state: str | None = None  # entered here without needing a visa
+    airport_transit_state: str | None = None  # applied in this state's airport transit area
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.unaccompanied_minor, bool):
+            raise InvalidInput("unaccompanied_minor must be true or false")
+        _check_tuple(self.family, FamilyMember, "family")
+        _check_tuple(self.documents, TravelDocument, "documents")
+        for name in ("visa_waived_entry_state", "airport_transit_state"):
+            value: str | None = getattr(self, name)
+            if value is not None:
+                _check_state(value, name)
+
+
+@dataclass(frozen=True)
+class ReceivedHit:
+    """A human-verified hit and the day the requesting state received it (its clocks start
+    then). Only hits that two trained experts verified may be put here (Eurodac Art. 38(4),
+    AI Act Art. 14(5))."""
+
+    hit: HitDetail
+    received_on: dt.date
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.hit, HitDetail):
+            raise InvalidInput("a received hit must hold a hit detail")
+        _check_date(self.hit.event_date, "hit event_date")
+        _check_date(self.hit.capture_date, "hit capture_date")
+        _check_date(self.received_on, "hit received_on")
+        # A search cannot find a record before it was captured, nor an event still to come.
+        if self.received_on < max(self.hit.capture_date, self.hit.event_date):
+            raise InvalidInput(
+                f"hit {self.hit.reference} is received before its record's event or capture date"
+            )
+
+
+@dataclass(frozen=True)
+class DublinCase:
+    """One application for which the requesting state asks who is responsible.
+
+    ``registration_date`` decides the regime and the situation the criteria look at;
+    ``lodging_date`` (Dublin III Art. 20(2)) starts the Dublin III take-charge clock. An
+    application is registered before, or on the day, it is lodged (Directive 2013/32 Art. 6,
+    Regulation 2024/1348 Art. 27 and 28).
+    """
+
+    requesting_state: str
+    lodging_date: dt.date
+    registration_date: dt.date
+    situation: ApplicantSituation = field(default_factory=ApplicantSituation)
+    hits: tuple[ReceivedHit, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_state(self.requesting_state, "requesting_state")
+        _check_date(self.lodging_date, "lodging_date")
+        _check_date(self.registration_date, "registration_date")
+        if self.lodging_date < self.registration_date:
+            raise InvalidInput("lodging_date is before registration_date")
+        if not isinstance(self.situation, ApplicantSituation):
+            raise InvalidInput("situation must be an ApplicantSituation")
+        _check_tuple(self.hits, ReceivedHit, "hits")
+
+    @property
+    def regime(self) -> Regime:
+        return regime_for(self.registration_date)
+
+
+# --- output ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fact:
+    """A scalar input that supports a proposal: the name of the input field and its value."""
+
+    field: str
+    value: str
+
+
+Evidence: TypeAlias = FamilyMember | TravelDocument | ReceivedHit | Fact
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """A time limit for the requesting state's next step; ``due`` is its last day."""
+
+    name: str
+    due: dt.date
+    start_event: StartEvent
+    start_date: dt.date
+    length: int
+    unit: PeriodUnit
+    basis: str
+
+
+@dataclass(frozen=True)
+class CaseProposal:
+    """A proposed responsible state with its evidence, for an official to confirm."""
+
+    requesting_state: str
+    lodging_date: dt.date
+    registration_date: dt.date
+    regime: Regime
+    criterion: Criterion
+    responsible_state: str
+    procedure: Procedure
+    basis: str  # the regulation and article that named the state
+    evidence: tuple[Evidence, ...]  # deciding input first, then its state's other support
+    explanation: str
+    deadlines: tuple[Deadline, ...]  # empty when no transfer is needed
+    hit_rule: Rule | None = None  # the rule of coordinator.dublin.decide, when it decided
+    proposal: bool = True
+    confirmed_by: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # A proposal never claims to be more than a proposal: confirmation is ConfirmedDecision.
+        if self.proposal is not True:
+            raise InvalidInput("a case proposal is always a proposal; confirm() records officials")
+        if len(set(self.confirmed_by)) != len(self.confirmed_by):
+            raise InvalidInput("an official appears twice in confirmed_by")
+
+    @property
+    def due_dates(self) -> dict[str, dt.date]:
+        """Deadline name to due date."""
+        return {deadline.name: deadline.due for deadline in self.deadlines}
+
+    @property
+    def earliest_due(self) -> dt.date | None:
+        """The first due date: the one the requesting state must meet, or None."""
+        return min((deadline.due for deadline in self.deadlines), default=None)
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """One official's confirmation of a proposal, with the moment (timezone-aware)."""
+
+    official_id: str
+    at: dt.datetime
+
+
+@dataclass(frozen=True)
+class ConfirmedDecision:
+    """A proposal confirmed by one or more officials, in the order they confirmed it."""
+
+    proposal: CaseProposal
+    confirmations: tuple[Confirmation, ...]
+
+    def __post_init__(self) -> None:
+        if not self.confirmations:
+            raise InvalidInput("a confirmed decision needs at least one confirmation")
+        if self.proposal.confirmed_by != self.confirmed_by:
+            raise InvalidInput("the proposal's confirmed_by does not match the confirmations")
+
+    @property
+    def confirmed_by(self) -> tuple[str, ...]:
+        return tuple(confirmation.official_id for confirmation in self.confirmations)
+
+    @property
+    def responsible_state(self) -> str:
+        return self.proposal.responsible_state
+
+
+# --- the engine --------------------------------------------------------------------------
+
+_REGIME_NAMES: dict[Regime, str] = {
+    Regime.DUBLIN_III: "Dublin III (Reg. 604/2013)",
+    Regime.AMMR: "the AMMR (Reg. 2024/1351)",
+}
+
+_LABELS: dict[Criterion, str] = {
+    Criterion.UNACCOMPANIED_MINOR: "unaccompanied minor",
+    Criterion.FAMILY: "family member",
+    Criterion.DOCUMENTS: "residence document or visa",
+    Criterion.IRREGULAR_ENTRY: "irregular entry",
+    Criterion.VISA_WAIVER_OR_TRANSIT: "visa-waived entry or airport transit",
+    Criterion.FIRST_APPLICATION: "first application",
+}
+
+
+class _Basis(enum.Enum):
+    MINOR_FAMILY = enum.auto()
+    MINOR_RELATIVE = enum.auto()
+    MINOR_NO_FAMILY = enum.auto()
+    FAMILY_BENEFICIARY = enum.auto()
+    FAMILY_APPLICANT = enum.auto()
+    VALID_RESIDENCE_DOCUMENT = enum.auto()
+    VALID_VISA = enum.auto()
+    EXPIRED_DOCUMENT = enum.auto()
+    VISA_WAIVED_ENTRY = enum.auto()
+    AIRPORT_TRANSIT = enum.auto()
+    DEFAULT = enum.auto()
+
+
+# Articles per regime. The AMMR articles checked here against its text are Art. 25(1)-(3), 29
+# (as a whole), 33, 39(1) and 41(1); Art. 25(5), 26, 27, 31, 32 and 16(2) follow the AMMR's
+# structure (Dublin III Art. 8 to 15 and 3(2) renumbered) and were not checked: confirm them
+# before an official relies on the citation.
+_ARTICLES: dict[tuple[Regime, _Basis], str] = {
+    (Regime.DUBLIN_III, _Basis.MINOR_FAMILY): "Art. 8(1)",
+    (Regime.DUBLIN_III, _Basis.MINOR_RELATIVE): "Art. 8(2)",
+    (Regime.DUBLIN_III, _Basis.MINOR_NO_FAMILY): "Art. 8(4)",
+    (Regime.DUBLIN_III, _Basis.FAMILY_BENEFICIARY): "Art. 9",
+    (Regime.DUBLIN_III, _Basis.FAMILY_APPLICANT): "Art. 10",
+    (Regime.DUBLIN_III, _Basis.VALID_RESIDENCE_DOCUMENT): "Art. 12(1)",
+    (Regime.DUBLIN_III, _Basis.VALID_VISA): "Art. 12(2)",
+    (Regime.DUBLIN_III, _Basis.EXPIRED_DOCUMENT): "Art. 12(4)",
+    (Regime.DUBLIN_III, _Basis.VISA_WAIVED_ENTRY): "Art. 14(1)",
+    (Regime.DUBLIN_III, _Basis.AIRPORT_TRANSIT): "Art. 15",
+    (Regime.DUBLIN_III, _Basis.DEFAULT): "Art. 3(2)",
+    (Regime.AMMR, _Basis.MINOR_FAMILY): "Art. 25(2)",
+    (Regime.AMMR, _Basis.MINOR_RELATIVE): "Art. 25(3)",
+    (Regime.AMMR, _Basis.MINOR_NO_FAMILY): "Art. 25(5)",
+    (Regime.AMMR, _Basis.FAMILY_BENEFICIARY): "Art. 26",
+    (Regime.AMMR, _Basis.FAMILY_APPLICANT): "Art. 27",
+    (Regime.AMMR, _Basis.VALID_RESIDENCE_DOCUMENT): "Art. 29",
+    (Regime.AMMR, _Basis.VALID_VISA): "Art. 29",
+    (Regime.AMMR, _Basis.EXPIRED_DOCUMENT): "Art. 29",
+    (Regime.AMMR, _Basis.VISA_WAIVED_ENTRY): "Art. 31",
+    (Regime.AMMR, _Basis.AIRPORT_TRANSIT): "Art. 32",
+    (Regime.AMMR, _Basis.DEFAULT): "Art. 16(2)",
+}
+
+_RELATIONS: dict[Relation, str] = {
+    Relation.SPOUSE_OR_PARTNER: "spouse or partner",
+    Relation.CHILD: "child",
+    Relation.PARENT: "parent or responsible adult",
+    Relation.SIBLING: "sibling",
+    Relation.RELATIVE: "relative",
+}
+
+_STATUSES: dict[FamilyStatus, str] = {
+    FamilyStatus.LEGALLY_PRESENT: "legally present",
+    FamilyStatus.BENEFICIARY_OF_PROTECTION: "a beneficiary of international protection",
+    FamilyStatus.APPLICANT: "an applicant",
+}
+
+_KINDS: dict[DocumentKind, str] = {
+    DocumentKind.RESIDENCE_DOCUMENT: "residence document",
+    DocumentKind.LONG_STAY_VISA: "long-stay visa",
+    DocumentKind.SHORT_STAY_VISA: "short-stay visa",
+    DocumentKind.AIRPORT_TRANSIT_VISA: "airport transit visa",
+}
+
+# Criterion 2 counts the family members of Dublin III Art. 2(g): spouse or partner and minor
+# children; a parent only of a minor applicant, and an unaccompanied minor is decided by
+# criterion 1 before criterion 2 is reached. Siblings and other relatives count only there.
+_CORE_FAMILY = frozenset({Relation.SPOUSE_OR_PARTNER, Relation.CHILD})
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What a criterion found, before the procedure, deadlines and explanation are added."""
+
+    criterion: Criterion
+    state: str
+    basis: _Basis | None  # None when decide() named the state
+    reason: str
+    evidence: tuple[Evidence, ...]
+    decision: Decision | None = None
+    deciding_hit: ReceivedHit | None = None  # the hit whose receipt starts the clock
+    take_back: bool = False  # an AMMR unaccompanied minor first registered elsewhere
+
+
+def propose(case: DublinCase) -> CaseProposal:
+    """Propose the state responsible for ``case``, with procedure, evidence and deadlines.
+
+    Criteria, in order (the first that applies decides):
+
+    1. Unaccompanied minor (Dublin III Art. 8, AMMR Art. 25). A family member, sibling or
+       relative counts when legally present; a beneficiary of protection holds a residence
+       permit and an applicant may remain pending the examination, so all three
+       :class:`FamilyStatus` values count. Family members and siblings come before relatives
+       (Art. 8(1) before 8(2)). For an unaccompanied minor this criterion always decides: the
+       AMMR says only its minors' article applies (Art. 25(1)), and Dublin III Art. 8(4) names
+       a state when no family is present, so criteria 2 to 6 are never reached. Without family,
+       Dublin III names the state where the minor lodged, which is the requesting state (CJEU
+       C-648/11 *M.A.*); the AMMR names the state where the application was first registered
+       (Art. 25(5)): an earlier ``applicant`` hit in another state gives a take back, found by
+       ``decide`` on the applicant hits alone.
+    2. Family (Dublin III Art. 9 and 10, AMMR Art. 26 and 27): a spouse or partner or child who
+       is a beneficiary of protection (first) or an applicant (then) in a state.
+    3. Residence documents and visas (Dublin III Art. 12, AMMR Art. 29), on the registration
+       date. Valid means ``valid_from <= date <= valid_until``. Valid documents come before
+       expired ones (Art. 12(4) applies to an applicant with "only" expired ones). An expired
+       document counts while its grace period runs: the period of
+       :data:`EXPIRED_RESIDENCE_DOCUMENT_MONTHS` (24) or :data:`EXPIRED_VISA_MONTHS` (6) months
+       runs from the expiry date ``valid_until`` and ends, by Regulation 1182/71, at the end of
+       ``add_months(valid_until, months)``; the document still counts on that day ("expired
+       less than two years previously" is still true while the period runs) and no longer on
+       the next. Among several candidates, Art. 12(3): residence documents before visas; the
+       residence document with the longest validity, then the latest expiry; visas of one kind
+       by the latest expiry, visas of different kinds by the longest validity then the latest
+       expiry; then the state code alphabetically.
+    4. Irregular entry and (AMMR) search-and-rescue disembarkation: ``decide`` on the
+       registration date, with its windows (Dublin III 12 months, end day outside; AMMR 20 or
+       12 months, end day inside) and tie-breaks.
+    5. Visa-waived entry (Dublin III Art. 14(1)), then an application made in an airport's
+       international transit area (Art. 15).
+    6. First application: ``decide``'s earlier application in another state (take back),
+       otherwise the requesting state itself (Dublin III Art. 3(2), AMMR Art. 16(2)).
+
+    Several qualifying states under criteria 1 to 3 are ordered as above and then by state
+    code; the explanation names the others, for the official to weigh.
+
+    Procedure: NONE when the responsible state is the requesting state; TAKE_BACK for an
+    earlier application; TAKE_CHARGE otherwise. Deadlines (none for NONE): a take charge based
+    on a hit (criterion 4) runs from that hit's receipt, 2 months (Dublin III Art. 21(1)) or
+    1 month (AMMR Art. 39(1)), and is also bounded by the clock from the application, 3 months
+    from lodging (Dublin III; C-670/16 *Mengesteab*: the hit does not extend it) or 2 months from
+    registration (AMMR, same structure); a take charge on criteria 1 to 3 or 5 has only the
+    clock from the application; a take back runs from the deciding hit's receipt, 2 months for
+    the request (Dublin III Art. 23(2)) or 2 weeks for the notification (AMMR Art. 41(1)).
+
+    Raises InvalidInput if ``case`` is not a :class:`DublinCase`.
+    """
+    if not isinstance(case, DublinCase):
+        raise InvalidInput("propose needs a DublinCase")
+    regime = case.regime
+    received = _unique_hits(case.hits)
+    # decide() is pure and cheap; run it once and let criteria 4 and 6 each read what it found.
+    decision = decide(case.requesting_state, case.registration_date, list(received))
+
+    outcome = (
+        _unaccompanied_minor(case, regime, received)
+        or _family(case)
+        or _documents(case, regime)
+        or _hit_rules(decision, received, Criterion.IRREGULAR_ENTRY)
+        or _visa_waiver_or_transit(case)
+        or _hit_rules(decision, received, Criterion.FIRST_APPLICATION)
+        or _default(case)
+    )
+    return _proposal(case, regime, outcome)
+
+
+def confirm(
+    subject: CaseProposal | ConfirmedDecision, official_id: str, at: dt.datetime
+) -> ConfirmedDecision:
+    """Record that official ``official_id`` confirmed the proposal at ``at``.
+
+    Give a :class:`CaseProposal` for the first confirmation and the :class:`ConfirmedDecision`
+    for each further one (a second person, where policy asks for two). The same official
+    cannot confirm twice (AlreadyExists). ``official_id`` must be 1 to 64 printable characters
+    without surrounding blanks, and ``at`` a timezone-aware moment not before the previous
+    confirmation (InvalidInput). A proposal that already carries confirmations must be
+    confirmed through its ConfirmedDecision, so that no confirmation loses its time
+    (PreconditionFailed).
+    """
+    official = _check_official(official_id)
+    if not isinstance(at, dt.datetime) or at.utcoffset() is None:
+        raise InvalidInput("the confirmation time must be a timezone-aware datetime")
+    if isinstance(subject, ConfirmedDecision):
+        proposal, earlier = subject.proposal, subject.confirmations
+    elif isinstance(subject, CaseProposal):
+        proposal, earlier = subject, ()
+    else:
+        raise InvalidInput("confirm needs a CaseProposal or a ConfirmedDecision")
+    if official in proposal.confirmed_by:
+        raise AlreadyExists(f"official {official!r} has already confirmed this proposal")
+    if not earlier and proposal.confirmed_by:
+        raise PreconditionFailed(
+            "this proposal already carries confirmations; confirm its ConfirmedDecision"
+        )
+    if earlier and at < earlier[-1].at:
+        raise InvalidInput("the confirmation time is before the previous confirmation")
+    return ConfirmedDecision(
+        proposal=replace(proposal, confirmed_by=(*proposal.confirmed_by, official)),
+        confirmations=(*earlier, Confirmation(official_id=official, at=at)),
+    )
+
+
+# --- criteria ----------------------------------------------------------------------------
+
+
+def _unaccompanied_minor(
+    case: DublinCase, regime: Regime, received: dict[HitDetail, ReceivedHit]
+) -> _Outcome | None:
+    if not case.situation.unaccompanied_minor:
+        return None
+    members = case.situation.family
+    groups = (
+        (_Basis.MINOR_FAMILY, [m for m in members if m.relation is not Relation.RELATIVE]),
+        (_Basis.MINOR_RELATIVE, [m for m in members if m.relation is Relation.RELATIVE]),
+    )
+    for basis, group in groups:
+        if group:
+            return _family_outcome(Criterion.UNACCOMPANIED_MINOR, basis, group, "minor's")
+
+    minor = Fact("unaccompanied_minor", "true")
+    if regime is Regime.AMMR:
+        # Art. 25(5): the state of first registration, which an earlier applicant hit shows.
+        applications = [hit for hit in received if hit.category is Category.APPLICANT]
+        decision = decide(case.requesting_state, case.registration_date, applications)
+        if decision.rule is Rule.EARLIER_APPLICATION and decision.responsible_state:
+            hits = tuple(received[hit] for hit in decision.evidence)
+            return _Outcome(
+                criterion=Criterion.UNACCOMPANIED_MINOR,
+                state=decision.responsible_state,
+                basis=_Basis.MINOR_NO_FAMILY,
+                reason=(
+                    "no family member, sibling or relative is present, and the minor's "
+                    f"application was first registered in {decision.responsible_state} "
+                    f"(application record {hits[0].hit.reference} dated "
+                    f"{hits[0].hit.event_date.isoformat()})"
+                ),
+                evidence=(minor, *hits),
+                deciding_hit=hits[0],
+                take_back=True,
+            )
+        where = "first registered"
+    else:
+        where = "lodged"
+    return _Outcome(
+        criterion=Criterion.UNACCOMPANIED_MINOR,
+        state=case.requesting_state,
+        basis=_Basis.MINOR_NO_FAMILY,
+        reason=(
+            "no family member, sibling or relative is present, so the state where the minor's "
+            f"application was {where} examines it"
+        ),
+        evidence=(minor,),
+    )
+
+
+def _family(case: DublinCase) -> _Outcome | None:
+    members = [m for m in case.situation.family if m.relation in _CORE_FAMILY]
+    groups = (
+        (
+            _Basis.FAMILY_BENEFICIARY,
+            [m for m in members if m.status is FamilyStatus.BENEFICIARY_OF_PROTECTION],
+        ),
+        (_Basis.FAMILY_APPLICANT, [m for m in members if m.status is FamilyStatus.APPLICANT]),
+    )
+    for basis, group in groups:
+        if group:
+            return _family_outcome(Criterion.FAMILY, basis, group, "applicant's")
+    return None
+
+
+def _family_outcome(
+    criterion: Criterion, basis: _Basis, group: list[FamilyMember], whose: str
+) -> _Outcome:
+    ordered = sorted(group, key=_member_order)
+    chosen = ordered[0]
+    evidence = tuple(m for m in ordered if m.state == chosen.state)
+    reason = (
+        f"the {whose} {_RELATIONS[chosen.relation]} is {_STATUSES[chosen.status]} in "
+        f"{chosen.state}{_others_note(chosen.state, (m.state for m in ordered))}"
+    )
+    return _Outcome(criterion, chosen.state, basis, reason, evidence)
+
+
+def _documents(case: DublinCase, regime: Regime) -> _Outcome | None:
+    day = case.registration_date
+    documents = case.situation.documents
+    valid = [d for d in documents if d.valid_from <= day <= d.valid_until]
+    expired = [d for d in documents if d.valid_until < day <= _grace_end(d, regime)]
+    candidates = valid or expired
+    if not candidates:
+        return None
+    order = _document_order(candidates)
+    ordered = sorted(candidates, key=order)
+    chosen = ordered[0]
+    evidence = tuple(d for d in ordered if d.issuing_state == chosen.issuing_state)
+    kind = _KINDS[chosen.kind]
+    if valid:
+        basis = _valid_basis(chosen)
+        reason = (
+            f"a {kind} issued by {chosen.issuing_state} valid from "
+            f"{chosen.valid_from.isoformat()} until {chosen.valid_until.isoformat()}, valid on "
+            f"the registration date {day.isoformat()}"
+        )
+    else:
+        basis = _Basis.EXPIRED_DOCUMENT
+        months = _grace_months(chosen, regime)
+        reason = (
+            f"a {kind} issued by {chosen.issuing_state} that expired on "
+            f"{chosen.valid_until.isoformat()}, within {months} months before the registration "
+            f"date {day.isoformat()}"
+        )
+    reason += _others_note(chosen.issuing_state, (d.issuing_state for d in ordered))
+    return _Outcome(Criterion.DOCUMENTS, chosen.issuing_state, basis, reason, evidence)
+
+
+_HIT_RULES: dict[Criterion, frozenset[Rule]] = {
+    Criterion.IRREGULAR_ENTRY: frozenset({Rule.IRREGULAR_ENTRY, Rule.SAR_DISEMBARKATION}),
+    Criterion.FIRST_APPLICATION: frozenset({Rule.EARLIER_APPLICATION}),
+}
+
+
+def _hit_rules(
+    decision: Decision, received: dict[HitDetail, ReceivedHit], criterion: Criterion
+) -> _Outcome | None:
+    """Criterion 4, or the take back of criterion 6, as decide() found them."""
+    if decision.rule not in _HIT_RULES[criterion] or decision.responsible_state is None:
+        return None
+    hits = tuple(received[hit] for hit in decision.evidence)
+    return _Outcome(
+        criterion=criterion,
+        state=decision.responsible_state,
+        basis=None,
+        reason="",
+        evidence=hits,
+        decision=decision,
+        deciding_hit=hits[0],
+    )
+
+
+def _visa_waiver_or_transit(case: DublinCase) -> _Outcome | None:
+    situation = case.situation
+    if situation.visa_waived_entry_state is not None:
+        state = situation.visa_waived_entry_state
+        return _Outcome(
+            Criterion.VISA_WAIVER_OR_TRANSIT,
+            state,
+            _Basis.VISA_WAIVED_ENTRY,
+            f"the applicant entered {state}, where they need no visa",
+            (Fact("visa_waived_entry_state", state),),
+        )
+    if situation.airport_transit_state is not None:
+        state = situation.airport_transit_state
+        return _Outcome(
+            Criterion.VISA_WAIVER_OR_TRANSIT,
+            state,
+            _Basis.AIRPORT_TRANSIT,
+            f"the application was made in the international transit area of an airport of {state}",
+            (Fact("airport_transit_state", state),),
+        )
+    return None
+
+
+def _default(case: DublinCase) -> _Outcome:
+    state = case.requesting_state
+    return _Outcome(
+        Criterion.FIRST_APPLICATION,
+        state,
+        _Basis.DEFAULT,
+        (
+            "no earlier criterion applies and no verified hit shows an earlier application in "
+            f"another state before the registration of {case.registration_date.isoformat()}"
+        ),
+        (Fact("requesting_state", state),),
+    )
+
+
+# --- assembling the proposal -------------------------------------------------------------
+
+
+def _proposal(case: DublinCase, regime: Regime, outcome: _Outcome) -> CaseProposal:
+    decision = outcome.decision
+    if decision is not None:
+        procedure = decision.procedure
+        basis = _decision_basis(decision)
+        body = decision.explanation
+    else:
+        assert outcome.basis is not None  # every criterion but decide()'s sets its basis
+        basis = f"{_REGIME_NAMES[regime]} {_ARTICLES[(regime, outcome.basis)]}"
+        if outcome.state == case.requesting_state:
+            procedure = Procedure.NONE
+        elif outcome.take_back:
+            procedure = Procedure.TAKE_BACK
+        else:
+            procedure = Procedure.TAKE_CHARGE
+        body = (
+            f"{outcome.state} is responsible under {basis} ({outcome.reason}); "
+            f"{_action(case.requesting_state, outcome.state, procedure, regime)}."
+        )
+    label = _LABELS[outcome.criterion]
+    return CaseProposal(
+        requesting_state=case.requesting_state,
+        lodging_date=case.lodging_date,
+        registration_date=case.registration_date,
+        regime=regime,
+        criterion=outcome.criterion,
+        responsible_state=outcome.state,
+        procedure=procedure,
+        basis=basis,
+        evidence=outcome.evidence,
+        explanation=f"Criterion {int(outcome.criterion)} ({label}): {body}",
+        deadlines=_deadlines(case, regime, procedure, outcome.deciding_hit),
+        hit_rule=decision.rule if decision is not None else None,
+    )
+
+
+def _deadlines(
+    case: DublinCase, regime: Regime, procedure: Procedure, deciding_hit: ReceivedHit | None
+) -> tuple[Deadline, ...]:
+    if procedure is Procedure.NONE:
+        return ()
+    if procedure is Procedure.TAKE_BACK:
+        assert deciding_hit is not None  # a take back always rests on an applicant hit
+        return (_deadline(_TAKE_BACK[regime], deciding_hit.received_on),)
+    after_application = _TAKE_CHARGE_AFTER_APPLICATION[regime]
+    application_day = (
+        case.lodging_date
+        if after_application.start is StartEvent.APPLICATION_LODGED
+        else case.registration_date
+    )
+    from_application = _deadline(after_application, application_day)
+    if deciding_hit is None:
+        return (from_application,)
+    return (_deadline(_TAKE_CHARGE_AFTER_HIT[regime], deciding_hit.received_on), from_application)
+
+
+def _deadline(clock: _Clock, start: dt.date) -> Deadline:
+    return Deadline(
+        name=clock.name,
+        due=period_end(start, clock.length, clock.unit),
+        start_event=clock.start,
+        start_date=start,
+        length=clock.length,
+        unit=clock.unit,
+        basis=clock.basis,
+    )
+
+
+def _decision_basis(decision: Decision) -> str:
+    # decide()'s explanation names the article; the proposal states it once more on its own.
+    articles = {
+        (Regime.DUBLIN_III, Rule.IRREGULAR_ENTRY): "Art. 13(1)",
+        (Regime.AMMR, Rule.IRREGULAR_ENTRY): "Art. 33(1)",
+        (Regime.AMMR, Rule.SAR_DISEMBARKATION): "Art. 33(2)",
+        (Regime.DUBLIN_III, Rule.EARLIER_APPLICATION): "Art. 18(1)(b)",
+        (Regime.AMMR, Rule.EARLIER_APPLICATION): "Art. 36(1)(b)",
+    }
+    return f"{_REGIME_NAMES[decision.regime]} {articles[(decision.regime, decision.rule)]}"
+
+
+def _action(requesting: str, state: str, procedure: Procedure, regime: Regime) -> str:
+    if procedure is Procedure.NONE:
+        return "no transfer is needed"
+    if procedure is Procedure.TAKE_CHARGE:
+        return f"{requesting} should request {state} to take charge"
+    if regime is Regime.AMMR:
+        return f"{requesting} should send {state} a take back notification (Art. 41)"
+    return f"{requesting} should request {state} to take the applicant back"
+
+
+def _others_note(chosen: str, states: Iterable[str]) -> str:
+    # Several states can qualify under one criterion (family in two states, two visas); the
+    # order above picks one, and the official sees the others to weigh them.
+    others = sorted({state for state in states if state != chosen})
+    if not others:
+        return ""
+    verb = "qualifies" if len(others) == 1 else "qualify"
+    return f"; {', '.join(others)} also {verb} and {'ranks' if len(others) == 1 else 'rank'} after"
+
+
+# --- orderings and small checks ----------------------------------------------------------
+
+
+def _member_order(member: FamilyMember) -> tuple[str, str, str]:
+    return (member.state, member.relation.value, member.status.value)
+
+
+def _document_order(
+    candidates: list[TravelDocument],
+) -> Callable[[TravelDocument], tuple[int, int, int, str, str, int]]:
+    """Art. 12(3) order as a sort key; smaller sorts first."""
+    visa_kinds = {d.kind for d in candidates if d.kind.is_visa}
+    by_validity_first = len(visa_kinds) > 1  # 12(3)(c); same kind: 12(3)(b), latest expiry
+
+    def key(document: TravelDocument) -> tuple[int, int, int, str, str, int]:
+        validity = (document.valid_until - document.valid_from).days
+        expiry = document.valid_until.toordinal()
+        if not document.kind.is_visa or by_validity_first:
+            first, second = -validity, -expiry
+        else:
+            first, second = -expiry, -validity
+        return (
+            int(document.kind.is_visa),
+            first,
+            second,
+            document.issuing_state,
+            document.kind.value,
+            document.valid_from.toordinal(),
+        )
+
+    return key
+
+
+def _valid_basis(document: TravelDocument) -> _Basis:
+    return _Basis.VALID_VISA if document.kind.is_visa else _Basis.VALID_RESIDENCE_DOCUMENT
+
+
+def _grace_months(document: TravelDocument, regime: Regime) -> int:
+    if document.kind.is_visa:
+        return EXPIRED_VISA_MONTHS[regime]
+    return EXPIRED_RESIDENCE_DOCUMENT_MONTHS[regime]
+
+
+def _grace_end(document: TravelDocument, regime: Regime) -> dt.date:
+    return period_end(document.valid_until, _grace_months(document, regime), PeriodUnit.MONTHS)
+
+
+def _unique_hits(hits: tuple[ReceivedHit, ...]) -> dict[HitDetail, ReceivedHit]:
+    # The same record may be received twice (two searches); its clocks start at the first.
+    first: dict[HitDetail, ReceivedHit] = {}
+    for received in hits:
+        known = first.get(received.hit)
+        if known is None or received.received_on < known.received_on:
+            first[received.hit] = received
+    return first
+
+
+def _check_state(value: object, name: str) -> None:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{name} must be an ISO 3166-1 alpha-2 code such as 'DE'")
+    check_member_state(value, name)
+
+
+def _check_date(value: object, name: str) -> None:
+    # datetime is a subclass of date but cannot be compared with one.
+    if not isinstance(value, dt.date) or isinstance(value, dt.datetime):
+        raise InvalidInput(f"{name} must be a calendar date")
+
+
+def _check_tuple(value: object, kind: type, name: str) -> None:
+    if not isinstance(value, tuple) or not all(isinstance(item, kind) for item in value):
+        raise InvalidInput(f"{name} must be a tuple of {kind.__name__}")
+
+
+def _check_official(official_id: object) -> str:
+    if not isinstance(official_id, str) or not official_id.strip():
+        raise InvalidInput("official_id is required")
+    if official_id != official_id.strip():
+        raise InvalidInput("official_id must not start or end with blanks")
+    if len(official_id) > 64 or not official_id.isprintable():
+        raise InvalidInput("official_id must be at most 64 printable characters")
+    return official_id
