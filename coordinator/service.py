@@ -204,6 +204,13 @@ class CoordinatorService:
         keeps only the key id (to refuse unknown ids before a fan-out), never the keys."""
         deadline = self._deadline(time_remaining)
         self._authorize(header)
+        peer = caller()
+        if peer is not None and peer.member_state != header.requesting_state:
+            # Key ids belong to the state that registered them: no registering for another.
+            raise PermissionDenied(
+                f"a caller of {peer.member_state or 'EU'} cannot register keys for "
+                f"{header.requesting_state}"
+            )
         if request.key_bundle.secret_key:
             raise InvalidInput("key bundle carries a secret key; refused (send public material)")
         key_id = key_bundle_from_pb(request.key_bundle).digest()
@@ -258,7 +265,8 @@ class CoordinatorService:
         self._require_operator(header)
         if probe.model_id != self.config.model_id:
             raise PreconditionFailed(
-                f"probe from model {probe.model_id!r}; the federation uses {self.config.model_id!r}"
+                f"probe from model {probe.model_id[:64]!r}; "
+                f"the federation uses {self.config.model_id!r}"
             )
         if probe.dimension != self.config.dimension:
             raise InvalidInput(f"probe dimension must be {self.config.dimension}")

@@ -32,7 +32,11 @@ from fedmatch.rpc.v1 import audit_pb2, audit_pb2_grpc
 
 __all__ = ["Witnesses"]
 
-_ATTEMPTS = 4
+# Concurrent lookups run concurrent rounds, and a node answers "conflict" when another
+# round moved it on meanwhile; each retry starts from the size it reported, so a handful
+# of lookups at once settles in a few rounds. 16 bounds the work on a node that keeps
+# conflicting (then reported as refused, never searched).
+_ATTEMPTS = 16
 
 
 class Witnesses:

@@ -141,6 +141,10 @@ class QueryHeader:
                 raise InvalidInput(f"{name} is required")
             if len(value) > 256:
                 raise InvalidInput(f"{name} is longer than 256 characters")
+            # It is logged: a control character would make the log entry (and so the
+            # request) impossible to record.
+            if not value.isprintable():
+                raise InvalidInput(f"{name} must be printable text")
         for name in ("unit", "operator"):
             value = getattr(self, name)
             if len(value) > 64 or not value.isprintable():

@@ -266,12 +266,13 @@ class NodeService:
         )
         if threshold_version != self.config.threshold_version:
             raise PreconditionFailed(
-                f"threshold version {threshold_version!r} is not this node's "
+                f"threshold version {threshold_version[:64]!r} is not this node's "
                 f"{self.config.threshold_version!r}"
             )
         if probe.model_id != self.store.model_id:
             raise PreconditionFailed(
-                f"probe from model {probe.model_id!r}; this register holds {self.store.model_id!r}"
+                f"probe from model {probe.model_id[:64]!r}; "
+                f"this register holds {self.store.model_id!r}"
             )
         if probe.dimension != self.store.dimension:
             raise InvalidInput(f"probe dimension must be {self.store.dimension}")

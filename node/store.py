@@ -132,7 +132,8 @@ class RecordStore:
     def _row(self, record: NewRecord) -> tuple[object, ...]:
         if record.model_id != self.model_id:
             raise PreconditionFailed(
-                f"template from model {record.model_id!r}; this register holds {self.model_id!r}"
+                f"template from model {record.model_id[:64]!r}; "
+                f"this register holds {self.model_id!r}"
             )
         if record.template.shape[0] != self.dimension:
             raise InvalidInput(f"template dimension must be {self.dimension}")

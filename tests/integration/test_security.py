@@ -557,3 +557,18 @@ def test_categories_not_asked_for_never_match(fed: Federation) -> None:
     narrowed = narrow.lookup(person, narrow.header(Purpose.ASYLUM_DUBLIN, basis, "C-2"))
     assert narrowed.matches == ()
     assert {n.outcome for n in narrowed.nodes} == {"ok"}
+
+
+def test_keys_cannot_be_registered_for_another_state(fed: Federation) -> None:
+    from fedmatch.rpc.v1 import common_pb2
+    from fedmatch.wire import key_bundle_to_pb
+
+    request = common_pb2.RegisterKeysRequest(
+        header=header_to_pb(new_header("DE")),
+        key_bundle=key_bundle_to_pb(shared_keys("DE").public_bundle()),
+    )
+    err = refused(
+        lambda: coordinator_stub(fed, operator(fed, "FR")).RegisterKeys(request, timeout=60)
+    )
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "cannot register keys for DE" in (err.details() or "")
