@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from fedmatch.domain import QueryHeader
-from fedmatch.grpcutil.auth import caller
 from fedmatch.replay import ReplayGuard
 from fedmatch.statement import SignedRequest, VerifiedRequest, verify_request
 
@@ -25,8 +24,7 @@ class Gate:
         self, signed: SignedRequest | None, header: QueryHeader, kind: str, probe_hash: str
     ) -> VerifiedRequest:
         """The verified request; its nonce is not consumed yet (see :meth:`consume`)."""
-        verified = verify_request(signed, header, kind, probe_hash, self.verify_chain)
-        return verified
+        return verify_request(signed, header, kind, probe_hash, self.verify_chain)
 
     def consume(self, verified: VerifiedRequest) -> None:
         """Accept the request's nonce once (persisted); a replay is refused."""
@@ -34,8 +32,3 @@ class Gate:
 
     def close(self) -> None:
         self.replay.close()
-
-
-def peer() -> Any:
-    """The TLS peer of the current call (None in --dev-insecure mode)."""
-    return caller()
