@@ -32,7 +32,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Self, TypeVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -404,10 +404,13 @@ class NoteSigner:
         return self._public
 
 
-class NoteVerifier:
-    """A trusted note key (type 0x01): name, key id and Ed25519 public key."""
+class _Verifier:
+    """A trusted Ed25519 key of one type: name, key id (which depends on the type) and key.
+    Subclasses fix the type byte and the kind of vkey they accept."""
 
     __slots__ = ("_key", "_public", "key_id", "name")
+    _ALG: int
+    _KIND: str
 
     name: str
     key_id: bytes
@@ -416,25 +419,36 @@ class NoteVerifier:
         self.name = _check_name(name)
         self._key = _public_key(public)
         self._public = public
-        self.key_id = _key_id(name, _ALG_ED25519, public)
+        self.key_id = _key_id(name, self._ALG, public)
 
     def __repr__(self) -> str:
-        return f"NoteVerifier(name={self.name!r}, key_id={self.key_id.hex()})"
+        return f"{type(self).__name__}(name={self.name!r}, key_id={self.key_id.hex()})"
 
     @classmethod
-    def from_vkey(cls, vkey: str) -> NoteVerifier:
-        name, _, public = _parse_vkey(vkey, _ALG_ED25519, "verifier")
+    def from_vkey(cls, vkey: str) -> Self:
+        # Only vkeys of this class's type: a 0x01 vkey names a note key and a 0x04 one a
+        # witness (transparency-dev/formats accepts both as witnesses, which would blur
+        # which role a configured key has).
+        name, _, public = _parse_vkey(vkey, cls._ALG, cls._KIND)
         return cls(name, public)
 
     @classmethod
-    def from_public_key(cls, name: str, public: bytes) -> NoteVerifier:
+    def from_public_key(cls, name: str, public: bytes) -> Self:
         return cls(name, public)
 
     def vkey(self) -> str:
-        return _encode_vkey(self.name, _ALG_ED25519, self._public)
+        return _encode_vkey(self.name, self._ALG, self._public)
 
     def public_key_bytes(self) -> bytes:
         return self._public
+
+
+class NoteVerifier(_Verifier):
+    """A trusted note key (type 0x01): name, key id and Ed25519 public key."""
+
+    __slots__ = ()
+    _ALG = _ALG_ED25519
+    _KIND = "verifier"
 
     def verify(self, message: bytes, signature: bytes) -> None:
         """Raw Ed25519 check of ``signature`` over ``message``; raises if it fails."""
@@ -443,39 +457,12 @@ class NoteVerifier:
         _verify_ed25519(self._key, message, signature, f"key {self.name}+{self.key_id.hex()}")
 
 
-class CosignatureVerifier:
+class CosignatureVerifier(_Verifier):
     """A trusted witness key (type 0x04, cosignature/v1): name, key id, Ed25519 key."""
 
-    __slots__ = ("_key", "_public", "key_id", "name")
-
-    name: str
-    key_id: bytes
-
-    def __init__(self, name: str, public: bytes) -> None:
-        self.name = _check_name(name)
-        self._key = _public_key(public)
-        self._public = public
-        self.key_id = _key_id(name, _ALG_COSIGNATURE_V1, public)
-
-    def __repr__(self) -> str:
-        return f"CosignatureVerifier(name={self.name!r}, key_id={self.key_id.hex()})"
-
-    @classmethod
-    def from_vkey(cls, vkey: str) -> CosignatureVerifier:
-        # Only type 0x04 vkeys: a 0x01 vkey names a note key, and accepting it here (as
-        # transparency-dev/formats does) would blur which role a configured key has.
-        name, _, public = _parse_vkey(vkey, _ALG_COSIGNATURE_V1, "cosigner verifier")
-        return cls(name, public)
-
-    @classmethod
-    def from_public_key(cls, name: str, public: bytes) -> CosignatureVerifier:
-        return cls(name, public)
-
-    def vkey(self) -> str:
-        return _encode_vkey(self.name, _ALG_COSIGNATURE_V1, self._public)
-
-    def public_key_bytes(self) -> bytes:
-        return self._public
+    __slots__ = ()
+    _ALG = _ALG_COSIGNATURE_V1
+    _KIND = "cosigner verifier"
 
     def _verify(self, message: bytes, signature: bytes, who: str) -> None:
         # Module-internal: the message is always a cosignature/v1 message built here.
