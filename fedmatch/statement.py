@@ -27,6 +27,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fedmatch.audit.note import NoteSigner
+from fedmatch.canonical import canonical_json
 from fedmatch.domain import Category, QueryHeader
 from fedmatch.errors import InvalidInput, PermissionDenied
 
@@ -68,6 +69,7 @@ _FIELDS = {
     "signer",
     "prior_check",
     "urgent",
+    "subject_category",
 }
 
 
@@ -80,13 +82,12 @@ def new_nonce() -> str:
     return secrets.token_hex(16)
 
 
-def _canonical(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-
-
 @dataclass(frozen=True)
 class RequestStatement:
-    kind: str  # "lookup" (a search); "resolve" (hit details and a decision)
+    # "lookup" (a search); "resolve" (hit details and a decision); "confirm" (an official's
+    # confirmation of a case proposal: probe_hash is then the digest of the confirmation's
+    # body, see fedmatch/casefile.py)
+    kind: str
     query_id: str
     requesting_state: str
     purpose: str
@@ -102,6 +103,10 @@ class RequestStatement:
     # Law enforcement: the reference of the national check that failed first.
     prior_check: str = ""
     urgent: bool = False
+    # The register category of the person searched (an applicant, someone apprehended
+    # crossing...), as the requester declares it: published statistics count hits per pair
+    # of categories (DOMAIN.md section 6). "" when not declared.
+    subject_category: str = ""
 
     def encode(self) -> bytes:
         obj: dict[str, Any] = {
@@ -121,8 +126,9 @@ class RequestStatement:
             "signer": self.signer,
             "prior_check": self.prior_check,
             "urgent": self.urgent,
+            "subject_category": self.subject_category,
         }
-        return _canonical(obj)
+        return canonical_json(obj)
 
     @classmethod
     def decode(cls, data: bytes) -> RequestStatement:
@@ -151,15 +157,18 @@ class RequestStatement:
                 signer=_str(obj["signer"]),
                 prior_check=_str(obj["prior_check"]),
                 urgent=_bool(obj["urgent"]),
+                subject_category=_str(obj["subject_category"]),
             )
         except TypeError:
             raise InvalidInput("request statement has a field of the wrong type") from None
         if statement.encode() != data:
             raise InvalidInput("request statement is not canonical")
+        if statement.subject_category and statement.subject_category not in ALL_CATEGORIES:
+            raise InvalidInput("request statement subject_category is not a register category")
         if len(statement.nonce) != 32 or not _HEX.fullmatch(statement.nonce):
             raise InvalidInput("request statement nonce must be 32 hex digits (128 bits)")
-        if statement.kind not in ("lookup", "resolve"):
-            raise InvalidInput("request statement kind must be lookup or resolve")
+        if statement.kind not in ("lookup", "resolve", "confirm"):
+            raise InvalidInput("request statement kind must be lookup, resolve or confirm")
         return statement
 
     def check_header(self, header: QueryHeader) -> None:
@@ -309,6 +318,7 @@ def sign_request(
     prior_check: str = "",
     urgent: bool = False,
     issued_ms: int | None = None,
+    subject_category: str = "",
 ) -> SignedRequest:
     """The requester's side: state and sign a request (see :func:`verify_request`)."""
     statement = RequestStatement(
@@ -327,6 +337,7 @@ def sign_request(
         signer=key_id(signer.public_key_bytes()),
         prior_check=prior_check,
         urgent=urgent,
+        subject_category=subject_category,
     ).encode()
     return SignedRequest(statement, signer.sign(STATEMENT_DOMAIN + statement), chain_pem)
 
@@ -355,7 +366,10 @@ class RequestSigner:
     approve: Callable[[SignedRequest], SignedRequest] | None = None
     prior_check: str = ""
 
-    def sign(self, header: QueryHeader, kind: str, probe_hash: str = "") -> SignedRequest:
+    def sign(
+        self, header: QueryHeader, kind: str, probe_hash: str = "", subject_category: str = ""
+    ) -> SignedRequest:
+        """``subject_category``: the category of the person searched, if declared."""
         signed = sign_request(
             self.key,
             self.chain_pem,
@@ -364,5 +378,6 @@ class RequestSigner:
             self.categories,
             probe_hash,
             prior_check=self.prior_check,
+            subject_category=subject_category,
         )
         return self.approve(signed) if self.approve is not None else signed

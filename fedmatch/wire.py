@@ -8,6 +8,7 @@ with the field's name; none echoes a value it refuses.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 
 from fedmatch.audit.witness import Authorization, WitnessAnswer
 from fedmatch.domain import (
@@ -25,6 +26,7 @@ from fedmatch.limits import HANDLE_BYTES
 from fedmatch.rpc.v1 import audit_pb2
 from fedmatch.rpc.v1 import common_pb2 as pb
 from fedmatch.statement import SignedRequest
+from fedmatch.verification import MAX_VERDICTS, SignedVerdict
 
 __all__ = [
     "authorization_from_pb",
@@ -42,6 +44,8 @@ __all__ = [
     "sex_from_pb",
     "sex_to_pb",
     "signed_from_pb",
+    "verdict_to_pb",
+    "verdicts_from_pb",
     "witness_answer_to_pb",
 ]
 
@@ -259,3 +263,18 @@ def witness_answer_to_pb(answer: WitnessAnswer) -> audit_pb2.AddCheckpointRespon
         witness_name=cosig.name if cosig else "",
         cosignature=(cosig.key_id + cosig.value) if cosig else b"",
     )
+
+
+def verdict_to_pb(verdict: SignedVerdict) -> pb.HitVerdict:
+    return pb.HitVerdict(
+        statement=verdict.statement,
+        signature=verdict.signature,
+        signer_chain=verdict.signer_chain,
+    )
+
+
+def verdicts_from_pb(msgs: Sequence[pb.HitVerdict]) -> list[SignedVerdict]:
+    """Signed hit verdicts as received (their signatures are checked by the service)."""
+    if len(msgs) > MAX_VERDICTS:
+        raise InvalidInput(f"at most {MAX_VERDICTS} verdicts per request")
+    return [SignedVerdict(m.statement, m.signature, m.signer_chain) for m in msgs]

@@ -31,6 +31,7 @@ from typing import Any
 
 from fedmatch.audit.errors import AuditVerificationError
 from fedmatch.audit.note import NoteSigner, NoteVerifier
+from fedmatch.canonical import canonical_json
 from fedmatch.errors import InvalidInput
 
 __all__ = [
@@ -81,11 +82,22 @@ class EventKind(enum.StrEnum):
     SEARCH_REFUSED = "search_refused"
     REQUEST_REFUSED = "request_refused"
     HIT_VERIFIED = "hit_verified"
+    # An expert rejected a candidate hit: its details are never asked for (verifiers and
+    # reason codes only).
+    HIT_REJECTED = "hit_rejected"
     HIT_DETAILS_REVEALED = "hit_details_revealed"
     DECISION_PROPOSED = "decision_proposed"
+    DECISION_CONFIRMED = "decision_confirmed"  # an official accepted or overrode it
     RECORD_ENROLLED = "record_enrolled"
     RECORD_MARKED = "record_marked"
     RECORD_ERASED = "record_erased"
+    RECORD_UNMARKED = "record_unmarked"  # protection withdrawn
+    # Notices between states (node/inbox.py): queued or relayed by the sender, relayed by
+    # the coordinator, received into an inbox, acknowledged by the receiver's authority.
+    NOTICE_SENT = "notice_sent"
+    NOTICE_RELAYED = "notice_relayed"
+    NOTICE_RECEIVED = "notice_received"
+    NOTICE_ACKNOWLEDGED = "notice_acknowledged"
     KEYS_REGISTERED = "keys_registered"
     AUDIT_ACCESSED = "audit_accessed"
 
@@ -201,10 +213,6 @@ class AuditEvent:
             ) from None
 
 
-def _canonical(obj: Mapping[str, Any]) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-
-
 def _format_time(unix_ms: int) -> str:
     t = dt.datetime.fromtimestamp(unix_ms / 1000, tz=dt.UTC)
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{unix_ms % 1000:03d}Z"
@@ -264,7 +272,7 @@ class SignedEntry:
         # hex, canonical base64), not merely decode to the same key id and signature.
         if parts[0] != key_id.hex().encode() or parts[1] != base64.b64encode(signature):
             raise AuditVerificationError("entry trailer is not canonical")
-        if not isinstance(obj, dict) or _canonical(obj) != payload:
+        if not isinstance(obj, dict) or canonical_json(obj) != payload:
             raise AuditVerificationError("entry payload is not canonical JSON")
         if obj.get("v") != _VERSION or set(obj) != {"v", "seq", "party", "time_ms", "event"}:
             raise AuditVerificationError("entry has an unknown version or fields")
@@ -278,7 +286,7 @@ class SignedEntry:
         event = AuditEvent.from_json(obj["event"])
         # Unknown event fields (which from_json would ignore) and explicit empty values are
         # refused: the payload must be exactly what encode_entry writes for this event.
-        if _canonical(event.to_json()) != _canonical(obj["event"]):
+        if canonical_json(event.to_json()) != canonical_json(obj["event"]):
             raise AuditVerificationError("entry event is not canonical")
         return cls(seq, party, unix_ms, event, key_id, raw)
 
@@ -287,7 +295,7 @@ def encode_entry(
     signer: NoteSigner, party: str, seq: int, unix_ms: int, event: AuditEvent
 ) -> SignedEntry:
     """Number, time and sign ``event`` as entry ``seq`` of ``party``'s log."""
-    payload = _canonical(
+    payload = canonical_json(
         {"v": _VERSION, "seq": seq, "party": party, "time_ms": unix_ms, "event": event.to_json()}
     )
     signature = signer.sign(ENTRY_DOMAIN + payload)

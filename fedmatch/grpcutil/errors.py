@@ -16,6 +16,7 @@ from typing import TypeVar
 import grpc
 
 from fedmatch import errors
+from fedmatch.grpcutil.metrics import note_refusal
 
 __all__ = ["status_for", "translated"]
 
@@ -56,6 +57,7 @@ def translated(
             return method(self, request, context)
         except errors.FedmatchError as exc:
             code = status_for(exc)
+            note_refusal(exc)  # the error class, for the refusal metrics
             log.info("%s refused: %s (%s)", method.__name__, code.name, type(exc).__name__)
             # Errors with a machine-readable reason (the face quality gates) lead with it, so
             # a client can tell "no_face" from "too_dark" without parsing prose.
@@ -65,6 +67,7 @@ def translated(
             )
         except Exception as exc:  # noqa: BLE001 - the last line of defence of a handler
             log.error("%s failed: %s", method.__name__, type(exc).__name__)
+            note_refusal(exc)
             context.abort(grpc.StatusCode.INTERNAL, "internal error")
         raise AssertionError("unreachable: context.abort raises")
 
