@@ -389,3 +389,92 @@ class LogAuthorization(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LogAuthorization: _TypeAlias = LogAuthorization  # noqa: Y015
+
+@_typing.final
+class HitVerdict(_message.Message):
+    """A human expert's signed verdict on one candidate hit (fedmatch/verification.py): the exact
+    statement bytes, the Ed25519 signature by the key the verifier's certificate binds, and
+    that certificate chain (PEM: leaf and intermediate).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATEMENT_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    SIGNER_CHAIN_FIELD_NUMBER: _builtins.int
+    statement: _builtins.bytes
+    signature: _builtins.bytes
+    signer_chain: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        statement: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+        signer_chain: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["signature", b"signature", "signer_chain", b"signer_chain", "statement", b"statement"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HitVerdict: _TypeAlias = HitVerdict  # noqa: Y015
+
+@_typing.final
+class Notice(_message.Message):
+    """A notice between states, relayed node -> coordinator -> node (node/inbox.py): a record
+    behind an earlier hit was marked, unmarked or erased, or a data subject's correction or
+    erasure request for a record the receiver holds. Never biometric data.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTICE_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    FROM_STATE_FIELD_NUMBER: _builtins.int
+    TO_STATE_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    REFERENCE_DIGEST_FIELD_NUMBER: _builtins.int
+    QUERY_ID_FIELD_NUMBER: _builtins.int
+    CASE_REFERENCE_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    SIGNER_CHAIN_FIELD_NUMBER: _builtins.int
+    notice_id: _builtins.str
+    """128 random bits as 32 lowercase hex digits; a redelivery is recognised by it."""
+    kind: _builtins.str
+    """record_marked, record_unmarked, record_erased, correction_request, erasure_request."""
+    from_state: _builtins.str
+    to_state: _builtins.str
+    reference: _builtins.str
+    """Rights requests: the receiver's own reference number of the record."""
+    reference_digest: _builtins.str
+    """Notifications: SHA-256 (hex) of the sender's reference, as the receiver got it."""
+    query_id: _builtins.str
+    case_reference: _builtins.str
+    signature: _builtins.bytes
+    """The sending node's Ed25519 signature (the key its certificate binds) over
+    "fedmatch/notice/v1\\0" and the canonical JSON of fields 1-8, and its certificate chain
+    (PEM): the receiver checks both, so the relaying coordinator cannot forge a notice.
+    """
+    signer_chain: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        notice_id: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        from_state: _builtins.str = ...,
+        to_state: _builtins.str = ...,
+        reference: _builtins.str = ...,
+        reference_digest: _builtins.str = ...,
+        query_id: _builtins.str = ...,
+        case_reference: _builtins.str = ...,
+        signature: _builtins.bytes = ...,
+        signer_chain: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_reference", b"case_reference", "from_state", b"from_state", "kind", b"kind", "notice_id", b"notice_id", "query_id", b"query_id", "reference", b"reference", "reference_digest", b"reference_digest", "signature", b"signature", "signer_chain", b"signer_chain", "to_state", b"to_state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Notice: _TypeAlias = Notice  # noqa: Y015

@@ -101,6 +101,117 @@ PROCEDURE_TAKE_BACK: Procedure.ValueType  # 2
 PROCEDURE_NONE: Procedure.ValueType  # 3
 Global___Procedure: _TypeAlias = Procedure  # noqa: Y015
 
+class _FamilyRelation:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FamilyRelationEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FamilyRelation.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FAMILY_RELATION_UNSPECIFIED: _FamilyRelation.ValueType  # 0
+    FAMILY_RELATION_SPOUSE_OR_PARTNER: _FamilyRelation.ValueType  # 1
+    FAMILY_RELATION_CHILD: _FamilyRelation.ValueType  # 2
+    FAMILY_RELATION_PARENT: _FamilyRelation.ValueType  # 3
+    """Father, mother or another adult responsible for a minor."""
+    FAMILY_RELATION_SIBLING: _FamilyRelation.ValueType  # 4
+    FAMILY_RELATION_RELATIVE: _FamilyRelation.ValueType  # 5
+    """Adult aunt, uncle or grandparent (Dublin III Art. 2(h))."""
+
+class FamilyRelation(_FamilyRelation, metaclass=_FamilyRelationEnumTypeWrapper):
+    """--- The Dublin case (coordinator/case.py): inputs, proposal, confirmation -------------"""
+
+FAMILY_RELATION_UNSPECIFIED: FamilyRelation.ValueType  # 0
+FAMILY_RELATION_SPOUSE_OR_PARTNER: FamilyRelation.ValueType  # 1
+FAMILY_RELATION_CHILD: FamilyRelation.ValueType  # 2
+FAMILY_RELATION_PARENT: FamilyRelation.ValueType  # 3
+"""Father, mother or another adult responsible for a minor."""
+FAMILY_RELATION_SIBLING: FamilyRelation.ValueType  # 4
+FAMILY_RELATION_RELATIVE: FamilyRelation.ValueType  # 5
+"""Adult aunt, uncle or grandparent (Dublin III Art. 2(h))."""
+Global___FamilyRelation: _TypeAlias = FamilyRelation  # noqa: Y015
+
+class _FamilyStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FamilyStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FamilyStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FAMILY_STATUS_UNSPECIFIED: _FamilyStatus.ValueType  # 0
+    FAMILY_STATUS_LEGALLY_PRESENT: _FamilyStatus.ValueType  # 1
+    FAMILY_STATUS_BENEFICIARY_OF_PROTECTION: _FamilyStatus.ValueType  # 2
+    FAMILY_STATUS_APPLICANT: _FamilyStatus.ValueType  # 3
+
+class FamilyStatus(_FamilyStatus, metaclass=_FamilyStatusEnumTypeWrapper): ...
+
+FAMILY_STATUS_UNSPECIFIED: FamilyStatus.ValueType  # 0
+FAMILY_STATUS_LEGALLY_PRESENT: FamilyStatus.ValueType  # 1
+FAMILY_STATUS_BENEFICIARY_OF_PROTECTION: FamilyStatus.ValueType  # 2
+FAMILY_STATUS_APPLICANT: FamilyStatus.ValueType  # 3
+Global___FamilyStatus: _TypeAlias = FamilyStatus  # noqa: Y015
+
+class _DocumentKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DocumentKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DocumentKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DOCUMENT_KIND_UNSPECIFIED: _DocumentKind.ValueType  # 0
+    DOCUMENT_KIND_RESIDENCE_DOCUMENT: _DocumentKind.ValueType  # 1
+    DOCUMENT_KIND_LONG_STAY_VISA: _DocumentKind.ValueType  # 2
+    DOCUMENT_KIND_SHORT_STAY_VISA: _DocumentKind.ValueType  # 3
+    DOCUMENT_KIND_AIRPORT_TRANSIT_VISA: _DocumentKind.ValueType  # 4
+
+class DocumentKind(_DocumentKind, metaclass=_DocumentKindEnumTypeWrapper): ...
+
+DOCUMENT_KIND_UNSPECIFIED: DocumentKind.ValueType  # 0
+DOCUMENT_KIND_RESIDENCE_DOCUMENT: DocumentKind.ValueType  # 1
+DOCUMENT_KIND_LONG_STAY_VISA: DocumentKind.ValueType  # 2
+DOCUMENT_KIND_SHORT_STAY_VISA: DocumentKind.ValueType  # 3
+DOCUMENT_KIND_AIRPORT_TRANSIT_VISA: DocumentKind.ValueType  # 4
+Global___DocumentKind: _TypeAlias = DocumentKind  # noqa: Y015
+
+class _Criterion:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CriterionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Criterion.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CRITERION_UNSPECIFIED: _Criterion.ValueType  # 0
+    CRITERION_UNACCOMPANIED_MINOR: _Criterion.ValueType  # 1
+    CRITERION_FAMILY: _Criterion.ValueType  # 2
+    CRITERION_DOCUMENTS: _Criterion.ValueType  # 3
+    CRITERION_IRREGULAR_ENTRY: _Criterion.ValueType  # 4
+    CRITERION_VISA_WAIVER_OR_TRANSIT: _Criterion.ValueType  # 5
+    CRITERION_FIRST_APPLICATION: _Criterion.ValueType  # 6
+
+class Criterion(_Criterion, metaclass=_CriterionEnumTypeWrapper):
+    """The criteria of DOMAIN.md section 3, numbered in the order they are applied."""
+
+CRITERION_UNSPECIFIED: Criterion.ValueType  # 0
+CRITERION_UNACCOMPANIED_MINOR: Criterion.ValueType  # 1
+CRITERION_FAMILY: Criterion.ValueType  # 2
+CRITERION_DOCUMENTS: Criterion.ValueType  # 3
+CRITERION_IRREGULAR_ENTRY: Criterion.ValueType  # 4
+CRITERION_VISA_WAIVER_OR_TRANSIT: Criterion.ValueType  # 5
+CRITERION_FIRST_APPLICATION: Criterion.ValueType  # 6
+Global___Criterion: _TypeAlias = Criterion  # noqa: Y015
+
+class _ConfirmAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConfirmActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConfirmAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONFIRM_ACTION_UNSPECIFIED: _ConfirmAction.ValueType  # 0
+    CONFIRM_ACTION_ACCEPT: _ConfirmAction.ValueType  # 1
+    CONFIRM_ACTION_OVERRIDE: _ConfirmAction.ValueType  # 2
+
+class ConfirmAction(_ConfirmAction, metaclass=_ConfirmActionEnumTypeWrapper): ...
+
+CONFIRM_ACTION_UNSPECIFIED: ConfirmAction.ValueType  # 0
+CONFIRM_ACTION_ACCEPT: ConfirmAction.ValueType  # 1
+CONFIRM_ACTION_OVERRIDE: ConfirmAction.ValueType  # 2
+Global___ConfirmAction: _TypeAlias = ConfirmAction  # noqa: Y015
+
 @_typing.final
 class FederationRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -308,6 +419,8 @@ class ResolveRequest(_message.Message):
     APPLICATION_DATE_FIELD_NUMBER: _builtins.int
     HITS_FIELD_NUMBER: _builtins.int
     VERIFIED_BY_FIELD_NUMBER: _builtins.int
+    VERDICTS_FIELD_NUMBER: _builtins.int
+    CASE_INPUTS_FIELD_NUMBER: _builtins.int
     application_date: _builtins.str
     """Date the application was registered (YYYY-MM-DD); selects Dublin III or AMMR."""
     @_builtins.property
@@ -320,7 +433,20 @@ class ResolveRequest(_message.Message):
 
     @_builtins.property
     def verified_by(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Operator ids of the people who verified these candidate hits (DOMAIN.md section 2)."""
+        """Replaced by `verdicts`: a request that still names people here is refused."""
+
+    @_builtins.property
+    def verdicts(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.HitVerdict]:
+        """Signed verdicts of the requesting state's verifiers on these hits (DOMAIN.md section 2;
+        fedmatch/verification.py). A hit is usable only with enough distinct confirmations and
+        no rejection (numbered high to stay clear of fields added by other changes).
+        """
+
+    @_builtins.property
+    def case_inputs(self) -> Global___CaseInputs:
+        """What the requesting authority knows of the applicant for the Dublin criteria; unset
+        means nothing beyond the hits (no family, documents, visa waiver or transit).
+        """
 
     def __init__(
         self,
@@ -329,10 +455,12 @@ class ResolveRequest(_message.Message):
         application_date: _builtins.str = ...,
         hits: _abc.Iterable[Global___HitRef] | None = ...,
         verified_by: _abc.Iterable[_builtins.str] | None = ...,
+        verdicts: _abc.Iterable[_common_pb2.HitVerdict] | None = ...,
+        case_inputs: Global___CaseInputs | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["case_inputs", b"case_inputs", "header", b"header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["application_date", b"application_date", "header", b"header", "hits", b"hits", "verified_by", b"verified_by"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["application_date", b"application_date", "case_inputs", b"case_inputs", "header", b"header", "hits", b"hits", "verdicts", b"verdicts", "verified_by", b"verified_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -390,23 +518,497 @@ class ResolveResponse(_message.Message):
     DECISION_FIELD_NUMBER: _builtins.int
     HITS_FIELD_NUMBER: _builtins.int
     NODES_FIELD_NUMBER: _builtins.int
+    PROPOSAL_FIELD_NUMBER: _builtins.int
+    STATUSES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def decision(self) -> Global___Decision: ...
+    def decision(self) -> Global___Decision:
+        """The first-entry rule on the hits alone (kept for older clients); `proposal` is the
+        answer under the whole criteria order.
+        """
+
     @_builtins.property
     def hits(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.HitDetail]: ...
     @_builtins.property
     def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___NodeResult]: ...
+    @_builtins.property
+    def proposal(self) -> Global___CaseProposal: ...
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedCompositeFieldContainer[Global___HitStatus]:
+        """What became of each hit of the request: verified, rejected, pending or review."""
+
     def __init__(
         self,
         *,
         decision: Global___Decision | None = ...,
         hits: _abc.Iterable[_common_pb2.HitDetail] | None = ...,
         nodes: _abc.Iterable[Global___NodeResult] | None = ...,
+        proposal: Global___CaseProposal | None = ...,
+        statuses: _abc.Iterable[Global___HitStatus] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "proposal", b"proposal"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "hits", b"hits", "nodes", b"nodes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "hits", b"hits", "nodes", b"nodes", "proposal", b"proposal", "statuses", b"statuses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ResolveResponse: _TypeAlias = ResolveResponse  # noqa: Y015
+
+@_typing.final
+class HitStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBER_STATE_FIELD_NUMBER: _builtins.int
+    HANDLE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    DIFFERENT_SEX_FIELD_NUMBER: _builtins.int
+    CONFIRMED_BY_FIELD_NUMBER: _builtins.int
+    REJECTED_BY_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    member_state: _builtins.str
+    handle: _builtins.bytes
+    status: _builtins.str
+    """"verified" (details asked for), "rejected" (never asked for), "pending" (too few
+    confirmations) or "review" (different sex, held back by the node for a second person).
+    """
+    different_sex: _builtins.bool
+    """The record's sex differs from the probe's declared sex (always checked by two people)."""
+    @_builtins.property
+    def confirmed_by(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Certificate names of the verifiers who confirmed or rejected it."""
+
+    @_builtins.property
+    def rejected_by(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        member_state: _builtins.str = ...,
+        handle: _builtins.bytes = ...,
+        status: _builtins.str = ...,
+        different_sex: _builtins.bool = ...,
+        confirmed_by: _abc.Iterable[_builtins.str] | None = ...,
+        rejected_by: _abc.Iterable[_builtins.str] | None = ...,
+        reasons: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirmed_by", b"confirmed_by", "different_sex", b"different_sex", "handle", b"handle", "member_state", b"member_state", "reasons", b"reasons", "rejected_by", b"rejected_by", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HitStatus: _TypeAlias = HitStatus  # noqa: Y015
+
+@_typing.final
+class FamilyMember(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBER_STATE_FIELD_NUMBER: _builtins.int
+    RELATION_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    member_state: _builtins.str
+    relation: Global___FamilyRelation.ValueType
+    status: Global___FamilyStatus.ValueType
+    def __init__(
+        self,
+        *,
+        member_state: _builtins.str = ...,
+        relation: Global___FamilyRelation.ValueType = ...,
+        status: Global___FamilyStatus.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["member_state", b"member_state", "relation", b"relation", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FamilyMember: _TypeAlias = FamilyMember  # noqa: Y015
+
+@_typing.final
+class TravelDocument(_message.Message):
+    """A residence document or visa; both dates YYYY-MM-DD and included. For a visa issued
+    under representation, the issuing state is the state represented.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ISSUING_STATE_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    VALID_FROM_FIELD_NUMBER: _builtins.int
+    VALID_UNTIL_FIELD_NUMBER: _builtins.int
+    issuing_state: _builtins.str
+    kind: Global___DocumentKind.ValueType
+    valid_from: _builtins.str
+    valid_until: _builtins.str
+    def __init__(
+        self,
+        *,
+        issuing_state: _builtins.str = ...,
+        kind: Global___DocumentKind.ValueType = ...,
+        valid_from: _builtins.str = ...,
+        valid_until: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["issuing_state", b"issuing_state", "kind", b"kind", "valid_from", b"valid_from", "valid_until", b"valid_until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TravelDocument: _TypeAlias = TravelDocument  # noqa: Y015
+
+@_typing.final
+class CaseInputs(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UNACCOMPANIED_MINOR_FIELD_NUMBER: _builtins.int
+    FAMILY_FIELD_NUMBER: _builtins.int
+    DOCUMENTS_FIELD_NUMBER: _builtins.int
+    VISA_WAIVED_ENTRY_STATE_FIELD_NUMBER: _builtins.int
+    AIRPORT_TRANSIT_STATE_FIELD_NUMBER: _builtins.int
+    LODGING_DATE_FIELD_NUMBER: _builtins.int
+    unaccompanied_minor: _builtins.bool
+    visa_waived_entry_state: _builtins.str
+    """Member state entered without needing a visa / whose airport transit area the
+    application was made in; empty when none.
+    """
+    airport_transit_state: _builtins.str
+    lodging_date: _builtins.str
+    """Date the application was lodged (YYYY-MM-DD), on or after the registration date
+    (ResolveRequest.application_date); empty means the same day.
+    """
+    @_builtins.property
+    def family(self) -> _containers.RepeatedCompositeFieldContainer[Global___FamilyMember]:
+        """At most 16 each."""
+
+    @_builtins.property
+    def documents(self) -> _containers.RepeatedCompositeFieldContainer[Global___TravelDocument]: ...
+    def __init__(
+        self,
+        *,
+        unaccompanied_minor: _builtins.bool = ...,
+        family: _abc.Iterable[Global___FamilyMember] | None = ...,
+        documents: _abc.Iterable[Global___TravelDocument] | None = ...,
+        visa_waived_entry_state: _builtins.str = ...,
+        airport_transit_state: _builtins.str = ...,
+        lodging_date: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["airport_transit_state", b"airport_transit_state", "documents", b"documents", "family", b"family", "lodging_date", b"lodging_date", "unaccompanied_minor", b"unaccompanied_minor", "visa_waived_entry_state", b"visa_waived_entry_state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CaseInputs: _TypeAlias = CaseInputs  # noqa: Y015
+
+@_typing.final
+class CaseFact(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELD_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    field: _builtins.str
+    value: _builtins.str
+    def __init__(
+        self,
+        *,
+        field: _builtins.str = ...,
+        value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CaseFact: _TypeAlias = CaseFact  # noqa: Y015
+
+@_typing.final
+class ReceivedHit(_message.Message):
+    """A verified hit and the day the requesting state received it (its clocks start then)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HIT_FIELD_NUMBER: _builtins.int
+    RECEIVED_ON_FIELD_NUMBER: _builtins.int
+    received_on: _builtins.str
+    @_builtins.property
+    def hit(self) -> _common_pb2.HitDetail: ...
+    def __init__(
+        self,
+        *,
+        hit: _common_pb2.HitDetail | None = ...,
+        received_on: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["hit", b"hit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hit", b"hit", "received_on", b"received_on"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceivedHit: _TypeAlias = ReceivedHit  # noqa: Y015
+
+@_typing.final
+class CaseEvidence(_message.Message):
+    """One piece of evidence: the input that decided, then its state's other support."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HIT_FIELD_NUMBER: _builtins.int
+    FAMILY_MEMBER_FIELD_NUMBER: _builtins.int
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    FACT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def hit(self) -> Global___ReceivedHit: ...
+    @_builtins.property
+    def family_member(self) -> Global___FamilyMember: ...
+    @_builtins.property
+    def document(self) -> Global___TravelDocument: ...
+    @_builtins.property
+    def fact(self) -> Global___CaseFact: ...
+    def __init__(
+        self,
+        *,
+        hit: Global___ReceivedHit | None = ...,
+        family_member: Global___FamilyMember | None = ...,
+        document: Global___TravelDocument | None = ...,
+        fact: Global___CaseFact | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "fact", b"fact", "family_member", b"family_member", "hit", b"hit", "item", b"item"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "fact", b"fact", "family_member", b"family_member", "hit", b"hit", "item", b"item"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["hit", "family_member", "document", "fact"]  # noqa: Y015
+    _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
+
+Global___CaseEvidence: _TypeAlias = CaseEvidence  # noqa: Y015
+
+@_typing.final
+class Deadline(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DUE_FIELD_NUMBER: _builtins.int
+    START_EVENT_FIELD_NUMBER: _builtins.int
+    START_DATE_FIELD_NUMBER: _builtins.int
+    LENGTH_FIELD_NUMBER: _builtins.int
+    UNIT_FIELD_NUMBER: _builtins.int
+    BASIS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    due: _builtins.str
+    """Last day on which the step is in time (YYYY-MM-DD)."""
+    start_event: _builtins.str
+    """hit_received, application_lodged or application_registered, and its day."""
+    start_date: _builtins.str
+    length: _builtins.int
+    unit: _builtins.str
+    """weeks or months."""
+    basis: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        due: _builtins.str = ...,
+        start_event: _builtins.str = ...,
+        start_date: _builtins.str = ...,
+        length: _builtins.int = ...,
+        unit: _builtins.str = ...,
+        basis: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["basis", b"basis", "due", b"due", "length", b"length", "name", b"name", "start_date", b"start_date", "start_event", b"start_event", "unit", b"unit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Deadline: _TypeAlias = Deadline  # noqa: Y015
+
+@_typing.final
+class CaseProposal(_message.Message):
+    """The responsible state the coordinator proposes, for an official to confirm. Record
+    metadata only, never a template or a score.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIGEST_FIELD_NUMBER: _builtins.int
+    REGIME_FIELD_NUMBER: _builtins.int
+    CRITERION_FIELD_NUMBER: _builtins.int
+    PROCEDURE_FIELD_NUMBER: _builtins.int
+    RESPONSIBLE_STATE_FIELD_NUMBER: _builtins.int
+    BASIS_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
+    EXPLANATION_FIELD_NUMBER: _builtins.int
+    DEADLINES_FIELD_NUMBER: _builtins.int
+    REGISTRATION_DATE_FIELD_NUMBER: _builtins.int
+    LODGING_DATE_FIELD_NUMBER: _builtins.int
+    COMPLETE_FIELD_NUMBER: _builtins.int
+    digest: _builtins.str
+    """SHA-256 (hex) of the proposal's canonical JSON: what a confirmation names."""
+    regime: Global___Regime.ValueType
+    criterion: Global___Criterion.ValueType
+    procedure: Global___Procedure.ValueType
+    responsible_state: _builtins.str
+    basis: _builtins.str
+    """Regulation and article that named the state."""
+    explanation: _builtins.str
+    registration_date: _builtins.str
+    lodging_date: _builtins.str
+    complete: _builtins.bool
+    """False when an owning node did not answer: the proposal rests on partial evidence."""
+    @_builtins.property
+    def evidence(self) -> _containers.RepeatedCompositeFieldContainer[Global___CaseEvidence]: ...
+    @_builtins.property
+    def deadlines(self) -> _containers.RepeatedCompositeFieldContainer[Global___Deadline]:
+        """Empty when no transfer is needed."""
+
+    def __init__(
+        self,
+        *,
+        digest: _builtins.str = ...,
+        regime: Global___Regime.ValueType = ...,
+        criterion: Global___Criterion.ValueType = ...,
+        procedure: Global___Procedure.ValueType = ...,
+        responsible_state: _builtins.str = ...,
+        basis: _builtins.str = ...,
+        evidence: _abc.Iterable[Global___CaseEvidence] | None = ...,
+        explanation: _builtins.str = ...,
+        deadlines: _abc.Iterable[Global___Deadline] | None = ...,
+        registration_date: _builtins.str = ...,
+        lodging_date: _builtins.str = ...,
+        complete: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["basis", b"basis", "complete", b"complete", "criterion", b"criterion", "deadlines", b"deadlines", "digest", b"digest", "evidence", b"evidence", "explanation", b"explanation", "lodging_date", b"lodging_date", "procedure", b"procedure", "regime", b"regime", "registration_date", b"registration_date", "responsible_state", b"responsible_state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CaseProposal: _TypeAlias = CaseProposal  # noqa: Y015
+
+@_typing.final
+class ConfirmDecisionRequest(_message.Message):
+    """Signed by an operator workstation of the requesting state (statement kind "confirm",
+    whose probe_hash is the digest of this confirmation's body, see fedmatch/casefile.py);
+    header.operator_id is the confirming official.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    PROPOSAL_DIGEST_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    OVERRIDE_STATE_FIELD_NUMBER: _builtins.int
+    OVERRIDE_CRITERION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    proposal_digest: _builtins.str
+    action: Global___ConfirmAction.ValueType
+    override_state: _builtins.str
+    """An override names the state the official holds responsible, the criterion and why."""
+    override_criterion: Global___Criterion.ValueType
+    reason: _builtins.str
+    @_builtins.property
+    def header(self) -> _common_pb2.RequestHeader:
+        """Same query_id as the lookup and resolve."""
+
+    def __init__(
+        self,
+        *,
+        header: _common_pb2.RequestHeader | None = ...,
+        proposal_digest: _builtins.str = ...,
+        action: Global___ConfirmAction.ValueType = ...,
+        override_state: _builtins.str = ...,
+        override_criterion: Global___Criterion.ValueType = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "header", b"header", "override_criterion", b"override_criterion", "override_state", b"override_state", "proposal_digest", b"proposal_digest", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmDecisionRequest: _TypeAlias = ConfirmDecisionRequest  # noqa: Y015
+
+@_typing.final
+class ConfirmDecisionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_ID_FIELD_NUMBER: _builtins.int
+    PROPOSAL_DIGEST_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    RESPONSIBLE_STATE_FIELD_NUMBER: _builtins.int
+    CRITERION_FIELD_NUMBER: _builtins.int
+    OFFICIAL_ID_FIELD_NUMBER: _builtins.int
+    CONFIRMED_AT_FIELD_NUMBER: _builtins.int
+    LOG_INDEX_FIELD_NUMBER: _builtins.int
+    query_id: _builtins.str
+    proposal_digest: _builtins.str
+    action: Global___ConfirmAction.ValueType
+    responsible_state: _builtins.str
+    criterion: Global___Criterion.ValueType
+    official_id: _builtins.str
+    confirmed_at: _builtins.str
+    """ISO 8601 UTC time of the confirmation, and its entry in the coordinator's log."""
+    log_index: _builtins.int
+    def __init__(
+        self,
+        *,
+        query_id: _builtins.str = ...,
+        proposal_digest: _builtins.str = ...,
+        action: Global___ConfirmAction.ValueType = ...,
+        responsible_state: _builtins.str = ...,
+        criterion: Global___Criterion.ValueType = ...,
+        official_id: _builtins.str = ...,
+        confirmed_at: _builtins.str = ...,
+        log_index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "confirmed_at", b"confirmed_at", "criterion", b"criterion", "log_index", b"log_index", "official_id", b"official_id", "proposal_digest", b"proposal_digest", "query_id", b"query_id", "responsible_state", b"responsible_state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmDecisionResponse: _TypeAlias = ConfirmDecisionResponse  # noqa: Y015
+
+@_typing.final
+class RelayNoticeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTICE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def notice(self) -> _common_pb2.Notice: ...
+    def __init__(
+        self,
+        *,
+        notice: _common_pb2.Notice | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["notice", b"notice"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["notice", b"notice"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RelayNoticeRequest: _TypeAlias = RelayNoticeRequest  # noqa: Y015
+
+@_typing.final
+class RelayNoticeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    DUE_FIELD_NUMBER: _builtins.int
+    item_id: _builtins.int
+    """The receiving node's inbox item id and due time (RFC 3339 UTC)."""
+    due: _builtins.str
+    def __init__(
+        self,
+        *,
+        item_id: _builtins.int = ...,
+        due: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["due", b"due", "item_id", b"item_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RelayNoticeResponse: _TypeAlias = RelayNoticeResponse  # noqa: Y015

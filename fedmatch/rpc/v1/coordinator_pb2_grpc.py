@@ -55,6 +55,16 @@ class CoordinatorServiceStub:
                 request_serializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.ResolveRequest.SerializeToString,
                 response_deserializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.ResolveResponse.FromString,
                 _registered_method=True)
+        self.ConfirmDecision = channel.unary_unary(
+                '/fedmatch.rpc.v1.CoordinatorService/ConfirmDecision',
+                request_serializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.ConfirmDecisionRequest.SerializeToString,
+                response_deserializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.ConfirmDecisionResponse.FromString,
+                _registered_method=True)
+        self.RelayNotice = channel.unary_unary(
+                '/fedmatch.rpc.v1.CoordinatorService/RelayNotice',
+                request_serializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.RelayNoticeRequest.SerializeToString,
+                response_deserializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.RelayNoticeResponse.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServiceServicer:
@@ -88,6 +98,22 @@ class CoordinatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ConfirmDecision(self, request, context):
+        """Step 3: an official of the requesting state accepts or overrides the case proposal of
+        a resolve (signed, once per case; coordinator/casework.py).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RelayNotice(self, request, context):
+        """A node's notice to another state's node (marks, erasures, routed rights requests):
+        only a node may call it, in its own state's name; the coordinator logs and forwards it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +136,16 @@ def add_CoordinatorServiceServicer_to_server(servicer, server):
                     servicer.Resolve,
                     request_deserializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.ResolveRequest.FromString,
                     response_serializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.ResolveResponse.SerializeToString,
+            ),
+            'ConfirmDecision': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmDecision,
+                    request_deserializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.ConfirmDecisionRequest.FromString,
+                    response_serializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.ConfirmDecisionResponse.SerializeToString,
+            ),
+            'RelayNotice': grpc.unary_unary_rpc_method_handler(
+                    servicer.RelayNotice,
+                    request_deserializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.RelayNoticeRequest.FromString,
+                    response_serializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.RelayNoticeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -220,6 +256,60 @@ class CoordinatorService:
             '/fedmatch.rpc.v1.CoordinatorService/Resolve',
             fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.ResolveRequest.SerializeToString,
             fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.ResolveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmDecision(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedmatch.rpc.v1.CoordinatorService/ConfirmDecision',
+            fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.ConfirmDecisionRequest.SerializeToString,
+            fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.ConfirmDecisionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RelayNotice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedmatch.rpc.v1.CoordinatorService/RelayNotice',
+            fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.RelayNoticeRequest.SerializeToString,
+            fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.RelayNoticeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,14 @@ class CoordinatorServiceStub:
     """Step 1: encrypted search at every node but the requester's own."""
     Resolve: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ResolveRequest, _coordinator_pb2.ResolveResponse]
     """Step 2: hit details for the handles the requester found matching, and the decision."""
+    ConfirmDecision: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ConfirmDecisionRequest, _coordinator_pb2.ConfirmDecisionResponse]
+    """Step 3: an official of the requesting state accepts or overrides the case proposal of
+    a resolve (signed, once per case; coordinator/casework.py).
+    """
+    RelayNotice: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.RelayNoticeRequest, _coordinator_pb2.RelayNoticeResponse]
+    """A node's notice to another state's node (marks, erasures, routed rights requests):
+    only a node may call it, in its own state's name; the coordinator logs and forwards it.
+    """
 
 @_typing.type_check_only
 class CoordinatorServiceAsyncStub(CoordinatorServiceStub):
@@ -55,6 +63,14 @@ class CoordinatorServiceAsyncStub(CoordinatorServiceStub):
     """Step 1: encrypted search at every node but the requester's own."""
     Resolve: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ResolveRequest, _coordinator_pb2.ResolveResponse]  # type: ignore[assignment]
     """Step 2: hit details for the handles the requester found matching, and the decision."""
+    ConfirmDecision: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ConfirmDecisionRequest, _coordinator_pb2.ConfirmDecisionResponse]  # type: ignore[assignment]
+    """Step 3: an official of the requesting state accepts or overrides the case proposal of
+    a resolve (signed, once per case; coordinator/casework.py).
+    """
+    RelayNotice: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.RelayNoticeRequest, _coordinator_pb2.RelayNoticeResponse]  # type: ignore[assignment]
+    """A node's notice to another state's node (marks, erasures, routed rights requests):
+    only a node may call it, in its own state's name; the coordinator logs and forwards it.
+    """
 
 class CoordinatorServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -88,5 +104,25 @@ class CoordinatorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_coordinator_pb2.ResolveResponse, _abc.Awaitable[_coordinator_pb2.ResolveResponse]]:
         """Step 2: hit details for the handles the requester found matching, and the decision."""
+
+    @_abc_1.abstractmethod
+    def ConfirmDecision(
+        self,
+        request: _coordinator_pb2.ConfirmDecisionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.ConfirmDecisionResponse, _abc.Awaitable[_coordinator_pb2.ConfirmDecisionResponse]]:
+        """Step 3: an official of the requesting state accepts or overrides the case proposal of
+        a resolve (signed, once per case; coordinator/casework.py).
+        """
+
+    @_abc_1.abstractmethod
+    def RelayNotice(
+        self,
+        request: _coordinator_pb2.RelayNoticeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.RelayNoticeResponse, _abc.Awaitable[_coordinator_pb2.RelayNoticeResponse]]:
+        """A node's notice to another state's node (marks, erasures, routed rights requests):
+        only a node may call it, in its own state's name; the coordinator logs and forwards it.
+        """
 
 def add_CoordinatorServiceServicer_to_server(servicer: CoordinatorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

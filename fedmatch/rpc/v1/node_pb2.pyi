@@ -30,6 +30,8 @@ class RecordMetadata(_message.Message):
     CAPTURE_DATE_FIELD_NUMBER: _builtins.int
     SEX_FIELD_NUMBER: _builtins.int
     OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    BIRTH_DATE_FIELD_NUMBER: _builtins.int
+    BIRTH_DATE_ESTIMATED_FIELD_NUMBER: _builtins.int
     reference: _builtins.str
     category: _common_pb2.Category.ValueType
     event_date: _builtins.str
@@ -37,6 +39,11 @@ class RecordMetadata(_message.Message):
     capture_date: _builtins.str
     sex: _common_pb2.Sex.ValueType
     operator_id: _builtins.str
+    birth_date: _builtins.str
+    """YYYY-MM-DD; required to enrol (minimum age 6 at capture). When `birth_date_estimated`
+    is set the date is an estimate, and a person who could be under 6 is refused.
+    """
+    birth_date_estimated: _builtins.bool
     def __init__(
         self,
         *,
@@ -47,10 +54,12 @@ class RecordMetadata(_message.Message):
         capture_date: _builtins.str = ...,
         sex: _common_pb2.Sex.ValueType = ...,
         operator_id: _builtins.str = ...,
+        birth_date: _builtins.str = ...,
+        birth_date_estimated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capture_date", b"capture_date", "category", b"category", "event_date", b"event_date", "event_place", b"event_place", "operator_id", b"operator_id", "reference", b"reference", "sex", b"sex"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["birth_date", b"birth_date", "birth_date_estimated", b"birth_date_estimated", "capture_date", b"capture_date", "category", b"category", "event_date", b"event_date", "event_place", b"event_place", "operator_id", b"operator_id", "reference", b"reference", "sex", b"sex"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -260,6 +269,7 @@ class HitDetailsRequest(_message.Message):
     HEADER_FIELD_NUMBER: _builtins.int
     HANDLES_FIELD_NUMBER: _builtins.int
     AUTHORIZATION_FIELD_NUMBER: _builtins.int
+    VERDICTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def header(self) -> _common_pb2.RequestHeader: ...
     @_builtins.property
@@ -272,16 +282,23 @@ class HitDetailsRequest(_message.Message):
     def authorization(self) -> _common_pb2.LogAuthorization:
         """The coordinator's `hit_verified` entry naming exactly these handles and their verifiers."""
 
+    @_builtins.property
+    def verdicts(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.HitVerdict]:
+        """The signed verdicts on these hits: the node checks them itself (numbered high to stay
+        clear of fields added by other changes).
+        """
+
     def __init__(
         self,
         *,
         header: _common_pb2.RequestHeader | None = ...,
         handles: _abc.Iterable[_builtins.bytes] | None = ...,
         authorization: _common_pb2.LogAuthorization | None = ...,
+        verdicts: _abc.Iterable[_common_pb2.HitVerdict] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "header", b"header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "handles", b"handles", "header", b"header"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "handles", b"handles", "header", b"header", "verdicts", b"verdicts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -292,16 +309,24 @@ class HitDetailsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     HITS_FIELD_NUMBER: _builtins.int
+    HELD_FOR_REVIEW_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hits(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.HitDetail]: ...
+    @_builtins.property
+    def held_for_review(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Handles whose record's sex differs from the probe's declared sex and which fewer than
+        two people confirmed: held back for review, nothing of them is revealed.
+        """
+
     def __init__(
         self,
         *,
         hits: _abc.Iterable[_common_pb2.HitDetail] | None = ...,
+        held_for_review: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hits", b"hits"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["held_for_review", b"held_for_review", "hits", b"hits"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -361,3 +386,296 @@ class InfoResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___InfoResponse: _TypeAlias = InfoResponse  # noqa: Y015
+
+@_typing.final
+class MarkRecordRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    MARKED_FIELD_NUMBER: _builtins.int
+    reference: _builtins.str
+    """The record's origin reference number."""
+    marked: _builtins.bool
+    """True: protection granted (mark); false: protection withdrawn (unmark)."""
+    @_builtins.property
+    def header(self) -> _common_pb2.RequestHeader: ...
+    def __init__(
+        self,
+        *,
+        header: _common_pb2.RequestHeader | None = ...,
+        reference: _builtins.str = ...,
+        marked: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "marked", b"marked", "reference", b"reference"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MarkRecordRequest: _TypeAlias = MarkRecordRequest  # noqa: Y015
+
+@_typing.final
+class EraseRecordRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    reference: _builtins.str
+    reason: _builtins.str
+    """"citizenship_acquired" or "erasure_request"."""
+    @_builtins.property
+    def header(self) -> _common_pb2.RequestHeader: ...
+    def __init__(
+        self,
+        *,
+        header: _common_pb2.RequestHeader | None = ...,
+        reference: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "reason", b"reason", "reference", b"reference"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseRecordRequest: _TypeAlias = EraseRecordRequest  # noqa: Y015
+
+@_typing.final
+class LifecycleResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    NOTICES_SENT_FIELD_NUMBER: _builtins.int
+    NOTICES_PENDING_FIELD_NUMBER: _builtins.int
+    outcome: _builtins.str
+    """"marked", "unmarked", "erased" or "unchanged"."""
+    notices_sent: _builtins.int
+    """Notices to states that received this record's details: relayed now, or still pending
+    (retried by the node's lifecycle job).
+    """
+    notices_pending: _builtins.int
+    def __init__(
+        self,
+        *,
+        outcome: _builtins.str = ...,
+        notices_sent: _builtins.int = ...,
+        notices_pending: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["notices_pending", b"notices_pending", "notices_sent", b"notices_sent", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LifecycleResponse: _TypeAlias = LifecycleResponse  # noqa: Y015
+
+@_typing.final
+class RouteRightsRequestRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    TO_STATE_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    QUERY_ID_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """"correction_request" or "erasure_request"."""
+    to_state: _builtins.str
+    """The state that holds the record, and its reference number there."""
+    reference: _builtins.str
+    query_id: _builtins.str
+    """The query whose hit revealed the record, if any."""
+    @_builtins.property
+    def header(self) -> _common_pb2.RequestHeader: ...
+    def __init__(
+        self,
+        *,
+        header: _common_pb2.RequestHeader | None = ...,
+        kind: _builtins.str = ...,
+        to_state: _builtins.str = ...,
+        reference: _builtins.str = ...,
+        query_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "kind", b"kind", "query_id", b"query_id", "reference", b"reference", "to_state", b"to_state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RouteRightsRequestRequest: _TypeAlias = RouteRightsRequestRequest  # noqa: Y015
+
+@_typing.final
+class RouteRightsRequestResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTICE_ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    notice_id: _builtins.str
+    outcome: _builtins.str
+    """"delivered", or "pending" (kept and retried)."""
+    def __init__(
+        self,
+        *,
+        notice_id: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["notice_id", b"notice_id", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RouteRightsRequestResponse: _TypeAlias = RouteRightsRequestResponse  # noqa: Y015
+
+@_typing.final
+class ListInboxRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    OPEN_ONLY_FIELD_NUMBER: _builtins.int
+    open_only: _builtins.bool
+    @_builtins.property
+    def header(self) -> _common_pb2.RequestHeader: ...
+    def __init__(
+        self,
+        *,
+        header: _common_pb2.RequestHeader | None = ...,
+        open_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "open_only", b"open_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListInboxRequest: _TypeAlias = ListInboxRequest  # noqa: Y015
+
+@_typing.final
+class InboxItem(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    NOTICE_FIELD_NUMBER: _builtins.int
+    RECEIVED_FIELD_NUMBER: _builtins.int
+    DUE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    OVERDUE_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGED_BY_FIELD_NUMBER: _builtins.int
+    item_id: _builtins.int
+    received: _builtins.str
+    """RFC 3339 UTC times; `due` is 72 hours after `received`."""
+    due: _builtins.str
+    status: _builtins.str
+    """"open" or "acknowledged"."""
+    overdue: _builtins.bool
+    acknowledged_by: _builtins.str
+    @_builtins.property
+    def notice(self) -> _common_pb2.Notice: ...
+    def __init__(
+        self,
+        *,
+        item_id: _builtins.int = ...,
+        notice: _common_pb2.Notice | None = ...,
+        received: _builtins.str = ...,
+        due: _builtins.str = ...,
+        status: _builtins.str = ...,
+        overdue: _builtins.bool = ...,
+        acknowledged_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["notice", b"notice"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledged_by", b"acknowledged_by", "due", b"due", "item_id", b"item_id", "notice", b"notice", "overdue", b"overdue", "received", b"received", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InboxItem: _TypeAlias = InboxItem  # noqa: Y015
+
+@_typing.final
+class ListInboxResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    OVERDUE_FIELD_NUMBER: _builtins.int
+    overdue: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___InboxItem]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___InboxItem] | None = ...,
+        overdue: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "overdue", b"overdue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListInboxResponse: _TypeAlias = ListInboxResponse  # noqa: Y015
+
+@_typing.final
+class AcknowledgeInboxRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    item_id: _builtins.int
+    @_builtins.property
+    def header(self) -> _common_pb2.RequestHeader: ...
+    def __init__(
+        self,
+        *,
+        header: _common_pb2.RequestHeader | None = ...,
+        item_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "item_id", b"item_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcknowledgeInboxRequest: _TypeAlias = AcknowledgeInboxRequest  # noqa: Y015
+
+@_typing.final
+class DeliverNoticeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTICE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def notice(self) -> _common_pb2.Notice: ...
+    def __init__(
+        self,
+        *,
+        notice: _common_pb2.Notice | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["notice", b"notice"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["notice", b"notice"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliverNoticeRequest: _TypeAlias = DeliverNoticeRequest  # noqa: Y015
+
+@_typing.final
+class DeliverNoticeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    DUE_FIELD_NUMBER: _builtins.int
+    item_id: _builtins.int
+    due: _builtins.str
+    def __init__(
+        self,
+        *,
+        item_id: _builtins.int = ...,
+        due: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["due", b"due", "item_id", b"item_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliverNoticeResponse: _TypeAlias = DeliverNoticeResponse  # noqa: Y015

@@ -60,6 +60,36 @@ class NodeServiceStub:
                 request_serializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.InfoRequest.SerializeToString,
                 response_deserializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.InfoResponse.FromString,
                 _registered_method=True)
+        self.MarkRecord = channel.unary_unary(
+                '/fedmatch.rpc.v1.NodeService/MarkRecord',
+                request_serializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.MarkRecordRequest.SerializeToString,
+                response_deserializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.LifecycleResponse.FromString,
+                _registered_method=True)
+        self.EraseRecord = channel.unary_unary(
+                '/fedmatch.rpc.v1.NodeService/EraseRecord',
+                request_serializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.EraseRecordRequest.SerializeToString,
+                response_deserializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.LifecycleResponse.FromString,
+                _registered_method=True)
+        self.RouteRightsRequest = channel.unary_unary(
+                '/fedmatch.rpc.v1.NodeService/RouteRightsRequest',
+                request_serializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.RouteRightsRequestRequest.SerializeToString,
+                response_deserializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.RouteRightsRequestResponse.FromString,
+                _registered_method=True)
+        self.ListInbox = channel.unary_unary(
+                '/fedmatch.rpc.v1.NodeService/ListInbox',
+                request_serializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.ListInboxRequest.SerializeToString,
+                response_deserializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.ListInboxResponse.FromString,
+                _registered_method=True)
+        self.AcknowledgeInbox = channel.unary_unary(
+                '/fedmatch.rpc.v1.NodeService/AcknowledgeInbox',
+                request_serializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.AcknowledgeInboxRequest.SerializeToString,
+                response_deserializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.InboxItem.FromString,
+                _registered_method=True)
+        self.DeliverNotice = channel.unary_unary(
+                '/fedmatch.rpc.v1.NodeService/DeliverNotice',
+                request_serializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.DeliverNoticeRequest.SerializeToString,
+                response_deserializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.DeliverNoticeResponse.FromString,
+                _registered_method=True)
 
 
 class NodeServiceServicer:
@@ -100,6 +130,46 @@ class NodeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MarkRecord(self, request, context):
+        """Record lifecycle, for the node's own state's operators only: mark (protection granted)
+        or unmark a record, erase one early (citizenship, a granted erasure request), route a
+        data subject's correction or erasure request to another state, and work the inbox.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EraseRecord(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RouteRightsRequest(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListInbox(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AcknowledgeInbox(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeliverNotice(self, request, context):
+        """A notice from another state, relayed by the coordinator (the only caller).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -127,6 +197,36 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     servicer.GetInfo,
                     request_deserializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.InfoRequest.FromString,
                     response_serializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.InfoResponse.SerializeToString,
+            ),
+            'MarkRecord': grpc.unary_unary_rpc_method_handler(
+                    servicer.MarkRecord,
+                    request_deserializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.MarkRecordRequest.FromString,
+                    response_serializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.LifecycleResponse.SerializeToString,
+            ),
+            'EraseRecord': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseRecord,
+                    request_deserializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.EraseRecordRequest.FromString,
+                    response_serializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.LifecycleResponse.SerializeToString,
+            ),
+            'RouteRightsRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.RouteRightsRequest,
+                    request_deserializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.RouteRightsRequestRequest.FromString,
+                    response_serializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.RouteRightsRequestResponse.SerializeToString,
+            ),
+            'ListInbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListInbox,
+                    request_deserializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.ListInboxRequest.FromString,
+                    response_serializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.ListInboxResponse.SerializeToString,
+            ),
+            'AcknowledgeInbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcknowledgeInbox,
+                    request_deserializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.AcknowledgeInboxRequest.FromString,
+                    response_serializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.InboxItem.SerializeToString,
+            ),
+            'DeliverNotice': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeliverNotice,
+                    request_deserializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.DeliverNoticeRequest.FromString,
+                    response_serializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.DeliverNoticeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -264,6 +364,168 @@ class NodeService:
             '/fedmatch.rpc.v1.NodeService/GetInfo',
             fedmatch_dot_rpc_dot_v1_dot_node__pb2.InfoRequest.SerializeToString,
             fedmatch_dot_rpc_dot_v1_dot_node__pb2.InfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MarkRecord(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedmatch.rpc.v1.NodeService/MarkRecord',
+            fedmatch_dot_rpc_dot_v1_dot_node__pb2.MarkRecordRequest.SerializeToString,
+            fedmatch_dot_rpc_dot_v1_dot_node__pb2.LifecycleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseRecord(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedmatch.rpc.v1.NodeService/EraseRecord',
+            fedmatch_dot_rpc_dot_v1_dot_node__pb2.EraseRecordRequest.SerializeToString,
+            fedmatch_dot_rpc_dot_v1_dot_node__pb2.LifecycleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RouteRightsRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedmatch.rpc.v1.NodeService/RouteRightsRequest',
+            fedmatch_dot_rpc_dot_v1_dot_node__pb2.RouteRightsRequestRequest.SerializeToString,
+            fedmatch_dot_rpc_dot_v1_dot_node__pb2.RouteRightsRequestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListInbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedmatch.rpc.v1.NodeService/ListInbox',
+            fedmatch_dot_rpc_dot_v1_dot_node__pb2.ListInboxRequest.SerializeToString,
+            fedmatch_dot_rpc_dot_v1_dot_node__pb2.ListInboxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcknowledgeInbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedmatch.rpc.v1.NodeService/AcknowledgeInbox',
+            fedmatch_dot_rpc_dot_v1_dot_node__pb2.AcknowledgeInboxRequest.SerializeToString,
+            fedmatch_dot_rpc_dot_v1_dot_node__pb2.InboxItem.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeliverNotice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedmatch.rpc.v1.NodeService/DeliverNotice',
+            fedmatch_dot_rpc_dot_v1_dot_node__pb2.DeliverNoticeRequest.SerializeToString,
+            fedmatch_dot_rpc_dot_v1_dot_node__pb2.DeliverNoticeResponse.FromString,
             options,
             channel_credentials,
             insecure,

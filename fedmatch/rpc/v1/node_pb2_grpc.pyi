@@ -42,6 +42,17 @@ class NodeServiceStub:
     """Second step: the metadata of records behind handles that matched in a search."""
     GetInfo: _grpc.UnaryUnaryMultiCallable[_node_pb2.InfoRequest, _node_pb2.InfoResponse]
     """Register facts a requester needs before searching (dimension, model, size)."""
+    MarkRecord: _grpc.UnaryUnaryMultiCallable[_node_pb2.MarkRecordRequest, _node_pb2.LifecycleResponse]
+    """Record lifecycle, for the node's own state's operators only: mark (protection granted)
+    or unmark a record, erase one early (citizenship, a granted erasure request), route a
+    data subject's correction or erasure request to another state, and work the inbox.
+    """
+    EraseRecord: _grpc.UnaryUnaryMultiCallable[_node_pb2.EraseRecordRequest, _node_pb2.LifecycleResponse]
+    RouteRightsRequest: _grpc.UnaryUnaryMultiCallable[_node_pb2.RouteRightsRequestRequest, _node_pb2.RouteRightsRequestResponse]
+    ListInbox: _grpc.UnaryUnaryMultiCallable[_node_pb2.ListInboxRequest, _node_pb2.ListInboxResponse]
+    AcknowledgeInbox: _grpc.UnaryUnaryMultiCallable[_node_pb2.AcknowledgeInboxRequest, _node_pb2.InboxItem]
+    DeliverNotice: _grpc.UnaryUnaryMultiCallable[_node_pb2.DeliverNoticeRequest, _node_pb2.DeliverNoticeResponse]
+    """A notice from another state, relayed by the coordinator (the only caller)."""
 
 @_typing.type_check_only
 class NodeServiceAsyncStub(NodeServiceStub):
@@ -56,6 +67,17 @@ class NodeServiceAsyncStub(NodeServiceStub):
     """Second step: the metadata of records behind handles that matched in a search."""
     GetInfo: _aio.UnaryUnaryMultiCallable[_node_pb2.InfoRequest, _node_pb2.InfoResponse]  # type: ignore[assignment]
     """Register facts a requester needs before searching (dimension, model, size)."""
+    MarkRecord: _aio.UnaryUnaryMultiCallable[_node_pb2.MarkRecordRequest, _node_pb2.LifecycleResponse]  # type: ignore[assignment]
+    """Record lifecycle, for the node's own state's operators only: mark (protection granted)
+    or unmark a record, erase one early (citizenship, a granted erasure request), route a
+    data subject's correction or erasure request to another state, and work the inbox.
+    """
+    EraseRecord: _aio.UnaryUnaryMultiCallable[_node_pb2.EraseRecordRequest, _node_pb2.LifecycleResponse]  # type: ignore[assignment]
+    RouteRightsRequest: _aio.UnaryUnaryMultiCallable[_node_pb2.RouteRightsRequestRequest, _node_pb2.RouteRightsRequestResponse]  # type: ignore[assignment]
+    ListInbox: _aio.UnaryUnaryMultiCallable[_node_pb2.ListInboxRequest, _node_pb2.ListInboxResponse]  # type: ignore[assignment]
+    AcknowledgeInbox: _aio.UnaryUnaryMultiCallable[_node_pb2.AcknowledgeInboxRequest, _node_pb2.InboxItem]  # type: ignore[assignment]
+    DeliverNotice: _aio.UnaryUnaryMultiCallable[_node_pb2.DeliverNoticeRequest, _node_pb2.DeliverNoticeResponse]  # type: ignore[assignment]
+    """A notice from another state, relayed by the coordinator (the only caller)."""
 
 class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -97,5 +119,52 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_node_pb2.InfoResponse, _abc.Awaitable[_node_pb2.InfoResponse]]:
         """Register facts a requester needs before searching (dimension, model, size)."""
+
+    @_abc_1.abstractmethod
+    def MarkRecord(
+        self,
+        request: _node_pb2.MarkRecordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.LifecycleResponse, _abc.Awaitable[_node_pb2.LifecycleResponse]]:
+        """Record lifecycle, for the node's own state's operators only: mark (protection granted)
+        or unmark a record, erase one early (citizenship, a granted erasure request), route a
+        data subject's correction or erasure request to another state, and work the inbox.
+        """
+
+    @_abc_1.abstractmethod
+    def EraseRecord(
+        self,
+        request: _node_pb2.EraseRecordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.LifecycleResponse, _abc.Awaitable[_node_pb2.LifecycleResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RouteRightsRequest(
+        self,
+        request: _node_pb2.RouteRightsRequestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.RouteRightsRequestResponse, _abc.Awaitable[_node_pb2.RouteRightsRequestResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListInbox(
+        self,
+        request: _node_pb2.ListInboxRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.ListInboxResponse, _abc.Awaitable[_node_pb2.ListInboxResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def AcknowledgeInbox(
+        self,
+        request: _node_pb2.AcknowledgeInboxRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.InboxItem, _abc.Awaitable[_node_pb2.InboxItem]]: ...
+
+    @_abc_1.abstractmethod
+    def DeliverNotice(
+        self,
+        request: _node_pb2.DeliverNoticeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.DeliverNoticeResponse, _abc.Awaitable[_node_pb2.DeliverNoticeResponse]]:
+        """A notice from another state, relayed by the coordinator (the only caller)."""
 
 def add_NodeServiceServicer_to_server(servicer: NodeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
