@@ -30,6 +30,9 @@ class EnrolmentRecord:
     capture_date: dt.date
     sex: Sex = Sex.UNSPECIFIED
     operator_id: str = ""
+    # Required by the node (minimum age 6 at capture); an estimate says so.
+    birth_date: dt.date | None = None
+    birth_date_estimated: bool = False
 
     def to_pb(self) -> node_pb2.RecordMetadata:
         return node_pb2.RecordMetadata(
@@ -40,6 +43,8 @@ class EnrolmentRecord:
             capture_date=self.capture_date.isoformat(),
             sex=sex_to_pb(self.sex),
             operator_id=self.operator_id,
+            birth_date=self.birth_date.isoformat() if self.birth_date else "",
+            birth_date_estimated=self.birth_date_estimated,
         )
 
 

@@ -90,6 +90,12 @@ class EpochTable(Generic[V]):
                     self._evicted.popitem(last=False)
             return expires
 
+    def live_count(self) -> int:
+        """Live key ids (what the metrics report as registered key epochs)."""
+        with self._lock:
+            self._retire_expired(self._clock())
+            return len(self._live)
+
     def get(self, key_id: str) -> V:
         """The value of a live key id; raises PreconditionFailed (before any work) for an
         unknown or retired one."""

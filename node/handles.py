@@ -103,4 +103,17 @@ class HandleRegistry:
             row = q.layout.row(block, position)
             if row is None:
                 raise NotFound("handle does not name a record of this query")
-            return int(q.ids[row])
+            record_id = int(q.ids[row])
+        if record_id < 0:
+            raise NotFound("record no longer exists")
+        return record_id
+
+    def forget(self, record_ids: npt.NDArray[np.int64]) -> None:
+        """Erased records: no pending query's handle resolves to them any more (their
+        positions now name -1, "no record")."""
+        with self._lock:
+            for q in self._queries.values():
+                gone = np.isin(q.ids, record_ids)
+                if gone.any():
+                    # A new array: the node's own array may be this very snapshot.
+                    q.ids = np.where(gone, np.int64(-1), q.ids)

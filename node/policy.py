@@ -20,7 +20,7 @@ from typing import Any
 from fedmatch.domain import Category, Purpose
 from fedmatch.errors import ConfigError, PermissionDenied
 
-__all__ = ["DEFAULT_PURPOSES", "SearchPolicy", "load_policy"]
+__all__ = ["DEFAULT_MARKED_PURPOSES", "DEFAULT_PURPOSES", "SearchPolicy", "load_policy"]
 
 _ALL = tuple(c.value for c in Category)
 # Asylum, border and stay checks may search every category (marked records follow their
@@ -33,6 +33,16 @@ DEFAULT_PURPOSES: Mapping[str, tuple[str, ...]] = {
     Purpose.LAW_ENFORCEMENT.value: _ALL,
     Purpose.DATA_SUBJECT_REQUEST.value: _ALL,
 }
+# Purposes that still see a marked record (protection granted). The recast keeps marked data
+# available for comparisons (Reg. 2024/1358 Art. 31(1)) for asylum, border and stay checks;
+# resettlement and law-enforcement searches do not see them unless a state's policy says
+# so (a cautious default, to confirm).
+DEFAULT_MARKED_PURPOSES: tuple[str, ...] = (
+    Purpose.ASYLUM_DUBLIN.value,
+    Purpose.BORDER_CONTROL.value,
+    Purpose.ILLEGAL_STAY_CHECK.value,
+    Purpose.DATA_SUBJECT_REQUEST.value,
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,11 @@ class SearchPolicy:
     # Per requesting state: searches a minute (token bucket) and a UTC day.
     requests_per_minute: int = 120
     daily_quota: int = 20_000
+    marked_purposes: tuple[str, ...] = DEFAULT_MARKED_PURPOSES
+
+    def sees_marked(self, purpose: str) -> bool:
+        """Whether a search for ``purpose`` may match marked records."""
+        return purpose in self.marked_purposes
 
     def __post_init__(self) -> None:
         if not self.version.strip():
@@ -54,6 +69,9 @@ class SearchPolicy:
                 raise ConfigError(
                     f"policy.purposes.{purpose}: unknown category {sorted(unknown)[0]}"
                 )
+        for purpose in self.marked_purposes:
+            if purpose not in {p.value for p in Purpose}:
+                raise ConfigError(f"policy.marked_purposes: unknown purpose {purpose!r}")
         if self.requests_per_minute < 1 or self.daily_quota < 1:
             raise ConfigError("policy limits must be at least 1")
 
@@ -64,6 +82,7 @@ class SearchPolicy:
                 "purposes": {k: sorted(v) for k, v in sorted(self.purposes.items())},
                 "requests_per_minute": self.requests_per_minute,
                 "daily_quota": self.daily_quota,
+                "marked_purposes": sorted(self.marked_purposes),
             },
             sort_keys=True,
         )
@@ -106,7 +125,7 @@ def load_policy(path: Path | None) -> SearchPolicy:
         raw: Any = tomllib.load(fh).get("policy", {})
     if not isinstance(raw, dict):
         raise ConfigError("[policy] must be a table")
-    known = {"version", "purposes", "requests_per_minute", "daily_quota"}
+    known = {"version", "purposes", "requests_per_minute", "daily_quota", "marked_purposes"}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"policy.{sorted(unknown)[0]}: unknown key")
@@ -116,12 +135,16 @@ def load_policy(path: Path | None) -> SearchPolicy:
         for v in purposes.values()
     ):
         raise ConfigError("policy.purposes maps purposes to lists of categories")
+    marked = raw.get("marked_purposes", DEFAULT_MARKED_PURPOSES)
+    if not isinstance(marked, list | tuple) or not all(isinstance(p, str) for p in marked):
+        raise ConfigError("policy.marked_purposes is a list of purposes")
     try:
         return SearchPolicy(
             version=str(raw.get("version", SearchPolicy.version)),
             purposes={k: tuple(v) for k, v in purposes.items()},
             requests_per_minute=int(raw.get("requests_per_minute", 120)),
             daily_quota=int(raw.get("daily_quota", 20_000)),
+            marked_purposes=tuple(marked),
         )
     except (TypeError, ValueError):
         raise ConfigError("policy limits must be integers") from None

@@ -11,6 +11,7 @@ import numpy.typing as npt
 from fedmatch.domain import Category, Sex
 from fedmatch.errors import InvalidInput
 from fedmatch.limits import MAX_TEXT_FIELD
+from node.retention import check_enrolment_age
 
 __all__ = ["UNIT_NORM_TOLERANCE", "NewRecord", "RecordMeta"]
 
@@ -30,6 +31,10 @@ class RecordMeta:
     capture_date: dt.date
     sex: Sex = Sex.UNSPECIFIED
     operator_id: str = ""
+    # Required to enrol (minimum age 6, :func:`node.retention.check_enrolment_age`); None
+    # only for records enrolled before birth dates were kept (register schema 1).
+    birth_date: dt.date | None = None
+    birth_date_estimated: bool = False
 
     def __post_init__(self) -> None:
         if not self.reference.strip():
@@ -43,6 +48,8 @@ class RecordMeta:
             # Capture happens at the event (application, apprehension); a day's slack
             # allows for time zones. A capture long before the event is a data-entry error.
             raise InvalidInput("capture_date is before event_date")
+        if self.birth_date is not None and self.birth_date > self.capture_date:
+            raise InvalidInput("birth_date is after capture_date")
 
 
 @dataclass(frozen=True)
@@ -64,3 +71,5 @@ class NewRecord:
             raise InvalidInput("template is not unit-norm (L2-normalize it first)")
         if not self.model_id.strip():
             raise InvalidInput("model_id is required")
+        m = self.meta
+        check_enrolment_age(m.birth_date, m.birth_date_estimated, m.capture_date)

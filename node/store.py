@@ -19,11 +19,16 @@ import numpy.typing as npt
 
 from fedmatch.domain import Category, Sex, check_member_state
 from fedmatch.errors import AlreadyExists, InvalidInput, NotFound, PreconditionFailed
+from node.locks import OpenLock, WriteLock
 from node.records import NewRecord, RecordMeta
+from node.sealing import KeyEncryptionKey, TemplateSealer, open_sealer
 
 __all__ = ["RecordStore"]
 
-SCHEMA_VERSION = "1"
+# 2: birth date (minimum age at enrolment), marks, and the links of revealed hits (who was
+# told about which record, so that a mark or an erasure can be passed on). Files of schema 1
+# are migrated when opened.
+SCHEMA_VERSION = "2"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -38,7 +43,18 @@ CREATE TABLE IF NOT EXISTS records (
     operator_id TEXT NOT NULL DEFAULT '',
     model_id TEXT NOT NULL,
     template BLOB NOT NULL,
-    enrolled_at TEXT NOT NULL
+    enrolled_at TEXT NOT NULL,
+    birth_date TEXT,
+    birth_date_estimated INTEGER NOT NULL DEFAULT 0,
+    marked_at TEXT
+);
+CREATE TABLE IF NOT EXISTS hit_links (
+    record_id INTEGER NOT NULL,
+    requesting_state TEXT NOT NULL,
+    query_id TEXT NOT NULL,
+    case_reference TEXT NOT NULL,
+    revealed_at TEXT NOT NULL,
+    PRIMARY KEY (record_id, requesting_state, query_id)
 );
 """
 
@@ -46,7 +62,14 @@ CREATE TABLE IF NOT EXISTS records (
 class RecordStore:
     """A member state's register in a SQLite file (created on first open)."""
 
-    def __init__(self, path: Path, member_state: str, dimension: int, model_id: str) -> None:
+    def __init__(
+        self,
+        path: Path,
+        member_state: str,
+        dimension: int,
+        model_id: str,
+        kek: KeyEncryptionKey | None = None,
+    ) -> None:
         check_member_state(member_state)
         if dimension < 1:
             raise InvalidInput("register dimension must be positive")
@@ -56,15 +79,25 @@ class RecordStore:
         self.model_id = model_id
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Held while open: a restore or re-encryption never runs under a live store.
+        self._open_lock = OpenLock(path, exclusive=False)
+        self.writes = WriteLock(path)  # see node.locks.register_write (backups)
+        self._sealer: TemplateSealer | None = None
         # One connection shared by the server's threads, serialized by our own lock.
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        # Erased records must not linger in free pages: SQLite overwrites deleted content.
+        self._db.execute("PRAGMA secure_delete=ON")
         try:
+            migrate_schema(self._db)
             self._db.executescript(_SCHEMA)
             self._check_or_init_meta()
+            # Templates at rest: encrypted when a storage key is given (node/sealing.py).
+            self._sealer = open_sealer(self._db, kek, path.name)
         except BaseException:
             self._db.close()
+            self._open_lock.release()
             raise
 
     def _check_or_init_meta(self) -> None:
@@ -90,6 +123,12 @@ class RecordStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            self._open_lock.release()
+
+    @property
+    def storage_key_id(self) -> str | None:
+        """The id of the key sealing this register's templates; None when stored clear."""
+        return self._sealer.key_id if self._sealer is not None else None
 
     def count(self) -> int:
         with self._lock:
@@ -102,7 +141,7 @@ class RecordStore:
 
     def add_many(self, records: Iterable[NewRecord]) -> list[int]:
         """Enrol records in one transaction (all or nothing)."""
-        rows = [self._row(r) for r in records]
+        rows = [(*self._row(r), *_birth(r.meta)) for r in records]
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         ids: list[int] = []
         with self._lock:
@@ -111,8 +150,9 @@ class RecordStore:
                 for row in rows:
                     cur = self._db.execute(
                         "INSERT INTO records (reference, category, event_date, event_place,"
-                        " capture_date, sex, operator_id, model_id, template, enrolled_at)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " capture_date, sex, operator_id, model_id, template,"
+                        " birth_date, birth_date_estimated, enrolled_at)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (*row, now),
                     )
                     assert cur.lastrowid is not None
@@ -139,6 +179,8 @@ class RecordStore:
             raise InvalidInput(f"template dimension must be {self.dimension}")
         m = record.meta
         blob = np.asarray(record.template, dtype="<f4").tobytes()
+        if self._sealer is not None:
+            blob = self._sealer.seal(m.reference, blob)
         return (
             m.reference,
             m.category.value,
@@ -154,9 +196,13 @@ class RecordStore:
     def templates(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """All row ids and templates, in row-id order (the engine's row order)."""
         with self._lock:
-            rows = self._db.execute("SELECT id, template FROM records ORDER BY id").fetchall()
+            rows = self._db.execute(
+                "SELECT id, template, reference FROM records ORDER BY id"
+            ).fetchall()
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4")
+        sealer = self._sealer
+        blobs = (sealer.open(r[2], r[1]) if sealer is not None else r[1] for r in rows)
+        matrix = np.frombuffer(b"".join(blobs), dtype="<f4")
         return ids, matrix.reshape(len(rows), self.dimension).astype(np.float32)
 
     def categories(self) -> list[Category]:
@@ -169,7 +215,7 @@ class RecordStore:
         with self._lock:
             row = self._db.execute(
                 "SELECT reference, category, event_date, event_place, capture_date, sex,"
-                " operator_id FROM records WHERE id = ?",
+                " operator_id, birth_date, birth_date_estimated FROM records WHERE id = ?",
                 (record_id,),
             ).fetchone()
         if row is None:
@@ -182,4 +228,121 @@ class RecordStore:
             capture_date=dt.date.fromisoformat(row[4]),
             sex=Sex(row[5]),
             operator_id=row[6],
+            birth_date=dt.date.fromisoformat(row[7]) if row[7] else None,
+            birth_date_estimated=bool(row[8]),
         )
+
+    # --- lifecycle: marks, erasure, links of revealed hits (node/lifecycle.py) ----------
+
+    def find(self, reference: str) -> int:
+        """The row id of the record with this origin reference number."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id FROM records WHERE reference = ?", (reference,)
+            ).fetchone()
+        if row is None:
+            raise NotFound("no record with this reference number")
+        return int(row[0])
+
+    def marked_flags(self) -> npt.NDArray[np.bool_]:
+        """Whether each row is marked, in row-id order (aligned with :meth:`templates`)."""
+        with self._lock:
+            rows = self._db.execute("SELECT marked_at FROM records ORDER BY id").fetchall()
+        return np.fromiter((r[0] is not None for r in rows), dtype=np.bool_, count=len(rows))
+
+    def set_marked(self, record_id: int, marked: bool, when: dt.datetime) -> bool:
+        """Mark or unmark a record; returns False when it already was in that state."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT marked_at FROM records WHERE id = ?", (record_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFound("record no longer exists")
+            if (row[0] is not None) == marked:
+                return False
+            stamp = when.isoformat(timespec="seconds") if marked else None
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute(
+                    "UPDATE records SET marked_at = ? WHERE id = ?", (stamp, record_id)
+                )
+        return True
+
+    def retention_rows(self) -> list[tuple[int, Category, dt.date, dt.date]]:
+        """(row id, category, event date, capture date) of every record, for the erasure job."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, category, event_date, capture_date FROM records ORDER BY id"
+            ).fetchall()
+        return [
+            (int(r[0]), Category(r[1]), dt.date.fromisoformat(r[2]), dt.date.fromisoformat(r[3]))
+            for r in rows
+        ]
+
+    def erase(self, record_ids: Iterable[int]) -> None:
+        """Delete records and their hit links for good: one transaction, then the WAL is
+        checkpointed and truncated so that no copy of the deleted pages stays in it."""
+        ids = [(int(i),) for i in record_ids]
+        with self._lock:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany("DELETE FROM hit_links WHERE record_id = ?", ids)
+                self._db.executemany("DELETE FROM records WHERE id = ?", ids)
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def add_links(
+        self, record_ids: Iterable[int], state: str, query_id: str, case_reference: str,
+        when: dt.datetime,
+    ) -> None:  # fmt: skip
+        """Remember that ``state`` received these records' details (query, case, time)."""
+        stamp = when.isoformat(timespec="seconds")
+        rows = [(int(i), state, query_id, case_reference, stamp, int(i)) for i in record_ids]
+        with self._lock:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                # Only for records still there: one erased meanwhile leaves no link behind.
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO hit_links SELECT ?, ?, ?, ?, ?"
+                    " WHERE EXISTS (SELECT 1 FROM records WHERE id = ?)",
+                    rows,
+                )
+
+    def links(self, record_id: int) -> list[tuple[str, str, str]]:
+        """(requesting state, query id, case reference) of every reveal of this record."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT requesting_state, query_id, case_reference FROM hit_links"
+                " WHERE record_id = ? ORDER BY revealed_at, requesting_state, query_id",
+                (record_id,),
+            ).fetchall()
+        return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+
+def _birth(meta: RecordMeta) -> tuple[str | None, int]:
+    return (
+        meta.birth_date.isoformat() if meta.birth_date is not None else None,
+        int(meta.birth_date_estimated),
+    )
+
+
+def migrate_schema(db: sqlite3.Connection) -> None:
+    """Bring a register of schema 1 to schema 2 (new columns; the new table is created by
+    the schema script). Idempotent; a new or current file is left alone."""
+    has_meta = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+    ).fetchone()
+    if has_meta is None:
+        return
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if row is None or row[0] != "1":
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("ALTER TABLE records ADD COLUMN birth_date TEXT")
+        db.execute("ALTER TABLE records ADD COLUMN birth_date_estimated INTEGER NOT NULL DEFAULT 0")
+        db.execute("ALTER TABLE records ADD COLUMN marked_at TEXT")
+        db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise

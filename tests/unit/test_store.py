@@ -53,6 +53,7 @@ def meta(
         capture_date=capture or event,
         sex=sex,
         operator_id=operator,
+        birth_date=dt.date(1990, 5, 17),
     )
 
 

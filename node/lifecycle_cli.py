@@ -1,0 +1,204 @@
+"""`fedmatch node mark|unmark|erase|route|inbox|ack`: an operator of a state working its own
+node's record lifecycle (marks, early erasure, routed rights requests, the inbox of notices).
+
+Each command connects to the node with the operator workstation's mTLS certificate (the
+``--config`` file `fedmatch enroll` reads; the node refuses any other state's operator) and
+prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fedmatch.domain import Purpose, QueryHeader
+from fedmatch.grpcutil.server import make_channel
+from fedmatch.limits import MAX_RECEIVE_BYTES
+from fedmatch.pki.names import dns_name
+from fedmatch.rpc.v1 import node_pb2, node_pb2_grpc
+from fedmatch.wire import header_to_pb
+
+if TYPE_CHECKING:
+    from fedmatch.transport import Security
+    from node.config import NodeConfig
+    from node.lifecycle import Lifecycle
+    from node.retention import RetentionPolicy
+    from node.service import NodeService
+
+__all__ = ["COMMANDS", "add_parsers", "node_lifecycle", "run"]
+
+COMMANDS = ("mark", "unmark", "erase", "route", "inbox", "ack")
+
+# The default legal basis each action is logged with (overridable with --legal-basis).
+_BASIS = {
+    "mark": "Reg. (EU) 2024/1358 Art. 31",
+    "unmark": "Reg. (EU) 2024/1358 Art. 31",
+    "erase": "Reg. (EU) 2024/1358 Art. 30",
+    "route": "Reg. (EU) 2024/1358 Art. 43",
+    "inbox": "Reg. (EU) 2024/1358 Art. 31",
+    "ack": "Reg. (EU) 2024/1358 Art. 31",
+}
+
+
+def add_parsers(node_sub: Any) -> None:
+    """Register the lifecycle commands under `fedmatch node`."""
+    helps = {
+        "mark": "mark a record of your register (international protection granted)",
+        "unmark": "remove a record's mark (protection withdrawn)",
+        "erase": "erase a record before its retention ends (citizenship, erasure request)",
+        "route": "route a data subject's correction or erasure request to the holding state",
+        "inbox": "list the notices other states sent to your node (overdue ones flagged)",
+        "ack": "acknowledge an inbox item (it was acted upon)",
+    }
+    for name in COMMANDS:
+        p = node_sub.add_parser(name, help=helps[name])
+        p.add_argument("--node", required=True, help="your node's address host:port")
+        p.add_argument(
+            "--config",
+            type=Path,
+            help="operator workstation TOML ([tls]); required unless --dev-insecure",
+        )
+        p.add_argument("--state", required=True, help="your member state (the node's)")
+        p.add_argument("--operator", required=True, help="your operator id (logged)")
+        p.add_argument("--unit", default="records-unit", help="your unit (logged)")
+        p.add_argument("--legal-basis", default=_BASIS[name], help="logged legal basis")
+        p.add_argument("--case-reference", default="-", help="case or file number (logged)")
+        p.add_argument("--dev-insecure", action="store_true", help="development only: plaintext")
+        p.add_argument("--timeout", type=float, default=30.0, help="seconds")
+        if name in ("mark", "unmark", "erase", "route"):
+            p.add_argument("--reference", required=True, help="the record's reference number")
+        if name == "erase":
+            p.add_argument(
+                "--reason", required=True, choices=["citizenship_acquired", "erasure_request"]
+            )
+        if name == "route":
+            p.add_argument(
+                "--kind", required=True, choices=["correction_request", "erasure_request"]
+            )
+            p.add_argument("--to", required=True, help="the state that holds the record")
+            p.add_argument("--query-id", default="", help="the query whose hit revealed it")
+        if name == "inbox":
+            p.add_argument("--open", action="store_true", help="only items not acknowledged")
+        if name == "ack":
+            p.add_argument("--item", type=int, required=True, help="inbox item id")
+
+
+def _item(pb: node_pb2.InboxItem) -> dict[str, Any]:
+    n = pb.notice
+    return {
+        "item": pb.item_id, "kind": n.kind, "from": n.from_state, "reference": n.reference,
+        "reference_digest": n.reference_digest, "query_id": n.query_id,
+        "case_reference": n.case_reference, "received": pb.received, "due": pb.due,
+        "status": pb.status, "overdue": pb.overdue, "acknowledged_by": pb.acknowledged_by,
+    }  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    # The CLI's own helpers: the operator file's checks and the insecure warning.
+    from fedmatch.cli import EXIT_OK, _operator, _warn_insecure
+
+    insecure = _warn_insecure(args, "node " + args.node_command)
+    security, _ = _operator(args.config, insecure, args.state, signs=False)
+    credentials = security.channel_credentials() if security is not None else None
+    header = header_to_pb(
+        QueryHeader(
+            secrets.token_hex(16),
+            args.state,
+            Purpose.ASYLUM_DUBLIN,
+            args.legal_basis,
+            args.case_reference,
+            args.unit,
+            args.operator,
+        )
+    )
+    channel = make_channel(
+        args.node,
+        MAX_RECEIVE_BYTES,
+        MAX_RECEIVE_BYTES,
+        credentials,
+        dns_name("node", args.state) if credentials is not None else None,
+    )
+    try:
+        out = _call(node_pb2_grpc.NodeServiceStub(channel), args, header)
+    finally:
+        channel.close()
+    print(json.dumps(out))
+    return EXIT_OK
+
+
+def _call(stub: node_pb2_grpc.NodeServiceStub, args: argparse.Namespace, header: Any) -> Any:
+    t = args.timeout
+    cmd = args.node_command
+    if cmd in ("mark", "unmark", "erase"):
+        if cmd == "erase":
+            r = stub.EraseRecord(
+                node_pb2.EraseRecordRequest(
+                    header=header, reference=args.reference, reason=args.reason
+                ),
+                timeout=t,
+            )
+        else:
+            r = stub.MarkRecord(
+                node_pb2.MarkRecordRequest(
+                    header=header, reference=args.reference, marked=cmd == "mark"
+                ),
+                timeout=t,
+            )
+        return {
+            "outcome": r.outcome,
+            "notices_sent": r.notices_sent,
+            "notices_pending": r.notices_pending,
+        }
+    if cmd == "route":
+        routed = stub.RouteRightsRequest(
+            node_pb2.RouteRightsRequestRequest(
+                header=header,
+                kind=args.kind,
+                to_state=args.to,
+                reference=args.reference,
+                query_id=args.query_id,
+            ),
+            timeout=t,
+        )
+        return {"notice_id": routed.notice_id, "outcome": routed.outcome}
+    if cmd == "inbox":
+        listed = stub.ListInbox(
+            node_pb2.ListInboxRequest(header=header, open_only=args.open), timeout=t
+        )
+        return {"items": [_item(i) for i in listed.items], "overdue": listed.overdue}
+    if cmd == "ack":
+        acked = stub.AcknowledgeInbox(
+            node_pb2.AcknowledgeInboxRequest(header=header, item_id=args.item), timeout=t
+        )
+        return _item(acked)
+    raise AssertionError(cmd)  # unreachable: argparse checks the command
+
+
+def node_lifecycle(
+    stack: ExitStack,
+    config: NodeConfig,
+    service: NodeService,
+    security: Security,
+    retention: RetentionPolicy,
+) -> Lifecycle:
+    """`node serve`'s record lifecycle: inbox and outbox, the relay through the configured
+    coordinator, and the erasure job on its own thread (stopped with ``stack``)."""
+    from node.inbox import NoticeBox
+    from node.lifecycle import Lifecycle, LifecycleJob
+    from node.notices import CoordinatorRelay, NoticeSigner
+
+    box = NoticeBox(config.notices_path, config.member_state)
+    stack.callback(box.close)
+    relay = None
+    if config.coordinator:
+        sign = NoticeSigner(service.audit.signer, security.chain_pem())
+        relay = CoordinatorRelay(config.coordinator, security.channel_credentials(), sign)
+        stack.callback(relay.close)
+    lifecycle = Lifecycle(service, box, retention, relay=relay)
+    job = LifecycleJob(lifecycle, retention.job_interval_seconds).start()
+    stack.callback(job.stop)
+    return lifecycle
