@@ -37,6 +37,8 @@ def lookup_summary(report: LookupReport, resolved: ResolveReport | None) -> dict
         "threshold": report.threshold,
         "threshold_version": report.threshold_version,
         "decision": decision_summary(resolved) if resolved else None,
+        # The Dublin case proposal (whole criteria order, due dates) for an official to confirm.
+        "proposal": resolved.proposal if resolved else None,
         "pending_verification": len(report.matches) if resolved is None else 0,
         "nodes": [{k: v for k, v in asdict(n).items()} for n in report.nodes],
         "hits": len(report.matches),

@@ -46,7 +46,7 @@ from fedmatch.audit.note import (
     open_checkpoint,
 )
 from fedmatch.audit.party import COORDINATOR_ORIGIN, node_origin
-from fedmatch.audit.stats import federation_stats
+from fedmatch.audit.stats import SMALL_CELL_THRESHOLD, federation_stats
 from fedmatch.config import read_toml
 from fedmatch.domain import check_member_state
 from fedmatch.errors import ConfigError, FedmatchError, InvalidInput
@@ -575,12 +575,14 @@ def _report(
     return "\n".join(lines)
 
 
-def run_stats(config: AuditorConfig) -> dict[str, Any]:
-    """Aggregates over the entries this auditor has verified (run ``audit verify`` first)."""
+def run_stats(config: AuditorConfig, threshold: int = SMALL_CELL_THRESHOLD) -> dict[str, Any]:
+    """Aggregates over the entries this auditor has verified (run ``audit verify`` first),
+    small cells suppressed below ``threshold`` (see :mod:`fedmatch.audit.stats`)."""
     entries: dict[str, list[SignedEntry]] = {}
     for party in config.parties:
         raw = PartyState(config.state_dir, party.origin).entries()
         entries[party.name] = [SignedEntry.decode(e) for e in raw]
     if not entries["coordinator"]:
         raise InvalidInput("no verified coordinator log in the auditor state: run audit verify")
-    return federation_stats(entries["coordinator"], {n.name: entries[n.name] for n in config.nodes})
+    nodes = {n.name: entries[n.name] for n in config.nodes}
+    return federation_stats(entries["coordinator"], nodes, threshold)

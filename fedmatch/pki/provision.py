@@ -3,12 +3,13 @@ benchmark and the tests use (an operator runs `fedmatch pki ...` step by step in
 
 Layout under ``directory``: ``ca/`` (root, one intermediate per scope, CRLs), ``keys/`` (each
 party's Ed25519 signing key, mode 0600) and ``tls/<party>/`` (key.pem, cert.pem, ca.pem).
-Party names: ``coordinator``, ``node-IT``, ``operator-IT``, ``verifier-IT``, ``auditor-<name>``.
+Party names: ``coordinator``, ``node-IT``, ``operator-IT``, ``verifier-IT``,
+``verifier-<person>-IT`` (hit verifiers), ``auditor-<name>``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -73,13 +74,19 @@ def provision(
     operators: Sequence[str] | None = None,
     verifiers: Sequence[str] = (),
     auditors: Sequence[str] = ("edps",),
+    experts: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, PartyFiles]:
-    """Create (or reuse) everything; operators default to one workstation per state."""
+    """Create (or reuse) everything; operators default to one workstation per state.
+    ``experts`` maps a state to the names of its hit verifiers, people each holding a
+    ``verifier`` certificate (``anna.verifier.de.fedmatch.eu``, party ``verifier-anna-DE``)."""
     ca = directory / "ca"
     if not (ca / f"{ROOT}.pem").exists():
         create_root(ca)
         publish_crl(ca, ROOT)
-    scopes = sorted({s.lower() for s in (*states, *(operators or ()), *verifiers)} | {"eu"})
+    experts = experts or {}
+    scopes = sorted(
+        {s.lower() for s in (*states, *(operators or ()), *verifiers, *experts)} | {"eu"}
+    )
     for scope in scopes:
         if not (ca / f"{scope}.pem").exists():
             create_intermediate(ca, scope, ca)
@@ -95,6 +102,11 @@ def provision(
         parties[f"verifier-{state}"] = _party(
             directory, ca, f"verifier-{state}", "verifier", state, "court"
         )
+    for state, people in experts.items():
+        for person in people:
+            parties[f"verifier-{person}-{state}"] = _party(
+                directory, ca, f"verifier-{person}-{state}", "verifier", state, person
+            )
     for name in auditors:
         parties[f"auditor-{name}"] = _party(directory, ca, f"auditor-{name}", "auditor", "eu", name)
     return parties
