@@ -147,11 +147,13 @@ class PeriodUnit(enum.StrEnum):
 
 # --- time limits -------------------------------------------------------------------------
 
-# DOMAIN.md section 3: "still counts if expired < 2 years / < 6 months" (Dublin III
-# Art. 12(4)). Kept per regime so that the AMMR's own figures (Art. 29, not checked here
-# against the Official Journal text) can replace them in one place.
-EXPIRED_RESIDENCE_DOCUMENT_MONTHS: dict[Regime, int] = {Regime.DUBLIN_III: 24, Regime.AMMR: 24}
-EXPIRED_VISA_MONTHS: dict[Regime, int] = {Regime.DUBLIN_III: 6, Regime.AMMR: 6}
+# How long an expired document still counts. Dublin III Art. 12(4) (DOMAIN.md section 3):
+# a residence document expired "less than 2 years", a visa "less than 6 months" before the
+# application was lodged. The AMMR lengthens both: Art. 29(4), a residence document expired
+# "less than three years", a visa "less than 18 months" before the application was
+# registered (text of Reg. 2024/1351 Art. 29(4), checked).
+EXPIRED_RESIDENCE_DOCUMENT_MONTHS: dict[Regime, int] = {Regime.DUBLIN_III: 24, Regime.AMMR: 36}
+EXPIRED_VISA_MONTHS: dict[Regime, int] = {Regime.DUBLIN_III: 6, Regime.AMMR: 18}
 
 # DOMAIN.md section 3 gives only the clocks that start at a hit. These two clocks start at the
 # application and are not in DOMAIN.md: Dublin III Art. 21(1) first subparagraph, 3 months
@@ -481,10 +483,17 @@ class _Basis(enum.Enum):
     DEFAULT = enum.auto()
 
 
-# Articles per regime. The AMMR articles checked here against its text are Art. 25(1)-(3), 29
-# (as a whole), 33, 39(1) and 41(1); Art. 25(5), 26, 27, 31, 32 and 16(2) follow the AMMR's
-# structure (Dublin III Art. 8 to 15 and 3(2) renumbered) and were not checked: confirm them
-# before an official relies on the citation.
+# Articles per regime. The AMMR articles checked against its text (a public copy of the
+# Regulation) are Art. 16(2) (no criterion applies: the first state where the application was
+# registered), 25(1)-(3), 28 (family procedure, Dublin III Art. 11), 29(1), (2) and (4),
+# 33(1) and (2), 39(1) and 41(1). Art. 25(5), 26, 27, 31 and 32 follow
+# the AMMR's structure (Dublin III Art. 8 to 10, 14 and 15 renumbered; Art. 30, diplomas and
+# qualifications, is a criterion this engine has no input for) and were not checked against
+# the text: confirm them before an official relies on the citation. Note for Art. 31 to 33:
+# the AMMR applies its criteria in the order of its articles, which would put visa-waived
+# entry and airport transit (Art. 31, 32) before irregular entry (Art. 33), unlike Dublin III
+# (Art. 13 before 14 and 15); this engine keeps DOMAIN.md's order for both regimes until that
+# is confirmed.
 _ARTICLES: dict[tuple[Regime, _Basis], str] = {
     (Regime.DUBLIN_III, _Basis.MINOR_FAMILY): "Art. 8(1)",
     (Regime.DUBLIN_III, _Basis.MINOR_RELATIVE): "Art. 8(2)",
@@ -502,9 +511,9 @@ _ARTICLES: dict[tuple[Regime, _Basis], str] = {
     (Regime.AMMR, _Basis.MINOR_NO_FAMILY): "Art. 25(5)",
     (Regime.AMMR, _Basis.FAMILY_BENEFICIARY): "Art. 26",
     (Regime.AMMR, _Basis.FAMILY_APPLICANT): "Art. 27",
-    (Regime.AMMR, _Basis.VALID_RESIDENCE_DOCUMENT): "Art. 29",
-    (Regime.AMMR, _Basis.VALID_VISA): "Art. 29",
-    (Regime.AMMR, _Basis.EXPIRED_DOCUMENT): "Art. 29",
+    (Regime.AMMR, _Basis.VALID_RESIDENCE_DOCUMENT): "Art. 29(1)",
+    (Regime.AMMR, _Basis.VALID_VISA): "Art. 29(2)",
+    (Regime.AMMR, _Basis.EXPIRED_DOCUMENT): "Art. 29(4)",
     (Regime.AMMR, _Basis.VISA_WAIVED_ENTRY): "Art. 31",
     (Regime.AMMR, _Basis.AIRPORT_TRANSIT): "Art. 32",
     (Regime.AMMR, _Basis.DEFAULT): "Art. 16(2)",
@@ -573,7 +582,8 @@ def propose(case: DublinCase) -> CaseProposal:
        date. Valid means ``valid_from <= date <= valid_until``. Valid documents come before
        expired ones (Art. 12(4) applies to an applicant with "only" expired ones). An expired
        document counts while its grace period runs: the period of
-       :data:`EXPIRED_RESIDENCE_DOCUMENT_MONTHS` (24) or :data:`EXPIRED_VISA_MONTHS` (6) months
+       :data:`EXPIRED_RESIDENCE_DOCUMENT_MONTHS` (24; AMMR 36) or :data:`EXPIRED_VISA_MONTHS`
+       (6; AMMR 18) months
        runs from the expiry date ``valid_until`` and ends, by Regulation 1182/71, at the end of
        ``add_months(valid_until, months)``; the document still counts on that day ("expired
        less than two years previously" is still true while the period runs) and no longer on

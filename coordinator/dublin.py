@@ -13,7 +13,9 @@ speak to (``shared/docs/DOMAIN.md`` section 3):
   Art. 36(1)(b) with a take back notification under Art. 41).
 
 The criteria that come before irregular entry (family, residence documents and visas) cannot
-be read from biometric hits, so they are not decided here. :func:`decide` is pure: it only
+be read from biometric hits, so they are not decided here: :mod:`coordinator.case` applies the
+whole criteria order, with the requesting authority's inputs, and calls :func:`decide` for the
+hit-based rules. :func:`decide` is pure: it only
 proposes a responsible state with its evidence, for an official to confirm, and it must only
 be given hits that trained experts have verified (Eurodac Art. 38(4), AI Act Art. 14(5)).
 The :class:`Decision` it returns holds record metadata only, never templates or scores.
@@ -21,12 +23,12 @@ The :class:`Decision` it returns holds record metadata only, never templates or 
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from fedmatch.dates import add_months
 from fedmatch.domain import Category, HitDetail, check_member_state
 from fedmatch.errors import InvalidInput
 
@@ -110,21 +112,6 @@ def regime_for(application_date: dt.date) -> Regime:
     """Return the regime of an application registered on ``application_date``."""
     _check_date(application_date, "application_date")
     return Regime.AMMR if application_date >= AMMR_START else Regime.DUBLIN_III
-
-
-def add_months(day: dt.date, months: int) -> dt.date:
-    """Add calendar months to ``day``, clamping to the last day of a shorter month.
-
-    2025-01-31 + 1 is 2025-02-28; 2024-02-29 + 12 is 2025-02-28. ``months`` may be negative.
-    """
-    _check_date(day, "day")
-    if isinstance(months, bool) or not isinstance(months, int):
-        raise InvalidInput("months must be an integer")
-    year, month0 = divmod(day.year * 12 + day.month - 1 + months, 12)
-    if not dt.MINYEAR <= year <= dt.MAXYEAR:
-        raise InvalidInput("adding months to the date leaves the calendar's range")
-    month = month0 + 1
-    return dt.date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import pytest
 
 from coordinator.case import (
+    EXPIRED_RESIDENCE_DOCUMENT_MONTHS,
+    EXPIRED_VISA_MONTHS,
     ApplicantSituation,
     CaseProposal,
     ConfirmedDecision,
@@ -913,6 +915,172 @@ CASES = [
         ),
         id="c6-own-earlier-application-default",
     ),
+    # --- added with the coordinator wiring: the AMMR's own time limits and articles --------
+    # AMMR Art. 29(4): an expired residence document counts for 3 years, a visa for 18 months
+    # (Dublin III: 2 years, 6 months), up to and including the period's last day.
+    pytest.param(
+        Case(
+            AMMR,
+            Criterion.DOCUMENTS,
+            "NL",
+            TAKE_CHARGE,
+            ("residence_document:NL",),
+            {AFTER_APPLICATION: D(2026, 11, 1)},
+            documents=(doc("NL", RES, D(2021, 1, 1), D(2023, 9, 1)),),
+        ),
+        id="c3-ammr-residence-expired-exactly-3y-still-counts",
+    ),
+    pytest.param(
+        Case(
+            D(2026, 9, 2),
+            Criterion.FIRST_APPLICATION,
+            "DE",
+            NONE,
+            ("requesting_state=DE",),
+            {},
+            documents=(doc("NL", RES, D(2021, 1, 1), D(2023, 9, 1)),),
+        ),
+        id="c3-ammr-residence-expired-3y-plus-1-day-does-not-count",
+    ),
+    pytest.param(
+        Case(
+            AMMR,
+            Criterion.DOCUMENTS,
+            "ES",
+            TAKE_CHARGE,
+            ("short_stay_visa:ES",),
+            {AFTER_APPLICATION: D(2026, 11, 1)},
+            documents=(doc("ES", SHORT, D(2025, 2, 1), D(2025, 3, 1)),),
+        ),
+        id="c3-ammr-visa-expired-exactly-18m-still-counts",
+    ),
+    pytest.param(
+        Case(
+            D(2026, 9, 2),
+            Criterion.FIRST_APPLICATION,
+            "DE",
+            NONE,
+            ("requesting_state=DE",),
+            {},
+            documents=(doc("ES", SHORT, D(2025, 2, 1), D(2025, 3, 1)),),
+        ),
+        id="c3-ammr-visa-expired-18m-plus-1-day-does-not-count",
+    ),
+    # A visa that expired on 2025-08-31: its 18 months end with 2027-02-28 (no 31 February).
+    pytest.param(
+        Case(
+            D(2027, 2, 28),
+            Criterion.DOCUMENTS,
+            "PL",
+            TAKE_CHARGE,
+            ("long_stay_visa:PL",),
+            {AFTER_APPLICATION: D(2027, 4, 28)},
+            documents=(doc("PL", LONG, D(2025, 3, 1), D(2025, 8, 31)),),
+        ),
+        id="c3-ammr-visa-expired-aug31-18m-grace-ends-feb28-inside",
+    ),
+    pytest.param(
+        Case(
+            D(2027, 3, 1),
+            Criterion.FIRST_APPLICATION,
+            "DE",
+            NONE,
+            ("requesting_state=DE",),
+            {},
+            documents=(doc("PL", LONG, D(2025, 3, 1), D(2025, 8, 31)),),
+        ),
+        id="c3-ammr-visa-expired-aug31-18m-grace-ends-feb28-mar1-outside",
+    ),
+    # AMMR Art. 33(1) and (2): "registered more than 20 (12) months after": the end day is in.
+    pytest.param(
+        Case(
+            AMMR,
+            Criterion.IRREGULAR_ENTRY,
+            "GR",
+            TAKE_CHARGE,
+            ("GR-1",),
+            {AFTER_HIT: D(2026, 10, 1), AFTER_APPLICATION: D(2026, 11, 1)},
+            hits=(hit("GR", IRR, D(2025, 1, 1), "GR-1", received=AMMR),),
+            hit_rule=Rule.IRREGULAR_ENTRY,
+        ),
+        id="c4-ammr-20m-on-end-inside",
+    ),
+    pytest.param(
+        Case(
+            AMMR,
+            Criterion.IRREGULAR_ENTRY,
+            "MT",
+            TAKE_CHARGE,
+            ("MT-1",),
+            {AFTER_HIT: D(2026, 10, 1), AFTER_APPLICATION: D(2026, 11, 1)},
+            hits=(hit("MT", SAR, D(2025, 9, 1), "MT-1", received=AMMR),),
+            hit_rule=Rule.SAR_DISEMBARKATION,
+        ),
+        id="c4-ammr-sar-12m-on-end-inside",
+    ),
+    pytest.param(
+        Case(
+            AMMR,
+            Criterion.FIRST_APPLICATION,
+            "DE",
+            NONE,
+            ("requesting_state=DE",),
+            {},
+            hits=(hit("MT", SAR, D(2025, 8, 31), "MT-1", received=AMMR),),
+        ),
+        id="c4-ammr-sar-12m-plus-1-day-outside",
+    ),
+    pytest.param(
+        Case(
+            DIII,
+            Criterion.FIRST_APPLICATION,
+            "DE",
+            NONE,
+            ("requesting_state=DE",),
+            {},
+            hits=(hit("MT", SAR, D(2025, 6, 1), "MT-1", received=DIII),),
+        ),
+        id="c4-dublin3-sar-disembarkation-is-no-criterion",
+    ),
+    pytest.param(
+        Case(
+            AMMR,
+            Criterion.UNACCOMPANIED_MINOR,
+            "AT",
+            TAKE_CHARGE,
+            ("family:AT:relative",),
+            {AFTER_APPLICATION: D(2026, 11, 1)},
+            minor=True,
+            family=(fam("AT", RELATIVE, PRESENT),),
+            hits=(hit("IT", IRR, D(2026, 5, 1), "IT-1", received=AMMR),),
+        ),
+        id="c1-ammr-minor-relative-art-25-3-beats-crossing",
+    ),
+    pytest.param(
+        Case(
+            AMMR,
+            Criterion.FAMILY,
+            "SE",
+            TAKE_CHARGE,
+            ("family:SE:child",),
+            {AFTER_APPLICATION: D(2026, 11, 1)},
+            family=(fam("SE", CHILD, APPLYING),),
+            hits=(hit("FR", APP, D(2026, 2, 1), "FR-1", received=AMMR),),
+        ),
+        id="c2-ammr-child-applicant-art-27-beats-earlier-application",
+    ),
+    pytest.param(
+        Case(
+            DIII,
+            Criterion.VISA_WAIVER_OR_TRANSIT,
+            "NL",
+            TAKE_CHARGE,
+            ("airport_transit_state=NL",),
+            {AFTER_APPLICATION: D(2025, 12, 1)},
+            transit="NL",
+        ),
+        id="c5-dublin3-airport-transit-in-another-state",
+    ),
 ]
 
 
@@ -965,6 +1133,32 @@ def test_explanation_is_one_sentence_citing_criterion_state_and_article(case: Ca
     assert ("AMMR" in text) == (proposal.regime is Regime.AMMR)
     assert "somewhere" not in text  # never the event place
     assert "hhhh" not in text  # never a handle
+
+
+@pytest.mark.parametrize(
+    ("case", "basis"),
+    [
+        (Case(AMMR, Criterion.DOCUMENTS, "NL", TAKE_CHARGE, (), {},
+              documents=(doc("NL", RES, D(2026, 1, 1), D(2027, 1, 1)),)), "Art. 29(1)"),
+        (Case(AMMR, Criterion.DOCUMENTS, "NL", TAKE_CHARGE, (), {},
+              documents=(doc("NL", SHORT, D(2026, 8, 1), D(2026, 9, 20)),)), "Art. 29(2)"),
+        (Case(AMMR, Criterion.DOCUMENTS, "NL", TAKE_CHARGE, (), {},
+              documents=(doc("NL", RES, D(2021, 1, 1), D(2024, 1, 1)),)), "Art. 29(4)"),
+        (Case(DIII, Criterion.DOCUMENTS, "NL", TAKE_CHARGE, (), {},
+              documents=(doc("NL", RES, D(2021, 1, 1), D(2024, 1, 1)),)), "Art. 12(4)"),
+        (Case(AMMR, Criterion.FIRST_APPLICATION, "DE", NONE, (), {}), "Art. 16(2)"),
+        (Case(DIII, Criterion.FIRST_APPLICATION, "DE", NONE, (), {}), "Art. 3(2)"),
+    ],
+)  # fmt: skip
+def test_the_basis_cites_the_regimes_article(case: Case, basis: str) -> None:
+    proposal = propose(case.build())
+    assert proposal.basis.endswith(f" {basis}")
+    assert proposal.criterion is case.criterion
+
+
+def test_the_ammr_keeps_expired_documents_longer() -> None:
+    assert EXPIRED_RESIDENCE_DOCUMENT_MONTHS == {Regime.DUBLIN_III: 24, Regime.AMMR: 36}
+    assert EXPIRED_VISA_MONTHS == {Regime.DUBLIN_III: 6, Regime.AMMR: 18}
 
 
 def test_criteria_are_numbered_in_order() -> None:

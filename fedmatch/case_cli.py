@@ -1,0 +1,105 @@
+"""``fedmatch confirm-decision``: an official accepts or overrides a Dublin case proposal.
+
+The official works at an operator workstation of the requesting state (``--config``: its
+``[tls]`` and ``[operator] signing_key``); the confirmation names the case by the lookup's
+query id and the proposal by the digest ``fedmatch lookup`` printed, and is signed over its
+whole body (which proposal, accepted or overridden, to which state, by which criterion, why).
+The coordinator accepts one confirmation per case and logs it with the official's identity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from dataclasses import asdict
+from typing import Any
+
+from fedmatch.casefile import CRITERIA
+from fedmatch.domain import Purpose, QueryHeader
+from fedmatch.errors import InvalidInput
+
+__all__ = ["add_confirm_parser", "run_confirm"]
+
+_QUERY_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def add_confirm_parser(sub: Any) -> None:
+    """Register ``confirm-decision`` on the ``fedmatch`` subcommands."""
+    from fedmatch.cli import _header_args, _insecure_arg, _operator_config_arg
+
+    p = sub.add_parser(
+        "confirm-decision",
+        help="an official accepts or overrides the Dublin case proposal of a lookup",
+    )
+    p.add_argument("--coordinator", required=True, help="coordinator address host:port")
+    _operator_config_arg(
+        p, True, ", and [operator] signing_key (the key bound into that certificate, which "
+        "signs the confirmation)",
+    )  # fmt: skip
+    _insecure_arg(p)
+    _header_args(p)
+    p.add_argument("--unit", required=True, help="the official's unit (logged)")
+    p.add_argument("--operator", required=True, help="the confirming official's id (logged)")
+    p.add_argument("--query-id", required=True, help="the lookup's query id (32 hex digits)")
+    p.add_argument("--proposal", required=True, help="the proposal's digest, as lookup printed")
+    action = p.add_mutually_exclusive_group(required=True)
+    action.add_argument("--accept", action="store_true", help="confirm the proposal as it is")
+    action.add_argument(
+        "--override-state", help="override: the member state the official holds responsible"
+    )
+    p.add_argument(
+        "--override-criterion", choices=sorted(CRITERIA), help="override: the criterion applied"
+    )
+    p.add_argument(
+        "--reason", default="", help="override: why (kept in the case file; the log has a digest)"
+    )
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds")
+
+
+def run_confirm(args: argparse.Namespace) -> int:
+    from fedmatch.cli import EXIT_OK, _operator, _warn_insecure
+    from fedmatch.requester import Requester
+    from fedmatch.statement import RequestSigner
+
+    insecure = _warn_insecure(args, "confirm-decision")
+    if not _QUERY_ID.fullmatch(args.query_id):
+        raise InvalidInput("--query-id must be the lookup's 32 lowercase hex digits")
+    if args.accept and (args.override_criterion or args.reason):
+        raise InvalidInput("--accept takes no --override-criterion or --reason")
+    if not args.accept and not (args.override_criterion and args.reason):
+        raise InvalidInput("an override needs --override-state, --override-criterion and --reason")
+    security, signer = _operator(args.config, insecure, args.state, signs=True)
+    assert security is not None and signer is not None
+    header = QueryHeader(
+        args.query_id,
+        args.state,
+        Purpose.parse(args.purpose),
+        args.legal_basis,
+        args.case_reference,
+        args.unit,
+        args.operator,
+    )
+    requester = Requester(
+        args.coordinator,
+        args.state,
+        None,
+        args.unit,
+        args.operator,
+        RequestSigner(signer, security.chain_pem()),
+        security.channel_credentials(),
+    )
+    try:
+        report = requester.confirm_decision(
+            header,
+            args.proposal,
+            "accept" if args.accept else "override",
+            override_state=args.override_state or "",
+            override_criterion=args.override_criterion or "",
+            reason=args.reason,
+            timeout=args.timeout,
+        )
+    finally:
+        requester.close()
+    print(json.dumps(asdict(report)))
+    return EXIT_OK

@@ -1,0 +1,388 @@
+"""``fedmatch demo --scenario dublin``: from enrolment to confirmed Dublin decisions.
+
+The same federation as the default demo (:mod:`fedmatch.demo`: three node processes DE, IT, FR
+and a coordinator process on 127.0.0.1, a federation PKI, mutual TLS on every channel, signed
+requests, signed audit logs), and three people who later apply for protection in DE:
+
+1. *irregular entry*: photographed crossing irregularly into IT about 9 months ago (enrolled at
+   IT as ``irregular_crossing``); the case proposal is IT, take charge (criterion 4);
+2. *take back*: an earlier application in FR about 4 months ago (``applicant`` at FR); the
+   proposal is FR, take back (criterion 6);
+3. *family outranks the hit*: photographed crossing into IT, but DE's case file says the
+   spouse is a beneficiary of international protection in FR; the proposal is FR, take
+   charge, on the family criterion (2), which comes before irregular entry.
+
+In each case two DE experts (each with a ``verifier`` certificate) sign their verdicts on the
+candidate hits, the coordinator asks for the details of the verified hits only, proposes the
+responsible state with its evidence and due dates, and a DE official confirms the proposal in
+a signed request (logged as ``decision_confirmed``). An auditor then verifies every log. The
+last stdout line is JSON: each case's criterion, responsible state, procedure, due dates and
+confirmation, and the audit's verdict.
+
+Photographs: with ``--photos DIR`` (an ``identities.csv`` of ``file,identity``), the three
+identities with the most photos, one photo enrolled and another looked up; otherwise the
+photos the insightface package ships (the portrait, and two faces of the group photo), each
+looked up through :func:`fedmatch.demo_photos.second_capture`.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import shutil
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fedmatch.audit.auditor import AuditorConfig
+from fedmatch.biometrics.pipeline import FacePipeline
+from fedmatch.biometrics.quality import Pick
+from fedmatch.casefile import case_inputs_from_json
+from fedmatch.demo import (
+    AUDITOR,
+    DIM,
+    LEGAL_BASIS,
+    MODEL,
+    _auditor_toml,
+    _enroll,
+    _node_register,
+    _nodes_tables,
+    _operator_toml,
+    _process,
+    _say,
+    _start_coordinator,
+    _wait_port,
+)
+from fedmatch.demo_photos import second_capture
+from fedmatch.domain import Category, Purpose
+from fedmatch.errors import InvalidInput
+from fedmatch.pki.provision import PartyFiles, provision
+from fedmatch.requester import Requester
+from fedmatch.statement import RequestSigner
+from fedmatch.transport import Security
+from fedmatch.verification import HitKey, VerdictSigner
+
+__all__ = ["run_dublin_demo"]
+
+REQUESTING, ENTRY, EARLIER = "DE", "IT", "FR"
+STATES = (REQUESTING, ENTRY, EARLIER)
+EXPERTS = ("anna", "ben")  # DE's hit verifiers
+OFFICIAL = f"{REQUESTING}-dublin-official-3"
+
+
+@dataclass(frozen=True)
+class _Person:
+    enrol: Any  # a path or a BGR image
+    probe: Any
+    pick: Pick = None
+
+
+@dataclass(frozen=True)
+class _Case:
+    name: str
+    person: _Person
+    enrol_state: str
+    category: Category
+    event_days_ago: int
+    place: str
+    case_file: dict[str, Any] | None
+    expected: tuple[str, str, str]  # criterion, responsible state, procedure
+
+
+def _people(photos: Path | None) -> tuple[str, list[_Person]]:
+    if photos is not None:
+        return _folder_people(photos)
+    from fedmatch.demo_photos import _read
+
+    images = resources.files("insightface") / "data" / "images"
+    portrait = _read(Path(str(images / "Tom_Hanks_54745.png")))
+    group = _read(Path(str(images / "t1.jpg")))
+    people = [
+        _Person(portrait, second_capture(portrait, 2)),
+        _Person(group, second_capture(group, 2), 0),
+        _Person(group, second_capture(group, 2), 1),
+    ]
+    return "photos shipped by the insightface package (a portrait, two faces of a group)", people
+
+
+def _folder_people(folder: Path) -> tuple[str, list[_Person]]:
+    index = folder / "identities.csv"
+    try:
+        with index.open(newline="") as fh:
+            rows = [(r["file"], r["identity"]) for r in csv.DictReader(fh)]
+    except (OSError, KeyError) as exc:
+        raise InvalidInput(f"{index.name} with columns file,identity is required ({exc})") from None
+    by_person: dict[str, list[str]] = {}
+    for file, person in rows:
+        by_person.setdefault(person, []).append(file)
+    ranked = sorted(by_person.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    chosen = [(p, sorted(files)) for p, files in ranked if len(files) >= 2][:3]
+    if len(chosen) < 3:
+        raise InvalidInput("--photos needs three identities with at least two photos each")
+    people = [_Person(folder / files[0], folder / files[1]) for _, files in chosen]
+    names = ", ".join(f"{p}: {files[0]} enrolled, {files[1]} looked up" for p, files in chosen)
+    return f"photos from {folder.name} ({names})", people
+
+
+def _cases(people: list[_Person], today: dt.date) -> list[_Case]:
+    spouse = {
+        "lodging_date": today.isoformat(),
+        "family": [
+            {
+                "member_state": EARLIER,
+                "relation": "spouse_or_partner",
+                "status": "beneficiary_of_protection",
+            }
+        ],
+    }
+    return [
+        _Case("irregular_entry", people[0], ENTRY, Category.IRREGULAR_CROSSING, 270, "Lampedusa",
+              None, ("irregular_entry", ENTRY, "take_charge")),
+        _Case("take_back", people[1], EARLIER, Category.APPLICANT, 120, "Paris",
+              None, ("first_application", EARLIER, "take_back")),
+        _Case("family_outranks_hit", people[2], ENTRY, Category.IRREGULAR_CROSSING, 200,
+              "Pozzallo", spouse, ("family", EARLIER, "take_charge")),
+    ]  # fmt: skip
+
+
+def _configure(workdir: Path, parties: dict[str, PartyFiles], records: int, today: dt.date) -> str:
+    """Registers, node configurations and operator files, as the default demo writes them;
+    returns the auditor's verifier key."""
+    coordinator_key = parties["coordinator"].vkey
+    auditor_key = parties[f"auditor-{AUDITOR}"].vkey
+    for old in [*workdir.glob("audit-*"), workdir / "auditor-state"]:
+        if old.is_dir():
+            shutil.rmtree(old)
+    for old in [
+        *workdir.glob("*.replay.sqlite*"),
+        *workdir.glob("*.cases.sqlite*"),
+        *workdir.glob("*.notices.sqlite*"),
+    ]:
+        old.unlink()
+    for i, state in enumerate(STATES):
+        _operator_toml(workdir / f"operator-{state}.toml", parties[f"operator-{state}"], workdir)
+        _node_register(
+            workdir, parties, state, records, 2000 + i, today, auditor_key, coordinator_key
+        )
+    return auditor_key
+
+
+def run_dublin_demo(
+    records: int = 20_000, workdir: Path | None = None, photos: Path | None = None
+) -> int:
+    started = time.perf_counter()
+    # The coordinator counts hit receipt days in UTC; the scenario's dates follow it.
+    today = dt.datetime.now(dt.UTC).date()
+    with ExitStack() as stack:
+        temporary = workdir is None
+        if workdir is None:
+            workdir = Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="fedmatch-dublin-"))
+            )
+        workdir.mkdir(parents=True, exist_ok=True)
+        _say(f"fedmatch demo --scenario dublin: nodes {', '.join(STATES)} + coordinator "
+             f"(work dir {workdir})")  # fmt: skip
+
+        t0 = time.perf_counter()
+        parties = provision(
+            workdir, list(STATES), auditors=(AUDITOR,), experts={REQUESTING: EXPERTS}
+        )
+        auditor_key = _configure(workdir, parties, records, today)
+        _say(
+            f"1. PKI (root, a CA per state and for the EU; nodes, coordinator, an operator "
+            f"workstation per state, {len(EXPERTS)} hit verifiers of {REQUESTING}, an auditor) "
+            f"and {records:,} synthetic records per node ({time.perf_counter() - t0:.1f}s)"
+        )
+
+        t0 = time.perf_counter()
+        addresses: dict[str, str] = {}
+        for state in STATES:
+            port_file = workdir / f"node-{state}.port"
+            port_file.unlink(missing_ok=True)
+            args = ["node", "serve", "--config", str(workdir / f"node-{state}.toml")]
+            proc = stack.enter_context(
+                _process([*args, "--port-file", str(port_file)], workdir / f"node-{state}.log")
+            )
+            addresses[state] = f"127.0.0.1:{_wait_port(port_file, proc)}"
+        node_keys = {state: parties[f"node-{state}"].vkey for state in STATES}
+        nodes_toml = _nodes_tables(addresses, node_keys)
+        coordinator = _start_coordinator(stack, workdir, parties, auditor_key, nodes_toml)
+        auditor_toml = workdir / "auditor.toml"
+        _auditor_toml(
+            auditor_toml,
+            parties[f"auditor-{AUDITOR}"],
+            coordinator,
+            parties["coordinator"].vkey,
+            nodes_toml,
+        )
+        _say(
+            f"2. servers up over mutual TLS ({time.perf_counter() - t0:.1f}s): "
+            + ", ".join(f"{s} at {a}" for s, a in addresses.items())
+            + f", coordinator at {coordinator}"
+        )
+
+        t0 = time.perf_counter()
+        source, people = _people(photos)
+        pipeline = FacePipeline()
+        if pipeline.model_id != MODEL or pipeline.dimension != DIM:
+            raise InvalidInput("the demo registers are built for the default SFace model")
+        cases = _cases(people, today)
+        for i, case in enumerate(cases):
+            template = pipeline.template(case.person.enrol, pick=case.person.pick)
+            event = today - dt.timedelta(days=case.event_days_ago)
+            reference = f"{case.enrol_state}-{event.year}-{case.place[:3].upper()}-{4711 + i}"
+            _enroll(
+                addresses[case.enrol_state],
+                parties[f"operator-{case.enrol_state}"].tls,
+                case.enrol_state,
+                template,
+                reference,
+                case.category,
+                event,
+                case.place,
+            )
+            _say(
+                f"3.{i + 1} enrolled person {i + 1} at {case.enrol_state} as "
+                f"{case.category.value} ({event}, {case.place})"
+            )
+        _say(f"   faces from {source} ({time.perf_counter() - t0:.1f}s)")
+
+        workstation = parties[f"operator-{REQUESTING}"]
+        requester = Requester(
+            coordinator,
+            REQUESTING,
+            None,
+            unit=f"{REQUESTING}-dublin-unit",
+            operator=f"{REQUESTING}-officer-12",
+            signer=RequestSigner(workstation.signer(), workstation.tls.chain.read_bytes()),
+            credentials=Security(workstation.tls).channel_credentials(),
+        )
+        stack.callback(requester.close)
+        experts = [
+            VerdictSigner(
+                parties[f"verifier-{p}-{REQUESTING}"].signer(),
+                parties[f"verifier-{p}-{REQUESTING}"].tls.chain.read_bytes(),
+            )
+            for p in EXPERTS
+        ]
+        results: list[dict[str, Any]] = []
+        for i, case in enumerate(cases):
+            results.append(_run_case(i + 1, case, pipeline, requester, experts, today))
+
+        from fedmatch.audit.auditor import load_auditor_config, run_audit
+
+        auditor_config = load_auditor_config(auditor_toml)
+        audit = run_audit(auditor_config)
+        confirmed = _confirmations_verified(auditor_config)
+        _say(
+            "5. audit verify: "
+            + ", ".join(
+                f"{origin.rsplit('/', 1)[-1]} {p['tree_size']} entries"
+                + ("" if p["verified"] else " NOT VERIFIED")
+                for origin, p in audit.summary["parties"].items()
+            )
+            + f"; {audit.summary['violations']} violations; the coordinator's log holds "
+            f"{confirmed} decision_confirmed entries"
+            + (" (work dir removed: use --workdir to keep it)" if temporary else "")
+        )
+        ok = audit.ok and confirmed == len(cases) and all(r["as_expected"] for r in results)
+        summary: dict[str, Any] = {
+            "scenario": "dublin",
+            "ok": ok,
+            "requesting_state": REQUESTING,
+            "registration_date": today.isoformat(),
+            "cases": results,
+            "audit": {
+                k: audit.summary[k]
+                for k in ("ok", "violations", "searches_checked", "hit_reveals_checked")
+            }
+            | {"decisions_confirmed_logged": confirmed},
+            "records_per_node": records,
+            "photos": source,
+            "security": {"transport": "mtls", "signed_requests": True, "signed_verdicts": True},
+            "total_ms": round((time.perf_counter() - started) * 1e3, 1),
+        }
+        _say("6. shutting down")
+    print(json.dumps(summary), flush=True)
+    return 0 if ok else 1
+
+
+def _run_case(
+    number: int,
+    case: _Case,
+    pipeline: FacePipeline,
+    requester: Requester,
+    experts: list[VerdictSigner],
+    today: dt.date,
+) -> dict[str, Any]:
+    probe = pipeline.template(case.person.probe, pick=case.person.pick)
+    header = requester.header(
+        Purpose.ASYLUM_DUBLIN, LEGAL_BASIS, f"{REQUESTING}-BAMF-{today.year}-{5510 + number}"
+    )
+    report = requester.lookup(probe, header)
+    verdicts = [
+        expert.confirm(header.query_id, REQUESTING, HitKey(state, handle))
+        for expert in experts
+        for state, handle in report.matches
+    ]
+    inputs = case_inputs_from_json(case.case_file) if case.case_file is not None else None
+    resolved = requester.resolve(report, today.isoformat(), verdicts, case_inputs=inputs)
+    proposal = resolved.proposal
+    if proposal is None:
+        raise InvalidInput("the coordinator answered without a case proposal")
+    due = {d["name"]: d["due"] for d in proposal["deadlines"]}
+    _say(
+        f"4.{number} {case.name}: lookup from {REQUESTING} -> "
+        + ", ".join(f"{n.member_state} {n.matches} hit(s)" for n in report.nodes)
+        + f"; {' and '.join(e.name.split('.')[0] for e in experts)} signed their verdicts"
+        + (f"; case file: {json.dumps(case.case_file)}" if case.case_file else "")
+    )
+    _say(f"    proposal: {proposal['explanation']}")
+    _say("    due: " + (", ".join(f"{n} {d}" for n, d in due.items()) or "no transfer"))
+    official = replace(header, operator=OFFICIAL)
+    confirmation = requester.confirm_decision(official, proposal["digest"])
+    _say(
+        f"    confirmed by {confirmation.official_id} at {confirmation.confirmed_at} "
+        f"(coordinator log entry {confirmation.log_index})"
+    )
+    got = (proposal["criterion"], proposal["responsible_state"], proposal["procedure"])
+    return {
+        "case": case.name,
+        "query_id": header.query_id,
+        "hits": [
+            {k: h[k] for k in ("member_state", "category", "reference", "event_date")}
+            for h in resolved.hits
+        ],
+        "criterion": proposal["criterion"],
+        "responsible_state": proposal["responsible_state"],
+        "procedure": proposal["procedure"],
+        "regime": proposal["regime"],
+        "basis": proposal["basis"],
+        "due_dates": due,
+        "complete": proposal["complete"],
+        "proposal_digest": proposal["digest"],
+        "hit_rule_decision": resolved.responsible_state,
+        "confirmation": {
+            "official": confirmation.official_id,
+            "action": confirmation.action,
+            "responsible_state": confirmation.responsible_state,
+            "confirmed_at": confirmation.confirmed_at,
+            "log_index": confirmation.log_index,
+        },
+        "as_expected": got == case.expected and proposal["complete"],
+    }
+
+
+def _confirmations_verified(config: AuditorConfig) -> int:
+    """The decision_confirmed entries of the coordinator's log, counted in the copy the
+    auditor has just verified."""
+    from fedmatch.audit.auditor import PartyState
+    from fedmatch.audit.entry import EventKind, SignedEntry
+
+    entries = PartyState(config.state_dir, config.coordinator.origin).entries()
+    return sum(SignedEntry.decode(raw).kind is EventKind.DECISION_CONFIRMED for raw in entries)

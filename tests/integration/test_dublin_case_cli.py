@@ -1,0 +1,150 @@
+"""The Dublin case by hand with the `fedmatch` command, as an authority runs it: lookup, two
+verifiers' signed verdicts, resolve with a case file (the proposal and its due dates are
+printed), and an official's confirm-decision over mutual TLS (the coordinator runs in this
+process with its wall clock fixed at 2026-11-21; every command is a real process)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedmatch.domain import Category
+from fedmatch.synthetic import capture, unit_vectors
+from tests.federation import DIM, enrol, federation
+from tests.integration.test_cli_e2e import WHO, _fedmatch, operator, verifier
+
+NOW = dt.datetime(2026, 11, 21, 9, 30, tzinfo=dt.UTC)
+HEADER = ["--legal-basis", "Reg. (EU) 2024/1351 Art. 39", "--case-reference", "DE-2026-77"]
+
+
+# Seven `fedmatch` processes, ~30 s on the 2-core machine.
+@pytest.mark.slow
+def test_lookup_verify_resolve_with_a_case_file_and_confirm(tmp_path: Path) -> None:
+    rng = np.random.default_rng(41)
+    person = unit_vectors(rng, 1, DIM)[0]
+    np.save(tmp_path / "probe.npy", capture(person, rng, 0.9))
+    case_file = tmp_path / "case.json"
+    case_file.write_text(
+        json.dumps(
+            {
+                "lodging_date": "2026-11-23",
+                "documents": [
+                    {
+                        "issuing_state": "AT",
+                        "kind": "short_stay_visa",
+                        "valid_from": "2026-03-01",
+                        "valid_until": "2026-03-31",
+                    }
+                ],
+            }
+        )
+    )
+    fed_dir = tmp_path / "fed"
+    with federation(fed_dir, ("DE", "IT", "FR"), records=20, now=lambda: NOW) as fed:
+        enrol(fed.nodes["IT"], capture(person, rng, 0.9), "IT-CLI-9", Category.IRREGULAR_CROSSING,
+              dt.date(2026, 4, 2), "Bari")  # fmt: skip
+        address = fed.coordinator_server.address
+        candidates = tmp_path / "candidates.json"
+        pending = _fedmatch(
+            "lookup", *operator(fed_dir, "DE"), "--coordinator", address, "--state", "DE",
+            *HEADER, *WHO, "--template", str(tmp_path / "probe.npy"),
+            "--candidates-out", str(candidates),
+        )  # fmt: skip
+        assert pending.returncode == 0, pending.stderr
+        verdicts = []
+        for person_id in ("anna", "ben"):
+            out = tmp_path / f"verdict-{person_id}.json"
+            signed = _fedmatch(
+                "verify-hit", *verifier(fed_dir, "DE", person_id), "--candidates",
+                str(candidates), "--confirm", "--out", str(out),
+            )  # fmt: skip
+            assert signed.returncode == 0, signed.stderr
+            verdicts.append(str(out))
+        resolved = _fedmatch(
+            "resolve", *operator(fed_dir, "DE"), "--coordinator", address,
+            "--candidates", str(candidates), "--verdicts", *verdicts,
+            "--application-date", "2026-11-21", "--case-file", str(case_file),
+        )  # fmt: skip
+        assert resolved.returncode == 0, resolved.stderr
+        answer = json.loads(resolved.stdout.splitlines()[-1])
+        proposal = answer["proposal"]
+        # The AT visa expired almost 8 months before the registration: past Dublin III's 6
+        # months, inside the AMMR's 18 (Art. 29(4)); it outranks the irregular entry into IT.
+        assert (proposal["criterion"], proposal["responsible_state"], proposal["procedure"]) == (
+            "documents", "AT", "take_charge",
+        )  # fmt: skip
+        assert proposal["basis"].endswith("Art. 29(4)")
+        assert [(d["name"], d["due"]) for d in proposal["deadlines"]] == [
+            ("take_charge_request_after_application", "2027-01-21")
+        ]
+        assert answer["decision"]["responsible_state"] == "IT"  # the hit-only rule
+
+        confirm = [
+            "confirm-decision", *operator(fed_dir, "DE"), "--coordinator", address,
+            "--state", "DE", *HEADER, "--unit", "dublin-unit-1", "--operator", "official-5",
+            "--query-id", answer["query_id"], "--proposal", proposal["digest"],
+        ]  # fmt: skip
+        no_reason = _fedmatch(*confirm, "--override-state", "IT")
+        assert no_reason.returncode == 2 and "needs" in no_reason.stderr, no_reason.stderr
+        done = _fedmatch(*confirm, "--accept")
+        assert done.returncode == 0, done.stderr
+        confirmation = json.loads(done.stdout.splitlines()[-1])
+        assert confirmation["responsible_state"] == "AT"
+        assert confirmation["criterion"] == "documents"
+        assert confirmation["official_id"] == "official-5"
+        assert confirmation["confirmed_at"] == NOW.isoformat()
+        again = _fedmatch(*confirm, "--accept")
+        assert again.returncode == 3 and "ALREADY_EXISTS" in again.stderr, again.stderr
+
+        # A lookup without hits resolves at once: `lookup --case-file` prints the proposal.
+        np.save(tmp_path / "stranger.npy", unit_vectors(rng, 1, DIM)[0])
+        stranger = _fedmatch(
+            "lookup", *operator(fed_dir, "DE"), "--coordinator", address, "--state", "DE",
+            *HEADER, *WHO, "--template", str(tmp_path / "stranger.npy"),
+            "--application-date", "2026-11-21", "--case-file", str(case_file),
+        )  # fmt: skip
+        assert stranger.returncode == 0, stranger.stderr
+        alone = json.loads(stranger.stdout.splitlines()[-1])
+        assert alone["hits"] == 0
+        assert (alone["proposal"]["criterion"], alone["proposal"]["responsible_state"]) == (
+            "documents", "AT",
+        )  # fmt: skip
+        assert alone["proposal"]["deadlines"][0]["due"] == "2027-01-21"
+
+
+# Four server processes, key registration and three lookups: ~30 s on the 2-core machine.
+@pytest.mark.slow
+def test_demo_dublin_scenario_prints_confirmed_decisions(tmp_path: Path) -> None:
+    result = _fedmatch(
+        "demo", "--scenario", "dublin", "--records", "500", "--workdir", str(tmp_path)
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["scenario"] == "dublin" and summary["ok"]
+    cases = {c["case"]: c for c in summary["cases"]}
+    got = {
+        name: (c["criterion"], c["responsible_state"], c["procedure"]) for name, c in cases.items()
+    }
+    assert got == {
+        "irregular_entry": ("irregular_entry", "IT", "take_charge"),
+        "take_back": ("first_application", "FR", "take_back"),
+        "family_outranks_hit": ("family", "FR", "take_charge"),
+    }
+    # The hit that the family criterion outranks is still there, verified and resolved.
+    assert [h["member_state"] for h in cases["family_outranks_hit"]["hits"]] == ["IT"]
+    assert cases["family_outranks_hit"]["hit_rule_decision"] == "IT"
+    registered = dt.date.fromisoformat(summary["registration_date"])
+    # AMMR: a take back notification within 2 weeks of the hit, received on the lookup day.
+    assert cases["take_back"]["due_dates"] == {
+        "take_back_notification_after_hit": (registered + dt.timedelta(weeks=2)).isoformat()
+    }
+    for case in cases.values():
+        assert case["confirmation"]["action"] == "accept"
+        assert case["confirmation"]["responsible_state"] == case["responsible_state"]
+        assert case["complete"]
+    assert summary["audit"]["ok"] and summary["audit"]["violations"] == 0
+    assert summary["audit"]["decisions_confirmed_logged"] == 3
