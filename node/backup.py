@@ -1,0 +1,571 @@
+"""Backup and restore of a node: register, replay store, audit log and witness state.
+
+A backup directory holds::
+
+    manifest.json        what was taken: register and log state, size + SHA-256 of each file
+    manifest.sig         the node's Ed25519 audit key's signature over the manifest
+    register.sqlite      the register (SQLite online backup API; templates stay encrypted)
+    replay.sqlite        seen nonces and quotas (online backup API)
+    notices.sqlite       the notice inbox and outbox (online backup API)
+    audit/...            the audit directory: log/log.bin, log/checkpoint, witness.json, ...
+
+Consistency: the register snapshot and the log copy are taken under the register's write
+lock held exclusively (:mod:`node.locks`); a running node holds it shared from a register
+write until that write's audit entry is durable, so the backup has every enrolled record
+together with its entry, or neither. Searches go on meanwhile (they only append entries;
+the copy ends at the last complete entry, and the copied checkpoint covers a prefix of it).
+
+The backup never holds a storage key: encrypted templates are copied as they are, and the
+restored register needs the node's configured key (checked before anything is replaced).
+
+Restore verifies the signature, every file's size and hash, the log against its checkpoint
+(every entry's signature too) and the register's integrity and key, then replaces the live
+files, which are moved aside (``*.before-restore-<time>``), never deleted. It refuses while
+a process has the register open, and refuses existing files unless ``force``. A live
+replay store is kept (it holds every nonce seen since the backup; the backup's copy would
+let a recent request be replayed); the backup's is restored only when the node lost its own.
+So is the live witness state when it is at least as recent: it is about the coordinator's
+log, and forgetting checkpoints this node cosigned would let a coordinator fork past them.
+
+What a restore means for auditors: the restored log is the log as it was at the backup, so
+an auditor or witness that saw a later checkpoint now sees fewer entries, or after new
+entries a different tree of the same size: `fedmatch audit verify` reports it as a
+``rollback`` or ``fork`` of the node's log, as it must. The operator announces the restore
+(with the backup's manifest) so that auditors can tell a restore from tampering; the lost
+entries are in the moved-aside log. Records erased after the backup would come back with
+it, and marks set after it would be lost: when the live log is still readable and extends
+the backup's, restore applies the last RECORD_ERASED / RECORD_MARKED / RECORD_UNMARKED entry
+after the backup of each record (named by ``labels["record_digest"]``) again and logs each
+re-applied change in the restored log. Otherwise the report says so, and the operator
+applies them by hand from the moved-aside log.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedmatch.audit.entry import AuditEvent, EventKind, SignedEntry
+from fedmatch.audit.errors import AuditVerificationError
+from fedmatch.audit.log import CHECKPOINT_FILE, LOG_FILE, AuditLog, scan_records
+from fedmatch.audit.merkle import MerkleTree, leaf_hash
+from fedmatch.audit.note import Checkpoint, Note, NoteSigner, NoteVerifier, open_checkpoint
+from fedmatch.audit.party import AuditConfig, node_origin
+from fedmatch.errors import ConfigError, PreconditionFailed
+from fedmatch.fileio import fsync_directory
+from node.config import NodeConfig
+from node.locks import WRITE_WAIT_SECONDS, OpenLock, WriteLock
+from node.sealing import KeyEncryptionKey, check_register_key
+
+__all__ = ["BACKUP_FORMAT", "RestoreReport", "restore_backup", "take_backup", "verify_backup"]
+
+BACKUP_FORMAT = "fedmatch-node-backup-v1"
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
+REGISTER = "register.sqlite"
+REPLAY = "replay.sqlite"
+NOTICES = "notices.sqlite"
+AUDIT = "audit"
+# The signed message is the manifest under its own prefix (never a valid note text).
+_DOMAIN = b"fedmatch/node-backup-manifest/v1\x00"
+_CHUNK = 1 << 20
+
+
+class BackupError(PreconditionFailed):
+    """A backup is damaged, incomplete, of another node, or cannot be restored here."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _files(root: Path) -> Iterator[Path]:
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not (path.parent == root and path.name in (MANIFEST, SIGNATURE)):
+            yield path
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        if os.write(fd, data) != len(data):
+            raise OSError(f"short write of {path.name}")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sqlite_copy(source: Path, target: Path) -> None:
+    """A consistent copy of a live SQLite file (online backup API, WAL included)."""
+    # Created private first: the copy's metadata is personal data from its first byte.
+    os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    src = sqlite3.connect(str(source), timeout=WRITE_WAIT_SECONDS)
+    try:
+        dst = sqlite3.connect(str(target))
+        try:
+            src.backup(dst)
+            dst.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    os.chmod(target, 0o600)
+
+
+def _register_state(path: Path) -> dict[str, Any]:
+    db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    try:
+        (check,) = db.execute("PRAGMA integrity_check").fetchone()
+        if check != "ok":
+            raise BackupError(f"register copy fails SQLite's integrity check: {check[:200]}")
+        meta = {str(k): str(v) for k, v in db.execute("SELECT key, value FROM meta")}
+        count, top = db.execute("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM records").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise BackupError(f"register copy is not a readable register: {exc}") from None
+    finally:
+        db.close()
+    return {
+        "records": int(count),
+        "max_record_id": int(top),
+        "member_state": meta.get("member_state", ""),
+        "dimension": meta.get("dimension", ""),
+        "model_id": meta.get("model_id", ""),
+        "schema_version": meta.get("schema_version", ""),
+        "register_id": meta.get("register_id", ""),
+        "storage_key_id": meta.get("sealing_key_id", ""),
+    }
+
+
+@dataclass(frozen=True)
+class LogState:
+    entries: int
+    checkpoint_size: int
+    checkpoint_root: bytes = field(repr=False)
+    root: bytes = field(repr=False)
+    tree: MerkleTree = field(repr=False, compare=False)
+    raw: tuple[bytes, ...] = field(repr=False, compare=False)
+
+
+def verify_log_files(log_dir: Path, verifier: NoteVerifier, origin: str) -> LogState:
+    """Read-only verification of a log directory: every record's frame, every entry's
+    signature and numbering, and the checkpoint's signature and root."""
+    try:
+        data = (log_dir / LOG_FILE).read_bytes()
+        note = (log_dir / CHECKPOINT_FILE).read_bytes()
+    except FileNotFoundError as exc:
+        raise BackupError(f"audit log file {Path(str(exc.filename)).name} is missing") from None
+    records, end = scan_records(data)
+    if end != len(data):
+        raise BackupError(f"audit log is damaged after entry {len(records)}")
+    tree = MerkleTree()
+    raw: list[bytes] = []
+    try:
+        checkpoint, _ = open_checkpoint(note, verifier, origin)
+        for seq, (start, length) in enumerate(records):
+            entry = SignedEntry.decode(data[start : start + length])
+            entry.verify(verifier)
+            if entry.seq != seq or entry.party != origin:
+                raise AuditVerificationError(f"entry {seq} is numbered or named wrongly")
+            tree.append(leaf_hash(entry.raw))
+            raw.append(entry.raw)
+    except AuditVerificationError as exc:
+        raise BackupError(f"audit log does not verify: {exc}") from None
+    if checkpoint.size > len(tree) or tree.root(checkpoint.size) != checkpoint.root:
+        raise BackupError(
+            f"audit log ({len(tree)} entries) does not match its checkpoint "
+            f"(size {checkpoint.size})"
+        )
+    return LogState(
+        len(tree), checkpoint.size, checkpoint.root, tree.root(len(tree)), tree, tuple(raw)
+    )
+
+
+def _signer(audit: AuditConfig, member_state: str) -> NoteSigner:
+    signer = NoteSigner.load(audit.signing_key)
+    if signer.name != node_origin(member_state):
+        raise ConfigError(
+            f"audit.signing_key is named {signer.name!r}; this node logs as "
+            f"{node_origin(member_state)!r}"
+        )
+    return signer
+
+
+def _copy_audit(audit_dir: Path, target: Path) -> None:
+    """The audit directory, the log cut at its last complete entry (searches may be
+    appending), the checkpoint read first so that it covers a prefix of the copy."""
+    log_dir = audit_dir / "log"
+    note = (log_dir / CHECKPOINT_FILE).read_bytes()
+    data = (log_dir / LOG_FILE).read_bytes()
+    _, end = scan_records(data)
+    _write(target / "log" / CHECKPOINT_FILE, note)
+    _write(target / "log" / LOG_FILE, data[:end])
+    for path in sorted(audit_dir.rglob("*")):
+        rel = path.relative_to(audit_dir)
+        if not path.is_file() or rel.parts[0] == "log" or path.name.endswith(".tmp"):
+            continue
+        _write(target / rel, path.read_bytes())
+
+
+def take_backup(
+    node: NodeConfig, audit: AuditConfig, out: Path, wait: float = WRITE_WAIT_SECONDS
+) -> dict[str, Any]:
+    """Write a verified, signed backup of the node to ``out`` (new or empty); the manifest."""
+    signer = _signer(audit, node.member_state)
+    origin = node_origin(node.member_state)
+    if not node.database.exists():
+        raise ConfigError(f"node.database {node.database} does not exist")
+    if not (audit.directory / "log" / LOG_FILE).exists():
+        raise ConfigError(f"audit.directory {audit.directory} holds no audit log")
+    if out.exists() and any(out.iterdir()):
+        raise PreconditionFailed(f"backup directory {out} is not empty")
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    started = time.time()
+    with WriteLock(node.database).exclusive(wait):
+        locked = time.time()
+        _sqlite_copy(node.database, out / REGISTER)
+        _copy_audit(audit.directory, out / AUDIT)
+        paused_ms = (time.time() - locked) * 1000
+    if node.replay_path.exists():
+        _sqlite_copy(node.replay_path, out / REPLAY)
+    if node.notices_path.exists():
+        _sqlite_copy(node.notices_path, out / NOTICES)
+    register = _register_state(out / REGISTER)
+    if register["member_state"] != node.member_state:
+        raise BackupError(f"register belongs to {register['member_state']!r}")
+    log_state = verify_log_files(out / AUDIT / "log", signer.verifier(), origin)
+    manifest: dict[str, Any] = {
+        "format": BACKUP_FORMAT,
+        "member_state": node.member_state,
+        "origin": origin,
+        "signer": signer.vkey(),
+        "created_unix": int(started),
+        "register": register,
+        "audit": {
+            "entries": log_state.entries,
+            "root": base64.b64encode(log_state.root).decode(),
+            "checkpoint_size": log_state.checkpoint_size,
+            "checkpoint_root": base64.b64encode(log_state.checkpoint_root).decode(),
+        },
+        "writes_paused_ms": round(paused_ms, 1),
+        "files": {
+            p.relative_to(out).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)}
+            for p in _files(out)
+        },
+    }
+    text = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
+    _write(out / MANIFEST, text)
+    _write(out / SIGNATURE, base64.b64encode(signer.sign(_DOMAIN + text)) + b"\n")
+    fsync_directory(out)
+    return manifest
+
+
+def verify_backup(src: Path, verifier: NoteVerifier, member_state: str) -> dict[str, Any]:
+    """Check a backup before anything is restored; raises :class:`BackupError`."""
+    return _verify_backup(src, verifier, member_state)[0]
+
+
+def _verify_backup(
+    src: Path, verifier: NoteVerifier, member_state: str
+) -> tuple[dict[str, Any], LogState]:
+    try:
+        text = (src / MANIFEST).read_bytes()
+        signature = base64.b64decode((src / SIGNATURE).read_bytes().strip(), validate=True)
+    except (OSError, binascii.Error, ValueError):
+        raise BackupError(f"{src} has no readable {MANIFEST} and {SIGNATURE}") from None
+    try:
+        verifier.verify(_DOMAIN + text, signature)
+    except AuditVerificationError:
+        raise BackupError(
+            "backup manifest signature does not verify with this node's audit key "
+            "(altered, or another node's backup)"
+        ) from None
+    manifest: dict[str, Any] = json.loads(text)
+    if manifest.get("format") != BACKUP_FORMAT:
+        raise BackupError(f"backup format {manifest.get('format')!r} is not {BACKUP_FORMAT}")
+    if manifest.get("member_state") != member_state:
+        raise BackupError(f"backup is of {manifest.get('member_state')!r}, not {member_state}")
+    listed: dict[str, dict[str, Any]] = manifest["files"]
+    present = {p.relative_to(src).as_posix() for p in _files(src)}
+    if present != set(listed):
+        extra, missing = sorted(present - set(listed)), sorted(set(listed) - present)
+        raise BackupError(
+            f"backup files differ from its manifest: extra {extra}, missing {missing}"
+        )
+    for name, want in listed.items():
+        path = src / name
+        if path.stat().st_size != want["size"] or _sha256(path) != want["sha256"]:
+            raise BackupError(f"backup file {name} does not match its manifest (damaged)")
+    log_state = verify_log_files(src / AUDIT / "log", verifier, manifest["origin"])
+    if (
+        log_state.entries != manifest["audit"]["entries"]
+        or base64.b64encode(log_state.root).decode() != manifest["audit"]["root"]
+    ):
+        raise BackupError("backup audit log does not match its manifest")
+    if _register_state(src / REGISTER) != manifest["register"]:
+        raise BackupError("backup register does not match its manifest")
+    return manifest, log_state
+
+
+@dataclass(frozen=True)
+class RestoreReport:
+    manifest: dict[str, Any]
+    moved_aside: tuple[str, ...]
+    erasures_reapplied: tuple[int, ...]  # row ids
+    marks_reapplied: tuple[int, ...]  # row ids marked or unmarked again
+    notes: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "restored": True,
+            "member_state": self.manifest["member_state"],
+            "records": self.manifest["register"]["records"],
+            "log_entries": self.manifest["audit"]["entries"],
+            "backup_created_unix": self.manifest["created_unix"],
+            "moved_aside": list(self.moved_aside),
+            "erasures_reapplied": len(self.erasures_reapplied),
+            "marks_reapplied": len(self.marks_reapplied),
+            "notes": list(self.notes),
+        }
+
+
+# Changes to records that a restore re-applies from the live log, and the state each leaves.
+_REAPPLIED = {
+    EventKind.RECORD_ERASED: "erased",
+    EventKind.RECORD_MARKED: "marked",
+    EventKind.RECORD_UNMARKED: "unmarked",
+}
+
+
+def _later_changes(
+    live_log: Path, verifier: NoteVerifier, origin: str, backup: LogState
+) -> tuple[dict[str, tuple[str, int]] | None, str]:
+    """The last erasure or (un)marking after the backup of each record (by its reference
+    digest) with its time, from the live log; None when that log cannot be trusted
+    (damaged, or not an extension of the backup's)."""
+    try:
+        live = verify_log_files(live_log, verifier, origin)
+    except BackupError as exc:
+        return None, f"live audit log not usable for changes after the backup: {exc}"
+    if live.entries < backup.entries or live.tree.root(backup.entries) != backup.root:
+        return None, (
+            "live audit log does not extend the backup's: later erasures and marks not "
+            "re-applied (apply them by hand)"
+        )
+    changes: dict[str, tuple[str, int]] = {}
+    for raw in live.raw[backup.entries :]:
+        entry = SignedEntry.decode(raw)
+        digest = entry.event.labels.get("record_digest", "")
+        state = _REAPPLIED.get(entry.kind)
+        if state is not None and digest and changes.get(digest, ("",))[0] != "erased":
+            changes[digest] = (state, entry.unix_ms)
+    return changes, ""
+
+
+def restore_backup(
+    src: Path,
+    node: NodeConfig,
+    audit: AuditConfig,
+    kek: KeyEncryptionKey | None,
+    force: bool = False,
+) -> RestoreReport:
+    """Verify ``src`` and make it the node's register and audit directory (and its replay
+    store, when the node has lost its own)."""
+    signer = _signer(audit, node.member_state)
+    origin = node_origin(node.member_state)
+    manifest, backup_log = _verify_backup(src, signer.verifier(), node.member_state)
+    reg = manifest["register"]
+    if (reg["dimension"], reg["model_id"]) != (str(node.dimension), node.model_id):
+        raise BackupError(
+            f"backup register holds dimension {reg['dimension']} of model {reg['model_id']!r}; "
+            f"this node is configured for {node.dimension} of {node.model_id!r}"
+        )
+    check_register_key(src / REGISTER, kek)  # refuse before replacing anything
+    notes: list[str] = []
+    moved: list[str] = []
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    with OpenLock(node.database, exclusive=True):
+        live = [p for p in (node.database, audit.directory) if p.exists()]
+        if live and not force:
+            raise PreconditionFailed(
+                f"{', '.join(str(p) for p in live)} exist: pass --force to replace them "
+                "(they are moved aside, not deleted)"
+            )
+        changes: dict[str, tuple[str, int]] = {}
+        live_log = audit.directory / "log"
+        if (live_log / LOG_FILE).exists():
+            found, why = _later_changes(live_log, signer.verifier(), origin, backup_log)
+            if found is None:
+                notes.append(why)
+            changes = found or {}
+        if node.database.exists():
+            aside = node.database.with_name(f"{node.database.name}.before-restore-{stamp}")
+            _sqlite_copy(node.database, aside)
+            moved.append(str(aside))
+        live_audit: Path | None = None
+        if audit.directory.exists():
+            live_audit = audit.directory.with_name(f"{audit.directory.name}.before-restore-{stamp}")
+            os.replace(audit.directory, live_audit)
+            moved.append(str(live_audit))
+        node.database.parent.mkdir(parents=True, exist_ok=True)
+        _sqlite_restore(src / REGISTER, node.database)
+        # A live replay store has every nonce seen since the backup (and the quotas used):
+        # restoring the older one would reopen a replay window, so it is kept.
+        if node.replay_path.exists():
+            notes.append("kept the live replay store (nonces seen since the backup)")
+        elif (src / REPLAY).exists():
+            node.replay_path.parent.mkdir(parents=True, exist_ok=True)
+            _sqlite_restore(src / REPLAY, node.replay_path)
+        # Likewise the live notices: they hold what arrived and what was sent since.
+        if node.notices_path.exists():
+            notes.append("kept the live notice inbox and outbox")
+        elif (src / NOTICES).exists():
+            node.notices_path.parent.mkdir(parents=True, exist_ok=True)
+            _sqlite_restore(src / NOTICES, node.notices_path)
+        shutil.copytree(src / AUDIT, audit.directory)
+        if live_audit is not None and _keep_live_witness(live_audit, audit.directory):
+            notes.append("kept the live witness state (coordinator checkpoints seen since)")
+        _fsync_tree(audit.directory)
+    erased, marked = _reapply_changes(node, kek, signer, origin, audit, changes)
+    if manifest["register"]["storage_key_id"] == "" and kek is not None:
+        notes.append("restored register stores clear templates: run `fedmatch node seal`")
+    notes.append(
+        "the node's log is back at the backup's size: auditors who saw a later checkpoint "
+        "will report a rollback; announce the restore to them with this backup's manifest"
+    )
+    return RestoreReport(manifest, tuple(moved), tuple(erased), tuple(marked), tuple(notes))
+
+
+def _witnessed_size(path: Path) -> int:
+    """The size of the coordinator checkpoint a witness state file holds (-1: none). The
+    node re-verifies the note's signature when it loads the file."""
+    try:
+        state = json.loads(path.read_text())
+        note = Note.parse(base64.b64decode(state["latest_note"], validate=True))
+        return Checkpoint.parse(note.body).size
+    except (OSError, ValueError, KeyError, TypeError, binascii.Error, AuditVerificationError):
+        return -1
+
+
+def _keep_live_witness(live: Path, restored: Path) -> bool:
+    """Keep the live witness state and evidence: they are about the coordinator's log, not
+    this node's, and going back would let a coordinator fork past checkpoints this node
+    already cosigned."""
+    name = "witness.json"
+    if _witnessed_size(live / name) < max(0, _witnessed_size(restored / name)):
+        return False
+    shutil.copy2(live / name, restored / name)
+    for path in sorted((live / "evidence").rglob("*")):
+        target = restored / "evidence" / path.relative_to(live / "evidence")
+        if path.is_file() and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+    return True
+
+
+def _fsync_tree(root: Path) -> None:
+    """Make a copied directory durable: its files, its directories, and its entry."""
+    for path in sorted(root.rglob("*"), reverse=True):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        else:
+            fsync_directory(path)
+    fsync_directory(root)
+    fsync_directory(root.parent)
+
+
+def _sqlite_restore(source: Path, target: Path) -> None:
+    """Replace ``target``'s content with ``source`` through SQLite (WAL-safe), in WAL mode."""
+    if not target.exists():
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    src = sqlite3.connect(source.resolve().as_uri() + "?mode=ro", uri=True)
+    try:
+        dst = sqlite3.connect(str(target))
+        try:
+            src.backup(dst)
+            dst.execute("PRAGMA journal_mode=WAL")
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    os.chmod(target, 0o600)
+
+
+def _reapply_changes(
+    node: NodeConfig,
+    kek: KeyEncryptionKey | None,
+    signer: NoteSigner,
+    origin: str,
+    audit: AuditConfig,
+    changes: dict[str, tuple[str, int]],
+) -> tuple[list[int], list[int]]:
+    """Erase, mark or unmark again the restored records that the live log says changed
+    after the backup, and log each re-applied change in the restored log; row ids erased
+    and row ids (un)marked."""
+    if not changes:
+        return [], []
+    from node.inbox import reference_digest
+    from node.store import RecordStore
+
+    store = RecordStore(node.database, node.member_state, node.dimension, node.model_id, kek)
+    log = AuditLog(audit.directory / "log", signer, origin)
+    erased: list[int] = []
+    marked: list[int] = []
+    try:
+        db = sqlite3.connect(node.database.resolve().as_uri() + "?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT id, reference FROM records ORDER BY id").fetchall()
+        finally:
+            db.close()
+        logged: list[tuple[EventKind, str]] = []
+        for row_id, reference in rows:
+            digest = reference_digest(node.member_state, reference)
+            if digest not in changes:
+                continue
+            state, unix_ms = changes[digest]
+            if state == "erased":
+                erased.append(row_id)
+                logged.append((EventKind.RECORD_ERASED, digest))
+                continue
+            when = dt.datetime.fromtimestamp(unix_ms / 1000, dt.UTC)
+            if store.set_marked(row_id, state == "marked", when):
+                marked.append(row_id)
+                kind = EventKind.RECORD_MARKED if state == "marked" else EventKind.RECORD_UNMARKED
+                logged.append((kind, digest))
+        if erased:
+            store.erase(erased)
+        for kind, digest in logged:
+            log.append(
+                AuditEvent(
+                    kind,
+                    registers=(node.member_state,),
+                    outcome=_REAPPLIED[kind],
+                    reason="reapplied_after_restore",
+                    labels={"record_digest": digest},
+                )
+            )
+        if logged:
+            log.checkpoint()
+    finally:
+        log.close()
+        store.close()
+    return erased, marked
