@@ -1,9 +1,19 @@
-"""One contract, every engine: the in-process engine and the multi-process one give the same
-answers, refuse the same input and stop the same way."""
+"""One contract, every engine: the in-process engine, the multi-process one and the Ray one
+(1 and 2 actors) give the same answers, refuse the same input and stop the same way.
+
+The Ray engines run on a real local Ray runtime (raylet, object store and one worker process
+per actor), started once for this module and shut down after it: ~2-4 s of start-up, paid
+once. Not Ray's deprecated ``local_mode``, which would run the actors serially inside this
+process and so test neither the object store nor cancellation across processes.
+"""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,9 +34,42 @@ def gallery() -> np.ndarray:
     return unit_vectors(np.random.default_rng(42), SIZE, 128)
 
 
-@pytest.fixture(scope="module", params=[1, 2], ids=["local", "sharded-2"])
+# (backend, workers) of every engine the contract runs against.
+ENGINES = [("local", 1), ("local", 2), ("ray", 1), ("ray", 2)]
+ENGINE_IDS = ["local", "sharded-2", "ray-1", "ray-2"]
+
+
+@pytest.fixture(scope="module")
+def ray_runtime() -> Iterator[None]:
+    """A real local Ray runtime for this module's Ray engines (they join it, and leave it
+    running when they close)."""
+    ray = pytest.importorskip("ray")
+    # As the engine does for a runtime it starts: no usage reports to Ray's vendor.
+    before = os.environ.get("RAY_USAGE_STATS_ENABLED")
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    # Four logical CPUs (scheduling tokens; Ray still starts workers for the 2 cores only):
+    # each actor asks for one, and two module fixtures may each hold a 2-actor engine.
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        if before is None:
+            del os.environ["RAY_USAGE_STATS_ENABLED"]
+        else:
+            os.environ["RAY_USAGE_STATS_ENABLED"] = before
+
+
+def _engine(request: pytest.FixtureRequest) -> SearchEngine:
+    backend, workers = request.param
+    if backend == "ray":
+        request.getfixturevalue("ray_runtime")
+    return create_engine(DEFAULT_PARAM_SET, 128, workers=workers, backend=backend)
+
+
+@pytest.fixture(scope="module", params=ENGINES, ids=ENGINE_IDS)
 def engine(request: pytest.FixtureRequest, gallery: np.ndarray) -> Iterator[SearchEngine]:
-    e = create_engine(DEFAULT_PARAM_SET, 128, workers=request.param)
+    e = _engine(request)
     try:
         e.load(gallery)
         yield e
@@ -128,7 +171,7 @@ def excl_probe() -> np.ndarray:
     return probe
 
 
-@pytest.fixture(scope="module", params=[1, 2], ids=["local", "sharded-2"])
+@pytest.fixture(scope="module", params=ENGINES, ids=ENGINE_IDS)
 def excl_engine(request: pytest.FixtureRequest, excl_probe: np.ndarray) -> Iterator[SearchEngine]:
     rng = np.random.default_rng(22)
     rows = unit_vectors(rng, EXCL_SIZE, 128)
@@ -136,7 +179,7 @@ def excl_engine(request: pytest.FixtureRequest, excl_probe: np.ndarray) -> Itera
         rows[row] = excl_probe if i % 2 == 0 else capture(excl_probe, rng, 0.999)
     for row in GENUINE:
         rows[row] = capture(excl_probe, rng, 0.8)
-    e = create_engine(DEFAULT_PARAM_SET, 128, workers=request.param)
+    e = _engine(request)
     try:
         e.load(rows)
         yield e
@@ -221,3 +264,72 @@ def test_excluded_magnitudes_look_like_other_non_matches(
     total_variation = 0.5 * np.abs(h_hidden / h_hidden.sum() - h_other / h_other.sum()).sum()
     # |s - 1.5| against |s - 0.45|: ~1.7 bits of shift in a 17-bit-wide log-uniform mask.
     assert total_variation < 0.2
+
+
+# The Ray engine's own promises, on the same engines.
+
+
+def _ray_only(engine: SearchEngine) -> Any:
+    from fedmatch.he.ray_engine import RayEngine
+
+    if not isinstance(engine, RayEngine):
+        pytest.skip("a property of the Ray engine")
+    return engine
+
+
+def test_ray_actor_errors_come_back_as_fedmatch_errors(
+    engine: SearchEngine, evaluation: EvaluationKeys
+) -> None:
+    """A bad probe that reaches an actor (past the driver's own check) raises the same
+    HEError as the local engine, not a Ray exception type."""
+    from ray.exceptions import RayError
+
+    ray_engine = _ray_only(engine)
+    actor = ray_engine._actors[0]
+    ref = actor.search.remote(
+        evaluation.key_id, [ray_engine._key_ref(evaluation)], b"\x00" * 1000, THRESHOLD,
+        [(0, 0, 0, None)],
+    )  # fmt: skip
+    with pytest.raises(HEError, match="could not be decoded") as caught:
+        ray_engine._wait([ref])
+    assert type(caught.value) is HEError and not isinstance(caught.value, RayError)
+
+
+def test_ray_keys_cross_once_per_key_id(
+    engine: SearchEngine, gallery: np.ndarray, evaluation: EvaluationKeys
+) -> None:
+    import ray
+
+    ray_engine = _ray_only(engine)
+    keys, other = shared_keys(), shared_keys("IT")
+    other_evaluation = open_key_bundle(other.public_bundle())
+    rng = np.random.default_rng(5)
+    for requester, opened in ((keys, evaluation), (other, other_evaluation), (keys, evaluation)):
+        probe = requester.encrypt_probe(capture(gallery[100], rng, 0.8))
+        assert 100 in _rows(requester, engine.search(opened, probe, THRESHOLD, lambda: False))
+    # The driver put each bundle in the object store once; every actor holds both keys,
+    # the last used last.
+    assert list(ray_engine._key_refs) == [other.key_id, keys.key_id]
+    held = ray.get([actor.key_ids.remote() for actor in ray_engine._actors])
+    assert held == [[other.key_id, keys.key_id]] * ray_engine.workers
+
+
+def test_unknown_backend_is_refused() -> None:
+    with pytest.raises(InvalidInput, match="unknown search engine backend"):
+        create_engine(DEFAULT_PARAM_SET, 128, backend="spark")
+
+
+def test_the_local_path_never_imports_ray() -> None:
+    """A node with the local engine (its service, CLI and bench modules) does not load ray."""
+    code = (
+        "import sys\n"
+        "import fedmatch.cli, fedmatch.bench, node.service\n"
+        "from fedmatch.he.engine import create_engine\n"
+        "from fedmatch.he.params import DEFAULT_PARAM_SET\n"
+        "create_engine(DEFAULT_PARAM_SET, 128, 1).close()\n"
+        "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "[]"
