@@ -65,6 +65,8 @@ class Witnesses:
         pending = set(states)
         failures: dict[str, tuple[NodeOutcome, str]] = {}
         cosignatures: dict[str, Signature] = {}
+        # Nodes mostly last cosigned the same size: one proof per distinct size, not per node.
+        proofs: dict[tuple[int, int], list[bytes]] = {}
         for _ in range(_ATTEMPTS):
             if not pending:
                 break
@@ -73,7 +75,11 @@ class Witnesses:
                 with self._lock:
                     old = self._known.get(state, 0)
                 lo, hi = sorted((old, checkpoint.size))
-                proof = [] if lo == 0 or lo == hi else self._log.consistency_proof(lo, hi)
+                if (lo, hi) not in proofs:
+                    proofs[lo, hi] = (
+                        [] if lo == 0 or lo == hi else self._log.consistency_proof(lo, hi)
+                    )
+                proof = proofs[lo, hi]
                 request = audit_pb2.AddCheckpointRequest(
                     old_size=old, consistency_proof=proof, checkpoint=note
                 )

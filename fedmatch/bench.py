@@ -70,7 +70,9 @@ def _rss_bytes(pid: int | str = "self") -> int:
 
 def _engine_pids(engine: object) -> list[int]:
     procs = getattr(engine, "_procs", [])
-    return [int(p.pid) for p in procs if p.pid is not None]
+    # The Ray engine's actors (their processes are on this machine when its runtime is).
+    ray_pids = [int(p) for p in getattr(engine, "worker_pids", ())]
+    return [int(p.pid) for p in procs if p.pid is not None] + ray_pids
 
 
 def _header() -> QueryHeader:
@@ -104,15 +106,24 @@ def _audits(directory: Path, parties: dict[str, PartyFiles]) -> tuple[PartyAudit
 
 
 def bench_search(
-    records: int, dimension: int, queries: int, threads: int = 0, threshold: float = 0.45
+    records: int,
+    dimension: int,
+    queries: int,
+    threads: int = 0,
+    threshold: float = 0.45,
+    engine: str = "local",
+    ray_address: str = "",
 ) -> dict[str, Any]:
+    """``engine`` "local" runs ``threads`` worker processes (0: one per core); "ray" runs
+    ``threads`` Ray actors (0: one per Ray CPU) on a private local runtime, or on the
+    cluster at ``ray_address``."""
     # Imported here: fedmatch is the shared library; the bench drives a real node, and
     # authorizes each search as the coordinator does.
     from coordinator.witnessing import Witnesses
     from node.config import NodeConfig
     from node.policy import SearchPolicy
     from node.records import NewRecord, RecordMeta
-    from node.service import NodeService
+    from node.service import NodeService, build_engine
     from node.servicer import serve_node
     from node.store import RecordStore
 
@@ -122,15 +133,22 @@ def bench_search(
         db = Path(tmp) / f"{STATE}.sqlite"
         store = RecordStore(db, STATE, dimension, MODEL)
         day = dt.date(2026, 1, 1)
+        born = dt.date(1990, 1, 1)  # enrolment needs a birth date (minimum age 6)
         batch = [
-            NewRecord(RecordMeta(f"B-{i}", Category.APPLICANT, day, "X", day, Sex.MALE), t, MODEL)
+            NewRecord(
+                RecordMeta(f"B-{i}", Category.APPLICANT, day, "X", day, Sex.MALE, "", born),
+                t,
+                MODEL,
+            )
             for i, t in enumerate(gallery)
         ]
         store.add_many(batch)
         del batch
         cfg = NodeConfig(
             member_state=STATE, database=db, dimension=dimension, model_id=MODEL,
-            threshold=threshold, search_workers=threads,
+            threshold=threshold, engine=engine,
+            search_workers=threads if engine == "local" else 0,
+            ray_workers=threads if engine == "ray" else 0, ray_address=ray_address,
         )  # fmt: skip
         parties = provision(Path(tmp) / "pki", [STATE, REQUESTER], operators=[REQUESTER])
         node_security = Security(parties[f"node-{STATE}"].tls)
@@ -142,7 +160,15 @@ def bench_search(
         policy = SearchPolicy(requests_per_minute=1_000_000, daily_quota=1_000_000)
         rss0 = _rss_bytes()
         t0 = time.perf_counter()
-        service = NodeService(cfg, store, node_audit, gate, policy)
+        # Started apart from the register's load, to report the engine's own start-up (for
+        # Ray: the runtime and its actors).
+        search_engine = build_engine(cfg)
+        engine_start_s = time.perf_counter() - t0
+        try:
+            service = NodeService(cfg, store, node_audit, gate, policy, engine=search_engine)
+        except BaseException:
+            search_engine.close()  # the service would have closed it
+            raise
         build_s = time.perf_counter() - t0
         # The node's memory: this process's growth plus every search worker's whole RSS.
         node_bytes = _rss_bytes() - rss0 + sum(_rss_bytes(p) for p in _engine_pids(service.engine))
@@ -258,6 +284,8 @@ def bench_search(
         },
         "queries": queries,
         "threads": workers,
+        "engine": engine,
+        "engine_start_s": round(engine_start_s, 3),
         # Every query: mutual TLS to the node and a request signed by an operator.
         "transport": "mtls",
         "signed_requests": True,
@@ -273,6 +301,10 @@ def bench_search(
         "node_rss_bytes_per_record": round(node_bytes / records, 1),
         "numpy_p50_s": round(np50, 6),
         "he_over_numpy": round(p50 / np50, 1) if np50 > 0 else None,
+        # Register rows scored per second at the median, in all and per worker: runs with
+        # 1 and W workers give the scaling (per worker constant: linear).
+        "records_per_s_p50": round(records / p50),
+        "records_per_s_per_worker": round(records / p50 / max(workers, 1)),
         "agreement": agree / queries,
         "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }

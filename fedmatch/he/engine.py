@@ -4,9 +4,17 @@
 implementation. :class:`PackedEngine` scores a replicated probe ciphertext against the
 register packed as diagonals (:mod:`fedmatch.he.layout`), two records per complex slot:
 
-1. The ``dp - 1`` one-step rotations of the query are computed once per query and shared by
-   every block of 8,192 records (with 100+ blocks per large register, sharing all baby steps
-   beats a baby-step/giant-step split, whose giant steps cost rotations in every block).
+1. Baby-step/giant-step with a split chosen from the register's block count: the
+   ``n1 - 1`` one-step rotations of the query (baby steps) are computed once per query and
+   shared by every block of 8,192 records; a block's ``dp`` diagonals are pre-rotated by
+   their giant step ``j * n1`` when encoded, so each block sums ``n1`` products per giant
+   step, and the partial sums are combined by Horner's rule, ``S = inner_j + rot_n1(S)``
+   (``dp / n1 - 1`` rotations per block, all by ``n1``: one key). Key switches per query:
+   ``(n1 - 1) + blocks * (dp / n1 - 1)``. A large register (100+ blocks)
+   gets ``n1 = dp`` (no giant steps: 127 rotations at d = 128, shared by all blocks); a
+   small one a real split (3 blocks: ``n1 = 16``, 15 + 3 * 7 = 36 instead of 127). The split
+   is fixed when the register is loaded (and re-chosen, with a full re-encode, only if
+   enrolment grows the register so much that it would cost twice the best split).
 2. Each block is ``dp`` plaintext products (register pre-encoded in NTT form at the query's
    level) summed before anything else: the real part of slot ``s`` holds the score of row
    ``s``, the imaginary part that of row ``slots + s``.
@@ -38,7 +46,7 @@ import numpy.typing as npt
 import tenseal.sealapi as seal
 
 from fedmatch.domain import MAX_PROBE_BYTES
-from fedmatch.errors import DeadlineExceeded, HEError, InvalidInput
+from fedmatch.errors import ConfigError, DeadlineExceeded, HEError, InvalidInput
 from fedmatch.he import sealio
 from fedmatch.he.keys import EvaluationKeys
 from fedmatch.he.layout import padded_dimension
@@ -46,6 +54,7 @@ from fedmatch.he.params import ParamSet
 
 __all__ = [
     "MAX_CIPHERTEXT_BYTES",
+    "EncodedBlock",
     "PackedEngine",
     "QueryLayout",
     "SearchEngine",
@@ -77,6 +86,41 @@ MAX_CIPHERTEXT_BYTES = MAX_PROBE_BYTES
 # magnitude stands out: |s - 1.5| vs |s - t| is a factor ~3 for impostors at t = 0.45, a shift
 # of ~1.7 bits in a 17-bit log-uniform mask (tests/unit/test_he.py accepts a factor 8).
 _EXCLUDED_THRESHOLD = 1.5
+
+
+class EncodedBlock(list[seal.Plaintext]):
+    """The ``dp`` plaintext diagonals of one register block, diagonal ``j * n1 + k``
+    pre-rotated right by its giant step ``j * n1``; ``baby_steps`` is that ``n1`` (``dp``:
+    no pre-rotation). Scoring reads the split from the block, so blocks encoded with
+    different splits can never be mixed up."""
+
+    def __init__(self, plains: Sequence[seal.Plaintext], baby_steps: int) -> None:
+        super().__init__(plains)
+        self.baby_steps = baby_steps
+
+
+def _key_switches(step: int, base: int) -> int:
+    """Key switches of one left rotation by ``step`` (one per nonzero base-``base`` digit,
+    as :meth:`PackedEngine._rotate` does it with the keys of ``ParamSet.rotation_steps``)."""
+    count = 0
+    while step:
+        step, digit = divmod(step, base)
+        count += digit != 0
+    return count
+
+
+def rotation_cost(dp: int, baby_steps: int, blocks: int, base: int) -> int:
+    """Key switches per query for ``blocks`` blocks with ``baby_steps`` baby steps (giant
+    steps by Horner's rule: ``dp / n1 - 1`` rotations by ``n1`` per block)."""
+    giant = (dp // baby_steps - 1) * _key_switches(baby_steps, base)
+    return (baby_steps - 1) + blocks * giant
+
+
+def choose_baby_steps(dp: int, blocks: int, base: int) -> int:
+    """The power-of-two baby-step count (dividing ``dp``) with the fewest key switches per
+    query for ``blocks`` blocks; ties go to the larger count (fewer rotations per block)."""
+    candidates = [1 << i for i in range(dp.bit_length()) if dp % (1 << i) == 0]
+    return min(candidates, key=lambda n1: (rotation_cost(dp, n1, max(blocks, 1), base), -n1))
 
 
 @dataclass(frozen=True)
@@ -219,6 +263,8 @@ class PackedEngine:
         self._evaluator = seal.Evaluator(ctx)
         self._rows = np.zeros((0, dimension), dtype=np.float32)
         self._blocks: list[list[seal.Plaintext]] = []
+        # The baby-step count new blocks are encoded with (chosen by load()).
+        self._baby_steps = self._dp
         self._encryptors: OrderedDict[str, seal.Encryptor] = OrderedDict()
 
     @property
@@ -246,19 +292,37 @@ class PackedEngine:
     def _nblocks(self, rows: int) -> int:
         return -(-rows // self._params.block_records)
 
+    def choose_baby_steps(self, blocks: int) -> int:
+        """The baby-step count for a query over ``blocks`` blocks (see the module doc)."""
+        return choose_baby_steps(self._dp, blocks, self._params.rotation_base)
+
+    def _rotation_cost(self, baby_steps: int, blocks: int) -> int:
+        return rotation_cost(self._dp, baby_steps, blocks, self._params.rotation_base)
+
     def load(self, templates: npt.NDArray[np.float32]) -> None:
         rows = self.check_rows(templates).copy()
-        blocks = [self._encode_block(rows, b) for b in range(self._nblocks(rows.shape[0]))]
+        nblocks = self._nblocks(rows.shape[0])
+        baby = self.choose_baby_steps(nblocks)
+        blocks = [self._encode_block(rows, b, baby) for b in range(nblocks)]
         # Swap in one step, so a concurrent reader sees the old or the new register.
-        self._rows, self._blocks = rows, blocks
+        self._rows, self._blocks, self._baby_steps = rows, blocks, baby
 
     def append(self, templates: npt.NDArray[np.float32]) -> None:
         new = self.check_rows(templates)
         if new.shape[0] == 0:
             return
-        first = self.size // self._params.block_records
         rows = np.concatenate([self._rows, new])
-        touched = [self._encode_block(rows, b) for b in range(first, self._nblocks(len(rows)))]
+        nblocks = self._nblocks(len(rows))
+        best = self.choose_baby_steps(nblocks)
+        if self._rotation_cost(self._baby_steps, nblocks) > 2 * self._rotation_cost(best, nblocks):
+            # Enrolment grew the register far past what its split was chosen for: one full
+            # re-encode (rare: a split stays within 2x of the best over a wide size range).
+            blocks = [self._encode_block(rows, b, best) for b in range(nblocks)]
+            self._rows, self._blocks, self._baby_steps = rows, blocks, best
+            return
+        first = self.size // self._params.block_records
+        baby = self._baby_steps
+        touched = [self._encode_block(rows, b, baby) for b in range(first, nblocks)]
         self._rows, self._blocks = rows, self._blocks[:first] + touched
 
     def erase(self, rows: Sequence[int]) -> None:
@@ -266,16 +330,27 @@ class PackedEngine:
         touched = sorted({r // self._params.block_records for r in rows})
         blocks = list(self._blocks)
         for b in touched:
-            blocks[b] = self._encode_block(blank, b)
+            blocks[b] = self._encode_block(blank, b, _baby_steps(blocks[b], self._dp))
         self._rows, self._blocks = blank, blocks
 
-    def _encode_block(self, rows: npt.NDArray[np.float32], index: int) -> list[seal.Plaintext]:
+    def _encode_block(
+        self, rows: npt.NDArray[np.float32], index: int, baby_steps: int
+    ) -> list[seal.Plaintext]:
         per = self._params.block_records
-        return self.encode_block_rows(rows[index * per : (index + 1) * per])
+        return self.encode_block_rows(rows[index * per : (index + 1) * per], baby_steps)
 
-    def encode_block_rows(self, chunk: npt.NDArray[np.float32]) -> list[seal.Plaintext]:
-        """The diagonals of one block holding ``chunk`` (at most block_records rows)."""
+    def encode_block_rows(
+        self, chunk: npt.NDArray[np.float32], baby_steps: int | None = None
+    ) -> list[seal.Plaintext]:
+        """The diagonals of one block holding ``chunk`` (at most block_records rows), for
+        ``baby_steps`` baby steps (a power of two dividing ``dp``; default ``dp``, no giant
+        steps): diagonal ``j * n1 + k`` is rotated right by ``j * n1`` slots, so that the
+        giant-step rotation of the partial sum brings every product back in place. The
+        list is an :class:`EncodedBlock`, which carries its split to :meth:`score`."""
         slots, dp, per = self._params.slots, self._dp, self._params.block_records
+        n1 = dp if baby_steps is None else baby_steps
+        if n1 < 1 or dp % n1:
+            raise InvalidInput(f"baby steps must divide the padded dimension {dp}")
         block = np.zeros((per, dp), dtype=np.float64)
         block[: chunk.shape[0], : self._dimension] = chunk
         real, imag = block[:slots], block[slots:]
@@ -284,11 +359,11 @@ class PackedEngine:
         plains = []
         for i in range(dp):
             cols = (s + i) % dp
-            diagonal = real[s, cols] + 1j * imag[s, cols]
+            diagonal = np.roll(real[s, cols] + 1j * imag[s, cols], i - i % n1)
             plain = seal.Plaintext()
             self._encoder.encode(diagonal.tolist(), parms_id, self._params.register_scale, plain)
             plains.append(plain)
-        return plains
+        return EncodedBlock(plains, n1)
 
     def open_probe(self, data: bytes) -> seal.Ciphertext:
         """Load and validate a probe ciphertext for this parameter set, or raise HEError."""
@@ -341,18 +416,21 @@ class PackedEngine:
         excluded: Sequence[npt.NDArray[np.bool_] | None] | None = None,
     ) -> list[bytes]:
         """Masked, rotated, re-randomized result ciphertexts for (block, shift) jobs, in
-        order. The rotations of the query are computed once for all of them. ``excluded``,
-        if given, holds per job the block's exclusion flags (block_records of them, in row
-        order) or None for a block without excluded rows."""
+        order. The baby-step rotations of the query are computed once for all of them (as
+        many as the blocks' largest split needs: a block is an :class:`EncodedBlock`, or a
+        plain list of diagonals without pre-rotation). ``excluded``, if given, holds per
+        job the block's exclusion flags (block_records of them, in row order) or None for a
+        block without excluded rows."""
         if excluded is not None and len(excluded) != len(jobs):
             raise InvalidInput("exclusions must name one entry per block")
-        rotations = self._rotations(query, keys, should_stop)
+        baby = max((_baby_steps(plains, self._dp) for plains, _ in jobs), default=1)
+        rotations = self._rotations(query, keys, should_stop, baby)
         out = []
         constant: tuple[tuple[int, ...], float, seal.Plaintext] | None = None
         for start in range(0, len(jobs), _GROUP):
             _check_stop(should_stop)
             group = jobs[start : start + _GROUP]
-            sums = self._products(rotations, [plains for plains, _ in group], keys)
+            sums = self._products(rotations, [plains for plains, _ in group], keys, should_stop)
             for k, (acc, (_, shift)) in enumerate(zip(sums, group, strict=True)):
                 flags = None if excluded is None else excluded[start + k]
                 if flags is not None:
@@ -370,10 +448,15 @@ class PackedEngine:
         return out
 
     def _rotations(
-        self, query: seal.Ciphertext, keys: EvaluationKeys, should_stop: Callable[[], bool]
+        self,
+        query: seal.Ciphertext,
+        keys: EvaluationKeys,
+        should_stop: Callable[[], bool],
+        count: int | None = None,
     ) -> list[seal.Ciphertext]:
+        """The query rotated left by 0 .. count - 1 slots (default: all ``dp``)."""
         rotations = [query]
-        for i in range(1, self._dp):
+        for i in range(1, self._dp if count is None else count):
             if i % 16 == 0:
                 _check_stop(should_stop)
             nxt = seal.Ciphertext()
@@ -386,30 +469,36 @@ class PackedEngine:
         rotations: Sequence[seal.Ciphertext],
         blocks: Sequence[Sequence[seal.Plaintext]],
         keys: EvaluationKeys,
+        should_stop: Callable[[], bool] = lambda: False,
     ) -> list[seal.Ciphertext]:
         """Sum over diagonals of rotation x plaintext, for a group of blocks at once.
 
-        The loop runs diagonal-major: each rotated query (262 KB) is used by every block of
-        the group while it is still in cache, instead of streaming all rotations (33 MB at
-        d = 128) once per block. Measured here this is what lets two workers scale."""
-        ev = self._evaluator
+        Blocks of one split run together, giant step by giant step: the ``n1`` products of
+        a giant step are summed, and the partial sums are combined by Horner's rule, so
+        partial sum ``j`` ends up rotated left by ``j * n1`` (its diagonals were pre-rotated
+        right by as much). The
+        inner loop runs diagonal-major: each rotated query (262 KB) is used by every block
+        of the group while it is still in cache, instead of streaming all rotations (33 MB
+        at d = 128) once per block. Measured here this is what lets two workers scale."""
         sums: list[seal.Ciphertext | None] = [None] * len(blocks)
-        term = seal.Ciphertext()
-        for i, rot in enumerate(rotations):
-            for k, plains in enumerate(blocks):
-                plain = plains[i]
-                # A diagonal of a nearly empty block can round to the zero polynomial, and
-                # SEAL refuses to produce the transparent ciphertext a product would be.
-                if plain.is_zero():
-                    continue
-                acc = sums[k]
-                if acc is None:
-                    acc = seal.Ciphertext()
-                    ev.multiply_plain(rot, plain, acc)
-                    sums[k] = acc
-                else:
-                    ev.multiply_plain(rot, plain, term)
-                    ev.add_inplace(acc, term)
+        splits: dict[int, list[int]] = {}
+        for index, plains in enumerate(blocks):
+            splits.setdefault(_baby_steps(plains, self._dp), []).append(index)
+        for n1, members in splits.items():
+            # Horner's rule over the giant steps, from the last: S = inner_j + L_n1(S). The
+            # same rotation count as rotating each partial sum by j * n1, but every rotation
+            # is by n1 (one key, hot in cache) and a block keeps a single running sum.
+            for j in reversed(range(self._dp // n1)):
+                _check_stop(should_stop)
+                partial = self._giant_step(rotations, [blocks[m] for m in members], j, n1)
+                for m, acc in zip(members, partial, strict=True):
+                    total = sums[m]
+                    if total is not None:
+                        self._rotate(total, n1, keys)
+                        if acc is not None:
+                            self._evaluator.add_inplace(total, acc)
+                    else:
+                        sums[m] = acc
         out = []
         for acc in sums:
             if acc is None:
@@ -420,6 +509,36 @@ class PackedEngine:
                 acc.scale = rotations[0].scale * self._params.register_scale
             out.append(acc)
         return out
+
+    def _giant_step(
+        self,
+        rotations: Sequence[seal.Ciphertext],
+        blocks: Sequence[Sequence[seal.Plaintext]],
+        j: int,
+        n1: int,
+    ) -> list[seal.Ciphertext | None]:
+        """Per block, the sum of its diagonals ``j * n1 .. j * n1 + n1 - 1`` times the baby
+        steps (None if every one of those diagonals is zero)."""
+        ev = self._evaluator
+        sums: list[seal.Ciphertext | None] = [None] * len(blocks)
+        term = seal.Ciphertext()
+        for k in range(n1):
+            rot = rotations[k]
+            for b, plains in enumerate(blocks):
+                plain = plains[j * n1 + k]
+                # A diagonal of a nearly empty block can round to the zero polynomial, and
+                # SEAL refuses to produce the transparent ciphertext a product would be.
+                if plain.is_zero():
+                    continue
+                acc = sums[b]
+                if acc is None:
+                    acc = seal.Ciphertext()
+                    ev.multiply_plain(rot, plain, acc)
+                    sums[b] = acc
+                else:
+                    ev.multiply_plain(rot, plain, term)
+                    ev.add_inplace(acc, term)
+        return sums
 
     def _thresholds(
         self, acc: seal.Ciphertext, threshold: float, flags: npt.NDArray[np.bool_] | None
@@ -492,9 +611,34 @@ class PackedEngine:
         return encryptor
 
 
-def create_engine(params: ParamSet, dimension: int, workers: int = 1) -> SearchEngine:
+def _baby_steps(plains: Sequence[seal.Plaintext], dp: int) -> int:
+    """The split a block was encoded for (a plain list: ``dp``, no pre-rotation)."""
+    return plains.baby_steps if isinstance(plains, EncodedBlock) else dp
+
+
+def create_engine(
+    params: ParamSet,
+    dimension: int,
+    workers: int = 1,
+    *,
+    backend: str = "local",
+    ray_address: str = "",
+) -> SearchEngine:
     """The engine a node uses; the single place to switch implementations. ``workers`` > 1
-    spreads the blocks over that many processes (tenseal holds the GIL)."""
+    spreads the blocks over that many processes (tenseal holds the GIL). ``backend="ray"``
+    puts them on ``workers`` Ray actors instead (0: one per CPU of the Ray runtime), started
+    locally or on the cluster at ``ray_address`` (see :mod:`fedmatch.he.ray_engine`)."""
+    if backend == "ray":
+        # Imported only here: a local node never loads ray.
+        try:
+            from fedmatch.he.ray_engine import RayEngine
+        except ModuleNotFoundError as exc:
+            if exc.name != "ray":
+                raise
+            raise ConfigError('engine "ray" needs the ray package (fedmatch[ray])') from None
+        return RayEngine(params, dimension, workers, ray_address)
+    if backend != "local":
+        raise InvalidInput(f"unknown search engine backend {backend!r} (local or ray)")
     if workers > 1:
         from fedmatch.he.sharded import ShardedEngine
 

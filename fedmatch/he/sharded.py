@@ -4,9 +4,11 @@ tenseal holds the GIL, so threads cannot score in parallel; processes can. Block
 in worker ``b % W``, which encodes it (in parallel at load) and keeps its plaintexts; the
 main process keeps the rows (to route re-encoding on enrolment) and the per-query layout.
 A query is sent to every worker with its share of (response position, block, shift) jobs;
-each worker computes the query's rotations itself (0.15 s, in parallel) and scores its
-blocks. A query's row exclusions travel with the jobs, as packed bits of the blocks that
-have an excluded row (1 KB per such block; nothing for the others). Key material reaches a
+each worker computes the query's baby-step rotations itself (in parallel) and scores its
+blocks. The baby-step/giant-step split (:mod:`fedmatch.he.engine`) is chosen from the
+blocks per worker when the register is loaded, and sent with every encoding request.
+A query's row exclusions travel with the jobs, as packed bits of the blocks that have an
+excluded row (1 KB per such block; nothing for the others). Key material reaches a
 worker once per key id. A search stops promptly when the
 caller's deadline passes: the main process raises a shared cancel mark that workers check
 between blocks and every 16 rotations.
@@ -74,7 +76,7 @@ def _worker_main(conn: mpc.Connection, cancel: Any, params_name: str, dimension:
             if kind == "stop":
                 return
             if kind == "encode":
-                _, shm_name, n_rows, indices = msg
+                _, shm_name, n_rows, indices, baby = msg
                 blocks.clear()  # a load replaces the whole register
                 shm = SharedMemory(name=shm_name)
                 # The main process owns (and unlinks) the segment; without this, the
@@ -84,14 +86,14 @@ def _worker_main(conn: mpc.Connection, cancel: Any, params_name: str, dimension:
                     rows = np.ndarray((n_rows, dimension), dtype=np.float32, buffer=shm.buf)
                     per = engine.params.block_records
                     for b in indices:
-                        blocks[b] = engine.encode_block_rows(rows[b * per : (b + 1) * per])
+                        blocks[b] = engine.encode_block_rows(rows[b * per : (b + 1) * per], baby)
                     del rows
                 finally:
                     shm.close()
                 conn.send(("ok",))
             elif kind == "encode_rows":
-                _, index, chunk = msg
-                blocks[index] = engine.encode_block_rows(chunk)
+                _, index, chunk, baby = msg
+                blocks[index] = engine.encode_block_rows(chunk, baby)
                 conn.send(("ok",))
             elif kind == "keys":
                 _, key_id, bundle = msg
@@ -153,6 +155,7 @@ class ShardedEngine:
             self._key_ids.append(OrderedDict())
         self._rows = np.zeros((0, dimension), dtype=np.float32)
         self._nblocks = 0
+        self._baby_steps = self._local.choose_baby_steps(0)
 
     @property
     def params(self) -> ParamSet:
@@ -205,6 +208,8 @@ class ShardedEngine:
     def load(self, templates: npt.NDArray[np.float32]) -> None:
         rows = np.ascontiguousarray(self._local.check_rows(templates))
         nblocks = self._nblocks_for(rows.shape[0])
+        # Each worker computes its own baby steps for its share of the blocks.
+        baby = self._local.choose_baby_steps(-(-nblocks // len(self._conns)))
         shm = SharedMemory(create=True, size=max(rows.nbytes, 1))
         try:
             view = np.ndarray(rows.shape, dtype=np.float32, buffer=shm.buf)
@@ -213,14 +218,14 @@ class ShardedEngine:
             busy = []
             for w in range(len(self._conns)):
                 mine = [b for b in range(nblocks) if self._owner(b) == w]
-                self._conns[w].send(("encode", shm.name, rows.shape[0], mine))
+                self._conns[w].send(("encode", shm.name, rows.shape[0], mine, baby))
                 busy.append(w)
             for w in busy:  # the workers encode their shards in parallel
                 self._expect_ok(w)
         finally:
             shm.close()
             shm.unlink()
-        self._rows, self._nblocks = rows.copy(), nblocks
+        self._rows, self._nblocks, self._baby_steps = rows.copy(), nblocks, baby
 
     def append(self, templates: npt.NDArray[np.float32]) -> None:
         new = self._local.check_rows(templates)
@@ -230,15 +235,19 @@ class ShardedEngine:
         first = self.size // per
         rows = np.concatenate([self._rows, new])
         nblocks = self._nblocks_for(rows.shape[0])
-        for b in range(first, nblocks):  # only the blocks the new rows touch
-            self._call(self._owner(b), ("encode_rows", b, rows[b * per : (b + 1) * per]))
+        # Only the blocks the new rows touch, with the split chosen at load (a worker's
+        # blocks must share one split to share its baby steps).
+        for b in range(first, nblocks):
+            chunk = rows[b * per : (b + 1) * per]
+            self._call(self._owner(b), ("encode_rows", b, chunk, self._baby_steps))
         self._rows, self._nblocks = rows, nblocks
 
     def erase(self, rows: Sequence[int]) -> None:
         blank = blank_rows(self._rows, rows)
         per = self._params.block_records
         for b in sorted({r // per for r in rows}):  # only the blocks holding erased rows
-            self._call(self._owner(b), ("encode_rows", b, blank[b * per : (b + 1) * per]))
+            chunk = blank[b * per : (b + 1) * per]
+            self._call(self._owner(b), ("encode_rows", b, chunk, self._baby_steps))
         self._rows = blank
 
     def _ensure_keys(self, keys: EvaluationKeys) -> None:

@@ -11,11 +11,24 @@ holder's :class:`~fedmatch.pki.names.Identity`. Every refusal raises
 Trust bundle: in ``root_pem`` the self-issued certificates are the trust anchors; any other
 certificate in it is only a candidate intermediate, exactly like those the peer sent, and
 must itself chain to an anchor. Intermediates are therefore never trusted by being present.
+
+Accepted chains are remembered (:class:`_Accepted`): a node checks the coordinator's chain on
+every call and the operator's chain in every signed request, ~1 ms each, dozens of times per
+second under load. A remembered acceptance is reused only for the very same chain bytes,
+root bundle bytes and the very same CRL objects (a reloaded CRL file is a new object, so a
+revocation takes effect at once), and only at a time inside every certificate's validity
+window of the verified chain, where the full check would give the same answer. Refusals are never
+remembered, so nothing an unauthenticated peer sends grows the cache.
 """
 
 from __future__ import annotations
 
+import hashlib
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
@@ -34,6 +47,73 @@ __all__ = ["check_not_revoked", "load_crls", "verify_peer"]
 # of ours; the bound caps the path-building work an unauthenticated peer can cause.
 _CHAIN_LENGTH = 3
 _MAX_PRESENTED = 8
+# Remembered acceptances: a federation has a few hundred parties; an entry is reused for at
+# most this long even inside the certificates' validity (a bound on any staleness).
+_ACCEPTED_CAPACITY = 1024
+_ACCEPTED_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class _Accepted:
+    # The CRL objects checked (compared by identity; held, so no id is ever reused).
+    crls: tuple[x509.CertificateRevocationList, ...]
+    identity: Identity
+    not_before: datetime
+    not_after: datetime
+    until: float  # monotonic time after which the chain is verified again
+
+
+class _AcceptedChains:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[bytes, _Accepted] = OrderedDict()
+
+    @staticmethod
+    def key(chain_pem: bytes, root_pem: bytes) -> bytes:
+        h = hashlib.sha256(len(chain_pem).to_bytes(8, "big") + chain_pem)
+        h.update(root_pem)
+        return h.digest()
+
+    def get(
+        self, key: bytes, crls: Sequence[x509.CertificateRevocationList], when: datetime
+    ) -> Identity | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if (
+                len(entry.crls) != len(crls)
+                or any(a is not b for a, b in zip(entry.crls, crls, strict=False))
+                or time.monotonic() > entry.until
+                or not entry.not_before <= when <= entry.not_after
+            ):
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return entry.identity
+
+    def put(
+        self,
+        key: bytes,
+        crls: Sequence[x509.CertificateRevocationList],
+        identity: Identity,
+        chain: Sequence[x509.Certificate],
+    ) -> None:
+        entry = _Accepted(
+            tuple(crls),
+            identity,
+            max(c.not_valid_before_utc for c in chain),
+            min(c.not_valid_after_utc for c in chain),
+            time.monotonic() + _ACCEPTED_SECONDS,
+        )
+        with self._lock:
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > _ACCEPTED_CAPACITY:
+                self._entries.popitem(last=False)
+
+
+_ACCEPTED = _AcceptedChains()
 
 
 def load_crls(paths: Iterable[Path]) -> list[x509.CertificateRevocationList]:
@@ -103,6 +183,11 @@ def verify_peer(
     """Verify a peer's chain (PEM, leaf first, then any intermediates) as a client
     certificate of the federation rooted in ``root_pem``, at ``now`` (default: the current
     time), and return the identity it names. Raises PermissionDenied."""
+    when = now if now is not None else datetime.now(UTC)
+    key = _AcceptedChains.key(chain_pem, root_pem)
+    remembered = _ACCEPTED.get(key, crls, when)
+    if remembered is not None:
+        return remembered
     presented = _certificates(chain_pem, "peer certificate")
     if not presented:
         raise PermissionDenied("peer presented no certificate")
@@ -117,7 +202,6 @@ def verify_peer(
         raise ConfigError("the trusted root bundle holds no self-signed root certificate")
     leaf = presented[0]
     intermediates = presented[1:] + [c for c in bundle if c.subject != c.issuer]
-    when = now if now is not None else datetime.now(UTC)
     verifier = PolicyBuilder().store(Store(anchors)).time(when).build_client_verifier()
     try:
         verified = verifier.verify(leaf, intermediates)
@@ -131,4 +215,5 @@ def verify_peer(
     identity = identity_from_certificate(leaf)
     _check_scope(identity, chain[1])
     check_not_revoked(chain, crls)
+    _ACCEPTED.put(key, crls, identity, chain)
     return identity

@@ -1,0 +1,88 @@
+"""The baby-step/giant-step split of the packed engine: chosen from the block count, any
+split gives the plaintext decisions, and enrolment that outgrows a split re-chooses it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedmatch.he.engine import PackedEngine, choose_baby_steps, rotation_cost
+from fedmatch.he.keys import EvaluationKeys, open_key_bundle
+from fedmatch.he.params import DEFAULT_PARAM_SET
+from fedmatch.synthetic import capture, unit_vectors
+from tests.federation import shared_keys
+
+THRESHOLD = 0.45
+BASE = DEFAULT_PARAM_SET.rotation_base
+PER_BLOCK = DEFAULT_PARAM_SET.block_records
+
+
+@pytest.fixture(scope="module")
+def evaluation() -> EvaluationKeys:
+    return open_key_bundle(shared_keys().public_bundle())
+
+
+def _rows(engine: PackedEngine, evaluation: EvaluationKeys, probe: np.ndarray) -> set[int]:
+    keys = shared_keys()
+    out = engine.search(evaluation, keys.encrypt_probe(probe), THRESHOLD, lambda: False)
+    found = set()
+    for b, ct in enumerate(out.blocks):
+        for p in np.flatnonzero(keys.decrypt_matches(ct)):
+            row = out.layout.row(b, int(p))
+            assert row is not None, "a padding position decrypted as a match"
+            found.add(row)
+    return found
+
+
+def test_split_follows_the_block_count() -> None:
+    # A few blocks: a real split (the 20,000-record register of a small state); 64 blocks
+    # and more: every baby step shared, no giant step (the engine's design for 1M records).
+    assert [choose_baby_steps(128, b, BASE) for b in (1, 3, 8, 32, 64, 122)] == [
+        16, 16, 32, 64, 128, 128,
+    ]  # fmt: skip
+    assert rotation_cost(128, 128, 3, BASE) == 127
+    assert rotation_cost(128, 16, 3, BASE) == 15 + 3 * 7
+    for blocks in (1, 3, 10, 100):
+        best = choose_baby_steps(128, blocks, BASE)
+        assert all(
+            rotation_cost(128, best, blocks, BASE) <= rotation_cost(128, 1 << i, blocks, BASE)
+            for i in range(8)
+        )
+
+
+@pytest.mark.parametrize("baby_steps", [1, 4, 16, 32, 128])
+def test_every_split_gives_the_plaintext_decisions(
+    baby_steps: int, evaluation: EvaluationKeys
+) -> None:
+    rng = np.random.default_rng(baby_steps)
+    gallery = unit_vectors(rng, PER_BLOCK + 500, 128)  # a full block and a partial one
+    engine = PackedEngine(DEFAULT_PARAM_SET, 128)
+    engine.choose_baby_steps = lambda blocks: baby_steps  # type: ignore[method-assign]
+    engine.load(gallery)
+    exact = gallery.astype(np.float64)
+    for row in (0, PER_BLOCK - 1, PER_BLOCK, PER_BLOCK + 499):
+        probe = capture(gallery[row], rng, 0.7)
+        want = set(np.flatnonzero(exact @ probe.astype(np.float64) >= THRESHOLD).tolist())
+        assert row in want
+        assert _rows(engine, evaluation, probe) == want
+
+
+@pytest.mark.slow
+def test_enrolment_that_outgrows_the_split_re_chooses_it(evaluation: EvaluationKeys) -> None:
+    rng = np.random.default_rng(5)
+    engine = PackedEngine(DEFAULT_PARAM_SET, 128)
+    engine.load(unit_vectors(rng, PER_BLOCK + 100, 128))
+    assert engine._baby_steps == 16
+    first = engine._blocks[0]
+    # 21 blocks still cost less than twice the best split: only the touched blocks change.
+    engine.append(unit_vectors(rng, 20 * PER_BLOCK - 200, 128))
+    assert engine._baby_steps == 16 and engine._blocks[0] is first
+    # At 23 blocks n1 = 16 costs 15 + 23 * 7 = 176 key switches, n1 = 64 costs 86: the whole
+    # register is re-encoded once with the better split, and still searches correctly.
+    grown = unit_vectors(rng, 2 * PER_BLOCK, 128)
+    engine.append(grown)
+    assert engine._nblocks(engine.size) == 23
+    assert engine._baby_steps == 64 and engine._blocks[0] is not first
+    assert {getattr(b, "baby_steps", None) for b in engine._blocks} == {64}
+    probe = capture(grown[7], rng, 0.8)
+    assert engine.size - 2 * PER_BLOCK + 7 in _rows(engine, evaluation, probe)
