@@ -54,6 +54,10 @@ class CoordinatorConfig:
     # Distinct people who must have verified a candidate hit before its details are asked
     # for (DOMAIN.md section 2: two by default, AI Act Art. 14(5)).
     hit_verifiers_required: int = 2
+    # The waiver of the second person: the legal reference that allows one confirmation per
+    # hit. Empty (the default) means no waiver; set, it is logged with the policy at start.
+    # A different-sex hit still needs two people (the nodes hold it back otherwise).
+    verification_waiver: str = ""
     # How often the nodes are asked to cosign the current checkpoint without traffic.
     witness_interval_seconds: float = 30.0
     # Seen request nonces (SQLite); unset means ``coordinator.replay.sqlite`` beside the
@@ -74,13 +78,27 @@ class CoordinatorConfig:
             raise ConfigError("coordinator.max_workers must be at least 1")
         if self.key_epoch_seconds <= 0:
             raise ConfigError("coordinator.key_epoch_seconds must be positive")
-        if not 1 <= self.hit_verifiers_required <= 5:
-            raise ConfigError("coordinator.hit_verifiers_required must be between 1 and 5")
+        if not 2 <= self.hit_verifiers_required <= 5:
+            raise ConfigError(
+                "coordinator.hit_verifiers_required must be between 2 and 5 (one person only "
+                "under coordinator.verification_waiver, with its legal reference)"
+            )
+        waiver = self.verification_waiver
+        if waiver and (len(waiver) > 256 or not waiver.isprintable() or not waiver.strip()):
+            raise ConfigError(
+                "coordinator.verification_waiver must be a legal reference of at most 256 "
+                "printable characters"
+            )
         if self.witness_interval_seconds <= 0:
             raise ConfigError("coordinator.witness_interval_seconds must be positive")
         states = [n.member_state for n in self.nodes]
         if len(set(states)) != len(states):
             raise ConfigError("nodes: a member state is listed twice")
+
+    @property
+    def confirmations_required(self) -> int:
+        """Distinct confirmations a hit needs: one only under the waiver."""
+        return 1 if self.verification_waiver else self.hit_verifiers_required
 
     def node(self, member_state: str) -> NodeEntry | None:
         return next((n for n in self.nodes if n.member_state == member_state), None)
@@ -134,5 +152,6 @@ class _Scalars:
     max_workers: int = CoordinatorConfig.max_workers
     key_epoch_seconds: float = CoordinatorConfig.key_epoch_seconds
     hit_verifiers_required: int = CoordinatorConfig.hit_verifiers_required
+    verification_waiver: str = CoordinatorConfig.verification_waiver
     witness_interval_seconds: float = CoordinatorConfig.witness_interval_seconds
     replay_db: Path | None = None

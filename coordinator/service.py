@@ -15,20 +15,31 @@ import threading
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 
+from coordinator.case import CaseProposal, Criterion, propose
+from coordinator.casestore import CaseStore, StoredProposal
+from coordinator.casework import (
+    CaseFacts,
+    ConfirmationRequest,
+    proposal_digest,
+    proposal_json,
+    received_hits,
+)
 from coordinator.config import CoordinatorConfig
 from coordinator.dublin import Decision, decide
 from coordinator.fanout import NodeCall, NodeOutcome, fan_out
+from coordinator.relay import NoticeRelay
+from coordinator.verification import HitGate, HitOutcome, settle
 from coordinator.witnessing import Witnesses
 from fedmatch.audit.entry import EventKind, SignedEntry, digest_hex
 from fedmatch.audit.events import handles_digest, header_event, refusal_event
 from fedmatch.audit.note import CosignatureVerifier, NoteVerifier
 from fedmatch.audit.party import PartyAudit
 from fedmatch.audit.witness import Authorization
-from fedmatch.domain import EncryptedProbe, HitDetail, QueryHeader, check_member_state
+from fedmatch.domain import EncryptedProbe, HitDetail, Purpose, QueryHeader, check_member_state
 from fedmatch.epochs import EpochTable
 from fedmatch.errors import (
     AlreadyExists,
@@ -51,15 +62,17 @@ from fedmatch.limits import (
 from fedmatch.pki.names import dns_name
 from fedmatch.rpc.v1 import audit_pb2_grpc, common_pb2, coordinator_pb2, node_pb2, node_pb2_grpc
 from fedmatch.statement import SignedRequest, VerifiedRequest
+from fedmatch.verification import HitKey, SignedVerdict
 from fedmatch.wire import (
     authorization_to_pb,
     header_to_pb,
     hit_from_pb,
     key_bundle_from_pb,
     probe_to_pb,
+    verdict_to_pb,
 )
 
-__all__ = ["CoordinatorService", "Resolution"]
+__all__ = ["Confirmed", "CoordinatorService", "Resolution"]
 
 log = logging.getLogger("fedmatch.coordinator")
 
@@ -74,6 +87,9 @@ class _Lookup:
     requesting_state: str
     expires: float
     outcomes: dict[str, NodeOutcome]
+    # The day the lookup ran at the coordinator: when its hits are received (their
+    # Dublin clocks start then, DOMAIN.md section 3).
+    received_on: dt.date = dt.date.min
 
 
 @dataclass(frozen=True)
@@ -82,6 +98,30 @@ class Resolution:
     hits: tuple[HitDetail, ...]
     calls: tuple[NodeCall, ...]
     complete: bool
+    # What became of each hit of the request (coordinator/verification.py).
+    statuses: tuple[HitOutcome, ...] = ()
+    # The case proposal under the whole criteria order, and its digest (what an official
+    # confirms: confirm_decision).
+    proposal: CaseProposal | None = None
+    proposal_digest: str = ""
+
+
+@dataclass(frozen=True)
+class Confirmed:
+    """An official's confirmation of a case proposal, as logged."""
+
+    query_id: str
+    proposal_digest: str
+    action: str
+    responsible_state: str
+    criterion: Criterion
+    official: str
+    at: dt.datetime
+    log_index: int
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 class CoordinatorService:
@@ -92,12 +132,19 @@ class CoordinatorService:
         gate: Gate,
         credentials: grpc.ChannelCredentials | None,
         clock: Callable[[], float] = time.monotonic,
+        cases: CaseStore | None = None,
+        now: Callable[[], dt.datetime] = _utc_now,
     ) -> None:
         """``credentials``: the coordinator's mTLS credentials for calling nodes (None only
-        with --dev-insecure)."""
+        with --dev-insecure). ``cases`` keeps the case proposals across restarts (default:
+        ``<audit directory>.cases.sqlite`` beside the audit directory); ``now`` is the
+        wall clock (UTC) of hit receipt days and confirmations."""
         self.config = config
         self.audit = audit
         self.gate = gate
+        directory = audit.config.directory
+        self.cases = cases or CaseStore(directory.with_name(directory.name + ".cases.sqlite"))
+        self._now = now
         # Answers of the last lookups, for a retried call with the same signed request.
         self._answers: OrderedDict[str, tuple[str, list[NodeCall]]] = OrderedDict()
         self._clock = clock
@@ -121,10 +168,18 @@ class CoordinatorService:
                 node_key.name, node_key.public_key_bytes()
             )
         self.witnesses = Witnesses(audit.log, witness_stubs, witness_keys)
+        # Notices between nodes (marks, erasures, rights requests): coordinator/relay.py.
+        self.relay = NoticeRelay(
+            audit,
+            self._stubs,
+            {s: k.public_key_bytes() for s, k in witness_keys.items()},
+            config.node_deadline_seconds,
+        )
         self._lock = threading.Lock()
         self._lookups: OrderedDict[str, _Lookup] = OrderedDict()
         # Key ids of registered epochs, with the state that registered them.
         self._keys: EpochTable[str] = EpochTable(config.key_epoch_seconds, capacity=4096)
+        self.hit_gate = HitGate(audit.log, gate.verify_chain, config.confirmations_required)
         audit.start_publishing(self.witness_round, config.witness_interval_seconds)
         audit.started(
             {"nodes": len(config.nodes)},
@@ -132,7 +187,9 @@ class CoordinatorService:
                 "threshold": repr(config.threshold),
                 "threshold_version": config.threshold_version,
                 "model_id": config.model_id,
-                "hit_verifiers_required": str(config.hit_verifiers_required),
+                "hit_verifiers_required": str(config.confirmations_required),
+                # The waiver of the second person, by its legal reference ("" = none).
+                "hit_verification_waiver": config.verification_waiver,
                 "members": ",".join(self.member_states()),
             },
         )
@@ -140,6 +197,7 @@ class CoordinatorService:
     def close(self) -> None:
         for channel in self._channels:
             channel.close()
+        self.cases.close()
 
     def witness_round(self) -> None:
         """Have every node cosign the current checkpoint (periodically and for auditors)."""
@@ -362,7 +420,10 @@ class CoordinatorService:
             if header.query_id in self._lookups:
                 raise AlreadyExists("this query id was already used")
             self._lookups[header.query_id] = _Lookup(
-                header.requesting_state, now + self.config.lookup_ttl_seconds, {}
+                header.requesting_state,
+                now + self.config.lookup_ttl_seconds,
+                {},
+                self._now().astimezone(dt.UTC).date(),
             )
 
     def resolve(
@@ -370,13 +431,22 @@ class CoordinatorService:
         header: QueryHeader,
         application_date: dt.date,
         hits: Sequence[tuple[str, bytes]],
-        verified_by: Sequence[str],
+        verdicts: Sequence[SignedVerdict],
         signed: SignedRequest | None,
         time_remaining: float | None,
+        facts: CaseFacts | None = None,
     ) -> Resolution:
+        """``facts``: what the requesting authority supplied for the Dublin criteria (None:
+        nothing beyond the hits); ``application_date`` is the registration date."""
         deadline = self._deadline(time_remaining)
         self._authorize(header)
         self._require_operator(header)
+        # The case is checked (dates, states) before anything is asked of the nodes.
+        case = (facts or CaseFacts()).case(header.requesting_state, application_date)
+        if header.purpose is Purpose.DATA_SUBJECT_REQUEST:
+            # A data subject learns which states hold their data, nothing more: no handle
+            # of such a search is ever resolved to a record (DOMAIN.md section 6).
+            raise PermissionDenied("hit details are refused for a data-subject request")
         request = self._verified(signed, header, "resolve", "")
         self.gate.consume(request)
         with self._lock:
@@ -385,17 +455,29 @@ class CoordinatorService:
             raise NotFound("no lookup with this query id is pending")
         if rec.requesting_state != header.requesting_state:
             raise NotFound("no lookup with this query id is pending")
+        self.cases.check_open(header.query_id)
         if len(hits) > MAX_HANDLES_PER_REQUEST:
             raise InvalidInput(f"at most {MAX_HANDLES_PER_REQUEST} hits per resolve")
-        by_state: dict[str, list[bytes]] = defaultdict(list)
         for state, handle in hits:
             check_member_state(state, "hits.member_state")
             if rec.outcomes.get(state) != NodeOutcome.OK:
                 raise InvalidInput(f"hits name {state}, which did not answer this lookup")
             if len(handle) != HANDLE_BYTES:
                 raise InvalidInput(f"a handle is {HANDLE_BYTES} bytes")
-            by_state[state].append(handle)
-        verifiers = self._verifiers(verified_by) if by_state else ()
+        # Only hits enough verifiers confirmed (and nobody rejected) go further.
+        screening = self.hit_gate.screen(
+            header, [HitKey(s, h) for s, h in hits], verdicts, request.digest
+        )
+        pending = [a for a in screening.assessments if a.status == "pending"]
+        if pending and not screening.verified:
+            raise PermissionDenied(
+                f"hit details need {self.config.confirmations_required} distinct verifiers' "
+                f"confirmations per hit; {len(pending)} hits have fewer"
+            )
+        by_state: dict[str, list[bytes]] = defaultdict(list)
+        for hit in screening.verified:
+            by_state[hit.member_state].append(hit.handle)
+        verifiers = screening.confirmers
         calls: dict[str, NodeCall] = {}
         if by_state:
             verified = self.audit.log.append(
@@ -418,6 +500,10 @@ class CoordinatorService:
                         header=header_to_pb(header, signed),
                         handles=handles,
                         authorization=authorization_to_pb(authorization),
+                        verdicts=[
+                            verdict_to_pb(v)
+                            for v in screening.verdicts_for([HitKey(state, h) for h in handles])
+                        ],
                     ),
                 )
                 for state, handles in by_state.items()
@@ -425,19 +511,37 @@ class CoordinatorService:
             }
             calls |= fan_out(targets, self._timeout(deadline))
         details: list[HitDetail] = []
+        held: list[HitKey] = []
         for state, call in calls.items():
             if call.outcome is NodeOutcome.OK:
                 resp: node_pb2.HitDetailsResponse = call.response
+                held.extend(HitKey(state, h) for h in resp.held_for_review)
                 for h in resp.hits:
                     detail = hit_from_pb(h)
                     if detail.member_state != state:
                         # A node may only speak for its own register.
                         raise PreconditionFailed(f"node {state} answered for another state")
                     details.append(detail)
-        complete = all(o is NodeOutcome.OK for o in rec.outcomes.values()) and all(
-            c.outcome is NodeOutcome.OK for c in calls.values()
+        details, outcomes = settle(screening, details, held)
+        # Hits still awaiting people (pending, or held for review) leave the decision partial.
+        complete = (
+            all(o is NodeOutcome.OK for o in rec.outcomes.values())
+            and all(c.outcome is NodeOutcome.OK for c in calls.values())
+            and all(o.status in ("verified", "rejected") for o in outcomes)
         )
         decision = decide(header.requesting_state, application_date, details)
+        # Only verified hits whose details came back reach the case.
+        proposal = propose(replace(case, hits=received_hits(details, rec.received_on)))
+        document = proposal_json(header.query_id, proposal, complete)
+        digest = proposal_digest(document)
+        self.cases.put(
+            header.query_id,
+            header.requesting_state,
+            digest,
+            document,
+            self._now().isoformat(),
+            header.case_reference,
+        )
         self.audit.record(
             header_event(
                 EventKind.DECISION_PROPOSED,
@@ -445,11 +549,17 @@ class CoordinatorService:
                 registers=sorted(by_state),
                 outcome="complete" if complete else "partial",
                 verifiers=verifiers,
-                counts={"hits": len(details)},
+                counts={"hits": len(details), "criterion": int(proposal.criterion)},
                 labels={
                     "rule": decision.rule.value,
                     "regime": decision.regime.value,
-                    "responsible_state": decision.responsible_state or "",
+                    # The proposal, by its digest and what it names; no personal data.
+                    "proposal": digest,
+                    "procedure": proposal.procedure.value,
+                    "responsible_state": proposal.responsible_state,
+                    "earliest_due": (
+                        proposal.earliest_due.isoformat() if proposal.earliest_due else ""
+                    ),
                 },
             )
         )
@@ -462,18 +572,101 @@ class CoordinatorService:
             decision.responsible_state or "-",
             complete,
         )
-        return Resolution(decision, tuple(details), tuple(calls.values()), complete)
+        return Resolution(
+            decision,
+            tuple(details),
+            tuple(calls.values()),
+            complete,
+            tuple(outcomes),
+            proposal=proposal,
+            proposal_digest=digest,
+        )
 
-    def _verifiers(self, verified_by: Sequence[str]) -> tuple[str, ...]:
-        people = tuple(sorted({v.strip() for v in verified_by if v.strip()}))
-        if any(len(p) > 64 or not p.isprintable() for p in people):
-            raise InvalidInput("verified_by holds operator ids of at most 64 printable characters")
-        if len(people) < self.config.hit_verifiers_required:
-            raise PermissionDenied(
-                f"hit details need {self.config.hit_verifiers_required} distinct verifiers "
-                f"of the candidate hits; {len(people)} given"
+    def confirm_decision(
+        self, header: QueryHeader, request: ConfirmationRequest, signed: SignedRequest | None
+    ) -> Confirmed:
+        """An official of the requesting state accepts or overrides the case's proposal.
+
+        Signed by an operator workstation of that state (statement kind "confirm" over the
+        confirmation's digest, replay-protected); ``header.operator`` is the official. Once
+        per case, for the proposal last answered (coordinator/casestore.py)."""
+        self._authorize(header)
+        self._require_operator(header)
+        if request.query_id != header.query_id:
+            raise InvalidInput("the confirmation names another query than its header")
+        verified = self._verified(signed, header, "confirm", request.digest())
+        self.gate.consume(verified)
+        at = self._now().astimezone(dt.UTC)
+        signer = str(getattr(verified.signer, "dns", ""))
+
+        def record(stored: StoredProposal) -> tuple[dict[str, object], Confirmed]:
+            overridden = request.action == "override"
+            state = request.override_state if overridden else stored.responsible_state
+            criterion = (
+                request.override_criterion
+                if overridden and request.override_criterion is not None
+                else Criterion(stored.criterion)
             )
-        return people
+            # The reason is the official's free text: the log gets only its digest.
+            reason = (
+                {"reason_digest": digest_hex(request.reason.encode())} if request.reason else {}
+            )
+            entry = self.audit.log.append(
+                header_event(
+                    EventKind.DECISION_CONFIRMED,
+                    header,
+                    outcome=request.action,
+                    verifiers=(header.operator,),
+                    counts={"criterion": int(criterion)},
+                    labels={
+                        "proposal": stored.digest,
+                        "responsible_state": state,
+                        "proposed_state": stored.responsible_state,
+                        # An official may confirm a proposal resting on partial answers.
+                        "complete": "true" if stored.proposal.get("complete") else "false",
+                        "signer": signer[:256],
+                        "request": verified.digest,
+                    }
+                    | reason,
+                )
+            )
+            confirmation: dict[str, object] = {
+                "action": request.action,
+                "official": header.operator,
+                "unit": header.unit,
+                "signer": signer,
+                "at": at.isoformat(),
+                "responsible_state": state,
+                "criterion": int(criterion),
+                "reason": request.reason,
+                "log_index": entry.seq,
+            }
+            return confirmation, Confirmed(
+                header.query_id,
+                stored.digest,
+                request.action,
+                state,
+                criterion,
+                header.operator,
+                at,
+                entry.seq,
+            )
+
+        confirmed = self.cases.confirm(
+            header.query_id,
+            header.requesting_state,
+            request.proposal_digest,
+            record,
+            header.case_reference,
+        )
+        log.info(
+            "decision confirmed query=%s from=%s action=%s responsible=%s",
+            header.query_id,
+            header.requesting_state,
+            confirmed.action,
+            confirmed.responsible_state,
+        )
+        return confirmed
 
     def federation_info(self) -> coordinator_pb2.FederationInfo:
         return coordinator_pb2.FederationInfo(

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import grpc
 
+from coordinator.casework import (
+    confirmation_from_pb,
+    criterion_to_pb,
+    facts_from_pb,
+    proposal_to_pb,
+)
 from coordinator.dublin import Decision, Procedure, Regime, Rule
 from coordinator.fanout import NodeCall, NodeOutcome
 from coordinator.service import CoordinatorService
+from coordinator.verification import HitOutcome
 from fedmatch.audit.events import logs_refusals
 from fedmatch.audit.servicer import AuditServicer
 from fedmatch.domain import parse_date
@@ -18,7 +27,13 @@ from fedmatch.limits import MAX_LOOKUP_RESPONSE_BYTES, MAX_RECEIVE_BYTES
 from fedmatch.rpc.v1 import audit_pb2_grpc, common_pb2, coordinator_pb2_grpc
 from fedmatch.rpc.v1 import coordinator_pb2 as cpb
 from fedmatch.transport import Security
-from fedmatch.wire import header_from_pb, hit_to_pb, probe_from_pb, signed_from_pb
+from fedmatch.wire import (
+    header_from_pb,
+    hit_to_pb,
+    probe_from_pb,
+    signed_from_pb,
+    verdicts_from_pb,
+)
 
 __all__ = ["COORDINATOR_RULES", "CoordinatorServicer", "serve_coordinator"]
 
@@ -67,6 +82,18 @@ def _decision_pb(decision: Decision, complete: bool) -> cpb.Decision:
         tie=decision.tie,
         explanation=decision.explanation,
         complete=complete,
+    )
+
+
+def _status_pb(outcome: HitOutcome) -> cpb.HitStatus:
+    return cpb.HitStatus(
+        member_state=outcome.hit.member_state,
+        handle=outcome.hit.handle,
+        status=outcome.status,
+        different_sex=outcome.different_sex,
+        confirmed_by=outcome.confirmed_by,
+        rejected_by=outcome.rejected_by,
+        reasons=outcome.reasons,
     )
 
 
@@ -126,19 +153,60 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         header = header_from_pb(request.header, request.HasField("header"))
         application_date = parse_date(request.application_date, "application_date")
         hits = [(h.member_state, h.handle) for h in request.hits]
+        facts = facts_from_pb(request.case_inputs if request.HasField("case_inputs") else None)
+        if request.verified_by:
+            # Attested names are no verification: each verifier signs a verdict instead.
+            raise InvalidInput(
+                "verified_by is no longer accepted: send the verifiers' signed verdicts"
+            )
         res = self.service.resolve(
             header,
             application_date,
             hits,
-            list(request.verified_by),
+            verdicts_from_pb(request.verdicts),
             signed_from_pb(request.header),
             context.time_remaining(),
+            facts,
         )
         return cpb.ResolveResponse(
             decision=_decision_pb(res.decision, res.complete),
+            proposal=(
+                proposal_to_pb(res.proposal, res.proposal_digest, res.complete)
+                if res.proposal is not None
+                else None
+            ),
             hits=[hit_to_pb(h) for h in res.hits],
             nodes=[_node_result(c, with_blocks=False) for c in res.calls],
+            statuses=[_status_pb(o) for o in res.statuses],
         )
+
+    @translated
+    @logs_refusals("confirm_decision")
+    def ConfirmDecision(  # noqa: N802
+        self, request: cpb.ConfirmDecisionRequest, context: grpc.ServicerContext
+    ) -> cpb.ConfirmDecisionResponse:
+        header = header_from_pb(request.header, request.HasField("header"))
+        confirmed = self.service.confirm_decision(
+            header, confirmation_from_pb(header.query_id, request), signed_from_pb(request.header)
+        )
+        return cpb.ConfirmDecisionResponse(
+            query_id=confirmed.query_id,
+            proposal_digest=confirmed.proposal_digest,
+            action=request.action,
+            responsible_state=confirmed.responsible_state,
+            criterion=criterion_to_pb(confirmed.criterion),
+            official_id=confirmed.official,
+            confirmed_at=confirmed.at.isoformat(),
+            log_index=confirmed.log_index,
+        )
+
+    @translated
+    @logs_refusals("relay_notice")
+    def RelayNotice(  # noqa: N802
+        self, request: cpb.RelayNoticeRequest, context: grpc.ServicerContext
+    ) -> cpb.RelayNoticeResponse:
+        item_id, due = self.service.relay.relay(request.notice)
+        return cpb.RelayNoticeResponse(item_id=item_id, due=due)
 
 
 _COORD = "/fedmatch.rpc.v1.CoordinatorService/"
@@ -149,13 +217,22 @@ COORDINATOR_RULES: dict[str, AccessRule] = {
     _COORD + "RegisterKeys": AccessRule(frozenset({"operator"})),
     _COORD + "Lookup": AccessRule(frozenset({"operator"})),
     _COORD + "Resolve": AccessRule(frozenset({"operator"})),
+    # A node's notice to another node; the relay checks it is sent in the node's own name.
+    _COORD + "RelayNotice": AccessRule(frozenset({"node"})),
+    # An official's confirmation of a case proposal, from an operator workstation.
+    _COORD + "ConfirmDecision": AccessRule(frozenset({"operator"})),
     **AUDIT_AND_HEALTH_RULES,
 }
 
 
 def serve_coordinator(
-    service: CoordinatorService, security: Security, listen: str | None = None
+    service: CoordinatorService,
+    security: Security,
+    listen: str | None = None,
+    interceptors: Sequence[grpc.ServerInterceptor] = (),  # type: ignore[type-arg]
 ) -> RunningServer:
+    """``interceptors`` run before the access rules (the metrics interceptor, which also
+    counts refusals by those rules)."""
     servicer = CoordinatorServicer(service)
     limits = ServerLimits(
         max_receive_bytes=MAX_RECEIVE_BYTES,
@@ -175,5 +252,5 @@ def serve_coordinator(
         listen or service.config.listen,
         limits,
         security.server_credentials(),
-        [security.interceptor(COORDINATOR_RULES)],
+        [*interceptors, security.interceptor(COORDINATOR_RULES)],
     )

@@ -89,11 +89,37 @@ def _operator_config_arg(p: argparse.ArgumentParser, required: bool, needs: str)
     )
 
 
+def _log_format_arg(p: argparse.ArgumentParser) -> None:
+    # Also accepted after `serve`; SUPPRESS keeps an absent flag from hiding the global one.
+    p.add_argument(
+        "--log-format", choices=["text", "json"], default=argparse.SUPPRESS,
+        help="log lines as text (default) or one JSON object per line",
+    )  # fmt: skip
+
+
+def _status_parser(sub: Any, role: str) -> None:
+    status = sub.add_parser(
+        "status",
+        help=f"is the {role} healthy? JSON: server health, log verified against its "
+        "checkpoint, sizes, metrics (reads files read-only; exit 7 if unhealthy)",
+    )
+    status.add_argument("--config", type=Path, required=True, help=f"the {role}'s TOML file")
+    status.add_argument("--address", help="host:port of the server (default: its listen)")
+    status.add_argument("--timeout", type=float, default=5.0, help="seconds per check")
+    _insecure_arg(status)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fedmatch", description="Federated, encrypted biometric matching for member states."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="log lines as text (default) or one JSON object per line (also "
+        "FEDMATCH_LOGGING_FORMAT or [logging] format in a party's TOML file)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     node = sub.add_parser("node", help="run or prepare a member-state node")
@@ -103,10 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", help="override [node].listen, e.g. 127.0.0.1:0")
     serve.add_argument("--port-file", type=Path, help="write the bound port here once serving")
     _insecure_arg(serve)
+    _log_format_arg(serve)
     seed = node_sub.add_parser("seed", help="add synthetic records to a node's register")
     seed.add_argument("--config", type=Path, required=True, help="node TOML config")
     seed.add_argument("--count", type=int, required=True, help="number of records")
     seed.add_argument("--seed", type=int, default=0, help="random seed")
+    _status_parser(node_sub, "node")
+    from node.storage_cli import add_parsers as add_storage_parsers
+
+    add_storage_parsers(node_sub)  # storage-key, seal, rotate-key, backup, restore
+    from node.lifecycle_cli import add_parsers as add_lifecycle_parsers
+
+    add_lifecycle_parsers(node_sub)  # mark, unmark, erase, route, inbox, ack
 
     coord = sub.add_parser("coordinator", help="run the coordinator")
     coord_sub = coord.add_subparsers(dest="coord_command", required=True, metavar="ACTION")
@@ -115,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     cserve.add_argument("--listen", help="override [coordinator].listen")
     cserve.add_argument("--port-file", type=Path, help="write the bound port here once serving")
     _insecure_arg(cserve)
+    _log_format_arg(cserve)
+    _status_parser(coord_sub, "coordinator")
 
     keys = sub.add_parser("keys", help="requester key management")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
@@ -153,6 +189,17 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--event-place")
     enroll.add_argument("--capture-date", help="YYYY-MM-DD (default: event date)")
     enroll.add_argument("--sex", default="", choices=[s.value for s in Sex])
+    enroll.add_argument(
+        "--birth-date",
+        help="YYYY-MM-DD (required: no one under 6 at capture is enrolled; manifest column "
+        "birth_date)",
+    )
+    enroll.add_argument(
+        "--birth-date-estimated",
+        action="store_true",
+        help="the birth date is an estimate (a child who could be under 6 is refused; "
+        "manifest column birth_date_estimated = 1)",
+    )
     enroll.add_argument("--operator", default="", help="operator id (recorded and logged)")
     enroll.add_argument("--unit", default="", help="enrolling unit (logged)")
 
@@ -169,10 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--operator", required=True, help="operator id of the person asking (logged)"
     )
     lookup.add_argument(
-        "--verified-by",
-        default="",
-        help="comma-separated ids of the people who verified the candidate hits; without it "
-        "the lookup stops at the candidates (no details are requested)",
+        "--candidates-out",
+        type=Path,
+        help="write the candidate hits here for the verifiers (`fedmatch verify-hit`) and "
+        "`fedmatch resolve`; a lookup with hits stops at the candidates",
     )
     probe = lookup.add_mutually_exclusive_group(required=True)
     probe.add_argument("--template", type=Path, help=".npy or .json probe")
@@ -183,13 +230,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lookup.add_argument("--keys", type=Path, help="key file (default: a fresh key pair)")
     lookup.add_argument("--application-date", help="YYYY-MM-DD of the application (default: today)")
+    lookup.add_argument(
+        "--case-file",
+        type=Path,
+        help="JSON: what the authority knows for the Dublin criteria (family, documents and "
+        "visas, visa waiver, airport transit, lodging date; see fedmatch/casefile.py)",
+    )
     lookup.add_argument("--timeout", type=float, default=60.0, help="seconds")
+
+    from fedmatch.case_cli import add_confirm_parser
+
+    add_confirm_parser(sub)
+    from fedmatch.verification_cli import add_parsers as add_verification_parsers
+
+    add_verification_parsers(sub)  # verify-hit, resolve, rights which-states
 
     demo = sub.add_parser("demo", help="run a 3-node federation end to end on this machine")
     demo.add_argument("--records", type=int, default=20_000, help="synthetic records per node")
     demo.add_argument("--workdir", type=Path, help="keep the registers and configs here")
     demo.add_argument(
         "--photos", type=Path, help="a folder of photos with identities.csv (file,identity)"
+    )
+    demo.add_argument(
+        "--scenario",
+        choices=["default", "dublin"],
+        default="default",
+        help="default: one traveller's lookup and decision; dublin: three Dublin cases from "
+        "enrolment to an official's confirmed decision (fedmatch/demo_dublin.py)",
     )
 
     evaluate = sub.add_parser(
@@ -236,6 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     astats.add_argument("--config", type=Path, required=True, help="auditor TOML file")
     _insecure_arg(astats)
+    awatch = audit_sub.add_parser(
+        "watch", help="run `audit verify` every --interval seconds (an auditor's service)"
+    )
+    awatch.add_argument("--config", type=Path, required=True, help="auditor TOML file")
+    awatch.add_argument(
+        "--interval", type=float, default=300.0, help="seconds from one run's start to the next"
+    )
+    awatch.add_argument("--runs", type=int, default=0, help="stop after this many runs (0: never)")
+    _insecure_arg(awatch)
 
     bench = sub.add_parser("bench", help="benchmarks (JSON on the last line)")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
@@ -246,8 +322,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--queries", type=int, default=10, help="timed queries (after one warm-up)"
     )
     bsearch.add_argument(
-        "--threads", type=int, default=0, help="search worker processes (0: one per core)"
+        "--threads",
+        "--workers",
+        type=int,
+        default=0,
+        help="search worker processes, or Ray actors with --engine ray (0: one per core)",
     )
+    bsearch.add_argument("--engine", choices=["local", "ray"], default="local")
+    bsearch.add_argument(
+        "--ray-address", default="", help='Ray cluster ("auto", "ray://host:port"); empty: local'
+    )
+    bfed = bench_sub.add_parser(
+        "federation", help="K node processes + coordinator over mTLS: lookups end to end"
+    )
+    bfed.add_argument("--nodes", type=int, default=3, help="node processes (K, at most 27)")
+    bfed.add_argument("--records-per-node", type=int, default=20_000, help="register size")
+    bfed.add_argument("--queries", type=int, default=10, help="timed lookups (after a warm-up)")
+    bfed.add_argument("--concurrency", type=int, default=1, help="concurrent clients")
+    bfed.add_argument("--dim", type=int, default=128, help="template dimension")
+    bfed.add_argument("--search-workers", type=int, default=1, help="search processes per node")
+    bfed.add_argument("--workdir", type=Path, help="keep the federation's files here")
     bfaces = bench_sub.add_parser("faces", help="photos per second through the face path")
     bfaces.add_argument("--photos", type=Path, required=True, help="folder of photos")
     bfaces.add_argument("--images", type=int, default=200, help="photos to process")
@@ -306,20 +400,29 @@ def build_parser() -> argparse.ArgumentParser:
     prevoke.add_argument("--serial", required=True, help="serial number (decimal or 0x hex)")
     pshow = pki_sub.add_parser("show", help="print the identity a certificate names (JSON)")
     pshow.add_argument("--cert", type=Path, required=True, help="PEM certificate (or chain)")
+    health = sub.add_parser(
+        "health", help="is a party up? (gRPC health over its mTLS; an auditor's watch loop)"
+    )
+    health.add_argument("--config", type=Path, required=True, help="the party's TOML file")
+    health.add_argument("--address", help="host:port to ask (default: the config's listen)")
+    health.add_argument(
+        "--server-name", help="name the server's certificate must carry (default: the party's own)"
+    )
+    health.add_argument("--timeout", type=float, default=5.0, help="seconds")
+    health.add_argument(
+        "--max-age",
+        type=float,
+        help="auditor: seconds since its last run (default: 2 intervals + 300)",
+    )
+    _insecure_arg(health)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO
-        if args.verbose or args.command in ("node", "coordinator")
-        else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
     try:
+        _configure_logging(args, None)
         return _dispatch(args)
     except ConfigError as exc:
         print(f"fedmatch: configuration error: {exc}", file=sys.stderr)
@@ -339,6 +442,19 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
+def _configure_logging(args: argparse.Namespace, config: Path | None) -> None:
+    """Log format and level: --log-format, else FEDMATCH_LOGGING_*, else [logging] of
+    ``config`` (a serving party's TOML file, applied once it is known)."""
+    from fedmatch.logjson import configure_logging, load_logging_config
+
+    serving = args.command in ("node", "coordinator") and "status" not in (
+        getattr(args, "node_command", None),
+        getattr(args, "coord_command", None),
+    )
+    default = logging.INFO if args.verbose or serving else logging.WARNING
+    configure_logging(load_logging_config(config, args.log_format), default)
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "node":
         return _node(args)
@@ -355,10 +471,32 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _audit(args)
     if args.command == "pki":
         return _pki(args)
+    if args.command == "health":
+        from fedmatch.health import health, print_result
+
+        insecure = _warn_insecure(args, "health check")
+        checked = health(
+            args.config, args.address, args.server_name, insecure, args.timeout, args.max_age
+        )
+        print_result(checked)
+        return EXIT_OK if checked.healthy else EXIT_ERROR
     if args.command == "enroll":
         return _enroll(args)
     if args.command == "lookup":
         return _lookup(args)
+    if args.command in ("verify-hit", "resolve", "rights"):
+        from fedmatch import verification_cli as vc
+
+        run = {"verify-hit": vc.run_verify_hit, "resolve": vc.run_resolve}
+        return run.get(args.command, vc.run_which_states)(args)
+    if args.command == "confirm-decision":
+        from fedmatch.case_cli import run_confirm
+
+        return run_confirm(args)
+    if args.command == "demo" and args.scenario == "dublin":
+        from fedmatch.demo_dublin import run_dublin_demo
+
+        return run_dublin_demo(records=args.records, workdir=args.workdir, photos=args.photos)
     if args.command == "demo":
         from fedmatch.demo import run_demo
 
@@ -375,10 +513,22 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         print(json.dumps(bench_audit(args.appends, args.threads, args.entries, args.workdir)))
         return EXIT_OK
+    if args.command == "bench" and args.bench_command == "federation":
+        from fedmatch.bench_federation import bench_federation
+
+        result = bench_federation(
+            args.nodes, args.records_per_node, args.queries, args.concurrency, args.dim,
+            search_workers=args.search_workers, workdir=args.workdir,
+        )  # fmt: skip
+        print(json.dumps(result))
+        return EXIT_OK
     if args.command == "bench":
         from fedmatch.bench import bench_search
 
-        print(json.dumps(bench_search(args.records, args.dim, args.queries, args.threads)))
+        print(json.dumps(bench_search(
+            args.records, args.dim, args.queries, args.threads,
+            engine=args.engine, ray_address=args.ray_address,
+        )))  # fmt: skip
         return EXIT_OK
     raise AssertionError(args.command)
 
@@ -387,6 +537,16 @@ def _node(args: argparse.Namespace) -> int:
     from node.config import load_node_config
     from node.store import RecordStore
 
+    if args.node_command == "status":
+        return _status(args, "node")
+    from node import storage_cli
+
+    if args.node_command in storage_cli.COMMANDS:
+        return storage_cli.run(args)
+    from node import lifecycle_cli
+
+    if args.node_command in lifecycle_cli.COMMANDS:
+        return lifecycle_cli.run(args)
     # The warning comes first, whatever else fails.
     insecure = args.node_command == "serve" and _warn_insecure(args, "node")
     cfg = load_node_config(args.config, {"listen": getattr(args, "listen", None)})
@@ -401,15 +561,20 @@ def _node(args: argparse.Namespace) -> int:
             cfg.dimension,
             cfg.model_id,
             dt.date.today(),
+            kek=storage_cli.node_storage_key(args.config),
         )
         print(f"{cfg.member_state}: added {args.count} synthetic records to {cfg.database}")
         return EXIT_OK
     from fedmatch.audit.party import PartyAudit, load_audit_config, node_origin
     from fedmatch.gate import Gate
+    from fedmatch.metrics_http import load_metrics_config
+    from fedmatch.opsmetrics import node_metrics
     from fedmatch.replay import ReplayGuard
-    from fedmatch.serving import serve_until_signalled, write_port_file
+    from fedmatch.serving import serve_party
     from fedmatch.transport import load_security
+    from node.lifecycle_cli import node_lifecycle as _node_lifecycle
     from node.policy import load_policy
+    from node.retention import load_retention
     from node.service import NodeService
     from node.servicer import serve_node
 
@@ -417,18 +582,26 @@ def _node(args: argparse.Namespace) -> int:
     audit_config = load_audit_config(args.config)
     security = load_security(args.config, insecure)
     policy = load_policy(args.config)
+    retention = load_retention(args.config)
+    metrics_config = load_metrics_config(args.config)
+    _configure_logging(args, args.config)
     with ExitStack() as stack:
         audit = PartyAudit(audit_config, node_origin(cfg.member_state))
         stack.callback(audit.close)
         if not insecure:
             _check_own_certificate(security, "node", cfg.member_state, audit.signer)
-        store = RecordStore(cfg.database, cfg.member_state, cfg.dimension, cfg.model_id)
+        kek = storage_cli.node_storage_key(args.config)  # templates at rest ([storage])
+        store = RecordStore(cfg.database, cfg.member_state, cfg.dimension, cfg.model_id, kek)
         stack.callback(store.close)
         gate = Gate(security.verify_chain, ReplayGuard(cfg.replay_path))
         stack.callback(gate.close)
         service = NodeService(cfg, store, audit, gate, policy)
         stack.callback(service.close)
-        server = serve_node(service, security)
+        metrics = node_metrics(service)
+        lifecycle = _node_lifecycle(stack, cfg, service, security, retention)
+        server = serve_node(
+            service, security, interceptors=[metrics.interceptor], lifecycle=lifecycle
+        )
         log.info(
             "node %s serving %d records on %s (%s, policy %s)",
             cfg.member_state,
@@ -437,9 +610,9 @@ def _node(args: argparse.Namespace) -> int:
             "PLAINTEXT" if insecure else "mTLS",
             policy.version,
         )
-        if args.port_file:
-            write_port_file(args.port_file, server.port)
-        serve_until_signalled(server)
+        serve_party(
+            server, metrics.registry, metrics_config.listen, audit.log.checkpoint, args.port_file
+        )
     return EXIT_OK
 
 
@@ -449,14 +622,20 @@ def _coordinator(args: argparse.Namespace) -> int:
     from coordinator.servicer import serve_coordinator
     from fedmatch.audit.party import COORDINATOR_ORIGIN, PartyAudit, load_audit_config
     from fedmatch.gate import Gate
+    from fedmatch.metrics_http import load_metrics_config
+    from fedmatch.opsmetrics import coordinator_metrics
     from fedmatch.replay import ReplayGuard
-    from fedmatch.serving import serve_until_signalled, write_port_file
+    from fedmatch.serving import serve_party
     from fedmatch.transport import load_security
 
+    if args.coord_command == "status":
+        return _status(args, "coordinator")
     insecure = _warn_insecure(args, "coordinator")
     cfg = load_coordinator_config(args.config, {"listen": args.listen})
     audit_config = load_audit_config(args.config)
     security = load_security(args.config, insecure)
+    metrics_config = load_metrics_config(args.config)
+    _configure_logging(args, args.config)
     # Beside the audit directory unless [coordinator] replay_db says where.
     replay = cfg.replay_db or audit_config.directory.parent / "coordinator.replay.sqlite"
     with ExitStack() as stack:
@@ -468,17 +647,28 @@ def _coordinator(args: argparse.Namespace) -> int:
         stack.callback(gate.close)
         service = CoordinatorService(cfg, audit, gate, security.channel_credentials())
         stack.callback(service.close)
-        server = serve_coordinator(service, security)
+        metrics = coordinator_metrics(service)
+        server = serve_coordinator(service, security, interceptors=[metrics.interceptor])
         log.info(
             "coordinator serving %d nodes on %s (%s)",
             len(cfg.nodes),
             server.address,
             "PLAINTEXT" if insecure else "mTLS",
         )
-        if args.port_file:
-            write_port_file(args.port_file, server.port)
-        serve_until_signalled(server)
+        serve_party(
+            server, metrics.registry, metrics_config.listen, audit.log.checkpoint, args.port_file
+        )
     return EXIT_OK
+
+
+def _status(args: argparse.Namespace, role: str) -> int:
+    from fedmatch.status import EXIT_UNHEALTHY, coordinator_status, node_status
+
+    insecure = _warn_insecure(args, f"{role} status check")
+    check = node_status if role == "node" else coordinator_status
+    status = check(args.config, args.address, insecure, args.timeout)
+    print(json.dumps(status.as_json()))
+    return EXIT_OK if status.healthy else EXIT_UNHEALTHY
 
 
 def _leaf_identity(security: Security) -> Any:
@@ -527,6 +717,11 @@ def _audit(args: argparse.Namespace) -> int:
 
     insecure = _warn_insecure(args, "auditor")
     config = load_auditor_config(args.config, insecure)
+    if args.audit_command == "watch":
+        from fedmatch.audit.watch import watch_until_signalled
+
+        ok = watch_until_signalled(config, args.interval, args.runs)
+        return EXIT_OK if ok else EXIT_AUDIT_FAILED
     if args.audit_command == "stats":
         print(json.dumps(run_stats(config)))
         return EXIT_OK
@@ -573,7 +768,8 @@ def _flag_row(args: argparse.Namespace, **extra: str) -> dict[str, Any]:
     return {
         "category": args.category, "event_date": args.event_date,
         "event_place": args.event_place, "capture_date": args.capture_date,
-        "sex": args.sex, **extra,
+        "sex": args.sex, "birth_date": args.birth_date,
+        "birth_date_estimated": "1" if args.birth_date_estimated else "", **extra,
     }  # fmt: skip
 
 
@@ -626,6 +822,7 @@ def _records(
                 capture_date=parse_date(captured, "capture_date") if captured else event,
                 sex=Sex.parse(row.get("sex") or ""),
                 operator_id=args.operator,
+                **_birth(row),
             )
         except (KeyError, ValueError, IndexError, TypeError):
             raise InvalidInput(
@@ -635,6 +832,18 @@ def _records(
             raise InvalidInput(f"manifest row {n}: {exc}") from None
         out.append((record, source))
     return out
+
+
+def _birth(row: dict[str, Any]) -> dict[str, Any]:
+    """A row's birth date, checked against the minimum age before anything is sent."""
+    from node.retention import check_enrolment_age
+
+    raw = row.get("birth_date")
+    born = parse_date(raw, "birth_date") if raw else None
+    estimated = (row.get("birth_date_estimated") or "").strip().lower() in ("1", "true", "yes")
+    captured = row.get("capture_date") or row["event_date"]
+    check_enrolment_age(born, estimated, parse_date(captured, "capture_date"))
+    return {"birth_date": born, "birth_date_estimated": estimated}
 
 
 def _progress(done: int, total: int, rejected: int) -> None:
@@ -766,6 +975,9 @@ def _lookup(args: argparse.Namespace) -> int:
             "law-enforcement lookups need the verifying authority's approval of each request; "
             "use the library: fedmatch.statement.RequestSigner(approve=..., prior_check=...)"
         )
+    if args.purpose == Purpose.DATA_SUBJECT_REQUEST.value:
+        # Such a search answers only which states hold data: never resolved to details.
+        raise InvalidInput("a data-subject request is `fedmatch rights which-states`")
     security, signer = _operator(args.config, insecure, args.state, signs=True)
     assert security is not None and signer is not None
     if args.image:
@@ -793,16 +1005,25 @@ def _lookup(args: argparse.Namespace) -> int:
         RequestSigner(signer, security.chain_pem()),
         security.channel_credentials(),
     )
-    verified_by = [v.strip() for v in args.verified_by.split(",") if v.strip()]
+    from fedmatch.casefile import load_case_file
+
+    case_inputs = load_case_file(args.case_file) if args.case_file else None
     try:
         header = requester.header(
             Purpose.parse(args.purpose), args.legal_basis, args.case_reference
         )
         report = requester.lookup(templates[0], header, timeout=args.timeout)
-        # Details of candidate hits are asked for only once people have verified them.
+        # Details of candidate hits are asked for only once people have verified them
+        # (`fedmatch verify-hit`, then `fedmatch resolve` with their signed verdicts).
         resolved = None
-        if verified_by or not report.matches:
-            resolved = requester.resolve(report, app_date, verified_by, timeout=args.timeout)
+        if not report.matches:
+            resolved = requester.resolve(
+                report, app_date, (), timeout=args.timeout, case_inputs=case_inputs
+            )
+        elif args.candidates_out is not None:
+            from fedmatch.verification_cli import write_candidates
+
+            write_candidates(report, args.candidates_out)
     finally:
         requester.close()
     from fedmatch.report import lookup_summary

@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,6 +49,10 @@ from fedmatch.requester import Requester
 from fedmatch.seed import seed_register
 from fedmatch.statement import RequestSigner
 from fedmatch.transport import Security
+from fedmatch.verification import HitKey, VerdictSigner
+
+if TYPE_CHECKING:
+    from node.sealing import KeyEncryptionKey
 
 __all__ = ["run_demo"]
 
@@ -56,6 +60,8 @@ MODEL = "sface-2021dec-int8bq"
 DIM = 128
 # A = requesting state, B = state of first irregular entry, C = state of a later application.
 STATES = {"A": "DE", "B": "IT", "C": "FR"}
+# The requesting state's hit verifiers (certificate names expert1.verifier.de.fedmatch.eu...).
+DEMO_EXPERTS = ("expert1", "expert2")
 LEGAL_BASIS = "Reg. (EU) 2024/1358 Art. 27; Reg. (EU) 2024/1351"
 AUDITOR = "demo"  # the PKI's party "auditor-demo", key name demo.auditor.eu.fedmatch.eu
 # Checkpoints are published (and witnessed) this often without traffic.
@@ -96,6 +102,10 @@ def _process(args: list[str], log_path: Path) -> Iterator[subprocess.Popen[bytes
         log.close()
 
 
+# The demo traveller's birth date (an adult: enrolment needs a birth date, minimum age 6).
+TRAVELLER_BIRTH_DATE = dt.date(1998, 4, 17)
+
+
 def _enroll(
     address: str, operator_tls: TlsFiles, state: str, template: np.ndarray, reference: str,
     category: Category, event_date: dt.date, place: str,
@@ -106,7 +116,10 @@ def _enroll(
         secrets.token_hex(16), state, Purpose.ASYLUM_DUBLIN, LEGAL_BASIS, reference,
         unit=f"{state}-enrolment", operator=operator,
     )  # fmt: skip
-    record = EnrolmentRecord(reference, category, event_date, place, event_date, Sex.MALE, operator)
+    record = EnrolmentRecord(
+        reference, category, event_date, place, event_date, Sex.MALE, operator,
+        birth_date=TRAVELLER_BIRTH_DATE,
+    )  # fmt: skip
     credentials = Security(operator_tls).channel_credentials()
     with NodeEnroller(address, MODEL, credentials=credentials, member_state=state) as node:
         return node.enroll(header, record, template)
@@ -149,6 +162,79 @@ def _audit_table(directory: str, key: str, auditor: str, coordinator_key: str = 
     if coordinator_key:
         table += f"coordinator_key = {_toml(coordinator_key)}\n"
     return table
+
+
+def _storage_key(workdir: Path, state: str) -> tuple[KeyEncryptionKey, str]:
+    """A node's storage key (templates encrypted at rest, node/sealing.py), made once per
+    work directory like the PKI, and the ``[storage]`` table naming it."""
+    from node.sealing import KeyEncryptionKey, create_key_file
+
+    path = workdir / "storage-keys" / f"{state}.key"
+    kek = KeyEncryptionKey.from_file(path) if path.exists() else create_key_file(path)
+    return kek, f"\n[storage]\nkey_file = {_toml(_rel(path, workdir))}\n"
+
+
+def _node_register(
+    workdir: Path,
+    parties: dict[str, PartyFiles],
+    state: str,
+    records: int,
+    seed: int,
+    today: dt.date,
+    auditor_key: str,
+    coordinator_key: str,
+) -> None:
+    """A fresh register of ``records`` synthetic records (templates encrypted at rest) and
+    the node's TOML beside it."""
+    db = workdir / f"{state}.sqlite"
+    db.unlink(missing_ok=True)
+    kek, storage = _storage_key(workdir, state)
+    seed_register(
+        db, state, records, seed=seed, dimension=DIM, model_id=MODEL, today=today, kek=kek
+    )
+    node = parties[f"node-{state}"]
+    (workdir / f"node-{state}.toml").write_text(
+        f'[node]\nmember_state = "{state}"\ndatabase = "{db.name}"\n'
+        f'dimension = {DIM}\nmodel_id = "{MODEL}"\nlisten = "127.0.0.1:0"\n'
+        f'replay_db = "{state}.replay.sqlite"\n'
+        + storage
+        + _audit_table(
+            f"audit-{state}", _rel(node.signing_key, workdir), auditor_key, coordinator_key
+        )
+        + _tls_table(node.tls, workdir)
+        + '\n[policy]\nversion = "demo-2026-p1"\nrequests_per_minute = 60\n'
+        "daily_quota = 1000\n"
+    )
+
+
+def _start_coordinator(
+    stack: ExitStack,
+    workdir: Path,
+    parties: dict[str, PartyFiles],
+    auditor_key: str,
+    nodes_toml: str,
+) -> str:
+    """Write the coordinator's TOML, start `fedmatch coordinator serve`; its address."""
+    ccfg = workdir / "coordinator.toml"
+    ccfg.write_text(
+        f'[coordinator]\nlisten = "127.0.0.1:0"\nmodel_id = "{MODEL}"\ndimension = {DIM}\n'
+        f"threshold = 0.45\nnode_deadline_seconds = 30.0\n"
+        + 'replay_db = "coordinator.replay.sqlite"\n'
+        + _audit_table(
+            "audit-coordinator", _rel(parties["coordinator"].signing_key, workdir), auditor_key
+        )
+        + _tls_table(parties["coordinator"].tls, workdir)
+        + nodes_toml
+    )
+    cport = workdir / "coordinator.port"
+    cport.unlink(missing_ok=True)
+    cproc = stack.enter_context(
+        _process(
+            ["coordinator", "serve", "--config", str(ccfg), "--port-file", str(cport)],
+            workdir / "coordinator.log",
+        )
+    )
+    return f"127.0.0.1:{_wait_port(cport, cproc)}"
 
 
 def _nodes_tables(addresses: dict[str, str], keys: dict[str, str]) -> str:
@@ -196,7 +282,9 @@ def run_demo(records: int = 20_000, workdir: Path | None = None, photos: Path | 
         # PKI; a fresh federation: the audit logs and replay stores of an earlier run in
         # this work directory are removed.
         keys_dir = workdir / "keys"
-        parties = provision(workdir, list(STATES.values()), auditors=(AUDITOR,))
+        # Two hit verifiers (people with `verifier` certificates) of the requesting state.
+        experts = {STATES["A"]: DEMO_EXPERTS}
+        parties = provision(workdir, list(STATES.values()), auditors=(AUDITOR,), experts=experts)
         coordinator_key = parties["coordinator"].vkey
         node_keys = {state: parties[f"node-{state}"].vkey for state in STATES.values()}
         auditor = parties[f"auditor-{AUDITOR}"]
@@ -204,31 +292,24 @@ def run_demo(records: int = 20_000, workdir: Path | None = None, photos: Path | 
         for old in [*workdir.glob("audit-*"), workdir / "auditor-state"]:
             if old.is_dir():
                 shutil.rmtree(old)
-        for old in workdir.glob("*.replay.sqlite*"):
+        for old in [*workdir.glob("*.replay.sqlite*"), *workdir.glob("*.notices.sqlite*")]:
             old.unlink()
         for state in STATES.values():
             _operator_toml(
                 workdir / f"operator-{state}.toml", parties[f"operator-{state}"], workdir
             )
+        for person in DEMO_EXPERTS:
+            # For `fedmatch verify-hit --config verifier-expert1-DE.toml`.
+            expert = parties[f"verifier-{person}-{STATES['A']}"]
+            (workdir / f"{expert.name}.toml").write_text(
+                f"# A hit verifier of {STATES['A']}: `fedmatch verify-hit --config` this file.\n"
+                f"[verifier]\nsigning_key = {_toml(_rel(expert.signing_key, workdir))}\n"
+                + _tls_table(expert.tls, workdir)
+            )
         addresses: dict[str, str] = {}
         for i, state in enumerate(STATES.values()):
-            db = workdir / f"{state}.sqlite"
-            db.unlink(missing_ok=True)
-            seed_register(
-                db, state, records, seed=1000 + i, dimension=DIM, model_id=MODEL, today=today
-            )
-            cfg = workdir / f"node-{state}.toml"
-            node = parties[f"node-{state}"]
-            cfg.write_text(
-                f'[node]\nmember_state = "{state}"\ndatabase = "{db.name}"\n'
-                f'dimension = {DIM}\nmodel_id = "{MODEL}"\nlisten = "127.0.0.1:0"\n'
-                f'replay_db = "{state}.replay.sqlite"\n'
-                + _audit_table(
-                    f"audit-{state}", _rel(node.signing_key, workdir), auditor_key, coordinator_key
-                )
-                + _tls_table(node.tls, workdir)
-                + '\n[policy]\nversion = "demo-2026-p1"\nrequests_per_minute = 60\n'
-                "daily_quota = 1000\n"
+            _node_register(
+                workdir, parties, state, records, 1000 + i, today, auditor_key, coordinator_key
             )
         _say(
             f"1. registers: {records:,} synthetic records per node, "
@@ -261,26 +342,7 @@ def run_demo(records: int = 20_000, workdir: Path | None = None, photos: Path | 
         for state, (proc, port_file) in procs.items():
             addresses[state] = f"127.0.0.1:{_wait_port(port_file, proc)}"
         nodes_toml = _nodes_tables(addresses, node_keys)
-        ccfg = workdir / "coordinator.toml"
-        ccfg.write_text(
-            f'[coordinator]\nlisten = "127.0.0.1:0"\nmodel_id = "{MODEL}"\ndimension = {DIM}\n'
-            f"threshold = 0.45\nnode_deadline_seconds = 30.0\n"
-            + 'replay_db = "coordinator.replay.sqlite"\n'
-            + _audit_table(
-                "audit-coordinator", _rel(parties["coordinator"].signing_key, workdir), auditor_key
-            )
-            + _tls_table(parties["coordinator"].tls, workdir)
-            + nodes_toml
-        )
-        cport = workdir / "coordinator.port"
-        cport.unlink(missing_ok=True)
-        cproc = stack.enter_context(
-            _process(
-                ["coordinator", "serve", "--config", str(ccfg), "--port-file", str(cport)],
-                workdir / "coordinator.log",
-            )
-        )
-        coordinator = f"127.0.0.1:{_wait_port(cport, cproc)}"
+        coordinator = _start_coordinator(stack, workdir, parties, auditor_key, nodes_toml)
         auditor_toml = workdir / "auditor.toml"
         _auditor_toml(auditor_toml, auditor, coordinator, coordinator_key, nodes_toml)
         _say(
@@ -360,12 +422,22 @@ def run_demo(records: int = 20_000, workdir: Path | None = None, photos: Path | 
             )
         )
         # Two experts of the requesting state compared the candidates before any detail is
-        # asked for (human verification, logged with their ids).
-        verifiers = [f"{a}-expert-1", f"{a}-expert-2"]
-        resolved = requester.resolve(report, today.isoformat(), verifiers)
+        # asked for, and each signed a verdict with the key their verifier certificate
+        # binds; the coordinator and the owning node check both signatures.
+        signers = [
+            VerdictSigner(p.signer(), p.tls.chain.read_bytes())
+            for p in (parties[f"verifier-{person}-{a}"] for person in DEMO_EXPERTS)
+        ]
+        verdicts = [
+            s.confirm(report.header.query_id, a, HitKey(state, handle), Sex.MALE)
+            for s in signers
+            for state, handle in report.matches
+        ]
+        resolved = requester.resolve(report, today.isoformat(), verdicts)
         _say(
-            f"   {len(report.matches)} candidate hits verified by {' and '.join(verifiers)}; "
-            "the coordinator logged that before asking for their details"
+            f"   {len(report.matches)} candidate hits confirmed in signed verdicts by "
+            f"{' and '.join(s.name for s in signers)}; the coordinator and the owning nodes "
+            "checked both signatures, and the coordinator logged them before asking for details"
         )
         for h in resolved.hits:
             _say(

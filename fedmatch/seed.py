@@ -4,13 +4,31 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fedmatch.domain import Category
 from fedmatch.errors import InvalidInput
 from fedmatch.synthetic import synthetic_metadata, unit_vectors
 
+if TYPE_CHECKING:
+    from node.retention import RetentionPolicy
+    from node.sealing import KeyEncryptionKey
+
 __all__ = ["seed_register"]
+
+
+def _within_retention(
+    retention: RetentionPolicy, category: Category, today: dt.date, n: int
+) -> dt.date:
+    """A capture date ``n``-dependent but still inside ``category``'s retention at ``today``
+    (under the recast's rules, the regime of recent events)."""
+    for back in (n % 400, n % 30, 0):
+        day = today - dt.timedelta(days=back)
+        if not retention.expired(category, day, day, today):
+            return day
+    return today
 
 
 def seed_register(
@@ -21,25 +39,38 @@ def seed_register(
     dimension: int,
     model_id: str,
     today: dt.date,
+    kek: KeyEncryptionKey | None = None,
 ) -> None:
-    """Create (or extend) a register file with ``count`` synthetic records."""
+    """Create (or extend) a register file with ``count`` synthetic records (templates
+    encrypted at rest under ``kek`` when given, node/sealing.py)."""
     # Imported here: fedmatch is the shared library and must not depend on node at import.
     from node.records import NewRecord, RecordMeta
+    from node.retention import RetentionPolicy
     from node.store import RecordStore
 
     if count < 0:
         raise InvalidInput("record count must not be negative")
     rng = np.random.default_rng(seed)
     templates = unit_vectors(rng, count, dimension)
-    store = RecordStore(path, member_state, dimension, model_id)
+    # Birth dates from their own stream, so templates and metadata stay as they were.
+    births = np.random.default_rng([seed, 1]).integers(6 * 366, 70 * 365, size=count)
+    retention = RetentionPolicy()
+    store = RecordStore(path, member_state, dimension, model_id, kek)
     try:
         batch = []
         # Number after what is there, so seeding twice extends the register.
         metadata = synthetic_metadata(member_state, count, rng, today, first=store.count())
-        for template, (ref, cat, event, place, captured, sex) in zip(
-            templates, metadata, strict=True
+        for template, age_days, (ref, cat, event, place, captured, sex) in zip(
+            templates, births, metadata, strict=True
         ):
-            meta = RecordMeta(ref, cat, event, place, captured, sex, operator_id="seed")
+            if retention.expired(cat, event, captured, today):
+                # A register never holds a record past its retention (the node's erasure
+                # job would remove it at start): move it inside its period instead.
+                event = captured = _within_retention(retention, cat, today, int(age_days))
+            born = captured - dt.timedelta(days=int(age_days))
+            meta = RecordMeta(
+                ref, cat, event, place, captured, sex, operator_id="seed", birth_date=born
+            )
             batch.append(NewRecord(meta=meta, template=template, model_id=model_id))
         store.add_many(batch)
     finally:

@@ -22,7 +22,7 @@ from fedmatch.audit.events import handles_digest, header_event, refusal_event, s
 from fedmatch.audit.note import NoteVerifier
 from fedmatch.audit.party import COORDINATOR_ORIGIN, PartyAudit
 from fedmatch.audit.witness import Authorization, Witness, WitnessAnswer
-from fedmatch.domain import Category, EncryptedProbe, HitDetail, QueryHeader
+from fedmatch.domain import Category, EncryptedProbe, HitDetail, Purpose, QueryHeader
 from fedmatch.epochs import EpochTable
 from fedmatch.errors import (
     ConfigError,
@@ -38,18 +38,27 @@ from fedmatch.he.engine import SearchEngine, create_engine
 from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
 from fedmatch.he.params import DEFAULT_PARAM_SET, get_param_set
 from fedmatch.he.sharded import default_workers
-from fedmatch.limits import MAX_HANDLES_PER_REQUEST
+from fedmatch.limits import HANDLE_BYTES, MAX_HANDLES_PER_REQUEST
 from fedmatch.statement import SignedRequest
+from fedmatch.verification import (
+    DIFFERENT_SEX_CONFIRMATIONS,
+    HitKey,
+    SignedVerdict,
+    assess_all,
+    different_sex,
+)
 from node.config import NodeConfig
 from node.handles import HandleRegistry
+from node.locks import register_write
 from node.policy import SearchPolicy
 from node.records import NewRecord, RecordMeta
+from node.retention import check_enrolment_age
 from node.store import RecordStore
 
 if TYPE_CHECKING:
     from fedmatch.biometrics.pipeline import FacePipeline
 
-__all__ = ["MAX_PHOTO_BYTES", "NodeService", "SearchResult"]
+__all__ = ["MAX_PHOTO_BYTES", "NodeService", "RevealedHits", "SearchResult", "build_engine"]
 
 # A photograph for enrolment: a 12-megapixel JPEG is ~4 MB.
 MAX_PHOTO_BYTES = 8 * 1024 * 1024
@@ -58,6 +67,18 @@ log = logging.getLogger("fedmatch.node")
 
 _CODES = {c: i for i, c in enumerate(Category)}
 _ANSWERS_KEPT = 16
+_ERASED = np.uint8(255)  # the category code of an erased row (node/lifecycle.py)
+
+
+def _subject(category: str) -> dict[str, str]:
+    return {"subject_category": category} if category else {}
+
+
+@dataclass(frozen=True)
+class RevealedHits:
+    hits: tuple[HitDetail, ...]
+    # Different-sex hits confirmed by fewer than two people: nothing of them revealed.
+    held_for_review: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -65,6 +86,17 @@ class SearchResult:
     member_state: str
     blocks: tuple[bytes, ...]
     record_count: int
+
+
+def build_engine(config: NodeConfig) -> SearchEngine:
+    """The search engine ``config`` asks for: local processes or Ray actors."""
+    if config.engine == "ray":
+        return create_engine(
+            DEFAULT_PARAM_SET, config.dimension, config.ray_workers,
+            backend="ray", ray_address=config.ray_address,
+        )  # fmt: skip
+    workers = config.search_workers or default_workers()
+    return create_engine(DEFAULT_PARAM_SET, config.dimension, workers)
 
 
 class NodeService:
@@ -96,8 +128,7 @@ class NodeService:
             COORDINATOR_ORIGIN,
             audit.signer,
         )
-        workers = config.search_workers or default_workers()
-        self.engine = engine or create_engine(DEFAULT_PARAM_SET, config.dimension, workers)
+        self.engine = engine or build_engine(config)
         self.handles = handles or HandleRegistry(ttl_seconds=config.handle_ttl_seconds)
         # Validated keys by key id, with the member state that registered them.
         self.keys: EpochTable[tuple[EvaluationKeys, str]] = EpochTable(
@@ -112,6 +143,12 @@ class NodeService:
         self.engine.load(templates)
         self._ids = ids
         self._categories = np.array([_CODES[c] for c in store.categories()], dtype=np.uint8)
+        # Marked records (protection granted), aligned with the rows: hidden from the
+        # purposes the policy does not let see them (node/lifecycle.py marks and unmarks).
+        self._marked = store.marked_flags()
+        # Called with (header, record ids) after details are revealed (node/lifecycle.py
+        # remembers who was told about which record, to pass on a mark or an erasure).
+        self.on_reveal: Callable[[QueryHeader, list[int]], None] | None = None
         audit.start_publishing()
         audit.started(
             {"records": len(ids)},
@@ -149,7 +186,37 @@ class NodeService:
         return self.config.member_state
 
     def record_count(self) -> int:
-        return int(self._ids.shape[0])
+        # Erased rows stay as blank positions (-1) until a restart; they are not records.
+        return int(np.count_nonzero(self._ids >= 0))
+
+    def forget_records(self, record_ids: Sequence[int]) -> None:
+        """Take erased records out of every in-memory place: the engine's encoded blocks
+        (blanked: they can never match), the row-id array (-1), pending queries' handles and
+        the answers kept for retries (they were computed with the records)."""
+        gone = np.asarray(record_ids, dtype=np.int64)
+        with self._lock:
+            rows = np.flatnonzero(np.isin(self._ids, gone))
+            if rows.size:
+                self.engine.erase([int(r) for r in rows])
+                ids = self._ids.copy()  # a new array: pending queries keep their snapshot
+                ids[rows] = -1
+                self._ids = ids
+                categories = self._categories.copy()
+                categories[rows] = _ERASED  # no category: excluded from every search
+                self._categories = categories
+                marked = self._marked.copy()
+                marked[rows] = False
+                self._marked = marked
+            self.handles.forget(gone)
+            self._answers.clear()
+
+    def set_marked(self, record_id: int, marked: bool) -> None:
+        """Apply a mark (or its removal) to the search's exclusion of marked records."""
+        with self._lock:
+            rows = np.flatnonzero(self._ids == record_id)
+            flags = self._marked.copy()
+            flags[rows] = marked
+            self._marked = flags
 
     def enroll_photo(
         self,
@@ -165,6 +232,8 @@ class NodeService:
             raise PermissionDenied("only this node's own member state may enrol records")
         if len(photo) > MAX_PHOTO_BYTES:
             raise InvalidInput(f"photo exceeds {MAX_PHOTO_BYTES} bytes")
+        # The minimum age first: a child who may be under 6 is refused before any face work.
+        check_enrolment_age(meta.birth_date, meta.birth_date_estimated, meta.capture_date)
         faces = self._face_pipeline()
         template = faces.template_bytes(photo, name, pick=pick)
         return self.enroll(header, NewRecord(meta, template, faces.model_id))
@@ -178,6 +247,7 @@ class NodeService:
                 self._faces = FacePipeline.for_model(self.config.face_model)
             return self._faces
 
+    @register_write  # the row and its audit entry, both or neither in a backup
     def enroll(self, header: QueryHeader, record: NewRecord) -> int:
         if header.requesting_state != self.member_state:
             raise PermissionDenied("only this node's own member state may enrol records")
@@ -187,6 +257,7 @@ class NodeService:
             # A new array, not an in-place change: pending queries keep their snapshot.
             self._ids = np.append(self._ids, np.int64(row_id))
             self._categories = np.append(self._categories, np.uint8(_CODES[record.meta.category]))
+            self._marked = np.append(self._marked, False)
             size = self.record_count()
         self.audit.record(
             header_event(
@@ -290,6 +361,8 @@ class NodeService:
                 # can never match: excluded inside the encrypted computation.
                 wanted = [_CODES[Category(c)] for c in statement.categories]
                 exclude = ~np.isin(self._categories, wanted)
+                if not self.policy.sees_marked(header.purpose.value):
+                    exclude |= self._marked  # marked records, as category exclusion
                 output = self.engine.search(
                     keys,
                     probe.ciphertext,
@@ -313,7 +386,9 @@ class NodeService:
                     "coordinator_index": str(entry.seq),
                     "key_id": probe.key_id,
                     "started_ms": str(started_ms),
-                },
+                }
+                # The declared category of the person searched, for the statistics.
+                | _subject(statement.subject_category),
             )
         )
         log.info(
@@ -336,11 +411,17 @@ class NodeService:
         handles: Sequence[bytes],
         authorization: Authorization,
         signed: SignedRequest | None,
-    ) -> list[HitDetail]:
+        verdicts: Sequence[SignedVerdict] = (),
+    ) -> RevealedHits:
         if not handles:
             raise InvalidInput("no handles given")
+        if header.purpose is Purpose.DATA_SUBJECT_REQUEST:
+            # Such a search tells a data subject which states hold their data, nothing more.
+            raise PermissionDenied("hit details are refused for a data-subject request")
         if len(handles) > MAX_HANDLES_PER_REQUEST:
             raise InvalidInput(f"at most {MAX_HANDLES_PER_REQUEST} handles per request")
+        if any(len(h) != HANDLE_BYTES for h in handles):
+            raise InvalidInput(f"a handle is {HANDLE_BYTES} bytes")
         # Details are revealed only for hits the coordinator logged as verified, by whom,
         # at the signed request of an operator of the requesting state.
         self._check_coordinator_peer()
@@ -357,12 +438,40 @@ class NodeService:
         verified = self.gate.verify(signed, header, "resolve", "")
         if entry.event.labels.get("request") != verified.digest:
             raise PermissionDenied("not on record: the entry is for another signed request")
+        # Not on the coordinator's word alone: the verifiers' signed verdicts, checked here.
+        assessed = assess_all(
+            [HitKey(self.member_state, h) for h in handles],
+            verdicts,
+            header.query_id,
+            header.requesting_state,
+            self.config.confirmations_required,
+            self.gate.verify_chain,
+        )
+        if any(not a.verified for a in assessed.values()):
+            raise PermissionDenied(
+                f"hit details need {self.config.confirmations_required} distinct verifiers' "
+                "signed confirmations per hit and no rejection"
+            )
+        confirmers = sorted({v for a in assessed.values() for v in a.confirmed_by})
+        if not set(confirmers) <= set(entry.event.verifiers):
+            raise PermissionDenied("not on record: the verified hit entry names other verifiers")
         # Consumed last: a request refused for another reason does not burn its nonce.
         self.gate.consume(verified)
         out = []
+        revealed: list[int] = []
+        held: list[bytes] = []
         for handle in handles:
             record_id = self.handles.resolve(header.query_id, header.requesting_state, handle)
             meta = self.store.get(record_id)
+            check = assessed[HitKey(self.member_state, handle)]
+            if (
+                different_sex(meta.sex, check.probe_sex)
+                and len(check.confirmed_by) < DIFFERENT_SEX_CONFIRMATIONS
+            ):
+                # A different-sex hit is always checked by two people: held for review.
+                held.append(handle)
+                continue
+            revealed.append(record_id)
             out.append(
                 HitDetail(
                     member_state=self.member_state,
@@ -383,16 +492,20 @@ class NodeService:
                 EventKind.HIT_DETAILS_REVEALED,
                 header,
                 registers=(self.member_state,),
-                outcome="ok",
-                verifiers=entry.event.verifiers,
+                outcome="ok" if out else "held_for_review",
+                verifiers=tuple(confirmers),
                 counts=categories,
-                labels={"coordinator_index": str(entry.seq), "handles": digest},
+                labels={"coordinator_index": str(entry.seq), "handles": digest}
+                | ({"held_for_review": str(len(held))} if held else {})
+                | _subject(verified.statement.subject_category),
             )
         )
+        if self.on_reveal is not None:
+            self.on_reveal(header, revealed)
         log.info(
             "hit details query=%s for=%s count=%d",
             header.query_id,
             header.requesting_state,
             len(out),
         )
-        return out
+        return RevealedHits(tuple(out), tuple(held))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Literal
 
@@ -27,8 +28,11 @@ from fedmatch.wire import (
     probe_from_pb,
     sex_from_pb,
     signed_from_pb,
+    verdicts_from_pb,
     witness_answer_to_pb,
 )
+from node.lifecycle import Lifecycle
+from node.lifecycle_servicer import LIFECYCLE_RULES_OWN_STATE, LifecycleRpcs
 from node.records import NewRecord, RecordMeta
 from node.service import NodeService
 
@@ -39,9 +43,10 @@ NODE_LIMITS = ServerLimits(
 )
 
 
-class NodeServicer(node_pb2_grpc.NodeServiceServicer):
-    def __init__(self, service: NodeService) -> None:
+class NodeServicer(LifecycleRpcs, node_pb2_grpc.NodeServiceServicer):
+    def __init__(self, service: NodeService, lifecycle: Lifecycle | None = None) -> None:
         self.service = service
+        self.lifecycle = lifecycle  # marks, erasure, notices (node/lifecycle_servicer.py)
 
     @translated
     @logs_refusals("enroll")
@@ -58,6 +63,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             capture_date=parse_date(r.capture_date, "record.capture_date"),
             sex=sex_from_pb(r.sex),
             operator_id=r.operator_id,
+            # Required by the minimum-age check at enrolment (node/retention.py).
+            birth_date=parse_date(r.birth_date, "record.birth_date") if r.birth_date else None,
+            birth_date_estimated=r.birth_date_estimated,
         )
         if request.HasField("photo"):
             photo = request.photo
@@ -122,8 +130,11 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             list(request.handles),
             authorization_from_pb(request.authorization),
             signed_from_pb(request.header),
+            verdicts_from_pb(request.verdicts),
         )
-        return node_pb2.HitDetailsResponse(hits=[hit_to_pb(h) for h in hits])
+        return node_pb2.HitDetailsResponse(
+            hits=[hit_to_pb(h) for h in hits.hits], held_for_review=hits.held_for_review
+        )
 
     @translated
     def GetInfo(  # noqa: N802
@@ -167,14 +178,26 @@ NODE_RULES: dict[str, AccessRule] = {
     _NODE + "GetHitDetails": AccessRule(frozenset({"coordinator"})),
     _NODE + "GetInfo": AccessRule(frozenset({"coordinator", "auditor", "operator"})),
     "/fedmatch.rpc.v1.WitnessService/AddCheckpoint": AccessRule(frozenset({"coordinator"})),
+    # Record lifecycle: the node's own state's operators; notices come only via the relay.
+    **{
+        _NODE + m: AccessRule(frozenset({"operator"}), own_state=True)
+        for m in LIFECYCLE_RULES_OWN_STATE
+    },
+    _NODE + "DeliverNotice": AccessRule(frozenset({"coordinator"})),
     **AUDIT_AND_HEALTH_RULES,
 }
 
 
 def serve_node(
-    service: NodeService, security: Security, listen: str | None = None
+    service: NodeService,
+    security: Security,
+    listen: str | None = None,
+    interceptors: Sequence[grpc.ServerInterceptor] = (),  # type: ignore[type-arg]
+    lifecycle: Lifecycle | None = None,
 ) -> RunningServer:
-    servicer = NodeServicer(service)
+    """``interceptors`` run before the access rules (the metrics interceptor, which also
+    counts refusals by those rules)."""
+    servicer = NodeServicer(service, lifecycle)
     witness = WitnessServicer(service)
     audit = AuditServicer(service.audit.log, service.audit.auditors)
     limits = replace(NODE_LIMITS, max_workers=service.config.max_workers)
@@ -189,5 +212,5 @@ def serve_node(
         listen or service.config.listen,
         limits,
         security.server_credentials(),
-        [security.interceptor(NODE_RULES, service.member_state)],
+        [*interceptors, security.interceptor(NODE_RULES, service.member_state)],
     )

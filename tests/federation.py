@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +38,13 @@ from fedmatch.requester import Requester
 from fedmatch.seed import seed_register
 from fedmatch.statement import RequestSigner, SignedRequest
 from fedmatch.transport import Security
+from fedmatch.verification import HitKey, SignedVerdict, VerdictSigner
 from node.config import NodeConfig
+from node.inbox import NoticeBox
+from node.lifecycle import Lifecycle
+from node.notices import CoordinatorRelay, NoticeSigner
 from node.records import NewRecord, RecordMeta
+from node.sealing import KeyEncryptionKey
 from node.service import NodeService
 from node.servicer import serve_node
 from node.store import RecordStore
@@ -47,6 +52,8 @@ from node.store import RecordStore
 MODEL = "sface-2021dec-int8bq"
 DIM = 128
 TODAY = dt.date(2026, 11, 21)
+# An adult's birth date for test records (enrolment needs one: minimum age 6).
+BIRTH_DATE = dt.date(1990, 5, 17)
 
 # Generating keys costs ~0.3 s; tests share one pair per member state (key ids belong to the
 # state that registered them).
@@ -61,7 +68,19 @@ def shared_keys(state: str = "DE") -> RequesterKeys:
 
 UNIT = "dublin-unit-1"
 OPERATOR = "officer-1"
-VERIFIERS = ("expert-a", "expert-b")
+# Hit verifiers: people of each state holding a `verifier` certificate (carl of DE is
+# there to be revoked or misused in tests).
+EXPERTS = {"DE": ("anna", "ben", "carl"), "IT": ("anna", "ben"), "FR": ("anna", "ben")}
+TWO_EXPERTS = ("anna", "ben")
+
+
+def expert_name(state: str, person: str) -> str:
+    """The certificate name a verifier signs verdicts under."""
+    return dns_name("verifier", state, person)
+
+
+# The two DE experts who confirm hits in most tests, as logs name them.
+VERIFIERS = tuple(expert_name("DE", p) for p in TWO_EXPERTS)
 DEFAULT_STATES = ("DE", "IT", "FR")
 AUDITOR_PARTY = "auditor-edps"
 
@@ -70,7 +89,9 @@ def pki(tmp: Path, *states: str) -> dict[str, PartyFiles]:
     """The test federation's PKI under ``tmp/pki``: root, scope CAs, and certificates and
     signing keys for the coordinator, a node and an operator workstation per state, a
     verifying authority for DE and an auditor. Created once; more states on demand."""
-    return provision(tmp / "pki", sorted({*DEFAULT_STATES, *states}), verifiers=["DE"])
+    return provision(
+        tmp / "pki", sorted({*DEFAULT_STATES, *states}), verifiers=["DE"], experts=EXPERTS
+    )
 
 
 def security(tmp: Path, party: str) -> Security:
@@ -87,6 +108,28 @@ def request_signer(tmp: Path, state: str, **kw: Any) -> RequestSigner:
     """How an operator workstation of ``state`` signs its lookups and resolves."""
     party = pki(tmp, state)[f"operator-{state}"]
     return RequestSigner(party.signer(), party.tls.chain.read_bytes(), **kw)
+
+
+def expert(tmp: Path, state: str, person: str = "anna") -> VerdictSigner:
+    """A hit verifier's workstation of ``state`` (see :data:`EXPERTS`)."""
+    party = pki(tmp)[f"verifier-{person}-{state}"]
+    return VerdictSigner(party.signer(), party.tls.chain.read_bytes())
+
+
+def confirmations(
+    tmp: Path,
+    header: QueryHeader,
+    hits: Sequence[tuple[str, bytes]],
+    people: Sequence[str] = TWO_EXPERTS,
+    probe_sex: Sex = Sex.UNSPECIFIED,
+) -> list[SignedVerdict]:
+    """Each of ``people`` (experts of the requesting state) confirms every hit."""
+    state = header.requesting_state
+    return [
+        expert(tmp, state, person).confirm(header.query_id, state, HitKey(s, h), probe_sex)
+        for person in people
+        for s, h in hits
+    ]
 
 
 def signed_lookup(tmp: Path, header: QueryHeader, ciphertext: bytes, **kw: Any) -> SignedRequest:
@@ -202,10 +245,12 @@ def hit_verified(
     header: QueryHeader,
     state: str,
     handles: Sequence[bytes],
-    verifiers: Sequence[str] = VERIFIERS,
+    verifiers: Sequence[str] | None = None,
     *,
     signed: SignedRequest,
 ) -> AuditEvent:
+    if verifiers is None:  # the two experts of the requesting state (see confirmations)
+        verifiers = [expert_name(header.requesting_state, p) for p in TWO_EXPERTS]
     return header_event(
         EventKind.HIT_VERIFIED,
         header,
@@ -250,6 +295,9 @@ class Federation:
     coordinator_server: RunningServer
     tmp: Path
     stack: ExitStack = field(repr=False)
+    # Each node's record lifecycle (marks, erasure, notices via the coordinator); its
+    # ``clock`` may be replaced by a test.
+    lifecycles: dict[str, Lifecycle] = field(default_factory=dict)
 
     def requester(self, state: str, **signer: Any) -> Requester:
         """An operator workstation of ``state``: its mTLS credentials and signing key."""
@@ -264,6 +312,16 @@ class Federation:
         )
         self.stack.callback(r.close)
         return r
+
+    def verdicts(
+        self,
+        report: Any,
+        people: Sequence[str] = TWO_EXPERTS,
+        probe_sex: Sex = Sex.UNSPECIFIED,
+    ) -> list[SignedVerdict]:
+        """Experts of the requesting state confirm every candidate hit of ``report`` (a
+        LookupReport), as their signed verdicts for a resolve."""
+        return confirmations(self.tmp, report.header, report.matches, people, probe_sex)
 
     def authorize(self, event: AuditEvent, states: Sequence[str]) -> Authorization:
         """Put ``event`` on the coordinator's record and have ``states`` witness a checkpoint
@@ -308,8 +366,12 @@ def enrol(
     category: Category,
     event_date: dt.date,
     place: str = "Somewhere",
+    sex: Sex = Sex.MALE,
 ) -> None:
-    meta = RecordMeta(reference, category, event_date, place, event_date, Sex.MALE, "op-1")
+    meta = RecordMeta(
+        reference, category, event_date, place, event_date, sex, "op-1",
+        birth_date=BIRTH_DATE,
+    )  # fmt: skip
     node.enroll(header(node.member_state), NewRecord(meta, template.astype(np.float32), MODEL))
 
 
@@ -321,21 +383,26 @@ def federation(
     node_deadline: float = 20.0,
     extra_nodes: tuple[NodeEntry, ...] = (),
     workers: int = 1,
+    kek: KeyEncryptionKey | None = None,  # templates encrypted at rest under this key
+    now: Callable[[], dt.datetime] | None = None,  # the coordinator's wall clock (UTC)
+    waiver: str = "",  # the legal reference of a second-person waiver (everywhere)
 ) -> Iterator[Federation]:
     with ExitStack() as stack:
         nodes: dict[str, NodeService] = {}
+        lifecycles: dict[str, Lifecycle] = {}
         servers: dict[str, RunningServer] = {}
         for i, state in enumerate(states):
             db = tmp / f"{state}.sqlite"
             if records:
                 seed_register(
-                    db, state, records, seed=100 + i, dimension=DIM, model_id=MODEL, today=TODAY
-                )
+                    db, state, records, seed=100 + i, dimension=DIM, model_id=MODEL, today=TODAY,
+                    kek=kek,
+                )  # fmt: skip
             cfg = NodeConfig(
                 member_state=state, database=db, dimension=DIM, model_id=MODEL,
-                search_workers=workers,
+                search_workers=workers, verification_waiver=waiver,
             )  # fmt: skip
-            store = RecordStore(db, state, DIM, MODEL)
+            store = RecordStore(db, state, DIM, MODEL, kek)
             stack.callback(store.close)
             audit = node_audit(tmp, state)
             stack.callback(audit.close)
@@ -343,7 +410,12 @@ def federation(
             stack.callback(node_gate.close)
             svc = NodeService(cfg, store, audit, node_gate)
             stack.callback(svc.close)
-            srv = serve_node(svc, security(tmp, f"node-{state}"), "127.0.0.1:0")
+            box = NoticeBox(cfg.notices_path, state)
+            stack.callback(box.close)
+            lifecycles[state] = Lifecycle(svc, box)
+            srv = serve_node(
+                svc, security(tmp, f"node-{state}"), "127.0.0.1:0", lifecycle=lifecycles[state]
+            )
             stack.callback(srv.stop, 0.2)
             nodes[state], servers[state] = svc, srv
         ccfg = CoordinatorConfig(
@@ -351,6 +423,7 @@ def federation(
             dimension=DIM,
             node_deadline_seconds=node_deadline,
             nodes=tuple(node_entry(tmp, s, servers[s].address) for s in states) + extra_nodes,
+            verification_waiver=waiver,
         )
         caudit = coordinator_audit(tmp)
         stack.callback(caudit.close)
@@ -358,12 +431,26 @@ def federation(
         stack.callback(coordinator_gate.close)
         coordinator_security = security(tmp, "coordinator")
         coord = CoordinatorService(
-            ccfg, caudit, coordinator_gate, coordinator_security.channel_credentials()
+            ccfg,
+            caudit,
+            coordinator_gate,
+            coordinator_security.channel_credentials(),
+            now=now or (lambda: dt.datetime.now(dt.UTC)),
         )
         stack.callback(coord.close)
         csrv = serve_coordinator(coord, coordinator_security, "127.0.0.1:0")
         stack.callback(csrv.stop, 0.2)
-        yield Federation(nodes, servers, coord, csrv, tmp, stack)
+        for state, lifecycle in lifecycles.items():
+            # Nodes send notices through the coordinator, as node-<state> over mTLS.
+            node_security = security(tmp, f"node-{state}")
+            relay = CoordinatorRelay(
+                csrv.address,
+                node_security.channel_credentials(),
+                NoticeSigner(nodes[state].audit.signer, node_security.chain_pem()),
+            )
+            stack.callback(relay.close)
+            lifecycle.relay = relay
+        yield Federation(nodes, servers, coord, csrv, tmp, stack, lifecycles)
 
 
 def auditor_config(

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedmatch.audit.entry import digest_hex
+from fedmatch.casefile import ACTIONS, CRITERIA, confirmation_digest, proposal_summary
 from fedmatch.domain import EncryptedProbe, Purpose, QueryHeader
 from fedmatch.errors import InvalidInput, PreconditionFailed
 from fedmatch.grpcutil.server import make_channel
@@ -26,12 +27,27 @@ from fedmatch.limits import MAX_LOOKUP_RESPONSE_BYTES, MAX_RECEIVE_BYTES
 from fedmatch.pki.names import dns_name
 from fedmatch.rpc.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 from fedmatch.statement import RequestSigner
-from fedmatch.wire import encode_handle, header_to_pb, hit_from_pb, key_bundle_to_pb, probe_to_pb
+from fedmatch.verification import SignedVerdict
+from fedmatch.wire import (
+    encode_handle,
+    header_to_pb,
+    hit_from_pb,
+    key_bundle_to_pb,
+    probe_to_pb,
+    verdict_to_pb,
+)
 
 # The name the coordinator's certificate carries, wherever it is reached.
 COORDINATOR_DNS = dns_name("coordinator", "eu")
 
-__all__ = ["LookupReport", "NodeSummary", "Requester", "ResolveReport", "enum_name"]
+__all__ = [
+    "ConfirmationReport",
+    "LookupReport",
+    "NodeSummary",
+    "Requester",
+    "ResolveReport",
+    "enum_name",
+]
 
 
 def enum_name(enum_type: Any, value: int, prefix: str) -> str:
@@ -63,6 +79,8 @@ class LookupReport:
     timings_ms: dict[str, float]
     # Key material sent for this lookup (a registration at the start of an epoch), if any.
     key_bytes_sent: int = 0
+    # The declared category of the person searched (signed; see Requester.lookup).
+    subject_category: str = ""
 
 
 def _lost_keys(node: NodeSummary) -> bool:
@@ -84,6 +102,37 @@ class ResolveReport:
     bytes_sent: int
     bytes_received: int
     elapsed_ms: float
+    # The case proposal under the whole Dublin criteria order (fedmatch.casefile's summary:
+    # criterion, procedure, responsible state, evidence, deadlines with due dates, digest).
+    proposal: dict[str, Any] | None = None
+    # What became of each candidate hit: state, status (verified, rejected, pending,
+    # review), different_sex, confirmed_by, rejected_by, reasons (never the handle).
+    statuses: tuple[dict[str, Any], ...] = ()
+
+
+def _status_dict(st: coordinator_pb2.HitStatus) -> dict[str, Any]:
+    return {
+        "member_state": st.member_state,
+        "status": st.status,
+        "different_sex": st.different_sex,
+        "confirmed_by": list(st.confirmed_by),
+        "rejected_by": list(st.rejected_by),
+        "reasons": list(st.reasons),
+    }
+
+
+@dataclass(frozen=True)
+class ConfirmationReport:
+    """What the coordinator recorded of an official's confirmation."""
+
+    query_id: str
+    proposal_digest: str
+    action: str
+    responsible_state: str
+    criterion: str
+    official_id: str
+    confirmed_at: str
+    log_index: int
 
 
 def _hit_dict(h: common_pb2.HitDetail) -> dict[str, str]:
@@ -188,15 +237,18 @@ class Requester:
         template: npt.NDArray[np.floating],
         header: QueryHeader,
         timeout: float = 60.0,
+        subject_category: str = "",
     ) -> LookupReport:
         """Encrypted lookup of one probe; registers keys first when this epoch has none,
-        and once more if a node lost them (a restart), with a fresh query id."""
+        and once more if a node lost them (a restart), with a fresh query id.
+        ``subject_category`` declares (signed) the register category of the person searched,
+        e.g. ``applicant``: the published statistics count hits per pair of categories."""
         key_bytes = 0
         t0 = time.perf_counter()
         if self._registered_until <= time.time():
             key_bytes += self.register_keys(replace(header, query_id=secrets.token_hex(16)))
         try:
-            report = self._lookup_once(template, header, timeout)
+            report = self._lookup_once(template, header, timeout, subject_category)
         except grpc.RpcError as err:
             # The coordinator restarted and forgot the epoch: register again, then retry.
             if err.code() != grpc.StatusCode.FAILED_PRECONDITION or "unknown key id" not in (
@@ -205,17 +257,22 @@ class Requester:
                 raise
             key_bytes += self.register_keys(replace(header, query_id=secrets.token_hex(16)))
             header = replace(header, query_id=secrets.token_hex(16))
-            report = self._lookup_once(template, header, timeout)
+            report = self._lookup_once(template, header, timeout, subject_category)
         if any(_lost_keys(n) for n in report.nodes):
             key_bytes += self.register_keys(replace(header, query_id=secrets.token_hex(16)))
             report = self._lookup_once(
-                template, replace(header, query_id=secrets.token_hex(16)), timeout
-            )
+                template, replace(header, query_id=secrets.token_hex(16)), timeout,
+                subject_category,
+            )  # fmt: skip
         timings = {**report.timings_ms, "total_ms": round((time.perf_counter() - t0) * 1e3, 1)}
         return replace(report, key_bytes_sent=key_bytes, timings_ms=timings)
 
     def _lookup_once(
-        self, template: npt.NDArray[np.floating], header: QueryHeader, timeout: float
+        self,
+        template: npt.NDArray[np.floating],
+        header: QueryHeader,
+        timeout: float,
+        subject_category: str = "",
     ) -> LookupReport:
         t0 = time.perf_counter()
         info = self.federation(header, timeout=timeout)
@@ -232,7 +289,9 @@ class Requester:
             dimension=info.dimension,
             key_id=self.keys.key_id,
         )
-        signed = self.signer.sign(header, "lookup", digest_hex(probe.ciphertext))
+        signed = self.signer.sign(
+            header, "lookup", digest_hex(probe.ciphertext), subject_category=subject_category
+        )
         request = coordinator_pb2.LookupRequest(
             header=header_to_pb(header, signed), probe=probe_to_pb(probe)
         )
@@ -261,6 +320,7 @@ class Requester:
             bytes_sent=request.ByteSize(),
             bytes_received=response.ByteSize(),
             timings_ms={k: round(v, 1) for k, v in timings.items()},
+            subject_category=subject_category,
         )
 
     def _matches(self, node: coordinator_pb2.NodeResult) -> list[bytes]:
@@ -275,17 +335,26 @@ class Requester:
         self,
         report: LookupReport,
         application_date: str,
-        verified_by: Sequence[str] = (),
+        verdicts: Sequence[SignedVerdict] = (),
         timeout: float = 30.0,
+        case_inputs: coordinator_pb2.CaseInputs | None = None,
     ) -> ResolveReport:
-        """Ask for the details of the matched hits and the Dublin decision. ``verified_by``
-        names the people who verified the candidate hits (logged; the coordinator requires
-        as many as its policy says, two by default)."""
+        """Ask for the details of the matched hits and the Dublin decision. ``verdicts`` are
+        the signed verdicts of the requesting state's verifiers on the candidate hits
+        (:mod:`fedmatch.verification`): a hit's details are asked for only when enough
+        distinct people confirmed it (two by default) and nobody rejected it."""
         request = coordinator_pb2.ResolveRequest(
-            header=header_to_pb(report.header, self.signer.sign(report.header, "resolve")),
+            header=header_to_pb(
+                report.header,
+                self.signer.sign(
+                    report.header, "resolve", subject_category=report.subject_category
+                ),
+            ),
             application_date=application_date,
             hits=[coordinator_pb2.HitRef(member_state=s, handle=h) for s, h in report.matches],
-            verified_by=list(verified_by),
+            verdicts=[verdict_to_pb(v) for v in verdicts],
+            # What the authority knows of the applicant (fedmatch.casefile.load_case_file).
+            case_inputs=case_inputs,
         )
         t0 = time.perf_counter()
         response: coordinator_pb2.ResolveResponse = self._stub.Resolve(request, timeout=timeout)
@@ -305,4 +374,51 @@ class Requester:
             bytes_sent=request.ByteSize(),
             bytes_received=response.ByteSize(),
             elapsed_ms=round(elapsed, 1),
+            statuses=tuple(_status_dict(st) for st in response.statuses),
+            proposal=proposal_summary(response.proposal) if response.HasField("proposal") else None,
+        )
+
+    def confirm_decision(
+        self,
+        header: QueryHeader,
+        proposal_digest: str,
+        action: str = "accept",
+        override_state: str = "",
+        override_criterion: str = "",
+        reason: str = "",
+        timeout: float = 30.0,
+    ) -> ConfirmationReport:
+        """An official accepts (or overrides: a state, a criterion from
+        :data:`fedmatch.casefile.CRITERIA` and a reason) the proposal ``proposal_digest`` of
+        the case ``header.query_id``. ``header.operator`` is the official; the request is
+        signed by this workstation, over the digest of the confirmation's body."""
+        if action not in ACTIONS:
+            raise InvalidInput("action must be accept or override")
+        if override_criterion and override_criterion not in CRITERIA:
+            raise InvalidInput(f"override criterion must be one of: {', '.join(CRITERIA)}")
+        body = confirmation_digest(
+            header.query_id, proposal_digest, action, override_state, override_criterion, reason
+        )
+        request = coordinator_pb2.ConfirmDecisionRequest(
+            header=header_to_pb(header, self.signer.sign(header, "confirm", body)),
+            proposal_digest=proposal_digest,
+            action=ACTIONS[action],
+            override_state=override_state,
+            override_criterion=CRITERIA.get(
+                override_criterion, coordinator_pb2.CRITERION_UNSPECIFIED
+            ),
+            reason=reason,
+        )
+        reply: coordinator_pb2.ConfirmDecisionResponse = self._stub.ConfirmDecision(
+            request, timeout=timeout
+        )
+        return ConfirmationReport(
+            query_id=reply.query_id,
+            proposal_digest=reply.proposal_digest,
+            action=enum_name(coordinator_pb2.ConfirmAction, reply.action, "CONFIRM_ACTION_"),
+            responsible_state=reply.responsible_state,
+            criterion=enum_name(coordinator_pb2.Criterion, reply.criterion, "CRITERION_"),
+            official_id=reply.official_id,
+            confirmed_at=reply.confirmed_at,
+            log_index=reply.log_index,
         )

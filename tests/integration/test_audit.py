@@ -32,7 +32,6 @@ from fedmatch.rpc.v1 import audit_pb2_grpc, node_pb2, node_pb2_grpc
 from fedmatch.wire import authorization_to_pb, header_to_pb, probe_to_pb, signed_from_pb
 from tests.federation import (
     TODAY,
-    VERIFIERS,
     Federation,
     Keyring,
     auditor_config,
@@ -78,7 +77,7 @@ def busy(
             h = requester.header(Purpose.ASYLUM_DUBLIN, "Reg. (EU) 2024/1358 Art. 27", f"C-{i}")
             report = requester.lookup(probe, h)
             if report.matches:
-                requester.resolve(report, APPLICATION, VERIFIERS)
+                requester.resolve(report, APPLICATION, fed.verdicts(report))
         # A lookup the coordinator refuses (no operator named): logged as refused. It comes
         # from DE's real operator workstation and is signed, so that only the missing names
         # are wrong.
@@ -119,12 +118,19 @@ def test_untampered_federation_verifies_clean_and_again(busy: Busy, tmp_path: Pa
     assert second.ok, second.report
     for origin, p in second.summary["parties"].items():
         assert p["tree_size"] >= s["parties"][origin]["tree_size"]
-    stats = run_stats(auditor_config(tmp, fed, state_dir=state))
+    # Exact counts (threshold 1: nothing suppressed) ...
+    stats = run_stats(auditor_config(tmp, fed, state_dir=state), threshold=1)
     assert stats["searches"] == 20 and stats["searches_by_requesting_state"] == {"DE": 20}
     assert stats["hits_by_category_pair"] == {"applicant/irregular_crossing": 4}
     assert stats["refused_searches"]["coordinator"] == {"invalid_argument": 1}
     assert stats["refused_requests"] == {"register_keys": 1}
     assert stats["enrolments_by_category"] == {"irregular_crossing": 4}
+    assert stats["hits_verified"] == 4 and stats["hits_rejected"] == 0
+    # ... and as published: cells under 5 suppressed, so no one can be singled out.
+    published = run_stats(auditor_config(tmp, fed, state_dir=state))
+    assert published["searches"] == 20
+    assert published["hits_by_category_pair"] == {"applicant/irregular_crossing": None}
+    assert published["enrolments_by_category"] == {"irregular_crossing": None}
 
 
 def test_cli_audit_verify_and_stats(
@@ -454,10 +460,10 @@ def test_hit_details_need_a_logged_verification(
     report = requester.lookup(templates[0], h)
     assert report.matches
     with pytest.raises(grpc.RpcError) as err:
-        requester.resolve(report, APPLICATION, ["only-one"])
+        requester.resolve(report, APPLICATION, fed.verdicts(report, ["anna"]))
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     with pytest.raises(grpc.RpcError) as err:
-        requester.resolve(report, APPLICATION, ["same", "same"])
+        requester.resolve(report, APPLICATION, fed.verdicts(report, ["anna", "anna"]))
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     # Direct to the node (as the coordinator, with DE's signed resolve), without the
     # coordinator's hit_verified entry: refused.

@@ -29,12 +29,13 @@ from fedmatch.rpc.v1 import (
     node_pb2_grpc,
 )
 from fedmatch.synthetic import capture, unit_vectors
-from fedmatch.wire import authorization_to_pb, header_from_pb, header_to_pb
+from fedmatch.wire import authorization_to_pb, header_from_pb, header_to_pb, verdict_to_pb
 from tests.federation import (
     DIM,
     MODEL,
     VERIFIERS,
     Federation,
+    confirmations,
     enrol,
     federation,
     header,
@@ -139,8 +140,11 @@ def _details(
     logged as verified at that signed request (``on_record``)."""
     hdr = hdr or header("DE")
     signed = signed_resolve(fed.tmp, hdr)
+    verdicts = confirmations(fed.tmp, hdr, [("IT", h) for h in handles if len(h) == 8])
     request = node_pb2.HitDetailsRequest(
-        header=header_to_pb(hdr, signed if sign else None), handles=handles
+        header=header_to_pb(hdr, signed if sign else None),
+        handles=handles,
+        verdicts=[verdict_to_pb(v) for v in verdicts],
     )
     if on_record:
         event = hit_verified(hdr, "IT", handles, VERIFIERS, signed=signed)
@@ -184,6 +188,7 @@ def _enroll(
             reference=f"IT-BAD-{np.random.default_rng().integers(10**12)}",
             category=category,  # type: ignore[arg-type]
             event_date="2026-01-01", event_place="Bari", capture_date="2026-01-01",
+            birth_date="1990-05-17",
         ),
         template=node_pb2.Template(model_id=model, values=t),
     )  # fmt: skip
@@ -486,18 +491,21 @@ def test_resolve_refuses_states_that_did_not_answer(
             header=header_to_pb(report.header, signed_resolve(fed.tmp, report.header)),
             application_date="2026-11-21",
             hits=[coordinator_pb2.HitRef(member_state=state, handle=report.matches[0][1])],
-            verified_by=VERIFIERS,
+            verdicts=[verdict_to_pb(v) for v in fed.verdicts(report)],
         )  # fmt: skip
         with pytest.raises(grpc.RpcError) as err:
             coord_stub.Resolve(request)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     # A position past the end of the response: NOT_FOUND from the node, reported as a
     # refusal and an incomplete decision, not as "no match".
+    past_end = b"\x00\x00\x00\x09" * 2
     request = coordinator_pb2.ResolveRequest(
         header=header_to_pb(report.header, signed_resolve(fed.tmp, report.header)),
         application_date="2026-11-21",
-        hits=[coordinator_pb2.HitRef(member_state="IT", handle=b"\x00\x00\x00\x09" * 2)],
-        verified_by=VERIFIERS,
+        hits=[coordinator_pb2.HitRef(member_state="IT", handle=past_end)],
+        verdicts=[
+            verdict_to_pb(v) for v in confirmations(fed.tmp, report.header, [("IT", past_end)])
+        ],
     )  # fmt: skip
     response = coord_stub.Resolve(request)
     assert not response.decision.complete

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -48,6 +49,38 @@ def operator(fed_dir: Path, state: str) -> list[str]:
     path = fed_dir / f"operator-{state}.toml"
     path.write_text(f'[operator]\nsigning_key = "{party.signing_key}"\n' + _tls_table(party.tls))
     return ["--config", str(path)]
+
+
+def verifier(fed_dir: Path, state: str, person: str) -> list[str]:
+    """``--config`` of a hit verifier of ``state`` (a `verifier` certificate and its key)."""
+    party = pki(fed_dir, state)[f"verifier-{person}-{state}"]
+    path = fed_dir / f"verifier-{person}-{state}.toml"
+    path.write_text(f'[verifier]\nsigning_key = "{party.signing_key}"\n' + _tls_table(party.tls))
+    return ["--config", str(path)]
+
+
+def verified_resolve(
+    fed_dir: Path, coordinator: str, lookup: list[str], people: tuple[str, ...]
+) -> subprocess.CompletedProcess[str]:
+    """Lookup to the candidates, each of ``people`` (DE verifiers) confirms them in a signed
+    verdict file, then resolve with those files, as the commands are run by hand."""
+    candidates = fed_dir / "candidates.json"
+    pending = _fedmatch(*lookup, "--candidates-out", str(candidates))
+    assert pending.returncode == 0, pending.stderr
+    files = []
+    for person in people:
+        out = fed_dir / f"verdict-{person}.json"
+        signed = _fedmatch(
+            "verify-hit", *verifier(fed_dir, "DE", person), "--candidates", str(candidates),
+            "--confirm", "--out", str(out),
+        )  # fmt: skip
+        assert signed.returncode == 0, signed.stderr
+        files.append(str(out))
+    return _fedmatch(
+        "resolve", *operator(fed_dir, "DE"), "--coordinator", coordinator,
+        "--candidates", str(candidates), "--verdicts", *files,
+        "--application-date", "2026-11-21",
+    )  # fmt: skip
 
 
 @pytest.mark.slow
@@ -94,7 +127,14 @@ def test_demo_prints_the_correct_decision(tmp_path: Path, photos: str) -> None:
     states = ("DE", "IT", "FR")
     assert set(keys) == {"auditor-demo", "coordinator"} | {
         f"{role}-{s}" for role in ("node", "operator") for s in states
-    }
+    } | {"verifier-expert1-DE", "verifier-expert2-DE"}
+    # Every register keeps its templates encrypted at rest under its node's storage key.
+    for s in states:
+        assert (tmp_path / "storage-keys" / f"{s}.key").stat().st_mode & 0o077 == 0
+        assert "[storage]" in (tmp_path / f"node-{s}.toml").read_text()
+        with sqlite3.connect(tmp_path / f"{s}.sqlite") as db:
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        assert meta.get("sealing_algorithm") == "aes256gcm-envelope-v1", s
     for party in ("coordinator", "DE", "IT", "FR"):
         assert (tmp_path / f"audit-{party}" / "log" / "checkpoint").is_file(), party
     configs: dict[str, tuple[str, str | None, str]] = {
@@ -130,10 +170,13 @@ def test_enroll_and_lookup_commands(tmp_path: Path) -> None:
     with (tmp_path / "manifest.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(
-            ["reference", "category", "event_date", "event_place", "capture_date", "sex", "row"]
-        )
-        w.writerow(["FR-CLI-2", "applicant", "2025-12-01", "Calais", "2025-12-01", "M", "0"])
-        w.writerow(["FR-CLI-3", "illegal_stay", "2026-01-01", "Calais", "", "", "1"])
+            ["reference", "category", "event_date", "event_place", "capture_date", "sex", "row",
+             "birth_date"]
+        )  # fmt: skip
+        w.writerow(["FR-CLI-2", "applicant", "2025-12-01", "Calais", "2025-12-01", "M", "0",
+                    "1990-05-17"])  # fmt: skip
+        w.writerow(["FR-CLI-3", "illegal_stay", "2026-01-01", "Calais", "", "", "1",
+                    "1985-01-02"])  # fmt: skip
     np.save(tmp_path / "probe.npy", capture(person, rng, 0.9))
     header = ["--legal-basis", "Reg. 2024/1358 Art. 15", "--case-reference", "C-9"]
 
@@ -144,6 +187,7 @@ def test_enroll_and_lookup_commands(tmp_path: Path) -> None:
             "enroll", *operator(fed_dir, "IT"), "--node", it, "--state", "IT", *header,
             "--template", str(tmp_path / "one.npy"), "--reference", "IT-CLI-1", "--category",
             "irregular_crossing", "--event-date", "2026-03-02", "--event-place", "Bari",
+            "--birth-date", "1990-05-17",
         )  # fmt: skip
         assert one.returncode == 0, one.stderr
         one_summary = json.loads(one.stdout.splitlines()[-1])
@@ -164,7 +208,7 @@ def test_enroll_and_lookup_commands(tmp_path: Path) -> None:
         # for FR (refused before anything is sent).
         other = [*header, "--template", str(tmp_path / "one.npy"), "--reference", "X-1",
                  "--category", "applicant", "--event-date", "2026-03-02",
-                 "--event-place", "Bari"]  # fmt: skip
+                 "--event-place", "Bari", "--birth-date", "1990-05-17"]  # fmt: skip
         refused = _fedmatch("enroll", *operator(fed_dir, "DE"), "--node", fr, "--state", "DE",
                             *other)  # fmt: skip
         assert refused.returncode == 4 and "UNAVAILABLE" in refused.stderr, refused.stderr
@@ -189,15 +233,16 @@ def test_enroll_and_lookup_commands(tmp_path: Path) -> None:
         assert candidates["hits"] == candidates["pending_verification"] == 2
         assert candidates["timings_ms"]["resolve_ms"] == 0.0
 
-        found = _fedmatch(*lookup, "--verified-by", "DE-expert-1,DE-expert-2")
+        address = fed.coordinator_server.address
+        found = verified_resolve(fed_dir, address, lookup, ("anna", "ben"))
         assert found.returncode == 0, found.stderr
         summary = json.loads(found.stdout.splitlines()[-1])
         assert summary["decision"]["responsible_state"] == "IT"
         assert summary["decision"]["procedure"] == "take_charge"
-        assert summary["hits"] == 2 and summary["pending_verification"] == 0
+        assert [h["status"] for h in summary["hits"]] == ["verified", "verified"]
 
         # One person is not enough to see the details of candidate hits.
-        alone = _fedmatch(*lookup, "--verified-by", "DE-expert-1")
+        alone = verified_resolve(fed_dir, address, lookup, ("anna",))
         assert alone.returncode == 3 and "PERMISSION_DENIED" in alone.stderr
 
     down = _fedmatch(
@@ -211,7 +256,8 @@ def test_photo_commands(tmp_path: Path) -> None:
     import cv2
 
     header = ["--legal-basis", "Reg. 2024/1358 Art. 15", "--case-reference", "C-10"]
-    meta = ["--category", "applicant", "--event-date", "2026-01-10", "--event-place", "Bari"]
+    meta = ["--category", "applicant", "--event-date", "2026-01-10", "--event-place", "Bari",
+            "--birth-date", "1990-05-17"]  # fmt: skip
     folder = tmp_path / "photos"
     folder.mkdir()
     for name in ("img26.jpg", "img3.jpg"):
@@ -232,15 +278,16 @@ def test_photo_commands(tmp_path: Path) -> None:
         no_face = _fedmatch("enroll", *op_it, "--node", it, "--state", "IT", *header, *meta,
                             "--image", str(blank))  # fmt: skip
         assert no_face.returncode == 11 and "no_face" in no_face.stderr
-        found = _fedmatch(
+        lookup = [
             "lookup", *operator(fed_dir, "DE"), "--coordinator", fed.coordinator_server.address,
             "--state", "DE", *header, *WHO, "--image", str(FACES / "img27.jpg"),
-            "--application-date",
-            "2026-11-21", "--verified-by", "DE-expert-1, DE-expert-2",
-        )  # fmt: skip
+            "--application-date", "2026-11-21",
+        ]  # fmt: skip
+        address = fed.coordinator_server.address
+        found = verified_resolve(fed_dir, address, lookup, ("anna", "ben"))
         assert found.returncode == 0, found.stderr
         result = json.loads(found.stdout.splitlines()[-1])
-        assert result["hits"] == 1
+        assert len(result["hits"]) == 1
         assert result["decision"]["evidence"][0]["reference"] == "img26"
         assert result["decision"]["procedure"] == "take_back"
 
@@ -276,11 +323,11 @@ def test_bulk_enrolment_from_a_manifest_of_photos(tmp_path: Path) -> None:
     with manifest.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["reference", "category", "event_date", "event_place", "capture_date", "sex",
-                    "image"])  # fmt: skip
-        w.writerow(
-            ["IT-M-1", "irregular_crossing", "2026-03-01", "Lampedusa", "", "M", "img26.jpg"]
-        )
-        w.writerow(["IT-M-2", "applicant", "2026-04-01", "Bari", "", "F", "img3.jpg"])
+                    "image", "birth_date", "birth_date_estimated"])  # fmt: skip
+        w.writerow(["IT-M-1", "irregular_crossing", "2026-03-01", "Lampedusa", "", "M",
+                    "img26.jpg", "1990-05-17", ""])  # fmt: skip
+        w.writerow(["IT-M-2", "applicant", "2026-04-01", "Bari", "", "F", "img3.jpg",
+                    "2001-01-01", "1"])  # fmt: skip
     with federation(tmp_path / "fed", ("DE", "IT"), records=10) as fed:
         result = _fedmatch(
             "enroll", *operator(tmp_path / "fed", "IT"), "--node", fed.servers["IT"].address,
@@ -324,7 +371,7 @@ def test_dev_insecure_serves_and_enrols_in_plaintext_with_a_warning(tmp_path: Pa
             "enroll", "--node", address, "--state", "IT", "--legal-basis", "x",
             "--case-reference", "y", "--template", str(tmp_path / "t.npy"), "--reference",
             "IT-DEV-1", "--category", "applicant", "--event-date", "2026-01-02",
-            "--event-place", "Bari",
+            "--event-place", "Bari", "--birth-date", "1990-05-17",
         ]  # fmt: skip
         enrol = _fedmatch(*argv, "--dev-insecure")
         assert enrol.returncode == 0, enrol.stderr

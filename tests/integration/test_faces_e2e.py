@@ -18,7 +18,6 @@ from fedmatch.he.params import DEFAULT_PARAM_SET
 from fedmatch.rpc.v1 import node_pb2, node_pb2_grpc
 from fedmatch.wire import category_to_pb, header_to_pb
 from tests.federation import (
-    VERIFIERS,
     Federation,
     federation,
     gate,
@@ -61,6 +60,7 @@ def _enrol_photo(fed: Federation, state: str, file: str, reference: str) -> None
             record=node_pb2.RecordMetadata(
                 reference=reference, category=category_to_pb(Category.APPLICANT),
                 event_date="2026-02-01", event_place="Centre", capture_date="2026-02-01",
+                birth_date="1990-05-17",
             ),
             photo=node_pb2.Photo(data=(FACES / file).read_bytes(), name=file, pick=-1),
         )  # fmt: skip
@@ -83,7 +83,7 @@ def test_photos_enrolled_at_two_nodes_are_found_from_a_third(
     target = enrolled[0]
     probe = pipeline.template(FACES / people[target][2])  # a photo not enrolled anywhere
     report = requester.lookup(probe, header("DE"))
-    resolved = requester.resolve(report, "2026-11-21", VERIFIERS)
+    resolved = requester.resolve(report, "2026-11-21", fed.verdicts(report))
     assert sorted(h["reference"] for h in resolved.hits) == [f"FR-{target}", f"IT-{target}"]
 
     stranger = pipeline.template(FACES / people[outsider][0])
@@ -109,6 +109,7 @@ def test_photo_quality_errors_reach_the_grpc_status(
             record=node_pb2.RecordMetadata(
                 reference="IT-BAD-PHOTO", category=category_to_pb(Category.APPLICANT),
                 event_date="2026-02-01", event_place="Centre", capture_date="2026-02-01",
+                birth_date="1990-05-17",
             ),
             photo=node_pb2.Photo(data=make(), name="x.jpg", pick=-1),  # type: ignore[operator]
         )  # fmt: skip
@@ -176,6 +177,7 @@ def test_photo_for_a_register_of_another_model_is_refused(tmp_path: Path) -> Non
             record=node_pb2.RecordMetadata(
                 reference="AT-1", category=category_to_pb(Category.APPLICANT),
                 event_date="2026-02-01", event_place="Wien", capture_date="2026-02-01",
+                birth_date="1990-05-17",
             ),
             photo=node_pb2.Photo(data=(FACES / "img3.jpg").read_bytes(), name="img3.jpg", pick=-1),
         )  # fmt: skip

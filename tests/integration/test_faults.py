@@ -54,6 +54,7 @@ from fedmatch.seed import seed_register
 from fedmatch.statement import RequestSigner
 from fedmatch.synthetic import capture, unit_vectors
 from fedmatch.transport import Security
+from fedmatch.verification import HitKey, SignedVerdict, VerdictSigner
 from fedmatch.wire import header_to_pb, witness_answer_to_pb
 from node.servicer import NODE_LIMITS, NODE_RULES
 from node.store import RecordStore
@@ -61,7 +62,7 @@ from node.store import RecordStore
 MODEL = "sface-2021dec-int8bq"
 DIM = 128
 LEGAL_BASIS = "Reg. (EU) 2024/1358 Art. 27; Reg. (EU) 2024/1351"
-VERIFIERS = ("DE-expert-1", "DE-expert-2")
+EXPERTS = ("expert1", "expert2")  # the DE people who verify hits (verifier certificates)
 AUDITOR = "faults"  # the PKI's party "auditor-faults"
 TODAY = dt.date.today()
 # Generous bounds: a process start imports tenseal, spawns workers and encodes a register.
@@ -285,6 +286,19 @@ class Federation:
         self.stack.callback(requester.close)
         return requester
 
+    def verdicts(self, report: LookupReport) -> list[SignedVerdict]:
+        """Both DE experts confirm every candidate hit of ``report`` (signed verdicts)."""
+        state = report.header.requesting_state
+        out = []
+        for person in EXPERTS:
+            party = self.parties[f"verifier-{person}-{state}"]
+            signer = VerdictSigner(party.signer(), party.tls.chain.read_bytes())
+            out += [
+                signer.confirm(report.header.query_id, state, HitKey(s, h))
+                for s, h in report.matches
+            ]
+        return out
+
     def record_count(self, state: str) -> int:
         """The register size the node itself reports (GetInfo, as an operator of its state)."""
         operator = self.parties[f"operator-{state}"]
@@ -346,7 +360,7 @@ def _write_coordinator_toml(fed: Federation, node_deadline: float) -> None:
 
 def _pki(workdir: Path, states: list[str]) -> dict[str, PartyFiles]:
     """The federation PKI (created once per work directory, then reused)."""
-    return provision(workdir, states, auditors=(AUDITOR,))
+    return provision(workdir, states, auditors=(AUDITOR,), experts={"DE": EXPERTS})
 
 
 @contextmanager
@@ -485,7 +499,7 @@ def test_node_killed_mid_search(tmp_path: Path) -> None:
             f"{time.perf_counter() - t0:.2f}s after the kill"
         )
         # A resolve of the partial lookup says the decision is incomplete.
-        resolved = requester.resolve(report, TODAY.isoformat(), VERIFIERS)
+        resolved = requester.resolve(report, TODAY.isoformat(), fed.verdicts(report))
         assert resolved.complete is False and resolved.hits == ()
         assert resolved.responsible_state is None
 
@@ -636,7 +650,9 @@ class FakeNode:
                 return witness_answer_to_pb(answer)
 
         def add(server: grpc.Server) -> None:
-            node_pb2_grpc.add_NodeServiceServicer_to_server(Nodes(), server)
+            # A fake node: the generated base class answers UNIMPLEMENTED for every method
+            # it does not override (the lifecycle RPCs), which is what a fake should do.
+            node_pb2_grpc.add_NodeServiceServicer_to_server(Nodes(), server)  # type: ignore[abstract]
             audit_pb2_grpc.add_WitnessServiceServicer_to_server(Witnessing(), server)
 
         self.server: RunningServer = start_server(
@@ -744,7 +760,7 @@ def test_node_that_never_answers(tmp_path: Path) -> None:
         assert 2 * NODE_DEADLINE <= lookup_s < 2 * NODE_DEADLINE + 4.0
 
         # The decision is made on what answered, and says it is incomplete.
-        resolved = requester.resolve(report, TODAY.isoformat(), VERIFIERS)
+        resolved = requester.resolve(report, TODAY.isoformat(), fed.verdicts(report))
         assert resolved.responsible_state == "IT" and resolved.procedure == "take_charge"
         assert resolved.complete is False
         assert [h["reference"] for h in resolved.hits] == ["IT-2026-LMP-000062"]
@@ -803,7 +819,7 @@ def test_coordinator_restarted_between_lookup_and_resolve(tmp_path: Path) -> Non
         # The resolve of the lookup made before the restart: the coordinator no longer holds
         # it, and says so (the same requester, whose channel reconnects by itself).
         with pytest.raises(grpc.RpcError) as caught:
-            requester.resolve(report, TODAY.isoformat(), VERIFIERS)
+            requester.resolve(report, TODAY.isoformat(), fed.verdicts(report))
         err = caught.value
         assert isinstance(err, grpc.Call)
         assert err.code() == grpc.StatusCode.NOT_FOUND, (err.code(), err.details())
@@ -825,7 +841,7 @@ def test_coordinator_restarted_between_lookup_and_resolve(tmp_path: Path) -> Non
         # keys again: the coordinator forgot the key epoch).
         t0 = time.perf_counter()
         fresh = _lookup(requester, capture(person, rng, 0.9), "DE-RESTART-2")
-        resolved = requester.resolve(fresh, TODAY.isoformat(), VERIFIERS)
+        resolved = requester.resolve(fresh, TODAY.isoformat(), fed.verdicts(fresh))
         fresh_s = time.perf_counter() - t0
         assert _outcomes(fresh.nodes) == {"FR": "ok", "IT": "ok"}
         assert resolved.complete is True

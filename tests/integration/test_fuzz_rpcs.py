@@ -67,6 +67,7 @@ from fedmatch.audit.events import handles_digest, header_event
 from fedmatch.audit.merkle import EMPTY_ROOT
 from fedmatch.audit.note import Checkpoint, NoteSigner, sign_note
 from fedmatch.audit.party import COORDINATOR_ORIGIN
+from fedmatch.casefile import confirmation_digest
 from fedmatch.domain import MAX_PROBE_BYTES, EncryptedProbe, Purpose, QueryHeader
 from fedmatch.grpcutil.server import make_channel
 from fedmatch.he import sealio
@@ -89,6 +90,7 @@ from fedmatch.wire import authorization_to_pb, encode_handle, header_to_pb, prob
 from node.service import MAX_PHOTO_BYTES
 from node.servicer import NODE_RULES
 from tests.federation import (
+    VERIFIERS,
     Federation,
     federation,
     header,
@@ -206,6 +208,14 @@ RPCS: dict[str, Rpc] = {
             cpb.ResolveRequest, cpb.ResolveResponse, frozenset({IA, PD, NF}), DEEP_ONLY,
             "operator-FR",
         ),
+        # An official's confirmation of a case proposal: a malformed header, digest, action or
+        # override: INVALID_ARGUMENT; a state without a node, a missing, malformed or wrong
+        # signature (another kind, another body, another state's operator): PERMISSION_DENIED.
+        # No structured input is signed right, so none reaches the case store (NOT_FOUND).
+        Rpc(
+            "coordinator", "operator-DE", "CoordinatorService/ConfirmDecision",
+            cpb.ConfirmDecisionRequest, cpb.ConfirmDecisionResponse, frozenset({IA, PD}), NEVER,
+        ),
         # Enrolment needs no signed statement: a well-formed record of the node's own state
         # is enrolled (OK, from any kind), a reused reference is ALREADY_EXISTS, another
         # model FAILED_PRECONDITION, another state PERMISSION_DENIED, anything malformed
@@ -249,6 +259,50 @@ RPCS: dict[str, Rpc] = {
             "IT", "coordinator", "WitnessService/AddCheckpoint",
             apb.AddCheckpointRequest, apb.AddCheckpointResponse, frozenset({IA, PD, FP}),
             ANY_KIND,
+        ),
+        # Record lifecycle, for IT's own operators (node/lifecycle.py): a malformed header,
+        # reference, reason, kind or state: INVALID_ARGUMENT; another state's header:
+        # PERMISSION_DENIED; an unknown reference or inbox item: NOT_FOUND; an item already
+        # acknowledged: FAILED_PRECONDITION. Marking a seeded record, routing a request,
+        # listing and acknowledging can succeed; an erasure never does (no input names a
+        # record: the fuzzing must not shrink the register).
+        Rpc(
+            "IT", "operator-IT", "NodeService/MarkRecord",
+            npb.MarkRecordRequest, npb.LifecycleResponse, frozenset({IA, PD, NF}), ANY_KIND,
+        ),
+        Rpc(
+            "IT", "operator-IT", "NodeService/EraseRecord",
+            npb.EraseRecordRequest, npb.LifecycleResponse, frozenset({IA, PD, NF}), NEVER,
+        ),
+        Rpc(
+            "IT", "operator-IT", "NodeService/RouteRightsRequest",
+            npb.RouteRightsRequestRequest, npb.RouteRightsRequestResponse, frozenset({IA, PD}),
+            ANY_KIND,
+        ),
+        Rpc(
+            "IT", "operator-IT", "NodeService/ListInbox",
+            npb.ListInboxRequest, npb.ListInboxResponse, frozenset({IA, PD}), ANY_KIND,
+        ),
+        Rpc(
+            "IT", "operator-IT", "NodeService/AcknowledgeInbox",
+            npb.AcknowledgeInboxRequest, npb.InboxItem, frozenset({IA, PD, NF, FP}), ANY_KIND,
+        ),
+        # A notice relayed by the coordinator: malformed: INVALID_ARGUMENT; not signed by
+        # its sending node (no generated input is) or for another state: PERMISSION_DENIED;
+        # a notice id received before with other content: FAILED_PRECONDITION. Never OK.
+        Rpc(
+            "IT", "coordinator", "NodeService/DeliverNotice",
+            npb.DeliverNoticeRequest, npb.DeliverNoticeResponse, frozenset({IA, PD, FP}),
+            NEVER,
+        ),
+        # A node's notice: malformed: INVALID_ARGUMENT; in another state's name:
+        # PERMISSION_DENIED; to a state without a node, or to itself: NOT_FOUND; the receiving
+        # node's refusal is passed on (PERMISSION_DENIED for a notice IT's node did not sign,
+        # as no generated input is). Never OK.
+        Rpc(
+            "coordinator", "node-IT", "CoordinatorService/RelayNotice",
+            cpb.RelayNoticeRequest, cpb.RelayNoticeResponse, frozenset({IA, PD, NF, FP}),
+            NEVER,
         ),
         *_AUDIT_RPCS,
         # The standard health service: "" is SERVING (OK), any other name NOT_FOUND.
@@ -424,7 +478,7 @@ def _hits_event(h: QueryHeader, handles: Sequence[bytes], signed: SignedRequest)
         EventKind.HIT_VERIFIED,
         h,
         registers=["IT"],
-        verifiers=("expert-a", "expert-b"),
+        verifiers=VERIFIERS,
         outcome="confirmed",
         counts={"it": len(handles)},
         labels={"handles_it": handles_digest(handles), "request": signed.digest()},
@@ -863,7 +917,11 @@ def _hits(states: st.SearchStrategy[str]) -> st.SearchStrategy[list[cpb.HitRef]]
     )
 
 
-VERIFIED_BY = st.one_of(
+# verified_by is refused outright since hits are verified by signed verdicts: mostly empty,
+# so that the fuzzed resolves still reach the deeper checks.
+VERIFIED_BY: st.SearchStrategy[list[str]] = st.one_of(
+    st.just([]),
+    st.just([]),
     st.just(["expert-a", "expert-b"]),
     st.lists(TEXT, max_size=5),
     st.integers(0, 5_000).map(lambda n: [f"e{i}" for i in range(n)]),
@@ -904,6 +962,40 @@ def struct_resolve(kit: Kit, server: str) -> Strategy:
     return st.one_of(hostile, corrupted())
 
 
+def struct_confirm(kit: Kit, server: str) -> Strategy:
+    actions = st.one_of(st.sampled_from([0, 1, 2]), ENUM)
+    hostile = _serialized(
+        st.builds(
+            cpb.ConfirmDecisionRequest,
+            header=_headers(kit, ["DE", "FR"]),
+            proposal_digest=st.one_of(HEX64, TEXT),
+            action=actions,
+            override_state=STATE,
+            override_criterion=st.one_of(st.integers(0, 7), ENUM),
+            reason=st.one_of(st.just(""), TEXT),
+        )
+    )
+
+    @st.composite
+    def corrupted(draw: st.DrawFn) -> Case:
+        """A real header and a well-formed acceptance with a corrupted signature."""
+        (how, pos), digest = draw(_CORRUPTION), draw(HEX64)
+
+        def build() -> bytes:
+            h = header("DE")
+            body = confirmation_digest(h.query_id, digest, "accept")
+            signed = kit.sign("DE", h, "confirm", body)
+            request = cpb.ConfirmDecisionRequest(
+                header=header_to_pb(h), proposal_digest=digest, action=cpb.CONFIRM_ACTION_ACCEPT
+            )
+            request.header.signed.CopyFrom(_corrupt(kit, signed, how, pos, h, "confirm"))
+            return request.SerializeToString()
+
+        return ("struct", build)
+
+    return st.one_of(hostile, corrupted())
+
+
 def struct_enroll(kit: Kit, server: str) -> Strategy:
     # Valid references come from a small set: most valid enrolments are ALREADY_EXISTS
     # (each enrolled one re-encodes a block of the register).
@@ -915,6 +1007,7 @@ def struct_enroll(kit: Kit, server: str) -> Strategy:
         "capture_date": "2026-05-01",
         "sex": pb.SEX_FEMALE,
         "operator_id": "op-1",
+        "birth_date": "1990-05-17",
     }
     hostile_record: dict[str, st.SearchStrategy[Any]] = {
         "reference": TEXT,
@@ -924,6 +1017,7 @@ def struct_enroll(kit: Kit, server: str) -> Strategy:
         "capture_date": DATE,
         "sex": ENUM,
         "operator_id": TEXT,
+        "birth_date": DATE,
     }
     records = st.tuples(references, _hostile(valid_record, hostile_record)).map(
         lambda t: npb.RecordMetadata(**({"reference": t[0]} | t[1]))
@@ -1316,17 +1410,138 @@ def deep_hit_details(kit: Kit, server: str) -> Strategy:
     return handles.map(lambda refs: ("deep", lambda: build(refs)))
 
 
+_NOTICE_KINDS = (
+    "record_marked", "record_unmarked", "record_erased", "correction_request", "erasure_request",
+)  # fmt: skip
+NOTICE_KIND = st.one_of(st.sampled_from(_NOTICE_KINDS), TEXT)
+_LIFECYCLE_HEADERS = ["IT", "DE"]
+
+
+def struct_mark(kit: Kit, server: str) -> Strategy:
+    references = st.one_of(st.sampled_from(["IT-SYN-00000001", "IT-SYN-00000002", "IT-X"]), TEXT)
+    return _serialized(
+        st.builds(
+            npb.MarkRecordRequest,
+            header=_headers(kit, _LIFECYCLE_HEADERS),
+            reference=references,
+            marked=st.booleans(),
+        )
+    )
+
+
+def struct_erase(kit: Kit, server: str) -> Strategy:
+    # No reference of the register: an erasure would shrink it (see RPCS).
+    references = st.one_of(st.just("IT-FUZZ-NONE"), TEXT).filter(lambda r: "SYN" not in r)
+    reasons = st.one_of(
+        st.sampled_from(["citizenship_acquired", "erasure_request", "retention_expired", ""]),
+        TEXT,
+    )
+    return _serialized(
+        st.builds(
+            npb.EraseRecordRequest,
+            header=_headers(kit, _LIFECYCLE_HEADERS),
+            reference=references,
+            reason=reasons,
+        )
+    )
+
+
+def struct_route(kit: Kit, server: str) -> Strategy:
+    return _serialized(
+        st.builds(
+            npb.RouteRightsRequestRequest,
+            header=_headers(kit, _LIFECYCLE_HEADERS),
+            kind=NOTICE_KIND,
+            to_state=STATE,
+            reference=st.one_of(st.just("DE-SYN-00000001"), TEXT),
+            query_id=st.one_of(st.just(""), HEX32, TEXT),
+        )
+    )
+
+
+def struct_inbox(kit: Kit, server: str) -> Strategy:
+    return _serialized(
+        st.builds(
+            npb.ListInboxRequest,
+            header=_headers(kit, _LIFECYCLE_HEADERS),
+            open_only=st.booleans(),
+        )
+    )
+
+
+def struct_ack(kit: Kit, server: str) -> Strategy:
+    return _serialized(
+        st.builds(
+            npb.AcknowledgeInboxRequest,
+            header=_headers(kit, _LIFECYCLE_HEADERS),
+            item_id=UINT64,
+        )
+    )
+
+
+_HOSTILE_NOTICE: dict[str, st.SearchStrategy[Any]] = {
+    "notice_id": st.one_of(TEXT, HEX32.map(str.upper)),
+    "kind": NOTICE_KIND,
+    "from_state": STATE,
+    "to_state": STATE,
+    "reference": TEXT,
+    "reference_digest": st.one_of(TEXT, HEX64.map(str.upper)),
+    "query_id": TEXT,
+    "case_reference": TEXT,
+}
+
+
+def _notices(senders: Sequence[str], receivers: Sequence[str]) -> st.SearchStrategy[Any]:
+    """No notice, or a well-formed one (a fresh id) with a few hostile fields (often none)."""
+
+    @st.composite
+    def one(draw: st.DrawFn) -> pb.Notice:
+        kind = draw(st.sampled_from(_NOTICE_KINDS))
+        rights = kind.endswith("_request")
+        valid = {
+            "notice_id": draw(HEX32),
+            "kind": kind,
+            "from_state": draw(st.sampled_from(senders)),
+            "to_state": draw(st.sampled_from(receivers)),
+            "reference": "IT-SYN-00000001" if rights else "",
+            "reference_digest": "" if rights else draw(HEX64),
+            "query_id": draw(HEX32),
+            "case_reference": "CASE-FUZZ",
+        }
+        return pb.Notice(**draw(_hostile(valid, _HOSTILE_NOTICE)))
+
+    return st.one_of(st.none(), one(), one(), one())
+
+
+def struct_deliver(kit: Kit, server: str) -> Strategy:
+    return _serialized(st.builds(npb.DeliverNoticeRequest, notice=_notices(["DE", "FR"], ["IT"])))
+
+
+def struct_relay(kit: Kit, server: str) -> Strategy:
+    return _serialized(
+        st.builds(cpb.RelayNoticeRequest, notice=_notices(["IT"], ["DE", "FR", "ES", "IT"]))
+    )
+
+
 STRUCT: dict[str, Callable[[Kit, str], Strategy]] = {
     "GetFederation": struct_federation,
     "RegisterKeys": struct_register_keys,
     "Lookup": struct_lookup,
     "Resolve": struct_resolve,
+    "ConfirmDecision": struct_confirm,
     "Enroll": struct_enroll,
     "Search": struct_search,
     "GetHitDetails": struct_hit_details,
     "GetInfo": struct_info,
     "AddCheckpoint": struct_add_checkpoint,
     "Check": struct_health,
+    "MarkRecord": struct_mark,
+    "EraseRecord": struct_erase,
+    "RouteRightsRequest": struct_route,
+    "ListInbox": struct_inbox,
+    "AcknowledgeInbox": struct_ack,
+    "DeliverNotice": struct_deliver,
+    "RelayNotice": struct_relay,
     **{
         m: lambda kit, server, m=m: _audit(kit, server, m, deep=False)  # type: ignore[misc]
         for m in _AUDIT_METHODS
@@ -1408,6 +1623,7 @@ def _explicit(kit: Kit, method: str) -> list[Case]:
                         event_date="2026-05-01",
                         event_place="Lampedusa",
                         capture_date="2026-05-01",
+                        birth_date="1990-05-17",
                     ),
                     template=npb.Template(
                         model_id=value if name == "model" else MODEL, values=kit.templates[1]
@@ -1442,12 +1658,14 @@ def _seed(kit: Kit, rpc: Rpc) -> bytes:
         he_param_set=PARAMS, parms=kit.he.parms, public_key=b"\x01" * 64, galois_keys=b"\x02" * 64
     )
     hit = cpb.HitRef(member_state="IT", handle=encode_handle(0, 1))
+    it = header_to_pb(header("IT"))
     record = npb.RecordMetadata(
         reference="IT-SEED-1",
         category=pb.CATEGORY_APPLICANT,
         event_date="2026-05-01",
         event_place="Lampedusa",
         capture_date="2026-05-01",
+        birth_date="1990-05-17",
         sex=pb.SEX_MALE,
         operator_id="op-1",
     )
@@ -1468,7 +1686,10 @@ def _seed(kit: Kit, rpc: Rpc) -> bytes:
         "RegisterKeys": lambda: pb.RegisterKeysRequest(header=de, key_bundle=bundle),
         "Lookup": lambda: cpb.LookupRequest(header=de, probe=probe),
         "Resolve": lambda: cpb.ResolveRequest(
-            header=de, application_date=APPLICATION_DATE, hits=[hit], verified_by=["a", "b"]
+            header=de, application_date=APPLICATION_DATE, hits=[hit]
+        ),
+        "ConfirmDecision": lambda: cpb.ConfirmDecisionRequest(
+            header=de, proposal_digest="0" * 64, action=cpb.CONFIRM_ACTION_ACCEPT
         ),
         "Enroll": lambda: npb.EnrollRequest(
             header=header_to_pb(header("IT")),
@@ -1489,6 +1710,37 @@ def _seed(kit: Kit, rpc: Rpc) -> bytes:
             old_size=log.size, checkpoint=log.checkpoint()
         ),
         "Check": lambda: hpb.HealthCheckRequest(service=""),
+        "MarkRecord": lambda: npb.MarkRecordRequest(
+            header=it, reference="IT-SYN-00000001", marked=True
+        ),
+        "EraseRecord": lambda: npb.EraseRecordRequest(
+            header=it, reference="IT-FUZZ-NONE", reason="citizenship_acquired"
+        ),
+        "RouteRightsRequest": lambda: npb.RouteRightsRequestRequest(
+            header=it, kind="erasure_request", to_state="DE", reference="DE-SYN-00000001"
+        ),
+        "ListInbox": lambda: npb.ListInboxRequest(header=it),
+        "AcknowledgeInbox": lambda: npb.AcknowledgeInboxRequest(header=it, item_id=1),
+        "DeliverNotice": lambda: npb.DeliverNoticeRequest(
+            notice=pb.Notice(
+                notice_id="d" * 32,
+                kind="correction_request",
+                from_state="DE",
+                to_state="IT",
+                reference="IT-SYN-00000001",
+                case_reference="DE-CASE-1",
+            )
+        ),
+        "RelayNotice": lambda: cpb.RelayNoticeRequest(
+            notice=pb.Notice(
+                notice_id="e" * 32,
+                kind="record_marked",
+                from_state="IT",
+                to_state="DE",
+                reference_digest="f" * 64,
+                query_id="a" * 32,
+            )
+        ),
     }
     audit = lambda: apb.AuditRequest(query=query.SerializeToString(), signature=b"\x09" * 64)  # noqa: E731
     return seeds.get(method, audit)().SerializeToString()
@@ -1683,6 +1935,7 @@ def test_honest_requests_after_the_fuzzing(kit: Kit) -> None:
             event_date="2026-05-01",
             event_place="Lampedusa",
             capture_date="2026-05-01",
+            birth_date="1990-05-17",
         ),
         template=npb.Template(model_id=MODEL, values=template.tolist()),
     )
@@ -1692,7 +1945,7 @@ def test_honest_requests_after_the_fuzzing(kit: Kit) -> None:
     report = requester.lookup(template, header("DE"))
     assert sorted((n.member_state, n.outcome) for n in report.nodes) == [("FR", "ok"), ("IT", "ok")]
     assert [state for state, _ in report.matches] == ["IT"]
-    resolved = requester.resolve(report, APPLICATION_DATE, ["expert-a", "expert-b"])
+    resolved = requester.resolve(report, APPLICATION_DATE, fed.verdicts(report))
     assert resolved.complete and [h["member_state"] for h in resolved.hits] == ["IT"]
     assert kit.completed_searches() == 2
     info_call = kit.call("IT", "coordinator", "/fedmatch.rpc.v1.NodeService/GetInfo")

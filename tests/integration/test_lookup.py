@@ -26,7 +26,6 @@ from tests.federation import (
     DIM,
     MODEL,
     TODAY,
-    VERIFIERS,
     Federation,
     enrol,
     federation,
@@ -68,7 +67,7 @@ def test_demo_scenario_take_charge_by_first_entry_state(
     assert {n.member_state: n.matches for n in report.nodes} == {"IT": 1, "FR": 1, "ES": 0}
     assert {s for s, _ in report.matches} == {"IT", "FR"}
 
-    resolved = requester.resolve(report, APPLICATION, VERIFIERS)
+    resolved = requester.resolve(report, APPLICATION, fed.verdicts(report))
     assert resolved.complete
     assert (resolved.responsible_state, resolved.rule, resolved.procedure, resolved.regime) == (
         "IT", "irregular_entry", "take_charge", "ammr",
@@ -84,7 +83,7 @@ def test_no_hit_means_no_other_state(fed: Federation, rng: np.random.Generator) 
     report = requester.lookup(unit_vectors(rng, 1, DIM)[0], header("DE"))
     assert report.matches == ()
     assert all(n.outcome == "ok" and n.record_count >= 300 for n in report.nodes)
-    resolved = requester.resolve(report, APPLICATION, VERIFIERS)
+    resolved = requester.resolve(report, APPLICATION, fed.verdicts(report))
     assert resolved.complete
     assert (resolved.responsible_state, resolved.rule, resolved.procedure) == (
         None, "no_other_state", "none",
@@ -105,7 +104,7 @@ def test_take_back_when_crossing_is_out_of_window(
     requester = fed.requester("IT")
     report = requester.lookup(capture(person, rng, 0.85), header("IT"))
     assert {s for s, _ in report.matches} == {"ES", "FR"}
-    resolved = requester.resolve(report, APPLICATION, VERIFIERS)
+    resolved = requester.resolve(report, APPLICATION, fed.verdicts(report))
     assert (resolved.responsible_state, resolved.rule, resolved.procedure) == (
         "FR", "earlier_application", "take_back",
     )  # fmt: skip
@@ -120,7 +119,9 @@ def test_resolve_needs_the_same_requester_and_query(
     report = fed.requester("DE").lookup(unit_vectors(rng, 1, DIM)[0], header("DE"))
     with pytest.raises(grpc.RpcError) as err:
         fed.requester("FR").resolve(
-            type(report)(**{**report.__dict__, "header": header("FR")}), APPLICATION, VERIFIERS
+            type(report)(**{**report.__dict__, "header": header("FR")}),
+            APPLICATION,
+            fed.verdicts(report),
         )
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
@@ -147,7 +148,7 @@ def test_node_down_is_named_and_others_intact(tmp_path: Path) -> None:
         assert by_state["PL"].matches == 0
         assert by_state["PL"].detail.startswith("witness: UNAVAILABLE")
         assert by_state["IT"].outcome == "ok" and by_state["IT"].matches == 1
-        resolved = requester.resolve(report, APPLICATION, VERIFIERS)
+        resolved = requester.resolve(report, APPLICATION, fed.verdicts(report))
         # The take-back is found, but the decision says its evidence is partial.
         assert resolved.responsible_state == "IT" and resolved.procedure == "take_back"
         assert resolved.complete is False

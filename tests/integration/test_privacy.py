@@ -28,7 +28,7 @@ from fedmatch.he.params import DEFAULT_PARAM_SET
 from fedmatch.limits import MAX_NODE_RESPONSE_BYTES, MAX_RECEIVE_BYTES
 from fedmatch.rpc.v1 import audit_pb2_grpc, common_pb2, node_pb2, node_pb2_grpc
 from fedmatch.synthetic import capture, unit_vectors
-from fedmatch.wire import authorization_to_pb, header_to_pb
+from fedmatch.wire import authorization_to_pb, header_to_pb, verdict_to_pb
 from node.config import NodeConfig
 from node.service import NodeService
 from node.servicer import NODE_RULES, NodeServicer, WitnessServicer
@@ -37,7 +37,7 @@ from tests.federation import (
     DIM,
     MODEL,
     TODAY,
-    VERIFIERS,
+    confirmations,
     enrol,
     federation,
     gate,
@@ -175,7 +175,7 @@ def test_logs_hold_no_templates_scores_or_keys(
         requester = fed.requester("DE")
         probe = capture(person, rng, 0.9)
         report = requester.lookup(probe, header("DE"))
-        requester.resolve(report, TODAY.isoformat(), VERIFIERS)
+        requester.resolve(report, TODAY.isoformat(), fed.verdicts(report))
         channel = fed.node_channel("IT")  # as the coordinator
         unknown = header("DE")  # a query the node never answered, with its verified-hit record
         signed = signed_resolve(fed.tmp, unknown)
@@ -186,6 +186,10 @@ def test_logs_hold_no_templates_scores_or_keys(
                     header=header_to_pb(unknown, signed),
                     handles=[b"x" * 8],
                     authorization=authorization_to_pb(verified),
+                    verdicts=[
+                        verdict_to_pb(v)
+                        for v in confirmations(fed.tmp, unknown, [("IT", b"x" * 8)])
+                    ],
                 )
             )
     text = caplog.text

@@ -45,6 +45,7 @@ from tests.federation import (
     DIM,
     MODEL,
     CoordinatorRecord,
+    confirmations,
     gate,
     header,
     hit_verified,
@@ -231,7 +232,8 @@ def test_unknown_key_id_is_refused_before_any_he_work(it_node: Node) -> None:
         for position in np.flatnonzero(keys.decrypt_matches(block))
     ]
     assert len(handles) == 1  # 20 random unit vectors: only the probe's own row matches
-    (hit,) = svc.hit_details(hdr, handles, *it_node.verified(hdr, handles))
+    verdicts = confirmations(it_node.tmp, hdr, [(STATE, h) for h in handles])
+    (hit,) = svc.hit_details(hdr, handles, *it_node.verified(hdr, handles), verdicts).hits
     assert hit.member_state == STATE
     assert hit.reference == it_node.store.get(int(ids[3])).reference
 
@@ -453,11 +455,12 @@ def test_hit_details_need_the_coordinators_verified_entry(it_node: Node) -> None
             svc.hit_details(hdr, handles, authorize(signed), signed)
             pytest.fail(f"details revealed for {why}")
     authorization, signed = it_node.verified(hdr, handles)
-    (hit,) = svc.hit_details(hdr, handles, authorization, signed)
+    verdicts = confirmations(it_node.tmp, hdr, [(STATE, h) for h in handles])
+    (hit,) = svc.hit_details(hdr, handles, authorization, signed, verdicts).hits
     assert hit.reference == it_node.store.get(int(ids[5])).reference
     # The same signed resolve once more is a replay.
     with pytest.raises(PermissionDenied, match="already used"):
-        svc.hit_details(hdr, handles, authorization, signed)
+        svc.hit_details(hdr, handles, authorization, signed, verdicts)
 
 
 def test_search_and_details_need_the_requesters_signature(it_node: Node) -> None:
