@@ -62,8 +62,11 @@ __all__ = [
     "blank_rows",
     "block_exclusions",
     "check_exclude",
+    "check_search",
     "create_engine",
     "new_layout",
+    "packed_exclusions",
+    "unpack_exclusions",
 ]
 
 # Blocks scored together, diagonal-major (see PackedEngine._products): 8 accumulators of
@@ -233,6 +236,44 @@ def check_exclude(exclude: npt.NDArray[np.bool_] | None, rows: int) -> npt.NDArr
     return mask if bool(mask.any()) else None
 
 
+def check_search(
+    params: ParamSet,
+    keys: EvaluationKeys,
+    threshold: float,
+    exclude: npt.NDArray[np.bool_] | None,
+    rows: int,
+) -> npt.NDArray[np.bool_] | None:
+    """The arguments every engine's ``search`` refuses before any work: keys for another
+    parameter set, a threshold that is not a cosine in (0, 1), a malformed ``exclude``.
+    Returns the exclusion mask as ``check_exclude`` does."""
+    if keys.params != params:
+        raise HEError("key bundle is for another parameter set than this register")
+    if not 0.0 < threshold < 1.0:
+        # Positive, so that padding and erased (all-zero) rows can never match.
+        raise InvalidInput("threshold must be a cosine in (0, 1)")
+    return check_exclude(exclude, rows)
+
+
+def packed_exclusions(
+    exclude: npt.NDArray[np.bool_] | None, nblocks: int, records: int
+) -> list[bytes | None]:
+    """Per block, its exclusion flags as packed bits (1 KB) if it has an excluded row, else
+    None: what a worker or actor is sent of ``exclude``, only for its own blocks."""
+    bits: list[bytes | None] = [None] * nblocks
+    if exclude is not None:
+        for b, flags in enumerate(block_exclusions(exclude, records)):
+            if flags is not None:
+                bits[b] = np.packbits(flags).tobytes()
+    return bits
+
+
+def unpack_exclusions(bits: bytes | None, records: int) -> npt.NDArray[np.bool_] | None:
+    """A block's exclusion flags from ``packed_exclusions``' bits (or None)."""
+    if bits is None:
+        return None
+    return np.unpackbits(np.frombuffer(bits, dtype=np.uint8), count=records).astype(np.bool_)
+
+
 def block_exclusions(
     exclude: npt.NDArray[np.bool_], records: int
 ) -> list[npt.NDArray[np.bool_] | None]:
@@ -389,13 +430,8 @@ class PackedEngine:
         should_stop: Callable[[], bool],
         exclude: npt.NDArray[np.bool_] | None = None,
     ) -> SearchOutput:
-        if keys.params != self._params:
-            raise HEError("key bundle is for another parameter set than this register")
-        if not 0.0 < threshold < 1.0:
-            # Positive, so that padding and erased (all-zero) rows can never match.
-            raise InvalidInput("threshold must be a cosine in (0, 1)")
         rows, blocks = self.size, list(self._blocks)  # one consistent snapshot
-        mask = check_exclude(exclude, rows)
+        mask = check_search(self._params, keys, threshold, exclude, rows)
         query = self.open_probe(probe)
         layout = new_layout(len(blocks), rows, self._params.slots)
         jobs = [(blocks[b], shift) for b, shift in zip(layout.order, layout.shifts, strict=True)]

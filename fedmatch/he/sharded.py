@@ -31,14 +31,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fedmatch.errors import DeadlineExceeded, FedmatchError, HEError, Unavailable
+from fedmatch.errors import DeadlineExceeded, FedmatchError, Unavailable
 from fedmatch.he.engine import (
     PackedEngine,
     SearchOutput,
     blank_rows,
-    block_exclusions,
-    check_exclude,
+    check_search,
     new_layout,
+    packed_exclusions,
+    unpack_exclusions,
 )
 from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
 from fedmatch.he.params import ParamSet, get_param_set
@@ -47,13 +48,6 @@ __all__ = ["ShardedEngine", "default_workers"]
 
 # Key material kept per worker (~36 MB each for the default set).
 _WORKER_KEY_CAPACITY = 8
-
-
-def _unpack(bits: bytes | None, records: int) -> npt.NDArray[np.bool_] | None:
-    """A block's exclusion flags from the packed bits the main process sent (or None)."""
-    if bits is None:
-        return None
-    return np.unpackbits(np.frombuffer(bits, dtype=np.uint8), count=records).astype(np.bool_)
 
 
 def _cancelled(cancel: Any, seq: int) -> Callable[[], bool]:
@@ -107,7 +101,7 @@ def _worker_main(conn: mpc.Connection, cancel: Any, params_name: str, dimension:
                 keys.move_to_end(key_id)
                 query = engine.open_probe(probe)
                 per = engine.params.block_records
-                excluded = [_unpack(bits, per) for *_, bits in jobs]
+                excluded = [unpack_exclusions(bits, per) for *_, bits in jobs]
                 out = engine.score(
                     evaluation,
                     query,
@@ -269,19 +263,11 @@ class ShardedEngine:
         should_stop: Callable[[], bool],
         exclude: npt.NDArray[np.bool_] | None = None,
     ) -> SearchOutput:
-        if keys.params != self._params:
-            raise HEError("key bundle is for another parameter set than this register")
         rows, nblocks = self.size, self._nblocks
-        mask = check_exclude(exclude, rows)
+        mask = check_search(self._params, keys, threshold, exclude, rows)
         self._local.open_probe(probe)  # refuse a bad probe before waking any worker
         self._ensure_keys(keys)
-        # Per block, packed bits (1 KB) if it has an excluded row, else None: a worker
-        # receives only its own blocks' share.
-        bits: list[bytes | None] = [None] * nblocks
-        if mask is not None:
-            for b, flags in enumerate(block_exclusions(mask, self._params.block_records)):
-                if flags is not None:
-                    bits[b] = np.packbits(flags).tobytes()
+        bits = packed_exclusions(mask, nblocks, self._params.block_records)
         layout = new_layout(nblocks, rows, self._params.slots)
         self._seq += 1
         seq = self._seq
