@@ -28,6 +28,7 @@ only for ``backend="ray"``, so a local node never loads ray.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import socket
@@ -46,14 +47,21 @@ from ray.exceptions import (
     TaskCancelledError,
 )
 
-from fedmatch.errors import DeadlineExceeded, FedmatchError, HEError, InvalidInput, Unavailable
+from fedmatch.errors import (
+    ConfigError,
+    DeadlineExceeded,
+    FedmatchError,
+    InvalidInput,
+    Unavailable,
+)
 from fedmatch.he.engine import (
     PackedEngine,
     SearchOutput,
     blank_rows,
-    block_exclusions,
-    check_exclude,
+    check_search,
     new_layout,
+    packed_exclusions,
+    unpack_exclusions,
 )
 from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
 from fedmatch.he.params import ParamSet, get_param_set
@@ -139,7 +147,7 @@ class _Shard:
             keys = self._evaluation(key_id, key_box)
             query = self._engine.open_probe(probe)
             per = self._engine.params.block_records
-            excluded = [_unpack(bits, per) for *_, bits in jobs]
+            excluded = [unpack_exclusions(bits, per) for *_, bits in jobs]
             out = self._engine.score(
                 keys,
                 query,
@@ -157,13 +165,6 @@ class _Shard:
 
 # One CPU per actor: the scheduler then places at most one scoring actor per core.
 _ShardActor = ray.remote(num_cpus=1)(_Shard)
-
-
-def _unpack(bits: bytes | None, records: int) -> npt.NDArray[np.bool_] | None:
-    """A block's exclusion flags from the packed bits the driver sent (or None)."""
-    if bits is None:
-        return None
-    return np.unpackbits(np.frombuffer(bits, dtype=np.uint8), count=records).astype(np.bool_)
 
 
 def _domain_error(exc: BaseException) -> FedmatchError:
@@ -193,6 +194,23 @@ def _check_reachable(address: str) -> None:
         raise Unavailable(f"no Ray cluster answers at {address!r}") from None
 
 
+def _check_transport(address: str) -> None:
+    """ConfigError for a cluster beyond this machine's loopback without Ray's TLS: the
+    register's rows travel to the actors as clear templates (they are what the search
+    encodes), so Ray's unencrypted gRPC would undo their encryption at rest."""
+    host = address.removeprefix("ray://").rpartition(":")[0].strip("[]")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False  # a DNS name: another machine, as far as we can tell
+    if not loopback and os.environ.get("RAY_USE_TLS", "").lower() not in ("1", "true"):
+        raise ConfigError(
+            f"node.ray_address {address!r} is beyond loopback: the register's templates would "
+            "cross the network in the clear; set RAY_USE_TLS=1 (with RAY_TLS_SERVER_CERT, "
+            "RAY_TLS_SERVER_KEY and RAY_TLS_CA_CERT) for the node and the cluster"
+        )
+
+
 def _start_ray(address: str, workers: int) -> bool:
     """Join a Ray runtime unless this process already has one; True if this call started or
     joined it (and so :meth:`RayEngine.close` disconnects, stopping a runtime it started)."""
@@ -202,6 +220,7 @@ def _start_ray(address: str, workers: int) -> bool:
     try:
         if address:
             if address != "auto":  # "auto" finds a local cluster's address, or fails fast
+                _check_transport(address)
                 _check_reachable(address)
             ray.init(address=address, **common)
         else:
@@ -378,19 +397,10 @@ class RayEngine:
         should_stop: Callable[[], bool],
         exclude: npt.NDArray[np.bool_] | None = None,
     ) -> SearchOutput:
-        if keys.params != self._params:
-            raise HEError("key bundle is for another parameter set than this register")
-        if not 0.0 < threshold < 1.0:
-            raise InvalidInput("threshold must be a cosine in (0, 1)")
         rows, nblocks = self._size, self._nblocks
-        mask = check_exclude(exclude, rows)
+        mask = check_search(self._params, keys, threshold, exclude, rows)
         self._local.open_probe(probe)  # refuse a bad probe before any actor works
-        # Per block, packed bits (1 KB) if it has an excluded row, else None.
-        bits: list[bytes | None] = [None] * nblocks
-        if mask is not None:
-            for b, flags in enumerate(block_exclusions(mask, self._params.block_records)):
-                if flags is not None:
-                    bits[b] = np.packbits(flags).tobytes()
+        bits = packed_exclusions(mask, nblocks, self._params.block_records)
         layout = new_layout(nblocks, rows, self._params.slots)
         probe_ref = ray.put(probe)  # once; every actor reads it from the object store
         key_box = [self._key_ref(keys)]

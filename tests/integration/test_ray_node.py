@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import ray
 
 from fedmatch.errors import ConfigError, Unavailable
 from fedmatch.he.engine import create_engine
@@ -40,8 +41,6 @@ from tests.federation import (
     security,
     shared_keys,
 )
-
-ray = pytest.importorskip("ray")
 
 RECORDS = 9000  # two blocks of 8,192 records: each of FR's two actors holds one
 SEED = 7
@@ -125,6 +124,17 @@ def test_an_unreachable_cluster_fails_fast_as_unavailable(address: str) -> None:
     """Nothing listens there: a clear Unavailable at once (ray.init would retry for
     minutes), and no Ray connection left behind."""
     with pytest.raises(Unavailable, match="no Ray cluster answers"):
+        create_engine(DEFAULT_PARAM_SET, DIM, 1, backend="ray", ray_address=address)
+    assert not ray.is_initialized()
+
+
+@pytest.mark.parametrize("address", ["ray://10.0.0.7:10001", "fedmatch-ray-head.svc:6379"])
+def test_a_cluster_beyond_loopback_needs_ray_tls(
+    address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clear templates go to the actors: never over Ray's plain gRPC to another machine."""
+    monkeypatch.delenv("RAY_USE_TLS", raising=False)
+    with pytest.raises(ConfigError, match="RAY_USE_TLS=1"):
         create_engine(DEFAULT_PARAM_SET, DIM, 1, backend="ray", ray_address=address)
     assert not ray.is_initialized()
 

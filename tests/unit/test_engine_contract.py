@@ -43,7 +43,8 @@ ENGINE_IDS = ["local", "sharded-2", "ray-1", "ray-2"]
 def ray_runtime() -> Iterator[None]:
     """A real local Ray runtime for this module's Ray engines (they join it, and leave it
     running when they close)."""
-    ray = pytest.importorskip("ray")
+    import ray  # in the lock: a missing Ray fails the contract, it never skips it
+
     # As the engine does for a runtime it starts: no usage reports to Ray's vendor.
     before = os.environ.get("RAY_USAGE_STATS_ENABLED")
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
