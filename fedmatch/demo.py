@@ -26,12 +26,9 @@ import datetime as dt
 import json
 import secrets
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +45,7 @@ from fedmatch.report import lookup_summary
 from fedmatch.requester import Requester
 from fedmatch.seed import seed_register
 from fedmatch.statement import RequestSigner
+from fedmatch.subprocs import fedmatch_process, wait_port
 from fedmatch.transport import Security
 from fedmatch.verification import HitKey, VerdictSigner
 
@@ -70,36 +68,6 @@ CHECKPOINT_SECONDS = 2.0
 
 def _say(text: str) -> None:
     print(text, flush=True)
-
-
-def _wait_port(path: Path, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists():
-            return int(path.read_text().strip())
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with code {proc.returncode} before serving")
-        time.sleep(0.05)
-    raise RuntimeError("process did not start serving in time")
-
-
-@contextmanager
-def _process(args: list[str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    log = log_path.open("wb")
-    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module, fixed arguments
-        [sys.executable, "-m", "fedmatch", *args], stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.close()
 
 
 # The demo traveller's birth date (an adult: enrolment needs a birth date, minimum age 6).
@@ -229,12 +197,12 @@ def _start_coordinator(
     cport = workdir / "coordinator.port"
     cport.unlink(missing_ok=True)
     cproc = stack.enter_context(
-        _process(
+        fedmatch_process(
             ["coordinator", "serve", "--config", str(ccfg), "--port-file", str(cport)],
             workdir / "coordinator.log",
         )
     )
-    return f"127.0.0.1:{_wait_port(cport, cproc)}"
+    return f"127.0.0.1:{wait_port(cport, cproc)}"
 
 
 def _nodes_tables(addresses: dict[str, str], keys: dict[str, str]) -> str:
@@ -325,7 +293,7 @@ def run_demo(records: int = 20_000, workdir: Path | None = None, photos: Path | 
             port_file.unlink(missing_ok=True)
             procs[state] = (
                 stack.enter_context(
-                    _process(
+                    fedmatch_process(
                         [
                             "node",
                             "serve",
@@ -340,7 +308,7 @@ def run_demo(records: int = 20_000, workdir: Path | None = None, photos: Path | 
                 port_file,
             )
         for state, (proc, port_file) in procs.items():
-            addresses[state] = f"127.0.0.1:{_wait_port(port_file, proc)}"
+            addresses[state] = f"127.0.0.1:{wait_port(port_file, proc)}"
         nodes_toml = _nodes_tables(addresses, node_keys)
         coordinator = _start_coordinator(stack, workdir, parties, auditor_key, nodes_toml)
         auditor_toml = workdir / "auditor.toml"

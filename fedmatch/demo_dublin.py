@@ -27,7 +27,6 @@ looked up through :func:`fedmatch.demo_photos.second_capture`.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import json
 import shutil
@@ -53,17 +52,16 @@ from fedmatch.demo import (
     _node_register,
     _nodes_tables,
     _operator_toml,
-    _process,
     _say,
     _start_coordinator,
-    _wait_port,
 )
-from fedmatch.demo_photos import second_capture
+from fedmatch.demo_photos import read_identities, read_image, second_capture
 from fedmatch.domain import Category, Purpose
 from fedmatch.errors import InvalidInput
 from fedmatch.pki.provision import PartyFiles, provision
 from fedmatch.requester import Requester
 from fedmatch.statement import RequestSigner
+from fedmatch.subprocs import fedmatch_process, wait_port
 from fedmatch.transport import Security
 from fedmatch.verification import HitKey, VerdictSigner
 
@@ -97,11 +95,9 @@ class _Case:
 def _people(photos: Path | None) -> tuple[str, list[_Person]]:
     if photos is not None:
         return _folder_people(photos)
-    from fedmatch.demo_photos import _read
-
     images = resources.files("insightface") / "data" / "images"
-    portrait = _read(Path(str(images / "Tom_Hanks_54745.png")))
-    group = _read(Path(str(images / "t1.jpg")))
+    portrait = read_image(Path(str(images / "Tom_Hanks_54745.png")))
+    group = read_image(Path(str(images / "t1.jpg")))
     people = [
         _Person(portrait, second_capture(portrait, 2)),
         _Person(group, second_capture(group, 2), 0),
@@ -111,15 +107,7 @@ def _people(photos: Path | None) -> tuple[str, list[_Person]]:
 
 
 def _folder_people(folder: Path) -> tuple[str, list[_Person]]:
-    index = folder / "identities.csv"
-    try:
-        with index.open(newline="") as fh:
-            rows = [(r["file"], r["identity"]) for r in csv.DictReader(fh)]
-    except (OSError, KeyError) as exc:
-        raise InvalidInput(f"{index.name} with columns file,identity is required ({exc})") from None
-    by_person: dict[str, list[str]] = {}
-    for file, person in rows:
-        by_person.setdefault(person, []).append(file)
+    by_person = read_identities(folder)
     ranked = sorted(by_person.items(), key=lambda kv: (-len(kv[1]), kv[0]))
     chosen = [(p, sorted(files)) for p, files in ranked if len(files) >= 2][:3]
     if len(chosen) < 3:
@@ -206,9 +194,11 @@ def run_dublin_demo(
             port_file.unlink(missing_ok=True)
             args = ["node", "serve", "--config", str(workdir / f"node-{state}.toml")]
             proc = stack.enter_context(
-                _process([*args, "--port-file", str(port_file)], workdir / f"node-{state}.log")
+                fedmatch_process(
+                    [*args, "--port-file", str(port_file)], workdir / f"node-{state}.log"
+                )
             )
-            addresses[state] = f"127.0.0.1:{_wait_port(port_file, proc)}"
+            addresses[state] = f"127.0.0.1:{wait_port(port_file, proc)}"
         node_keys = {state: parties[f"node-{state}"].vkey for state in STATES}
         nodes_toml = _nodes_tables(addresses, node_keys)
         coordinator = _start_coordinator(stack, workdir, parties, auditor_key, nodes_toml)

@@ -23,7 +23,14 @@ import numpy.typing as npt
 
 from fedmatch.errors import InvalidInput
 
-__all__ = ["DemoPhotos", "folder_photos", "packaged_photos", "second_capture"]
+__all__ = [
+    "DemoPhotos",
+    "folder_photos",
+    "packaged_photos",
+    "read_identities",
+    "read_image",
+    "second_capture",
+]
 
 Image = npt.NDArray[np.uint8]
 
@@ -38,7 +45,7 @@ class DemoPhotos:
     impostor_pick: int | Literal["largest"] | None = None
 
 
-def _read(path: Path) -> Image:
+def read_image(path: Path) -> Image:
     import cv2
 
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -76,7 +83,7 @@ def packaged_photos() -> DemoPhotos:
     images = resources.files("insightface") / "data" / "images"
     portrait = Path(str(images / "Tom_Hanks_54745.png"))
     group = Path(str(images / "t1.jpg"))
-    face = _read(portrait)
+    face = read_image(portrait)
     return DemoPhotos(
         source="photos shipped by the insightface package (portrait + group photo)",
         enrol_b=face,
@@ -87,8 +94,8 @@ def packaged_photos() -> DemoPhotos:
     )
 
 
-def folder_photos(folder: Path) -> DemoPhotos:
-    """Three photos of the identity with the most photos, and one of another identity."""
+def read_identities(folder: Path) -> dict[str, list[str]]:
+    """The photo files of each identity, from ``folder/identities.csv`` (file,identity)."""
     index = folder / "identities.csv"
     try:
         with index.open(newline="") as fh:
@@ -98,6 +105,12 @@ def folder_photos(folder: Path) -> DemoPhotos:
     by_person: dict[str, list[str]] = {}
     for file, person in rows:
         by_person.setdefault(person, []).append(file)
+    return by_person
+
+
+def folder_photos(folder: Path) -> DemoPhotos:
+    """Three photos of the identity with the most photos, and one of another identity."""
+    by_person = read_identities(folder)
     person, files = max(by_person.items(), key=lambda kv: (len(kv[1]), kv[0]))
     others = sorted(f for p, fs in by_person.items() if p != person for f in fs)
     if len(files) < 3 or not others:
