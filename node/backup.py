@@ -21,7 +21,10 @@ restored register needs the node's configured key (checked before anything is re
 Restore verifies the signature, every file's size and hash, the log against its checkpoint
 (every entry's signature too) and the register's integrity and key, then replaces the live
 files, which are moved aside (``*.before-restore-<time>``), never deleted. It refuses while
-a process has the register open, and refuses existing files unless ``force``. A live
+a process has the register open, and refuses existing files unless ``force``. It is all or
+nothing: the register and audit directory are staged beside the live ones
+(``*.restoring``), completed and made durable, then renamed into place, the register last;
+a failure before that last rename puts back everything moved and removes every copy. A live
 replay store is kept (it holds every nonce seen since the backup; the backup's copy would
 let a recent request be replayed); the backup's is restored only when the node lost its own.
 So is the live witness state when it is at least as recent: it is about the coordinator's
@@ -36,7 +39,8 @@ entries are in the moved-aside log. Records erased after the backup would come b
 it, and marks set after it would be lost: when the live log is still readable and extends
 the backup's, restore applies the last RECORD_ERASED / RECORD_MARKED / RECORD_UNMARKED entry
 after the backup of each record (named by ``labels["record_digest"]``) again and logs each
-re-applied change in the restored log. Otherwise the report says so, and the operator
+re-applied change in the restored log, both in the staged copies: no node can open the
+restored register without them. Otherwise the report says so, and the operator
 applies them by hand from the moved-aside log.
 """
 
@@ -45,6 +49,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import errno
 import hashlib
 import json
 import os
@@ -396,8 +401,10 @@ def restore_backup(
             f"this node is configured for {node.dimension} of {node.model_id!r}"
         )
     check_register_key(src / REGISTER, kek)  # refuse before replacing anything
+    # Marks and erasures touch no template: a clear register (one to seal after the
+    # restore) is opened for them without the key, which would refuse its clear templates.
+    reapply_kek = kek if reg["storage_key_id"] else None
     notes: list[str] = []
-    moved: list[str] = []
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     with OpenLock(node.database, exclusive=True):
         live = [p for p in (node.database, audit.directory) if p.exists()]
@@ -413,42 +420,205 @@ def restore_backup(
             if found is None:
                 notes.append(why)
             changes = found or {}
-        if node.database.exists():
-            aside = node.database.with_name(f"{node.database.name}.before-restore-{stamp}")
-            _sqlite_copy(node.database, aside)
-            moved.append(str(aside))
-        live_audit: Path | None = None
-        if audit.directory.exists():
-            live_audit = audit.directory.with_name(f"{audit.directory.name}.before-restore-{stamp}")
-            os.replace(audit.directory, live_audit)
-            moved.append(str(live_audit))
-        node.database.parent.mkdir(parents=True, exist_ok=True)
-        _sqlite_restore(src / REGISTER, node.database)
-        # A live replay store has every nonce seen since the backup (and the quotas used):
-        # restoring the older one would reopen a replay window, so it is kept.
-        if node.replay_path.exists():
-            notes.append("kept the live replay store (nonces seen since the backup)")
-        elif (src / REPLAY).exists():
-            node.replay_path.parent.mkdir(parents=True, exist_ok=True)
-            _sqlite_restore(src / REPLAY, node.replay_path)
-        # Likewise the live notices: they hold what arrived and what was sent since.
-        if node.notices_path.exists():
-            notes.append("kept the live notice inbox and outbox")
-        elif (src / NOTICES).exists():
-            node.notices_path.parent.mkdir(parents=True, exist_ok=True)
-            _sqlite_restore(src / NOTICES, node.notices_path)
-        shutil.copytree(src / AUDIT, audit.directory)
-        if live_audit is not None and _keep_live_witness(live_audit, audit.directory):
-            notes.append("kept the live witness state (coordinator checkpoints seen since)")
-        _fsync_tree(audit.directory)
-    erased, marked = _reapply_changes(node, kek, signer, origin, audit, changes)
+        work = _Restore(node, audit, stamp)
+        try:
+            notes.extend(work.stage(src))
+            # Applied to the staged copies, still under the exclusive open lock: no node can
+            # open the restored register before they are in it (and serve records erased
+            # since the backup), nor append to the restored log meanwhile.
+            erased, marked = _reapply_changes(
+                node, reapply_kek, signer, origin, work.register, work.audit / "log", changes
+            )
+            work.swap()
+        except BaseException as exc:
+            for failure in work.undo():
+                exc.add_note(failure)
+            raise
+        finally:
+            work.tidy()
     if manifest["register"]["storage_key_id"] == "" and kek is not None:
         notes.append("restored register stores clear templates: run `fedmatch node seal`")
     notes.append(
         "the node's log is back at the backup's size: auditors who saw a later checkpoint "
         "will report a rollback; announce the restore to them with this backup's manifest"
     )
-    return RestoreReport(manifest, tuple(moved), tuple(erased), tuple(marked), tuple(notes))
+    return RestoreReport(manifest, tuple(work.moved), tuple(erased), tuple(marked), tuple(notes))
+
+
+# Staged copies are written beside their targets (same file system: renames are atomic).
+_STAGED = ".restoring"
+# What SQLite and node.locks keep beside a register file.
+_SIDECARS = ("-wal", "-shm", "-journal", ".lock", ".write.lock")
+
+
+def _staged(path: Path) -> Path:
+    return path.with_name(path.name + _STAGED)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+class _Restore:
+    """A restore's copies beside the live files and its renames. Everything is staged and
+    made durable first; then the live audit directory is moved aside, the staged one and
+    any restored store renamed into place, and last the staged register renamed over the
+    live one (one atomic step: the restore's commit point). Until then :meth:`undo` puts
+    every rename back and removes every copy, so a failed restore leaves the node as it
+    was; the live register is never written, only copied aside."""
+
+    def __init__(self, node: NodeConfig, audit: AuditConfig, stamp: str) -> None:
+        self.node = node
+        self.live_audit = audit.directory
+        self.stamp = stamp
+        self.register = _staged(node.database)
+        self.audit = _staged(audit.directory)
+        self.moved: list[str] = []
+        self._made: list[Path] = []  # removed by undo
+        self._renamed: list[tuple[Path, Path]] = []  # (from, to), put back by undo
+        self._stores: list[tuple[Path, Path]] = []  # (staged, live) replay and notices
+        self._committed = False
+        # Left by a restore that crashed: staged copies only, never live data (and no other
+        # restore runs: it would hold the open lock).
+        stores = (_staged(node.replay_path), _staged(node.notices_path))
+        for path in (self.register, self.audit, *stores, *self._register_sidecars()):
+            _remove(path)
+
+    def _aside(self, path: Path) -> Path:
+        return path.with_name(f"{path.name}.before-restore-{self.stamp}")
+
+    def _new(self, path: Path) -> Path:
+        """``path``, about to be created: removed again if the restore fails."""
+        if path.exists():
+            raise FileExistsError(errno.EEXIST, "restore would overwrite it", str(path))
+        self._made.append(path)
+        return path
+
+    def _rename(self, source: Path, target: Path) -> None:
+        os.replace(source, target)
+        self._renamed.append((source, target))
+
+    def _register_sidecars(self) -> list[Path]:
+        return [self.register.with_name(self.register.name + s) for s in _SIDECARS]
+
+    def stage(self, src: Path) -> list[str]:
+        """Copy the backup's register, audit directory and (where the node has none) replay
+        and notice stores beside the live ones; notes on what is kept."""
+        notes: list[str] = []
+        stray = _logs_beside(self.node.database)
+        if stray and not self.node.database.exists():
+            raise PreconditionFailed(
+                f"{self.node.database.name}{stray[0]} is there without its register: move it "
+                "away first (SQLite would apply it to the restored register)"
+            )
+        self.node.database.parent.mkdir(parents=True, exist_ok=True)
+        self.live_audit.parent.mkdir(parents=True, exist_ok=True)
+        _sqlite_restore(src / REGISTER, self._new(self.register))
+        shutil.copytree(src / AUDIT, self._new(self.audit))
+        if self.live_audit.exists() and _keep_live_witness(self.live_audit, self.audit):
+            notes.append("kept the live witness state (coordinator checkpoints seen since)")
+        # A live replay store has every nonce seen since the backup (and the quotas used):
+        # restoring the older one would reopen a replay window, so it is kept.
+        if self.node.replay_path.exists():
+            notes.append("kept the live replay store (nonces seen since the backup)")
+        elif (src / REPLAY).exists():
+            self._stage_store(src / REPLAY, self.node.replay_path)
+        # Likewise the live notices: they hold what arrived and what was sent since.
+        if self.node.notices_path.exists():
+            notes.append("kept the live notice inbox and outbox")
+        elif (src / NOTICES).exists():
+            self._stage_store(src / NOTICES, self.node.notices_path)
+        return notes
+
+    def _stage_store(self, backup: Path, live: Path) -> None:
+        live.parent.mkdir(parents=True, exist_ok=True)
+        staged = self._new(_staged(live))
+        _sqlite_restore(backup, staged)
+        self._stores.append((staged, live))
+
+    def swap(self) -> None:
+        """Make the staged copies durable, copy the live register aside, and rename the
+        staged files into place, the register last."""
+        for path in (self.register, *(staged for staged, _ in self._stores)):
+            _settle_wal(path)
+            _fsync_file(path)
+        _fsync_tree(self.audit)
+        database = self.node.database
+        if database.exists():
+            aside = self._new(self._aside(database))
+            _sqlite_copy(database, aside)
+            _fsync_file(aside)
+            self.moved.append(str(aside))
+            _settle_wal(database)
+        if self.live_audit.exists():
+            aside = self._aside(self.live_audit)
+            self._rename(self.live_audit, aside)
+            self.moved.append(str(aside))
+        self._rename(self.audit, self.live_audit)
+        for staged, live in self._stores:
+            self._rename(staged, live)
+        os.replace(self.register, database)
+        self._committed = True
+        for directory in {database.parent, self.live_audit.parent}:
+            fsync_directory(directory)
+
+    def undo(self) -> list[str]:
+        """Put back what was moved and remove what was made (nothing once committed); what
+        could not be undone, for the operator."""
+        if self._committed:
+            return []
+        failures: list[str] = []
+        for source, target in reversed(self._renamed):
+            try:
+                os.replace(target, source)
+            except OSError as exc:
+                failures.append(f"restore could not move {target} back to {source}: {exc}")
+        # Copies only: the live register is untouched until the commit, and what was
+        # moved is back in place or, where that failed, still at its moved-aside name.
+        for path in reversed(self._made):
+            try:
+                _remove(path)
+            except OSError as exc:
+                failures.append(f"restore could not remove {path}: {exc}")
+        return failures
+
+    def tidy(self) -> None:
+        """Remove the lock files and SQLite sidecars the staged register leaves behind."""
+        for path in self._register_sidecars():
+            path.unlink(missing_ok=True)
+
+
+def _settle_wal(path: Path) -> None:
+    """Fold a register's write-ahead log into its file and check that SQLite left no log
+    beside it: a -wal or -journal left next to a register would be applied to the file
+    renamed over it, whose pages it does not describe, and a staged copy must be whole
+    in its own file before it is renamed into place."""
+    db = sqlite3.connect(str(path), timeout=WRITE_WAIT_SECONDS)
+    try:
+        (busy, *_) = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        db.close()  # the last connection to close removes the -wal and -shm
+    left = _logs_beside(path)
+    if busy or left:
+        raise PreconditionFailed(
+            f"{path.name} is open in another process ({', '.join(left) or 'busy'}); stop it first"
+        )
+
+
+def _logs_beside(path: Path) -> list[str]:
+    """The suffixes of the SQLite logs (WAL, rollback journal) beside ``path``."""
+    return [s for s in ("-wal", "-journal") if path.with_name(path.name + s).exists()]
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _witnessed_size(path: Path) -> int:
@@ -515,23 +685,26 @@ def _reapply_changes(
     kek: KeyEncryptionKey | None,
     signer: NoteSigner,
     origin: str,
-    audit: AuditConfig,
+    register: Path,
+    log_dir: Path,
     changes: dict[str, tuple[str, int]],
 ) -> tuple[list[int], list[int]]:
-    """Erase, mark or unmark again the restored records that the live log says changed
-    after the backup, and log each re-applied change in the restored log; row ids erased
-    and row ids (un)marked."""
+    """Erase, mark or unmark again the records of the (staged) ``register`` that the live
+    log says changed after the backup, and log each re-applied change in the (staged) log
+    in ``log_dir``; row ids erased and row ids (un)marked."""
     if not changes:
         return [], []
     from node.inbox import reference_digest
     from node.store import RecordStore
 
-    store = RecordStore(node.database, node.member_state, node.dimension, node.model_id, kek)
-    log = AuditLog(audit.directory / "log", signer, origin)
+    # The staged file has its own open lock (beside it), so the restore's exclusive lock on
+    # the live register does not stop this store.
+    store = RecordStore(register, node.member_state, node.dimension, node.model_id, kek)
+    log = AuditLog(log_dir, signer, origin)
     erased: list[int] = []
     marked: list[int] = []
     try:
-        db = sqlite3.connect(node.database.resolve().as_uri() + "?mode=ro", uri=True)
+        db = sqlite3.connect(register.resolve().as_uri() + "?mode=ro", uri=True)
         try:
             rows = db.execute("SELECT id, reference FROM records ORDER BY id").fetchall()
         finally:

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import errno
 import hashlib
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +31,7 @@ from fedmatch.audit.note import NoteSigner
 from fedmatch.audit.party import COORDINATOR_ORIGIN, AuditConfig, node_origin
 from fedmatch.domain import Category
 from fedmatch.errors import PreconditionFailed
+from fedmatch.replay import ReplayGuard
 from fedmatch.seed import seed_register
 from fedmatch.synthetic import capture, unit_vectors
 from node.backup import (
@@ -371,20 +375,20 @@ def _live_record_ids(register: Path) -> set[int]:
     return {int(r[0]) for r in rows}
 
 
-def test_erasures_and_marks_after_the_backup_are_reapplied_on_restore(tmp_path: Path) -> None:
-    """A record erased after the backup (its RECORD_ERASED entry in the live log) does not
-    come back with the restore, a record marked after it is marked again, and the restored
-    log records both again."""
+def change_after_backup(tmp: Path) -> tuple[NodeConfig, AuditConfig]:
+    """A node of 10 records (and a replay store) backed up to ``tmp/backup``, then record 4
+    erased and record 6 marked, each with its entry in the live log."""
     from node.inbox import reference_digest
 
-    node_cfg, audit_cfg = small_node(tmp_path, records=10)
-    take_backup(node_cfg, audit_cfg, tmp_path / "backup")
+    node_cfg, audit_cfg = small_node(tmp, records=10)
+    ReplayGuard(node_cfg.replay_path).close()
+    take_backup(node_cfg, audit_cfg, tmp / "backup")
     store = RecordStore(node_cfg.database, STATE, DIM, MODEL)
     victim, protected = store.get(4).reference, store.get(6).reference
     store.erase([4])
     store.set_marked(6, True, dt.datetime(2026, 11, 21, tzinfo=dt.UTC))
     store.close()
-    audit = node_audit(tmp_path, STATE)
+    audit = node_audit(tmp, STATE)
     for kind, reference in (
         (EventKind.RECORD_ERASED, victim),
         (EventKind.RECORD_MARKED, protected),
@@ -397,7 +401,16 @@ def test_erasures_and_marks_after_the_backup_are_reapplied_on_restore(tmp_path: 
                 labels={"record_digest": reference_digest(STATE, reference)},
             )
         )
+    audit.log.checkpoint()
     audit.close()
+    return node_cfg, audit_cfg
+
+
+def test_erasures_and_marks_after_the_backup_are_reapplied_on_restore(tmp_path: Path) -> None:
+    """A record erased after the backup (its RECORD_ERASED entry in the live log) does not
+    come back with the restore, a record marked after it is marked again, and the restored
+    log records both again."""
+    node_cfg, audit_cfg = change_after_backup(tmp_path)
     report = restore_backup(tmp_path / "backup", node_cfg, audit_cfg, None, force=True)
     assert (report.erasures_reapplied, report.marks_reapplied) == ((4,), (6,))
     store = RecordStore(node_cfg.database, STATE, DIM, MODEL)
@@ -410,3 +423,158 @@ def test_erasures_and_marks_after_the_backup_are_reapplied_on_restore(tmp_path: 
     last = [_decode(raw) for raw in state.raw[-2:]]
     assert [e.kind for e in last] == [EventKind.RECORD_ERASED, EventKind.RECORD_MARKED]
     assert {e.event.reason for e in last} == {"reapplied_after_restore"}
+    assert not list(tmp_path.glob("*.restoring*")), "staged copies left behind"
+
+
+def test_changes_are_reapplied_before_a_node_can_open_the_restored_register(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The erasures after the backup are applied while the restore still holds the open
+    lock: a node starting meanwhile is refused, and never serves an erased record."""
+    node_cfg, audit_cfg = change_after_backup(tmp_path)
+    refused: list[str] = []
+    erase = RecordStore.erase
+
+    def erase_while_a_node_starts(store: RecordStore, record_ids: Iterable[int]) -> None:
+        try:
+            RecordStore(node_cfg.database, STATE, DIM, MODEL).close()
+        except PreconditionFailed as exc:
+            refused.append(str(exc))
+        erase(store, record_ids)
+
+    monkeypatch.setattr(RecordStore, "erase", erase_while_a_node_starts)
+    report = restore_backup(tmp_path / "backup", node_cfg, audit_cfg, None, force=True)
+    assert report.erasures_reapplied == (4,)
+    assert len(refused) == 1 and "being restored" in refused[0], refused
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Every file under ``root`` (relative path) with its SHA-256."""
+    return {p.relative_to(root).as_posix(): digest(p) for p in root.rglob("*") if p.is_file()}
+
+
+def half_copytree(real: Callable[..., object]) -> Callable[..., object]:
+    """shutil.copytree on a disk that fills up after the first file."""
+    copied: list[str] = []
+
+    def copy(source: str, target: str, *, follow_symlinks: bool = True) -> object:
+        if copied:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), target)
+        copied.append(source)
+        return shutil.copy2(source, target, follow_symlinks=follow_symlinks)
+
+    # copytree calls itself (the patched name) for subdirectories, copy function included.
+    def copytree(src: Path, dst: Path, symlinks: bool = False, ignore: object = None,
+                 copy_function: object = None, *rest: object) -> object:  # fmt: skip
+        return real(src, dst, symlinks, ignore, copy, *rest)
+
+    return copytree
+
+
+def test_restore_that_fails_midway_leaves_the_node_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills up while the backup's audit directory is copied: the restore fails,
+    the node's files are byte for byte as before (no staged copy, nothing moved aside), and
+    the node opens, its log verifies, and it answers lookups as before. A second restore
+    then succeeds."""
+    kek = create_key_file(tmp_path / "storage.key")
+    rng = np.random.default_rng(11)
+    people = unit_vectors(rng, 2, DIM)
+    node_cfg, audit_cfg = configs(tmp_path)
+    with federation(tmp_path, ("DE", STATE), records=30, kek=kek) as fed:
+        enrol(fed.nodes[STATE], capture(people[0], rng, 0.85), "IT-F-0",
+              Category.APPLICANT, dt.date(2026, 3, 1))  # fmt: skip
+        take_backup(node_cfg, audit_cfg, tmp_path / "backup")
+        enrol(fed.nodes[STATE], capture(people[1], rng, 0.85), "IT-F-AFTER",
+              Category.APPLICANT, dt.date(2026, 4, 1))  # fmt: skip
+        fed.nodes[STATE].audit.log.checkpoint()
+        probes = [capture(p, rng, 0.85) for p in people]
+        before = [matched_references(fed, p) for p in probes]
+        assert before == [{STATE: ["IT-F-0"]}, {STATE: ["IT-F-AFTER"]}]
+        records, entries = fed.nodes[STATE].record_count(), fed.nodes[STATE].audit.log.size
+    files = tree(tmp_path)
+
+    monkeypatch.setattr(shutil, "copytree", half_copytree(shutil.copytree))
+    with pytest.raises(OSError, match="No space left on device"):
+        restore_backup(tmp_path / "backup", node_cfg, audit_cfg, kek, force=True)
+    monkeypatch.undo()
+    assert tree(tmp_path) == files
+
+    signer = NoteSigner.load(audit_cfg.signing_key)
+    state = verify_log_files(audit_cfg.directory / "log", signer.verifier(), node_origin(STATE))
+    assert state.entries == entries
+    with federation(tmp_path, ("DE", STATE), records=0, kek=kek) as fed:
+        assert fed.nodes[STATE].record_count() == records
+        assert [matched_references(fed, p) for p in probes] == before
+    # The node went on with the same log: what it wrote since extends it.
+    later = verify_log_files(audit_cfg.directory / "log", signer.verifier(), node_origin(STATE))
+    assert later.entries > entries and later.tree.root(entries) == state.root
+
+    report = restore_backup(tmp_path / "backup", node_cfg, audit_cfg, kek, force=True)
+    assert report.manifest["register"]["records"] == records - 1
+    assert not list(tmp_path.glob("*.restoring*"))
+
+
+@pytest.mark.parametrize("step", ["audit", "replay", "register"])
+def test_restore_that_fails_at_a_rename_puts_everything_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    """The renames into place fail one by one (the register's, the last, after the audit
+    directory was swapped and the changes since the backup re-applied to the staged
+    copies): each time everything moved is put back, every copy removed."""
+    node_cfg, audit_cfg = change_after_backup(tmp_path)
+    node_cfg.replay_path.unlink()  # so that the backup's replay store is restored too
+    files = tree(tmp_path)
+    target = {
+        "audit": audit_cfg.directory,
+        "replay": node_cfg.replay_path,
+        "register": node_cfg.database,
+    }[step]
+    replace = os.replace
+
+    def failing_replace(source: str | Path, dest: str | Path) -> None:
+        if Path(dest) == target and Path(source).name.endswith(".restoring"):
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(dest))
+        replace(source, dest)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="Input/output error"):
+        restore_backup(tmp_path / "backup", node_cfg, audit_cfg, None, force=True)
+    monkeypatch.undo()
+    assert tree(tmp_path) == files
+    store = RecordStore(node_cfg.database, STATE, DIM, MODEL)
+    assert store.count() == 9 and store.marked_flags().sum() == 1
+    store.close()
+    signer = NoteSigner.load(audit_cfg.signing_key)
+    state = verify_log_files(audit_cfg.directory / "log", signer.verifier(), node_origin(STATE))
+    log = AuditLog(audit_cfg.directory / "log", signer, node_origin(STATE))
+    assert log.size == state.entries
+    log.close()
+
+
+def test_restore_over_a_register_left_with_committed_writes_in_its_wal(tmp_path: Path) -> None:
+    """A node that crashed leaves committed writes in the register's -wal, beside an older
+    file: they are in the moved-aside copy, and never applied to the restored register."""
+    node_cfg, audit_cfg = small_node(tmp_path, records=10)
+    take_backup(node_cfg, audit_cfg, tmp_path / "backup")
+    files = [node_cfg.database.with_name(node_cfg.database.name + s) for s in ("", "-wal", "-shm")]
+    store = RecordStore(node_cfg.database, STATE, DIM, MODEL)
+    store.set_marked(2, True, dt.datetime(2026, 11, 21, tzinfo=dt.UTC))
+    crashed = [p.read_bytes() for p in files]  # the files as a crash would leave them
+    store.close()
+    for path, data in zip(files, crashed, strict=True):
+        path.write_bytes(data)
+    assert len(crashed[1]) > 0  # the mark is in the -wal only
+
+    report = restore_backup(tmp_path / "backup", node_cfg, audit_cfg, None, force=True)
+    store = RecordStore(node_cfg.database, STATE, DIM, MODEL)
+    assert store.count() == 10 and not store.marked_flags().any()
+    store.close()
+    aside = sqlite3.connect(Path(report.moved_aside[0]).resolve().as_uri() + "?mode=ro", uri=True)
+    try:
+        assert aside.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        marked = aside.execute("SELECT id FROM records WHERE marked_at IS NOT NULL").fetchall()
+    finally:
+        aside.close()
+    assert marked == [(2,)]
