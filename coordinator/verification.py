@@ -21,7 +21,7 @@ from typing import Any
 from fedmatch.audit.entry import EventKind
 from fedmatch.audit.events import handles_digest, header_event
 from fedmatch.audit.log import AuditLog
-from fedmatch.domain import HitDetail, QueryHeader
+from fedmatch.domain import HitDetail, QueryHeader, Sex
 from fedmatch.verification import (
     DIFFERENT_SEX_CONFIRMATIONS,
     Assessment,
@@ -30,6 +30,7 @@ from fedmatch.verification import (
     VerdictStatement,
     assess_all,
     different_sex,
+    needs_two_people,
 )
 
 __all__ = ["HitGate", "HitOutcome", "Screening", "hit_digest", "settle"]
@@ -123,10 +124,11 @@ class HitGate:
         out: list[Assessment] = []
         for hit, assessment in assessed.items():
             key = (header.query_id, hit.member_state, hit_digest(hit))
+            # The check and the entry under one lock: two concurrent resolves log a
+            # rejection once.
             with self._lock:
                 known = key in self._rejected
-            if assessment.status == "rejected":
-                if not known:
+                if assessment.status == "rejected" and not known:
                     self._log.append(
                         header_event(
                             EventKind.HIT_REJECTED,
@@ -138,9 +140,8 @@ class HitGate:
                             labels={"hit": hit_digest(hit), "request": request_digest},
                         )
                     )
-                    with self._lock:
-                        self._rejected.add(key)
-            elif known:
+                    self._rejected.add(key)
+            if known and assessment.status != "rejected":
                 # Rejected in an earlier resolve: new confirmations do not undo that.
                 assessment = Assessment(
                     hit,
@@ -176,15 +177,18 @@ def settle(
         if not a.verified:
             outcomes.append(HitOutcome.of(a))
         elif a.hit in held:
-            outcomes.append(HitOutcome.of(a, "review", different_sex=True))
+            # Held by its node: of another sex than the one declared, or none was declared.
+            declared = a.probe_sex is not Sex.UNSPECIFIED
+            outcomes.append(HitOutcome.of(a, "review", different_sex=declared))
         elif detail is None:
             outcomes.append(HitOutcome.of(a))  # its node did not answer (see the calls)
-        elif different_sex(detail.sex, a.probe_sex):
+        elif needs_two_people(detail.sex, a.probe_sex):
+            differs = different_sex(detail.sex, a.probe_sex)
             if len(a.confirmed_by) < DIFFERENT_SEX_CONFIRMATIONS:
-                outcomes.append(HitOutcome.of(a, "review", different_sex=True))
+                outcomes.append(HitOutcome.of(a, "review", different_sex=differs))
             else:
                 usable.append(detail)
-                outcomes.append(HitOutcome.of(a, different_sex=True))
+                outcomes.append(HitOutcome.of(a, different_sex=differs))
         else:
             usable.append(detail)
             outcomes.append(HitOutcome.of(a))

@@ -108,6 +108,14 @@ def different_sex(record: Sex, probe: Sex) -> bool:
     return Sex.UNSPECIFIED not in (record, probe) and record != probe
 
 
+def needs_two_people(record: Sex, probe: Sex) -> bool:
+    """Whether a hit is not shown to be of the same sex: a record of known sex and a probe
+    of another sex or of none declared. Such a hit needs two confirmations even under the
+    second-person waiver (DOMAIN.md: a different-sex hit always goes for review), so that
+    leaving the probe's sex out cannot skip the review."""
+    return record is not Sex.UNSPECIFIED and record != probe
+
+
 @dataclass(frozen=True)
 class HitKey:
     """One candidate hit: a handle at a member state's node within one query."""
@@ -334,7 +342,9 @@ def assess(hit: HitKey, verdicts: Sequence[VerifiedVerdict], required: int) -> A
     confirmed it; else pending. One person is one certificate name and one signing key:
     the same person signing twice (or under two names with one key) counts once."""
     mine = [v for v in verdicts if v.statement.hit == hit]
-    sexes = {v.statement.probe_sex for v in mine}
+    # A verifier who leaves the probe's sex out declares nothing; two who declare different
+    # sexes contradict each other.
+    sexes = {v.statement.probe_sex for v in mine} - {Sex.UNSPECIFIED}
     if len(sexes) > 1:
         raise InvalidInput("the verdicts on one hit declare different sexes for the probe")
     rejects = [v for v in mine if v.statement.verdict is Verdict.REJECT]

@@ -45,7 +45,7 @@ from fedmatch.verification import (
     HitKey,
     SignedVerdict,
     assess_all,
-    different_sex,
+    needs_two_people,
 )
 from node.config import NodeConfig
 from node.handles import HandleRegistry
@@ -161,6 +161,9 @@ class NodeService:
                 "max_key_epochs": str(config.max_key_epochs),
                 "search_policy": self.policy.version,
                 "search_policy_sha": self.policy.fingerprint(),
+                # Logged, so an auditor sees when one person was enough and on what basis.
+                "hit_verifiers_required": str(config.confirmations_required),
+                "hit_verification_waiver": config.verification_waiver,
             },
         )
 
@@ -465,10 +468,11 @@ class NodeService:
             meta = self.store.get(record_id)
             check = assessed[HitKey(self.member_state, handle)]
             if (
-                different_sex(meta.sex, check.probe_sex)
+                needs_two_people(meta.sex, check.probe_sex)
                 and len(check.confirmed_by) < DIFFERENT_SEX_CONFIRMATIONS
             ):
-                # A different-sex hit is always checked by two people: held for review.
+                # A different-sex hit (or one whose probe's sex no verifier declared) is
+                # always checked by two people: held for review.
                 held.append(handle)
                 continue
             revealed.append(record_id)

@@ -262,6 +262,12 @@ def test_under_the_waiver_a_different_sex_hit_still_needs_two(tmp_path: Path) ->
         assert policy.event.labels["hit_verification_waiver"] == WAIVER
         assert policy.event.labels["hit_verifiers_required"] == "1"
         node = fed.nodes["IT"]
+        # So is each node's own (it applies the rule again before revealing anything).
+        started = next(
+            e for e in node.audit.log.iter_entries() if e.kind is EventKind.POLICY_CHANGED
+        ).event.labels
+        assert started["hit_verification_waiver"] == WAIVER
+        assert started["hit_verifiers_required"] == "1"
         spy = Spy(node.hit_details)
         node.hit_details = spy  # type: ignore[method-assign]
         resolve = fed.requester("DE").resolve
@@ -288,3 +294,19 @@ def test_under_the_waiver_a_different_sex_hit_still_needs_two(tmp_path: Path) ->
         assert [h["reference"] for h in two.hits] == ["IT-V-6"]
         assert two.statuses[0]["status"] == "verified" and two.statuses[0]["different_sex"]
         assert spy.calls == 3
+        # No verifier declares the probe's sex: leaving it out cannot skip the review.
+        silent = _candidate(fed, 7, Sex.FEMALE)
+        quiet = resolve(silent, APPLICATION, fed.verdicts(silent, ["anna"]))
+        assert quiet.hits == () and quiet.statuses[0]["status"] == "review"
+        assert not quiet.statuses[0]["different_sex"]  # not known to differ: undeclared
+        both = resolve(silent, APPLICATION, fed.verdicts(silent))
+        assert [h["reference"] for h in both.hits] == ["IT-V-7"]
+        # One verifier declares the sex, the other leaves it out: no contradiction.
+        mixed = _candidate(fed, 8, Sex.MALE)
+        qid = mixed.header.query_id
+        hit = HitKey(*mixed.matches[0])
+        verdicts = [
+            expert(fed.tmp, "DE", "anna").confirm(qid, "DE", hit, Sex.MALE),
+            expert(fed.tmp, "DE", "ben").confirm(qid, "DE", hit),
+        ]
+        assert [h["reference"] for h in resolve(mixed, APPLICATION, verdicts).hits] == ["IT-V-8"]

@@ -28,6 +28,7 @@ from fedmatch.verification import (
     assess,
     assess_all,
     different_sex,
+    needs_two_people,
     read_verdicts,
     sign_verdict,
     verify_verdict,
@@ -193,6 +194,13 @@ def test_two_distinct_people_verify_a_hit(tmp: Path) -> None:
     mixed = checked(anna.confirm(qid, "DE", HIT, Sex.MALE), ben.confirm(qid, "DE", HIT, Sex.FEMALE))
     with pytest.raises(InvalidInput, match="different sexes"):
         assess(HIT, mixed, 2)
+    # One declaring nothing does not contradict one who declares.
+    partial = checked(anna.confirm(qid, "DE", HIT, Sex.MALE), ben.confirm(qid, "DE", HIT))
+    assert assess(HIT, partial, 2).probe_sex is Sex.MALE
+    # Under the waiver an undeclared probe sex still needs two people for a record of known sex.
+    assert needs_two_people(Sex.FEMALE, Sex.UNSPECIFIED) and needs_two_people(Sex.FEMALE, Sex.MALE)
+    assert not needs_two_people(Sex.MALE, Sex.MALE)
+    assert not needs_two_people(Sex.UNSPECIFIED, Sex.UNSPECIFIED)
 
 
 def test_assess_all_refuses_a_verdict_on_a_hit_not_asked_about(tmp: Path) -> None:
