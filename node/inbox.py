@@ -221,6 +221,8 @@ class NoticeBox:
         return [self._item(r) for r in rows]
 
     def acknowledge(self, item_id: int, by: str, now: dt.datetime) -> InboxItem:
+        if not 0 < item_id < 2**63:  # beyond SQLite's integers (the wire's is a uint64)
+            raise NotFound("no inbox item with this id")
         with self._lock:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")

@@ -27,7 +27,7 @@ from fedmatch.audit.events import header_event
 from fedmatch.domain import QueryHeader
 from fedmatch.errors import FedmatchError, InvalidInput, PermissionDenied, Unavailable
 from fedmatch.rpc.v1 import common_pb2
-from node.inbox import InboxItem, Notice, NoticeBox, NoticeKind, reference_digest
+from node.inbox import NOTICE_DUE, InboxItem, Notice, NoticeBox, NoticeKind, reference_digest
 from node.notices import verified_notice
 from node.records import RecordMeta
 from node.retention import RetentionPolicy
@@ -147,8 +147,11 @@ class Lifecycle:
         # Under the shared write lock (node.locks): a backup sees the erasure and its
         # receipts together, or neither.
         with self.store.writes.shared():
-            self.store.erase(ids)
+            # Engine first: if blanking fails the rows stay in the store and the next run
+            # erases them again (blanking is idempotent); the other order would leave a
+            # record gone from the store, never retried, and still matching.
             self.service.forget_records(ids)
+            self.store.erase(ids)
             for record_id, meta, rule in records:
                 self.service.audit.record(
                     header_event(
@@ -356,9 +359,15 @@ class LifecycleJob:
         operator's log on every run (counts only) until the authority acknowledges them."""
         erased, pending = self.lifecycle.erase_expired(), self.lifecycle.flush_outbox()
         now = self.lifecycle.clock()
-        overdue = sum(i.overdue(now) for i in self.lifecycle.box.items(open_only=True))
+        box = self.lifecycle.box
+        overdue = sum(i.overdue(now) for i in box.items(open_only=True))
         if overdue:
             log.warning("inbox: %d notices are past their 72-hour deadline", overdue)
+        # The sender's side of the same deadline (DOMAIN.md: the other states are told
+        # within 72 hours of the mark or erasure): notices the relay has not taken yet.
+        late = sum(now - item.created > NOTICE_DUE for item in box.pending())
+        if late:
+            log.warning("outbox: %d notices not delivered within 72 hours of the change", late)
         return erased, pending
 
     def _run(self) -> None:

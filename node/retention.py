@@ -182,6 +182,8 @@ def load_retention(path: Path | None) -> RetentionPolicy:
     if "recast_from" in raw:
         value = raw["recast_from"]
         try:
+            if isinstance(value, dt.datetime):  # a TOML datetime is a date too: refuse it
+                raise ValueError(value)
             values["recast_from"] = (
                 value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
             )

@@ -97,6 +97,7 @@ def federation_stats(
                 rejected[reason] += 1
     pairs: Counter[str] = Counter()
     refused_nodes: Counter[str] = Counter()
+    refused_node_requests: Counter[str] = Counter()
     enrolled: Counter[str] = Counter()
     marked: Counter[str] = Counter()
     unmarked: Counter[str] = Counter()
@@ -109,6 +110,8 @@ def federation_stats(
                 answered += 1
             elif e.kind is EventKind.SEARCH_REFUSED:
                 refused_nodes[e.event.reason.split(":")[0] or "unknown"] += 1
+            elif e.kind is EventKind.REQUEST_REFUSED:  # enrolments (e.g. under 6), marks...
+                refused_node_requests[e.event.labels.get("request", "unknown")] += 1
             elif e.kind is EventKind.HIT_DETAILS_REVEALED:
                 reveals += 1
                 held += int(e.event.labels.get("held_for_review", "0") or 0)
@@ -159,6 +162,7 @@ def federation_stats(
             "nodes": table(refused_nodes),
         },
         "refused_requests": table(refused_requests),
+        "refused_requests_nodes": table(refused_node_requests),
         "hit_detail_requests": cell(reveals),
         "hits_verified": cell(verified),
         "hits_rejected": cell(sum(rejected.values())),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import signal
 import sqlite3
 import subprocess
@@ -24,6 +25,7 @@ from fedmatch.audit.log import AuditLog
 from fedmatch.audit.merkle import leaf_hash, verify_inclusion
 from fedmatch.audit.note import NoteSigner, open_checkpoint
 from fedmatch.audit.party import PartyAudit, node_origin
+from fedmatch.audit.stats import federation_stats
 from fedmatch.demo import _tls_table
 from fedmatch.domain import Category, Purpose, Sex
 from fedmatch.errors import NotFound
@@ -223,7 +225,7 @@ def test_marking_hides_the_record_from_the_purposes_the_policy_says(
 
 
 def test_a_notice_the_coordinator_cannot_take_waits_and_is_retried(
-    fed: Federation, rng: np.random.Generator
+    fed: Federation, rng: np.random.Generator, caplog: pytest.LogCaptureFixture
 ) -> None:
     fr, lifecycle = fed.nodes["FR"], fed.lifecycles["FR"]
     person = unit_vectors(rng, 1, DIM)[0]
@@ -237,10 +239,16 @@ def test_a_notice_the_coordinator_cannot_take_waits_and_is_retried(
     sign = NoticeSigner(fr.audit.signer, fr_security.chain_pem())
     down = CoordinatorRelay("127.0.0.1:9", fr_security.channel_credentials(), sign)
     lifecycle.relay = down
+    clock = lifecycle.clock
     try:
         out = lifecycle.mark(header("FR"), ref, True)
+        # Still undelivered 73 hours later: the job says so to the operator (a count).
+        lifecycle.clock = lambda: clock() + dt.timedelta(hours=73)
+        with caplog.at_level(logging.WARNING, logger="fedmatch.node.lifecycle"):
+            assert LifecycleJob(lifecycle, interval=3600).run_once()[1] == 1
+        assert "outbox: 1 notices not delivered within 72 hours" in caplog.text
     finally:
-        lifecycle.relay = relay
+        lifecycle.relay, lifecycle.clock = relay, clock
         down.close()
     assert (out.outcome, out.notices_sent, out.notices_pending) == ("marked", 0, 1)
     (pending,) = lifecycle.box.pending()
@@ -335,6 +343,15 @@ def test_routed_rights_requests_reach_the_holding_state_and_are_logged(
             node_pb2.AcknowledgeInboxRequest(header=header_to_pb(header("IT")), item_id=item_id)
         )
         assert acked.status == "acknowledged" and not acked.overdue
+        # An id beyond SQLite's integers is simply not there (found by the RPC fuzzer).
+        for absent in (2**63, 2**64 - 1):
+            with pytest.raises(grpc.RpcError) as err:
+                it_stub.AcknowledgeInbox(
+                    node_pb2.AcknowledgeInboxRequest(
+                        header=header_to_pb(header("IT")), item_id=absent
+                    )
+                )
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
     finally:
         lifecycle.clock = real_clock
     (ack,) = entries(fed.nodes["IT"].audit, EventKind.NOTICE_ACKNOWLEDGED, it_start)
@@ -417,6 +434,15 @@ def test_enrolment_of_a_child_who_may_be_under_six_is_refused(
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert message in (err.value.details() or "")
     assert fed.nodes["IT"].store.count() == before
+    # Logged as a refused enrolment (status and class, never the birth date), and counted
+    # in the published statistics.
+    entries = list(fed.nodes["IT"].audit.log.iter_entries())
+    last = entries[-1].event
+    assert (entries[-1].kind, last.labels["request"]) == (EventKind.REQUEST_REFUSED, "enroll")
+    assert last.reason == "invalid_argument:InvalidInput"
+    assert not birth_date or birth_date not in str(last)
+    stats = federation_stats([], {"IT": entries}, threshold=1)
+    assert stats["refused_requests_nodes"]["enroll"] >= 1
 
 
 def test_an_adult_with_a_birth_date_is_enrolled(fed: Federation) -> None:

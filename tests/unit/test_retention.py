@@ -113,6 +113,7 @@ def test_retention_table_overrides_and_refuses_bad_values(tmp_path: Path) -> Non
         ("[retention.eurodac_2013]\napplicant = true\n", "months in 0..1200"),
         ("[retention.eurodac_2024]\nvisitor = 5\n", "unknown category visitor"),
         ('[retention]\nrecast_from = "soon"\n', "must be a date"),
+        ("[retention]\nrecast_from = 2026-06-12T00:00:00\n", "must be a date"),
         ("[retention]\njob_interval_seconds = 0\n", "must be positive"),
     ]:
         path.write_text(body)
