@@ -551,10 +551,14 @@ class CoordinatorService:
                 verifiers=verifiers,
                 counts={"hits": len(details), "criterion": int(proposal.criterion)},
                 labels={
-                    "rule": decision.rule.value,
-                    "regime": decision.regime.value,
+                    # What the hits alone say (the legacy rule) and, separately, what the
+                    # case proposes: with family or documents the two can name other states.
+                    "hit_rule": decision.rule.value,
+                    "hit_regime": decision.regime.value,
                     # The proposal, by its digest and what it names; no personal data.
                     "proposal": digest,
+                    "criterion": proposal.criterion.name.lower(),
+                    "regime": proposal.regime.value,
                     "procedure": proposal.procedure.value,
                     "responsible_state": proposal.responsible_state,
                     "earliest_due": (
