@@ -24,15 +24,12 @@ import datetime as dt
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +42,7 @@ from fedmatch.errors import FedmatchError, InvalidInput
 from fedmatch.pki.ca import TlsFiles
 from fedmatch.pki.provision import PartyFiles, provision
 from fedmatch.seed import seed_register
+from fedmatch.subprocs import fedmatch_process, wait_port
 from fedmatch.synthetic import capture, unit_vectors
 
 __all__ = ["bench_federation"]
@@ -93,14 +91,50 @@ class _Outcome:
 # -- processes -------------------------------------------------------------------------------
 
 
-def _status(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM of a live process, in bytes."""
+def _own_status(pid: int) -> dict[str, int]:
     out = {}
     with open(f"/proc/{pid}/status") as fh:
         for line in fh:
             if line.startswith(("VmRSS:", "VmHWM:")):
                 name, value, _unit = line.split()
                 out[name.rstrip(":")] = int(value) * 1024
+    return out
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (a node's search workers)."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{tid}/children") as fh:
+                    kids = [int(k) for k in fh.read().split()]
+            except OSError:
+                continue
+            out.extend(kids)
+            todo.extend(kids)
+    return out
+
+
+def _status(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of a party in bytes: a node with --search-workers > 1 is its process
+    and its worker processes, summed (the bench's own process is counted alone: its
+    children are the parties)."""
+    out = _own_status(pid)
+    if pid != os.getpid():
+        for child in _descendants(pid):
+            try:
+                extra = _own_status(child)
+            except OSError:  # exited in between
+                continue
+            for name, value in extra.items():
+                out[name] = out.get(name, 0) + value
     return out
 
 
@@ -112,39 +146,12 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-@contextmanager
-def _process(args: list[str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+def _child_env() -> dict[str, str]:
     env = dict(os.environ)
     # One BLAS thread per process: 28 processes on a few cores must not each spin a pool.
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
     env.setdefault("OMP_NUM_THREADS", "1")
-    log = log_path.open("wb")
-    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module, fixed arguments
-        [sys.executable, "-m", "fedmatch", *args], stdout=log, stderr=subprocess.STDOUT, env=env
-    )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.close()
-
-
-def _wait_port(path: Path, proc: subprocess.Popen[bytes], log_path: Path) -> int:
-    deadline = time.monotonic() + _START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if path.exists():
-            return int(path.read_text().strip())
-        if proc.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-600:]
-            raise RuntimeError(f"{path.stem} exited with code {proc.returncode}: {tail}")
-        time.sleep(0.1)
-    raise RuntimeError(f"{path.stem} did not start serving in {_START_TIMEOUT_S:.0f}s")
+    return env
 
 
 # -- configuration files ---------------------------------------------------------------------
@@ -397,6 +404,9 @@ def _lookup(requester: Any, experts: list[Any], probe: _Probe, timeout: float) -
         except grpc.RpcError as err:
             out.errors.append(f"resolve:{err.code().name}")
             return out
+        except FedmatchError as exc:
+            out.errors.append(f"resolve:{type(exc).__name__}")
+            return out
         out.resolve_s = time.perf_counter() - t1
         out.hits = {(h["member_state"], h["reference"]) for h in resolved.hits}
         if len(resolved.hits) != len(report.matches):
@@ -468,26 +478,32 @@ def bench_federation(
             port_file.unlink(missing_ok=True)
             log_path = workdir / f"node-{state}.log"
             proc = stack.enter_context(
-                _process(
+                fedmatch_process(
                     ["node", "serve", "--config", str(config), "--port-file", str(port_file)],
                     log_path,
+                    env=_child_env(),
+                    stop_timeout=15.0,
                 )
             )
             pids[state] = proc.pid
             waiting.append((state, port_file, proc, log_path))
-        addresses = {s: f"127.0.0.1:{_wait_port(p, proc, lp)}" for s, p, proc, lp in waiting}
+        addresses = {
+            s: f"127.0.0.1:{wait_port(p, proc, _START_TIMEOUT_S, lp)}" for s, p, proc, lp in waiting
+        }
         config = _coordinator_toml(workdir, parties, addresses, dimension, threshold)
         port_file = workdir / "coordinator.port"
         port_file.unlink(missing_ok=True)
         log_path = workdir / "coordinator.log"
         cproc = stack.enter_context(
-            _process(
+            fedmatch_process(
                 ["coordinator", "serve", "--config", str(config), "--port-file", str(port_file)],
                 log_path,
+                env=_child_env(),
+                stop_timeout=15.0,
             )
         )
         pids["coordinator"] = cproc.pid
-        coordinator = f"127.0.0.1:{_wait_port(port_file, cproc, log_path)}"
+        coordinator = f"127.0.0.1:{wait_port(port_file, cproc, _START_TIMEOUT_S, log_path)}"
         start_s = time.perf_counter() - t0
 
         workstation = parties[f"operator-{REQUESTER}"]

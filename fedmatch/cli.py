@@ -573,6 +573,7 @@ def _node(args: argparse.Namespace) -> int:
     from fedmatch.serving import serve_party
     from fedmatch.transport import load_security
     from node.lifecycle_cli import node_lifecycle as _node_lifecycle
+    from node.locks import OpenLock
     from node.policy import load_policy
     from node.retention import load_retention
     from node.service import NodeService
@@ -586,6 +587,9 @@ def _node(args: argparse.Namespace) -> int:
     metrics_config = load_metrics_config(args.config)
     _configure_logging(args, args.config)
     with ExitStack() as stack:
+        # The register's open lock before the audit log: a node started during a restore
+        # is refused before it can touch (or create) the log being swapped in.
+        stack.enter_context(OpenLock(cfg.database, exclusive=False))
         audit = PartyAudit(audit_config, node_origin(cfg.member_state))
         stack.callback(audit.close)
         if not insecure:
@@ -598,7 +602,7 @@ def _node(args: argparse.Namespace) -> int:
         service = NodeService(cfg, store, audit, gate, policy)
         stack.callback(service.close)
         metrics = node_metrics(service)
-        lifecycle = _node_lifecycle(stack, cfg, service, security, retention)
+        lifecycle, job = _node_lifecycle(stack, cfg, service, security, retention)
         server = serve_node(
             service, security, interceptors=[metrics.interceptor], lifecycle=lifecycle
         )
@@ -610,8 +614,13 @@ def _node(args: argparse.Namespace) -> int:
             "PLAINTEXT" if insecure else "mTLS",
             policy.version,
         )
+
+        def last_checkpoint() -> object:
+            job.stop()  # an erasure run under way lands before the last checkpoint
+            return audit.log.checkpoint()
+
         serve_party(
-            server, metrics.registry, metrics_config.listen, audit.log.checkpoint, args.port_file
+            server, metrics.registry, metrics_config.listen, last_checkpoint, args.port_file
         )
     return EXIT_OK
 

@@ -54,11 +54,6 @@ class _Keys(Protocol):
     def live_count(self) -> int: ...
 
 
-class _Engine(Protocol):
-    @property
-    def params(self) -> Any: ...
-
-
 @dataclass
 class PartyMetrics:
     """A party's registry and the interceptor that feeds it (put it first on the server)."""

@@ -25,7 +25,7 @@ from fedmatch.wire import header_to_pb
 if TYPE_CHECKING:
     from fedmatch.transport import Security
     from node.config import NodeConfig
-    from node.lifecycle import Lifecycle
+    from node.lifecycle import Lifecycle, LifecycleJob
     from node.retention import RetentionPolicy
     from node.service import NodeService
 
@@ -184,9 +184,10 @@ def node_lifecycle(
     service: NodeService,
     security: Security,
     retention: RetentionPolicy,
-) -> Lifecycle:
+) -> tuple[Lifecycle, LifecycleJob]:
     """`node serve`'s record lifecycle: inbox and outbox, the relay through the configured
-    coordinator, and the erasure job on its own thread (stopped with ``stack``)."""
+    coordinator, and the erasure job on its own thread (stopped with ``stack``, or earlier
+    by the caller: stopping twice is harmless)."""
     from node.inbox import NoticeBox
     from node.lifecycle import Lifecycle, LifecycleJob
     from node.notices import CoordinatorRelay, NoticeSigner
@@ -201,4 +202,4 @@ def node_lifecycle(
     lifecycle = Lifecycle(service, box, retention, relay=relay)
     job = LifecycleJob(lifecycle, retention.job_interval_seconds).start()
     stack.callback(job.stop)
-    return lifecycle
+    return lifecycle, job
