@@ -69,6 +69,7 @@ from fedmatch.audit.note import Checkpoint, NoteSigner, sign_note
 from fedmatch.audit.party import COORDINATOR_ORIGIN
 from fedmatch.casefile import confirmation_digest
 from fedmatch.domain import MAX_PROBE_BYTES, EncryptedProbe, Purpose, QueryHeader
+from fedmatch.errors import NotFound
 from fedmatch.grpcutil.server import make_channel
 from fedmatch.he import sealio
 from fedmatch.he.keys import open_key_bundle
@@ -1430,8 +1431,21 @@ def struct_mark(kit: Kit, server: str) -> Strategy:
 
 
 def struct_erase(kit: Kit, server: str) -> Strategy:
-    # No reference of the register: an erasure would shrink it (see RPCS).
-    references = st.one_of(st.just("IT-FUZZ-NONE"), TEXT).filter(lambda r: "SYN" not in r)
+    # No reference of the register: an erasure would shrink it (see RPCS). Enrol's fuzzing
+    # may have enrolled records under hostile references too (an authorized operator may
+    # erase those for real): every reference the register holds is left out.
+    store = kit.fed.nodes["IT"].store
+
+    def unknown(reference: str) -> bool:
+        try:
+            store.find(reference)
+        except NotFound:
+            return True
+        return False
+
+    references = st.one_of(st.just("IT-FUZZ-NONE"), TEXT).filter(
+        lambda r: "SYN" not in r and unknown(r)
+    )
     reasons = st.one_of(
         st.sampled_from(["citizenship_acquired", "erasure_request", "retention_expired", ""]),
         TEXT,
