@@ -9,6 +9,7 @@ the confirmation: who confirmed, when, accepted or overridden, and the override'
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 import threading
@@ -32,7 +33,8 @@ CREATE TABLE IF NOT EXISTS proposals (
     proposal TEXT NOT NULL,
     proposed_at TEXT NOT NULL,
     confirmation TEXT
-)
+);
+CREATE INDEX IF NOT EXISTS proposals_by_age ON proposals (proposed_at)
 """
 
 
@@ -61,12 +63,24 @@ class CaseStore:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(_SCHEMA)
+        self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def purge(self, before: dt.datetime) -> int:
+        """Delete every proposal made before ``before`` (confirmed or not); how many. The
+        case file holds verified hits' record metadata: it is kept for the case's time
+        limits, not forever (coordinator.case_retention_days)."""
+        if before.utcoffset() is None:
+            raise ValueError("purge needs a timezone-aware time")
+        # proposed_at is UTC isoformat throughout, so the strings order as the times do.
+        cutoff = before.astimezone(dt.UTC).isoformat()
+        with self._lock:
+            cur = self._db.execute("DELETE FROM proposals WHERE proposed_at < ?", (cutoff,))
+        return int(cur.rowcount)
 
     def get(self, query_id: str) -> StoredProposal | None:
         with self._lock:

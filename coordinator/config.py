@@ -58,6 +58,11 @@ class CoordinatorConfig:
     # hit. Empty (the default) means no waiver; set, it is logged with the policy at start.
     # A different-sex hit still needs two people (the nodes hold it back otherwise).
     verification_waiver: str = ""
+    # Days the case file keeps a proposal (and its confirmation) after the resolve: record
+    # metadata of verified hits, so not forever. 548 days (18 months) outlasts the longest
+    # transfer time limit (Dublin III Art. 29(2), AMMR Art. 46(2): 18 months when the person
+    # absconds); the decision itself stays in the signed log, by digest.
+    case_retention_days: int = 548
     # How often the nodes are asked to cosign the current checkpoint without traffic.
     witness_interval_seconds: float = 30.0
     # Seen request nonces (SQLite); unset means ``coordinator.replay.sqlite`` beside the
@@ -89,6 +94,8 @@ class CoordinatorConfig:
                 "coordinator.verification_waiver must be a legal reference of at most 256 "
                 "printable characters"
             )
+        if not 1 <= self.case_retention_days <= 3650:
+            raise ConfigError("coordinator.case_retention_days must be between 1 and 3650")
         if self.witness_interval_seconds <= 0:
             raise ConfigError("coordinator.witness_interval_seconds must be positive")
         states = [n.member_state for n in self.nodes]
@@ -153,5 +160,6 @@ class _Scalars:
     key_epoch_seconds: float = CoordinatorConfig.key_epoch_seconds
     hit_verifiers_required: int = CoordinatorConfig.hit_verifiers_required
     verification_waiver: str = CoordinatorConfig.verification_waiver
+    case_retention_days: int = CoordinatorConfig.case_retention_days
     witness_interval_seconds: float = CoordinatorConfig.witness_interval_seconds
     replay_db: Path | None = None

@@ -145,6 +145,7 @@ class CoordinatorService:
         directory = audit.config.directory
         self.cases = cases or CaseStore(directory.with_name(directory.name + ".cases.sqlite"))
         self._now = now
+        self.purge_cases(now())
         # Answers of the last lookups, for a retried call with the same signed request.
         self._answers: OrderedDict[str, tuple[str, list[NodeCall]]] = OrderedDict()
         self._clock = clock
@@ -193,6 +194,13 @@ class CoordinatorService:
                 "members": ",".join(self.member_states()),
             },
         )
+
+    def purge_cases(self, now: dt.datetime) -> None:
+        """Drop proposals older than the case file's retention (on start and each resolve:
+        the DELETE is indexed, and a quiet coordinator holds nothing new to expire)."""
+        purged = self.cases.purge(now - dt.timedelta(days=self.config.case_retention_days))
+        if purged:
+            log.info("case file: %d proposals past their retention deleted", purged)
 
     def close(self) -> None:
         for channel in self._channels:
@@ -534,14 +542,16 @@ class CoordinatorService:
         proposal = propose(replace(case, hits=received_hits(details, rec.received_on)))
         document = proposal_json(header.query_id, proposal, complete)
         digest = proposal_digest(document)
+        now = self._now().astimezone(dt.UTC)
         self.cases.put(
             header.query_id,
             header.requesting_state,
             digest,
             document,
-            self._now().isoformat(),
+            now.isoformat(),
             header.case_reference,
         )
+        self.purge_cases(now)
         self.audit.record(
             header_event(
                 EventKind.DECISION_PROPOSED,

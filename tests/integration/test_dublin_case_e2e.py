@@ -342,3 +342,7 @@ def test_confirmation_after_a_coordinator_restart(tmp_path: Path) -> None:
         assert _code(lambda: official.confirm_decision(_official(report), digest)) == (
             grpc.StatusCode.ALREADY_EXISTS
         )
+        # 18 months and a day on, the case file no longer holds the case (the log does).
+        assert service.cases.get(report.header.query_id) is not None
+        service.purge_cases(NOW + dt.timedelta(days=549))
+        assert service.cases.get(report.header.query_id) is None

@@ -22,6 +22,7 @@ from coordinator.casework import (
     proposal_to_pb,
     received_hits,
 )
+from coordinator.config import CoordinatorConfig
 from fedmatch.casefile import (
     case_inputs_from_json,
     confirmation_digest,
@@ -29,7 +30,13 @@ from fedmatch.casefile import (
     proposal_summary,
 )
 from fedmatch.domain import Category, HitDetail
-from fedmatch.errors import AlreadyExists, InvalidInput, NotFound, PreconditionFailed
+from fedmatch.errors import (
+    AlreadyExists,
+    ConfigError,
+    InvalidInput,
+    NotFound,
+    PreconditionFailed,
+)
 from fedmatch.rpc.v1 import coordinator_pb2 as cpb
 
 QUERY = "0123456789abcdef0123456789abcdef"
@@ -285,6 +292,26 @@ def test_case_store_confirms_once_and_survives_a_restart(tmp_path: Path) -> None
     assert stored.digest == digest and stored.proposal == document
     assert logged == [digest]
     store.close()
+
+
+def test_the_case_file_forgets_proposals_past_their_retention(tmp_path: Path) -> None:
+    store = CaseStore(tmp_path / "cases.sqlite")
+    document = {"responsible_state": "IT", "criterion": 4}
+    store.put(QUERY, "DE", "a" * 64, document, "2026-01-10T09:00:00+00:00")
+    store.confirm(QUERY, "DE", "a" * 64, _record([]))  # confirmed ones expire too
+    store.put("f" * 32, "DE", "b" * 64, document, "2026-01-10T09:00:01+00:00")
+    cutoff = dt.datetime(2026, 1, 10, 10, 0, 0, 500_000, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+    assert store.purge(cutoff) == 1  # 09:00:00.5 UTC: the first one only
+    assert store.get(QUERY) is None and store.get("f" * 32) is not None
+    with pytest.raises(NotFound):  # nothing left to confirm or reveal
+        store.confirm(QUERY, "DE", "a" * 64, _record([]))
+    assert store.purge(cutoff) == 0
+    with pytest.raises(ValueError, match="timezone"):
+        store.purge(dt.datetime(2026, 1, 10))
+    store.close()
+    with pytest.raises(ConfigError, match="case_retention_days"):
+        CoordinatorConfig(case_retention_days=0)
+    assert CoordinatorConfig().case_retention_days == 548  # 18 months, the longest time limit
 
 
 def test_a_confirmation_names_the_case_reference_of_its_resolve(tmp_path: Path) -> None:
