@@ -157,7 +157,8 @@ def check_not_revoked(
 def _certificates(pem: bytes, what: str) -> list[x509.Certificate]:
     try:
         return x509.load_pem_x509_certificates(pem)
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):  # InvalidVersion is no ValueError: a caller's
+        # certificate with a bad version field must be refused, not fail as INTERNAL
         raise PermissionDenied(f"{what} is not a PEM certificate chain") from None
 
 

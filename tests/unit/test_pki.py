@@ -3,6 +3,7 @@ gRPC servers on 127.0.0.1."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shutil
@@ -620,6 +621,17 @@ def test_verify_peer_refuses_garbage(server_files: TlsFiles) -> None:
     # The root itself is no client certificate.
     with pytest.raises(PermissionDenied):
         verify_peer(root, root, [])
+    # A leaf whose version field says v6: cryptography raises InvalidVersion, which is no
+    # ValueError (found by the RPC fuzzer as an INTERNAL answer).
+    leaf = x509.load_pem_x509_certificates(server_files.chain.read_bytes())[0]
+    der = leaf.public_bytes(serialization.Encoding.DER)
+    version = bytes.fromhex("a003020102")  # [0] EXPLICIT INTEGER 2 (v3)
+    assert der.count(version) >= 1
+    bad = der.replace(version, bytes.fromhex("a003020105"), 1)
+    body = base64.encodebytes(bad)
+    pem = b"-----BEGIN CERTIFICATE-----\n" + body + b"-----END CERTIFICATE-----\n"
+    with pytest.raises(PermissionDenied, match="not a PEM certificate chain"):
+        verify_peer(pem, root, [])
 
 
 def test_verify_peer_is_thread_safe(fed: Federation) -> None:
