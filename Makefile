@@ -24,8 +24,22 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/fedmatch demo
 
+# The RPC fuzzing (>= 10,000 inputs per RPC, about 12 minutes on one core) runs last, as two
+# processes side by side: the coordinator's RPCs and the nodes' (each has its own federation
+# in its own temporary directory). Everything else runs first, alone: it holds the tests
+# that time deadlines and slow nodes.
+FUZZ := tests/integration/test_fuzz_rpcs.py
+
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --ignore=$(FUZZ)
+	@set -u; nodes_log=$$(mktemp); \
+	$(PY) -m pytest -q -p no:cacheprovider $(FUZZ) -k "not coordinator" >"$$nodes_log" 2>&1 & \
+	nodes=$$!; \
+	coordinator_rc=0; $(PY) -m pytest -q -p no:cacheprovider $(FUZZ) -k coordinator \
+		|| coordinator_rc=$$?; \
+	nodes_rc=0; wait $$nodes || nodes_rc=$$?; \
+	echo "--- RPC fuzzing of the nodes' RPCs:"; cat "$$nodes_log"; rm -f "$$nodes_log"; \
+	test $$coordinator_rc -eq 0 && test $$nodes_rc -eq 0
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
