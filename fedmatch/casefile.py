@@ -268,7 +268,7 @@ def proposal_summary(p: cpb.CaseProposal) -> dict[str, Any]:
                 "due": d.due,
                 "start_event": d.start_event,
                 "start_date": d.start_date,
-                "period": f"{d.length} {d.unit}",
+                "period": f"{d.length} {d.unit.removesuffix('s') if d.length == 1 else d.unit}",
                 "basis": d.basis,
             }
             for d in p.deadlines

@@ -127,6 +127,14 @@ def test_take_back_under_the_ammr_is_a_two_week_notification() -> None:
     summary = proposal_summary(proposal_to_pb(propose(case), "d" * 64, True))
     assert (summary["criterion"], summary["procedure"]) == ("first_application", "take_back")
     assert summary["deadlines"][0]["due"] == "2027-01-07"  # across the year end
+    assert summary["deadlines"][0]["period"] == "2 weeks"
+
+
+def test_a_one_month_period_reads_in_the_singular() -> None:
+    case = CaseFacts().case("DE", D(2026, 11, 21), received_hits([CROSSING], D(2026, 11, 21)))
+    summary = proposal_summary(proposal_to_pb(propose(case), "d" * 64, True))
+    assert summary["regime"] == "ammr"
+    assert sorted(d["period"] for d in summary["deadlines"]) == ["1 month", "2 months"]
 
 
 def test_a_record_dated_after_the_lookup_counts_as_received_on_its_own_date() -> None:
