@@ -31,12 +31,12 @@ from coordinator.case import (
     TravelDocument,
 )
 from coordinator.dublin import Procedure, Regime
-from fedmatch.canonical import canonical_json
-from fedmatch.casefile import MAX_CASE_ITEMS, confirmation_digest
 from fedmatch.domain import HitDetail, check_member_state, parse_date
 from fedmatch.errors import InvalidInput
+from fedmatch.protocol.canonical import canonical_json
+from fedmatch.protocol.casefile import MAX_CASE_ITEMS, confirmation_digest
+from fedmatch.protocol.wire import hit_to_pb
 from fedmatch.rpc.v1 import coordinator_pb2 as cpb
-from fedmatch.wire import hit_to_pb
 
 __all__ = [
     "CaseFacts",
@@ -340,7 +340,7 @@ class ConfirmationRequest:
             raise InvalidInput("an accepted proposal takes no override_state or criterion")
 
     def digest(self) -> str:
-        """What the official's signed statement carries (fedmatch.casefile)."""
+        """What the official's signed statement carries (fedmatch.protocol.casefile)."""
         return confirmation_digest(
             self.query_id,
             self.proposal_digest,

@@ -40,7 +40,6 @@ from fedmatch.audit.note import CosignatureVerifier, NoteVerifier
 from fedmatch.audit.party import PartyAudit
 from fedmatch.audit.witness import Authorization
 from fedmatch.domain import EncryptedProbe, HitDetail, Purpose, QueryHeader, check_member_state
-from fedmatch.epochs import EpochTable
 from fedmatch.errors import (
     AlreadyExists,
     FedmatchError,
@@ -49,21 +48,21 @@ from fedmatch.errors import (
     PermissionDenied,
     PreconditionFailed,
 )
-from fedmatch.gate import Gate
 from fedmatch.grpcutil.auth import caller
 from fedmatch.grpcutil.server import make_channel
 from fedmatch.he.params import DEFAULT_PARAM_SET
-from fedmatch.limits import (
+from fedmatch.pki.names import dns_name
+from fedmatch.protocol.epochs import EpochTable
+from fedmatch.protocol.gate import Gate
+from fedmatch.protocol.limits import (
     HANDLE_BYTES,
     MAX_HANDLES_PER_REQUEST,
     MAX_NODE_RESPONSE_BYTES,
     MAX_RECEIVE_BYTES,
 )
-from fedmatch.pki.names import dns_name
-from fedmatch.rpc.v1 import audit_pb2_grpc, common_pb2, coordinator_pb2, node_pb2, node_pb2_grpc
-from fedmatch.statement import SignedRequest, VerifiedRequest
-from fedmatch.verification import HitKey, SignedVerdict
-from fedmatch.wire import (
+from fedmatch.protocol.statement import SignedRequest, VerifiedRequest
+from fedmatch.protocol.verification import HitKey, SignedVerdict
+from fedmatch.protocol.wire import (
     authorization_to_pb,
     header_to_pb,
     hit_from_pb,
@@ -71,6 +70,7 @@ from fedmatch.wire import (
     probe_to_pb,
     verdict_to_pb,
 )
+from fedmatch.rpc.v1 import audit_pb2_grpc, common_pb2, coordinator_pb2, node_pb2, node_pb2_grpc
 
 __all__ = ["Confirmed", "CoordinatorService", "Resolution"]
 

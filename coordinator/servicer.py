@@ -23,17 +23,17 @@ from fedmatch.errors import InvalidInput
 from fedmatch.grpcutil.auth import AUDIT_AND_HEALTH_RULES, AccessRule
 from fedmatch.grpcutil.errors import translated
 from fedmatch.grpcutil.server import RunningServer, ServerLimits, start_server
-from fedmatch.limits import MAX_LOOKUP_RESPONSE_BYTES, MAX_RECEIVE_BYTES
-from fedmatch.rpc.v1 import audit_pb2_grpc, common_pb2, coordinator_pb2_grpc
-from fedmatch.rpc.v1 import coordinator_pb2 as cpb
-from fedmatch.transport import Security
-from fedmatch.wire import (
+from fedmatch.protocol.limits import MAX_LOOKUP_RESPONSE_BYTES, MAX_RECEIVE_BYTES
+from fedmatch.protocol.transport import Security
+from fedmatch.protocol.wire import (
     header_from_pb,
     hit_to_pb,
     probe_from_pb,
     signed_from_pb,
     verdicts_from_pb,
 )
+from fedmatch.rpc.v1 import audit_pb2_grpc, common_pb2, coordinator_pb2_grpc
+from fedmatch.rpc.v1 import coordinator_pb2 as cpb
 
 __all__ = ["COORDINATOR_RULES", "CoordinatorServicer", "serve_coordinator"]
 

@@ -2,7 +2,7 @@
 
 A hit is usable (its details may be asked for, and only then can it reach the Dublin
 decision) when enough distinct verifiers of the requesting state confirmed it in signed
-verdicts and nobody rejected it (:mod:`fedmatch.verification` checks each verdict). Two by
+verdicts and nobody rejected it (:mod:`fedmatch.protocol.verification` checks each verdict). Two by
 default (AI Act Art. 14(5)); one only under an explicit waiver with its legal reference in
 the coordinator's configuration, logged with the policy at start.
 
@@ -22,7 +22,7 @@ from fedmatch.audit.entry import EventKind
 from fedmatch.audit.events import handles_digest, header_event
 from fedmatch.audit.log import AuditLog
 from fedmatch.domain import HitDetail, QueryHeader, Sex
-from fedmatch.verification import (
+from fedmatch.protocol.verification import (
     DIFFERENT_SEX_CONFIRMATIONS,
     Assessment,
     HitKey,

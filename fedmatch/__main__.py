@@ -1,6 +1,6 @@
 """``python -m fedmatch`` runs the ``fedmatch`` command."""
 
-from fedmatch.cli import main
+from fedmatch.cli.main import main
 
 # Guarded: search workers are started with "spawn", which imports the main module again.
 if __name__ == "__main__":

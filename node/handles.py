@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from fedmatch.errors import AlreadyExists, NotFound
 from fedmatch.he.engine import QueryLayout
-from fedmatch.wire import decode_handle
+from fedmatch.protocol.wire import decode_handle
 
 __all__ = ["HandleRegistry"]
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from fedmatch.domain import check_member_state
 from fedmatch.errors import InvalidInput, NotFound, PreconditionFailed
-from fedmatch.limits import MAX_TEXT_FIELD
+from fedmatch.protocol.limits import MAX_TEXT_FIELD
 
 __all__ = [
     "NOTICE_DUE",

@@ -11,8 +11,8 @@ import grpc
 from fedmatch.audit.events import logs_refusals
 from fedmatch.errors import PreconditionFailed
 from fedmatch.grpcutil.errors import translated
+from fedmatch.protocol.wire import header_from_pb
 from fedmatch.rpc.v1 import node_pb2
-from fedmatch.wire import header_from_pb
 from node.inbox import InboxItem
 from node.lifecycle import Lifecycle
 from node.notices import notice_to_pb

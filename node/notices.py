@@ -12,11 +12,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fedmatch.audit.note import NoteSigner
-from fedmatch.canonical import canonical_json
 from fedmatch.errors import FedmatchError, InvalidInput, PermissionDenied, Unavailable
 from fedmatch.grpcutil.server import make_channel
-from fedmatch.limits import MAX_RECEIVE_BYTES
 from fedmatch.pki.names import dns_name
+from fedmatch.protocol.canonical import canonical_json
+from fedmatch.protocol.limits import MAX_RECEIVE_BYTES
 from fedmatch.rpc.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 from node.inbox import Notice, NoticeKind
 

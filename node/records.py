@@ -10,7 +10,7 @@ import numpy.typing as npt
 
 from fedmatch.domain import Category, Sex
 from fedmatch.errors import InvalidInput
-from fedmatch.limits import MAX_TEXT_FIELD
+from fedmatch.protocol.limits import MAX_TEXT_FIELD
 from node.retention import check_enrolment_age
 
 __all__ = ["UNIT_NORM_TOLERANCE", "NewRecord", "RecordMeta"]

@@ -23,7 +23,6 @@ from fedmatch.audit.note import NoteVerifier
 from fedmatch.audit.party import COORDINATOR_ORIGIN, PartyAudit
 from fedmatch.audit.witness import Authorization, Witness, WitnessAnswer
 from fedmatch.domain import Category, EncryptedProbe, HitDetail, Purpose, QueryHeader
-from fedmatch.epochs import EpochTable
 from fedmatch.errors import (
     ConfigError,
     FedmatchError,
@@ -32,15 +31,17 @@ from fedmatch.errors import (
     PermissionDenied,
     PreconditionFailed,
 )
-from fedmatch.gate import Gate
 from fedmatch.grpcutil.auth import caller
-from fedmatch.he.engine import SearchEngine, create_engine
+from fedmatch.he.engine import SearchEngine
+from fedmatch.he.engines import create_engine
 from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
 from fedmatch.he.params import DEFAULT_PARAM_SET, get_param_set
 from fedmatch.he.sharded import default_workers
-from fedmatch.limits import HANDLE_BYTES, MAX_HANDLES_PER_REQUEST
-from fedmatch.statement import SignedRequest
-from fedmatch.verification import (
+from fedmatch.protocol.epochs import EpochTable
+from fedmatch.protocol.gate import Gate
+from fedmatch.protocol.limits import HANDLE_BYTES, MAX_HANDLES_PER_REQUEST
+from fedmatch.protocol.statement import SignedRequest
+from fedmatch.protocol.verification import (
     DIFFERENT_SEX_CONFIRMATIONS,
     HitKey,
     SignedVerdict,

@@ -16,10 +16,9 @@ from fedmatch.errors import InvalidInput
 from fedmatch.grpcutil.auth import AUDIT_AND_HEALTH_RULES, AccessRule
 from fedmatch.grpcutil.errors import translated
 from fedmatch.grpcutil.server import RunningServer, ServerLimits, start_server
-from fedmatch.limits import MAX_NODE_RESPONSE_BYTES, MAX_RECEIVE_BYTES
-from fedmatch.rpc.v1 import audit_pb2, audit_pb2_grpc, common_pb2, node_pb2, node_pb2_grpc
-from fedmatch.transport import Security
-from fedmatch.wire import (
+from fedmatch.protocol.limits import MAX_NODE_RESPONSE_BYTES, MAX_RECEIVE_BYTES
+from fedmatch.protocol.transport import Security
+from fedmatch.protocol.wire import (
     authorization_from_pb,
     category_from_pb,
     header_from_pb,
@@ -31,6 +30,7 @@ from fedmatch.wire import (
     verdicts_from_pb,
     witness_answer_to_pb,
 )
+from fedmatch.rpc.v1 import audit_pb2, audit_pb2_grpc, common_pb2, node_pb2, node_pb2_grpc
 from node.lifecycle import Lifecycle
 from node.lifecycle_servicer import LIFECYCLE_RULES_OWN_STATE, LifecycleRpcs
 from node.records import NewRecord, RecordMeta

@@ -26,19 +26,23 @@ from fedmatch.audit.party import (
     node_origin,
 )
 from fedmatch.audit.witness import Authorization
+from fedmatch.demo.seed import seed_register
 from fedmatch.domain import Category, Purpose, QueryHeader, Sex
-from fedmatch.gate import Gate
 from fedmatch.grpcutil.server import RunningServer, make_channel
 from fedmatch.he.keys import RequesterKeys
-from fedmatch.limits import MAX_LOOKUP_RESPONSE_BYTES, MAX_NODE_RESPONSE_BYTES, MAX_RECEIVE_BYTES
 from fedmatch.pki.names import dns_name
 from fedmatch.pki.provision import PartyFiles, provision
-from fedmatch.replay import ReplayGuard
+from fedmatch.protocol.gate import Gate
+from fedmatch.protocol.limits import (
+    MAX_LOOKUP_RESPONSE_BYTES,
+    MAX_NODE_RESPONSE_BYTES,
+    MAX_RECEIVE_BYTES,
+)
+from fedmatch.protocol.replay import ReplayGuard
+from fedmatch.protocol.statement import RequestSigner, SignedRequest
+from fedmatch.protocol.transport import Security
+from fedmatch.protocol.verification import HitKey, SignedVerdict, VerdictSigner
 from fedmatch.requester import Requester
-from fedmatch.seed import seed_register
-from fedmatch.statement import RequestSigner, SignedRequest
-from fedmatch.transport import Security
-from fedmatch.verification import HitKey, SignedVerdict, VerdictSigner
 from node.config import NodeConfig
 from node.inbox import NoticeBox
 from node.lifecycle import Lifecycle

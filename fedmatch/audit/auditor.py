@@ -52,7 +52,7 @@ from fedmatch.domain import check_member_state
 from fedmatch.errors import ConfigError, FedmatchError, InvalidInput
 from fedmatch.fileio import write_atomically
 from fedmatch.pki.names import dns_name
-from fedmatch.transport import Security, load_security
+from fedmatch.protocol.transport import Security, load_security
 
 __all__ = [
     "AuditResult",

@@ -8,7 +8,7 @@ from fedmatch.audit.access import sign_query
 from fedmatch.audit.errors import AuditVerificationError
 from fedmatch.audit.note import NoteSigner
 from fedmatch.grpcutil.server import make_channel
-from fedmatch.limits import MAX_RECEIVE_BYTES
+from fedmatch.protocol.limits import MAX_RECEIVE_BYTES
 from fedmatch.rpc.v1 import audit_pb2_grpc
 
 __all__ = ["AuditClient"]

@@ -31,8 +31,8 @@ from typing import Any
 
 from fedmatch.audit.errors import AuditVerificationError
 from fedmatch.audit.note import NoteSigner, NoteVerifier
-from fedmatch.canonical import canonical_json
 from fedmatch.errors import InvalidInput
+from fedmatch.protocol.canonical import canonical_json
 
 __all__ = [
     "ENTRY_DOMAIN",

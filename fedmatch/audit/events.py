@@ -17,7 +17,7 @@ from fedmatch.audit.entry import AuditEvent, EventKind, SignedEntry, digest_hex
 from fedmatch.domain import QueryHeader
 from fedmatch.errors import FedmatchError
 from fedmatch.grpcutil.errors import status_for
-from fedmatch.wire import header_from_pb
+from fedmatch.protocol.wire import header_from_pb
 
 __all__ = [
     "handles_digest",

@@ -10,7 +10,7 @@ Public surface:
   onnxruntime recognizer);
 - :mod:`fedmatch.biometrics.quality` and :mod:`~fedmatch.biometrics.config`: which face to
   use and the quality gates, raising the classes of :mod:`fedmatch.biometrics.errors`;
-- :mod:`fedmatch.biometrics.bench`: photos per second, end to end.
+- :mod:`fedmatch.bench.faces`: photos per second, end to end.
 
 Importing this package loads no model and imports none of the heavy runtimes except OpenCV.
 """

@@ -1,6 +1,6 @@
 """The one factory for gRPC servers and channels.
 
-Message-size bounds come from :mod:`fedmatch.limits` (measured object sizes), never
+Message-size bounds come from :mod:`fedmatch.protocol.limits` (measured object sizes), never
 "unlimited". Servers bind explicit addresses (port 0 for tests and the demo) and report the
 port actually bound.
 """

@@ -1,7 +1,7 @@
 """The node-side encrypted search engine: packed diagonals, only match bits out.
 
-:class:`SearchEngine` is the one interface node code uses; :func:`create_engine` picks the
-implementation. :class:`PackedEngine` scores a replicated probe ciphertext against the
+:class:`SearchEngine` is the one interface node code uses; :func:`fedmatch.he.engines.create_engine`
+picks the implementation. :class:`PackedEngine` scores a replicated probe ciphertext against the
 register packed as diagonals (:mod:`fedmatch.he.layout`), two records per complex slot:
 
 1. Baby-step/giant-step with a split chosen from the register's block count: the
@@ -46,7 +46,7 @@ import numpy.typing as npt
 import tenseal.sealapi as seal
 
 from fedmatch.domain import MAX_PROBE_BYTES
-from fedmatch.errors import ConfigError, DeadlineExceeded, HEError, InvalidInput
+from fedmatch.errors import DeadlineExceeded, HEError, InvalidInput
 from fedmatch.he import sealio
 from fedmatch.he.keys import EvaluationKeys
 from fedmatch.he.layout import padded_dimension
@@ -63,7 +63,6 @@ __all__ = [
     "block_exclusions",
     "check_exclude",
     "check_search",
-    "create_engine",
     "new_layout",
     "packed_exclusions",
     "unpack_exclusions",
@@ -650,33 +649,3 @@ class PackedEngine:
 def _baby_steps(plains: Sequence[seal.Plaintext], dp: int) -> int:
     """The split a block was encoded for (a plain list: ``dp``, no pre-rotation)."""
     return plains.baby_steps if isinstance(plains, EncodedBlock) else dp
-
-
-def create_engine(
-    params: ParamSet,
-    dimension: int,
-    workers: int = 1,
-    *,
-    backend: str = "local",
-    ray_address: str = "",
-) -> SearchEngine:
-    """The engine a node uses; the single place to switch implementations. ``workers`` > 1
-    spreads the blocks over that many processes (tenseal holds the GIL). ``backend="ray"``
-    puts them on ``workers`` Ray actors instead (0: one per CPU of the Ray runtime), started
-    locally or on the cluster at ``ray_address`` (see :mod:`fedmatch.he.ray_engine`)."""
-    if backend == "ray":
-        # Imported only here: a local node never loads ray.
-        try:
-            from fedmatch.he.ray_engine import RayEngine
-        except ModuleNotFoundError as exc:
-            if exc.name != "ray":
-                raise
-            raise ConfigError('engine "ray" needs the ray package (fedmatch[ray])') from None
-        return RayEngine(params, dimension, workers, ray_address)
-    if backend != "local":
-        raise InvalidInput(f"unknown search engine backend {backend!r} (local or ray)")
-    if workers > 1:
-        from fedmatch.he.sharded import ShardedEngine
-
-        return ShardedEngine(params, dimension, workers)
-    return PackedEngine(params, dimension)

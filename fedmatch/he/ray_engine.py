@@ -22,7 +22,7 @@ register can outgrow one machine:
 - Errors raised in an actor come back as the fedmatch error they were (never a Ray type);
   a lost actor or cluster is :class:`Unavailable`.
 
-This module imports ray at import time; :func:`fedmatch.he.engine.create_engine` imports it
+This module imports ray at import time; :func:`fedmatch.he.engines.create_engine` imports it
 only for ``backend="ray"``, so a local node never loads ray.
 """
 

@@ -18,17 +18,16 @@ import numpy as np
 import numpy.typing as npt
 
 from fedmatch.audit.entry import digest_hex
-from fedmatch.casefile import ACTIONS, CRITERIA, confirmation_digest, proposal_summary
 from fedmatch.domain import EncryptedProbe, Purpose, QueryHeader
 from fedmatch.errors import InvalidInput, PreconditionFailed
 from fedmatch.grpcutil.server import make_channel
 from fedmatch.he.keys import RequesterKeys
-from fedmatch.limits import MAX_LOOKUP_RESPONSE_BYTES, MAX_RECEIVE_BYTES
 from fedmatch.pki.names import dns_name
-from fedmatch.rpc.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
-from fedmatch.statement import RequestSigner
-from fedmatch.verification import SignedVerdict
-from fedmatch.wire import (
+from fedmatch.protocol.casefile import ACTIONS, CRITERIA, confirmation_digest, proposal_summary
+from fedmatch.protocol.limits import MAX_LOOKUP_RESPONSE_BYTES, MAX_RECEIVE_BYTES
+from fedmatch.protocol.statement import RequestSigner
+from fedmatch.protocol.verification import SignedVerdict
+from fedmatch.protocol.wire import (
     encode_handle,
     header_to_pb,
     hit_from_pb,
@@ -36,6 +35,7 @@ from fedmatch.wire import (
     probe_to_pb,
     verdict_to_pb,
 )
+from fedmatch.rpc.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 
 # The name the coordinator's certificate carries, wherever it is reached.
 COORDINATOR_DNS = dns_name("coordinator", "eu")
@@ -102,7 +102,7 @@ class ResolveReport:
     bytes_sent: int
     bytes_received: int
     elapsed_ms: float
-    # The case proposal under the whole Dublin criteria order (fedmatch.casefile's summary:
+    # The case proposal under the whole Dublin criteria order (fedmatch.protocol.casefile's summary:
     # criterion, procedure, responsible state, evidence, deadlines with due dates, digest).
     proposal: dict[str, Any] | None = None
     # What became of each candidate hit: state, status (verified, rejected, pending,
@@ -341,7 +341,7 @@ class Requester:
     ) -> ResolveReport:
         """Ask for the details of the matched hits and the Dublin decision. ``verdicts`` are
         the signed verdicts of the requesting state's verifiers on the candidate hits
-        (:mod:`fedmatch.verification`): a hit's details are asked for only when enough
+        (:mod:`fedmatch.protocol.verification`): a hit's details are asked for only when enough
         distinct people confirmed it (two by default) and nobody rejected it."""
         request = coordinator_pb2.ResolveRequest(
             header=header_to_pb(
@@ -353,7 +353,7 @@ class Requester:
             application_date=application_date,
             hits=[coordinator_pb2.HitRef(member_state=s, handle=h) for s, h in report.matches],
             verdicts=[verdict_to_pb(v) for v in verdicts],
-            # What the authority knows of the applicant (fedmatch.casefile.load_case_file).
+            # What the authority knows of the applicant (fedmatch.protocol.casefile.load_case_file).
             case_inputs=case_inputs,
         )
         t0 = time.perf_counter()
@@ -389,9 +389,10 @@ class Requester:
         timeout: float = 30.0,
     ) -> ConfirmationReport:
         """An official accepts (or overrides: a state, a criterion from
-        :data:`fedmatch.casefile.CRITERIA` and a reason) the proposal ``proposal_digest`` of
-        the case ``header.query_id``. ``header.operator`` is the official; the request is
-        signed by this workstation, over the digest of the confirmation's body."""
+        :data:`fedmatch.protocol.casefile.CRITERIA` and a reason) the proposal
+        ``proposal_digest`` of the case ``header.query_id``. ``header.operator`` is the
+        official; the request is signed by this workstation, over the digest of the
+        confirmation's body."""
         if action not in ACTIONS:
             raise InvalidInput("action must be accept or override")
         if override_criterion and override_criterion not in CRITERIA:

@@ -24,12 +24,12 @@ from fedmatch.audit.note import Note, NoteSigner, sign_note
 from fedmatch.audit.party import COORDINATOR_ORIGIN, node_origin
 from fedmatch.audit.servicer import AuditServicer
 from fedmatch.audit.witness import Authorization
-from fedmatch.cli import main
+from fedmatch.cli.main import main
 from fedmatch.domain import Category, EncryptedProbe, Purpose
 from fedmatch.grpcutil.server import RunningServer, ServerLimits, start_server
+from fedmatch.protocol.wire import authorization_to_pb, header_to_pb, probe_to_pb, signed_from_pb
 from fedmatch.requester import Requester
 from fedmatch.rpc.v1 import audit_pb2_grpc, node_pb2, node_pb2_grpc
-from fedmatch.wire import authorization_to_pb, header_to_pb, probe_to_pb, signed_from_pb
 from tests.federation import (
     TODAY,
     Federation,

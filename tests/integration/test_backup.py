@@ -29,11 +29,11 @@ from fedmatch.audit.entry import AuditEvent, EventKind, SignedEntry
 from fedmatch.audit.log import AuditLog
 from fedmatch.audit.note import NoteSigner
 from fedmatch.audit.party import COORDINATOR_ORIGIN, AuditConfig, node_origin
+from fedmatch.demo.seed import seed_register
+from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.domain import Category
 from fedmatch.errors import PreconditionFailed
-from fedmatch.replay import ReplayGuard
-from fedmatch.seed import seed_register
-from fedmatch.synthetic import capture, unit_vectors
+from fedmatch.protocol.replay import ReplayGuard
 from node.backup import (
     MANIFEST,
     REGISTER,

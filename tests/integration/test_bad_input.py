@@ -18,9 +18,11 @@ import grpc
 import numpy as np
 import pytest
 
+from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.domain import Category, QueryHeader
 from fedmatch.he.params import DEFAULT_PARAM_SET
-from fedmatch.limits import MAX_NODE_RESPONSE_BYTES
+from fedmatch.protocol.limits import MAX_NODE_RESPONSE_BYTES
+from fedmatch.protocol.wire import authorization_to_pb, header_from_pb, header_to_pb, verdict_to_pb
 from fedmatch.rpc.v1 import (
     common_pb2,
     coordinator_pb2,
@@ -28,8 +30,6 @@ from fedmatch.rpc.v1 import (
     node_pb2,
     node_pb2_grpc,
 )
-from fedmatch.synthetic import capture, unit_vectors
-from fedmatch.wire import authorization_to_pb, header_from_pb, header_to_pb, verdict_to_pb
 from tests.federation import (
     DIM,
     MODEL,

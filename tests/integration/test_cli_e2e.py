@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from fedmatch.audit.note import NoteSigner
+from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.pki.ca import TlsFiles
-from fedmatch.synthetic import capture, unit_vectors
-from fedmatch.transport import load_security
+from fedmatch.protocol.transport import load_security
 from tests.federation import DIM, federation, pki
 
 FACES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "faces"

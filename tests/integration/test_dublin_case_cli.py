@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.domain import Category
-from fedmatch.synthetic import capture, unit_vectors
 from tests.federation import DIM, enrol, federation
 from tests.integration.test_cli_e2e import WHO, _fedmatch, operator, verifier
 

@@ -20,14 +20,14 @@ import pytest
 from coordinator.service import CoordinatorService
 from coordinator.servicer import serve_coordinator
 from fedmatch.audit.entry import EventKind, SignedEntry
-from fedmatch.casefile import case_inputs_from_json, confirmation_digest
+from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.domain import Category, QueryHeader
+from fedmatch.protocol.casefile import case_inputs_from_json, confirmation_digest
+from fedmatch.protocol.wire import header_to_pb
 from fedmatch.requester import Requester
 from fedmatch.requester.client import LookupReport, ResolveReport
 from fedmatch.rpc.v1 import coordinator_pb2 as cpb
 from fedmatch.rpc.v1 import coordinator_pb2_grpc
-from fedmatch.synthetic import capture, unit_vectors
-from fedmatch.wire import header_to_pb
 from tests.federation import (
     DIM,
     OPERATOR,

@@ -12,11 +12,11 @@ import pytest
 
 from fedmatch.biometrics.pipeline import FacePipeline
 from fedmatch.domain import Category
-from fedmatch.he.engine import create_engine
+from fedmatch.he.engines import create_engine
 from fedmatch.he.keys import open_key_bundle
 from fedmatch.he.params import DEFAULT_PARAM_SET
+from fedmatch.protocol.wire import category_to_pb, header_to_pb
 from fedmatch.rpc.v1 import node_pb2, node_pb2_grpc
-from fedmatch.wire import category_to_pb, header_to_pb
 from tests.federation import (
     Federation,
     federation,

@@ -2,7 +2,7 @@
 a coordinator restarted between the two lookup steps.
 
 Every node and the coordinator run as their own ``fedmatch ... serve`` process over mutual
-TLS, configured by TOML files as :mod:`fedmatch.demo` writes them; the requester (an
+TLS, configured by TOML files as :mod:`fedmatch.demo.federation` writes them; the requester (an
 operator workstation of DE) and the auditor run in the test. What is checked each time: the
 result is explicit and partial (an outcome per node, never a silent "no match"), and no
 record and no audit log entry is lost.
@@ -41,21 +41,28 @@ from fedmatch.audit.log import scan_records
 from fedmatch.audit.note import NoteVerifier
 from fedmatch.audit.party import COORDINATOR_ORIGIN
 from fedmatch.audit.witness import Witness
-from fedmatch.demo import _audit_table, _auditor_toml, _enroll, _nodes_tables, _rel, _tls_table
+from fedmatch.demo.federation import (
+    _audit_table,
+    _auditor_toml,
+    _enroll,
+    _nodes_tables,
+    _rel,
+    _tls_table,
+)
+from fedmatch.demo.seed import seed_register
+from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.domain import Category, Purpose, QueryHeader
 from fedmatch.grpcutil.server import RunningServer, make_channel, start_server
-from fedmatch.limits import MAX_NODE_RESPONSE_BYTES, MAX_RECEIVE_BYTES
 from fedmatch.pki.names import dns_name
 from fedmatch.pki.provision import PartyFiles, provision
+from fedmatch.protocol.limits import MAX_NODE_RESPONSE_BYTES, MAX_RECEIVE_BYTES
+from fedmatch.protocol.statement import RequestSigner
+from fedmatch.protocol.transport import Security
+from fedmatch.protocol.verification import HitKey, SignedVerdict, VerdictSigner
+from fedmatch.protocol.wire import header_to_pb, witness_answer_to_pb
 from fedmatch.requester import Requester
 from fedmatch.requester.client import LookupReport, NodeSummary
 from fedmatch.rpc.v1 import audit_pb2, audit_pb2_grpc, common_pb2, node_pb2, node_pb2_grpc
-from fedmatch.seed import seed_register
-from fedmatch.statement import RequestSigner
-from fedmatch.synthetic import capture, unit_vectors
-from fedmatch.transport import Security
-from fedmatch.verification import HitKey, SignedVerdict, VerdictSigner
-from fedmatch.wire import header_to_pb, witness_answer_to_pb
 from node.servicer import NODE_LIMITS, NODE_RULES
 from node.store import RecordStore
 

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fedmatch.demo.synthetic import unit_vectors
+from fedmatch.protocol.statement import RequestStatement
+from fedmatch.protocol.wire import header_to_pb
 from fedmatch.rpc.v1 import common_pb2, coordinator_pb2, node_pb2
-from fedmatch.statement import RequestStatement
-from fedmatch.synthetic import unit_vectors
-from fedmatch.wire import header_to_pb
 from tests.federation import (
     DIM,
     Federation,

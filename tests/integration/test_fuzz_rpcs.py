@@ -67,27 +67,27 @@ from fedmatch.audit.events import handles_digest, header_event
 from fedmatch.audit.merkle import EMPTY_ROOT
 from fedmatch.audit.note import Checkpoint, NoteSigner, sign_note
 from fedmatch.audit.party import COORDINATOR_ORIGIN
-from fedmatch.casefile import confirmation_digest
 from fedmatch.domain import MAX_PROBE_BYTES, EncryptedProbe, Purpose, QueryHeader
 from fedmatch.errors import NotFound
 from fedmatch.grpcutil.server import make_channel
 from fedmatch.he import sealio
 from fedmatch.he.keys import open_key_bundle
 from fedmatch.he.params import DEFAULT_PARAM_SET, ParamSet
-from fedmatch.limits import MAX_RECEIVE_BYTES
 from fedmatch.pki.names import dns_name
-from fedmatch.rpc.v1 import audit_pb2 as apb
-from fedmatch.rpc.v1 import common_pb2 as pb
-from fedmatch.rpc.v1 import coordinator_pb2 as cpb
-from fedmatch.rpc.v1 import node_pb2 as npb
-from fedmatch.statement import (
+from fedmatch.protocol.casefile import confirmation_digest
+from fedmatch.protocol.limits import MAX_RECEIVE_BYTES
+from fedmatch.protocol.statement import (
     MAX_CHAIN_BYTES,
     MAX_STATEMENT_BYTES,
     STATEMENT_DOMAIN,
     RequestSigner,
     SignedRequest,
 )
-from fedmatch.wire import authorization_to_pb, encode_handle, header_to_pb, probe_to_pb
+from fedmatch.protocol.wire import authorization_to_pb, encode_handle, header_to_pb, probe_to_pb
+from fedmatch.rpc.v1 import audit_pb2 as apb
+from fedmatch.rpc.v1 import common_pb2 as pb
+from fedmatch.rpc.v1 import coordinator_pb2 as cpb
+from fedmatch.rpc.v1 import node_pb2 as npb
 from node.service import MAX_PHOTO_BYTES
 from node.servicer import NODE_RULES
 from tests.federation import (

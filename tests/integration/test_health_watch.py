@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from fedmatch.audit.watch import read_status, status_path
-from fedmatch.cli import main
+from fedmatch.cli.main import main
 from fedmatch.errors import InvalidInput
-from fedmatch.health import listen_target
+from fedmatch.ops.health import listen_target
 from fedmatch.pki.ca import TlsFiles
 from tests.federation import auditor_config, federation, pki, write_auditor_toml
 

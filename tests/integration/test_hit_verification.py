@@ -20,14 +20,14 @@ from cryptography import x509
 from coordinator.config import CoordinatorConfig
 from coordinator.verification import HitGate
 from fedmatch.audit.entry import EventKind, SignedEntry
+from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.domain import Category, Purpose, Sex
 from fedmatch.errors import ConfigError
 from fedmatch.pki.ca import revoke
+from fedmatch.protocol.verification import HitKey, SignedVerdict, VerdictSigner
+from fedmatch.protocol.wire import authorization_to_pb, header_to_pb, verdict_to_pb
 from fedmatch.requester.client import LookupReport
 from fedmatch.rpc.v1 import node_pb2, node_pb2_grpc
-from fedmatch.synthetic import capture, unit_vectors
-from fedmatch.verification import HitKey, SignedVerdict, VerdictSigner
-from fedmatch.wire import authorization_to_pb, header_to_pb, verdict_to_pb
 from node.config import NodeConfig
 from tests.federation import (
     DIM,

@@ -26,13 +26,13 @@ from fedmatch.audit.merkle import leaf_hash, verify_inclusion
 from fedmatch.audit.note import NoteSigner, open_checkpoint
 from fedmatch.audit.party import PartyAudit, node_origin
 from fedmatch.audit.stats import federation_stats
-from fedmatch.demo import _tls_table
+from fedmatch.demo.federation import _tls_table
+from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.domain import Category, Purpose, Sex
 from fedmatch.errors import NotFound
+from fedmatch.protocol.wire import category_to_pb, header_to_pb
 from fedmatch.rpc.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc, node_pb2
 from fedmatch.rpc.v1 import node_pb2_grpc as npg
-from fedmatch.synthetic import capture, unit_vectors
-from fedmatch.wire import category_to_pb, header_to_pb
 from node.inbox import NOTICE_DUE, Notice, NoticeKind, reference_digest
 from node.lifecycle import LifecycleJob
 from node.notices import CoordinatorRelay, NoticeSigner, notice_to_pb

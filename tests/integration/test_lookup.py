@@ -12,12 +12,12 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.domain import Category
 from fedmatch.errors import DeadlineExceeded
 from fedmatch.he.engine import PackedEngine, SearchOutput
 from fedmatch.he.keys import EvaluationKeys
 from fedmatch.he.params import DEFAULT_PARAM_SET
-from fedmatch.synthetic import capture, unit_vectors
 from node.config import NodeConfig
 from node.service import NodeService
 from node.servicer import serve_node

@@ -28,14 +28,14 @@ from fedmatch.audit.entry import EventKind, SignedEntry
 from fedmatch.audit.log import LOG_FILE, scan_records
 from fedmatch.audit.note import NoteSigner
 from fedmatch.audit.party import node_origin
+from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.domain import Category, Sex
-from fedmatch.enrolment import EnrolmentRecord, NodeEnroller
-from fedmatch.opsmetrics import FANOUT_OUTCOMES
+from fedmatch.ops.metrics import FANOUT_OUTCOMES
+from fedmatch.ops.status import EXIT_UNHEALTHY, verify_log_files
 from fedmatch.pki.ca import TlsFiles
 from fedmatch.requester import Requester
+from fedmatch.requester.enrolment import EnrolmentRecord, NodeEnroller
 from fedmatch.rpc.v1 import audit_pb2, coordinator_pb2, node_pb2, node_pb2_grpc
-from fedmatch.status import EXIT_UNHEALTHY, verify_log_files
-from fedmatch.synthetic import capture, unit_vectors
 from tests.federation import (
     DIM,
     MODEL,
@@ -369,7 +369,7 @@ def test_status_finds_a_log_that_does_not_match_its_checkpoint(tmp_path: Path) -
     from fedmatch.audit.entry import AuditEvent
     from fedmatch.audit.errors import AuditVerificationError
     from fedmatch.audit.log import AuditLog
-    from fedmatch.status import node_status
+    from fedmatch.ops.status import node_status
 
     config = _node_config(tmp_path, "FR", 0, json_table=False)
     directory = tmp_path / "audit-fr" / "log"

@@ -21,14 +21,14 @@ import tenseal.sealapi as seal
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.domain import Category
 from fedmatch.grpcutil.server import ServerLimits, start_server
 from fedmatch.he import sealio
 from fedmatch.he.params import DEFAULT_PARAM_SET
-from fedmatch.limits import MAX_NODE_RESPONSE_BYTES, MAX_RECEIVE_BYTES
+from fedmatch.protocol.limits import MAX_NODE_RESPONSE_BYTES, MAX_RECEIVE_BYTES
+from fedmatch.protocol.wire import authorization_to_pb, header_to_pb, verdict_to_pb
 from fedmatch.rpc.v1 import audit_pb2_grpc, common_pb2, node_pb2, node_pb2_grpc
-from fedmatch.synthetic import capture, unit_vectors
-from fedmatch.wire import authorization_to_pb, header_to_pb, verdict_to_pb
 from node.config import NodeConfig
 from node.service import NodeService
 from node.servicer import NODE_RULES, NodeServicer, WitnessServicer

@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import ray
 
+from fedmatch.demo.seed import seed_register
+from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.errors import ConfigError, Unavailable
-from fedmatch.he.engine import create_engine
+from fedmatch.he.engines import create_engine
 from fedmatch.he.keys import open_key_bundle
 from fedmatch.he.params import DEFAULT_PARAM_SET
 from fedmatch.requester.client import LookupReport
-from fedmatch.seed import seed_register
-from fedmatch.synthetic import capture, unit_vectors
 from node.config import NodeConfig, load_node_config
 from node.service import NodeService
 from node.servicer import serve_node
@@ -90,7 +90,7 @@ def test_bench_search_runs_on_the_ray_engine() -> None:
     """``fedmatch bench search --engine ray`` at a tiny size: a node over mTLS whose engine
     (built from its config, engine = "ray") is two Ray actors on a private runtime that the
     engine starts, and stops when the node closes."""
-    from fedmatch.bench import bench_search
+    from fedmatch.bench.search import bench_search
 
     assert not ray.is_initialized()
 

@@ -16,13 +16,13 @@ import pytest
 
 from fedmatch.audit.entry import EventKind, SignedEntry
 from fedmatch.audit.stats import federation_stats, suppress
-from fedmatch.cli import main
+from fedmatch.cli.main import main
+from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.domain import Category, Purpose
-from fedmatch.rights import StatesAnswer, which_states
+from fedmatch.protocol.verification import HitKey
+from fedmatch.protocol.wire import authorization_to_pb, header_to_pb, verdict_to_pb
+from fedmatch.requester.rights import StatesAnswer, which_states
 from fedmatch.rpc.v1 import node_pb2, node_pb2_grpc
-from fedmatch.synthetic import capture, unit_vectors
-from fedmatch.verification import HitKey
-from fedmatch.wire import authorization_to_pb, header_to_pb, verdict_to_pb
 from tests.federation import (
     DIM,
     VERIFIERS,

@@ -22,12 +22,14 @@ from fedmatch.audit.note import NoteSigner
 from fedmatch.domain import EncryptedProbe, Purpose, QueryHeader
 from fedmatch.errors import PermissionDenied
 from fedmatch.grpcutil.server import make_channel
-from fedmatch.limits import MAX_LOOKUP_RESPONSE_BYTES, MAX_RECEIVE_BYTES
 from fedmatch.pki.ca import TlsFiles, issue
 from fedmatch.pki.credentials import channel_credentials
 from fedmatch.pki.names import dns_name
 from fedmatch.pki.provision import provision
 from fedmatch.pki.verify import verify_peer
+from fedmatch.protocol.limits import MAX_LOOKUP_RESPONSE_BYTES, MAX_RECEIVE_BYTES
+from fedmatch.protocol.statement import SignedRequest, approve, sign_request
+from fedmatch.protocol.wire import header_to_pb, probe_to_pb
 from fedmatch.rpc.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -36,8 +38,6 @@ from fedmatch.rpc.v1 import (
     node_pb2,
     node_pb2_grpc,
 )
-from fedmatch.statement import SignedRequest, approve, sign_request
-from fedmatch.wire import header_to_pb, probe_to_pb
 from node.policy import SearchPolicy
 from tests.federation import (
     OPERATOR,
@@ -560,8 +560,8 @@ def test_categories_not_asked_for_never_match(fed: Federation) -> None:
 
 
 def test_keys_cannot_be_registered_for_another_state(fed: Federation) -> None:
+    from fedmatch.protocol.wire import key_bundle_to_pb
     from fedmatch.rpc.v1 import common_pb2
-    from fedmatch.wire import key_bundle_to_pb
 
     request = common_pb2.RegisterKeysRequest(
         header=header_to_pb(new_header("DE")),

@@ -1,4 +1,4 @@
-"""Tests of ``fedmatch bench audit`` (fedmatch.audit.bench) at tiny sizes: the JSON it reports
+"""Tests of ``fedmatch bench audit`` (fedmatch.bench.audit) at tiny sizes: the JSON it reports
 and that the log it writes in the log's own format is one AuditLog opens and verifies.
 
 No timing is asserted: the machine is shared, so only structure and sanity are checked.
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from fedmatch.audit.bench import _event, _frame, bench_audit
 from fedmatch.audit.entry import EventKind
 from fedmatch.audit.log import _FRAME, scan_records
-from fedmatch.cli import build_parser
+from fedmatch.bench.audit import _event, _frame, bench_audit
+from fedmatch.cli.main import build_parser
 
 APPENDS, THREADS, ENTRIES = 200, 4, 2000
 

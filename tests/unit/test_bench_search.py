@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from fedmatch.bench import bench_search
-from fedmatch.gate import Gate
-from fedmatch.transport import Security
+from fedmatch.bench.search import bench_search
+from fedmatch.protocol.gate import Gate
+from fedmatch.protocol.transport import Security
 
 
 def test_bench_search_authorizes_every_query_and_agrees_with_numpy(

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from fedmatch.biometrics.bench import bench_faces
+from fedmatch.bench.faces import bench_faces
 from fedmatch.biometrics.config import QualityConfig
 from fedmatch.biometrics.errors import (
     FaceQualityError,

@@ -23,12 +23,6 @@ from coordinator.casework import (
     received_hits,
 )
 from coordinator.config import CoordinatorConfig
-from fedmatch.casefile import (
-    case_inputs_from_json,
-    confirmation_digest,
-    load_case_file,
-    proposal_summary,
-)
 from fedmatch.domain import Category, HitDetail
 from fedmatch.errors import (
     AlreadyExists,
@@ -36,6 +30,12 @@ from fedmatch.errors import (
     InvalidInput,
     NotFound,
     PreconditionFailed,
+)
+from fedmatch.protocol.casefile import (
+    case_inputs_from_json,
+    confirmation_digest,
+    load_case_file,
+    proposal_summary,
 )
 from fedmatch.rpc.v1 import coordinator_pb2 as cpb
 

@@ -1,4 +1,4 @@
-"""Tests of the ``fedmatch`` command (fedmatch.cli), the key file and template file readers."""
+"""Tests of the ``fedmatch`` command (fedmatch.cli.main), the key file and template file readers."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ import pytest
 
 from fedmatch.audit.note import NoteSigner, NoteVerifier
 from fedmatch.audit.party import PartyAudit, load_audit_config, node_origin
-from fedmatch.cli import main
+from fedmatch.cli.main import main
+from fedmatch.cli.templates import read_templates
 from fedmatch.errors import ConfigError, InvalidInput, PermissionDenied
-from fedmatch.keyfile import load_keys, save_keys
 from fedmatch.pki.ca import TlsFiles
 from fedmatch.pki.provision import PartyFiles, provision
+from fedmatch.protocol.transport import load_security
+from fedmatch.requester.keyfile import load_keys, save_keys
 from fedmatch.rpc.v1 import common_pb2
-from fedmatch.templates import read_templates
-from fedmatch.transport import load_security
 from node.store import RecordStore
 
 NODE_TOML = '[node]\nmember_state = "IT"\ndatabase = "it.sqlite"\ndimension = 128\n'

@@ -29,10 +29,10 @@ from coordinator.config import load_coordinator_config
 from fedmatch.audit.auditor import load_auditor_config
 from fedmatch.audit.note import NoteSigner, NoteVerifier
 from fedmatch.audit.party import COORDINATOR_ORIGIN, load_audit_config, node_origin
-from fedmatch.cli import build_parser
-from fedmatch.logjson import load_logging_config
-from fedmatch.metrics_http import load_metrics_config
-from fedmatch.transport import load_security
+from fedmatch.cli.main import build_parser
+from fedmatch.ops.logjson import load_logging_config
+from fedmatch.ops.metrics_http import load_metrics_config
+from fedmatch.protocol.transport import load_security
 from node.config import load_node_config, load_storage_config
 from node.policy import load_policy
 from node.sealing import KeyEncryptionKey

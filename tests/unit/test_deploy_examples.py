@@ -12,9 +12,9 @@ import pytest
 from coordinator.config import load_coordinator_config
 from fedmatch.audit.note import NoteSigner, NoteVerifier
 from fedmatch.audit.party import COORDINATOR_ORIGIN, load_audit_config, node_origin
-from fedmatch.cli import main
+from fedmatch.cli.main import main
 from fedmatch.domain import Purpose
-from fedmatch.transport import load_security
+from fedmatch.protocol.transport import load_security
 from node.config import load_node_config
 from node.policy import load_policy
 
@@ -67,7 +67,7 @@ def test_example_signing_keys_are_documented_not_committed() -> None:
 
 def _readme_commands(*prefixes: str) -> list[list[str]]:
     """The README's indented command lines starting with ``prefixes`` (continuation lines
-    joined), as argv lists for :func:`fedmatch.cli.main`."""
+    joined), as argv lists for :func:`fedmatch.cli.main.main`."""
     lines, current = [], ""
     for line in README.read_text().splitlines():
         if not line.startswith("    ") and not current:

@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.errors import DeadlineExceeded, HEError, InvalidInput
-from fedmatch.he.engine import SearchEngine, SearchOutput, create_engine
+from fedmatch.he.engine import SearchEngine, SearchOutput
+from fedmatch.he.engines import create_engine
 from fedmatch.he.keys import EvaluationKeys, RequesterKeys, open_key_bundle
 from fedmatch.he.params import DEFAULT_PARAM_SET
-from fedmatch.synthetic import capture, unit_vectors
 from tests.federation import shared_keys
 
 THRESHOLD = 0.45
@@ -324,8 +325,8 @@ def test_the_local_path_never_imports_ray() -> None:
     """A node with the local engine (its service, CLI and bench modules) does not load ray."""
     code = (
         "import sys\n"
-        "import fedmatch.cli, fedmatch.bench, node.service\n"
-        "from fedmatch.he.engine import create_engine\n"
+        "import fedmatch.cli.main, fedmatch.bench.search, node.service\n"
+        "from fedmatch.he.engines import create_engine\n"
         "from fedmatch.he.params import DEFAULT_PARAM_SET\n"
         "create_engine(DEFAULT_PARAM_SET, 128, 1).close()\n"
         "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))\n"

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.he.engine import PackedEngine, choose_baby_steps, rotation_cost
 from fedmatch.he.keys import EvaluationKeys, open_key_bundle
 from fedmatch.he.params import DEFAULT_PARAM_SET
-from fedmatch.synthetic import capture, unit_vectors
 from tests.federation import shared_keys
 
 THRESHOLD = 0.45

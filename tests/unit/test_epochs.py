@@ -1,4 +1,5 @@
-"""Tests of fedmatch.epochs.EpochTable: live key ids, idempotent registration, retirement."""
+"""Tests of fedmatch.protocol.epochs.EpochTable: live key ids, idempotent registration,
+retirement."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from fedmatch.epochs import EpochTable
 from fedmatch.errors import PreconditionFailed
+from fedmatch.protocol.epochs import EpochTable
 
 EPOCH = 100.0
 START = 1000.0

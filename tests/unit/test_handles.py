@@ -10,8 +10,8 @@ import pytest
 
 from fedmatch.errors import AlreadyExists, InvalidInput, NotFound
 from fedmatch.he.engine import QueryLayout
-from fedmatch.limits import HANDLE_BYTES
-from fedmatch.wire import decode_handle, encode_handle
+from fedmatch.protocol.limits import HANDLE_BYTES
+from fedmatch.protocol.wire import decode_handle, encode_handle
 from node.handles import HandleRegistry
 
 SLOTS = 4096

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import tenseal.sealapi as seal
 
+from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.errors import DeadlineExceeded, HEError, InvalidInput
 from fedmatch.he import sealio
-from fedmatch.he.engine import PackedEngine, SearchOutput, create_engine
+from fedmatch.he.engine import PackedEngine, SearchOutput
+from fedmatch.he.engines import create_engine
 from fedmatch.he.keys import EvaluationKeys, KeyBundle, RequesterKeys, open_key_bundle
 from fedmatch.he.params import DEFAULT_PARAM_SET, MAX_BITS_128, PARAM_SETS
-from fedmatch.synthetic import capture, unit_vectors
 from tests.federation import shared_keys
 
 THRESHOLD = 0.45

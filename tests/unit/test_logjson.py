@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fedmatch.errors import ConfigError
-from fedmatch.logjson import LoggingConfig, configure_logging, load_logging_config
+from fedmatch.ops.logjson import LoggingConfig, configure_logging, load_logging_config
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def test_flag_over_environment_over_file(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_log_format_flag_before_or_after_the_serve_command() -> None:
-    from fedmatch.cli import build_parser
+    from fedmatch.cli.main import build_parser
 
     parse = build_parser().parse_args
     assert (

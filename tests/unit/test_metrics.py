@@ -24,7 +24,7 @@ from fedmatch.grpcutil.metrics import (
     note_refusal,
 )
 from fedmatch.grpcutil.server import ServerLimits, start_server
-from fedmatch.metrics_http import MetricsConfig, MetricsServer, load_metrics_config
+from fedmatch.ops.metrics_http import MetricsConfig, MetricsServer, load_metrics_config
 
 SERVICE = "fedmatch.test.Probe"
 STATUS_NAMES = {c.name for c in grpc.StatusCode}
@@ -234,7 +234,7 @@ def test_metrics_listener_refuses_a_taken_port() -> None:
 
 
 def test_fanout_outcomes_are_counted_per_configured_node_and_enum_only() -> None:
-    from fedmatch.opsmetrics import FANOUT_OUTCOMES, FanoutMetrics
+    from fedmatch.ops.metrics import FANOUT_OUTCOMES, FanoutMetrics
     from fedmatch.rpc.v1 import coordinator_pb2 as cpb
 
     registry = CollectorRegistry()

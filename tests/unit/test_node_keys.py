@@ -22,8 +22,8 @@ import node.service
 from fedmatch.audit.entry import digest_hex
 from fedmatch.audit.party import PartyAudit
 from fedmatch.audit.witness import Authorization
+from fedmatch.demo.seed import seed_register
 from fedmatch.domain import EncryptedProbe, QueryHeader
-from fedmatch.epochs import EpochTable
 from fedmatch.errors import (
     AlreadyExists,
     HEError,
@@ -31,13 +31,13 @@ from fedmatch.errors import (
     PermissionDenied,
     PreconditionFailed,
 )
-from fedmatch.gate import Gate
 from fedmatch.he.engine import PackedEngine, SearchOutput
 from fedmatch.he.keys import EvaluationKeys, KeyBundle, RequesterKeys, open_key_bundle
 from fedmatch.he.params import DEFAULT_PARAM_SET
-from fedmatch.seed import seed_register
-from fedmatch.statement import SignedRequest
-from fedmatch.wire import encode_handle
+from fedmatch.protocol.epochs import EpochTable
+from fedmatch.protocol.gate import Gate
+from fedmatch.protocol.statement import SignedRequest
+from fedmatch.protocol.wire import encode_handle
 from node.config import NodeConfig
 from node.service import NodeService
 from node.store import RecordStore

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from fedmatch.audit.note import NoteSigner
-from fedmatch.cli import main
+from fedmatch.cli.main import main
 from fedmatch.errors import ConfigError, InvalidInput, PermissionDenied
 from fedmatch.pki import (
     SIGNING_KEY_OID,

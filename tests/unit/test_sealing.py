@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedmatch.demo.synthetic import unit_vectors
 from fedmatch.domain import Category, Sex
 from fedmatch.errors import ConfigError, PreconditionFailed
-from fedmatch.synthetic import unit_vectors
 from node.config import StorageConfig, load_storage_config
 from node.locks import OpenLock
 from node.records import NewRecord, RecordMeta
@@ -298,7 +298,7 @@ def test_storage_config(tmp_path: Path) -> None:
 def test_cli_storage_key_seal_and_rotate(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from fedmatch.cli import main
+    from fedmatch.cli.main import main
 
     def run(*argv: str) -> tuple[int, str, str]:
         code = main(list(argv))

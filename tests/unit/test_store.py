@@ -16,7 +16,7 @@ import pytest
 
 from fedmatch.domain import Category, Sex
 from fedmatch.errors import AlreadyExists, InvalidInput, NotFound, PreconditionFailed
-from fedmatch.limits import MAX_TEXT_FIELD
+from fedmatch.protocol.limits import MAX_TEXT_FIELD
 from node.records import NewRecord, RecordMeta
 from node.store import RecordStore
 

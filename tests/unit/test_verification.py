@@ -1,5 +1,5 @@
-"""Signed hit verdicts (fedmatch/verification.py) against a real federation PKI: who may sign
-one, what one says, and what a hit's verdicts add up to."""
+"""Signed hit verdicts (fedmatch/protocol/verification.py) against a real federation PKI: who
+may sign one, what one says, and what a hit's verdicts add up to."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from coordinator.verification import Screening, settle
 from fedmatch.domain import Category, HitDetail, Sex
 from fedmatch.errors import InvalidInput, PermissionDenied
 from fedmatch.pki.ca import revoke
-from fedmatch.transport import Security
-from fedmatch.verification import (
+from fedmatch.protocol.transport import Security
+from fedmatch.protocol.verification import (
     VERDICT_DOMAIN,
     Assessment,
     HitKey,

@@ -28,9 +28,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fedmatch.canonical import canonical_json
 from fedmatch.domain import check_member_state, parse_date
 from fedmatch.errors import InvalidInput
+from fedmatch.protocol.canonical import canonical_json
 from fedmatch.rpc.v1 import common_pb2
 from fedmatch.rpc.v1 import coordinator_pb2 as cpb
 

@@ -88,7 +88,7 @@ def server_health(
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from fedmatch.grpcutil.server import make_channel
-    from fedmatch.transport import load_security
+    from fedmatch.protocol.transport import load_security
 
     role = _party_of(config)
     if role == "auditor":

@@ -22,11 +22,11 @@ from fedmatch.domain import (
 )
 from fedmatch.errors import InvalidInput
 from fedmatch.he.keys import KeyBundle
-from fedmatch.limits import HANDLE_BYTES
+from fedmatch.protocol.limits import HANDLE_BYTES
+from fedmatch.protocol.statement import SignedRequest
+from fedmatch.protocol.verification import MAX_VERDICTS, SignedVerdict
 from fedmatch.rpc.v1 import audit_pb2
 from fedmatch.rpc.v1 import common_pb2 as pb
-from fedmatch.statement import SignedRequest
-from fedmatch.verification import MAX_VERDICTS, SignedVerdict
 
 __all__ = [
     "authorization_from_pb",

@@ -1,8 +1,9 @@
 """``fedmatch demo --scenario dublin``: from enrolment to confirmed Dublin decisions.
 
-The same federation as the default demo (:mod:`fedmatch.demo`: three node processes DE, IT, FR
-and a coordinator process on 127.0.0.1, a federation PKI, mutual TLS on every channel, signed
-requests, signed audit logs), and three people who later apply for protection in DE:
+The same federation as the default demo (:mod:`fedmatch.demo.federation`: three node
+processes DE, IT, FR and a coordinator process on 127.0.0.1, a federation PKI, mutual TLS on
+every channel, signed requests, signed audit logs), and three people who later apply for
+protection in DE:
 
 1. *irregular entry*: photographed crossing irregularly into IT about 9 months ago (enrolled at
    IT as ``irregular_crossing``); the case proposal is IT, take charge (criterion 4);
@@ -22,7 +23,7 @@ confirmation, and the audit's verdict.
 Photographs: with ``--photos DIR`` (an ``identities.csv`` of ``file,identity``), the three
 identities with the most photos, one photo enrolled and another looked up; otherwise the
 photos the insightface package ships (the portrait, and two faces of the group photo), each
-looked up through :func:`fedmatch.demo_photos.second_capture`.
+looked up through :func:`fedmatch.demo.photos.second_capture`.
 """
 
 from __future__ import annotations
@@ -41,8 +42,7 @@ from typing import Any
 from fedmatch.audit.auditor import AuditorConfig
 from fedmatch.biometrics.pipeline import FacePipeline
 from fedmatch.biometrics.quality import Pick
-from fedmatch.casefile import case_inputs_from_json
-from fedmatch.demo import (
+from fedmatch.demo.federation import (
     AUDITOR,
     DIM,
     LEGAL_BASIS,
@@ -55,15 +55,16 @@ from fedmatch.demo import (
     _say,
     _start_coordinator,
 )
-from fedmatch.demo_photos import read_identities, read_image, second_capture
+from fedmatch.demo.photos import read_identities, read_image, second_capture
 from fedmatch.domain import Category, Purpose
 from fedmatch.errors import InvalidInput
+from fedmatch.ops.subprocs import fedmatch_process, wait_port
 from fedmatch.pki.provision import PartyFiles, provision
+from fedmatch.protocol.casefile import case_inputs_from_json
+from fedmatch.protocol.statement import RequestSigner
+from fedmatch.protocol.transport import Security
+from fedmatch.protocol.verification import HitKey, VerdictSigner
 from fedmatch.requester import Requester
-from fedmatch.statement import RequestSigner
-from fedmatch.subprocs import fedmatch_process, wait_port
-from fedmatch.transport import Security
-from fedmatch.verification import HitKey, VerdictSigner
 
 __all__ = ["run_dublin_demo"]
 

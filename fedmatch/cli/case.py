@@ -15,9 +15,9 @@ import re
 from dataclasses import asdict
 from typing import Any
 
-from fedmatch.casefile import CRITERIA
 from fedmatch.domain import Purpose, QueryHeader
 from fedmatch.errors import InvalidInput
+from fedmatch.protocol.casefile import CRITERIA
 
 __all__ = ["add_confirm_parser", "run_confirm"]
 
@@ -26,7 +26,7 @@ _QUERY_ID = re.compile(r"[0-9a-f]{32}")
 
 def add_confirm_parser(sub: Any) -> None:
     """Register ``confirm-decision`` on the ``fedmatch`` subcommands."""
-    from fedmatch.cli import _header_args, _insecure_arg, _operator_config_arg
+    from fedmatch.cli.main import _header_args, _insecure_arg, _operator_config_arg
 
     p = sub.add_parser(
         "confirm-decision",
@@ -58,9 +58,9 @@ def add_confirm_parser(sub: Any) -> None:
 
 
 def run_confirm(args: argparse.Namespace) -> int:
-    from fedmatch.cli import EXIT_OK, _operator, _warn_insecure
+    from fedmatch.cli.main import EXIT_OK, _operator, _warn_insecure
+    from fedmatch.protocol.statement import RequestSigner
     from fedmatch.requester import Requester
-    from fedmatch.statement import RequestSigner
 
     insecure = _warn_insecure(args, "confirm-decision")
     if not _QUERY_ID.fullmatch(args.query_id):

@@ -1,6 +1,6 @@
 """The ``fedmatch node`` storage commands: storage-key, seal, rotate-key, backup, restore.
 
-``fedmatch/cli.py`` registers the parsers with :func:`add_parsers` and hands the parsed
+``fedmatch/cli/main.py`` registers the parsers with :func:`add_parsers` and hands the parsed
 arguments to :func:`run`; everything else lives in :mod:`node.sealing` and
 :mod:`node.backup`.
 """

@@ -57,7 +57,7 @@ def serve_party(
 ) -> None:
     """Serve until signalled with the ``/metrics`` listener on ``metrics_listen`` (empty:
     none), then stop in the order above. The port file is written once everything is up."""
-    from fedmatch.metrics_http import MetricsServer
+    from fedmatch.ops.metrics_http import MetricsServer
 
     try:
         metrics = MetricsServer(registry, metrics_listen) if metrics_listen else None

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from fedmatch.domain import Purpose, QueryHeader
 from fedmatch.grpcutil.server import make_channel
-from fedmatch.limits import MAX_RECEIVE_BYTES
 from fedmatch.pki.names import dns_name
+from fedmatch.protocol.limits import MAX_RECEIVE_BYTES
+from fedmatch.protocol.wire import header_to_pb
 from fedmatch.rpc.v1 import node_pb2, node_pb2_grpc
-from fedmatch.wire import header_to_pb
 
 if TYPE_CHECKING:
-    from fedmatch.transport import Security
+    from fedmatch.protocol.transport import Security
     from node.config import NodeConfig
     from node.lifecycle import Lifecycle, LifecycleJob
     from node.retention import RetentionPolicy
@@ -99,7 +99,7 @@ def _item(pb: node_pb2.InboxItem) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     # The CLI's own helpers: the operator file's checks and the insecure warning.
-    from fedmatch.cli import EXIT_OK, _operator, _warn_insecure
+    from fedmatch.cli.main import EXIT_OK, _operator, _warn_insecure
 
     insecure = _warn_insecure(args, "node " + args.node_command)
     security, _ = _operator(args.config, insecure, args.state, signs=False)

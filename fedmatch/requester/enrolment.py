@@ -11,10 +11,10 @@ import numpy.typing as npt
 
 from fedmatch.domain import Category, QueryHeader, Sex
 from fedmatch.grpcutil.server import make_channel
-from fedmatch.limits import MAX_RECEIVE_BYTES
 from fedmatch.pki.names import dns_name
+from fedmatch.protocol.limits import MAX_RECEIVE_BYTES
+from fedmatch.protocol.wire import category_to_pb, header_to_pb, sex_to_pb
 from fedmatch.rpc.v1 import node_pb2, node_pb2_grpc
-from fedmatch.wire import category_to_pb, header_to_pb, sex_to_pb
 
 __all__ = ["EnrolmentRecord", "NodeEnroller"]
 

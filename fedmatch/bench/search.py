@@ -34,27 +34,27 @@ from fedmatch.audit.entry import EventKind, digest_hex
 from fedmatch.audit.events import header_event
 from fedmatch.audit.note import CosignatureVerifier
 from fedmatch.audit.party import COORDINATOR_ORIGIN, AuditConfig, PartyAudit, node_origin
+from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.domain import Category, EncryptedProbe, Purpose, QueryHeader, Sex
 from fedmatch.errors import PreconditionFailed
-from fedmatch.gate import Gate
 from fedmatch.grpcutil.server import make_channel
 from fedmatch.he.keys import RequesterKeys
 from fedmatch.he.params import DEFAULT_PARAM_SET
-from fedmatch.limits import MAX_NODE_RESPONSE_BYTES, MAX_RECEIVE_BYTES
 from fedmatch.pki.names import dns_name
 from fedmatch.pki.provision import PartyFiles, provision
-from fedmatch.replay import ReplayGuard
-from fedmatch.rpc.v1 import audit_pb2_grpc, common_pb2, node_pb2, node_pb2_grpc
-from fedmatch.statement import RequestSigner
-from fedmatch.synthetic import capture, unit_vectors
-from fedmatch.transport import Security
-from fedmatch.wire import (
+from fedmatch.protocol.gate import Gate
+from fedmatch.protocol.limits import MAX_NODE_RESPONSE_BYTES, MAX_RECEIVE_BYTES
+from fedmatch.protocol.replay import ReplayGuard
+from fedmatch.protocol.statement import RequestSigner
+from fedmatch.protocol.transport import Security
+from fedmatch.protocol.wire import (
     authorization_to_pb,
     encode_handle,
     header_to_pb,
     key_bundle_to_pb,
     probe_to_pb,
 )
+from fedmatch.rpc.v1 import audit_pb2_grpc, common_pb2, node_pb2, node_pb2_grpc
 
 __all__ = ["bench_search"]
 

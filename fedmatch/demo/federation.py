@@ -5,7 +5,7 @@ each node with a synthetic background register (random unit vectors standing in 
 people's SFace templates). One traveller is enrolled from photographs at node B as an
 irregular border crossing and at node C as an asylum applicant (later); a different
 photograph of the traveller is then looked up from node A, and a photograph of someone else
-as a control (see :mod:`fedmatch.demo_photos` for which photographs). The last stdout line
+as a control (see :mod:`fedmatch.demo.photos` for which photographs). The last stdout line
 is JSON: decision, per-node outcomes, timings and bytes.
 
 The demo first provisions a federation PKI in the work directory (as the `fedmatch pki`
@@ -35,19 +35,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fedmatch.biometrics.pipeline import FacePipeline
-from fedmatch.demo_photos import folder_photos, packaged_photos
+from fedmatch.demo.photos import folder_photos, packaged_photos
+from fedmatch.demo.seed import seed_register
 from fedmatch.domain import Category, Purpose, QueryHeader, Sex
-from fedmatch.enrolment import EnrolmentRecord, NodeEnroller
 from fedmatch.errors import InvalidInput
+from fedmatch.ops.subprocs import fedmatch_process, wait_port
 from fedmatch.pki.ca import TlsFiles
 from fedmatch.pki.provision import PartyFiles, provision
-from fedmatch.report import lookup_summary
+from fedmatch.protocol.statement import RequestSigner
+from fedmatch.protocol.transport import Security
+from fedmatch.protocol.verification import HitKey, VerdictSigner
 from fedmatch.requester import Requester
-from fedmatch.seed import seed_register
-from fedmatch.statement import RequestSigner
-from fedmatch.subprocs import fedmatch_process, wait_port
-from fedmatch.transport import Security
-from fedmatch.verification import HitKey, VerdictSigner
+from fedmatch.requester.enrolment import EnrolmentRecord, NodeEnroller
+from fedmatch.requester.report import lookup_summary
 
 if TYPE_CHECKING:
     from node.sealing import KeyEncryptionKey

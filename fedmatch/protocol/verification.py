@@ -5,7 +5,7 @@ trained people of the requesting state have checked it (Eurodac Art. 38(4)) and 
 separately confirmed it (AI Act Art. 14(5); DOMAIN.md section 2). Each person signs a
 *verdict statement* with the Ed25519 key their ``verifier`` certificate binds: canonical
 ASCII JSON (sorted keys) after a domain-separation prefix, modelled on
-:mod:`fedmatch.statement`, naming the query, the record's member state, the handle, confirm
+:mod:`fedmatch.protocol.statement`, naming the query, the record's member state, the handle, confirm
 or reject (a reject carries a reason code), the probe's declared sex (so that a
 different-sex hit can be recognized without revealing anything else), the verifier's
 certificate name, the time and a nonce.
@@ -34,11 +34,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fedmatch.audit.note import NoteSigner
-from fedmatch.canonical import canonical_json
 from fedmatch.domain import Sex, check_member_state
 from fedmatch.errors import InvalidInput, PermissionDenied
-from fedmatch.limits import HANDLE_BYTES
-from fedmatch.statement import key_id
+from fedmatch.protocol.canonical import canonical_json
+from fedmatch.protocol.limits import HANDLE_BYTES
+from fedmatch.protocol.statement import key_id
 
 __all__ = [
     "DIFFERENT_SEX_CONFIRMATIONS",
@@ -64,7 +64,7 @@ __all__ = [
 VERDICT_DOMAIN = b"fedmatch/hit-verdict/v1\x00"
 MAX_VERDICT_BYTES = 2048
 MAX_CHAIN_BYTES = 16 * 1024
-# 64 hits per resolve (fedmatch.limits) and a few people each.
+# 64 hits per resolve (fedmatch.protocol.limits) and a few people each.
 MAX_VERDICTS = 256
 # A verdict dated later than this is refused: clocks differ, but not by minutes.
 MAX_CLOCK_SKEW_MS = 5 * 60 * 1000
@@ -139,7 +139,7 @@ class VerdictStatement:
     verifier: str  # the DNS name of the verifier's certificate
     issued_ms: int
     nonce: str
-    signer: str  # key id of the signing key (fedmatch.statement.key_id)
+    signer: str  # key id of the signing key (fedmatch.protocol.statement.key_id)
 
     def __post_init__(self) -> None:
         if not _QUERY_ID.fullmatch(self.query_id):

@@ -11,7 +11,7 @@ The human steps between a lookup and a decision, on the command line:
    --coordinator HOST:PORT --candidates hits.json --verdicts anna.json ben.json``.
 
 ``fedmatch rights which-states`` answers a data subject's "which states hold my data" and
-prints only the states (:mod:`fedmatch.rights`).
+prints only the states (:mod:`fedmatch.requester.rights`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 from fedmatch.domain import Purpose, QueryHeader, Sex, parse_date
 from fedmatch.errors import ConfigError, InvalidInput
-from fedmatch.limits import HANDLE_BYTES, MAX_HANDLES_PER_REQUEST
+from fedmatch.protocol.limits import HANDLE_BYTES, MAX_HANDLES_PER_REQUEST
 
 __all__ = [
     "add_parsers",
@@ -40,8 +40,8 @@ _CANDIDATES = "fedmatch-candidate-hits-v1"
 
 def add_parsers(sub: Any) -> None:
     """Register ``verify-hit``, ``resolve`` and ``rights`` on the ``fedmatch`` subcommands."""
-    from fedmatch.cli import _insecure_arg, _operator_config_arg
-    from fedmatch.verification import REJECT_REASONS
+    from fedmatch.cli.main import _insecure_arg, _operator_config_arg
+    from fedmatch.protocol.verification import REJECT_REASONS
 
     v = sub.add_parser(
         "verify-hit", help="a verifier signs a verdict on candidate hits (confirm or reject)"
@@ -79,7 +79,8 @@ def add_parsers(sub: Any) -> None:
         "--verdicts", type=Path, nargs="+", required=True, help="verdict files of verify-hit"
     )
     r.add_argument("--application-date", help="YYYY-MM-DD of the application (default: today)")
-    # The Dublin case inputs (fedmatch/casefile.py); the proposal is printed with its due dates.
+    # The Dublin case inputs (fedmatch/protocol/casefile.py); the proposal is printed with its
+    # due dates.
     r.add_argument("--case-file", type=Path, help="JSON: family, documents and visas, lodging date")
     r.add_argument("--timeout", type=float, default=30.0, help="seconds")
 
@@ -152,8 +153,8 @@ def _verdict_signer(path: Path) -> Any:
     from fedmatch.audit.note import NoteSigner
     from fedmatch.config import read_toml
     from fedmatch.pki.names import identity_from_certificate
-    from fedmatch.transport import load_security
-    from fedmatch.verification import VerdictSigner
+    from fedmatch.protocol.transport import load_security
+    from fedmatch.protocol.verification import VerdictSigner
 
     security = load_security(path)
     table = read_toml(path).get("verifier", {})
@@ -175,7 +176,7 @@ def _verdict_signer(path: Path) -> Any:
 
 
 def run_verify_hit(args: argparse.Namespace) -> int:
-    from fedmatch.verification import HitKey, write_verdicts
+    from fedmatch.protocol.verification import HitKey, write_verdicts
 
     signer = _verdict_signer(args.config)
     header, hits = read_candidates(args.candidates)
@@ -200,10 +201,10 @@ def run_verify_hit(args: argparse.Namespace) -> int:
 
 
 def _requester(args: argparse.Namespace, state: str, unit: str, operator: str) -> Any:
-    from fedmatch.cli import _operator, _warn_insecure
-    from fedmatch.keyfile import load_keys
+    from fedmatch.cli.main import _operator, _warn_insecure
+    from fedmatch.protocol.statement import RequestSigner
     from fedmatch.requester import Requester
-    from fedmatch.statement import RequestSigner
+    from fedmatch.requester.keyfile import load_keys
 
     insecure = _warn_insecure(args, args.command)
     security, signer = _operator(args.config, insecure, state, signs=True)
@@ -216,9 +217,9 @@ def _requester(args: argparse.Namespace, state: str, unit: str, operator: str) -
 
 
 def run_resolve(args: argparse.Namespace) -> int:
-    from fedmatch.report import decision_summary
+    from fedmatch.protocol.verification import read_verdicts
     from fedmatch.requester.client import LookupReport
-    from fedmatch.verification import read_verdicts
+    from fedmatch.requester.report import decision_summary
 
     header, hits = read_candidates(args.candidates)
     verdicts = [v for path in args.verdicts for v in read_verdicts(path)]
@@ -227,7 +228,7 @@ def run_resolve(args: argparse.Namespace) -> int:
     report = LookupReport(header, 0.0, "", tuple(hits), (), 0, 0, {})
     requester = _requester(args, header.requesting_state, header.unit, header.operator)
     try:
-        from fedmatch.casefile import load_case_file
+        from fedmatch.protocol.casefile import load_case_file
 
         case_inputs = load_case_file(args.case_file) if args.case_file else None
         resolved = requester.resolve(
@@ -244,14 +245,14 @@ def run_resolve(args: argparse.Namespace) -> int:
 
 
 def run_which_states(args: argparse.Namespace) -> int:
-    from fedmatch.rights import which_states
+    from fedmatch.requester.rights import which_states
 
     if args.photo:
         from fedmatch.biometrics.pipeline import FacePipeline
 
         template = FacePipeline.for_model(None).template(args.photo)
     else:
-        from fedmatch.templates import read_templates
+        from fedmatch.cli.templates import read_templates
 
         templates = read_templates(args.template)
         if templates.shape[0] != 1:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fedmatch.domain import QueryHeader
-from fedmatch.replay import ReplayGuard
-from fedmatch.statement import SignedRequest, VerifiedRequest, verify_request
+from fedmatch.protocol.replay import ReplayGuard
+from fedmatch.protocol.statement import SignedRequest, VerifiedRequest, verify_request
 
 __all__ = ["Gate"]
 

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fedmatch.demo.synthetic import synthetic_metadata, unit_vectors
 from fedmatch.domain import Category
 from fedmatch.errors import InvalidInput
-from fedmatch.synthetic import synthetic_metadata, unit_vectors
 
 if TYPE_CHECKING:
     from node.retention import RetentionPolicy

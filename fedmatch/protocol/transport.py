@@ -33,7 +33,7 @@ from fedmatch.pki.verify import load_crls, verify_peer
 
 __all__ = ["Security", "load_security"]
 
-log = logging.getLogger("fedmatch.transport")
+log = logging.getLogger("fedmatch.protocol.transport")
 
 
 @dataclass

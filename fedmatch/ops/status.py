@@ -1,6 +1,6 @@
 """``fedmatch node status`` / ``fedmatch coordinator status``: what an operator asks first.
 
-One JSON object: is the server up (the health check of :mod:`fedmatch.health`, over mTLS
+One JSON object: is the server up (the health check of :mod:`fedmatch.ops.health`, over mTLS
 with the party's own certificate from its TOML file), the register (records, model), the
 audit log (entries, bytes, last checkpoint and its age, and whether the log verifies against
 that signed checkpoint), key epochs and search workers (read from the party's own ``/metrics``
@@ -32,8 +32,8 @@ from fedmatch.audit.merkle import MerkleTree, leaf_hash
 from fedmatch.audit.note import NoteSigner, NoteVerifier, open_checkpoint
 from fedmatch.audit.party import COORDINATOR_ORIGIN, AuditConfig, load_audit_config, node_origin
 from fedmatch.errors import FedmatchError, InvalidInput
-from fedmatch.health import listen_target, server_health
-from fedmatch.metrics_http import load_metrics_config
+from fedmatch.ops.health import listen_target, server_health
+from fedmatch.ops.metrics_http import load_metrics_config
 
 __all__ = ["EXIT_UNHEALTHY", "Status", "coordinator_status", "node_status", "verify_log_files"]
 
@@ -140,7 +140,7 @@ def _server_status(
     status: Status, config_path: Path, listen: str, address: str | None, insecure: bool,
     timeout: float,
 ) -> None:  # fmt: skip
-    """The standard health check of :mod:`fedmatch.health` (the server must present the
+    """The standard health check of :mod:`fedmatch.ops.health` (the server must present the
     party's own certificate name)."""
     try:
         target = address or listen_target(listen)

@@ -1,7 +1,7 @@
 """``fedmatch bench federation``: a whole federation on this machine, lookups end to end.
 
 It provisions a federation PKI (:func:`fedmatch.pki.provision.provision`), seeds K registers
-of N synthetic unit-norm records each (:func:`fedmatch.seed.seed_register`) with a few
+of N synthetic unit-norm records each (:func:`fedmatch.demo.seed.seed_register`) with a few
 planted records so that some lookups have hits, starts K real node processes
 (``fedmatch node serve``, one search worker each) and a coordinator process, all over mutual
 TLS, registers the requester's keys once, then runs Q signed lookups from C concurrent
@@ -37,13 +37,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from fedmatch.demo.seed import seed_register
+from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.domain import Category, Purpose, Sex
 from fedmatch.errors import FedmatchError, InvalidInput
+from fedmatch.ops.subprocs import fedmatch_process, wait_port
 from fedmatch.pki.ca import TlsFiles
 from fedmatch.pki.provision import PartyFiles, provision
-from fedmatch.seed import seed_register
-from fedmatch.subprocs import fedmatch_process, wait_port
-from fedmatch.synthetic import capture, unit_vectors
 
 __all__ = ["bench_federation"]
 
@@ -369,8 +369,8 @@ class _Sampler:
 def _lookup(requester: Any, experts: list[Any], probe: _Probe, timeout: float) -> _Outcome:
     import grpc
 
+    from fedmatch.protocol.verification import HitKey
     from fedmatch.requester.client import LookupReport
-    from fedmatch.verification import HitKey
 
     out = _Outcome()
     header = requester.header(Purpose.ASYLUM_DUBLIN, LEGAL_BASIS, "BENCH-FED")
@@ -439,10 +439,10 @@ def bench_federation(
         raise InvalidInput("records, queries and concurrency must be positive")
     # Imported here: the requester library pulls in gRPC, which the CLI loads lazily.
     from fedmatch.he.keys import RequesterKeys
+    from fedmatch.protocol.statement import RequestSigner
+    from fedmatch.protocol.transport import Security
+    from fedmatch.protocol.verification import VerdictSigner
     from fedmatch.requester import Requester
-    from fedmatch.statement import RequestSigner
-    from fedmatch.transport import Security
-    from fedmatch.verification import VerdictSigner
 
     states = list(STATES[:nodes])
     searched = [s for s in states if s != REQUESTER]

@@ -9,7 +9,7 @@ A node's or the coordinator's TOML file may have::
 from the mTLS gRPC port: Prometheus scrapes it from inside the party's network (deploy/
 exposes it as port 9464 named ``metrics``, behind a network policy). It serves only the
 party's own registry in the Prometheus text exposition format, whose label values come from
-closed sets (see :mod:`fedmatch.grpcutil.metrics` and :mod:`fedmatch.opsmetrics`).
+closed sets (see :mod:`fedmatch.grpcutil.metrics` and :mod:`fedmatch.ops.metrics`).
 """
 
 from __future__ import annotations

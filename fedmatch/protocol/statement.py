@@ -27,9 +27,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fedmatch.audit.note import NoteSigner
-from fedmatch.canonical import canonical_json
 from fedmatch.domain import Category, QueryHeader
 from fedmatch.errors import InvalidInput, PermissionDenied
+from fedmatch.protocol.canonical import canonical_json
 
 __all__ = [
     "ALL_CATEGORIES",
@@ -86,7 +86,7 @@ def new_nonce() -> str:
 class RequestStatement:
     # "lookup" (a search); "resolve" (hit details and a decision); "confirm" (an official's
     # confirmation of a case proposal: probe_hash is then the digest of the confirmation's
-    # body, see fedmatch/casefile.py)
+    # body, see fedmatch/protocol/casefile.py)
     kind: str
     query_id: str
     requesting_state: str

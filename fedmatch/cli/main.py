@@ -30,8 +30,8 @@ from fedmatch.errors import ConfigError, FedmatchError, InvalidInput
 if TYPE_CHECKING:
     from fedmatch.audit.note import NoteSigner
     from fedmatch.biometrics.pipeline import FacePipeline
-    from fedmatch.enrolment import EnrolmentRecord
-    from fedmatch.transport import Security
+    from fedmatch.protocol.transport import Security
+    from fedmatch.requester.enrolment import EnrolmentRecord
 
 __all__ = ["build_parser", "main"]
 
@@ -135,10 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--count", type=int, required=True, help="number of records")
     seed.add_argument("--seed", type=int, default=0, help="random seed")
     _status_parser(node_sub, "node")
-    from node.storage_cli import add_parsers as add_storage_parsers
+    from fedmatch.cli.node_storage import add_parsers as add_storage_parsers
 
     add_storage_parsers(node_sub)  # storage-key, seal, rotate-key, backup, restore
-    from node.lifecycle_cli import add_parsers as add_lifecycle_parsers
+    from fedmatch.cli.node_lifecycle import add_parsers as add_lifecycle_parsers
 
     add_lifecycle_parsers(node_sub)  # mark, unmark, erase, route, inbox, ack
 
@@ -234,14 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--case-file",
         type=Path,
         help="JSON: what the authority knows for the Dublin criteria (family, documents and "
-        "visas, visa waiver, airport transit, lodging date; see fedmatch/casefile.py)",
+        "visas, visa waiver, airport transit, lodging date; see fedmatch/protocol/casefile.py)",
     )
     lookup.add_argument("--timeout", type=float, default=60.0, help="seconds")
 
-    from fedmatch.case_cli import add_confirm_parser
+    from fedmatch.cli.case import add_confirm_parser
 
     add_confirm_parser(sub)
-    from fedmatch.verification_cli import add_parsers as add_verification_parsers
+    from fedmatch.cli.verify import add_parsers as add_verification_parsers
 
     add_verification_parsers(sub)  # verify-hit, resolve, rights which-states
 
@@ -256,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["default", "dublin"],
         default="default",
         help="default: one traveller's lookup and decision; dublin: three Dublin cases from "
-        "enrolment to an official's confirmed decision (fedmatch/demo_dublin.py)",
+        "enrolment to an official's confirmed decision (fedmatch/demo/dublin.py)",
     )
 
     evaluate = sub.add_parser(
@@ -445,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
 def _configure_logging(args: argparse.Namespace, config: Path | None) -> None:
     """Log format and level: --log-format, else FEDMATCH_LOGGING_*, else [logging] of
     ``config`` (a serving party's TOML file, applied once it is known)."""
-    from fedmatch.logjson import configure_logging, load_logging_config
+    from fedmatch.ops.logjson import configure_logging, load_logging_config
 
     serving = args.command in ("node", "coordinator") and "status" not in (
         getattr(args, "node_command", None),
@@ -462,7 +462,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _coordinator(args)
     if args.command == "keys":
         from fedmatch.he.keys import RequesterKeys
-        from fedmatch.keyfile import save_keys
+        from fedmatch.requester.keyfile import save_keys
 
         save_keys(RequesterKeys.generate(), args.out)
         print(f"wrote {args.out}")
@@ -472,7 +472,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "pki":
         return _pki(args)
     if args.command == "health":
-        from fedmatch.health import health, print_result
+        from fedmatch.ops.health import health, print_result
 
         insecure = _warn_insecure(args, "health check")
         checked = health(
@@ -485,36 +485,36 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "lookup":
         return _lookup(args)
     if args.command in ("verify-hit", "resolve", "rights"):
-        from fedmatch import verification_cli as vc
+        from fedmatch.cli import verify as vc
 
         run = {"verify-hit": vc.run_verify_hit, "resolve": vc.run_resolve}
         return run.get(args.command, vc.run_which_states)(args)
     if args.command == "confirm-decision":
-        from fedmatch.case_cli import run_confirm
+        from fedmatch.cli.case import run_confirm
 
         return run_confirm(args)
     if args.command == "demo" and args.scenario == "dublin":
-        from fedmatch.demo_dublin import run_dublin_demo
+        from fedmatch.demo.dublin import run_dublin_demo
 
         return run_dublin_demo(records=args.records, workdir=args.workdir, photos=args.photos)
     if args.command == "demo":
-        from fedmatch.demo import run_demo
+        from fedmatch.demo.federation import run_demo
 
         return run_demo(records=args.records, workdir=args.workdir, photos=args.photos)
     if args.command == "evaluate":
         return _evaluate(args)
     if args.command == "bench" and args.bench_command == "faces":
-        from fedmatch.biometrics.bench import bench_faces
+        from fedmatch.bench.faces import bench_faces
 
         print(json.dumps(bench_faces(args.photos, args.images)))
         return EXIT_OK
     if args.command == "bench" and args.bench_command == "audit":
-        from fedmatch.audit.bench import bench_audit
+        from fedmatch.bench.audit import bench_audit
 
         print(json.dumps(bench_audit(args.appends, args.threads, args.entries, args.workdir)))
         return EXIT_OK
     if args.command == "bench" and args.bench_command == "federation":
-        from fedmatch.bench_federation import bench_federation
+        from fedmatch.bench.federation import bench_federation
 
         result = bench_federation(
             args.nodes, args.records_per_node, args.queries, args.concurrency, args.dim,
@@ -523,7 +523,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(json.dumps(result))
         return EXIT_OK
     if args.command == "bench":
-        from fedmatch.bench import bench_search
+        from fedmatch.bench.search import bench_search
 
         print(json.dumps(bench_search(
             args.records, args.dim, args.queries, args.threads,
@@ -539,11 +539,11 @@ def _node(args: argparse.Namespace) -> int:
 
     if args.node_command == "status":
         return _status(args, "node")
-    from node import storage_cli
+    from fedmatch.cli import node_storage as storage_cli
 
     if args.node_command in storage_cli.COMMANDS:
         return storage_cli.run(args)
-    from node import lifecycle_cli
+    from fedmatch.cli import node_lifecycle as lifecycle_cli
 
     if args.node_command in lifecycle_cli.COMMANDS:
         return lifecycle_cli.run(args)
@@ -551,7 +551,7 @@ def _node(args: argparse.Namespace) -> int:
     insecure = args.node_command == "serve" and _warn_insecure(args, "node")
     cfg = load_node_config(args.config, {"listen": getattr(args, "listen", None)})
     if args.node_command == "seed":
-        from fedmatch.seed import seed_register
+        from fedmatch.demo.seed import seed_register
 
         seed_register(
             cfg.database,
@@ -566,13 +566,13 @@ def _node(args: argparse.Namespace) -> int:
         print(f"{cfg.member_state}: added {args.count} synthetic records to {cfg.database}")
         return EXIT_OK
     from fedmatch.audit.party import PartyAudit, load_audit_config, node_origin
-    from fedmatch.gate import Gate
-    from fedmatch.metrics_http import load_metrics_config
-    from fedmatch.opsmetrics import node_metrics
-    from fedmatch.replay import ReplayGuard
-    from fedmatch.serving import serve_party
-    from fedmatch.transport import load_security
-    from node.lifecycle_cli import node_lifecycle as _node_lifecycle
+    from fedmatch.cli.node_lifecycle import node_lifecycle as _node_lifecycle
+    from fedmatch.ops.metrics import node_metrics
+    from fedmatch.ops.metrics_http import load_metrics_config
+    from fedmatch.ops.serving import serve_party
+    from fedmatch.protocol.gate import Gate
+    from fedmatch.protocol.replay import ReplayGuard
+    from fedmatch.protocol.transport import load_security
     from node.locks import OpenLock
     from node.policy import load_policy
     from node.retention import load_retention
@@ -630,12 +630,12 @@ def _coordinator(args: argparse.Namespace) -> int:
     from coordinator.service import CoordinatorService
     from coordinator.servicer import serve_coordinator
     from fedmatch.audit.party import COORDINATOR_ORIGIN, PartyAudit, load_audit_config
-    from fedmatch.gate import Gate
-    from fedmatch.metrics_http import load_metrics_config
-    from fedmatch.opsmetrics import coordinator_metrics
-    from fedmatch.replay import ReplayGuard
-    from fedmatch.serving import serve_party
-    from fedmatch.transport import load_security
+    from fedmatch.ops.metrics import coordinator_metrics
+    from fedmatch.ops.metrics_http import load_metrics_config
+    from fedmatch.ops.serving import serve_party
+    from fedmatch.protocol.gate import Gate
+    from fedmatch.protocol.replay import ReplayGuard
+    from fedmatch.protocol.transport import load_security
 
     if args.coord_command == "status":
         return _status(args, "coordinator")
@@ -671,7 +671,7 @@ def _coordinator(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace, role: str) -> int:
-    from fedmatch.status import EXIT_UNHEALTHY, coordinator_status, node_status
+    from fedmatch.ops.status import EXIT_UNHEALTHY, coordinator_status, node_status
 
     insecure = _warn_insecure(args, f"{role} status check")
     check = node_status if role == "node" else coordinator_status
@@ -809,7 +809,7 @@ def _records(
     args: argparse.Namespace, rows: list[dict[str, Any]], templates: int
 ) -> list[tuple[EnrolmentRecord, int | Path]]:
     """Every record with its template row or photo, all validated before anything is sent."""
-    from fedmatch.enrolment import EnrolmentRecord
+    from fedmatch.requester.enrolment import EnrolmentRecord
 
     out: list[tuple[EnrolmentRecord, int | Path]] = []
     for n, row in enumerate(rows, 1):
@@ -866,8 +866,8 @@ def _enroll(args: argparse.Namespace) -> int:
     import numpy as np
 
     from fedmatch.biometrics.errors import FaceQualityError
-    from fedmatch.enrolment import NodeEnroller
-    from fedmatch.templates import read_templates
+    from fedmatch.cli.templates import read_templates
+    from fedmatch.requester.enrolment import NodeEnroller
 
     insecure = _warn_insecure(args, "enrolment")
     security, _ = _operator(args.config, insecure, args.state, signs=False)
@@ -946,7 +946,7 @@ def _operator(
     Checked here, before anything is sent: a wrong certificate would be refused remotely."""
     from fedmatch.audit.note import NoteSigner
     from fedmatch.config import read_toml
-    from fedmatch.transport import load_security
+    from fedmatch.protocol.transport import load_security
 
     if path is None:
         if not insecure:
@@ -971,10 +971,10 @@ def _operator(
 
 
 def _lookup(args: argparse.Namespace) -> int:
-    from fedmatch.keyfile import load_keys
+    from fedmatch.cli.templates import read_templates
+    from fedmatch.protocol.statement import RequestSigner
     from fedmatch.requester import Requester
-    from fedmatch.statement import RequestSigner
-    from fedmatch.templates import read_templates
+    from fedmatch.requester.keyfile import load_keys
 
     insecure = _warn_insecure(args, "lookup")
     if args.purpose == Purpose.LAW_ENFORCEMENT.value:
@@ -982,7 +982,8 @@ def _lookup(args: argparse.Namespace) -> int:
         # sent (fresh nonce, time, probe hash): this command cannot obtain one.
         raise InvalidInput(
             "law-enforcement lookups need the verifying authority's approval of each request; "
-            "use the library: fedmatch.statement.RequestSigner(approve=..., prior_check=...)"
+            "use the library: "
+            "fedmatch.protocol.statement.RequestSigner(approve=..., prior_check=...)"
         )
     if args.purpose == Purpose.DATA_SUBJECT_REQUEST.value:
         # Such a search answers only which states hold data: never resolved to details.
@@ -1014,7 +1015,7 @@ def _lookup(args: argparse.Namespace) -> int:
         RequestSigner(signer, security.chain_pem()),
         security.channel_credentials(),
     )
-    from fedmatch.casefile import load_case_file
+    from fedmatch.protocol.casefile import load_case_file
 
     case_inputs = load_case_file(args.case_file) if args.case_file else None
     try:
@@ -1030,12 +1031,12 @@ def _lookup(args: argparse.Namespace) -> int:
                 report, app_date, (), timeout=args.timeout, case_inputs=case_inputs
             )
         elif args.candidates_out is not None:
-            from fedmatch.verification_cli import write_candidates
+            from fedmatch.cli.verify import write_candidates
 
             write_candidates(report, args.candidates_out)
     finally:
         requester.close()
-    from fedmatch.report import lookup_summary
+    from fedmatch.requester.report import lookup_summary
 
     print(json.dumps(lookup_summary(report, resolved)))
     return EXIT_OK

@@ -1,0 +1,11 @@
+"""The benchmark commands (``fedmatch bench ...``): each prints one JSON line with the
+fastest plain baseline on the same data in the same run.
+
+- :mod:`~fedmatch.bench.search`: encrypted 1:N search through a real node over mTLS against
+  a numpy search of the same register (``make bench``);
+- :mod:`~fedmatch.bench.federation`: K node processes and a coordinator, lookups end to end;
+- :mod:`~fedmatch.bench.audit`: durable appends, inclusion proofs, full log verification;
+- :mod:`~fedmatch.bench.faces`: photos per second through the face path.
+
+May import anything but ``cli``; imported only by ``cli`` (and the tests).
+"""

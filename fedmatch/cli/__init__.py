@@ -1,0 +1,1 @@
+"""The `fedmatch` command (placeholder until the split)."""
