@@ -15,30 +15,38 @@ import re
 from dataclasses import asdict
 from typing import Any
 
+from fedmatch.cli.common import (
+    EXIT_OK,
+    header_args,
+    insecure_arg,
+    load_operator,
+    operator_config_arg,
+    signed_requester,
+    warn_insecure,
+)
 from fedmatch.domain import Purpose, QueryHeader
 from fedmatch.errors import InvalidInput
 from fedmatch.protocol.casefile import CRITERIA
 
-__all__ = ["add_confirm_parser", "run_confirm"]
+__all__ = ["add_parsers", "run"]
 
 _QUERY_ID = re.compile(r"[0-9a-f]{32}")
 
 
-def add_confirm_parser(sub: Any) -> None:
+def add_parsers(sub: Any) -> None:
     """Register ``confirm-decision`` on the ``fedmatch`` subcommands."""
-    from fedmatch.cli.main import _header_args, _insecure_arg, _operator_config_arg
-
     p = sub.add_parser(
         "confirm-decision",
         help="an official accepts or overrides the Dublin case proposal of a lookup",
     )
+    p.set_defaults(run=run)
     p.add_argument("--coordinator", required=True, help="coordinator address host:port")
-    _operator_config_arg(
+    operator_config_arg(
         p, True, ", and [operator] signing_key (the key bound into that certificate, which "
         "signs the confirmation)",
     )  # fmt: skip
-    _insecure_arg(p)
-    _header_args(p)
+    insecure_arg(p)
+    header_args(p)
     p.add_argument("--unit", required=True, help="the official's unit (logged)")
     p.add_argument("--operator", required=True, help="the confirming official's id (logged)")
     p.add_argument("--query-id", required=True, help="the lookup's query id (32 hex digits)")
@@ -57,19 +65,15 @@ def add_confirm_parser(sub: Any) -> None:
     p.add_argument("--timeout", type=float, default=30.0, help="seconds")
 
 
-def run_confirm(args: argparse.Namespace) -> int:
-    from fedmatch.cli.main import EXIT_OK, _operator, _warn_insecure
-    from fedmatch.protocol.statement import RequestSigner
-    from fedmatch.requester import Requester
-
-    insecure = _warn_insecure(args, "confirm-decision")
+def run(args: argparse.Namespace) -> int:
+    insecure = warn_insecure(args, "confirm-decision")
     if not _QUERY_ID.fullmatch(args.query_id):
         raise InvalidInput("--query-id must be the lookup's 32 lowercase hex digits")
     if args.accept and (args.override_criterion or args.reason):
         raise InvalidInput("--accept takes no --override-criterion or --reason")
     if not args.accept and not (args.override_criterion and args.reason):
         raise InvalidInput("an override needs --override-state, --override-criterion and --reason")
-    security, signer = _operator(args.config, insecure, args.state, signs=True)
+    security, signer = load_operator(args.config, insecure, args.state, signs=True)
     assert security is not None and signer is not None
     header = QueryHeader(
         args.query_id,
@@ -80,15 +84,7 @@ def run_confirm(args: argparse.Namespace) -> int:
         args.unit,
         args.operator,
     )
-    requester = Requester(
-        args.coordinator,
-        args.state,
-        None,
-        args.unit,
-        args.operator,
-        RequestSigner(signer, security.chain_pem()),
-        security.channel_credentials(),
-    )
+    requester = signed_requester(args, args.state, None, args.unit, args.operator, security, signer)
     try:
         report = requester.confirm_decision(
             header,

@@ -10,26 +10,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
-from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from fedmatch.domain import Purpose, QueryHeader
+from fedmatch.cli.common import EXIT_OK, load_operator, new_header, warn_insecure
+from fedmatch.domain import Purpose
 from fedmatch.grpcutil.server import make_channel
 from fedmatch.pki.names import dns_name
 from fedmatch.protocol.limits import MAX_RECEIVE_BYTES
 from fedmatch.protocol.wire import header_to_pb
 from fedmatch.rpc.v1 import node_pb2, node_pb2_grpc
 
-if TYPE_CHECKING:
-    from fedmatch.protocol.transport import Security
-    from node.config import NodeConfig
-    from node.lifecycle import Lifecycle, LifecycleJob
-    from node.retention import RetentionPolicy
-    from node.service import NodeService
-
-__all__ = ["COMMANDS", "add_parsers", "node_lifecycle", "run"]
+__all__ = ["COMMANDS", "add_parsers", "run"]
 
 COMMANDS = ("mark", "unmark", "erase", "route", "inbox", "ack")
 
@@ -98,15 +90,11 @@ def _item(pb: node_pb2.InboxItem) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    # The CLI's own helpers: the operator file's checks and the insecure warning.
-    from fedmatch.cli.main import EXIT_OK, _operator, _warn_insecure
-
-    insecure = _warn_insecure(args, "node " + args.node_command)
-    security, _ = _operator(args.config, insecure, args.state, signs=False)
+    insecure = warn_insecure(args, "node " + args.node_command)
+    security, _ = load_operator(args.config, insecure, args.state, signs=False)
     credentials = security.channel_credentials() if security is not None else None
     header = header_to_pb(
-        QueryHeader(
-            secrets.token_hex(16),
+        new_header(
             args.state,
             Purpose.ASYLUM_DUBLIN,
             args.legal_basis,
@@ -176,30 +164,3 @@ def _call(stub: node_pb2_grpc.NodeServiceStub, args: argparse.Namespace, header:
         )
         return _item(acked)
     raise AssertionError(cmd)  # unreachable: argparse checks the command
-
-
-def node_lifecycle(
-    stack: ExitStack,
-    config: NodeConfig,
-    service: NodeService,
-    security: Security,
-    retention: RetentionPolicy,
-) -> tuple[Lifecycle, LifecycleJob]:
-    """`node serve`'s record lifecycle: inbox and outbox, the relay through the configured
-    coordinator, and the erasure job on its own thread (stopped with ``stack``, or earlier
-    by the caller: stopping twice is harmless)."""
-    from node.inbox import NoticeBox
-    from node.lifecycle import Lifecycle, LifecycleJob
-    from node.notices import CoordinatorRelay, NoticeSigner
-
-    box = NoticeBox(config.notices_path, config.member_state)
-    stack.callback(box.close)
-    relay = None
-    if config.coordinator:
-        sign = NoticeSigner(service.audit.signer, security.chain_pem())
-        relay = CoordinatorRelay(config.coordinator, security.channel_credentials(), sign)
-        stack.callback(relay.close)
-    lifecycle = Lifecycle(service, box, retention, relay=relay)
-    job = LifecycleJob(lifecycle, retention.job_interval_seconds).start()
-    stack.callback(job.stop)
-    return lifecycle, job

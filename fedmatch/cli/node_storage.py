@@ -1,8 +1,8 @@
 """The ``fedmatch node`` storage commands: storage-key, seal, rotate-key, backup, restore.
 
-``fedmatch/cli/main.py`` registers the parsers with :func:`add_parsers` and hands the parsed
-arguments to :func:`run`; everything else lives in :mod:`node.sealing` and
-:mod:`node.backup`.
+:mod:`fedmatch.cli.node` registers the parsers with :func:`add_parsers` under ``fedmatch
+node`` and hands the parsed arguments to :func:`run`; everything else lives in
+:mod:`node.sealing` and :mod:`node.backup`.
 """
 
 from __future__ import annotations

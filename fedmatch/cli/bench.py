@@ -1,0 +1,88 @@
+"""``fedmatch bench``: the benchmark commands, each printing one JSON line with the fastest
+plain baseline on the same data in the same run (:mod:`fedmatch.bench`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from fedmatch.cli.common import EXIT_OK
+
+__all__ = ["add_parsers", "run"]
+
+
+def add_parsers(sub: Any) -> None:
+    """Register ``bench`` and its benchmarks on the ``fedmatch`` subcommands."""
+    bench = sub.add_parser("bench", help="benchmarks (JSON on the last line)")
+    bench.set_defaults(run=run)
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
+    bsearch = bench_sub.add_parser("search", help="encrypted 1:N search vs a numpy baseline")
+    bsearch.add_argument("--records", type=int, default=100_000, help="register size")
+    bsearch.add_argument("--dim", type=int, default=128, help="template dimension")
+    bsearch.add_argument(
+        "--queries", type=int, default=10, help="timed queries (after one warm-up)"
+    )
+    bsearch.add_argument(
+        "--threads",
+        "--workers",
+        type=int,
+        default=0,
+        help="search worker processes, or Ray actors with --engine ray (0: one per core)",
+    )
+    bsearch.add_argument("--engine", choices=["local", "ray"], default="local")
+    bsearch.add_argument(
+        "--ray-address", default="", help='Ray cluster ("auto", "ray://host:port"); empty: local'
+    )
+    bfed = bench_sub.add_parser(
+        "federation", help="K node processes + coordinator over mTLS: lookups end to end"
+    )
+    bfed.add_argument("--nodes", type=int, default=3, help="node processes (K, at most 27)")
+    bfed.add_argument("--records-per-node", type=int, default=20_000, help="register size")
+    bfed.add_argument("--queries", type=int, default=10, help="timed lookups (after a warm-up)")
+    bfed.add_argument("--concurrency", type=int, default=1, help="concurrent clients")
+    bfed.add_argument("--dim", type=int, default=128, help="template dimension")
+    bfed.add_argument("--search-workers", type=int, default=1, help="search processes per node")
+    bfed.add_argument("--workdir", type=Path, help="keep the federation's files here")
+    bfaces = bench_sub.add_parser("faces", help="photos per second through the face path")
+    bfaces.add_argument("--photos", type=Path, required=True, help="folder of photos")
+    bfaces.add_argument("--images", type=int, default=200, help="photos to process")
+    baudit = bench_sub.add_parser(
+        "audit", help="audit log: durable appends/s, inclusion proofs, full verification"
+    )
+    baudit.add_argument("--appends", type=int, default=20_000, help="durable appends timed")
+    baudit.add_argument("--threads", type=int, default=16, help="concurrent appending threads")
+    baudit.add_argument(
+        "--entries", type=int, default=1_000_000, help="entries of the log proved and verified"
+    )
+    baudit.add_argument("--workdir", type=Path, help="directory for the temporary logs")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.bench_command == "faces":
+        from fedmatch.bench.faces import bench_faces
+
+        print(json.dumps(bench_faces(args.photos, args.images)))
+        return EXIT_OK
+    if args.bench_command == "audit":
+        from fedmatch.bench.audit import bench_audit
+
+        print(json.dumps(bench_audit(args.appends, args.threads, args.entries, args.workdir)))
+        return EXIT_OK
+    if args.bench_command == "federation":
+        from fedmatch.bench.federation import bench_federation
+
+        result = bench_federation(
+            args.nodes, args.records_per_node, args.queries, args.concurrency, args.dim,
+            search_workers=args.search_workers, workdir=args.workdir,
+        )  # fmt: skip
+        print(json.dumps(result))
+        return EXIT_OK
+    from fedmatch.bench.search import bench_search
+
+    print(json.dumps(bench_search(
+        args.records, args.dim, args.queries, args.threads,
+        engine=args.engine, ray_address=args.ray_address,
+    )))  # fmt: skip
+    return EXIT_OK

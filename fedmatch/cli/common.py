@@ -1,0 +1,259 @@
+"""What every ``fedmatch`` command group shares: exit codes, the common arguments (request
+header, operator file, ``--dev-insecure``, ``--log-format``), logging set-up, the operator
+workstation's file and the checks of a party's own certificate.
+
+Imported by the command modules of :mod:`fedmatch.cli`; it imports none of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import secrets
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from fedmatch.domain import Purpose, QueryHeader
+from fedmatch.errors import ConfigError, FedmatchError, InvalidInput
+
+if TYPE_CHECKING:
+    from fedmatch.audit.note import NoteSigner
+    from fedmatch.biometrics.pipeline import FacePipeline
+    from fedmatch.he.keys import RequesterKeys
+    from fedmatch.protocol.transport import Security
+    from fedmatch.requester import Requester
+
+__all__ = [
+    "EXIT_AUDIT_FAILED",
+    "EXIT_ERROR",
+    "EXIT_INPUT",
+    "EXIT_OK",
+    "EXIT_REFUSED",
+    "EXIT_SOME_REJECTED",
+    "EXIT_UNREACHABLE",
+    "INSECURE_WARNING",
+    "QUALITY_EXIT",
+    "check_own_certificate",
+    "face_pipeline",
+    "header_args",
+    "insecure_arg",
+    "load_operator",
+    "log_format_arg",
+    "new_header",
+    "operator_config_arg",
+    "parse_pick",
+    "requester_from_args",
+    "setup_logging",
+    "signed_requester",
+    "warn_insecure",
+]
+
+# The exit codes of the command; only `fedmatch.cli.main` turns errors into them.
+EXIT_OK, EXIT_ERROR, EXIT_INPUT, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
+EXIT_SOME_REJECTED = 5
+# `audit verify` found a problem: the report names the party and the evidence.
+EXIT_AUDIT_FAILED = 6
+# Exit codes of the face quality gates: one per reason, so that scripts can tell them apart.
+QUALITY_EXIT = {
+    "unreadable_image": 10,
+    "no_face": 11,
+    "several_faces": 12,
+    "face_too_small": 13,
+    "too_blurred": 14,
+    "too_dark": 15,
+}
+
+
+def header_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state", required=True, help="requesting member state (ISO 3166-1 alpha-2)")
+    p.add_argument(
+        "--purpose",
+        default=Purpose.ASYLUM_DUBLIN.value,
+        choices=[x.value for x in Purpose],
+        help="purpose of the request (a law_enforcement lookup needs a verifying authority's "
+        "approval of each request: library only, see deploy/README.md)",
+    )
+    p.add_argument(
+        "--legal-basis", required=True, help="legal basis, e.g. 'Reg. 2024/1358 Art. 15'"
+    )
+    p.add_argument("--case-reference", required=True, help="case or file number")
+
+
+INSECURE_WARNING = (
+    "WARNING: --dev-insecure: PLAINTEXT gRPC, no TLS and no client certificates on this "
+    "{what}. Signed requests are still verified against the PKI. For development on one "
+    "machine only, never in production."
+)
+
+
+def insecure_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dev-insecure",
+        action="store_true",
+        help="development only: plaintext gRPC, no TLS (warned about at every start); "
+        "the [tls] root and CRLs still verify signed requests",
+    )
+
+
+def warn_insecure(args: argparse.Namespace, what: str) -> bool:
+    """Print the --dev-insecure warning (every start) and say whether it is on."""
+    if getattr(args, "dev_insecure", False):
+        print(INSECURE_WARNING.format(what=what), file=sys.stderr, flush=True)
+        return True
+    return False
+
+
+def operator_config_arg(p: argparse.ArgumentParser, required: bool, needs: str) -> None:
+    p.add_argument(
+        "--config",
+        type=Path,
+        required=required,
+        help="operator workstation TOML: [tls] key, chain, root, crls (this operator's "
+        f"certificate of `fedmatch pki issue --role operator`){needs}",
+    )
+
+
+def log_format_arg(p: argparse.ArgumentParser) -> None:
+    # Also accepted after `serve`; SUPPRESS keeps an absent flag from hiding the global one.
+    p.add_argument(
+        "--log-format", choices=["text", "json"], default=argparse.SUPPRESS,
+        help="log lines as text (default) or one JSON object per line",
+    )  # fmt: skip
+
+
+def setup_logging(args: argparse.Namespace, config: Path | None) -> None:
+    """Log format and level: --log-format, else FEDMATCH_LOGGING_*, else [logging] of
+    ``config`` (a serving party's TOML file, applied once it is known)."""
+    from fedmatch.ops.logjson import configure_logging, load_logging_config
+
+    serving = args.command in ("node", "coordinator") and "status" not in (
+        getattr(args, "node_command", None),
+        getattr(args, "coord_command", None),
+    )
+    default = logging.INFO if args.verbose or serving else logging.WARNING
+    configure_logging(load_logging_config(config, args.log_format), default)
+
+
+def parse_pick(value: str | None) -> int | Literal["largest"] | None:
+    if value is None:
+        return None
+    if value == "largest":
+        return "largest"
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidInput("--pick takes a face index (0 = best) or 'largest'") from None
+
+
+def face_pipeline(args: argparse.Namespace) -> FacePipeline:
+    from fedmatch.biometrics.pipeline import FacePipeline
+
+    return FacePipeline.for_model(getattr(args, "model", None))
+
+
+def new_header(
+    state: str, purpose: Purpose, legal_basis: str, case: str, unit: str, operator: str
+) -> QueryHeader:
+    return QueryHeader(secrets.token_hex(16), state, purpose, legal_basis, case, unit, operator)
+
+
+def load_operator(
+    path: Path | None, insecure: bool, state: str, signs: bool
+) -> tuple[Security | None, NoteSigner | None]:
+    """An operator workstation's TOML file: ``[tls]`` (its mTLS certificate, an operator
+    certificate of ``state``) and, when it ``signs`` requests, ``[operator] signing_key``
+    (the Ed25519 key bound into that certificate). Relative paths are relative to the file.
+    Checked here, before anything is sent: a wrong certificate would be refused remotely."""
+    from fedmatch.audit.note import NoteSigner
+    from fedmatch.config import read_toml
+    from fedmatch.protocol.transport import load_security
+
+    if path is None:
+        if not insecure:
+            raise InvalidInput("--config (the operator's [tls] table) is required")
+        return None, None
+    security = load_security(path, insecure)
+    table = read_toml(path).get("operator", {})
+    if not isinstance(table, dict):
+        raise ConfigError("[operator] must be a table")
+    unknown = set(table) - {"signing_key"}
+    if unknown:
+        raise ConfigError(f"operator.{sorted(unknown)[0]}: unknown key")
+    signer = None
+    if signs:
+        raw = table.get("signing_key")
+        if not isinstance(raw, str) or not raw:
+            raise ConfigError("operator.signing_key is required (the key that signs requests)")
+        key_path = Path(raw) if Path(raw).is_absolute() else path.parent / raw
+        signer = NoteSigner.load(key_path)
+    check_own_certificate(security, "operator", state, signer)
+    return security, signer
+
+
+def signed_requester(
+    args: argparse.Namespace,
+    state: str,
+    keys: RequesterKeys | None,
+    unit: str,
+    operator: str,
+    security: Security,
+    signer: NoteSigner,
+) -> Requester:
+    """A client of the coordinator at ``--coordinator`` whose every request the operator's
+    key signs, over the workstation's mTLS channel."""
+    from fedmatch.protocol.statement import RequestSigner
+    from fedmatch.requester import Requester
+
+    return Requester(
+        args.coordinator, state, keys, unit, operator,
+        RequestSigner(signer, security.chain_pem()), security.channel_credentials(),
+    )  # fmt: skip
+
+
+def requester_from_args(
+    args: argparse.Namespace, state: str, unit: str, operator: str
+) -> Requester:
+    """The insecure warning, the operator file (``--config``, signing) and the key file
+    (``--keys``, if the command has one), then :func:`signed_requester`."""
+    from fedmatch.requester.keyfile import load_keys
+
+    insecure = warn_insecure(args, args.command)
+    security, signer = load_operator(args.config, insecure, state, signs=True)
+    assert security is not None and signer is not None
+    keys = load_keys(args.keys) if getattr(args, "keys", None) else None
+    return signed_requester(args, state, keys, unit, operator, security, signer)
+
+
+def _leaf_identity(security: Security) -> Any:
+    """The identity this party's own certificate names (checked against the federation
+    root and CRLs, as its peers will check it)."""
+    try:
+        chain = security.chain_pem()
+    except OSError as exc:
+        raise ConfigError(
+            f"tls.chain {security.files.chain} could not be read ({exc.strerror})"
+        ) from None
+    try:
+        return security.verify_chain(chain)
+    except FedmatchError as exc:
+        raise ConfigError(f"tls.chain {security.files.chain}: {exc}") from None
+
+
+def check_own_certificate(
+    security: Security, role: str, state: str | None, signer: NoteSigner | None
+) -> Any:
+    """Refuse at start a certificate this party's peers would refuse at every call: another
+    role, another member state, expired or revoked, or binding another signing key than the
+    one this party signs with (its audit log's, or an operator's request key)."""
+    identity = _leaf_identity(security)
+    if identity.role != role or identity.member_state != state:
+        raise ConfigError(
+            f"tls.chain names {identity.dns}, not the {role} of {state or 'the federation'}"
+        )
+    if signer is not None and identity.signing_key != signer.public_key_bytes():
+        raise ConfigError(
+            f"tls.chain {security.files.chain} binds another signing key than {signer.name}'s "
+            "(issue the certificate with `fedmatch pki issue --signing-key` of that key)"
+        )
+    return identity

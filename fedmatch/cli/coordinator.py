@@ -1,0 +1,82 @@
+"""``fedmatch coordinator``: serve the coordinator, or check its status."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from fedmatch.cli.common import (
+    EXIT_OK,
+    check_own_certificate,
+    insecure_arg,
+    log_format_arg,
+    setup_logging,
+    warn_insecure,
+)
+from fedmatch.cli.health import add_status_parser, run_status
+
+__all__ = ["add_parsers", "run"]
+
+log = logging.getLogger("fedmatch")
+
+
+def add_parsers(sub: Any) -> None:
+    """Register ``coordinator`` and its actions on the ``fedmatch`` subcommands."""
+    coord = sub.add_parser("coordinator", help="run the coordinator")
+    coord.set_defaults(run=run)
+    coord_sub = coord.add_subparsers(dest="coord_command", required=True, metavar="ACTION")
+    cserve = coord_sub.add_parser("serve", help="serve the coordinator over gRPC")
+    cserve.add_argument("--config", type=Path, required=True, help="coordinator TOML config")
+    cserve.add_argument("--listen", help="override [coordinator].listen")
+    cserve.add_argument("--port-file", type=Path, help="write the bound port here once serving")
+    insecure_arg(cserve)
+    log_format_arg(cserve)
+    add_status_parser(coord_sub, "coordinator")
+
+
+def run(args: argparse.Namespace) -> int:
+    from coordinator.config import load_coordinator_config
+    from coordinator.service import CoordinatorService
+    from coordinator.servicer import serve_coordinator
+    from fedmatch.audit.party import COORDINATOR_ORIGIN, PartyAudit, load_audit_config
+    from fedmatch.ops.metrics import coordinator_metrics
+    from fedmatch.ops.metrics_http import load_metrics_config
+    from fedmatch.ops.serving import serve_party
+    from fedmatch.protocol.gate import Gate
+    from fedmatch.protocol.replay import ReplayGuard
+    from fedmatch.protocol.transport import load_security
+
+    if args.coord_command == "status":
+        return run_status(args, "coordinator")
+    insecure = warn_insecure(args, "coordinator")
+    cfg = load_coordinator_config(args.config, {"listen": args.listen})
+    audit_config = load_audit_config(args.config)
+    security = load_security(args.config, insecure)
+    metrics_config = load_metrics_config(args.config)
+    setup_logging(args, args.config)
+    # Beside the audit directory unless [coordinator] replay_db says where.
+    replay = cfg.replay_db or audit_config.directory.parent / "coordinator.replay.sqlite"
+    with ExitStack() as stack:
+        audit = PartyAudit(audit_config, COORDINATOR_ORIGIN)
+        stack.callback(audit.close)
+        if not insecure:
+            check_own_certificate(security, "coordinator", None, audit.signer)
+        gate = Gate(security.verify_chain, ReplayGuard(replay))
+        stack.callback(gate.close)
+        service = CoordinatorService(cfg, audit, gate, security.channel_credentials())
+        stack.callback(service.close)
+        metrics = coordinator_metrics(service)
+        server = serve_coordinator(service, security, interceptors=[metrics.interceptor])
+        log.info(
+            "coordinator serving %d nodes on %s (%s)",
+            len(cfg.nodes),
+            server.address,
+            "PLAINTEXT" if insecure else "mTLS",
+        )
+        serve_party(
+            server, metrics.registry, metrics_config.listen, audit.log.checkpoint, args.port_file
+        )
+    return EXIT_OK

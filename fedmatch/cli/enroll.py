@@ -1,0 +1,243 @@
+"""``fedmatch enroll``: a state's own authority enrols records at its own node, from
+templates, a photo or a folder of photos (bulk), with a CSV manifest or flags. Every record
+is checked (dates, minimum age, manifest rows) before anything is sent."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fedmatch.cli.common import (
+    EXIT_INPUT,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_SOME_REJECTED,
+    EXIT_UNREACHABLE,
+    QUALITY_EXIT,
+    face_pipeline,
+    header_args,
+    insecure_arg,
+    load_operator,
+    new_header,
+    operator_config_arg,
+    parse_pick,
+    warn_insecure,
+)
+from fedmatch.domain import Category, Purpose, Sex, parse_date
+from fedmatch.errors import FedmatchError, InvalidInput
+
+if TYPE_CHECKING:
+    from fedmatch.requester.enrolment import EnrolmentRecord
+
+__all__ = ["add_parsers", "run"]
+
+_PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def add_parsers(sub: Any) -> None:
+    """Register ``enroll`` on the ``fedmatch`` subcommands."""
+    enroll = sub.add_parser("enroll", help="enrol records at a node (your own state's node)")
+    enroll.set_defaults(run=run)
+    enroll.add_argument("--node", required=True, help="node address host:port")
+    operator_config_arg(
+        enroll, False, "; required unless --dev-insecure (an operator of --state's own node)"
+    )
+    insecure_arg(enroll)
+    header_args(enroll)
+    source = enroll.add_mutually_exclusive_group(required=True)
+    source.add_argument("--template", type=Path, help=".npy or .json template(s)")
+    source.add_argument("--image", type=Path, help="a photo (one face, or --pick)")
+    source.add_argument(
+        "--images", type=Path, help="a folder of photos: bulk, reference = file name stem"
+    )
+    enroll.add_argument("--model-id", default="sface-2021dec-int8bq", help="model of --template")
+    enroll.add_argument(
+        "--manifest",
+        type=Path,
+        help="CSV with reference,category,event_date,event_place,capture_date,sex and either "
+        "row (indexing the --template matrix) or image (a photo path, relative to the CSV)",
+    )
+    enroll.add_argument(
+        "--pick", help="which face of a photo with several: an index (0 = best) or 'largest'"
+    )
+    enroll.add_argument(
+        "--model", type=Path, help="an ArcFace-style ONNX recognizer (default SFace)"
+    )
+    enroll.add_argument("--reference", help="origin reference number (single record)")
+    enroll.add_argument("--category", choices=[c.value for c in Category])
+    enroll.add_argument("--event-date", help="YYYY-MM-DD")
+    enroll.add_argument("--event-place")
+    enroll.add_argument("--capture-date", help="YYYY-MM-DD (default: event date)")
+    enroll.add_argument("--sex", default="", choices=[s.value for s in Sex])
+    enroll.add_argument(
+        "--birth-date",
+        help="YYYY-MM-DD (required: no one under 6 at capture is enrolled; manifest column "
+        "birth_date)",
+    )
+    enroll.add_argument(
+        "--birth-date-estimated",
+        action="store_true",
+        help="the birth date is an estimate (a child who could be under 6 is refused; "
+        "manifest column birth_date_estimated = 1)",
+    )
+    enroll.add_argument("--operator", default="", help="operator id (recorded and logged)")
+    enroll.add_argument("--unit", default="", help="enrolling unit (logged)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import grpc
+    import numpy as np
+
+    from fedmatch.biometrics.errors import FaceQualityError
+    from fedmatch.cli.templates import read_templates
+    from fedmatch.requester.enrolment import NodeEnroller
+
+    insecure = warn_insecure(args, "enrolment")
+    security, _ = load_operator(args.config, insecure, args.state, signs=False)
+    matrix = read_templates(args.template) if args.template else np.zeros((0, 1), np.float32)
+    records = _records(args, _enrol_rows(args), matrix.shape[0])
+    photos = any(isinstance(src, Path) for _, src in records)
+    pipeline = face_pipeline(args) if photos else None
+    model_id = pipeline.model_id if pipeline is not None else args.model_id
+    pick = parse_pick(args.pick)
+    purpose = Purpose.parse(args.purpose)
+    size, done, rejects = 0, 0, []
+    credentials = security.channel_credentials() if security is not None else None
+    with NodeEnroller(
+        args.node, model_id, credentials=credentials, member_state=args.state
+    ) as node:
+        for record, source in records:
+            if isinstance(source, Path):
+                assert pipeline is not None
+                try:
+                    template = pipeline.template(source, pick=pick)
+                except FaceQualityError as exc:
+                    if len(records) == 1:
+                        print(f"fedmatch: {exc.code}: {exc}", file=sys.stderr)
+                        return QUALITY_EXIT.get(exc.code, EXIT_INPUT)
+                    rejects.append({"file": source.name, "reason": exc.code})
+                    done += 1
+                    _progress(done, len(records), len(rejects))
+                    continue
+            else:
+                template = matrix[source]
+            header = new_header(
+                args.state, purpose, args.legal_basis, args.case_reference, args.unit, args.operator
+            )
+            try:
+                size = node.enroll(header, record, template)
+            except grpc.RpcError as err:
+                code = err.code()
+                print(
+                    f"fedmatch: record {record.reference}: {code.name}: {err.details()} "
+                    f"({done - len(rejects)} of {len(records)} enrolled before it)",
+                    file=sys.stderr,
+                )
+                return EXIT_UNREACHABLE if code == grpc.StatusCode.UNAVAILABLE else EXIT_REFUSED
+            done += 1
+            _progress(done, len(records), len(rejects))
+    reasons: dict[str, int] = {}
+    for r in rejects:
+        reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+    print(json.dumps({
+        "enrolled": done - len(rejects), "rejected": len(rejects), "reject_reasons": reasons,
+        "rejected_files": rejects, "register_size": size, "model_id": model_id,
+    }))  # fmt: skip
+    return EXIT_SOME_REJECTED if rejects else EXIT_OK
+
+
+def _flag_row(args: argparse.Namespace, **extra: str) -> dict[str, Any]:
+    needed = ("category", "event_date", "event_place")
+    missing = [n for n in needed if not getattr(args, n)]
+    if missing:
+        flags = ", ".join("--" + m.replace("_", "-") for m in missing)
+        raise InvalidInput(f"enrolment without a manifest needs {flags}")
+    return {
+        "category": args.category, "event_date": args.event_date,
+        "event_place": args.event_place, "capture_date": args.capture_date,
+        "sex": args.sex, "birth_date": args.birth_date,
+        "birth_date_estimated": "1" if args.birth_date_estimated else "", **extra,
+    }  # fmt: skip
+
+
+def _enrol_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The records to enrol as manifest-like rows with a ``row`` or an ``image`` source."""
+    if args.manifest:
+        with args.manifest.open(newline="") as fh:
+            rows: list[dict[str, Any]] = list(csv.DictReader(fh))
+        base = args.images or args.manifest.parent
+        for row in rows:
+            if row.get("image"):
+                row["image"] = str(base / row["image"])
+        return rows
+    if args.template:
+        if not args.reference:
+            raise InvalidInput("single-record enrolment needs --reference")
+        return [_flag_row(args, reference=args.reference, row="0")]
+    if args.image:
+        reference = args.reference or args.image.stem
+        return [_flag_row(args, reference=reference, image=str(args.image))]
+    photos = sorted(p for p in args.images.iterdir() if p.suffix.lower() in _PHOTO_SUFFIXES)
+    if not photos:
+        raise InvalidInput(f"no photos in {args.images.name}")
+    return [_flag_row(args, reference=p.stem, image=str(p)) for p in photos]
+
+
+def _records(
+    args: argparse.Namespace, rows: list[dict[str, Any]], templates: int
+) -> list[tuple[EnrolmentRecord, int | Path]]:
+    """Every record with its template row or photo, all validated before anything is sent."""
+    from fedmatch.requester.enrolment import EnrolmentRecord
+
+    out: list[tuple[EnrolmentRecord, int | Path]] = []
+    for n, row in enumerate(rows, 1):
+        try:
+            source: int | Path
+            if row.get("image"):
+                source = Path(row["image"])
+            else:
+                source = int(row["row"])
+                if not 0 <= source < templates:
+                    raise IndexError(source)
+            event = parse_date(row["event_date"], "event_date")
+            captured = row.get("capture_date")
+            record = EnrolmentRecord(
+                reference=row["reference"],
+                category=Category.parse(row["category"]),
+                event_date=event,
+                event_place=row["event_place"],
+                capture_date=parse_date(captured, "capture_date") if captured else event,
+                sex=Sex.parse(row.get("sex") or ""),
+                operator_id=args.operator,
+                **_birth(row),
+            )
+        except (KeyError, ValueError, IndexError, TypeError):
+            raise InvalidInput(
+                f"manifest row {n} is incomplete or names a missing template row"
+            ) from None
+        except FedmatchError as exc:
+            raise InvalidInput(f"manifest row {n}: {exc}") from None
+        out.append((record, source))
+    return out
+
+
+def _birth(row: dict[str, Any]) -> dict[str, Any]:
+    """A row's birth date, checked against the minimum age before anything is sent."""
+    from node.retention import check_enrolment_age
+
+    raw = row.get("birth_date")
+    born = parse_date(raw, "birth_date") if raw else None
+    estimated = (row.get("birth_date_estimated") or "").strip().lower() in ("1", "true", "yes")
+    captured = row.get("capture_date") or row["event_date"]
+    check_enrolment_age(born, estimated, parse_date(captured, "capture_date"))
+    return {"birth_date": born, "birth_date_estimated": estimated}
+
+
+def _progress(done: int, total: int, rejected: int) -> None:
+    if total > 1:
+        print(f"\r[{done}/{total}] enrolled {done - rejected}, rejected {rejected}",
+              end="" if done < total else "\n", file=sys.stderr, flush=True)  # fmt: skip

@@ -1,0 +1,130 @@
+"""``fedmatch lookup``: an encrypted lookup of one probe (a template or a photo) across the
+federation. Without hits it resolves at once to a decision; with hits it stops at the
+candidates (``--candidates-out``) for the verifiers (:mod:`fedmatch.cli.verify`)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from fedmatch.cli.common import (
+    EXIT_INPUT,
+    EXIT_OK,
+    QUALITY_EXIT,
+    face_pipeline,
+    header_args,
+    insecure_arg,
+    load_operator,
+    operator_config_arg,
+    parse_pick,
+    signed_requester,
+    warn_insecure,
+)
+from fedmatch.domain import Purpose, parse_date
+from fedmatch.errors import InvalidInput
+
+__all__ = ["add_parsers", "run"]
+
+
+def add_parsers(sub: Any) -> None:
+    """Register ``lookup`` on the ``fedmatch`` subcommands."""
+    lookup = sub.add_parser("lookup", help="encrypted lookup of one probe across the federation")
+    lookup.set_defaults(run=run)
+    lookup.add_argument("--coordinator", required=True, help="coordinator address host:port")
+    operator_config_arg(
+        lookup, True, ", and [operator] signing_key (the Ed25519 key bound into that "
+        "certificate, which signs every lookup and resolve)",
+    )  # fmt: skip
+    insecure_arg(lookup)
+    header_args(lookup)
+    lookup.add_argument("--unit", required=True, help="requesting unit (logged)")
+    lookup.add_argument(
+        "--operator", required=True, help="operator id of the person asking (logged)"
+    )
+    lookup.add_argument(
+        "--candidates-out",
+        type=Path,
+        help="write the candidate hits here for the verifiers (`fedmatch verify-hit`) and "
+        "`fedmatch resolve`; a lookup with hits stops at the candidates",
+    )
+    probe = lookup.add_mutually_exclusive_group(required=True)
+    probe.add_argument("--template", type=Path, help=".npy or .json probe")
+    probe.add_argument("--image", type=Path, help="a photo of the person")
+    lookup.add_argument("--pick", help="which face of a photo with several: index or 'largest'")
+    lookup.add_argument(
+        "--model", type=Path, help="an ArcFace-style ONNX recognizer (default SFace)"
+    )
+    lookup.add_argument("--keys", type=Path, help="key file (default: a fresh key pair)")
+    lookup.add_argument("--application-date", help="YYYY-MM-DD of the application (default: today)")
+    lookup.add_argument(
+        "--case-file",
+        type=Path,
+        help="JSON: what the authority knows for the Dublin criteria (family, documents and "
+        "visas, visa waiver, airport transit, lodging date; see fedmatch/protocol/casefile.py)",
+    )
+    lookup.add_argument("--timeout", type=float, default=60.0, help="seconds")
+
+
+def run(args: argparse.Namespace) -> int:
+    from fedmatch.cli.templates import read_templates
+    from fedmatch.protocol.casefile import load_case_file
+    from fedmatch.requester.keyfile import load_keys
+
+    insecure = warn_insecure(args, "lookup")
+    if args.purpose == Purpose.LAW_ENFORCEMENT.value:
+        # The request needs a verifying authority's second signature over the very statement
+        # sent (fresh nonce, time, probe hash): this command cannot obtain one.
+        raise InvalidInput(
+            "law-enforcement lookups need the verifying authority's approval of each request; "
+            "use the library: "
+            "fedmatch.protocol.statement.RequestSigner(approve=..., prior_check=...)"
+        )
+    if args.purpose == Purpose.DATA_SUBJECT_REQUEST.value:
+        # Such a search answers only which states hold data: never resolved to details.
+        raise InvalidInput("a data-subject request is `fedmatch rights which-states`")
+    security, signer = load_operator(args.config, insecure, args.state, signs=True)
+    assert security is not None and signer is not None
+    if args.image:
+        from fedmatch.biometrics.errors import FaceQualityError
+
+        try:
+            probe = face_pipeline(args).template(args.image, pick=parse_pick(args.pick))
+        except FaceQualityError as exc:
+            print(f"fedmatch: {exc.code}: {exc}", file=sys.stderr)
+            return QUALITY_EXIT.get(exc.code, EXIT_INPUT)
+        templates = probe.reshape(1, -1)
+    else:
+        templates = read_templates(args.template)
+    if templates.shape[0] != 1:
+        raise InvalidInput("one probe per lookup: the template file holds several")
+    keys = load_keys(args.keys) if args.keys else None
+    app_date = args.application_date or dt.date.today().isoformat()
+    parse_date(app_date, "--application-date")
+    case_inputs = load_case_file(args.case_file) if args.case_file else None
+    requester = signed_requester(args, args.state, keys, args.unit, args.operator, security, signer)
+    try:
+        header = requester.header(
+            Purpose.parse(args.purpose), args.legal_basis, args.case_reference
+        )
+        report = requester.lookup(templates[0], header, timeout=args.timeout)
+        # Details of candidate hits are asked for only once people have verified them
+        # (`fedmatch verify-hit`, then `fedmatch resolve` with their signed verdicts).
+        resolved = None
+        if not report.matches:
+            resolved = requester.resolve(
+                report, app_date, (), timeout=args.timeout, case_inputs=case_inputs
+            )
+        elif args.candidates_out is not None:
+            from fedmatch.cli.candidates import write_candidates
+
+            write_candidates(report, args.candidates_out)
+    finally:
+        requester.close()
+    from fedmatch.requester.report import lookup_summary
+
+    print(json.dumps(lookup_summary(report, resolved)))
+    return EXIT_OK
