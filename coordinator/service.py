@@ -32,7 +32,7 @@ from coordinator.config import CoordinatorConfig
 from coordinator.dublin import Decision, decide
 from coordinator.fanout import NodeCall, NodeOutcome, fan_out
 from coordinator.relay import NoticeRelay
-from coordinator.verification import HitGate, HitOutcome, settle
+from coordinator.verification import HitGate, HitOutcome, Screening, settle
 from coordinator.witnessing import Witnesses
 from fedmatch.audit.entry import EventKind, SignedEntry, digest_hex
 from fedmatch.audit.events import handles_digest, header_event, refusal_event
@@ -457,21 +457,9 @@ class CoordinatorService:
             raise PermissionDenied("hit details are refused for a data-subject request")
         request = self._verified(signed, header, "resolve", "")
         self.gate.consume(request)
-        with self._lock:
-            rec = self._lookups.get(header.query_id)
-        if rec is None or rec.expires <= self._clock():
-            raise NotFound("no lookup with this query id is pending")
-        if rec.requesting_state != header.requesting_state:
-            raise NotFound("no lookup with this query id is pending")
+        rec = self._pending_lookup(header)
         self.cases.check_open(header.query_id)
-        if len(hits) > MAX_HANDLES_PER_REQUEST:
-            raise InvalidInput(f"at most {MAX_HANDLES_PER_REQUEST} hits per resolve")
-        for state, handle in hits:
-            check_member_state(state, "hits.member_state")
-            if rec.outcomes.get(state) != NodeOutcome.OK:
-                raise InvalidInput(f"hits name {state}, which did not answer this lookup")
-            if len(handle) != HANDLE_BYTES:
-                raise InvalidInput(f"a handle is {HANDLE_BYTES} bytes")
+        self._check_hits(rec, hits)
         # Only hits enough verifiers confirmed (and nobody rejected) go further.
         screening = self.hit_gate.screen(
             header, [HitKey(s, h) for s, h in hits], verdicts, request.digest
@@ -485,39 +473,110 @@ class CoordinatorService:
         by_state: dict[str, list[bytes]] = defaultdict(list)
         for hit in screening.verified:
             by_state[hit.member_state].append(hit.handle)
-        verifiers = screening.confirmers
-        calls: dict[str, NodeCall] = {}
-        if by_state:
-            verified = self.audit.log.append(
-                header_event(
-                    EventKind.HIT_VERIFIED,
-                    header,
-                    registers=sorted(by_state),
-                    verifiers=verifiers,
-                    outcome="confirmed",
-                    counts={s.lower(): len(h) for s, h in by_state.items()},
-                    labels={f"handles_{s.lower()}": handles_digest(h) for s, h in by_state.items()}
-                    | {"request": request.digest},
-                )
+        calls = self._ask_for_details(header, signed, request, screening, by_state, deadline)
+        details, outcomes = settle(screening, *self._received_details(calls))
+        # Hits still awaiting people (pending, or held for review) leave the decision partial.
+        complete = (
+            all(o is NodeOutcome.OK for o in rec.outcomes.values())
+            and all(c.outcome is NodeOutcome.OK for c in calls.values())
+            and all(o.status in ("verified", "rejected") for o in outcomes)
+        )
+        decision = decide(header.requesting_state, application_date, details)
+        # Only verified hits whose details came back reach the case.
+        proposal = propose(replace(case, hits=received_hits(details, rec.received_on)))
+        digest = self._store_proposal(header, proposal, complete)
+        self._record_proposal(
+            header, sorted(by_state), screening.confirmers, details, decision, proposal, digest,
+            complete,
+        )  # fmt: skip
+        log.info(
+            "resolve query=%s from=%s hits=%d rule=%s responsible=%s complete=%s",
+            header.query_id,
+            header.requesting_state,
+            len(details),
+            decision.rule.value,
+            decision.responsible_state or "-",
+            complete,
+        )
+        return Resolution(
+            decision,
+            tuple(details),
+            tuple(calls.values()),
+            complete,
+            tuple(outcomes),
+            proposal=proposal,
+            proposal_digest=digest,
+        )
+
+    def _pending_lookup(self, header: QueryHeader) -> _Lookup:
+        """The lookup a resolve names: pending, not expired, and of the same state."""
+        with self._lock:
+            rec = self._lookups.get(header.query_id)
+        if rec is None or rec.expires <= self._clock():
+            raise NotFound("no lookup with this query id is pending")
+        if rec.requesting_state != header.requesting_state:
+            raise NotFound("no lookup with this query id is pending")
+        return rec
+
+    def _check_hits(self, rec: _Lookup, hits: Sequence[tuple[str, bytes]]) -> None:
+        """A resolve's hits: few enough, each naming a state that answered the lookup, with
+        a handle of the right size."""
+        if len(hits) > MAX_HANDLES_PER_REQUEST:
+            raise InvalidInput(f"at most {MAX_HANDLES_PER_REQUEST} hits per resolve")
+        for state, handle in hits:
+            check_member_state(state, "hits.member_state")
+            if rec.outcomes.get(state) != NodeOutcome.OK:
+                raise InvalidInput(f"hits name {state}, which did not answer this lookup")
+            if len(handle) != HANDLE_BYTES:
+                raise InvalidInput(f"a handle is {HANDLE_BYTES} bytes")
+
+    def _ask_for_details(
+        self,
+        header: QueryHeader,
+        signed: SignedRequest | None,
+        request: VerifiedRequest,
+        screening: Screening,
+        by_state: dict[str, list[bytes]],
+        deadline: float | None,
+    ) -> dict[str, NodeCall]:
+        """Log the verified hits, then ask each owning node for their details with the
+        verdicts that confirmed them (no node is asked off the record)."""
+        if not by_state:
+            return {}
+        verified = self.audit.log.append(
+            header_event(
+                EventKind.HIT_VERIFIED,
+                header,
+                registers=sorted(by_state),
+                verifiers=screening.confirmers,
+                outcome="confirmed",
+                counts={s.lower(): len(h) for s, h in by_state.items()},
+                labels={f"handles_{s.lower()}": handles_digest(h) for s, h in by_state.items()}
+                | {"request": request.digest},
             )
-            authorization, calls = self._on_record(verified, sorted(by_state), deadline)
-            targets = {
-                state: (
-                    self._stubs[state].GetHitDetails,
-                    node_pb2.HitDetailsRequest(
-                        header=header_to_pb(header, signed),
-                        handles=handles,
-                        authorization=authorization_to_pb(authorization),
-                        verdicts=[
-                            verdict_to_pb(v)
-                            for v in screening.verdicts_for([HitKey(state, h) for h in handles])
-                        ],
-                    ),
-                )
-                for state, handles in by_state.items()
-                if state not in calls
-            }
-            calls |= fan_out(targets, self._timeout(deadline))
+        )
+        authorization, calls = self._on_record(verified, sorted(by_state), deadline)
+        targets = {
+            state: (
+                self._stubs[state].GetHitDetails,
+                node_pb2.HitDetailsRequest(
+                    header=header_to_pb(header, signed),
+                    handles=handles,
+                    authorization=authorization_to_pb(authorization),
+                    verdicts=[
+                        verdict_to_pb(v)
+                        for v in screening.verdicts_for([HitKey(state, h) for h in handles])
+                    ],
+                ),
+            )
+            for state, handles in by_state.items()
+            if state not in calls
+        }
+        return calls | fan_out(targets, self._timeout(deadline))
+
+    @staticmethod
+    def _received_details(calls: dict[str, NodeCall]) -> tuple[list[HitDetail], list[HitKey]]:
+        """The hit details the nodes returned, and the hits they hold for review."""
         details: list[HitDetail] = []
         held: list[HitKey] = []
         for state, call in calls.items():
@@ -530,16 +589,10 @@ class CoordinatorService:
                         # A node may only speak for its own register.
                         raise PreconditionFailed(f"node {state} answered for another state")
                     details.append(detail)
-        details, outcomes = settle(screening, details, held)
-        # Hits still awaiting people (pending, or held for review) leave the decision partial.
-        complete = (
-            all(o is NodeOutcome.OK for o in rec.outcomes.values())
-            and all(c.outcome is NodeOutcome.OK for c in calls.values())
-            and all(o.status in ("verified", "rejected") for o in outcomes)
-        )
-        decision = decide(header.requesting_state, application_date, details)
-        # Only verified hits whose details came back reach the case.
-        proposal = propose(replace(case, hits=received_hits(details, rec.received_on)))
+        return details, held
+
+    def _store_proposal(self, header: QueryHeader, proposal: CaseProposal, complete: bool) -> str:
+        """Keep the case's proposal (the one an official confirms) and return its digest."""
         document = proposal_json(header.query_id, proposal, complete)
         digest = proposal_digest(document)
         now = self._now().astimezone(dt.UTC)
@@ -552,11 +605,24 @@ class CoordinatorService:
             header.case_reference,
         )
         self.purge_cases(now)
+        return digest
+
+    def _record_proposal(
+        self,
+        header: QueryHeader,
+        registers: list[str],
+        verifiers: tuple[str, ...],
+        details: list[HitDetail],
+        decision: Decision,
+        proposal: CaseProposal,
+        digest: str,
+        complete: bool,
+    ) -> None:
         self.audit.record(
             header_event(
                 EventKind.DECISION_PROPOSED,
                 header,
-                registers=sorted(by_state),
+                registers=registers,
                 outcome="complete" if complete else "partial",
                 verifiers=verifiers,
                 counts={"hits": len(details), "criterion": int(proposal.criterion)},
@@ -576,24 +642,6 @@ class CoordinatorService:
                     ),
                 },
             )
-        )
-        log.info(
-            "resolve query=%s from=%s hits=%d rule=%s responsible=%s complete=%s",
-            header.query_id,
-            header.requesting_state,
-            len(details),
-            decision.rule.value,
-            decision.responsible_state or "-",
-            complete,
-        )
-        return Resolution(
-            decision,
-            tuple(details),
-            tuple(calls.values()),
-            complete,
-            tuple(outcomes),
-            proposal=proposal,
-            proposal_digest=digest,
         )
 
     def confirm_decision(
