@@ -9,10 +9,12 @@ Public surface:
   :mod:`~fedmatch.biometrics.embed`: the three stages (OpenCV YuNet, insightface alignment,
   onnxruntime recognizer);
 - :mod:`fedmatch.biometrics.quality` and :mod:`~fedmatch.biometrics.config`: which face to
-  use and the quality gates, raising the classes of :mod:`fedmatch.biometrics.errors`;
-- :mod:`fedmatch.bench.faces`: photos per second, end to end.
+  use and the quality gates, raising the classes of :mod:`fedmatch.biometrics.errors`.
 
-Importing this package loads no model and imports none of the heavy runtimes except OpenCV.
+Photos per second through this path: :mod:`fedmatch.bench.faces`. Importing this package
+loads no model and imports none of the heavy runtimes except OpenCV. Imports only the
+shared top-level modules; imported by ``evaluation``, the nodes, the requesting side and the
+tools above them, never by the coordinator (which holds no biometrics).
 """
 
 from fedmatch.biometrics.config import QualityConfig

@@ -5,6 +5,9 @@ writes a Markdown report with a DET curve, score histograms and a JSON summary: 
 enrol, FMR and FNMR at the operational threshold with Wilson 95% intervals, the threshold
 for a target FMR, the federation-wide false positive identification rate, and per-group
 rates with worst-to-best ratios flagged above 2. Only aggregates are written.
+
+Imports ``biometrics`` and the shared top-level modules; imported only by the command line
+(``fedmatch evaluate``).
 """
 
 from __future__ import annotations

@@ -7,5 +7,12 @@ Public surface:
   a node applies to a received bundle;
 - :mod:`fedmatch.he.engine`: the search engine interface and the packed kernel that returns
   only masked match bits in a fresh per-query layout;
-- :mod:`fedmatch.he.sharded`: the same kernel across worker processes (every core).
+- :mod:`fedmatch.he.sharded`: the same kernel across worker processes (every core);
+- :mod:`fedmatch.he.ray_engine`: the same kernel on Ray actors;
+- :mod:`fedmatch.he.engines`: :func:`~fedmatch.he.engines.create_engine`, the factory that
+  picks one (kept apart so that the base module never imports the engines built on it);
+- :mod:`fedmatch.he.layout`, :mod:`fedmatch.he.sealio`: slot layout and SEAL object I/O.
+
+Imports only the shared top-level modules and the generated stubs; imported by whatever
+encrypts, searches or checks ciphertexts and keys (``protocol``, ``requester``, ``node``).
 """

@@ -6,7 +6,12 @@ mutual-TLS credentials for gRPC.
 * :mod:`fedmatch.pki.ca`: root and per-scope intermediate CAs, leaf issuance, CRLs;
 * :mod:`fedmatch.pki.verify`: application-level chain, scope and revocation checks;
 * :mod:`fedmatch.pki.credentials`: gRPC server and channel credentials (with certificate
-  reload) and the verified identity of a call's peer.
+  reload) and the verified identity of a call's peer;
+* :mod:`fedmatch.pki.provision`: a whole local federation's PKI at once (demos, the load
+  benchmark, tests).
+
+Imports the shared top-level modules and ``audit``'s signed-note keys (a certificate binds
+its holder's signing key); imported by ``protocol``, ``audit`` and everything above them.
 """
 
 from fedmatch.pki.ca import (
