@@ -44,6 +44,7 @@ __all__ = [
     "operator_config_arg",
     "parse_pick",
     "requester_from_args",
+    "serve_args",
     "setup_logging",
     "signed_requester",
     "warn_insecure",
@@ -120,6 +121,15 @@ def log_format_arg(p: argparse.ArgumentParser) -> None:
         "--log-format", choices=["text", "json"], default=argparse.SUPPRESS,
         help="log lines as text (default) or one JSON object per line",
     )  # fmt: skip
+
+
+def serve_args(p: argparse.ArgumentParser, role: str, listen_help: str) -> None:
+    """The options of ``node serve`` and ``coordinator serve``."""
+    p.add_argument("--config", type=Path, required=True, help=f"{role} TOML config")
+    p.add_argument("--listen", help=listen_help)
+    p.add_argument("--port-file", type=Path, help="write the bound port here once serving")
+    insecure_arg(p)
+    log_format_arg(p)
 
 
 def setup_logging(args: argparse.Namespace, config: Path | None) -> None:

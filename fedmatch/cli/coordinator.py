@@ -5,14 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
 
 from fedmatch.cli.common import (
     EXIT_OK,
     check_own_certificate,
-    insecure_arg,
-    log_format_arg,
+    serve_args,
     setup_logging,
     warn_insecure,
 )
@@ -29,11 +27,7 @@ def add_parsers(sub: Any) -> None:
     coord.set_defaults(run=run)
     coord_sub = coord.add_subparsers(dest="coord_command", required=True, metavar="ACTION")
     cserve = coord_sub.add_parser("serve", help="serve the coordinator over gRPC")
-    cserve.add_argument("--config", type=Path, required=True, help="coordinator TOML config")
-    cserve.add_argument("--listen", help="override [coordinator].listen")
-    cserve.add_argument("--port-file", type=Path, help="write the bound port here once serving")
-    insecure_arg(cserve)
-    log_format_arg(cserve)
+    serve_args(cserve, "coordinator", "override [coordinator].listen")
     add_status_parser(coord_sub, "coordinator")
 
 

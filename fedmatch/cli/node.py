@@ -15,8 +15,7 @@ from fedmatch.cli import node_lifecycle, node_storage
 from fedmatch.cli.common import (
     EXIT_OK,
     check_own_certificate,
-    insecure_arg,
-    log_format_arg,
+    serve_args,
     setup_logging,
     warn_insecure,
 )
@@ -40,11 +39,7 @@ def add_parsers(sub: Any) -> None:
     node.set_defaults(run=run)
     node_sub = node.add_subparsers(dest="node_command", required=True, metavar="ACTION")
     serve = node_sub.add_parser("serve", help="serve a node's register over gRPC")
-    serve.add_argument("--config", type=Path, required=True, help="node TOML config")
-    serve.add_argument("--listen", help="override [node].listen, e.g. 127.0.0.1:0")
-    serve.add_argument("--port-file", type=Path, help="write the bound port here once serving")
-    insecure_arg(serve)
-    log_format_arg(serve)
+    serve_args(serve, "node", "override [node].listen, e.g. 127.0.0.1:0")
     seed = node_sub.add_parser("seed", help="add synthetic records to a node's register")
     seed.add_argument("--config", type=Path, required=True, help="node TOML config")
     seed.add_argument("--count", type=int, required=True, help="number of records")
