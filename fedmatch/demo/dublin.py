@@ -42,18 +42,18 @@ from typing import Any
 from fedmatch.audit.auditor import AuditorConfig
 from fedmatch.biometrics.pipeline import FacePipeline
 from fedmatch.biometrics.quality import Pick
-from fedmatch.demo.federation import (
+from fedmatch.demo.parties import (
     AUDITOR,
     DIM,
     LEGAL_BASIS,
     MODEL,
-    _auditor_toml,
-    _enroll,
-    _node_register,
-    _nodes_tables,
-    _operator_toml,
-    _say,
-    _start_coordinator,
+    auditor_toml,
+    enroll,
+    node_register,
+    nodes_tables,
+    operator_toml,
+    say,
+    start_coordinator,
 )
 from fedmatch.demo.photos import read_identities, read_image, second_capture
 from fedmatch.domain import Category, Purpose
@@ -154,8 +154,8 @@ def _configure(workdir: Path, parties: dict[str, PartyFiles], records: int, toda
     ]:
         old.unlink()
     for i, state in enumerate(STATES):
-        _operator_toml(workdir / f"operator-{state}.toml", parties[f"operator-{state}"], workdir)
-        _node_register(
+        operator_toml(workdir / f"operator-{state}.toml", parties[f"operator-{state}"], workdir)
+        node_register(
             workdir, parties, state, records, 2000 + i, today, auditor_key, coordinator_key
         )
     return auditor_key
@@ -174,7 +174,7 @@ def run_dublin_demo(
                 stack.enter_context(tempfile.TemporaryDirectory(prefix="fedmatch-dublin-"))
             )
         workdir.mkdir(parents=True, exist_ok=True)
-        _say(f"fedmatch demo --scenario dublin: nodes {', '.join(STATES)} + coordinator "
+        say(f"fedmatch demo --scenario dublin: nodes {', '.join(STATES)} + coordinator "
              f"(work dir {workdir})")  # fmt: skip
 
         t0 = time.perf_counter()
@@ -182,7 +182,7 @@ def run_dublin_demo(
             workdir, list(STATES), auditors=(AUDITOR,), experts={REQUESTING: EXPERTS}
         )
         auditor_key = _configure(workdir, parties, records, today)
-        _say(
+        say(
             f"1. PKI (root, a CA per state and for the EU; nodes, coordinator, an operator "
             f"workstation per state, {len(EXPERTS)} hit verifiers of {REQUESTING}, an auditor) "
             f"and {records:,} synthetic records per node ({time.perf_counter() - t0:.1f}s)"
@@ -201,17 +201,17 @@ def run_dublin_demo(
             )
             addresses[state] = f"127.0.0.1:{wait_port(port_file, proc)}"
         node_keys = {state: parties[f"node-{state}"].vkey for state in STATES}
-        nodes_toml = _nodes_tables(addresses, node_keys)
-        coordinator = _start_coordinator(stack, workdir, parties, auditor_key, nodes_toml)
-        auditor_toml = workdir / "auditor.toml"
-        _auditor_toml(
-            auditor_toml,
+        nodes_toml = nodes_tables(addresses, node_keys)
+        coordinator = start_coordinator(stack, workdir, parties, auditor_key, nodes_toml)
+        auditor_file = workdir / "auditor.toml"
+        auditor_toml(
+            auditor_file,
             parties[f"auditor-{AUDITOR}"],
             coordinator,
             parties["coordinator"].vkey,
             nodes_toml,
         )
-        _say(
+        say(
             f"2. servers up over mutual TLS ({time.perf_counter() - t0:.1f}s): "
             + ", ".join(f"{s} at {a}" for s, a in addresses.items())
             + f", coordinator at {coordinator}"
@@ -227,7 +227,7 @@ def run_dublin_demo(
             template = pipeline.template(case.person.enrol, pick=case.person.pick)
             event = today - dt.timedelta(days=case.event_days_ago)
             reference = f"{case.enrol_state}-{event.year}-{case.place[:3].upper()}-{4711 + i}"
-            _enroll(
+            enroll(
                 addresses[case.enrol_state],
                 parties[f"operator-{case.enrol_state}"].tls,
                 case.enrol_state,
@@ -237,11 +237,11 @@ def run_dublin_demo(
                 event,
                 case.place,
             )
-            _say(
+            say(
                 f"3.{i + 1} enrolled person {i + 1} at {case.enrol_state} as "
                 f"{case.category.value} ({event}, {case.place})"
             )
-        _say(f"   faces from {source} ({time.perf_counter() - t0:.1f}s)")
+        say(f"   faces from {source} ({time.perf_counter() - t0:.1f}s)")
 
         workstation = parties[f"operator-{REQUESTING}"]
         requester = Requester(
@@ -267,10 +267,10 @@ def run_dublin_demo(
 
         from fedmatch.audit.auditor import load_auditor_config, run_audit
 
-        auditor_config = load_auditor_config(auditor_toml)
+        auditor_config = load_auditor_config(auditor_file)
         audit = run_audit(auditor_config)
         confirmed = _confirmations_verified(auditor_config)
-        _say(
+        say(
             "5. audit verify: "
             + ", ".join(
                 f"{origin.rsplit('/', 1)[-1]} {p['tree_size']} entries"
@@ -298,7 +298,7 @@ def run_dublin_demo(
             "security": {"transport": "mtls", "signed_requests": True, "signed_verdicts": True},
             "total_ms": round((time.perf_counter() - started) * 1e3, 1),
         }
-        _say("6. shutting down")
+        say("6. shutting down")
     print(json.dumps(summary), flush=True)
     return 0 if ok else 1
 
@@ -327,17 +327,17 @@ def _run_case(
     if proposal is None:
         raise InvalidInput("the coordinator answered without a case proposal")
     due = {d["name"]: d["due"] for d in proposal["deadlines"]}
-    _say(
+    say(
         f"4.{number} {case.name}: lookup from {REQUESTING} -> "
         + ", ".join(f"{n.member_state} {n.matches} hit(s)" for n in report.nodes)
         + f"; {' and '.join(e.name.split('.')[0] for e in experts)} signed their verdicts"
         + (f"; case file: {json.dumps(case.case_file)}" if case.case_file else "")
     )
-    _say(f"    proposal: {proposal['explanation']}")
-    _say("    due: " + (", ".join(f"{n} {d}" for n, d in due.items()) or "no transfer"))
+    say(f"    proposal: {proposal['explanation']}")
+    say("    due: " + (", ".join(f"{n} {d}" for n, d in due.items()) or "no transfer"))
     official = replace(header, operator=OFFICIAL)
     confirmation = requester.confirm_decision(official, proposal["digest"])
-    _say(
+    say(
         f"    confirmed by {confirmation.official_id} at {confirmation.confirmed_at} "
         f"(coordinator log entry {confirmation.log_index})"
     )

@@ -1,0 +1,224 @@
+"""The local federation both demos run (:mod:`fedmatch.demo.federation` and
+:mod:`fedmatch.demo.dublin`): each party's TOML file in the work directory (``[tls]``,
+``[audit]``, ``[storage]``), synthetic registers, the node and coordinator processes, and
+enrolment as an operator of a state.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fedmatch.demo.seed import seed_register
+from fedmatch.domain import Category, Purpose, QueryHeader, Sex
+from fedmatch.ops.subprocs import fedmatch_process, wait_port
+from fedmatch.pki.ca import TlsFiles
+from fedmatch.pki.provision import PartyFiles
+from fedmatch.protocol.transport import Security
+from fedmatch.requester.enrolment import EnrolmentRecord, NodeEnroller
+
+if TYPE_CHECKING:
+    from node.sealing import KeyEncryptionKey
+
+__all__ = [
+    "AUDITOR",
+    "CHECKPOINT_SECONDS",
+    "DIM",
+    "LEGAL_BASIS",
+    "MODEL",
+    "TRAVELLER_BIRTH_DATE",
+    "auditor_toml",
+    "enroll",
+    "node_register",
+    "nodes_tables",
+    "operator_toml",
+    "say",
+    "start_coordinator",
+    "verifier_toml",
+]
+
+MODEL = "sface-2021dec-int8bq"
+DIM = 128
+LEGAL_BASIS = "Reg. (EU) 2024/1358 Art. 27; Reg. (EU) 2024/1351"
+AUDITOR = "demo"  # the PKI's party "auditor-demo", key name demo.auditor.eu.fedmatch.eu
+# Checkpoints are published (and witnessed) this often without traffic.
+CHECKPOINT_SECONDS = 2.0
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+# The demo traveller's birth date (an adult: enrolment needs a birth date, minimum age 6).
+TRAVELLER_BIRTH_DATE = dt.date(1998, 4, 17)
+
+
+def enroll(
+    address: str, operator_tls: TlsFiles, state: str, template: np.ndarray, reference: str,
+    category: Category, event_date: dt.date, place: str,
+) -> int:  # fmt: skip
+    """Enrol at ``state``'s node as an operator of that state (its mTLS certificate)."""
+    operator = f"{state}-officer-7"
+    header = QueryHeader(
+        secrets.token_hex(16), state, Purpose.ASYLUM_DUBLIN, LEGAL_BASIS, reference,
+        unit=f"{state}-enrolment", operator=operator,
+    )  # fmt: skip
+    record = EnrolmentRecord(
+        reference, category, event_date, place, event_date, Sex.MALE, operator,
+        birth_date=TRAVELLER_BIRTH_DATE,
+    )  # fmt: skip
+    credentials = Security(operator_tls).channel_credentials()
+    with NodeEnroller(address, MODEL, credentials=credentials, member_state=state) as node:
+        return node.enroll(header, record, template)
+
+
+def _toml(value: str) -> str:
+    """A TOML basic string (the values written here are paths, addresses and keys)."""
+    return json.dumps(value)
+
+
+def _rel(path: Path, base: Path) -> str:
+    """``path`` relative to the work directory, where every TOML file of the demo lives."""
+    return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
+
+
+def _tls_table(files: TlsFiles, base: Path) -> str:
+    """A party's ``[tls]`` table: its key and chain, the federation root, and the CRLs of
+    the root and of every scope CA (re-read by the party when they change)."""
+    crls = ", ".join(_toml(_rel(c, base)) for c in files.crls)
+    return (
+        f"\n[tls]\nkey = {_toml(_rel(files.key, base))}\nchain = {_toml(_rel(files.chain, base))}\n"
+        f"root = {_toml(_rel(files.root, base))}\ncrls = [{crls}]\n"
+    )
+
+
+def operator_toml(path: Path, party: PartyFiles, base: Path) -> None:
+    path.write_text(
+        f"# An operator workstation of {party.name.split('-', 1)[1]}: "
+        "`fedmatch lookup|enroll --config` this file.\n# Paths are relative to this file.\n"
+        f"[operator]\nsigning_key = {_toml(_rel(party.signing_key, base))}\n"
+        + _tls_table(party.tls, base)
+    )
+
+
+def _audit_table(directory: str, key: str, auditor: str, coordinator_key: str = "") -> str:
+    table = (
+        f"\n[audit]\ndirectory = {_toml(directory)}\nsigning_key = {_toml(key)}\n"
+        f"auditors = [{_toml(auditor)}]\ncheckpoint_interval_seconds = {CHECKPOINT_SECONDS}\n"
+    )
+    if coordinator_key:
+        table += f"coordinator_key = {_toml(coordinator_key)}\n"
+    return table
+
+
+def _storage_key(workdir: Path, state: str) -> tuple[KeyEncryptionKey, str]:
+    """A node's storage key (templates encrypted at rest, node/sealing.py), made once per
+    work directory like the PKI, and the ``[storage]`` table naming it."""
+    from node.sealing import KeyEncryptionKey, create_key_file
+
+    path = workdir / "storage-keys" / f"{state}.key"
+    kek = KeyEncryptionKey.from_file(path) if path.exists() else create_key_file(path)
+    return kek, f"\n[storage]\nkey_file = {_toml(_rel(path, workdir))}\n"
+
+
+def node_register(
+    workdir: Path,
+    parties: dict[str, PartyFiles],
+    state: str,
+    records: int,
+    seed: int,
+    today: dt.date,
+    auditor_key: str,
+    coordinator_key: str,
+) -> None:
+    """A fresh register of ``records`` synthetic records (templates encrypted at rest) and
+    the node's TOML beside it."""
+    db = workdir / f"{state}.sqlite"
+    db.unlink(missing_ok=True)
+    kek, storage = _storage_key(workdir, state)
+    seed_register(
+        db, state, records, seed=seed, dimension=DIM, model_id=MODEL, today=today, kek=kek
+    )
+    node = parties[f"node-{state}"]
+    (workdir / f"node-{state}.toml").write_text(
+        f'[node]\nmember_state = "{state}"\ndatabase = "{db.name}"\n'
+        f'dimension = {DIM}\nmodel_id = "{MODEL}"\nlisten = "127.0.0.1:0"\n'
+        f'replay_db = "{state}.replay.sqlite"\n'
+        + storage
+        + _audit_table(
+            f"audit-{state}", _rel(node.signing_key, workdir), auditor_key, coordinator_key
+        )
+        + _tls_table(node.tls, workdir)
+        + '\n[policy]\nversion = "demo-2026-p1"\nrequests_per_minute = 60\n'
+        "daily_quota = 1000\n"
+    )
+
+
+def start_coordinator(
+    stack: ExitStack,
+    workdir: Path,
+    parties: dict[str, PartyFiles],
+    auditor_key: str,
+    nodes_toml: str,
+) -> str:
+    """Write the coordinator's TOML, start `fedmatch coordinator serve`; its address."""
+    ccfg = workdir / "coordinator.toml"
+    ccfg.write_text(
+        f'[coordinator]\nlisten = "127.0.0.1:0"\nmodel_id = "{MODEL}"\ndimension = {DIM}\n'
+        f"threshold = 0.45\nnode_deadline_seconds = 30.0\n"
+        + 'replay_db = "coordinator.replay.sqlite"\n'
+        + _audit_table(
+            "audit-coordinator", _rel(parties["coordinator"].signing_key, workdir), auditor_key
+        )
+        + _tls_table(parties["coordinator"].tls, workdir)
+        + nodes_toml
+    )
+    cport = workdir / "coordinator.port"
+    cport.unlink(missing_ok=True)
+    cproc = stack.enter_context(
+        fedmatch_process(
+            ["coordinator", "serve", "--config", str(ccfg), "--port-file", str(cport)],
+            workdir / "coordinator.log",
+        )
+    )
+    return f"127.0.0.1:{wait_port(cport, cproc)}"
+
+
+def nodes_tables(addresses: dict[str, str], keys: dict[str, str]) -> str:
+    return "".join(
+        f"\n[[nodes]]\nmember_state = {_toml(s)}\naddress = {_toml(a)}\nkey = {_toml(keys[s])}\n"
+        for s, a in addresses.items()
+    )
+
+
+def auditor_toml(
+    path: Path, auditor: PartyFiles, coordinator: str, coordinator_key: str, nodes: str
+) -> None:
+    base = path.parent
+    path.write_text(
+        "# An auditor of the demo federation: `fedmatch audit verify --config auditor.toml`\n"
+        "# (it reads the parties at these addresses, over mTLS, while they run). Paths are\n"
+        "# relative to this file.\n"
+        f"[auditor]\nname = {_toml(auditor.signer().name)}\n"
+        f"signing_key = {_toml(_rel(auditor.signing_key, base))}\n"
+        f"state_dir = {_toml('auditor-state')}\n"
+        + _tls_table(auditor.tls, base)
+        + f"\n[coordinator]\naddress = {_toml(coordinator)}\nkey = {_toml(coordinator_key)}\n"
+        + nodes
+    )
+
+
+def verifier_toml(path: Path, expert: PartyFiles, state: str) -> None:
+    """A hit verifier's file, for ``fedmatch verify-hit --config``."""
+    base = path.parent
+    path.write_text(
+        f"# A hit verifier of {state}: `fedmatch verify-hit --config` this file.\n"
+        f"[verifier]\nsigning_key = {_toml(_rel(expert.signing_key, base))}\n"
+        + _tls_table(expert.tls, base)
+    )
