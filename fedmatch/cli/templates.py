@@ -1,5 +1,6 @@
 """Reading templates from files: ``.npy`` (1-D or 2-D) or ``.json`` (a list, or a list of
-lists). Used by the CLI; the face path (photos) comes in a later issue."""
+lists), for ``enroll --template``, ``lookup --template`` and ``rights which-states
+--template`` (photos go through :mod:`fedmatch.biometrics` instead)."""
 
 from __future__ import annotations
 
