@@ -66,7 +66,7 @@ class CoordinatorConfig:
     # How often the nodes are asked to cosign the current checkpoint without traffic.
     witness_interval_seconds: float = 30.0
     # Seen request nonces (SQLite); unset means ``coordinator.replay.sqlite`` beside the
-    # audit directory (the CLI decides; see fedmatch/cli/main.py).
+    # audit directory (the CLI decides; see fedmatch/cli/coordinator.py).
     replay_db: Path | None = None
     nodes: tuple[NodeEntry, ...] = field(default=())
 
