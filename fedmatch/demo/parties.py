@@ -33,13 +33,16 @@ __all__ = [
     "LEGAL_BASIS",
     "MODEL",
     "TRAVELLER_BIRTH_DATE",
+    "audit_table",
     "auditor_toml",
     "enroll",
     "node_register",
     "nodes_tables",
     "operator_toml",
+    "relative_path",
     "say",
     "start_coordinator",
+    "tls_table",
     "verifier_toml",
 ]
 
@@ -83,18 +86,19 @@ def _toml(value: str) -> str:
     return json.dumps(value)
 
 
-def _rel(path: Path, base: Path) -> str:
+def relative_path(path: Path, base: Path) -> str:
     """``path`` relative to the work directory, where every TOML file of the demo lives."""
     return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
 
 
-def _tls_table(files: TlsFiles, base: Path) -> str:
+def tls_table(files: TlsFiles, base: Path) -> str:
     """A party's ``[tls]`` table: its key and chain, the federation root, and the CRLs of
     the root and of every scope CA (re-read by the party when they change)."""
-    crls = ", ".join(_toml(_rel(c, base)) for c in files.crls)
+    crls = ", ".join(_toml(relative_path(c, base)) for c in files.crls)
     return (
-        f"\n[tls]\nkey = {_toml(_rel(files.key, base))}\nchain = {_toml(_rel(files.chain, base))}\n"
-        f"root = {_toml(_rel(files.root, base))}\ncrls = [{crls}]\n"
+        f"\n[tls]\nkey = {_toml(relative_path(files.key, base))}\n"
+        f"chain = {_toml(relative_path(files.chain, base))}\n"
+        f"root = {_toml(relative_path(files.root, base))}\ncrls = [{crls}]\n"
     )
 
 
@@ -102,12 +106,12 @@ def operator_toml(path: Path, party: PartyFiles, base: Path) -> None:
     path.write_text(
         f"# An operator workstation of {party.name.split('-', 1)[1]}: "
         "`fedmatch lookup|enroll --config` this file.\n# Paths are relative to this file.\n"
-        f"[operator]\nsigning_key = {_toml(_rel(party.signing_key, base))}\n"
-        + _tls_table(party.tls, base)
+        f"[operator]\nsigning_key = {_toml(relative_path(party.signing_key, base))}\n"
+        + tls_table(party.tls, base)
     )
 
 
-def _audit_table(directory: str, key: str, auditor: str, coordinator_key: str = "") -> str:
+def audit_table(directory: str, key: str, auditor: str, coordinator_key: str = "") -> str:
     table = (
         f"\n[audit]\ndirectory = {_toml(directory)}\nsigning_key = {_toml(key)}\n"
         f"auditors = [{_toml(auditor)}]\ncheckpoint_interval_seconds = {CHECKPOINT_SECONDS}\n"
@@ -124,7 +128,7 @@ def _storage_key(workdir: Path, state: str) -> tuple[KeyEncryptionKey, str]:
 
     path = workdir / "storage-keys" / f"{state}.key"
     kek = KeyEncryptionKey.from_file(path) if path.exists() else create_key_file(path)
-    return kek, f"\n[storage]\nkey_file = {_toml(_rel(path, workdir))}\n"
+    return kek, f"\n[storage]\nkey_file = {_toml(relative_path(path, workdir))}\n"
 
 
 def node_register(
@@ -151,10 +155,10 @@ def node_register(
         f'dimension = {DIM}\nmodel_id = "{MODEL}"\nlisten = "127.0.0.1:0"\n'
         f'replay_db = "{state}.replay.sqlite"\n'
         + storage
-        + _audit_table(
-            f"audit-{state}", _rel(node.signing_key, workdir), auditor_key, coordinator_key
+        + audit_table(
+            f"audit-{state}", relative_path(node.signing_key, workdir), auditor_key, coordinator_key
         )
-        + _tls_table(node.tls, workdir)
+        + tls_table(node.tls, workdir)
         + '\n[policy]\nversion = "demo-2026-p1"\nrequests_per_minute = 60\n'
         "daily_quota = 1000\n"
     )
@@ -173,10 +177,12 @@ def start_coordinator(
         f'[coordinator]\nlisten = "127.0.0.1:0"\nmodel_id = "{MODEL}"\ndimension = {DIM}\n'
         f"threshold = 0.45\nnode_deadline_seconds = 30.0\n"
         + 'replay_db = "coordinator.replay.sqlite"\n'
-        + _audit_table(
-            "audit-coordinator", _rel(parties["coordinator"].signing_key, workdir), auditor_key
+        + audit_table(
+            "audit-coordinator",
+            relative_path(parties["coordinator"].signing_key, workdir),
+            auditor_key,
         )
-        + _tls_table(parties["coordinator"].tls, workdir)
+        + tls_table(parties["coordinator"].tls, workdir)
         + nodes_toml
     )
     cport = workdir / "coordinator.port"
@@ -206,9 +212,9 @@ def auditor_toml(
         "# (it reads the parties at these addresses, over mTLS, while they run). Paths are\n"
         "# relative to this file.\n"
         f"[auditor]\nname = {_toml(auditor.signer().name)}\n"
-        f"signing_key = {_toml(_rel(auditor.signing_key, base))}\n"
+        f"signing_key = {_toml(relative_path(auditor.signing_key, base))}\n"
         f"state_dir = {_toml('auditor-state')}\n"
-        + _tls_table(auditor.tls, base)
+        + tls_table(auditor.tls, base)
         + f"\n[coordinator]\naddress = {_toml(coordinator)}\nkey = {_toml(coordinator_key)}\n"
         + nodes
     )
@@ -219,6 +225,6 @@ def verifier_toml(path: Path, expert: PartyFiles, state: str) -> None:
     base = path.parent
     path.write_text(
         f"# A hit verifier of {state}: `fedmatch verify-hit --config` this file.\n"
-        f"[verifier]\nsigning_key = {_toml(_rel(expert.signing_key, base))}\n"
-        + _tls_table(expert.tls, base)
+        f"[verifier]\nsigning_key = {_toml(relative_path(expert.signing_key, base))}\n"
+        + tls_table(expert.tls, base)
     )

@@ -41,13 +41,13 @@ from fedmatch.audit.log import scan_records
 from fedmatch.audit.note import NoteVerifier
 from fedmatch.audit.party import COORDINATOR_ORIGIN
 from fedmatch.audit.witness import Witness
-from fedmatch.demo.federation import (
-    _audit_table,
-    _auditor_toml,
-    _enroll,
-    _nodes_tables,
-    _rel,
-    _tls_table,
+from fedmatch.demo.parties import (
+    audit_table,
+    auditor_toml,
+    enroll,
+    nodes_tables,
+    relative_path,
+    tls_table,
 )
 from fedmatch.demo.seed import seed_register
 from fedmatch.demo.synthetic import capture, unit_vectors
@@ -337,13 +337,13 @@ def _write_node_toml(fed: Federation, state: str, spec: NodeSpec) -> None:
         f'[node]\nmember_state = "{state}"\ndatabase = "{state}.sqlite"\n'
         f'dimension = {DIM}\nmodel_id = "{MODEL}"\nlisten = "127.0.0.1:0"\n'
         f'replay_db = "{state}.replay.sqlite"\nsearch_workers = {spec.workers}\n'
-        + _audit_table(
+        + audit_table(
             f"audit-{state}",
-            _rel(node.signing_key, fed.workdir),
+            relative_path(node.signing_key, fed.workdir),
             fed.parties[f"auditor-{AUDITOR}"].vkey,
             fed.parties["coordinator"].vkey,
         )
-        + _tls_table(node.tls, fed.workdir)
+        + tls_table(node.tls, fed.workdir)
         + '\n[policy]\nversion = "faults-p1"\nrequests_per_minute = 60\ndaily_quota = 1000\n'
     )
 
@@ -355,13 +355,13 @@ def _write_coordinator_toml(fed: Federation, node_deadline: float) -> None:
         f'[coordinator]\nlisten = "127.0.0.1:0"\nmodel_id = "{MODEL}"\ndimension = {DIM}\n'
         f"threshold = 0.45\nnode_deadline_seconds = {node_deadline}\n"
         'replay_db = "coordinator.replay.sqlite"\n'
-        + _audit_table(
+        + audit_table(
             "audit-coordinator",
-            _rel(coordinator.signing_key, fed.workdir),
+            relative_path(coordinator.signing_key, fed.workdir),
             fed.parties[f"auditor-{AUDITOR}"].vkey,
         )
-        + _tls_table(coordinator.tls, fed.workdir)
-        + _nodes_tables(fed.addresses, keys)
+        + tls_table(coordinator.tls, fed.workdir)
+        + nodes_tables(fed.addresses, keys)
     )
 
 
@@ -401,9 +401,9 @@ def federation(
         auditor = fed.parties[f"auditor-{AUDITOR}"]
         processes = {s: fed.addresses[s] for s in specs}
         keys = {s: fed.parties[f"node-{s}"].vkey for s in specs}
-        _auditor_toml(
+        auditor_toml(
             fed.auditor_toml, auditor, coordinator.address, fed.parties["coordinator"].vkey,
-            _nodes_tables(processes, keys),
+            nodes_tables(processes, keys),
         )  # fmt: skip
         sizes = ", ".join(f"{s}={n.records:,} records/{n.workers}w" for s, n in specs.items())
         _say(
@@ -723,7 +723,7 @@ def test_node_that_never_answers(tmp_path: Path) -> None:
             tmp_path, specs, NODE_DEADLINE, served_elsewhere={"PL": pl.address, "ES": es.address}
         ) as fed,
     ):
-        _enroll(
+        enroll(
             fed.addresses["IT"], fed.parties["operator-IT"].tls, "IT", capture(person, rng, 0.9),
             "IT-2026-LMP-000062", Category.IRREGULAR_CROSSING, TODAY - dt.timedelta(days=200),
             "Lampedusa",
@@ -794,7 +794,7 @@ def test_coordinator_restarted_between_lookup_and_resolve(tmp_path: Path) -> Non
     person = unit_vectors(rng, 1, DIM)[0]
     specs = {"DE": NodeSpec(50), "IT": NodeSpec(2_000), "FR": NodeSpec(2_000)}
     with federation(tmp_path, specs, node_deadline=20.0) as fed:
-        _enroll(
+        enroll(
             fed.addresses["IT"], fed.parties["operator-IT"].tls, "IT", capture(person, rng, 0.9),
             "IT-2026-LMP-000063", Category.IRREGULAR_CROSSING, TODAY - dt.timedelta(days=270),
             "Lampedusa",

@@ -26,7 +26,7 @@ from fedmatch.audit.merkle import leaf_hash, verify_inclusion
 from fedmatch.audit.note import NoteSigner, open_checkpoint
 from fedmatch.audit.party import PartyAudit, node_origin
 from fedmatch.audit.stats import federation_stats
-from fedmatch.demo.federation import _tls_table
+from fedmatch.demo.parties import tls_table
 from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.domain import Category, Purpose, Sex
 from fedmatch.errors import NotFound
@@ -501,10 +501,10 @@ def test_node_serve_runs_the_erasure_job_and_the_operator_commands(tmp_path: Pat
         'coordinator = "127.0.0.1:9"\n'
         f'search_workers = 1\n[audit]\ndirectory = "audit-it"\nsigning_key = "{node.signing_key}"\n'
         f'coordinator_key = "{parties["coordinator"].vkey}"\n'
-        "[retention]\njob_interval_seconds = 1\n" + _tls_table(node.tls, tmp_path)
+        "[retention]\njob_interval_seconds = 1\n" + tls_table(node.tls, tmp_path)
     )
     operator = tmp_path / "operator-it.toml"
-    operator.write_text(_tls_table(op.tls, tmp_path))
+    operator.write_text(tls_table(op.tls, tmp_path))
     port_file = tmp_path / "node.port"
     log = (tmp_path / "node.log").open("w+")
     proc = subprocess.Popen(
