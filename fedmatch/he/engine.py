@@ -22,8 +22,9 @@ register packed as diagonals (:mod:`fedmatch.he.layout`), two records per comple
    that each record gets its own fresh mask: ``y = x*(r1+r2)/2 + conj(x)*(r1-r2)/2`` gives
    ``r1*(a-t) + i*r2*(b-t)``. Masks are log-uniform positive reals, fresh per slot and query:
    the sign says match / no match, the magnitude is dominated by the mask. A row the query
-   may not search (``exclude``) has a threshold no unit-vector score reaches in place of
-   ``t``: it is a no-match like any other, at the cost of one more encode for its block.
+   may not search (``exclude``) gets a zero mask, so nothing of its score survives whatever
+   the probe, and a fresh negative decoy drawn like an ordinary non-match's masked value:
+   a no-match like any other, at the cost of one more encode for its block.
 4. One rescale drops the 50-bit prime, leaving the result at the last prime (the smallest
    modulus that decrypts), then the block is rotated by a fresh random shift, re-randomized
    by adding a fresh public-key encryption of slot-domain noise of 2^16, and the blocks leave
@@ -76,18 +77,14 @@ _GROUP = 8
 # is the domain's probe bound, so the edge and the engine refuse the same thing.
 MAX_CIPHERTEXT_BYTES = MAX_PROBE_BYTES
 
-# The threshold subtracted from an excluded row's score, in place of t. Scores of unit vectors
-# are <= 1, and the packed scores err by ~1e-4 (register encoded at 2^20, see
-# fedmatch.he.params), so s - 1.5 <= -0.5 + 1e-4: with masks >= 2^30 the masked value is below
-# -2^29, far past the flooding (2^16) and rescale noise, whatever t is. It cannot be much
-# larger: a masked value must stay below 2^49 (2^59 at scale 2^10 after the rescale, at the
-# 60-bit last prime; 2^109 at the 110-bit product level) or it wraps modulo q and its sign
-# flips. With masks up to 2^47, |s - 1.5| <= 2.5 gives 2^48.3 (2^48.8 even if the real and
-# imaginary parts add up in one coefficient), inside the bound as today's |s - t| < 2 is; t + 4
-# (|s - t - 4| up to 6) would not be. And the smaller the gap, the less an excluded row's
-# magnitude stands out: |s - 1.5| vs |s - t| is a factor ~3 for impostors at t = 0.45, a shift
-# of ~1.7 bits in a 17-bit log-uniform mask (tests/unit/test_he.py accepts a factor 8).
-_EXCLUDED_THRESHOLD = 1.5
+# An excluded row's decoy is -r * |t - s'|: r a mask as any row's, s' a stand-in impostor
+# score drawn from N(0, 0.1^2), the spread of impostor cosines of 128-d face templates (and
+# of random 128-d unit vectors: sd 1/sqrt(128) = 0.088). An ordinary non-match is r * (s - t)
+# with the probe's own impostor score s. The mask spans 17 bits, log-uniform; the score part
+# moves log2 |value| by a few tenths of a bit, so the two cannot be told apart (AUC measured
+# in tests/unit/test_engine_contract.py). |t - s'| < 2 with overwhelming probability, within
+# the 2^49 bound a masked value must respect (see fedmatch.he.params).
+_DECOY_SCORE_SD = 0.1
 
 
 class EncodedBlock(list[seal.Plaintext]):
@@ -200,6 +197,13 @@ def _uniform(n: int) -> npt.NDArray[np.float64]:
     predictable from earlier queries, so no seeded PRNG)."""
     raw = np.frombuffer(os.urandom(8 * n), dtype=np.uint64)
     return (raw >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def _normal(n: int) -> npt.NDArray[np.float64]:
+    """n standard normal floats from the OS's CSPRNG (Box-Muller)."""
+    u1, u2 = 1.0 - _uniform(n), _uniform(n)  # u1 in (0, 1]: log(u1) is finite
+    out: npt.NDArray[np.float64] = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+    return out
 
 
 def _random_below(n: int) -> int:
@@ -468,15 +472,11 @@ class PackedEngine:
             sums = self._products(rotations, [plains for plains, _ in group], keys, should_stop)
             for k, (acc, (_, shift)) in enumerate(zip(sums, group, strict=True)):
                 flags = None if excluded is None else excluded[start + k]
-                if flags is not None:
-                    shift_plain = self._thresholds(acc, threshold, flags)
-                else:
-                    # One encode of the constant threshold per query, shared by the blocks.
-                    level = (tuple(acc.parms_id()), acc.scale)
-                    if constant is None or constant[:2] != level:
-                        constant = (*level, self._thresholds(acc, threshold, None))
-                    shift_plain = constant[2]
-                self._mask(acc, shift_plain, keys)
+                # One encode of the constant threshold per query, shared by the blocks.
+                level = (tuple(acc.parms_id()), acc.scale)
+                if constant is None or constant[:2] != level:
+                    constant = (*level, self._threshold(acc, threshold))
+                acc = self._mask(acc, constant[2], keys, threshold, flags)
                 self._rotate(acc, shift, keys)
                 self._rerandomize(acc, keys)
                 out.append(sealio.to_bytes(acc))
@@ -575,37 +575,52 @@ class PackedEngine:
                     ev.add_inplace(acc, term)
         return sums
 
-    def _thresholds(
-        self, acc: seal.Ciphertext, threshold: float, flags: npt.NDArray[np.bool_] | None
-    ) -> seal.Plaintext:
-        """The per-slot thresholds of one block, at ``acc``'s level and scale: ``t``, or
-        _EXCLUDED_THRESHOLD for a row whose flag (block row order: slot s's real part is row
-        s, its imaginary part row slots + s) is set. Padding rows keep ``t``."""
-        slots = self._params.slots
+    def _threshold(self, acc: seal.Ciphertext, threshold: float) -> seal.Plaintext:
+        """``t`` in every slot (both parts), at ``acc``'s level and scale."""
         plain = seal.Plaintext()
-        if flags is None:
-            values = [complex(threshold, threshold)] * slots
-        else:
-            if flags.shape != (2 * slots,):  # a short vector would encode thresholds of 0
-                raise InvalidInput("block exclusions must hold one flag per block record")
-            real = np.where(flags[:slots], _EXCLUDED_THRESHOLD, threshold)
-            imag = np.where(flags[slots : 2 * slots], _EXCLUDED_THRESHOLD, threshold)
-            values = (real + 1j * imag).tolist()
-        self._encoder.encode(values, acc.parms_id(), acc.scale, plain)
+        value = complex(threshold, threshold)
+        self._encoder.encode([value] * self._params.slots, acc.parms_id(), acc.scale, plain)
         return plain
 
-    def _mask(self, acc: seal.Ciphertext, thresholds: seal.Plaintext, keys: EvaluationKeys) -> None:
-        """In place: ``r1*(a - t) + i*r2*(b - t)`` with fresh log-uniform masks, rescaled;
-        ``thresholds`` (from :meth:`_thresholds`) holds ``t`` per slot."""
+    def _mask(
+        self,
+        acc: seal.Ciphertext,
+        thresholds: seal.Plaintext,
+        keys: EvaluationKeys,
+        threshold: float,
+        flags: npt.NDArray[np.bool_] | None = None,
+    ) -> seal.Ciphertext:
+        """``r1*(a - t) + i*r2*(b - t)`` with fresh log-uniform masks, rescaled (``acc`` is
+        used up);
+        ``thresholds`` (from :meth:`_threshold`) holds ``t`` per slot. A row whose flag is
+        set (block row order: slot s's real part is row s, its imaginary part row
+        slots + s) gets the mask 0 and, after the rescale, a fresh negative decoy instead
+        (see _DECOY_SCORE_SD): its score is multiplied away, whatever the probe's norm."""
         ev, enc, ps = self._evaluator, self._encoder, self._params
+        slots = ps.slots
+        if flags is not None and flags.shape != (2 * slots,):
+            raise InvalidInput("block exclusions must hold one flag per block record")
         # Threshold and masks at the product level, where the 110-bit modulus has room for
         # scale 2^60 times masks up to 2^47 (see fedmatch.he.params).
         parms_id = acc.parms_id()
+        if flags is not None and bool(flags.all()):
+            # Every row excluded: nothing of the scores is kept, and SEAL refuses a product
+            # by the zero plaintext. A fresh encryption of zero at the scale the product
+            # would have (masks are encoded at scale 1) takes its place.
+            zero = seal.Ciphertext()
+            self._encryptor(keys).encrypt_zero(parms_id, zero)
+            zero.scale = acc.scale
+            ev.rescale_to_next_inplace(zero)
+            ev.add_plain_inplace(zero, self._decoys(zero, threshold, flags))
+            return zero
         ev.sub_plain_inplace(acc, thresholds)
         conj = seal.Ciphertext()
         ev.complex_conjugate(acc, keys.galois_keys, conj)
         lo, hi = ps.mask_bits
-        r1, r2 = (np.exp2(lo + (hi - lo) * _uniform(ps.slots)) for _ in range(2))
+        r1, r2 = (np.exp2(lo + (hi - lo) * _uniform(slots)) for _ in range(2))
+        if flags is not None:
+            r1[flags[:slots]] = 0.0
+            r2[flags[slots:]] = 0.0
         plus, minus = seal.Plaintext(), seal.Plaintext()
         enc.encode(((r1 + r2) / 2).astype(np.complex128).tolist(), parms_id, 1.0, plus)
         enc.encode(((r1 - r2) / 2).astype(np.complex128).tolist(), parms_id, 1.0, minus)
@@ -613,6 +628,25 @@ class PackedEngine:
         ev.multiply_plain_inplace(conj, minus)
         ev.add_inplace(acc, conj)
         ev.rescale_to_next_inplace(acc)
+        if flags is not None:
+            ev.add_plain_inplace(acc, self._decoys(acc, threshold, flags))
+        return acc
+
+    def _decoys(
+        self, acc: seal.Ciphertext, threshold: float, flags: npt.NDArray[np.bool_]
+    ) -> seal.Plaintext:
+        """Fresh negative values like an ordinary non-match's at the flagged rows, 0
+        elsewhere, at ``acc``'s level and scale."""
+        slots = self._params.slots
+        lo, hi = self._params.mask_bits
+        decoys = -np.exp2(lo + (hi - lo) * _uniform(2 * slots)) * np.abs(
+            threshold - _DECOY_SCORE_SD * _normal(2 * slots)
+        )
+        decoys[~flags] = 0.0
+        plain = seal.Plaintext()
+        values = (decoys[:slots] + 1j * decoys[slots:]).tolist()
+        self._encoder.encode(values, acc.parms_id(), acc.scale, plain)
+        return plain
 
     def _rotate(self, ct: seal.Ciphertext, shift: int, keys: EvaluationKeys) -> None:
         base, power = self._params.rotation_base, 1

@@ -243,29 +243,72 @@ def test_exclusion_of_the_wrong_length_is_refused(
             _search(excl_engine, excl_probe, bad)
 
 
-def test_excluded_magnitudes_look_like_other_non_matches(
+def _hostile_probe(keys: RequesterKeys, template: np.ndarray) -> bytes:
+    """What a hostile requester sends: its own encoding of any vector (the library's
+    encrypt_probe takes unit-norm templates only), encrypted under its own key."""
+    import tenseal.sealapi as seal
+
+    from fedmatch.he import sealio
+    from fedmatch.he.layout import replicate_probe
+
+    plain = seal.Plaintext()
+    slots = replicate_probe(np.asarray(template, np.float64), keys.params.slots)
+    keys._encoder.encode(slots.tolist(), keys._ctx.first_parms_id(), keys.params.query_scale, plain)
+    return sealio.to_bytes(keys._encryptor.encrypt_symmetric(plain))
+
+
+def _auc(a: np.ndarray, b: np.ndarray) -> float:
+    """P(a value of ``a`` > one of ``b``) (Mann-Whitney, ties counted half)."""
+    ranks = np.empty(a.size + b.size)
+    order = np.argsort(np.concatenate([a, b]), kind="stable")
+    ranks[order] = np.arange(1, a.size + b.size + 1)
+    values = np.concatenate([a, b])[order]
+    # Average ranks over ties.
+    _, start, counts = np.unique(values, return_index=True, return_counts=True)
+    for s, c in zip(start, counts, strict=True):
+        if c > 1:
+            ranks[order[s : s + c]] = ranks[order[s : s + c]].mean()
+    return float((ranks[: a.size].sum() - a.size * (a.size + 1) / 2) / (a.size * b.size))
+
+
+def test_excluded_rows_are_indistinguishable_from_non_matches(
     excl_engine: SearchEngine, excl_probe: np.ndarray
 ) -> None:
-    """As in test_he's magnitude test: an excluded row's masked value is negative and its
-    log-magnitude is distributed nearly like that of an ordinary non-matching row."""
+    """Issue 15: an excluded row gets a zero mask and a fresh negative decoy, so that the
+    decrypted values of the excluded rows of a full block (4,096 of its 8,192) and of the
+    ordinary non-matches cannot be told apart (AUC within 0.02 of 0.5, in value and in
+    magnitude)."""
     keys = shared_keys()
     exclude = np.zeros(EXCL_SIZE, bool)
-    exclude[0:8192:2] = True  # every other row of the full block
+    exclude[0:8192:2] = True
     out = _search(excl_engine, excl_probe, exclude)
     block = out.layout.order.index(0)
     values = keys.decrypt_values(out.blocks[block])
     flat = np.concatenate([values.real, values.imag])
     rows = np.array([out.layout.row(block, p) for p in range(flat.shape[0])])
     hidden = exclude[rows]
-    assert np.all(flat[hidden] < 0)
     other = ~hidden & ~np.isin(rows, DUPLICATES + GENUINE)
-    logs = np.log2(np.abs(flat))
-    bins = np.linspace(logs.min(), logs.max(), 40)
-    h_hidden, _ = np.histogram(logs[hidden], bins=bins)
-    h_other, _ = np.histogram(logs[other], bins=bins)
-    total_variation = 0.5 * np.abs(h_hidden / h_hidden.sum() - h_other / h_other.sum()).sum()
-    # |s - 1.5| against |s - 0.45|: ~1.7 bits of shift in a 17-bit-wide log-uniform mask.
-    assert total_variation < 0.2
+    assert np.all(flat[hidden] < 0)
+    assert abs(_auc(flat[hidden], flat[other]) - 0.5) <= 0.02
+    magnitudes = np.log2(np.abs(flat))
+    assert abs(_auc(magnitudes[hidden], magnitudes[other]) - 0.5) <= 0.02
+
+
+@pytest.mark.parametrize("factor", [3.0, 10.0])
+def test_a_scaled_probe_never_matches_an_excluded_row(
+    excl_engine: SearchEngine, excl_probe: np.ndarray, factor: float
+) -> None:
+    """Issue 15: a probe of norm 3 or 10 chose its own threshold: s - 1.5 > 0 for a row
+    scoring 0.5 or more at norm 3 (0.15 at norm 10), so excluded rows matched. With the
+    zero mask, whatever the probe, an excluded row is a non-match."""
+    keys = shared_keys()
+    evaluation = open_key_bundle(keys.public_bundle())
+    exclude = np.zeros(EXCL_SIZE, bool)
+    exclude[[*DUPLICATES, *GENUINE]] = True
+    exclude[np.random.default_rng(24).random(EXCL_SIZE) < 0.3] = True
+    probe = _hostile_probe(keys, factor * excl_probe)
+    out = excl_engine.search(evaluation, probe, THRESHOLD, lambda: False, exclude=exclude)
+    assert not _rows(keys, out) & set(np.flatnonzero(exclude).tolist())
 
 
 # The Ray engine's own promises, on the same engines.
