@@ -22,11 +22,17 @@ from fedmatch.he.params import DEFAULT_PARAM_SET, ParamSet, get_param_set
 
 __all__ = [
     "MAX_KEY_BUNDLE_BYTES",
+    "PROBE_NORM_TOLERANCE",
     "EvaluationKeys",
     "KeyBundle",
     "RequesterKeys",
     "open_key_bundle",
 ]
+
+# How far a probe's norm may be from 1: float32 templates normalized by their producer are
+# within 1e-6; 1e-3 leaves room for any rounding of an honest template and scales every score
+# by at most 1.001 (at t = 0.45 a record needs 0.4496 instead of 0.45 to match).
+PROBE_NORM_TOLERANCE = 1e-3
 
 # A bundle of the default set measures ~36 MB (46 Galois keys of ~790 KB and a 360 KB public
 # key). It is sent once per key epoch, never with a query.
@@ -157,6 +163,12 @@ class RequesterKeys:
             raise InvalidInput("probe template must be a one-dimensional vector")
         if not np.all(np.isfinite(vec)):
             raise InvalidInput("probe template has non-finite values")
+        # A longer probe would lower the federation's threshold for itself (s - t with s
+        # scaled up): an honest requester never sends one. The message names no value.
+        if abs(float(np.linalg.norm(vec)) - 1.0) > PROBE_NORM_TOLERANCE:
+            raise InvalidInput(
+                f"probe template must have unit norm (within {PROBE_NORM_TOLERANCE})"
+            )
         plain = seal.Plaintext()
         slots = replicate_probe(vec, self.params.slots)
         parms_id = self._ctx.first_parms_id()

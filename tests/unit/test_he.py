@@ -324,6 +324,22 @@ def test_probe_must_be_a_finite_vector() -> None:
         keys.encrypt_probe(np.zeros((2, 64)))
 
 
+@pytest.mark.parametrize("factor", [3.0, 10.0, 0.5, 1.0011, 0.9989])
+def test_the_library_refuses_a_probe_that_is_not_unit_norm(factor: float) -> None:
+    """Issue 15: a probe of norm 3 lowered the threshold for its sender (0 matches became
+    351). The requester library encrypts only unit-norm templates (within 1e-3); the
+    message names no value of the template."""
+    probe = unit_vectors(np.random.default_rng(8), 1, 128)[0].astype(np.float64)
+    with pytest.raises(InvalidInput, match=r"unit norm \(within 0\.001\)$"):
+        shared_keys().encrypt_probe(factor * probe)
+
+
+def test_the_library_takes_a_unit_probe_up_to_its_rounding() -> None:
+    probe = unit_vectors(np.random.default_rng(9), 1, 128)[0].astype(np.float64)
+    for factor in (1.0, 1.0009, 0.9991):
+        assert shared_keys().encrypt_probe(factor * probe)
+
+
 def test_secret_key_round_trips_through_private_bundle(evaluation: EvaluationKeys) -> None:
     keys = shared_keys()
     again = RequesterKeys.from_private_bundle(keys.private_bundle())
