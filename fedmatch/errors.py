@@ -65,6 +65,11 @@ class HEError(InvalidInput):
     """A homomorphic-encryption object (key bundle, ciphertext) was refused."""
 
 
+class ImplausibleResult(HEError):
+    """A result block decrypted to values an honest node's search cannot produce (too many
+    positives, magnitudes outside the masks' range): its node's answer is not used."""
+
+
 class AlreadyExists(FedmatchError):
     """The object already exists, e.g. a reference number or a reused query id
     (ALREADY_EXISTS)."""

@@ -15,13 +15,15 @@ import numpy as np
 import numpy.typing as npt
 import tenseal.sealapi as seal
 
-from fedmatch.errors import HEError, InvalidInput
+from fedmatch.errors import HEError, ImplausibleResult, InvalidInput
 from fedmatch.he import sealio
 from fedmatch.he.layout import replicate_probe
 from fedmatch.he.params import DEFAULT_PARAM_SET, ParamSet, get_param_set
 
 __all__ = [
+    "MAX_BLOCK_POSITIVES",
     "MAX_KEY_BUNDLE_BYTES",
+    "MAX_TINY_FRACTION",
     "PROBE_NORM_TOLERANCE",
     "EvaluationKeys",
     "KeyBundle",
@@ -33,6 +35,26 @@ __all__ = [
 # within 1e-6; 1e-3 leaves room for any rounding of an honest template and scales every score
 # by at most 1.001 (at t = 0.45 a record needs 0.4496 instead of 0.45 to match).
 PROBE_NORM_TOLERANCE = 1e-3
+
+# What an honest node's result block can hold (fedmatch.he.engine): every slot is
+# r * (s - t) + noise, r log-uniform in [2^lo, 2^hi] (the mask bits), |s - t| < 2, the noise
+# below 2^(flood_bits + 1); an excluded row's decoy is built the same way. So:
+# - no magnitude reaches 2^(hi + 1.5) (2^47 * 2 = 2^48, plus noise);
+# - a magnitude below 2^(lo - 4) needs r * |s - t| < 2^(lo - 4): a fraction ~0.011 * f(t)
+#   of the rows, f the density of scores at the threshold (a few percent even at thresholds
+#   far below any in use); an unmasked answer (the probe sent back, Enc(q - c)) has every
+#   magnitude below 1. More than half the slots that small is not a masked result;
+# - a block of 8,192 records holding more than 32 records of the person searched is not a
+#   register, it is a node setting every slot positive (a probe's own slots, Enc(q - c), give
+#   64 positives per probe component above c).
+# A block outside these bounds is refused (ImplausibleResult) and its node's candidates
+# dropped by the requester. This bounds, and does not close, what a malicious node can do:
+# it can still make up to 32 plausible-looking positives per block at slots of its choosing;
+# what closes that is releasing details only for real matches (issue 15, not built yet).
+MAX_BLOCK_POSITIVES = 32
+MAX_TINY_FRACTION = 0.5
+_TINY_BELOW_MASK_BITS = 4
+_HUGE_ABOVE_MASK_BITS = 1.5
 
 # A bundle of the default set measures ~36 MB (46 Galois keys of ~790 KB and a 360 KB public
 # key). It is sent once per key epoch, never with a query.
@@ -178,8 +200,10 @@ class RequesterKeys:
     def decrypt_matches(self, ciphertext: bytes) -> npt.NDArray[np.bool_]:
         """Decrypt one result block: ``True`` at every position whose masked value is
         positive (score at or above the threshold). Positions 0..slots-1 are the real parts,
-        slots..2*slots-1 the imaginary parts. The magnitudes are dropped here: they are
-        random by construction and nothing downstream may use them."""
+        slots..2*slots-1 the imaginary parts. The magnitudes are dropped here, once checked
+        against what an honest node's masks can produce (else ImplausibleResult, whose
+        message holds no value): they are random by construction and nothing downstream
+        may use them."""
         ct = seal.Ciphertext()
         sealio.load_bytes(lambda p: ct.load(self._ctx, p), ciphertext, "result ciphertext")
         if ct.size() != 2:
@@ -187,7 +211,24 @@ class RequesterKeys:
         plain = seal.Plaintext()
         self._decryptor.decrypt(ct, plain)
         values = np.asarray(self._encoder.decode_complex(plain), dtype=np.complex128)
-        return np.concatenate([values.real > 0, values.imag > 0])
+        flat = np.concatenate([values.real, values.imag])
+        positive = flat > 0
+        self._check_plausible(flat, positive)
+        return positive
+
+    def _check_plausible(
+        self, flat: npt.NDArray[np.float64], positive: npt.NDArray[np.bool_]
+    ) -> None:
+        lo, hi = self.params.mask_bits
+        magnitude = np.abs(flat)
+        if int(positive.sum()) > MAX_BLOCK_POSITIVES:
+            raise ImplausibleResult(
+                f"result block has more than {MAX_BLOCK_POSITIVES} positive positions"
+            )
+        if not np.all(magnitude < 2.0 ** (hi + _HUGE_ABOVE_MASK_BITS)):
+            raise ImplausibleResult("result block has values beyond the masks' range")
+        if float(np.mean(magnitude < 2.0 ** (lo - _TINY_BELOW_MASK_BITS))) > MAX_TINY_FRACTION:
+            raise ImplausibleResult("result block has values below the masks' range")
 
     def decrypt_values(self, ciphertext: bytes) -> npt.NDArray[np.complex128]:
         """The raw decrypted slots of a result block: for tests that prove what a requester

@@ -7,6 +7,7 @@ the report holds only which per-query handles matched at the federation's thresh
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ import numpy.typing as npt
 
 from fedmatch.audit.entry import digest_hex
 from fedmatch.domain import EncryptedProbe, Purpose, QueryHeader
-from fedmatch.errors import InvalidInput, PreconditionFailed
+from fedmatch.errors import ImplausibleResult, InvalidInput, PreconditionFailed
 from fedmatch.grpcutil.server import make_channel
 from fedmatch.he.keys import RequesterKeys
 from fedmatch.pki.names import dns_name
@@ -41,13 +42,17 @@ from fedmatch.rpc.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 COORDINATOR_DNS = dns_name("coordinator", "eu")
 
 __all__ = [
+    "IMPLAUSIBLE",
     "ConfirmationReport",
     "LookupReport",
     "NodeSummary",
     "Requester",
     "ResolveReport",
     "enum_name",
+    "node_candidates",
 ]
+
+log = logging.getLogger("fedmatch.requester")
 
 
 def enum_name(enum_type: Any, value: int, prefix: str) -> str:
@@ -147,17 +152,43 @@ def _hit_dict(h: common_pb2.HitDetail) -> dict[str, str]:
     }
 
 
-def _summary(n: coordinator_pb2.NodeResult, matches: int) -> NodeSummary:
+# A node whose answer held a result block no honest search produces (fedmatch.he.keys): its
+# candidates are dropped, and the lookup is not complete.
+IMPLAUSIBLE = "implausible"
+
+
+def _summary(n: coordinator_pb2.NodeResult, matches: int, implausible: bool = False) -> NodeSummary:
     return NodeSummary(
         member_state=n.member_state,
-        outcome=enum_name(coordinator_pb2.NodeOutcome, n.outcome, "NODE_OUTCOME_"),
-        detail=n.detail,
+        outcome=(
+            IMPLAUSIBLE
+            if implausible
+            else enum_name(coordinator_pb2.NodeOutcome, n.outcome, "NODE_OUTCOME_")
+        ),
+        detail="answer dropped: a result block no honest search produces"
+        if implausible
+        else n.detail,
         record_count=n.record_count,
         matches=matches,
         elapsed_ms=n.elapsed_ms,
         bytes_sent=n.bytes_sent,
         bytes_received=n.bytes_received,
     )
+
+
+def node_candidates(keys: RequesterKeys, node: coordinator_pb2.NodeResult) -> list[bytes] | None:
+    """Position handles of one node's positive positions (only match bits are read), or
+    None when a block of its answer is implausible: then none of its positions is used,
+    and the node is flagged in the log (its state only)."""
+    found: list[bytes] = []
+    for index, block in enumerate(node.blocks):
+        try:
+            positive = keys.decrypt_matches(block.ciphertext)
+        except ImplausibleResult as exc:
+            log.warning("node %s: answer dropped (%s)", node.member_state, exc)
+            return None
+        found.extend(encode_handle(index, int(p)) for p in np.flatnonzero(positive))
+    return found
 
 
 class Requester:
@@ -301,9 +332,9 @@ class Requester:
         matches: list[tuple[str, bytes]] = []
         nodes = []
         for node in response.nodes:
-            found = self._matches(node)
-            matches.extend((node.member_state, h) for h in found)
-            nodes.append(_summary(node, len(found)))
+            found = node_candidates(self.keys, node)
+            matches.extend((node.member_state, h) for h in found or ())
+            nodes.append(_summary(node, len(found or ()), implausible=found is None))
         t4 = time.perf_counter()
         timings = {
             "federation_ms": (t1 - t0) * 1e3,
@@ -322,14 +353,6 @@ class Requester:
             timings_ms={k: round(v, 1) for k, v in timings.items()},
             subject_category=subject_category,
         )
-
-    def _matches(self, node: coordinator_pb2.NodeResult) -> list[bytes]:
-        """Position handles of the positive positions: only match bits are read."""
-        found: list[bytes] = []
-        for index, block in enumerate(node.blocks):
-            positive = self.keys.decrypt_matches(block.ciphertext)
-            found.extend(encode_handle(index, int(p)) for p in np.flatnonzero(positive))
-        return found
 
     def resolve(
         self,
@@ -367,7 +390,8 @@ class Requester:
             responsible_state=d.responsible_state or None,
             evidence=tuple(_hit_dict(h) for h in d.evidence),
             tie=d.tie,
-            complete=d.complete,
+            # A node whose answer was dropped as implausible leaves the decision partial.
+            complete=d.complete and all(n.outcome != IMPLAUSIBLE for n in report.nodes),
             explanation=d.explanation,
             hits=tuple(_hit_dict(h) for h in response.hits),
             nodes=tuple(_summary(n, 0) for n in response.nodes),

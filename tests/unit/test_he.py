@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 import numpy as np
@@ -9,12 +10,21 @@ import pytest
 import tenseal.sealapi as seal
 
 from fedmatch.demo.synthetic import capture, unit_vectors
-from fedmatch.errors import DeadlineExceeded, HEError, InvalidInput
+from fedmatch.errors import DeadlineExceeded, HEError, ImplausibleResult, InvalidInput
 from fedmatch.he import sealio
 from fedmatch.he.engine import PackedEngine, SearchOutput
 from fedmatch.he.engines import create_engine
-from fedmatch.he.keys import EvaluationKeys, KeyBundle, RequesterKeys, open_key_bundle
+from fedmatch.he.keys import (
+    MAX_BLOCK_POSITIVES,
+    EvaluationKeys,
+    KeyBundle,
+    RequesterKeys,
+    open_key_bundle,
+)
 from fedmatch.he.params import DEFAULT_PARAM_SET, MAX_BITS_128, PARAM_SETS
+from fedmatch.protocol.wire import encode_handle
+from fedmatch.requester.client import node_candidates
+from fedmatch.rpc.v1 import common_pb2, coordinator_pb2
 from tests.federation import shared_keys
 
 THRESHOLD = 0.45
@@ -349,3 +359,110 @@ def test_secret_key_round_trips_through_private_bundle(evaluation: EvaluationKey
     e.load(probe.reshape(1, -1))
     out = e.search(evaluation, keys.encrypt_probe(probe), THRESHOLD, lambda: False)
     assert _match_rows(again, out) == {0}
+
+
+# A malicious node shaping its answer (issue 15): the requester's client must not take slots
+# of the node's choosing as candidates, whose resolve would tell the node about the probe.
+
+
+def _node_block(keys: RequesterKeys, values: np.ndarray) -> bytes:
+    """A result block a node made up: ``values`` (complex, one per slot) encrypted under the
+    requester's public key at the last level and an honest result's scale (2^10)."""
+    ctx = keys._ctx
+    parms_id = ctx.last_parms_id()
+    plain, ct = seal.Plaintext(), seal.Ciphertext()
+    keys._encoder.encode(values.tolist(), parms_id, 2.0**10, plain)
+    seal.Encryptor(ctx, keys._public).encrypt(plain, ct)
+    return sealio.to_bytes(ct)
+
+
+def _masked(rng: np.random.Generator, scores: np.ndarray) -> np.ndarray:
+    """What an honest block holds for these scores: r * (s - t), r log-uniform 2^30..2^47."""
+    r = np.exp2(rng.uniform(30, 47, scores.shape))
+    flat = r * (scores - THRESHOLD)
+    half = flat.shape[0] // 2
+    return flat[:half] + 1j * flat[half:]
+
+
+def _impostors(rng: np.random.Generator) -> np.ndarray:
+    return rng.normal(0.0, 0.1, DEFAULT_PARAM_SET.block_records).clip(-1, 0.4)
+
+
+def test_an_honest_looking_block_with_a_few_matches_decrypts() -> None:
+    rng = np.random.default_rng(30)
+    keys = shared_keys()
+    scores = _impostors(rng)
+    scores[rng.choice(scores.shape[0], MAX_BLOCK_POSITIVES, replace=False)] = 0.8
+    matches = keys.decrypt_matches(_node_block(keys, _masked(rng, scores)))
+    assert int(matches.sum()) == MAX_BLOCK_POSITIVES
+
+
+def test_a_block_with_too_many_positives_is_implausible() -> None:
+    rng = np.random.default_rng(31)
+    keys = shared_keys()
+    scores = _impostors(rng)
+    scores[rng.choice(scores.shape[0], MAX_BLOCK_POSITIVES + 1, replace=False)] = 0.8
+    with pytest.raises(ImplausibleResult, match=r"positive positions$"):
+        keys.decrypt_matches(_node_block(keys, _masked(rng, scores)))
+    everything = np.full(scores.shape[0], 0.9)  # an all-positive block
+    with pytest.raises(ImplausibleResult, match=r"positive positions$"):
+        keys.decrypt_matches(_node_block(keys, _masked(rng, everything)))
+
+
+def test_a_block_beyond_the_masks_range_is_implausible() -> None:
+    rng = np.random.default_rng(32)
+    keys = shared_keys()
+    values = _masked(rng, _impostors(rng))
+    values[7] = -(2.0**49)
+    with pytest.raises(ImplausibleResult, match=r"beyond the masks' range$"):
+        keys.decrypt_matches(_node_block(keys, values))
+
+
+def test_the_probe_itself_sent_back_is_implausible() -> None:
+    """Enc(q - c): the node subtracts a constant of its choice from the probe and answers
+    with it, so that the positives are the probe components above c."""
+    keys = shared_keys()
+    probe = unit_vectors(np.random.default_rng(33), 1, 128)[0]
+    query = seal.Ciphertext()
+    sealio.load_bytes(lambda p: query.load(keys._ctx, p), keys.encrypt_probe(probe), "probe")
+    evaluator = seal.Evaluator(keys._ctx)
+    for c in (THRESHOLD, 0.05):
+        shift = seal.Plaintext()
+        slots = DEFAULT_PARAM_SET.slots
+        keys._encoder.encode([complex(c, c)] * slots, query.parms_id(), query.scale, shift)
+        answer = seal.Ciphertext()
+        evaluator.sub_plain(query, shift, answer)
+        with pytest.raises(ImplausibleResult, match=r"range$|positions$"):
+            keys.decrypt_matches(sealio.to_bytes(answer))
+    # Scaled up into the masks' range, the positives give it away.
+    scaled = np.concatenate([probe, probe])  # stand-in for the replicated slots
+    values = np.resize(scaled - 0.05, 2 * DEFAULT_PARAM_SET.slots) * 2.0**40
+    block = values[: DEFAULT_PARAM_SET.slots] + 1j * values[DEFAULT_PARAM_SET.slots :]
+    with pytest.raises(ImplausibleResult, match=r"positive positions$"):
+        keys.decrypt_matches(_node_block(keys, block))
+
+
+def test_the_requester_drops_an_implausible_node_and_flags_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rng = np.random.default_rng(34)
+    keys = shared_keys()
+    honest = _impostors(rng)
+    honest[5] = 0.8
+    good = coordinator_pb2.NodeResult(
+        member_state="IT",
+        blocks=[common_pb2.ResultBlock(ciphertext=_node_block(keys, _masked(rng, honest)))],
+    )
+    bad = coordinator_pb2.NodeResult(
+        member_state="FR",
+        blocks=[
+            common_pb2.ResultBlock(ciphertext=_node_block(keys, _masked(rng, honest))),
+            common_pb2.ResultBlock(
+                ciphertext=_node_block(keys, _masked(rng, np.full(honest.shape[0], 0.9)))
+            ),
+        ],
+    )
+    assert node_candidates(keys, good) == [encode_handle(0, 5)]
+    with caplog.at_level(logging.WARNING, logger="fedmatch.requester"):
+        assert node_candidates(keys, bad) is None
+    assert "node FR: answer dropped" in caplog.text
