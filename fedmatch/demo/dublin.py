@@ -54,11 +54,11 @@ from fedmatch.demo.parties import (
     operator_toml,
     say,
     start_coordinator,
+    start_nodes,
 )
 from fedmatch.demo.photos import read_identities, read_image, second_capture
 from fedmatch.domain import Category, Purpose
 from fedmatch.errors import InvalidInput
-from fedmatch.ops.subprocs import fedmatch_process, wait_port
 from fedmatch.pki.provision import PartyFiles, provision
 from fedmatch.protocol.casefile import case_inputs_from_json
 from fedmatch.protocol.statement import RequestSigner
@@ -189,17 +189,7 @@ def run_dublin_demo(
         )
 
         t0 = time.perf_counter()
-        addresses: dict[str, str] = {}
-        for state in STATES:
-            port_file = workdir / f"node-{state}.port"
-            port_file.unlink(missing_ok=True)
-            args = ["node", "serve", "--config", str(workdir / f"node-{state}.toml")]
-            proc = stack.enter_context(
-                fedmatch_process(
-                    [*args, "--port-file", str(port_file)], workdir / f"node-{state}.log"
-                )
-            )
-            addresses[state] = f"127.0.0.1:{wait_port(port_file, proc)}"
+        addresses = start_nodes(stack, workdir, STATES)
         node_keys = {state: parties[f"node-{state}"].vkey for state in STATES}
         nodes_toml = nodes_tables(addresses, node_keys)
         coordinator = start_coordinator(stack, workdir, parties, auditor_key, nodes_toml)

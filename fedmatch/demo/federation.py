@@ -47,12 +47,12 @@ from fedmatch.demo.parties import (
     operator_toml,
     say,
     start_coordinator,
+    start_nodes,
     verifier_toml,
 )
 from fedmatch.demo.photos import DemoPhotos, folder_photos, packaged_photos
 from fedmatch.domain import Category, Purpose, Sex
 from fedmatch.errors import InvalidInput
-from fedmatch.ops.subprocs import fedmatch_process, wait_port
 from fedmatch.pki.provision import PartyFiles, provision
 from fedmatch.protocol.statement import RequestSigner
 from fedmatch.protocol.transport import Security
@@ -178,22 +178,7 @@ def _start_servers(stack: ExitStack, fed: _Federation) -> None:
     the auditor's file naming them all."""
     t0 = time.perf_counter()
     workdir = fed.workdir
-    procs = {}
-    for state in STATES.values():
-        port_file = workdir / f"node-{state}.port"
-        port_file.unlink(missing_ok=True)
-        config = str(workdir / f"node-{state}.toml")
-        procs[state] = (
-            stack.enter_context(
-                fedmatch_process(
-                    ["node", "serve", "--config", config, "--port-file", str(port_file)],
-                    workdir / f"node-{state}.log",
-                )
-            ),
-            port_file,
-        )
-    for state, (proc, port_file) in procs.items():
-        fed.addresses[state] = f"127.0.0.1:{wait_port(port_file, proc)}"
+    fed.addresses.update(start_nodes(stack, workdir, STATES.values()))
     nodes_toml = nodes_tables(fed.addresses, fed.node_keys)
     auditor = fed.parties[f"auditor-{AUDITOR}"]
     fed.coordinator = start_coordinator(stack, workdir, fed.parties, auditor.vkey, nodes_toml)

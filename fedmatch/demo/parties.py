@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import secrets
+from collections.abc import Iterable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,6 +43,7 @@ __all__ = [
     "relative_path",
     "say",
     "start_coordinator",
+    "start_nodes",
     "tls_table",
     "verifier_toml",
 ]
@@ -162,6 +164,24 @@ def node_register(
         + '\n[policy]\nversion = "demo-2026-p1"\nrequests_per_minute = 60\n'
         "daily_quota = 1000\n"
     )
+
+
+def start_nodes(stack: ExitStack, workdir: Path, states: Iterable[str]) -> dict[str, str]:
+    """Start `fedmatch node serve` for each state's TOML in ``workdir`` (all of them, then
+    wait for each port); their addresses."""
+    procs = {}
+    for state in states:
+        port_file = workdir / f"node-{state}.port"
+        port_file.unlink(missing_ok=True)
+        config = str(workdir / f"node-{state}.toml")
+        proc = stack.enter_context(
+            fedmatch_process(
+                ["node", "serve", "--config", config, "--port-file", str(port_file)],
+                workdir / f"node-{state}.log",
+            )
+        )
+        procs[state] = (proc, port_file)
+    return {s: f"127.0.0.1:{wait_port(port, proc)}" for s, (proc, port) in procs.items()}
 
 
 def start_coordinator(
