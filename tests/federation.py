@@ -29,7 +29,7 @@ from fedmatch.audit.witness import Authorization
 from fedmatch.demo.seed import seed_register
 from fedmatch.domain import Category, Purpose, QueryHeader, Sex
 from fedmatch.grpcutil.server import RunningServer, make_channel
-from fedmatch.he.keys import RequesterKeys
+from fedmatch.he.keypair import RequesterKeys
 from fedmatch.pki.names import dns_name
 from fedmatch.pki.provision import PartyFiles, provision
 from fedmatch.protocol.gate import Gate

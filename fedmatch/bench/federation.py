@@ -438,7 +438,7 @@ def bench_federation(
     if records_per_node < 1 or queries < 1 or concurrency < 1 or search_workers < 0:
         raise InvalidInput("records, queries and concurrency must be positive")
     # Imported here: the requester library pulls in gRPC, which the CLI loads lazily.
-    from fedmatch.he.keys import RequesterKeys
+    from fedmatch.he.keypair import RequesterKeys
     from fedmatch.protocol.statement import RequestSigner
     from fedmatch.protocol.transport import Security
     from fedmatch.protocol.verification import VerdictSigner

@@ -38,7 +38,7 @@ from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.domain import Category, EncryptedProbe, Purpose, QueryHeader, Sex
 from fedmatch.errors import PreconditionFailed
 from fedmatch.grpcutil.server import make_channel
-from fedmatch.he.keys import RequesterKeys
+from fedmatch.he.keypair import RequesterKeys
 from fedmatch.he.params import DEFAULT_PARAM_SET
 from fedmatch.pki.names import dns_name
 from fedmatch.pki.provision import PartyFiles, provision

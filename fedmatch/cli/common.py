@@ -20,7 +20,7 @@ from fedmatch.errors import ConfigError, FedmatchError, InvalidInput
 if TYPE_CHECKING:
     from fedmatch.audit.note import NoteSigner
     from fedmatch.biometrics.pipeline import FacePipeline
-    from fedmatch.he.keys import RequesterKeys
+    from fedmatch.he.keypair import RequesterKeys
     from fedmatch.protocol.transport import Security
     from fedmatch.requester import Requester
 

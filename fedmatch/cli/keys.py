@@ -21,7 +21,7 @@ def add_parsers(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fedmatch.he.keys import RequesterKeys
+    from fedmatch.he.keypair import RequesterKeys
     from fedmatch.requester.keyfile import save_keys
 
     save_keys(RequesterKeys.generate(), args.out)

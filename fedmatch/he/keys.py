@@ -1,6 +1,7 @@
-"""Key material: the requester's key pair and the validated public material a node uses.
+"""Public key material: the bundle a requester registers and the validated keys a node uses.
 
-The requester generates its keys locally; only :meth:`RequesterKeys.public_bundle` ever leaves
+The requester's key pair lives in :mod:`fedmatch.he.keypair`, which no node or coordinator
+module imports; only :meth:`~fedmatch.he.keypair.RequesterKeys.public_bundle` ever leaves
 it. A node turns a received bundle into :class:`EvaluationKeys` through
 :func:`open_key_bundle`, which refuses a bundle carrying a secret key, an unknown parameter
 set, parameters that differ from the named set, or keys that do not load for that context.
@@ -11,50 +12,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-import numpy as np
-import numpy.typing as npt
 import tenseal.sealapi as seal
 
-from fedmatch.errors import HEError, ImplausibleResult, InvalidInput
+from fedmatch.errors import HEError
 from fedmatch.he import sealio
-from fedmatch.he.layout import replicate_probe
-from fedmatch.he.params import DEFAULT_PARAM_SET, ParamSet, get_param_set
+from fedmatch.he.params import ParamSet, get_param_set
 
-__all__ = [
-    "MAX_BLOCK_POSITIVES",
-    "MAX_KEY_BUNDLE_BYTES",
-    "MAX_TINY_FRACTION",
-    "PROBE_NORM_TOLERANCE",
-    "EvaluationKeys",
-    "KeyBundle",
-    "RequesterKeys",
-    "open_key_bundle",
-]
-
-# How far a probe's norm may be from 1: float32 templates normalized by their producer are
-# within 1e-6; 1e-3 leaves room for any rounding of an honest template and scales every score
-# by at most 1.001 (at t = 0.45 a record needs 0.4496 instead of 0.45 to match).
-PROBE_NORM_TOLERANCE = 1e-3
-
-# What an honest node's result block can hold (fedmatch.he.engine): every slot is
-# r * (s - t) + noise, r log-uniform in [2^lo, 2^hi] (the mask bits), |s - t| < 2, the noise
-# below 2^(flood_bits + 1); an excluded row's decoy is built the same way. So:
-# - no magnitude reaches 2^(hi + 1.5) (2^47 * 2 = 2^48, plus noise);
-# - a magnitude below 2^(lo - 4) needs r * |s - t| < 2^(lo - 4): a fraction ~0.011 * f(t)
-#   of the rows, f the density of scores at the threshold (a few percent even at thresholds
-#   far below any in use); an unmasked answer (the probe sent back, Enc(q - c)) has every
-#   magnitude below 1. More than half the slots that small is not a masked result;
-# - a block of 8,192 records holding more than 32 records of the person searched is not a
-#   register, it is a node setting every slot positive (a probe's own slots, Enc(q - c), give
-#   64 positives per probe component above c).
-# A block outside these bounds is refused (ImplausibleResult) and its node's candidates
-# dropped by the requester. This bounds, and does not close, what a malicious node can do:
-# it can still make up to 32 plausible-looking positives per block at slots of its choosing;
-# what closes that is releasing details only for real matches (issue 15, not built yet).
-MAX_BLOCK_POSITIVES = 32
-MAX_TINY_FRACTION = 0.5
-_TINY_BELOW_MASK_BITS = 4
-_HUGE_ABOVE_MASK_BITS = 1.5
+__all__ = ["MAX_KEY_BUNDLE_BYTES", "EvaluationKeys", "KeyBundle", "open_key_bundle"]
 
 # A bundle of the default set measures ~36 MB (46 Galois keys of ~790 KB and a 360 KB public
 # key). It is sent once per key epoch, never with a query.
@@ -89,155 +53,6 @@ class KeyBundle:
             h.update(len(part).to_bytes(8, "big"))
             h.update(part)
         return h.hexdigest()
-
-
-class RequesterKeys:
-    """A requesting authority's key pair. The secret key never leaves this object except
-    through :meth:`private_bundle`, for the authority's own key file."""
-
-    def __init__(
-        self,
-        params: ParamSet,
-        secret_key: seal.SecretKey,
-        public: tuple[seal.PublicKey, bytes, bytes] | None = None,
-    ) -> None:
-        """``public`` is (public key, its bytes, rotation-key bytes) loaded from a key file;
-        without it, fresh public and rotation keys are derived from the secret key."""
-        self.params = params
-        ctx = params.context()
-        self._ctx = ctx
-        self._secret = secret_key
-        if public is None:
-            keygen = seal.KeyGenerator(ctx, secret_key)
-            pk = seal.PublicKey()
-            keygen.create_public_key(pk)
-            galois = seal.GaloisKeys()
-            keygen.create_galois_keys(list(params.galois_elements()), galois)
-            public = (pk, sealio.to_bytes(pk), sealio.to_bytes(galois))
-        self._public = public[0]
-        self._bundle = KeyBundle(
-            param_set=params.name,
-            parms=sealio.to_bytes(params.parms()),
-            public_key=public[1],
-            galois_keys=public[2],
-        )
-        self._encoder = seal.CKKSEncoder(ctx)
-        self._encryptor = seal.Encryptor(ctx, self._public, secret_key)
-        self._decryptor = seal.Decryptor(ctx, secret_key)
-
-    def __repr__(self) -> str:
-        return f"RequesterKeys(param_set={self.params.name!r}, digest={self.key_id[:16]})"
-
-    @classmethod
-    def generate(cls, params: ParamSet = DEFAULT_PARAM_SET) -> RequesterKeys:
-        return cls(params, seal.KeyGenerator(params.context()).secret_key())
-
-    @classmethod
-    def from_private_bundle(cls, bundle: KeyBundle) -> RequesterKeys:
-        """Reload a key file; its public and rotation keys are kept, so the key id (the
-        bundle digest) is stable across loads."""
-        if not bundle.secret_key:
-            raise HEError("key file holds no secret key")
-        evaluation = open_key_bundle(
-            KeyBundle(bundle.param_set, bundle.parms, bundle.public_key, bundle.galois_keys)
-        )
-        params = evaluation.params
-        secret = seal.SecretKey()
-        sealio.load_bytes(
-            lambda p: secret.load(params.context(), p), bundle.secret_key, "secret key"
-        )
-        keys = cls(params, secret, (evaluation.public_key, bundle.public_key, bundle.galois_keys))
-        keys._check_pair()
-        return keys
-
-    def _check_pair(self) -> None:
-        # A public key from another key pair would encrypt probes nobody here can decrypt.
-        plain = seal.Plaintext()
-        self._encoder.encode([0.5] * 4, self._ctx.first_parms_id(), self.params.query_scale, plain)
-        ct = seal.Ciphertext()
-        self._encryptor.encrypt(plain, ct)
-        out = seal.Plaintext()
-        self._decryptor.decrypt(ct, out)
-        if abs(self._encoder.decode_double(out)[0] - 0.5) > 1e-3:
-            raise HEError("key file's public key does not belong to its secret key")
-
-    @property
-    def key_id(self) -> str:
-        return self._bundle.digest()
-
-    def public_bundle(self) -> KeyBundle:
-        return self._bundle
-
-    def private_bundle(self) -> KeyBundle:
-        return KeyBundle(
-            param_set=self._bundle.param_set,
-            parms=self._bundle.parms,
-            public_key=self._bundle.public_key,
-            galois_keys=self._bundle.galois_keys,
-            secret_key=sealio.to_bytes(self._secret),
-        )
-
-    def encrypt_probe(self, template: npt.NDArray[np.floating]) -> bytes:
-        """Encrypt a unit-norm template in the replicated layout, as a seeded (half-size)
-        symmetric ciphertext."""
-        vec = np.asarray(template, dtype=np.float64)
-        if vec.ndim != 1:
-            raise InvalidInput("probe template must be a one-dimensional vector")
-        if not np.all(np.isfinite(vec)):
-            raise InvalidInput("probe template has non-finite values")
-        # A longer probe would lower the federation's threshold for itself (s - t with s
-        # scaled up): an honest requester never sends one. The message names no value.
-        if abs(float(np.linalg.norm(vec)) - 1.0) > PROBE_NORM_TOLERANCE:
-            raise InvalidInput(
-                f"probe template must have unit norm (within {PROBE_NORM_TOLERANCE})"
-            )
-        plain = seal.Plaintext()
-        slots = replicate_probe(vec, self.params.slots)
-        parms_id = self._ctx.first_parms_id()
-        self._encoder.encode(slots.tolist(), parms_id, self.params.query_scale, plain)
-        return sealio.to_bytes(self._encryptor.encrypt_symmetric(plain))
-
-    def decrypt_matches(self, ciphertext: bytes) -> npt.NDArray[np.bool_]:
-        """Decrypt one result block: ``True`` at every position whose masked value is
-        positive (score at or above the threshold). Positions 0..slots-1 are the real parts,
-        slots..2*slots-1 the imaginary parts. The magnitudes are dropped here, once checked
-        against what an honest node's masks can produce (else ImplausibleResult, whose
-        message holds no value): they are random by construction and nothing downstream
-        may use them."""
-        ct = seal.Ciphertext()
-        sealio.load_bytes(lambda p: ct.load(self._ctx, p), ciphertext, "result ciphertext")
-        if ct.size() != 2:
-            raise HEError("result ciphertext must have exactly two polynomials")
-        plain = seal.Plaintext()
-        self._decryptor.decrypt(ct, plain)
-        values = np.asarray(self._encoder.decode_complex(plain), dtype=np.complex128)
-        flat = np.concatenate([values.real, values.imag])
-        positive = flat > 0
-        self._check_plausible(flat, positive)
-        return positive
-
-    def _check_plausible(
-        self, flat: npt.NDArray[np.float64], positive: npt.NDArray[np.bool_]
-    ) -> None:
-        lo, hi = self.params.mask_bits
-        magnitude = np.abs(flat)
-        if int(positive.sum()) > MAX_BLOCK_POSITIVES:
-            raise ImplausibleResult(
-                f"result block has more than {MAX_BLOCK_POSITIVES} positive positions"
-            )
-        if not np.all(magnitude < 2.0 ** (hi + _HUGE_ABOVE_MASK_BITS)):
-            raise ImplausibleResult("result block has values beyond the masks' range")
-        if float(np.mean(magnitude < 2.0 ** (lo - _TINY_BELOW_MASK_BITS))) > MAX_TINY_FRACTION:
-            raise ImplausibleResult("result block has values below the masks' range")
-
-    def decrypt_values(self, ciphertext: bytes) -> npt.NDArray[np.complex128]:
-        """The raw decrypted slots of a result block: for tests that prove what a requester
-        could learn from them (the masked magnitudes), never used by the lookup path."""
-        ct = seal.Ciphertext()
-        sealio.load_bytes(lambda p: ct.load(self._ctx, p), ciphertext, "result ciphertext")
-        plain = seal.Plaintext()
-        self._decryptor.decrypt(ct, plain)
-        return np.asarray(self._encoder.decode_complex(plain), dtype=np.complex128)
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,6 +1,6 @@
 """Requester: encrypts a probe under its own key, asks the coordinator, decrypts locally.
 
-The secret key never leaves :class:`~fedmatch.he.keys.RequesterKeys`; what is sent is the
+The secret key never leaves :class:`~fedmatch.he.keypair.RequesterKeys`; what is sent is the
 public key bundle and the probe ciphertext. Decrypted scores stay inside :meth:`lookup`:
 the report holds only which per-query handles matched at the federation's threshold.
 """
@@ -22,7 +22,7 @@ from fedmatch.audit.entry import digest_hex
 from fedmatch.domain import EncryptedProbe, Purpose, QueryHeader
 from fedmatch.errors import ImplausibleResult, InvalidInput, PreconditionFailed
 from fedmatch.grpcutil.server import make_channel
-from fedmatch.he.keys import RequesterKeys
+from fedmatch.he.keypair import RequesterKeys
 from fedmatch.pki.names import dns_name
 from fedmatch.protocol.casefile import ACTIONS, CRITERIA, confirmation_digest, proposal_summary
 from fedmatch.protocol.limits import MAX_LOOKUP_RESPONSE_BYTES, MAX_RECEIVE_BYTES

@@ -8,7 +8,8 @@ from pathlib import Path
 from google.protobuf.message import DecodeError
 
 from fedmatch.errors import InvalidInput
-from fedmatch.he.keys import KeyBundle, RequesterKeys
+from fedmatch.he.keypair import RequesterKeys
+from fedmatch.he.keys import KeyBundle
 from fedmatch.rpc.v1 import common_pb2
 
 __all__ = ["load_keys", "save_keys"]

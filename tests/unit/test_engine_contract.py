@@ -22,7 +22,8 @@ from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.errors import DeadlineExceeded, HEError, InvalidInput
 from fedmatch.he.engine import SearchEngine, SearchOutput
 from fedmatch.he.engines import create_engine
-from fedmatch.he.keys import EvaluationKeys, RequesterKeys, open_key_bundle
+from fedmatch.he.keypair import RequesterKeys
+from fedmatch.he.keys import EvaluationKeys, open_key_bundle
 from fedmatch.he.params import DEFAULT_PARAM_SET
 from tests.federation import shared_keys
 

@@ -14,13 +14,8 @@ from fedmatch.errors import DeadlineExceeded, HEError, ImplausibleResult, Invali
 from fedmatch.he import sealio
 from fedmatch.he.engine import PackedEngine, SearchOutput
 from fedmatch.he.engines import create_engine
-from fedmatch.he.keys import (
-    MAX_BLOCK_POSITIVES,
-    EvaluationKeys,
-    KeyBundle,
-    RequesterKeys,
-    open_key_bundle,
-)
+from fedmatch.he.keypair import MAX_BLOCK_POSITIVES, RequesterKeys
+from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
 from fedmatch.he.params import DEFAULT_PARAM_SET, MAX_BITS_128, PARAM_SETS
 from fedmatch.protocol.wire import encode_handle
 from fedmatch.requester.client import node_candidates

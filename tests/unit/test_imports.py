@@ -265,3 +265,32 @@ def test_every_package_says_what_lives_there_and_who_may_import_it() -> None:
         doc = ast.get_docstring(ast.parse(path.read_text())) or ""
         assert len(doc) > 40, f"{module} has no docstring saying what lives there"
         assert "import" in doc.lower(), f"{module}'s docstring does not say who may import it"
+
+
+def _closure(start: str) -> set[str]:
+    graph, seen, todo = import_graph(), set(), [start]
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo.extend(graph.get(module, ()))
+    return seen
+
+
+def test_no_node_or_coordinator_module_can_reach_a_secret_key() -> None:
+    """Issue 15: the node's code cannot construct a decryptor. Nothing a node or the
+    coordinator imports, however indirectly, is the module that holds a requester's secret
+    key (fedmatch.he.keypair), and no other module of the product names SEAL's secret-key,
+    key-generator or decryptor classes."""
+    for module in modules():
+        if room(module) in ("node", "coordinator"):
+            assert "fedmatch.he.keypair" not in _closure(module), module
+    secret = {"Decryptor", "SecretKey", "KeyGenerator"}
+    naming = sorted(
+        module
+        for module, path in modules().items()
+        if room(module) != "tests"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute) and node.attr in secret
+    )
+    assert set(naming) == {"fedmatch.he.keypair"}

@@ -32,7 +32,8 @@ from fedmatch.errors import (
     PreconditionFailed,
 )
 from fedmatch.he.engine import PackedEngine, SearchOutput
-from fedmatch.he.keys import EvaluationKeys, KeyBundle, RequesterKeys, open_key_bundle
+from fedmatch.he.keypair import RequesterKeys
+from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
 from fedmatch.he.params import DEFAULT_PARAM_SET
 from fedmatch.protocol.epochs import EpochTable
 from fedmatch.protocol.gate import Gate
