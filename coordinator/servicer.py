@@ -68,7 +68,6 @@ def _node_result(call: NodeCall, with_blocks: bool) -> cpb.NodeResult:
     )
     if with_blocks and call.response is not None:
         result.blocks.extend(call.response.blocks)
-        result.record_count = call.response.record_count
     return result
 
 

@@ -32,7 +32,13 @@ from fedmatch.errors import (
     PreconditionFailed,
 )
 from fedmatch.grpcutil.auth import caller
-from fedmatch.he.engine import SearchEngine
+from fedmatch.he.engine import (
+    PackedEngine,
+    SearchEngine,
+    SearchOutput,
+    padded_block_count,
+    with_padding,
+)
 from fedmatch.he.engines import create_engine
 from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
 from fedmatch.he.params import DEFAULT_PARAM_SET, get_param_set
@@ -84,9 +90,9 @@ class RevealedHits:
 
 @dataclass(frozen=True)
 class SearchResult:
+    # No register size: the blocks are padded to a bucket (padded_block_count).
     member_state: str
     blocks: tuple[bytes, ...]
-    record_count: int
 
 
 def build_engine(config: NodeConfig) -> SearchEngine:
@@ -119,6 +125,9 @@ class NodeService:
         # Answers kept for a retried call (same query id, same signed request): a retry is
         # answered again, not searched again and not refused as a reused query id.
         self._answers: OrderedDict[str, tuple[str, SearchResult]] = OrderedDict()
+        # Makers of decoy blocks, one per parameter set (SEAL objects: one thread at a time).
+        self._padders: dict[str, PackedEngine] = {}
+        self._padding_lock = threading.Lock()
         if not audit.config.coordinator_key:
             raise ConfigError("audit.coordinator_key is required: a node witnesses the coordinator")
         directory = audit.config.directory
@@ -188,6 +197,22 @@ class NodeService:
     @property
     def member_state(self) -> str:
         return self.config.member_state
+
+    def _padded(self, output: SearchOutput, keys: EvaluationKeys) -> SearchOutput:
+        """``output`` padded with decoy blocks to its bucket, so that the answer does not
+        tell the requester the register's size (only its bucket)."""
+        missing = padded_block_count(len(output.blocks)) - len(output.blocks)
+        if missing <= 0:
+            return output
+        with self._padding_lock:
+            padder = self._padders.get(keys.params.name)
+            if padder is None:
+                # No register: it only makes decoy blocks, in this process.
+                padder = PackedEngine(keys.params, self.config.dimension)
+                self._padders[keys.params.name] = padder
+            threshold = self.config.threshold
+            padding = [padder.padding_block(keys, threshold) for _ in range(missing)]
+        return with_padding(output, padding)
 
     def record_count(self) -> int:
         # Erased rows stay as blank positions (-1) until a restart; they are not records.
@@ -374,6 +399,7 @@ class NodeService:
                     should_stop,
                     exclude if exclude.any() else None,
                 )
+            output = self._padded(output, keys)
         except BaseException:
             self.handles.release(header.query_id)
             raise
@@ -402,7 +428,7 @@ class NodeService:
             header.purpose.value,
             len(ids),
         )
-        result = SearchResult(self.member_state, output.blocks, len(ids))
+        result = SearchResult(self.member_state, output.blocks)
         with self._lock:
             self._answers[header.query_id] = (verified.digest, result)
             while len(self._answers) > _ANSWERS_KEPT:

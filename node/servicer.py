@@ -115,7 +115,6 @@ class NodeServicer(LifecycleRpcs, node_pb2_grpc.NodeServiceServicer):
         )
         return node_pb2.SearchResponse(
             member_state=result.member_state,
-            record_count=result.record_count,
             blocks=[common_pb2.ResultBlock(ciphertext=b) for b in result.blocks],
         )
 

@@ -271,7 +271,7 @@ def _look_up_and_resolve(
         "signature and answered with "
         f"masked match bits only: "
         + "; ".join(
-            f"{n.member_state} {n.outcome} ({n.record_count:,} records, "
+            f"{n.member_state} {n.outcome} ("
             f"{n.matches} match{'es' if n.matches != 1 else ''}, {n.elapsed_ms:.0f} ms)"
             for n in report.nodes
         )

@@ -66,7 +66,9 @@ __all__ = [
     "check_search",
     "new_layout",
     "packed_exclusions",
+    "padded_block_count",
     "unpack_exclusions",
+    "with_padding",
 ]
 
 # Blocks scored together, diagonal-major (see PackedEngine._products): 8 accumulators of
@@ -288,6 +290,37 @@ def block_exclusions(
     return [flags if bool(flags.any()) else None for flags in grid]
 
 
+def padded_block_count(blocks: int) -> int:
+    """How many result blocks a node sends for a register of ``blocks`` blocks: at least 4
+    (32,768 records), then rounded up to a multiple of max(4, 2^(floor(log2 blocks) - 3)).
+    A requester learns the register's size only to its bucket (123 blocks, 1M records, are
+    sent as 128; 129 as 144), at most 12.5% more blocks from 32 blocks on."""
+    if blocks <= 4:
+        return 4
+    step = max(4, 1 << max(0, blocks.bit_length() - 4))
+    return -(-blocks // step) * step
+
+
+def with_padding(output: SearchOutput, padding: Sequence[bytes]) -> SearchOutput:
+    """``output`` with ``padding`` blocks (decoys only: PackedEngine.padding_block) mixed in
+    at fresh random positions. A padding block stands for register blocks past the end, so
+    every one of its positions maps to no row."""
+    layout = output.layout
+    entries = [(block, layout.order[k], layout.shifts[k]) for k, block in enumerate(output.blocks)]
+    first = max(len(output.blocks), -(-layout.rows // (2 * layout.slots)))
+    entries += [(block, first + i, 0) for i, block in enumerate(padding)]
+    mixed = [entries[i] for i in _random_order(len(entries))]
+    return SearchOutput(
+        tuple(block for block, _, _ in mixed),
+        QueryLayout(
+            tuple(index for _, index, _ in mixed),
+            tuple(shift for _, _, shift in mixed),
+            layout.rows,
+            layout.slots,
+        ),
+    )
+
+
 def new_layout(blocks: int, rows: int, slots: int) -> QueryLayout:
     """A fresh random block order and per-block rotation for one query."""
     order = _random_order(blocks)
@@ -481,6 +514,21 @@ class PackedEngine:
                 self._rerandomize(acc, keys)
                 out.append(sealio.to_bytes(acc))
         return out
+
+    def padding_block(self, keys: EvaluationKeys, threshold: float) -> bytes:
+        """A result block of decoys only, made like a block whose every row is excluded
+        (no register data, no product: an encryption of zero, fresh negative decoys drawn
+        like ordinary non-matches, then the same re-randomization)."""
+        ps = self._params
+        parms_id = self._ctx.first_parms_id()
+        zero = seal.Ciphertext()
+        self._encryptor(keys).encrypt_zero(parms_id, zero)
+        # The scale a block's scores have before the masks (probe x register).
+        zero.scale = ps.query_scale * ps.register_scale
+        flags = np.ones(2 * ps.slots, dtype=np.bool_)
+        block = self._mask(zero, seal.Plaintext(), keys, threshold, flags)
+        self._rerandomize(block, keys)
+        return sealio.to_bytes(block)
 
     def _rotations(
         self,

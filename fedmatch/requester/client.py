@@ -65,7 +65,6 @@ class NodeSummary:
     member_state: str
     outcome: str
     detail: str
-    record_count: int
     matches: int
     elapsed_ms: float
     bytes_sent: int
@@ -168,7 +167,6 @@ def _summary(n: coordinator_pb2.NodeResult, matches: int, implausible: bool = Fa
         detail="answer dropped: a result block no honest search produces"
         if implausible
         else n.detail,
-        record_count=n.record_count,
         matches=matches,
         elapsed_ms=n.elapsed_ms,
         bytes_sent=n.bytes_sent,

@@ -496,8 +496,7 @@ def test_node_killed_mid_search(tmp_path: Path) -> None:
         by_state = {n.member_state: n for n in report.nodes}
         assert _outcomes(report.nodes) == {"FR": "ok", "IT": "unreachable"}
         assert by_state["IT"].detail.startswith("UNAVAILABLE"), by_state["IT"].detail
-        assert by_state["IT"].matches == 0 and by_state["IT"].record_count == 0
-        assert by_state["FR"].record_count == 2_000
+        assert by_state["IT"].matches == 0
         # Its search workers notice their parent is gone and end.
         t0 = time.perf_counter()
         assert _reap(orphans, 30.0) == [], "IT's search workers outlived the killed node"
@@ -546,10 +545,7 @@ def test_node_killed_mid_search(tmp_path: Path) -> None:
         again = _lookup(requester, unit_vectors(rng, 1, DIM)[0], "DE-FAULT-3")
         again_s = time.perf_counter() - t0
         assert _outcomes(again.nodes) == {"FR": "ok", "IT": "ok"}
-        assert {n.member_state: n.record_count for n in again.nodes} == {
-            "FR": 2_000,
-            "IT": 20_000,
-        }
+        assert fed.record_count("IT") == 20_000
         _say(f"IT restarted in {restart_s:.1f}s; the next lookup {again_s:.1f}s, IT ok")
 
         # The auditor (the CLI, with the state kept from its run before the kill) verifies
@@ -759,10 +755,9 @@ def test_node_that_never_answers(tmp_path: Path) -> None:
         assert by_state["ES"].detail.startswith("DEADLINE_EXCEEDED")
         assert es.methods()[es_calls:].count("Search") == 1
         assert by_state["ES"].elapsed_ms >= NODE_DEADLINE * 1e3 * 0.95
-        assert all(by_state[s].record_count == 0 and by_state[s].matches == 0
-                   for s in ("ES", "PL"))  # fmt: skip
+        assert all(by_state[s].matches == 0 for s in ("ES", "PL"))
         # IT's answer is intact: its hit is found.
-        assert (by_state["IT"].matches, by_state["IT"].record_count) == (1, 2_001)
+        assert by_state["IT"].matches == 1
         # One deadline for the witness step, one for the search, and no more.
         assert 2 * NODE_DEADLINE <= lookup_s < 2 * NODE_DEADLINE + 4.0
 

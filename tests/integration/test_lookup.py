@@ -82,7 +82,7 @@ def test_no_hit_means_no_other_state(fed: Federation, rng: np.random.Generator) 
     requester = fed.requester("DE")
     report = requester.lookup(unit_vectors(rng, 1, DIM)[0], header("DE"))
     assert report.matches == ()
-    assert all(n.outcome == "ok" and n.record_count >= 300 for n in report.nodes)
+    assert all(n.outcome == "ok" for n in report.nodes)
     resolved = requester.resolve(report, APPLICATION, fed.verdicts(report))
     assert resolved.complete
     assert (resolved.responsible_state, resolved.rule, resolved.procedure) == (
@@ -196,7 +196,7 @@ def test_slow_node_times_out_and_stops_its_work(tmp_path: Path) -> None:
             elapsed = time.monotonic() - started
             by_state = {n.member_state: n for n in report.nodes}
             assert by_state["GR"].outcome == "deadline_exceeded"
-            assert by_state["IT"].outcome == "ok" and by_state["IT"].record_count == 50
+            assert by_state["IT"].outcome == "ok"
             # Generous bound: the node deadline is 1.5 s, the slow node would take 30 s.
             assert elapsed < 10.0
             deadline = time.monotonic() + 5.0

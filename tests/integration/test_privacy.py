@@ -203,3 +203,43 @@ def test_logs_hold_no_templates_scores_or_keys(
         assert handle.hex() not in text
     bundle = shared_keys("DE").public_bundle()
     assert bundle.public_key[:32].hex() not in text
+
+
+def test_the_answer_does_not_tell_the_register_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 15: a node's answer said how many records its register holds (record_count),
+    and its block count said it to 8,192. Now no message of the lookup carries a size, and
+    the blocks are padded with decoys to a bucket: a register of 300 records and one of
+    301 answer with the same 4 blocks; the person searched is still found."""
+    from fedmatch.rpc.v1 import coordinator_pb2
+
+    for message in (
+        node_pb2.SearchResponse,
+        coordinator_pb2.NodeResult,
+        coordinator_pb2.LookupResponse,
+    ):
+        names = {f.name for f in message.DESCRIPTOR.fields}
+        assert not any("count" in n or "size" in n for n in names), (message, names)
+    with federation(tmp_path, ("DE", "IT", "FR"), records=300) as fed:
+        rng = np.random.default_rng(23)
+        person = unit_vectors(rng, 1, DIM)[0]
+        enrol(
+            fed.nodes["IT"], capture(person, rng, 0.9), "IT-SIZE-1", Category.IRREGULAR_CROSSING,
+            dt.date(2026, 5, 5),
+        )  # fmt: skip
+        assert fed.nodes["IT"].record_count() == 301 and fed.nodes["FR"].record_count() == 300
+        captured: list[Any] = []
+        requester = fed.requester("DE")
+        original = requester._stub.Lookup
+
+        def spy(request: Any, **kwargs: Any) -> Any:
+            response = original(request, **kwargs)
+            captured.append(response)
+            return response
+
+        monkeypatch.setattr(requester._stub, "Lookup", spy)
+        report = requester.lookup(capture(person, rng, 0.9), header("DE"))
+        (response,) = captured
+        assert {n.member_state: len(n.blocks) for n in response.nodes} == {"IT": 4, "FR": 4}
+        assert {n.member_state: n.matches for n in report.nodes} == {"IT": 1, "FR": 0}

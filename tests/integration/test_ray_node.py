@@ -158,8 +158,7 @@ def test_a_ray_node_answers_lookups_like_a_local_node(
     for row in (0, 4095, 4096, 8191, 8192, RECORDS - 1):
         probe = capture(templates[row], rng, 0.8)
         report = requester.lookup(probe, header("DE"))
-        outcomes = {n.member_state: (n.outcome, n.record_count) for n in report.nodes}
-        assert outcomes == {"IT": ("ok", RECORDS), "FR": ("ok", RECORDS)}
+        assert {n.member_state: n.outcome for n in report.nodes} == {"IT": "ok", "FR": "ok"}
         plain = np.flatnonzero(exact @ probe >= it.config.threshold)
         expected = {int(ids_it[i]) for i in plain}
         assert int(ids_it[row]) in expected

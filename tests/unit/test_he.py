@@ -12,7 +12,7 @@ import tenseal.sealapi as seal
 from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.errors import DeadlineExceeded, HEError, ImplausibleResult, InvalidInput
 from fedmatch.he import sealio
-from fedmatch.he.engine import PackedEngine, SearchOutput
+from fedmatch.he.engine import PackedEngine, SearchOutput, padded_block_count, with_padding
 from fedmatch.he.engines import create_engine
 from fedmatch.he.keypair import MAX_BLOCK_POSITIVES, RequesterKeys
 from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
@@ -461,3 +461,50 @@ def test_the_requester_drops_an_implausible_node_and_flags_it(
     with caplog.at_level(logging.WARNING, logger="fedmatch.requester"):
         assert node_candidates(keys, bad) is None
     assert "node FR: answer dropped" in caplog.text
+
+
+# Register size (issue 15): answers are padded with decoy blocks to a bucket.
+
+
+def test_block_counts_are_padded_to_buckets() -> None:
+    expected = {1: 4, 4: 4, 5: 8, 8: 8, 9: 12, 31: 32, 32: 32, 33: 36, 123: 128, 129: 144}
+    assert {n: padded_block_count(n) for n in expected} == expected
+    counts = [padded_block_count(n) for n in range(1, 2000)]
+    assert counts == sorted(counts)  # never fewer blocks for a larger register
+    assert all(c >= n for n, c in zip(range(1, 2000), counts, strict=True))
+    assert all(c <= 1.125 * n for n, c in zip(range(32, 2000), counts[31:], strict=True))
+
+
+def test_padding_blocks_map_to_no_row_and_look_like_non_matches(
+    evaluation: EvaluationKeys,
+) -> None:
+    rng = np.random.default_rng(35)
+    keys = shared_keys()
+    probe = unit_vectors(rng, 1, 128)[0]
+    rows = unit_vectors(rng, 5000, 128)
+    rows[[7, 4321]] = [capture(probe, rng, 0.8), capture(probe, rng, 0.9)]
+    engine = PackedEngine(DEFAULT_PARAM_SET, 128)
+    engine.load(rows)
+    out = engine.search(evaluation, keys.encrypt_probe(probe), THRESHOLD, lambda: False)
+    padding = [engine.padding_block(evaluation, THRESHOLD) for _ in range(3)]
+    padded = with_padding(out, padding)
+    assert len(padded.blocks) == 4 and set(padded.blocks) == {*out.blocks, *padding}
+    found = set()
+    for b, ct in enumerate(padded.blocks):
+        matches = keys.decrypt_matches(ct)  # plausible, as any honest block
+        for p in np.flatnonzero(matches):
+            found.add(padded.layout.row(b, int(p)))
+        if ct in padding:
+            assert not matches.any()
+            assert all(padded.layout.row(b, p) is None for p in range(0, 8192, 97))
+    assert found == {7, 4321}
+    # A padding block's values against a real block's non-matches.
+    real = padded.blocks.index(out.blocks[0])
+    values = keys.decrypt_values(out.blocks[0])
+    flat = np.concatenate([values.real, values.imag])
+    positions = np.array([padded.layout.row(real, p) for p in range(8192)], dtype=object)
+    ordinary = np.array([r is not None and r not in (7, 4321) for r in positions])
+    decoys = keys.decrypt_values(padding[0])
+    decoy = np.concatenate([decoys.real, decoys.imag])
+    a, b = np.log2(np.abs(decoy)), np.log2(np.abs(flat[ordinary]))
+    assert abs(float(np.mean(a[:, None] > b[None, :5000])) - 0.5) <= 0.02

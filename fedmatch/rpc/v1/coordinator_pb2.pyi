@@ -326,7 +326,6 @@ class NodeResult(_message.Message):
     OUTCOME_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
     BLOCKS_FIELD_NUMBER: _builtins.int
-    RECORD_COUNT_FIELD_NUMBER: _builtins.int
     ELAPSED_MS_FIELD_NUMBER: _builtins.int
     BYTES_SENT_FIELD_NUMBER: _builtins.int
     BYTES_RECEIVED_FIELD_NUMBER: _builtins.int
@@ -334,7 +333,6 @@ class NodeResult(_message.Message):
     outcome: Global___NodeOutcome.ValueType
     detail: _builtins.str
     """For a refusal: the node's status code name and its (sanitized) message."""
-    record_count: _builtins.int
     elapsed_ms: _builtins.float
     bytes_sent: _builtins.int
     bytes_received: _builtins.int
@@ -347,14 +345,13 @@ class NodeResult(_message.Message):
         outcome: Global___NodeOutcome.ValueType = ...,
         detail: _builtins.str = ...,
         blocks: _abc.Iterable[_common_pb2.ResultBlock] | None = ...,
-        record_count: _builtins.int = ...,
         elapsed_ms: _builtins.float = ...,
         bytes_sent: _builtins.int = ...,
         bytes_received: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocks", b"blocks", "bytes_received", b"bytes_received", "bytes_sent", b"bytes_sent", "detail", b"detail", "elapsed_ms", b"elapsed_ms", "member_state", b"member_state", "outcome", b"outcome", "record_count", b"record_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocks", b"blocks", "bytes_received", b"bytes_received", "bytes_sent", b"bytes_sent", "detail", b"detail", "elapsed_ms", b"elapsed_ms", "member_state", b"member_state", "outcome", b"outcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -242,21 +242,22 @@ class SearchResponse(_message.Message):
 
     MEMBER_STATE_FIELD_NUMBER: _builtins.int
     BLOCKS_FIELD_NUMBER: _builtins.int
-    RECORD_COUNT_FIELD_NUMBER: _builtins.int
     member_state: _builtins.str
-    record_count: _builtins.int
     @_builtins.property
-    def blocks(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ResultBlock]: ...
+    def blocks(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ResultBlock]:
+        """Padded with decoy blocks to a bucket of the register's block count: the answer does
+        not say how many records the register holds.
+        """
+
     def __init__(
         self,
         *,
         member_state: _builtins.str = ...,
         blocks: _abc.Iterable[_common_pb2.ResultBlock] | None = ...,
-        record_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocks", b"blocks", "member_state", b"member_state", "record_count", b"record_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocks", b"blocks", "member_state", b"member_state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
