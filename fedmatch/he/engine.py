@@ -307,8 +307,8 @@ def with_padding(output: SearchOutput, padding: Sequence[bytes]) -> SearchOutput
     every one of its positions maps to no row."""
     layout = output.layout
     entries = [(block, layout.order[k], layout.shifts[k]) for k, block in enumerate(output.blocks)]
-    first = max(len(output.blocks), -(-layout.rows // (2 * layout.slots)))
-    entries += [(block, first + i, 0) for i, block in enumerate(padding)]
+    # Register block numbers past the last one: their rows are past the register's end.
+    entries += [(block, len(layout.order) + i, 0) for i, block in enumerate(padding)]
     mixed = [entries[i] for i in _random_order(len(entries))]
     return SearchOutput(
         tuple(block for block, _, _ in mixed),
@@ -520,13 +520,9 @@ class PackedEngine:
         (no register data, no product: an encryption of zero, fresh negative decoys drawn
         like ordinary non-matches, then the same re-randomization)."""
         ps = self._params
-        parms_id = self._ctx.first_parms_id()
-        zero = seal.Ciphertext()
-        self._encryptor(keys).encrypt_zero(parms_id, zero)
-        # The scale a block's scores have before the masks (probe x register).
-        zero.scale = ps.query_scale * ps.register_scale
-        flags = np.ones(2 * ps.slots, dtype=np.bool_)
-        block = self._mask(zero, seal.Plaintext(), keys, threshold, flags)
+        # The probe's level, and the scale of its products with the register.
+        scale = ps.query_scale * ps.register_scale
+        block = self._decoy_block(keys, self._ctx.first_parms_id(), scale, threshold)
         self._rerandomize(block, keys)
         return sealio.to_bytes(block)
 
@@ -653,14 +649,8 @@ class PackedEngine:
         parms_id = acc.parms_id()
         if flags is not None and bool(flags.all()):
             # Every row excluded: nothing of the scores is kept, and SEAL refuses a product
-            # by the zero plaintext. A fresh encryption of zero at the scale the product
-            # would have (masks are encoded at scale 1) takes its place.
-            zero = seal.Ciphertext()
-            self._encryptor(keys).encrypt_zero(parms_id, zero)
-            zero.scale = acc.scale
-            ev.rescale_to_next_inplace(zero)
-            ev.add_plain_inplace(zero, self._decoys(zero, threshold, flags))
-            return zero
+            # by the zero plaintext.
+            return self._decoy_block(keys, parms_id, acc.scale, threshold)
         ev.sub_plain_inplace(acc, thresholds)
         conj = seal.Ciphertext()
         ev.complex_conjugate(acc, keys.galois_keys, conj)
@@ -679,6 +669,20 @@ class PackedEngine:
         if flags is not None:
             ev.add_plain_inplace(acc, self._decoys(acc, threshold, flags))
         return acc
+
+    def _decoy_block(
+        self, keys: EvaluationKeys, parms_id: list[int], scale: float, threshold: float
+    ) -> seal.Ciphertext:
+        """What a block of only excluded rows masks to: a fresh encryption of zero at the
+        level and scale a block's scores have before the masks (encoded at scale 1, they
+        leave the scale as it is), rescaled, plus decoys in every slot."""
+        zero = seal.Ciphertext()
+        self._encryptor(keys).encrypt_zero(parms_id, zero)
+        zero.scale = scale
+        self._evaluator.rescale_to_next_inplace(zero)
+        flags = np.ones(2 * self._params.slots, dtype=np.bool_)
+        self._evaluator.add_plain_inplace(zero, self._decoys(zero, threshold, flags))
+        return zero
 
     def _decoys(
         self, acc: seal.Ciphertext, threshold: float, flags: npt.NDArray[np.bool_]
