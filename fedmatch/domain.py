@@ -18,6 +18,7 @@ from fedmatch.errors import InvalidInput
 __all__ = [
     "FEDERATION_STATES",
     "MAX_PROBE_BYTES",
+    "PROBE_NORM_TOLERANCE",
     "Category",
     "EncryptedProbe",
     "HitDetail",
@@ -177,6 +178,11 @@ _KEY_ID = re.compile(r"^[0-9a-f]{64}$")
 
 # A seeded probe of the default parameter set is ~126 KB; 512 KiB leaves room for other sets.
 MAX_PROBE_BYTES = 512 * 1024
+
+# How far a probe's norm may be from 1: float32 templates normalized by their producer are
+# within 1e-6; 1e-3 leaves room for any rounding of an honest template and scales every score
+# by at most 1.001 (at t = 0.45 a record needs 0.4496 instead of 0.45 to match).
+PROBE_NORM_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)

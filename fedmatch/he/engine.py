@@ -48,7 +48,7 @@ import tenseal.sealapi as seal
 
 from fedmatch.domain import MAX_PROBE_BYTES
 from fedmatch.errors import DeadlineExceeded, HEError, InvalidInput
-from fedmatch.he import sealio
+from fedmatch.he import sealio, uniform
 from fedmatch.he.keys import EvaluationKeys
 from fedmatch.he.layout import padded_dimension
 from fedmatch.he.params import ParamSet
@@ -446,8 +446,10 @@ class PackedEngine:
         """Load and validate a probe ciphertext for this parameter set, or raise HEError."""
         if len(data) > MAX_CIPHERTEXT_BYTES:
             raise HEError(f"probe ciphertext exceeds {MAX_CIPHERTEXT_BYTES} bytes")
+        # The uniform part is the node's to expand from the probe's seed (fedmatch.he.uniform).
+        seal_bytes = uniform.open_probe_bytes(self._params, data)
         ct = seal.Ciphertext()
-        sealio.load_bytes(lambda p: ct.load(self._ctx, p), data, "probe ciphertext")
+        sealio.load_bytes(lambda p: ct.load(self._ctx, p), seal_bytes, "probe ciphertext")
         if ct.size() != 2:
             raise HEError("probe ciphertext must have exactly two polynomials")
         if list(ct.parms_id()) != list(self._ctx.first_parms_id()):
@@ -497,6 +499,7 @@ class PackedEngine:
             raise InvalidInput("exclusions must name one entry per block")
         baby = max((_baby_steps(plains, self._dp) for plains, _ in jobs), default=1)
         rotations = self._rotations(query, keys, should_stop, baby)
+        malformation = self._malformation(query, keys)
         out = []
         constant: tuple[tuple[int, ...], float, seal.Plaintext] | None = None
         for start in range(0, len(jobs), _GROUP):
@@ -505,6 +508,7 @@ class PackedEngine:
             sums = self._products(rotations, [plains for plains, _ in group], keys, should_stop)
             for k, (acc, (_, shift)) in enumerate(zip(sums, group, strict=True)):
                 flags = None if excluded is None else excluded[start + k]
+                self._garble(acc, malformation)
                 # One encode of the constant threshold per query, shared by the blocks.
                 level = (tuple(acc.parms_id()), acc.scale)
                 if constant is None or constant[:2] != level:
@@ -618,6 +622,68 @@ class PackedEngine:
                     ev.multiply_plain(rot, plain, term)
                     ev.add_inplace(acc, term)
         return sums
+
+    def _malformation(
+        self, query: seal.Ciphertext, keys: EvaluationKeys
+    ) -> seal.Ciphertext | None:
+        """``w = 4q - sum_j rot(q, k_j * dp) - conj(q)`` over three ``k_j`` fresh per query
+        in [1, slots / dp): zero (up to ~4e-7 of noise) exactly when the probe is real and
+        replicated with period ``dp``, whatever its content. Only the probe is key-switched.
+
+        Why: a probe that packs several people into its periods (32 templates of 128 in
+        4,096 slots), or uses the imaginary parts, got one full search per person and
+        part for the price of one query (issue 15, attack 3). Zero exactly when well formed:
+        the real part ``3u - sum rot(u)`` vanishes only if every rotation equals ``u`` (a
+        rotation keeps the norm: the triangle inequality is tight only for equal vectors),
+        the imaginary part ``5v - sum rot(v)`` only for ``v = 0``. Random offsets, three of
+        them: a pattern with a longer period (AAAA...BBBB) escapes a fixed offset of one
+        period in all but two periods; here every comparison that crosses from one run to
+        another garbles its periods, at least two per block, whose random positives then
+        drown whatever real match the rest of the block holds."""
+        w = seal.Ciphertext()
+        try:
+            self._combine(query, keys, w)
+        except RuntimeError as exc:
+            # SEAL refuses to produce an exactly-zero ciphertext; w = 0 garbles nothing.
+            if "transparent" not in str(exc):
+                raise
+            return None
+        return w
+
+    def _combine(self, query: seal.Ciphertext, keys: EvaluationKeys, w: seal.Ciphertext) -> None:
+        """``w`` = the malformation term of :meth:`_malformation`."""
+        ev, dp, slots = self._evaluator, self._dp, self._params.slots
+        ev.add(query, query, w)
+        if slots > dp:
+            ev.add_inplace(w, query)
+            ev.add_inplace(w, query)  # 4q
+            for _ in range(3):
+                shifted = seal.Ciphertext()
+                ev.negate(query, shifted)  # -q, rotated, added (SEAL binds no copy constructor)
+                self._rotate(shifted, (1 + _random_below(slots // dp - 1)) * dp, keys)
+                ev.add_inplace(w, shifted)
+        else:
+            ev.sub_inplace(w, query)  # one period fills the slots: only realness is checked
+        conj = seal.Ciphertext()
+        ev.complex_conjugate(query, keys.galois_keys, conj)
+        ev.sub_inplace(w, conj)
+
+    def _garble(self, acc: seal.Ciphertext, malformation: seal.Ciphertext | None) -> None:
+        """Add ``rho * w`` to a block's scores, rho fresh per block and slot (both parts),
+        of magnitude 2^3 to 2^5 and random sign. For a well-formed probe that moves a score
+        by at most 1.3e-5 (below the 1e-4 the kernel resolves anyway); a packed or complex
+        probe, whose w is ~0.1 per slot, gets every score moved by ~1 at random: signs
+        that say nothing, and many of them positive."""
+        if malformation is None:
+            return
+        ps, slots = self._params, self._params.slots
+        sign = np.where(_uniform(2 * slots) < 0.5, -1.0, 1.0)
+        rho = sign * np.exp2(3.0 + 2.0 * _uniform(2 * slots))
+        plain, term = seal.Plaintext(), seal.Ciphertext()
+        values = (rho[:slots] + 1j * rho[slots:]).tolist()
+        self._encoder.encode(values, malformation.parms_id(), ps.register_scale, plain)
+        self._evaluator.multiply_plain(malformation, plain, term)
+        self._evaluator.add_inplace(acc, term)
 
     def _threshold(self, acc: seal.Ciphertext, threshold: float) -> seal.Plaintext:
         """``t`` in every slot (both parts), at ``acc``'s level and scale."""

@@ -11,8 +11,9 @@ import numpy as np
 import numpy.typing as npt
 import tenseal.sealapi as seal
 
+from fedmatch.domain import PROBE_NORM_TOLERANCE
 from fedmatch.errors import HEError, ImplausibleResult, InvalidInput
-from fedmatch.he import sealio
+from fedmatch.he import sealfmt, sealio, uniform
 from fedmatch.he.keys import KeyBundle, open_key_bundle
 from fedmatch.he.layout import replicate_probe
 from fedmatch.he.params import DEFAULT_PARAM_SET, ParamSet
@@ -23,11 +24,6 @@ __all__ = [
     "PROBE_NORM_TOLERANCE",
     "RequesterKeys",
 ]
-
-# How far a probe's norm may be from 1: float32 templates normalized by their producer are
-# within 1e-6; 1e-3 leaves room for any rounding of an honest template and scales every score
-# by at most 1.001 (at t = 0.45 a record needs 0.4496 instead of 0.45 to match).
-PROBE_NORM_TOLERANCE = 1e-3
 
 # What an honest node's result block can hold (fedmatch.he.engine): every slot is
 # r * (s - t) + noise, r log-uniform in [2^lo, 2^hi] (the mask bits), |s - t| < 2, the noise
@@ -50,6 +46,14 @@ _TINY_BELOW_MASK_BITS = 4
 _HUGE_ABOVE_MASK_BITS = 1.5
 
 
+def _secret_words(params: ParamSet, secret: seal.SecretKey) -> npt.NDArray[np.uint64]:
+    """The secret key's NTT-form residues, one row per modulus of the key level."""
+    body, _ = sealfmt.unpack(sealio.to_bytes(secret), "secret key", 1 << 26)
+    _, words = sealfmt.plaintext_words(body, "secret key")
+    limbs = len(uniform.key_moduli(params))
+    return words.reshape(limbs, params.poly_modulus_degree).copy()
+
+
 class RequesterKeys:
     """A requesting authority's key pair. The secret key never leaves this object except
     through :meth:`private_bundle`, for the authority's own key file."""
@@ -66,13 +70,9 @@ class RequesterKeys:
         ctx = params.context()
         self._ctx = ctx
         self._secret = secret_key
+        self._secret_words = _secret_words(params, secret_key)
         if public is None:
-            keygen = seal.KeyGenerator(ctx, secret_key)
-            pk = seal.PublicKey()
-            keygen.create_public_key(pk)
-            galois = seal.GaloisKeys()
-            keygen.create_galois_keys(list(params.galois_elements()), galois)
-            public = (pk, sealio.to_bytes(pk), sealio.to_bytes(galois))
+            public = self._new_public_keys()
         self._public = public[0]
         self._bundle = KeyBundle(
             param_set=params.name,
@@ -83,6 +83,45 @@ class RequesterKeys:
         self._encoder = seal.CKKSEncoder(ctx)
         self._encryptor = seal.Encryptor(ctx, self._public, secret_key)
         self._decryptor = seal.Decryptor(ctx, secret_key)
+
+    def _new_public_keys(self) -> tuple[seal.PublicKey, bytes, bytes]:
+        """Fresh public and Galois keys with the federation's uniform parts (see
+        fedmatch.he.uniform): SEAL makes them, then each key's uniform part is swapped for
+        the expanded one and its first part adjusted so that it still encrypts under this
+        secret (``k0 + (a' - a) * s``: the same error, the same message)."""
+        params, ctx = self.params, self._ctx
+        keygen = seal.KeyGenerator(ctx, self._secret)
+        pk, galois = seal.PublicKey(), seal.GaloisKeys()
+        keygen.create_public_key(pk)
+        keygen.create_galois_keys(list(params.galois_elements()), galois)
+        moduli = uniform.key_moduli(params)
+        body, version = sealfmt.unpack(sealio.to_bytes(pk), "public key", 1 << 30)
+        key = sealfmt.ciphertext_at(body, 0, "public key")
+        self._rebind(
+            key.data,
+            uniform.expand(uniform.public_key_label(params), moduli, key.data.shape[2]),
+            moduli,
+        )
+        pk_bytes = sealfmt.pack(body, version)
+        body, version = sealfmt.unpack(sealio.to_bytes(galois), "rotation keys", 1 << 30)
+        for index, j, key in sealfmt.kswitch_keys(body, "rotation keys"):
+            label = uniform.galois_label(params, index, j)
+            self._rebind(key.data, uniform.expand(label, moduli, key.data.shape[2]), moduli)
+        galois_bytes = sealfmt.pack(body, version)
+        pk = seal.PublicKey()
+        sealio.load_bytes(lambda p: pk.load(ctx, p), pk_bytes, "public key")
+        return pk, pk_bytes, galois_bytes
+
+    def _rebind(
+        self, data: npt.NDArray[np.uint64], uniform_part: npt.NDArray[np.uint64], moduli: list[int]
+    ) -> None:
+        """``(c0, c1)`` in place to ``(c0 + (c1 - a) * s, a)``, limb by limb (NTT form)."""
+        for limb, q in enumerate(moduli):
+            c0, c1 = data[0, limb].astype(object), data[1, limb].astype(object)
+            s = self._secret_words[limb].astype(object)
+            a = uniform_part[limb].astype(object)
+            data[0, limb] = np.array((c0 + (c1 - a) * s) % q, dtype=np.uint64)
+            data[1, limb] = uniform_part[limb]
 
     def __repr__(self) -> str:
         return f"RequesterKeys(param_set={self.params.name!r}, digest={self.key_id[:16]})"
@@ -136,9 +175,13 @@ class RequesterKeys:
             secret_key=sealio.to_bytes(self._secret),
         )
 
-    def encrypt_probe(self, template: npt.NDArray[np.floating]) -> bytes:
-        """Encrypt a unit-norm template in the replicated layout, as a seeded (half-size)
-        symmetric ciphertext."""
+    def encrypt_probe(
+        self, template: npt.NDArray[np.floating], commitment: bytes = bytes(32)
+    ) -> bytes:
+        """Encrypt a unit-norm template in the replicated layout, in the form a probe
+        travels in (fedmatch.he.uniform), carrying ``commitment`` to the template
+        (fedmatch.protocol.opening; the default, all zero, opens to nothing: such a probe's
+        hits can never be resolved)."""
         vec = np.asarray(template, dtype=np.float64)
         if vec.ndim != 1:
             raise InvalidInput("probe template must be a one-dimensional vector")
@@ -150,11 +193,30 @@ class RequesterKeys:
             raise InvalidInput(
                 f"probe template must have unit norm (within {PROBE_NORM_TOLERANCE})"
             )
+        return self._encrypt_slots(replicate_probe(vec, self.params.slots), commitment)
+
+    def _encrypt_slots(
+        self,
+        slots: npt.NDArray[np.floating] | npt.NDArray[np.complexfloating],
+        commitment: bytes = bytes(32),
+    ) -> bytes:
+        """Any slot vector, encrypted in the form a probe travels in. Private: the library
+        sends only what encrypt_probe checked; tests use it to play a hostile requester."""
         plain = seal.Plaintext()
-        slots = replicate_probe(vec, self.params.slots)
         parms_id = self._ctx.first_parms_id()
-        self._encoder.encode(slots.tolist(), parms_id, self.params.query_scale, plain)
-        return sealio.to_bytes(self._encryptor.encrypt_symmetric(plain))
+        self._encoder.encode(np.asarray(slots).tolist(), parms_id, self.params.query_scale, plain)
+        ct = seal.Ciphertext()
+        self._encryptor.encrypt_symmetric(plain, ct)
+        # The node expands the uniform part from a fresh seed (fedmatch.he.uniform): rebind
+        # the ciphertext to it, then send the first part alone (the second compresses away).
+        seed = uniform.new_probe_seed()
+        moduli = uniform.data_moduli(self.params)
+        body, version = sealfmt.unpack(sealio.to_bytes(ct), "probe ciphertext", 1 << 26)
+        polys = sealfmt.ciphertext_at(body, 0, "probe ciphertext")
+        a = uniform.expand(uniform.probe_label(seed), moduli, polys.data.shape[2])
+        self._rebind(polys.data, a, moduli)
+        polys.data[1] = 0
+        return uniform.probe_envelope(seed, commitment, sealfmt.pack(body, version))
 
     def decrypt_matches(self, ciphertext: bytes) -> npt.NDArray[np.bool_]:
         """Decrypt one result block: ``True`` at every position whose masked value is

@@ -4,7 +4,8 @@ The requester's key pair lives in :mod:`fedmatch.he.keypair`, which no node or c
 module imports; only :meth:`~fedmatch.he.keypair.RequesterKeys.public_bundle` ever leaves
 it. A node turns a received bundle into :class:`EvaluationKeys` through
 :func:`open_key_bundle`, which refuses a bundle carrying a secret key, an unknown parameter
-set, parameters that differ from the named set, or keys that do not load for that context.
+set, parameters that differ from the named set, keys whose uniform parts are not the
+federation's (:mod:`fedmatch.he.uniform`), or keys that do not load for that context.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 import tenseal.sealapi as seal
 
 from fedmatch.errors import HEError
-from fedmatch.he import sealio
+from fedmatch.he import sealio, uniform
 from fedmatch.he.params import ParamSet, get_param_set
 
 __all__ = ["MAX_KEY_BUNDLE_BYTES", "EvaluationKeys", "KeyBundle", "open_key_bundle"]
@@ -85,6 +86,9 @@ def open_key_bundle(bundle: KeyBundle) -> EvaluationKeys:
         != [m.value() for m in mine.coeff_modulus()]
     ):
         raise HEError("encryption parameters differ from the named parameter set")
+    # Before SEAL sees them: keys whose uniform parts a requester chose read the register
+    # (fedmatch.he.uniform).
+    uniform.check_key_uniform_parts(params, bundle.public_key, bundle.galois_keys)
     public = seal.PublicKey()
     sealio.load_bytes(lambda p: public.load(ctx, p), bundle.public_key, "public key")
     galois = seal.GaloisKeys()

@@ -220,7 +220,7 @@ NodeCase = tuple[
 
 NODE_CASES: list[NodeCase] = [
     ("undecodable-ciphertext", lambda s, f: s.Search(_search(f, probe=_probe(b"\x01\x02" * 500))),
-     grpc.StatusCode.INVALID_ARGUMENT, "probe ciphertext could not be decoded"),
+     grpc.StatusCode.INVALID_ARGUMENT, "probe is not in seeded form"),
     ("empty-ciphertext", lambda s, f: s.Search(_search(f, probe=_probe(b""))),
      grpc.StatusCode.INVALID_ARGUMENT, "probe ciphertext is empty"),
     ("unknown-key-id", lambda s, f: s.Search(_search(f, probe=_probe(key_id="ab" * 32))),

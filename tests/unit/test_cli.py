@@ -15,6 +15,7 @@ from fedmatch.audit.note import NoteSigner, NoteVerifier
 from fedmatch.audit.party import PartyAudit, load_audit_config, node_origin
 from fedmatch.cli.main import main
 from fedmatch.cli.templates import read_templates
+from fedmatch.he import uniform
 from fedmatch.errors import ConfigError, InvalidInput, PermissionDenied
 from fedmatch.pki.ca import TlsFiles
 from fedmatch.pki.provision import PartyFiles, provision
@@ -188,7 +189,8 @@ def test_keys_generate_writes_a_private_key_file(
     assert stored.secret_key == keys.private_bundle().secret_key
     probe = np.zeros(128)
     probe[0] = 1.0
-    scores = load_keys(out).decrypt_values(keys.encrypt_probe(probe))[:4].real
+    sent = uniform.open_probe_bytes(keys.params, keys.encrypt_probe(probe))
+    scores = load_keys(out).decrypt_values(sent)[:4].real
     assert np.allclose(scores, [1.0, 0.0, 0.0, 0.0], atol=1e-4)
     # Saving the loaded keys again writes the same secret key.
     again = tmp_path / "again.key"

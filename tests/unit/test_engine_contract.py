@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 
 from fedmatch.demo.synthetic import capture, unit_vectors
-from fedmatch.errors import DeadlineExceeded, HEError, InvalidInput
+from fedmatch.errors import DeadlineExceeded, HEError, ImplausibleResult, InvalidInput
 from fedmatch.he.engine import SearchEngine, SearchOutput
 from fedmatch.he.engines import create_engine
-from fedmatch.he.keypair import RequesterKeys
+from fedmatch.he.keypair import MAX_BLOCK_POSITIVES, RequesterKeys
 from fedmatch.he.keys import EvaluationKeys, open_key_bundle
 from fedmatch.he.params import DEFAULT_PARAM_SET
 from tests.federation import shared_keys
@@ -124,7 +124,7 @@ def test_cancellation_stops_and_the_engine_still_serves(
 
 
 def test_bad_probe_is_refused(engine: SearchEngine, evaluation: EvaluationKeys) -> None:
-    with pytest.raises(HEError, match="could not be decoded"):
+    with pytest.raises(HEError, match="not in seeded form"):
         engine.search(evaluation, b"\x00" * 1000, THRESHOLD, lambda: False)
 
 
@@ -247,15 +247,9 @@ def test_exclusion_of_the_wrong_length_is_refused(
 def _hostile_probe(keys: RequesterKeys, template: np.ndarray) -> bytes:
     """What a hostile requester sends: its own encoding of any vector (the library's
     encrypt_probe takes unit-norm templates only), encrypted under its own key."""
-    import tenseal.sealapi as seal
-
-    from fedmatch.he import sealio
     from fedmatch.he.layout import replicate_probe
 
-    plain = seal.Plaintext()
-    slots = replicate_probe(np.asarray(template, np.float64), keys.params.slots)
-    keys._encoder.encode(slots.tolist(), keys._ctx.first_parms_id(), keys.params.query_scale, plain)
-    return sealio.to_bytes(keys._encryptor.encrypt_symmetric(plain))
+    return keys._encrypt_slots(replicate_probe(np.asarray(template, np.float64), keys.params.slots))
 
 
 def _auc(a: np.ndarray, b: np.ndarray) -> float:
@@ -344,7 +338,7 @@ def test_ray_actor_errors_come_back_as_fedmatch_errors(
         evaluation.key_id, [ray_engine._key_ref(evaluation)], b"\x00" * 1000, THRESHOLD,
         [(0, 0, 0, None)],
     )  # fmt: skip
-    with pytest.raises(HEError, match="could not be decoded") as caught:
+    with pytest.raises(HEError, match="not in seeded form") as caught:
         ray_engine._wait([ref])
     assert type(caught.value) is HEError and not isinstance(caught.value, RayError)
 
@@ -387,3 +381,71 @@ def test_the_local_path_never_imports_ray() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def _raw_positives(keys: RequesterKeys, out: SearchOutput) -> tuple[set[int], int]:
+    """What a hostile requester reads from its own decryption: the rows at positive
+    positions, and how many positions were positive (padding included)."""
+    rows, count = set(), 0
+    for b, ct in enumerate(out.blocks):
+        values = keys.decrypt_values(ct)
+        for p in np.flatnonzero(np.concatenate([values.real, values.imag]) > 0):
+            count += 1
+            row = out.layout.row(b, int(p))
+            if row is not None:
+                rows.add(row)
+    return rows, count
+
+
+@pytest.mark.parametrize("pattern", ["32-people", "two-halves", "imaginary"])
+def test_a_packed_or_complex_probe_yields_no_valid_result(
+    engine: SearchEngine, gallery: np.ndarray, evaluation: EvaluationKeys, pattern: str
+) -> None:
+    """Issue 15, attack 3: 32 templates of 128 packed into the 4,096 slots found all 32
+    people in one query. Planted here: captures of 32 register rows, each in the period
+    that meets its row's slot. The node's malformation term now moves every score by ~1 at
+    random: thousands of positives, the planted rows no more likely than any other, and
+    the library refuses the block. Variants: two people, each repeated over half the slots
+    (a fixed one-period comparison would pass all but two periods), and a second person
+    in the imaginary parts."""
+    keys = shared_keys()
+    rng = np.random.default_rng(77)
+    slots, dp = keys.params.slots, 128
+    planted = [p * dp for p in range(slots // dp)]  # row r sits in slot r of block 0
+    if pattern == "32-people":
+        values = np.concatenate([capture(gallery[r], rng, 0.9) for r in planted]).astype(complex)
+    elif pattern == "two-halves":
+        planted = [0, slots // 2]
+        halves = [np.tile(capture(gallery[r], rng, 0.9), slots // dp // 2) for r in planted]
+        values = np.concatenate(halves).astype(complex)
+    else:
+        planted = [0, slots]  # the real and the imaginary part of slot 0
+        real, imag = (np.tile(capture(gallery[r], rng, 0.9), slots // dp) for r in planted)
+        values = real + 1j * imag
+    out = engine.search(evaluation, keys._encrypt_slots(values), THRESHOLD, lambda: False)
+    rows, count = _raw_positives(keys, out)
+    # At least two garbled periods (512 records) per block: far more positives than the
+    # 32 people planted, or than any block of a register can hold (MAX_BLOCK_POSITIVES).
+    assert count > 2 * MAX_BLOCK_POSITIVES * len(out.blocks)
+    precision = len(rows & set(planted)) / max(len(rows), 1)
+    assert precision < 0.01
+    with pytest.raises(ImplausibleResult):
+        _rows(keys, out)
+
+
+def test_the_malformation_term_leaves_honest_scores_alone(
+    engine: SearchEngine, gallery: np.ndarray, evaluation: EvaluationKeys
+) -> None:
+    """A well-formed probe's w is noise (~4e-7): the garbled scores keep every decision
+    of numpy's plaintext scores at least 1e-4 from the threshold."""
+    keys = shared_keys()
+    rng = np.random.default_rng(78)
+    for row in (17, 9000, 19999):
+        probe = capture(gallery[row], rng, 0.8)
+        scores = gallery @ probe
+        clear = np.abs(scores - THRESHOLD) > 1e-4
+        expected = set(np.flatnonzero((scores >= THRESHOLD) & clear).tolist())
+        found = _rows(
+            keys, engine.search(evaluation, keys.encrypt_probe(probe), THRESHOLD, lambda: False)
+        )
+        assert found & set(np.flatnonzero(clear).tolist()) == expected

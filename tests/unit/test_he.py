@@ -11,7 +11,7 @@ import tenseal.sealapi as seal
 
 from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.errors import DeadlineExceeded, HEError, ImplausibleResult, InvalidInput
-from fedmatch.he import sealio
+from fedmatch.he import sealfmt, sealio, uniform
 from fedmatch.he.engine import PackedEngine, SearchOutput, padded_block_count, with_padding
 from fedmatch.he.engines import create_engine
 from fedmatch.he.keypair import MAX_BLOCK_POSITIVES, RequesterKeys
@@ -77,10 +77,16 @@ def _other_parms() -> bytes:
 
 
 def _galois_without_step_one() -> bytes:
-    ctx = DEFAULT_PARAM_SET.context()
+    """Rotation keys with the federation's uniform parts, for one rotation only."""
+    keys = shared_keys()
     gk = seal.GaloisKeys()
-    seal.KeyGenerator(ctx).create_galois_keys([5], gk)
-    return sealio.to_bytes(gk)
+    seal.KeyGenerator(keys.params.context(), keys._secret).create_galois_keys([5], gk)
+    body, version = sealfmt.unpack(sealio.to_bytes(gk), "rotation keys", 1 << 26)
+    moduli = uniform.key_moduli(keys.params)
+    for index, j, key in sealfmt.kswitch_keys(body, "rotation keys"):
+        label = uniform.galois_label(keys.params, index, j)
+        keys._rebind(key.data, uniform.expand(label, moduli, key.data.shape[2]), moduli)
+    return sealfmt.pack(body, version)
 
 
 @pytest.mark.parametrize(
@@ -89,11 +95,11 @@ def _galois_without_step_one() -> bytes:
         ({"param_set": "bfv-n4096"}, "unknown homomorphic-encryption parameter set"),
         ({"parms": b"\x00" * 80}, "encryption parameters could not be decoded"),
         ({"parms": "other"}, "differ from the named parameter set"),
-        ({"public_key": b""}, "public key is empty"),
-        ({"public_key": b"garbage" * 100}, "public key could not be decoded"),
-        ({"galois_keys": "truncated"}, "rotation keys could not be decoded"),
+        ({"public_key": b""}, "public key is truncated"),
+        ({"public_key": b"garbage" * 100}, "public key is not a SEAL object"),
+        ({"galois_keys": "truncated"}, "rotation keys has a size that does not match"),
         ({"galois_keys": "no-step-one"}, "rotation keys lack"),
-        ({"galois_keys": "public-key"}, "rotation keys could not be decoded"),
+        ({"galois_keys": "public-key"}, "rotation keys (has|is) "),
     ],
     ids=[
         "unknown-set", "garbage-parms", "other-parms", "empty-pk", "garbage-pk",
@@ -284,23 +290,38 @@ def test_search_stops_when_asked(evaluation: EvaluationKeys) -> None:
         e.search(evaluation, probe, THRESHOLD, lambda: next(calls) >= 3)
 
 
-def _lower_level_probe(keys: RequesterKeys) -> bytes:
-    ctx = DEFAULT_PARAM_SET.context()
+def _probe_ciphertext(keys: RequesterKeys, data: bytes) -> seal.Ciphertext:
+    """A sent probe as the node computes with it (its uniform part expanded)."""
     ct = seal.Ciphertext()
-    data = keys.encrypt_probe(unit_vectors(np.random.default_rng(2), 1, 128)[0])
-    sealio.load_bytes(lambda p: ct.load(ctx, p), data, "probe")
-    seal.Evaluator(ctx).mod_switch_to_next_inplace(ct)
-    return sealio.to_bytes(ct)
+    seal_bytes = uniform.open_probe_bytes(keys.params, data)
+    sealio.load_bytes(lambda p: ct.load(keys.params.context(), p), seal_bytes, "probe")
+    return ct
+
+
+def _as_sent(ct: seal.Ciphertext) -> bytes:
+    """Any two-part ciphertext in the probe's travelling form: its second part emptied, a
+    seed in front (a probe crafted this way is refused, or garbage, at the node)."""
+    body, version = sealfmt.unpack(sealio.to_bytes(ct), "ciphertext", 1 << 26)
+    sealfmt.ciphertext_at(body, 0, "ciphertext").data[1] = 0
+    return uniform.probe_envelope(bytes(32), bytes(32), sealfmt.pack(body, version))
+
+
+def _lower_level_probe(keys: RequesterKeys) -> bytes:
+    ct = _probe_ciphertext(
+        keys, keys.encrypt_probe(unit_vectors(np.random.default_rng(2), 1, 128)[0])
+    )
+    seal.Evaluator(keys.params.context()).mod_switch_to_next_inplace(ct)
+    return _as_sent(ct)
 
 
 @pytest.mark.parametrize(
     ("kind", "message"),
     [
-        ("empty", "probe ciphertext is empty"),
-        ("garbage", "probe ciphertext could not be decoded"),
-        ("truncated", "probe ciphertext could not be decoded"),
-        ("public-key", "probe ciphertext could not be decoded|two polynomials"),
-        ("lower-level", "not at the top level"),
+        ("empty", "not in seeded form"),
+        ("garbage", "not in seeded form"),
+        ("truncated", "probe ciphertext has a size that does not match"),
+        ("public-key", "not in seeded form"),
+        ("lower-level", "two polynomials at the top level"),
         ("oversize", "exceeds"),
     ],
 )
@@ -418,8 +439,7 @@ def test_the_probe_itself_sent_back_is_implausible() -> None:
     with it, so that the positives are the probe components above c."""
     keys = shared_keys()
     probe = unit_vectors(np.random.default_rng(33), 1, 128)[0]
-    query = seal.Ciphertext()
-    sealio.load_bytes(lambda p: query.load(keys._ctx, p), keys.encrypt_probe(probe), "probe")
+    query = _probe_ciphertext(keys, keys.encrypt_probe(probe))
     evaluator = seal.Evaluator(keys._ctx)
     for c in (THRESHOLD, 0.05):
         shift = seal.Plaintext()
