@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import grpc
@@ -443,9 +443,12 @@ class CoordinatorService:
         signed: SignedRequest | None,
         time_remaining: float | None,
         facts: CaseFacts | None = None,
+        openings: Mapping[str, bytes] | None = None,
     ) -> Resolution:
         """``facts``: what the requesting authority supplied for the Dublin criteria (None:
-        nothing beyond the hits); ``application_date`` is the registration date."""
+        nothing beyond the hits); ``application_date`` is the registration date;
+        ``openings``: per state, the probe's opening sealed to that node (relayed unread:
+        fedmatch/protocol/opening.py)."""
         deadline = self._deadline(time_remaining)
         self._authorize(header)
         self._require_operator(header)
@@ -473,7 +476,9 @@ class CoordinatorService:
         by_state: dict[str, list[bytes]] = defaultdict(list)
         for hit in screening.verified:
             by_state[hit.member_state].append(hit.handle)
-        calls = self._ask_for_details(header, signed, request, screening, by_state, deadline)
+        calls = self._ask_for_details(
+            header, signed, request, screening, by_state, deadline, openings or {}
+        )
         details, outcomes = settle(screening, *self._received_details(calls))
         # Hits still awaiting people (pending, or held for review) leave the decision partial.
         complete = (
@@ -538,6 +543,7 @@ class CoordinatorService:
         screening: Screening,
         by_state: dict[str, list[bytes]],
         deadline: float | None,
+        openings: Mapping[str, bytes],
     ) -> dict[str, NodeCall]:
         """Log the verified hits, then ask each owning node for their details with the
         verdicts that confirmed them (no node is asked off the record)."""
@@ -567,6 +573,7 @@ class CoordinatorService:
                         verdict_to_pb(v)
                         for v in screening.verdicts_for([HitKey(state, h) for h in handles])
                     ],
+                    sealed_opening=openings.get(state, b""),
                 ),
             )
             for state, handles in by_state.items()

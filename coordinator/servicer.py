@@ -24,6 +24,7 @@ from fedmatch.grpcutil.auth import AUDIT_AND_HEALTH_RULES, AccessRule
 from fedmatch.grpcutil.errors import translated
 from fedmatch.grpcutil.server import RunningServer, ServerLimits, start_server
 from fedmatch.protocol.limits import MAX_LOOKUP_RESPONSE_BYTES, MAX_RECEIVE_BYTES
+from fedmatch.protocol.opening import openings_by_state
 from fedmatch.protocol.transport import Security
 from fedmatch.protocol.wire import (
     header_from_pb,
@@ -68,6 +69,7 @@ def _node_result(call: NodeCall, with_blocks: bool) -> cpb.NodeResult:
     )
     if with_blocks and call.response is not None:
         result.blocks.extend(call.response.blocks)
+        result.opening_key = call.response.opening_key
     return result
 
 
@@ -166,6 +168,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
             signed_from_pb(request.header),
             context.time_remaining(),
             facts,
+            openings_by_state([(o.member_state, o.sealed) for o in request.openings]),
         )
         return cpb.ResolveResponse(
             decision=_decision_pb(res.decision, res.complete),

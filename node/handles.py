@@ -5,6 +5,10 @@ a result position names a different record in every query. The node keeps, per p
 query, the layout and the row-id snapshot it searched, and resolves a position handle
 (8 bytes: response block index and position, big-endian) back to a row id. The mapping
 lives in memory for a bounded time and count; an expired or unknown query is not found.
+
+With the layout it keeps what releasing details needs (fedmatch/protocol/opening.py): the
+query's opening key, the probe's commitment, the categories the signed request named, whether
+its purpose sees marked records, and whether the query's one resolve was used.
 """
 
 from __future__ import annotations
@@ -18,11 +22,22 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from fedmatch.errors import AlreadyExists, NotFound
+from fedmatch.errors import AlreadyExists, NotFound, PermissionDenied
 from fedmatch.he.engine import QueryLayout
+from fedmatch.protocol.opening import OpeningKey
 from fedmatch.protocol.wire import decode_handle
 
-__all__ = ["HandleRegistry"]
+__all__ = ["HandleRegistry", "QueryRelease"]
+
+
+@dataclass(frozen=True)
+class QueryRelease:
+    """What the node checks before releasing a query's hit details."""
+
+    key: OpeningKey
+    commitment: bytes
+    categories: frozenset[str]
+    sees_marked: bool
 
 
 @dataclass
@@ -33,6 +48,8 @@ class _Query:
     # Row ids in register order when the query ran. Enrolment replaces the node's array
     # rather than changing it, so pending queries share snapshots instead of copying.
     ids: npt.NDArray[np.int64]
+    release: QueryRelease | None = None
+    resolved: bool = False
 
 
 class HandleRegistry:
@@ -81,6 +98,7 @@ class HandleRegistry:
         requesting_state: str,
         layout: QueryLayout,
         ids: npt.NDArray[np.int64],
+        release: QueryRelease | None = None,
     ) -> None:
         with self._lock:
             now = self._clock()
@@ -89,17 +107,42 @@ class HandleRegistry:
                 held.layout is not None or held.requesting_state != requesting_state
             ):
                 raise AlreadyExists("this query id was already used at this node")
-            self._queries[query_id] = _Query(requesting_state, now + self._ttl, layout, ids)
+            self._queries[query_id] = _Query(
+                requesting_state, now + self._ttl, layout, ids, release
+            )
             self._queries.move_to_end(query_id)
             self._expire(now)
+
+    def _pending(self, query_id: str, requesting_state: str) -> _Query:
+        self._expire(self._clock())
+        q = self._queries.get(query_id)
+        if q is None or q.layout is None or q.requesting_state != requesting_state:
+            raise NotFound("no search with this query id is pending at this node")
+        return q
+
+    def release_terms(self, query_id: str, requesting_state: str) -> QueryRelease:
+        """The query's release terms, or PermissionDenied once its one resolve was used
+        (or for a query searched without them)."""
+        with self._lock:
+            q = self._pending(query_id, requesting_state)
+            if q.resolved:
+                raise PermissionDenied("this query's hit details were already released")
+            if q.release is None:
+                raise PermissionDenied("this query cannot release hit details")
+            return q.release
+
+    def mark_resolved(self, query_id: str) -> None:
+        """The query's one resolve is used: no further details for any of its handles."""
+        with self._lock:
+            q = self._queries.get(query_id)
+            if q is not None:
+                q.resolved = True
 
     def resolve(self, query_id: str, requesting_state: str, handle: bytes) -> int:
         block, position = decode_handle(handle)
         with self._lock:
-            self._expire(self._clock())
-            q = self._queries.get(query_id)
-            if q is None or q.layout is None or q.requesting_state != requesting_state:
-                raise NotFound("no search with this query id is pending at this node")
+            q = self._pending(query_id, requesting_state)
+            assert q.layout is not None  # _pending refuses a query still running
             row = q.layout.row(block, position)
             if row is None:
                 raise NotFound("handle does not name a record of this query")

@@ -43,9 +43,11 @@ from fedmatch.he.engines import create_engine
 from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
 from fedmatch.he.params import DEFAULT_PARAM_SET, get_param_set
 from fedmatch.he.sharded import default_workers
+from fedmatch.he.uniform import probe_commitment
 from fedmatch.protocol.epochs import EpochTable
 from fedmatch.protocol.gate import Gate
 from fedmatch.protocol.limits import HANDLE_BYTES, MAX_HANDLES_PER_REQUEST
+from fedmatch.protocol.opening import OpeningKey, check_opening
 from fedmatch.protocol.statement import SignedRequest
 from fedmatch.protocol.verification import (
     DIFFERENT_SEX_CONFIRMATIONS,
@@ -55,7 +57,7 @@ from fedmatch.protocol.verification import (
     needs_two_people,
 )
 from node.config import NodeConfig
-from node.handles import HandleRegistry
+from node.handles import HandleRegistry, QueryRelease
 from node.locks import register_write
 from node.policy import SearchPolicy
 from node.records import NewRecord, RecordMeta
@@ -93,6 +95,8 @@ class SearchResult:
     # No register size: the blocks are padded to a bucket (padded_block_count).
     member_state: str
     blocks: tuple[bytes, ...]
+    # This query's opening key (fedmatch/protocol/opening.py).
+    opening_key: bytes = b""
 
 
 def build_engine(config: NodeConfig) -> SearchEngine:
@@ -403,7 +407,15 @@ class NodeService:
         except BaseException:
             self.handles.release(header.query_id)
             raise
-        self.handles.record(header.query_id, header.requesting_state, output.layout, ids)
+        # What releasing details will check: the opening of the probe's commitment, the
+        # categories the signed request named, whether its purpose sees marked records.
+        release = QueryRelease(
+            OpeningKey(),
+            probe_commitment(probe.ciphertext),
+            frozenset(statement.categories),
+            self.policy.sees_marked(header.purpose.value),
+        )
+        self.handles.record(header.query_id, header.requesting_state, output.layout, ids, release)
         self.audit.record(
             header_event(
                 EventKind.SEARCH_ANSWERED,
@@ -428,12 +440,45 @@ class NodeService:
             header.purpose.value,
             len(ids),
         )
-        result = SearchResult(self.member_state, output.blocks)
+        result = SearchResult(self.member_state, output.blocks, release.key.public_bytes())
         with self._lock:
             self._answers[header.query_id] = (verified.digest, result)
             while len(self._answers) > _ANSWERS_KEPT:
                 self._answers.popitem(last=False)
         return result
+
+    def _proven_matches(
+        self, header: QueryHeader, handles: Sequence[bytes], sealed_opening: bytes
+    ) -> list[tuple[int, RecordMeta]]:
+        """Each handle's record, once the requester opened its probe commitment to this
+        node and the plain similarity with that record is at or above the threshold, for a
+        category and mark state the signed search allowed (else PermissionDenied, for the
+        whole request: a requester claiming a non-match is not served the rest)."""
+        terms = self.handles.release_terms(header.query_id, header.requesting_state)
+        opening = terms.key.open(
+            sealed_opening, header.query_id, self.member_state, self.store.dimension
+        )
+        check_opening(opening, terms.commitment)
+        probe = opening.template.astype(np.float64)
+        probe /= np.linalg.norm(probe)
+        out = []
+        for handle in handles:
+            record_id = self.handles.resolve(header.query_id, header.requesting_state, handle)
+            meta = self.store.get(record_id)
+            if meta.category.value not in terms.categories:
+                raise PermissionDenied("a claimed hit is of a category the search did not name")
+            if not terms.sees_marked and self._is_marked(record_id):
+                raise PermissionDenied("a claimed hit is a record this purpose may not see")
+            template = self.store.template(record_id).astype(np.float64)
+            norm = float(np.linalg.norm(template))
+            if norm == 0.0 or float(template @ probe) / norm < self.config.threshold:
+                raise PermissionDenied("a claimed hit does not match the committed probe")
+            out.append((record_id, meta))
+        return out
+
+    def _is_marked(self, record_id: int) -> bool:
+        with self._lock:
+            return bool(self._marked[self._ids == record_id].any())
 
     def hit_details(
         self,
@@ -442,6 +487,7 @@ class NodeService:
         authorization: Authorization,
         signed: SignedRequest | None,
         verdicts: Sequence[SignedVerdict] = (),
+        sealed_opening: bytes = b"",
     ) -> RevealedHits:
         if not handles:
             raise InvalidInput("no handles given")
@@ -485,14 +531,16 @@ class NodeService:
         confirmers = sorted({v for a in assessed.values() for v in a.confirmed_by})
         if not set(confirmers) <= set(entry.event.verifiers):
             raise PermissionDenied("not on record: the verified hit entry names other verifiers")
+        records = self._proven_matches(header, handles, sealed_opening)
+        self.gate.replay.charge(
+            header.requesting_state, self.policy.requests_per_minute, self.policy.daily_quota
+        )
         # Consumed last: a request refused for another reason does not burn its nonce.
         self.gate.consume(verified)
         out = []
         revealed: list[int] = []
         held: list[bytes] = []
-        for handle in handles:
-            record_id = self.handles.resolve(header.query_id, header.requesting_state, handle)
-            meta = self.store.get(record_id)
+        for handle, (record_id, meta) in zip(handles, records, strict=True):
             check = assessed[HitKey(self.member_state, handle)]
             if (
                 needs_two_people(meta.sex, check.probe_sex)
@@ -531,6 +579,8 @@ class NodeService:
                 | _subject(verified.statement.subject_category),
             )
         )
+        if out:
+            self.handles.mark_resolved(header.query_id)  # one resolve per query
         if self.on_reveal is not None:
             self.on_reveal(header, revealed)
         log.info(

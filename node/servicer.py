@@ -116,6 +116,7 @@ class NodeServicer(LifecycleRpcs, node_pb2_grpc.NodeServiceServicer):
         return node_pb2.SearchResponse(
             member_state=result.member_state,
             blocks=[common_pb2.ResultBlock(ciphertext=b) for b in result.blocks],
+            opening_key=result.opening_key,
         )
 
     @translated
@@ -130,6 +131,7 @@ class NodeServicer(LifecycleRpcs, node_pb2_grpc.NodeServiceServicer):
             authorization_from_pb(request.authorization),
             signed_from_pb(request.header),
             verdicts_from_pb(request.verdicts),
+            request.sealed_opening,
         )
         return node_pb2.HitDetailsResponse(
             hits=[hit_to_pb(h) for h in hits.hits], held_for_review=hits.held_for_review

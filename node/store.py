@@ -205,6 +205,18 @@ class RecordStore:
         matrix = np.frombuffer(b"".join(blobs), dtype="<f4")
         return ids, matrix.reshape(len(rows), self.dimension).astype(np.float32)
 
+    def template(self, record_id: int) -> npt.NDArray[np.float32]:
+        """One record's template (unsealed): the node's own plaintext check of a claimed
+        hit (fedmatch/protocol/opening.py)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT template, reference FROM records WHERE id = ?", (record_id,)
+            ).fetchone()
+        if row is None:
+            raise NotFound("record no longer exists")
+        blob = self._sealer.open(row[1], row[0]) if self._sealer is not None else row[0]
+        return np.frombuffer(blob, dtype="<f4").astype(np.float32)
+
     def categories(self) -> list[Category]:
         """The category of every row, in row-id order (aligned with :meth:`templates`)."""
         with self._lock:

@@ -506,3 +506,12 @@ def write_auditor_toml(config: AuditorConfig, path: Path) -> Path:
         f'key = "{config.coordinator.key}"\n' + nodes
     )
     return path
+
+
+def sealed_opening(report: Any, state: str) -> bytes:
+    """The probe's opening of a lookup ``report`` sealed to ``state``'s node, as the
+    requester sends it at resolve: for tests that call a node as the coordinator would."""
+    from fedmatch.protocol.opening import seal_opening
+
+    assert report.opening is not None
+    return seal_opening(report.opening, report.opening_keys[state], report.header.query_id, state)

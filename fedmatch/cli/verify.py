@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fedmatch.cli.candidates import read_candidates
+from fedmatch.cli.candidates import read_candidates, read_release
 from fedmatch.cli.common import insecure_arg, operator_config_arg, requester_from_args
 from fedmatch.domain import Sex, parse_date
 from fedmatch.errors import ConfigError, InvalidInput
@@ -137,7 +137,10 @@ def run_resolve(args: argparse.Namespace) -> int:
     verdicts = [v for path in args.verdicts for v in read_verdicts(path)]
     app_date = args.application_date or dt.date.today().isoformat()
     parse_date(app_date, "--application-date")
-    report = LookupReport(header, 0.0, "", tuple(hits), (), 0, 0, {})
+    opening, opening_keys = read_release(args.candidates, header.query_id)
+    report = LookupReport(
+        header, 0.0, "", tuple(hits), (), 0, 0, {}, opening=opening, opening_keys=opening_keys
+    )
     requester = requester_from_args(args, header.requesting_state, header.unit, header.operator)
     try:
         case_inputs = load_case_file(args.case_file) if args.case_file else None

@@ -623,9 +623,7 @@ class PackedEngine:
                     ev.add_inplace(acc, term)
         return sums
 
-    def _malformation(
-        self, query: seal.Ciphertext, keys: EvaluationKeys
-    ) -> seal.Ciphertext | None:
+    def _malformation(self, query: seal.Ciphertext, keys: EvaluationKeys) -> seal.Ciphertext | None:
         """``w = 4q - sum_j rot(q, k_j * dp) - conj(q)`` over three ``k_j`` fresh per query
         in [1, slots / dp): zero (up to ~4e-7 of noise) exactly when the probe is real and
         replicated with period ``dp``, whatever its content. Only the probe is key-switched.

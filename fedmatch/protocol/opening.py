@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from fedmatch.domain import PROBE_NORM_TOLERANCE
+from fedmatch.domain import PROBE_NORM_TOLERANCE, check_member_state
 from fedmatch.errors import InvalidInput, PermissionDenied
 
 __all__ = [
@@ -42,7 +43,9 @@ __all__ = [
     "OPENING_KEY_BYTES",
     "OpeningKey",
     "ProbeOpening",
+    "check_opening",
     "commitment",
+    "openings_by_state",
     "seal_opening",
 ]
 
@@ -52,7 +55,10 @@ SALT_BYTES = 32
 COMMITMENT_BYTES = 32
 OPENING_KEY_BYTES = 32
 _NOT_OURS = "the probe's opening does not open with this query's key"
-_NONCE = bytes(12)  # every sealing uses a fresh ephemeral key, so a fixed nonce is safe
+_NONCE = bytes(12)
+# A sealed opening: ephemeral key, salt, up to 4,096 float32 values, the GCM tag.
+MAX_SEALED_BYTES = OPENING_KEY_BYTES + 32 + 4 * 4096 + 16
+MAX_OPENINGS = 64  # every sealing uses a fresh ephemeral key, so a fixed nonce is safe
 
 
 def commitment(salt: bytes, template: npt.NDArray[np.floating]) -> bytes:
@@ -146,3 +152,19 @@ def check_opening(opening: ProbeOpening, committed: bytes) -> None:
     norm = float(np.linalg.norm(opening.template.astype(np.float64)))
     if abs(norm - 1.0) > PROBE_NORM_TOLERANCE:
         raise PermissionDenied("the committed probe template does not have unit norm")
+
+
+def openings_by_state(pairs: Sequence[tuple[str, bytes]]) -> dict[str, bytes]:
+    """A resolve's sealed openings by state, checked for size (the coordinator relays them
+    unread, so this is all it can check): one per state, each at most MAX_SEALED_BYTES."""
+    if len(pairs) > MAX_OPENINGS:
+        raise InvalidInput(f"at most {MAX_OPENINGS} sealed openings per resolve")
+    out: dict[str, bytes] = {}
+    for state, sealed in pairs:
+        check_member_state(state, "openings.member_state")
+        if state in out:
+            raise InvalidInput("one sealed opening per state")
+        if len(sealed) > MAX_SEALED_BYTES:
+            raise InvalidInput(f"a sealed opening is at most {MAX_SEALED_BYTES} bytes")
+        out[state] = sealed
+    return out

@@ -70,6 +70,15 @@ class ReplayGuard:
             except sqlite3.IntegrityError:
                 raise PermissionDenied("request nonce was already used (replay)") from None
 
+    def used_today(self, state: str) -> int:
+        """How many searches and resolves ``state`` was charged today (UTC)."""
+        day = dt.datetime.fromtimestamp(self._clock(), tz=dt.UTC).date().isoformat()
+        with self._lock:
+            row = self._db.execute(
+                "SELECT used FROM quotas WHERE state = ? AND day = ?", (state, day)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
     def charge(self, state: str, per_minute: int, per_day: int) -> None:
         """Count one search for ``state``: refused beyond its rate or its daily quota."""
         now = self._clock()

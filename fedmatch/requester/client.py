@@ -26,6 +26,7 @@ from fedmatch.he.keypair import RequesterKeys
 from fedmatch.pki.names import dns_name
 from fedmatch.protocol.casefile import ACTIONS, CRITERIA, confirmation_digest, proposal_summary
 from fedmatch.protocol.limits import MAX_LOOKUP_RESPONSE_BYTES, MAX_RECEIVE_BYTES
+from fedmatch.protocol.opening import ProbeOpening, seal_opening
 from fedmatch.protocol.statement import RequestSigner
 from fedmatch.protocol.verification import SignedVerdict
 from fedmatch.protocol.wire import (
@@ -85,6 +86,10 @@ class LookupReport:
     key_bytes_sent: int = 0
     # The declared category of the person searched (signed; see Requester.lookup).
     subject_category: str = ""
+    # What opens the probe's commitment at resolve (salt and template: personal data, kept
+    # by the requester only), and each answering node's opening key for this query.
+    opening: ProbeOpening | None = field(default=None, repr=False)
+    opening_keys: dict[str, bytes] = field(default_factory=dict, repr=False)
 
 
 def _lost_keys(node: NodeSummary) -> bool:
@@ -311,9 +316,12 @@ class Requester:
         if info.he_param_set != self.keys.params.name:
             raise PreconditionFailed("the federation uses another HE parameter set")
         t1 = time.perf_counter()
+        # The commitment that a resolve opens to the nodes it claims hits at: details only
+        # for real matches of this very template (fedmatch.protocol.opening).
+        opening = ProbeOpening.new(vec)
         probe = EncryptedProbe(
             param_set=self.keys.params.name,
-            ciphertext=self.keys.encrypt_probe(vec),
+            ciphertext=self.keys.encrypt_probe(vec, opening.commitment()),
             model_id=info.model_id,
             dimension=info.dimension,
             key_id=self.keys.key_id,
@@ -350,6 +358,8 @@ class Requester:
             bytes_received=response.ByteSize(),
             timings_ms={k: round(v, 1) for k, v in timings.items()},
             subject_category=subject_category,
+            opening=opening,
+            opening_keys={n.member_state: n.opening_key for n in response.nodes if n.opening_key},
         )
 
     def resolve(
@@ -376,6 +386,7 @@ class Requester:
             verdicts=[verdict_to_pb(v) for v in verdicts],
             # What the authority knows of the applicant (fedmatch.protocol.casefile.load_case_file).
             case_inputs=case_inputs,
+            openings=self._sealed_openings(report),
         )
         t0 = time.perf_counter()
         response: coordinator_pb2.ResolveResponse = self._stub.Resolve(request, timeout=timeout)
@@ -399,6 +410,23 @@ class Requester:
             statuses=tuple(_status_dict(st) for st in response.statuses),
             proposal=proposal_summary(response.proposal) if response.HasField("proposal") else None,
         )
+
+    @staticmethod
+    def _sealed_openings(report: LookupReport) -> list[coordinator_pb2.SealedOpening]:
+        """The probe's opening, sealed to each node a hit is claimed at (none without the
+        opening: the nodes then refuse the details)."""
+        if report.opening is None:
+            return []
+        states = sorted({state for state, _ in report.matches} & set(report.opening_keys))
+        return [
+            coordinator_pb2.SealedOpening(
+                member_state=state,
+                sealed=seal_opening(
+                    report.opening, report.opening_keys[state], report.header.query_id, state
+                ),
+            )
+            for state in states
+        ]
 
     def confirm_decision(
         self,

@@ -40,6 +40,7 @@ from tests.federation import (
     federation,
     hit_verified,
     pki,
+    sealed_opening,
     signed_resolve,
 )
 
@@ -179,6 +180,7 @@ def test_the_node_checks_the_verdicts_itself(fed: Federation, spy: Spy) -> None:
                 handles=handles,
                 authorization=authorization_to_pb(fed.authorize(entry, ["IT"])),
                 verdicts=[verdict_to_pb(v) for v in verdicts],
+                sealed_opening=sealed_opening(report, "IT"),
             ),
             timeout=20,
         )

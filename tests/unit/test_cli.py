@@ -15,8 +15,8 @@ from fedmatch.audit.note import NoteSigner, NoteVerifier
 from fedmatch.audit.party import PartyAudit, load_audit_config, node_origin
 from fedmatch.cli.main import main
 from fedmatch.cli.templates import read_templates
-from fedmatch.he import uniform
 from fedmatch.errors import ConfigError, InvalidInput, PermissionDenied
+from fedmatch.he import uniform
 from fedmatch.pki.ca import TlsFiles
 from fedmatch.pki.provision import PartyFiles, provision
 from fedmatch.protocol.transport import load_security

@@ -92,7 +92,8 @@ def _part(keys: RequesterKeys, result: bytes, index: int) -> np.ndarray:
 
 def _read_out(keys: RequesterKeys, result: bytes) -> np.ndarray:
     """The issue's estimate of every score: ``-t * second / first``."""
-    return -THRESHOLD * _part(keys, result, 1) / _part(keys, result, 0)
+    estimate: np.ndarray = -THRESHOLD * _part(keys, result, 1) / _part(keys, result, 0)
+    return estimate
 
 
 @pytest.fixture(scope="module")

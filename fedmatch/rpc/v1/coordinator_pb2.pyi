@@ -329,6 +329,7 @@ class NodeResult(_message.Message):
     ELAPSED_MS_FIELD_NUMBER: _builtins.int
     BYTES_SENT_FIELD_NUMBER: _builtins.int
     BYTES_RECEIVED_FIELD_NUMBER: _builtins.int
+    OPENING_KEY_FIELD_NUMBER: _builtins.int
     member_state: _builtins.str
     outcome: Global___NodeOutcome.ValueType
     detail: _builtins.str
@@ -336,6 +337,8 @@ class NodeResult(_message.Message):
     elapsed_ms: _builtins.float
     bytes_sent: _builtins.int
     bytes_received: _builtins.int
+    opening_key: _builtins.bytes
+    """The node's opening key for this query (SearchResponse.opening_key), relayed."""
     @_builtins.property
     def blocks(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ResultBlock]: ...
     def __init__(
@@ -348,10 +351,11 @@ class NodeResult(_message.Message):
         elapsed_ms: _builtins.float = ...,
         bytes_sent: _builtins.int = ...,
         bytes_received: _builtins.int = ...,
+        opening_key: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocks", b"blocks", "bytes_received", b"bytes_received", "bytes_sent", b"bytes_sent", "detail", b"detail", "elapsed_ms", b"elapsed_ms", "member_state", b"member_state", "outcome", b"outcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocks", b"blocks", "bytes_received", b"bytes_received", "bytes_sent", b"bytes_sent", "detail", b"detail", "elapsed_ms", b"elapsed_ms", "member_state", b"member_state", "opening_key", b"opening_key", "outcome", b"outcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -418,6 +422,7 @@ class ResolveRequest(_message.Message):
     VERIFIED_BY_FIELD_NUMBER: _builtins.int
     VERDICTS_FIELD_NUMBER: _builtins.int
     CASE_INPUTS_FIELD_NUMBER: _builtins.int
+    OPENINGS_FIELD_NUMBER: _builtins.int
     application_date: _builtins.str
     """Date the application was registered (YYYY-MM-DD); selects Dublin III or AMMR."""
     @_builtins.property
@@ -445,6 +450,12 @@ class ResolveRequest(_message.Message):
         means nothing beyond the hits (no family, documents, visa waiver or transit).
         """
 
+    @_builtins.property
+    def openings(self) -> _containers.RepeatedCompositeFieldContainer[Global___SealedOpening]:
+        """Per state with hits here: the probe commitment's opening, sealed to that node's
+        opening key for this query (the coordinator relays it unread).
+        """
+
     def __init__(
         self,
         *,
@@ -454,14 +465,37 @@ class ResolveRequest(_message.Message):
         verified_by: _abc.Iterable[_builtins.str] | None = ...,
         verdicts: _abc.Iterable[_common_pb2.HitVerdict] | None = ...,
         case_inputs: Global___CaseInputs | None = ...,
+        openings: _abc.Iterable[Global___SealedOpening] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["case_inputs", b"case_inputs", "header", b"header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["application_date", b"application_date", "case_inputs", b"case_inputs", "header", b"header", "hits", b"hits", "verdicts", b"verdicts", "verified_by", b"verified_by"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["application_date", b"application_date", "case_inputs", b"case_inputs", "header", b"header", "hits", b"hits", "openings", b"openings", "verdicts", b"verdicts", "verified_by", b"verified_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ResolveRequest: _TypeAlias = ResolveRequest  # noqa: Y015
+
+@_typing.final
+class SealedOpening(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBER_STATE_FIELD_NUMBER: _builtins.int
+    SEALED_FIELD_NUMBER: _builtins.int
+    member_state: _builtins.str
+    sealed: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        member_state: _builtins.str = ...,
+        sealed: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["member_state", b"member_state", "sealed", b"sealed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SealedOpening: _TypeAlias = SealedOpening  # noqa: Y015
 
 @_typing.final
 class Decision(_message.Message):

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fedmatch.rpc.v1 import common_pb2 as fedmatch_dot_rpc_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65\x64match/rpc/v1/node.proto\x12\x0f\x66\x65\x64match.rpc.v1\x1a\x1c\x66\x65\x64match/rpc/v1/common.proto\"\xf9\x01\n\x0eRecordMetadata\x12\x11\n\treference\x18\x01 \x01(\t\x12+\n\x08\x63\x61tegory\x18\x02 \x01(\x0e\x32\x19.fedmatch.rpc.v1.Category\x12\x12\n\nevent_date\x18\x03 \x01(\t\x12\x13\n\x0b\x65vent_place\x18\x04 \x01(\t\x12\x14\n\x0c\x63\x61pture_date\x18\x05 \x01(\t\x12!\n\x03sex\x18\x06 \x01(\x0e\x32\x14.fedmatch.rpc.v1.Sex\x12\x13\n\x0boperator_id\x18\x07 \x01(\t\x12\x12\n\nbirth_date\x18\x14 \x01(\t\x12\x1c\n\x14\x62irth_date_estimated\x18\x15 \x01(\x08\",\n\x08Template\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\x02\"1\n\x05Photo\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04pick\x18\x03 \x01(\x05\"\xd3\x01\n\rEnrollRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\x12/\n\x06record\x18\x02 \x01(\x0b\x32\x1f.fedmatch.rpc.v1.RecordMetadata\x12-\n\x08template\x18\x03 \x01(\x0b\x32\x19.fedmatch.rpc.v1.TemplateH\x00\x12\'\n\x05photo\x18\x04 \x01(\x0b\x32\x16.fedmatch.rpc.v1.PhotoH\x00\x42\t\n\x07\x63\x61pture\"\'\n\x0e\x45nrollResponse\x12\x15\n\rregister_size\x18\x01 \x01(\x04\"<\n\x14RegisterKeysResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xpires_unix\x18\x02 \x01(\x03\"\xca\x01\n\rSearchRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\x12.\n\x05probe\x18\x03 \x01(\x0b\x32\x1f.fedmatch.rpc.v1.EncryptedProbe\x12\x19\n\x11threshold_version\x18\x04 \x01(\t\x12\x38\n\rauthorization\x18\x05 \x01(\x0b\x32!.fedmatch.rpc.v1.LogAuthorizationJ\x04\x08\x02\x10\x03\"h\n\x0eSearchResponse\x12\x14\n\x0cmember_state\x18\x01 \x01(\t\x12,\n\x06\x62locks\x18\x02 \x03(\x0b\x32\x1c.fedmatch.rpc.v1.ResultBlockJ\x04\x08\x03\x10\x04R\x0crecord_count\"\xbd\x01\n\x11HitDetailsRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\x12\x0f\n\x07handles\x18\x02 \x03(\x0c\x12\x38\n\rauthorization\x18\x03 \x01(\x0b\x32!.fedmatch.rpc.v1.LogAuthorization\x12-\n\x08verdicts\x18\n \x03(\x0b\x32\x1b.fedmatch.rpc.v1.HitVerdict\"W\n\x12HitDetailsResponse\x12(\n\x04hits\x18\x01 \x03(\x0b\x32\x1a.fedmatch.rpc.v1.HitDetail\x12\x17\n\x0fheld_for_review\x18\n \x03(\x0c\"=\n\x0bInfoRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\"\x91\x01\n\x0cInfoResponse\x12\x14\n\x0cmember_state\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\r\x12\x14\n\x0crecord_count\x18\x04 \x01(\x04\x12\x15\n\rhe_param_sets\x18\x05 \x03(\t\x12\x19\n\x11threshold_version\x18\x06 \x01(\t\"f\n\x11MarkRecordRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\x12\x11\n\treference\x18\x02 \x01(\t\x12\x0e\n\x06marked\x18\x03 \x01(\x08\"g\n\x12\x45raseRecordRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\x12\x11\n\treference\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"S\n\x11LifecycleResponse\x12\x0f\n\x07outcome\x18\x01 \x01(\t\x12\x14\n\x0cnotices_sent\x18\x02 \x01(\r\x12\x17\n\x0fnotices_pending\x18\x03 \x01(\r\"\x90\x01\n\x19RouteRightsRequestRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x10\n\x08to_state\x18\x03 \x01(\t\x12\x11\n\treference\x18\x04 \x01(\t\x12\x10\n\x08query_id\x18\x05 \x01(\t\"@\n\x1aRouteRightsRequestResponse\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\"U\n\x10ListInboxRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\x12\x11\n\topen_only\x18\x02 \x01(\x08\"\x9e\x01\n\tInboxItem\x12\x0f\n\x07item_id\x18\x01 \x01(\x04\x12\'\n\x06notice\x18\x02 \x01(\x0b\x32\x17.fedmatch.rpc.v1.Notice\x12\x10\n\x08received\x18\x03 \x01(\t\x12\x0b\n\x03\x64ue\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x0f\n\x07overdue\x18\x06 \x01(\x08\x12\x17\n\x0f\x61\x63knowledged_by\x18\x07 \x01(\t\"O\n\x11ListInboxResponse\x12)\n\x05items\x18\x01 \x03(\x0b\x32\x1a.fedmatch.rpc.v1.InboxItem\x12\x0f\n\x07overdue\x18\x02 \x01(\r\"Z\n\x17\x41\x63knowledgeInboxRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\x12\x0f\n\x07item_id\x18\x02 \x01(\x04\"?\n\x14\x44\x65liverNoticeRequest\x12\'\n\x06notice\x18\x01 \x01(\x0b\x32\x17.fedmatch.rpc.v1.Notice\"5\n\x15\x44\x65liverNoticeResponse\x12\x0f\n\x07item_id\x18\x01 \x01(\x04\x12\x0b\n\x03\x64ue\x18\x02 \x01(\t2\xcd\x07\n\x0bNodeService\x12I\n\x06\x45nroll\x12\x1e.fedmatch.rpc.v1.EnrollRequest\x1a\x1f.fedmatch.rpc.v1.EnrollResponse\x12[\n\x0cRegisterKeys\x12$.fedmatch.rpc.v1.RegisterKeysRequest\x1a%.fedmatch.rpc.v1.RegisterKeysResponse\x12I\n\x06Search\x12\x1e.fedmatch.rpc.v1.SearchRequest\x1a\x1f.fedmatch.rpc.v1.SearchResponse\x12X\n\rGetHitDetails\x12\".fedmatch.rpc.v1.HitDetailsRequest\x1a#.fedmatch.rpc.v1.HitDetailsResponse\x12\x46\n\x07GetInfo\x12\x1c.fedmatch.rpc.v1.InfoRequest\x1a\x1d.fedmatch.rpc.v1.InfoResponse\x12T\n\nMarkRecord\x12\".fedmatch.rpc.v1.MarkRecordRequest\x1a\".fedmatch.rpc.v1.LifecycleResponse\x12V\n\x0b\x45raseRecord\x12#.fedmatch.rpc.v1.EraseRecordRequest\x1a\".fedmatch.rpc.v1.LifecycleResponse\x12m\n\x12RouteRightsRequest\x12*.fedmatch.rpc.v1.RouteRightsRequestRequest\x1a+.fedmatch.rpc.v1.RouteRightsRequestResponse\x12R\n\tListInbox\x12!.fedmatch.rpc.v1.ListInboxRequest\x1a\".fedmatch.rpc.v1.ListInboxResponse\x12X\n\x10\x41\x63knowledgeInbox\x12(.fedmatch.rpc.v1.AcknowledgeInboxRequest\x1a\x1a.fedmatch.rpc.v1.InboxItem\x12^\n\rDeliverNotice\x12%.fedmatch.rpc.v1.DeliverNoticeRequest\x1a&.fedmatch.rpc.v1.DeliverNoticeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65\x64match/rpc/v1/node.proto\x12\x0f\x66\x65\x64match.rpc.v1\x1a\x1c\x66\x65\x64match/rpc/v1/common.proto\"\xf9\x01\n\x0eRecordMetadata\x12\x11\n\treference\x18\x01 \x01(\t\x12+\n\x08\x63\x61tegory\x18\x02 \x01(\x0e\x32\x19.fedmatch.rpc.v1.Category\x12\x12\n\nevent_date\x18\x03 \x01(\t\x12\x13\n\x0b\x65vent_place\x18\x04 \x01(\t\x12\x14\n\x0c\x63\x61pture_date\x18\x05 \x01(\t\x12!\n\x03sex\x18\x06 \x01(\x0e\x32\x14.fedmatch.rpc.v1.Sex\x12\x13\n\x0boperator_id\x18\x07 \x01(\t\x12\x12\n\nbirth_date\x18\x14 \x01(\t\x12\x1c\n\x14\x62irth_date_estimated\x18\x15 \x01(\x08\",\n\x08Template\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\x02\"1\n\x05Photo\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04pick\x18\x03 \x01(\x05\"\xd3\x01\n\rEnrollRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\x12/\n\x06record\x18\x02 \x01(\x0b\x32\x1f.fedmatch.rpc.v1.RecordMetadata\x12-\n\x08template\x18\x03 \x01(\x0b\x32\x19.fedmatch.rpc.v1.TemplateH\x00\x12\'\n\x05photo\x18\x04 \x01(\x0b\x32\x16.fedmatch.rpc.v1.PhotoH\x00\x42\t\n\x07\x63\x61pture\"\'\n\x0e\x45nrollResponse\x12\x15\n\rregister_size\x18\x01 \x01(\x04\"<\n\x14RegisterKeysResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xpires_unix\x18\x02 \x01(\x03\"\xca\x01\n\rSearchRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\x12.\n\x05probe\x18\x03 \x01(\x0b\x32\x1f.fedmatch.rpc.v1.EncryptedProbe\x12\x19\n\x11threshold_version\x18\x04 \x01(\t\x12\x38\n\rauthorization\x18\x05 \x01(\x0b\x32!.fedmatch.rpc.v1.LogAuthorizationJ\x04\x08\x02\x10\x03\"}\n\x0eSearchResponse\x12\x14\n\x0cmember_state\x18\x01 \x01(\t\x12,\n\x06\x62locks\x18\x02 \x03(\x0b\x32\x1c.fedmatch.rpc.v1.ResultBlock\x12\x13\n\x0bopening_key\x18\x04 \x01(\x0cJ\x04\x08\x03\x10\x04R\x0crecord_count\"\xd5\x01\n\x11HitDetailsRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\x12\x0f\n\x07handles\x18\x02 \x03(\x0c\x12\x38\n\rauthorization\x18\x03 \x01(\x0b\x32!.fedmatch.rpc.v1.LogAuthorization\x12-\n\x08verdicts\x18\n \x03(\x0b\x32\x1b.fedmatch.rpc.v1.HitVerdict\x12\x16\n\x0esealed_opening\x18\x0b \x01(\x0c\"W\n\x12HitDetailsResponse\x12(\n\x04hits\x18\x01 \x03(\x0b\x32\x1a.fedmatch.rpc.v1.HitDetail\x12\x17\n\x0fheld_for_review\x18\n \x03(\x0c\"=\n\x0bInfoRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\"\x91\x01\n\x0cInfoResponse\x12\x14\n\x0cmember_state\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\r\x12\x14\n\x0crecord_count\x18\x04 \x01(\x04\x12\x15\n\rhe_param_sets\x18\x05 \x03(\t\x12\x19\n\x11threshold_version\x18\x06 \x01(\t\"f\n\x11MarkRecordRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\x12\x11\n\treference\x18\x02 \x01(\t\x12\x0e\n\x06marked\x18\x03 \x01(\x08\"g\n\x12\x45raseRecordRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\x12\x11\n\treference\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"S\n\x11LifecycleResponse\x12\x0f\n\x07outcome\x18\x01 \x01(\t\x12\x14\n\x0cnotices_sent\x18\x02 \x01(\r\x12\x17\n\x0fnotices_pending\x18\x03 \x01(\r\"\x90\x01\n\x19RouteRightsRequestRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x10\n\x08to_state\x18\x03 \x01(\t\x12\x11\n\treference\x18\x04 \x01(\t\x12\x10\n\x08query_id\x18\x05 \x01(\t\"@\n\x1aRouteRightsRequestResponse\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\"U\n\x10ListInboxRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\x12\x11\n\topen_only\x18\x02 \x01(\x08\"\x9e\x01\n\tInboxItem\x12\x0f\n\x07item_id\x18\x01 \x01(\x04\x12\'\n\x06notice\x18\x02 \x01(\x0b\x32\x17.fedmatch.rpc.v1.Notice\x12\x10\n\x08received\x18\x03 \x01(\t\x12\x0b\n\x03\x64ue\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x0f\n\x07overdue\x18\x06 \x01(\x08\x12\x17\n\x0f\x61\x63knowledged_by\x18\x07 \x01(\t\"O\n\x11ListInboxResponse\x12)\n\x05items\x18\x01 \x03(\x0b\x32\x1a.fedmatch.rpc.v1.InboxItem\x12\x0f\n\x07overdue\x18\x02 \x01(\r\"Z\n\x17\x41\x63knowledgeInboxRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\x12\x0f\n\x07item_id\x18\x02 \x01(\x04\"?\n\x14\x44\x65liverNoticeRequest\x12\'\n\x06notice\x18\x01 \x01(\x0b\x32\x17.fedmatch.rpc.v1.Notice\"5\n\x15\x44\x65liverNoticeResponse\x12\x0f\n\x07item_id\x18\x01 \x01(\x04\x12\x0b\n\x03\x64ue\x18\x02 \x01(\t2\xcd\x07\n\x0bNodeService\x12I\n\x06\x45nroll\x12\x1e.fedmatch.rpc.v1.EnrollRequest\x1a\x1f.fedmatch.rpc.v1.EnrollResponse\x12[\n\x0cRegisterKeys\x12$.fedmatch.rpc.v1.RegisterKeysRequest\x1a%.fedmatch.rpc.v1.RegisterKeysResponse\x12I\n\x06Search\x12\x1e.fedmatch.rpc.v1.SearchRequest\x1a\x1f.fedmatch.rpc.v1.SearchResponse\x12X\n\rGetHitDetails\x12\".fedmatch.rpc.v1.HitDetailsRequest\x1a#.fedmatch.rpc.v1.HitDetailsResponse\x12\x46\n\x07GetInfo\x12\x1c.fedmatch.rpc.v1.InfoRequest\x1a\x1d.fedmatch.rpc.v1.InfoResponse\x12T\n\nMarkRecord\x12\".fedmatch.rpc.v1.MarkRecordRequest\x1a\".fedmatch.rpc.v1.LifecycleResponse\x12V\n\x0b\x45raseRecord\x12#.fedmatch.rpc.v1.EraseRecordRequest\x1a\".fedmatch.rpc.v1.LifecycleResponse\x12m\n\x12RouteRightsRequest\x12*.fedmatch.rpc.v1.RouteRightsRequestRequest\x1a+.fedmatch.rpc.v1.RouteRightsRequestResponse\x12R\n\tListInbox\x12!.fedmatch.rpc.v1.ListInboxRequest\x1a\".fedmatch.rpc.v1.ListInboxResponse\x12X\n\x10\x41\x63knowledgeInbox\x12(.fedmatch.rpc.v1.AcknowledgeInboxRequest\x1a\x1a.fedmatch.rpc.v1.InboxItem\x12^\n\rDeliverNotice\x12%.fedmatch.rpc.v1.DeliverNoticeRequest\x1a&.fedmatch.rpc.v1.DeliverNoticeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,37 +47,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SEARCHREQUEST']._serialized_start=744
   _globals['_SEARCHREQUEST']._serialized_end=946
   _globals['_SEARCHRESPONSE']._serialized_start=948
-  _globals['_SEARCHRESPONSE']._serialized_end=1052
-  _globals['_HITDETAILSREQUEST']._serialized_start=1055
-  _globals['_HITDETAILSREQUEST']._serialized_end=1244
-  _globals['_HITDETAILSRESPONSE']._serialized_start=1246
-  _globals['_HITDETAILSRESPONSE']._serialized_end=1333
-  _globals['_INFOREQUEST']._serialized_start=1335
-  _globals['_INFOREQUEST']._serialized_end=1396
-  _globals['_INFORESPONSE']._serialized_start=1399
-  _globals['_INFORESPONSE']._serialized_end=1544
-  _globals['_MARKRECORDREQUEST']._serialized_start=1546
-  _globals['_MARKRECORDREQUEST']._serialized_end=1648
-  _globals['_ERASERECORDREQUEST']._serialized_start=1650
-  _globals['_ERASERECORDREQUEST']._serialized_end=1753
-  _globals['_LIFECYCLERESPONSE']._serialized_start=1755
-  _globals['_LIFECYCLERESPONSE']._serialized_end=1838
-  _globals['_ROUTERIGHTSREQUESTREQUEST']._serialized_start=1841
-  _globals['_ROUTERIGHTSREQUESTREQUEST']._serialized_end=1985
-  _globals['_ROUTERIGHTSREQUESTRESPONSE']._serialized_start=1987
-  _globals['_ROUTERIGHTSREQUESTRESPONSE']._serialized_end=2051
-  _globals['_LISTINBOXREQUEST']._serialized_start=2053
-  _globals['_LISTINBOXREQUEST']._serialized_end=2138
-  _globals['_INBOXITEM']._serialized_start=2141
-  _globals['_INBOXITEM']._serialized_end=2299
-  _globals['_LISTINBOXRESPONSE']._serialized_start=2301
-  _globals['_LISTINBOXRESPONSE']._serialized_end=2380
-  _globals['_ACKNOWLEDGEINBOXREQUEST']._serialized_start=2382
-  _globals['_ACKNOWLEDGEINBOXREQUEST']._serialized_end=2472
-  _globals['_DELIVERNOTICEREQUEST']._serialized_start=2474
-  _globals['_DELIVERNOTICEREQUEST']._serialized_end=2537
-  _globals['_DELIVERNOTICERESPONSE']._serialized_start=2539
-  _globals['_DELIVERNOTICERESPONSE']._serialized_end=2592
-  _globals['_NODESERVICE']._serialized_start=2595
-  _globals['_NODESERVICE']._serialized_end=3568
+  _globals['_SEARCHRESPONSE']._serialized_end=1073
+  _globals['_HITDETAILSREQUEST']._serialized_start=1076
+  _globals['_HITDETAILSREQUEST']._serialized_end=1289
+  _globals['_HITDETAILSRESPONSE']._serialized_start=1291
+  _globals['_HITDETAILSRESPONSE']._serialized_end=1378
+  _globals['_INFOREQUEST']._serialized_start=1380
+  _globals['_INFOREQUEST']._serialized_end=1441
+  _globals['_INFORESPONSE']._serialized_start=1444
+  _globals['_INFORESPONSE']._serialized_end=1589
+  _globals['_MARKRECORDREQUEST']._serialized_start=1591
+  _globals['_MARKRECORDREQUEST']._serialized_end=1693
+  _globals['_ERASERECORDREQUEST']._serialized_start=1695
+  _globals['_ERASERECORDREQUEST']._serialized_end=1798
+  _globals['_LIFECYCLERESPONSE']._serialized_start=1800
+  _globals['_LIFECYCLERESPONSE']._serialized_end=1883
+  _globals['_ROUTERIGHTSREQUESTREQUEST']._serialized_start=1886
+  _globals['_ROUTERIGHTSREQUESTREQUEST']._serialized_end=2030
+  _globals['_ROUTERIGHTSREQUESTRESPONSE']._serialized_start=2032
+  _globals['_ROUTERIGHTSREQUESTRESPONSE']._serialized_end=2096
+  _globals['_LISTINBOXREQUEST']._serialized_start=2098
+  _globals['_LISTINBOXREQUEST']._serialized_end=2183
+  _globals['_INBOXITEM']._serialized_start=2186
+  _globals['_INBOXITEM']._serialized_end=2344
+  _globals['_LISTINBOXRESPONSE']._serialized_start=2346
+  _globals['_LISTINBOXRESPONSE']._serialized_end=2425
+  _globals['_ACKNOWLEDGEINBOXREQUEST']._serialized_start=2427
+  _globals['_ACKNOWLEDGEINBOXREQUEST']._serialized_end=2517
+  _globals['_DELIVERNOTICEREQUEST']._serialized_start=2519
+  _globals['_DELIVERNOTICEREQUEST']._serialized_end=2582
+  _globals['_DELIVERNOTICERESPONSE']._serialized_start=2584
+  _globals['_DELIVERNOTICERESPONSE']._serialized_end=2637
+  _globals['_NODESERVICE']._serialized_start=2640
+  _globals['_NODESERVICE']._serialized_end=3613
 # @@protoc_insertion_point(module_scope)

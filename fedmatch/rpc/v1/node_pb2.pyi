@@ -242,7 +242,12 @@ class SearchResponse(_message.Message):
 
     MEMBER_STATE_FIELD_NUMBER: _builtins.int
     BLOCKS_FIELD_NUMBER: _builtins.int
+    OPENING_KEY_FIELD_NUMBER: _builtins.int
     member_state: _builtins.str
+    opening_key: _builtins.bytes
+    """This query's X25519 public key (32 bytes): the requester seals the opening of its probe
+    commitment to it when it asks for hit details (fedmatch/protocol/opening.py).
+    """
     @_builtins.property
     def blocks(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ResultBlock]:
         """Padded with decoy blocks to a bucket of the register's block count: the answer does
@@ -254,10 +259,11 @@ class SearchResponse(_message.Message):
         *,
         member_state: _builtins.str = ...,
         blocks: _abc.Iterable[_common_pb2.ResultBlock] | None = ...,
+        opening_key: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocks", b"blocks", "member_state", b"member_state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocks", b"blocks", "member_state", b"member_state", "opening_key", b"opening_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -271,6 +277,11 @@ class HitDetailsRequest(_message.Message):
     HANDLES_FIELD_NUMBER: _builtins.int
     AUTHORIZATION_FIELD_NUMBER: _builtins.int
     VERDICTS_FIELD_NUMBER: _builtins.int
+    SEALED_OPENING_FIELD_NUMBER: _builtins.int
+    sealed_opening: _builtins.bytes
+    """The requester's opening of the probe commitment (salt and template), sealed to this
+    query's opening key: details only for records the committed probe really matches.
+    """
     @_builtins.property
     def header(self) -> _common_pb2.RequestHeader: ...
     @_builtins.property
@@ -296,10 +307,11 @@ class HitDetailsRequest(_message.Message):
         handles: _abc.Iterable[_builtins.bytes] | None = ...,
         authorization: _common_pb2.LogAuthorization | None = ...,
         verdicts: _abc.Iterable[_common_pb2.HitVerdict] | None = ...,
+        sealed_opening: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "header", b"header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "handles", b"handles", "header", b"header", "verdicts", b"verdicts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "handles", b"handles", "header", b"header", "sealed_opening", b"sealed_opening", "verdicts", b"verdicts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
