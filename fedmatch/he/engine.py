@@ -25,6 +25,12 @@ register packed as diagonals (:mod:`fedmatch.he.layout`), two records per comple
    may not search (``exclude``) gets a zero mask, so nothing of its score survives whatever
    the probe, and a fresh negative decoy drawn like an ordinary non-match's masked value:
    a no-match like any other, at the cost of one more encode for its block.
+   Before the masks, the probe's well-formedness terms (:meth:`PackedEngine._malformation`,
+   zero for a real probe replicated with period ``dp`` and equal to its norm copy) times
+   fresh random plaintexts are added to every score; with the masks, its norm excess
+   (:meth:`PackedEngine._norm_excess`, ``2(||q2||^2 - 1)``) times each row's mask and a
+   random factor. A probe that packs several people, is complex or is not unit norm gets
+   noise for an answer; a well-formed one, scores moved by less than 1e-4.
 4. One rescale drops the 50-bit prime, leaving the result at the last prime (the smallest
    modulus that decrypts), then the block is rotated by a fresh random shift, re-randomized
    by adding a fresh public-key encryption of slot-domain noise of 2^16, and the blocks leave
@@ -56,6 +62,7 @@ from fedmatch.he.params import ParamSet
 __all__ = [
     "MAX_CIPHERTEXT_BYTES",
     "EncodedBlock",
+    "OpenedProbe",
     "PackedEngine",
     "QueryLayout",
     "SearchEngine",
@@ -148,6 +155,15 @@ class QueryLayout:
 class SearchOutput:
     blocks: tuple[bytes, ...]
     layout: QueryLayout
+
+
+@dataclass(frozen=True)
+class OpenedProbe:
+    """A received probe, loaded: the probe at the query scale, and its copy at the norm
+    scale for the node's norm check (None only for a kernel driven directly, in tests)."""
+
+    query: seal.Ciphertext
+    norm_copy: seal.Ciphertext | None
 
 
 class SearchEngine(Protocol):
@@ -442,21 +458,29 @@ class PackedEngine:
             plains.append(plain)
         return EncodedBlock(plains, n1)
 
-    def open_probe(self, data: bytes) -> seal.Ciphertext:
-        """Load and validate a probe ciphertext for this parameter set, or raise HEError."""
+    def open_probe(self, data: bytes) -> OpenedProbe:
+        """Load and validate a probe (both its ciphertexts) for this parameter set, or
+        raise HEError."""
         if len(data) > MAX_CIPHERTEXT_BYTES:
             raise HEError(f"probe ciphertext exceeds {MAX_CIPHERTEXT_BYTES} bytes")
-        # The uniform part is the node's to expand from the probe's seed (fedmatch.he.uniform).
-        seal_bytes = uniform.open_probe_bytes(self._params, data)
+        # The uniform parts are the node's to expand from the probe's seed
+        # (fedmatch.he.uniform).
+        query, copy = uniform.open_probe_bytes(self._params, data)
+        return OpenedProbe(
+            self._load_probe(query, self._params.query_scale),
+            self._load_probe(copy, self._params.norm_scale),
+        )
+
+    def _load_probe(self, data: bytes, scale: float) -> seal.Ciphertext:
         ct = seal.Ciphertext()
-        sealio.load_bytes(lambda p: ct.load(self._ctx, p), seal_bytes, "probe ciphertext")
+        sealio.load_bytes(lambda p: ct.load(self._ctx, p), data, "probe ciphertext")
         if ct.size() != 2:
             raise HEError("probe ciphertext must have exactly two polynomials")
         if list(ct.parms_id()) != list(self._ctx.first_parms_id()):
             raise HEError("probe ciphertext is not at the top level of the parameter set")
         if not ct.is_ntt_form():
             raise HEError("probe ciphertext is not a CKKS ciphertext in NTT form")
-        if abs(ct.scale / self._params.query_scale - 1.0) > 1e-9:
+        if abs(ct.scale / scale - 1.0) > 1e-9:
             raise HEError("probe ciphertext scale differs from the parameter set")
         return ct
 
@@ -470,20 +494,20 @@ class PackedEngine:
     ) -> SearchOutput:
         rows, blocks = self.size, list(self._blocks)  # one consistent snapshot
         mask = check_search(self._params, keys, threshold, exclude, rows)
-        query = self.open_probe(probe)
+        opened = self.open_probe(probe)
         layout = new_layout(len(blocks), rows, self._params.slots)
         jobs = [(blocks[b], shift) for b, shift in zip(layout.order, layout.shifts, strict=True)]
         excluded = None
         if mask is not None:
             per_block = block_exclusions(mask, self._params.block_records)
             excluded = [per_block[b] for b in layout.order]
-        out = self.score(keys, query, threshold, jobs, should_stop, excluded)
+        out = self.score(keys, opened, threshold, jobs, should_stop, excluded)
         return SearchOutput(tuple(out), layout)
 
     def score(
         self,
         keys: EvaluationKeys,
-        query: seal.Ciphertext,
+        probe: OpenedProbe,
         threshold: float,
         jobs: Sequence[tuple[Sequence[seal.Plaintext], int]],
         should_stop: Callable[[], bool],
@@ -498,8 +522,9 @@ class PackedEngine:
         if excluded is not None and len(excluded) != len(jobs):
             raise InvalidInput("exclusions must name one entry per block")
         baby = max((_baby_steps(plains, self._dp) for plains, _ in jobs), default=1)
-        rotations = self._rotations(query, keys, should_stop, baby)
-        malformation = self._malformation(query, keys)
+        rotations = self._rotations(probe.query, keys, should_stop, baby)
+        malformation = self._malformation(probe, keys)
+        excess = self._norm_excess(probe, keys)
         out = []
         constant: tuple[tuple[int, ...], float, seal.Plaintext] | None = None
         for start in range(0, len(jobs), _GROUP):
@@ -513,7 +538,7 @@ class PackedEngine:
                 level = (tuple(acc.parms_id()), acc.scale)
                 if constant is None or constant[:2] != level:
                     constant = (*level, self._threshold(acc, threshold))
-                acc = self._mask(acc, constant[2], keys, threshold, flags)
+                acc = self._mask(acc, constant[2], keys, threshold, flags, excess)
                 self._rotate(acc, shift, keys)
                 self._rerandomize(acc, keys)
                 out.append(sealio.to_bytes(acc))
@@ -623,34 +648,43 @@ class PackedEngine:
                     ev.add_inplace(acc, term)
         return sums
 
-    def _malformation(self, query: seal.Ciphertext, keys: EvaluationKeys) -> seal.Ciphertext | None:
-        """``w = 4q - sum_j rot(q, k_j * dp) - conj(q)`` over three ``k_j`` fresh per query
-        in [1, slots / dp): zero (up to ~4e-7 of noise) exactly when the probe is real and
-        replicated with period ``dp``, whatever its content. Only the probe is key-switched.
+    def _malformation(self, probe: OpenedProbe, keys: EvaluationKeys) -> list[seal.Ciphertext]:
+        """The probe's linear well-formedness terms, each zero (up to ~4e-7 of noise)
+        exactly for a well-formed probe; :meth:`_garble` adds each, times fresh random
+        plaintexts, to every block's scores. Only the probe is key-switched here.
 
-        Why: a probe that packs several people into its periods (32 templates of 128 in
-        4,096 slots), or uses the imaginary parts, got one full search per person and
-        part for the price of one query (issue 15, attack 3). Zero exactly when well formed:
-        the real part ``3u - sum rot(u)`` vanishes only if every rotation equals ``u`` (a
-        rotation keeps the norm: the triangle inequality is tight only for equal vectors),
-        the imaginary part ``5v - sum rot(v)`` only for ``v = 0``. Random offsets, three of
-        them: a pattern with a longer period (AAAA...BBBB) escapes a fixed offset of one
-        period in all but two periods; here every comparison that crosses from one run to
-        another garbles its periods, at least two per block, whose random positives then
-        drown whatever real match the rest of the block holds."""
-        w = seal.Ciphertext()
-        try:
-            self._combine(query, keys, w)
-        except RuntimeError as exc:
-            # SEAL refuses to produce an exactly-zero ciphertext; w = 0 garbles nothing.
-            if "transparent" not in str(exc):
-                raise
-            return None
-        return w
+        - ``w = 4q - sum_j rot(q, k_j * dp) - conj(q)`` over three ``k_j`` fresh per query
+          in [1, slots / dp): zero exactly when the probe is real and replicated with
+          period ``dp``, whatever its content. A probe that packs several people into its
+          periods (32 templates of 128 in 4,096 slots), or uses the imaginary parts, got one
+          full search per person and part for the price of one query (issue 15, attack 3).
+          The real part ``3u - sum rot(u)`` vanishes only if every rotation equals ``u`` (a
+          rotation keeps the norm: the triangle inequality is tight only for equal vectors),
+          the imaginary part ``5v - sum rot(v)`` only for ``v = 0``. Random offsets, three
+          of them: a pattern with a longer period (AAAA...BBBB) escapes a fixed offset of one
+          period in all but two periods; here every comparison that crosses from one run to
+          another garbles its periods, at least two per block, whose random positives then
+          drown whatever real match the rest of the block holds.
+        - ``z = q - q2``, the probe against its norm copy (brought to the query scale): the
+          norm check of :meth:`_norm_excess` reads the copy, so the copy must be the probe.
+          Its own random multiplier, so that no choice of copy cancels ``w``."""
+        terms = []
+        for build in (self._replication, self._consistency):
+            w = seal.Ciphertext()
+            try:
+                if not build(probe, keys, w):
+                    continue
+            except RuntimeError as exc:
+                # SEAL refuses to produce an exactly-zero ciphertext; 0 garbles nothing.
+                if "transparent" not in str(exc):
+                    raise
+                continue
+            terms.append(w)
+        return terms
 
-    def _combine(self, query: seal.Ciphertext, keys: EvaluationKeys, w: seal.Ciphertext) -> None:
-        """``w`` = the malformation term of :meth:`_malformation`."""
-        ev, dp, slots = self._evaluator, self._dp, self._params.slots
+    def _replication(self, probe: OpenedProbe, keys: EvaluationKeys, w: seal.Ciphertext) -> bool:
+        """``w`` = the replication and realness term of :meth:`_malformation`."""
+        ev, dp, slots, query = self._evaluator, self._dp, self._params.slots, probe.query
         ev.add(query, query, w)
         if slots > dp:
             ev.add_inplace(w, query)
@@ -665,23 +699,80 @@ class PackedEngine:
         conj = seal.Ciphertext()
         ev.complex_conjugate(query, keys.galois_keys, conj)
         ev.sub_inplace(w, conj)
+        return True
 
-    def _garble(self, acc: seal.Ciphertext, malformation: seal.Ciphertext | None) -> None:
-        """Add ``rho * w`` to a block's scores, rho fresh per block and slot (both parts),
-        of magnitude 2^3 to 2^5 and random sign. For a well-formed probe that moves a score
-        by at most 1.3e-5 (below the 1e-4 the kernel resolves anyway); a packed or complex
-        probe, whose w is ~0.1 per slot, gets every score moved by ~1 at random: signs
-        that say nothing, and many of them positive."""
-        if malformation is None:
-            return
+    def _consistency(self, probe: OpenedProbe, keys: EvaluationKeys, z: seal.Ciphertext) -> bool:
+        """``z`` = the probe minus its norm copy, at the query scale (False: no copy)."""
+        if probe.norm_copy is None:
+            return False
+        ps = self._params
+        one = seal.Plaintext()
+        # Copy scale times this one's scale is the query scale (2^30 * 2^10 = 2^40).
+        lift = ps.query_scale / ps.norm_scale
+        self._encoder.encode([1.0 + 0j] * ps.slots, probe.norm_copy.parms_id(), lift, one)
+        self._evaluator.multiply_plain(probe.norm_copy, one, z)
+        self._evaluator.negate_inplace(z)
+        self._evaluator.add_inplace(z, probe.query)
+        return True
+
+    def _norm_excess(self, probe: OpenedProbe, keys: EvaluationKeys) -> seal.Ciphertext | None:
+        """``2 (||q2||^2 - 1)`` in every slot, real (the squared norm of each period of the
+        probe's norm copy, summed by log2(dp) rotations), at the accumulators' scale; None
+        without a copy. :meth:`_mask` adds it, times each row's mask and a fresh factor of
+        2 to 8 of random sign, to the masked scores: an honest probe's excess is noise (at
+        most ~2.8e-6, measured: a score moves by at most ~2e-5), a long probe's moves every
+        score by 0.4 to 1.6 (norm 1.05) or 0.8 to 3.4 (norm 1.1) at random, and a norm of
+        1.4 or more overflows the modulus: the whole block decrypts to noise.
+
+        Why: a probe of norm 3 turned 0 matches into 351 (issue 15, attack 2); with its
+        threshold chosen so, a requester could read bands of scores, and with them link
+        positions across queries (attack 4). The library refuses a template whose norm is
+        off by more than 1e-3 and normalizes exactly; this is the node's own check."""
+        copy = probe.norm_copy
+        if copy is None:
+            return None
+        ev = self._evaluator
+        total = seal.Ciphertext()
+        ev.square(copy, total)
+        ev.relinearize_inplace(total, keys.relin_keys)
+        step = 1
+        while step < self._dp:
+            turned = seal.Ciphertext()
+            ev.rotate_vector(total, step, keys.galois_keys, turned)
+            ev.add_inplace(total, turned)
+            step *= 2
+        # 2 (N - 1) - its imaginary part taken away: the excess is added after the masks,
+        # where an imaginary part would carry a row's noise into its slot partner's value
+        # (and a large mask of one into the small mask of the other).
+        two = seal.Plaintext()
+        self._encoder.encode([2.0 + 0j] * self._params.slots, total.parms_id(), total.scale, two)
+        conj = seal.Ciphertext()
+        try:
+            ev.complex_conjugate(total, keys.galois_keys, conj)
+            ev.add_inplace(total, conj)
+            ev.sub_plain_inplace(total, two)
+        except RuntimeError as exc:
+            if "transparent" not in str(exc):
+                raise
+            return None
+        return total
+
+    def _garble(self, acc: seal.Ciphertext, terms: Sequence[seal.Ciphertext]) -> None:
+        """Add ``rho * term`` to a block's scores for each well-formedness term, rho fresh
+        per block, term and slot (both parts), of magnitude 2^2 to 2^4 and random sign.
+        A well-formed probe's terms are noise (at most ~1.6e-6, measured): a score moves by
+        at most ~5e-5, below the 1e-4 the kernel resolves anyway; a packed or complex
+        probe, whose terms are ~0.1 per slot, gets every score moved by ~0.4 to 1.6 at
+        random: signs that say nothing, many of them positive."""
         ps, slots = self._params, self._params.slots
-        sign = np.where(_uniform(2 * slots) < 0.5, -1.0, 1.0)
-        rho = sign * np.exp2(3.0 + 2.0 * _uniform(2 * slots))
-        plain, term = seal.Plaintext(), seal.Ciphertext()
-        values = (rho[:slots] + 1j * rho[slots:]).tolist()
-        self._encoder.encode(values, malformation.parms_id(), ps.register_scale, plain)
-        self._evaluator.multiply_plain(malformation, plain, term)
-        self._evaluator.add_inplace(acc, term)
+        for term in terms:
+            sign = np.where(_uniform(2 * slots) < 0.5, -1.0, 1.0)
+            rho = sign * np.exp2(2.0 + 2.0 * _uniform(2 * slots))
+            plain, product = seal.Plaintext(), seal.Ciphertext()
+            values = (rho[:slots] + 1j * rho[slots:]).tolist()
+            self._encoder.encode(values, term.parms_id(), ps.register_scale, plain)
+            self._evaluator.multiply_plain(term, plain, product)
+            self._evaluator.add_inplace(acc, product)
 
     def _threshold(self, acc: seal.Ciphertext, threshold: float) -> seal.Plaintext:
         """``t`` in every slot (both parts), at ``acc``'s level and scale."""
@@ -697,9 +788,11 @@ class PackedEngine:
         keys: EvaluationKeys,
         threshold: float,
         flags: npt.NDArray[np.bool_] | None = None,
+        excess: seal.Ciphertext | None = None,
     ) -> seal.Ciphertext:
         """``r1*(a - t) + i*r2*(b - t)`` with fresh log-uniform masks, rescaled (``acc`` is
-        used up);
+        used up), plus the norm excess (:meth:`_norm_excess`) times each row's mask and a
+        fresh random factor;
         ``thresholds`` (from :meth:`_threshold`) holds ``t`` per slot. A row whose flag is
         set (block row order: slot s's real part is row s, its imaginary part row
         slots + s) gets the mask 0 and, after the rescale, a fresh negative decoy instead
@@ -729,6 +822,19 @@ class PackedEngine:
         ev.multiply_plain_inplace(acc, plus)
         ev.multiply_plain_inplace(conj, minus)
         ev.add_inplace(acc, conj)
+        if excess is not None:
+            # Times the row's own mask (0 for an excluded row): the excess moves a score by
+            # a fixed multiple of itself, in the units the mask gives every value. The masks
+            # are 2^30 and more, so encoding at scale 1 keeps them exact enough.
+            factors = [
+                np.where(_uniform(slots) < 0.5, -1.0, 1.0) * np.exp2(1.0 + 2.0 * _uniform(slots))
+                for _ in range(2)
+            ]
+            weights, product = seal.Plaintext(), seal.Ciphertext()
+            values = (r1 * factors[0] + 1j * r2 * factors[1]).tolist()
+            enc.encode(values, parms_id, 1.0, weights)
+            ev.multiply_plain(excess, weights, product)
+            ev.add_inplace(acc, product)
         ev.rescale_to_next_inplace(acc)
         if flags is not None:
             ev.add_plain_inplace(acc, self._decoys(acc, threshold, flags))
@@ -776,9 +882,10 @@ class PackedEngine:
         # Slot-domain noise above the computation's own noise (which depends on the
         # register) and well below a masked value, in a fresh public-key encryption so that
         # the ciphertext's randomness is new. The bound is what it is, not circuit privacy:
-        # uniform noise of 2^16 against evaluation noise of up to ~2^10.15 (measured in the
-        # trial of issue 15) hides the latter only to a statistical distance of ~2^-6.9 per slot,
-        # not the 2^-40 the term usually means. Widening the flood needs room below the
+        # uniform noise of 2^16 against evaluation noise of ~2^10 (measured by
+        # tests/unit/test_he.py::test_the_flood_bound_is_what_the_docs_say) hides the latter
+        # only to a statistical distance of ~2^-7 per slot, not the 2^-40 the term usually
+        # means. Widening the flood needs room below the
         # masked values (see fedmatch.he.params) and is open.
         ps, parms_id = self._params, ct.parms_id()
         bound = float(2**ps.flood_bits)

@@ -62,10 +62,11 @@ class RequesterKeys:
         self,
         params: ParamSet,
         secret_key: seal.SecretKey,
-        public: tuple[seal.PublicKey, bytes, bytes] | None = None,
+        public: tuple[seal.PublicKey, bytes, bytes, bytes] | None = None,
     ) -> None:
-        """``public`` is (public key, its bytes, rotation-key bytes) loaded from a key file;
-        without it, fresh public and rotation keys are derived from the secret key."""
+        """``public`` is (public key, its bytes, rotation-key bytes, relinearization-key
+        bytes) loaded from a key file; without it, fresh public, rotation and
+        relinearization keys are derived from the secret key."""
         self.params = params
         ctx = params.context()
         self._ctx = ctx
@@ -79,21 +80,23 @@ class RequesterKeys:
             parms=sealio.to_bytes(params.parms()),
             public_key=public[1],
             galois_keys=public[2],
+            relin_keys=public[3],
         )
         self._encoder = seal.CKKSEncoder(ctx)
         self._encryptor = seal.Encryptor(ctx, self._public, secret_key)
         self._decryptor = seal.Decryptor(ctx, secret_key)
 
-    def _new_public_keys(self) -> tuple[seal.PublicKey, bytes, bytes]:
+    def _new_public_keys(self) -> tuple[seal.PublicKey, bytes, bytes, bytes]:
         """Fresh public and Galois keys with the federation's uniform parts (see
         fedmatch.he.uniform): SEAL makes them, then each key's uniform part is swapped for
         the expanded one and its first part adjusted so that it still encrypts under this
         secret (``k0 + (a' - a) * s``: the same error, the same message)."""
         params, ctx = self.params, self._ctx
         keygen = seal.KeyGenerator(ctx, self._secret)
-        pk, galois = seal.PublicKey(), seal.GaloisKeys()
+        pk, galois, relin = seal.PublicKey(), seal.GaloisKeys(), seal.RelinKeys()
         keygen.create_public_key(pk)
         keygen.create_galois_keys(list(params.galois_elements()), galois)
+        keygen.create_relin_keys(relin)
         moduli = uniform.key_moduli(params)
         body, version = sealfmt.unpack(sealio.to_bytes(pk), "public key", 1 << 30)
         key = sealfmt.ciphertext_at(body, 0, "public key")
@@ -108,9 +111,14 @@ class RequesterKeys:
             label = uniform.galois_label(params, index, j)
             self._rebind(key.data, uniform.expand(label, moduli, key.data.shape[2]), moduli)
         galois_bytes = sealfmt.pack(body, version)
+        body, version = sealfmt.unpack(sealio.to_bytes(relin), "relinearization keys", 1 << 30)
+        for _, j, key in sealfmt.kswitch_keys(body, "relinearization keys"):
+            label = uniform.relin_label(params, j)
+            self._rebind(key.data, uniform.expand(label, moduli, key.data.shape[2]), moduli)
+        relin_bytes = sealfmt.pack(body, version)
         pk = seal.PublicKey()
         sealio.load_bytes(lambda p: pk.load(ctx, p), pk_bytes, "public key")
-        return pk, pk_bytes, galois_bytes
+        return pk, pk_bytes, galois_bytes, relin_bytes
 
     def _rebind(
         self, data: npt.NDArray[np.uint64], uniform_part: npt.NDArray[np.uint64], moduli: list[int]
@@ -137,14 +145,21 @@ class RequesterKeys:
         if not bundle.secret_key:
             raise HEError("key file holds no secret key")
         evaluation = open_key_bundle(
-            KeyBundle(bundle.param_set, bundle.parms, bundle.public_key, bundle.galois_keys)
+            KeyBundle(
+                bundle.param_set,
+                bundle.parms,
+                bundle.public_key,
+                bundle.galois_keys,
+                relin_keys=bundle.relin_keys,
+            )
         )
         params = evaluation.params
         secret = seal.SecretKey()
         sealio.load_bytes(
             lambda p: secret.load(params.context(), p), bundle.secret_key, "secret key"
         )
-        keys = cls(params, secret, (evaluation.public_key, bundle.public_key, bundle.galois_keys))
+        public = (evaluation.public_key, bundle.public_key, bundle.galois_keys, bundle.relin_keys)
+        keys = cls(params, secret, public)
         keys._check_pair()
         return keys
 
@@ -173,6 +188,7 @@ class RequesterKeys:
             public_key=self._bundle.public_key,
             galois_keys=self._bundle.galois_keys,
             secret_key=sealio.to_bytes(self._secret),
+            relin_keys=self._bundle.relin_keys,
         )
 
     def encrypt_probe(
@@ -193,30 +209,48 @@ class RequesterKeys:
             raise InvalidInput(
                 f"probe template must have unit norm (within {PROBE_NORM_TOLERANCE})"
             )
+        # Exactly unit norm: the node's norm check (fedmatch.he.engine) then sees only
+        # the encryption's own noise.
+        vec = vec / np.linalg.norm(vec)
         return self._encrypt_slots(replicate_probe(vec, self.params.slots), commitment)
 
     def _encrypt_slots(
         self,
         slots: npt.NDArray[np.floating] | npt.NDArray[np.complexfloating],
         commitment: bytes = bytes(32),
+        norm_copy: npt.NDArray[np.floating] | npt.NDArray[np.complexfloating] | None = None,
     ) -> bytes:
-        """Any slot vector, encrypted in the form a probe travels in. Private: the library
-        sends only what encrypt_probe checked; tests use it to play a hostile requester."""
+        """Any slot vector, encrypted in the form a probe travels in: the probe at the
+        query scale and its copy at the norm scale (``norm_copy``, default the same
+        slots). Private: the library sends only what encrypt_probe checked; tests use it
+        (and ``norm_copy``) to play a hostile requester."""
+        seed = uniform.new_probe_seed()
+        params = self.params
+        query = self._seeded(slots, params.query_scale, uniform.probe_label(seed))
+        copy = slots if norm_copy is None else norm_copy
+        norm = self._seeded(copy, params.norm_scale, uniform.norm_copy_label(seed))
+        return uniform.probe_envelope(seed, commitment, query, norm)
+
+    def _seeded(
+        self,
+        slots: npt.NDArray[np.floating] | npt.NDArray[np.complexfloating],
+        scale: float,
+        label: bytes,
+    ) -> bytes:
+        """``slots`` encrypted at ``scale``, rebound to the uniform part the node expands
+        from ``label`` (fedmatch.he.uniform), sent with that part empty (it compresses
+        away)."""
         plain = seal.Plaintext()
         parms_id = self._ctx.first_parms_id()
-        self._encoder.encode(np.asarray(slots).tolist(), parms_id, self.params.query_scale, plain)
+        self._encoder.encode(np.asarray(slots).tolist(), parms_id, scale, plain)
         ct = seal.Ciphertext()
         self._encryptor.encrypt_symmetric(plain, ct)
-        # The node expands the uniform part from a fresh seed (fedmatch.he.uniform): rebind
-        # the ciphertext to it, then send the first part alone (the second compresses away).
-        seed = uniform.new_probe_seed()
         moduli = uniform.data_moduli(self.params)
         body, version = sealfmt.unpack(sealio.to_bytes(ct), "probe ciphertext", 1 << 26)
         polys = sealfmt.ciphertext_at(body, 0, "probe ciphertext")
-        a = uniform.expand(uniform.probe_label(seed), moduli, polys.data.shape[2])
-        self._rebind(polys.data, a, moduli)
+        self._rebind(polys.data, uniform.expand(label, moduli, polys.data.shape[2]), moduli)
         polys.data[1] = 0
-        return uniform.probe_envelope(seed, commitment, sealfmt.pack(body, version))
+        return sealfmt.pack(body, version)
 
     def decrypt_matches(self, ciphertext: bytes) -> npt.NDArray[np.bool_]:
         """Decrypt one result block: ``True`` at every position whose masked value is

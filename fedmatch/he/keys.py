@@ -35,6 +35,8 @@ class KeyBundle:
     public_key: bytes
     galois_keys: bytes
     secret_key: bytes = field(default=b"", repr=False)
+    # For the node's homomorphic norm check of a probe (fedmatch.he.engine._norm_excess).
+    relin_keys: bytes = b""
 
     def __repr__(self) -> str:
         # Never print key bytes, and say whether a secret key is present without showing it.
@@ -45,12 +47,13 @@ class KeyBundle:
 
     @property
     def size(self) -> int:
-        return len(self.parms) + len(self.public_key) + len(self.galois_keys)
+        return len(self.parms) + len(self.public_key) + len(self.galois_keys) + len(self.relin_keys)
 
     def digest(self) -> str:
         """SHA-256 over the public parts, length-prefixed: the key bundle's identity."""
-        h = hashlib.sha256(b"fedmatch.he.key-bundle.v1\x00")
-        for part in (self.param_set.encode(), self.parms, self.public_key, self.galois_keys):
+        h = hashlib.sha256(b"fedmatch.he.key-bundle.v2\x00")
+        parts = (self.param_set.encode(), self.parms, self.public_key, self.galois_keys)
+        for part in (*parts, self.relin_keys):
             h.update(len(part).to_bytes(8, "big"))
             h.update(part)
         return h.hexdigest()
@@ -64,6 +67,7 @@ class EvaluationKeys:
     key_id: str
     galois_keys: seal.GaloisKeys
     public_key: seal.PublicKey
+    relin_keys: seal.RelinKeys
     # The validated public bundle itself, for engines that hand keys to worker processes.
     bundle: KeyBundle
 
@@ -88,15 +92,21 @@ def open_key_bundle(bundle: KeyBundle) -> EvaluationKeys:
         raise HEError("encryption parameters differ from the named parameter set")
     # Before SEAL sees them: keys whose uniform parts a requester chose read the register
     # (fedmatch.he.uniform).
-    uniform.check_key_uniform_parts(params, bundle.public_key, bundle.galois_keys)
+    if not bundle.relin_keys:
+        raise HEError("key bundle lacks the relinearization keys (the node's norm check)")
+    uniform.check_key_uniform_parts(
+        params, bundle.public_key, bundle.galois_keys, bundle.relin_keys
+    )
     public = seal.PublicKey()
     sealio.load_bytes(lambda p: public.load(ctx, p), bundle.public_key, "public key")
     galois = seal.GaloisKeys()
     sealio.load_bytes(lambda p: galois.load(ctx, p), bundle.galois_keys, "rotation keys")
+    relin = seal.RelinKeys()
+    sealio.load_bytes(lambda p: relin.load(ctx, p), bundle.relin_keys, "relinearization keys")
     missing = [e for e in params.galois_elements() if not galois.has_key(e)]
     if missing:
         raise HEError(f"rotation keys lack {len(missing)} of the rotations the search needs")
     return EvaluationKeys(
         params=params, key_id=bundle.digest(), galois_keys=galois, public_key=public,
-        bundle=bundle,
+        relin_keys=relin, bundle=bundle,
     )  # fmt: skip

@@ -79,6 +79,12 @@ class ParamSet:
     def register_scale(self) -> float:
         return float(2**self.register_scale_bits)
 
+    @property
+    def norm_scale(self) -> float:
+        """The scale of a probe's norm copy: its square has the accumulators' scale
+        (query scale times register scale), so the node's norm check adds to them."""
+        return float(2 ** ((self.query_scale_bits + self.register_scale_bits) // 2))
+
     def rotation_steps(self) -> tuple[int, ...]:
         """Left-rotation steps the node needs: 1 (the query chain) and every digit of a
         base-``rotation_base`` slot shift (the per-query random rotation of results)."""

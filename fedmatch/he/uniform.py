@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 
 import numpy as np
 import numpy.typing as npt
@@ -47,18 +48,21 @@ __all__ = [
     "galois_label",
     "key_moduli",
     "new_probe_seed",
+    "norm_copy_label",
     "open_probe_bytes",
     "probe_commitment",
     "probe_envelope",
     "probe_label",
     "public_key_label",
+    "relin_label",
 ]
 
 _DOMAIN = b"fedmatch.he.uniform.v1\x00"
 PROBE_SEED_BYTES = 32
 COMMITMENT_BYTES = 32
-_PROBE_MAGIC = b"FMPROBE1"
-_HEAD = len(_PROBE_MAGIC) + PROBE_SEED_BYTES + COMMITMENT_BYTES
+_PROBE_MAGIC = b"FMPROBE2"
+_LENGTH = struct.Struct(">I")
+_HEAD = len(_PROBE_MAGIC) + PROBE_SEED_BYTES + COMMITMENT_BYTES + _LENGTH.size
 
 
 def expand(label: bytes, moduli: list[int], degree: int) -> npt.NDArray[np.uint64]:
@@ -89,8 +93,17 @@ def galois_label(params: ParamSet, index: int, decomposition: int) -> bytes:
     return b"galois-key\x00" + params.name.encode() + b"\x00%d\x00%d" % (index, decomposition)
 
 
+def relin_label(params: ParamSet, decomposition: int) -> bytes:
+    return b"relin-key\x00" + params.name.encode() + b"\x00%d" % decomposition
+
+
 def probe_label(seed: bytes) -> bytes:
     return b"probe\x00" + seed
+
+
+def norm_copy_label(seed: bytes) -> bytes:
+    """The label of the probe's second ciphertext (its copy at the norm scale)."""
+    return b"probe-norm\x00" + seed
 
 
 def key_moduli(params: ParamSet) -> list[int]:
@@ -104,16 +117,19 @@ def data_moduli(params: ParamSet) -> list[int]:
 
 
 # Bounds on decompressed members: a public key of the default set is ~390 KB, its Galois
-# keys ~1.6 MB (46 x 2 keys), a probe ~260 KB; these leave room for larger sets.
+# keys ~36 MB (46 x 2 keys), its relinearization key ~790 KB, a probe ciphertext ~260 KB;
+# these leave room for larger sets.
 _MAX_KEY_MEMBERS = 8 * 1024 * 1024
 _MAX_GALOIS_MEMBERS = 256 * 1024 * 1024
 _MAX_PROBE_MEMBERS = 4 * 1024 * 1024
 
 
-def check_key_uniform_parts(params: ParamSet, public_key: bytes, galois_keys: bytes) -> None:
-    """Refuse (HEError) a public key or Galois key whose uniform part is not the one
-    expanded from its label. Checks the shape too: NTT form, two polynomials at the key
-    level (SEAL's own load then checks the rest)."""
+def check_key_uniform_parts(
+    params: ParamSet, public_key: bytes, galois_keys: bytes, relin_keys: bytes
+) -> None:
+    """Refuse (HEError) a public, Galois or relinearization key whose uniform part is not
+    the one expanded from its label. Checks the shape too: NTT form, two polynomials at the
+    key level (SEAL's own load then checks the rest)."""
     moduli = key_moduli(params)
     body, _ = sealfmt.unpack(public_key, "public key", _MAX_KEY_MEMBERS)
     key = sealfmt.ciphertext_at(body, 0, "public key")
@@ -123,6 +139,11 @@ def check_key_uniform_parts(params: ParamSet, public_key: bytes, galois_keys: by
     body, _ = sealfmt.unpack(galois_keys, "rotation keys", _MAX_GALOIS_MEMBERS)
     for index, j, key in sealfmt.kswitch_keys(body, "rotation keys"):
         _check_key(key, galois_label(params, index, j), moduli)
+    body, _ = sealfmt.unpack(relin_keys, "relinearization keys", _MAX_GALOIS_MEMBERS)
+    for index, j, key in sealfmt.kswitch_keys(body, "relinearization keys"):
+        if index != 0:
+            raise HEError("relinearization keys hold more than the key for s^2")
+        _check_key(key, relin_label(params, j), moduli)
 
 
 def _check_key(key: sealfmt.Polys, label: bytes, moduli: list[int]) -> None:
@@ -136,32 +157,43 @@ def _check_key(key: sealfmt.Polys, label: bytes, moduli: list[int]) -> None:
         )
 
 
-def probe_envelope(seed: bytes, commitment: bytes, ciphertext: bytes) -> bytes:
+def probe_envelope(seed: bytes, commitment: bytes, query: bytes, norm_copy: bytes) -> bytes:
     """A probe as it travels: magic, its seed, the requester's commitment to the template
-    (fedmatch.protocol.opening; opaque here), then the SEAL ciphertext with ``c1`` empty."""
+    (fedmatch.protocol.opening; opaque here), the length of the first SEAL ciphertext, then
+    both ciphertexts (the probe at the query scale, its copy at the norm scale, see
+    fedmatch.he.engine), each with ``c1`` empty."""
     if len(seed) != PROBE_SEED_BYTES or len(commitment) != COMMITMENT_BYTES:
         raise HEError("probe seed or commitment has the wrong length")
-    return _PROBE_MAGIC + seed + commitment + ciphertext
+    return _PROBE_MAGIC + seed + commitment + _LENGTH.pack(len(query)) + query + norm_copy
 
 
 def probe_commitment(data: bytes) -> bytes:
     """The commitment a probe carries (HEError if the probe is not in seeded form)."""
     if len(data) <= _HEAD or data[: len(_PROBE_MAGIC)] != _PROBE_MAGIC:
-        raise HEError("probe is not in seeded form (a seed, then the ciphertext's first part)")
-    return data[_HEAD - COMMITMENT_BYTES : _HEAD]
+        raise HEError("probe is not in seeded form (a seed, then the ciphertexts' first parts)")
+    return data[_HEAD - COMMITMENT_BYTES - _LENGTH.size : _HEAD - _LENGTH.size]
 
 
 def new_probe_seed() -> bytes:
     return os.urandom(PROBE_SEED_BYTES)
 
 
-def open_probe_bytes(params: ParamSet, data: bytes) -> bytes:
-    """A received probe turned into the SEAL ciphertext the node loads: ``c1`` expanded
-    from the probe's seed, or HEError for a probe that is not in this form (no seed, a
-    non-empty ``c1``, the wrong shape)."""
+def open_probe_bytes(params: ParamSet, data: bytes) -> tuple[bytes, bytes]:
+    """A received probe turned into the two SEAL ciphertexts the node loads (the probe and
+    its norm copy), each ``c1`` expanded from the probe's seed, or HEError for a probe that
+    is not in this form (no seed, a non-empty ``c1``, the wrong shape)."""
     probe_commitment(data)  # the form
     seed = data[len(_PROBE_MAGIC) : len(_PROBE_MAGIC) + PROBE_SEED_BYTES]
-    body, version = sealfmt.unpack(data[_HEAD:], "probe ciphertext", _MAX_PROBE_MEMBERS)
+    (first,) = _LENGTH.unpack_from(data, _HEAD - _LENGTH.size)
+    if not 0 < first < len(data) - _HEAD:
+        raise HEError("probe is not in seeded form (a seed, then the ciphertexts' first parts)")
+    parts = (data[_HEAD : _HEAD + first], data[_HEAD + first :])
+    labels = (probe_label(seed), norm_copy_label(seed))
+    return _expanded(params, parts[0], labels[0]), _expanded(params, parts[1], labels[1])
+
+
+def _expanded(params: ParamSet, data: bytes, label: bytes) -> bytes:
+    body, version = sealfmt.unpack(data, "probe ciphertext", _MAX_PROBE_MEMBERS)
     ct = sealfmt.ciphertext_at(body, 0, "probe ciphertext")
     moduli = data_moduli(params)
     if ct.end != len(body) or ct.data.shape != (2, len(moduli), params.poly_modulus_degree):
@@ -170,5 +202,5 @@ def open_probe_bytes(params: ParamSet, data: bytes) -> bytes:
         raise HEError("probe ciphertext is not a CKKS ciphertext in NTT form")
     if ct.data[1].any():
         raise HEError("probe's second part must be empty: the node expands it from the seed")
-    ct.data[1] = expand(probe_label(seed), moduli, params.poly_modulus_degree)
+    ct.data[1] = expand(label, moduli, params.poly_modulus_degree)
     return sealfmt.pack(body, version, compress=False)

@@ -160,6 +160,7 @@ def key_bundle_from_pb(msg: pb.HEKeyBundle) -> KeyBundle:
         public_key=msg.public_key,
         galois_keys=msg.galois_keys,
         secret_key=msg.secret_key,
+        relin_keys=msg.relin_keys,
     )
 
 
@@ -172,6 +173,7 @@ def key_bundle_to_pb(bundle: KeyBundle) -> pb.HEKeyBundle:
         parms=bundle.parms,
         public_key=bundle.public_key,
         galois_keys=bundle.galois_keys,
+        relin_keys=bundle.relin_keys,
     )
 
 

@@ -23,6 +23,7 @@ def save_keys(keys: RequesterKeys, path: Path) -> None:
         public_key=b.public_key,
         galois_keys=b.galois_keys,
         secret_key=b.secret_key,
+        relin_keys=b.relin_keys,
     )
     # Create with 0600 from the start: never a moment where the secret is world-readable.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -39,5 +40,12 @@ def load_keys(path: Path) -> RequesterKeys:
     except (OSError, DecodeError):
         raise InvalidInput(f"key file {path.name} could not be read") from None
     return RequesterKeys.from_private_bundle(
-        KeyBundle(msg.he_param_set, msg.parms, msg.public_key, msg.galois_keys, msg.secret_key)
+        KeyBundle(
+            msg.he_param_set,
+            msg.parms,
+            msg.public_key,
+            msg.galois_keys,
+            msg.secret_key,
+            relin_keys=msg.relin_keys,
+        )
     )

@@ -41,6 +41,7 @@ from tests.federation import (
     header,
     hit_verified,
     node_channel,
+    sealed_opening,
     search_authorized,
     shared_keys,
     signed_lookup,
@@ -506,6 +507,8 @@ def test_resolve_refuses_states_that_did_not_answer(
         verdicts=[
             verdict_to_pb(v) for v in confirmations(fed.tmp, report.header, [("IT", past_end)])
         ],
+        openings=[coordinator_pb2.SealedOpening(
+            member_state="IT", sealed=sealed_opening(report, "IT"))],
     )  # fmt: skip
     response = coord_stub.Resolve(request)
     assert not response.decision.complete

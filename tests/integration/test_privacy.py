@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from google.protobuf.message import Message
 from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.domain import Category
 from fedmatch.grpcutil.server import ServerLimits, start_server
-from fedmatch.he import sealio
+from fedmatch.he import sealio, uniform
 from fedmatch.he.params import DEFAULT_PARAM_SET
 from fedmatch.protocol.limits import MAX_NODE_RESPONSE_BYTES, MAX_RECEIVE_BYTES
 from fedmatch.protocol.wire import authorization_to_pb, header_to_pb, verdict_to_pb
@@ -147,15 +148,18 @@ def test_node_receives_only_ciphertext_and_public_material(tmp_path: Path) -> No
     assert first.probe.ciphertext != second.probe.ciphertext
 
     # What the node got is a real ciphertext of the probe under the requester's key ...
+    # (both its ciphertexts: the probe and its norm copy, each second part expanded by the
+    # node from the probe's seed, fedmatch/he/uniform.py)
     ctx = DEFAULT_PARAM_SET.context()
-    ct = seal.Ciphertext()
-    sealio.load_bytes(lambda p: ct.load(ctx, p), first.probe.ciphertext, "probe")
-    assert ct.size() == 2
-    plain = seal.Plaintext()
     keys = shared_keys("DE")
-    keys._decryptor.decrypt(ct, plain)
-    decoded = np.asarray(seal.CKKSEncoder(ctx).decode_double(plain)[:DIM])
-    np.testing.assert_allclose(decoded, probe, atol=1e-5)
+    plain = seal.Plaintext()
+    for sent in uniform.open_probe_bytes(DEFAULT_PARAM_SET, first.probe.ciphertext):
+        ct = seal.Ciphertext()
+        sealio.load_bytes(partial(ct.load, ctx), sent, "probe")
+        assert ct.size() == 2
+        keys._decryptor.decrypt(ct, plain)
+        decoded = np.asarray(seal.CKKSEncoder(ctx).decode_double(plain)[:DIM])
+        np.testing.assert_allclose(decoded, probe, atol=1e-5)
     # ... and the wrong key opens nothing like it.
     stranger = seal.KeyGenerator(ctx).secret_key()
     seal.Decryptor(ctx, stranger).decrypt(ct, plain)

@@ -189,7 +189,7 @@ def test_keys_generate_writes_a_private_key_file(
     assert stored.secret_key == keys.private_bundle().secret_key
     probe = np.zeros(128)
     probe[0] = 1.0
-    sent = uniform.open_probe_bytes(keys.params, keys.encrypt_probe(probe))
+    sent, _ = uniform.open_probe_bytes(keys.params, keys.encrypt_probe(probe))
     scores = load_keys(out).decrypt_values(sent)[:4].real
     assert np.allclose(scores, [1.0, 0.0, 0.0, 0.0], atol=1e-4)
     # Saving the loaded keys again writes the same secret key.

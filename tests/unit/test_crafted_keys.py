@@ -18,7 +18,7 @@ import tenseal.sealapi as seal
 from fedmatch.demo.synthetic import unit_vectors
 from fedmatch.errors import HEError
 from fedmatch.he import sealfmt, sealio, uniform
-from fedmatch.he.engine import PackedEngine
+from fedmatch.he.engine import OpenedProbe, PackedEngine
 from fedmatch.he.keypair import RequesterKeys
 from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
 from fedmatch.he.params import DEFAULT_PARAM_SET
@@ -42,24 +42,32 @@ def _crafted_bundle(keys: RequesterKeys) -> KeyBundle:
         # P * gadget_j: the constant P (mod q_j) in limb j, so in every NTT slot of it.
         key.data[1, j] = special % moduli[j]
     galois_keys = sealfmt.pack(body, version)
-    return KeyBundle(honest.param_set, honest.parms, public_key, galois_keys)
+    return KeyBundle(
+        honest.param_set, honest.parms, public_key, galois_keys, relin_keys=honest.relin_keys
+    )
 
 
 def _load_unchecked(bundle: KeyBundle) -> EvaluationKeys:
     """What a node without the uniform-part check would have made of the bundle (SEAL
     loads it: nothing else stood in the way)."""
     ctx = PARAMS.context()
-    public, galois = seal.PublicKey(), seal.GaloisKeys()
+    public, galois, relin = seal.PublicKey(), seal.GaloisKeys(), seal.RelinKeys()
     sealio.load_bytes(lambda p: public.load(ctx, p), bundle.public_key, "public key")
     sealio.load_bytes(lambda p: galois.load(ctx, p), bundle.galois_keys, "rotation keys")
-    return EvaluationKeys(PARAMS, "crafted", galois, public, bundle)
+    sealio.load_bytes(lambda p: relin.load(ctx, p), bundle.relin_keys, "relin keys")
+    return EvaluationKeys(PARAMS, "crafted", galois, public, relin, bundle)
 
 
-def _probe_parts(keys: RequesterKeys, c0: np.ndarray | None, c1: np.ndarray | None) -> bytes:
+def _probe_parts(
+    keys: RequesterKeys,
+    c0: np.ndarray | None,
+    c1: np.ndarray | None,
+    scale: float = PARAMS.query_scale,
+) -> bytes:
     """A two-part ciphertext at the top level with the given NTT-form parts (None: zero)."""
     ct = seal.Ciphertext()
     keys._encryptor.encrypt_zero(ct)
-    ct.scale = PARAMS.query_scale
+    ct.scale = scale
     body, version = sealfmt.unpack(sealio.to_bytes(ct), "ciphertext", 1 << 26)
     data = sealfmt.ciphertext_at(body, 0, "ciphertext").data
     data[0] = 0 if c0 is None else c0
@@ -118,7 +126,8 @@ def test_the_attack_reads_every_score_when_nothing_stops_it(
     query = seal.Ciphertext()
     raw = _probe_parts(keys, None, _encoded(keys, probe))
     sealio.load_bytes(lambda p: query.load(PARAMS.context(), p), raw, "probe")
-    (result,) = engine.score(crafted, query, THRESHOLD, [(engine._blocks[0], 0)], lambda: False)
+    probe_ct = OpenedProbe(query, None)  # the kernel alone: no norm copy
+    (result,) = engine.score(crafted, probe_ct, THRESHOLD, [(engine._blocks[0], 0)], lambda: False)
     estimate = _read_out(keys, result)
     assert np.corrcoef(estimate, scores)[0, 1] > 0.99
     assert np.max(np.abs(estimate - scores)) < 1e-2
@@ -131,10 +140,17 @@ def test_crafted_key_material_is_refused_at_registration() -> None:
         open_key_bundle(crafted)
     honest = keys.public_bundle()
     # Each part alone is refused too: the public key (0, 0), and the Galois keys.
+    relin = honest.relin_keys
     for bundle in (
-        KeyBundle(honest.param_set, honest.parms, crafted.public_key, honest.galois_keys),
-        KeyBundle(honest.param_set, honest.parms, honest.public_key, crafted.galois_keys),
-    ):
+        KeyBundle(
+            honest.param_set, honest.parms, crafted.public_key, honest.galois_keys,
+            relin_keys=relin,
+        ),
+        KeyBundle(
+            honest.param_set, honest.parms, honest.public_key, crafted.galois_keys,
+            relin_keys=relin,
+        ),
+    ):  # fmt: skip
         with pytest.raises(HEError, match="uniform part is not the federation's"):
             open_key_bundle(bundle)
 
@@ -144,12 +160,13 @@ def test_keys_made_by_seal_alone_have_a_foreign_uniform_part() -> None:
     its own, however innocent)."""
     ctx = PARAMS.context()
     keygen = seal.KeyGenerator(ctx)
-    public, galois = seal.PublicKey(), seal.GaloisKeys()
+    public, galois, relin = seal.PublicKey(), seal.GaloisKeys(), seal.RelinKeys()
     keygen.create_public_key(public)
     keygen.create_galois_keys(list(PARAMS.galois_elements()), galois)
+    keygen.create_relin_keys(relin)
     bundle = KeyBundle(
         PARAMS.name, sealio.to_bytes(PARAMS.parms()), sealio.to_bytes(public),
-        sealio.to_bytes(galois),
+        sealio.to_bytes(galois), relin_keys=sealio.to_bytes(relin),
     )  # fmt: skip
     with pytest.raises(HEError, match="uniform part is not the federation's"):
         open_key_bundle(bundle)
@@ -166,7 +183,8 @@ def test_an_unseeded_probe_is_refused(
     with pytest.raises(HEError, match="not in seeded form"):
         engine.search(evaluation, chosen, THRESHOLD, lambda: False)
     # The seeded form with a second part of its own: refused, not overwritten in silence.
-    sent = uniform.probe_envelope(bytes(32), bytes(32), chosen)
+    copy = _probe_parts(keys, None, None, PARAMS.norm_scale)
+    sent = uniform.probe_envelope(bytes(32), bytes(32), chosen, copy)
     with pytest.raises(HEError, match="second part must be empty"):
         engine.search(evaluation, sent, THRESHOLD, lambda: False)
 
@@ -183,7 +201,8 @@ def test_crafted_keys_past_registration_read_nothing_through_a_seeded_probe(
     crafted = _load_unchecked(_crafted_bundle(keys))
     probe = unit_vectors(np.random.default_rng(150), PARAMS.block_records + 1, 128)[-1]
     c0 = None if first == "zero" else _encoded(keys, probe)
-    sent = uniform.probe_envelope(bytes(range(32)), bytes(32), _probe_parts(keys, c0, None))
+    copy = _probe_parts(keys, None, None, PARAMS.norm_scale)
+    sent = uniform.probe_envelope(bytes(range(32)), bytes(32), _probe_parts(keys, c0, None), copy)
     out = engine.search(crafted, sent, THRESHOLD, lambda: False)
     estimate = np.empty(rows.shape[0])
     for block, result in enumerate(out.blocks):

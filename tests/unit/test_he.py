@@ -64,6 +64,7 @@ def _with(bundle: KeyBundle, **changes: object) -> KeyBundle:
         "parms": bundle.parms,
         "public_key": bundle.public_key,
         "galois_keys": bundle.galois_keys,
+        "relin_keys": bundle.relin_keys,
     }
     fields.update(changes)
     return KeyBundle(**fields)  # type: ignore[arg-type]
@@ -293,7 +294,7 @@ def test_search_stops_when_asked(evaluation: EvaluationKeys) -> None:
 def _probe_ciphertext(keys: RequesterKeys, data: bytes) -> seal.Ciphertext:
     """A sent probe as the node computes with it (its uniform part expanded)."""
     ct = seal.Ciphertext()
-    seal_bytes = uniform.open_probe_bytes(keys.params, data)
+    seal_bytes, _ = uniform.open_probe_bytes(keys.params, data)
     sealio.load_bytes(lambda p: ct.load(keys.params.context(), p), seal_bytes, "probe")
     return ct
 
@@ -303,7 +304,8 @@ def _as_sent(ct: seal.Ciphertext) -> bytes:
     seed in front (a probe crafted this way is refused, or garbage, at the node)."""
     body, version = sealfmt.unpack(sealio.to_bytes(ct), "ciphertext", 1 << 26)
     sealfmt.ciphertext_at(body, 0, "ciphertext").data[1] = 0
-    return uniform.probe_envelope(bytes(32), bytes(32), sealfmt.pack(body, version))
+    sent = sealfmt.pack(body, version)
+    return uniform.probe_envelope(bytes(32), bytes(32), sent, sent)
 
 
 def _lower_level_probe(keys: RequesterKeys) -> bytes:
@@ -319,7 +321,7 @@ def _lower_level_probe(keys: RequesterKeys) -> bytes:
     [
         ("empty", "not in seeded form"),
         ("garbage", "not in seeded form"),
-        ("truncated", "probe ciphertext has a size that does not match"),
+        ("truncated", "not in seeded form|size that does not match"),
         ("public-key", "not in seeded form"),
         ("lower-level", "two polynomials at the top level"),
         ("oversize", "exceeds"),
@@ -528,3 +530,96 @@ def test_padding_blocks_map_to_no_row_and_look_like_non_matches(
     decoy = np.concatenate([decoys.real, decoys.imag])
     a, b = np.log2(np.abs(decoy)), np.log2(np.abs(flat[ordinary]))
     assert abs(float(np.mean(a[:, None] > b[None, :5000])) - 0.5) <= 0.02
+
+
+def _best_alignment(a: np.ndarray, b: np.ndarray) -> float:
+    """The best agreement of two blocks' sign patterns (real and imaginary halves, one
+    cyclic slot shift for both) over every shift, as a fraction of the positions."""
+    slots = a.shape[0] // 2
+    x, y = (2.0 * v.astype(np.float64) - 1.0 for v in (a, b))
+    agree = np.zeros(slots)
+    for half in (slice(0, slots), slice(slots, 2 * slots)):
+        fx, fy = np.fft.rfft(x[half]), np.fft.rfft(y[half])
+        agree += np.fft.irfft(np.conj(fx) * fy, n=slots)
+    return float((agree.max() / (2 * slots) + 1.0) / 2.0)
+
+
+def test_sign_patterns_of_a_long_probe_do_not_align_blocks_across_queries(
+    evaluation: EvaluationKeys,
+) -> None:
+    """Issue 15, attack 4: with a probe of norm 3, the 8,192-bit sign patterns of a block
+    aligned (up to its cyclic shift) across queries, 64 of 64 blocks; averaging the linked
+    masks then estimated every record's score. The node's norm check makes those signs
+    noise: the best alignment of any two blocks of two queries is no better than that of
+    two random patterns (~0.52), while a block against itself in the same query aligns
+    exactly (the measure works)."""
+    from fedmatch.he.layout import replicate_probe
+
+    rng = np.random.default_rng(44)
+    gallery = unit_vectors(rng, 2 * DEFAULT_PARAM_SET.block_records, 128)
+    engine = create_engine(DEFAULT_PARAM_SET, 128)
+    engine.load(gallery)
+    keys = shared_keys()
+    probe = replicate_probe(3.0 * unit_vectors(rng, 1, 128)[0], DEFAULT_PARAM_SET.slots)
+    patterns = []
+    for _ in range(2):
+        out = engine.search(evaluation, keys._encrypt_slots(probe), THRESHOLD, lambda: False)
+        signs = []
+        for ct in out.blocks[:2]:
+            values = keys.decrypt_values(ct)
+            signs.append(np.concatenate([values.real, values.imag]) > 0)
+        patterns.append(signs)
+    assert _best_alignment(patterns[0][0], patterns[0][0]) == 1.0
+    best = max(_best_alignment(a, b) for a in patterns[0] for b in patterns[1])
+    assert best < 0.56
+
+
+def test_the_flood_bound_is_what_the_docs_say(evaluation: EvaluationKeys) -> None:
+    """Issue 15, item 7, measured: the noise the re-randomization must hide, against its
+    2^16 uniform flood. A block's accumulated scores are decrypted (exact to the product
+    stage); the kernel's steps after it (threshold, the conjugation and the final rotation,
+    both key switches on register data, masks, rescale) then run without the flood, with
+    masks and shift from a recorded stream; the result against the same steps done in
+    floating point is the noise they add. In the result's units (scale 2^10): noise of
+    ~2^10, flood of 2^16, so the statistical distance per slot is ~2^-7 (noise over the
+    flood's width): a bound, as the threat model says, not the 2^-40 of circuit privacy."""
+    import fedmatch.he.engine as engine_module
+
+    rng = np.random.default_rng(45)
+    gallery = unit_vectors(rng, DEFAULT_PARAM_SET.block_records, 128)
+    engine = PackedEngine(DEFAULT_PARAM_SET, 128)
+    engine.load(gallery)
+    keys = shared_keys()
+    query = engine.open_probe(keys.encrypt_probe(capture(gallery[3], rng, 0.8))).query
+    rotations = engine._rotations(query, evaluation, lambda: False, 128)
+    (acc,) = engine._products(rotations, [engine._blocks[0]], evaluation)
+    before = keys.decrypt_values(sealio.to_bytes(acc))
+    drawn: list[np.ndarray] = []
+    stream = np.random.default_rng(7)
+
+    def recorded(n: int) -> np.ndarray:
+        drawn.append(stream.random(n))
+        return drawn[-1]
+
+    original = engine_module._uniform
+    engine_module._uniform = recorded
+    try:
+        masked = engine._mask(acc, engine._threshold(acc, THRESHOLD), evaluation, THRESHOLD)
+    finally:
+        engine_module._uniform = original
+    shift = 1234
+    engine._rotate(masked, shift, evaluation)
+    unflooded = keys.decrypt_values(sealio.to_bytes(masked))
+    lo, hi = DEFAULT_PARAM_SET.mask_bits
+    r1, r2 = (np.exp2(lo + (hi - lo) * d) for d in drawn[:2])
+    expected = r1 * (before.real - THRESHOLD) + 1j * r2 * (before.imag - THRESHOLD)
+    expected = np.roll(expected, -shift)
+    noise = np.abs(np.concatenate([(unflooded - expected).real, (unflooded - expected).imag]))
+    engine._rerandomize(masked, evaluation)
+    flooded = keys.decrypt_values(sealio.to_bytes(masked))
+    flood = np.abs(np.concatenate([(flooded - unflooded).real, (flooded - unflooded).imag]))
+    bound = 2.0**DEFAULT_PARAM_SET.flood_bits
+    assert bound * 0.9 < flood.max() < bound * 1.1  # uniform in +-2^16, each part
+    assert 2.0**8 < noise.max() < 2.0**11.5  # measured here: 2^9.96
+    distance = noise.max() / (2 * bound)
+    assert 2.0**-9 < distance < 2.0**-5.5  # ~2^-7

@@ -37,6 +37,7 @@ from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
 from fedmatch.he.params import DEFAULT_PARAM_SET
 from fedmatch.protocol.epochs import EpochTable
 from fedmatch.protocol.gate import Gate
+from fedmatch.protocol.opening import ProbeOpening, seal_opening
 from fedmatch.protocol.statement import SignedRequest
 from fedmatch.protocol.wire import encode_handle
 from node.config import NodeConfig
@@ -183,15 +184,27 @@ def opens(monkeypatch: pytest.MonkeyPatch) -> list[KeyBundle]:
     return calls
 
 
+# The opening of each probe made here, by its ciphertext: what a requester keeps for resolve.
+_OPENINGS: dict[bytes, ProbeOpening] = {}
+
+
+def opened(probe: EncryptedProbe, result: node.service.SearchResult, hdr: QueryHeader) -> bytes:
+    """The probe's opening sealed to the node's key for this query, as a resolve sends it."""
+    return seal_opening(_OPENINGS[probe.ciphertext], result.opening_key, hdr.query_id, STATE)
+
+
 def probe_for(
     keys: RequesterKeys, template: npt.NDArray[np.float32] | None = None
 ) -> EncryptedProbe:
     if template is None:
         template = np.zeros(DIM, dtype=np.float32)
         template[0] = 1.0
+    opening = ProbeOpening.new(template)
+    ciphertext = keys.encrypt_probe(template, opening.commitment())
+    _OPENINGS[ciphertext] = opening
     return EncryptedProbe(
         param_set=DEFAULT_PARAM_SET.name,
-        ciphertext=keys.encrypt_probe(template),
+        ciphertext=ciphertext,
         model_id=MODEL,
         dimension=DIM,
         key_id=keys.key_id,
@@ -235,7 +248,8 @@ def test_unknown_key_id_is_refused_before_any_he_work(it_node: Node) -> None:
     ]
     assert len(handles) == 1  # 20 random unit vectors: only the probe's own row matches
     verdicts = confirmations(it_node.tmp, hdr, [(STATE, h) for h in handles])
-    (hit,) = svc.hit_details(hdr, handles, *it_node.verified(hdr, handles), verdicts).hits
+    sealed = opened(probe, result, hdr)
+    (hit,) = svc.hit_details(hdr, handles, *it_node.verified(hdr, handles), verdicts, sealed).hits
     assert hit.member_state == STATE
     assert hit.reference == it_node.store.get(int(ids[3])).reference
 
@@ -458,11 +472,12 @@ def test_hit_details_need_the_coordinators_verified_entry(it_node: Node) -> None
             pytest.fail(f"details revealed for {why}")
     authorization, signed = it_node.verified(hdr, handles)
     verdicts = confirmations(it_node.tmp, hdr, [(STATE, h) for h in handles])
-    (hit,) = svc.hit_details(hdr, handles, authorization, signed, verdicts).hits
+    sealed = opened(probe, result, hdr)
+    (hit,) = svc.hit_details(hdr, handles, authorization, signed, verdicts, sealed).hits
     assert hit.reference == it_node.store.get(int(ids[5])).reference
-    # The same signed resolve once more is a replay.
-    with pytest.raises(PermissionDenied, match="already used"):
-        svc.hit_details(hdr, handles, authorization, signed, verdicts)
+    # The same signed resolve once more: a replay, of a query already resolved.
+    with pytest.raises(PermissionDenied, match=r"already (used|released)"):
+        svc.hit_details(hdr, handles, authorization, signed, verdicts, sealed)
 
 
 def test_search_and_details_need_the_requesters_signature(it_node: Node) -> None:

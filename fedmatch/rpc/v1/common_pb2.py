@@ -24,37 +24,37 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x65\x64match/rpc/v1/common.proto\x12\x0f\x66\x65\x64match.rpc.v1\"\xf4\x01\n\rRequestHeader\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x18\n\x10requesting_state\x18\x02 \x01(\t\x12)\n\x07purpose\x18\x03 \x01(\x0e\x32\x18.fedmatch.rpc.v1.Purpose\x12\x13\n\x0blegal_basis\x18\x04 \x01(\t\x12\x16\n\x0e\x63\x61se_reference\x18\x05 \x01(\t\x12\x17\n\x0frequesting_unit\x18\x06 \x01(\t\x12\x13\n\x0boperator_id\x18\x07 \x01(\t\x12\x31\n\x06signed\x18\x08 \x01(\x0b\x32!.fedmatch.rpc.v1.RequestSignature\"x\n\x10RequestSignature\x12\x11\n\tstatement\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x14\n\x0csigner_chain\x18\x03 \x01(\x0c\x12\x10\n\x08\x61pproval\x18\x04 \x01(\x0c\x12\x16\n\x0e\x61pprover_chain\x18\x05 \x01(\x0c\"o\n\x0e\x45ncryptedProbe\x12\x14\n\x0che_param_set\x18\x01 \x01(\t\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x11\n\tdimension\x18\x04 \x01(\r\x12\x0e\n\x06key_id\x18\x05 \x01(\t\"o\n\x0bHEKeyBundle\x12\x14\n\x0che_param_set\x18\x01 \x01(\t\x12\r\n\x05parms\x18\x02 \x01(\x0c\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12\x13\n\x0bgalois_keys\x18\x04 \x01(\x0c\x12\x12\n\nsecret_key\x18\x05 \x01(\x0c\"-\n\x0bResultBlock\x12\x12\n\nciphertext\x18\x01 \x01(\x0cJ\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04\"w\n\x13RegisterKeysRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\x12\x30\n\nkey_bundle\x18\x02 \x01(\x0b\x32\x1c.fedmatch.rpc.v1.HEKeyBundle\"\xd3\x01\n\tHitDetail\x12\x14\n\x0cmember_state\x18\x01 \x01(\t\x12\x0e\n\x06handle\x18\x02 \x01(\x0c\x12+\n\x08\x63\x61tegory\x18\x03 \x01(\x0e\x32\x19.fedmatch.rpc.v1.Category\x12\x11\n\treference\x18\x04 \x01(\t\x12\x12\n\nevent_date\x18\x05 \x01(\t\x12\x13\n\x0b\x65vent_place\x18\x06 \x01(\t\x12\x14\n\x0c\x63\x61pture_date\x18\x07 \x01(\t\x12!\n\x03sex\x18\x08 \x01(\x0e\x32\x14.fedmatch.rpc.v1.Sex\"\\\n\x10LogAuthorization\x12\r\n\x05\x65ntry\x18\x01 \x01(\x0c\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x11\n\ttree_size\x18\x03 \x01(\x04\x12\x17\n\x0finclusion_proof\x18\x04 \x03(\x0c\"H\n\nHitVerdict\x12\x11\n\tstatement\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x14\n\x0csigner_chain\x18\x03 \x01(\x0c\"\xcf\x01\n\x06Notice\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x12\n\nfrom_state\x18\x03 \x01(\t\x12\x10\n\x08to_state\x18\x04 \x01(\t\x12\x11\n\treference\x18\x05 \x01(\t\x12\x18\n\x10reference_digest\x18\x06 \x01(\t\x12\x10\n\x08query_id\x18\x07 \x01(\t\x12\x16\n\x0e\x63\x61se_reference\x18\x08 \x01(\t\x12\x11\n\tsignature\x18\t \x01(\x0c\x12\x14\n\x0csigner_chain\x18\n \x01(\x0c*\xd2\x01\n\x07Purpose\x12\x17\n\x13PURPOSE_UNSPECIFIED\x10\x00\x12\x19\n\x15PURPOSE_ASYLUM_DUBLIN\x10\x01\x12\x1a\n\x16PURPOSE_BORDER_CONTROL\x10\x02\x12\x1e\n\x1aPURPOSE_ILLEGAL_STAY_CHECK\x10\x03\x12\x18\n\x14PURPOSE_RESETTLEMENT\x10\x04\x12\x1b\n\x17PURPOSE_LAW_ENFORCEMENT\x10\x05\x12 \n\x1cPURPOSE_DATA_SUBJECT_REQUEST\x10\x06*\xd4\x01\n\x08\x43\x61tegory\x12\x18\n\x14\x43\x41TEGORY_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43\x41TEGORY_APPLICANT\x10\x01\x12\x1f\n\x1b\x43\x41TEGORY_IRREGULAR_CROSSING\x10\x02\x12\x19\n\x15\x43\x41TEGORY_ILLEGAL_STAY\x10\x03\x12\x1c\n\x18\x43\x41TEGORY_SAR_DISEMBARKED\x10\x04\x12\x19\n\x15\x43\x41TEGORY_RESETTLEMENT\x10\x05\x12!\n\x1d\x43\x41TEGORY_TEMPORARY_PROTECTION\x10\x06*G\n\x03Sex\x12\x13\n\x0fSEX_UNSPECIFIED\x10\x00\x12\x0e\n\nSEX_FEMALE\x10\x01\x12\x0c\n\x08SEX_MALE\x10\x02\x12\r\n\tSEX_OTHER\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x65\x64match/rpc/v1/common.proto\x12\x0f\x66\x65\x64match.rpc.v1\"\xf4\x01\n\rRequestHeader\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x18\n\x10requesting_state\x18\x02 \x01(\t\x12)\n\x07purpose\x18\x03 \x01(\x0e\x32\x18.fedmatch.rpc.v1.Purpose\x12\x13\n\x0blegal_basis\x18\x04 \x01(\t\x12\x16\n\x0e\x63\x61se_reference\x18\x05 \x01(\t\x12\x17\n\x0frequesting_unit\x18\x06 \x01(\t\x12\x13\n\x0boperator_id\x18\x07 \x01(\t\x12\x31\n\x06signed\x18\x08 \x01(\x0b\x32!.fedmatch.rpc.v1.RequestSignature\"x\n\x10RequestSignature\x12\x11\n\tstatement\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x14\n\x0csigner_chain\x18\x03 \x01(\x0c\x12\x10\n\x08\x61pproval\x18\x04 \x01(\x0c\x12\x16\n\x0e\x61pprover_chain\x18\x05 \x01(\x0c\"o\n\x0e\x45ncryptedProbe\x12\x14\n\x0che_param_set\x18\x01 \x01(\t\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x11\n\tdimension\x18\x04 \x01(\r\x12\x0e\n\x06key_id\x18\x05 \x01(\t\"\x83\x01\n\x0bHEKeyBundle\x12\x14\n\x0che_param_set\x18\x01 \x01(\t\x12\r\n\x05parms\x18\x02 \x01(\x0c\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12\x13\n\x0bgalois_keys\x18\x04 \x01(\x0c\x12\x12\n\nsecret_key\x18\x05 \x01(\x0c\x12\x12\n\nrelin_keys\x18\x06 \x01(\x0c\"-\n\x0bResultBlock\x12\x12\n\nciphertext\x18\x01 \x01(\x0cJ\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04\"w\n\x13RegisterKeysRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedmatch.rpc.v1.RequestHeader\x12\x30\n\nkey_bundle\x18\x02 \x01(\x0b\x32\x1c.fedmatch.rpc.v1.HEKeyBundle\"\xd3\x01\n\tHitDetail\x12\x14\n\x0cmember_state\x18\x01 \x01(\t\x12\x0e\n\x06handle\x18\x02 \x01(\x0c\x12+\n\x08\x63\x61tegory\x18\x03 \x01(\x0e\x32\x19.fedmatch.rpc.v1.Category\x12\x11\n\treference\x18\x04 \x01(\t\x12\x12\n\nevent_date\x18\x05 \x01(\t\x12\x13\n\x0b\x65vent_place\x18\x06 \x01(\t\x12\x14\n\x0c\x63\x61pture_date\x18\x07 \x01(\t\x12!\n\x03sex\x18\x08 \x01(\x0e\x32\x14.fedmatch.rpc.v1.Sex\"\\\n\x10LogAuthorization\x12\r\n\x05\x65ntry\x18\x01 \x01(\x0c\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x11\n\ttree_size\x18\x03 \x01(\x04\x12\x17\n\x0finclusion_proof\x18\x04 \x03(\x0c\"H\n\nHitVerdict\x12\x11\n\tstatement\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x14\n\x0csigner_chain\x18\x03 \x01(\x0c\"\xcf\x01\n\x06Notice\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x12\n\nfrom_state\x18\x03 \x01(\t\x12\x10\n\x08to_state\x18\x04 \x01(\t\x12\x11\n\treference\x18\x05 \x01(\t\x12\x18\n\x10reference_digest\x18\x06 \x01(\t\x12\x10\n\x08query_id\x18\x07 \x01(\t\x12\x16\n\x0e\x63\x61se_reference\x18\x08 \x01(\t\x12\x11\n\tsignature\x18\t \x01(\x0c\x12\x14\n\x0csigner_chain\x18\n \x01(\x0c*\xd2\x01\n\x07Purpose\x12\x17\n\x13PURPOSE_UNSPECIFIED\x10\x00\x12\x19\n\x15PURPOSE_ASYLUM_DUBLIN\x10\x01\x12\x1a\n\x16PURPOSE_BORDER_CONTROL\x10\x02\x12\x1e\n\x1aPURPOSE_ILLEGAL_STAY_CHECK\x10\x03\x12\x18\n\x14PURPOSE_RESETTLEMENT\x10\x04\x12\x1b\n\x17PURPOSE_LAW_ENFORCEMENT\x10\x05\x12 \n\x1cPURPOSE_DATA_SUBJECT_REQUEST\x10\x06*\xd4\x01\n\x08\x43\x61tegory\x12\x18\n\x14\x43\x41TEGORY_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43\x41TEGORY_APPLICANT\x10\x01\x12\x1f\n\x1b\x43\x41TEGORY_IRREGULAR_CROSSING\x10\x02\x12\x19\n\x15\x43\x41TEGORY_ILLEGAL_STAY\x10\x03\x12\x1c\n\x18\x43\x41TEGORY_SAR_DISEMBARKED\x10\x04\x12\x19\n\x15\x43\x41TEGORY_RESETTLEMENT\x10\x05\x12!\n\x1d\x43\x41TEGORY_TEMPORARY_PROTECTION\x10\x06*G\n\x03Sex\x12\x13\n\x0fSEX_UNSPECIFIED\x10\x00\x12\x0e\n\nSEX_FEMALE\x10\x01\x12\x0c\n\x08SEX_MALE\x10\x02\x12\r\n\tSEX_OTHER\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedmatch.rpc.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PURPOSE']._serialized_start=1405
-  _globals['_PURPOSE']._serialized_end=1615
-  _globals['_CATEGORY']._serialized_start=1618
-  _globals['_CATEGORY']._serialized_end=1830
-  _globals['_SEX']._serialized_start=1832
-  _globals['_SEX']._serialized_end=1903
+  _globals['_PURPOSE']._serialized_start=1426
+  _globals['_PURPOSE']._serialized_end=1636
+  _globals['_CATEGORY']._serialized_start=1639
+  _globals['_CATEGORY']._serialized_end=1851
+  _globals['_SEX']._serialized_start=1853
+  _globals['_SEX']._serialized_end=1924
   _globals['_REQUESTHEADER']._serialized_start=50
   _globals['_REQUESTHEADER']._serialized_end=294
   _globals['_REQUESTSIGNATURE']._serialized_start=296
   _globals['_REQUESTSIGNATURE']._serialized_end=416
   _globals['_ENCRYPTEDPROBE']._serialized_start=418
   _globals['_ENCRYPTEDPROBE']._serialized_end=529
-  _globals['_HEKEYBUNDLE']._serialized_start=531
-  _globals['_HEKEYBUNDLE']._serialized_end=642
-  _globals['_RESULTBLOCK']._serialized_start=644
-  _globals['_RESULTBLOCK']._serialized_end=689
-  _globals['_REGISTERKEYSREQUEST']._serialized_start=691
-  _globals['_REGISTERKEYSREQUEST']._serialized_end=810
-  _globals['_HITDETAIL']._serialized_start=813
-  _globals['_HITDETAIL']._serialized_end=1024
-  _globals['_LOGAUTHORIZATION']._serialized_start=1026
-  _globals['_LOGAUTHORIZATION']._serialized_end=1118
-  _globals['_HITVERDICT']._serialized_start=1120
-  _globals['_HITVERDICT']._serialized_end=1192
-  _globals['_NOTICE']._serialized_start=1195
-  _globals['_NOTICE']._serialized_end=1402
+  _globals['_HEKEYBUNDLE']._serialized_start=532
+  _globals['_HEKEYBUNDLE']._serialized_end=663
+  _globals['_RESULTBLOCK']._serialized_start=665
+  _globals['_RESULTBLOCK']._serialized_end=710
+  _globals['_REGISTERKEYSREQUEST']._serialized_start=712
+  _globals['_REGISTERKEYSREQUEST']._serialized_end=831
+  _globals['_HITDETAIL']._serialized_start=834
+  _globals['_HITDETAIL']._serialized_end=1045
+  _globals['_LOGAUTHORIZATION']._serialized_start=1047
+  _globals['_LOGAUTHORIZATION']._serialized_end=1139
+  _globals['_HITVERDICT']._serialized_start=1141
+  _globals['_HITVERDICT']._serialized_end=1213
+  _globals['_NOTICE']._serialized_start=1216
+  _globals['_NOTICE']._serialized_end=1423
 # @@protoc_insertion_point(module_scope)

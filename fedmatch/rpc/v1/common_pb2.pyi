@@ -235,11 +235,14 @@ class HEKeyBundle(_message.Message):
     PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     GALOIS_KEYS_FIELD_NUMBER: _builtins.int
     SECRET_KEY_FIELD_NUMBER: _builtins.int
+    RELIN_KEYS_FIELD_NUMBER: _builtins.int
     he_param_set: _builtins.str
     parms: _builtins.bytes
     public_key: _builtins.bytes
     galois_keys: _builtins.bytes
     secret_key: _builtins.bytes
+    relin_keys: _builtins.bytes
+    """Relinearization keys: the node's homomorphic check of the probe's norm needs them."""
     def __init__(
         self,
         *,
@@ -248,10 +251,11 @@ class HEKeyBundle(_message.Message):
         public_key: _builtins.bytes = ...,
         galois_keys: _builtins.bytes = ...,
         secret_key: _builtins.bytes = ...,
+        relin_keys: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["galois_keys", b"galois_keys", "he_param_set", b"he_param_set", "parms", b"parms", "public_key", b"public_key", "secret_key", b"secret_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["galois_keys", b"galois_keys", "he_param_set", b"he_param_set", "parms", b"parms", "public_key", b"public_key", "relin_keys", b"relin_keys", "secret_key", b"secret_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
