@@ -41,6 +41,7 @@ from fedmatch.he import sealfmt
 from fedmatch.he.params import ParamSet
 
 __all__ = [
+    "PROBE_HEAD_BYTES",
     "PROBE_SEED_BYTES",
     "check_key_uniform_parts",
     "data_moduli",
@@ -63,6 +64,9 @@ COMMITMENT_BYTES = 32
 _PROBE_MAGIC = b"FMPROBE2"
 _LENGTH = struct.Struct(">I")
 _HEAD = len(_PROBE_MAGIC) + PROBE_SEED_BYTES + COMMITMENT_BYTES + _LENGTH.size
+# Where the probe's first SEAL ciphertext starts (what precedes it: magic, seed, commitment,
+# length of the first ciphertext).
+PROBE_HEAD_BYTES = _HEAD
 
 
 def expand(label: bytes, moduli: list[int], degree: int) -> npt.NDArray[np.uint64]:

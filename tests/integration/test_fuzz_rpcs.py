@@ -70,7 +70,7 @@ from fedmatch.audit.party import COORDINATOR_ORIGIN
 from fedmatch.domain import MAX_PROBE_BYTES, EncryptedProbe, Purpose, QueryHeader
 from fedmatch.errors import NotFound
 from fedmatch.grpcutil.server import make_channel
-from fedmatch.he import sealio
+from fedmatch.he import sealfmt, sealio, uniform
 from fedmatch.he.keys import open_key_bundle
 from fedmatch.he.params import DEFAULT_PARAM_SET, ParamSet
 from fedmatch.pki.names import dns_name
@@ -343,6 +343,7 @@ class HeObjects:
     parms: bytes
     public_key: bytes
     galois_keys: bytes  # the real rotation keys (~35 MB): for a few explicit inputs only
+    relin_keys: bytes
     few_galois: bytes  # one real rotation key of the right set, not all of them
     secret_key: bytes
     other_parms: bytes  # another parameter set (N = 4096)
@@ -418,12 +419,22 @@ class Kit:
         return party.audit.log
 
 
+def _sent(ct: seal.Ciphertext) -> bytes:
+    """Any ciphertext in the form a probe travels in (second part emptied, a seed in front,
+    the same ciphertext as its norm copy): past the form check, refused for what it is."""
+    body, version = sealfmt.unpack(sealio.to_bytes(ct), "ciphertext", 1 << 26)
+    sealfmt.ciphertext_at(body, 0, "ciphertext").data[1] = 0
+    sent = sealfmt.pack(body, version)
+    return uniform.probe_envelope(bytes(32), bytes(32), sent, sent)
+
+
 def _he_objects() -> HeObjects:
     keys = shared_keys("FR")
     ctx = DEFAULT_PARAM_SET.context()
     ciphertext = keys.encrypt_probe(np.eye(DIM)[0])
     ct = seal.Ciphertext()
-    sealio.load_bytes(lambda p: ct.load(ctx, p), ciphertext, "probe")
+    query, _ = uniform.open_probe_bytes(DEFAULT_PARAM_SET, ciphertext)
+    sealio.load_bytes(lambda p: ct.load(ctx, p), query, "probe")
     evaluator = seal.Evaluator(ctx)
     lower = seal.Ciphertext()
     evaluator.mod_switch_to_next(ct, lower)
@@ -450,10 +461,11 @@ def _he_objects() -> HeObjects:
     seal.KeyGenerator(ctx).create_galois_keys([DEFAULT_PARAM_SET.galois_elements()[0]], few)
     return HeObjects(
         ciphertext=ciphertext,
-        bad_ciphertexts=tuple(sealio.to_bytes(c) for c in (lower, three, odd_scale, other_ct)),
+        bad_ciphertexts=tuple(_sent(c) for c in (lower, three, odd_scale, other_ct)),
         parms=bundle.parms,
         public_key=bundle.public_key,
         galois_keys=bundle.galois_keys,
+        relin_keys=bundle.relin_keys,
         few_galois=sealio.to_bytes(few),
         secret_key=keys.private_bundle().secret_key,
         other_parms=sealio.to_bytes(other.parms()),
@@ -800,14 +812,25 @@ _CORRUPTION = st.tuples(st.sampled_from(CORRUPTIONS), POS)
 # -- structured inputs per RPC ----------------------------------------------------------
 
 
+_HEAD = uniform.PROBE_HEAD_BYTES
+_FLIPPABLE = [
+    *range(8),
+    *range(_HEAD - 4, _HEAD),
+    *range(_HEAD, _HEAD + 6),
+    *range(_HEAD + 8, _HEAD + 16),
+]
+
+
 def _ciphertexts(kit: Kit) -> st.SearchStrategy[bytes]:
     """Malformed probe ciphertexts: none opens as a probe of the parameter set."""
     real = kit.he.ciphertext
     return st.one_of(
         st.binary(min_size=1, max_size=4096),
         st.integers(1, len(real) - 1).map(lambda n: real[:n]),
-        # A flip in the serialization header (bytes 6 and 7 are reserved and ignored).
-        st.tuples(st.sampled_from([*range(6), *range(8, 16)]), st.integers(1, 255)).map(
+        # A flip in the probe's magic, in the length of its first ciphertext, or in that
+        # ciphertext's serialization header (bytes 6 and 7 are reserved and ignored). Not in
+        # the seed or the commitment: any value there makes a well-formed probe.
+        st.tuples(st.sampled_from(_FLIPPABLE), st.integers(1, 255)).map(
             lambda t: _flip(real, t[0], t[1])
         ),
         st.sampled_from(kit.he.bad_ciphertexts),
@@ -843,7 +866,10 @@ def _bundles(kit: Kit) -> st.SearchStrategy[pb.HEKeyBundle | None]:
         secret_key=st.one_of(st.just(b""), SMALL_BYTES),
     )
     # Real objects that are wrong (~0.5 to 1 MB each): each is refused for its own reason.
-    real: dict[str, Any] = {"he_param_set": PARAMS, "parms": he.parms, "public_key": he.public_key}
+    real: dict[str, Any] = {
+        "he_param_set": PARAMS, "parms": he.parms, "public_key": he.public_key,
+        "relin_keys": he.relin_keys,
+    }  # fmt: skip
     wrong: list[dict[str, Any]] = [
         real | {"galois_keys": he.galois_keys[:100_000]},  # truncated rotation keys
         real | {"galois_keys": he.few_galois},  # one rotation key, not all
@@ -1590,6 +1616,7 @@ def _explicit(kit: Kit, method: str) -> list[Case]:
             parms=he.parms,
             public_key=he.public_key,
             galois_keys=he.galois_keys,
+            relin_keys=he.relin_keys,
         )
         secret, renamed = pb.HEKeyBundle(), pb.HEKeyBundle()
         secret.CopyFrom(full)
