@@ -141,12 +141,19 @@ def _register_state(path: Path) -> dict[str, Any]:
             raise BackupError(f"register copy fails SQLite's integrity check: {check[:200]}")
         meta = {str(k): str(v) for k, v in db.execute("SELECT key, value FROM meta")}
         count, top = db.execute("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM records").fetchone()
+        columns = {r[1] for r in db.execute("PRAGMA table_info(records)")}
+        images = 0
+        if "face_image" in columns:  # the facial images travel in the register copy
+            (images,) = db.execute(
+                "SELECT COUNT(*) FROM records WHERE face_image IS NOT NULL"
+            ).fetchone()
     except sqlite3.DatabaseError as exc:
         raise BackupError(f"register copy is not a readable register: {exc}") from None
     finally:
         db.close()
     return {
         "records": int(count),
+        "facial_images": int(images),
         "max_record_id": int(top),
         "member_state": meta.get("member_state", ""),
         "dimension": meta.get("dimension", ""),
@@ -322,7 +329,10 @@ def _verify_backup(
         or base64.b64encode(log_state.root).decode() != manifest["audit"]["root"]
     ):
         raise BackupError("backup audit log does not match its manifest")
-    if _register_state(src / REGISTER) != manifest["register"]:
+    state = _register_state(src / REGISTER)
+    if "facial_images" not in manifest["register"]:
+        state.pop("facial_images")  # a backup taken before facial images were counted
+    if state != manifest["register"]:
         raise BackupError("backup register does not match its manifest")
     return manifest, log_state
 

@@ -13,11 +13,13 @@ from fedmatch.errors import InvalidInput
 from fedmatch.protocol.limits import MAX_TEXT_FIELD
 from node.retention import check_enrolment_age
 
-__all__ = ["UNIT_NORM_TOLERANCE", "NewRecord", "RecordMeta"]
+__all__ = ["MAX_FACE_IMAGE_BYTES", "UNIT_NORM_TOLERANCE", "NewRecord", "RecordMeta"]
 
 # Templates are L2-normalized by the model pipeline; float32 storage keeps ~1e-7 relative
 # error, so anything further than this from 1 is a caller bug, not rounding.
 UNIT_NORM_TOLERANCE = 1e-3
+# A 480 px face crop at JPEG quality 90 is ~30-80 KB.
+MAX_FACE_IMAGE_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,11 @@ class NewRecord:
     meta: RecordMeta
     template: npt.NDArray[np.float32] = field(repr=False)
     model_id: str
+    # The facial image kept for the expert who checks a hit (JPEG, the face with a margin,
+    # fedmatch.biometrics.portrait); None for a record enrolled from a template alone, which
+    # is then not verifiable by image. Its quality figure: the detector's score of the face.
+    image: bytes | None = field(default=None, repr=False)
+    image_quality: float | None = None
 
     def __post_init__(self) -> None:
         t = self.template
@@ -71,5 +78,11 @@ class NewRecord:
             raise InvalidInput("template is not unit-norm (L2-normalize it first)")
         if not self.model_id.strip():
             raise InvalidInput("model_id is required")
+        if self.image is not None and (
+            not self.image.startswith(b"\xff\xd8") or len(self.image) > MAX_FACE_IMAGE_BYTES
+        ):
+            raise InvalidInput(
+                f"facial image must be a JPEG of at most {MAX_FACE_IMAGE_BYTES} bytes"
+            )
         m = self.meta
         check_enrolment_age(m.birth_date, m.birth_date_estimated, m.capture_date)

@@ -54,6 +54,9 @@ _NONCE_BYTES = 12
 _TAG_BYTES = 16
 _BLOB_VERSION = b"\x01"
 _TEMPLATE_AAD = b"fedmatch/template/v1\x00"
+# The facial image of a record is sealed under the same data key, bound to the record and
+# to its kind: a template blob cannot pass for an image blob, nor one record's for another's.
+_IMAGE_AAD = b"fedmatch/face-image/v1\x00"
 _WRAP_AAD = b"fedmatch/register-data-key/v1\x00"
 _KEY_ID_PREFIX = b"fedmatch/kek-id/v1\x00"
 _META_KEYS = ("register_id", "sealing_algorithm", "sealing_key_id", "sealing_wrapped_key")
@@ -138,14 +141,20 @@ class TemplateSealer:
     def __repr__(self) -> str:
         return f"TemplateSealer(register_id={self.register_id!r}, key_id={self.key_id!r})"
 
-    def _aad(self, reference: str) -> bytes:
-        return _TEMPLATE_AAD + self._register + b"\x00" + reference.encode()
+    def _aad(self, reference: str, kind: bytes = _TEMPLATE_AAD) -> bytes:
+        return kind + self._register + b"\x00" + reference.encode()
 
-    def seal(self, reference: str, clear: bytes) -> bytes:
+    def seal(self, reference: str, clear: bytes, kind: bytes = _TEMPLATE_AAD) -> bytes:
         nonce = secrets.token_bytes(_NONCE_BYTES)
-        return _BLOB_VERSION + nonce + self._aead.encrypt(nonce, clear, self._aad(reference))
+        return _BLOB_VERSION + nonce + self._aead.encrypt(nonce, clear, self._aad(reference, kind))
 
-    def open(self, reference: str, blob: bytes) -> bytes:
+    def seal_image(self, reference: str, clear: bytes) -> bytes:
+        return self.seal(reference, clear, _IMAGE_AAD)
+
+    def open_image(self, reference: str, blob: bytes) -> bytes:
+        return self.open(reference, blob, _IMAGE_AAD)
+
+    def open(self, reference: str, blob: bytes, kind: bytes = _TEMPLATE_AAD) -> bytes:
         if len(blob) < 1 + _NONCE_BYTES + _TAG_BYTES or blob[:1] != _BLOB_VERSION:
             raise PreconditionFailed(
                 f"a template of register {self.register_id} is not an encrypted blob "
@@ -153,7 +162,7 @@ class TemplateSealer:
             )
         nonce = blob[1 : 1 + _NONCE_BYTES]
         try:
-            return self._aead.decrypt(nonce, blob[1 + _NONCE_BYTES :], self._aad(reference))
+            return self._aead.decrypt(nonce, blob[1 + _NONCE_BYTES :], self._aad(reference, kind))
         except InvalidTag:
             # The reference is not echoed: it is personal data.
             raise PreconditionFailed(
@@ -270,12 +279,18 @@ def _initialize(db: sqlite3.Connection, kek: KeyEncryptionKey) -> TemplateSealer
 
 
 def _reseal_all(db: sqlite3.Connection, old: TemplateSealer | None, new: TemplateSealer) -> int:
-    """Decrypt (or read clear) and encrypt again every template; called in a transaction."""
-    rows = db.execute("SELECT id, reference, template FROM records").fetchall()
-    for row_id, reference, blob in rows:
+    """Decrypt (or read clear) and encrypt again every template and facial image; called in
+    a transaction."""
+    rows = db.execute("SELECT id, reference, template, face_image FROM records").fetchall()
+    for row_id, reference, blob, image in rows:
         clear = old.open(reference, blob) if old is not None else bytes(blob)
+        sealed_image = None
+        if image is not None:
+            face = old.open_image(reference, image) if old is not None else bytes(image)
+            sealed_image = new.seal_image(reference, face)
         db.execute(
-            "UPDATE records SET template = ? WHERE id = ?", (new.seal(reference, clear), row_id)
+            "UPDATE records SET template = ?, face_image = ? WHERE id = ?",
+            (new.seal(reference, clear), sealed_image, row_id),
         )
     return len(rows)
 

@@ -26,9 +26,10 @@ from node.sealing import KeyEncryptionKey, TemplateSealer, open_sealer
 __all__ = ["RecordStore"]
 
 # 2: birth date (minimum age at enrolment), marks, and the links of revealed hits (who was
-# told about which record, so that a mark or an erasure can be passed on). Files of schema 1
-# are migrated when opened.
-SCHEMA_VERSION = "2"
+# told about which record, so that a mark or an erasure can be passed on). 3: the facial
+# image of each record (sealed like its template; NULL: enrolled from a template alone, not
+# verifiable by image) and its quality figure. Older files are migrated when opened.
+SCHEMA_VERSION = "3"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -46,7 +47,9 @@ CREATE TABLE IF NOT EXISTS records (
     enrolled_at TEXT NOT NULL,
     birth_date TEXT,
     birth_date_estimated INTEGER NOT NULL DEFAULT 0,
-    marked_at TEXT
+    marked_at TEXT,
+    face_image BLOB,
+    image_quality REAL
 );
 CREATE TABLE IF NOT EXISTS hit_links (
     record_id INTEGER NOT NULL,
@@ -151,8 +154,8 @@ class RecordStore:
                     cur = self._db.execute(
                         "INSERT INTO records (reference, category, event_date, event_place,"
                         " capture_date, sex, operator_id, model_id, template,"
-                        " birth_date, birth_date_estimated, enrolled_at)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " face_image, image_quality, birth_date, birth_date_estimated,"
+                        " enrolled_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (*row, now),
                     )
                     assert cur.lastrowid is not None
@@ -179,8 +182,11 @@ class RecordStore:
             raise InvalidInput(f"template dimension must be {self.dimension}")
         m = record.meta
         blob = np.asarray(record.template, dtype="<f4").tobytes()
+        image = record.image
         if self._sealer is not None:
             blob = self._sealer.seal(m.reference, blob)
+            if image is not None:
+                image = self._sealer.seal_image(m.reference, image)
         return (
             m.reference,
             m.category.value,
@@ -191,6 +197,8 @@ class RecordStore:
             m.operator_id,
             record.model_id,
             blob,
+            image,
+            record.image_quality,
         )
 
     def templates(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
@@ -216,6 +224,29 @@ class RecordStore:
             raise NotFound("record no longer exists")
         blob = self._sealer.open(row[1], row[0]) if self._sealer is not None else row[0]
         return np.frombuffer(blob, dtype="<f4").astype(np.float32)
+
+    def face_image(self, record_id: int) -> tuple[bytes, float] | None:
+        """One record's facial image (unsealed JPEG) and its quality figure, or None for a
+        record enrolled from a template alone (not verifiable by image)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT face_image, image_quality, reference FROM records WHERE id = ?",
+                (record_id,),
+            ).fetchone()
+        if row is None:
+            raise NotFound("record no longer exists")
+        if row[0] is None:
+            return None
+        image = self._sealer.open_image(row[2], row[0]) if self._sealer is not None else row[0]
+        return bytes(image), float(row[1]) if row[1] is not None else 0.0
+
+    def image_count(self) -> int:
+        """How many records have a facial image (the others are not verifiable by image)."""
+        with self._lock:
+            (n,) = self._db.execute(
+                "SELECT COUNT(*) FROM records WHERE face_image IS NOT NULL"
+            ).fetchone()
+        return int(n)
 
     def categories(self) -> list[Category]:
         """The category of every row, in row-id order (aligned with :meth:`templates`)."""
@@ -338,22 +369,27 @@ def _birth(meta: RecordMeta) -> tuple[str | None, int]:
 
 
 def migrate_schema(db: sqlite3.Connection) -> None:
-    """Bring a register of schema 1 to schema 2 (new columns; the new table is created by
-    the schema script). Idempotent; a new or current file is left alone."""
+    """Bring a register of schema 1 or 2 to schema 3 (new columns; the new table is created
+    by the schema script). Idempotent; a new or current file is left alone."""
     has_meta = db.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
     ).fetchone()
     if has_meta is None:
         return
     row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    if row is None or row[0] != "1":
+    if row is None or row[0] not in ("1", "2"):
         return
     db.execute("BEGIN IMMEDIATE")
     try:
-        db.execute("ALTER TABLE records ADD COLUMN birth_date TEXT")
-        db.execute("ALTER TABLE records ADD COLUMN birth_date_estimated INTEGER NOT NULL DEFAULT 0")
-        db.execute("ALTER TABLE records ADD COLUMN marked_at TEXT")
-        db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        if row[0] == "1":
+            db.execute("ALTER TABLE records ADD COLUMN birth_date TEXT")
+            db.execute(
+                "ALTER TABLE records ADD COLUMN birth_date_estimated INTEGER NOT NULL DEFAULT 0"
+            )
+            db.execute("ALTER TABLE records ADD COLUMN marked_at TEXT")
+        db.execute("ALTER TABLE records ADD COLUMN face_image BLOB")
+        db.execute("ALTER TABLE records ADD COLUMN image_quality REAL")
+        db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,))
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")

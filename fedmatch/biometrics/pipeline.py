@@ -26,9 +26,10 @@ from fedmatch.biometrics.detect import Face, FaceDetector
 from fedmatch.biometrics.embed import Recognizer
 from fedmatch.biometrics.errors import UnreadableImage
 from fedmatch.biometrics.models import DetectorSpec, ModelSpec, builtin_detector, builtin_recognizer
+from fedmatch.biometrics.portrait import portrait
 from fedmatch.biometrics.quality import Pick, check_face, select_face
 
-__all__ = ["FacePipeline", "ImageInput", "StageTimings"]
+__all__ = ["Enrolment", "FacePipeline", "ImageInput", "StageTimings"]
 
 Image = npt.NDArray[np.uint8]
 # Arrays of any dtype are accepted by the signatures and checked at run time (uint8 only),
@@ -161,6 +162,20 @@ def _from_array(given: npt.NDArray[Any], name: str) -> Image:
     return np.ascontiguousarray(array)
 
 
+@dataclass(frozen=True)
+class Enrolment:
+    """What a node keeps of an enrolment photo: the template and the facial image (the
+    face with its margin, :mod:`fedmatch.biometrics.portrait`), and the detector's score of
+    the face as its image-quality figure. Never printed: both are biometric data."""
+
+    template: npt.NDArray[np.float32]
+    image: bytes
+    quality: float
+
+    def __repr__(self) -> str:
+        return f"Enrolment(image_bytes={len(self.image)}, quality={self.quality:.2f})"
+
+
 class FacePipeline:
     """Detect (YuNet), align (ArcFace template), gate on quality, embed (default SFace).
 
@@ -231,6 +246,17 @@ class FacePipeline:
     def template_bytes(self, data: bytes, name: str, pick: Pick = None) -> npt.NDArray[np.float32]:
         """The template of an encoded image received over the wire; ``name`` labels it."""
         return self.template_timed(data, pick, name=name)[0]
+
+    def enrolment_bytes(self, data: bytes, name: str, pick: Pick = None) -> Enrolment:
+        """Template and facial image of an encoded photo, from one detection of its face
+        (every quality gate of :meth:`template` applies)."""
+        detector, recognizer = self._models()
+        label = _display_name(name or "image")
+        img = _decode(bytes(data), label)
+        face = select_face(detector.detect(img), pick, self._quality, label)
+        crop = align_face(img, face)
+        check_face(face, crop, self._quality, label)
+        return Enrolment(recognizer.embed(crop), portrait(img, face), round(face.score, 3))
 
     def template_timed(
         self, image: ImageInput | bytes, pick: Pick = None, *, name: str | None = None

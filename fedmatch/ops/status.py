@@ -169,6 +169,12 @@ def _register_status(status: Status, database: Path) -> None:
         try:
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
             (records,) = db.execute("SELECT COUNT(*) FROM records").fetchone()
+            columns = {r[1] for r in db.execute("PRAGMA table_info(records)")}
+            images = 0
+            if "face_image" in columns:  # a register of schema 3 or later
+                (images,) = db.execute(
+                    "SELECT COUNT(*) FROM records WHERE face_image IS NOT NULL"
+                ).fetchone()
         finally:
             db.close()
     except sqlite3.Error as exc:
@@ -178,6 +184,10 @@ def _register_status(status: Status, database: Path) -> None:
     status.report["register"] = {
         "path": str(database),
         "records": int(records),
+        # Records an expert can check a hit on by image; the others were enrolled from a
+        # template alone (bulk loads) and their hits say "not verifiable".
+        "with_facial_image": int(images),
+        "not_verifiable": int(records) - int(images),
         "model_id": meta.get("model_id"),
         "dimension": int(meta["dimension"]) if "dimension" in meta else None,
     }

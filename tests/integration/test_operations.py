@@ -334,6 +334,9 @@ def test_status_reports_health_log_and_register(running: Running) -> None:
     assert (status["role"], status["member_state"]) == ("node", "FR")
     assert status["server"] == {"address": fr.address, "transport": "mTLS", "health": "SERVING"}
     assert status["register"]["records"] == 41 and status["register"]["model_id"] == MODEL
+    register = status["register"]
+    # Every record is counted as verifiable by image or not (enrolled from a template alone).
+    assert register["with_facial_image"] + register["not_verifiable"] == 41
     log = status["audit_log"]
     assert log["verifies"] is True and log["entries"] >= log["checkpoint_entries"] > 0
     assert log["bytes"] > 0 and log["checkpoint_age_seconds"] >= 0

@@ -22,7 +22,7 @@ from node.retention import (
     check_enrolment_age,
     load_retention,
 )
-from node.store import RecordStore
+from node.store import SCHEMA_VERSION, RecordStore
 
 MODEL = "sface-2021dec-int8bq"
 DIM = 8
@@ -195,10 +195,10 @@ def test_schema_1_register_is_migrated_in_place(tmp_path: Path) -> None:
         assert store.get(new_id).birth_date == ADULT
     finally:
         store.close()
-    # Opened again: the file is at schema 2 and stays there.
+    # Opened again: the file is at the current schema and stays there.
     with sqlite3.connect(path) as check:
         (version,) = check.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-    assert version == "2"
+    assert version == SCHEMA_VERSION  # through every migration, to the current schema
     RecordStore(path, "IT", DIM, MODEL).close()
 
 
