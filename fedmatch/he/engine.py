@@ -648,7 +648,9 @@ class PackedEngine:
                     ev.add_inplace(acc, term)
         return sums
 
-    def _malformation(self, probe: OpenedProbe, keys: EvaluationKeys) -> list[seal.Ciphertext]:
+    def _malformation(
+        self, probe: OpenedProbe, keys: EvaluationKeys
+    ) -> list[tuple[seal.Ciphertext, float]]:
         """The probe's linear well-formedness terms, each zero (up to ~4e-7 of noise)
         exactly for a well-formed probe; :meth:`_garble` adds each, times fresh random
         plaintexts, to every block's scores. Only the probe is key-switched here.
@@ -669,7 +671,11 @@ class PackedEngine:
           norm check of :meth:`_norm_excess` reads the copy, so the copy must be the probe.
           Its own random multiplier, so that no choice of copy cancels ``w``."""
         terms = []
-        for build in (self._replication, self._consistency):
+        # Each term with the log2 of its smallest random factor (see _garble): the
+        # consistency term's noise is half the replication term's, so it can take four
+        # times the factor, and must (a probe of norm 3 with an honest copy has a
+        # consistency term of only ~0.2 per slot).
+        for build, low in ((self._replication, 2.0), (self._consistency, 4.0)):
             w = seal.Ciphertext()
             try:
                 if not build(probe, keys, w):
@@ -679,7 +685,7 @@ class PackedEngine:
                 if "transparent" not in str(exc):
                     raise
                 continue
-            terms.append(w)
+            terms.append((w, low))
         return terms
 
     def _replication(self, probe: OpenedProbe, keys: EvaluationKeys, w: seal.Ciphertext) -> bool:
@@ -757,17 +763,18 @@ class PackedEngine:
             return None
         return total
 
-    def _garble(self, acc: seal.Ciphertext, terms: Sequence[seal.Ciphertext]) -> None:
+    def _garble(self, acc: seal.Ciphertext, terms: Sequence[tuple[seal.Ciphertext, float]]) -> None:
         """Add ``rho * term`` to a block's scores for each well-formedness term, rho fresh
-        per block, term and slot (both parts), of magnitude 2^2 to 2^4 and random sign.
-        A well-formed probe's terms are noise (at most ~1.6e-6, measured): a score moves by
-        at most ~5e-5, below the 1e-4 the kernel resolves anyway; a packed or complex
-        probe, whose terms are ~0.1 per slot, gets every score moved by ~0.4 to 1.6 at
-        random: signs that say nothing, many of them positive."""
+        per block, term and slot (both parts), of random sign and magnitude 2^low to
+        2^(low + 2) (replication 2^2 to 2^4, consistency 2^4 to 2^6). A well-formed probe's
+        terms are noise (at most ~1.6e-6 and ~8e-7, measured): a score moves by at most
+        ~8e-5, below the 1e-4 the kernel resolves anyway; a packed or complex probe, whose
+        terms are ~0.1 per slot, gets every score moved by ~0.4 to 1.6 at random, a long
+        probe with an honest copy by ~3 to 12: signs that say nothing, many positive."""
         ps, slots = self._params, self._params.slots
-        for term in terms:
+        for term, low in terms:
             sign = np.where(_uniform(2 * slots) < 0.5, -1.0, 1.0)
-            rho = sign * np.exp2(2.0 + 2.0 * _uniform(2 * slots))
+            rho = sign * np.exp2(low + 2.0 * _uniform(2 * slots))
             plain, product = seal.Plaintext(), seal.Ciphertext()
             values = (rho[:slots] + 1j * rho[slots:]).tolist()
             self._encoder.encode(values, term.parms_id(), ps.register_scale, plain)

@@ -87,7 +87,7 @@ class RequesterKeys:
         self._decryptor = seal.Decryptor(ctx, secret_key)
 
     def _new_public_keys(self) -> tuple[seal.PublicKey, bytes, bytes, bytes]:
-        """Fresh public and Galois keys with the federation's uniform parts (see
+        """Fresh public, Galois and relinearization keys with the federation's uniform parts (see
         fedmatch.he.uniform): SEAL makes them, then each key's uniform part is swapped for
         the expanded one and its first part adjusted so that it still encrypts under this
         secret (``k0 + (a' - a) * s``: the same error, the same message)."""

@@ -7,14 +7,17 @@ compute on the two parts separately: Galois keys with ``k0 = 0, k1 = P * gadget`
 public key ``(0, 0)`` and a probe with ``c1 = encode(p)`` gave every record's exact score in
 one query and every template in 128 (issue 15). Here the node fixes every ``c1``:
 
-- the public key's and every Galois key's ``c1`` is the federation's common reference
-  string, expanded from a label naming the parameter set and the key's place (multi-key
-  RLWE uses a common ``a`` the same way; each requester's secret makes its keys its own). A
-  bundle whose ``c1`` differs is refused at registration;
+- the ``c1`` of the public key and of every Galois and relinearization key is the
+  federation's common reference string, expanded from a label naming the parameter set and
+  the key's place (multi-key RLWE uses a common ``a`` the same way; each requester's secret
+  makes its keys its own). A bundle whose ``c1`` differs is refused at registration;
 - a probe travels as a seed (32 random bytes, fresh per probe: two probes on one ``c1``
   would give their difference to the node) and ``c0`` with an empty ``c1``; the node expands
-  ``c1`` itself. A probe whose ``c1`` is not empty is refused. (The probe also carries the
-  requester's commitment to its template, for fedmatch.protocol.opening.)
+  ``c1`` itself. A probe whose ``c1`` is not empty is refused. Its norm copy (for the node's
+  norm check) is expanded from the same seed under another label: one ``c1`` for both would
+  give the node the difference of the two first parts, the probe times a known factor. (The
+  probe also carries the requester's commitment to its template, for
+  fedmatch.protocol.opening.)
 
 What is left to a requester is ``c0`` (and the secret behind it): a key can then only
 switch to a secret of its choosing, which turns everything computed on the register's side
@@ -77,7 +80,8 @@ def expand(label: bytes, moduli: list[int], degree: int) -> npt.NDArray[np.uint6
         filled, attempt = 0, 0
         while filled < degree:
             # A modulus is above half its bit length's range: each word is kept with
-            # probability > 1/2, so 2.5x the words nearly always suffice in one round.
+            # probability > 1/2, so twice the words (and 64 more) nearly always suffice in
+            # one round; another round draws under the next attempt number.
             need = degree - filled
             seed = _DOMAIN + label + limb.to_bytes(2, "big") + attempt.to_bytes(4, "big")
             raw = np.frombuffer(hashlib.shake_256(seed).digest(8 * (2 * need + 64)), dtype="<u8")

@@ -396,6 +396,40 @@ def test_the_local_path_never_imports_ray() -> None:
     assert done.stdout.strip() == "[]"
 
 
+def test_a_long_probe_with_a_unit_norm_copy_gets_noise(
+    excl_engine: SearchEngine, excl_rows: np.ndarray, excl_probe: np.ndarray
+) -> None:
+    """The norm check reads the probe's copy: a requester sending a probe of norm 3 with an
+    honest unit-norm copy is caught by the consistency term (probe minus copy, ~0.2 per
+    slot): noise again, signs that say nothing of the scores, refused by the library."""
+    from fedmatch.he.layout import replicate_probe
+
+    keys = shared_keys()
+    evaluation = open_key_bundle(keys.public_bundle())
+    slots = keys.params.slots
+    probe = keys._encrypt_slots(
+        replicate_probe(3.0 * excl_probe, slots), norm_copy=replicate_probe(excl_probe, slots)
+    )
+    out = excl_engine.search(evaluation, probe, THRESHOLD, lambda: False)
+    positive = np.zeros(EXCL_SIZE, bool)
+    for b, ct in enumerate(out.blocks):
+        with pytest.raises(ImplausibleResult):
+            keys.decrypt_matches(ct)
+        values = keys.decrypt_values(ct)
+        for p in np.flatnonzero(np.concatenate([values.real, values.imag]) > 0):
+            row = out.layout.row(b, int(p))
+            if row is not None:
+                positive[row] = True
+    scores = excl_rows @ excl_probe
+    assert abs(np.corrcoef(scores, positive)[0, 1]) < 0.1
+    # What a long probe is for, rows between t/3 and t (no match for an honest probe), are
+    # hardly likelier positive than rows scoring below 0 (bounded, not nil: the threat
+    # model gives the bound).
+    band = positive[(scores >= THRESHOLD / 3) & (scores < THRESHOLD)].mean()
+    below = positive[scores < 0].mean()
+    assert band - below < 0.15
+
+
 def _raw_positives(keys: RequesterKeys, out: SearchOutput) -> tuple[set[int], int]:
     """What a hostile requester reads from its own decryption: the rows at positive
     positions, and how many positions were positive (padding included)."""
