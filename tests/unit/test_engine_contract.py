@@ -294,6 +294,21 @@ def test_excluded_rows_are_indistinguishable_from_non_matches(
     assert abs(_auc(magnitudes[hidden], magnitudes[other]) - 0.5) <= 0.02
 
 
+def _noise_signs(keys: RequesterKeys, out: SearchOutput, rows: int) -> np.ndarray:
+    """Per register row, whether a hostile requester's own decryption shows it positive,
+    once the library refused every block of the answer as implausible (noise)."""
+    positive = np.zeros(rows, bool)
+    for b, ct in enumerate(out.blocks):
+        with pytest.raises(ImplausibleResult):
+            keys.decrypt_matches(ct)
+        values = keys.decrypt_values(ct)
+        for p in np.flatnonzero(np.concatenate([values.real, values.imag]) > 0):
+            row = out.layout.row(b, int(p))
+            if row is not None:
+                positive[row] = True
+    return positive
+
+
 @pytest.mark.parametrize("factor", [3.0, 10.0])
 def test_a_scaled_probe_never_matches_an_excluded_row(
     excl_engine: SearchEngine, excl_rows: np.ndarray, excl_probe: np.ndarray, factor: float
@@ -311,15 +326,7 @@ def test_a_scaled_probe_never_matches_an_excluded_row(
     exclude[np.random.default_rng(24).random(EXCL_SIZE) < 0.3] = True
     probe = _hostile_probe(keys, factor * excl_probe)
     out = excl_engine.search(evaluation, probe, THRESHOLD, lambda: False, exclude=exclude)
-    positive = np.zeros(EXCL_SIZE, bool)
-    for b, ct in enumerate(out.blocks):
-        with pytest.raises(ImplausibleResult):
-            keys.decrypt_matches(ct)
-        values = keys.decrypt_values(ct)
-        for p in np.flatnonzero(np.concatenate([values.real, values.imag]) > 0):
-            row = out.layout.row(b, int(p))
-            if row is not None:
-                positive[row] = True
+    positive = _noise_signs(keys, out, EXCL_SIZE)
     scores = excl_rows @ excl_probe
     for rows in (np.flatnonzero(exclude), np.flatnonzero(~exclude)):
         signs = positive[rows]
@@ -411,15 +418,7 @@ def test_a_long_probe_with_a_unit_norm_copy_gets_noise(
         replicate_probe(3.0 * excl_probe, slots), norm_copy=replicate_probe(excl_probe, slots)
     )
     out = excl_engine.search(evaluation, probe, THRESHOLD, lambda: False)
-    positive = np.zeros(EXCL_SIZE, bool)
-    for b, ct in enumerate(out.blocks):
-        with pytest.raises(ImplausibleResult):
-            keys.decrypt_matches(ct)
-        values = keys.decrypt_values(ct)
-        for p in np.flatnonzero(np.concatenate([values.real, values.imag]) > 0):
-            row = out.layout.row(b, int(p))
-            if row is not None:
-                positive[row] = True
+    positive = _noise_signs(keys, out, EXCL_SIZE)
     scores = excl_rows @ excl_probe
     assert abs(np.corrcoef(scores, positive)[0, 1]) < 0.1
     # What a long probe is for, rows between t/3 and t (no match for an honest probe), are
