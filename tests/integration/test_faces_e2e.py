@@ -194,3 +194,41 @@ def test_photo_for_a_register_of_another_model_is_refused(tmp_path: Path) -> Non
         node_gate.close()
         audit.close()
         store.close()
+
+
+def test_facial_images_are_kept_sealed_and_never_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 16, item 1, over real servers: a photo enrolled through the node's RPC leaves
+    its facial image (the face crop, not the photo) in the register, sealed at rest; the
+    enrolment entry says an image is kept; no log line and no audit file holds any piece of
+    it, of the photo or of the template, in raw, hex or base64 form."""
+    import base64
+    import logging
+
+    from node.sealing import create_key_file
+
+    caplog.set_level(logging.DEBUG)
+    people = _people()
+    file = next(files for files in people.values() if len(files) >= 2)[0]
+    photo = (FACES / file).read_bytes()
+    kek = create_key_file(tmp_path / "kek")
+    with federation(tmp_path, ("DE", "IT"), records=20, kek=kek) as fed:
+        _enrol_photo(fed, "IT", file, "IT-FACE-1")
+        node = fed.nodes["IT"]
+        record = node.store.find("IT-FACE-1")
+        kept = node.store.face_image(record)
+        assert kept is not None
+        image, quality = kept
+        assert image.startswith(b"\xff\xd8") and 0.0 < quality <= 1.0
+        assert len(image) < len(photo)  # a crop, not the photograph
+        template = node.store.template(record)
+        enrolled = [e for e in node.audit.log.iter_entries() if "record" in e.event.labels]
+        assert enrolled[-1].event.labels["facial_image"] == "yes"
+    audit = b"".join(p.read_bytes() for p in (tmp_path / "audit-IT").rglob("*") if p.is_file())
+    register = (tmp_path / "IT.sqlite").read_bytes()
+    for piece in (image[300:332], image[-64:-32], photo[400:432], template[:4].tobytes()):
+        for form in (piece, piece.hex().encode(), base64.b64encode(piece)):
+            assert form not in audit
+            assert form.decode("latin-1") not in caplog.text
+        assert piece not in register  # sealed at rest under the register's data key
