@@ -478,15 +478,20 @@ class NodeService:
         for handle in handles:
             record_id = self.handles.resolve(header.query_id, header.requesting_state, handle)
             meta = self.store.get(record_id)
-            if meta.category.value not in terms.categories:
-                raise PermissionDenied("a claimed hit is of a category the search did not name")
-            if not terms.sees_marked and self._is_marked(record_id):
-                raise PermissionDenied("a claimed hit is a record this purpose may not see")
             template = self.store.template(record_id).astype(np.float64)
             norm = float(np.linalg.norm(template))
             score = float(template @ probe) / norm if norm > 0.0 else -1.0
-            if score < self.config.threshold - _RELEASE_TOLERANCE:
-                raise PermissionDenied("a claimed hit does not match the committed probe")
+            why = (
+                "category" if meta.category.value not in terms.categories
+                else "marked" if not terms.sees_marked and self._is_marked(record_id)
+                else "below_threshold" if score < self.config.threshold - _RELEASE_TOLERANCE
+                else None
+            )  # fmt: skip
+            if why is not None:
+                # One answer for every reason: the requester must not learn a record's
+                # category or mark from a refused claim. The node's log keeps the reason.
+                log.info("release refused query=%s reason=%s", header.query_id, why)
+                raise PermissionDenied("a claimed hit is not a match this search may see")
             out.append((record_id, meta))
         return out
 

@@ -10,6 +10,7 @@ Every attack below is a requester of DE with two real verifiers' signatures.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -83,8 +84,25 @@ def _revealed(fed: Federation, report: LookupReport) -> list[Any]:
     ]
 
 
-def _refused(fed: Federation, report: LookupReport, handle: bytes, message: str) -> None:
+NOT_A_MATCH = "not a match this search may see"  # one answer, whatever the reason
+
+
+def _refused(
+    fed: Federation,
+    report: LookupReport,
+    handle: bytes,
+    message: str,
+    caplog: pytest.LogCaptureFixture | None = None,
+    reason: str = "",
+) -> None:
+    """The claim is refused at IT with ``message``; with ``caplog``, the node's own log
+    gives ``reason`` (the requester only ever sees the one answer)."""
+    if caplog is not None:
+        caplog.set_level(logging.INFO, logger="fedmatch.node")
+        caplog.clear()
     resolved = _claim(fed, report, handle)
+    if caplog is not None:
+        assert f"reason={reason}" in caplog.text
     # The coordinator passes the node's refusal on: no details, the decision partial.
     assert resolved.hits == () and not resolved.complete
     (node,) = resolved.nodes
@@ -110,16 +128,20 @@ def test_a_real_match_is_released_once(fed: Federation) -> None:
     assert len(_revealed(fed, report)) == 1
 
 
-def test_a_position_that_did_not_match_is_refused(fed: Federation) -> None:
+def test_a_position_that_did_not_match_is_refused(
+    fed: Federation, caplog: pytest.LogCaptureFixture
+) -> None:
     """The requester decrypted nothing for this record and claims it anyway."""
     _person(fed, 2)
     other = unit_vectors(np.random.default_rng(200), 1, DIM)[0]
     report = _lookup(fed, other, "R-2")
     assert report.matches == ()
-    _refused(fed, report, _handle_of(fed, report, "IT-R-2"), "does not match the committed probe")
+    _refused(fed, report, _handle_of(fed, report, "IT-R-2"), NOT_A_MATCH, caplog, "below_threshold")
 
 
-def test_a_record_of_a_category_not_named_is_refused(fed: Federation) -> None:
+def test_a_record_of_a_category_not_named_is_refused(
+    fed: Federation, caplog: pytest.LogCaptureFixture
+) -> None:
     """The probe is this applicant, but the search named only irregular crossings and
     illegal stays: the record was excluded inside the search, and its details stay shut
     even for a requester that finds its position."""
@@ -127,10 +149,12 @@ def test_a_record_of_a_category_not_named_is_refused(fed: Federation) -> None:
     report = _lookup(fed, probe, "R-3", categories=("irregular_crossing", "illegal_stay"))
     assert report.matches == ()
     handle = _handle_of(fed, report, "IT-R-3")
-    _refused(fed, report, handle, "category the search did not name")
+    _refused(fed, report, handle, NOT_A_MATCH, caplog, "category")
 
 
-def test_a_marked_record_is_refused_to_a_purpose_that_may_not_see_it(fed: Federation) -> None:
+def test_a_marked_record_is_refused_to_a_purpose_that_may_not_see_it(
+    fed: Federation, caplog: pytest.LogCaptureFixture
+) -> None:
     probe = _person(fed, 4)
     node = fed.nodes["IT"]
     record = node.store.find("IT-R-4")
@@ -140,7 +164,8 @@ def test_a_marked_record_is_refused_to_a_purpose_that_may_not_see_it(fed: Federa
         report = _lookup(fed, probe, "R-4", Purpose.RESETTLEMENT)
         assert not node.policy.sees_marked(Purpose.RESETTLEMENT.value)
         assert report.matches == ()
-        _refused(fed, report, _handle_of(fed, report, "IT-R-4"), "this purpose may not see")
+        handle = _handle_of(fed, report, "IT-R-4")
+        _refused(fed, report, handle, NOT_A_MATCH, caplog, "marked")
     finally:
         node.set_marked(record, False)
 
