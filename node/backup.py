@@ -72,6 +72,7 @@ from fedmatch.fileio import fsync_directory
 from node.config import NodeConfig
 from node.locks import WRITE_WAIT_SECONDS, OpenLock, WriteLock
 from node.sealing import KeyEncryptionKey, check_register_key
+from node.store import facial_image_count
 
 __all__ = ["BACKUP_FORMAT", "RestoreReport", "restore_backup", "take_backup", "verify_backup"]
 
@@ -141,12 +142,7 @@ def _register_state(path: Path) -> dict[str, Any]:
             raise BackupError(f"register copy fails SQLite's integrity check: {check[:200]}")
         meta = {str(k): str(v) for k, v in db.execute("SELECT key, value FROM meta")}
         count, top = db.execute("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM records").fetchone()
-        columns = {r[1] for r in db.execute("PRAGMA table_info(records)")}
-        images = 0
-        if "face_image" in columns:  # the facial images travel in the register copy
-            (images,) = db.execute(
-                "SELECT COUNT(*) FROM records WHERE face_image IS NOT NULL"
-            ).fetchone()
+        images = facial_image_count(db)  # the facial images travel in the register copy
     except sqlite3.DatabaseError as exc:
         raise BackupError(f"register copy is not a readable register: {exc}") from None
     finally:

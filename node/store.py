@@ -23,7 +23,7 @@ from node.locks import OpenLock, WriteLock
 from node.records import NewRecord, RecordMeta
 from node.sealing import KeyEncryptionKey, TemplateSealer, open_sealer
 
-__all__ = ["RecordStore"]
+__all__ = ["RecordStore", "facial_image_count", "migrate_schema"]
 
 # 2: birth date (minimum age at enrolment), marks, and the links of revealed hits (who was
 # told about which record, so that a mark or an erasure can be passed on). 3: the facial
@@ -243,10 +243,7 @@ class RecordStore:
     def image_count(self) -> int:
         """How many records have a facial image (the others are not verifiable by image)."""
         with self._lock:
-            (n,) = self._db.execute(
-                "SELECT COUNT(*) FROM records WHERE face_image IS NOT NULL"
-            ).fetchone()
-        return int(n)
+            return facial_image_count(self._db)
 
     def categories(self) -> list[Category]:
         """The category of every row, in row-id order (aligned with :meth:`templates`)."""
@@ -366,6 +363,16 @@ def _birth(meta: RecordMeta) -> tuple[str | None, int]:
         meta.birth_date.isoformat() if meta.birth_date is not None else None,
         int(meta.birth_date_estimated),
     )
+
+
+def facial_image_count(db: sqlite3.Connection) -> int:
+    """How many records of the register open in ``db`` have a facial image; 0 for a file
+    of schema 1 or 2 (read as it is, without migrating: node status, backup checks)."""
+    columns = {r[1] for r in db.execute("PRAGMA table_info(records)")}
+    if "face_image" not in columns:
+        return 0
+    (n,) = db.execute("SELECT COUNT(*) FROM records WHERE face_image IS NOT NULL").fetchone()
+    return int(n)
 
 
 def migrate_schema(db: sqlite3.Connection) -> None:

@@ -515,3 +515,15 @@ def sealed_opening(report: Any, state: str) -> bytes:
 
     assert report.opening is not None
     return seal_opening(report.opening, report.opening_keys[state], report.header.query_id, state)
+
+
+def as_sent(ct: Any) -> bytes:
+    """Any SEAL ciphertext in the form a probe travels in (second part emptied, a zero seed
+    and commitment in front, itself as its norm copy): a hostile probe that passes the form
+    check and is refused, or garbled, for what it is."""
+    from fedmatch.he import sealfmt, sealio, uniform
+
+    body, version = sealfmt.unpack(sealio.to_bytes(ct), "ciphertext", 1 << 26)
+    sealfmt.ciphertext_at(body, 0, "ciphertext").data[1] = 0
+    sent = sealfmt.pack(body, version)
+    return uniform.probe_envelope(bytes(32), bytes(32), sent, sent)

@@ -250,18 +250,21 @@ class FacePipeline:
     def enrolment_bytes(self, data: bytes, name: str, pick: Pick = None) -> Enrolment:
         """Template and facial image of an encoded photo, from one detection of its face
         (every quality gate of :meth:`template` applies)."""
-        detector, recognizer = self._models()
-        label = _display_name(name or "image")
-        img = _decode(bytes(data), label)
-        face = select_face(detector.detect(img), pick, self._quality, label)
-        crop = align_face(img, face)
-        check_face(face, crop, self._quality, label)
-        return Enrolment(recognizer.embed(crop), portrait(img, face), round(face.score, 3))
+        img, face, template, _ = self._analyse(data, pick, name)
+        return Enrolment(template, portrait(img, face), round(face.score, 3))
 
     def template_timed(
         self, image: ImageInput | bytes, pick: Pick = None, *, name: str | None = None
     ) -> tuple[npt.NDArray[np.float32], StageTimings]:
         """:meth:`template` plus the time spent in each stage (decoding included)."""
+        _, _, template, timings = self._analyse(image, pick, name)
+        return template, timings
+
+    def _analyse(
+        self, image: ImageInput | bytes, pick: Pick, name: str | None
+    ) -> tuple[Image, Face, npt.NDArray[np.float32], StageTimings]:
+        """Decode, detect, gate, align and embed: the decoded image, its chosen face, the
+        template, and the time of each stage."""
         # Models first, so that a first call's loading is not timed as decoding.
         detector, recognizer = self._models()
         start = time.perf_counter()
@@ -278,11 +281,16 @@ class FacePipeline:
         t_aligned = time.perf_counter()
         template = recognizer.embed(crop)
         t_embedded = time.perf_counter()
-        return template, StageTimings(
-            decode_ms=(t_decoded - start) * 1e3,
-            detect_ms=(t_detected - t_decoded) * 1e3,
-            align_ms=(t_aligned - t_detected) * 1e3,
-            embed_ms=(t_embedded - t_aligned) * 1e3,
+        return (
+            img,
+            face,
+            template,
+            StageTimings(
+                decode_ms=(t_decoded - start) * 1e3,
+                detect_ms=(t_detected - t_decoded) * 1e3,
+                align_ms=(t_aligned - t_detected) * 1e3,
+                embed_ms=(t_embedded - t_aligned) * 1e3,
+            ),
         )
 
     def _models(self) -> tuple[FaceDetector, Recognizer]:

@@ -1,10 +1,11 @@
 """The candidate hits file: written by ``fedmatch lookup --candidates-out``, read by
-``fedmatch verify-hit`` and ``fedmatch resolve``. Only the query's header, each hit's state
-and opaque per-query handle, and each node's opening key for the query: nothing personal.
+``fedmatch verify-hit`` and ``fedmatch resolve``. Only the query's header and each hit's
+state and opaque per-query handle: nothing personal.
 
-Next to it, ``<file>.opening`` (mode 0600) keeps what opens the probe's commitment at
-resolve (fedmatch/protocol/opening.py): the salt and the probe template, personal data like
-the photo it came from. Only ``fedmatch resolve`` reads it; verifiers never need it."""
+Next to it, ``<file>.opening`` (mode 0600) keeps what a resolve seals to each node it claims
+hits at (fedmatch/protocol/opening.py): the salt and the probe template, personal data like
+the photo it came from, and each node's opening key for the query. Only ``fedmatch resolve``
+reads it; verifiers never need it."""
 
 from __future__ import annotations
 
@@ -42,7 +43,6 @@ def write_candidates(report: Any, path: Path) -> None:
         "unit": h.unit,
         "operator": h.operator,
         "hits": [{"member_state": s, "handle": handle.hex()} for s, handle in report.matches],
-        "opening_keys": {s: key.hex() for s, key in sorted(report.opening_keys.items())},
     }
     write_atomically(path, (json.dumps(body, indent=1) + "\n").encode(), mode=0o644)
     if report.opening is not None:
@@ -51,31 +51,28 @@ def write_candidates(report: Any, path: Path) -> None:
             "query_id": h.query_id,
             "opening": report.opening.encode().hex(),
             "dimension": int(report.opening.template.shape[0]),
+            "opening_keys": {s: key.hex() for s, key in sorted(report.opening_keys.items())},
         }
         write_atomically(opening_path(path), json.dumps(opening).encode(), mode=0o600)
 
 
 def read_release(path: Path, query_id: str) -> tuple[Any, dict[str, bytes]]:
-    """(the probe's opening or None if ``<path>.opening`` is missing, the nodes' opening
-    keys): what a resolve seals to each node it claims hits at."""
+    """(the probe's opening, the nodes' opening keys) from ``<path>.opening``; (None, {})
+    when it is missing (the nodes then refuse the details)."""
     from fedmatch.protocol.opening import ProbeOpening
 
-    try:
-        keys = json.loads(path.read_bytes()).get("opening_keys", {})
-        opening_keys = {str(s): bytes.fromhex(k) for s, k in keys.items()}
-    except (OSError, ValueError, AttributeError, TypeError):
-        raise InvalidInput(f"candidates file {path} is malformed") from None
     source = opening_path(path)
     if not source.exists():
-        return None, opening_keys
+        return None, {}
     try:
         obj = json.loads(source.read_bytes())
         if obj.get("format") != _OPENING or obj.get("query_id") != query_id:
             raise ValueError
         opening = ProbeOpening.decode(bytes.fromhex(obj["opening"]), int(obj["dimension"]))
+        keys = {str(s): bytes.fromhex(k) for s, k in obj["opening_keys"].items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         raise InvalidInput(f"probe opening file {source} is malformed") from None
-    return opening, opening_keys
+    return opening, keys
 
 
 def read_candidates(path: Path) -> tuple[QueryHeader, list[tuple[str, bytes]]]:

@@ -162,6 +162,8 @@ def _server_status(
 
 
 def _register_status(status: Status, database: Path) -> None:
+    from node.store import facial_image_count
+
     # mode=ro: never opened for writing, never created (a missing file is a problem).
     uri = database.resolve().as_uri() + "?mode=ro"
     try:
@@ -169,12 +171,7 @@ def _register_status(status: Status, database: Path) -> None:
         try:
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
             (records,) = db.execute("SELECT COUNT(*) FROM records").fetchone()
-            columns = {r[1] for r in db.execute("PRAGMA table_info(records)")}
-            images = 0
-            if "face_image" in columns:  # a register of schema 3 or later
-                (images,) = db.execute(
-                    "SELECT COUNT(*) FROM records WHERE face_image IS NOT NULL"
-                ).fetchone()
+            images = facial_image_count(db)
         finally:
             db.close()
     except sqlite3.Error as exc:

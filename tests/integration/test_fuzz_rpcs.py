@@ -70,7 +70,7 @@ from fedmatch.audit.party import COORDINATOR_ORIGIN
 from fedmatch.domain import MAX_PROBE_BYTES, EncryptedProbe, Purpose, QueryHeader
 from fedmatch.errors import NotFound
 from fedmatch.grpcutil.server import make_channel
-from fedmatch.he import sealfmt, sealio, uniform
+from fedmatch.he import sealio, uniform
 from fedmatch.he.keys import open_key_bundle
 from fedmatch.he.params import DEFAULT_PARAM_SET, ParamSet
 from fedmatch.pki.names import dns_name
@@ -93,6 +93,7 @@ from node.servicer import NODE_RULES
 from tests.federation import (
     VERIFIERS,
     Federation,
+    as_sent,
     federation,
     header,
     pki,
@@ -419,15 +420,6 @@ class Kit:
         return party.audit.log
 
 
-def _sent(ct: seal.Ciphertext) -> bytes:
-    """Any ciphertext in the form a probe travels in (second part emptied, a seed in front,
-    the same ciphertext as its norm copy): past the form check, refused for what it is."""
-    body, version = sealfmt.unpack(sealio.to_bytes(ct), "ciphertext", 1 << 26)
-    sealfmt.ciphertext_at(body, 0, "ciphertext").data[1] = 0
-    sent = sealfmt.pack(body, version)
-    return uniform.probe_envelope(bytes(32), bytes(32), sent, sent)
-
-
 def _he_objects() -> HeObjects:
     keys = shared_keys("FR")
     ctx = DEFAULT_PARAM_SET.context()
@@ -461,7 +453,7 @@ def _he_objects() -> HeObjects:
     seal.KeyGenerator(ctx).create_galois_keys([DEFAULT_PARAM_SET.galois_elements()[0]], few)
     return HeObjects(
         ciphertext=ciphertext,
-        bad_ciphertexts=tuple(_sent(c) for c in (lower, three, odd_scale, other_ct)),
+        bad_ciphertexts=tuple(as_sent(c) for c in (lower, three, odd_scale, other_ct)),
         parms=bundle.parms,
         public_key=bundle.public_key,
         galois_keys=bundle.galois_keys,

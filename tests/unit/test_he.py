@@ -20,7 +20,7 @@ from fedmatch.he.params import DEFAULT_PARAM_SET, MAX_BITS_128, PARAM_SETS
 from fedmatch.protocol.wire import encode_handle
 from fedmatch.requester.client import node_candidates
 from fedmatch.rpc.v1 import common_pb2, coordinator_pb2
-from tests.federation import shared_keys
+from tests.federation import as_sent, shared_keys
 
 THRESHOLD = 0.45
 
@@ -299,21 +299,12 @@ def _probe_ciphertext(keys: RequesterKeys, data: bytes) -> seal.Ciphertext:
     return ct
 
 
-def _as_sent(ct: seal.Ciphertext) -> bytes:
-    """Any two-part ciphertext in the probe's travelling form: its second part emptied, a
-    seed in front (a probe crafted this way is refused, or garbage, at the node)."""
-    body, version = sealfmt.unpack(sealio.to_bytes(ct), "ciphertext", 1 << 26)
-    sealfmt.ciphertext_at(body, 0, "ciphertext").data[1] = 0
-    sent = sealfmt.pack(body, version)
-    return uniform.probe_envelope(bytes(32), bytes(32), sent, sent)
-
-
 def _lower_level_probe(keys: RequesterKeys) -> bytes:
     ct = _probe_ciphertext(
         keys, keys.encrypt_probe(unit_vectors(np.random.default_rng(2), 1, 128)[0])
     )
     seal.Evaluator(keys.params.context()).mod_switch_to_next_inplace(ct)
-    return _as_sent(ct)
+    return as_sent(ct)
 
 
 @pytest.mark.parametrize(
