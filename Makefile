@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fedmatch-installed
 PROTOS := $(wildcard proto/fedmatch/rpc/v1/*.proto)
 
-.PHONY: venv demo test lint protos bench clean
+.PHONY: venv browser demo test lint protos bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "fedmatch needs Python >= 3.11"'
@@ -21,8 +21,10 @@ $(STAMP): pyproject.toml requirements.lock
 
 venv: $(STAMP)
 
+# `make demo DEMO_ARGS=--desk` serves the verifier desk until Ctrl-C (its address is printed).
+DEMO_ARGS ?=
 demo: $(STAMP)
-	$(VENV)/bin/fedmatch demo
+	$(VENV)/bin/fedmatch demo $(DEMO_ARGS)
 
 # The RPC fuzzing (>= 10,000 inputs per RPC, about 12 minutes on one core) runs last, as two
 # processes side by side: the coordinator's RPCs and the nodes' (each has its own federation
@@ -30,7 +32,19 @@ demo: $(STAMP)
 # that time deadlines and slow nodes.
 FUZZ := tests/integration/test_fuzz_rpcs.py
 
-test: $(STAMP)
+# The verifier desk's browser tests (tests/integration/test_desk_browser.py) drive Debian's
+# chromium through chromium-driver. Installed here when missing, as root; otherwise a
+# warning, and those tests are skipped.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	else \
+		echo "WARNING: chromium or chromedriver is missing and this is not root: the desk's" \
+			"browser tests will be skipped (apt-get install chromium chromium-driver)" >&2; \
+	fi
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q --ignore=$(FUZZ)
 	@set -u; nodes_log=$$(mktemp); \
 	$(PY) -m pytest -q -p no:cacheprovider $(FUZZ) -k "not coordinator" >"$$nodes_log" 2>&1 & \

@@ -15,7 +15,7 @@ import threading
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import grpc
 
@@ -31,6 +31,7 @@ from coordinator.casework import (
 from coordinator.config import CoordinatorConfig
 from coordinator.dublin import Decision, decide
 from coordinator.fanout import NodeCall, NodeOutcome, fan_out
+from coordinator.packets import PacketLedger, StatePackets, received_packets, rejections_by_state
 from coordinator.relay import NoticeRelay
 from coordinator.verification import HitGate, HitOutcome, Screening, settle
 from coordinator.witnessing import Witnesses
@@ -90,6 +91,8 @@ class _Lookup:
     # The day the lookup ran at the coordinator: when its hits are received (their
     # Dublin clocks start then, DOMAIN.md section 3).
     received_on: dt.date = dt.date.min
+    # The verification packets released for it (coordinator/packets.py).
+    packets: PacketLedger = field(default_factory=PacketLedger)
 
 
 @dataclass(frozen=True)
@@ -463,10 +466,12 @@ class CoordinatorService:
         rec = self._pending_lookup(header)
         self.cases.check_open(header.query_id)
         self._check_hits(rec, hits)
-        # Only hits enough verifiers confirmed (and nobody rejected) go further.
+        # Only hits enough verifiers confirmed (and nobody rejected) go further; each
+        # verdict must name the images its people compared: those released, or refused.
         screening = self.hit_gate.screen(
-            header, [HitKey(s, h) for s, h in hits], verdicts, request.digest
+            header, [HitKey(s, h) for s, h in hits], verdicts, request.digest, rec.packets.check
         )
+        self._report_rejections(header, screening, deadline)
         pending = [a for a in screening.assessments if a.status == "pending"]
         if pending and not screening.verified:
             raise PermissionDenied(
@@ -480,6 +485,7 @@ class CoordinatorService:
             header, signed, request, screening, by_state, deadline, openings or {}
         )
         details, outcomes = settle(screening, *self._received_details(calls))
+        outcomes = [replace(o, not_verifiable=rec.packets.not_verifiable(o.hit)) for o in outcomes]
         # Hits still awaiting people (pending, or held for review) leave the decision partial.
         complete = (
             all(o is NodeOutcome.OK for o in rec.outcomes.values())
@@ -512,6 +518,99 @@ class CoordinatorService:
             proposal=proposal,
             proposal_digest=digest,
         )
+
+    def verification_packets(
+        self,
+        header: QueryHeader,
+        hits: Sequence[tuple[str, bytes]],
+        openings: Mapping[str, bytes],
+        probe_image: str,
+        signed: SignedRequest | None,
+        time_remaining: float | None,
+    ) -> list[StatePackets]:
+        """Relay a request for the candidates' verification packets to their nodes (each
+        checks the opening and releases packets for proven matches only) and relay the
+        sealed packets back; logged (``packets_authorized``) before any node is asked."""
+        deadline = self._deadline(time_remaining)
+        self._authorize(header)
+        self._require_operator(header)
+        if header.purpose is Purpose.DATA_SUBJECT_REQUEST:
+            raise PermissionDenied("verification packets are refused for a data-subject request")
+        request = self._verified(signed, header, "packets", probe_image)
+        rec = self._pending_lookup(header)
+        self._check_hits(rec, hits)
+        if not hits or len(set(hits)) != len(hits):
+            raise InvalidInput("a packet request names each candidate hit once")
+        with self._lock:
+            rec.packets.begin(probe_image)
+        self.gate.consume(request)
+        by_state: dict[str, list[bytes]] = defaultdict(list)
+        for state, handle in hits:
+            by_state[state].append(handle)
+        entry = self.audit.log.append(
+            header_event(
+                EventKind.PACKETS_AUTHORIZED,
+                header,
+                registers=sorted(by_state),
+                outcome="authorized",
+                counts={s.lower(): len(h) for s, h in by_state.items()},
+                labels={f"handles_{s.lower()}": handles_digest(h) for s, h in by_state.items()}
+                | {"request": request.digest},
+            )
+        )
+        authorization, calls = self._on_record(entry, sorted(by_state), deadline)
+        targets = {
+            state: (
+                self._stubs[state].GetVerificationPackets,
+                node_pb2.PacketsRequest(
+                    header=header_to_pb(header, signed),
+                    handles=handles,
+                    authorization=authorization_to_pb(authorization),
+                    sealed_opening=openings.get(state, b""),
+                    probe_image_sha256=probe_image,
+                ),
+            )
+            for state, handles in by_state.items()
+            if state not in calls
+        }
+        answers = received_packets(calls | fan_out(targets, self._timeout(deadline)), by_state)
+        with self._lock:
+            rec.packets.record(probe_image, answers)
+        log.info(
+            "verification packets query=%s from=%s packets=%d nodes=%s",
+            header.query_id,
+            header.requesting_state,
+            sum(len(a.packets) for a in answers),
+            ",".join(f"{a.member_state}:{a.outcome}" for a in answers),
+        )
+        return answers
+
+    def _report_rejections(
+        self, header: QueryHeader, screening: Screening, deadline: float | None
+    ) -> None:
+        """Tell each owning node which of its candidates the requester's verifiers rejected
+        (their signed verdicts): it logs them and never releases those records' details. A
+        node that cannot be told is logged here; the rejection stands at the coordinator."""
+        rejected = [a.hit for a in screening.assessments if a.status == "rejected"]
+        by_state = rejections_by_state(screening.verdicts, rejected)
+        targets = {
+            state: (
+                self._stubs[state].ReportRejections,
+                node_pb2.ReportRejectionsRequest(
+                    header=header_to_pb(header), verdicts=[verdict_to_pb(v) for v in verdicts]
+                ),
+            )
+            for state, verdicts in by_state.items()
+            if state in self._stubs
+        }
+        for state, call in fan_out(targets, self._timeout(deadline)).items():
+            if call.outcome is not NodeOutcome.OK:
+                log.warning(
+                    "rejections not reported query=%s to=%s outcome=%s",
+                    header.query_id,
+                    state,
+                    call.outcome.value,
+                )
 
     def _pending_lookup(self, header: QueryHeader) -> _Lookup:
         """The lookup a resolve names: pending, not expired, and of the same state."""

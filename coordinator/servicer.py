@@ -25,10 +25,12 @@ from fedmatch.grpcutil.errors import translated
 from fedmatch.grpcutil.server import RunningServer, ServerLimits, start_server
 from fedmatch.protocol.limits import MAX_LOOKUP_RESPONSE_BYTES, MAX_RECEIVE_BYTES
 from fedmatch.protocol.opening import openings_by_state
+from fedmatch.protocol.packet import check_image_digest
 from fedmatch.protocol.transport import Security
 from fedmatch.protocol.wire import (
     header_from_pb,
     hit_to_pb,
+    packet_to_pb,
     probe_from_pb,
     signed_from_pb,
     verdicts_from_pb,
@@ -95,6 +97,7 @@ def _status_pb(outcome: HitOutcome) -> cpb.HitStatus:
         confirmed_by=outcome.confirmed_by,
         rejected_by=outcome.rejected_by,
         reasons=outcome.reasons,
+        not_verifiable=outcome.not_verifiable,
     )
 
 
@@ -183,6 +186,32 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         )
 
     @translated
+    @logs_refusals("verification_packets")
+    def GetVerificationPackets(  # noqa: N802
+        self, request: cpb.VerificationPacketsRequest, context: grpc.ServicerContext
+    ) -> cpb.VerificationPacketsResponse:
+        header = header_from_pb(request.header, request.HasField("header"))
+        answers = self.service.verification_packets(
+            header,
+            [(h.member_state, h.handle) for h in request.hits],
+            openings_by_state([(o.member_state, o.sealed) for o in request.openings]),
+            check_image_digest(request.probe_image_sha256, "probe_image_sha256"),
+            signed_from_pb(request.header),
+            context.time_remaining(),
+        )
+        return cpb.VerificationPacketsResponse(
+            nodes=[
+                cpb.StatePackets(
+                    member_state=a.member_state,
+                    packets=[packet_to_pb(p) for p in a.packets],
+                    outcome=a.outcome,
+                    detail=a.detail,
+                )
+                for a in answers
+            ]
+        )
+
+    @translated
     @logs_refusals("confirm_decision")
     def ConfirmDecision(  # noqa: N802
         self, request: cpb.ConfirmDecisionRequest, context: grpc.ServicerContext
@@ -219,6 +248,7 @@ COORDINATOR_RULES: dict[str, AccessRule] = {
     _COORD + "RegisterKeys": AccessRule(frozenset({"operator"})),
     _COORD + "Lookup": AccessRule(frozenset({"operator"})),
     _COORD + "Resolve": AccessRule(frozenset({"operator"})),
+    _COORD + "GetVerificationPackets": AccessRule(frozenset({"operator"})),
     # A node's notice to another node; the relay checks it is sent in the node's own name.
     _COORD + "RelayNotice": AccessRule(frozenset({"node"})),
     # An official's confirmation of a case proposal, from an operator workstation.

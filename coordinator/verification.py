@@ -73,6 +73,8 @@ class HitOutcome:
     confirmed_by: tuple[str, ...]
     rejected_by: tuple[str, ...]
     reasons: tuple[str, ...]
+    # No image comparison was possible (coordinator/packets.py): said with every status.
+    not_verifiable: bool = False
 
     @classmethod
     def of(
@@ -109,6 +111,7 @@ class HitGate:
         hits: Sequence[HitKey],
         verdicts: Sequence[SignedVerdict],
         request_digest: str,
+        evidence: Callable[[Sequence[SignedVerdict]], None] = lambda _: None,
     ) -> Screening:
         """Verify the verdicts (PermissionDenied for any that does not verify: a forged
         one, a revoked, unauthorized or other state's signer) and assess each hit. New
@@ -121,6 +124,9 @@ class HitGate:
             self.required,
             self._verify_chain,
         )
+        # The verdicts are authentic: now they must name the images that were released
+        # (coordinator/packets.py), before any of them is logged.
+        evidence(verdicts)
         out: list[Assessment] = []
         for hit, assessment in assessed.items():
             key = (header.query_id, hit.member_state, hit_digest(hit))

@@ -4,7 +4,8 @@
   (templates encrypted at rest), :mod:`~node.backup`, :mod:`~node.locks`;
 - searching and answering: :mod:`~node.service` (the plain-Python service),
   :mod:`~node.servicer` (its thin gRPC edge), :mod:`~node.handles` (per-query result
-  layouts), :mod:`~node.policy` (which purpose may see which category);
+  layouts, and the ledger of released packets), :mod:`~node.policy` (which purpose may see
+  which category), :mod:`~node.packets` (a candidate's verification packet);
 - the record lifecycle: :mod:`~node.retention`, :mod:`~node.lifecycle` and
   :mod:`~node.lifecycle_servicer` (marks, erasure), :mod:`~node.inbox` and
   :mod:`~node.notices` (notices between states);

@@ -8,7 +8,10 @@ lives in memory for a bounded time and count; an expired or unknown query is not
 
 With the layout it keeps what releasing details needs (fedmatch/protocol/opening.py): the
 query's opening key, the probe's commitment, the categories the signed request named, whether
-its purpose sees marked records, and whether the query's one resolve was used.
+its purpose sees marked records, and whether the query's one resolve was used. And the
+ledger of its verification packets (fedmatch/protocol/packet.py): which candidates' packets
+were released, the SHA-256 of each image and of the probe image the requester declared (so
+that every verdict can be checked against them), and the candidates its verifiers rejected.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -27,7 +30,11 @@ from fedmatch.he.engine import QueryLayout
 from fedmatch.protocol.opening import OpeningKey
 from fedmatch.protocol.wire import decode_handle
 
-__all__ = ["HandleRegistry", "QueryRelease"]
+__all__ = ["MAX_PACKET_REQUESTS", "HandleRegistry", "QueryRelease"]
+
+# Packet requests per query: one, and a retry or two after a lost answer. Each is logged and
+# counted in the requesting state's quota.
+MAX_PACKET_REQUESTS = 3
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,13 @@ class _Query:
     ids: npt.NDArray[np.int64]
     release: QueryRelease | None = None
     resolved: bool = False
+    # The verification packets released: handle -> image SHA-256 ("" no image), the
+    # declared probe image's SHA-256 (None before the first packet request), how many
+    # packet requests were served, and the handles the requester's verifiers rejected.
+    packets: dict[bytes, str] = field(default_factory=dict)
+    probe_image: str | None = None
+    packet_requests: int = 0
+    rejected: set[bytes] = field(default_factory=set)
 
 
 class HandleRegistry:
@@ -130,6 +144,49 @@ class HandleRegistry:
             if q.release is None:
                 raise PermissionDenied("this query cannot release hit details")
             return q.release
+
+    def begin_packets(self, query_id: str, requesting_state: str, probe_image: str) -> None:
+        """Before any work on a packet request: the query is pending, has requests left, and
+        names the same probe image as its earlier packet requests (PermissionDenied)."""
+        with self._lock:
+            q = self._pending(query_id, requesting_state)
+            if q.packet_requests >= MAX_PACKET_REQUESTS:
+                raise PermissionDenied(
+                    f"at most {MAX_PACKET_REQUESTS} verification packet requests per query"
+                )
+            if q.probe_image is not None and q.probe_image != probe_image:
+                raise PermissionDenied("the probe image differs from the one declared before")
+
+    def record_packets(
+        self, query_id: str, probe_image: str, released: Mapping[bytes, str]
+    ) -> None:
+        """Packets were released for ``released`` (handle -> image SHA-256)."""
+        with self._lock:
+            q = self._queries.get(query_id)
+            if q is not None:
+                q.packet_requests += 1
+                q.probe_image = probe_image
+                q.packets.update(released)
+
+    def evidence(self, query_id: str, requesting_state: str) -> tuple[str | None, dict[bytes, str]]:
+        """The declared probe image (None: no packet was released) and each released
+        packet's image SHA-256, by handle: what every verdict of the query must name."""
+        with self._lock:
+            q = self._pending(query_id, requesting_state)
+            return q.probe_image, dict(q.packets)
+
+    def reject(self, query_id: str, requesting_state: str, handles: Iterable[bytes]) -> int:
+        """The requester's verifiers rejected ``handles``: their details are never released.
+        Returns how many were not rejected before."""
+        with self._lock:
+            q = self._pending(query_id, requesting_state)
+            new = set(handles) - q.rejected
+            q.rejected |= new
+            return len(new)
+
+    def rejected(self, query_id: str, requesting_state: str) -> frozenset[bytes]:
+        with self._lock:
+            return frozenset(self._pending(query_id, requesting_state).rejected)
 
     def mark_resolved(self, query_id: str) -> None:
         """The query's one resolve is used: no further details for any of its handles."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from fedmatch.audit.entry import EventKind, digest_hex
+from fedmatch.audit.entry import EventKind, SignedEntry, digest_hex
 from fedmatch.audit.events import handles_digest, header_event, refusal_event, same_request
 from fedmatch.audit.note import NoteVerifier
 from fedmatch.audit.party import COORDINATOR_ORIGIN, PartyAudit
@@ -48,17 +48,24 @@ from fedmatch.protocol.epochs import EpochTable
 from fedmatch.protocol.gate import Gate
 from fedmatch.protocol.limits import HANDLE_BYTES, MAX_HANDLES_PER_REQUEST
 from fedmatch.protocol.opening import OpeningKey, check_opening
-from fedmatch.protocol.statement import SignedRequest
+from fedmatch.protocol.packet import SealedPacket, seal_packet
+from fedmatch.protocol.statement import SignedRequest, VerifiedRequest
 from fedmatch.protocol.verification import (
     DIFFERENT_SEX_CONFIRMATIONS,
+    MAX_VERDICTS,
     HitKey,
     SignedVerdict,
+    Verdict,
+    VerdictStatement,
     assess_all,
+    check_evidence,
     needs_two_people,
+    verify_verdict,
 )
 from node.config import NodeConfig
 from node.handles import HandleRegistry, QueryRelease
 from node.locks import register_write
+from node.packets import candidate_packet
 from node.policy import SearchPolicy
 from node.records import NewRecord, RecordMeta
 from node.retention import check_enrolment_age
@@ -462,13 +469,14 @@ class NodeService:
 
     def _proven_matches(
         self, header: QueryHeader, handles: Sequence[bytes], sealed_opening: bytes
-    ) -> list[tuple[int, RecordMeta]]:
+    ) -> tuple[list[tuple[int, RecordMeta]], bytes]:
         """Each handle's record, once the requester opened its probe commitment to this
         node and the plain similarity with that record is at or above the threshold, for a
         category and mark state the signed search allowed (else PermissionDenied, for the
-        whole request: a requester claiming a non-match is not served the rest)."""
+        whole request: a requester claiming a non-match is not served the rest); and the
+        key to encrypt the answer to the opener with."""
         terms = self.handles.release_terms(header.query_id, header.requesting_state)
-        opening = terms.key.open(
+        opening, reply_key = terms.key.open_with_reply(
             sealed_opening, header.query_id, self.member_state, self.store.dimension
         )
         check_opening(opening, terms.commitment)
@@ -493,7 +501,146 @@ class NodeService:
                 log.info("release refused query=%s reason=%s", header.query_id, why)
                 raise PermissionDenied("a claimed hit is not a match this search may see")
             out.append((record_id, meta))
-        return out
+        return out, reply_key
+
+    def _on_record(
+        self,
+        authorization: Authorization,
+        signed: SignedRequest | None,
+        header: QueryHeader,
+        kind: EventKind,
+        digest: str,
+        probe_hash: str,
+    ) -> tuple[SignedEntry, VerifiedRequest]:
+        """The coordinator's ``kind`` entry (in a checkpoint this node cosigned) naming
+        exactly these handles (``digest``) at this node, for this very signed request
+        (PermissionDenied otherwise). A verified hit entry must also name its verifiers."""
+        entry = self.witness.check(authorization)
+        if (
+            entry.kind is not kind
+            or not same_request(entry, header)
+            or self.member_state not in entry.event.registers
+            or entry.event.labels.get(f"handles_{self.member_state.lower()}") != digest
+            or (kind is EventKind.HIT_VERIFIED and not entry.event.verifiers)
+        ):
+            raise PermissionDenied(f"not on record: no {kind.value} entry for these handles")
+        request_kind = "packets" if kind is EventKind.PACKETS_AUTHORIZED else "resolve"
+        verified = self.gate.verify(signed, header, request_kind, probe_hash)
+        if entry.event.labels.get("request") != verified.digest:
+            raise PermissionDenied("not on record: the entry is for another signed request")
+        return entry, verified
+
+    def _check_handles(self, header: QueryHeader, handles: Sequence[bytes]) -> None:
+        if not handles:
+            raise InvalidInput("no handles given")
+        if header.purpose is Purpose.DATA_SUBJECT_REQUEST:
+            # Such a search tells a data subject which states hold their data, nothing more.
+            raise PermissionDenied("hit details are refused for a data-subject request")
+        if len(handles) > MAX_HANDLES_PER_REQUEST:
+            raise InvalidInput(f"at most {MAX_HANDLES_PER_REQUEST} handles per request")
+        if any(len(h) != HANDLE_BYTES for h in handles):
+            raise InvalidInput(f"a handle is {HANDLE_BYTES} bytes")
+        if len(set(handles)) != len(handles):
+            raise InvalidInput("a handle is named twice")
+
+    def verification_packets(
+        self,
+        header: QueryHeader,
+        handles: Sequence[bytes],
+        authorization: Authorization,
+        signed: SignedRequest | None,
+        sealed_opening: bytes,
+        probe_image: str,
+    ) -> list[SealedPacket]:
+        """The verification packets of proven candidates (fedmatch/protocol/packet.py), on
+        the coordinator's ``packets_authorized`` entry for exactly these handles and a
+        request an operator of the requesting state signed, naming the probe image."""
+        self._check_handles(header, handles)
+        self._check_coordinator_peer()
+        digest = handles_digest(handles)
+        entry, verified = self._on_record(
+            authorization, signed, header, EventKind.PACKETS_AUTHORIZED, digest, probe_image
+        )
+        self.handles.begin_packets(header.query_id, header.requesting_state, probe_image)
+        records, reply_key = self._proven_matches(header, handles, sealed_opening)
+        self.gate.replay.charge(
+            header.requesting_state, self.policy.requests_per_minute, self.policy.daily_quota
+        )
+        self.gate.consume(verified)
+        packets = [
+            seal_packet(
+                candidate_packet(self.store, record_id, meta, self.member_state, handle),
+                reply_key,
+                header.query_id,
+            )
+            for handle, (record_id, meta) in zip(handles, records, strict=True)
+        ]
+        self.handles.record_packets(
+            header.query_id, probe_image, {p.handle: p.image_sha256 for p in packets}
+        )
+        without = sum(1 for p in packets if not p.image_sha256)
+        self.audit.record(
+            header_event(
+                EventKind.PACKETS_RELEASED,
+                header,
+                registers=(self.member_state,),
+                outcome="ok",
+                counts={"packets": len(packets), "not_verifiable": without},
+                labels={
+                    "coordinator_index": str(entry.seq),
+                    "handles": digest,
+                    # What an auditor can match against the verdicts: the images' digests.
+                    "images": digest_hex("".join(p.image_sha256 for p in packets).encode()),
+                },
+            )
+        )
+        log.info(
+            "verification packets query=%s for=%s count=%d not_verifiable=%d",
+            header.query_id,
+            header.requesting_state,
+            len(packets),
+            without,
+        )
+        return packets
+
+    def record_rejections(self, header: QueryHeader, verdicts: Sequence[SignedVerdict]) -> int:
+        """The requester's verifiers rejected candidates of this node (their signed
+        verdicts, relayed by the coordinator): checked, logged, and those records' details
+        are never released for the query. Returns how many hits were newly rejected."""
+        self._check_coordinator_peer()
+        if not verdicts or len(verdicts) > MAX_VERDICTS:
+            raise InvalidInput(f"between 1 and {MAX_VERDICTS} verdicts per report")
+        checked = [
+            verify_verdict(v, header.query_id, header.requesting_state, self.gate.verify_chain)
+            for v in verdicts
+        ]
+        statements = [c.statement for c in checked]
+        if any(
+            st.verdict is not Verdict.REJECT or st.member_state != self.member_state
+            for st in statements
+        ):
+            raise InvalidInput("a rejection report holds only rejections of this node's hits")
+        probe_image, released = self.handles.evidence(header.query_id, header.requesting_state)
+        check_evidence(statements, self._released(released), probe_image)
+        handles = sorted({st.hit.handle for st in statements})
+        new = self.handles.reject(header.query_id, header.requesting_state, handles)
+        self.audit.record(
+            header_event(
+                EventKind.HIT_REJECTED,
+                header,
+                registers=(self.member_state,),
+                outcome="rejected",
+                reason=",".join(sorted({st.reason for st in statements})),
+                verifiers=tuple(sorted({c.verifier for c in checked})),
+                counts={"hits": len(handles), "new": new},
+                labels={"handles": handles_digest(handles)},
+            )
+        )
+        log.info("rejections query=%s hits=%d new=%d", header.query_id, len(handles), new)
+        return new
+
+    def _released(self, released: dict[bytes, str]) -> dict[HitKey, str]:
+        return {HitKey(self.member_state, h): d for h, d in released.items()}
 
     def _is_marked(self, record_id: int) -> bool:
         with self._lock:
@@ -508,31 +655,14 @@ class NodeService:
         verdicts: Sequence[SignedVerdict] = (),
         sealed_opening: bytes = b"",
     ) -> RevealedHits:
-        if not handles:
-            raise InvalidInput("no handles given")
-        if header.purpose is Purpose.DATA_SUBJECT_REQUEST:
-            # Such a search tells a data subject which states hold their data, nothing more.
-            raise PermissionDenied("hit details are refused for a data-subject request")
-        if len(handles) > MAX_HANDLES_PER_REQUEST:
-            raise InvalidInput(f"at most {MAX_HANDLES_PER_REQUEST} handles per request")
-        if any(len(h) != HANDLE_BYTES for h in handles):
-            raise InvalidInput(f"a handle is {HANDLE_BYTES} bytes")
+        self._check_handles(header, handles)
         # Details are revealed only for hits the coordinator logged as verified, by whom,
         # at the signed request of an operator of the requesting state.
         self._check_coordinator_peer()
-        entry = self.witness.check(authorization)
         digest = handles_digest(handles)
-        if (
-            entry.kind is not EventKind.HIT_VERIFIED
-            or not same_request(entry, header)
-            or self.member_state not in entry.event.registers
-            or entry.event.labels.get(f"handles_{self.member_state.lower()}") != digest
-            or not entry.event.verifiers
-        ):
-            raise PermissionDenied("not on record: no verified hit entry for these handles")
-        verified = self.gate.verify(signed, header, "resolve", "")
-        if entry.event.labels.get("request") != verified.digest:
-            raise PermissionDenied("not on record: the entry is for another signed request")
+        entry, verified = self._on_record(
+            authorization, signed, header, EventKind.HIT_VERIFIED, digest, ""
+        )
         # Not on the coordinator's word alone: the verifiers' signed verdicts, checked here.
         assessed = assess_all(
             [HitKey(self.member_state, h) for h in handles],
@@ -550,7 +680,17 @@ class NodeService:
         confirmers = sorted({v for a in assessed.values() for v in a.confirmed_by})
         if not set(confirmers) <= set(entry.event.verifiers):
             raise PermissionDenied("not on record: the verified hit entry names other verifiers")
-        records = self._proven_matches(header, handles, sealed_opening)
+        # Every verdict names the images this node released for its hit, and no hit was
+        # rejected by the requester's verifiers before.
+        probe_image, released = self.handles.evidence(header.query_id, header.requesting_state)
+        check_evidence(
+            (VerdictStatement.decode(v.statement) for v in verdicts),
+            self._released(released),
+            probe_image,
+        )
+        if set(handles) & self.handles.rejected(header.query_id, header.requesting_state):
+            raise PermissionDenied("a hit of this request was rejected by the requester")
+        records, _ = self._proven_matches(header, handles, sealed_opening)
         self.gate.replay.charge(
             header.requesting_state, self.policy.requests_per_minute, self.policy.daily_quota
         )

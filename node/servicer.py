@@ -17,6 +17,7 @@ from fedmatch.grpcutil.auth import AUDIT_AND_HEALTH_RULES, AccessRule
 from fedmatch.grpcutil.errors import translated
 from fedmatch.grpcutil.server import RunningServer, ServerLimits, start_server
 from fedmatch.protocol.limits import MAX_NODE_RESPONSE_BYTES, MAX_RECEIVE_BYTES
+from fedmatch.protocol.packet import check_image_digest
 from fedmatch.protocol.transport import Security
 from fedmatch.protocol.wire import (
     authorization_from_pb,
@@ -24,6 +25,7 @@ from fedmatch.protocol.wire import (
     header_from_pb,
     hit_to_pb,
     key_bundle_from_pb,
+    packet_to_pb,
     probe_from_pb,
     sex_from_pb,
     signed_from_pb,
@@ -138,6 +140,31 @@ class NodeServicer(LifecycleRpcs, node_pb2_grpc.NodeServiceServicer):
         )
 
     @translated
+    @logs_refusals("verification_packets")
+    def GetVerificationPackets(  # noqa: N802
+        self, request: node_pb2.PacketsRequest, context: grpc.ServicerContext
+    ) -> node_pb2.PacketsResponse:
+        header = header_from_pb(request.header, request.HasField("header"))
+        packets = self.service.verification_packets(
+            header,
+            list(request.handles),
+            authorization_from_pb(request.authorization),
+            signed_from_pb(request.header),
+            request.sealed_opening,
+            check_image_digest(request.probe_image_sha256, "probe_image_sha256"),
+        )
+        return node_pb2.PacketsResponse(packets=[packet_to_pb(p) for p in packets])
+
+    @translated
+    @logs_refusals("report_rejections")
+    def ReportRejections(  # noqa: N802
+        self, request: node_pb2.ReportRejectionsRequest, context: grpc.ServicerContext
+    ) -> node_pb2.ReportRejectionsResponse:
+        header = header_from_pb(request.header, request.HasField("header"))
+        new = self.service.record_rejections(header, verdicts_from_pb(request.verdicts))
+        return node_pb2.ReportRejectionsResponse(recorded=new)
+
+    @translated
     def GetInfo(  # noqa: N802
         self, request: node_pb2.InfoRequest, context: grpc.ServicerContext
     ) -> node_pb2.InfoResponse:
@@ -177,6 +204,8 @@ NODE_RULES: dict[str, AccessRule] = {
     _NODE + "RegisterKeys": AccessRule(frozenset({"coordinator"})),
     _NODE + "Search": AccessRule(frozenset({"coordinator"})),
     _NODE + "GetHitDetails": AccessRule(frozenset({"coordinator"})),
+    _NODE + "GetVerificationPackets": AccessRule(frozenset({"coordinator"})),
+    _NODE + "ReportRejections": AccessRule(frozenset({"coordinator"})),
     _NODE + "GetInfo": AccessRule(frozenset({"coordinator", "auditor", "operator"})),
     "/fedmatch.rpc.v1.WitnessService/AddCheckpoint": AccessRule(frozenset({"coordinator"})),
     # Record lifecycle: the node's own state's operators; notices come only via the relay.

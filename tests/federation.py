@@ -41,8 +41,11 @@ from fedmatch.protocol.limits import (
 from fedmatch.protocol.replay import ReplayGuard
 from fedmatch.protocol.statement import RequestSigner, SignedRequest
 from fedmatch.protocol.transport import Security
-from fedmatch.protocol.verification import HitKey, SignedVerdict, VerdictSigner
-from fedmatch.requester import Requester
+from fedmatch.protocol.verification import Evidence, HitKey, SignedVerdict, VerdictSigner
+from fedmatch.protocol.wire import authorization_to_pb, header_to_pb, verdict_to_pb
+from fedmatch.requester import PacketFetch, Requester
+from fedmatch.requester.enrolment import EnrolmentRecord, NodeEnroller
+from fedmatch.rpc.v1 import node_pb2, node_pb2_grpc
 from node.config import NodeConfig
 from node.inbox import NoticeBox
 from node.lifecycle import Lifecycle
@@ -120,17 +123,24 @@ def expert(tmp: Path, state: str, person: str = "anna") -> VerdictSigner:
     return VerdictSigner(party.signer(), party.tls.chain.read_bytes())
 
 
+NO_IMAGES = Evidence("", "")
+
+
 def confirmations(
     tmp: Path,
     header: QueryHeader,
     hits: Sequence[tuple[str, bytes]],
     people: Sequence[str] = TWO_EXPERTS,
     probe_sex: Sex = Sex.UNSPECIFIED,
+    evidence: Callable[[HitKey], Evidence] = lambda _: NO_IMAGES,
 ) -> list[SignedVerdict]:
-    """Each of ``people`` (experts of the requesting state) confirms every hit."""
+    """Each of ``people`` (experts of the requesting state) confirms every hit, on the
+    images ``evidence`` names for it (none by default: template records and probes)."""
     state = header.requesting_state
     return [
-        expert(tmp, state, person).confirm(header.query_id, state, HitKey(s, h), probe_sex)
+        expert(tmp, state, person).confirm(
+            header.query_id, state, HitKey(s, h), evidence(HitKey(s, h)), probe_sex
+        )
         for person in people
         for s, h in hits
     ]
@@ -145,6 +155,12 @@ def signed_lookup(tmp: Path, header: QueryHeader, ciphertext: bytes, **kw: Any) 
 def signed_resolve(tmp: Path, header: QueryHeader, **kw: Any) -> SignedRequest:
     """A resolve as an operator of the requesting state signs it."""
     return request_signer(tmp, header.requesting_state, **kw).sign(header, "resolve")
+
+
+def signed_packets(tmp: Path, header: QueryHeader, probe_image: str = "") -> SignedRequest:
+    """A packet request as an operator of the requesting state signs it (naming the probe
+    image's SHA-256, "" for a template lookup)."""
+    return request_signer(tmp, header.requesting_state).sign(header, "packets", probe_image)
 
 
 def node_channel(
@@ -245,6 +261,20 @@ def search_authorized(
     )
 
 
+def packets_authorized(
+    header: QueryHeader, state: str, handles: Sequence[bytes], *, signed: SignedRequest
+) -> AuditEvent:
+    """The coordinator's entry before it asks ``state`` for the packets of ``handles``."""
+    return header_event(
+        EventKind.PACKETS_AUTHORIZED,
+        header,
+        registers=[state],
+        outcome="authorized",
+        counts={state.lower(): len(handles)},
+        labels={f"handles_{state.lower()}": handles_digest(handles), "request": signed.digest()},
+    )
+
+
 def hit_verified(
     header: QueryHeader,
     state: str,
@@ -302,6 +332,8 @@ class Federation:
     # Each node's record lifecycle (marks, erasure, notices via the coordinator); its
     # ``clock`` may be replaced by a test.
     lifecycles: dict[str, Lifecycle] = field(default_factory=dict)
+    # The verification packets fetched, by query id (see packets()).
+    fetched: dict[str, PacketFetch] = field(default_factory=dict)
 
     def requester(self, state: str, **signer: Any) -> Requester:
         """An operator workstation of ``state``: its mTLS credentials and signing key."""
@@ -317,6 +349,22 @@ class Federation:
         self.stack.callback(r.close)
         return r
 
+    def packets(self, report: Any, probe_image: bytes = b"") -> PacketFetch:
+        """The verification packets of ``report``'s candidates, fetched once per query (as
+        the requesting state's desk would, before its verifiers sign)."""
+        qid = report.header.query_id
+        if qid not in self.fetched:
+            self.fetched[qid] = self.requester(report.header.requesting_state).fetch_packets(
+                report, probe_image
+            )
+        return self.fetched[qid]
+
+    def evidence(self, report: Any) -> Callable[[HitKey], Evidence]:
+        """What a verdict on a hit of ``report`` binds: the released images' hashes."""
+        fetched = self.packets(report)
+        released = {HitKey(p.member_state, p.handle): p.image_sha256 for p in fetched.packets}
+        return lambda hit: Evidence(fetched.probe_sha256, released.get(hit, ""))
+
     def verdicts(
         self,
         report: Any,
@@ -324,8 +372,35 @@ class Federation:
         probe_sex: Sex = Sex.UNSPECIFIED,
     ) -> list[SignedVerdict]:
         """Experts of the requesting state confirm every candidate hit of ``report`` (a
-        LookupReport), as their signed verdicts for a resolve."""
-        return confirmations(self.tmp, report.header, report.matches, people, probe_sex)
+        LookupReport), as their signed verdicts for a resolve, after its packets came."""
+        return confirmations(
+            self.tmp, report.header, report.matches, people, probe_sex, self.evidence(report)
+        )
+
+    def details_at_node(
+        self,
+        report: Any,
+        verdicts: Sequence[SignedVerdict],
+        verifiers: Sequence[str] | None = None,
+    ) -> node_pb2.HitDetailsResponse:
+        """Ask IT directly, as the coordinator would, for the details of ``report``'s first
+        hit: a newly signed resolve, a hit_verified entry on the record naming ``verifiers``
+        (the two experts by default), the given verdicts and the probe's sealed opening."""
+        hdr, handles = report.header, [report.matches[0][1]]
+        signed = signed_resolve(self.tmp, hdr)
+        entry = hit_verified(hdr, "IT", handles, verifiers, signed=signed)
+        stub = node_pb2_grpc.NodeServiceStub(self.node_channel("IT"))
+        reply: node_pb2.HitDetailsResponse = stub.GetHitDetails(
+            node_pb2.HitDetailsRequest(
+                header=header_to_pb(hdr, signed),
+                handles=handles,
+                authorization=authorization_to_pb(self.authorize(entry, ["IT"])),
+                verdicts=[verdict_to_pb(v) for v in verdicts],
+                sealed_opening=sealed_opening(report, "IT"),
+            ),
+            timeout=20,
+        )
+        return reply
 
     def authorize(self, event: AuditEvent, states: Sequence[str]) -> Authorization:
         """Put ``event`` on the coordinator's record and have ``states`` witness a checkpoint
@@ -377,6 +452,26 @@ def enrol(
         birth_date=BIRTH_DATE,
     )  # fmt: skip
     node.enroll(header(node.member_state), NewRecord(meta, template.astype(np.float32), MODEL))
+
+
+def enrol_photo(
+    fed: Federation,
+    state: str,
+    photo: bytes,
+    reference: str,
+    sex: Sex = Sex.UNSPECIFIED,
+    category: Category = Category.APPLICANT,
+) -> int:
+    """Enrol from a photograph through ``state``'s node RPC as its own operator: the node
+    makes the template and keeps the facial image (a record verifiable by image)."""
+    day = dt.date(2026, 2, 1)
+    record = EnrolmentRecord(
+        reference, category, day, "Centre", day, sex, OPERATOR, birth_date=BIRTH_DATE
+    )
+    credentials = security(fed.tmp, f"operator-{state}").channel_credentials()
+    address = fed.servers[state].address
+    with NodeEnroller(address, MODEL, 60.0, credentials, state) as node:
+        return node.enroll_photo(header(state), record, photo, reference)
 
 
 @contextmanager

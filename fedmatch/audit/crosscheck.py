@@ -73,6 +73,8 @@ def cross_check(
             elif e.kind is EventKind.HIT_DETAILS_REVEALED:
                 out.reveals += 1
                 _check_reveal(out, state, e, coordinator, hit_verifiers_required)
+            elif e.kind is EventKind.PACKETS_RELEASED:
+                _check_packets(out, state, e, coordinator)
 
     for a in coordinator:
         if a.kind is not EventKind.SEARCH_AUTHORIZED:
@@ -148,6 +150,33 @@ def _check_answer(
         ))  # fmt: skip
 
 
+def _names_handles(a: SignedEntry, kind: EventKind, state: str, e: SignedEntry) -> bool:
+    """Whether coordinator entry ``a`` is a ``kind`` entry of ``e``'s query naming
+    ``state`` and exactly the handles ``e`` (a node's entry) names."""
+    return (
+        a.kind is kind
+        and a.event.query_id == e.event.query_id
+        and state in a.event.registers
+        and a.event.labels.get(f"handles_{state.lower()}") == e.event.labels.get("handles")
+    )
+
+
+def _check_packets(
+    out: CrossCheck, state: str, e: SignedEntry, coordinator: Sequence[SignedEntry]
+) -> None:
+    """A node released verification packets (facial images): only for the handles a
+    ``packets_authorized`` entry of the coordinator named."""
+    a = _authorizing(out, state, e, coordinator)
+    if a is None:
+        return
+    if not _names_handles(a, EventKind.PACKETS_AUTHORIZED, state, e):
+        out.findings.append(Finding(
+            "violation", state, "packets-without-authorization",
+            f"{state} entry {e.seq} released verification packets for query "
+            f"{e.event.query_id} without a matching authorization (coordinator entry {a.seq})",
+        ))  # fmt: skip
+
+
 def _check_reveal(
     out: CrossCheck,
     state: str,
@@ -158,12 +187,7 @@ def _check_reveal(
     v = _authorizing(out, state, e, coordinator)
     if v is None:
         return
-    if (
-        v.kind is not EventKind.HIT_VERIFIED
-        or v.event.query_id != e.event.query_id
-        or state not in v.event.registers
-        or v.event.labels.get(f"handles_{state.lower()}") != e.event.labels.get("handles")
-    ):
+    if not _names_handles(v, EventKind.HIT_VERIFIED, state, e):
         out.findings.append(Finding(
             "violation", state, "reveal-without-verified-hit",
             f"{state} entry {e.seq} revealed hit details for query {e.event.query_id} "

@@ -81,6 +81,10 @@ class EventKind(enum.StrEnum):
     SEARCH_ANSWERED = "search_answered"
     SEARCH_REFUSED = "search_refused"
     REQUEST_REFUSED = "request_refused"
+    # The coordinator asks a node for the verification packets of candidate hits (handles as
+    # digests per state); the node releases them (counts and the images' digest, no image).
+    PACKETS_AUTHORIZED = "packets_authorized"
+    PACKETS_RELEASED = "packets_released"
     HIT_VERIFIED = "hit_verified"
     # An expert rejected a candidate hit: its details are never asked for (verifiers and
     # reason codes only).

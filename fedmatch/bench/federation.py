@@ -369,7 +369,7 @@ class _Sampler:
 def _lookup(requester: Any, experts: list[Any], probe: _Probe, timeout: float) -> _Outcome:
     import grpc
 
-    from fedmatch.protocol.verification import HitKey
+    from fedmatch.protocol.verification import Evidence, HitKey
     from fedmatch.requester.client import LookupReport
 
     out = _Outcome()
@@ -394,12 +394,19 @@ def _lookup(requester: Any, experts: list[Any], probe: _Probe, timeout: float) -
     if report.matches:
         t1 = time.perf_counter()
         header = report.header
-        verdicts = [
-            person.confirm(header.query_id, header.requesting_state, HitKey(state, handle))
-            for person in experts
-            for state, handle in report.matches
-        ]
         try:
+            # The verification packets first: every verdict binds the images compared.
+            fetched = requester.fetch_packets(report)
+            verdicts = [
+                person.confirm(
+                    header.query_id,
+                    header.requesting_state,
+                    HitKey(p.member_state, p.handle),
+                    Evidence(fetched.probe_sha256, p.image_sha256),
+                )
+                for person in experts
+                for p in fetched.packets
+            ]
             resolved = requester.resolve(report, dt.date.today().isoformat(), verdicts)
         except grpc.RpcError as err:
             out.errors.append(f"resolve:{err.code().name}")

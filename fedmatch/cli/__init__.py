@@ -8,11 +8,12 @@
   :mod:`~fedmatch.cli.node_lifecycle`), :mod:`~fedmatch.cli.coordinator`,
   :mod:`~fedmatch.cli.keys`, :mod:`~fedmatch.cli.enroll`, :mod:`~fedmatch.cli.lookup`,
   :mod:`~fedmatch.cli.case` (``confirm-decision``), :mod:`~fedmatch.cli.verify`
-  (``verify-hit``, ``resolve``), :mod:`~fedmatch.cli.rights`, :mod:`~fedmatch.cli.demo`,
+  (``verify-hit``, ``resolve``), :mod:`~fedmatch.cli.desk` (``desk protect-key|serve``),
+  :mod:`~fedmatch.cli.rights`, :mod:`~fedmatch.cli.demo`,
   :mod:`~fedmatch.cli.evaluate`, :mod:`~fedmatch.cli.audit`, :mod:`~fedmatch.cli.bench`,
   :mod:`~fedmatch.cli.pki`, :mod:`~fedmatch.cli.health` (and the ``status`` actions);
 - the files commands read and write: :mod:`~fedmatch.cli.templates` (template files),
-  :mod:`~fedmatch.cli.candidates` (the candidate hits between lookup and resolve).
+  :mod:`~fedmatch.requester.candidates` (the candidate hits between lookup and resolve).
 
 Each group module adds its parsers in ``add_parsers(sub)`` and names its runner with
 ``set_defaults(run=...)``; its heavy imports stay inside the runner, so that ``fedmatch

@@ -141,6 +141,7 @@ def setup_logging(args: argparse.Namespace, config: Path | None) -> None:
         getattr(args, "node_command", None),
         getattr(args, "coord_command", None),
     )
+    serving = serving or getattr(args, "desk_command", None) == "serve"
     default = logging.INFO if args.verbose or serving else logging.WARNING
     configure_logging(load_logging_config(config, args.log_format), default)
 

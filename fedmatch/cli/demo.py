@@ -8,6 +8,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from fedmatch.errors import InvalidInput
+
 __all__ = ["add_parsers", "run"]
 
 
@@ -21,6 +23,12 @@ def add_parsers(sub: Any) -> None:
         "--photos", type=Path, help="a folder of photos with identities.csv (file,identity)"
     )
     demo.add_argument(
+        "--desk",
+        action="store_true",
+        help="hand the candidates to the verifier desk and serve it until Ctrl-C (its "
+        "address and the demo logins are printed): two people verify in a browser",
+    )
+    demo.add_argument(
         "--scenario",
         choices=["default", "dublin"],
         default="default",
@@ -31,9 +39,11 @@ def add_parsers(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.scenario == "dublin":
+        if args.desk:
+            raise InvalidInput("--desk is for the default scenario")
         from fedmatch.demo.dublin import run_dublin_demo
 
         return run_dublin_demo(records=args.records, workdir=args.workdir, photos=args.photos)
     from fedmatch.demo.federation import run_demo
 
-    return run_demo(records=args.records, workdir=args.workdir, photos=args.photos)
+    return run_demo(records=args.records, workdir=args.workdir, photos=args.photos, desk=args.desk)

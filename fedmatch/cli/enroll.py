@@ -1,6 +1,8 @@
 """``fedmatch enroll``: a state's own authority enrols records at its own node, from
 templates, a photo or a folder of photos (bulk), with a CSV manifest or flags. Every record
-is checked (dates, minimum age, manifest rows) before anything is sent."""
+is checked (dates, minimum age, manifest rows) before anything is sent. Photos go to the
+node, which makes the template with its own face model and keeps the facial image that hits
+are verified with; records enrolled from templates are not verifiable by image."""
 
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ from fedmatch.cli.common import (
     EXIT_SOME_REJECTED,
     EXIT_UNREACHABLE,
     QUALITY_EXIT,
-    face_pipeline,
     header_args,
     insecure_arg,
     load_operator,
@@ -64,9 +65,6 @@ def add_parsers(sub: Any) -> None:
     enroll.add_argument(
         "--pick", help="which face of a photo with several: an index (0 = best) or 'largest'"
     )
-    enroll.add_argument(
-        "--model", type=Path, help="an ArcFace-style ONNX recognizer (default SFace)"
-    )
     enroll.add_argument("--reference", help="origin reference number (single record)")
     enroll.add_argument("--category", choices=[c.value for c in Category])
     enroll.add_argument("--event-date", help="YYYY-MM-DD")
@@ -92,7 +90,6 @@ def run(args: argparse.Namespace) -> int:
     import grpc
     import numpy as np
 
-    from fedmatch.biometrics.errors import FaceQualityError
     from fedmatch.cli.templates import read_templates
     from fedmatch.requester.enrolment import NodeEnroller
 
@@ -100,43 +97,41 @@ def run(args: argparse.Namespace) -> int:
     security, _ = load_operator(args.config, insecure, args.state, signs=False)
     matrix = read_templates(args.template) if args.template else np.zeros((0, 1), np.float32)
     records = _records(args, _enrol_rows(args), matrix.shape[0])
-    photos = any(isinstance(src, Path) for _, src in records)
-    pipeline = face_pipeline(args) if photos else None
-    model_id = pipeline.model_id if pipeline is not None else args.model_id
     pick = parse_pick(args.pick)
     purpose = Purpose.parse(args.purpose)
     size, done, rejects = 0, 0, []
     credentials = security.channel_credentials() if security is not None else None
     with NodeEnroller(
-        args.node, model_id, credentials=credentials, member_state=args.state
+        args.node, args.model_id, credentials=credentials, member_state=args.state
     ) as node:
         for record, source in records:
-            if isinstance(source, Path):
-                assert pipeline is not None
-                try:
-                    template = pipeline.template(source, pick=pick)
-                except FaceQualityError as exc:
-                    if len(records) == 1:
-                        print(f"fedmatch: {exc.code}: {exc}", file=sys.stderr)
-                        return QUALITY_EXIT.get(exc.code, EXIT_INPUT)
-                    rejects.append({"file": source.name, "reason": exc.code})
-                    done += 1
-                    _progress(done, len(records), len(rejects))
-                    continue
-            else:
-                template = matrix[source]
             header = new_header(
                 args.state, purpose, args.legal_basis, args.case_reference, args.unit, args.operator
             )
             try:
-                size = node.enroll(header, record, template)
+                if isinstance(source, Path):
+                    # The photo goes to the node: it makes the template with its own model
+                    # and keeps the facial image a hit is verified with.
+                    size = node.enroll_photo(
+                        header, record, _photo_bytes(source), source.name, pick
+                    )
+                else:
+                    size = node.enroll(header, record, matrix[source])
             except grpc.RpcError as err:
                 code = err.code()
+                reason = _quality_reason(err)
+                if reason and len(records) > 1:
+                    rejects.append({"file": Path(str(source)).name, "reason": reason})
+                    done += 1
+                    _progress(done, len(records), len(rejects))
+                    continue
                 print(
                     f"fedmatch: record {record.reference}: {code.name}: {err.details()} "
                     f"({done - len(rejects)} of {len(records)} enrolled before it)",
                     file=sys.stderr,
                 )
+                if reason:
+                    return QUALITY_EXIT.get(reason, EXIT_INPUT)
                 return EXIT_UNREACHABLE if code == grpc.StatusCode.UNAVAILABLE else EXIT_REFUSED
             done += 1
             _progress(done, len(records), len(rejects))
@@ -145,9 +140,26 @@ def run(args: argparse.Namespace) -> int:
         reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
     print(json.dumps({
         "enrolled": done - len(rejects), "rejected": len(rejects), "reject_reasons": reasons,
-        "rejected_files": rejects, "register_size": size, "model_id": model_id,
+        "rejected_files": rejects, "register_size": size,
     }))  # fmt: skip
     return EXIT_SOME_REJECTED if rejects else EXIT_OK
+
+
+def _photo_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"photo {path.name} could not be read ({exc.strerror})") from None
+
+
+def _quality_reason(err: Any) -> str:
+    """The quality gate that refused a photo at the node ("" for any other refusal)."""
+    import grpc
+
+    if err.code() != grpc.StatusCode.INVALID_ARGUMENT:
+        return ""
+    reason = str(err.details() or "").partition(":")[0]
+    return reason if reason in QUALITY_EXIT else ""
 
 
 def _flag_row(args: argparse.Namespace, **extra: str) -> dict[str, Any]:

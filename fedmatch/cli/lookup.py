@@ -1,6 +1,8 @@
 """``fedmatch lookup``: an encrypted lookup of one probe (a template or a photo) across the
 federation. Without hits it resolves at once to a decision; with hits it stops at the
-candidates (``--candidates-out``) for the verifiers (:mod:`fedmatch.cli.verify`)."""
+candidates (``--candidates-out``) for the verifiers (:mod:`fedmatch.cli.verify`), and fetches
+their verification packets (the candidates' facial images and non-identifying metadata,
+:mod:`fedmatch.requester.packets`) into the folder beside them for the verifiers' desk."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from fedmatch.cli.common import (
     signed_requester,
     warn_insecure,
 )
-from fedmatch.domain import Purpose, parse_date
+from fedmatch.domain import Purpose, Sex, parse_date
 from fedmatch.errors import InvalidInput
 
 __all__ = ["add_parsers", "run"]
@@ -50,6 +52,13 @@ def add_parsers(sub: Any) -> None:
         type=Path,
         help="write the candidate hits here for the verifiers (`fedmatch verify-hit`) and "
         "`fedmatch resolve`; a lookup with hits stops at the candidates",
+    )
+    lookup.add_argument(
+        "--probe-sex",
+        default="",
+        choices=[s.value for s in Sex],
+        help="the sex declared for the person searched (shown to the verifiers; a "
+        "different-sex candidate needs two people)",
     )
     probe = lookup.add_mutually_exclusive_group(required=True)
     probe.add_argument("--template", type=Path, help=".npy or .json probe")
@@ -114,17 +123,44 @@ def run(args: argparse.Namespace) -> int:
         # Details of candidate hits are asked for only once people have verified them
         # (`fedmatch verify-hit`, then `fedmatch resolve` with their signed verdicts).
         resolved = None
+        packets = None
         if not report.matches:
             resolved = requester.resolve(
                 report, app_date, (), timeout=args.timeout, case_inputs=case_inputs
             )
         elif args.candidates_out is not None:
-            from fedmatch.cli.candidates import write_candidates
+            from fedmatch.requester.candidates import write_candidates
 
             write_candidates(report, args.candidates_out)
+            packets = _fetch_packets(requester, report, args, timeout=args.timeout)
     finally:
         requester.close()
     from fedmatch.requester.report import lookup_summary
 
-    print(json.dumps(lookup_summary(report, resolved)))
+    summary = lookup_summary(report, resolved)
+    if packets is not None:
+        summary["packets"] = packets
+    print(json.dumps(summary))
     return EXIT_OK
+
+
+def _fetch_packets(
+    requester: Any, report: Any, args: argparse.Namespace, timeout: float
+) -> dict[str, Any]:
+    """The candidates' verification packets, into the folder beside the candidates file
+    with the probe image (the photo looked up; none for a template lookup)."""
+    from fedmatch.requester.packets import PacketFolder, packets_path
+
+    probe_image = args.image.read_bytes() if args.image else b""
+    fetched = requester.fetch_packets(report, probe_image, timeout=timeout)
+    folder = packets_path(args.candidates_out)
+    PacketFolder(folder).write(
+        report.header.query_id, probe_image, fetched.packets, Sex.parse(args.probe_sex)
+    )
+    return {
+        "folder": str(folder),
+        "released": len(fetched.packets),
+        "not_verifiable": sum(1 for p in fetched.packets if not p.verifiable),
+        "probe_image_sha256": fetched.probe_sha256,
+        "failed": fetched.failed,
+    }

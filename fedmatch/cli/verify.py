@@ -2,11 +2,16 @@
 decision, on the command line.
 
 1. ``fedmatch lookup ... --candidates-out hits.json`` stops at the candidate hits and writes
-   them (:mod:`fedmatch.cli.candidates`: the query's header and each hit's state and opaque
-   handle; nothing personal);
-2. each verifier of the requesting state signs a verdict on them with the key their
+   them (:mod:`fedmatch.requester.candidates`: the query's header and each hit's state and
+   opaque handle; nothing personal), and their verification packets beside them
+   (``hits.json.packets/``: the probe image and each candidate's facial image);
+2. each verifier of the requesting state compares the images (the verifier desk,
+   ``fedmatch desk serve``, or by hand: ``fedmatch verify-hit --candidates hits.json``
+   lists where they are and their SHA-256) and signs a verdict with the key their
    ``verifier`` certificate binds: ``fedmatch verify-hit --config verifier.toml
-   --candidates hits.json --confirm --out anna.json`` (or ``--reject REASON``);
+   --candidates hits.json --seen PROBE_SHA256,CANDIDATE_SHA256 --confirm --out anna.json``
+   (or ``--reject REASON``, which also deletes the candidate's image). The verdict binds the
+   two hashes; without ``--seen`` naming the released images nothing is signed;
 3. the operator resolves with the verdict files: ``fedmatch resolve --config operator.toml
    --coordinator HOST:PORT --candidates hits.json --verdicts anna.json ben.json``.
 """
@@ -19,10 +24,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fedmatch.cli.candidates import read_candidates, read_release
 from fedmatch.cli.common import insecure_arg, operator_config_arg, requester_from_args
 from fedmatch.domain import Sex, parse_date
 from fedmatch.errors import ConfigError, InvalidInput
+from fedmatch.requester.candidates import read_candidates, read_release
 
 __all__ = ["add_parsers", "run_resolve", "run_verify_hit"]
 
@@ -38,15 +43,22 @@ def add_parsers(sub: Any) -> None:
     v.add_argument(
         "--config",
         type=Path,
-        required=True,
         help="verifier TOML: [tls] chain (a `verifier` certificate of the requesting state) "
-        "and [verifier] signing_key (the key that certificate binds)",
+        "and [verifier] signing_key (the key that certificate binds); needed to sign",
     )
     v.add_argument("--candidates", type=Path, required=True, help="file of lookup --candidates-out")
     v.add_argument(
         "--hit", type=int, action="append", help="index of a hit in the file (default: all)"
     )
-    what = v.add_mutually_exclusive_group(required=True)
+    v.add_argument(
+        "--seen",
+        action="append",
+        default=[],
+        metavar="PROBE_SHA256,CANDIDATE_SHA256",
+        help="the SHA-256 of the probe image and of the candidate image you compared, once "
+        "per hit signed (as listed without --confirm/--reject; empty for no image)",
+    )
+    what = v.add_mutually_exclusive_group()
     what.add_argument("--confirm", action="store_true", help="the hit is the same person")
     what.add_argument("--reject", choices=REJECT_REASONS, help="reject, with this reason code")
     v.add_argument(
@@ -55,7 +67,7 @@ def add_parsers(sub: Any) -> None:
         choices=[s.value for s in Sex],
         help="the sex declared for the person searched (a different-sex hit needs two people)",
     )
-    v.add_argument("--out", type=Path, required=True, help="verdict file to write")
+    v.add_argument("--out", type=Path, help="verdict file to write (needed to sign)")
 
     r = sub.add_parser(
         "resolve", help="ask for the details of verified hits and the decision (verdict files)"
@@ -103,28 +115,83 @@ def _verdict_signer(path: Path) -> Any:
 
 
 def run_verify_hit(args: argparse.Namespace) -> int:
+    """Without --confirm or --reject: list where each hit's two images are. With one: sign,
+    for each hit, a verdict binding the images --seen names (which must be the released
+    ones); a reject deletes the candidate's image from the packet folder."""
     from fedmatch.protocol.verification import HitKey, write_verdicts
+    from fedmatch.requester.packets import PacketFolder, packets_path
 
-    signer = _verdict_signer(args.config)
     header, hits = read_candidates(args.candidates)
     picked = args.hit if args.hit else list(range(len(hits)))
     if not hits or any(not 0 <= i < len(hits) for i in picked):
         raise InvalidInput(f"--hit must index the {len(hits)} hits of {args.candidates}")
-    sex = Sex.parse(args.probe_sex)
+    folder = PacketFolder(packets_path(args.candidates))
+    chosen = [HitKey(*hits[i]) for i in picked]
+    if not args.confirm and not args.reject:
+        print(json.dumps({"query_id": header.query_id, "hits": _listing(folder, chosen)}))
+        return 0
+    if args.config is None or args.out is None:
+        raise InvalidInput("signing a verdict needs --config and --out")
+    seen = {_seen(text) for text in args.seen}
+    evidence = {hit: folder.evidence(hit) for hit in chosen}
+    unseen = [hit.label() for hit, e in evidence.items() if e not in seen]
+    if unseen:
+        raise InvalidInput(
+            f"not signed: --seen names the images of no hit of {', '.join(unseen)}; list "
+            "them with `fedmatch verify-hit --candidates FILE`, compare, and give their "
+            "SHA-256 as --seen PROBE,CANDIDATE"
+        )
+    signer = _verdict_signer(args.config)
+    sex = Sex.parse(args.probe_sex) if args.probe_sex else folder.probe_sex()
     state = header.requesting_state
     verdicts = [
-        signer.confirm(header.query_id, state, HitKey(*hits[i]), sex)
+        signer.confirm(header.query_id, state, hit, evidence[hit], sex)
         if args.confirm
-        else signer.reject(header.query_id, state, HitKey(*hits[i]), args.reject, sex)
-        for i in picked
+        else signer.reject(header.query_id, state, hit, evidence[hit], args.reject, sex)
+        for hit in chosen
     ]
     write_verdicts(verdicts, args.out)
+    if args.reject:
+        for hit in chosen:
+            folder.remove_image(hit)  # a rejected candidate's image leaves the desk
     print(json.dumps({
         "verdict": "confirm" if args.confirm else "reject", "reason": args.reject or "",
         "verifier": signer.name, "query_id": header.query_id, "hits": len(verdicts),
         "out": str(args.out),
     }))  # fmt: skip
     return 0
+
+
+def _listing(folder: Any, hits: list[Any]) -> list[dict[str, Any]]:
+    """Where each hit's images are, their SHA-256 (what --seen takes) and the metadata."""
+    probe = folder.probe_path()
+    out = []
+    for hit in hits:
+        c = folder.candidate(hit)
+        image = folder.image_path(hit)
+        out.append({
+            "member_state": hit.member_state, "handle": hit.handle.hex(),
+            "probe_image": str(probe) if probe else None,
+            "candidate_image": str(image) if image else None,
+            "seen": f"{folder.probe_sha256()},{c.image_sha256}",
+            "verifiable": c.verifiable and probe is not None, "removed": c.removed,
+            "sex": c.sex.value, "age_band": c.age_band, "capture_date": c.capture_date,
+            "image_quality": c.image_quality,
+        })  # fmt: skip
+    return out
+
+
+def _seen(text: str) -> Any:
+    from fedmatch.protocol.packet import check_image_digest
+    from fedmatch.protocol.verification import Evidence
+
+    probe, sep, candidate = text.partition(",")
+    if not sep:
+        raise InvalidInput("--seen is PROBE_SHA256,CANDIDATE_SHA256")
+    return Evidence(
+        check_image_digest(probe.strip().lower(), "--seen probe"),
+        check_image_digest(candidate.strip().lower(), "--seen candidate"),
+    )
 
 
 def run_resolve(args: argparse.Namespace) -> int:

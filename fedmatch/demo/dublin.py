@@ -56,14 +56,14 @@ from fedmatch.demo.parties import (
     start_coordinator,
     start_nodes,
 )
-from fedmatch.demo.photos import read_identities, read_image, second_capture
+from fedmatch.demo.photos import encoded, read_identities, read_image, second_capture
 from fedmatch.domain import Category, Purpose
 from fedmatch.errors import InvalidInput
 from fedmatch.pki.provision import PartyFiles, provision
 from fedmatch.protocol.casefile import case_inputs_from_json
 from fedmatch.protocol.statement import RequestSigner
 from fedmatch.protocol.transport import Security
-from fedmatch.protocol.verification import HitKey, VerdictSigner
+from fedmatch.protocol.verification import Evidence, HitKey, VerdictSigner
 from fedmatch.requester import Requester
 
 __all__ = ["run_dublin_demo"]
@@ -214,18 +214,18 @@ def run_dublin_demo(
             raise InvalidInput("the demo registers are built for the default SFace model")
         cases = _cases(people, today)
         for i, case in enumerate(cases):
-            template = pipeline.template(case.person.enrol, pick=case.person.pick)
             event = today - dt.timedelta(days=case.event_days_ago)
             reference = f"{case.enrol_state}-{event.year}-{case.place[:3].upper()}-{4711 + i}"
             enroll(
                 addresses[case.enrol_state],
                 parties[f"operator-{case.enrol_state}"].tls,
                 case.enrol_state,
-                template,
+                encoded(case.person.enrol),
                 reference,
                 case.category,
                 event,
                 case.place,
+                case.person.pick,
             )
             say(
                 f"3.{i + 1} enrolled person {i + 1} at {case.enrol_state} as "
@@ -306,10 +306,18 @@ def _run_case(
         Purpose.ASYLUM_DUBLIN, LEGAL_BASIS, f"{REQUESTING}-BAMF-{today.year}-{5510 + number}"
     )
     report = requester.lookup(probe, header)
+    # The candidates' face crops, released for proven matches only; each verdict binds the
+    # SHA-256 of the probe image and of the candidate image its expert compared.
+    fetched = requester.fetch_packets(report, encoded(case.person.probe))
     verdicts = [
-        expert.confirm(header.query_id, REQUESTING, HitKey(state, handle))
+        expert.confirm(
+            header.query_id,
+            REQUESTING,
+            HitKey(p.member_state, p.handle),
+            Evidence(fetched.probe_sha256, p.image_sha256),
+        )
         for expert in experts
-        for state, handle in report.matches
+        for p in fetched.packets
     ]
     inputs = case_inputs_from_json(case.case_file) if case.case_file is not None else None
     resolved = requester.resolve(report, today.isoformat(), verdicts, case_inputs=inputs)

@@ -27,6 +27,7 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,14 +51,14 @@ from fedmatch.demo.parties import (
     start_nodes,
     verifier_toml,
 )
-from fedmatch.demo.photos import DemoPhotos, folder_photos, packaged_photos
+from fedmatch.demo.photos import DemoPhotos, encoded, folder_photos, packaged_photos
 from fedmatch.domain import Category, Purpose, Sex
 from fedmatch.errors import InvalidInput
 from fedmatch.pki.provision import PartyFiles, provision
 from fedmatch.protocol.statement import RequestSigner
 from fedmatch.protocol.transport import Security
-from fedmatch.protocol.verification import HitKey, VerdictSigner
-from fedmatch.requester import Requester
+from fedmatch.protocol.verification import Evidence, HitKey, VerdictSigner
+from fedmatch.requester import PacketFetch, Requester
 from fedmatch.requester.report import lookup_summary
 
 if TYPE_CHECKING:
@@ -85,7 +86,16 @@ class _Federation:
     auditor_toml: Path = Path()
 
 
-def run_demo(records: int = 20_000, workdir: Path | None = None, photos: Path | None = None) -> int:
+def run_demo(
+    records: int = 20_000,
+    workdir: Path | None = None,
+    photos: Path | None = None,
+    desk: bool = False,
+    desk_until: Callable[[], None] | None = None,
+) -> int:
+    """``desk``: hand the candidates to the verifier desk (fedmatch/demo/desk.py) and serve
+    it until Ctrl-C (``desk_until``, for tests: until it returns) instead of signing the
+    experts' verdicts here."""
     started = time.perf_counter()
     today = dt.date.today()
     with ExitStack() as stack:
@@ -99,7 +109,10 @@ def run_demo(records: int = 20_000, workdir: Path | None = None, photos: Path | 
         fed = _provision(workdir, records, today)
         _start_servers(stack, fed)
         pictures, probe, stranger = _enrol_traveller(fed, photos, today)
-        requester, report, resolved = _look_up_and_resolve(stack, fed, probe, today)
+        requester, report, fetched = _look_up(stack, fed, pictures, probe)
+        if desk:
+            return _desk_demo(fed, requester, report, fetched, pictures, desk_until, temporary)
+        resolved = _verify_and_resolve(fed, requester, report, fetched, today)
         a = STATES["A"]
         control_header = requester.header(Purpose.ASYLUM_DUBLIN, LEGAL_BASIS, f"{a}-BAMF-2026-5513")
         control = requester.lookup(stranger, control_header)
@@ -204,8 +217,6 @@ def _enrol_traveller(
     pipeline = FacePipeline()
     if pipeline.model_id != MODEL or pipeline.dimension != DIM:
         raise InvalidInput("the demo registers are built for the default SFace model")
-    at_b = pipeline.template(pictures.enrol_b)
-    at_c = pipeline.template(pictures.enrol_c)
     probe = pipeline.template(pictures.probe)
     stranger = pipeline.template(pictures.impostor, pick=pictures.impostor_pick)
     say(
@@ -217,7 +228,7 @@ def _enrol_traveller(
         fed.addresses[b],
         fed.parties[f"operator-{b}"].tls,
         b,
-        at_b,
+        encoded(pictures.enrol_b),
         f"{b}-2026-LMP-004711",
         Category.IRREGULAR_CROSSING,
         crossing,
@@ -227,7 +238,7 @@ def _enrol_traveller(
         fed.addresses[c],
         fed.parties[f"operator-{c}"].tls,
         c,
-        at_c,
+        encoded(pictures.enrol_c),
         f"{c}-2026-PAR-118822",
         Category.APPLICANT,
         application_c,
@@ -236,16 +247,16 @@ def _enrol_traveller(
     say(
         f"4. enrolled the traveller at {b} as irregular_crossing ({crossing}) and at {c} "
         f"as applicant ({application_c}), each from its own photograph, by an operator "
-        "of that state over mTLS"
+        "of that state over mTLS (each node made the template and kept a face crop)"
     )
     return pictures, probe, stranger
 
 
-def _look_up_and_resolve(
-    stack: ExitStack, fed: _Federation, probe: np.ndarray, today: dt.date
-) -> tuple[Requester, LookupReport, ResolveReport]:
-    """Steps 5 and 6: A's signed lookup, two experts' verdicts on the candidates, the
-    resolve and its decision. Returns A's requester (kept open for the control)."""
+def _look_up(
+    stack: ExitStack, fed: _Federation, pictures: DemoPhotos, probe: np.ndarray
+) -> tuple[Requester, LookupReport, PacketFetch]:
+    """Step 5: A's signed lookup and its candidates' verification packets. Returns A's
+    requester (kept open for the resolve and the control)."""
     a = STATES["A"]
     # Who asks is on the record of every party: the unit and the officer; the operator
     # workstation signs every request with the key its certificate binds.
@@ -276,23 +287,50 @@ def _look_up_and_resolve(
             for n in report.nodes
         )
     )
-    # Two experts of the requesting state compared the candidates before any detail is
-    # asked for, and each signed a verdict with the key their verifier certificate
-    # binds; the coordinator and the owning node check both signatures.
+    # Before any detail: the owning nodes release, for proven matches only, each
+    # candidate's facial image and non-identifying metadata, encrypted to A.
+    fetched = requester.fetch_packets(report, encoded(pictures.probe))
+    say(
+        f"   verification packets: {len(fetched.packets)} candidates' face crops "
+        f"({', '.join(f'{p.member_state} {p.sex.value} {p.age_band}' for p in fetched.packets)})"
+        ", released by their nodes once A proved the match, encrypted to A"
+    )
+    return requester, report, fetched
+
+
+def _verify_and_resolve(
+    fed: _Federation,
+    requester: Requester,
+    report: LookupReport,
+    fetched: PacketFetch,
+    today: dt.date,
+) -> ResolveReport:
+    """Step 6: two experts' verdicts on the candidates, the resolve and its decision."""
+    a = STATES["A"]
+    # Two experts of the requesting state compared probe and candidate images, and each
+    # signed a verdict binding both images' SHA-256 with the key their verifier
+    # certificate binds; the coordinator and the owning node check signatures and hashes.
     signers = [
         VerdictSigner(p.signer(), p.tls.chain.read_bytes())
         for p in (fed.parties[f"verifier-{person}-{a}"] for person in DEMO_EXPERTS)
     ]
     verdicts = [
-        s.confirm(report.header.query_id, a, HitKey(state, handle), Sex.MALE)
+        s.confirm(
+            report.header.query_id,
+            a,
+            HitKey(p.member_state, p.handle),
+            Evidence(fetched.probe_sha256, p.image_sha256),
+            Sex.MALE,
+        )
         for s in signers
-        for state, handle in report.matches
+        for p in fetched.packets
     ]
     resolved = requester.resolve(report, today.isoformat(), verdicts)
     say(
         f"   {len(report.matches)} candidate hits confirmed in signed verdicts by "
-        f"{' and '.join(s.name for s in signers)}; the coordinator and the owning nodes "
-        "checked both signatures, and the coordinator logged them before asking for details"
+        f"{' and '.join(s.name for s in signers)}, each binding the two images compared; "
+        "the coordinator and the owning nodes checked signatures and image hashes, and the "
+        "coordinator logged them before asking for details"
     )
     for h in resolved.hits:
         say(
@@ -300,7 +338,45 @@ def _look_up_and_resolve(
             f"{h['event_date']} {h['event_place']}"
         )
     say(f"6. decision: {resolved.explanation}")
-    return requester, report, resolved
+    return resolved
+
+
+def _desk_demo(
+    fed: _Federation,
+    requester: Requester,
+    report: LookupReport,
+    fetched: PacketFetch,
+    pictures: DemoPhotos,
+    until: Callable[[], None] | None,
+    temporary: bool,
+) -> int:
+    """Step 6 at the verifier desk, in a browser, until Ctrl-C; then the audit."""
+    from fedmatch.demo.desk import DeskCase, serve_demo_desk
+
+    a = STATES["A"]
+    candidates = serve_demo_desk(
+        fed.workdir,
+        DeskCase(report, encoded(pictures.probe), fetched, Sex.MALE),
+        [fed.parties[f"verifier-{person}-{a}"] for person in DEMO_EXPERTS],
+        fed.parties[f"operator-{a}"],
+        fed.coordinator,
+        requester.unit,
+        f"{a}-official-3",
+        until,
+    )
+    audit = _audit(fed, temporary)
+    summary: dict[str, Any] = lookup_summary(report, None)
+    summary["desk"] = {
+        "candidates": str(candidates),
+        "resolved": candidates.with_name(candidates.name + ".resolve.json").exists(),
+        "decision_confirmed": candidates.with_name(candidates.name + ".decision.json").exists(),
+    }
+    summary["audit"] = {
+        k: audit.summary[k] for k in ("ok", "violations", "searches_checked", "hit_reveals_checked")
+    }
+    say("9. shutting down")
+    print(json.dumps(summary), flush=True)
+    return 0 if audit.ok else 1
 
 
 def _audit(fed: _Federation, temporary: bool) -> AuditResult:

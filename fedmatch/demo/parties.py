@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Iterable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -65,10 +65,13 @@ TRAVELLER_BIRTH_DATE = dt.date(1998, 4, 17)
 
 
 def enroll(
-    address: str, operator_tls: TlsFiles, state: str, template: np.ndarray, reference: str,
-    category: Category, event_date: dt.date, place: str,
+    address: str, operator_tls: TlsFiles, state: str, capture: np.ndarray | bytes,
+    reference: str, category: Category, event_date: dt.date, place: str,
+    pick: int | Literal["largest"] | None = None,
 ) -> int:  # fmt: skip
-    """Enrol at ``state``'s node as an operator of that state (its mTLS certificate)."""
+    """Enrol at ``state``'s node as an operator of that state (its mTLS certificate), from
+    a photograph (bytes: the node makes the template and keeps the facial image) or from a
+    template (an array: a record not verifiable by image, for synthetic registers)."""
     operator = f"{state}-officer-7"
     header = QueryHeader(
         secrets.token_hex(16), state, Purpose.ASYLUM_DUBLIN, LEGAL_BASIS, reference,
@@ -80,7 +83,9 @@ def enroll(
     )  # fmt: skip
     credentials = Security(operator_tls).channel_credentials()
     with NodeEnroller(address, MODEL, credentials=credentials, member_state=state) as node:
-        return node.enroll(header, record, template)
+        if isinstance(capture, bytes):
+            return node.enroll_photo(header, record, capture, reference, pick)
+        return node.enroll(header, record, capture)
 
 
 def _toml(value: str) -> str:

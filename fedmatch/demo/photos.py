@@ -25,6 +25,7 @@ from fedmatch.errors import InvalidInput
 
 __all__ = [
     "DemoPhotos",
+    "encoded",
     "folder_photos",
     "packaged_photos",
     "read_identities",
@@ -43,6 +44,19 @@ class DemoPhotos:
     probe: Path | Image  # a different capture, looked up from node A
     impostor: Path | Image
     impostor_pick: int | Literal["largest"] | None = None
+
+
+def encoded(photo: Path | Image) -> bytes:
+    """A demo photograph as the bytes a camera would send: the file as it is, or a made
+    capture (:func:`second_capture`) as JPEG."""
+    if isinstance(photo, Path):
+        return photo.read_bytes()
+    import cv2
+
+    ok, data = cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    if not ok:
+        raise InvalidInput("a demo capture could not be encoded")
+    return bytes(data.tobytes())
 
 
 def read_image(path: Path) -> Image:

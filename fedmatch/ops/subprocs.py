@@ -28,6 +28,9 @@ def fedmatch_process(
             stdout=log,
             stderr=subprocess.STDOUT,
             env=None if env is None else dict(env),
+            # Its own session: a Ctrl-C at the terminal reaches the parent only, which then
+            # stops its children in order (after the demo's audit, say), not all at once.
+            start_new_session=True,
         )
         try:
             yield proc

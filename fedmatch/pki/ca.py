@@ -39,7 +39,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedmatch.audit.note import NoteSigner
 from fedmatch.errors import ConfigError, InvalidInput
-from fedmatch.pki._files import read_file, write_file
+from fedmatch.fileio import read_file, write_file
 from fedmatch.pki.names import (
     SIGNING_KEY_OID,
     dns_name,

@@ -32,7 +32,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from fedmatch.errors import ConfigError, InvalidInput, PermissionDenied
-from fedmatch.pki._files import read_file
+from fedmatch.fileio import read_file
 from fedmatch.pki.ca import TlsFiles
 from fedmatch.pki.names import Identity, parse_dns
 from fedmatch.pki.verify import verify_peer

@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from fedmatch.errors import ConfigError, PermissionDenied
-from fedmatch.pki._files import read_file
+from fedmatch.fileio import read_file
 from fedmatch.pki.names import Identity, identity_from_certificate, scope_domain
 
 __all__ = ["check_not_revoked", "load_crls", "verify_peer"]

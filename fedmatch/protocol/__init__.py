@@ -2,8 +2,11 @@
 
 - :mod:`~fedmatch.protocol.statement`: the signed request statement (who, why, legal basis,
   case, probe hash, nonce, time) and its verification;
-- :mod:`~fedmatch.protocol.verification`: verifiers' signed hit verdicts and what they add up
-  to;
+- :mod:`~fedmatch.protocol.verification`: verifiers' signed hit verdicts (binding the images
+  compared) and what they add up to;
+- :mod:`~fedmatch.protocol.opening`: the probe commitment, its sealed opening, and the key
+  of the node's encrypted reply; :mod:`~fedmatch.protocol.packet`: a candidate's
+  verification packet (face crop and non-identifying metadata), sealed to the requester;
 - :mod:`~fedmatch.protocol.wire`: protobuf <-> domain dataclasses, at the edge only;
 - :mod:`~fedmatch.protocol.transport`: a party's ``[tls]`` table, mTLS credentials and chain
   checks;

@@ -47,10 +47,12 @@ __all__ = [
     "commitment",
     "openings_by_state",
     "seal_opening",
+    "seal_opening_with_reply",
 ]
 
 _COMMIT_DOMAIN = b"fedmatch/probe-commitment/v1\x00"
 _SEAL_DOMAIN = b"fedmatch/probe-opening/v1\x00"
+_REPLY_DOMAIN = b"fedmatch/opening-reply/v1\x00"
 SALT_BYTES = 32
 COMMITMENT_BYTES = 32
 OPENING_KEY_BYTES = 32
@@ -105,8 +107,22 @@ def _aad(query_id: str, member_state: str) -> bytes:
     return _SEAL_DOMAIN + query_id.encode() + b"\x00" + member_state.encode()
 
 
+def _reply_key(shared: bytes, query_id: str, member_state: str) -> bytes:
+    """The key of the node's answer to this sealing (its verification packets,
+    fedmatch/protocol/packet.py): only the sealer and the node can derive it."""
+    info = _REPLY_DOMAIN + query_id.encode() + b"\x00" + member_state.encode()
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared)
+
+
 def seal_opening(opening: ProbeOpening, node_key: bytes, query_id: str, member_state: str) -> bytes:
     """``opening`` sealed to a node's per-query key: ephemeral public key, then AES-GCM."""
+    return seal_opening_with_reply(opening, node_key, query_id, member_state)[0]
+
+
+def seal_opening_with_reply(
+    opening: ProbeOpening, node_key: bytes, query_id: str, member_state: str
+) -> tuple[bytes, bytes]:
+    """:func:`seal_opening`, and the 32-byte key the node's reply to it is encrypted with."""
     if len(node_key) != OPENING_KEY_BYTES:
         raise InvalidInput(f"{member_state}'s opening key is not {OPENING_KEY_BYTES} bytes")
     ephemeral = X25519PrivateKey.generate()
@@ -114,7 +130,8 @@ def seal_opening(opening: ProbeOpening, node_key: bytes, query_id: str, member_s
     sealed = _aead(shared, query_id, member_state).encrypt(
         _NONCE, opening.encode(), _aad(query_id, member_state)
     )
-    return ephemeral.public_key().public_bytes_raw() + sealed
+    reply = _reply_key(shared, query_id, member_state)
+    return ephemeral.public_key().public_bytes_raw() + sealed, reply
 
 
 class OpeningKey:
@@ -132,6 +149,12 @@ class OpeningKey:
     def open(self, sealed: bytes, query_id: str, member_state: str, dimension: int) -> ProbeOpening:
         """The opening inside ``sealed``, or PermissionDenied (no opening, or one sealed
         for another query or node, or tampered with)."""
+        return self.open_with_reply(sealed, query_id, member_state, dimension)[0]
+
+    def open_with_reply(
+        self, sealed: bytes, query_id: str, member_state: str, dimension: int
+    ) -> tuple[ProbeOpening, bytes]:
+        """:meth:`open`, and the key to encrypt the answer to the sealer with."""
         if len(sealed) <= OPENING_KEY_BYTES:
             raise PermissionDenied("hit details need the probe's opening, sealed to this node")
         try:
@@ -142,7 +165,7 @@ class OpeningKey:
             )
         except (InvalidTag, ValueError):
             raise PermissionDenied(_NOT_OURS) from None
-        return ProbeOpening.decode(plain, dimension)
+        return ProbeOpening.decode(plain, dimension), _reply_key(shared, query_id, member_state)
 
 
 def check_opening(opening: ProbeOpening, committed: bytes) -> None:

@@ -82,9 +82,14 @@ def new_nonce() -> str:
     return secrets.token_hex(16)
 
 
+KINDS = ("lookup", "packets", "resolve", "confirm")
+
+
 @dataclass(frozen=True)
 class RequestStatement:
-    # "lookup" (a search); "resolve" (hit details and a decision); "confirm" (an official's
+    # "lookup" (a search); "packets" (the candidates' verification packets: probe_hash is
+    # then the SHA-256 of the probe image the verifiers compare with, fedmatch/protocol/
+    # packet.py); "resolve" (hit details and a decision); "confirm" (an official's
     # confirmation of a case proposal: probe_hash is then the digest of the confirmation's
     # body, see fedmatch/protocol/casefile.py)
     kind: str
@@ -167,8 +172,8 @@ class RequestStatement:
             raise InvalidInput("request statement subject_category is not a register category")
         if len(statement.nonce) != 32 or not _HEX.fullmatch(statement.nonce):
             raise InvalidInput("request statement nonce must be 32 hex digits (128 bits)")
-        if statement.kind not in ("lookup", "resolve", "confirm"):
-            raise InvalidInput("request statement kind must be lookup, resolve or confirm")
+        if statement.kind not in KINDS:
+            raise InvalidInput(f"request statement kind must be one of {', '.join(KINDS)}")
         return statement
 
     def check_header(self, header: QueryHeader) -> None:

@@ -10,6 +10,13 @@ or reject (a reject carries a reason code), the probe's declared sex (so that a
 different-sex hit can be recognized without revealing anything else), the verifier's
 certificate name, the time and a nonce.
 
+A verdict binds the evidence the person looked at: the SHA-256 of the probe image and of the
+candidate's facial image as the owning node released it in the verification packet
+(:mod:`fedmatch.protocol.packet`). The coordinator and the node refuse a verdict whose hashes
+are not those of the released images: nobody can confirm a hit on images other than the ones
+shown. ``""`` stands for "no image": a record enrolled from a template alone (not
+verifiable) or a lookup made from a template.
+
 The same code checks verdicts at the coordinator and again at the node that owns the
 record: :func:`verify_verdict` (one verdict: chain to the federation root, CRLs, role,
 state, key, signature) and :func:`assess` (one hit's verdicts: rejected, verified by enough
@@ -25,7 +32,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -46,6 +53,7 @@ __all__ = [
     "REJECT_REASONS",
     "VERDICT_DOMAIN",
     "Assessment",
+    "Evidence",
     "HitKey",
     "SignedVerdict",
     "Verdict",
@@ -54,6 +62,7 @@ __all__ = [
     "VerifiedVerdict",
     "assess",
     "assess_all",
+    "check_evidence",
     "different_sex",
     "read_verdicts",
     "sign_verdict",
@@ -61,7 +70,8 @@ __all__ = [
     "write_verdicts",
 ]
 
-VERDICT_DOMAIN = b"fedmatch/hit-verdict/v1\x00"
+VERDICT_DOMAIN = b"fedmatch/hit-verdict/v2\x00"
+_VERSION = 2
 MAX_VERDICT_BYTES = 2048
 MAX_CHAIN_BYTES = 16 * 1024
 # 64 hits per resolve (fedmatch.protocol.limits) and a few people each.
@@ -82,6 +92,7 @@ DIFFERENT_SEX_CONFIRMATIONS = 2
 
 _HEX = re.compile(r"[0-9a-f]+")
 _QUERY_ID = re.compile(r"[0-9a-f]{32}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _FIELDS = {
     "v",
     "query_id",
@@ -91,6 +102,8 @@ _FIELDS = {
     "verdict",
     "reason",
     "probe_sex",
+    "probe_image",
+    "candidate_image",
     "verifier",
     "issued_ms",
     "nonce",
@@ -128,6 +141,15 @@ class HitKey:
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """What a verifier compared: the SHA-256 (hex) of the probe image and of the candidate's
+    facial image from its verification packet; "" where there was no image."""
+
+    probe_image: str
+    candidate_image: str
+
+
+@dataclass(frozen=True)
 class VerdictStatement:
     query_id: str
     requesting_state: str
@@ -136,6 +158,8 @@ class VerdictStatement:
     verdict: Verdict
     reason: str  # a REJECT_REASONS code for a reject, "" for a confirm
     probe_sex: Sex  # the sex the requesting state declares for the person searched
+    probe_image: str  # SHA-256 hex of the probe image the verifier compared ("" none)
+    candidate_image: str  # SHA-256 hex of the candidate's released facial image ("" none)
     verifier: str  # the DNS name of the verifier's certificate
     issued_ms: int
     nonce: str
@@ -154,6 +178,10 @@ class VerdictStatement:
             raise InvalidInput(f"a reject needs a reason code: one of {', '.join(REJECT_REASONS)}")
         if self.verdict is Verdict.CONFIRM and self.reason:
             raise InvalidInput("a confirmation carries no reason code")
+        for name, digest in (("probe_image", self.probe_image),
+                             ("candidate_image", self.candidate_image)):  # fmt: skip
+            if digest and not _SHA256.fullmatch(digest):
+                raise InvalidInput(f"verdict {name} must be a SHA-256 in hex, or empty")
         if not self.verifier or len(self.verifier) > 128 or not self.verifier.isprintable():
             raise InvalidInput("verdict verifier must be a certificate name")
         if len(self.nonce) != 32 or not _HEX.fullmatch(self.nonce):
@@ -169,10 +197,14 @@ class VerdictStatement:
     def hit(self) -> HitKey:
         return HitKey(self.member_state, bytes.fromhex(self.handle))
 
+    @property
+    def evidence(self) -> Evidence:
+        return Evidence(self.probe_image, self.candidate_image)
+
     def encode(self) -> bytes:
         return canonical_json(
             {
-                "v": 1,
+                "v": _VERSION,
                 "query_id": self.query_id,
                 "requesting_state": self.requesting_state,
                 "member_state": self.member_state,
@@ -180,6 +212,8 @@ class VerdictStatement:
                 "verdict": self.verdict.value,
                 "reason": self.reason,
                 "probe_sex": self.probe_sex.value,
+                "probe_image": self.probe_image,
+                "candidate_image": self.candidate_image,
                 "verifier": self.verifier,
                 "issued_ms": self.issued_ms,
                 "nonce": self.nonce,
@@ -195,7 +229,7 @@ class VerdictStatement:
             obj = json.loads(data)
         except (ValueError, RecursionError):
             raise InvalidInput("verdict statement is not JSON") from None
-        if not isinstance(obj, dict) or set(obj) != _FIELDS or obj.get("v") != 1:
+        if not isinstance(obj, dict) or set(obj) != _FIELDS or obj.get("v") != _VERSION:
             raise InvalidInput("verdict statement has unknown fields or version")
         strings = {k: obj[k] for k in _FIELDS - {"v", "issued_ms"}}
         if not all(isinstance(v, str) and len(v) <= 256 for v in strings.values()):
@@ -260,13 +294,15 @@ def sign_verdict(
     query_id: str,
     requesting_state: str,
     hit: HitKey,
+    evidence: Evidence,
     verdict: Verdict,
     probe_sex: Sex,
     reason: str = "",
     issued_ms: int | None = None,
 ) -> SignedVerdict:
-    """A verifier's side: state and sign a verdict on one candidate hit. ``verifier`` is
-    the DNS name of the certificate in ``chain_pem`` (``anna.verifier.de.fedmatch.eu``)."""
+    """A verifier's side: state and sign a verdict on one candidate hit, compared on the
+    images ``evidence`` names. ``verifier`` is the DNS name of the certificate in
+    ``chain_pem`` (``anna.verifier.de.fedmatch.eu``)."""
     statement = VerdictStatement(
         query_id=query_id,
         requesting_state=requesting_state,
@@ -275,6 +311,8 @@ def sign_verdict(
         verdict=verdict,
         reason=reason,
         probe_sex=probe_sex,
+        probe_image=evidence.probe_image,
+        candidate_image=evidence.candidate_image,
         verifier=verifier,
         issued_ms=int(time.time() * 1000) if issued_ms is None else issued_ms,
         nonce=secrets.token_hex(16),
@@ -385,6 +423,23 @@ def assess_all(
     return {hit: assess(hit, verified, required) for hit in wanted}
 
 
+def check_evidence(
+    verdicts: Iterable[VerdictStatement], released: Mapping[HitKey, str], probe_image: str | None
+) -> None:
+    """Every verdict must name the images that were released for its hit: the candidate
+    image of the hit's verification packet (``released``: hit to its image's SHA-256, ""
+    for a record without one) and the probe image the requester declared when it asked
+    for the packets (``probe_image``; None: no packet was asked for). PermissionDenied
+    otherwise: a verdict on a hit whose packet was never released, or on other images."""
+    for v in verdicts:
+        if probe_image is None or v.hit not in released:
+            raise PermissionDenied(
+                "a verdict needs the hit's verification packet: none was released for it"
+            )
+        if v.probe_image != probe_image or v.candidate_image != released[v.hit]:
+            raise PermissionDenied("a verdict names other images than the ones released")
+
+
 # Verdict files, as `fedmatch verify-hit` writes them: JSON, each verdict's bytes in base64.
 _FILE_FORMAT = "fedmatch-hit-verdicts-v1"
 
@@ -454,10 +509,15 @@ class VerdictSigner:
         return identity_from_certificate(leaf).dns
 
     def confirm(
-        self, query_id: str, requesting_state: str, hit: HitKey, probe_sex: Sex = Sex.UNSPECIFIED
+        self,
+        query_id: str,
+        requesting_state: str,
+        hit: HitKey,
+        evidence: Evidence,
+        probe_sex: Sex = Sex.UNSPECIFIED,
     ) -> SignedVerdict:
         return sign_verdict(
-            self.key, self.chain_pem, self.name, query_id, requesting_state, hit,
+            self.key, self.chain_pem, self.name, query_id, requesting_state, hit, evidence,
             Verdict.CONFIRM, probe_sex,
         )  # fmt: skip
 
@@ -466,10 +526,11 @@ class VerdictSigner:
         query_id: str,
         requesting_state: str,
         hit: HitKey,
+        evidence: Evidence,
         reason: str,
         probe_sex: Sex = Sex.UNSPECIFIED,
     ) -> SignedVerdict:
         return sign_verdict(
-            self.key, self.chain_pem, self.name, query_id, requesting_state, hit,
+            self.key, self.chain_pem, self.name, query_id, requesting_state, hit, evidence,
             Verdict.REJECT, probe_sex, reason,
         )  # fmt: skip

@@ -22,7 +22,8 @@ from fedmatch.domain import (
 )
 from fedmatch.errors import InvalidInput
 from fedmatch.he.keys import KeyBundle
-from fedmatch.protocol.limits import HANDLE_BYTES
+from fedmatch.protocol.limits import HANDLE_BYTES, MAX_HANDLES_PER_REQUEST
+from fedmatch.protocol.packet import MAX_SEALED_PACKET_BYTES, SealedPacket, check_image_digest
 from fedmatch.protocol.statement import SignedRequest
 from fedmatch.protocol.verification import MAX_VERDICTS, SignedVerdict
 from fedmatch.rpc.v1 import audit_pb2
@@ -280,3 +281,27 @@ def verdicts_from_pb(msgs: Sequence[pb.HitVerdict]) -> list[SignedVerdict]:
     if len(msgs) > MAX_VERDICTS:
         raise InvalidInput(f"at most {MAX_VERDICTS} verdicts per request")
     return [SignedVerdict(m.statement, m.signature, m.signer_chain) for m in msgs]
+
+
+def packet_to_pb(packet: SealedPacket) -> pb.SealedPacket:
+    return pb.SealedPacket(
+        handle=packet.handle, image_sha256=packet.image_sha256, ciphertext=packet.ciphertext
+    )
+
+
+def packets_from_pb(msgs: Sequence[pb.SealedPacket]) -> list[SealedPacket]:
+    """Sealed packets as received (the coordinator relays them; the requester opens them):
+    at most one per handle of a request, each of a plausible size and digest."""
+    if len(msgs) > MAX_HANDLES_PER_REQUEST:
+        raise InvalidInput(f"at most {MAX_HANDLES_PER_REQUEST} packets per answer")
+    out = []
+    for m in msgs:
+        if len(m.handle) != HANDLE_BYTES:
+            raise InvalidInput(f"a packet's handle is {HANDLE_BYTES} bytes")
+        check_image_digest(m.image_sha256, "packet image_sha256")
+        if len(m.ciphertext) > MAX_SEALED_PACKET_BYTES:
+            raise InvalidInput(f"a sealed packet is at most {MAX_SEALED_PACKET_BYTES} bytes")
+        out.append(SealedPacket(m.handle, m.image_sha256, m.ciphertext))
+    if len({p.handle for p in out}) != len(out):
+        raise InvalidInput("two packets for one handle")
+    return out

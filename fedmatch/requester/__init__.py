@@ -6,13 +6,21 @@
 - :mod:`~fedmatch.requester.rights`: a data subject's "which states hold my data?";
 - :mod:`~fedmatch.requester.report`: JSON summaries of a lookup and its resolution;
 - :mod:`~fedmatch.requester.enrolment`: a state's authority enrolling records at its own
-  node.
+  node;
+- :mod:`~fedmatch.requester.candidates`: the candidate hits file between lookup and resolve,
+  and :mod:`~fedmatch.requester.packets`: the candidates' verification packets on disk.
 
 Imports the library (``he``, ``grpcutil``, ``pki``, ``audit``, ``protocol``, and
 ``biometrics`` when it needs faces); imported by ``cli``, ``demo`` and ``bench``, never by a
 node, the coordinator or another library room.
 """
 
-from fedmatch.requester.client import LookupReport, NodeSummary, Requester, ResolveReport
+from fedmatch.requester.client import (
+    LookupReport,
+    NodeSummary,
+    PacketFetch,
+    Requester,
+    ResolveReport,
+)
 
-__all__ = ["LookupReport", "NodeSummary", "Requester", "ResolveReport"]
+__all__ = ["LookupReport", "NodeSummary", "PacketFetch", "Requester", "ResolveReport"]

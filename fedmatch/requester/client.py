@@ -26,7 +26,8 @@ from fedmatch.he.keypair import RequesterKeys
 from fedmatch.pki.names import dns_name
 from fedmatch.protocol.casefile import ACTIONS, CRITERIA, confirmation_digest, proposal_summary
 from fedmatch.protocol.limits import MAX_LOOKUP_RESPONSE_BYTES, MAX_RECEIVE_BYTES
-from fedmatch.protocol.opening import ProbeOpening, seal_opening
+from fedmatch.protocol.opening import ProbeOpening, seal_opening, seal_opening_with_reply
+from fedmatch.protocol.packet import CandidatePacket, image_digest, open_packet
 from fedmatch.protocol.statement import RequestSigner
 from fedmatch.protocol.verification import SignedVerdict
 from fedmatch.protocol.wire import (
@@ -34,6 +35,7 @@ from fedmatch.protocol.wire import (
     header_to_pb,
     hit_from_pb,
     key_bundle_to_pb,
+    packets_from_pb,
     probe_to_pb,
     verdict_to_pb,
 )
@@ -97,6 +99,16 @@ def _lost_keys(node: NodeSummary) -> bool:
 
 
 @dataclass(frozen=True)
+class PacketFetch:
+    """The verification packets a lookup's candidates released, opened: the probe image's
+    SHA-256 the request named, the packets, and the states that gave none (and why)."""
+
+    probe_sha256: str
+    packets: tuple[CandidatePacket, ...]
+    failed: dict[str, str]
+
+
+@dataclass(frozen=True)
 class ResolveReport:
     regime: str
     rule: str
@@ -115,7 +127,8 @@ class ResolveReport:
     # criterion, procedure, responsible state, evidence, deadlines with due dates, digest).
     proposal: dict[str, Any] | None = None
     # What became of each candidate hit: state, status (verified, rejected, pending,
-    # review), different_sex, confirmed_by, rejected_by, reasons (never the handle).
+    # review), different_sex, not_verifiable (no image comparison was possible),
+    # confirmed_by, rejected_by, reasons (never the handle).
     statuses: tuple[dict[str, Any], ...] = ()
 
 
@@ -124,6 +137,7 @@ def _status_dict(st: coordinator_pb2.HitStatus) -> dict[str, Any]:
         "member_state": st.member_state,
         "status": st.status,
         "different_sex": st.different_sex,
+        "not_verifiable": st.not_verifiable,
         "confirmed_by": list(st.confirmed_by),
         "rejected_by": list(st.rejected_by),
         "reasons": list(st.reasons),
@@ -410,6 +424,52 @@ class Requester:
             statuses=tuple(_status_dict(st) for st in response.statuses),
             proposal=proposal_summary(response.proposal) if response.HasField("proposal") else None,
         )
+
+    def fetch_packets(
+        self, report: LookupReport, probe_image: bytes = b"", timeout: float = 60.0
+    ) -> PacketFetch:
+        """The verification packets of the candidate hits (fedmatch/protocol/packet.py):
+        the probe's opening is sealed to each node with hits, each node checks that the
+        candidates really match and answers with packets only the sealer can open.
+        ``probe_image``: the photo the lookup was made from (b"" for a template lookup);
+        every verdict will name its SHA-256, as the signed request does."""
+        digest = image_digest(probe_image)
+        if not report.matches:
+            return PacketFetch(digest, (), {})
+        # Without the opening (lost .opening file) the nodes refuse, and say so.
+        states = sorted({s for s, _ in report.matches} & set(report.opening_keys))
+        keys: dict[str, bytes] = {}
+        openings = []
+        opening = report.opening
+        for state in states:
+            if opening is None:
+                break
+            sealed, keys[state] = seal_opening_with_reply(
+                opening, report.opening_keys[state], report.header.query_id, state
+            )
+            openings.append(coordinator_pb2.SealedOpening(member_state=state, sealed=sealed))
+        request = coordinator_pb2.VerificationPacketsRequest(
+            header=header_to_pb(report.header, self.signer.sign(report.header, "packets", digest)),
+            hits=[coordinator_pb2.HitRef(member_state=s, handle=h) for s, h in report.matches],
+            openings=openings,
+            probe_image_sha256=digest,
+        )
+        stub = self._stub.GetVerificationPackets
+        response: coordinator_pb2.VerificationPacketsResponse = stub(request, timeout=timeout)
+        asked = set(report.matches)
+        packets: list[CandidatePacket] = []
+        failed: dict[str, str] = {}
+        for node in response.nodes:
+            if node.outcome != "ok" or node.member_state not in keys:
+                failed[node.member_state] = f"{node.outcome or 'no answer'}: {node.detail}"
+                continue
+            state = node.member_state
+            for sealed_packet in packets_from_pb(node.packets):
+                if (state, sealed_packet.handle) not in asked:
+                    raise ImplausibleResult(f"{state} sent a packet not asked for")
+                qid = report.header.query_id
+                packets.append(open_packet(sealed_packet, keys[state], qid, state))
+        return PacketFetch(digest, tuple(packets), failed)
 
     @staticmethod
     def _sealed_openings(report: LookupReport) -> list[coordinator_pb2.SealedOpening]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Literal
 
 import grpc
 import numpy as np
@@ -17,6 +18,9 @@ from fedmatch.protocol.wire import category_to_pb, header_to_pb, sex_to_pb
 from fedmatch.rpc.v1 import node_pb2, node_pb2_grpc
 
 __all__ = ["EnrolmentRecord", "NodeEnroller"]
+
+# How the wire names "refuse several faces" and "the largest" (node.proto, Photo.pick).
+_PICK: dict[object, int] = {None: -1, "largest": -2}
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,30 @@ class NodeEnroller:
             record=record.to_pb(),
             template=node_pb2.Template(
                 model_id=self.model_id, values=np.asarray(template, dtype=np.float32).tolist()
+            ),
+        )
+        response: node_pb2.EnrollResponse = self._stub.Enroll(request, timeout=self.timeout)
+        return response.register_size
+
+    def enroll_photo(
+        self,
+        header: QueryHeader,
+        record: EnrolmentRecord,
+        photo: bytes,
+        name: str,
+        pick: int | Literal["largest"] | None = None,
+    ) -> int:
+        """Enrol one record from a photograph: the node makes the template with its own
+        face model and keeps the facial image its experts' peers will compare a hit with
+        (a record enrolled from a template alone is not verifiable by image). A photo a
+        quality gate refuses comes back as INVALID_ARGUMENT, details "<code>: <why>"."""
+        request = node_pb2.EnrollRequest(
+            header=header_to_pb(header),
+            record=record.to_pb(),
+            photo=node_pb2.Photo(
+                data=photo,
+                name=name,
+                pick=-1 if pick is None else -2 if pick == "largest" else pick,
             ),
         )
         response: node_pb2.EnrollResponse = self._stub.Enroll(request, timeout=self.timeout)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import grpc
 import numpy as np
@@ -497,9 +498,13 @@ def test_resolve_refuses_states_that_did_not_answer(
         with pytest.raises(grpc.RpcError) as err:
             coord_stub.Resolve(request)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    # A position past the end of the response: NOT_FOUND from the node, reported as a
-    # refusal and an incomplete decision, not as "no match".
+    # A position past the end of the response: NOT_FOUND from the node when its packet is
+    # asked for, reported as that node's refusal, not as "no match"; no verdict can then
+    # bind its images, so the coordinator refuses a resolve naming it.
     past_end = b"\x00\x00\x00\x09" * 2
+    claimed = replace(report, matches=(("IT", past_end),))
+    fetched = fed.requester("DE").fetch_packets(claimed)
+    assert fetched.packets == () and fetched.failed["IT"].startswith("refused: NOT_FOUND")
     request = coordinator_pb2.ResolveRequest(
         header=header_to_pb(report.header, signed_resolve(fed.tmp, report.header)),
         application_date="2026-11-21",
@@ -510,7 +515,7 @@ def test_resolve_refuses_states_that_did_not_answer(
         openings=[coordinator_pb2.SealedOpening(
             member_state="IT", sealed=sealed_opening(report, "IT"))],
     )  # fmt: skip
-    response = coord_stub.Resolve(request)
-    assert not response.decision.complete
-    assert response.nodes[0].outcome == coordinator_pb2.NODE_OUTCOME_REFUSED
-    assert response.nodes[0].detail.startswith("NOT_FOUND")
+    with pytest.raises(grpc.RpcError) as err:
+        coord_stub.Resolve(request)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "verification packet" in str(err.value.details())

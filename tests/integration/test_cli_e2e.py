@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -59,6 +60,33 @@ def verifier(fed_dir: Path, state: str, person: str) -> list[str]:
     return ["--config", str(path)]
 
 
+def sign_verdicts(fed_dir: Path, candidates: Path, people: tuple[str, ...]) -> list[str]:
+    """Each of ``people`` (DE verifiers) signs a confirmation of every candidate in a
+    verdict file, as by hand: list where each hit's two images are and their hashes, then
+    sign naming them (``--seen``); without ``--seen`` nothing is signed."""
+    listed = _fedmatch("verify-hit", "--candidates", str(candidates))
+    assert listed.returncode == 0, listed.stderr
+    seen = [f"--seen={h['seen']}" for h in json.loads(listed.stdout)["hits"]]
+    files = []
+    for person in people:
+        out = fed_dir / f"verdict-{person}.json"
+        config = verifier(fed_dir, "DE", person)
+        before = out.read_bytes() if out.exists() else None
+        unseen = _fedmatch(
+            "verify-hit", *config, "--candidates", str(candidates), "--confirm",
+            "--out", str(out),
+        )  # fmt: skip
+        assert unseen.returncode == 2 and "not signed" in unseen.stderr, unseen.stderr
+        assert (out.read_bytes() if out.exists() else None) == before  # nothing signed
+        signed = _fedmatch(
+            "verify-hit", *config, "--candidates", str(candidates), "--confirm",
+            *seen, "--out", str(out),
+        )  # fmt: skip
+        assert signed.returncode == 0, signed.stderr
+        files.append(str(out))
+    return files
+
+
 def verified_resolve(
     fed_dir: Path, coordinator: str, lookup: list[str], people: tuple[str, ...]
 ) -> subprocess.CompletedProcess[str]:
@@ -67,20 +95,58 @@ def verified_resolve(
     candidates = fed_dir / "candidates.json"
     pending = _fedmatch(*lookup, "--candidates-out", str(candidates))
     assert pending.returncode == 0, pending.stderr
-    files = []
-    for person in people:
-        out = fed_dir / f"verdict-{person}.json"
-        signed = _fedmatch(
-            "verify-hit", *verifier(fed_dir, "DE", person), "--candidates", str(candidates),
-            "--confirm", "--out", str(out),
-        )  # fmt: skip
-        assert signed.returncode == 0, signed.stderr
-        files.append(str(out))
+    files = sign_verdicts(fed_dir, candidates, people)
     return _fedmatch(
         "resolve", *operator(fed_dir, "DE"), "--coordinator", coordinator,
         "--candidates", str(candidates), "--verdicts", *files,
         "--application-date", "2026-11-21",
     )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_demo_with_the_desk_serves_it_until_ctrl_c(tmp_path: Path) -> None:
+    """``make demo DEMO_ARGS=--desk``: the demo prints the desk's address, serves it (its
+    login page answers, the case is in its folder with the candidate's packet) and stops
+    cleanly on Ctrl-C, with its audit."""
+    import re
+    import urllib.request
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedmatch", "demo", "--desk", "--records", "2000",
+         "--workdir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 240
+        url = ""
+        while not url:
+            line = proc.stdout.readline()
+            assert line and time.monotonic() < deadline, "".join(lines)
+            lines.append(line)
+            found = re.search(r"verifier desk: (https?://\S+) ", line)
+            url = found.group(1) if found else ""
+        with urllib.request.urlopen(url + "login", timeout=10) as page:
+            html = page.read().decode()
+            assert "expert1" in html and "expert2" in html and "(official)" in html
+            assert page.headers["Content-Security-Policy"].startswith("default-src 'self'")
+        (case,) = (tmp_path / "desk-cases").glob("*.json")
+        manifest = json.loads(
+            (case.with_name(case.name + ".packets") / "manifest.json").read_text()
+        )
+        assert sorted(c["member_state"] for c in manifest["candidates"]) == ["FR", "IT"]
+        assert all(c["verifiable"] for c in manifest["candidates"])
+        # Ctrl-C at a terminal: SIGINT to the whole foreground process group.
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["desk"]["candidates"] == str(case)
+    assert summary["audit"]["ok"] is True and summary["pending_verification"] == 2
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ import pytest
 from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.domain import Category
 from tests.federation import DIM, enrol, federation
-from tests.integration.test_cli_e2e import WHO, _fedmatch, operator, verifier
+from tests.integration.test_cli_e2e import WHO, _fedmatch, operator, sign_verdicts
 
 NOW = dt.datetime(2026, 11, 21, 9, 30, tzinfo=dt.UTC)
 HEADER = ["--legal-basis", "Reg. (EU) 2024/1351 Art. 39", "--case-reference", "DE-2026-77"]
@@ -55,15 +55,7 @@ def test_lookup_verify_resolve_with_a_case_file_and_confirm(tmp_path: Path) -> N
             "--candidates-out", str(candidates),
         )  # fmt: skip
         assert pending.returncode == 0, pending.stderr
-        verdicts = []
-        for person_id in ("anna", "ben"):
-            out = tmp_path / f"verdict-{person_id}.json"
-            signed = _fedmatch(
-                "verify-hit", *verifier(fed_dir, "DE", person_id), "--candidates",
-                str(candidates), "--confirm", "--out", str(out),
-            )  # fmt: skip
-            assert signed.returncode == 0, signed.stderr
-            verdicts.append(str(out))
+        verdicts = sign_verdicts(fed_dir, candidates, ("anna", "ben"))
         resolved = _fedmatch(
             "resolve", *operator(fed_dir, "DE"), "--coordinator", address,
             "--candidates", str(candidates), "--verdicts", *verdicts,

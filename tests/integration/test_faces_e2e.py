@@ -19,6 +19,7 @@ from fedmatch.protocol.wire import category_to_pb, header_to_pb
 from fedmatch.rpc.v1 import node_pb2, node_pb2_grpc
 from tests.federation import (
     Federation,
+    enrol_photo,
     federation,
     gate,
     header,
@@ -53,20 +54,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
 
 def _enrol_photo(fed: Federation, state: str, file: str, reference: str) -> None:
     # Enrolment at a node is for its own member state's operator workstations.
-    channel = node_channel(fed.tmp, state, fed.servers[state].address, f"operator-{state}")
-    try:
-        request = node_pb2.EnrollRequest(
-            header=header_to_pb(header(state)),
-            record=node_pb2.RecordMetadata(
-                reference=reference, category=category_to_pb(Category.APPLICANT),
-                event_date="2026-02-01", event_place="Centre", capture_date="2026-02-01",
-                birth_date="1990-05-17",
-            ),
-            photo=node_pb2.Photo(data=(FACES / file).read_bytes(), name=file, pick=-1),
-        )  # fmt: skip
-        node_pb2_grpc.NodeServiceStub(channel).Enroll(request, timeout=60)
-    finally:
-        channel.close()
+    enrol_photo(fed, state, (FACES / file).read_bytes(), reference)
 
 
 def test_photos_enrolled_at_two_nodes_are_found_from_a_third(

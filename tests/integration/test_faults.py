@@ -58,7 +58,7 @@ from fedmatch.pki.provision import PartyFiles, provision
 from fedmatch.protocol.limits import MAX_NODE_RESPONSE_BYTES, MAX_RECEIVE_BYTES
 from fedmatch.protocol.statement import RequestSigner
 from fedmatch.protocol.transport import Security
-from fedmatch.protocol.verification import HitKey, SignedVerdict, VerdictSigner
+from fedmatch.protocol.verification import Evidence, HitKey, SignedVerdict, VerdictSigner
 from fedmatch.protocol.wire import header_to_pb, witness_answer_to_pb
 from fedmatch.requester import Requester
 from fedmatch.requester.client import LookupReport, NodeSummary
@@ -294,14 +294,22 @@ class Federation:
         return requester
 
     def verdicts(self, report: LookupReport) -> list[SignedVerdict]:
-        """Both DE experts confirm every candidate hit of ``report`` (signed verdicts)."""
+        """Both DE experts confirm every candidate hit of ``report`` (signed verdicts),
+        on the images of its verification packets (fetched here, as a desk would)."""
         state = report.header.requesting_state
+        fetched = self.requester(state).fetch_packets(report)
+        released = {HitKey(p.member_state, p.handle): p.image_sha256 for p in fetched.packets}
         out = []
         for person in EXPERTS:
             party = self.parties[f"verifier-{person}-{state}"]
             signer = VerdictSigner(party.signer(), party.tls.chain.read_bytes())
             out += [
-                signer.confirm(report.header.query_id, state, HitKey(s, h))
+                signer.confirm(
+                    report.header.query_id,
+                    state,
+                    HitKey(s, h),
+                    Evidence(fetched.probe_sha256, released.get(HitKey(s, h), "")),
+                )
                 for s, h in report.matches
             ]
         return out
@@ -798,6 +806,7 @@ def test_coordinator_restarted_between_lookup_and_resolve(tmp_path: Path) -> Non
         report = _lookup(requester, capture(person, rng, 0.9), "DE-RESTART-1")
         assert _outcomes(report.nodes) == {"FR": "ok", "IT": "ok"}
         assert [state for state, _ in report.matches] == ["IT"]
+        verdicts = fed.verdicts(report)  # the packets came, the experts signed
         before = fed.audit()
         assert before.ok, before.report
         coordinator_dir = fed.audit_dir("coordinator")
@@ -821,7 +830,7 @@ def test_coordinator_restarted_between_lookup_and_resolve(tmp_path: Path) -> Non
         # The resolve of the lookup made before the restart: the coordinator no longer holds
         # it, and says so (the same requester, whose channel reconnects by itself).
         with pytest.raises(grpc.RpcError) as caught:
-            requester.resolve(report, TODAY.isoformat(), fed.verdicts(report))
+            requester.resolve(report, TODAY.isoformat(), verdicts)
         err = caught.value
         assert isinstance(err, grpc.Call)
         assert err.code() == grpc.StatusCode.NOT_FOUND, (err.code(), err.details())

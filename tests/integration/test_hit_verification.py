@@ -25,9 +25,8 @@ from fedmatch.domain import Category, Purpose, Sex
 from fedmatch.errors import ConfigError
 from fedmatch.pki.ca import revoke
 from fedmatch.protocol.verification import HitKey, SignedVerdict, VerdictSigner
-from fedmatch.protocol.wire import authorization_to_pb, header_to_pb, verdict_to_pb
 from fedmatch.requester.client import LookupReport
-from fedmatch.rpc.v1 import node_pb2, node_pb2_grpc
+from fedmatch.rpc.v1 import node_pb2
 from node.config import NodeConfig
 from tests.federation import (
     DIM,
@@ -38,10 +37,7 @@ from tests.federation import (
     expert,
     expert_name,
     federation,
-    hit_verified,
     pki,
-    sealed_opening,
-    signed_resolve,
 )
 
 APPLICATION = "2026-11-21"
@@ -129,16 +125,18 @@ def test_one_confirmation_or_the_same_person_twice_is_not_enough(fed: Federation
 def test_unauthorized_verdicts_are_refused(fed: Federation, spy: Spy) -> None:
     report = _candidate(fed, 2)
     qid, hit = report.header.query_id, HitKey(*report.matches[0])
-    anna = expert(fed.tmp, "DE", "anna").confirm(qid, "DE", hit)
+    seen = fed.evidence(report)(hit)  # the packet's images, released to DE
+    anna = expert(fed.tmp, "DE", "anna").confirm(qid, "DE", hit, seen)
     operator = pki(fed.tmp)["operator-DE"]
-    ben = expert(fed.tmp, "DE", "ben").confirm(qid, "DE", hit)
+    ben = expert(fed.tmp, "DE", "ben").confirm(qid, "DE", hit, seen)
     forged = replace(ben, signature=bytes([ben.signature[0] ^ 1]) + ben.signature[1:])
     cases: list[tuple[SignedVerdict, str]] = [
         # An operator of the requesting state is not a verifier.
-        (VerdictSigner(operator.signer(), operator.tls.chain.read_bytes()).confirm(qid, "DE", hit),
+        (VerdictSigner(operator.signer(), operator.tls.chain.read_bytes())
+         .confirm(qid, "DE", hit, seen),
          "signed by a operator of DE, not by an authorized verifier of DE"),
         # A verifier of another state (the owning state's, even) does not verify for DE.
-        (expert(fed.tmp, "IT", "anna").confirm(qid, "DE", hit),
+        (expert(fed.tmp, "IT", "anna").confirm(qid, "DE", hit, seen),
          "signed by a verifier of IT, not by an authorized verifier of DE"),
         (forged, "a verdict signature does not verify"),
     ]  # fmt: skip
@@ -151,7 +149,7 @@ def test_unauthorized_verdicts_are_refused(fed: Federation, spy: Spy) -> None:
     revoke(fed.tmp / "pki" / "ca", "de", leaf.serial_number)
     _denied(
         lambda: fed.requester("DE").resolve(
-            report, APPLICATION, [anna, carl.confirm(qid, "DE", hit)]
+            report, APPLICATION, [anna, carl.confirm(qid, "DE", hit, seen)]
         ),
         "revoked",
     )
@@ -169,30 +167,21 @@ def test_the_node_checks_the_verdicts_itself(fed: Federation, spy: Spy) -> None:
     report = _candidate(fed, 3)
     hdr, handles = report.header, [report.matches[0][1]]
     hits = [("IT", handles[0])]
-    stub = node_pb2_grpc.NodeServiceStub(fed.node_channel("IT"))  # as the coordinator
 
     def ask(verdicts: list[SignedVerdict], verifiers: tuple[str, ...] = VERIFIERS) -> object:
-        signed = signed_resolve(fed.tmp, hdr)
-        entry = hit_verified(hdr, "IT", handles, verifiers, signed=signed)
-        return stub.GetHitDetails(
-            node_pb2.HitDetailsRequest(
-                header=header_to_pb(hdr, signed),
-                handles=handles,
-                authorization=authorization_to_pb(fed.authorize(entry, ["IT"])),
-                verdicts=[verdict_to_pb(v) for v in verdicts],
-                sealed_opening=sealed_opening(report, "IT"),
-            ),
-            timeout=20,
-        )
+        return fed.details_at_node(report, verdicts, verifiers)
 
-    one = confirmations(fed.tmp, hdr, hits, ["anna"])
+    seen = fed.evidence(report)  # the packet was released: verdicts bind its images
+    one = confirmations(fed.tmp, hdr, hits, ["anna"], evidence=seen)
     _denied(lambda: ask([]), "need 2 distinct verifiers' signed confirmations")
     _denied(lambda: ask(one), "need 2 distinct verifiers' signed confirmations")
-    _denied(lambda: ask(one + confirmations(fed.tmp, hdr, hits, ["anna"])), "need 2 distinct")
-    foreign = expert(fed.tmp, "IT", "anna").confirm(hdr.query_id, "DE", HitKey(*hits[0]))
+    again = confirmations(fed.tmp, hdr, hits, ["anna"], evidence=seen)
+    _denied(lambda: ask(one + again), "need 2 distinct")
+    hit = HitKey(*hits[0])
+    foreign = expert(fed.tmp, "IT", "anna").confirm(hdr.query_id, "DE", hit, seen(hit))
     _denied(lambda: ask([*one, foreign]), "not by an authorized verifier of DE")
     # Valid verdicts of anna and ben, but the coordinator's record names someone else.
-    two = confirmations(fed.tmp, hdr, hits)
+    two = confirmations(fed.tmp, hdr, hits, evidence=seen)
     _denied(
         lambda: ask(two, (expert_name("DE", "anna"), expert_name("DE", "carl"))),
         "names other verifiers",
@@ -209,7 +198,10 @@ def test_a_rejected_hit_never_reveals_its_details(fed: Federation, spy: Spy) -> 
     report = _candidate(fed, 4)
     qid, hit = report.header.query_id, HitKey(*report.matches[0])
     ben = expert(fed.tmp, "DE", "ben")
-    verdicts = [*fed.verdicts(report, ["anna"]), ben.reject(qid, "DE", hit, "different_person")]
+    verdicts = [
+        *fed.verdicts(report, ["anna"]),
+        ben.reject(qid, "DE", hit, fed.evidence(report)(hit), "different_person"),
+    ]
     resolved = fed.requester("DE").resolve(report, APPLICATION, verdicts)
     assert resolved.hits == () and resolved.evidence == ()
     (status,) = resolved.statuses
@@ -307,8 +299,9 @@ def test_under_the_waiver_a_different_sex_hit_still_needs_two(tmp_path: Path) ->
         mixed = _candidate(fed, 8, Sex.MALE)
         qid = mixed.header.query_id
         hit = HitKey(*mixed.matches[0])
+        seen = fed.evidence(mixed)(hit)
         verdicts = [
-            expert(fed.tmp, "DE", "anna").confirm(qid, "DE", hit, Sex.MALE),
-            expert(fed.tmp, "DE", "ben").confirm(qid, "DE", hit),
+            expert(fed.tmp, "DE", "anna").confirm(qid, "DE", hit, seen, Sex.MALE),
+            expert(fed.tmp, "DE", "ben").confirm(qid, "DE", hit, seen),
         ]
         assert [h["reference"] for h in resolve(mixed, APPLICATION, verdicts).hits] == ["IT-V-8"]

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 
@@ -95,24 +96,31 @@ def _refused(
     caplog: pytest.LogCaptureFixture | None = None,
     reason: str = "",
 ) -> None:
-    """The claim is refused at IT with ``message``; with ``caplog``, the node's own log
-    gives ``reason`` (the requester only ever sees the one answer)."""
+    """The claim is refused at IT with ``message`` when the requester asks for its
+    verification packet (the first step that needs a proven match); with ``caplog``, the
+    node's own log gives ``reason`` (the requester only ever sees the one answer). No
+    verdict can then bind its images, so no resolve reaches the node."""
     if caplog is not None:
         caplog.set_level(logging.INFO, logger="fedmatch.node")
         caplog.clear()
-    resolved = _claim(fed, report, handle)
+    claimed = replace(report, matches=(("IT", handle),))
+    fetched = fed.packets(claimed)
     if caplog is not None:
         assert f"reason={reason}" in caplog.text
-    # The coordinator passes the node's refusal on: no details, the decision partial.
-    assert resolved.hits == () and not resolved.complete
-    (node,) = resolved.nodes
-    assert node.outcome == "refused" and message in node.detail, node.detail
+    assert fetched.packets == ()
+    assert fetched.failed["IT"].startswith("refused") and message in fetched.failed["IT"]
+    with pytest.raises(grpc.RpcError) as err:
+        fed.requester("DE").resolve(claimed, APPLICATION, fed.verdicts(claimed))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "verification packet" in str(err.value.details())
     assert not _revealed(fed, report)
-    # On the node's record as a refusal of that query.
-    assert any(
-        e.kind is EventKind.REQUEST_REFUSED and e.event.query_id == report.header.query_id
-        for e in fed.nodes["IT"].audit.log.iter_entries()
-    )
+    # On the node's record as a refusal of that query; no packet released.
+    entries = [
+        e for e in fed.nodes["IT"].audit.log.iter_entries()
+        if e.event.query_id == report.header.query_id
+    ]  # fmt: skip
+    assert any(e.kind is EventKind.REQUEST_REFUSED for e in entries)
+    assert not any(e.kind is EventKind.PACKETS_RELEASED for e in entries)
 
 
 def test_a_real_match_is_released_once(fed: Federation) -> None:
@@ -208,5 +216,7 @@ def test_resolves_count_against_the_daily_quota(fed: Federation) -> None:
     before = guard.used_today("DE")
     report = _lookup(fed, probe, "R-8")
     assert guard.used_today("DE") == before + 1  # the search
+    fed.packets(report)
+    assert guard.used_today("DE") == before + 2  # its verification packets
     _claim(fed, report, report.matches[0][1])
-    assert guard.used_today("DE") == before + 2  # and its resolve
+    assert guard.used_today("DE") == before + 3  # and its resolve

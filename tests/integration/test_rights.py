@@ -27,6 +27,7 @@ from tests.federation import (
     DIM,
     VERIFIERS,
     Federation,
+    confirmations,
     enrol,
     expert,
     federation,
@@ -89,9 +90,15 @@ def test_hit_details_are_refused_for_a_data_subject_search(fed: Federation) -> N
     header = requester.header(Purpose.DATA_SUBJECT_REQUEST, DSR_BASIS, "DSR-2026-3")
     report = requester.lookup(probe, header)
     assert [s for s, _ in report.matches] == ["IT"]
-    # At the coordinator, even with two valid confirmations.
+    # No verification packet (no facial image) for such a search either.
     with pytest.raises(grpc.RpcError) as err:
-        requester.resolve(report, APPLICATION, fed.verdicts(report))
+        requester.fetch_packets(report)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "data-subject request" in (err.value.details() or "")
+    # At the coordinator, even with two valid confirmations.
+    verdicts = confirmations(fed.tmp, header, report.matches)
+    with pytest.raises(grpc.RpcError) as err:
+        requester.resolve(report, APPLICATION, verdicts)
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "data-subject request" in (err.value.details() or "")
     # Logged as refused; nothing verified, nothing asked of the node.
@@ -108,7 +115,7 @@ def test_hit_details_are_refused_for_a_data_subject_search(fed: Federation) -> N
                 header=header_to_pb(header, signed),
                 handles=handles,
                 authorization=authorization_to_pb(fed.authorize(entry, ["IT"])),
-                verdicts=[verdict_to_pb(v) for v in fed.verdicts(report)],
+                verdicts=[verdict_to_pb(v) for v in verdicts],
             ),
             timeout=20,
         )
@@ -190,9 +197,12 @@ def test_statistics_of_a_small_federation(tmp_path: Path) -> None:
         # A hit the verifiers reject.
         report = look(doubtful, Purpose.ASYLUM_DUBLIN, "applicant", "S-4")
         hit = HitKey(*report.matches[0])
+        seen = fed.evidence(report)(hit)
         verdicts = [
-            expert(fed.tmp, "DE", "anna").confirm(report.header.query_id, "DE", hit),
-            expert(fed.tmp, "DE", "ben").reject(report.header.query_id, "DE", hit, "data_error"),
+            expert(fed.tmp, "DE", "anna").confirm(report.header.query_id, "DE", hit, seen),
+            expert(fed.tmp, "DE", "ben").reject(
+                report.header.query_id, "DE", hit, seen, "data_error"
+            ),
         ]
         requester.resolve(report, APPLICATION, verdicts)
         # A data subject asks.

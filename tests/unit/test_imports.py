@@ -40,10 +40,14 @@ ALLOWED: dict[str, set[str]] = {
     # The coordinator never holds biometrics: it cannot even import the face path.
     "coordinator": CORE,
     "ops": CORE | {"node", "coordinator"},
-    "demo": CORE | {"biometrics", "requester", "node", "coordinator", "ops"},
+    # The verifier desk (a web application of the requesting state) works on the requester's
+    # files and calls; the demo starts one.
+    "desk": CORE | {"requester"},
+    "demo": CORE | {"biometrics", "requester", "node", "coordinator", "ops", "desk"},
     "bench": CORE | {"biometrics", "requester", "node", "coordinator", "ops", "demo"},
     "cli": CORE
-    | {"biometrics", "evaluation", "requester", "node", "coordinator", "ops", "demo", "bench"},
+    | {"biometrics", "evaluation", "requester", "desk", "node", "coordinator", "ops", "demo"}
+    | {"bench"},
 }
 SUBPACKAGES = {r for r in ALLOWED if r not in ("base", "node", "coordinator")} | {"rpc"}
 

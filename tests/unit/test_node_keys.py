@@ -39,6 +39,7 @@ from fedmatch.protocol.epochs import EpochTable
 from fedmatch.protocol.gate import Gate
 from fedmatch.protocol.opening import ProbeOpening, seal_opening
 from fedmatch.protocol.statement import SignedRequest
+from fedmatch.protocol.verification import Evidence, HitKey
 from fedmatch.protocol.wire import encode_handle
 from node.config import NodeConfig
 from node.service import NodeService
@@ -52,10 +53,12 @@ from tests.federation import (
     header,
     hit_verified,
     node_audit,
+    packets_authorized,
     request_signer,
     search_authorized,
     shared_keys,
     signed_lookup,
+    signed_packets,
     signed_resolve,
 )
 
@@ -122,6 +125,18 @@ class Node:
         signed = self.sign(hdr, probe)
         authorization = self.authorize(hdr, probe, signed)
         return self.service.search(hdr, probe, version, authorization, signed, never)
+
+    def released(
+        self, hdr: QueryHeader, handles: list[bytes], sealed: bytes
+    ) -> Callable[[HitKey], Evidence]:
+        """The verification packets of ``handles``, asked for on the coordinator's record;
+        returns what a verdict on each of them binds (no probe image: a template lookup)."""
+        signed = signed_packets(self.tmp, hdr)
+        event = packets_authorized(hdr, STATE, handles, signed=signed)
+        authorization = self.coordinator.authorize(self.service, event)
+        packets = self.service.verification_packets(hdr, handles, authorization, signed, sealed, "")
+        images = {HitKey(STATE, p.handle): p.image_sha256 for p in packets}
+        return lambda hit: Evidence("", images[hit])
 
     def verified(
         self, hdr: QueryHeader, handles: list[bytes]
@@ -247,8 +262,9 @@ def test_unknown_key_id_is_refused_before_any_he_work(it_node: Node) -> None:
         for position in np.flatnonzero(keys.decrypt_matches(block))
     ]
     assert len(handles) == 1  # 20 random unit vectors: only the probe's own row matches
-    verdicts = confirmations(it_node.tmp, hdr, [(STATE, h) for h in handles])
     sealed = opened(probe, result, hdr)
+    seen = it_node.released(hdr, handles, sealed)
+    verdicts = confirmations(it_node.tmp, hdr, [(STATE, h) for h in handles], evidence=seen)
     (hit,) = svc.hit_details(hdr, handles, *it_node.verified(hdr, handles), verdicts, sealed).hits
     assert hit.member_state == STATE
     assert hit.reference == it_node.store.get(int(ids[3])).reference
@@ -471,8 +487,9 @@ def test_hit_details_need_the_coordinators_verified_entry(it_node: Node) -> None
             svc.hit_details(hdr, handles, authorize(signed), signed)
             pytest.fail(f"details revealed for {why}")
     authorization, signed = it_node.verified(hdr, handles)
-    verdicts = confirmations(it_node.tmp, hdr, [(STATE, h) for h in handles])
     sealed = opened(probe, result, hdr)
+    seen = it_node.released(hdr, handles, sealed)
+    verdicts = confirmations(it_node.tmp, hdr, [(STATE, h) for h in handles], evidence=seen)
     (hit,) = svc.hit_details(hdr, handles, authorization, signed, verdicts, sealed).hits
     assert hit.reference == it_node.store.get(int(ids[5])).reference
     # The same signed resolve once more: a replay, of a query already resolved.

@@ -20,6 +20,7 @@ from fedmatch.protocol.transport import Security
 from fedmatch.protocol.verification import (
     VERDICT_DOMAIN,
     Assessment,
+    Evidence,
     HitKey,
     SignedVerdict,
     Verdict,
@@ -37,6 +38,8 @@ from fedmatch.protocol.verification import (
 from tests.federation import expert, expert_name, pki
 
 HIT = HitKey("IT", bytes.fromhex("0000000100000007"))
+# The images a verifier compared: the probe's and the candidate's SHA-256.
+SEEN = Evidence("a" * 64, "b" * 64)
 OTHER_HIT = HitKey("FR", bytes.fromhex("0000000000000003"))
 
 
@@ -58,7 +61,7 @@ def _qid() -> str:
 
 def test_a_confirmation_verifies_and_names_its_signer(tmp: Path) -> None:
     qid = _qid()
-    signed = expert(tmp, "DE", "anna").confirm(qid, "DE", HIT, Sex.FEMALE)
+    signed = expert(tmp, "DE", "anna").confirm(qid, "DE", HIT, SEEN, Sex.FEMALE)
     checked = verify_verdict(signed, qid, "DE", _verify_chain(tmp).verify_chain)
     assert checked.verifier == expert_name("DE", "anna") == "anna.verifier.de.fedmatch.eu"
     assert checked.statement.hit == HIT
@@ -70,7 +73,7 @@ def test_a_confirmation_verifies_and_names_its_signer(tmp: Path) -> None:
 
 
 def test_statements_must_be_canonical_and_complete(tmp: Path) -> None:
-    signed = expert(tmp, "DE").confirm(_qid(), "DE", HIT)
+    signed = expert(tmp, "DE").confirm(_qid(), "DE", HIT, SEEN)
     obj = json.loads(signed.statement)
     with pytest.raises(InvalidInput, match="not canonical"):
         VerdictStatement.decode(json.dumps(obj, indent=1).encode())
@@ -85,11 +88,11 @@ def test_statements_must_be_canonical_and_complete(tmp: Path) -> None:
 def test_a_reject_needs_a_reason_code_and_a_confirmation_has_none(tmp: Path) -> None:
     signer = expert(tmp, "DE")
     with pytest.raises(InvalidInput, match="reason code"):
-        signer.reject(_qid(), "DE", HIT, "looks different to me")
+        signer.reject(_qid(), "DE", HIT, SEEN, "looks different to me")
     with pytest.raises(InvalidInput, match="no reason"):
-        sign_verdict(signer.key, signer.chain_pem, signer.name, _qid(), "DE", HIT,
+        sign_verdict(signer.key, signer.chain_pem, signer.name, _qid(), "DE", HIT, SEEN,
                      Verdict.CONFIRM, Sex.MALE, reason="different_person")  # fmt: skip
-    rejected = signer.reject(_qid(), "DE", HIT, "different_person")
+    rejected = signer.reject(_qid(), "DE", HIT, SEEN, "different_person")
     assert VerdictStatement.decode(rejected.statement).reason == "different_person"
 
 
@@ -97,7 +100,7 @@ def test_only_verifiers_of_the_requesting_state_may_sign(tmp: Path) -> None:
     verify_chain = _verify_chain(tmp).verify_chain
     qid = _qid()
     # Another state's verifier: refused for a DE query.
-    italian = expert(tmp, "IT", "anna").confirm(qid, "DE", HIT)
+    italian = expert(tmp, "IT", "anna").confirm(qid, "DE", HIT, SEEN)
     with pytest.raises(
         PermissionDenied, match="verifier of IT, not by an authorized verifier of DE"
     ):
@@ -106,17 +109,17 @@ def test_only_verifiers_of_the_requesting_state_may_sign(tmp: Path) -> None:
     operator = pki(tmp)["operator-DE"]
     as_operator = VerdictSigner(operator.signer(), operator.tls.chain.read_bytes())
     with pytest.raises(PermissionDenied, match="operator of DE, not by an authorized verifier"):
-        verify_verdict(as_operator.confirm(qid, "DE", HIT), qid, "DE", verify_chain)
+        verify_verdict(as_operator.confirm(qid, "DE", HIT, SEEN), qid, "DE", verify_chain)
     # A verdict for another query is not one for this query.
     with pytest.raises(PermissionDenied, match="another query"):
-        verify_verdict(expert(tmp, "DE").confirm(_qid(), "DE", HIT), qid, "DE", verify_chain)
+        verify_verdict(expert(tmp, "DE").confirm(_qid(), "DE", HIT, SEEN), qid, "DE", verify_chain)
 
 
 def test_forged_and_mismatched_verdicts_are_refused(tmp: Path) -> None:
     verify_chain = _verify_chain(tmp).verify_chain
     qid = _qid()
     anna, ben = expert(tmp, "DE", "anna"), expert(tmp, "DE", "ben")
-    signed = anna.confirm(qid, "DE", HIT)
+    signed = anna.confirm(qid, "DE", HIT, SEEN)
     flipped = bytes([signed.signature[0] ^ 1]) + signed.signature[1:]
     with pytest.raises(PermissionDenied, match="signature does not verify"):
         verify_verdict(replace(signed, signature=flipped), qid, "DE", verify_chain)
@@ -127,12 +130,12 @@ def test_forged_and_mismatched_verdicts_are_refused(tmp: Path) -> None:
     with pytest.raises(PermissionDenied, match="signature does not verify"):
         verify_verdict(replace(signed, statement=body), qid, "DE", verify_chain)
     # Ben's signature presented with Anna's certificate: the key is not the certificate's.
-    by_ben = sign_verdict(ben.key, anna.chain_pem, anna.name, qid, "DE", HIT,
+    by_ben = sign_verdict(ben.key, anna.chain_pem, anna.name, qid, "DE", HIT, SEEN,
                           Verdict.CONFIRM, Sex.UNSPECIFIED)  # fmt: skip
     with pytest.raises(PermissionDenied, match="key its certificate does not carry"):
         verify_verdict(by_ben, qid, "DE", verify_chain)
     # Anna's key and certificate, claiming to be Ben.
-    as_ben = sign_verdict(anna.key, anna.chain_pem, ben.name, qid, "DE", HIT,
+    as_ben = sign_verdict(anna.key, anna.chain_pem, ben.name, qid, "DE", HIT, SEEN,
                           Verdict.CONFIRM, Sex.UNSPECIFIED)  # fmt: skip
     with pytest.raises(PermissionDenied, match="another verifier than its certificate"):
         verify_verdict(as_ben, qid, "DE", verify_chain)
@@ -145,8 +148,8 @@ def test_forged_and_mismatched_verdicts_are_refused(tmp: Path) -> None:
     with pytest.raises(PermissionDenied, match="signature does not verify"):
         verify_verdict(wrong_domain, qid, "DE", verify_chain)
     # Dated far in the future.
-    late = sign_verdict(anna.key, anna.chain_pem, anna.name, qid, "DE", HIT, Verdict.CONFIRM,
-                        Sex.UNSPECIFIED, issued_ms=2**45)  # fmt: skip
+    late = sign_verdict(anna.key, anna.chain_pem, anna.name, qid, "DE", HIT, SEEN,
+                        Verdict.CONFIRM, Sex.UNSPECIFIED, issued_ms=2**45)  # fmt: skip
     with pytest.raises(PermissionDenied, match="future"):
         verify_verdict(late, qid, "DE", verify_chain)
 
@@ -154,7 +157,7 @@ def test_forged_and_mismatched_verdicts_are_refused(tmp: Path) -> None:
 def test_a_revoked_verifier_is_refused(tmp_path: Path) -> None:
     parties = pki(tmp_path)
     qid = _qid()
-    signed = expert(tmp_path, "DE", "carl").confirm(qid, "DE", HIT)
+    signed = expert(tmp_path, "DE", "carl").confirm(qid, "DE", HIT, SEEN)
     trust = _verify_chain(tmp_path)
     verify_verdict(signed, qid, "DE", trust.verify_chain)  # valid until revoked
     leaf = x509.load_pem_x509_certificates(parties["verifier-carl-DE"].tls.chain.read_bytes())[0]
@@ -171,13 +174,13 @@ def test_two_distinct_people_verify_a_hit(tmp: Path) -> None:
     def checked(*signed: SignedVerdict) -> list:  # type: ignore[type-arg]
         return [verify_verdict(s, qid, "DE", verify_chain) for s in signed]
 
-    one = checked(anna.confirm(qid, "DE", HIT))
+    one = checked(anna.confirm(qid, "DE", HIT, SEEN))
     assert assess(HIT, one, 2).status == "pending"
     # The same person twice (two verdicts, two nonces) counts once.
-    twice = checked(anna.confirm(qid, "DE", HIT), anna.confirm(qid, "DE", HIT))
+    twice = checked(anna.confirm(qid, "DE", HIT, SEEN), anna.confirm(qid, "DE", HIT, SEEN))
     assert assess(HIT, twice, 2).status == "pending"
     assert assess(HIT, twice, 2).confirmed_by == (anna.name,)
-    two = checked(anna.confirm(qid, "DE", HIT), ben.confirm(qid, "DE", HIT))
+    two = checked(anna.confirm(qid, "DE", HIT, SEEN), ben.confirm(qid, "DE", HIT, SEEN))
     result = assess(HIT, two, 2)
     assert result.verified and result.confirmed_by == (anna.name, ben.name)
     # Confirmations of another hit do not count for this one.
@@ -185,17 +188,23 @@ def test_two_distinct_people_verify_a_hit(tmp: Path) -> None:
     # Under a waiver one person is enough; nothing else changes.
     assert assess(HIT, one, 1).verified
     # Any rejection wins over any number of confirmations.
-    vetoed = two + checked(expert(tmp, "DE", "carl").reject(qid, "DE", HIT, "different_person"))
+    vetoed = two + checked(
+        expert(tmp, "DE", "carl").reject(qid, "DE", HIT, SEEN, "different_person")
+    )
     rejected = assess(HIT, vetoed, 2)
     assert rejected.status == "rejected"
     assert rejected.rejected_by == (expert_name("DE", "carl"),)
     assert rejected.reasons == ("different_person",)
     # People disagreeing on the probe's declared sex is an error, not a vote.
-    mixed = checked(anna.confirm(qid, "DE", HIT, Sex.MALE), ben.confirm(qid, "DE", HIT, Sex.FEMALE))
+    mixed = checked(
+        anna.confirm(qid, "DE", HIT, SEEN, Sex.MALE), ben.confirm(qid, "DE", HIT, SEEN, Sex.FEMALE)
+    )
     with pytest.raises(InvalidInput, match="different sexes"):
         assess(HIT, mixed, 2)
     # One declaring nothing does not contradict one who declares.
-    partial = checked(anna.confirm(qid, "DE", HIT, Sex.MALE), ben.confirm(qid, "DE", HIT))
+    partial = checked(
+        anna.confirm(qid, "DE", HIT, SEEN, Sex.MALE), ben.confirm(qid, "DE", HIT, SEEN)
+    )
     assert assess(HIT, partial, 2).probe_sex is Sex.MALE
     # Under the waiver an undeclared probe sex still needs two people for a record of known sex.
     assert needs_two_people(Sex.FEMALE, Sex.UNSPECIFIED) and needs_two_people(Sex.FEMALE, Sex.MALE)
@@ -206,7 +215,7 @@ def test_two_distinct_people_verify_a_hit(tmp: Path) -> None:
 def test_assess_all_refuses_a_verdict_on_a_hit_not_asked_about(tmp: Path) -> None:
     verify_chain = _verify_chain(tmp).verify_chain
     qid = _qid()
-    verdicts = [expert(tmp, "DE", p).confirm(qid, "DE", HIT) for p in ("anna", "ben")]
+    verdicts = [expert(tmp, "DE", p).confirm(qid, "DE", HIT, SEEN) for p in ("anna", "ben")]
     assert assess_all([HIT], verdicts, qid, "DE", 2, verify_chain)[HIT].verified
     assert (
         assess_all([HIT, OTHER_HIT], verdicts, qid, "DE", 2, verify_chain)[OTHER_HIT].status
@@ -226,8 +235,8 @@ def test_different_sex_needs_both_sexes_known() -> None:
 def test_verdict_files_round_trip_and_bad_ones_are_named(tmp: Path, tmp_path: Path) -> None:
     qid = _qid()
     signed = [
-        expert(tmp, "DE").reject(qid, "DE", HIT, "insufficient_quality"),
-        expert(tmp, "DE", "ben").confirm(qid, "DE", OTHER_HIT),
+        expert(tmp, "DE").reject(qid, "DE", HIT, SEEN, "insufficient_quality"),
+        expert(tmp, "DE", "ben").confirm(qid, "DE", OTHER_HIT, SEEN),
     ]
     path = tmp_path / "verdicts.json"
     write_verdicts(signed, path)

@@ -425,6 +425,38 @@ class HitVerdict(_message.Message):
 Global___HitVerdict: _TypeAlias = HitVerdict  # noqa: Y015
 
 @_typing.final
+class SealedPacket(_message.Message):
+    """One candidate's verification packet (fedmatch/protocol/packet.py): the facial image, sex,
+    age band, capture date and image quality, encrypted end to end to the requester (the
+    coordinator relays it unread). The image's SHA-256 travels in clear so that the coordinator
+    and the node can check that a verdict names the image released ("" when the record has
+    no facial image: not verifiable).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HANDLE_FIELD_NUMBER: _builtins.int
+    IMAGE_SHA256_FIELD_NUMBER: _builtins.int
+    CIPHERTEXT_FIELD_NUMBER: _builtins.int
+    handle: _builtins.bytes
+    image_sha256: _builtins.str
+    ciphertext: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        handle: _builtins.bytes = ...,
+        image_sha256: _builtins.str = ...,
+        ciphertext: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertext", b"ciphertext", "handle", b"handle", "image_sha256", b"image_sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SealedPacket: _TypeAlias = SealedPacket  # noqa: Y015
+
+@_typing.final
 class Notice(_message.Message):
     """A notice between states, relayed node -> coordinator -> node (node/inbox.py): a record
     behind an earlier hit was marked, unmarked or erased, or a data subject's correction or

@@ -476,6 +476,94 @@ class ResolveRequest(_message.Message):
 Global___ResolveRequest: _TypeAlias = ResolveRequest  # noqa: Y015
 
 @_typing.final
+class VerificationPacketsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    HITS_FIELD_NUMBER: _builtins.int
+    OPENINGS_FIELD_NUMBER: _builtins.int
+    PROBE_IMAGE_SHA256_FIELD_NUMBER: _builtins.int
+    probe_image_sha256: _builtins.str
+    """SHA-256 (hex) of the probe image the verifiers compare with; "" for a template lookup."""
+    @_builtins.property
+    def header(self) -> _common_pb2.RequestHeader:
+        """Same query_id as the lookup; signed as a "packets" request naming the probe image hash."""
+
+    @_builtins.property
+    def hits(self) -> _containers.RepeatedCompositeFieldContainer[Global___HitRef]:
+        """The candidate hits (at most 64)."""
+
+    @_builtins.property
+    def openings(self) -> _containers.RepeatedCompositeFieldContainer[Global___SealedOpening]:
+        """Per state with hits: the probe's opening sealed to that node's opening key."""
+
+    def __init__(
+        self,
+        *,
+        header: _common_pb2.RequestHeader | None = ...,
+        hits: _abc.Iterable[Global___HitRef] | None = ...,
+        openings: _abc.Iterable[Global___SealedOpening] | None = ...,
+        probe_image_sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "hits", b"hits", "openings", b"openings", "probe_image_sha256", b"probe_image_sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerificationPacketsRequest: _TypeAlias = VerificationPacketsRequest  # noqa: Y015
+
+@_typing.final
+class StatePackets(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBER_STATE_FIELD_NUMBER: _builtins.int
+    PACKETS_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    member_state: _builtins.str
+    outcome: _builtins.str
+    """"ok", or why this node gave none (refused, unavailable, timeout)."""
+    detail: _builtins.str
+    @_builtins.property
+    def packets(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.SealedPacket]: ...
+    def __init__(
+        self,
+        *,
+        member_state: _builtins.str = ...,
+        packets: _abc.Iterable[_common_pb2.SealedPacket] | None = ...,
+        outcome: _builtins.str = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "member_state", b"member_state", "outcome", b"outcome", "packets", b"packets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StatePackets: _TypeAlias = StatePackets  # noqa: Y015
+
+@_typing.final
+class VerificationPacketsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatePackets]: ...
+    def __init__(
+        self,
+        *,
+        nodes: _abc.Iterable[Global___StatePackets] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["nodes", b"nodes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerificationPacketsResponse: _TypeAlias = VerificationPacketsResponse  # noqa: Y015
+
+@_typing.final
 class SealedOpening(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -595,6 +683,7 @@ class HitStatus(_message.Message):
     CONFIRMED_BY_FIELD_NUMBER: _builtins.int
     REJECTED_BY_FIELD_NUMBER: _builtins.int
     REASONS_FIELD_NUMBER: _builtins.int
+    NOT_VERIFIABLE_FIELD_NUMBER: _builtins.int
     member_state: _builtins.str
     handle: _builtins.bytes
     status: _builtins.str
@@ -603,6 +692,10 @@ class HitStatus(_message.Message):
     """
     different_sex: _builtins.bool
     """The record's sex differs from the probe's declared sex (always checked by two people)."""
+    not_verifiable: _builtins.bool
+    """The record has no facial image (enrolled from a template alone), or the lookup was
+    made from a template: the verifiers could not compare images.
+    """
     @_builtins.property
     def confirmed_by(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Certificate names of the verifiers who confirmed or rejected it."""
@@ -621,10 +714,11 @@ class HitStatus(_message.Message):
         confirmed_by: _abc.Iterable[_builtins.str] | None = ...,
         rejected_by: _abc.Iterable[_builtins.str] | None = ...,
         reasons: _abc.Iterable[_builtins.str] | None = ...,
+        not_verifiable: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirmed_by", b"confirmed_by", "different_sex", b"different_sex", "handle", b"handle", "member_state", b"member_state", "reasons", b"reasons", "rejected_by", b"rejected_by", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirmed_by", b"confirmed_by", "different_sex", b"different_sex", "handle", b"handle", "member_state", b"member_state", "not_verifiable", b"not_verifiable", "reasons", b"reasons", "rejected_by", b"rejected_by", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

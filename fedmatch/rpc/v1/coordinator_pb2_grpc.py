@@ -55,6 +55,11 @@ class CoordinatorServiceStub:
                 request_serializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.ResolveRequest.SerializeToString,
                 response_deserializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.ResolveResponse.FromString,
                 _registered_method=True)
+        self.GetVerificationPackets = channel.unary_unary(
+                '/fedmatch.rpc.v1.CoordinatorService/GetVerificationPackets',
+                request_serializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.VerificationPacketsRequest.SerializeToString,
+                response_deserializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.VerificationPacketsResponse.FromString,
+                _registered_method=True)
         self.ConfirmDecision = channel.unary_unary(
                 '/fedmatch.rpc.v1.CoordinatorService/ConfirmDecision',
                 request_serializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.ConfirmDecisionRequest.SerializeToString,
@@ -98,6 +103,14 @@ class CoordinatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetVerificationPackets(self, request, context):
+        """Between lookup and resolve: the verification packets of the candidate hits (facial
+        image and non-identifying metadata, encrypted to the requester) for its verifiers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ConfirmDecision(self, request, context):
         """Step 3: an official of the requesting state accepts or overrides the case proposal of
         a resolve (signed, once per case; coordinator/casework.py).
@@ -136,6 +149,11 @@ def add_CoordinatorServiceServicer_to_server(servicer, server):
                     servicer.Resolve,
                     request_deserializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.ResolveRequest.FromString,
                     response_serializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.ResolveResponse.SerializeToString,
+            ),
+            'GetVerificationPackets': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVerificationPackets,
+                    request_deserializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.VerificationPacketsRequest.FromString,
+                    response_serializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.VerificationPacketsResponse.SerializeToString,
             ),
             'ConfirmDecision': grpc.unary_unary_rpc_method_handler(
                     servicer.ConfirmDecision,
@@ -256,6 +274,33 @@ class CoordinatorService:
             '/fedmatch.rpc.v1.CoordinatorService/Resolve',
             fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.ResolveRequest.SerializeToString,
             fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.ResolveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVerificationPackets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedmatch.rpc.v1.CoordinatorService/GetVerificationPackets',
+            fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.VerificationPacketsRequest.SerializeToString,
+            fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.VerificationPacketsResponse.FromString,
             options,
             channel_credentials,
             insecure,

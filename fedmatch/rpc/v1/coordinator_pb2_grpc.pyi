@@ -43,6 +43,10 @@ class CoordinatorServiceStub:
     """Step 1: encrypted search at every node but the requester's own."""
     Resolve: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ResolveRequest, _coordinator_pb2.ResolveResponse]
     """Step 2: hit details for the handles the requester found matching, and the decision."""
+    GetVerificationPackets: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.VerificationPacketsRequest, _coordinator_pb2.VerificationPacketsResponse]
+    """Between lookup and resolve: the verification packets of the candidate hits (facial
+    image and non-identifying metadata, encrypted to the requester) for its verifiers.
+    """
     ConfirmDecision: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ConfirmDecisionRequest, _coordinator_pb2.ConfirmDecisionResponse]
     """Step 3: an official of the requesting state accepts or overrides the case proposal of
     a resolve (signed, once per case; coordinator/casework.py).
@@ -63,6 +67,10 @@ class CoordinatorServiceAsyncStub(CoordinatorServiceStub):
     """Step 1: encrypted search at every node but the requester's own."""
     Resolve: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ResolveRequest, _coordinator_pb2.ResolveResponse]  # type: ignore[assignment]
     """Step 2: hit details for the handles the requester found matching, and the decision."""
+    GetVerificationPackets: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.VerificationPacketsRequest, _coordinator_pb2.VerificationPacketsResponse]  # type: ignore[assignment]
+    """Between lookup and resolve: the verification packets of the candidate hits (facial
+    image and non-identifying metadata, encrypted to the requester) for its verifiers.
+    """
     ConfirmDecision: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ConfirmDecisionRequest, _coordinator_pb2.ConfirmDecisionResponse]  # type: ignore[assignment]
     """Step 3: an official of the requesting state accepts or overrides the case proposal of
     a resolve (signed, once per case; coordinator/casework.py).
@@ -104,6 +112,16 @@ class CoordinatorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_coordinator_pb2.ResolveResponse, _abc.Awaitable[_coordinator_pb2.ResolveResponse]]:
         """Step 2: hit details for the handles the requester found matching, and the decision."""
+
+    @_abc_1.abstractmethod
+    def GetVerificationPackets(
+        self,
+        request: _coordinator_pb2.VerificationPacketsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.VerificationPacketsResponse, _abc.Awaitable[_coordinator_pb2.VerificationPacketsResponse]]:
+        """Between lookup and resolve: the verification packets of the candidate hits (facial
+        image and non-identifying metadata, encrypted to the requester) for its verifiers.
+        """
 
     @_abc_1.abstractmethod
     def ConfirmDecision(

@@ -346,6 +346,116 @@ class HitDetailsResponse(_message.Message):
 Global___HitDetailsResponse: _TypeAlias = HitDetailsResponse  # noqa: Y015
 
 @_typing.final
+class PacketsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    HANDLES_FIELD_NUMBER: _builtins.int
+    AUTHORIZATION_FIELD_NUMBER: _builtins.int
+    SEALED_OPENING_FIELD_NUMBER: _builtins.int
+    PROBE_IMAGE_SHA256_FIELD_NUMBER: _builtins.int
+    sealed_opening: _builtins.bytes
+    """The probe's opening sealed to this query's opening key: packets only for proven matches;
+    the packets are encrypted under a key derived from the same exchange.
+    """
+    probe_image_sha256: _builtins.str
+    """SHA-256 (hex) of the probe image the verifiers will compare with ("" for a lookup made
+    from a template); the signed request names it, and every verdict must.
+    """
+    @_builtins.property
+    def header(self) -> _common_pb2.RequestHeader: ...
+    @_builtins.property
+    def handles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Position handles of this query's SearchResponse; at most 64."""
+
+    @_builtins.property
+    def authorization(self) -> _common_pb2.LogAuthorization:
+        """The coordinator's `packets_authorized` entry naming exactly these handles."""
+
+    def __init__(
+        self,
+        *,
+        header: _common_pb2.RequestHeader | None = ...,
+        handles: _abc.Iterable[_builtins.bytes] | None = ...,
+        authorization: _common_pb2.LogAuthorization | None = ...,
+        sealed_opening: _builtins.bytes = ...,
+        probe_image_sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "handles", b"handles", "header", b"header", "probe_image_sha256", b"probe_image_sha256", "sealed_opening", b"sealed_opening"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PacketsRequest: _TypeAlias = PacketsRequest  # noqa: Y015
+
+@_typing.final
+class PacketsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PACKETS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def packets(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.SealedPacket]: ...
+    def __init__(
+        self,
+        *,
+        packets: _abc.Iterable[_common_pb2.SealedPacket] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["packets", b"packets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PacketsResponse: _TypeAlias = PacketsResponse  # noqa: Y015
+
+@_typing.final
+class ReportRejectionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    VERDICTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def header(self) -> _common_pb2.RequestHeader: ...
+    @_builtins.property
+    def verdicts(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.HitVerdict]:
+        """The rejecting verifiers' signed verdicts, on this node's hits of the query."""
+
+    def __init__(
+        self,
+        *,
+        header: _common_pb2.RequestHeader | None = ...,
+        verdicts: _abc.Iterable[_common_pb2.HitVerdict] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "verdicts", b"verdicts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportRejectionsRequest: _TypeAlias = ReportRejectionsRequest  # noqa: Y015
+
+@_typing.final
+class ReportRejectionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDED_FIELD_NUMBER: _builtins.int
+    recorded: _builtins.int
+    """How many hits the node recorded as rejected."""
+    def __init__(
+        self,
+        *,
+        recorded: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recorded", b"recorded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportRejectionsResponse: _TypeAlias = ReportRejectionsResponse  # noqa: Y015
+
+@_typing.final
 class InfoRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -55,6 +55,16 @@ class NodeServiceStub:
                 request_serializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.HitDetailsRequest.SerializeToString,
                 response_deserializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.HitDetailsResponse.FromString,
                 _registered_method=True)
+        self.GetVerificationPackets = channel.unary_unary(
+                '/fedmatch.rpc.v1.NodeService/GetVerificationPackets',
+                request_serializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.PacketsRequest.SerializeToString,
+                response_deserializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.PacketsResponse.FromString,
+                _registered_method=True)
+        self.ReportRejections = channel.unary_unary(
+                '/fedmatch.rpc.v1.NodeService/ReportRejections',
+                request_serializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.ReportRejectionsRequest.SerializeToString,
+                response_deserializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.ReportRejectionsResponse.FromString,
+                _registered_method=True)
         self.GetInfo = channel.unary_unary(
                 '/fedmatch.rpc.v1.NodeService/GetInfo',
                 request_serializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.InfoRequest.SerializeToString,
@@ -118,6 +128,23 @@ class NodeServiceServicer:
 
     def GetHitDetails(self, request, context):
         """Second step: the metadata of records behind handles that matched in a search.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetVerificationPackets(self, request, context):
+        """Between search and hit details: for the candidates a requester proved to match (by
+        opening its probe commitment), the verification packet its verifiers compare images
+        with. Only the coordinator calls it, with its `packets_authorized` entry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportRejections(self, request, context):
+        """The requesting state's verifiers rejected candidates of a query: the node records it
+        (signed verdicts, checked here) and never releases those records' details.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -192,6 +219,16 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     servicer.GetHitDetails,
                     request_deserializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.HitDetailsRequest.FromString,
                     response_serializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.HitDetailsResponse.SerializeToString,
+            ),
+            'GetVerificationPackets': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVerificationPackets,
+                    request_deserializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.PacketsRequest.FromString,
+                    response_serializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.PacketsResponse.SerializeToString,
+            ),
+            'ReportRejections': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportRejections,
+                    request_deserializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.ReportRejectionsRequest.FromString,
+                    response_serializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.ReportRejectionsResponse.SerializeToString,
             ),
             'GetInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetInfo,
@@ -337,6 +374,60 @@ class NodeService:
             '/fedmatch.rpc.v1.NodeService/GetHitDetails',
             fedmatch_dot_rpc_dot_v1_dot_node__pb2.HitDetailsRequest.SerializeToString,
             fedmatch_dot_rpc_dot_v1_dot_node__pb2.HitDetailsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVerificationPackets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedmatch.rpc.v1.NodeService/GetVerificationPackets',
+            fedmatch_dot_rpc_dot_v1_dot_node__pb2.PacketsRequest.SerializeToString,
+            fedmatch_dot_rpc_dot_v1_dot_node__pb2.PacketsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportRejections(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedmatch.rpc.v1.NodeService/ReportRejections',
+            fedmatch_dot_rpc_dot_v1_dot_node__pb2.ReportRejectionsRequest.SerializeToString,
+            fedmatch_dot_rpc_dot_v1_dot_node__pb2.ReportRejectionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

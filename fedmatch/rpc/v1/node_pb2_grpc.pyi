@@ -40,6 +40,15 @@ class NodeServiceStub:
     """Encrypted 1:N search: masked match bits for every record, never decrypting."""
     GetHitDetails: _grpc.UnaryUnaryMultiCallable[_node_pb2.HitDetailsRequest, _node_pb2.HitDetailsResponse]
     """Second step: the metadata of records behind handles that matched in a search."""
+    GetVerificationPackets: _grpc.UnaryUnaryMultiCallable[_node_pb2.PacketsRequest, _node_pb2.PacketsResponse]
+    """Between search and hit details: for the candidates a requester proved to match (by
+    opening its probe commitment), the verification packet its verifiers compare images
+    with. Only the coordinator calls it, with its `packets_authorized` entry.
+    """
+    ReportRejections: _grpc.UnaryUnaryMultiCallable[_node_pb2.ReportRejectionsRequest, _node_pb2.ReportRejectionsResponse]
+    """The requesting state's verifiers rejected candidates of a query: the node records it
+    (signed verdicts, checked here) and never releases those records' details.
+    """
     GetInfo: _grpc.UnaryUnaryMultiCallable[_node_pb2.InfoRequest, _node_pb2.InfoResponse]
     """Register facts a requester needs before searching (dimension, model, size)."""
     MarkRecord: _grpc.UnaryUnaryMultiCallable[_node_pb2.MarkRecordRequest, _node_pb2.LifecycleResponse]
@@ -65,6 +74,15 @@ class NodeServiceAsyncStub(NodeServiceStub):
     """Encrypted 1:N search: masked match bits for every record, never decrypting."""
     GetHitDetails: _aio.UnaryUnaryMultiCallable[_node_pb2.HitDetailsRequest, _node_pb2.HitDetailsResponse]  # type: ignore[assignment]
     """Second step: the metadata of records behind handles that matched in a search."""
+    GetVerificationPackets: _aio.UnaryUnaryMultiCallable[_node_pb2.PacketsRequest, _node_pb2.PacketsResponse]  # type: ignore[assignment]
+    """Between search and hit details: for the candidates a requester proved to match (by
+    opening its probe commitment), the verification packet its verifiers compare images
+    with. Only the coordinator calls it, with its `packets_authorized` entry.
+    """
+    ReportRejections: _aio.UnaryUnaryMultiCallable[_node_pb2.ReportRejectionsRequest, _node_pb2.ReportRejectionsResponse]  # type: ignore[assignment]
+    """The requesting state's verifiers rejected candidates of a query: the node records it
+    (signed verdicts, checked here) and never releases those records' details.
+    """
     GetInfo: _aio.UnaryUnaryMultiCallable[_node_pb2.InfoRequest, _node_pb2.InfoResponse]  # type: ignore[assignment]
     """Register facts a requester needs before searching (dimension, model, size)."""
     MarkRecord: _aio.UnaryUnaryMultiCallable[_node_pb2.MarkRecordRequest, _node_pb2.LifecycleResponse]  # type: ignore[assignment]
@@ -111,6 +129,27 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_node_pb2.HitDetailsResponse, _abc.Awaitable[_node_pb2.HitDetailsResponse]]:
         """Second step: the metadata of records behind handles that matched in a search."""
+
+    @_abc_1.abstractmethod
+    def GetVerificationPackets(
+        self,
+        request: _node_pb2.PacketsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.PacketsResponse, _abc.Awaitable[_node_pb2.PacketsResponse]]:
+        """Between search and hit details: for the candidates a requester proved to match (by
+        opening its probe commitment), the verification packet its verifiers compare images
+        with. Only the coordinator calls it, with its `packets_authorized` entry.
+        """
+
+    @_abc_1.abstractmethod
+    def ReportRejections(
+        self,
+        request: _node_pb2.ReportRejectionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.ReportRejectionsResponse, _abc.Awaitable[_node_pb2.ReportRejectionsResponse]]:
+        """The requesting state's verifiers rejected candidates of a query: the node records it
+        (signed verdicts, checked here) and never releases those records' details.
+        """
 
     @_abc_1.abstractmethod
     def GetInfo(
