@@ -541,9 +541,10 @@ class CoordinatorService:
         self._check_hits(rec, hits)
         if not hits or len(set(hits)) != len(hits):
             raise InvalidInput("a packet request names each candidate hit once")
+        # The nonce first: a replayed request does not use up one of the lookup's requests.
+        self.gate.consume(request)
         with self._lock:
             rec.packets.begin(probe_image)
-        self.gate.consume(request)
         by_state: dict[str, list[bytes]] = defaultdict(list)
         for state, handle in hits:
             by_state[state].append(handle)
@@ -626,7 +627,7 @@ class CoordinatorService:
         """A resolve's hits: few enough, each naming a state that answered the lookup, with
         a handle of the right size."""
         if len(hits) > MAX_HANDLES_PER_REQUEST:
-            raise InvalidInput(f"at most {MAX_HANDLES_PER_REQUEST} hits per resolve")
+            raise InvalidInput(f"at most {MAX_HANDLES_PER_REQUEST} hits per request")
         for state, handle in hits:
             check_member_state(state, "hits.member_state")
             if rec.outcomes.get(state) != NodeOutcome.OK:

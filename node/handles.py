@@ -147,7 +147,8 @@ class HandleRegistry:
 
     def begin_packets(self, query_id: str, requesting_state: str, probe_image: str) -> None:
         """Before any work on a packet request: the query is pending, has requests left, and
-        names the same probe image as its earlier packet requests (PermissionDenied)."""
+        names the same probe image as its earlier packet requests (PermissionDenied). The
+        request counts from here, whether or not packets are released."""
         with self._lock:
             q = self._pending(query_id, requesting_state)
             if q.packet_requests >= MAX_PACKET_REQUESTS:
@@ -156,6 +157,8 @@ class HandleRegistry:
                 )
             if q.probe_image is not None and q.probe_image != probe_image:
                 raise PermissionDenied("the probe image differs from the one declared before")
+            # Counted here, under the lock: concurrent requests cannot pass the bound.
+            q.packet_requests += 1
 
     def record_packets(
         self, query_id: str, probe_image: str, released: Mapping[bytes, str]
@@ -164,7 +167,6 @@ class HandleRegistry:
         with self._lock:
             q = self._queries.get(query_id)
             if q is not None:
-                q.packet_requests += 1
                 q.probe_image = probe_image
                 q.packets.update(released)
 

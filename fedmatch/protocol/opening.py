@@ -181,7 +181,7 @@ def openings_by_state(pairs: Sequence[tuple[str, bytes]]) -> dict[str, bytes]:
     """A resolve's sealed openings by state, checked for size (the coordinator relays them
     unread, so this is all it can check): one per state, each at most MAX_SEALED_BYTES."""
     if len(pairs) > MAX_OPENINGS:
-        raise InvalidInput(f"at most {MAX_OPENINGS} sealed openings per resolve")
+        raise InvalidInput(f"at most {MAX_OPENINGS} sealed openings per request")
     out: dict[str, bytes] = {}
     for state, sealed in pairs:
         check_member_state(state, "openings.member_state")

@@ -469,6 +469,14 @@ class Requester:
                     raise ImplausibleResult(f"{state} sent a packet not asked for")
                 qid = report.header.query_id
                 packets.append(open_packet(sealed_packet, keys[state], qid, state))
+        # The requesting end's record of what was received (no image, no hash of one).
+        log.info(
+            "verification packets query=%s received=%d not_verifiable=%d failed=%s",
+            report.header.query_id,
+            len(packets),
+            sum(1 for p in packets if not p.verifiable),
+            ",".join(sorted(failed)) or "-",
+        )
         return PacketFetch(digest, tuple(packets), failed)
 
     @staticmethod

@@ -15,15 +15,19 @@ malformed protobuf reaches the server:
   the thousands, random bytes for ciphertexts, keys, entries, notes and proofs, real headers
   with a corrupted signed statement, real HE objects that are wrong: truncated, lower-level,
   three-part, other-scale and other-parameter-set ciphertexts, key bundles with a secret
-  key, from another parameter set or lacking rotation keys; forged and foreign checkpoints),
-  valid enrolments with one thing wrong, and a few explicit inputs: at the size limits (a
-  whole real key bundle with its secret key, a probe or a photo one byte over its bound),
-  valid enrolments but for a non-printable character in the header's legal basis or case
-  reference, enrolments and lookups with a 20,000-character model id;
+  key, from another parameter set or lacking rotation keys; forged and foreign checkpoints;
+  real verdicts made wrong in one way), valid enrolments with one thing wrong, and a few
+  explicit inputs: at the size limits (a whole real key bundle with its secret key, a probe
+  or a photo one byte over its bound), valid enrolments but for a non-printable character
+  in the header's legal basis or case reference, enrolments and lookups with a
+  20,000-character model id;
 * ``deep``: for the RPCs behind a signature, requests that are correctly signed (and, at a
   node, on the coordinator's record) but whose payload is hostile, so that the checks after
-  the signature are reached too. Searches are signed by FR's operator (FR's search rate is
-  charged), so that the honest lookup of DE at the end is not rate limited.
+  the signature are reached too; for the rejections relayed to a node, verdicts correctly
+  signed by real verifiers that state hostile things. Searches are signed by FR's operator
+  (FR's search rate is charged), so that the honest lookup of DE at the end is not rate
+  limited. Packet requests may name FR lookups both nodes answered (the fixture's only
+  searches), so that they reach the nodes too.
 
 Each input is a real RPC, sent in concurrent batches on long-lived channels, each with a
 10 s deadline. The verdict of each call (:func:`_verdict`): a body that does not parse as
@@ -33,7 +37,7 @@ INTERNAL (an unexpected exception in our code), UNKNOWN (an uncaught one) or
 DEADLINE_EXCEEDED (a hang); OK only for the kinds of input that can legitimately succeed,
 and then with a response that parses. No input may make a node do homomorphic work, and a
 refused enrolment must enrol nothing. The last test checks that every server still serves
-honest requests.
+honest requests (verification packets and rejections included).
 
 ``pytest -s tests/integration/test_fuzz_rpcs.py`` prints each RPC's input counts and status
 histograms.
@@ -42,6 +46,7 @@ histograms.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import secrets
 import time
@@ -74,14 +79,26 @@ from fedmatch.he import sealio, uniform
 from fedmatch.he.keys import open_key_bundle
 from fedmatch.he.params import DEFAULT_PARAM_SET, ParamSet
 from fedmatch.pki.names import dns_name
+from fedmatch.protocol.canonical import canonical_json
 from fedmatch.protocol.casefile import confirmation_digest
 from fedmatch.protocol.limits import MAX_RECEIVE_BYTES
+from fedmatch.protocol.opening import MAX_OPENINGS, MAX_SEALED_BYTES
+from fedmatch.protocol.packet import image_digest
 from fedmatch.protocol.statement import (
     MAX_CHAIN_BYTES,
     MAX_STATEMENT_BYTES,
     STATEMENT_DOMAIN,
     RequestSigner,
     SignedRequest,
+    key_id,
+)
+from fedmatch.protocol.verification import (
+    MAX_VERDICT_BYTES,
+    MAX_VERDICTS,
+    REJECT_REASONS,
+    VERDICT_DOMAIN,
+    HitKey,
+    VerdictSigner,
 )
 from fedmatch.protocol.wire import authorization_to_pb, encode_handle, header_to_pb, probe_to_pb
 from fedmatch.rpc.v1 import audit_pb2 as apb
@@ -94,6 +111,8 @@ from tests.federation import (
     VERIFIERS,
     Federation,
     as_sent,
+    confirmations,
+    expert,
     federation,
     header,
     pki,
@@ -210,6 +229,18 @@ RPCS: dict[str, Rpc] = {
             cpb.ResolveRequest, cpb.ResolveResponse, frozenset({IA, PD, NF}), DEEP_ONLY,
             "operator-FR",
         ),
+        # As Resolve for the header and the signature (a "packets" request naming the probe
+        # image's SHA-256); malformed hits, openings or probe_image_sha256, hits at a node
+        # that did not answer the lookup, none or one twice: INVALID_ARGUMENT; a data-subject
+        # request, a probe image other than the one declared before, a fourth request for a
+        # lookup: PERMISSION_DENIED; no pending lookup of that query id: NOT_FOUND (only
+        # behind a valid signature). Deep inputs naming a lookup both nodes answered and hits
+        # at them are relayed (OK), every node asked refusing: no input carries an opening.
+        Rpc(
+            "coordinator", "operator-DE", "CoordinatorService/GetVerificationPackets",
+            cpb.VerificationPacketsRequest, cpb.VerificationPacketsResponse,
+            frozenset({IA, PD, NF}), DEEP_ONLY, "operator-FR",
+        ),
         # An official's confirmation of a case proposal: a malformed header, digest, action or
         # override: INVALID_ARGUMENT; a state without a node, a missing, malformed or wrong
         # signature (another kind, another body, another state's operator): PERMISSION_DENIED.
@@ -247,6 +278,25 @@ RPCS: dict[str, Rpc] = {
         Rpc(
             "IT", "coordinator", "NodeService/GetHitDetails",
             npb.HitDetailsRequest, npb.HitDetailsResponse, frozenset({IA, PD, NF}), NEVER,
+        ),
+        # As GetHitDetails (a packets_authorized entry, a "packets" request naming the probe
+        # image); a malformed probe_image_sha256: INVALID_ARGUMENT; a data-subject request:
+        # PERMISSION_DENIED; a query this node never answered (deep): NOT_FOUND; one it
+        # answered (deep), without a valid opening (no input has one): PERMISSION_DENIED.
+        Rpc(
+            "IT", "coordinator", "NodeService/GetVerificationPackets",
+            npb.PacketsRequest, npb.PacketsResponse, frozenset({IA, PD, NF}), NEVER,
+        ),
+        # Rejections relayed by the coordinator: a malformed header or verdict (statement,
+        # signature or chain size), none or too many, a confirmation or another node's hit:
+        # INVALID_ARGUMENT; an unsigned verdict, a bad signature or chain, a signer who is not
+        # a verifier of the requesting state or not the one named, another query, a date in
+        # the future, a hit whose packet was never released: PERMISSION_DENIED; a query this
+        # node never answered (deep): NOT_FOUND. Never OK: no packet is ever released.
+        Rpc(
+            "IT", "coordinator", "NodeService/ReportRejections",
+            npb.ReportRejectionsRequest, npb.ReportRejectionsResponse, frozenset({IA, PD, NF}),
+            NEVER,
         ),
         # As GetFederation.
         Rpc(
@@ -320,7 +370,8 @@ RPCS: dict[str, Rpc] = {
 }  # fmt: skip
 
 # Deep (correctly signed) inputs per RPC. Searches are charged to FR's rate (120 a minute
-# at each node): 3 + 40 lookups and 60 searches stay within it. Deep lookups are sent one at
+# at each node): 5 + 40 lookups and 60 searches stay within it (a packet request is charged
+# only when packets are released, which no input achieves). Deep lookups are sent one at
 # a time, as one requester would: concurrent lookups race in the coordinator's witness rounds
 # (coordinator/witnessing.py), which is not what this test is about.
 DEEP = {
@@ -328,6 +379,9 @@ DEEP = {
     "Resolve@coordinator": 200,
     "Search@IT": 60,
     "GetHitDetails@IT": 200,
+    "GetVerificationPackets@coordinator": 200,
+    "GetVerificationPackets@IT": 200,
+    "ReportRejections@IT": 200,
     **{f"{m}@{s}": 2_000 for m in _AUDIT_METHODS for s in ("coordinator", "IT")},
 }
 
@@ -356,16 +410,19 @@ class HeObjects:
 class OnRecord:
     """A DE request the coordinator logged and IT witnessed; struct inputs send it with its
     signature corrupted. Even intact it would be refused: the search's entry names a
-    truncated ciphertext, and no search at IT ever answered the resolve's query."""
+    truncated ciphertext, and no search at IT ever answered the resolve's or the packet
+    request's query."""
 
     header: QueryHeader
     signed: SignedRequest
     authorization: pb.LogAuthorization
     ciphertext: bytes = b""
     handles: tuple[bytes, ...] = ()
+    probe_image: str = ""  # the SHA-256 a packet request names
 
 
 _SIGNERS: dict[tuple[str, str], RequestSigner] = {}
+_EXPERTS: dict[tuple[str, str, str], tuple[VerdictSigner, str]] = {}
 
 
 def _signer(fed: Federation, state: str) -> RequestSigner:
@@ -376,12 +433,22 @@ def _signer(fed: Federation, state: str) -> RequestSigner:
     return _SIGNERS[key]
 
 
+def _expert(fed: Federation, state: str, person: str) -> tuple[VerdictSigner, str]:
+    """A hit verifier's workstation and certificate name (loaded once, as :func:`_signer`)."""
+    key = (str(fed.tmp), state, person)
+    if key not in _EXPERTS:
+        signer = expert(fed.tmp, state, person)
+        _EXPERTS[key] = (signer, signer.name)
+    return _EXPERTS[key]
+
+
 @dataclass
 class Kit:
     fed: Federation
     he: HeObjects
     search: OnRecord  # a search_authorized entry of a DE lookup
     hits: OnRecord  # a hit_verified entry of a DE resolve
+    packets: OnRecord  # a packets_authorized entry of a DE packet request
     chains: dict[str, bytes]  # every party's certificate chain (PEM)
     auditor: NoteSigner
     coordinator_signer: NoteSigner
@@ -389,6 +456,7 @@ class Kit:
     templates: tuple[tuple[float, ...], ...]  # unit vectors
     completed_searches: Callable[[], int]
     pending: list[QueryHeader] = field(default_factory=list)  # FR lookups nodes refused
+    answered: list[QueryHeader] = field(default_factory=list)  # FR lookups nodes answered
     channels: dict[tuple[str, str], grpc.Channel] = field(default_factory=dict)
     calls: dict[tuple[str, str, str], Any] = field(default_factory=dict)
 
@@ -490,6 +558,18 @@ def _hits_event(h: QueryHeader, handles: Sequence[bytes], signed: SignedRequest)
     )
 
 
+def _packets_event(h: QueryHeader, handles: Sequence[bytes], signed: SignedRequest) -> Any:
+    """The coordinator's packets_authorized entry for ``handles`` at IT."""
+    return header_event(
+        EventKind.PACKETS_AUTHORIZED,
+        h,
+        registers=["IT"],
+        outcome="authorized",
+        counts={"it": len(handles)},
+        labels={"handles_it": handles_digest(handles), "request": signed.digest()},
+    )
+
+
 def _fr_lookup(kit: Kit, ciphertext: bytes) -> cpb.LookupRequest:
     """A lookup of FR for ``ciphertext``, signed by FR's operator."""
     h = header("FR")
@@ -524,6 +604,10 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kit]:
         signed = _signer(fed, "DE").sign(h, "resolve")
         auth = fed.authorize(_hits_event(h, handles, signed), ["IT"])
         hits = OnRecord(h, signed, authorization_to_pb(auth), handles=handles)
+        h, image = header("DE"), image_digest(b"a probe image")
+        signed = _signer(fed, "DE").sign(h, "packets", image)
+        auth = fed.authorize(_packets_event(h, handles, signed), ["IT"])
+        packets = OnRecord(h, signed, authorization_to_pb(auth), handles=handles, probe_image=image)
         parties = pki(tmp)
         rng = np.random.default_rng(7)
         vectors = rng.normal(size=(8, DIM))
@@ -538,6 +622,7 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kit]:
             he=he,
             search=search,
             hits=hits,
+            packets=packets,
             chains={p: parties[p].tls.chain.read_bytes() for p in parties},
             auditor=parties[AUDITOR].signer(),
             coordinator_signer=parties["coordinator"].signer(),
@@ -545,24 +630,28 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kit]:
             templates=tuple(tuple(float(x) for x in v) for v in vectors),
             completed_searches=lambda: sum(completed.values()),
         )
-        # FR lookups that every node refused (truncated ciphertexts), pending at the
-        # coordinator for the deep resolves.
+        # FR lookups pending at the coordinator: three that every node refused (truncated
+        # ciphertexts), for the deep resolves and packet requests, and two that both nodes
+        # answered (the whole probe), for the deep packet requests, which then reach the
+        # nodes (at IT too: the node's deep packet requests and rejections may name them).
         lookup = kit.call(
             "coordinator", "operator-FR", "/fedmatch.rpc.v1.CoordinatorService/Lookup"
         )
-        for n in (100, 1000, 5000):
+        for n in (100, 1000, 5000, None, None):
             request = _fr_lookup(kit, he.ciphertext[:n])
             response = cpb.LookupResponse.FromString(
                 lookup(request.SerializeToString(), timeout=60)
             )
-            assert [x.outcome for x in response.nodes] == [cpb.NODE_OUTCOME_REFUSED] * 2
+            outcome = cpb.NODE_OUTCOME_REFUSED if n else cpb.NODE_OUTCOME_OK
+            assert [x.outcome for x in response.nodes] == [outcome] * 2
             q = request.header
-            kit.pending.append(
+            (kit.pending if n else kit.answered).append(
                 QueryHeader(
                     q.query_id, "FR", Purpose.ASYLUM_DUBLIN, q.legal_basis, q.case_reference,
                     UNIT, OPERATOR,
                 )
             )  # fmt: skip
+        completed.clear()  # the fixture's own searches: no fuzz input made a node do them
         # grpcio logs a traceback for every body that does not parse: thousands per RPC.
         grpc_log = logging.getLogger("grpc._common")
         level = grpc_log.level
@@ -621,6 +710,20 @@ HASHES = st.one_of(
     st.lists(st.binary(min_size=32, max_size=32), max_size=70),
     st.lists(st.binary(max_size=40), max_size=6),
     st.integers(0, 5_000).map(lambda n: [b"\x00" * 32] * n),
+)
+# A probe image's SHA-256 ("" for none), well-formed or not.
+IMAGE_DIGESTS = st.one_of(
+    st.just(""),
+    HEX64,
+    HEX64.map(str.upper),
+    st.sampled_from(["0" * 63, "0" * 65, "g" * 64, " " + "0" * 63, "0" * 64 + "\n"]),
+    TEXT,
+)
+# Sealed openings: short, random, at and one byte over the bound.
+SEALED = st.one_of(
+    SMALL_BYTES,
+    st.binary(min_size=33, max_size=600),
+    st.sampled_from([MAX_SEALED_BYTES, MAX_SEALED_BYTES + 1]).map(lambda n: b"\x05" * n),
 )
 _MUTATIONS = st.sampled_from(["flip", "truncate", "insert", "delete", "repeat"])
 _NUMBERS = ("start", "end", "index", "tree_size", "size1", "size2")
@@ -751,6 +854,14 @@ def _leaf_end(chain: bytes) -> int:
     return chain.index(b"-----END CERTIFICATE-----")
 
 
+def _flip_chain(chain: bytes, pos: int) -> bytes:
+    """``chain`` with a bit of its leaf certificate flipped."""
+    at, bit = pos % _leaf_end(chain), 1 << (pos % 8)
+    if chain[at] == 0x0A and bit == 1:
+        bit = 2  # "\n" to "\v" is whitespace either way: the same PEM, not a corruption
+    return _flip(chain, at, bit)
+
+
 def _corrupt(
     kit: Kit, signed: SignedRequest, how: str, pos: int, h: QueryHeader, kind: str
 ) -> pb.RequestSignature:
@@ -768,10 +879,7 @@ def _corrupt(
     elif how == "truncate-chain":  # within the leaf certificate (the leaf alone is valid)
         chain = chain[: pos % _leaf_end(chain)]
     elif how == "flip-chain":
-        at, bit = pos % _leaf_end(chain), 1 << (pos % 8)
-        if chain[at] == 0x0A and bit == 1:
-            bit = 2  # "\n" to "\v" is whitespace either way: the same PEM, not a corruption
-        chain = _flip(chain, at, bit)
+        chain = _flip_chain(chain, pos)
     elif how == "foreign-chain":
         chain = kit.chains[("node-IT", AUDITOR, "coordinator", "verifier-DE")[pos % 4]]
     elif how == "state-chain":  # an operator of another state, signing for this one
@@ -1432,6 +1540,394 @@ def deep_hit_details(kit: Kit, server: str) -> Strategy:
     return handles.map(lambda refs: ("deep", lambda: build(refs)))
 
 
+# -- verification packets and rejections ------------------------------------------------
+
+
+def _openings(states: st.SearchStrategy[str]) -> st.SearchStrategy[list[cpb.SealedOpening]]:
+    """The sealed openings of a packet request: a few, or about as many as allowed."""
+    opening = st.builds(cpb.SealedOpening, member_state=states, sealed=SEALED)
+    small = st.builds(
+        cpb.SealedOpening, member_state=st.sampled_from(["IT", "DE", "FR"]), sealed=SMALL_BYTES
+    )
+    return st.one_of(
+        st.lists(opening, max_size=4),
+        st.tuples(small, st.integers(MAX_OPENINGS - 1, MAX_OPENINGS + 2)).map(
+            lambda t: [t[0]] * t[1]
+        ),
+    )
+
+
+def struct_packets(kit: Kit, server: str) -> Strategy:
+    if server != "coordinator":  # a node: as GetHitDetails, a packets_authorized entry
+        authorizations = _authorizations(kit.packets.authorization)
+        hostile = st.builds(
+            npb.PacketsRequest,
+            header=_headers(kit, ["DE", "FR", "IT"]),
+            handles=HANDLES,
+            authorization=authorizations,
+            sealed_opening=SEALED,
+            probe_image_sha256=IMAGE_DIGESTS,
+        )
+        on_record = st.builds(
+            npb.PacketsRequest,
+            header=_on_record_headers(kit, kit.packets, "packets"),
+            handles=st.one_of(st.just(list(kit.packets.handles)), HANDLES),
+            authorization=authorizations,
+            sealed_opening=SEALED,
+            probe_image_sha256=st.one_of(st.just(kit.packets.probe_image), IMAGE_DIGESTS),
+        )
+        return _serialized(st.one_of(hostile, on_record))
+    hostile_request = _serialized(
+        st.builds(
+            cpb.VerificationPacketsRequest,
+            header=_headers(kit, ["DE", "FR"]),
+            hits=_hits(STATE),
+            openings=_openings(STATE),
+            probe_image_sha256=IMAGE_DIGESTS,
+        )
+    )
+    hits = _hits(st.sampled_from(["IT", "FR"]))
+    openings = _openings(st.sampled_from(["IT", "FR"]))
+    images = st.one_of(st.just(""), HEX64)
+
+    @st.composite
+    def corrupted(draw: st.DrawFn) -> Case:
+        """A real header with a corrupted signature."""
+        (how, pos), refs = draw(_CORRUPTION), draw(hits)
+        sealed, image = draw(openings), draw(images)
+
+        def build() -> bytes:
+            h = header("DE")
+            signed = kit.sign("DE", h, "packets", image)
+            request = cpb.VerificationPacketsRequest(
+                header=header_to_pb(h), hits=refs, openings=sealed, probe_image_sha256=image
+            )
+            request.header.signed.CopyFrom(_corrupt(kit, signed, how, pos, h, "packets"))
+            return request.SerializeToString()
+
+        return ("struct", build)
+
+    return st.one_of(hostile_request, corrupted())
+
+
+def deep_packets(kit: Kit, server: str) -> Strategy:
+    """FR's signed packet requests. At the coordinator most name a lookup both nodes
+    answered and well-formed hits at them, most often with the probe image of that lookup:
+    relayed (each node refuses: no valid opening) until the lookup's three requests are
+    used, and refused for a changed probe image; others name a lookup the nodes refused
+    (its hits are malformed), no pending lookup, or are of a data-subject request. At a
+    node, each comes with a packets_authorized entry for exactly its (hostile) handles at
+    IT, for a query IT answered (it then needs the opening) or never saw. (Weights are
+    drawn explicitly: hypothesis flattens and deduplicates the branches of st.one_of.)"""
+    coordinator = server == "coordinator"
+    which = st.sampled_from(["answered"] * 3 + ["fresh", "subject"] + ["refused"] * coordinator)
+    index = st.integers(0, 15)
+    # The probe image of the i-th lookup both nodes answered.
+    own = tuple(image_digest(b"probe image %d" % n) for n in range(len(kit.answered)))
+    handle = st.binary(min_size=8, max_size=8)
+    good_hits = st.lists(
+        st.builds(cpb.HitRef, member_state=st.sampled_from(["DE", "IT"]), handle=handle),
+        min_size=1,
+        max_size=6,
+        unique_by=lambda r: (r.member_state, r.handle),
+    )
+    sealed = st.lists(
+        st.builds(
+            cpb.SealedOpening,
+            member_state=st.sampled_from(["DE", "IT"]),
+            sealed=st.binary(min_size=33, max_size=200),
+        ),
+        max_size=2,
+        unique_by=lambda o: o.member_state,
+    )
+    choices: dict[str, st.SearchStrategy[Any]] = {
+        # The image: the lookup's own (one per lookup, as a requester's), another, hostile.
+        "image": st.sampled_from(["own"] * 6 + ["other", "hostile"]),
+        "other": st.sampled_from(["", *own]),
+        "hostile": IMAGE_DIGESTS,
+    }
+    payloads: dict[str, st.SearchStrategy[Any]]
+    if coordinator:
+        payloads = {
+            "hits": st.sampled_from(["good"] * 6 + ["none", "hostile"]),
+            "good": good_hits,
+            "none": st.just([]),
+            "hostile": _hits(STATE),
+            "openings": st.sampled_from(["none", "sealed", "sealed", "hostile-openings"]),
+            "sealed": sealed,
+            "hostile-openings": _openings(st.sampled_from(["DE", "IT", "FR"])),
+        }
+    else:
+        payloads = {
+            "handles": st.sampled_from(["good"] * 6 + ["any", "hostile"]),
+            "good": st.lists(handle, min_size=1, max_size=8, unique=True),
+            "any": st.lists(handle, min_size=1, max_size=70),
+            "hostile": st.lists(SMALL_BYTES, max_size=64),
+        }
+
+    @st.composite
+    def case(draw: st.DrawFn) -> Case:
+        what, i, image_kind = draw(which), draw(index), draw(choices["image"])
+        image = own[i % len(own)] if image_kind == "own" else draw(choices[image_kind])
+        opened: Any  # the sealed openings (coordinator) or the sealed opening (node)
+        if coordinator:
+            refs = draw(payloads[draw(payloads["hits"])])
+            openings = draw(payloads["openings"])
+            opened = [] if openings == "none" else draw(payloads[openings])
+        else:
+            refs, opened = draw(payloads[draw(payloads["handles"])]), draw(SEALED)
+
+        def build() -> bytes:
+            if what == "answered":
+                h = kit.answered[i % len(kit.answered)]
+            elif what == "refused":
+                h = kit.pending[i % len(kit.pending)]
+            else:
+                h = header(
+                    "FR",
+                    Purpose.DATA_SUBJECT_REQUEST if what == "subject" else Purpose.ASYLUM_DUBLIN,
+                )
+            # A statement names at most 256 characters: a longer image is refused before it.
+            signed = kit.sign("FR", h, "packets", image if len(image) <= 256 else "")
+            if coordinator:
+                return cpb.VerificationPacketsRequest(
+                    header=header_to_pb(h, signed),
+                    hits=refs,
+                    openings=opened,
+                    probe_image_sha256=image,
+                ).SerializeToString()
+            auth = kit.fed.authorize(_packets_event(h, refs, signed), ["IT"])
+            return npb.PacketsRequest(
+                header=header_to_pb(h, signed),
+                handles=refs,
+                authorization=authorization_to_pb(auth),
+                sealed_opening=opened,
+                probe_image_sha256=image,
+            ).SerializeToString()
+
+        return ("deep", build)
+
+    return case()
+
+
+def _rejection(h: QueryHeader, verifier: str, signer: str, handle: bytes) -> dict[str, Any]:
+    """The statement of a verifier's rejection of a hit at IT (no images), for ``h``."""
+    return {
+        "v": 2,
+        "query_id": h.query_id,
+        "requesting_state": h.requesting_state,
+        "member_state": "IT",
+        "handle": handle.hex(),
+        "verdict": "reject",
+        "reason": REJECT_REASONS[0],
+        "probe_sex": "",
+        "probe_image": "",
+        "candidate_image": "",
+        "verifier": verifier,
+        "issued_ms": int(time.time() * 1000),
+        "nonce": secrets.token_hex(16),
+        "signer": signer,
+    }
+
+
+def _verdict_signer(kit: Kit, role: str, state: str, person: str) -> tuple[NoteSigner, bytes, str]:
+    """The key, chain and certificate name a verdict is signed with: a verifier's, or an
+    operator workstation's (not a verifier)."""
+    if role == "operator":
+        return _signer(kit.fed, state).key, kit.chains[f"operator-{state}"], f"operator-{state}"
+    signer, name = _expert(kit.fed, state, person)
+    return signer.key, signer.chain_pem, name
+
+
+def _rejection_pb(kit: Kit, h: QueryHeader, handle: bytes) -> pb.HitVerdict:
+    """Anna's (a DE verifier's) real rejection of a hit at IT for ``h``."""
+    key, chain, name = _verdict_signer(kit, "verifier", "DE", "anna")
+    statement = canonical_json(_rejection(h, name, key_id(key.public_key_bytes()), handle))
+    return pb.HitVerdict(
+        statement=statement, signature=key.sign(VERDICT_DOMAIN + statement), signer_chain=chain
+    )
+
+
+VERDICT_CORRUPTIONS = (
+    "flip-statement",
+    "truncate-statement",
+    "flip-signature",
+    "short-signature",
+    "no-signature",
+    "truncate-chain",
+    "flip-chain",
+    "foreign-chain",
+    "other-verifier",
+    "other-signer",
+    "long-chain",
+)
+
+
+def _corrupt_verdict(kit: Kit, h: QueryHeader, how: str, pos: int) -> pb.HitVerdict:
+    """A real rejection for ``h``, made wrong in one way: ``how``."""
+    real = _rejection_pb(kit, h, encode_handle(0, 1 + pos % 20))
+    statement, signature, chain = real.statement, real.signature, real.signer_chain
+    if how == "flip-statement":
+        statement = _flip(statement, pos, 1 << (pos % 8))
+    elif how == "truncate-statement":
+        statement = statement[: pos % len(statement)]
+    elif how == "flip-signature":
+        signature = _flip(signature, pos, 1 << (pos % 8))
+    elif how == "short-signature":
+        signature = signature[: pos % 64]
+    elif how == "no-signature":
+        signature = b""
+    elif how == "truncate-chain":  # within the leaf certificate (the leaf alone is valid)
+        chain = chain[: pos % _leaf_end(chain)]
+    elif how == "flip-chain":
+        chain = _flip_chain(chain, pos)
+    elif how == "foreign-chain":  # not a verifier, or a verifier of another state
+        names = ("operator-DE", "node-IT", AUDITOR, "coordinator", "verifier-anna-FR")
+        chain = kit.chains[names[pos % len(names)]]
+    elif how == "other-verifier":  # ben's certificate, for a verdict naming anna
+        chain = _expert(kit.fed, "DE", "ben")[0].chain_pem
+    elif how == "other-signer":  # ben's key, anna's statement and certificate
+        signature = _expert(kit.fed, "DE", "ben")[0].key.sign(VERDICT_DOMAIN + statement)
+    else:
+        chain += b"\n" * (MAX_CHAIN_BYTES + 1 - len(chain))
+    return pb.HitVerdict(statement=statement, signature=signature, signer_chain=chain)
+
+
+def struct_report(kit: Kit, server: str) -> Strategy:
+    real = st.sampled_from(sorted(kit.chains.values()))
+    chains = st.one_of(real, BYTES, st.just(b"-" * (MAX_CHAIN_BYTES + 1)))
+    signatures = st.one_of(st.binary(min_size=64, max_size=64), SMALL_BYTES)
+    statements = st.one_of(
+        st.sampled_from(NASTY_JSON), BYTES, st.just(b"{}" + b" " * MAX_VERDICT_BYTES)
+    )
+    garbage = st.builds(
+        pb.HitVerdict, statement=statements, signature=signatures, signer_chain=chains
+    )
+    small = st.builds(pb.HitVerdict, statement=SMALL_BYTES, signature=signatures, signer_chain=real)
+    verdicts = st.one_of(
+        st.lists(garbage, max_size=6),
+        st.tuples(small, st.integers(MAX_VERDICTS, MAX_VERDICTS + 2)).map(lambda t: [t[0]] * t[1]),
+    )
+    hostile = _serialized(
+        st.builds(
+            npb.ReportRejectionsRequest, header=_headers(kit, ["DE", "FR", "IT"]), verdicts=verdicts
+        )
+    )
+
+    @st.composite
+    def corrupted(draw: st.DrawFn) -> Case:
+        """Real rejections by a DE verifier for a real header, one made wrong."""
+        how, pos, n = draw(st.sampled_from(VERDICT_CORRUPTIONS)), draw(POS), draw(st.integers(0, 3))
+
+        def build() -> bytes:
+            h = header("DE")
+            out = [_rejection_pb(kit, h, encode_handle(1, i)) for i in range(n)]
+            out.insert(pos % (n + 1), _corrupt_verdict(kit, h, how, pos))
+            return npb.ReportRejectionsRequest(
+                header=header_to_pb(h), verdicts=out
+            ).SerializeToString()
+
+        return ("struct", build)
+
+    return st.one_of(hostile, corrupted())
+
+
+_FUTURE = "<ten minutes from now>"  # an issued_ms, computed when the input is sent
+_HOSTILE_VERDICT: dict[str, st.SearchStrategy[Any]] = {
+    "v": st.sampled_from([1, 3, "2", 2.0, True, None]),
+    "query_id": st.one_of(HEX32, HEX32.map(str.upper), TEXT),
+    "requesting_state": STATE,
+    "member_state": STATE,
+    "handle": st.one_of(
+        st.binary(max_size=12).map(bytes.hex),
+        st.binary(min_size=8, max_size=8).map(lambda b: b.hex().upper()),
+        TEXT,
+    ),
+    "verdict": st.one_of(st.sampled_from(["confirm", "REJECT", ""]), TEXT),
+    "reason": st.one_of(st.sampled_from([*REJECT_REASONS, ""]), TEXT),
+    "probe_sex": st.one_of(st.sampled_from(["F", "M", "X", "f", "U"]), TEXT),
+    "probe_image": IMAGE_DIGESTS,
+    "candidate_image": IMAGE_DIGESTS,
+    "verifier": st.one_of(st.sampled_from(VERIFIERS), TEXT),
+    "issued_ms": st.one_of(
+        st.just(_FUTURE), INT64, st.sampled_from([0, 2**63, 2**64, "1", 1.5, True, None])
+    ),
+    "nonce": st.one_of(HEX32.map(str.upper), TEXT),
+    "signer": st.one_of(st.text("0123456789abcdef", min_size=16, max_size=16), TEXT),
+}
+# Who signs a verdict besides a verifier of the requesting state (None): a verifier of
+# another state, one who is meant to be misused, an operator.
+_OTHER_SIGNERS = [
+    ("verifier", "DE", "carl"),
+    ("verifier", "FR", "anna"),
+    ("verifier", "IT", "ben"),
+    ("operator", "DE", ""),
+    ("operator", "FR", ""),
+]
+_SHAPES = ["canonical"] * 16 + ["extra", "missing", "spaced", "long"]
+
+
+def deep_report(kit: Kit, server: str) -> Strategy:
+    """Rejections correctly signed (most by verifiers of the requesting state, as the
+    coordinator relays them) that state hostile things, in statements that are canonical or
+    not: for a query of DE that IT never answered, or for one of FR it did (kit.answered: no
+    packet was ever released for it)."""
+    signers = st.one_of(st.none(), st.none(), st.none(), st.sampled_from(_OTHER_SIGNERS))
+    spec = st.tuples(
+        signers,
+        st.sampled_from(["anna", "ben"]),
+        st.one_of(st.just({}), _hostile({}, _HOSTILE_VERDICT)),
+        st.sampled_from(_SHAPES),
+        st.binary(min_size=8, max_size=8),
+    )
+    # How many verdicts (weights drawn explicitly, as in deep_packets): mostly one.
+    counts = st.sampled_from(["one"] * 14 + ["few"] * 4 + ["none", "many"])
+    specs = {
+        "one": st.tuples(spec).map(list),
+        "few": st.lists(spec, min_size=2, max_size=4),
+        "none": st.just([]),
+        "many": st.tuples(spec, st.integers(MAX_VERDICTS, MAX_VERDICTS + 1)).map(
+            lambda t: [t[0]] * t[1]
+        ),
+    }
+    queries = st.one_of(st.none(), st.sampled_from(kit.answered))
+
+    @st.composite
+    def case(draw: st.DrawFn) -> Case:
+        h0, drawn = draw(queries), draw(specs[draw(counts)])
+
+        def build() -> bytes:
+            h = h0 or header("DE")
+            out = []
+            for who, person, hostile, shape, handle in drawn:
+                role, state, name = who or ("verifier", h.requesting_state, person)
+                key, chain, verifier = _verdict_signer(kit, role, state, name)
+                fields = _rejection(h, verifier, key_id(key.public_key_bytes()), handle)
+                fields |= hostile
+                if fields["issued_ms"] == _FUTURE:
+                    fields["issued_ms"] = int(time.time() * 1000) + 600_000
+                if shape == "extra":
+                    fields["approved"] = True
+                elif shape == "missing":
+                    del fields["nonce"]
+                statement = canonical_json(fields)
+                if shape == "spaced":
+                    statement = json.dumps(fields, sort_keys=True).encode()
+                elif shape == "long":
+                    statement += b" " * MAX_VERDICT_BYTES
+                signature = key.sign(VERDICT_DOMAIN + statement)
+                out.append(
+                    pb.HitVerdict(statement=statement, signature=signature, signer_chain=chain)
+                )
+            return npb.ReportRejectionsRequest(
+                header=header_to_pb(h), verdicts=out
+            ).SerializeToString()
+
+        return ("deep", build)
+
+    return case()
+
+
 _NOTICE_KINDS = (
     "record_marked", "record_unmarked", "record_erased", "correction_request", "erasure_request",
 )  # fmt: skip
@@ -1567,6 +2063,8 @@ STRUCT: dict[str, Callable[[Kit, str], Strategy]] = {
     "Enroll": struct_enroll,
     "Search": struct_search,
     "GetHitDetails": struct_hit_details,
+    "GetVerificationPackets": struct_packets,
+    "ReportRejections": struct_report,
     "GetInfo": struct_info,
     "AddCheckpoint": struct_add_checkpoint,
     "Check": struct_health,
@@ -1587,6 +2085,8 @@ DEEP_INPUTS: dict[str, Callable[[Kit, str], Strategy]] = {
     "Resolve": deep_resolve,
     "Search": deep_search,
     "GetHitDetails": deep_hit_details,
+    "GetVerificationPackets": deep_packets,
+    "ReportRejections": deep_report,
     **{
         m: lambda kit, server, m=m: _audit(kit, server, m, deep=True)  # type: ignore[misc]
         for m in _AUDIT_METHODS
@@ -1694,6 +2194,8 @@ def _seed(kit: Kit, rpc: Rpc) -> bytes:
         he_param_set=PARAMS, parms=kit.he.parms, public_key=b"\x01" * 64, galois_keys=b"\x02" * 64
     )
     hit = cpb.HitRef(member_state="IT", handle=encode_handle(0, 1))
+    verdict = _rejection_pb(kit, header("DE"), encode_handle(0, 1))
+    verdict.signature = b"\x07" * 64
     it = header_to_pb(header("IT"))
     record = npb.RecordMetadata(
         reference="IT-SEED-1",
@@ -1740,6 +2242,25 @@ def _seed(kit: Kit, rpc: Rpc) -> bytes:
         ),
         "GetHitDetails": lambda: npb.HitDetailsRequest(
             header=de, handles=list(kit.hits.handles), authorization=kit.hits.authorization
+        ),
+        "GetVerificationPackets": lambda: (
+            cpb.VerificationPacketsRequest(
+                header=de,
+                hits=[hit],
+                openings=[cpb.SealedOpening(member_state="IT", sealed=b"\x03" * 96)],
+                probe_image_sha256=kit.packets.probe_image,
+            )
+            if rpc.server == "coordinator"
+            else npb.PacketsRequest(
+                header=de,
+                handles=list(kit.packets.handles),
+                authorization=kit.packets.authorization,
+                sealed_opening=b"\x03" * 96,
+                probe_image_sha256=kit.packets.probe_image,
+            )
+        ),
+        "ReportRejections": lambda: npb.ReportRejectionsRequest(
+            header=de, verdicts=[verdict, verdict]
         ),
         "GetInfo": lambda: npb.InfoRequest(header=de),
         "AddCheckpoint": lambda: apb.AddCheckpointRequest(
@@ -1849,6 +2370,24 @@ def _check_lookup(response: bytes) -> str | None:
     return None
 
 
+def _check_packets(body: bytes, response: bytes) -> str | None:
+    """A deep packet request is relayed to the nodes of its hits only, and each refuses it
+    (no input carries a valid opening): no packet comes back."""
+    asked = {h.member_state for h in cpb.VerificationPacketsRequest.FromString(body).hits}
+    nodes = cpb.VerificationPacketsResponse.FromString(response).nodes
+    if sorted(n.member_state for n in nodes) != sorted(asked) or any(
+        n.packets
+        or n.outcome != "refused"
+        or not n.detail.startswith(("PERMISSION_DENIED", "INVALID_ARGUMENT"))
+        for n in nodes
+    ):
+        outcomes = "; ".join(
+            f"{n.member_state} {n.outcome} {len(n.packets)} packets {n.detail[:100]}" for n in nodes
+        )
+        return f"a packet request without an opening was not refused by its nodes: {outcomes}"
+    return None
+
+
 def _verdict(
     rpc: Rpc, kind: str, body: bytes, code: grpc.StatusCode, details: str, response: bytes | None
 ) -> str | None:
@@ -1863,7 +2402,11 @@ def _verdict(
         assert response is not None
         if not _parses(rpc.response, response):
             return "response does not parse"
-        return _check_lookup(response) if rpc.name == "Lookup@coordinator" else None
+        if rpc.name == "Lookup@coordinator":
+            return _check_lookup(response)
+        if rpc.name == "GetVerificationPackets@coordinator":
+            return _check_packets(body, response)
+        return None
     if code == C.INTERNAL:
         return "INTERNAL for a body that parses (an unexpected exception in the handler)"
     if code == C.DEADLINE_EXCEEDED:
@@ -1957,32 +2500,49 @@ def test_every_rpc_is_fuzzed() -> None:
 
 
 def test_honest_requests_after_the_fuzzing(kit: Kit) -> None:
-    """Every server still answers honest requests: an enrolment at IT, a lookup of DE that
-    finds it, its resolve (hit details from IT), node info, audit reads and health."""
+    """Every server still answers honest requests: two enrolments at IT, a lookup of DE that
+    finds both, their verification packets, its resolve (hit details from IT for the hit
+    DE's experts confirmed, the other one's rejection reported to IT), node info, audit
+    reads and health."""
     fed = kit.fed
     rng = np.random.default_rng(11)
     template = rng.normal(size=DIM)
     template /= np.linalg.norm(template)
-    enroll = npb.EnrollRequest(
-        header=header_to_pb(header("IT")),
-        record=npb.RecordMetadata(
-            reference=f"IT-HONEST-{secrets.token_hex(4)}",
-            category=pb.CATEGORY_IRREGULAR_CROSSING,
-            event_date="2026-05-01",
-            event_place="Lampedusa",
-            capture_date="2026-05-01",
-            birth_date="1990-05-17",
-        ),
-        template=npb.Template(model_id=MODEL, values=template.tolist()),
-    )
+    near = template + rng.normal(size=DIM) * 0.02  # the same person, another capture
+    near /= np.linalg.norm(near)
     enroll_call = kit.call("IT", "operator-IT", "/fedmatch.rpc.v1.NodeService/Enroll")
-    npb.EnrollResponse.FromString(enroll_call(enroll.SerializeToString(), timeout=30))
+    for values in (template, near):
+        enroll = npb.EnrollRequest(
+            header=header_to_pb(header("IT")),
+            record=npb.RecordMetadata(
+                reference=f"IT-HONEST-{secrets.token_hex(4)}",
+                category=pb.CATEGORY_IRREGULAR_CROSSING,
+                event_date="2026-05-01",
+                event_place="Lampedusa",
+                capture_date="2026-05-01",
+                birth_date="1990-05-17",
+            ),
+            template=npb.Template(model_id=MODEL, values=values.tolist()),
+        )
+        npb.EnrollResponse.FromString(enroll_call(enroll.SerializeToString(), timeout=30))
     requester = fed.requester("DE")
     report = requester.lookup(template, header("DE"))
     assert sorted((n.member_state, n.outcome) for n in report.nodes) == [("FR", "ok"), ("IT", "ok")]
-    assert [state for state, _ in report.matches] == ["IT"]
-    resolved = requester.resolve(report, APPLICATION_DATE, fed.verdicts(report))
+    assert [state for state, _ in report.matches] == ["IT", "IT"]
+    # A packet for each candidate (enrolled from a template: no image, not verifiable).
+    fetched = fed.packets(report)
+    assert not fetched.failed
+    assert sorted(p.handle for p in fetched.packets) == sorted(h for _, h in report.matches)
+    assert all(not p.verifiable for p in fetched.packets)
+    # DE's experts confirm one candidate and reject the other: IT is told (ReportRejections).
+    confirmed, rejected = report.matches
+    evidence = fed.evidence(report)
+    verdicts = confirmations(fed.tmp, report.header, [confirmed], evidence=evidence)
+    hit, qid = HitKey(*rejected), report.header.query_id
+    verdicts.append(expert(fed.tmp, "DE").reject(qid, "DE", hit, evidence(hit), REJECT_REASONS[0]))
+    resolved = requester.resolve(report, APPLICATION_DATE, verdicts)
     assert resolved.complete and [h["member_state"] for h in resolved.hits] == ["IT"]
+    assert fed.nodes["IT"].handles.rejected(qid, "DE") == {rejected[1]}
     assert kit.completed_searches() == 2
     info_call = kit.call("IT", "coordinator", "/fedmatch.rpc.v1.NodeService/GetInfo")
     request = npb.InfoRequest(header=header_to_pb(header("DE")))

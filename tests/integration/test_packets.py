@@ -21,12 +21,14 @@ import cv2
 import grpc
 import numpy as np
 import pytest
+from prometheus_client import generate_latest
 
 from fedmatch.audit.auditor import run_audit
 from fedmatch.audit.entry import EventKind
 from fedmatch.audit.events import header_event
 from fedmatch.biometrics.pipeline import FacePipeline
 from fedmatch.domain import Category, Purpose, Sex
+from fedmatch.ops.metrics import coordinator_metrics, node_metrics
 from fedmatch.protocol.packet import image_digest
 from fedmatch.protocol.verification import Evidence, HitKey
 from fedmatch.requester.client import LookupReport
@@ -287,8 +289,13 @@ def test_no_image_in_logs_or_audit_files(
         bad = replace(report, matches=(("IT", b"\x00" * 8),))
         refused = f.requester("DE").fetch_packets(bad, photo)
         errors = " ".join(refused.failed.values())
+        metrics = generate_latest(node_metrics(f.nodes["IT"]).registry) + generate_latest(
+            coordinator_metrics(f.coordinator).registry
+        )
     files_text = b"".join(p.read_bytes() for p in tmp_path.rglob("audit-*/**/*") if p.is_file())
-    text = caplog.text.encode() + errors.encode()
+    # What every party logged, the errors the requester got and the metrics exported.
+    text = caplog.text.encode() + errors.encode() + metrics
+    assert b"verification packets query=" in text  # both ends logged the release
     for blob in (image, photo):
         for piece in (blob[300:324], blob[-48:-24]):
             for form in (piece, piece.hex().encode(), base64.b64encode(piece)):
