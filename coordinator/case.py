@@ -12,16 +12,24 @@ human-verified hits with the day each was received (:class:`ReceivedHit`). The h
 (irregular entry, search-and-rescue disembarkation, earlier application) are not re-implemented
 here: :func:`coordinator.dublin.decide` applies them, with its windows and tie-breaks.
 
-Criteria, in order; the first that applies names the responsible state (:class:`Criterion`):
+Rules, in order; the first that applies names the responsible state (:class:`Criterion`):
 
-1. unaccompanied minor (Dublin III Art. 8, AMMR Art. 25);
-2. family member who is a beneficiary of international protection or an applicant (Dublin III
-   Art. 9 and 10, AMMR Art. 26 and 27);
-3. residence document or visa (Dublin III Art. 12, AMMR Art. 29);
-4. irregular entry, and search-and-rescue disembarkation under the AMMR (``decide``);
-5. visa-waived entry, then application in an airport transit area (Dublin III Art. 14, 15);
-6. default: the first state where an application was made: an earlier application in another
-   state (``decide``, take back), else the requesting state itself.
+- unaccompanied minor (criterion 1: Dublin III Art. 8, AMMR Art. 25);
+- take back, before any other criterion: an earlier application in another state
+  (``decide``) sends the applicant back (Dublin III Art. 18(1)(b)-(d), 20(5); CJEU C-582/17
+  *H. and R.*; AMMR Art. 36, 38); :class:`Criterion` calls it FIRST_APPLICATION (6);
+- family member who is a beneficiary of international protection or an applicant (Dublin III
+  Art. 9 and 10, AMMR Art. 26 and 27; criterion 2);
+- residence document or visa (Dublin III Art. 12, AMMR Art. 29; criterion 3);
+- criteria 4 and 5 in each regime's order: Dublin III irregular entry (Art. 13, ``decide``),
+  then visa-waived entry and airport transit (Art. 14, 15); the AMMR visa-waived entry and
+  airport transit (Art. 31, 32) first, then entry and search-and-rescue disembarkation
+  (Art. 33, ``decide``);
+- default: the requesting state itself (Dublin III Art. 3(2), AMMR Art. 16(2); criterion 6).
+
+An unaccompanied minor is decided by criterion 1 before take back: Dublin III Art. 8(4) (CJEU
+C-648/11 *M.A.*: the state where the minor is present) and AMMR Art. 25(5) (the state of
+first registration, itself a take back) name the state for the minor.
 
 Dates. A case carries the registration date and the lodging date of the application. The
 regime follows the registration date (AMMR from :data:`coordinator.dublin.AMMR_START`). The
@@ -33,13 +41,14 @@ competent authority (CJEU C-670/16 *Mengesteab*), which in the usual case is the
 Where the two dates differ under Dublin III, the official checks what changed in between. The
 lodging date starts the Dublin III take-charge clock of 3 months (Art. 21(1)).
 
-Periods follow Regulation (EEC, Euratom) No 1182/71, Art. 3: the day of the event that starts
-a period is not counted; a period in weeks ends on the same weekday, a period in months or years
-on the same date in the last month, or on that month's last day when it has no such date
-(:func:`coordinator.dublin.add_months`); a period ends at the end of its last day, so that day
-is still inside. The postponement of Art. 3(4) to the next working day when a period ends on a
-Saturday, Sunday or public holiday is *not* applied: holidays are national, and the calendar
-date is the earlier, safe, answer.
+Periods follow Dublin III's own Art. 42 (the AMMR counts the same way): the day of the event
+that starts a period is not counted; a period in weeks ends on the same weekday, a period in
+months or years on the same date in the last month, or on that month's last day when it has
+no such date (:func:`coordinator.dublin.add_months`); a period ends at the end of its last
+day, so that day is still inside (the anniversary day of a 12-month window, Art. 13(1), is in it). A
+postponement to the next working day when a period ends on a Saturday, Sunday or public
+holiday is *not* applied: holidays are national, and the calendar date is the earlier, safe,
+answer.
 
 The result is a :class:`CaseProposal`, for an official to confirm (:func:`confirm`), with its
 evidence and one-sentence explanation. It holds record metadata only, never a biometric
@@ -69,6 +78,7 @@ __all__ = [
     "EXPIRED_VISA_MONTHS",
     "ApplicantSituation",
     "CaseProposal",
+    "CheckItem",
     "Confirmation",
     "ConfirmedDecision",
     "Criterion",
@@ -170,6 +180,40 @@ class _Clock:
     length: int
     unit: PeriodUnit
     basis: str
+    # What missing the deadline means ({requesting} is the requesting state), and what
+    # follows once the step is taken: the requested state's reply and what its silence
+    # counts as, the transfer decision and the transfer deadline (DOMAIN.md section 3).
+    consequence: str = ""
+    then: str = ""
+
+
+# What follows a request or notification in each regime, once it is sent.
+_DIII_TRANSFER = (
+    "after acceptance, the transfer within 6 months (Art. 29(1); up to 1 year after "
+    "imprisonment, 18 months if the person absconds, Art. 29(2))"
+)
+_AMMR_TRANSFER = (
+    "after acceptance or confirmation, the transfer decision within 2 weeks (Art. 42(1)) and "
+    "the transfer within 6 months (up to 1 year or 3 years, Art. 46(2))"
+)
+_DIII_TAKE_CHARGE_THEN = (
+    "the requested state replies within 2 months of the request (Art. 22(1)); its silence "
+    f"is acceptance (Art. 22(7)); {_DIII_TRANSFER}"
+)
+_DIII_TAKE_BACK_THEN = (
+    "the requested state replies within 2 weeks of a request based on a Eurodac hit "
+    "(1 month otherwise, Art. 25(1)); its silence is acceptance (Art. 25(2)); "
+    f"{_DIII_TRANSFER}"
+)
+_AMMR_TAKE_CHARGE_THEN = (
+    "the requested state replies within 1 month (Art. 40(1)), 2 weeks where the request rests "
+    "on a Eurodac hit (Art. 40(2)); its silence is acceptance; " + _AMMR_TRANSFER
+)
+_AMMR_TAKE_BACK_THEN = (
+    "the notified state confirms receipt within 2 weeks (Art. 41(3)); its silence is "
+    f"confirmation; {_AMMR_TRANSFER}"
+)
+_MAKES_RESPONSIBLE = "missing it makes {requesting} responsible ({article})"
 
 
 _TAKE_CHARGE_AFTER_HIT: dict[Regime, _Clock] = {
@@ -179,6 +223,8 @@ _TAKE_CHARGE_AFTER_HIT: dict[Regime, _Clock] = {
         2,
         PeriodUnit.MONTHS,
         "Dublin III (Reg. 604/2013) Art. 21(1) second subparagraph",
+        _MAKES_RESPONSIBLE.format(requesting="{requesting}", article="Art. 21(1)"),
+        _DIII_TAKE_CHARGE_THEN,
     ),
     Regime.AMMR: _Clock(
         "take_charge_request_after_hit",
@@ -186,6 +232,8 @@ _TAKE_CHARGE_AFTER_HIT: dict[Regime, _Clock] = {
         1,
         PeriodUnit.MONTHS,
         "the AMMR (Reg. 2024/1351) Art. 39(1) second subparagraph",
+        _MAKES_RESPONSIBLE.format(requesting="{requesting}", article="Art. 39(1)"),
+        _AMMR_TAKE_CHARGE_THEN,
     ),
 }
 _TAKE_CHARGE_AFTER_APPLICATION: dict[Regime, _Clock] = {
@@ -195,6 +243,8 @@ _TAKE_CHARGE_AFTER_APPLICATION: dict[Regime, _Clock] = {
         DUBLIN_III_TAKE_CHARGE_MONTHS_FROM_LODGING,
         PeriodUnit.MONTHS,
         "Dublin III (Reg. 604/2013) Art. 21(1) first subparagraph",
+        _MAKES_RESPONSIBLE.format(requesting="{requesting}", article="Art. 21(1)"),
+        _DIII_TAKE_CHARGE_THEN,
     ),
     Regime.AMMR: _Clock(
         "take_charge_request_after_application",
@@ -202,6 +252,8 @@ _TAKE_CHARGE_AFTER_APPLICATION: dict[Regime, _Clock] = {
         AMMR_TAKE_CHARGE_MONTHS_FROM_REGISTRATION,
         PeriodUnit.MONTHS,
         "the AMMR (Reg. 2024/1351) Art. 39(1) first subparagraph",
+        _MAKES_RESPONSIBLE.format(requesting="{requesting}", article="Art. 39(1)"),
+        _AMMR_TAKE_CHARGE_THEN,
     ),
 }
 _TAKE_BACK: dict[Regime, _Clock] = {
@@ -211,6 +263,8 @@ _TAKE_BACK: dict[Regime, _Clock] = {
         2,
         PeriodUnit.MONTHS,
         "Dublin III (Reg. 604/2013) Art. 23(2)",
+        _MAKES_RESPONSIBLE.format(requesting="{requesting}", article="Art. 23(3)"),
+        _DIII_TAKE_BACK_THEN,
     ),
     Regime.AMMR: _Clock(
         "take_back_notification_after_hit",
@@ -218,6 +272,9 @@ _TAKE_BACK: dict[Regime, _Clock] = {
         2,
         PeriodUnit.WEEKS,
         "the AMMR (Reg. 2024/1351) Art. 41(1)",
+        "a late notification does not end the notified state's obligation to take the "
+        "person back (Art. 41(1))",
+        _AMMR_TAKE_BACK_THEN,
     ),
 }
 
@@ -225,7 +282,7 @@ _TAKE_BACK: dict[Regime, _Clock] = {
 def period_end(start: dt.date, length: int, unit: PeriodUnit) -> dt.date:
     """Return the last day of a period of ``length`` weeks or months that runs from ``start``.
 
-    Regulation 1182/71 Art. 3: the start day itself is not counted; the period ends with the
+    Dublin III Art. 42: the start day itself is not counted; the period ends with the
     end of the same weekday (weeks) or the same date (months) in the last week or month, or
     with the end of the last day of a month that has no such date. An act done on the returned
     day is in time. 2027-01-31 + 1 month is 2027-02-28, 2027-12-31 + 2 months is 2028-02-29,
@@ -383,6 +440,53 @@ class Deadline:
     length: int
     unit: PeriodUnit
     basis: str
+    consequence: str = ""  # what missing it means
+    then: str = ""  # what follows once the step is taken: reply, silence, transfer
+
+
+@dataclass(frozen=True)
+class CheckItem:
+    """Something the engine cannot decide and an official must check on every proposal."""
+
+    code: str
+    text: str
+
+
+# DOMAIN.md section 3: what no input here can show, on every proposal. Articles cited are
+# those of the regime's text; the AMMR's own numbers are given where checked (Art. 30 and
+# 33(3)), its other ones follow Dublin III's structure and are named by their subject.
+_CHECKLIST: dict[Regime, tuple[CheckItem, ...]] = {
+    Regime.DUBLIN_III: (
+        CheckItem("best_interests", "the best interests of any child concerned (Art. 6)"),
+        CheckItem("consent", "the written wish of the persons concerned for a family "
+                  "criterion (Art. 9, 10)"),
+        CheckItem("dependent_persons", "dependent persons (Art. 16)"),
+        CheckItem("discretionary_clauses", "the discretionary clauses (Art. 17)"),
+        CheckItem("systemic_flaws", "systemic flaws in the procedure or reception of the "
+                  "responsible state (Art. 3(2) second subparagraph)"),
+        CheckItem("five_month_stay", "a continuous stay of at least 5 months in a state after "
+                  "an irregular entry whose 12 months have ended (Art. 13(2))"),
+        CheckItem("cessation", "cessation: the person left the member states' territory for "
+                  "at least 3 months, or was removed (Art. 19(2), (3))"),
+        CheckItem("detention", "detention: shorter time limits apply (Art. 28(3))"),
+    ),
+    Regime.AMMR: (
+        CheckItem("best_interests", "the best interests of any child concerned"),
+        CheckItem("consent", "the written wish of the persons concerned for a family "
+                  "criterion (Art. 26, 27)"),
+        CheckItem("dependent_persons", "dependent persons"),
+        CheckItem("discretionary_clauses", "the discretionary clauses"),
+        CheckItem("systemic_flaws", "systemic flaws in the procedure or reception of the "
+                  "responsible state"),
+        CheckItem("diplomas", "diplomas or other qualifications issued by a state (Art. 30): "
+                  "no input here"),
+        CheckItem("cessation", "cessation of responsibility (the person left the member "
+                  "states' territory, or was removed)"),
+        CheckItem("relocation", "relocation: Art. 33(2) does not apply after a relocation "
+                  "(Art. 33(3))"),
+        CheckItem("detention", "detention: shorter time limits apply"),
+    ),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -401,6 +505,8 @@ class CaseProposal:
     explanation: str
     deadlines: tuple[Deadline, ...]  # empty when no transfer is needed
     hit_rule: Rule | None = None  # the rule of coordinator.dublin.decide, when it decided
+    # What the engine cannot decide: on every proposal, for the official to check.
+    checklist: tuple[CheckItem, ...] = ()
     proposal: bool = True
     confirmed_by: tuple[str, ...] = ()
 
@@ -576,6 +682,8 @@ def propose(case: DublinCase) -> CaseProposal:
        C-648/11 *M.A.*); the AMMR names the state where the application was first registered
        (Art. 25(5)): an earlier ``applicant`` hit in another state gives a take back, found by
        ``decide`` on the applicant hits alone.
+    Then take back, before any other criterion: ``decide``'s earlier application in another
+       state (C-582/17 *H. and R.*; AMMR Art. 36, 38).
     2. Family (Dublin III Art. 9 and 10, AMMR Art. 26 and 27): a spouse or partner or child who
        is a beneficiary of protection (first) or an applicant (then) in a state.
     3. Residence documents and visas (Dublin III Art. 12, AMMR Art. 29), on the registration
@@ -584,7 +692,7 @@ def propose(case: DublinCase) -> CaseProposal:
        document counts while its grace period runs: the period of
        :data:`EXPIRED_RESIDENCE_DOCUMENT_MONTHS` (24; AMMR 36) or :data:`EXPIRED_VISA_MONTHS`
        (6; AMMR 18) months
-       runs from the expiry date ``valid_until`` and ends, by Regulation 1182/71, at the end of
+       runs from the expiry date ``valid_until`` and ends, by Dublin III Art. 42, at the end of
        ``add_months(valid_until, months)``; the document still counts on that day ("expired
        less than two years previously" is still true while the period runs) and no longer on
        the next. Among several candidates, Art. 12(3): residence documents before visas; the
@@ -592,12 +700,12 @@ def propose(case: DublinCase) -> CaseProposal:
        by the latest expiry, visas of different kinds by the longest validity then the latest
        expiry; then the state code alphabetically.
     4. Irregular entry and (AMMR) search-and-rescue disembarkation: ``decide`` on the
-       registration date, with its windows (Dublin III 12 months, end day outside; AMMR 20 or
-       12 months, end day inside) and tie-breaks.
-    5. Visa-waived entry (Dublin III Art. 14(1)), then an application made in an airport's
-       international transit area (Art. 15).
-    6. First application: ``decide``'s earlier application in another state (take back),
-       otherwise the requesting state itself (Dublin III Art. 3(2), AMMR Art. 16(2)).
+       registration date, with its windows (Dublin III 12 months, AMMR 20 or 12 months, the
+       end day inside under both) and tie-breaks.
+    5. Visa-waived entry (Dublin III Art. 14(1), AMMR Art. 31), then an application made in
+       an airport's international transit area (Art. 15, AMMR Art. 32). Under the AMMR
+       criterion 5 comes before criterion 4 (the order of its articles).
+    6. Default: the requesting state itself (Dublin III Art. 3(2), AMMR Art. 16(2)).
 
     Several qualifying states under criteria 1 to 3 are ordered as above and then by state
     code; the explanation names the others, for the official to weigh.
@@ -620,13 +728,19 @@ def propose(case: DublinCase) -> CaseProposal:
     # decide() is pure and cheap; run it once and let criteria 4 and 6 each read what it found.
     decision = decide(case.requesting_state, case.registration_date, list(received))
 
+    entry = _hit_rules(decision, received, Criterion.IRREGULAR_ENTRY)
+    waiver = _visa_waiver_or_transit(case)
+    # One order per regime: the AMMR applies visa-waived entry (Art. 31) and airport transit
+    # (Art. 32) before entry (Art. 33); Dublin III entry (Art. 13) before Art. 14 and 15.
+    later = (waiver or entry) if regime is Regime.AMMR else (entry or waiver)
     outcome = (
         _unaccompanied_minor(case, regime, received)
+        # First, take back: an earlier application in another state is no criterion, the
+        # requesting state does not apply the criteria itself (C-582/17 H. and R.).
+        or _hit_rules(decision, received, Criterion.FIRST_APPLICATION)
         or _family(case)
         or _documents(case, regime)
-        or _hit_rules(decision, received, Criterion.IRREGULAR_ENTRY)
-        or _visa_waiver_or_transit(case)
-        or _hit_rules(decision, received, Criterion.FIRST_APPLICATION)
+        or later
         or _default(case)
     )
     return _proposal(case, regime, outcome)
@@ -878,6 +992,7 @@ def _proposal(case: DublinCase, regime: Regime, outcome: _Outcome) -> CasePropos
         explanation=f"Criterion {int(outcome.criterion)} ({label}): {body}",
         deadlines=_deadlines(case, regime, procedure, outcome.deciding_hit),
         hit_rule=decision.rule if decision is not None else None,
+        checklist=_CHECKLIST[regime],
     )
 
 
@@ -886,22 +1001,24 @@ def _deadlines(
 ) -> tuple[Deadline, ...]:
     if procedure is Procedure.NONE:
         return ()
+    requesting = case.requesting_state
     if procedure is Procedure.TAKE_BACK:
         assert deciding_hit is not None  # a take back always rests on an applicant hit
-        return (_deadline(_TAKE_BACK[regime], deciding_hit.received_on),)
+        return (_deadline(_TAKE_BACK[regime], deciding_hit.received_on, requesting),)
     after_application = _TAKE_CHARGE_AFTER_APPLICATION[regime]
     application_day = (
         case.lodging_date
         if after_application.start is StartEvent.APPLICATION_LODGED
         else case.registration_date
     )
-    from_application = _deadline(after_application, application_day)
+    from_application = _deadline(after_application, application_day, requesting)
     if deciding_hit is None:
         return (from_application,)
-    return (_deadline(_TAKE_CHARGE_AFTER_HIT[regime], deciding_hit.received_on), from_application)
+    after_hit = _deadline(_TAKE_CHARGE_AFTER_HIT[regime], deciding_hit.received_on, requesting)
+    return (after_hit, from_application)
 
 
-def _deadline(clock: _Clock, start: dt.date) -> Deadline:
+def _deadline(clock: _Clock, start: dt.date, requesting: str) -> Deadline:
     return Deadline(
         name=clock.name,
         due=period_end(start, clock.length, clock.unit),
@@ -910,6 +1027,8 @@ def _deadline(clock: _Clock, start: dt.date) -> Deadline:
         length=clock.length,
         unit=clock.unit,
         basis=clock.basis,
+        consequence=clock.consequence.format(requesting=requesting),
+        then=clock.then,
     )
 
 

@@ -241,10 +241,13 @@ def proposal_json(query_id: str, proposal: CaseProposal, complete: bool) -> dict
                 "length": d.length,
                 "unit": d.unit.value,
                 "basis": d.basis,
+                "consequence": d.consequence,
+                "then": d.then,
             }
             for d in proposal.deadlines
         ],
         "hit_rule": proposal.hit_rule.value if proposal.hit_rule is not None else "",
+        "checklist": [{"code": c.code, "text": c.text} for c in proposal.checklist],
         "complete": complete,
     }
 
@@ -299,12 +302,15 @@ def proposal_to_pb(proposal: CaseProposal, digest: str, complete: bool) -> cpb.C
                 length=d.length,
                 unit=d.unit.value,
                 basis=d.basis,
+                consequence=d.consequence,
+                then=d.then,
             )
             for d in proposal.deadlines
         ],
         registration_date=proposal.registration_date.isoformat(),
         lodging_date=proposal.lodging_date.isoformat(),
         complete=complete,
+        checklist=[cpb.CheckItem(code=c.code, text=c.text) for c in proposal.checklist],
     )
 
 

@@ -77,6 +77,10 @@ _WINDOWS: dict[Regime, dict[Category, int]] = {
     Regime.AMMR: {Category.IRREGULAR_CROSSING: 20, Category.SAR_DISEMBARKED: 12},
 }
 
+# AMMR Art. 33(2) applies "notwithstanding paragraph 1": a qualifying disembarkation decides
+# before any irregular crossing, whatever their dates (lower ranks first).
+_PRECEDENCE: dict[Category, int] = {Category.SAR_DISEMBARKED: 0, Category.IRREGULAR_CROSSING: 1}
+
 _ENTRY_RULES: dict[Category, Rule] = {
     Category.IRREGULAR_CROSSING: Rule.IRREGULAR_ENTRY,
     Category.SAR_DISEMBARKED: Rule.SAR_DISEMBARKATION,
@@ -88,7 +92,7 @@ _REGIME_NAMES: dict[Regime, str] = {
 }
 
 _ARTICLES: dict[tuple[Regime, Rule], str] = {
-    (Regime.DUBLIN_III, Rule.IRREGULAR_ENTRY): "Art. 13(1)",
+    (Regime.DUBLIN_III, Rule.IRREGULAR_ENTRY): "Art. 13(1) (period under Art. 42)",
     (Regime.AMMR, Rule.IRREGULAR_ENTRY): "Art. 33(1)",
     (Regime.AMMR, Rule.SAR_DISEMBARKATION): "Art. 33(2)",
     (Regime.DUBLIN_III, Rule.EARLIER_APPLICATION): "Art. 18(1)(b)",
@@ -139,21 +143,25 @@ def decide(requesting_state: str, application_date: dt.date, hits: Sequence[HitD
        the AMMR (Reg. 2024/1351), an earlier one under Dublin III (Reg. 604/2013).
     2. Hits whose ``event_date`` is after ``application_date`` are ignored: they cannot be a
        prior entry or application. They still count in ``considered``.
-    3. Irregular entry (take charge): an ``irregular_crossing`` hit in any state, the
-       requesting state included, qualifies while the application is inside its window of
-       12 months (Dublin III Art. 13(1)) or 20 months (AMMR Art. 33(1)). Under the AMMR a
-       ``sar_disembarked`` hit also qualifies, with a 12-month window (Art. 33(2)); under
-       Dublin III it does not. The window ends on ``end = add_months(event_date, window)``.
-       Dublin III says responsibility "shall cease 12 months after" the crossing, so an
-       application registered on ``end`` is outside (``application_date < end``); the AMMR
-       says it ceases if the application is registered "more than 20 (12) months after",
-       so ``end`` itself is still inside (``application_date <= end``). The earliest qualifying hit
-       decides: rule IRREGULAR_ENTRY or SAR_DISEMBARKATION after its category, procedure
-       TAKE_CHARGE, responsible state its member state. If that is the requesting state
-       itself, the procedure is NONE (no transfer) and the rule stays as it is.
-    4. Otherwise, take back: the earliest ``applicant`` hit in a state other than the
-       requesting state (no window) gives rule EARLIER_APPLICATION, procedure TAKE_BACK
-       (Dublin III Art. 18(1)(b); AMMR Art. 36(1)(b), by take back notification).
+    3. First, take back: the earliest ``applicant`` hit in a state other than the requesting
+       state (no window) gives rule EARLIER_APPLICATION, procedure TAKE_BACK. An earlier
+       application is not a criterion: it comes before every one, entry included (Dublin
+       III Art. 18(1)(b)-(d), 20(5); CJEU C-582/17 *H. and R.*: the second state does not
+       apply the criteria itself; AMMR Art. 36(1)(b) and 38, by take back notification).
+    4. Otherwise irregular entry (take charge): an ``irregular_crossing`` hit in any state,
+       the requesting state included, qualifies while the application is inside its window
+       of 12 months (Dublin III Art. 13(1)) or 20 months (AMMR Art. 33(1)). Under the AMMR a
+       ``sar_disembarked`` hit also qualifies, with a 12-month window, and it applies
+       *notwithstanding* 33(1) (Art. 33(2)): a qualifying disembarkation decides before any
+       crossing, whatever the dates; under Dublin III it does not qualify. The window ends
+       on ``end = add_months(event_date, window)`` and ``end`` itself is still inside under
+       both regimes: Dublin III computes periods under its own Art. 42 (a period in months
+       ends at the end of the day with the same date as the event, the anniversary), the
+       AMMR ceases responsibility for an application registered "more than 20 (12) months
+       after". The earliest qualifying hit of the deciding rule decides: rule
+       IRREGULAR_ENTRY or SAR_DISEMBARKATION, procedure TAKE_CHARGE, responsible state its
+       member state. If that is the requesting state itself, the procedure is NONE (no
+       transfer) and the rule stays as it is.
     5. Otherwise NO_OTHER_STATE: procedure NONE, no responsible state, no evidence. The
        criteria that biometric hits cannot show (family, documents, visas) remain for the
        official to check in every case.
@@ -164,7 +172,7 @@ def decide(requesting_state: str, application_date: dt.date, hits: Sequence[HitD
     hit of a different state has the same event date as the deciding hit.
 
     Evidence: the deciding hit first, then the other qualifying hits of the responsible state
-    (same rule stage) in the order above.
+    (same rule) in the order above.
 
     Only hits that trained experts have verified may be passed in (Eurodac Art. 38(4), AI Act
     Art. 14(5)); the result is a proposal for an official to confirm.
@@ -184,27 +192,9 @@ def decide(requesting_state: str, application_date: dt.date, hits: Sequence[HitD
 
     prior = [hit for hit in hits if hit.event_date <= application_date]
 
-    windows = _WINDOWS[regime]
-    entries = sorted(
-        (
-            hit
-            for hit in prior
-            if hit.category in windows
-            and _in_window(
-                regime, application_date, add_months(hit.event_date, windows[hit.category])
-            )
-        ),
-        key=_order,
-    )
-    if entries:
-        winner = entries[0]
-        rule = _ENTRY_RULES[winner.category]
-        own = winner.member_state == requesting_state
-        procedure = Procedure.NONE if own else Procedure.TAKE_CHARGE
-        return _decision(
-            requesting_state, application_date, regime, rule, procedure, entries, len(hits)
-        )
-
+    # First, take back: an earlier application in another state is no criterion; it sends
+    # the applicant back whatever an entry record says (Dublin III Art. 18(1)(b)-(d), 20(5);
+    # CJEU C-582/17 H. and R.; AMMR Art. 36, 38).
     earlier = sorted(
         (
             hit
@@ -222,6 +212,27 @@ def decide(requesting_state: str, application_date: dt.date, hits: Sequence[HitD
             Procedure.TAKE_BACK,
             earlier,
             len(hits),
+        )
+
+    windows = _WINDOWS[regime]
+    entries = sorted(
+        (
+            hit
+            for hit in prior
+            if hit.category in windows
+            and add_months(hit.event_date, windows[hit.category]) >= application_date
+        ),
+        key=lambda hit: (_PRECEDENCE.get(hit.category, 1), *_order(hit)),
+    )
+    if entries:
+        winner = entries[0]
+        rule = _ENTRY_RULES[winner.category]
+        own = winner.member_state == requesting_state
+        procedure = Procedure.NONE if own else Procedure.TAKE_CHARGE
+        # Only records of the deciding rule are its evidence and its rivals in a tie.
+        same = [hit for hit in entries if hit.category == winner.category]
+        return _decision(
+            requesting_state, application_date, regime, rule, procedure, same, len(hits)
         )
 
     regime_name = _REGIME_NAMES[regime]
@@ -245,14 +256,6 @@ def decide(requesting_state: str, application_date: dt.date, hits: Sequence[HitD
         tie=False,
         explanation=explanation,
     )
-
-
-def _in_window(regime: Regime, application_date: dt.date, end: dt.date) -> bool:
-    # Dublin III Art. 13(1) "shall cease 12 months after"; AMMR Art. 33(1)/(2) "registered
-    # more than 20 (12) months after": the AMMR keeps the end date inside, Dublin III not.
-    if regime is Regime.AMMR:
-        return application_date <= end
-    return application_date < end
 
 
 def _check_date(value: object, field: str) -> None:

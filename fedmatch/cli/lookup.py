@@ -7,7 +7,6 @@ their verification packets (the candidates' facial images and non-identifying me
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -68,7 +67,12 @@ def add_parsers(sub: Any) -> None:
         "--model", type=Path, help="an ArcFace-style ONNX recognizer (default SFace)"
     )
     lookup.add_argument("--keys", type=Path, help="key file (default: a fresh key pair)")
-    lookup.add_argument("--application-date", help="YYYY-MM-DD of the application (default: today)")
+    lookup.add_argument(
+        "--application-date",
+        required=True,
+        help="YYYY-MM-DD the application was registered (selects Dublin III or the AMMR; "
+        "always given, never assumed)",
+    )
     lookup.add_argument(
         "--case-file",
         type=Path,
@@ -111,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if templates.shape[0] != 1:
         raise InvalidInput("one probe per lookup: the template file holds several")
     keys = load_keys(args.keys) if args.keys else None
-    app_date = args.application_date or dt.date.today().isoformat()
+    app_date = args.application_date
     parse_date(app_date, "--application-date")
     case_inputs = load_case_file(args.case_file) if args.case_file else None
     requester = signed_requester(args, args.state, keys, args.unit, args.operator, security, signer)

@@ -19,7 +19,6 @@ decision, on the command line.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -80,7 +79,11 @@ def add_parsers(sub: Any) -> None:
     r.add_argument(
         "--verdicts", type=Path, nargs="+", required=True, help="verdict files of verify-hit"
     )
-    r.add_argument("--application-date", help="YYYY-MM-DD of the application (default: today)")
+    r.add_argument(
+        "--application-date",
+        required=True,
+        help="YYYY-MM-DD the application was registered (always given, never assumed)",
+    )
     # The Dublin case inputs (fedmatch/protocol/casefile.py); the proposal is printed with its
     # due dates.
     r.add_argument("--case-file", type=Path, help="JSON: family, documents and visas, lodging date")
@@ -202,7 +205,7 @@ def run_resolve(args: argparse.Namespace) -> int:
 
     header, hits = read_candidates(args.candidates)
     verdicts = [v for path in args.verdicts for v in read_verdicts(path)]
-    app_date = args.application_date or dt.date.today().isoformat()
+    app_date = args.application_date
     parse_date(app_date, "--application-date")
     opening, opening_keys = read_release(args.candidates, header.query_id)
     report = LookupReport(

@@ -4,7 +4,6 @@ The federation calls are :mod:`fedmatch.desk.officer`'s; this module only shows 
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -52,7 +51,8 @@ def cases_page() -> str:
     user = current_user()
     assert user is not None
     found = [officer.status(c) for c in scan(desk().config.cases, user.account.member_state)]
-    return flask.render_template("officer.html", statuses=found, today=dt.date.today().isoformat())
+    # No default date: the application date is always given, never assumed (DOMAIN.md 3).
+    return flask.render_template("officer.html", statuses=found)
 
 
 @bp.post("/<query_id>/resolve")

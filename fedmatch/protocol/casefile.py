@@ -270,7 +270,11 @@ def proposal_summary(p: cpb.CaseProposal) -> dict[str, Any]:
                 "start_date": d.start_date,
                 "period": f"{d.length} {d.unit.removesuffix('s') if d.length == 1 else d.unit}",
                 "basis": d.basis,
+                "consequence": d.consequence,
+                "then": d.then,
             }
             for d in p.deadlines
         ],
+        # What the engine cannot decide: the official checks each on every proposal.
+        "checklist": [{"code": c.code, "text": c.text} for c in p.checklist],
     }

@@ -314,6 +314,7 @@ def test_enroll_and_lookup_commands(tmp_path: Path) -> None:
     down = _fedmatch(
         "lookup", *operator(fed_dir, "DE"), "--coordinator", "127.0.0.1:9", "--state", "DE",
         *header, *WHO, "--template", str(tmp_path / "probe.npy"), "--timeout", "3",
+        "--application-date", "2026-11-21",
     )  # fmt: skip
     assert down.returncode == 4 and "UNAVAILABLE" in down.stderr
 

@@ -124,6 +124,10 @@ def test_photos_to_a_confirmed_decision_through_the_desk(
         _log_in(browser, desk, OFFICIAL, OFFICIAL_PASSPHRASE)
         browser.get(desk + "officer/")
         section = f"#case-{header.query_id}"
+        # The application date is never assumed: the field starts empty and is required.
+        field = browser.find_element(By.ID, f"date-{header.query_id}")
+        assert field.get_attribute("value") == "" and field.get_attribute("required")
+        browser.execute_script("arguments[0].value = '2026-11-21'", field)
         submit(browser, browser.find_element(By.CSS_SELECTOR, f"{section} form button"))
         page = browser.find_element(By.CSS_SELECTOR, section).text
         assert "IT" in page and "Deadlines" in page

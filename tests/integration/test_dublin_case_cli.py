@@ -52,7 +52,7 @@ def test_lookup_verify_resolve_with_a_case_file_and_confirm(tmp_path: Path) -> N
         pending = _fedmatch(
             "lookup", *operator(fed_dir, "DE"), "--coordinator", address, "--state", "DE",
             *HEADER, *WHO, "--template", str(tmp_path / "probe.npy"),
-            "--candidates-out", str(candidates),
+            "--application-date", "2026-11-21", "--candidates-out", str(candidates),
         )  # fmt: skip
         assert pending.returncode == 0, pending.stderr
         verdicts = sign_verdicts(fed_dir, candidates, ("anna", "ben"))

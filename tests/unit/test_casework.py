@@ -92,16 +92,20 @@ def test_case_file_to_proposal_on_the_wire() -> None:
     ]
     # AMMR take charge on a criterion before irregular entry: 2 months from registration
     # (Art. 39(1)); 2026-11-21 + 2 months = 2027-01-21.
-    assert summary["deadlines"] == [
-        {
-            "name": "take_charge_request_after_application",
-            "due": "2027-01-21",
-            "start_event": "application_registered",
-            "start_date": "2026-11-21",
-            "period": "2 months",
-            "basis": "the AMMR (Reg. 2024/1351) Art. 39(1) first subparagraph",
-        }
-    ]
+    (deadline,) = summary["deadlines"]
+    assert {k: v for k, v in deadline.items() if k not in ("consequence", "then")} == {
+        "name": "take_charge_request_after_application",
+        "due": "2027-01-21",
+        "start_event": "application_registered",
+        "start_date": "2026-11-21",
+        "period": "2 months",
+        "basis": "the AMMR (Reg. 2024/1351) Art. 39(1) first subparagraph",
+    }
+    # With what missing it means and what follows, on the wire as well.
+    assert deadline["consequence"] == "missing it makes DE responsible (Art. 39(1))"
+    assert "Art. 40(1)" in deadline["then"] and "Art. 42(1)" in deadline["then"]
+    # And the checklist of what the engine cannot decide.
+    assert {"best_interests", "diplomas", "relocation"} <= {c["code"] for c in summary["checklist"]}
 
 
 def test_hit_cases_carry_the_receipt_day_and_due_dates() -> None:

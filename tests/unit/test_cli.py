@@ -70,7 +70,8 @@ def test_help_exits_zero_and_prints_usage(
 
 
 LOOKUP = ["lookup", "--coordinator", "c:1", "--state", "DE", "--legal-basis", "x",
-          "--case-reference", "y", "--template", "p.npy", "--config", "op.toml"]  # fmt: skip
+          "--case-reference", "y", "--template", "p.npy", "--config", "op.toml",
+          "--application-date", "2026-11-21"]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -431,7 +432,8 @@ def _argv_for(command: str, config: Path) -> list[str]:
         "node": ["node", "serve", "--config", str(config)],
         "coordinator": ["coordinator", "serve", "--config", str(config)],
         "lookup": ["lookup", "--config", str(config), "--coordinator", "127.0.0.1:9", *header,
-                   "--unit", "u", "--operator", "o", "--template", str(config)],
+                   "--unit", "u", "--operator", "o", "--template", str(config),
+                   "--application-date", "2026-11-21"],
         "enroll": ["enroll", "--config", str(config), "--node", "127.0.0.1:9", *header,
                    "--template", str(config), "--reference", "r"],
         "audit-verify": ["audit", "verify", "--config", str(config)],

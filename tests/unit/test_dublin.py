@@ -75,12 +75,13 @@ CASES = [
         Case(
             D(2025, 3, 10),
             (hit("IT", IRR, D(2024, 3, 10), "IT-1"),),
-            Rule.NO_OTHER_STATE,
-            Procedure.NONE,
-            None,
+            Rule.IRREGULAR_ENTRY,
+            Procedure.TAKE_CHARGE,
+            "IT",
+            ("IT-1",),
             regime=Regime.DUBLIN_III,
         ),
-        id="dublin3-12m-on-end-outside",
+        id="dublin3-12m-anniversary-inside-art-42",
     ),
     pytest.param(
         Case(
@@ -106,13 +107,13 @@ CASES = [
     ),
     pytest.param(
         Case(
-            D(2025, 2, 28),
+            D(2025, 3, 1),
             (hit("IT", IRR, D(2024, 2, 29), "IT-1"),),
             Rule.NO_OTHER_STATE,
             Procedure.NONE,
             None,
         ),
-        id="dublin3-leap-day-crossing-ends-feb-28-outside",
+        id="dublin3-leap-day-crossing-ends-feb-28-day-after-outside",
     ),
     # --- AMMR, 20-month window: crossing 2025-01-15 ends on 2026-09-15 ---
     pytest.param(
@@ -276,9 +277,9 @@ CASES = [
             Rule.SAR_DISEMBARKATION,
             Procedure.TAKE_CHARGE,
             "MT",
-            ("MT-1", "MT-2"),
+            ("MT-1",),
         ),
-        id="sar-and-crossing-same-state-expired-sar-left-out",
+        id="sar-and-crossing-same-state-expired-sar-left-out-sar-rule-evidence-only",
     ),
     # --- ties on the deciding date ---
     pytest.param(
@@ -410,7 +411,7 @@ CASES = [
                 hit("IT", IRR, D(2025, 2, 1), "IT-B"),
                 hit("GR", IRR, D(2025, 2, 15), "GR-1"),
                 hit("IT", IRR, D(2025, 3, 1), "IT-A"),
-                hit("IT", APP, D(2025, 1, 5), "IT-APP"),
+                hit("DE", APP, D(2025, 1, 5), "DE-APP"),  # the requester's own: no take back
                 hit("IT", IRR, D(2024, 1, 1), "IT-OLD"),
                 hit("IT", IRR, D(2025, 1, 1), "IT-C"),
             ),
@@ -520,12 +521,12 @@ CASES = [
         Case(
             D(2025, 9, 1),
             (hit("IT", IRR, D(2025, 1, 1), "IT-1"), hit("FR", APP, D(2024, 6, 1), "FR-1")),
-            Rule.IRREGULAR_ENTRY,
-            Procedure.TAKE_CHARGE,
-            "IT",
-            ("IT-1",),
+            Rule.EARLIER_APPLICATION,
+            Procedure.TAKE_BACK,
+            "FR",
+            ("FR-1",),
         ),
-        id="crossing-in-window-beats-earlier-application",
+        id="earlier-application-beats-crossing-in-window-c-582-17",
     ),
     pytest.param(
         Case(

@@ -662,14 +662,15 @@ CASES = [
     pytest.param(
         Case(
             DIII,
-            Criterion.FIRST_APPLICATION,
-            "DE",
-            NONE,
-            ("requesting_state=DE",),
-            {},
+            Criterion.IRREGULAR_ENTRY,
+            "IT",
+            TAKE_CHARGE,
+            ("IT-1",),
+            {AFTER_HIT: D(2025, 11, 1), AFTER_APPLICATION: D(2025, 12, 1)},
             hits=(hit("IT", IRR, D(2024, 9, 1), "IT-1", received=DIII),),
+            hit_rule=Rule.IRREGULAR_ENTRY,
         ),
-        id="c4-dublin3-12m-on-end-outside",
+        id="c4-dublin3-12m-anniversary-inside-art-42",
     ),
     pytest.param(
         Case(
@@ -765,18 +766,18 @@ CASES = [
     pytest.param(
         Case(
             DIII,
-            Criterion.IRREGULAR_ENTRY,
-            "IT",
-            TAKE_CHARGE,
-            ("IT-1",),
-            {AFTER_HIT: D(2025, 11, 1), AFTER_APPLICATION: D(2025, 12, 1)},
+            Criterion.FIRST_APPLICATION,
+            "FR",
+            TAKE_BACK,
+            ("FR-1",),
+            {TAKE_BACK_REQUEST: D(2025, 11, 1)},
             hits=(
                 hit("IT", IRR, D(2025, 1, 1), "IT-1", received=DIII),
                 hit("FR", APP, D(2024, 6, 1), "FR-1", received=DIII),
             ),
-            hit_rule=Rule.IRREGULAR_ENTRY,
+            hit_rule=Rule.EARLIER_APPLICATION,
         ),
-        id="c4-irregular-entry-beats-earlier-application",
+        id="take-back-beats-irregular-entry-c-582-17",
     ),
     pytest.param(
         Case(
@@ -833,15 +834,16 @@ CASES = [
     pytest.param(
         Case(
             DIII,
-            Criterion.VISA_WAIVER_OR_TRANSIT,
-            "FR",
-            TAKE_CHARGE,
-            ("visa_waived_entry_state=FR",),
-            {AFTER_APPLICATION: D(2025, 12, 1)},
+            Criterion.FIRST_APPLICATION,
+            "AT",
+            TAKE_BACK,
+            ("AT-1",),
+            {TAKE_BACK_REQUEST: D(2025, 11, 1)},
             visa_waived="FR",
             hits=(hit("AT", APP, D(2025, 3, 1), "AT-1", received=DIII),),
+            hit_rule=Rule.EARLIER_APPLICATION,
         ),
-        id="c5-visa-waiver-beats-earlier-application",
+        id="take-back-beats-visa-waiver-c-582-17",
     ),
     pytest.param(
         Case(
@@ -1059,15 +1061,16 @@ CASES = [
     pytest.param(
         Case(
             AMMR,
-            Criterion.FAMILY,
-            "SE",
-            TAKE_CHARGE,
-            ("family:SE:child",),
-            {AFTER_APPLICATION: D(2026, 11, 1)},
+            Criterion.FIRST_APPLICATION,
+            "FR",
+            TAKE_BACK,
+            ("FR-1",),
+            {TAKE_BACK_NOTIFICATION: D(2026, 9, 15)},
             family=(fam("SE", CHILD, APPLYING),),
             hits=(hit("FR", APP, D(2026, 2, 1), "FR-1", received=AMMR),),
+            hit_rule=Rule.EARLIER_APPLICATION,
         ),
-        id="c2-ammr-child-applicant-art-27-beats-earlier-application",
+        id="ammr-take-back-beats-family-art-36-c-582-17",
     ),
     pytest.param(
         Case(

@@ -919,6 +919,8 @@ class Deadline(_message.Message):
     LENGTH_FIELD_NUMBER: _builtins.int
     UNIT_FIELD_NUMBER: _builtins.int
     BASIS_FIELD_NUMBER: _builtins.int
+    CONSEQUENCE_FIELD_NUMBER: _builtins.int
+    THEN_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     due: _builtins.str
     """Last day on which the step is in time (YYYY-MM-DD)."""
@@ -929,6 +931,12 @@ class Deadline(_message.Message):
     unit: _builtins.str
     """weeks or months."""
     basis: _builtins.str
+    consequence: _builtins.str
+    """What missing the deadline means (e.g. "missing it makes DE responsible (Art. 21(1))")."""
+    then: _builtins.str
+    """What follows once the step is taken: the requested state's reply deadline, what its
+    silence counts as, the transfer decision and the transfer deadline.
+    """
     def __init__(
         self,
         *,
@@ -939,10 +947,12 @@ class Deadline(_message.Message):
         length: _builtins.int = ...,
         unit: _builtins.str = ...,
         basis: _builtins.str = ...,
+        consequence: _builtins.str = ...,
+        then: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["basis", b"basis", "due", b"due", "length", b"length", "name", b"name", "start_date", b"start_date", "start_event", b"start_event", "unit", b"unit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["basis", b"basis", "consequence", b"consequence", "due", b"due", "length", b"length", "name", b"name", "start_date", b"start_date", "start_event", b"start_event", "then", b"then", "unit", b"unit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -968,6 +978,7 @@ class CaseProposal(_message.Message):
     REGISTRATION_DATE_FIELD_NUMBER: _builtins.int
     LODGING_DATE_FIELD_NUMBER: _builtins.int
     COMPLETE_FIELD_NUMBER: _builtins.int
+    CHECKLIST_FIELD_NUMBER: _builtins.int
     digest: _builtins.str
     """SHA-256 (hex) of the proposal's canonical JSON: what a confirmation names."""
     regime: Global___Regime.ValueType
@@ -987,6 +998,10 @@ class CaseProposal(_message.Message):
     def deadlines(self) -> _containers.RepeatedCompositeFieldContainer[Global___Deadline]:
         """Empty when no transfer is needed."""
 
+    @_builtins.property
+    def checklist(self) -> _containers.RepeatedCompositeFieldContainer[Global___CheckItem]:
+        """What the engine cannot decide, for the official to check on every proposal."""
+
     def __init__(
         self,
         *,
@@ -1002,14 +1017,40 @@ class CaseProposal(_message.Message):
         registration_date: _builtins.str = ...,
         lodging_date: _builtins.str = ...,
         complete: _builtins.bool = ...,
+        checklist: _abc.Iterable[Global___CheckItem] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["basis", b"basis", "complete", b"complete", "criterion", b"criterion", "deadlines", b"deadlines", "digest", b"digest", "evidence", b"evidence", "explanation", b"explanation", "lodging_date", b"lodging_date", "procedure", b"procedure", "regime", b"regime", "registration_date", b"registration_date", "responsible_state", b"responsible_state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["basis", b"basis", "checklist", b"checklist", "complete", b"complete", "criterion", b"criterion", "deadlines", b"deadlines", "digest", b"digest", "evidence", b"evidence", "explanation", b"explanation", "lodging_date", b"lodging_date", "procedure", b"procedure", "regime", b"regime", "registration_date", b"registration_date", "responsible_state", b"responsible_state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CaseProposal: _TypeAlias = CaseProposal  # noqa: Y015
+
+@_typing.final
+class CheckItem(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """best_interests, consent, dependent_persons, discretionary_clauses, systemic_flaws,
+    five_month_stay (Dublin III), diplomas and relocation (AMMR), cessation, detention.
+    """
+    text: _builtins.str
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckItem: _TypeAlias = CheckItem  # noqa: Y015
 
 @_typing.final
 class ConfirmDecisionRequest(_message.Message):
