@@ -349,11 +349,15 @@ class ApplicantSituation:
     family: tuple[FamilyMember, ...] = ()
     documents: tuple[TravelDocument, ...] = ()
     visa_waived_entry_state: str | None = None  # entered here without needing a visa
+    # The applicant needs no visa in the requesting state either: visa-waived entry does not
+    # apply, the requesting state is responsible (Dublin III Art. 14(2)).
+    visa_waived_in_requesting_state: bool = False
     airport_transit_state: str | None = None  # applied in this state's airport transit area
 
     def __post_init__(self) -> None:
-        if not isinstance(self.unaccompanied_minor, bool):
-            raise InvalidInput("unaccompanied_minor must be true or false")
+        for flag in ("unaccompanied_minor", "visa_waived_in_requesting_state"):
+            if not isinstance(getattr(self, flag), bool):
+                raise InvalidInput(f"{flag} must be true or false")
         _check_tuple(self.family, FamilyMember, "family")
         _check_tuple(self.documents, TravelDocument, "documents")
         for name in ("visa_waived_entry_state", "airport_transit_state"):
@@ -507,6 +511,9 @@ class CaseProposal:
     hit_rule: Rule | None = None  # the rule of coordinator.dublin.decide, when it decided
     # What the engine cannot decide: on every proposal, for the official to check.
     checklist: tuple[CheckItem, ...] = ()
+    # When no state is proposed (``responsible_state`` is ""): the states an official must
+    # choose among (an override), never ranked by code.
+    candidates: tuple[str, ...] = ()
     proposal: bool = True
     confirmed_by: tuple[str, ...] = ()
 
@@ -585,6 +592,7 @@ class _Basis(enum.Enum):
     VALID_VISA = enum.auto()
     EXPIRED_DOCUMENT = enum.auto()
     VISA_WAIVED_ENTRY = enum.auto()
+    VISA_WAIVED_HERE_TOO = enum.auto()
     AIRPORT_TRANSIT = enum.auto()
     DEFAULT = enum.auto()
 
@@ -610,6 +618,7 @@ _ARTICLES: dict[tuple[Regime, _Basis], str] = {
     (Regime.DUBLIN_III, _Basis.VALID_VISA): "Art. 12(2)",
     (Regime.DUBLIN_III, _Basis.EXPIRED_DOCUMENT): "Art. 12(4)",
     (Regime.DUBLIN_III, _Basis.VISA_WAIVED_ENTRY): "Art. 14(1)",
+    (Regime.DUBLIN_III, _Basis.VISA_WAIVED_HERE_TOO): "Art. 14(2)",
     (Regime.DUBLIN_III, _Basis.AIRPORT_TRANSIT): "Art. 15",
     (Regime.DUBLIN_III, _Basis.DEFAULT): "Art. 3(2)",
     (Regime.AMMR, _Basis.MINOR_FAMILY): "Art. 25(2)",
@@ -621,6 +630,7 @@ _ARTICLES: dict[tuple[Regime, _Basis], str] = {
     (Regime.AMMR, _Basis.VALID_VISA): "Art. 29(2)",
     (Regime.AMMR, _Basis.EXPIRED_DOCUMENT): "Art. 29(4)",
     (Regime.AMMR, _Basis.VISA_WAIVED_ENTRY): "Art. 31",
+    (Regime.AMMR, _Basis.VISA_WAIVED_HERE_TOO): "Art. 31",
     (Regime.AMMR, _Basis.AIRPORT_TRANSIT): "Art. 32",
     (Regime.AMMR, _Basis.DEFAULT): "Art. 16(2)",
 }
@@ -664,6 +674,10 @@ class _Outcome:
     decision: Decision | None = None
     deciding_hit: ReceivedHit | None = None  # the hit whose receipt starts the clock
     take_back: bool = False  # an AMMR unaccompanied minor first registered elsewhere
+    # Several states qualify equally and an official must choose (state is then ""):
+    # same-day ties, an unaccompanied minor's family in several states.
+    candidates: tuple[str, ...] = ()
+    why_undecided: str = ""
 
 
 def propose(case: DublinCase) -> CaseProposal:
@@ -855,6 +869,17 @@ def _family_outcome(
 ) -> _Outcome:
     ordered = sorted(group, key=_member_order)
     chosen = ordered[0]
+    states = tuple(sorted({m.state for m in ordered}))
+    if criterion is Criterion.UNACCOMPANIED_MINOR and len(states) > 1:
+        # Dublin III Art. 8(3): family in several states, the child's best interests decide,
+        # an official's judgment that no order of codes may replace.
+        return _Outcome(
+            criterion, "", basis, "", tuple(ordered), candidates=states,
+            why_undecided=(
+                f"the minor's family, siblings or relatives are in {', '.join(states)}: the "
+                "child's best interests decide (Dublin III Art. 8(3))"
+            ),
+        )  # fmt: skip
     evidence = tuple(m for m in ordered if m.state == chosen.state)
     reason = (
         f"the {whose} {_RELATIONS[chosen.relation]} is {_STATUSES[chosen.status]} in "
@@ -908,6 +933,31 @@ def _hit_rules(
     if decision.rule not in _HIT_RULES[criterion] or decision.responsible_state is None:
         return None
     hits = tuple(received[hit] for hit in decision.evidence)
+    if decision.tie:
+        # Records of several states carry the deciding date: no code order decides.
+        first = hits[0].hit
+        day = first.event_date.isoformat()
+        tied: list[ReceivedHit] = sorted(
+            (
+                r
+                for r in received.values()
+                if r.hit.member_state in decision.rivals
+                and r.hit.event_date == first.event_date
+                and r.hit.category == first.category
+            ),
+            key=lambda r: (r.hit.member_state, r.hit.reference),
+        )
+        return _Outcome(
+            criterion=criterion,
+            state="",
+            basis=None,
+            reason="",
+            evidence=tuple(tied),
+            decision=decision,
+            deciding_hit=hits[0],
+            candidates=decision.rivals,
+            why_undecided=f"records of {', '.join(decision.rivals)} carry the same date ({day})",
+        )
     return _Outcome(
         criterion=criterion,
         state=decision.responsible_state,
@@ -921,6 +971,19 @@ def _hit_rules(
 
 def _visa_waiver_or_transit(case: DublinCase) -> _Outcome | None:
     situation = case.situation
+    if situation.visa_waived_entry_state is not None and situation.visa_waived_in_requesting_state:
+        state = case.requesting_state
+        return _Outcome(
+            Criterion.VISA_WAIVER_OR_TRANSIT,
+            state,
+            _Basis.VISA_WAIVED_HERE_TOO,
+            f"the applicant entered {situation.visa_waived_entry_state} without a visa, but "
+            f"needs none in {state} either, where the application was lodged",
+            (
+                Fact("visa_waived_entry_state", situation.visa_waived_entry_state),
+                Fact("visa_waived_in_requesting_state", "true"),
+            ),
+        )
     if situation.visa_waived_entry_state is not None:
         state = situation.visa_waived_entry_state
         return _Outcome(
@@ -961,7 +1024,18 @@ def _default(case: DublinCase) -> _Outcome:
 
 def _proposal(case: DublinCase, regime: Regime, outcome: _Outcome) -> CaseProposal:
     decision = outcome.decision
-    if decision is not None:
+    if outcome.candidates:
+        procedure = decision.procedure if decision is not None else Procedure.TAKE_CHARGE
+        basis = (
+            _decision_basis(decision)
+            if decision is not None
+            else f"{_REGIME_NAMES[regime]} {_ARTICLES[(regime, outcome.basis)]}"  # type: ignore[index]
+        )
+        body = (
+            f"no state is proposed under {basis}: {outcome.why_undecided}; an official "
+            f"chooses among {', '.join(outcome.candidates)} (confirm by override)"
+        )
+    elif decision is not None:
         procedure = decision.procedure
         basis = _decision_basis(decision)
         body = decision.explanation
@@ -993,6 +1067,7 @@ def _proposal(case: DublinCase, regime: Regime, outcome: _Outcome) -> CasePropos
         deadlines=_deadlines(case, regime, procedure, outcome.deciding_hit),
         hit_rule=decision.rule if decision is not None else None,
         checklist=_CHECKLIST[regime],
+        candidates=outcome.candidates,
     )
 
 

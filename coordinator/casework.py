@@ -155,6 +155,7 @@ def facts_from_pb(inputs: cpb.CaseInputs | None) -> CaseFacts:
         visa_waived_entry_state=_optional_state(
             inputs.visa_waived_entry_state, "case_inputs.visa_waived_entry_state"
         ),
+        visa_waived_in_requesting_state=inputs.visa_waived_in_requesting_state,
         airport_transit_state=_optional_state(
             inputs.airport_transit_state, "case_inputs.airport_transit_state"
         ),
@@ -248,6 +249,7 @@ def proposal_json(query_id: str, proposal: CaseProposal, complete: bool) -> dict
         ],
         "hit_rule": proposal.hit_rule.value if proposal.hit_rule is not None else "",
         "checklist": [{"code": c.code, "text": c.text} for c in proposal.checklist],
+        "candidates": list(proposal.candidates),
         "complete": complete,
     }
 
@@ -311,6 +313,7 @@ def proposal_to_pb(proposal: CaseProposal, digest: str, complete: bool) -> cpb.C
         lodging_date=proposal.lodging_date.isoformat(),
         complete=complete,
         checklist=[cpb.CheckItem(code=c.code, text=c.text) for c in proposal.checklist],
+        candidates=proposal.candidates,
     )
 
 

@@ -132,6 +132,9 @@ class Decision:
     considered: int  # how many hits were given
     tie: bool  # another state had a qualifying record of the same deciding date
     explanation: str
+    # On a tie, every state with a qualifying record of the deciding date (the official
+    # chooses among them: no order of codes decides); empty otherwise.
+    rivals: tuple[str, ...] = ()
 
 
 def decide(requesting_state: str, application_date: dt.date, hits: Sequence[HitDetail]) -> Decision:
@@ -281,9 +284,8 @@ def _decision(
     winner = qualifying[0]
     state = winner.member_state
     evidence = (winner, *(hit for hit in qualifying[1:] if hit.member_state == state))
-    tie = any(
-        hit.member_state != state and hit.event_date == winner.event_date for hit in qualifying
-    )
+    same_day = sorted({h.member_state for h in qualifying if h.event_date == winner.event_date})
+    tie = len(same_day) > 1
     basis = f"{_REGIME_NAMES[regime]} {_ARTICLES[(regime, rule)]}"
     record = (
         f"{_EVENTS[rule]} record {winner.reference} of {state} "
@@ -323,4 +325,5 @@ def _decision(
         considered=considered,
         tie=tie,
         explanation=explanation,
+        rivals=tuple(same_day) if tie else (),
     )

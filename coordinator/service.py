@@ -770,6 +770,13 @@ class CoordinatorService:
 
         def record(stored: StoredProposal) -> tuple[dict[str, object], Confirmed]:
             overridden = request.action == "override"
+            if not overridden and not stored.responsible_state:
+                # A tie or a minor's family in several states: the official chooses.
+                candidates = ", ".join(str(c) for c in stored.proposal.get("candidates", []))
+                raise PreconditionFailed(
+                    "this proposal names no state: confirm it by an override naming one of "
+                    f"the candidates ({candidates})"
+                )
             state = request.override_state if overridden else stored.responsible_state
             criterion = (
                 request.override_criterion

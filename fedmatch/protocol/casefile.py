@@ -17,7 +17,8 @@ Case file (every key optional)::
                  "status": "beneficiary_of_protection"}],
      "documents": [{"issuing_state": "AT", "kind": "short_stay_visa",
                     "valid_from": "2026-09-01", "valid_until": "2026-09-30"}],
-     "visa_waived_entry_state": "", "airport_transit_state": ""}
+     "visa_waived_entry_state": "", "visa_waived_in_requesting_state": false,
+     "airport_transit_state": ""}
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ _CASE_KEYS = {
     "family",
     "documents",
     "visa_waived_entry_state",
+    "visa_waived_in_requesting_state",
     "airport_transit_state",
 }
 
@@ -114,11 +116,15 @@ def case_inputs_from_json(obj: object) -> cpb.CaseInputs:
     unknown = sorted(set(obj) - _CASE_KEYS)
     if unknown:
         raise InvalidInput(f"case file: unknown key {unknown[0][:40]!r}")
-    minor = obj.get("unaccompanied_minor", False)
-    if not isinstance(minor, bool):
-        raise InvalidInput("case file: unaccompanied_minor must be true or false")
+    flags = {
+        k: obj.get(k, False) for k in ("unaccompanied_minor", "visa_waived_in_requesting_state")
+    }
+    for key, value in flags.items():
+        if not isinstance(value, bool):
+            raise InvalidInput(f"case file: {key} must be true or false")
     out = cpb.CaseInputs(
-        unaccompanied_minor=minor,
+        unaccompanied_minor=flags["unaccompanied_minor"],
+        visa_waived_in_requesting_state=flags["visa_waived_in_requesting_state"],
         visa_waived_entry_state=_state(obj, "visa_waived_entry_state", optional=True),
         airport_transit_state=_state(obj, "airport_transit_state", optional=True),
         lodging_date=_date(obj, "lodging_date", optional=True),
@@ -277,4 +283,6 @@ def proposal_summary(p: cpb.CaseProposal) -> dict[str, Any]:
         ],
         # What the engine cannot decide: the official checks each on every proposal.
         "checklist": [{"code": c.code, "text": c.text} for c in p.checklist],
+        # No state proposed: the official chooses among these (an override).
+        "candidates": list(p.candidates),
     }

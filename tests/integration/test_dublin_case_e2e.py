@@ -346,3 +346,31 @@ def test_confirmation_after_a_coordinator_restart(tmp_path: Path) -> None:
         assert service.cases.get(report.header.query_id) is not None
         service.purge_cases(NOW + dt.timedelta(days=549))
         assert service.cases.get(report.header.query_id) is None
+
+
+def test_a_same_day_tie_proposes_no_state_and_needs_an_override(
+    fed: Federation, rng: np.random.Generator
+) -> None:
+    """Two irregular crossings on the same day (IT and FR): no state is proposed, only the
+    candidates; accepting such a proposal is refused, an override naming a state is taken
+    (DOMAIN.md section 3: ties and best interests are an official's choice, never an order
+    of codes)."""
+    person = unit_vectors(rng, 1, DIM)[0]
+    day = dt.date(2026, 6, 1)
+    for state in ("IT", "FR"):
+        reference = f"{state}-tie-{rng.integers(10**9)}"
+        enrol(fed.nodes[state], capture(person, rng, 0.85), reference, Category.IRREGULAR_CROSSING,
+              day, "Border")  # fmt: skip
+    requester = fed.requester("DE")
+    report, resolved = _resolve(fed, requester, person, rng)
+    proposal = resolved.proposal
+    assert proposal is not None
+    assert proposal["responsible_state"] == "" and proposal["candidates"] == ["FR", "IT"]
+    assert {c["code"] for c in proposal["checklist"]} >= {"best_interests", "relocation"}
+    accept = lambda: requester.confirm_decision(_official(report), proposal["digest"])  # noqa: E731
+    assert _code(accept) == grpc.StatusCode.FAILED_PRECONDITION
+    chosen = requester.confirm_decision(
+        _official(report), proposal["digest"], "override", "IT", "irregular_entry",
+        "entered through IT first, by the travel record",
+    )  # fmt: skip
+    assert chosen.responsible_state == "IT" and chosen.action == "override"

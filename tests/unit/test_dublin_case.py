@@ -193,19 +193,6 @@ CASES = [
     ),
     pytest.param(
         Case(
-            DIII,
-            Criterion.UNACCOMPANIED_MINOR,
-            "AT",
-            TAKE_CHARGE,
-            ("family:AT:sibling",),
-            {AFTER_APPLICATION: D(2025, 12, 1)},
-            minor=True,
-            family=(fam("FR", PARENT, PRESENT), fam("AT", SIBLING, BENEFICIARY)),
-        ),
-        id="c1-minor-family-in-two-states-alphabetical",
-    ),
-    pytest.param(
-        Case(
             AMMR,
             Criterion.UNACCOMPANIED_MINOR,
             "FR",

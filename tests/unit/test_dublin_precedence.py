@@ -23,7 +23,10 @@ from coordinator.case import (
     Criterion,
     DocumentKind,
     DublinCase,
+    FamilyMember,
+    FamilyStatus,
     ReceivedHit,
+    Relation,
     TravelDocument,
     propose,
 )
@@ -290,3 +293,65 @@ def test_every_proposal_carries_the_checklist_of_what_the_engine_cannot_decide(
         codes = {item.code for item in proposal.checklist}
         assert common | present <= codes and not codes & absent
         assert all(item.text for item in proposal.checklist)
+
+
+def _member(state: str) -> FamilyMember:
+    return FamilyMember(state, Relation.SIBLING, FamilyStatus.LEGALLY_PRESENT)
+
+
+UNDECIDED = [
+    pytest.param(
+        ("Dublin III Art. 13(1): two crossings on the same day", DIII, situation(),
+         (received("IT", IRR, D(2025, 3, 1)), received("GR", IRR, D(2025, 3, 1))),
+         Criterion.IRREGULAR_ENTRY, ("GR", "IT")),
+        id="same-day-crossings-no-state",
+    ),
+    pytest.param(
+        ("AMMR Art. 36: two earlier applications on the same day", AMMR, situation(),
+         (received("FR", APP, D(2026, 5, 1)), received("BE", APP, D(2026, 5, 1))),
+         Criterion.FIRST_APPLICATION, ("BE", "FR")),
+        id="same-day-applications-no-state",
+    ),
+    pytest.param(
+        ("Dublin III Art. 8(3): siblings in two states, the child's best interests decide",
+         DIII, situation(unaccompanied_minor=True, family=(_member("BE"), _member("AT"))), (),
+         Criterion.UNACCOMPANIED_MINOR, ("AT", "BE")),
+        id="minor-family-in-two-states-best-interests",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("row", UNDECIDED)
+def test_no_state_is_proposed_where_an_official_must_choose(row: tuple[object, ...]) -> None:
+    """Same-day ties name no state, only the candidates; an unaccompanied minor's family in
+    several states is the child's best interests, decided by an official, never an
+    alphabetical order (DOMAIN.md section 3)."""
+    article, date, facts, hits, criterion, candidates = row
+    assert isinstance(date, dt.date) and isinstance(facts, ApplicantSituation)
+    proposal = propose(DublinCase("DE", date, date, facts, hits))  # type: ignore[arg-type]
+    assert proposal.criterion == criterion, article
+    assert proposal.responsible_state == "" and proposal.candidates == candidates, article
+    assert "official" in proposal.explanation and all(c in proposal.explanation for c in candidates)
+
+
+def test_minor_family_in_one_state_still_names_it() -> None:
+    facts = situation(unaccompanied_minor=True, family=(_member("AT"), _member("AT")))
+    proposal = propose(DublinCase("DE", DIII, DIII, facts, ()))
+    assert (proposal.responsible_state, proposal.candidates) == ("AT", ())
+
+
+@pytest.mark.parametrize(
+    ("waived_here", "state", "procedure"),
+    [(False, "AT", Procedure.TAKE_CHARGE), (True, "DE", Procedure.NONE)],
+    ids=["art-14-1", "art-14-2-visa-also-waived-here"],
+)
+def test_visa_waived_entry_does_not_apply_when_also_waived_here(
+    waived_here: bool, state: str, procedure: Procedure
+) -> None:
+    """Dublin III Art. 14(2): a person who needs no visa in the requesting state either is
+    that state's responsibility, not the state of visa-waived entry's."""
+    facts = situation(visa_waived_entry_state="AT", visa_waived_in_requesting_state=waived_here)
+    proposal = propose(DublinCase("DE", DIII, DIII, facts, ()))
+    assert (proposal.responsible_state, proposal.procedure) == (state, procedure)
+    if waived_here:
+        assert "Art. 14(2)" in proposal.basis

@@ -791,6 +791,7 @@ class CaseInputs(_message.Message):
     VISA_WAIVED_ENTRY_STATE_FIELD_NUMBER: _builtins.int
     AIRPORT_TRANSIT_STATE_FIELD_NUMBER: _builtins.int
     LODGING_DATE_FIELD_NUMBER: _builtins.int
+    VISA_WAIVED_IN_REQUESTING_STATE_FIELD_NUMBER: _builtins.int
     unaccompanied_minor: _builtins.bool
     visa_waived_entry_state: _builtins.str
     """Member state entered without needing a visa / whose airport transit area the
@@ -800,6 +801,10 @@ class CaseInputs(_message.Message):
     lodging_date: _builtins.str
     """Date the application was lodged (YYYY-MM-DD), on or after the registration date
     (ResolveRequest.application_date); empty means the same day.
+    """
+    visa_waived_in_requesting_state: _builtins.bool
+    """The applicant needs no visa in the requesting state either: visa-waived entry does not
+    apply (Dublin III Art. 14(2)).
     """
     @_builtins.property
     def family(self) -> _containers.RepeatedCompositeFieldContainer[Global___FamilyMember]:
@@ -816,10 +821,11 @@ class CaseInputs(_message.Message):
         visa_waived_entry_state: _builtins.str = ...,
         airport_transit_state: _builtins.str = ...,
         lodging_date: _builtins.str = ...,
+        visa_waived_in_requesting_state: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["airport_transit_state", b"airport_transit_state", "documents", b"documents", "family", b"family", "lodging_date", b"lodging_date", "unaccompanied_minor", b"unaccompanied_minor", "visa_waived_entry_state", b"visa_waived_entry_state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["airport_transit_state", b"airport_transit_state", "documents", b"documents", "family", b"family", "lodging_date", b"lodging_date", "unaccompanied_minor", b"unaccompanied_minor", "visa_waived_entry_state", b"visa_waived_entry_state", "visa_waived_in_requesting_state", b"visa_waived_in_requesting_state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -979,6 +985,7 @@ class CaseProposal(_message.Message):
     LODGING_DATE_FIELD_NUMBER: _builtins.int
     COMPLETE_FIELD_NUMBER: _builtins.int
     CHECKLIST_FIELD_NUMBER: _builtins.int
+    CANDIDATES_FIELD_NUMBER: _builtins.int
     digest: _builtins.str
     """SHA-256 (hex) of the proposal's canonical JSON: what a confirmation names."""
     regime: Global___Regime.ValueType
@@ -1002,6 +1009,12 @@ class CaseProposal(_message.Message):
     def checklist(self) -> _containers.RepeatedCompositeFieldContainer[Global___CheckItem]:
         """What the engine cannot decide, for the official to check on every proposal."""
 
+    @_builtins.property
+    def candidates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """When no state is proposed (responsible_state empty: same-day ties, an unaccompanied
+        minor's family in several states): the states an official chooses among, by override.
+        """
+
     def __init__(
         self,
         *,
@@ -1018,10 +1031,11 @@ class CaseProposal(_message.Message):
         lodging_date: _builtins.str = ...,
         complete: _builtins.bool = ...,
         checklist: _abc.Iterable[Global___CheckItem] | None = ...,
+        candidates: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["basis", b"basis", "checklist", b"checklist", "complete", b"complete", "criterion", b"criterion", "deadlines", b"deadlines", "digest", b"digest", "evidence", b"evidence", "explanation", b"explanation", "lodging_date", b"lodging_date", "procedure", b"procedure", "regime", b"regime", "registration_date", b"registration_date", "responsible_state", b"responsible_state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["basis", b"basis", "candidates", b"candidates", "checklist", b"checklist", "complete", b"complete", "criterion", b"criterion", "deadlines", b"deadlines", "digest", b"digest", "evidence", b"evidence", "explanation", b"explanation", "lodging_date", b"lodging_date", "procedure", b"procedure", "regime", b"regime", "registration_date", b"registration_date", "responsible_state", b"responsible_state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
