@@ -34,6 +34,7 @@ from fedmatch.errors import ConfigError, InvalidInput
 __all__ = [
     "ESTIMATED_AGE_MARGIN_MONTHS",
     "MIN_AGE_YEARS",
+    "MIN_AGE_YEARS_2013",
     "RECAST_APPLIES_FROM",
     "Regime",
     "RetentionPolicy",
@@ -41,13 +42,16 @@ __all__ = [
     "add_months",
     "check_enrolment_age",
     "load_retention",
+    "minimum_age",
 ]
 
 # Reg. 2024/1358 Art. 63: applies from 12 June 2026.
 RECAST_APPLIES_FROM = dt.date(2026, 6, 12)
 
-# Reg. 2024/1358 Art. 15(1), 22(1), ...: biometric data of persons "of at least six years".
+# Reg. 2024/1358 Art. 15(1), 22(1), ...: biometric data of persons "of at least six years";
+# Reg. 603/2013 Art. 9(1), 14(1): "of at least 14 years of age" (captures before the recast).
 MIN_AGE_YEARS = 6
+MIN_AGE_YEARS_2013 = 14
 # How far an estimated birth date may be off, towards a younger age. A child who could be
 # under 6 is treated as under 6 (DOMAIN.md section 1), so an estimate must clear 6 years by
 # this margin. One year is a placeholder (to confirm with the age-assessment practice).
@@ -141,22 +145,27 @@ class RetentionPolicy:
         return today >= self.rule(category, event_date, capture_date).expires
 
 
+def minimum_age(capture_date: dt.date) -> int:
+    """The minimum age at capture: 6 under the recast, 14 under Reg. 603/2013."""
+    return MIN_AGE_YEARS if capture_date >= RECAST_APPLIES_FROM else MIN_AGE_YEARS_2013
+
+
 def check_enrolment_age(birth_date: dt.date | None, estimated: bool, capture_date: dt.date) -> None:
-    """Refuse a person under 6 at capture, or one whose estimated age could be under 6."""
+    """Refuse a person under the minimum age at capture (:func:`minimum_age`), or one whose
+    estimated age could be under it."""
+    least = minimum_age(capture_date)
     if birth_date is None:
-        raise InvalidInput(
-            f"birth_date is required to enrol (minimum age {MIN_AGE_YEARS} at capture)"
-        )
+        raise InvalidInput(f"birth_date is required to enrol (minimum age {least} at capture)")
     if birth_date > capture_date:
         raise InvalidInput("birth_date is after capture_date")
     youngest = add_months(birth_date, ESTIMATED_AGE_MARGIN_MONTHS) if estimated else birth_date
-    if capture_date < add_months(youngest, 12 * MIN_AGE_YEARS):
+    if capture_date < add_months(youngest, 12 * least):
         if estimated:
             raise InvalidInput(
-                f"refused: the estimated age could be under {MIN_AGE_YEARS} at capture "
-                f"(a child who may be under {MIN_AGE_YEARS} is not enrolled)"
+                f"refused: the estimated age could be under {least} at capture "
+                f"(a child who may be under {least} is not enrolled)"
             )
-        raise InvalidInput(f"refused: the person is under {MIN_AGE_YEARS} at capture")
+        raise InvalidInput(f"refused: the person is under {least} at capture")
 
 
 def load_retention(path: Path | None) -> RetentionPolicy:

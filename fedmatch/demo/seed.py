@@ -53,7 +53,9 @@ def seed_register(
     rng = np.random.default_rng(seed)
     templates = unit_vectors(rng, count, dimension)
     # Birth dates from their own stream, so templates and metadata stay as they were.
-    births = np.random.default_rng([seed, 1]).integers(6 * 366, 70 * 365, size=count)
+    # At least 14 at capture: the minimum age of captures under Reg. 603/2013 (6 under the
+    # recast), so that a synthetic record of any capture date is one a node may hold.
+    births = np.random.default_rng([seed, 1]).integers(14 * 366, 70 * 365, size=count)
     retention = RetentionPolicy()
     store = RecordStore(path, member_state, dimension, model_id, kek)
     try:

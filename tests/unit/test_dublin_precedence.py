@@ -355,3 +355,27 @@ def test_visa_waived_entry_does_not_apply_when_also_waived_here(
     assert (proposal.responsible_state, proposal.procedure) == (state, procedure)
     if waived_here:
         assert "Art. 14(2)" in proposal.basis
+
+
+@pytest.mark.parametrize(
+    ("born", "captured", "enrolled"),
+    [
+        (D(2012, 1, 1), D(2026, 1, 1), True),  # 14 under 603/2013 (Art. 9(1), 14(1))
+        (D(2012, 1, 2), D(2026, 1, 1), False),  # 13: refused under 603/2013
+        (D(2015, 1, 1), D(2026, 6, 12), True),  # 11 under the recast (minimum 6)
+        (D(2015, 1, 1), D(2026, 6, 11), False),  # the same child a day before the recast
+    ],
+    ids=["603-14", "603-13-refused", "recast-11", "603-11-refused"],
+)
+def test_the_minimum_age_follows_the_regime_of_the_capture(
+    born: dt.date, captured: dt.date, enrolled: bool
+) -> None:
+    """DOMAIN.md section 1: minimum age 6 under the recast, 14 under Reg. 603/2013."""
+    from fedmatch.errors import InvalidInput
+    from node.retention import check_enrolment_age
+
+    if enrolled:
+        check_enrolment_age(born, False, captured)
+    else:
+        with pytest.raises(InvalidInput, match="under 14"):
+            check_enrolment_age(born, False, captured)
