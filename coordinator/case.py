@@ -85,6 +85,7 @@ __all__ = [
     "Deadline",
     "DocumentKind",
     "DublinCase",
+    "EarlierApplication",
     "Evidence",
     "Fact",
     "FamilyMember",
@@ -140,6 +141,27 @@ class DocumentKind(enum.StrEnum):
     @property
     def is_visa(self) -> bool:
         return self is not DocumentKind.RESIDENCE_DOCUMENT
+
+
+class EarlierApplication(enum.StrEnum):
+    """Where the applicant's earlier application in the other state stands, as the authority
+    knows it (a Eurodac hit does not say): it gives the exact basis of a Dublin III take back
+    request."""
+
+    UNKNOWN = ""
+    UNDER_EXAMINATION = "under_examination"  # Art. 18(1)(b)
+    WITHDRAWN = "withdrawn"  # Art. 18(1)(c)
+    REJECTED = "rejected"  # Art. 18(1)(d)
+    WITHDRAWN_DURING_DETERMINATION = "withdrawn_during_determination"  # Art. 20(5)
+
+
+_TAKE_BACK_ARTICLES: dict[EarlierApplication, str] = {
+    EarlierApplication.UNKNOWN: "Art. 18(1)(b), (c) or (d)",
+    EarlierApplication.UNDER_EXAMINATION: "Art. 18(1)(b)",
+    EarlierApplication.WITHDRAWN: "Art. 18(1)(c)",
+    EarlierApplication.REJECTED: "Art. 18(1)(d)",
+    EarlierApplication.WITHDRAWN_DURING_DETERMINATION: "Art. 20(5)",
+}
 
 
 class StartEvent(enum.StrEnum):
@@ -353,11 +375,15 @@ class ApplicantSituation:
     # apply, the requesting state is responsible (Dublin III Art. 14(2)).
     visa_waived_in_requesting_state: bool = False
     airport_transit_state: str | None = None  # applied in this state's airport transit area
+    # Where an earlier application elsewhere stands: the exact take back basis.
+    earlier_application: EarlierApplication = EarlierApplication.UNKNOWN
 
     def __post_init__(self) -> None:
         for flag in ("unaccompanied_minor", "visa_waived_in_requesting_state"):
             if not isinstance(getattr(self, flag), bool):
                 raise InvalidInput(f"{flag} must be true or false")
+        if not isinstance(self.earlier_application, EarlierApplication):
+            raise InvalidInput("earlier_application must be an EarlierApplication")
         _check_tuple(self.family, FamilyMember, "family")
         _check_tuple(self.documents, TravelDocument, "documents")
         for name in ("visa_waived_entry_state", "airport_transit_state"):
@@ -1027,7 +1053,7 @@ def _proposal(case: DublinCase, regime: Regime, outcome: _Outcome) -> CasePropos
     if outcome.candidates:
         procedure = decision.procedure if decision is not None else Procedure.TAKE_CHARGE
         basis = (
-            _decision_basis(decision)
+            _decision_basis(decision, case.situation.earlier_application)
             if decision is not None
             else f"{_REGIME_NAMES[regime]} {_ARTICLES[(regime, outcome.basis)]}"  # type: ignore[index]
         )
@@ -1037,8 +1063,10 @@ def _proposal(case: DublinCase, regime: Regime, outcome: _Outcome) -> CasePropos
         )
     elif decision is not None:
         procedure = decision.procedure
-        basis = _decision_basis(decision)
-        body = decision.explanation
+        basis = _decision_basis(decision, case.situation.earlier_application)
+        # decide() cites a take back as 18(1)(b); the case knows (or says it does not) which.
+        cited = _decision_basis(decision, EarlierApplication.UNDER_EXAMINATION)
+        body = decision.explanation.replace(cited, basis)
     else:
         assert outcome.basis is not None  # every criterion but decide()'s sets its basis
         basis = f"{_REGIME_NAMES[regime]} {_ARTICLES[(regime, outcome.basis)]}"
@@ -1066,9 +1094,30 @@ def _proposal(case: DublinCase, regime: Regime, outcome: _Outcome) -> CasePropos
         explanation=f"Criterion {int(outcome.criterion)} ({label}): {body}",
         deadlines=_deadlines(case, regime, procedure, outcome.deciding_hit),
         hit_rule=decision.rule if decision is not None else None,
-        checklist=_CHECKLIST[regime],
+        checklist=_CHECKLIST[regime] + _case_checks(case, regime, decision),
         candidates=outcome.candidates,
     )
+
+
+def _case_checks(
+    case: DublinCase, regime: Regime, decision: Decision | None
+) -> tuple[CheckItem, ...]:
+    """What this case in particular leaves open."""
+    if (
+        regime is Regime.DUBLIN_III
+        and decision is not None
+        and decision.rule is Rule.EARLIER_APPLICATION
+        and case.situation.earlier_application is EarlierApplication.UNKNOWN
+    ):
+        return (
+            CheckItem(
+                "earlier_application_status",
+                "the status of the earlier application (under examination, withdrawn, "
+                "rejected, or withdrawn during the determination) gives the exact basis: "
+                "Art. 18(1)(b), (c), (d) or 20(5)",
+            ),
+        )
+    return ()
 
 
 def _deadlines(
@@ -1107,13 +1156,14 @@ def _deadline(clock: _Clock, start: dt.date, requesting: str) -> Deadline:
     )
 
 
-def _decision_basis(decision: Decision) -> str:
-    # decide()'s explanation names the article; the proposal states it once more on its own.
+def _decision_basis(decision: Decision, earlier: EarlierApplication) -> str:
+    # decide()'s explanation names the article; the proposal states it once more on its own,
+    # a Dublin III take back exactly, by the status of the earlier application.
     articles = {
         (Regime.DUBLIN_III, Rule.IRREGULAR_ENTRY): "Art. 13(1)",
         (Regime.AMMR, Rule.IRREGULAR_ENTRY): "Art. 33(1)",
         (Regime.AMMR, Rule.SAR_DISEMBARKATION): "Art. 33(2)",
-        (Regime.DUBLIN_III, Rule.EARLIER_APPLICATION): "Art. 18(1)(b)",
+        (Regime.DUBLIN_III, Rule.EARLIER_APPLICATION): _TAKE_BACK_ARTICLES[earlier],
         (Regime.AMMR, Rule.EARLIER_APPLICATION): "Art. 36(1)(b)",
     }
     return f"{_REGIME_NAMES[decision.regime]} {articles[(decision.regime, decision.rule)]}"

@@ -22,6 +22,7 @@ from coordinator.case import (
     Criterion,
     DocumentKind,
     DublinCase,
+    EarlierApplication,
     Evidence,
     Fact,
     FamilyMember,
@@ -156,6 +157,7 @@ def facts_from_pb(inputs: cpb.CaseInputs | None) -> CaseFacts:
             inputs.visa_waived_entry_state, "case_inputs.visa_waived_entry_state"
         ),
         visa_waived_in_requesting_state=inputs.visa_waived_in_requesting_state,
+        earlier_application=_earlier(inputs.earlier_application),
         airport_transit_state=_optional_state(
             inputs.airport_transit_state, "case_inputs.airport_transit_state"
         ),
@@ -164,6 +166,14 @@ def facts_from_pb(inputs: cpb.CaseInputs | None) -> CaseFacts:
         parse_date(inputs.lodging_date, "case_inputs.lodging_date") if inputs.lodging_date else None
     )
     return CaseFacts(situation, lodging)
+
+
+def _earlier(value: str) -> EarlierApplication:
+    try:
+        return EarlierApplication(value)
+    except ValueError:
+        known = ", ".join(e.value for e in EarlierApplication if e.value)
+        raise InvalidInput(f"case_inputs.earlier_application must be one of {known}") from None
 
 
 def received_hits(hits: Sequence[HitDetail], received_on: dt.date) -> tuple[ReceivedHit, ...]:

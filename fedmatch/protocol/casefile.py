@@ -18,7 +18,7 @@ Case file (every key optional)::
      "documents": [{"issuing_state": "AT", "kind": "short_stay_visa",
                     "valid_from": "2026-09-01", "valid_until": "2026-09-30"}],
      "visa_waived_entry_state": "", "visa_waived_in_requesting_state": false,
-     "airport_transit_state": ""}
+     "airport_transit_state": "", "earlier_application": "under_examination"}
 """
 
 from __future__ import annotations
@@ -91,7 +91,15 @@ _CASE_KEYS = {
     "visa_waived_entry_state",
     "visa_waived_in_requesting_state",
     "airport_transit_state",
+    "earlier_application",
 }
+# Where an earlier application elsewhere stands (coordinator/case.py EarlierApplication).
+EARLIER_APPLICATION = (
+    "under_examination",
+    "withdrawn",
+    "rejected",
+    "withdrawn_during_determination",
+)
 
 
 def load_case_file(path: Path) -> cpb.CaseInputs:
@@ -128,6 +136,7 @@ def case_inputs_from_json(obj: object) -> cpb.CaseInputs:
         visa_waived_entry_state=_state(obj, "visa_waived_entry_state", optional=True),
         airport_transit_state=_state(obj, "airport_transit_state", optional=True),
         lodging_date=_date(obj, "lodging_date", optional=True),
+        earlier_application=_earlier_application(obj),
     )
     for i, item in enumerate(_items(obj, "family")):
         where = f"family[{i}]"
@@ -286,3 +295,12 @@ def proposal_summary(p: cpb.CaseProposal) -> dict[str, Any]:
         # No state proposed: the official chooses among these (an override).
         "candidates": list(p.candidates),
     }
+
+
+def _earlier_application(obj: Mapping[str, Any]) -> str:
+    value = obj.get("earlier_application", "")
+    if value != "" and value not in EARLIER_APPLICATION:
+        raise InvalidInput(
+            f"case file: earlier_application must be one of {', '.join(EARLIER_APPLICATION)}"
+        )
+    return str(value)

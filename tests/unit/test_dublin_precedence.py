@@ -23,6 +23,7 @@ from coordinator.case import (
     Criterion,
     DocumentKind,
     DublinCase,
+    EarlierApplication,
     FamilyMember,
     FamilyStatus,
     ReceivedHit,
@@ -379,3 +380,48 @@ def test_the_minimum_age_follows_the_regime_of_the_capture(
     else:
         with pytest.raises(InvalidInput, match="under 14"):
             check_enrolment_age(born, False, captured)
+
+
+@pytest.mark.parametrize(
+    ("status", "basis"),
+    [
+        (EarlierApplication.UNDER_EXAMINATION, "Art. 18(1)(b)"),
+        (EarlierApplication.WITHDRAWN, "Art. 18(1)(c)"),
+        (EarlierApplication.REJECTED, "Art. 18(1)(d)"),
+        (EarlierApplication.WITHDRAWN_DURING_DETERMINATION, "Art. 20(5)"),
+        (EarlierApplication.UNKNOWN, "Art. 18(1)(b), (c) or (d)"),
+    ],
+    ids=lambda v: str(v),
+)
+def test_the_take_back_basis_is_exact(status: EarlierApplication, basis: str) -> None:
+    """Dublin III: the status of the earlier application gives the exact basis of the take
+    back request; when it is not given, the basis says so and the checklist asks for it."""
+    facts = situation(earlier_application=status)
+    hits = (received("FR", APP, D(2025, 5, 1)),)
+    proposal = propose(DublinCase("DE", DIII, DIII, facts, hits))
+    assert proposal.procedure is Procedure.TAKE_BACK
+    assert proposal.basis.endswith(basis), proposal.basis
+    asked = "earlier_application_status" in {c.code for c in proposal.checklist}
+    assert asked == (status is EarlierApplication.UNKNOWN)
+
+
+def test_the_case_file_carries_the_new_inputs_to_the_case() -> None:
+    """The case file's earlier_application and visa_waived_in_requesting_state reach the
+    coordinator's case; a wrong value is refused before anything is sent, and again there."""
+    from coordinator.casework import facts_from_pb
+    from fedmatch.errors import InvalidInput
+    from fedmatch.protocol.casefile import case_inputs_from_json
+    from fedmatch.rpc.v1 import coordinator_pb2 as cpb
+
+    inputs = case_inputs_from_json(
+        {"earlier_application": "rejected", "visa_waived_in_requesting_state": True}
+    )
+    facts = facts_from_pb(inputs)
+    assert facts.situation.earlier_application is EarlierApplication.REJECTED
+    assert facts.situation.visa_waived_in_requesting_state is True
+    with pytest.raises(InvalidInput, match="earlier_application"):
+        case_inputs_from_json({"earlier_application": "lost"})
+    with pytest.raises(InvalidInput, match="earlier_application"):
+        facts_from_pb(cpb.CaseInputs(earlier_application="lost"))
+    with pytest.raises(InvalidInput, match="visa_waived_in_requesting_state"):
+        case_inputs_from_json({"visa_waived_in_requesting_state": "yes"})

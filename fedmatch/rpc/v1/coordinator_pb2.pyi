@@ -792,6 +792,7 @@ class CaseInputs(_message.Message):
     AIRPORT_TRANSIT_STATE_FIELD_NUMBER: _builtins.int
     LODGING_DATE_FIELD_NUMBER: _builtins.int
     VISA_WAIVED_IN_REQUESTING_STATE_FIELD_NUMBER: _builtins.int
+    EARLIER_APPLICATION_FIELD_NUMBER: _builtins.int
     unaccompanied_minor: _builtins.bool
     visa_waived_entry_state: _builtins.str
     """Member state entered without needing a visa / whose airport transit area the
@@ -805,6 +806,11 @@ class CaseInputs(_message.Message):
     visa_waived_in_requesting_state: _builtins.bool
     """The applicant needs no visa in the requesting state either: visa-waived entry does not
     apply (Dublin III Art. 14(2)).
+    """
+    earlier_application: _builtins.str
+    """Where an earlier application in another state stands: "under_examination",
+    "withdrawn", "rejected", "withdrawn_during_determination", or "" (not known). It gives
+    the exact basis of a Dublin III take back: Art. 18(1)(b), (c), (d) or 20(5).
     """
     @_builtins.property
     def family(self) -> _containers.RepeatedCompositeFieldContainer[Global___FamilyMember]:
@@ -822,10 +828,11 @@ class CaseInputs(_message.Message):
         airport_transit_state: _builtins.str = ...,
         lodging_date: _builtins.str = ...,
         visa_waived_in_requesting_state: _builtins.bool = ...,
+        earlier_application: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["airport_transit_state", b"airport_transit_state", "documents", b"documents", "family", b"family", "lodging_date", b"lodging_date", "unaccompanied_minor", b"unaccompanied_minor", "visa_waived_entry_state", b"visa_waived_entry_state", "visa_waived_in_requesting_state", b"visa_waived_in_requesting_state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["airport_transit_state", b"airport_transit_state", "documents", b"documents", "earlier_application", b"earlier_application", "family", b"family", "lodging_date", b"lodging_date", "unaccompanied_minor", b"unaccompanied_minor", "visa_waived_entry_state", b"visa_waived_entry_state", "visa_waived_in_requesting_state", b"visa_waived_in_requesting_state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
