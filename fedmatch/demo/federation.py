@@ -5,8 +5,10 @@ each node with a synthetic background register (random unit vectors standing in 
 people's SFace templates). One traveller is enrolled from photographs at node B as an
 irregular border crossing and at node C as an asylum applicant (later); a different
 photograph of the traveller is then looked up from node A, and a photograph of someone else
-as a control (see :mod:`fedmatch.demo.photos` for which photographs). The last stdout line
-is JSON: decision, per-node outcomes, timings and bytes.
+as a control (see :mod:`fedmatch.demo.photos` for which photographs). The earlier
+application at C comes first: C is asked to take the traveller back (take back precedes
+every criterion, the crossing into B included). The last stdout line is JSON: decision,
+per-node outcomes, timings and bytes.
 
 The demo first provisions a federation PKI in the work directory (as the `fedmatch pki`
 commands would, step by step): a root CA, one CA per member state and one for the EU, and a
@@ -133,8 +135,10 @@ def run_demo(
             for k in ("ok", "violations", "searches_checked", "hit_reveals_checked")
         }
         ok = (
-            resolved.responsible_state == STATES["B"]
-            and resolved.procedure == "take_charge"
+            # The earlier application at C comes before the crossing into B: take back
+            # (Dublin III Art. 18(1), AMMR Art. 36; CJEU C-582/17).
+            resolved.responsible_state == STATES["C"]
+            and resolved.procedure == "take_back"
             and resolved.complete
             and len(control.matches) == 0
             and audit.ok

@@ -158,10 +158,11 @@ def test_demo_prints_the_correct_decision(tmp_path: Path, photos: str) -> None:
     lines = result.stdout.strip().splitlines()
     summary = json.loads(lines[-1])
     decision = summary["decision"]
-    assert decision["responsible_state"] == "IT"
-    assert (decision["rule"], decision["procedure"]) == ("irregular_entry", "take_charge")
+    # The earlier application in FR comes before the crossing into IT (C-582/17).
+    assert decision["responsible_state"] == "FR"
+    assert (decision["rule"], decision["procedure"]) == ("earlier_application", "take_back")
     assert decision["complete"] is True
-    assert decision["evidence"][0]["reference"] == "IT-2026-LMP-004711"
+    assert decision["evidence"][0]["reference"] == "FR-2026-PAR-118822"
     assert {n["member_state"]: n["outcome"] for n in summary["nodes"]} == {"IT": "ok", "FR": "ok"}
     assert summary["control_hits"] == 0  # a photograph of someone else: no hit
     # The demo's own auditor verified every log and matched each node search (IT and FR,
@@ -303,8 +304,9 @@ def test_enroll_and_lookup_commands(tmp_path: Path) -> None:
         found = verified_resolve(fed_dir, address, lookup, ("anna", "ben"))
         assert found.returncode == 0, found.stderr
         summary = json.loads(found.stdout.splitlines()[-1])
-        assert summary["decision"]["responsible_state"] == "IT"
-        assert summary["decision"]["procedure"] == "take_charge"
+        # FR's earlier application comes before IT's crossing record: take back.
+        assert summary["decision"]["responsible_state"] == "FR"
+        assert summary["decision"]["procedure"] == "take_back"
         assert [h["status"] for h in summary["hits"]] == ["verified", "verified"]
 
         # One person is not enough to see the details of candidate hits.

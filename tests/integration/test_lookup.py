@@ -50,7 +50,7 @@ def rng() -> np.random.Generator:
     return np.random.default_rng()
 
 
-def test_demo_scenario_take_charge_by_first_entry_state(
+def test_demo_scenario_take_back_before_first_entry(
     fed: Federation, rng: np.random.Generator
 ) -> None:
     person = unit_vectors(rng, 1, DIM)[0]
@@ -69,13 +69,15 @@ def test_demo_scenario_take_charge_by_first_entry_state(
 
     resolved = requester.resolve(report, APPLICATION, fed.verdicts(report))
     assert resolved.complete
+    # The earlier application in FR comes before the crossing into IT: take back to FR
+    # (AMMR Art. 36; CJEU C-582/17 H. and R.).
     assert (resolved.responsible_state, resolved.rule, resolved.procedure, resolved.regime) == (
-        "IT", "irregular_entry", "take_charge", "ammr",
+        "FR", "earlier_application", "take_back", "ammr",
     )  # fmt: skip
-    assert [e["reference"] for e in resolved.evidence] == [ref_it]
-    assert resolved.evidence[0]["event_place"] == "Lampedusa"
+    assert [e["reference"] for e in resolved.evidence] == [ref_fr]
+    assert resolved.evidence[0]["event_place"] == "Paris"
     assert sorted(h["reference"] for h in resolved.hits) == sorted([ref_it, ref_fr])
-    assert ref_it in resolved.explanation
+    assert ref_fr in resolved.explanation
 
 
 def test_no_hit_means_no_other_state(fed: Federation, rng: np.random.Generator) -> None:
