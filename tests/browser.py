@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -62,12 +62,30 @@ def wait(browser: WebDriver) -> WebDriverWait[WebDriver]:
     return WebDriverWait(browser, WAIT_SECONDS)
 
 
+def left(browser: WebDriver, page: WebElement) -> None:
+    """Wait until ``page`` (the old document's root) is gone and the new one has loaded.
+
+    Selenium's ``staleness_of`` expects a StaleElementReferenceException only; while the
+    old document is being torn down, chromedriver may answer "Node with given id does not
+    belong to the document" instead (a WebDriverException; seen in CI). Both mean the old
+    page is gone."""
+
+    def gone(_: WebDriver) -> bool:
+        try:
+            page.is_enabled()
+        except WebDriverException:  # StaleElementReferenceException is one as well
+            return True
+        return False
+
+    wait(browser).until(gone)
+    wait(browser).until(lambda b: b.execute_script("return document.readyState") == "complete")
+
+
 def submit(browser: WebDriver, button: WebElement) -> None:
     """Press a form's button and wait for the next page."""
     page = browser.find_element(By.TAG_NAME, "html")
     button.click()
-    wait(browser).until(expected_conditions.staleness_of(page))
-    wait(browser).until(lambda b: b.execute_script("return document.readyState") == "complete")
+    left(browser, page)
 
 
 def heading(browser: WebDriver) -> str:

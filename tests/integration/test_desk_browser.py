@@ -21,7 +21,6 @@ import pytest
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.select import Select
 
 from fedmatch.desk.app import create_app
@@ -36,7 +35,7 @@ from fedmatch.protocol.verification import (
     read_verdicts,
     verify_verdict,
 )
-from tests.browser import heading, images_loaded, needs_chromium, submit, wait
+from tests.browser import heading, images_loaded, left, needs_chromium, submit
 from tests.desk_case import PASSPHRASES, STATE, DeskWorld, build, verifier_name
 
 DOCS_PNG = Path(__file__).resolve().parents[2] / "docs" / "desk.png"
@@ -140,7 +139,7 @@ def test_the_login_works_from_the_keyboard(browser: WebDriver, desk: str) -> Non
     field = browser.find_element(By.ID, "passphrase")
     page = browser.find_element(By.TAG_NAME, "html")
     field.send_keys(PASSPHRASES["anna"] + Keys.ENTER)
-    wait(browser).until(expected_conditions.staleness_of(page))
+    left(browser, page)
     assert heading(browser) == "Your worklist"
     assert "anna" in browser.find_element(By.ID, "who").text
 

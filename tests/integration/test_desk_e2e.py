@@ -26,7 +26,7 @@ from fedmatch.protocol.verification import VerdictStatement, read_verdicts
 from fedmatch.protocol.wire import encode_handle
 from fedmatch.requester.candidates import write_candidates
 from fedmatch.requester.packets import PacketFolder, packets_path
-from tests.browser import heading, images_loaded, needs_chromium, submit
+from tests.browser import heading, images_loaded, left, needs_chromium, submit
 from tests.desk_case import FACES, faces_by_identity
 from tests.federation import Federation, enrol_photo, expert_name, federation, pki
 
@@ -116,7 +116,9 @@ def test_photos_to_a_confirmed_decision_through_the_desk(
         for person_id in ("anna", "ben"):
             _log_in(browser, desk, expert_name("DE", person_id), PASSPHRASE[person_id])
             assert heading(browser) == "Your worklist"
+            worklist = browser.find_element(By.TAG_NAME, "html")
             browser.find_element(By.CSS_SELECTOR, "a.candidate-link").click()
+            left(browser, worklist)  # the candidate's page, not the worklist
             probe, candidate = images_loaded(browser)
             assert probe["w"] > 0 and candidate["w"] > 0
             submit(browser, browser.find_element(By.ID, "confirm"))
