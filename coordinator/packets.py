@@ -58,9 +58,11 @@ class PacketLedger:
         if self.probe_image is not None and self.probe_image != probe_image:
             raise PermissionDenied("the probe image differs from the one declared before")
         self.requests += 1
-
-    def record(self, probe_image: str, answers: Sequence[StatePackets]) -> None:
+        # Fixed here, under the caller's lock: a concurrent request naming another probe
+        # image is refused, whatever the nodes answer.
         self.probe_image = probe_image
+
+    def record(self, answers: Sequence[StatePackets]) -> None:
         for answer in answers:
             for p in answer.packets:
                 self.released[HitKey(answer.member_state, p.handle)] = p.image_sha256

@@ -576,7 +576,7 @@ class CoordinatorService:
         }
         answers = received_packets(calls | fan_out(targets, self._timeout(deadline)), by_state)
         with self._lock:
-            rec.packets.record(probe_image, answers)
+            rec.packets.record(answers)
         log.info(
             "verification packets query=%s from=%s packets=%d nodes=%s",
             header.query_id,

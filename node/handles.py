@@ -157,8 +157,10 @@ class HandleRegistry:
                 )
             if q.probe_image is not None and q.probe_image != probe_image:
                 raise PermissionDenied("the probe image differs from the one declared before")
-            # Counted here, under the lock: concurrent requests cannot pass the bound.
+            # Counted and fixed here, under the lock: concurrent requests can neither pass
+            # the bound nor name two probe images.
             q.packet_requests += 1
+            q.probe_image = probe_image
 
     def record_packets(
         self, query_id: str, probe_image: str, released: Mapping[bytes, str]
