@@ -3,12 +3,11 @@
 Three node processes and a coordinator process, real gRPC servers on 127.0.0.1 (free ports),
 each node with a synthetic background register (random unit vectors standing in for other
 people's SFace templates). One traveller is enrolled from photographs at node B as an
-irregular border crossing and at node C as an asylum applicant (later); a different
-photograph of the traveller is then looked up from node A, and a photograph of someone else
-as a control (see :mod:`fedmatch.demo.photos` for which photographs). The earlier
-application at C comes first: C is asked to take the traveller back (take back precedes
-every criterion, the crossing into B included). The last stdout line is JSON: decision,
-per-node outcomes, timings and bytes.
+irregular border crossing and at node C as found staying illegally (later; not an
+application, which would come first: take back); a different photograph of the traveller is
+then looked up from node A, and a photograph of someone else as a control (see
+:mod:`fedmatch.demo.photos` for which photographs). B is responsible by first entry. The
+last stdout line is JSON: decision, per-node outcomes, timings and bytes.
 
 The demo first provisions a federation PKI in the work directory (as the `fedmatch pki`
 commands would, step by step): a root CA, one CA per member state and one for the EU, and a
@@ -135,10 +134,8 @@ def run_demo(
             for k in ("ok", "violations", "searches_checked", "hit_reveals_checked")
         }
         ok = (
-            # The earlier application at C comes before the crossing into B: take back
-            # (Dublin III Art. 18(1), AMMR Art. 36; CJEU C-582/17).
-            resolved.responsible_state == STATES["C"]
-            and resolved.procedure == "take_back"
+            resolved.responsible_state == STATES["B"]
+            and resolved.procedure == "take_charge"
             and resolved.complete
             and len(control.matches) == 0
             and audit.ok
@@ -244,13 +241,16 @@ def _enrol_traveller(
         c,
         encoded(pictures.enrol_c),
         f"{c}-2026-PAR-118822",
-        Category.APPLICANT,
+        # Found staying illegally, not an applicant: an earlier application at C would come
+        # first (take back, C-582/17), and the demo shows the first-entry rule.
+        Category.ILLEGAL_STAY,
         application_c,
         "Paris",
     )
     say(
         f"4. enrolled the traveller at {b} as irregular_crossing ({crossing}) and at {c} "
-        f"as applicant ({application_c}), each from its own photograph, by an operator "
+        f"as found staying illegally ({application_c}), each from its own photograph, by an "
+        "operator "
         "of that state over mTLS (each node made the template and kept a face crop)"
     )
     return pictures, probe, stranger

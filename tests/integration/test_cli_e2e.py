@@ -158,11 +158,11 @@ def test_demo_prints_the_correct_decision(tmp_path: Path, photos: str) -> None:
     lines = result.stdout.strip().splitlines()
     summary = json.loads(lines[-1])
     decision = summary["decision"]
-    # The earlier application in FR comes before the crossing into IT (C-582/17).
-    assert decision["responsible_state"] == "FR"
-    assert (decision["rule"], decision["procedure"]) == ("earlier_application", "take_back")
+    # FR found the traveller staying illegally (no application there): first entry, IT.
+    assert decision["responsible_state"] == "IT"
+    assert (decision["rule"], decision["procedure"]) == ("irregular_entry", "take_charge")
     assert decision["complete"] is True
-    assert decision["evidence"][0]["reference"] == "FR-2026-PAR-118822"
+    assert decision["evidence"][0]["reference"] == "IT-2026-LMP-004711"
     assert {n["member_state"]: n["outcome"] for n in summary["nodes"]} == {"IT": "ok", "FR": "ok"}
     assert summary["control_hits"] == 0  # a photograph of someone else: no hit
     # The demo's own auditor verified every log and matched each node search (IT and FR,

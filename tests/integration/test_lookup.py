@@ -50,7 +50,7 @@ def rng() -> np.random.Generator:
     return np.random.default_rng()
 
 
-def test_demo_scenario_take_back_before_first_entry(
+def test_an_earlier_application_elsewhere_is_taken_back_before_first_entry(
     fed: Federation, rng: np.random.Generator
 ) -> None:
     person = unit_vectors(rng, 1, DIM)[0]
