@@ -747,8 +747,12 @@ def propose(case: DublinCase) -> CaseProposal:
        criterion 5 comes before criterion 4 (the order of its articles).
     6. Default: the requesting state itself (Dublin III Art. 3(2), AMMR Art. 16(2)).
 
-    Several qualifying states under criteria 1 to 3 are ordered as above and then by state
-    code; the explanation names the others, for the official to weigh.
+    Several qualifying states under criteria 2 and 3 are ordered as above and then by state
+    code; the explanation names the others, for the official to weigh. Where the law leaves
+    the choice to an official, no state is proposed, only ``candidates``: an unaccompanied
+    minor's family in several states (Dublin III Art. 8(3), the child's best interests) and
+    a same-day tie of hit records (take back or criterion 4); such a proposal is confirmed
+    by an override naming the state.
 
     Procedure: NONE when the responsible state is the requesting state; TAKE_BACK for an
     earlier application; TAKE_CHARGE otherwise. Deadlines (none for NONE): a take charge based
