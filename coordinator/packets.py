@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from coordinator.fanout import NodeCall, NodeOutcome
-from fedmatch.errors import FedmatchError, PermissionDenied
-from fedmatch.protocol.packet import SealedPacket
+from fedmatch.errors import FedmatchError
+from fedmatch.protocol.packet import SealedPacket, admit_packet_request
 from fedmatch.protocol.verification import (
     HitKey,
     SignedVerdict,
@@ -27,9 +27,6 @@ from fedmatch.protocol.verification import (
 from fedmatch.protocol.wire import packets_from_pb
 
 __all__ = ["PacketLedger", "StatePackets", "received_packets", "rejections_by_state"]
-
-# Packet requests per lookup (as at the nodes: node/handles.py).
-MAX_PACKET_REQUESTS = 3
 
 
 @dataclass(frozen=True)
@@ -51,12 +48,7 @@ class PacketLedger:
     requests: int = 0
 
     def begin(self, probe_image: str) -> None:
-        if self.requests >= MAX_PACKET_REQUESTS:
-            raise PermissionDenied(
-                f"at most {MAX_PACKET_REQUESTS} verification packet requests per lookup"
-            )
-        if self.probe_image is not None and self.probe_image != probe_image:
-            raise PermissionDenied("the probe image differs from the one declared before")
+        admit_packet_request(self.requests, self.probe_image, probe_image)
         self.requests += 1
         # Fixed here, under the caller's lock: a concurrent request naming another probe
         # image is refused, whatever the nodes answer.

@@ -28,13 +28,10 @@ import numpy.typing as npt
 from fedmatch.errors import AlreadyExists, NotFound, PermissionDenied
 from fedmatch.he.engine import QueryLayout
 from fedmatch.protocol.opening import OpeningKey
+from fedmatch.protocol.packet import admit_packet_request
 from fedmatch.protocol.wire import decode_handle
 
-__all__ = ["MAX_PACKET_REQUESTS", "HandleRegistry", "QueryRelease"]
-
-# Packet requests per query: one, and a retry or two after a lost answer. Each is logged and
-# counted in the requesting state's quota.
-MAX_PACKET_REQUESTS = 3
+__all__ = ["HandleRegistry", "QueryRelease"]
 
 
 @dataclass(frozen=True)
@@ -151,12 +148,7 @@ class HandleRegistry:
         request counts from here, whether or not packets are released."""
         with self._lock:
             q = self._pending(query_id, requesting_state)
-            if q.packet_requests >= MAX_PACKET_REQUESTS:
-                raise PermissionDenied(
-                    f"at most {MAX_PACKET_REQUESTS} verification packet requests per query"
-                )
-            if q.probe_image is not None and q.probe_image != probe_image:
-                raise PermissionDenied("the probe image differs from the one declared before")
+            admit_packet_request(q.packet_requests, q.probe_image, probe_image)
             # Counted and fixed here, under the lock: concurrent requests can neither pass
             # the bound nor name two probe images.
             q.packet_requests += 1

@@ -40,9 +40,11 @@ from fedmatch.protocol.limits import HANDLE_BYTES
 __all__ = [
     "AGE_BANDS",
     "MAX_PACKET_BYTES",
+    "MAX_PACKET_REQUESTS",
     "MAX_SEALED_PACKET_BYTES",
     "CandidatePacket",
     "SealedPacket",
+    "admit_packet_request",
     "age_band",
     "check_image_digest",
     "image_digest",
@@ -63,6 +65,22 @@ _MAX_META_BYTES = 1024
 # Age at capture, in bands: enough to see that a candidate is of a plausible age, not a
 # birth date (which would single the record out).
 AGE_BANDS = ((0, 13), (14, 17), (18, 24), (25, 34), (35, 49), (50, 64), (65, 200))
+
+
+# Packet requests per query: one, and a retry or two after a lost answer. The coordinator
+# and the owning node each hold a query to this, and to the probe image of its first request.
+MAX_PACKET_REQUESTS = 3
+
+
+def admit_packet_request(served: int, declared: str | None, probe_image: str) -> None:
+    """Refuse (PermissionDenied) a packet request beyond :data:`MAX_PACKET_REQUESTS` for its
+    query, or one naming another probe image than the query's first (``declared``)."""
+    if served >= MAX_PACKET_REQUESTS:
+        raise PermissionDenied(
+            f"at most {MAX_PACKET_REQUESTS} verification packet requests per query"
+        )
+    if declared is not None and declared != probe_image:
+        raise PermissionDenied("the probe image differs from the one declared before")
 
 
 def age_band(birth_date: dt.date | None, capture_date: dt.date) -> str:
