@@ -17,11 +17,14 @@ from fedmatch.errors import InvalidInput
 
 __all__ = [
     "FEDERATION_STATES",
+    "MARKABLE_CATEGORIES",
+    "MAX_BASIS_TEXT",
     "MAX_PROBE_BYTES",
     "PROBE_NORM_TOLERANCE",
     "Category",
     "EncryptedProbe",
     "HitDetail",
+    "MarkKind",
     "Purpose",
     "QueryHeader",
     "Sex",
@@ -152,11 +155,37 @@ class QueryHeader:
                 raise InvalidInput(f"{name} must be at most 64 printable characters")
 
 
+class MarkKind(enum.StrEnum):
+    """The two marks of the Eurodac recast (DOMAIN.md section 1)."""
+
+    NONE = ""
+    # Art. 31(1): international protection granted (applicant data); unmarked on withdrawal.
+    PROTECTION_GRANTED = "protection_granted"
+    # Art. 31(4): a residence document issued (irregular-crossing, illegal-stay, SAR data).
+    RESIDENCE_DOCUMENT = "residence_document"
+
+
+# Which categories each mark may be set on (Eurodac recast Art. 31(1) and 31(4)).
+MARKABLE_CATEGORIES: dict[MarkKind, frozenset[Category]] = {
+    MarkKind.PROTECTION_GRANTED: frozenset({Category.APPLICANT}),
+    MarkKind.RESIDENCE_DOCUMENT: frozenset(
+        {Category.IRREGULAR_CROSSING, Category.ILLEGAL_STAY, Category.SAR_DISEMBARKED}
+    ),
+}
+
+# Longest free-text basis a node states for the state indicated as responsible.
+MAX_BASIS_TEXT = 128
+
+
 @dataclass(frozen=True)
 class HitDetail:
     """The record metadata a node reveals for a matched handle in the second step.
 
-    Never holds the template: hit details are metadata only.
+    Never holds the template: hit details are metadata only. Besides the event, a hit carries
+    what Eurodac keeps about the record's Dublin status (recast Art. 16, 28(4), 31): its mark,
+    the member state indicated as responsible and on what basis ("" while none is indicated),
+    the day the data were transmitted (enrolled), and the transfer, removal, left-territory
+    and relocation dates the origin state recorded (None when it recorded none).
     """
 
     member_state: str
@@ -167,11 +196,37 @@ class HitDetail:
     event_place: str
     capture_date: dt.date
     sex: Sex = Sex.UNSPECIFIED
+    mark: MarkKind = MarkKind.NONE
+    marked_on: dt.date | None = None
+    responsible_state: str = ""  # indicated as responsible (Eurodac recast Art. 16(1))
+    responsible_basis: str = ""  # e.g. "AMMR Art. 33(1)"
+    transmitted_on: dt.date | None = None
+    transferred_on: dt.date | None = None
+    removed_on: dt.date | None = None
+    left_territory_on: dt.date | None = None
+    relocated_to: str = ""  # member state of relocation (Eurodac recast Art. 28(4))
+    relocated_on: dt.date | None = None
 
     def __post_init__(self) -> None:
         check_member_state(self.member_state)
         if not self.reference:
             raise InvalidInput("hit detail has no reference number")
+        if not isinstance(self.mark, MarkKind):
+            raise InvalidInput("hit detail mark must be a MarkKind")
+        if self.mark is not MarkKind.NONE and self.category not in MARKABLE_CATEGORIES[self.mark]:
+            raise InvalidInput(f"a {self.category.value} record cannot carry a {self.mark} mark")
+        if (self.mark is MarkKind.NONE) != (self.marked_on is None):
+            raise InvalidInput("hit detail marked_on goes with a mark, and only with one")
+        for name in ("responsible_state", "relocated_to"):
+            value = getattr(self, name)
+            if value:
+                check_member_state(value, name)
+        if self.relocated_to and self.relocated_on is None:
+            raise InvalidInput("hit detail relocated_to needs relocated_on")
+        if len(self.responsible_basis) > MAX_BASIS_TEXT:
+            raise InvalidInput(f"responsible_basis is longer than {MAX_BASIS_TEXT} characters")
+        if self.responsible_basis and not self.responsible_state:
+            raise InvalidInput("hit detail responsible_basis needs responsible_state")
 
 
 _KEY_ID = re.compile(r"^[0-9a-f]{64}$")

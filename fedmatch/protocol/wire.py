@@ -7,6 +7,7 @@ with the field's name; none echoes a value it refuses.
 
 from __future__ import annotations
 
+import datetime as dt
 import struct
 from collections.abc import Sequence
 
@@ -15,6 +16,7 @@ from fedmatch.domain import (
     Category,
     EncryptedProbe,
     HitDetail,
+    MarkKind,
     Purpose,
     QueryHeader,
     Sex,
@@ -42,6 +44,7 @@ __all__ = [
     "hit_to_pb",
     "key_bundle_from_pb",
     "key_bundle_to_pb",
+    "mark_from_wire",
     "sex_from_pb",
     "sex_to_pb",
     "signed_from_pb",
@@ -188,7 +191,34 @@ def hit_from_pb(msg: pb.HitDetail) -> HitDetail:
         event_place=msg.event_place,
         capture_date=parse_date(msg.capture_date, "capture_date"),
         sex=sex_from_pb(msg.sex),
+        mark=mark_from_wire(msg.mark),
+        marked_on=_optional_date(msg.marked_on, "marked_on"),
+        responsible_state=msg.responsible_state,
+        responsible_basis=msg.responsible_basis,
+        transmitted_on=_optional_date(msg.transmitted_on, "transmitted_on"),
+        transferred_on=_optional_date(msg.transferred_on, "transferred_on"),
+        removed_on=_optional_date(msg.removed_on, "removed_on"),
+        left_territory_on=_optional_date(msg.left_territory_on, "left_territory_on"),
+        relocated_to=msg.relocated_to,
+        relocated_on=_optional_date(msg.relocated_on, "relocated_on"),
     )
+
+
+def mark_from_wire(value: str) -> MarkKind:
+    """A mark kind from its wire name ("" for none); InvalidInput for any other name."""
+    try:
+        return MarkKind(value)
+    except ValueError:
+        names = "'', 'protection_granted' or 'residence_document'"
+        raise InvalidInput(f"mark must be {names}") from None
+
+
+def _optional_date(value: str, field: str) -> dt.date | None:
+    return parse_date(value, field) if value else None
+
+
+def _date_text(value: dt.date | None) -> str:
+    return value.isoformat() if value is not None else ""
 
 
 def hit_to_pb(hit: HitDetail) -> pb.HitDetail:
@@ -201,6 +231,16 @@ def hit_to_pb(hit: HitDetail) -> pb.HitDetail:
         event_place=hit.event_place,
         capture_date=hit.capture_date.isoformat(),
         sex=sex_to_pb(hit.sex),
+        mark=hit.mark.value,
+        marked_on=_date_text(hit.marked_on),
+        responsible_state=hit.responsible_state,
+        responsible_basis=hit.responsible_basis,
+        transmitted_on=_date_text(hit.transmitted_on),
+        transferred_on=_date_text(hit.transferred_on),
+        removed_on=_date_text(hit.removed_on),
+        left_territory_on=_date_text(hit.left_territory_on),
+        relocated_to=hit.relocated_to,
+        relocated_on=_date_text(hit.relocated_on),
     )
 
 

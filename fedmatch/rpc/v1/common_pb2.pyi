@@ -329,6 +329,16 @@ class HitDetail(_message.Message):
     EVENT_PLACE_FIELD_NUMBER: _builtins.int
     CAPTURE_DATE_FIELD_NUMBER: _builtins.int
     SEX_FIELD_NUMBER: _builtins.int
+    MARK_FIELD_NUMBER: _builtins.int
+    MARKED_ON_FIELD_NUMBER: _builtins.int
+    RESPONSIBLE_STATE_FIELD_NUMBER: _builtins.int
+    RESPONSIBLE_BASIS_FIELD_NUMBER: _builtins.int
+    TRANSMITTED_ON_FIELD_NUMBER: _builtins.int
+    TRANSFERRED_ON_FIELD_NUMBER: _builtins.int
+    REMOVED_ON_FIELD_NUMBER: _builtins.int
+    LEFT_TERRITORY_ON_FIELD_NUMBER: _builtins.int
+    RELOCATED_TO_FIELD_NUMBER: _builtins.int
+    RELOCATED_ON_FIELD_NUMBER: _builtins.int
     member_state: _builtins.str
     handle: _builtins.bytes
     """The per-query position handle the requester reported (8 bytes: block, position)."""
@@ -340,6 +350,25 @@ class HitDetail(_message.Message):
     event_place: _builtins.str
     capture_date: _builtins.str
     sex: Global___Sex.ValueType
+    mark: _builtins.str
+    """What Eurodac keeps about the record's Dublin status (recast Art. 16, 28(4), 31); every
+    date ISO 8601, "" when none was recorded. The mark: "", "protection_granted" (Art.
+    31(1)) or "residence_document" (Art. 31(4)).
+    """
+    marked_on: _builtins.str
+    responsible_state: _builtins.str
+    """The member state indicated as responsible (Art. 16(1)) and on what basis; "" while
+    none is indicated.
+    """
+    responsible_basis: _builtins.str
+    transmitted_on: _builtins.str
+    """The day the data were transmitted (enrolled): the recast's retention counts from it."""
+    transferred_on: _builtins.str
+    removed_on: _builtins.str
+    left_territory_on: _builtins.str
+    relocated_to: _builtins.str
+    """Relocated (Art. 28(4)): the member state of relocation and the day."""
+    relocated_on: _builtins.str
     def __init__(
         self,
         *,
@@ -351,10 +380,20 @@ class HitDetail(_message.Message):
         event_place: _builtins.str = ...,
         capture_date: _builtins.str = ...,
         sex: Global___Sex.ValueType = ...,
+        mark: _builtins.str = ...,
+        marked_on: _builtins.str = ...,
+        responsible_state: _builtins.str = ...,
+        responsible_basis: _builtins.str = ...,
+        transmitted_on: _builtins.str = ...,
+        transferred_on: _builtins.str = ...,
+        removed_on: _builtins.str = ...,
+        left_territory_on: _builtins.str = ...,
+        relocated_to: _builtins.str = ...,
+        relocated_on: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capture_date", b"capture_date", "category", b"category", "event_date", b"event_date", "event_place", b"event_place", "handle", b"handle", "member_state", b"member_state", "reference", b"reference", "sex", b"sex"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capture_date", b"capture_date", "category", b"category", "event_date", b"event_date", "event_place", b"event_place", "handle", b"handle", "left_territory_on", b"left_territory_on", "mark", b"mark", "marked_on", b"marked_on", "member_state", b"member_state", "reference", b"reference", "relocated_on", b"relocated_on", "relocated_to", b"relocated_to", "removed_on", b"removed_on", "responsible_basis", b"responsible_basis", "responsible_state", b"responsible_state", "sex", b"sex", "transferred_on", b"transferred_on", "transmitted_on", b"transmitted_on"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
