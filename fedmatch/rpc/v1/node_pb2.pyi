@@ -32,6 +32,7 @@ class RecordMetadata(_message.Message):
     OPERATOR_ID_FIELD_NUMBER: _builtins.int
     BIRTH_DATE_FIELD_NUMBER: _builtins.int
     BIRTH_DATE_ESTIMATED_FIELD_NUMBER: _builtins.int
+    RESETTLEMENT_BASIS_FIELD_NUMBER: _builtins.int
     reference: _builtins.str
     category: _common_pb2.Category.ValueType
     event_date: _builtins.str
@@ -44,6 +45,11 @@ class RecordMetadata(_message.Message):
     is set the date is an estimate, and a person who could be under 6 is refused.
     """
     birth_date_estimated: _builtins.bool
+    resettlement_basis: _builtins.str
+    """Resettlement records only, required for them: the Eurodac recast article the data were
+    taken under, "18(2)(a)", "18(2)(b)", "18(2)(c)" or "20"; it decides their retention
+    (Art. 29(3)-(5)). "18(1)" is refused: those data are not recorded (Art. 29(2)).
+    """
     def __init__(
         self,
         *,
@@ -56,10 +62,11 @@ class RecordMetadata(_message.Message):
         operator_id: _builtins.str = ...,
         birth_date: _builtins.str = ...,
         birth_date_estimated: _builtins.bool = ...,
+        resettlement_basis: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["birth_date", b"birth_date", "birth_date_estimated", b"birth_date_estimated", "capture_date", b"capture_date", "category", b"category", "event_date", b"event_date", "event_place", b"event_place", "operator_id", b"operator_id", "reference", b"reference", "sex", b"sex"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["birth_date", b"birth_date", "birth_date_estimated", b"birth_date_estimated", "capture_date", b"capture_date", "category", b"category", "event_date", b"event_date", "event_place", b"event_place", "operator_id", b"operator_id", "reference", b"reference", "resettlement_basis", b"resettlement_basis", "sex", b"sex"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
