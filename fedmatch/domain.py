@@ -21,6 +21,7 @@ __all__ = [
     "MAX_BASIS_TEXT",
     "MAX_PROBE_BYTES",
     "PROBE_NORM_TOLERANCE",
+    "RESETTLEMENT_BASES",
     "Category",
     "EncryptedProbe",
     "HitDetail",
@@ -175,6 +176,11 @@ MARKABLE_CATEGORIES: dict[MarkKind, frozenset[Category]] = {
 
 # Longest free-text basis a node states for the state indicated as responsible.
 MAX_BASIS_TEXT = 128
+
+# The Eurodac recast article under which a resettlement record's data were taken: it decides
+# their retention (Art. 18(1): not recorded; 18(2)(a) and Art. 20: 5 years; 18(2)(b), (c):
+# 3 years; DOMAIN.md section 1). "" on every other category, and where it was not given.
+RESETTLEMENT_BASES = frozenset({"18(1)", "18(2)(a)", "18(2)(b)", "18(2)(c)", "20"})
 
 
 @dataclass(frozen=True)

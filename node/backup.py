@@ -56,7 +56,7 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,7 @@ from fedmatch.audit.log import CHECKPOINT_FILE, LOG_FILE, AuditLog, scan_records
 from fedmatch.audit.merkle import MerkleTree, leaf_hash
 from fedmatch.audit.note import Checkpoint, Note, NoteSigner, NoteVerifier, open_checkpoint
 from fedmatch.audit.party import AuditConfig, node_origin
+from fedmatch.domain import MarkKind
 from fedmatch.errors import ConfigError, PreconditionFailed
 from fedmatch.fileio import fsync_directory
 from node.config import NodeConfig
@@ -363,12 +364,27 @@ _REAPPLIED = {
 }
 
 
+# A change to re-apply: the state it leaves, its time (Unix ms) and, for a mark, its kind.
+_Change = tuple[str, int, MarkKind]
+
+
+def _mark_kind(labels: Mapping[str, str], state: str) -> MarkKind:
+    """The kind of a logged mark: entries written before marks had a kind (register schema
+    3) were all protection granted (Eurodac recast Art. 31(1))."""
+    if state != "marked":
+        return MarkKind.NONE
+    try:
+        return MarkKind(labels.get("mark_kind") or MarkKind.PROTECTION_GRANTED.value)
+    except ValueError:
+        raise BackupError("live audit log has a mark of an unknown kind") from None
+
+
 def _later_changes(
     live_log: Path, verifier: NoteVerifier, origin: str, backup: LogState
-) -> tuple[dict[str, tuple[str, int]] | None, str]:
+) -> tuple[dict[str, _Change] | None, str]:
     """The last erasure or (un)marking after the backup of each record (by its reference
-    digest) with its time, from the live log; None when that log cannot be trusted
-    (damaged, or not an extension of the backup's)."""
+    digest) with its time and mark kind, from the live log; None when that log cannot be
+    trusted (damaged, or not an extension of the backup's)."""
     try:
         live = verify_log_files(live_log, verifier, origin)
     except BackupError as exc:
@@ -378,13 +394,18 @@ def _later_changes(
             "live audit log does not extend the backup's: later erasures and marks not "
             "re-applied (apply them by hand)"
         )
-    changes: dict[str, tuple[str, int]] = {}
+    changes: dict[str, _Change] = {}
     for raw in live.raw[backup.entries :]:
         entry = SignedEntry.decode(raw)
-        digest = entry.event.labels.get("record_digest", "")
+        labels = entry.event.labels
+        digest = labels.get("record_digest", "")
         state = _REAPPLIED.get(entry.kind)
-        if state is not None and digest and changes.get(digest, ("",))[0] != "erased":
-            changes[digest] = (state, entry.unix_ms)
+        if state is None or not digest or (digest in changes and changes[digest][0] == "erased"):
+            continue
+        try:
+            changes[digest] = (state, entry.unix_ms, _mark_kind(labels, state))
+        except BackupError as exc:
+            return None, f"live audit log not usable for changes after the backup: {exc}"
     return changes, ""
 
 
@@ -419,7 +440,7 @@ def restore_backup(
                 f"{', '.join(str(p) for p in live)} exist: pass --force to replace them "
                 "(they are moved aside, not deleted)"
             )
-        changes: dict[str, tuple[str, int]] = {}
+        changes: dict[str, _Change] = {}
         live_log = audit.directory / "log"
         if (live_log / LOG_FILE).exists():
             found, why = _later_changes(live_log, signer.verifier(), origin, backup_log)
@@ -693,7 +714,7 @@ def _reapply_changes(
     origin: str,
     register: Path,
     log_dir: Path,
-    changes: dict[str, tuple[str, int]],
+    changes: dict[str, _Change],
 ) -> tuple[list[int], list[int]]:
     """Erase, mark or unmark again the records of the (staged) ``register`` that the live
     log says changed after the backup, and log each re-applied change in the (staged) log
@@ -715,31 +736,35 @@ def _reapply_changes(
             rows = db.execute("SELECT id, reference FROM records ORDER BY id").fetchall()
         finally:
             db.close()
-        logged: list[tuple[EventKind, str]] = []
+        logged: list[tuple[EventKind, str, MarkKind]] = []
         for row_id, reference in rows:
             digest = reference_digest(node.member_state, reference)
             if digest not in changes:
                 continue
-            state, unix_ms = changes[digest]
+            state, unix_ms, mark = changes[digest]
             if state == "erased":
                 erased.append(row_id)
-                logged.append((EventKind.RECORD_ERASED, digest))
+                logged.append((EventKind.RECORD_ERASED, digest, mark))
                 continue
             when = dt.datetime.fromtimestamp(unix_ms / 1000, dt.UTC)
-            if store.set_marked(row_id, state == "marked", when):
+            # An unmark first, so that a mark of the other kind never meets an old one.
+            if state == "marked" and store.status(row_id).mark not in (MarkKind.NONE, mark):
+                store.set_marked(row_id, MarkKind.NONE, when)
+            if store.set_marked(row_id, mark, when):
                 marked.append(row_id)
                 kind = EventKind.RECORD_MARKED if state == "marked" else EventKind.RECORD_UNMARKED
-                logged.append((kind, digest))
+                logged.append((kind, digest, mark))
         if erased:
             store.erase(erased)
-        for kind, digest in logged:
+        for kind, digest, mark in logged:
+            labels = {"record_digest": digest} | ({"mark_kind": mark.value} if mark else {})
             log.append(
                 AuditEvent(
                     kind,
                     registers=(node.member_state,),
                     outcome=_REAPPLIED[kind],
                     reason="reapplied_after_restore",
-                    labels={"record_digest": digest},
+                    labels=labels,
                 )
             )
         if logged:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from fedmatch.audit.entry import AuditEvent, EventKind
 from fedmatch.audit.events import header_event
-from fedmatch.domain import QueryHeader
+from fedmatch.domain import MarkKind, QueryHeader
 from fedmatch.errors import FedmatchError, InvalidInput, PermissionDenied, Unavailable
 from fedmatch.rpc.v1 import common_pb2
 from node.inbox import NOTICE_DUE, InboxItem, Notice, NoticeBox, NoticeKind, reference_digest
@@ -183,7 +183,8 @@ class Lifecycle:
             kind = NoticeKind.RECORD_MARKED if marked else NoticeKind.RECORD_UNMARKED
             # The mark and its entry under the shared write lock, as for an erasure.
             with self.store.writes.shared():
-                if not self.store.set_marked(record_id, marked, self.clock()):
+                kind_of_mark = MarkKind.PROTECTION_GRANTED if marked else MarkKind.NONE
+                if not self.store.set_marked(record_id, kind_of_mark, self.clock()):
                     return LifecycleOutcome("unchanged", 0, 0)
                 self.service.set_marked(record_id, marked)
                 notices = self._queue(record_id, kind, digest)

@@ -8,12 +8,25 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from fedmatch.domain import Category, Sex
+from fedmatch.domain import (
+    MAX_BASIS_TEXT,
+    RESETTLEMENT_BASES,
+    Category,
+    MarkKind,
+    Sex,
+    check_member_state,
+)
 from fedmatch.errors import InvalidInput
 from fedmatch.protocol.limits import MAX_TEXT_FIELD
 from node.retention import check_enrolment_age
 
-__all__ = ["MAX_FACE_IMAGE_BYTES", "UNIT_NORM_TOLERANCE", "NewRecord", "RecordMeta"]
+__all__ = [
+    "MAX_FACE_IMAGE_BYTES",
+    "UNIT_NORM_TOLERANCE",
+    "NewRecord",
+    "RecordMeta",
+    "RecordStatus",
+]
 
 # Templates are L2-normalized by the model pipeline; float32 storage keeps ~1e-7 relative
 # error, so anything further than this from 1 is a caller bug, not rounding.
@@ -37,8 +50,17 @@ class RecordMeta:
     # only for records enrolled before birth dates were kept (register schema 1).
     birth_date: dt.date | None = None
     birth_date_estimated: bool = False
+    # Resettlement records only: the Eurodac recast article the data were taken under
+    # (fedmatch.domain.RESETTLEMENT_BASES), which decides their retention; "" when not given.
+    resettlement_basis: str = ""
 
     def __post_init__(self) -> None:
+        if self.resettlement_basis:
+            if self.resettlement_basis not in RESETTLEMENT_BASES:
+                names = ", ".join(sorted(RESETTLEMENT_BASES))
+                raise InvalidInput(f"resettlement_basis must be '' or one of: {names}")
+            if self.category is not Category.RESETTLEMENT:
+                raise InvalidInput("resettlement_basis is only for resettlement records")
         if not self.reference.strip():
             raise InvalidInput("reference is required")
         for name in ("reference", "event_place", "operator_id"):
@@ -86,3 +108,38 @@ class NewRecord:
             )
         m = self.meta
         check_enrolment_age(m.birth_date, m.birth_date_estimated, m.capture_date)
+
+
+@dataclass(frozen=True)
+class RecordStatus:
+    """What a register keeps about a record's Dublin status besides its event, released in
+    its hit details (Eurodac recast Art. 16, 28(4), 31; DOMAIN.md section 1).
+
+    The mark (Art. 31(1) protection granted, 31(4) residence document issued) with the time
+    it was set; the member state indicated as responsible and on what basis (Art. 16(1), "",
+    while none is); the transfer, removal and left-territory dates and the relocation (Art.
+    28(4)) the node's own authority recorded (None: none recorded).
+    """
+
+    mark: MarkKind = MarkKind.NONE
+    marked_at: dt.datetime | None = None
+    responsible_state: str = ""
+    responsible_basis: str = ""
+    transferred_on: dt.date | None = None
+    removed_on: dt.date | None = None
+    left_territory_on: dt.date | None = None
+    relocated_to: str = ""
+    relocated_on: dt.date | None = None
+
+    def __post_init__(self) -> None:
+        if (self.mark is MarkKind.NONE) != (self.marked_at is None):
+            raise InvalidInput("a mark has a time, and only a mark has one")
+        for name in ("responsible_state", "relocated_to"):
+            if getattr(self, name):
+                check_member_state(getattr(self, name), name)
+        if len(self.responsible_basis) > MAX_BASIS_TEXT:
+            raise InvalidInput(f"responsible_basis is longer than {MAX_BASIS_TEXT} characters")
+        if self.responsible_basis and not self.responsible_state:
+            raise InvalidInput("responsible_basis needs responsible_state")
+        if bool(self.relocated_to) != (self.relocated_on is not None):
+            raise InvalidInput("relocated_to and relocated_on go together")

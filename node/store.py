@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from fedmatch.domain import Category, Sex, check_member_state
+from fedmatch.domain import Category, MarkKind, Sex, check_member_state
 from fedmatch.errors import AlreadyExists, InvalidInput, NotFound, PreconditionFailed
 from node.locks import OpenLock, WriteLock
-from node.records import NewRecord, RecordMeta
+from node.records import NewRecord, RecordMeta, RecordStatus
 from node.sealing import KeyEncryptionKey, TemplateSealer, open_sealer
 
 __all__ = ["RecordStore", "facial_image_count", "migrate_schema"]
@@ -28,8 +28,14 @@ __all__ = ["RecordStore", "facial_image_count", "migrate_schema"]
 # 2: birth date (minimum age at enrolment), marks, and the links of revealed hits (who was
 # told about which record, so that a mark or an erasure can be passed on). 3: the facial
 # image of each record (sealed like its template; NULL: enrolled from a template alone, not
-# verifiable by image) and its quality figure. Older files are migrated when opened.
-SCHEMA_VERSION = "3"
+# verifiable by image) and its quality figure. 4: the mark's kind (Eurodac recast Art. 31(1)
+# protection granted, 31(4) residence document; schema 3's marks were all protection
+# granted), the record's Dublin status (the state indicated as responsible and its basis,
+# Art. 16(1); transfer, removal and left-territory dates; relocation, Art. 28(4)), the
+# article resettlement data were taken under (Art. 18, 20: their retention), and the links
+# of the node's own records to other states' records they produced a hit with (Art. 31(1):
+# a mark is passed on in both directions). Older files are migrated when opened.
+SCHEMA_VERSION = "4"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -49,7 +55,16 @@ CREATE TABLE IF NOT EXISTS records (
     birth_date_estimated INTEGER NOT NULL DEFAULT 0,
     marked_at TEXT,
     face_image BLOB,
-    image_quality REAL
+    image_quality REAL,
+    mark_kind TEXT NOT NULL DEFAULT '',
+    responsible_state TEXT NOT NULL DEFAULT '',
+    responsible_basis TEXT NOT NULL DEFAULT '',
+    transferred_on TEXT,
+    removed_on TEXT,
+    left_territory_on TEXT,
+    relocated_to TEXT NOT NULL DEFAULT '',
+    relocated_on TEXT,
+    resettlement_basis TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS hit_links (
     record_id INTEGER NOT NULL,
@@ -59,7 +74,37 @@ CREATE TABLE IF NOT EXISTS hit_links (
     revealed_at TEXT NOT NULL,
     PRIMARY KEY (record_id, requesting_state, query_id)
 );
+CREATE TABLE IF NOT EXISTS own_hit_links (
+    record_id INTEGER NOT NULL,
+    other_state TEXT NOT NULL,
+    other_digest TEXT NOT NULL,
+    query_id TEXT NOT NULL,
+    case_reference TEXT NOT NULL,
+    linked_at TEXT NOT NULL,
+    PRIMARY KEY (record_id, other_state, other_digest)
+);
 """
+
+# The columns schemas 2 and 3 added, and those of schema 4, added to an older file by
+# :func:`migrate_schema`.
+_OLDER_COLUMNS = (
+    "birth_date TEXT",
+    "birth_date_estimated INTEGER NOT NULL DEFAULT 0",
+    "marked_at TEXT",
+    "face_image BLOB",
+    "image_quality REAL",
+)
+_SCHEMA_4_COLUMNS = (
+    "mark_kind TEXT NOT NULL DEFAULT ''",
+    "responsible_state TEXT NOT NULL DEFAULT ''",
+    "responsible_basis TEXT NOT NULL DEFAULT ''",
+    "transferred_on TEXT",
+    "removed_on TEXT",
+    "left_territory_on TEXT",
+    "relocated_to TEXT NOT NULL DEFAULT ''",
+    "relocated_on TEXT",
+    "resettlement_basis TEXT NOT NULL DEFAULT ''",
+)
 
 
 class RecordStore:
@@ -154,8 +199,9 @@ class RecordStore:
                     cur = self._db.execute(
                         "INSERT INTO records (reference, category, event_date, event_place,"
                         " capture_date, sex, operator_id, model_id, template,"
-                        " face_image, image_quality, birth_date, birth_date_estimated,"
-                        " enrolled_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " face_image, image_quality, resettlement_basis, birth_date,"
+                        " birth_date_estimated, enrolled_at)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (*row, now),
                     )
                     assert cur.lastrowid is not None
@@ -199,6 +245,7 @@ class RecordStore:
             blob,
             image,
             record.image_quality,
+            m.resettlement_basis,
         )
 
     def templates(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
@@ -255,7 +302,8 @@ class RecordStore:
         with self._lock:
             row = self._db.execute(
                 "SELECT reference, category, event_date, event_place, capture_date, sex,"
-                " operator_id, birth_date, birth_date_estimated FROM records WHERE id = ?",
+                " operator_id, birth_date, birth_date_estimated, resettlement_basis"
+                " FROM records WHERE id = ?",
                 (record_id,),
             ).fetchone()
         if row is None:
@@ -270,6 +318,41 @@ class RecordStore:
             operator_id=row[6],
             birth_date=dt.date.fromisoformat(row[7]) if row[7] else None,
             birth_date_estimated=bool(row[8]),
+            resettlement_basis=row[9],
+        )
+
+    def enrolled_at(self, record_id: int) -> dt.datetime:
+        """When the record was enrolled: the day its data were transmitted (Eurodac recast
+        Art. 29 counts retention from it)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT enrolled_at FROM records WHERE id = ?", (record_id,)
+            ).fetchone()
+        if row is None:
+            raise NotFound("record no longer exists")
+        return dt.datetime.fromisoformat(row[0])
+
+    def status(self, record_id: int) -> RecordStatus:
+        """The record's mark and Dublin status (Eurodac recast Art. 16, 28(4), 31)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT mark_kind, marked_at, responsible_state, responsible_basis,"
+                " transferred_on, removed_on, left_territory_on, relocated_to, relocated_on"
+                " FROM records WHERE id = ?",
+                (record_id,),
+            ).fetchone()
+        if row is None:
+            raise NotFound("record no longer exists")
+        return RecordStatus(
+            mark=MarkKind(row[0]),
+            marked_at=dt.datetime.fromisoformat(row[1]) if row[1] else None,
+            responsible_state=row[2],
+            responsible_basis=row[3],
+            transferred_on=_date(row[4]),
+            removed_on=_date(row[5]),
+            left_territory_on=_date(row[6]),
+            relocated_to=row[7],
+            relocated_on=_date(row[8]),
         )
 
     # --- lifecycle: marks, erasure, links of revealed hits (node/lifecycle.py) ----------
@@ -287,24 +370,28 @@ class RecordStore:
     def marked_flags(self) -> npt.NDArray[np.bool_]:
         """Whether each row is marked, in row-id order (aligned with :meth:`templates`)."""
         with self._lock:
-            rows = self._db.execute("SELECT marked_at FROM records ORDER BY id").fetchall()
-        return np.fromiter((r[0] is not None for r in rows), dtype=np.bool_, count=len(rows))
+            rows = self._db.execute("SELECT mark_kind FROM records ORDER BY id").fetchall()
+        return np.fromiter((r[0] != "" for r in rows), dtype=np.bool_, count=len(rows))
 
-    def set_marked(self, record_id: int, marked: bool, when: dt.datetime) -> bool:
-        """Mark or unmark a record; returns False when it already was in that state."""
+    def set_marked(self, record_id: int, kind: MarkKind, when: dt.datetime) -> bool:
+        """Mark a record with ``kind``, or unmark it (``MarkKind.NONE``); returns False when
+        it already was in that state. The caller checks the kind against the category."""
         with self._lock:
             row = self._db.execute(
-                "SELECT marked_at FROM records WHERE id = ?", (record_id,)
+                "SELECT mark_kind FROM records WHERE id = ?", (record_id,)
             ).fetchone()
             if row is None:
                 raise NotFound("record no longer exists")
-            if (row[0] is not None) == marked:
+            if row[0] == kind.value:
                 return False
-            stamp = when.isoformat(timespec="seconds") if marked else None
+            if row[0] and kind is not MarkKind.NONE:
+                raise PreconditionFailed(f"the record already carries a {row[0]} mark")
+            stamp = when.isoformat(timespec="seconds") if kind is not MarkKind.NONE else None
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.execute(
-                    "UPDATE records SET marked_at = ? WHERE id = ?", (stamp, record_id)
+                    "UPDATE records SET mark_kind = ?, marked_at = ? WHERE id = ?",
+                    (kind.value, stamp, record_id),
                 )
         return True
 
@@ -327,6 +414,7 @@ class RecordStore:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.executemany("DELETE FROM hit_links WHERE record_id = ?", ids)
+                self._db.executemany("DELETE FROM own_hit_links WHERE record_id = ?", ids)
                 self._db.executemany("DELETE FROM records WHERE id = ?", ids)
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
@@ -358,6 +446,10 @@ class RecordStore:
         return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
 
 
+def _date(value: str | None) -> dt.date | None:
+    return dt.date.fromisoformat(value) if value else None
+
+
 def _birth(meta: RecordMeta) -> tuple[str | None, int]:
     return (
         meta.birth_date.isoformat() if meta.birth_date is not None else None,
@@ -376,26 +468,30 @@ def facial_image_count(db: sqlite3.Connection) -> int:
 
 
 def migrate_schema(db: sqlite3.Connection) -> None:
-    """Bring a register of schema 1 or 2 to schema 3 (new columns; the new table is created
-    by the schema script). Idempotent; a new or current file is left alone."""
+    """Bring a register of schema 1, 2 or 3 to schema 4 (new columns; new tables are created
+    by the schema script). Schema 3's marks were all protection granted (Eurodac recast Art.
+    31(1), applicant data): they keep that kind. Idempotent; a new or current file is left
+    alone."""
     has_meta = db.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
     ).fetchone()
     if has_meta is None:
         return
     row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    if row is None or row[0] not in ("1", "2"):
+    if row is None or row[0] not in ("1", "2", "3"):
         return
     db.execute("BEGIN IMMEDIATE")
     try:
-        if row[0] == "1":
-            db.execute("ALTER TABLE records ADD COLUMN birth_date TEXT")
-            db.execute(
-                "ALTER TABLE records ADD COLUMN birth_date_estimated INTEGER NOT NULL DEFAULT 0"
-            )
-            db.execute("ALTER TABLE records ADD COLUMN marked_at TEXT")
-        db.execute("ALTER TABLE records ADD COLUMN face_image BLOB")
-        db.execute("ALTER TABLE records ADD COLUMN image_quality REAL")
+        # Each column the file lacks, whatever version it says it is: adding only what is
+        # missing keeps the migration a single path.
+        have = {r[1] for r in db.execute("PRAGMA table_info(records)")}
+        for column in _OLDER_COLUMNS + _SCHEMA_4_COLUMNS:
+            if column.split()[0] not in have:
+                db.execute(f"ALTER TABLE records ADD COLUMN {column}")
+        db.execute(
+            "UPDATE records SET mark_kind = ? WHERE marked_at IS NOT NULL",
+            (MarkKind.PROTECTION_GRANTED.value,),
+        )
         db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,))
         db.execute("COMMIT")
     except BaseException:

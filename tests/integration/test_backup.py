@@ -31,7 +31,7 @@ from fedmatch.audit.note import NoteSigner
 from fedmatch.audit.party import COORDINATOR_ORIGIN, AuditConfig, node_origin
 from fedmatch.demo.seed import seed_register
 from fedmatch.demo.synthetic import capture, unit_vectors
-from fedmatch.domain import Category
+from fedmatch.domain import Category, MarkKind
 from fedmatch.errors import PreconditionFailed
 from fedmatch.protocol.replay import ReplayGuard
 from node.backup import (
@@ -386,7 +386,7 @@ def change_after_backup(tmp: Path) -> tuple[NodeConfig, AuditConfig]:
     store = RecordStore(node_cfg.database, STATE, DIM, MODEL)
     victim, protected = store.get(4).reference, store.get(6).reference
     store.erase([4])
-    store.set_marked(6, True, dt.datetime(2026, 11, 21, tzinfo=dt.UTC))
+    store.set_marked(6, MarkKind.PROTECTION_GRANTED, dt.datetime(2026, 11, 21, tzinfo=dt.UTC))
     store.close()
     audit = node_audit(tmp, STATE)
     for kind, reference in (
@@ -560,7 +560,7 @@ def test_restore_over_a_register_left_with_committed_writes_in_its_wal(tmp_path:
     take_backup(node_cfg, audit_cfg, tmp_path / "backup")
     files = [node_cfg.database.with_name(node_cfg.database.name + s) for s in ("", "-wal", "-shm")]
     store = RecordStore(node_cfg.database, STATE, DIM, MODEL)
-    store.set_marked(2, True, dt.datetime(2026, 11, 21, tzinfo=dt.UTC))
+    store.set_marked(2, MarkKind.PROTECTION_GRANTED, dt.datetime(2026, 11, 21, tzinfo=dt.UTC))
     crashed = [p.read_bytes() for p in files]  # the files as a crash would leave them
     store.close()
     for path, data in zip(files, crashed, strict=True):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedmatch.domain import Category, Sex
+from fedmatch.domain import Category, MarkKind, Sex
 from fedmatch.errors import ConfigError, InvalidInput, NotFound, PreconditionFailed
 from node.inbox import NOTICE_DUE, Notice, NoticeBox, NoticeKind, reference_digest
 from node.records import NewRecord, RecordMeta
@@ -233,13 +233,13 @@ def test_marks_are_kept_in_the_register(tmp_path: Path) -> None:
         a = store.add(record("IT-A", Category.APPLICANT, dt.date(2026, 7, 1)))
         store.add(record("IT-B", Category.APPLICANT, dt.date(2026, 7, 1)))
         when = dt.datetime(2026, 9, 1, tzinfo=dt.UTC)
-        assert store.set_marked(a, True, when)
-        assert not store.set_marked(a, True, when)  # already marked: unchanged
+        assert store.set_marked(a, MarkKind.PROTECTION_GRANTED, when)
+        assert not store.set_marked(a, MarkKind.PROTECTION_GRANTED, when)  # unchanged
         assert store.marked_flags().tolist() == [True, False]
-        assert store.set_marked(a, False, when)
+        assert store.set_marked(a, MarkKind.NONE, when)
         assert store.marked_flags().tolist() == [False, False]
         with pytest.raises(NotFound):
-            store.set_marked(999, True, when)
+            store.set_marked(999, MarkKind.PROTECTION_GRANTED, when)
     finally:
         store.close()
 

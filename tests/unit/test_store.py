@@ -14,11 +14,11 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from fedmatch.domain import Category, Sex
+from fedmatch.domain import RESETTLEMENT_BASES, Category, MarkKind, Sex
 from fedmatch.errors import AlreadyExists, InvalidInput, NotFound, PreconditionFailed
 from fedmatch.protocol.limits import MAX_TEXT_FIELD
-from node.records import NewRecord, RecordMeta
-from node.store import RecordStore
+from node.records import NewRecord, RecordMeta, RecordStatus
+from node.store import SCHEMA_VERSION, RecordStore
 
 D = dt.date
 STATE = "IT"
@@ -383,3 +383,80 @@ def test_locked_database_error_is_not_masked(store: RecordStore, db_path: Path) 
             store.add(record("IT-0001"))
     finally:
         writer.close()
+
+
+# --------------------------------------------------------------------------- schema 4
+
+
+def _resettled(basis: str, category: Category = Category.RESETTLEMENT) -> RecordMeta:
+    return RecordMeta(
+        reference="IT-R-1",
+        category=category,
+        event_date=EVENT,
+        event_place="Rome",
+        capture_date=EVENT,
+        birth_date=dt.date(1990, 5, 17),
+        resettlement_basis=basis,
+    )
+
+
+@pytest.mark.parametrize("basis", ["", *sorted(RESETTLEMENT_BASES)])
+def test_resettlement_basis_is_kept(store: RecordStore, basis: str) -> None:
+    """The Eurodac recast article resettlement data were taken under (Art. 18(1), 18(2)(a)-(c),
+    20) decides their retention (DOMAIN.md section 1): the register keeps it."""
+    row = store.add(NewRecord(_resettled(basis), unit(0), MODEL))
+    assert store.get(row).resettlement_basis == basis
+
+
+@pytest.mark.parametrize(
+    ("basis", "category"),
+    [
+        pytest.param("18(3)", Category.RESETTLEMENT, id="unknown-article"),
+        pytest.param("18(2)", Category.RESETTLEMENT, id="no-point"),
+        pytest.param("18(2)(a)", Category.APPLICANT, id="not-resettlement"),
+        pytest.param("20", Category.IRREGULAR_CROSSING, id="art-20-on-crossing"),
+    ],
+)
+def test_bad_resettlement_basis_is_refused(basis: str, category: Category) -> None:
+    with pytest.raises(InvalidInput, match="resettlement_basis"):
+        _resettled(basis, category)
+
+
+def _downgrade_to_schema_3(path: Path) -> None:
+    """Make ``path`` look like a register written by schema 3 (before marks had a kind and
+    records a Dublin status)."""
+    conn = sqlite3.connect(path)
+    for column in (
+        "mark_kind", "responsible_state", "responsible_basis", "transferred_on", "removed_on",
+        "left_territory_on", "relocated_to", "relocated_on", "resettlement_basis",
+    ):  # fmt: skip
+        conn.execute(f"ALTER TABLE records DROP COLUMN {column}")
+    conn.execute("DROP TABLE own_hit_links")
+    conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+
+
+def test_a_register_of_schema_3_is_migrated(db_path: Path) -> None:
+    """Schema 3 had one kind of mark, set on applicant records: protection granted (Eurodac
+    recast Art. 31(1)). Its marked records keep their mark as that kind; the others get no
+    mark, no status and no resettlement basis."""
+    store = RecordStore(db_path, STATE, DIM, MODEL)
+    when = dt.datetime(2026, 8, 1, 9, 30, tzinfo=dt.UTC)
+    try:
+        marked, plain = store.add_many([record("IT-M"), record("IT-P", 1)])
+        store.set_marked(marked, MarkKind.PROTECTION_GRANTED, when)
+    finally:
+        store.close()
+    _downgrade_to_schema_3(db_path)
+    store = RecordStore(db_path, STATE, DIM, MODEL)
+    try:
+        assert store.status(marked) == RecordStatus(MarkKind.PROTECTION_GRANTED, when)
+        assert store.status(plain) == RecordStatus()
+        assert store.get(plain).resettlement_basis == ""
+        assert store.marked_flags().tolist() == [True, False]
+    finally:
+        store.close()
+    with sqlite3.connect(db_path) as check:
+        (version,) = check.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    assert version == SCHEMA_VERSION == "4"
