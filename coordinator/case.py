@@ -14,13 +14,16 @@ here: :func:`coordinator.dublin.decide` applies them, with its windows and tie-b
 
 Rules, in order; the first that applies names the responsible state (:class:`Criterion`):
 
+- before any criterion, a record marked "protection granted" (Eurodac recast Art. 31(1)) in
+  another state: no Dublin case, no state, a checklist flag (inadmissibility or readmission);
 - unaccompanied minor (criterion 1: Dublin III Art. 8, AMMR Art. 25);
 - take back, before any other criterion: an earlier application in another state
   (``decide``) sends the applicant back (Dublin III Art. 18(1)(b)-(d), 20(5); CJEU C-582/17
   *H. and R.*; AMMR Art. 36, 38); :class:`Criterion` calls it FIRST_APPLICATION (6);
 - family member who is a beneficiary of international protection or an applicant (Dublin III
   Art. 9 and 10, AMMR Art. 26 and 27; criterion 2);
-- residence document or visa (Dublin III Art. 12, AMMR Art. 29; criterion 3);
+- residence document or visa (Dublin III Art. 12, AMMR Art. 29; criterion 3), with Dublin III
+  Art. 12(4)'s conditions (entry enabled, not left since) and its second subparagraph;
 - criteria 4 and 5 in each regime's order: Dublin III irregular entry (Art. 13, ``decide``),
   then visa-waived entry and airport transit (Art. 14, 15); the AMMR visa-waived entry and
   airport transit (Art. 31, 32) first, then entry and search-and-rescue disembarkation
@@ -53,10 +56,11 @@ answer.
 The result is a :class:`CaseProposal`, for an official to confirm (:func:`confirm`), with its
 evidence and one-sentence explanation. It holds record metadata only, never a biometric
 template or a comparison score. Conditions that no input here can show remain the official's to
-check in every case: the best interests of a child, the written wish of Art. 9 and 10, that an
-expired visa actually enabled entry, that the applicant has not left the member states' territory
-since, visas issued under representation (give the represented state as issuer), and the
-visa-waiver exception of Dublin III Art. 14(2).
+check in every case (the proposal's checklist): the best interests of a child, the written
+wish of Art. 9 and 10, visas issued under representation (give the represented state as
+issuer). Each deadline carries what follows once the request is sent (the reply, the day
+silence counts as acceptance or confirmation, a re-examination, the transfer decision and the
+transfer), dated for a request sent on the deadline's last day.
 """
 
 from __future__ import annotations
@@ -67,8 +71,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import TypeAlias
 
-from coordinator.dublin import Decision, Procedure, Regime, Rule, add_months, decide, regime_for
-from fedmatch.domain import Category, HitDetail, check_member_state
+from coordinator.dublin import (
+    Decision,
+    Procedure,
+    Regime,
+    Rule,
+    add_months,
+    decide,
+    next_step,
+    regime_for,
+)
+from fedmatch.domain import Category, HitDetail, MarkKind, check_member_state
 from fedmatch.errors import AlreadyExists, InvalidInput, PreconditionFailed
 
 __all__ = [
@@ -90,6 +103,7 @@ __all__ = [
     "Fact",
     "FamilyMember",
     "FamilyStatus",
+    "FollowOn",
     "PeriodUnit",
     "ReceivedHit",
     "Relation",
@@ -110,6 +124,9 @@ class Criterion(enum.IntEnum):
     IRREGULAR_ENTRY = 4
     VISA_WAIVER_OR_TRANSIT = 5
     FIRST_APPLICATION = 6
+    # Not a criterion: protection granted in another state ends the Dublin question before
+    # any criterion is asked (numbered last to keep the criteria's own numbers).
+    PROTECTION_GRANTED = 7
 
 
 class Relation(enum.StrEnum):
@@ -173,6 +190,7 @@ class StartEvent(enum.StrEnum):
 
 
 class PeriodUnit(enum.StrEnum):
+    DAYS = "days"
     WEEKS = "weeks"
     MONTHS = "months"
 
@@ -301,6 +319,116 @@ _TAKE_BACK: dict[Regime, _Clock] = {
 }
 
 
+@dataclass(frozen=True)
+class _Step:
+    """A follow-on clock (see :class:`FollowOn`), counted from an earlier step's date."""
+
+    name: str
+    after: str  # request_sent or the name of an earlier step
+    length: int
+    unit: PeriodUnit
+    basis: str
+    meaning: str
+
+
+# Reg. 1560/2003 Art. 5(2): a re-examination is asked within 3 weeks of a negative reply,
+# answered within 2 weeks (CJEU C-47/17 and C-48/17 *X and X*: its silence ends the procedure
+# and the requesting state is responsible unless its own time limits still run). The AMMR's
+# implementing act had not replaced it in the text checked: confirm for AMMR cases.
+_REEXAMINATION = _Step(
+    "reexamination_request_due", "reply_due", 3, PeriodUnit.WEEKS,
+    "Reg. 1560/2003 Art. 5(2)",
+    "a negative reply may be contested within 3 weeks of its receipt (dated here for a reply "
+    "on its last day); the requested state answers within 2 weeks",
+)  # fmt: skip
+
+
+def _reply_steps(
+    reply: _Step, silence_basis: str, transfer: tuple[_Step, ...]
+) -> tuple[_Step, ...]:
+    silence = _Step(
+        "silence_is_acceptance", reply.name, 1, PeriodUnit.DAYS, silence_basis,
+        "no reply by the due date: the request counts as accepted from this day",
+    )  # fmt: skip
+    return (reply, silence, _REEXAMINATION, *transfer)
+
+
+_DIII_TRANSFER_STEP = _Step(
+    "transfer_due", "silence_is_acceptance", 6, PeriodUnit.MONTHS,
+    "Dublin III (Reg. 604/2013) Art. 29(1)",
+    "the transfer within 6 months of the acceptance (dated for an acceptance by silence; up "
+    "to 1 year after imprisonment, 18 months if the person absconds, Art. 29(2)); after it, "
+    "the requesting state is responsible",
+)  # fmt: skip
+
+
+def _ammr_transfer(after: str) -> tuple[_Step, ...]:
+    return (
+        _Step(
+            "transfer_decision_due", after, 2, PeriodUnit.WEEKS,
+            "the AMMR (Reg. 2024/1351) Art. 42(1)",
+            "the transfer decision is notified within 2 weeks of the acceptance or "
+            "confirmation",
+        ),
+        _Step(
+            "transfer_due", after, 6, PeriodUnit.MONTHS,
+            "the AMMR (Reg. 2024/1351) Art. 46(1)",
+            "the transfer within 6 months of the acceptance or confirmation (up to 1 year or "
+            "3 years, Art. 46(2)); after it, the requesting state becomes responsible "
+            "(Art. 37(1))",
+        ),
+    )  # fmt: skip
+
+
+def _follow_steps(regime: Regime, procedure: Procedure, hit_based: bool) -> tuple[_Step, ...]:
+    """What follows a request or notification sent under ``regime`` by ``procedure``."""
+    if regime is Regime.DUBLIN_III and procedure is Procedure.TAKE_CHARGE:
+        reply = _Step("reply_due", "request_sent", 2, PeriodUnit.MONTHS,
+                      "Dublin III (Reg. 604/2013) Art. 22(1)",
+                      "the requested state replies within 2 months of the request")  # fmt: skip
+        return _reply_steps(reply, "Dublin III Art. 22(7)", (_DIII_TRANSFER_STEP,))
+    if regime is Regime.DUBLIN_III:
+        reply = _Step("reply_due", "request_sent", 2, PeriodUnit.WEEKS,
+                      "Dublin III (Reg. 604/2013) Art. 25(1)",
+                      "the requested state replies within 2 weeks of a request based on a "
+                      "Eurodac hit")  # fmt: skip
+        return _reply_steps(reply, "Dublin III Art. 25(2)", (_DIII_TRANSFER_STEP,))
+    if procedure is Procedure.TAKE_CHARGE:
+        reply = (
+            _Step("reply_due", "request_sent", 2, PeriodUnit.WEEKS,
+                  "the AMMR (Reg. 2024/1351) Art. 40(2)",
+                  "the requested state replies within 2 weeks of a request based on a "
+                  "Eurodac hit")
+            if hit_based
+            else _Step("reply_due", "request_sent", 1, PeriodUnit.MONTHS,
+                       "the AMMR (Reg. 2024/1351) Art. 40(1)",
+                       "the requested state replies within 1 month of the request")
+        )  # fmt: skip
+        return _reply_steps(reply, "the AMMR Art. 40", _ammr_transfer("silence_is_acceptance"))
+    confirm = _Step("confirmation_due", "request_sent", 2, PeriodUnit.WEEKS,
+                    "the AMMR (Reg. 2024/1351) Art. 41(3)",
+                    "the notified state confirms receipt within 2 weeks")  # fmt: skip
+    silence = _Step("silence_is_confirmation", "confirmation_due", 1, PeriodUnit.DAYS,
+                    "the AMMR (Reg. 2024/1351) Art. 41(3)",
+                    "no confirmation by the due date: the notification counts as "
+                    "confirmed from this day")  # fmt: skip
+    return (confirm, silence, *_ammr_transfer("silence_is_confirmation"))
+
+
+def _follow_on(steps: tuple[_Step, ...], sent: dt.date) -> tuple[FollowOn, ...]:
+    days = {"request_sent": sent}
+    out = []
+    for step in steps:
+        latest = period_end(days[step.after], step.length, step.unit)
+        days[step.name] = latest
+        out.append(
+            FollowOn(
+                step.name, step.after, step.length, step.unit, step.basis, step.meaning, latest
+            )
+        )
+    return tuple(out)
+
+
 def period_end(start: dt.date, length: int, unit: PeriodUnit) -> dt.date:
     """Return the last day of a period of ``length`` weeks or months that runs from ``start``.
 
@@ -313,11 +441,13 @@ def period_end(start: dt.date, length: int, unit: PeriodUnit) -> dt.date:
     _check_date(start, "start")
     if isinstance(length, bool) or not isinstance(length, int) or length < 0:
         raise InvalidInput("a period length must be a non-negative integer")
+    if unit is PeriodUnit.DAYS:
+        return start + dt.timedelta(days=length)
     if unit is PeriodUnit.WEEKS:
         return start + dt.timedelta(weeks=length)
     if unit is PeriodUnit.MONTHS:
         return add_months(start, length)
-    raise InvalidInput("a period unit must be weeks or months")
+    raise InvalidInput("a period unit must be days, weeks or months")
 
 
 # --- inputs ------------------------------------------------------------------------------
@@ -377,11 +507,19 @@ class ApplicantSituation:
     airport_transit_state: str | None = None  # applied in this state's airport transit area
     # Where an earlier application elsewhere stands: the exact take back basis.
     earlier_application: EarlierApplication = EarlierApplication.UNKNOWN
+    # Dublin III Art. 12(4): whether the expired documents "enabled him or her actually to
+    # enter" and whether the applicant has left the member states' territory since; None is
+    # not known (a checklist item asks the official).
+    expired_document_enabled_entry: bool | None = None
+    left_territory_since: bool | None = None
 
     def __post_init__(self) -> None:
         for flag in ("unaccompanied_minor", "visa_waived_in_requesting_state"):
             if not isinstance(getattr(self, flag), bool):
                 raise InvalidInput(f"{flag} must be true or false")
+        for flag in ("expired_document_enabled_entry", "left_territory_since"):
+            if getattr(self, flag) not in (None, True, False):
+                raise InvalidInput(f"{flag} must be true, false or not given")
         if not isinstance(self.earlier_application, EarlierApplication):
             raise InvalidInput("earlier_application must be an EarlierApplication")
         _check_tuple(self.family, FamilyMember, "family")
@@ -460,6 +598,23 @@ Evidence: TypeAlias = FamilyMember | TravelDocument | ReceivedHit | Fact
 
 
 @dataclass(frozen=True)
+class FollowOn:
+    """A clock that runs once the request or notification is sent: the requested state's
+    reply, the day its silence starts to count, a re-examination, the transfer decision and
+    the transfer. ``latest`` dates it for a request sent on the deadline's last day and an
+    acceptance by silence: the latest the chain can run (an earlier request moves every
+    date earlier by as much)."""
+
+    name: str
+    after: str  # the event it counts from: request_sent, reply_due, acceptance
+    length: int
+    unit: PeriodUnit
+    basis: str
+    meaning: str
+    latest: dt.date
+
+
+@dataclass(frozen=True)
 class Deadline:
     """A time limit for the requesting state's next step; ``due`` is its last day."""
 
@@ -472,6 +627,7 @@ class Deadline:
     basis: str
     consequence: str = ""  # what missing it means
     then: str = ""  # what follows once the step is taken: reply, silence, transfer
+    follow_on: tuple[FollowOn, ...] = ()  # the same, as dated clocks
 
 
 @dataclass(frozen=True)
@@ -605,6 +761,7 @@ _LABELS: dict[Criterion, str] = {
     Criterion.IRREGULAR_ENTRY: "irregular entry",
     Criterion.VISA_WAIVER_OR_TRANSIT: "visa-waived entry or airport transit",
     Criterion.FIRST_APPLICATION: "first application",
+    Criterion.PROTECTION_GRANTED: "protection granted elsewhere",
 }
 
 
@@ -617,6 +774,7 @@ class _Basis(enum.Enum):
     VALID_RESIDENCE_DOCUMENT = enum.auto()
     VALID_VISA = enum.auto()
     EXPIRED_DOCUMENT = enum.auto()
+    EXPIRED_NOT_LEFT = enum.auto()
     VISA_WAIVED_ENTRY = enum.auto()
     VISA_WAIVED_HERE_TOO = enum.auto()
     AIRPORT_TRANSIT = enum.auto()
@@ -629,11 +787,9 @@ class _Basis(enum.Enum):
 # 33(1) and (2), 39(1) and 41(1). Art. 25(5), 26, 27, 31 and 32 follow
 # the AMMR's structure (Dublin III Art. 8 to 10, 14 and 15 renumbered; Art. 30, diplomas and
 # qualifications, is a criterion this engine has no input for) and were not checked against
-# the text: confirm them before an official relies on the citation. Note for Art. 31 to 33:
-# the AMMR applies its criteria in the order of its articles, which would put visa-waived
-# entry and airport transit (Art. 31, 32) before irregular entry (Art. 33), unlike Dublin III
-# (Art. 13 before 14 and 15); this engine keeps DOMAIN.md's order for both regimes until that
-# is confirmed.
+# the text: confirm them before an official relies on the citation. The AMMR applies its
+# criteria in the order of its articles: visa-waived entry and airport transit (Art. 31, 32)
+# before entry (Art. 33), unlike Dublin III (Art. 13 before 14 and 15); see propose().
 _ARTICLES: dict[tuple[Regime, _Basis], str] = {
     (Regime.DUBLIN_III, _Basis.MINOR_FAMILY): "Art. 8(1)",
     (Regime.DUBLIN_III, _Basis.MINOR_RELATIVE): "Art. 8(2)",
@@ -643,6 +799,7 @@ _ARTICLES: dict[tuple[Regime, _Basis], str] = {
     (Regime.DUBLIN_III, _Basis.VALID_RESIDENCE_DOCUMENT): "Art. 12(1)",
     (Regime.DUBLIN_III, _Basis.VALID_VISA): "Art. 12(2)",
     (Regime.DUBLIN_III, _Basis.EXPIRED_DOCUMENT): "Art. 12(4)",
+    (Regime.DUBLIN_III, _Basis.EXPIRED_NOT_LEFT): "Art. 12(4) second subparagraph",
     (Regime.DUBLIN_III, _Basis.VISA_WAIVED_ENTRY): "Art. 14(1)",
     (Regime.DUBLIN_III, _Basis.VISA_WAIVED_HERE_TOO): "Art. 14(2)",
     (Regime.DUBLIN_III, _Basis.AIRPORT_TRANSIT): "Art. 15",
@@ -778,7 +935,9 @@ def propose(case: DublinCase) -> CaseProposal:
     # (Art. 32) before entry (Art. 33); Dublin III entry (Art. 13) before Art. 14 and 15.
     later = (waiver or entry) if regime is Regime.AMMR else (entry or waiver)
     outcome = (
-        _unaccompanied_minor(case, regime, received)
+        # Protection granted elsewhere: no Dublin case, before any criterion.
+        _hit_rules(decision, received, Criterion.PROTECTION_GRANTED)
+        or _unaccompanied_minor(case, regime, received)
         # First, take back: an earlier application in another state is no criterion, the
         # requesting state does not apply the criteria itself (C-582/17 H. and R.).
         or _hit_rules(decision, received, Criterion.FIRST_APPLICATION)
@@ -846,17 +1005,27 @@ def _unaccompanied_minor(
     minor = Fact("unaccompanied_minor", "true")
     if regime is Regime.AMMR:
         # Art. 25(5): the state of first registration, which an earlier applicant hit shows.
-        applications = [hit for hit in received if hit.category is Category.APPLICANT]
-        decision = decide(case.requesting_state, case.registration_date, applications)
-        if decision.rule is Rule.EARLIER_APPLICATION and decision.responsible_state:
-            hits = tuple(received[hit] for hit in decision.evidence)
+        # (Not the state Eurodac indicates: Art. 25(5) names the first registration.)
+        applications = sorted(
+            (
+                hit
+                for hit in received
+                if hit.category is Category.APPLICANT
+                and hit.member_state != case.requesting_state
+                and hit.event_date <= case.registration_date
+            ),
+            key=lambda h: (h.event_date, h.capture_date, h.member_state, h.reference),
+        )
+        if applications:
+            state = applications[0].member_state
+            hits = tuple(received[hit] for hit in applications if hit.member_state == state)
             return _Outcome(
                 criterion=Criterion.UNACCOMPANIED_MINOR,
-                state=decision.responsible_state,
+                state=state,
                 basis=_Basis.MINOR_NO_FAMILY,
                 reason=(
                     "no family member, sibling or relative is present, and the minor's "
-                    f"application was first registered in {decision.responsible_state} "
+                    f"application was first registered in {state} "
                     f"(application record {hits[0].hit.reference} dated "
                     f"{hits[0].hit.event_date.isoformat()})"
                 ),
@@ -920,12 +1089,17 @@ def _family_outcome(
 
 def _documents(case: DublinCase, regime: Regime) -> _Outcome | None:
     day = case.registration_date
-    documents = case.situation.documents
+    situation = case.situation
+    documents = situation.documents
     valid = [d for d in documents if d.valid_from <= day <= d.valid_until]
     expired = [d for d in documents if d.valid_until < day <= _grace_end(d, regime)]
+    if not valid and expired and regime is Regime.DUBLIN_III and not _may_count(situation):
+        # Dublin III Art. 12(4): only documents that enabled entry, while the applicant has
+        # not left the member states' territory.
+        expired = []
     candidates = valid or expired
     if not candidates:
-        return None
+        return _expired_not_left(case, regime)
     order = _document_order(candidates)
     ordered = sorted(candidates, key=order)
     chosen = ordered[0]
@@ -953,40 +1127,42 @@ def _documents(case: DublinCase, regime: Regime) -> _Outcome | None:
 _HIT_RULES: dict[Criterion, frozenset[Rule]] = {
     Criterion.IRREGULAR_ENTRY: frozenset({Rule.IRREGULAR_ENTRY, Rule.SAR_DISEMBARKATION}),
     Criterion.FIRST_APPLICATION: frozenset({Rule.EARLIER_APPLICATION}),
+    Criterion.PROTECTION_GRANTED: frozenset({Rule.PROTECTION_GRANTED}),
 }
 
 
 def _hit_rules(
     decision: Decision, received: dict[HitDetail, ReceivedHit], criterion: Criterion
 ) -> _Outcome | None:
-    """Criterion 4, or the take back of criterion 6, as decide() found them."""
-    if decision.rule not in _HIT_RULES[criterion] or decision.responsible_state is None:
+    """Criterion 4, the take back of criterion 6, or protection granted elsewhere, as
+    decide() found them."""
+    if decision.rule not in _HIT_RULES[criterion]:
         return None
     hits = tuple(received[hit] for hit in decision.evidence)
+    if decision.rule is Rule.PROTECTION_GRANTED:
+        return _Outcome(criterion, "", None, "", hits, decision=decision)
+    if decision.responsible_state is None:
+        return None
     if decision.tie:
-        # Records of several states carry the deciding date: no code order decides.
+        # Records of several states carry the deciding date, or indicate different
+        # responsible states: no code order decides.
         first = hits[0].hit
-        day = first.event_date.isoformat()
-        tied: list[ReceivedHit] = sorted(
-            (
-                r
-                for r in received.values()
-                if r.hit.member_state in decision.rivals
-                and r.hit.event_date == first.event_date
-                and r.hit.category == first.category
-            ),
-            key=lambda r: (r.hit.member_state, r.hit.reference),
+        why = (
+            f"records of {', '.join(decision.rivals)} carry the same date "
+            f"({first.event_date.isoformat()})"
+            if decision.rule is not Rule.EARLIER_APPLICATION or decision.regime is not Regime.AMMR
+            else f"the records indicate different responsible states ({decision.explanation})"
         )
         return _Outcome(
             criterion=criterion,
             state="",
             basis=None,
             reason="",
-            evidence=tuple(tied),
+            evidence=tuple(received[hit] for hit in decision.tied),
             decision=decision,
             deciding_hit=hits[0],
             candidates=decision.rivals,
-            why_undecided=f"records of {', '.join(decision.rivals)} carry the same date ({day})",
+            why_undecided=why,
         )
     return _Outcome(
         criterion=criterion,
@@ -996,6 +1172,49 @@ def _hit_rules(
         evidence=hits,
         decision=decision,
         deciding_hit=hits[0],
+    )
+
+
+def _may_count(situation: ApplicantSituation) -> bool:
+    # Unknown (None) counts, with a checklist item: the official confirms both conditions.
+    return (
+        situation.expired_document_enabled_entry is not False
+        and situation.left_territory_since is not True
+    )
+
+
+def _expired_not_left(case: DublinCase, regime: Regime) -> _Outcome | None:
+    """Dublin III Art. 12(4) second subparagraph: documents expired beyond the grace period
+    that enabled entry, and the applicant has not left: the state where the application was
+    lodged is responsible. The AMMR has no such rule (Art. 29(4))."""
+    situation = case.situation
+    day = case.registration_date
+    older = [d for d in situation.documents if _grace_end(d, regime) < day]
+    if (
+        regime is not Regime.DUBLIN_III
+        or not older
+        or situation.expired_document_enabled_entry is not True
+        or situation.left_territory_since is not False
+    ):
+        return None
+    state = case.requesting_state
+    latest = max(older, key=lambda d: (d.valid_until, d.issuing_state))
+    return _Outcome(
+        Criterion.DOCUMENTS,
+        state,
+        _Basis.EXPIRED_NOT_LEFT,
+        (
+            f"the applicant holds only documents expired beyond the grace period (the latest, "
+            f"a {_KINDS[latest.kind]} of {latest.issuing_state}, on "
+            f"{latest.valid_until.isoformat()}) that enabled entry, and has not left the "
+            f"member states' territory since, so the state where the application was lodged "
+            f"examines it"
+        ),
+        (
+            *older,
+            Fact("expired_document_enabled_entry", "true"),
+            Fact("left_territory_since", "false"),
+        ),
     )
 
 
@@ -1054,7 +1273,14 @@ def _default(case: DublinCase) -> _Outcome:
 
 def _proposal(case: DublinCase, regime: Regime, outcome: _Outcome) -> CaseProposal:
     decision = outcome.decision
-    if outcome.candidates:
+    prefix = f"Criterion {int(outcome.criterion)} ({_LABELS[outcome.criterion]}): "
+    if decision is not None and decision.rule is Rule.PROTECTION_GRANTED:
+        # No Dublin case: no state, no procedure's clocks, the flag on the checklist.
+        procedure = decision.procedure
+        basis = f"Eurodac recast (Reg. 2024/1358) {decision.article}"
+        body = decision.explanation
+        prefix = ""
+    elif outcome.candidates:
         procedure = decision.procedure if decision is not None else Procedure.TAKE_CHARGE
         basis = (
             _decision_basis(decision, case.situation.earlier_application)
@@ -1069,8 +1295,12 @@ def _proposal(case: DublinCase, regime: Regime, outcome: _Outcome) -> CasePropos
         procedure = decision.procedure
         basis = _decision_basis(decision, case.situation.earlier_application)
         # decide() cites a take back as 18(1)(b); the case knows (or says it does not) which.
-        cited = _decision_basis(decision, EarlierApplication.UNDER_EXAMINATION)
-        body = decision.explanation.replace(cited, basis)
+        cited = f"{_REGIME_NAMES[decision.regime]} {decision.article}"
+        body = (
+            decision.explanation.replace(cited, basis)
+            if decision.rule is Rule.EARLIER_APPLICATION
+            else decision.explanation
+        )
     else:
         assert outcome.basis is not None  # every criterion but decide()'s sets its basis
         basis = f"{_REGIME_NAMES[regime]} {_ARTICLES[(regime, outcome.basis)]}"
@@ -1082,9 +1312,8 @@ def _proposal(case: DublinCase, regime: Regime, outcome: _Outcome) -> CasePropos
             procedure = Procedure.TAKE_CHARGE
         body = (
             f"{outcome.state} is responsible under {basis} ({outcome.reason}); "
-            f"{_action(case.requesting_state, outcome.state, procedure, regime)}."
+            f"{next_step(case.requesting_state, outcome.state, procedure, regime)}."
         )
-    label = _LABELS[outcome.criterion]
     return CaseProposal(
         requesting_state=case.requesting_state,
         lodging_date=case.lodging_date,
@@ -1095,61 +1324,106 @@ def _proposal(case: DublinCase, regime: Regime, outcome: _Outcome) -> CasePropos
         procedure=procedure,
         basis=basis,
         evidence=outcome.evidence,
-        explanation=f"Criterion {int(outcome.criterion)} ({label}): {body}",
+        explanation=f"{prefix}{body}",
         deadlines=_deadlines(case, regime, procedure, outcome.deciding_hit),
         hit_rule=decision.rule if decision is not None else None,
-        checklist=_CHECKLIST[regime] + _case_checks(case, regime, decision),
+        checklist=_CHECKLIST[regime] + _case_checks(case, regime, decision, outcome),
         candidates=outcome.candidates,
     )
 
 
 def _case_checks(
-    case: DublinCase, regime: Regime, decision: Decision | None
+    case: DublinCase, regime: Regime, decision: Decision | None, outcome: _Outcome
 ) -> tuple[CheckItem, ...]:
     """What this case in particular leaves open."""
+    checks: list[CheckItem] = []
+    if decision is not None and decision.rule is Rule.PROTECTION_GRANTED:
+        checks.append(CheckItem(
+            "protection_granted",
+            "international protection granted by another state (Eurodac recast Art. 31(1) "
+            "mark): no Dublin request; decide on inadmissibility or readmission, and check "
+            "the protection has not ceased",
+        ))  # fmt: skip
     if (
         regime is Regime.DUBLIN_III
         and decision is not None
         and decision.rule is Rule.EARLIER_APPLICATION
         and case.situation.earlier_application is EarlierApplication.UNKNOWN
     ):
-        return (
-            CheckItem(
-                "earlier_application_status",
-                "the status of the earlier application (under examination, withdrawn, "
-                "rejected, or withdrawn during the determination) gives the exact basis: "
-                "Art. 18(1)(b), (c), (d) or 20(5)",
-            ),
-        )
-    return ()
+        checks.append(CheckItem(
+            "earlier_application_status",
+            "the status of the earlier application (under examination, withdrawn, rejected, "
+            "or withdrawn during the determination) gives the exact basis: Art. 18(1)(b), "
+            "(c), (d) or 20(5)",
+        ))  # fmt: skip
+    if any(hit.mark is MarkKind.RESIDENCE_DOCUMENT for hit in _hits(case)):
+        checks.append(CheckItem(
+            "residence_document_mark",
+            "a record is marked: a state issued a residence document after it (Eurodac "
+            "recast Art. 31(4)); ask that state for the document, which may decide under "
+            "the documents criterion",
+        ))  # fmt: skip
+    if _expired_conditions_unknown(case, regime, outcome):
+        checks.append(CheckItem(
+            "expired_document_conditions",
+            "whether the expired documents enabled entry and whether the applicant has left "
+            "the member states' territory since (Dublin III Art. 12(4), both subparagraphs)",
+        ))  # fmt: skip
+    return tuple(checks)
+
+
+def _hits(case: DublinCase) -> Iterable[HitDetail]:
+    return (received.hit for received in case.hits)
+
+
+def _expired_conditions_unknown(case: DublinCase, regime: Regime, outcome: _Outcome) -> bool:
+    """Dublin III Art. 12(4) turns on two facts the authority did not give, and it matters:
+    the only documents are expired (within the grace period, deciding now; or beyond it,
+    where the second subparagraph could name the requesting state)."""
+    situation = case.situation
+    if regime is not Regime.DUBLIN_III or not situation.documents:
+        return False
+    if None not in (situation.expired_document_enabled_entry, situation.left_territory_since):
+        return False
+    day = case.registration_date
+    if any(d.valid_from <= day <= d.valid_until for d in situation.documents):
+        return False
+    # Expired documents counting now, or older ones whose second subparagraph could apply.
+    return outcome.basis is _Basis.EXPIRED_DOCUMENT or any(
+        _grace_end(d, regime) < day for d in situation.documents
+    )
 
 
 def _deadlines(
     case: DublinCase, regime: Regime, procedure: Procedure, deciding_hit: ReceivedHit | None
 ) -> tuple[Deadline, ...]:
-    if procedure is Procedure.NONE:
+    if procedure in (Procedure.NONE, Procedure.PROTECTION_ELSEWHERE):
         return ()
     requesting = case.requesting_state
+    steps = _follow_steps(regime, procedure, deciding_hit is not None)
     if procedure is Procedure.TAKE_BACK:
         assert deciding_hit is not None  # a take back always rests on an applicant hit
-        return (_deadline(_TAKE_BACK[regime], deciding_hit.received_on, requesting),)
+        return (_deadline(_TAKE_BACK[regime], deciding_hit.received_on, requesting, steps),)
     after_application = _TAKE_CHARGE_AFTER_APPLICATION[regime]
     application_day = (
         case.lodging_date
         if after_application.start is StartEvent.APPLICATION_LODGED
         else case.registration_date
     )
-    from_application = _deadline(after_application, application_day, requesting)
+    from_application = _deadline(after_application, application_day, requesting, steps)
     if deciding_hit is None:
         return (from_application,)
-    after_hit = _deadline(_TAKE_CHARGE_AFTER_HIT[regime], deciding_hit.received_on, requesting)
+    after_hit = _deadline(
+        _TAKE_CHARGE_AFTER_HIT[regime], deciding_hit.received_on, requesting, steps
+    )
     return (after_hit, from_application)
 
 
-def _deadline(clock: _Clock, start: dt.date, requesting: str) -> Deadline:
+def _deadline(clock: _Clock, start: dt.date, requesting: str, steps: tuple[_Step, ...]) -> Deadline:
+    due = period_end(start, clock.length, clock.unit)
     return Deadline(
         name=clock.name,
-        due=period_end(start, clock.length, clock.unit),
+        due=due,
         start_event=clock.start,
         start_date=start,
         length=clock.length,
@@ -1157,30 +1431,20 @@ def _deadline(clock: _Clock, start: dt.date, requesting: str) -> Deadline:
         basis=clock.basis,
         consequence=clock.consequence.format(requesting=requesting),
         then=clock.then,
+        follow_on=_follow_on(steps, due),
     )
 
 
 def _decision_basis(decision: Decision, earlier: EarlierApplication) -> str:
     # decide()'s explanation names the article; the proposal states it once more on its own,
     # a Dublin III take back exactly, by the status of the earlier application.
-    articles = {
-        (Regime.DUBLIN_III, Rule.IRREGULAR_ENTRY): "Art. 13(1)",
-        (Regime.AMMR, Rule.IRREGULAR_ENTRY): "Art. 33(1)",
-        (Regime.AMMR, Rule.SAR_DISEMBARKATION): "Art. 33(2)",
-        (Regime.DUBLIN_III, Rule.EARLIER_APPLICATION): _TAKE_BACK_ARTICLES[earlier],
-        (Regime.AMMR, Rule.EARLIER_APPLICATION): "Art. 36(1)(b)",
-    }
-    return f"{_REGIME_NAMES[decision.regime]} {articles[(decision.regime, decision.rule)]}"
-
-
-def _action(requesting: str, state: str, procedure: Procedure, regime: Regime) -> str:
-    if procedure is Procedure.NONE:
-        return "no transfer is needed"
-    if procedure is Procedure.TAKE_CHARGE:
-        return f"{requesting} should request {state} to take charge"
-    if regime is Regime.AMMR:
-        return f"{requesting} should send {state} a take back notification (Art. 41)"
-    return f"{requesting} should request {state} to take the applicant back"
+    if decision.regime is Regime.DUBLIN_III and decision.rule is Rule.EARLIER_APPLICATION:
+        article = _TAKE_BACK_ARTICLES[earlier]
+    elif decision.rule is Rule.IRREGULAR_ENTRY and decision.regime is Regime.DUBLIN_III:
+        article = "Art. 13(1)"  # the explanation adds "(period under Art. 42)"
+    else:
+        article = decision.article
+    return f"{_REGIME_NAMES[decision.regime]} {article}"
 
 
 def _others_note(chosen: str, states: Iterable[str]) -> str:

@@ -79,6 +79,7 @@ _PROCEDURES_PB = {
     Procedure.TAKE_CHARGE: cpb.PROCEDURE_TAKE_CHARGE,
     Procedure.TAKE_BACK: cpb.PROCEDURE_TAKE_BACK,
     Procedure.NONE: cpb.PROCEDURE_NONE,
+    Procedure.PROTECTION_ELSEWHERE: cpb.PROCEDURE_PROTECTION_ELSEWHERE,
 }
 _ACTIONS: dict[int, str] = {
     cpb.CONFIRM_ACTION_ACCEPT: "accept",
@@ -158,6 +159,14 @@ def facts_from_pb(inputs: cpb.CaseInputs | None) -> CaseFacts:
         ),
         visa_waived_in_requesting_state=inputs.visa_waived_in_requesting_state,
         earlier_application=_earlier(inputs.earlier_application),
+        expired_document_enabled_entry=(
+            inputs.expired_document_enabled_entry
+            if inputs.HasField("expired_document_enabled_entry")
+            else None
+        ),
+        left_territory_since=(
+            inputs.left_territory_since if inputs.HasField("left_territory_since") else None
+        ),
         airport_transit_state=_optional_state(
             inputs.airport_transit_state, "case_inputs.airport_transit_state"
         ),
@@ -269,6 +278,18 @@ def proposal_json(query_id: str, proposal: CaseProposal, complete: bool) -> dict
                 "basis": d.basis,
                 "consequence": d.consequence,
                 "then": d.then,
+                "follow_on": [
+                    {
+                        "name": f.name,
+                        "after": f.after,
+                        "length": f.length,
+                        "unit": f.unit.value,
+                        "basis": f.basis,
+                        "meaning": f.meaning,
+                        "latest": f.latest.isoformat(),
+                    }
+                    for f in d.follow_on
+                ],
             }
             for d in proposal.deadlines
         ],
@@ -331,6 +352,18 @@ def proposal_to_pb(proposal: CaseProposal, digest: str, complete: bool) -> cpb.C
                 basis=d.basis,
                 consequence=d.consequence,
                 then=d.then,
+                follow_on=[
+                    cpb.FollowOn(
+                        name=f.name,
+                        after=f.after,
+                        length=f.length,
+                        unit=f.unit.value,
+                        basis=f.basis,
+                        meaning=f.meaning,
+                        latest=f.latest.isoformat(),
+                    )
+                    for f in d.follow_on
+                ],
             )
             for d in proposal.deadlines
         ],

@@ -9,8 +9,12 @@ speak to (``shared/docs/DOMAIN.md`` section 3):
   applications registered on or after 2026-07-01;
 * search-and-rescue disembarkation (AMMR only, Art. 33(2)): the state of disembarkation is
   responsible for 12 months;
-* take back: an earlier application in another state (Dublin III Art. 18(1)(b); AMMR
-  Art. 36(1)(b) with a take back notification under Art. 41).
+* take back: an earlier application in another state (Dublin III Art. 18(1)(b); under the
+  AMMR a take back notification (Art. 41) to the state indicated as responsible in Eurodac,
+  Art. 36(1)(b) with Eurodac recast Art. 16(1), or while none is indicated to the state that
+  first registered the application and conducts the determination, Art. 38(4));
+* before all of them, a record marked "protection granted" (Eurodac recast Art. 31(1)) in
+  another state: no Dublin case at all (inadmissibility or readmission, DOMAIN.md section 3).
 
 The criteria that come before irregular entry (family, residence documents and visas) cannot
 be read from biometric hits, so they are not decided here: :mod:`coordinator.case` applies the
@@ -29,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fedmatch.dates import add_months
-from fedmatch.domain import Category, HitDetail, check_member_state
+from fedmatch.domain import Category, HitDetail, MarkKind, check_member_state
 from fedmatch.errors import InvalidInput
 
 __all__ = [
@@ -40,6 +44,7 @@ __all__ = [
     "Rule",
     "add_months",
     "decide",
+    "next_step",
     "regime_for",
 ]
 
@@ -57,6 +62,9 @@ class Procedure(enum.StrEnum):
     TAKE_CHARGE = "take_charge"
     TAKE_BACK = "take_back"
     NONE = "none"
+    # Protection granted in another state: no Dublin request; the application may be
+    # inadmissible, or the person readmitted (DOMAIN.md section 3).
+    PROTECTION_ELSEWHERE = "protection_elsewhere"
 
 
 class Rule(enum.StrEnum):
@@ -65,6 +73,7 @@ class Rule(enum.StrEnum):
     IRREGULAR_ENTRY = "irregular_entry"  # Dublin III Art. 13(1) / AMMR Art. 33(1)
     SAR_DISEMBARKATION = "sar_disembarkation"  # AMMR only, Art. 33(2): 12 months
     EARLIER_APPLICATION = "earlier_application"  # take back: earlier application elsewhere
+    PROTECTION_GRANTED = "protection_granted"  # Eurodac recast Art. 31(1) mark elsewhere
     NO_OTHER_STATE = "no_other_state"
 
 
@@ -99,16 +108,31 @@ _ARTICLES: dict[tuple[Regime, Rule], str] = {
     (Regime.AMMR, Rule.EARLIER_APPLICATION): "Art. 36(1)(b)",
 }
 
+# AMMR take back: to the state Eurodac indicates as responsible (Art. 36(1)(b), Eurodac recast
+# Art. 16(1)); while none is indicated, to the state that first registered the application and
+# conducts the determination, which must take the applicant back (Art. 38(4)).
+AMMR_INDICATED = "Art. 36(1)(b) (indicated in Eurodac, Reg. 2024/1358 Art. 16(1))"
+AMMR_DETERMINING = "Art. 38(4)"
+
+# Where the mark of protection granted elsewhere leads instead of a Dublin request.
+_PROTECTION_TEXT: dict[Regime, str] = {
+    Regime.DUBLIN_III: "Directive 2013/32/EU Art. 33(2)(a)",
+    Regime.AMMR: "Reg. (EU) 2024/1348, inadmissibility where another member state granted "
+    "protection",
+}
+
 _LABELS: dict[Rule, str] = {
     Rule.IRREGULAR_ENTRY: "irregular entry",
     Rule.SAR_DISEMBARKATION: "search-and-rescue disembarkation",
     Rule.EARLIER_APPLICATION: "earlier application",
+    Rule.PROTECTION_GRANTED: "protection granted",
 }
 
 _EVENTS: dict[Rule, str] = {
     Rule.IRREGULAR_ENTRY: "irregular border crossing",
     Rule.SAR_DISEMBARKATION: "disembarkation",
     Rule.EARLIER_APPLICATION: "application",
+    Rule.PROTECTION_GRANTED: "application",
 }
 
 
@@ -127,14 +151,19 @@ class Decision:
     regime: Regime
     rule: Rule
     procedure: Procedure
-    responsible_state: str | None  # None only for NO_OTHER_STATE
+    responsible_state: str | None  # None for NO_OTHER_STATE and PROTECTION_GRANTED
     evidence: tuple[HitDetail, ...]  # deciding record first, then its state's other support
     considered: int  # how many hits were given
     tie: bool  # another state had a qualifying record of the same deciding date
     explanation: str
-    # On a tie, every state with a qualifying record of the deciding date (the official
-    # chooses among them: no order of codes decides); empty otherwise.
+    # On a tie, every state with a qualifying record of the deciding date, or (AMMR take
+    # back) every state indicated as responsible when the records disagree: the official
+    # chooses among them, no order of codes decides; empty otherwise.
     rivals: tuple[str, ...] = ()
+    # The records behind the rivals (all of them, in order), for the official to weigh.
+    tied: tuple[HitDetail, ...] = ()
+    # The article that named the state, within its regime (e.g. "Art. 38(4)").
+    article: str = ""
 
 
 def decide(requesting_state: str, application_date: dt.date, hits: Sequence[HitDetail]) -> Decision:
@@ -146,17 +175,27 @@ def decide(requesting_state: str, application_date: dt.date, hits: Sequence[HitD
        the AMMR (Reg. 2024/1351), an earlier one under Dublin III (Reg. 604/2013).
     2. Hits whose ``event_date`` is after ``application_date`` are ignored: they cannot be a
        prior entry or application. They still count in ``considered``.
+    2a. Before anything else, a record of another state marked "protection granted"
+       (Eurodac recast Art. 31(1), whatever its date: the status holds now) gives rule
+       PROTECTION_GRANTED, procedure PROTECTION_ELSEWHERE and no responsible state: no
+       Dublin case, the application may be inadmissible or the person readmitted.
     3. First, take back: the earliest ``applicant`` hit in a state other than the requesting
        state (no window) gives rule EARLIER_APPLICATION, procedure TAKE_BACK. An earlier
        application is not a criterion: it comes before every one, entry included (Dublin
        III Art. 18(1)(b)-(d), 20(5); CJEU C-582/17 *H. and R.*: the second state does not
        apply the criteria itself; AMMR Art. 36(1)(b) and 38, by take back notification).
+       Under the AMMR the notification goes to the state indicated as responsible in Eurodac
+       on those records (Art. 36(1)(b), Eurodac recast Art. 16(1); the requesting state
+       itself: procedure NONE); while none is indicated, to the state of the earliest
+       application, which conducts the determination (Art. 38(4)); records indicating
+       different states: a tie among the indicated states, for an official.
     4. Otherwise irregular entry (take charge): an ``irregular_crossing`` hit in any state,
        the requesting state included, qualifies while the application is inside its window
        of 12 months (Dublin III Art. 13(1)) or 20 months (AMMR Art. 33(1)). Under the AMMR a
        ``sar_disembarked`` hit also qualifies, with a 12-month window, and it applies
        *notwithstanding* 33(1) (Art. 33(2)): a qualifying disembarkation decides before any
-       crossing, whatever the dates; under Dublin III it does not qualify. The window ends
+       crossing, whatever the dates; under Dublin III it does not qualify. Under the AMMR a
+       record showing a relocation qualifies for neither (Art. 33(3)). The window ends
        on ``end = add_months(event_date, window)`` and ``end`` itself is still inside under
        both regimes: Dublin III computes periods under its own Art. 42 (a period in months
        ends at the end of the day with the same date as the event, the anniversary), the
@@ -195,6 +234,18 @@ def decide(requesting_state: str, application_date: dt.date, hits: Sequence[HitD
 
     prior = [hit for hit in hits if hit.event_date <= application_date]
 
+    # Protection granted in another state: no Dublin case, whatever else the hits show.
+    protected = sorted(
+        (
+            hit
+            for hit in hits
+            if hit.mark is MarkKind.PROTECTION_GRANTED and hit.member_state != requesting_state
+        ),
+        key=_order,
+    )
+    if protected:
+        return _protection(requesting_state, application_date, regime, protected, len(hits))
+
     # First, take back: an earlier application in another state is no criterion; it sends
     # the applicant back whatever an entry record says (Dublin III Art. 18(1)(b)-(d), 20(5);
     # CJEU C-582/17 H. and R.; AMMR Art. 36, 38).
@@ -206,6 +257,8 @@ def decide(requesting_state: str, application_date: dt.date, hits: Sequence[HitD
         ),
         key=_order,
     )
+    if earlier and regime is Regime.AMMR:
+        return _ammr_take_back(requesting_state, application_date, earlier, len(hits))
     if earlier:
         return _decision(
             requesting_state,
@@ -224,6 +277,8 @@ def decide(requesting_state: str, application_date: dt.date, hits: Sequence[HitD
             for hit in prior
             if hit.category in windows
             and add_months(hit.event_date, windows[hit.category]) >= application_date
+            # AMMR Art. 33(3): neither 33(1) nor 33(2) applies to a relocated person.
+            and not (regime is Regime.AMMR and hit.relocated_to)
         ),
         key=lambda hit: (_PRECEDENCE.get(hit.category, 1), *_order(hit)),
     )
@@ -279,14 +334,17 @@ def _decision(
     procedure: Procedure,
     qualifying: list[HitDetail],
     considered: int,
+    article: str = "",
 ) -> Decision:
-    """Build the decision for the first of ``qualifying`` (already in tie-break order)."""
+    """Build the decision for the first of ``qualifying`` (already in tie-break order);
+    ``article`` overrides the rule's usual article."""
+    article = article or _ARTICLES[(regime, rule)]
     winner = qualifying[0]
     state = winner.member_state
     evidence = (winner, *(hit for hit in qualifying[1:] if hit.member_state == state))
     same_day = sorted({h.member_state for h in qualifying if h.event_date == winner.event_date})
     tie = len(same_day) > 1
-    basis = f"{_REGIME_NAMES[regime]} {_ARTICLES[(regime, rule)]}"
+    basis = f"{_REGIME_NAMES[regime]} {article}"
     record = (
         f"{_EVENTS[rule]} record {winner.reference} of {state} "
         f"dated {winner.event_date.isoformat()}"
@@ -299,14 +357,7 @@ def _decision(
             f"{_LABELS[rule]}: {record}, within {months} months before the "
             f"application of {application_date.isoformat()}"
         )
-    if procedure is Procedure.NONE:
-        action = "no transfer is needed"
-    elif procedure is Procedure.TAKE_CHARGE:
-        action = f"{requesting_state} should request {state} to take charge"
-    elif regime is Regime.AMMR:
-        action = f"{requesting_state} should send {state} a take back notification (Art. 41)"
-    else:
-        action = f"{requesting_state} should request {state} to take the applicant back"
+    action = next_step(requesting_state, state, procedure, regime)
     tie_note = (
         "; a record of another state has the same date and was ranked after this one by "
         "capture date, state code and reference"
@@ -314,6 +365,11 @@ def _decision(
         else ""
     )
     explanation = f"{state} is responsible under {basis} ({reason}); {action}{tie_note}."
+    tied = tuple(
+        hit
+        for hit in sorted(qualifying, key=lambda h: (h.member_state, h.reference))
+        if hit.event_date == winner.event_date and hit.category == winner.category
+    )
     return Decision(
         requesting_state=requesting_state,
         application_date=application_date,
@@ -326,4 +382,124 @@ def _decision(
         tie=tie,
         explanation=explanation,
         rivals=tuple(same_day) if tie else (),
+        tied=tied if tie else (),
+        article=article,
+    )
+
+
+def next_step(requesting_state: str, state: str, procedure: Procedure, regime: Regime) -> str:
+    """What the requesting state does next, in words, for a proposal's explanation."""
+    if procedure is Procedure.NONE:
+        return "no transfer is needed"
+    if procedure is Procedure.TAKE_CHARGE:
+        return f"{requesting_state} should request {state} to take charge"
+    if regime is Regime.AMMR:
+        return f"{requesting_state} should send {state} a take back notification (Art. 41)"
+    return f"{requesting_state} should request {state} to take the applicant back"
+
+
+def _record(hit: HitDetail) -> str:
+    return f"{hit.member_state}'s application record {hit.reference} dated {hit.event_date}"
+
+
+def _ammr_take_back(
+    requesting_state: str, application_date: dt.date, earlier: list[HitDetail], considered: int
+) -> Decision:
+    """The AMMR take back notification's addressee: the state Eurodac indicates as
+    responsible on the earlier application records (Art. 36(1)(b), Eurodac recast Art.
+    16(1)); while none is indicated, the state of first registration (Art. 38(4))."""
+    regime = Regime.AMMR
+    indicated = sorted({hit.responsible_state for hit in earlier if hit.responsible_state})
+    common = {
+        "requesting_state": requesting_state,
+        "application_date": application_date,
+        "regime": regime,
+        "rule": Rule.EARLIER_APPLICATION,
+        "considered": considered,
+    }
+    if len(indicated) > 1:
+        tied = tuple(hit for hit in earlier if hit.responsible_state)
+        records = "; ".join(f"{_record(hit)} indicates {hit.responsible_state}" for hit in tied)
+        return Decision(
+            **common,  # type: ignore[arg-type]
+            procedure=Procedure.TAKE_BACK,
+            responsible_state=indicated[0],
+            evidence=tied,
+            tie=True,
+            explanation=f"The records indicate different responsible states ({records}).",
+            rivals=tuple(indicated),
+            tied=tied,
+            article=AMMR_INDICATED,
+        )
+    if (
+        not indicated
+        and len({h.member_state for h in earlier if h.event_date == earlier[0].event_date}) > 1
+    ):
+        # First registered in several states on one day: no order of codes decides.
+        return _decision(
+            requesting_state, application_date, regime, Rule.EARLIER_APPLICATION,
+            Procedure.TAKE_BACK, earlier, considered, article=AMMR_DETERMINING,
+        )  # fmt: skip
+    if indicated:
+        state = indicated[0]
+        support = tuple(hit for hit in earlier if hit.responsible_state == state)
+        first = support[0]
+        stated = f" on the basis of {first.responsible_basis}" if first.responsible_basis else ""
+        reason = f"{state} is indicated as responsible in Eurodac{stated} on {_record(first)}"
+        article = AMMR_INDICATED
+        procedure = Procedure.NONE if state == requesting_state else Procedure.TAKE_BACK
+    else:
+        first = earlier[0]
+        state = first.member_state
+        support = tuple(hit for hit in earlier if hit.member_state == state)
+        reason = (
+            f"no state is indicated as responsible in Eurodac yet: the application was first "
+            f"registered in {state} ({_record(first)}), which conducts the determination and "
+            "takes the applicant back"
+        )
+        article = AMMR_DETERMINING
+        procedure = Procedure.TAKE_BACK
+    action = next_step(requesting_state, state, procedure, regime)
+    return Decision(
+        **common,  # type: ignore[arg-type]
+        procedure=procedure,
+        responsible_state=state,
+        evidence=support,
+        tie=False,
+        explanation=(
+            f"{state} is responsible under {_REGIME_NAMES[regime]} {article} ({reason}); {action}."
+        ),
+        article=article,
+    )
+
+
+def _protection(
+    requesting_state: str,
+    application_date: dt.date,
+    regime: Regime,
+    protected: list[HitDetail],
+    considered: int,
+) -> Decision:
+    """A record marked "protection granted" in another state: no Dublin case."""
+    first = protected[0]
+    states = sorted({hit.member_state for hit in protected})
+    when = f", marked on {first.marked_on}" if first.marked_on is not None else ""
+    explanation = (
+        f"No Dublin case: {', '.join(states)} granted international protection "
+        f"({_record(first)}{when}, Eurodac recast Art. 31(1)). No take charge or take back "
+        f"request follows: {requesting_state} considers the application inadmissible "
+        f"({_PROTECTION_TEXT[regime]}) or the person's readmission to {first.member_state}."
+    )
+    return Decision(
+        requesting_state=requesting_state,
+        application_date=application_date,
+        regime=regime,
+        rule=Rule.PROTECTION_GRANTED,
+        procedure=Procedure.PROTECTION_ELSEWHERE,
+        responsible_state=None,
+        evidence=tuple(protected),
+        considered=considered,
+        tie=False,
+        explanation=explanation,
+        article="Art. 31(1)",
     )

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fedmatch.domain import check_member_state, parse_date
+from fedmatch.domain import Sex, check_member_state, parse_date
 from fedmatch.errors import InvalidInput
 from fedmatch.protocol.canonical import canonical_json
 from fedmatch.rpc.v1 import common_pb2
@@ -92,6 +92,8 @@ _CASE_KEYS = {
     "visa_waived_in_requesting_state",
     "airport_transit_state",
     "earlier_application",
+    "expired_document_enabled_entry",
+    "left_territory_since",
 }
 # Where an earlier application elsewhere stands (coordinator/case.py EarlierApplication).
 EARLIER_APPLICATION = (
@@ -138,6 +140,13 @@ def case_inputs_from_json(obj: object) -> cpb.CaseInputs:
         lodging_date=_date(obj, "lodging_date", optional=True),
         earlier_application=_earlier_application(obj),
     )
+    # Dublin III Art. 12(4): true, false or absent (not known).
+    for key in ("expired_document_enabled_entry", "left_territory_since"):
+        value = obj.get(key)
+        if value is not None and not isinstance(value, bool):
+            raise InvalidInput(f"case file: {key} must be true, false or absent")
+        if value is not None:
+            setattr(out, key, value)
     for i, item in enumerate(_items(obj, "family")):
         where = f"family[{i}]"
         out.family.append(
@@ -225,7 +234,19 @@ def _name(enum_type: Any, value: int, prefix: str) -> str:
     return str(enum_type.Name(value)).removeprefix(prefix).lower()
 
 
+# The sex a record carries, as the domain writes it ("" when none was recorded).
+_SEXES = {
+    common_pb2.SEX_UNSPECIFIED: Sex.UNSPECIFIED.value,
+    common_pb2.SEX_FEMALE: Sex.FEMALE.value,
+    common_pb2.SEX_MALE: Sex.MALE.value,
+    common_pb2.SEX_OTHER: Sex.OTHER.value,
+}
+
+
 def _hit(h: common_pb2.HitDetail) -> dict[str, str]:
+    # Everything the hit detail says about the record, Eurodac's status fields included (the
+    # mark, the state indicated as responsible and its basis, transfer / removal / left /
+    # relocation dates): the standard request forms quote them (fedmatch/requester/forms.py).
     return {
         "member_state": h.member_state,
         "category": _name(common_pb2.Category, h.category, "CATEGORY_"),
@@ -233,6 +254,17 @@ def _hit(h: common_pb2.HitDetail) -> dict[str, str]:
         "event_date": h.event_date,
         "event_place": h.event_place,
         "capture_date": h.capture_date,
+        "sex": _SEXES.get(h.sex, ""),
+        "mark": h.mark,
+        "marked_on": h.marked_on,
+        "responsible_state": h.responsible_state,
+        "responsible_basis": h.responsible_basis,
+        "transmitted_on": h.transmitted_on,
+        "transferred_on": h.transferred_on,
+        "removed_on": h.removed_on,
+        "left_territory_on": h.left_territory_on,
+        "relocated_to": h.relocated_to,
+        "relocated_on": h.relocated_on,
     }
 
 
@@ -283,10 +315,22 @@ def proposal_summary(p: cpb.CaseProposal) -> dict[str, Any]:
                 "due": d.due,
                 "start_event": d.start_event,
                 "start_date": d.start_date,
-                "period": f"{d.length} {d.unit.removesuffix('s') if d.length == 1 else d.unit}",
+                "period": _period(d.length, d.unit),
                 "basis": d.basis,
                 "consequence": d.consequence,
                 "then": d.then,
+                # Dated for a request sent on the due date: reply, silence, transfer.
+                "follow_on": [
+                    {
+                        "name": f.name,
+                        "latest": f.latest,
+                        "after": f.after,
+                        "period": _period(f.length, f.unit),
+                        "basis": f.basis,
+                        "meaning": f.meaning,
+                    }
+                    for f in d.follow_on
+                ],
             }
             for d in p.deadlines
         ],
@@ -295,6 +339,10 @@ def proposal_summary(p: cpb.CaseProposal) -> dict[str, Any]:
         # No state proposed: the official chooses among these (an override).
         "candidates": list(p.candidates),
     }
+
+
+def _period(length: int, unit: str) -> str:
+    return f"{length} {unit.removesuffix('s') if length == 1 else unit}"
 
 
 def _earlier_application(obj: Mapping[str, Any]) -> str:

@@ -93,7 +93,7 @@ def test_case_file_to_proposal_on_the_wire() -> None:
     # AMMR take charge on a criterion before irregular entry: 2 months from registration
     # (Art. 39(1)); 2026-11-21 + 2 months = 2027-01-21.
     (deadline,) = summary["deadlines"]
-    assert {k: v for k, v in deadline.items() if k not in ("consequence", "then")} == {
+    assert {k: v for k, v in deadline.items() if k not in ("consequence", "then", "follow_on")} == {
         "name": "take_charge_request_after_application",
         "due": "2027-01-21",
         "start_event": "application_registered",

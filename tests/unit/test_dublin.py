@@ -644,7 +644,11 @@ def test_explanation_names_rule_state_reference_and_date_only(case: Case) -> Non
             D(2025, 9, 1), APP, Rule.EARLIER_APPLICATION, "Art. 18(1)(b)", id="dublin3-18-1-b"
         ),
         pytest.param(
-            D(2026, 9, 1), APP, Rule.EARLIER_APPLICATION, "Art. 36(1)(b)", id="ammr-36-1-b"
+            D(2026, 9, 1),
+            APP,
+            Rule.EARLIER_APPLICATION,
+            "Art. 38(4)",
+            id="ammr-38-4-none-indicated",
         ),
     ],
 )
