@@ -1,9 +1,9 @@
 """The ``fedmatch`` command: the parser and the dispatch.
 
 Subcommands: ``node serve|seed|status|...``, ``coordinator serve|status``, ``keys
-generate``, ``enroll``, ``lookup``, ``confirm-decision``, ``verify-hit``, ``resolve``, ``desk
-protect-key|serve``, ``rights which-states``, ``demo``, ``evaluate``, ``audit``, ``bench``,
-``pki``, ``health``.
+generate``, ``enroll``, ``lookup``, ``confirm-decision``, ``verify-hit``, ``resolve``,
+``dublin-form``, ``desk protect-key|serve``, ``rights which-states``, ``demo``, ``evaluate``,
+``audit``, ``bench``, ``pki``, ``health``.
 Every subcommand has ``--help``. Each command group lives in its own module of
 :mod:`fedmatch.cli`, which adds its parsers and names the function that runs it; this is
 the only place that turns errors into exit codes (:mod:`fedmatch.cli.common`): 0 success,
@@ -31,6 +31,7 @@ from fedmatch.cli import (
     desk,
     enroll,
     evaluate,
+    forms,
     health,
     keys,
     lookup,
@@ -51,8 +52,8 @@ from fedmatch.errors import ConfigError, FedmatchError
 __all__ = ["build_parser", "main"]
 
 # The command groups in the order `fedmatch --help` lists them.
-_GROUPS = (node, coordinator, keys, enroll, lookup, case, verify, desk, rights, demo, evaluate,
-           audit, bench, pki, health)  # fmt: skip
+_GROUPS = (node, coordinator, keys, enroll, lookup, case, verify, forms, desk, rights, demo,
+           evaluate, audit, bench, pki, health)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
