@@ -30,7 +30,7 @@ from fedmatch.rpc.v1 import common_pb2
 from node.inbox import NOTICE_DUE, InboxItem, Notice, NoticeBox, NoticeKind, reference_digest
 from node.notices import verified_notice
 from node.records import RecordMeta
-from node.retention import RetentionPolicy
+from node.retention import RetentionPolicy, early_erasure_reason
 from node.service import NodeService
 
 __all__ = [
@@ -105,19 +105,31 @@ class Lifecycle:
     # --- erasure ---------------------------------------------------------------------------
 
     def erase_expired(self) -> int:
-        """Erase every record whose retention has ended by the clock's date; returns how many."""
+        """Erase every record whose retention has ended by the clock's date (counted from
+        capture under Reg. 603/2013, from transmission under the recast, node/retention.py),
+        and every 603/2013 irregular-crossing record whose person was issued a residence
+        document or left the territory (Art. 16(2)(a), (b)); returns how many."""
         today = self.clock().date()
+        due: dict[str, list[tuple[int, RecordMeta, str]]] = {}
         with self._lock:
-            expired = []
-            for record_id, category, event_date, capture_date in self.store.retention_rows():
-                rule = self.retention.rule(category, event_date, capture_date)
+            for record_id, facts, residence_on, left_on in self.store.retention_rows():
+                rule = self.retention.rule(facts)
                 if today >= rule.expires:
-                    expired.append((record_id, self.store.get(record_id), rule.name))
-            if expired:
-                self._erase(expired, RETENTION_EXPIRED)
-        if expired:
-            log.info("erasure job: %d records erased at retention end", len(expired))
-        return len(expired)
+                    reason, name = RETENTION_EXPIRED, rule.name
+                else:
+                    early = early_erasure_reason(
+                        rule.regime, facts.category, residence_document_on=residence_on,
+                        left_territory_on=left_on, today=today,
+                    )  # fmt: skip
+                    if early is None:
+                        continue
+                    reason, name = early, f"early:{early}"
+                due.setdefault(reason, []).append((record_id, self.store.get(record_id), name))
+            for reason, records in due.items():
+                self._erase(records, reason)
+        for reason, records in due.items():
+            log.info("erasure job: %d records erased (%s)", len(records), reason)
+        return sum(len(records) for records in due.values())
 
     def erase(self, header: QueryHeader, reference: str, reason: str) -> LifecycleOutcome:
         """Early erasure at the request of the node's own authority."""

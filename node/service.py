@@ -68,7 +68,7 @@ from node.locks import register_write
 from node.packets import candidate_packet
 from node.policy import SearchPolicy
 from node.records import NewRecord, RecordMeta
-from node.retention import check_enrolment_age
+from node.retention import check_enrolment_age, check_resettlement_basis
 from node.store import RecordStore
 
 if TYPE_CHECKING:
@@ -278,8 +278,10 @@ class NodeService:
             raise PermissionDenied("only this node's own member state may enrol records")
         if len(photo) > MAX_PHOTO_BYTES:
             raise InvalidInput(f"photo exceeds {MAX_PHOTO_BYTES} bytes")
-        # The minimum age first: a child who may be under 6 is refused before any face work.
+        # The minimum age first: a child who may be under 6 is refused before any face work;
+        # so is resettlement data the register may not hold (Eurodac recast Art. 29(2)).
         check_enrolment_age(meta.birth_date, meta.birth_date_estimated, meta.capture_date)
+        check_resettlement_basis(meta.category, meta.resettlement_basis)
         faces = self._face_pipeline()
         # The template and the facial image an expert compares a hit with, from one detection.
         got = faces.enrolment_bytes(photo, name, pick=pick)
@@ -299,6 +301,9 @@ class NodeService:
     def enroll(self, header: QueryHeader, record: NewRecord) -> int:
         if header.requesting_state != self.member_state:
             raise PermissionDenied("only this node's own member state may enrol records")
+        # A resettlement record states the article its data were taken under (its retention,
+        # Eurodac recast Art. 29(3)-(5)); Art. 18(1) data are not recorded (Art. 29(2)).
+        check_resettlement_basis(record.meta.category, record.meta.resettlement_basis)
         with self._lock:
             (row_id,) = self.store.add_many([record])
             self.engine.append(record.template.reshape(1, -1))

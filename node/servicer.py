@@ -68,6 +68,8 @@ class NodeServicer(LifecycleRpcs, node_pb2_grpc.NodeServiceServicer):
             # Required by the minimum-age check at enrolment (node/retention.py).
             birth_date=parse_date(r.birth_date, "record.birth_date") if r.birth_date else None,
             birth_date_estimated=r.birth_date_estimated,
+            # Resettlement records: the article the data were taken under (their retention).
+            resettlement_basis=r.resettlement_basis,
         )
         if request.HasField("photo"):
             photo = request.photo

@@ -21,6 +21,7 @@ from fedmatch.domain import Category, MarkKind, Sex, check_member_state
 from fedmatch.errors import AlreadyExists, InvalidInput, NotFound, PreconditionFailed
 from node.locks import OpenLock, WriteLock
 from node.records import NewRecord, RecordMeta, RecordStatus
+from node.retention import RetentionFacts
 from node.sealing import KeyEncryptionKey, TemplateSealer, open_sealer
 
 __all__ = ["RecordStore", "facial_image_count", "migrate_schema"]
@@ -395,14 +396,28 @@ class RecordStore:
                 )
         return True
 
-    def retention_rows(self) -> list[tuple[int, Category, dt.date, dt.date]]:
-        """(row id, category, event date, capture date) of every record, for the erasure job."""
+    def retention_rows(self) -> list[tuple[int, RetentionFacts, dt.date | None, dt.date | None]]:
+        """For the erasure job (node/retention.py), of every record: its row id, what its
+        retention depends on (category, capture date, the UTC day it was enrolled, i.e. its
+        data transmitted, and a resettlement record's basis), the day a residence-document
+        mark was set and the day the person left the territory (None: neither recorded), on
+        which a Reg. 603/2013 irregular-crossing record is erased early (Art. 16(2))."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, category, event_date, capture_date FROM records ORDER BY id"
+                "SELECT id, category, capture_date, enrolled_at, resettlement_basis,"
+                " CASE WHEN mark_kind = ? THEN marked_at END, left_territory_on"
+                " FROM records ORDER BY id",
+                (MarkKind.RESIDENCE_DOCUMENT.value,),
             ).fetchall()
         return [
-            (int(r[0]), Category(r[1]), dt.date.fromisoformat(r[2]), dt.date.fromisoformat(r[3]))
+            (
+                int(r[0]),
+                RetentionFacts(
+                    Category(r[1]), dt.date.fromisoformat(r[2]), _day_of(r[3]), str(r[4])
+                ),
+                _day_of(r[5]) if r[5] else None,
+                _date(r[6]),
+            )
             for r in rows
         ]
 
@@ -448,6 +463,11 @@ class RecordStore:
 
 def _date(value: str | None) -> dt.date | None:
     return dt.date.fromisoformat(value) if value else None
+
+
+def _day_of(stamp: str) -> dt.date:
+    """The day of a stored UTC timestamp (enrolled_at, marked_at)."""
+    return dt.datetime.fromisoformat(stamp).date()
 
 
 def _birth(meta: RecordMeta) -> tuple[str | None, int]:

@@ -28,7 +28,7 @@ from fedmatch.cli.common import (
     parse_pick,
     warn_insecure,
 )
-from fedmatch.domain import Category, Purpose, Sex, parse_date
+from fedmatch.domain import RESETTLEMENT_BASES, Category, Purpose, Sex, parse_date
 from fedmatch.errors import FedmatchError, InvalidInput
 
 if TYPE_CHECKING:
@@ -81,6 +81,15 @@ def add_parsers(sub: Any) -> None:
         action="store_true",
         help="the birth date is an estimate (a child who could be under 6 is refused; "
         "manifest column birth_date_estimated = 1)",
+    )
+    enroll.add_argument(
+        "--resettlement-basis",
+        default="",
+        choices=sorted(RESETTLEMENT_BASES),
+        help="resettlement records only, required for them: the Eurodac recast article the "
+        "data were taken under, which decides their retention (Art. 29(3)-(5)); 18(1) is "
+        "refused, those data are not recorded (Art. 29(2)); manifest column "
+        "resettlement_basis",
     )
     enroll.add_argument("--operator", default="", help="operator id (recorded and logged)")
     enroll.add_argument("--unit", default="", help="enrolling unit (logged)")
@@ -172,7 +181,8 @@ def _flag_row(args: argparse.Namespace, **extra: str) -> dict[str, Any]:
         "category": args.category, "event_date": args.event_date,
         "event_place": args.event_place, "capture_date": args.capture_date,
         "sex": args.sex, "birth_date": args.birth_date,
-        "birth_date_estimated": "1" if args.birth_date_estimated else "", **extra,
+        "birth_date_estimated": "1" if args.birth_date_estimated else "",
+        "resettlement_basis": args.resettlement_basis, **extra,
     }  # fmt: skip
 
 
@@ -204,6 +214,7 @@ def _records(
 ) -> list[tuple[EnrolmentRecord, int | Path]]:
     """Every record with its template row or photo, all validated before anything is sent."""
     from fedmatch.requester.enrolment import EnrolmentRecord
+    from node.retention import check_resettlement_basis
 
     out: list[tuple[EnrolmentRecord, int | Path]] = []
     for n, row in enumerate(rows, 1):
@@ -217,14 +228,19 @@ def _records(
                     raise IndexError(source)
             event = parse_date(row["event_date"], "event_date")
             captured = row.get("capture_date")
+            category = Category.parse(row["category"])
+            basis = (row.get("resettlement_basis") or "").strip()
+            # Refused here, before anything is sent, as the node would refuse it.
+            check_resettlement_basis(category, basis)
             record = EnrolmentRecord(
                 reference=row["reference"],
-                category=Category.parse(row["category"]),
+                category=category,
                 event_date=event,
                 event_place=row["event_place"],
                 capture_date=parse_date(captured, "capture_date") if captured else event,
                 sex=Sex.parse(row.get("sex") or ""),
                 operator_id=args.operator,
+                resettlement_basis=basis,
                 **_birth(row),
             )
         except (KeyError, ValueError, IndexError, TypeError):

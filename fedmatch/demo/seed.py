@@ -18,15 +18,21 @@ if TYPE_CHECKING:
 
 __all__ = ["seed_register"]
 
+# The articles synthetic resettlement records are taken under, in turn (Eurodac recast Art.
+# 18(2)(a)-(c), 20; 18(1) data are not recorded, Art. 29(2)).
+_SEED_BASES = ("18(2)(a)", "18(2)(b)", "18(2)(c)", "20")
+
 
 def _within_retention(
-    retention: RetentionPolicy, category: Category, today: dt.date, n: int
+    retention: RetentionPolicy, category: Category, basis: str, today: dt.date, n: int
 ) -> dt.date:
     """A capture date ``n``-dependent but still inside ``category``'s retention at ``today``
     (under the recast's rules, the regime of recent events)."""
+    from node.retention import RetentionFacts
+
     for back in (n % 400, n % 30, 0):
         day = today - dt.timedelta(days=back)
-        if not retention.expired(category, day, day, today):
+        if not retention.expired(RetentionFacts(category, day, today, basis), today):
             return day
     return today
 
@@ -45,7 +51,7 @@ def seed_register(
     encrypted at rest under ``kek`` when given, node/sealing.py)."""
     # Imported here: fedmatch is the shared library and must not depend on node at import.
     from node.records import NewRecord, RecordMeta
-    from node.retention import RetentionPolicy
+    from node.retention import RetentionFacts, RetentionPolicy
     from node.store import RecordStore
 
     if count < 0:
@@ -62,17 +68,20 @@ def seed_register(
         batch = []
         # Number after what is there, so seeding twice extends the register.
         metadata = synthetic_metadata(member_state, count, rng, today, first=store.count())
-        for template, age_days, (ref, cat, event, place, captured, sex) in zip(
-            templates, births, metadata, strict=True
+        for i, (template, age_days, (ref, cat, event, place, captured, sex)) in enumerate(
+            zip(templates, births, metadata, strict=True)
         ):
-            if retention.expired(cat, event, captured, today):
+            basis = _SEED_BASES[i % len(_SEED_BASES)] if cat is Category.RESETTLEMENT else ""
+            # Transmitted (enrolled) today: the recast counts retention from that day.
+            if retention.expired(RetentionFacts(cat, captured, today, basis), today):
                 # A register never holds a record past its retention (the node's erasure
                 # job would remove it at start): move it inside its period instead.
-                event = captured = _within_retention(retention, cat, today, int(age_days))
+                event = captured = _within_retention(retention, cat, basis, today, int(age_days))
             born = captured - dt.timedelta(days=int(age_days))
             meta = RecordMeta(
-                ref, cat, event, place, captured, sex, operator_id="seed", birth_date=born
-            )
+                ref, cat, event, place, captured, sex, operator_id="seed", birth_date=born,
+                resettlement_basis=basis,
+            )  # fmt: skip
             batch.append(NewRecord(meta=meta, template=template, model_id=model_id))
         store.add_many(batch)
     finally:

@@ -37,6 +37,10 @@ class EnrolmentRecord:
     # Required by the node (minimum age 6 at capture); an estimate says so.
     birth_date: dt.date | None = None
     birth_date_estimated: bool = False
+    # Resettlement records only, required for them: the Eurodac recast article the data
+    # were taken under ("18(2)(a)", "18(2)(b)", "18(2)(c)", "20"), which decides their
+    # retention (Art. 29(3)-(5)); the node refuses "18(1)" (not recorded, Art. 29(2)).
+    resettlement_basis: str = ""
 
     def to_pb(self) -> node_pb2.RecordMetadata:
         return node_pb2.RecordMetadata(
@@ -49,6 +53,7 @@ class EnrolmentRecord:
             operator_id=self.operator_id,
             birth_date=self.birth_date.isoformat() if self.birth_date else "",
             birth_date_estimated=self.birth_date_estimated,
+            resettlement_basis=self.resettlement_basis,
         )
 
 

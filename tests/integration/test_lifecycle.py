@@ -38,6 +38,7 @@ from node.lifecycle import LifecycleJob
 from node.notices import CoordinatorRelay, NoticeSigner, notice_to_pb
 from node.policy import SearchPolicy
 from node.records import NewRecord, RecordMeta
+from node.retention import add_months
 from node.store import RecordStore
 from tests.federation import (
     BIRTH_DATE,
@@ -102,7 +103,7 @@ def test_records_expire_at_the_boundary_and_are_gone_from_every_place(
     person, other = unit_vectors(rng, 2, DIM)
     ref = f"IT-EXP-{rng.integers(10**9)}"
     kept = f"IT-KEEP-{rng.integers(10**9)}"
-    crossing = dt.date(2026, 7, 1)  # the recast: irregular crossing kept 5 years
+    crossing = dt.date(2026, 7, 1)  # the recast: irregular crossing kept 5 years (Art. 29(6))
     enrol(it, capture(person, rng, 0.9), ref, Category.IRREGULAR_CROSSING, crossing, "Bari")
     enrol(it, capture(other, rng, 0.9), kept, Category.APPLICANT, crossing, "Bari")
     record_id = it.store.find(ref)
@@ -117,12 +118,14 @@ def test_records_expire_at_the_boundary_and_are_gone_from_every_place(
     coord_log_start = fed.coordinator.audit.log.size
     it_log_start = it.audit.log.size
 
+    # Counted from transmission, the day the node enrolled the record (Art. 29(6)).
+    ends = add_months(it.store.enrolled_at(record_id).date(), 60)
     job = LifecycleJob(lifecycle, interval=3600)  # run by hand: the clock decides
-    lifecycle.clock = at(dt.date(2031, 6, 30))  # the day before: kept
+    lifecycle.clock = at(ends - dt.timedelta(days=1))  # the day before: kept
     job.run_once()
     assert it.store.find(ref) == record_id
 
-    lifecycle.clock = at(dt.date(2031, 7, 1))  # the boundary: erased
+    lifecycle.clock = at(ends)  # the boundary: erased
     erased, still_pending = job.run_once()
     assert erased >= 1 and still_pending == 0
     with pytest.raises(NotFound):

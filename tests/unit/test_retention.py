@@ -15,8 +15,6 @@ from fedmatch.errors import ConfigError, InvalidInput, NotFound, PreconditionFai
 from node.inbox import NOTICE_DUE, Notice, NoticeBox, NoticeKind, reference_digest
 from node.records import NewRecord, RecordMeta
 from node.retention import (
-    RECAST_APPLIES_FROM,
-    Regime,
     RetentionPolicy,
     add_months,
     check_enrolment_age,
@@ -39,54 +37,7 @@ def record(reference: str, category: Category, event: dt.date, born: dt.date = A
     return NewRecord(meta, unit(len(reference)), MODEL)
 
 
-# --- retention boundaries -------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("category", "captured", "expires"),
-    [
-        # The recast (events from 2026-06-12): applicant 10 years, others 5, TP 1 year.
-        (Category.APPLICANT, dt.date(2026, 7, 1), dt.date(2036, 7, 1)),
-        (Category.IRREGULAR_CROSSING, dt.date(2026, 6, 12), dt.date(2031, 6, 12)),
-        (Category.SAR_DISEMBARKED, dt.date(2026, 8, 31), dt.date(2031, 8, 31)),
-        (Category.TEMPORARY_PROTECTION, dt.date(2028, 2, 29), dt.date(2029, 2, 28)),
-        # 603/2013 (events before 2026-06-12): irregular crossing 18 months; leap day clamps.
-        (Category.IRREGULAR_CROSSING, dt.date(2026, 6, 11), dt.date(2027, 12, 11)),
-        (Category.IRREGULAR_CROSSING, dt.date(2024, 2, 29), dt.date(2025, 8, 29)),
-        (Category.APPLICANT, dt.date(2024, 2, 29), dt.date(2034, 2, 28)),
-        (Category.IRREGULAR_CROSSING, dt.date(2025, 8, 31), dt.date(2027, 2, 28)),
-    ],
-)
-def test_expires_exactly_on_the_boundary(
-    category: Category, captured: dt.date, expires: dt.date
-) -> None:
-    policy = RetentionPolicy()
-    assert policy.rule(category, captured, captured).expires == expires
-    day_before = expires - dt.timedelta(days=1)
-    assert not policy.expired(category, captured, captured, day_before)
-    assert policy.expired(category, captured, captured, expires)
-    assert policy.expired(category, captured, captured, expires + dt.timedelta(days=1))
-
-
-def test_regime_is_chosen_by_event_date_and_named_in_the_rule() -> None:
-    policy = RetentionPolicy()
-    before = RECAST_APPLIES_FROM - dt.timedelta(days=1)
-    assert policy.regime(before) is Regime.EURODAC_2013
-    assert policy.regime(RECAST_APPLIES_FROM) is Regime.EURODAC_2024
-    # Retention counts from capture; the regime from the event.
-    rule = policy.rule(Category.IRREGULAR_CROSSING, before, RECAST_APPLIES_FROM)
-    assert rule.months == 18 and rule.expires == dt.date(2027, 12, 12)
-    assert rule.name == "reg-603/2013:irregular_crossing:18m"
-    recast = policy.rule(Category.APPLICANT, RECAST_APPLIES_FROM, RECAST_APPLIES_FROM)
-    assert recast.name == "reg-2024/1358-art29:applicant:120m"
-
-
-def test_illegal_stay_was_never_stored_under_603_2013() -> None:
-    policy = RetentionPolicy()
-    day = dt.date(2025, 3, 3)
-    assert policy.expired(Category.ILLEGAL_STAY, day, day, day)
-    later = dt.date(2026, 7, 1)
-    assert policy.rule(Category.ILLEGAL_STAY, later, later).expires == dt.date(2031, 7, 1)
+# --- retention configuration (the periods themselves: tests/unit/test_retention_periods.py)
 
 
 def test_add_months_clamps_to_month_end() -> None:
