@@ -73,7 +73,7 @@ from fedmatch.protocol.wire import (
 )
 from fedmatch.rpc.v1 import audit_pb2_grpc, common_pb2, coordinator_pb2, node_pb2, node_pb2_grpc
 
-__all__ = ["Confirmed", "CoordinatorService", "Resolution"]
+__all__ = ["Confirmed", "CoordinatorService", "Resolution", "SubjectAnswer"]
 
 log = logging.getLogger("fedmatch.coordinator")
 
@@ -107,6 +107,16 @@ class Resolution:
     # confirms: confirm_decision).
     proposal: CaseProposal | None = None
     proposal_digest: str = ""
+
+
+@dataclass(frozen=True)
+class SubjectAnswer:
+    """A data subject's answer: the states named, what became of each candidate, and the
+    states whose node did not answer the lookup (the answer may miss them)."""
+
+    states: tuple[str, ...]
+    statuses: tuple[HitOutcome, ...]
+    unanswered: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -534,8 +544,8 @@ class CoordinatorService:
         deadline = self._deadline(time_remaining)
         self._authorize(header)
         self._require_operator(header)
-        if header.purpose is Purpose.DATA_SUBJECT_REQUEST:
-            raise PermissionDenied("verification packets are refused for a data-subject request")
+        # A data-subject search's candidates get their packets too: its answer names a state
+        # only once the verifiers compared these images (answer_data_subject).
         request = self._verified(signed, header, "packets", probe_image)
         rec = self._pending_lookup(header)
         self._check_hits(rec, hits)
@@ -585,6 +595,73 @@ class CoordinatorService:
             ",".join(f"{a.member_state}:{a.outcome}" for a in answers),
         )
         return answers
+
+    def answer_data_subject(
+        self,
+        header: QueryHeader,
+        hits: Sequence[tuple[str, bytes]],
+        verdicts: Sequence[SignedVerdict],
+        signed: SignedRequest | None,
+        time_remaining: float | None,
+    ) -> SubjectAnswer:
+        """A data subject's "which states hold my data" (DOMAIN.md section 6): the states
+        with a candidate of the data-subject search that enough distinct verifiers of the
+        requesting state confirmed, on the images released for it, and nobody rejected.
+
+        The verdicts pass the hit gate of a resolve (signatures and certificate chains to
+        the federation root, this query, the released images); a rejection is logged,
+        final and reported to the owning node. A candidate confirmed without images to
+        compare (a template record or a template search) names no state: that would rest
+        on the model match alone. No node is asked for details; the answer is logged
+        (``subject_answered``: the states named and who confirmed them)."""
+        deadline = self._deadline(time_remaining)
+        self._authorize(header)
+        self._require_operator(header)
+        if header.purpose is not Purpose.DATA_SUBJECT_REQUEST:
+            raise InvalidInput("only a data-subject request's candidates give a states answer")
+        request = self._verified(signed, header, "answer", "")
+        self.gate.consume(request)
+        rec = self._pending_lookup(header)
+        self._check_hits(rec, hits)
+        if len(set(hits)) != len(hits):
+            raise InvalidInput("an answer names each candidate hit once")
+        screening = self.hit_gate.screen(
+            header, [HitKey(s, h) for s, h in hits], verdicts, request.digest, rec.packets.check
+        )
+        self._report_rejections(header, screening, deadline)
+        outcomes = []
+        for a in screening.assessments:
+            blind = rec.packets.not_verifiable(a.hit)
+            outcome = HitOutcome.of(a, "unverifiable" if a.verified and blind else None)
+            outcomes.append(replace(outcome, not_verifiable=blind))
+        named = [o for o in outcomes if o.status == "verified"]
+        states = tuple(sorted({o.hit.member_state for o in named}))
+        unanswered = tuple(sorted(s for s, o in rec.outcomes.items() if o is not NodeOutcome.OK))
+        counts: dict[str, int] = defaultdict(int)
+        for o in outcomes:
+            counts[o.status] += 1
+        # Complete: every node answered and every candidate is settled by people (named or
+        # rejected); a pending or unverifiable candidate may be a state the answer misses.
+        settled = counts["verified"] + counts["rejected"] == len(outcomes)
+        self.audit.record(
+            header_event(
+                EventKind.SUBJECT_ANSWERED,
+                header,
+                registers=states,
+                verifiers=tuple(sorted({v for o in named for v in o.confirmed_by})),
+                outcome="complete" if settled and not unanswered else "partial",
+                counts=dict(counts),
+                labels={"request": request.digest},
+            )
+        )
+        log.info(
+            "data-subject answer query=%s from=%s states=%d candidates=%d",
+            header.query_id,
+            header.requesting_state,
+            len(states),
+            len(outcomes),
+        )
+        return SubjectAnswer(states, tuple(outcomes), unanswered)
 
     def _report_rejections(
         self, header: QueryHeader, screening: Screening, deadline: float | None

@@ -52,11 +52,13 @@ _RULES = {
     Rule.SAR_DISEMBARKATION: cpb.RULE_SAR_DISEMBARKATION,
     Rule.EARLIER_APPLICATION: cpb.RULE_EARLIER_APPLICATION,
     Rule.NO_OTHER_STATE: cpb.RULE_NO_OTHER_STATE,
+    Rule.PROTECTION_GRANTED: cpb.RULE_PROTECTION_GRANTED,
 }
 _PROCEDURES = {
     Procedure.TAKE_CHARGE: cpb.PROCEDURE_TAKE_CHARGE,
     Procedure.TAKE_BACK: cpb.PROCEDURE_TAKE_BACK,
     Procedure.NONE: cpb.PROCEDURE_NONE,
+    Procedure.PROTECTION_ELSEWHERE: cpb.PROCEDURE_PROTECTION_ELSEWHERE,
 }
 
 
@@ -212,6 +214,25 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         )
 
     @translated
+    @logs_refusals("answer_data_subject")
+    def AnswerDataSubject(  # noqa: N802
+        self, request: cpb.DataSubjectAnswerRequest, context: grpc.ServicerContext
+    ) -> cpb.DataSubjectAnswerResponse:
+        header = header_from_pb(request.header, request.HasField("header"))
+        answer = self.service.answer_data_subject(
+            header,
+            [(h.member_state, h.handle) for h in request.hits],
+            verdicts_from_pb(request.verdicts),
+            signed_from_pb(request.header),
+            context.time_remaining(),
+        )
+        return cpb.DataSubjectAnswerResponse(
+            states=answer.states,
+            statuses=[_status_pb(o) for o in answer.statuses],
+            unanswered=answer.unanswered,
+        )
+
+    @translated
     @logs_refusals("confirm_decision")
     def ConfirmDecision(  # noqa: N802
         self, request: cpb.ConfirmDecisionRequest, context: grpc.ServicerContext
@@ -249,6 +270,8 @@ COORDINATOR_RULES: dict[str, AccessRule] = {
     _COORD + "Lookup": AccessRule(frozenset({"operator"})),
     _COORD + "Resolve": AccessRule(frozenset({"operator"})),
     _COORD + "GetVerificationPackets": AccessRule(frozenset({"operator"})),
+    # A data subject's answer from verified candidates, from an operator workstation.
+    _COORD + "AnswerDataSubject": AccessRule(frozenset({"operator"})),
     # A node's notice to another node; the relay checks it is sent in the node's own name.
     _COORD + "RelayNotice": AccessRule(frozenset({"node"})),
     # An official's confirmation of a case proposal, from an operator workstation.

@@ -535,11 +535,16 @@ class NodeService:
             raise PermissionDenied("not on record: the entry is for another signed request")
         return entry, verified
 
-    def _check_handles(self, header: QueryHeader, handles: Sequence[bytes]) -> None:
+    def _check_handles(
+        self, header: QueryHeader, handles: Sequence[bytes], details: bool = True
+    ) -> None:
+        """``details``: the handles' details are asked for (else their packets)."""
         if not handles:
             raise InvalidInput("no handles given")
-        if header.purpose is Purpose.DATA_SUBJECT_REQUEST:
-            # Such a search tells a data subject which states hold their data, nothing more.
+        if details and header.purpose is Purpose.DATA_SUBJECT_REQUEST:
+            # Such a search tells a data subject which states hold their data, nothing more:
+            # its candidates' packets go to the verifiers (a state is named only once they
+            # confirmed the record is the person, DOMAIN.md section 6), never details.
             raise PermissionDenied("hit details are refused for a data-subject request")
         if len(handles) > MAX_HANDLES_PER_REQUEST:
             raise InvalidInput(f"at most {MAX_HANDLES_PER_REQUEST} handles per request")
@@ -560,7 +565,7 @@ class NodeService:
         """The verification packets of proven candidates (fedmatch/protocol/packet.py), on
         the coordinator's ``packets_authorized`` entry for exactly these handles and a
         request an operator of the requesting state signed, naming the probe image."""
-        self._check_handles(header, handles)
+        self._check_handles(header, handles, details=False)
         self._check_coordinator_peer()
         digest = handles_digest(handles)
         entry, verified = self._on_record(

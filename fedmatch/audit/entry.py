@@ -90,6 +90,9 @@ class EventKind(enum.StrEnum):
     # reason codes only).
     HIT_REJECTED = "hit_rejected"
     HIT_DETAILS_REVEALED = "hit_details_revealed"
+    # A data subject's "which states hold my data" answered from verified candidates: the
+    # states named (registers) and the verifiers who confirmed them; no hit details.
+    SUBJECT_ANSWERED = "subject_answered"
     DECISION_PROPOSED = "decision_proposed"
     DECISION_CONFIRMED = "decision_confirmed"  # an official accepted or overrode it
     RECORD_ENROLLED = "record_enrolled"

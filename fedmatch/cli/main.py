@@ -2,8 +2,8 @@
 
 Subcommands: ``node serve|seed|status|...``, ``coordinator serve|status``, ``keys
 generate``, ``enroll``, ``lookup``, ``confirm-decision``, ``verify-hit``, ``resolve``,
-``dublin-form``, ``desk protect-key|serve``, ``rights which-states``, ``demo``, ``evaluate``,
-``audit``, ``bench``, ``pki``, ``health``.
+``dublin-form``, ``desk protect-key|serve``, ``rights which-states|answer``, ``demo``,
+``evaluate``, ``audit``, ``bench``, ``pki``, ``health``.
 Every subcommand has ``--help``. Each command group lives in its own module of
 :mod:`fedmatch.cli`, which adds its parsers and names the function that runs it; this is
 the only place that turns errors into exit codes (:mod:`fedmatch.cli.common`): 0 success,

@@ -82,7 +82,7 @@ def new_nonce() -> str:
     return secrets.token_hex(16)
 
 
-KINDS = ("lookup", "packets", "resolve", "confirm")
+KINDS = ("lookup", "packets", "resolve", "confirm", "answer")
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,8 @@ class RequestStatement:
     # then the SHA-256 of the probe image the verifiers compare with, fedmatch/protocol/
     # packet.py); "resolve" (hit details and a decision); "confirm" (an official's
     # confirmation of a case proposal: probe_hash is then the digest of the confirmation's
-    # body, see fedmatch/protocol/casefile.py)
+    # body, see fedmatch/protocol/casefile.py); "answer" (a data subject's answer from the
+    # verdicts on a data-subject search's candidates: states only, never details)
     kind: str
     query_id: str
     requesting_state: str

@@ -51,6 +51,7 @@ __all__ = [
     "NodeSummary",
     "Requester",
     "ResolveReport",
+    "SubjectReply",
     "enum_name",
     "node_candidates",
 ]
@@ -142,6 +143,18 @@ def _status_dict(st: coordinator_pb2.HitStatus) -> dict[str, Any]:
         "rejected_by": list(st.rejected_by),
         "reasons": list(st.reasons),
     }
+
+
+@dataclass(frozen=True)
+class SubjectReply:
+    """The coordinator's answer to a data subject's request
+    (:meth:`Requester.answer_data_subject`): the states named, each candidate's status
+    (:func:`_status_dict`, with its handle in hex) and the states whose node did not answer
+    the lookup."""
+
+    states: tuple[str, ...]
+    statuses: tuple[dict[str, Any], ...] = field(repr=False)
+    unanswered: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -469,15 +482,43 @@ class Requester:
                     raise ImplausibleResult(f"{state} sent a packet not asked for")
                 qid = report.header.query_id
                 packets.append(open_packet(sealed_packet, keys[state], qid, state))
-        # The requesting end's record of what was received (no image, no hash of one).
+        # The requesting end's record of what was received (no image, no hash of one). A
+        # data-subject search's log names no state: a failure there would say where a
+        # model match is, before anyone compared the images (DOMAIN.md section 6).
+        subject = report.header.purpose is Purpose.DATA_SUBJECT_REQUEST
         log.info(
             "verification packets query=%s received=%d not_verifiable=%d failed=%s",
             report.header.query_id,
             len(packets),
             sum(1 for p in packets if not p.verifiable),
-            ",".join(sorted(failed)) or "-",
+            (str(len(failed)) if subject else ",".join(sorted(failed))) or "-",
         )
         return PacketFetch(digest, tuple(packets), failed)
+
+    def answer_data_subject(
+        self,
+        header: QueryHeader,
+        hits: Sequence[tuple[str, bytes]],
+        verdicts: Sequence[SignedVerdict],
+        timeout: float = 30.0,
+    ) -> SubjectReply:
+        """A data subject's answer (``header``: the data-subject lookup's): the states whose
+        candidate enough distinct verifiers confirmed on the released images and nobody
+        rejected, as the coordinator found them (:mod:`fedmatch.requester.rights`)."""
+        request = coordinator_pb2.DataSubjectAnswerRequest(
+            header=header_to_pb(header, self.signer.sign(header, "answer")),
+            hits=[coordinator_pb2.HitRef(member_state=s, handle=h) for s, h in hits],
+            verdicts=[verdict_to_pb(v) for v in verdicts],
+        )
+        reply: coordinator_pb2.DataSubjectAnswerResponse = self._stub.AnswerDataSubject(
+            request, timeout=timeout
+        )
+        return SubjectReply(
+            tuple(reply.states),
+            # With each candidate's handle: the requester matches it to its packet.
+            tuple(_status_dict(st) | {"handle": st.handle.hex()} for st in reply.statuses),
+            tuple(reply.unanswered),
+        )
 
     @staticmethod
     def _sealed_openings(report: LookupReport) -> list[coordinator_pb2.SealedOpening]:

@@ -231,15 +231,25 @@ RPCS: dict[str, Rpc] = {
         ),
         # As Resolve for the header and the signature (a "packets" request naming the probe
         # image's SHA-256); malformed hits, openings or probe_image_sha256, hits at a node
-        # that did not answer the lookup, none or one twice: INVALID_ARGUMENT; a data-subject
-        # request, a probe image other than the one declared before, a fourth request for a
-        # lookup: PERMISSION_DENIED; no pending lookup of that query id: NOT_FOUND (only
+        # that did not answer the lookup, none or one twice: INVALID_ARGUMENT; a probe image
+        # other than the one declared before, a fourth request for a lookup:
+        # PERMISSION_DENIED; no pending lookup of that query id: NOT_FOUND (only
         # behind a valid signature). Deep inputs naming a lookup both nodes answered and hits
         # at them are relayed (OK), every node asked refusing: no input carries an opening.
         Rpc(
             "coordinator", "operator-DE", "CoordinatorService/GetVerificationPackets",
             cpb.VerificationPacketsRequest, cpb.VerificationPacketsResponse,
             frozenset({IA, PD, NF}), DEEP_ONLY, "operator-FR",
+        ),
+        # A data subject's states answer: as Resolve for the header and the signature (an
+        # "answer" request); malformed hits or verdicts, a purpose other than a data-subject
+        # request: INVALID_ARGUMENT; a verdict that does not verify: PERMISSION_DENIED; no
+        # pending lookup of that query id: NOT_FOUND (only behind a valid signature). No
+        # structured input is signed right, so none is answered.
+        Rpc(
+            "coordinator", "operator-DE", "CoordinatorService/AnswerDataSubject",
+            cpb.DataSubjectAnswerRequest, cpb.DataSubjectAnswerResponse,
+            frozenset({IA, PD, NF}), NEVER,
         ),
         # An official's confirmation of a case proposal: a malformed header, digest, action or
         # override: INVALID_ARGUMENT; a state without a node, a missing, malformed or wrong
@@ -280,8 +290,8 @@ RPCS: dict[str, Rpc] = {
             npb.HitDetailsRequest, npb.HitDetailsResponse, frozenset({IA, PD, NF}), NEVER,
         ),
         # As GetHitDetails (a packets_authorized entry, a "packets" request naming the probe
-        # image); a malformed probe_image_sha256: INVALID_ARGUMENT; a data-subject request:
-        # PERMISSION_DENIED; a query this node never answered (deep): NOT_FOUND; one it
+        # image); a malformed probe_image_sha256: INVALID_ARGUMENT; a query this node never
+        # answered (deep, a data-subject request's among them): NOT_FOUND; one it
         # answered (deep), without a valid opening (no input has one): PERMISSION_DENIED.
         Rpc(
             "IT", "coordinator", "NodeService/GetVerificationPackets",
@@ -1085,6 +1095,43 @@ def struct_resolve(kit: Kit, server: str) -> Strategy:
                 verified_by=verified_by,
             )
             request.header.signed.CopyFrom(_corrupt(kit, signed, how, pos, h, "resolve"))
+            return request.SerializeToString()
+
+        return ("struct", build)
+
+    return st.one_of(hostile, corrupted())
+
+
+def struct_answer(kit: Kit, server: str) -> Strategy:
+    """Hostile answer requests, and real data-subject headers with a corrupted signature
+    (each with hostile hits and garbage verdicts)."""
+    garbage = st.builds(
+        pb.HitVerdict,
+        statement=st.one_of(st.sampled_from(NASTY_JSON), BYTES),
+        signature=st.one_of(st.binary(min_size=64, max_size=64), SMALL_BYTES),
+        signer_chain=st.one_of(st.sampled_from(sorted(kit.chains.values())), BYTES),
+    )
+    verdicts = st.lists(garbage, max_size=4)
+    hostile = _serialized(
+        st.builds(
+            cpb.DataSubjectAnswerRequest,
+            header=_headers(kit, ["DE", "FR"]),
+            hits=_hits(STATE),
+            verdicts=verdicts,
+        )
+    )
+    hits = _hits(st.sampled_from(["IT", "FR"]))
+
+    @st.composite
+    def corrupted(draw: st.DrawFn) -> Case:
+        """A real data-subject header with a corrupted signature."""
+        (how, pos), refs, vs = draw(_CORRUPTION), draw(hits), draw(verdicts)
+
+        def build() -> bytes:
+            h = header("DE", Purpose.DATA_SUBJECT_REQUEST)
+            signed = kit.sign("DE", h, "answer")
+            request = cpb.DataSubjectAnswerRequest(header=header_to_pb(h), hits=refs, verdicts=vs)
+            request.header.signed.CopyFrom(_corrupt(kit, signed, how, pos, h, "answer"))
             return request.SerializeToString()
 
         return ("struct", build)
@@ -2059,6 +2106,7 @@ STRUCT: dict[str, Callable[[Kit, str], Strategy]] = {
     "RegisterKeys": struct_register_keys,
     "Lookup": struct_lookup,
     "Resolve": struct_resolve,
+    "AnswerDataSubject": struct_answer,
     "ConfirmDecision": struct_confirm,
     "Enroll": struct_enroll,
     "Search": struct_search,
@@ -2225,6 +2273,9 @@ def _seed(kit: Kit, rpc: Rpc) -> bytes:
         "Lookup": lambda: cpb.LookupRequest(header=de, probe=probe),
         "Resolve": lambda: cpb.ResolveRequest(
             header=de, application_date=APPLICATION_DATE, hits=[hit]
+        ),
+        "AnswerDataSubject": lambda: cpb.DataSubjectAnswerRequest(
+            header=header_to_pb(header("DE", Purpose.DATA_SUBJECT_REQUEST)), hits=[hit]
         ),
         "ConfirmDecision": lambda: cpb.ConfirmDecisionRequest(
             header=de, proposal_digest="0" * 64, action=cpb.CONFIRM_ACTION_ACCEPT

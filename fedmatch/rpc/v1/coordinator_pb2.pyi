@@ -72,6 +72,8 @@ class _RuleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Rule.ValueType],
     RULE_SAR_DISEMBARKATION: _Rule.ValueType  # 2
     RULE_EARLIER_APPLICATION: _Rule.ValueType  # 3
     RULE_NO_OTHER_STATE: _Rule.ValueType  # 4
+    RULE_PROTECTION_GRANTED: _Rule.ValueType  # 5
+    """A record marked "protection granted" (Eurodac recast Art. 31(1)) in another state."""
 
 class Rule(_Rule, metaclass=_RuleEnumTypeWrapper): ...
 
@@ -80,6 +82,8 @@ RULE_IRREGULAR_ENTRY: Rule.ValueType  # 1
 RULE_SAR_DISEMBARKATION: Rule.ValueType  # 2
 RULE_EARLIER_APPLICATION: Rule.ValueType  # 3
 RULE_NO_OTHER_STATE: Rule.ValueType  # 4
+RULE_PROTECTION_GRANTED: Rule.ValueType  # 5
+"""A record marked "protection granted" (Eurodac recast Art. 31(1)) in another state."""
 Global___Rule: _TypeAlias = Rule  # noqa: Y015
 
 class _Procedure:
@@ -92,6 +96,8 @@ class _ProcedureEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Procedure.V
     PROCEDURE_TAKE_CHARGE: _Procedure.ValueType  # 1
     PROCEDURE_TAKE_BACK: _Procedure.ValueType  # 2
     PROCEDURE_NONE: _Procedure.ValueType  # 3
+    PROCEDURE_PROTECTION_ELSEWHERE: _Procedure.ValueType  # 4
+    """Protection granted in another state: no Dublin request (inadmissibility or readmission)."""
 
 class Procedure(_Procedure, metaclass=_ProcedureEnumTypeWrapper): ...
 
@@ -99,6 +105,8 @@ PROCEDURE_UNSPECIFIED: Procedure.ValueType  # 0
 PROCEDURE_TAKE_CHARGE: Procedure.ValueType  # 1
 PROCEDURE_TAKE_BACK: Procedure.ValueType  # 2
 PROCEDURE_NONE: Procedure.ValueType  # 3
+PROCEDURE_PROTECTION_ELSEWHERE: Procedure.ValueType  # 4
+"""Protection granted in another state: no Dublin request (inadmissibility or readmission)."""
 Global___Procedure: _TypeAlias = Procedure  # noqa: Y015
 
 class _FamilyRelation:
@@ -182,6 +190,8 @@ class _CriterionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Criterion.V
     CRITERION_IRREGULAR_ENTRY: _Criterion.ValueType  # 4
     CRITERION_VISA_WAIVER_OR_TRANSIT: _Criterion.ValueType  # 5
     CRITERION_FIRST_APPLICATION: _Criterion.ValueType  # 6
+    CRITERION_PROTECTION_GRANTED: _Criterion.ValueType  # 7
+    """Not a criterion: protection granted elsewhere ends the Dublin question first."""
 
 class Criterion(_Criterion, metaclass=_CriterionEnumTypeWrapper):
     """The criteria of DOMAIN.md section 3, numbered in the order they are applied."""
@@ -193,6 +203,8 @@ CRITERION_DOCUMENTS: Criterion.ValueType  # 3
 CRITERION_IRREGULAR_ENTRY: Criterion.ValueType  # 4
 CRITERION_VISA_WAIVER_OR_TRANSIT: Criterion.ValueType  # 5
 CRITERION_FIRST_APPLICATION: Criterion.ValueType  # 6
+CRITERION_PROTECTION_GRANTED: Criterion.ValueType  # 7
+"""Not a criterion: protection granted elsewhere ends the Dublin question first."""
 Global___Criterion: _TypeAlias = Criterion  # noqa: Y015
 
 class _ConfirmAction:
@@ -564,6 +576,81 @@ class VerificationPacketsResponse(_message.Message):
 Global___VerificationPacketsResponse: _TypeAlias = VerificationPacketsResponse  # noqa: Y015
 
 @_typing.final
+class DataSubjectAnswerRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    HITS_FIELD_NUMBER: _builtins.int
+    VERDICTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def header(self) -> _common_pb2.RequestHeader:
+        """Same query_id as the data-subject lookup; signed as an "answer" request."""
+
+    @_builtins.property
+    def hits(self) -> _containers.RepeatedCompositeFieldContainer[Global___HitRef]:
+        """The candidate hits (at most 64)."""
+
+    @_builtins.property
+    def verdicts(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.HitVerdict]:
+        """Signed verdicts of the requesting state's verifiers on these hits, each naming the
+        images released for it (as for a resolve).
+        """
+
+    def __init__(
+        self,
+        *,
+        header: _common_pb2.RequestHeader | None = ...,
+        hits: _abc.Iterable[Global___HitRef] | None = ...,
+        verdicts: _abc.Iterable[_common_pb2.HitVerdict] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "hits", b"hits", "verdicts", b"verdicts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataSubjectAnswerRequest: _TypeAlias = DataSubjectAnswerRequest  # noqa: Y015
+
+@_typing.final
+class DataSubjectAnswerResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATES_FIELD_NUMBER: _builtins.int
+    STATUSES_FIELD_NUMBER: _builtins.int
+    UNANSWERED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def states(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The member states the answer names, sorted: each holds a candidate that enough
+        distinct verifiers confirmed on compared images and nobody rejected.
+        """
+
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedCompositeFieldContainer[Global___HitStatus]:
+        """What became of each candidate: "verified", "rejected", "pending" (too few
+        confirmations) or "unverifiable" (confirmed, but without images to compare: no state
+        is named on a model match).
+        """
+
+    @_builtins.property
+    def unanswered(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """States whose node did not answer the lookup: the answer may miss them."""
+
+    def __init__(
+        self,
+        *,
+        states: _abc.Iterable[_builtins.str] | None = ...,
+        statuses: _abc.Iterable[Global___HitStatus] | None = ...,
+        unanswered: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["states", b"states", "statuses", b"statuses", "unanswered", b"unanswered"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataSubjectAnswerResponse: _TypeAlias = DataSubjectAnswerResponse  # noqa: Y015
+
+@_typing.final
 class SealedOpening(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -793,6 +880,8 @@ class CaseInputs(_message.Message):
     LODGING_DATE_FIELD_NUMBER: _builtins.int
     VISA_WAIVED_IN_REQUESTING_STATE_FIELD_NUMBER: _builtins.int
     EARLIER_APPLICATION_FIELD_NUMBER: _builtins.int
+    EXPIRED_DOCUMENT_ENABLED_ENTRY_FIELD_NUMBER: _builtins.int
+    LEFT_TERRITORY_SINCE_FIELD_NUMBER: _builtins.int
     unaccompanied_minor: _builtins.bool
     visa_waived_entry_state: _builtins.str
     """Member state entered without needing a visa / whose airport transit area the
@@ -812,6 +901,11 @@ class CaseInputs(_message.Message):
     "withdrawn", "rejected", "withdrawn_during_determination", or "" (not known). It gives
     the exact basis of a Dublin III take back: Art. 18(1)(b), (c), (d) or 20(5).
     """
+    expired_document_enabled_entry: _builtins.bool
+    """Dublin III Art. 12(4): whether the expired documents enabled entry, and whether the
+    applicant has left the member states' territory since; unset is not known.
+    """
+    left_territory_since: _builtins.bool
     @_builtins.property
     def family(self) -> _containers.RepeatedCompositeFieldContainer[Global___FamilyMember]:
         """At most 16 each."""
@@ -829,12 +923,21 @@ class CaseInputs(_message.Message):
         lodging_date: _builtins.str = ...,
         visa_waived_in_requesting_state: _builtins.bool = ...,
         earlier_application: _builtins.str = ...,
+        expired_document_enabled_entry: _builtins.bool | None = ...,
+        left_territory_since: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_expired_document_enabled_entry", b"_expired_document_enabled_entry", "_left_territory_since", b"_left_territory_since", "expired_document_enabled_entry", b"expired_document_enabled_entry", "left_territory_since", b"left_territory_since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["airport_transit_state", b"airport_transit_state", "documents", b"documents", "earlier_application", b"earlier_application", "family", b"family", "lodging_date", b"lodging_date", "unaccompanied_minor", b"unaccompanied_minor", "visa_waived_entry_state", b"visa_waived_entry_state", "visa_waived_in_requesting_state", b"visa_waived_in_requesting_state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expired_document_enabled_entry", b"_expired_document_enabled_entry", "_left_territory_since", b"_left_territory_since", "airport_transit_state", b"airport_transit_state", "documents", b"documents", "earlier_application", b"earlier_application", "expired_document_enabled_entry", b"expired_document_enabled_entry", "family", b"family", "left_territory_since", b"left_territory_since", "lodging_date", b"lodging_date", "unaccompanied_minor", b"unaccompanied_minor", "visa_waived_entry_state", b"visa_waived_entry_state", "visa_waived_in_requesting_state", b"visa_waived_in_requesting_state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__expired_document_enabled_entry: _TypeAlias = _typing.Literal["expired_document_enabled_entry"]  # noqa: Y015
+    _WhichOneofArgType__expired_document_enabled_entry: _TypeAlias = _typing.Literal["_expired_document_enabled_entry", b"_expired_document_enabled_entry"]  # noqa: Y015
+    _WhichOneofReturnType__left_territory_since: _TypeAlias = _typing.Literal["left_territory_since"]  # noqa: Y015
+    _WhichOneofArgType__left_territory_since: _TypeAlias = _typing.Literal["_left_territory_since", b"_left_territory_since"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expired_document_enabled_entry) -> _WhichOneofReturnType__expired_document_enabled_entry | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__left_territory_since) -> _WhichOneofReturnType__left_territory_since | None: ...
 
 Global___CaseInputs: _TypeAlias = CaseInputs  # noqa: Y015
 
@@ -934,6 +1037,7 @@ class Deadline(_message.Message):
     BASIS_FIELD_NUMBER: _builtins.int
     CONSEQUENCE_FIELD_NUMBER: _builtins.int
     THEN_FIELD_NUMBER: _builtins.int
+    FOLLOW_ON_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     due: _builtins.str
     """Last day on which the step is in time (YYYY-MM-DD)."""
@@ -950,6 +1054,10 @@ class Deadline(_message.Message):
     """What follows once the step is taken: the requested state's reply deadline, what its
     silence counts as, the transfer decision and the transfer deadline.
     """
+    @_builtins.property
+    def follow_on(self) -> _containers.RepeatedCompositeFieldContainer[Global___FollowOn]:
+        """The same as dated clocks, for a request sent on `due` (the latest each can run)."""
+
     def __init__(
         self,
         *,
@@ -962,14 +1070,60 @@ class Deadline(_message.Message):
         basis: _builtins.str = ...,
         consequence: _builtins.str = ...,
         then: _builtins.str = ...,
+        follow_on: _abc.Iterable[Global___FollowOn] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["basis", b"basis", "consequence", b"consequence", "due", b"due", "length", b"length", "name", b"name", "start_date", b"start_date", "start_event", b"start_event", "then", b"then", "unit", b"unit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["basis", b"basis", "consequence", b"consequence", "due", b"due", "follow_on", b"follow_on", "length", b"length", "name", b"name", "start_date", b"start_date", "start_event", b"start_event", "then", b"then", "unit", b"unit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Deadline: _TypeAlias = Deadline  # noqa: Y015
+
+@_typing.final
+class FollowOn(_message.Message):
+    """A clock that runs once the request or notification is sent (reply_due,
+    silence_is_acceptance, reexamination_request_due, transfer_decision_due, transfer_due,
+    confirmation_due, silence_is_confirmation).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    LENGTH_FIELD_NUMBER: _builtins.int
+    UNIT_FIELD_NUMBER: _builtins.int
+    BASIS_FIELD_NUMBER: _builtins.int
+    MEANING_FIELD_NUMBER: _builtins.int
+    LATEST_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    after: _builtins.str
+    """request_sent or the name of the step it counts from."""
+    length: _builtins.int
+    unit: _builtins.str
+    """days, weeks or months."""
+    basis: _builtins.str
+    meaning: _builtins.str
+    latest: _builtins.str
+    """Its last day for a request sent on the deadline's due date (YYYY-MM-DD)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        after: _builtins.str = ...,
+        length: _builtins.int = ...,
+        unit: _builtins.str = ...,
+        basis: _builtins.str = ...,
+        meaning: _builtins.str = ...,
+        latest: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "basis", b"basis", "latest", b"latest", "length", b"length", "meaning", b"meaning", "name", b"name", "unit", b"unit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FollowOn: _TypeAlias = FollowOn  # noqa: Y015
 
 @_typing.final
 class CaseProposal(_message.Message):

@@ -65,6 +65,11 @@ class CoordinatorServiceStub:
                 request_serializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.ConfirmDecisionRequest.SerializeToString,
                 response_deserializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.ConfirmDecisionResponse.FromString,
                 _registered_method=True)
+        self.AnswerDataSubject = channel.unary_unary(
+                '/fedmatch.rpc.v1.CoordinatorService/AnswerDataSubject',
+                request_serializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.DataSubjectAnswerRequest.SerializeToString,
+                response_deserializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.DataSubjectAnswerResponse.FromString,
+                _registered_method=True)
         self.RelayNotice = channel.unary_unary(
                 '/fedmatch.rpc.v1.CoordinatorService/RelayNotice',
                 request_serializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.RelayNoticeRequest.SerializeToString,
@@ -119,6 +124,17 @@ class CoordinatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AnswerDataSubject(self, request, context):
+        """A data subject's "which states hold my data" (DOMAIN.md section 6), after the
+        requesting state's verifiers compared the candidates' images (their packets were
+        fetched as for any lookup): the states with a candidate enough distinct verifiers
+        confirmed, in signed verdicts on the released images, and nobody rejected. Never hit
+        details.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RelayNotice(self, request, context):
         """A node's notice to another state's node (marks, erasures, routed rights requests):
         only a node may call it, in its own state's name; the coordinator logs and forwards it.
@@ -159,6 +175,11 @@ def add_CoordinatorServiceServicer_to_server(servicer, server):
                     servicer.ConfirmDecision,
                     request_deserializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.ConfirmDecisionRequest.FromString,
                     response_serializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.ConfirmDecisionResponse.SerializeToString,
+            ),
+            'AnswerDataSubject': grpc.unary_unary_rpc_method_handler(
+                    servicer.AnswerDataSubject,
+                    request_deserializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.DataSubjectAnswerRequest.FromString,
+                    response_serializer=fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.DataSubjectAnswerResponse.SerializeToString,
             ),
             'RelayNotice': grpc.unary_unary_rpc_method_handler(
                     servicer.RelayNotice,
@@ -328,6 +349,33 @@ class CoordinatorService:
             '/fedmatch.rpc.v1.CoordinatorService/ConfirmDecision',
             fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.ConfirmDecisionRequest.SerializeToString,
             fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.ConfirmDecisionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AnswerDataSubject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedmatch.rpc.v1.CoordinatorService/AnswerDataSubject',
+            fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.DataSubjectAnswerRequest.SerializeToString,
+            fedmatch_dot_rpc_dot_v1_dot_coordinator__pb2.DataSubjectAnswerResponse.FromString,
             options,
             channel_credentials,
             insecure,

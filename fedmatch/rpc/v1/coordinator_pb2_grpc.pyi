@@ -51,6 +51,13 @@ class CoordinatorServiceStub:
     """Step 3: an official of the requesting state accepts or overrides the case proposal of
     a resolve (signed, once per case; coordinator/casework.py).
     """
+    AnswerDataSubject: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.DataSubjectAnswerRequest, _coordinator_pb2.DataSubjectAnswerResponse]
+    """A data subject's "which states hold my data" (DOMAIN.md section 6), after the
+    requesting state's verifiers compared the candidates' images (their packets were
+    fetched as for any lookup): the states with a candidate enough distinct verifiers
+    confirmed, in signed verdicts on the released images, and nobody rejected. Never hit
+    details.
+    """
     RelayNotice: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.RelayNoticeRequest, _coordinator_pb2.RelayNoticeResponse]
     """A node's notice to another state's node (marks, erasures, routed rights requests):
     only a node may call it, in its own state's name; the coordinator logs and forwards it.
@@ -74,6 +81,13 @@ class CoordinatorServiceAsyncStub(CoordinatorServiceStub):
     ConfirmDecision: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ConfirmDecisionRequest, _coordinator_pb2.ConfirmDecisionResponse]  # type: ignore[assignment]
     """Step 3: an official of the requesting state accepts or overrides the case proposal of
     a resolve (signed, once per case; coordinator/casework.py).
+    """
+    AnswerDataSubject: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.DataSubjectAnswerRequest, _coordinator_pb2.DataSubjectAnswerResponse]  # type: ignore[assignment]
+    """A data subject's "which states hold my data" (DOMAIN.md section 6), after the
+    requesting state's verifiers compared the candidates' images (their packets were
+    fetched as for any lookup): the states with a candidate enough distinct verifiers
+    confirmed, in signed verdicts on the released images, and nobody rejected. Never hit
+    details.
     """
     RelayNotice: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.RelayNoticeRequest, _coordinator_pb2.RelayNoticeResponse]  # type: ignore[assignment]
     """A node's notice to another state's node (marks, erasures, routed rights requests):
@@ -131,6 +145,19 @@ class CoordinatorServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_coordinator_pb2.ConfirmDecisionResponse, _abc.Awaitable[_coordinator_pb2.ConfirmDecisionResponse]]:
         """Step 3: an official of the requesting state accepts or overrides the case proposal of
         a resolve (signed, once per case; coordinator/casework.py).
+        """
+
+    @_abc_1.abstractmethod
+    def AnswerDataSubject(
+        self,
+        request: _coordinator_pb2.DataSubjectAnswerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.DataSubjectAnswerResponse, _abc.Awaitable[_coordinator_pb2.DataSubjectAnswerResponse]]:
+        """A data subject's "which states hold my data" (DOMAIN.md section 6), after the
+        requesting state's verifiers compared the candidates' images (their packets were
+        fetched as for any lookup): the states with a candidate enough distinct verifiers
+        confirmed, in signed verdicts on the released images, and nobody rejected. Never hit
+        details.
         """
 
     @_abc_1.abstractmethod
