@@ -848,6 +848,12 @@ class CoordinatorService:
         def record(stored: StoredProposal) -> tuple[dict[str, object], Confirmed]:
             overridden = request.action == "override"
             if not overridden and not stored.responsible_state:
+                if stored.proposal.get("procedure") == "protection_elsewhere":
+                    raise PreconditionFailed(
+                        "this proposal is no Dublin case (protection granted elsewhere): "
+                        "nothing to accept; an override names a state only where the "
+                        "official finds the protection no longer stands"
+                    )
                 # A tie or a minor's family in several states: the official chooses.
                 candidates = ", ".join(str(c) for c in stored.proposal.get("candidates", []))
                 raise PreconditionFailed(
