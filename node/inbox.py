@@ -11,6 +11,10 @@ receipt; an open item past its due time is listed as overdue.
 A notice carries no biometric data. A notification names the sender's record only by a
 digest of its reference (the receiver got the reference with the hit details and can match
 it); a rights request names the receiver's own reference, which the receiver needs to act.
+A mark's notice carries its kind (Art. 31(1) protection granted, 31(4) residence document)
+and goes both ways (Art. 31(1)): to the states that received the marked record's details,
+and to the states whose record the marked record hit when the sender searched with it; the
+latter names the receiver's record by the digest of its reference (``hit_record_digest``).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedmatch.domain import check_member_state
+from fedmatch.domain import MarkKind, check_member_state
 from fedmatch.errors import InvalidInput, NotFound, PreconditionFailed
 from fedmatch.protocol.limits import MAX_TEXT_FIELD
 
@@ -79,6 +83,10 @@ class Notice:
     reference_digest: str = ""
     query_id: str = ""
     case_reference: str = ""
+    # A mark's notice: the kind marked or unmarked; MarkKind.NONE on every other kind.
+    mark_kind: MarkKind = MarkKind.NONE
+    # The other direction (Art. 31(1)): the receiver's record the sender's record hit.
+    hit_record_digest: str = ""
 
     def __post_init__(self) -> None:
         if not _ID.fullmatch(self.notice_id):
@@ -97,6 +105,19 @@ class Notice:
                 raise InvalidInput(f"notice.{name} must be at most {MAX_TEXT_FIELD} characters")
         if not _DIGEST.fullmatch(self.reference_digest):
             raise InvalidInput("notice.reference_digest must be 64 hex digits")
+        if not _DIGEST.fullmatch(self.hit_record_digest):
+            raise InvalidInput("notice.hit_record_digest must be 64 hex digits")
+        try:
+            object.__setattr__(self, "mark_kind", MarkKind(self.mark_kind))
+        except ValueError:
+            raise InvalidInput(
+                "notice.mark_kind is protection_granted or residence_document"
+            ) from None
+        is_mark = self.kind in (NoticeKind.RECORD_MARKED, NoticeKind.RECORD_UNMARKED)
+        if is_mark != (self.mark_kind is not MarkKind.NONE):
+            raise InvalidInput("a mark's notice, and only one, carries the mark's kind")
+        if self.hit_record_digest and not is_mark:
+            raise InvalidInput("only a mark's notice names a record of the receiver")
         if self.kind.is_rights_request:
             if not self.reference.strip():
                 raise InvalidInput("a rights request names the record's reference number")
@@ -139,6 +160,8 @@ CREATE TABLE IF NOT EXISTS inbox (
     reference_digest TEXT NOT NULL,
     query_id TEXT NOT NULL,
     case_reference TEXT NOT NULL,
+    mark_kind TEXT NOT NULL DEFAULT '',
+    hit_record_digest TEXT NOT NULL DEFAULT '',
     received_at TEXT NOT NULL,
     due_at TEXT NOT NULL,
     status TEXT NOT NULL,
@@ -154,11 +177,35 @@ CREATE TABLE IF NOT EXISTS outbox (
     reference_digest TEXT NOT NULL,
     query_id TEXT NOT NULL,
     case_reference TEXT NOT NULL,
+    mark_kind TEXT NOT NULL DEFAULT '',
+    hit_record_digest TEXT NOT NULL DEFAULT '',
     created_at TEXT NOT NULL,
     status TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0
 );
 """
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Notice files written before marks had a kind get the two columns; their marks'
+    notices were all about protection granted (Eurodac recast Art. 31(1))."""
+    for table in ("inbox", "outbox"):
+        have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+        if "mark_kind" in have:
+            continue
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN mark_kind TEXT NOT NULL DEFAULT ''")
+            db.execute(f"ALTER TABLE {table} ADD COLUMN hit_record_digest TEXT NOT NULL DEFAULT ''")
+            db.execute(
+                f"UPDATE {table} SET mark_kind = ?"  # noqa: S608 - table is one of two names
+                " WHERE kind IN ('record_marked', 'record_unmarked')",
+                (MarkKind.PROTECTION_GRANTED.value,),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
 
 def _stamp(t: dt.datetime) -> str:
@@ -176,6 +223,7 @@ class NoticeBox:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        _migrate(self._db)
 
     def close(self) -> None:
         with self._lock:
@@ -191,8 +239,8 @@ class NoticeBox:
         with self._lock:
             cur = self._db.execute(
                 "INSERT OR IGNORE INTO inbox (notice_id, kind, from_state, reference,"
-                " reference_digest, query_id, case_reference, received_at, due_at, status)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'open')",
+                " reference_digest, query_id, case_reference, mark_kind, hit_record_digest,"
+                " received_at, due_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open')",
                 (
                     notice.notice_id,
                     notice.kind.value,
@@ -201,6 +249,8 @@ class NoticeBox:
                     notice.reference_digest,
                     notice.query_id,
                     notice.case_reference,
+                    notice.mark_kind.value,
+                    notice.hit_record_digest,
                     _stamp(now),
                     _stamp(now + NOTICE_DUE),
                 ),
@@ -249,6 +299,8 @@ class NoticeBox:
             reference_digest=str(row[5]),
             query_id=str(row[6]),
             case_reference=str(row[7]),
+            mark_kind=MarkKind(str(row[12])),
+            hit_record_digest=str(row[13]),
         )
         return InboxItem(
             item_id=int(str(row[0])),
@@ -267,8 +319,8 @@ class NoticeBox:
         with self._lock:
             self._db.execute(
                 "INSERT INTO outbox (notice_id, kind, to_state, reference, reference_digest,"
-                " query_id, case_reference, created_at, status)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
+                " query_id, case_reference, mark_kind, hit_record_digest, created_at, status)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
                 (
                     notice.notice_id,
                     notice.kind.value,
@@ -277,6 +329,8 @@ class NoticeBox:
                     notice.reference_digest,
                     notice.query_id,
                     notice.case_reference,
+                    notice.mark_kind.value,
+                    notice.hit_record_digest,
                     _stamp(now),
                 ),
             )
@@ -285,12 +339,23 @@ class NoticeBox:
         with self._lock:
             rows = self._db.execute(
                 "SELECT notice_id, kind, to_state, reference, reference_digest, query_id,"
-                " case_reference, created_at, attempts FROM outbox WHERE status = 'pending'"
-                " ORDER BY id"
+                " case_reference, created_at, attempts, mark_kind, hit_record_digest FROM outbox"
+                " WHERE status = 'pending' ORDER BY id"
             ).fetchall()
         return [
             OutboxItem(
-                Notice(r[0], NoticeKind(r[1]), self.member_state, r[2], r[3], r[4], r[5], r[6]),
+                Notice(
+                    r[0],
+                    NoticeKind(r[1]),
+                    self.member_state,
+                    r[2],
+                    r[3],
+                    r[4],
+                    r[5],
+                    r[6],
+                    MarkKind(r[9]),
+                    r[10],
+                ),
                 dt.datetime.fromisoformat(r[7]),
                 int(r[8]),
             )
@@ -309,5 +374,6 @@ class NoticeBox:
 
 _SELECT_INBOX = (
     "SELECT id, notice_id, kind, from_state, reference, reference_digest, query_id,"
-    " case_reference, received_at, due_at, status, acknowledged_by FROM inbox"
+    " case_reference, received_at, due_at, status, acknowledged_by, mark_kind,"
+    " hit_record_digest FROM inbox"
 )

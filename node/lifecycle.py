@@ -10,26 +10,45 @@ reason and the retention rule, never personal data.
 
 The node remembers every reveal of a record's details (record, requesting state, query id,
 case reference, time); a mark, an unmark or an erasure queues one notice per reveal, sent
-through the coordinator at once and retried by :class:`LifecycleJob` until delivered. The
-clock is injectable so that tests can move through years.
+through the coordinator at once and retried by :class:`LifecycleJob` until delivered.
+
+Marks come in two kinds (Eurodac recast Art. 31(1) protection granted, on applicant records;
+31(4) residence document issued, on irregular-crossing, illegal-stay and SAR records), each
+checked against the record's category. Art. 31(1) has every state whose data produced a hit
+with the marked record told, in both directions: besides the reveals, the node keeps the
+links its own authority reported after a resolve ("my record produced a hit with that
+state's record", :meth:`Lifecycle.link_own_hit`; the node cannot tell on its own which of
+its records a probe came from), and a mark or unmark also goes to those states, naming
+their record by digest. The record's Dublin status (the state indicated as responsible and
+its basis, Art. 16(1); transfer, removal, left-territory dates; relocation, Art. 28(4)) is
+recorded by :meth:`Lifecycle.set_status` and released with its hit details.
+
+The clock is injectable so that tests can move through years.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from fedmatch.audit.entry import AuditEvent, EventKind
 from fedmatch.audit.events import header_event
-from fedmatch.domain import MarkKind, QueryHeader
+from fedmatch.domain import (
+    MARKABLE_CATEGORIES,
+    MAX_BASIS_TEXT,
+    MarkKind,
+    QueryHeader,
+    check_member_state,
+)
 from fedmatch.errors import FedmatchError, InvalidInput, PermissionDenied, Unavailable
 from fedmatch.rpc.v1 import common_pb2
 from node.inbox import NOTICE_DUE, InboxItem, Notice, NoticeBox, NoticeKind, reference_digest
 from node.notices import verified_notice
-from node.records import RecordMeta
+from node.records import RecordMeta, RecordStatus
 from node.retention import RetentionPolicy, early_erasure_reason
 from node.service import NodeService
 
@@ -39,6 +58,7 @@ __all__ = [
     "LifecycleJob",
     "LifecycleOutcome",
     "Relay",
+    "StatusChange",
     "utc_now",
 ]
 
@@ -55,6 +75,116 @@ Relay = Callable[[Notice], tuple[int, str]]
 
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+# What an operator is told when a mark's kind is missing or unknown.
+_MARK_KINDS = (
+    "'protection_granted' (Eurodac recast Art. 31(1), applicant records) or "
+    "'residence_document' (Art. 31(4), irregular_crossing, illegal_stay and "
+    "sar_disembarked records)"
+)
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_QUERY_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def mark_kind(value: str, marked: bool) -> MarkKind:
+    """The kind of a mark or unmark request: required to mark; "" or a kind to unmark."""
+    try:
+        kind = MarkKind(value)
+    except ValueError:
+        raise InvalidInput(f"mark_kind must be {_MARK_KINDS}") from None
+    if marked and kind is MarkKind.NONE:
+        raise InvalidInput(f"a mark needs its kind: mark_kind {_MARK_KINDS}")
+    return kind
+
+
+# The status fields an operator may reset, each naming the columns it resets together.
+STATUS_FIELDS = ("responsible", "transferred_on", "removed_on", "left_territory_on", "relocation")
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """A change to a record's Dublin status: the fields given are set, those in ``clear``
+    reset (names of :data:`STATUS_FIELDS`). Checks its own shape; the dates are checked
+    against the record and the node's clock by :meth:`Lifecycle.set_status`."""
+
+    responsible_state: str = ""
+    responsible_basis: str = ""
+    transferred_on: dt.date | None = None
+    removed_on: dt.date | None = None
+    left_territory_on: dt.date | None = None
+    relocated_to: str = ""
+    relocated_on: dt.date | None = None
+    clear: frozenset[str] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        unknown = self.clear - set(STATUS_FIELDS)
+        if unknown:
+            raise InvalidInput(f"clear names one of: {', '.join(STATUS_FIELDS)}")
+        if self.responsible_state:
+            check_member_state(self.responsible_state, "responsible_state")
+        if self.relocated_to:
+            check_member_state(self.relocated_to, "relocated_to")
+        basis = self.responsible_basis
+        if len(basis) > MAX_BASIS_TEXT or not basis.isprintable():
+            raise InvalidInput(f"responsible_basis must be at most {MAX_BASIS_TEXT} characters")
+        if basis and not self.responsible_state:
+            raise InvalidInput("responsible_basis goes with responsible_state")
+        if bool(self.relocated_to) != (self.relocated_on is not None):
+            raise InvalidInput("relocated_to and relocated_on go together (Art. 28(4))")
+        if not self.changed and not self.clear:
+            raise InvalidInput("nothing to set or clear")
+        if set(self.changed) & self.clear:
+            raise InvalidInput("a field is either set or cleared, not both")
+
+    @property
+    def changed(self) -> tuple[str, ...]:
+        """The names (of :data:`STATUS_FIELDS`) of the fields this change sets."""
+        given = {
+            "responsible": bool(self.responsible_state),
+            "transferred_on": self.transferred_on is not None,
+            "removed_on": self.removed_on is not None,
+            "left_territory_on": self.left_territory_on is not None,
+            "relocation": bool(self.relocated_to),
+        }
+        return tuple(name for name in STATUS_FIELDS if given[name])
+
+    def dates(self) -> dict[str, dt.date]:
+        named = {
+            "transferred_on": self.transferred_on,
+            "removed_on": self.removed_on,
+            "left_territory_on": self.left_territory_on,
+            "relocated_on": self.relocated_on,
+        }
+        return {k: v for k, v in named.items() if v is not None}
+
+    def applied(self, status: RecordStatus) -> RecordStatus:
+        """``status`` with this change: cleared fields reset, given fields set."""
+
+        def day(name: str, given: dt.date | None, old: dt.date | None) -> dt.date | None:
+            return None if name in self.clear else given if given is not None else old
+
+        out = replace(
+            status,
+            transferred_on=day("transferred_on", self.transferred_on, status.transferred_on),
+            removed_on=day("removed_on", self.removed_on, status.removed_on),
+            left_territory_on=day(
+                "left_territory_on", self.left_territory_on, status.left_territory_on
+            ),
+        )
+        if "responsible" in self.clear:
+            out = replace(out, responsible_state="", responsible_basis="")
+        if "relocation" in self.clear:
+            out = replace(out, relocated_to="", relocated_on=None)
+        if self.responsible_state:
+            out = replace(
+                out,
+                responsible_state=self.responsible_state,
+                responsible_basis=self.responsible_basis,
+            )
+        if self.relocated_to:
+            out = replace(out, relocated_to=self.relocated_to, relocated_on=self.relocated_on)
+        return out
 
 
 @dataclass(frozen=True)
@@ -185,21 +315,42 @@ class Lifecycle:
 
     # --- marks -----------------------------------------------------------------------------
 
-    def mark(self, header: QueryHeader, reference: str, marked: bool) -> LifecycleOutcome:
-        """Mark a record (protection granted) or unmark it (withdrawn)."""
+    def mark(
+        self, header: QueryHeader, reference: str, marked: bool, kind: str = ""
+    ) -> LifecycleOutcome:
+        """Mark a record with ``kind`` (Eurodac recast Art. 31(1) protection granted, on an
+        applicant record; 31(4) residence document issued, on an irregular-crossing,
+        illegal-stay or SAR record) or unmark it (protection withdrawn, 31(3)). A kind that
+        does not fit the record's category is refused and nothing is written."""
         self._own(header)
+        wanted = mark_kind(kind, marked)
         with self._lock:
             record_id = self.store.find(reference)
             meta = self.store.get(record_id)
+            current = self.store.status(record_id).mark
+            if marked and meta.category not in MARKABLE_CATEGORIES[wanted]:
+                allowed = ", ".join(sorted(c.value for c in MARKABLE_CATEGORIES[wanted]))
+                raise InvalidInput(
+                    f"{meta.category.value} records cannot carry a {wanted.value} mark "
+                    f"(only {allowed} records can; Eurodac recast Art. 31(1), 31(4))"
+                )
+            if (
+                not marked
+                and wanted is not MarkKind.NONE
+                and current not in (MarkKind.NONE, wanted)
+            ):
+                raise InvalidInput(f"the record carries no {wanted.value} mark")
+            new = wanted if marked else MarkKind.NONE
+            # The notice names the kind set, or the kind removed.
+            told = wanted if marked else current
             digest = reference_digest(self.member_state, meta.reference)
-            kind = NoticeKind.RECORD_MARKED if marked else NoticeKind.RECORD_UNMARKED
+            notice_kind = NoticeKind.RECORD_MARKED if marked else NoticeKind.RECORD_UNMARKED
             # The mark and its entry under the shared write lock, as for an erasure.
             with self.store.writes.shared():
-                kind_of_mark = MarkKind.PROTECTION_GRANTED if marked else MarkKind.NONE
-                if not self.store.set_marked(record_id, kind_of_mark, self.clock()):
+                if not self.store.set_marked(record_id, new, self.clock()):
                     return LifecycleOutcome("unchanged", 0, 0)
                 self.service.set_marked(record_id, marked)
-                notices = self._queue(record_id, kind, digest)
+                notices = self._queue(record_id, notice_kind, digest, told)
                 self.service.audit.record(
                     header_event(
                         EventKind.RECORD_MARKED if marked else EventKind.RECORD_UNMARKED,
@@ -210,25 +361,141 @@ class Lifecycle:
                         labels={
                             "record_digest": digest,
                             "category": meta.category.value,
+                            "mark_kind": told.value,
                             "notices": str(len(notices)),
                         },
                     )
                 )
         return self._send_all(notices, "marked" if marked else "unmarked")
 
+    # --- Dublin status and own hit links -------------------------------------------------
+
+    def set_status(
+        self, header: QueryHeader, reference: str, change: StatusChange
+    ) -> LifecycleOutcome:
+        """Record the record's Dublin status as the node's own authority knows it: the
+        state indicated as responsible and its basis (Eurodac recast Art. 16(1), (3)), the
+        transfer, removal and left-territory dates, relocation (Art. 28(4)). No date may be
+        after the node's today, nor before the record's event."""
+        self._own(header)
+        today = self.clock().date()
+        with self._lock:
+            record_id = self.store.find(reference)
+            meta = self.store.get(record_id)
+            for name, day in change.dates().items():
+                if day > today:
+                    raise InvalidInput(f"{name} is in the future")
+                if day < meta.event_date:
+                    raise InvalidInput(f"{name} is before the record's event date")
+            status = change.applied(self.store.status(record_id))
+            digest = reference_digest(self.member_state, meta.reference)
+            with self.store.writes.shared():
+                if not self.store.set_status(record_id, status):
+                    return LifecycleOutcome("unchanged", 0, 0)
+                self.service.audit.record(
+                    header_event(
+                        EventKind.RECORD_STATUS_SET,
+                        header,
+                        registers=(self.member_state,),
+                        outcome="status_set",
+                        counts={meta.category.value: 1},
+                        # Which fields changed, never their values.
+                        labels={
+                            "record_digest": digest,
+                            "category": meta.category.value,
+                            "set": ",".join(change.changed) or "-",
+                            "cleared": ",".join(sorted(change.clear)) or "-",
+                        },
+                    )
+                )
+        return LifecycleOutcome("status_set", 0, 0)
+
+    def link_own_hit(
+        self,
+        header: QueryHeader,
+        reference: str,
+        other_state: str,
+        other_digest: str,
+        query_id: str,
+    ) -> LifecycleOutcome:
+        """The node's own authority reports, after a resolve, that its record ``reference``
+        (the one it searched with) produced a hit with ``other_state``'s record of reference
+        digest ``other_digest`` in query ``query_id``. A later mark or unmark of the record
+        is passed on to that state (Art. 31(1), both directions); a record already marked
+        is passed on now."""
+        self._own(header)
+        check_member_state(other_state, "other_state")
+        if other_state == self.member_state:
+            raise InvalidInput("other_state is another member state")
+        if not _DIGEST.fullmatch(other_digest):
+            raise InvalidInput("other_digest must be 64 lowercase hex digits")
+        if not _QUERY_ID.fullmatch(query_id):
+            raise InvalidInput("query_id must be 32 lowercase hex digits")
+        with self._lock:
+            record_id = self.store.find(reference)
+            meta = self.store.get(record_id)
+            digest = reference_digest(self.member_state, meta.reference)
+            current = self.store.status(record_id).mark
+            with self.store.writes.shared():
+                new = self.store.add_own_link(
+                    record_id, other_state, other_digest, query_id, header.case_reference,
+                    self.clock(),
+                )  # fmt: skip
+                if not new:
+                    return LifecycleOutcome("unchanged", 0, 0)
+                notices = []
+                if current is not MarkKind.NONE:
+                    notice = Notice(
+                        Notice.new_id(), NoticeKind.RECORD_MARKED, self.member_state,
+                        other_state, reference_digest=digest, query_id=query_id,
+                        case_reference=header.case_reference, mark_kind=current,
+                        hit_record_digest=other_digest,
+                    )  # fmt: skip
+                    self.box.queue(notice, self.clock())
+                    notices.append(notice)
+                self.service.audit.record(
+                    header_event(
+                        EventKind.OWN_HIT_LINKED,
+                        header,
+                        registers=(other_state,),
+                        outcome="linked",
+                        labels={
+                            "record_digest": digest,
+                            "hit_record_digest": other_digest,
+                            "hit_query_id": query_id,
+                            "notices": str(len(notices)),
+                        },
+                    )
+                )
+        return self._send_all(notices, "linked")
+
     # --- notices ---------------------------------------------------------------------------
 
-    def _queue(self, record_id: int, kind: NoticeKind, digest: str) -> list[Notice]:
-        """One notice per earlier reveal of the record, queued in the outbox."""
+    def _queue(
+        self, record_id: int, kind: NoticeKind, digest: str, mark: MarkKind = MarkKind.NONE
+    ) -> list[Notice]:
+        """One notice per earlier reveal of the record, queued in the outbox; for a mark or
+        an unmark also one per hit the record produced with another state's record (the
+        other direction of Art. 31(1)), naming that record by its digest."""
         notices = []
         now = self.clock()
         for state, query_id, case_reference in self.store.links(record_id):
             notice = Notice(
                 Notice.new_id(), kind, self.member_state, state,
                 reference_digest=digest, query_id=query_id, case_reference=case_reference,
+                mark_kind=mark,
             )  # fmt: skip
             self.box.queue(notice, now)
             notices.append(notice)
+        if mark is not MarkKind.NONE:
+            for state, other, query_id, case_reference in self.store.own_links(record_id):
+                notice = Notice(
+                    Notice.new_id(), kind, self.member_state, state,
+                    reference_digest=digest, query_id=query_id, case_reference=case_reference,
+                    mark_kind=mark, hit_record_digest=other,
+                )  # fmt: skip
+                self.box.queue(notice, now)
+                notices.append(notice)
         return notices
 
     def route(
@@ -344,13 +611,18 @@ def _notice_labels(notice: Notice) -> dict[str, str]:
     """A notice in the logs: its id and kind and the digest of the record's reference (a
     rights request's reference is the receiver's, so its digest is taken in that name)."""
     digest = notice.reference_digest or reference_digest(notice.to_state, notice.reference)
-    return {
+    labels = {
         "notice_id": notice.notice_id,
         "notice_kind": notice.kind.value,
         "record_digest": digest,
         "from_state": notice.from_state,
         "to_state": notice.to_state,
     }
+    if notice.mark_kind:
+        labels["mark_kind"] = notice.mark_kind.value
+    if notice.hit_record_digest:
+        labels["hit_record_digest"] = notice.hit_record_digest
+    return labels
 
 
 class LifecycleJob:

@@ -1,4 +1,5 @@
-"""gRPC edge of the record lifecycle (marks, erasure, notices, inbox): decode, call
+"""gRPC edge of the record lifecycle (marks, Dublin status, own hit links, erasure, notices,
+inbox): decode, call
 :class:`node.lifecycle.Lifecycle`, encode. Mixed into the node's servicer."""
 
 from __future__ import annotations
@@ -9,12 +10,13 @@ from typing import TYPE_CHECKING
 import grpc
 
 from fedmatch.audit.events import logs_refusals
+from fedmatch.domain import parse_date
 from fedmatch.errors import PreconditionFailed
 from fedmatch.grpcutil.errors import translated
 from fedmatch.protocol.wire import header_from_pb
 from fedmatch.rpc.v1 import node_pb2
 from node.inbox import InboxItem
-from node.lifecycle import Lifecycle
+from node.lifecycle import Lifecycle, LifecycleOutcome, StatusChange
 from node.notices import notice_to_pb
 
 if TYPE_CHECKING:
@@ -25,11 +27,36 @@ __all__ = ["LIFECYCLE_RULES_OWN_STATE", "LifecycleRpcs", "inbox_item_to_pb"]
 # Methods only the node's own state's operators may call (see NODE_RULES).
 LIFECYCLE_RULES_OWN_STATE = (
     "MarkRecord",
+    "SetRecordStatus",
+    "LinkOwnHit",
     "EraseRecord",
     "RouteRightsRequest",
     "ListInbox",
     "AcknowledgeInbox",
 )
+
+
+def _optional_date(value: str, name: str) -> dt.date | None:
+    return parse_date(value, name) if value else None
+
+
+def status_change_from_pb(request: node_pb2.SetRecordStatusRequest) -> StatusChange:
+    return StatusChange(
+        responsible_state=request.responsible_state,
+        responsible_basis=request.responsible_basis,
+        transferred_on=_optional_date(request.transferred_on, "transferred_on"),
+        removed_on=_optional_date(request.removed_on, "removed_on"),
+        left_territory_on=_optional_date(request.left_territory_on, "left_territory_on"),
+        relocated_to=request.relocated_to,
+        relocated_on=_optional_date(request.relocated_on, "relocated_on"),
+        clear=frozenset(request.clear),
+    )
+
+
+def _outcome_pb(out: LifecycleOutcome) -> node_pb2.LifecycleResponse:
+    return node_pb2.LifecycleResponse(
+        outcome=out.outcome, notices_sent=out.notices_sent, notices_pending=out.notices_pending
+    )
 
 
 def inbox_item_to_pb(item: InboxItem, now: dt.datetime) -> node_pb2.InboxItem:
@@ -59,10 +86,29 @@ class LifecycleRpcs:
         self, request: node_pb2.MarkRecordRequest, context: grpc.ServicerContext
     ) -> node_pb2.LifecycleResponse:
         header = header_from_pb(request.header, request.HasField("header"))
-        out = self._lifecycle().mark(header, request.reference, request.marked)
-        return node_pb2.LifecycleResponse(
-            outcome=out.outcome, notices_sent=out.notices_sent, notices_pending=out.notices_pending
-        )
+        out = self._lifecycle().mark(header, request.reference, request.marked, request.mark_kind)
+        return _outcome_pb(out)
+
+    @translated
+    @logs_refusals("set_record_status")
+    def SetRecordStatus(  # noqa: N802
+        self, request: node_pb2.SetRecordStatusRequest, context: grpc.ServicerContext
+    ) -> node_pb2.LifecycleResponse:
+        header = header_from_pb(request.header, request.HasField("header"))
+        change = status_change_from_pb(request)
+        return _outcome_pb(self._lifecycle().set_status(header, request.reference, change))
+
+    @translated
+    @logs_refusals("link_own_hit")
+    def LinkOwnHit(  # noqa: N802
+        self, request: node_pb2.LinkOwnHitRequest, context: grpc.ServicerContext
+    ) -> node_pb2.LifecycleResponse:
+        header = header_from_pb(request.header, request.HasField("header"))
+        out = self._lifecycle().link_own_hit(
+            header, request.reference, request.other_state, request.other_digest,
+            request.query_id,
+        )  # fmt: skip
+        return _outcome_pb(out)
 
     @translated
     @logs_refusals("erase_record")

@@ -17,6 +17,7 @@ from fedmatch.grpcutil.server import make_channel
 from fedmatch.pki.names import dns_name
 from fedmatch.protocol.canonical import canonical_json
 from fedmatch.protocol.limits import MAX_RECEIVE_BYTES
+from fedmatch.protocol.wire import mark_from_wire
 from fedmatch.rpc.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 from node.inbox import Notice, NoticeKind
 
@@ -48,11 +49,15 @@ def notice_to_pb(notice: Notice) -> common_pb2.Notice:
         reference_digest=notice.reference_digest,
         query_id=notice.query_id,
         case_reference=notice.case_reference,
+        mark_kind=notice.mark_kind.value,
+        hit_record_digest=notice.hit_record_digest,
     )
 
 
 def notice_payload(notice: Notice) -> bytes:
-    """The exact bytes a sending node signs: the domain, then canonical JSON of the fields."""
+    """The exact bytes a sending node signs: the domain, then canonical JSON of the fields.
+    The mark's kind and the receiver's hit record are in it when set (a notice without them
+    signs the same bytes as before they existed; one stripped of them no longer verifies)."""
     fields = {
         "notice_id": notice.notice_id,
         "kind": notice.kind.value,
@@ -63,6 +68,10 @@ def notice_payload(notice: Notice) -> bytes:
         "query_id": notice.query_id,
         "case_reference": notice.case_reference,
     }
+    if notice.mark_kind:
+        fields["mark_kind"] = notice.mark_kind.value
+    if notice.hit_record_digest:
+        fields["hit_record_digest"] = notice.hit_record_digest
     return NOTICE_DOMAIN + canonical_json(fields)
 
 
@@ -112,6 +121,8 @@ def notice_from_pb(pb: common_pb2.Notice) -> Notice:
         reference_digest=pb.reference_digest,
         query_id=pb.query_id,
         case_reference=pb.case_reference,
+        mark_kind=mark_from_wire(pb.mark_kind),
+        hit_record_digest=pb.hit_record_digest,
     )
 
 

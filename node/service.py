@@ -652,6 +652,34 @@ class NodeService:
     def _released(self, released: dict[bytes, str]) -> dict[HitKey, str]:
         return {HitKey(self.member_state, h): d for h, d in released.items()}
 
+    def _hit_detail(self, handle: bytes, record_id: int, meta: RecordMeta) -> HitDetail:
+        """A revealed hit: the event, and what Eurodac keeps of the record's Dublin status
+        (recast Art. 16(1), 28(4), 31): the mark and its kind, the state indicated as
+        responsible and its basis (the AMMR's take back goes to that state, Art. 36(1)(b)),
+        the day the data were transmitted (enrolled: the recast's retention counts from
+        it, Art. 29), transfer, removal, left-territory and relocation dates."""
+        status = self.store.status(record_id)
+        return HitDetail(
+            member_state=self.member_state,
+            handle=handle,
+            category=meta.category,
+            reference=meta.reference,
+            event_date=meta.event_date,
+            event_place=meta.event_place,
+            capture_date=meta.capture_date,
+            sex=meta.sex,
+            mark=status.mark,
+            marked_on=status.marked_at.date() if status.marked_at is not None else None,
+            responsible_state=status.responsible_state,
+            responsible_basis=status.responsible_basis,
+            transmitted_on=self.store.enrolled_at(record_id).date(),
+            transferred_on=status.transferred_on,
+            removed_on=status.removed_on,
+            left_territory_on=status.left_territory_on,
+            relocated_to=status.relocated_to,
+            relocated_on=status.relocated_on,
+        )
+
     def _is_marked(self, record_id: int) -> bool:
         with self._lock:
             return bool(self._marked[self._ids == record_id].any())
@@ -720,18 +748,7 @@ class NodeService:
                 held.append(handle)
                 continue
             revealed.append(record_id)
-            out.append(
-                HitDetail(
-                    member_state=self.member_state,
-                    handle=handle,
-                    category=meta.category,
-                    reference=meta.reference,
-                    event_date=meta.event_date,
-                    event_place=meta.event_place,
-                    capture_date=meta.capture_date,
-                    sex=meta.sex,
-                )
-            )
+            out.append(self._hit_detail(handle, record_id, meta))
         categories: dict[str, int] = {}
         for hit in out:
             categories[hit.category.value] = categories.get(hit.category.value, 0) + 1

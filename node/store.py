@@ -396,6 +396,67 @@ class RecordStore:
                 )
         return True
 
+    def set_status(self, record_id: int, status: RecordStatus) -> bool:
+        """Write the record's Dublin status (all but the mark, :meth:`set_marked`); returns
+        False when it already was this status."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT mark_kind FROM records WHERE id = ?", (record_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFound("record no longer exists")
+        if self.status(record_id) == status:
+            return False
+        with self._lock:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute(
+                    "UPDATE records SET responsible_state = ?, responsible_basis = ?,"
+                    " transferred_on = ?, removed_on = ?, left_territory_on = ?,"
+                    " relocated_to = ?, relocated_on = ? WHERE id = ?",
+                    (
+                        status.responsible_state,
+                        status.responsible_basis,
+                        _iso(status.transferred_on),
+                        _iso(status.removed_on),
+                        _iso(status.left_territory_on),
+                        status.relocated_to,
+                        _iso(status.relocated_on),
+                        record_id,
+                    ),
+                )
+        return True
+
+    def add_own_link(
+        self, record_id: int, other_state: str, other_digest: str, query_id: str,
+        case_reference: str, when: dt.datetime,
+    ) -> bool:  # fmt: skip
+        """Remember that this node's record produced a hit with ``other_state``'s record of
+        reference digest ``other_digest`` (in the requesting state's query ``query_id``);
+        False when that link was already known."""
+        stamp = when.isoformat(timespec="seconds")
+        with self._lock:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                cur = self._db.execute(
+                    "INSERT OR IGNORE INTO own_hit_links SELECT ?, ?, ?, ?, ?, ?"
+                    " WHERE EXISTS (SELECT 1 FROM records WHERE id = ?)",
+                    (record_id, other_state, other_digest, query_id, case_reference, stamp,
+                     record_id),
+                )  # fmt: skip
+        return cur.rowcount == 1
+
+    def own_links(self, record_id: int) -> list[tuple[str, str, str, str]]:
+        """(other state, other record's digest, query id, case reference) of every hit this
+        record produced with another state's record, as the requesting authority told it."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT other_state, other_digest, query_id, case_reference FROM own_hit_links"
+                " WHERE record_id = ? ORDER BY linked_at, other_state, other_digest",
+                (record_id,),
+            ).fetchall()
+        return [(str(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows]
+
     def retention_rows(self) -> list[tuple[int, RetentionFacts, dt.date | None, dt.date | None]]:
         """For the erasure job (node/retention.py), of every record: its row id, what its
         retention depends on (category, capture date, the UTC day it was enrolled, i.e. its
@@ -459,6 +520,10 @@ class RecordStore:
                 (record_id,),
             ).fetchall()
         return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+
+def _iso(value: dt.date | None) -> str | None:
+    return value.isoformat() if value is not None else None
 
 
 def _date(value: str | None) -> dt.date | None:

@@ -99,6 +99,12 @@ class EventKind(enum.StrEnum):
     RECORD_MARKED = "record_marked"
     RECORD_ERASED = "record_erased"
     RECORD_UNMARKED = "record_unmarked"  # protection withdrawn
+    # The record's Dublin status as its authority recorded it (Eurodac recast Art. 16(1),
+    # 28(4)): which fields changed, never their values.
+    RECORD_STATUS_SET = "record_status_set"
+    # The requesting state's own record produced a hit with another state's record: a mark
+    # of it is passed on to that state too (Art. 31(1), both directions).
+    OWN_HIT_LINKED = "own_hit_linked"
     # Notices between states (node/inbox.py): queued or relayed by the sender, relayed by
     # the coordinator, received into an inbox, acknowledged by the receiver's authority.
     NOTICE_SENT = "notice_sent"

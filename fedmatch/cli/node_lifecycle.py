@@ -1,5 +1,7 @@
-"""`fedmatch node mark|unmark|erase|route|inbox|ack`: an operator of a state working its own
-node's record lifecycle (marks, early erasure, routed rights requests, the inbox of notices).
+"""`fedmatch node mark|unmark|record-status|link-hit|erase|route|inbox|ack`: an operator of a state
+working its own node's record lifecycle (marks of both kinds, the record's Dublin status, the
+links of its records to other states' records they hit, early erasure, routed rights
+requests, the inbox of notices).
 
 Each command connects to the node with the operator workstation's mTLS certificate (the
 ``--config`` file `fedmatch enroll` reads; the node refuses any other state's operator) and
@@ -23,12 +25,14 @@ from fedmatch.rpc.v1 import node_pb2, node_pb2_grpc
 
 __all__ = ["COMMANDS", "add_parsers", "run"]
 
-COMMANDS = ("mark", "unmark", "erase", "route", "inbox", "ack")
+COMMANDS = ("mark", "unmark", "record-status", "link-hit", "erase", "route", "inbox", "ack")
 
 # The default legal basis each action is logged with (overridable with --legal-basis).
 _BASIS = {
     "mark": "Reg. (EU) 2024/1358 Art. 31",
     "unmark": "Reg. (EU) 2024/1358 Art. 31",
+    "record-status": "Reg. (EU) 2024/1358 Art. 16, 28",
+    "link-hit": "Reg. (EU) 2024/1358 Art. 31(1)",
     "erase": "Reg. (EU) 2024/1358 Art. 30",
     "route": "Reg. (EU) 2024/1358 Art. 43",
     "inbox": "Reg. (EU) 2024/1358 Art. 31",
@@ -39,8 +43,12 @@ _BASIS = {
 def add_parsers(node_sub: Any) -> None:
     """Register the lifecycle commands under `fedmatch node`."""
     helps = {
-        "mark": "mark a record of your register (international protection granted)",
-        "unmark": "remove a record's mark (protection withdrawn)",
+        "mark": "mark a record (protection granted, Art. 31(1); residence document, 31(4))",
+        "unmark": "remove a record's mark (protection withdrawn, Art. 31(3))",
+        "record-status": "record a Dublin status: state indicated as responsible and basis "
+        "(Art. 16(1)), transfer / removal / left-territory dates, relocation (Art. 28(4))",
+        "link-hit": "record that your record produced a hit with another state's record "
+        "(its marks are then passed on to that state, Art. 31(1))",
         "erase": "erase a record before its retention ends (citizenship, erasure request)",
         "route": "route a data subject's correction or erasure request to the holding state",
         "inbox": "list the notices other states sent to your node (overdue ones flagged)",
@@ -61,8 +69,41 @@ def add_parsers(node_sub: Any) -> None:
         p.add_argument("--case-reference", default="-", help="case or file number (logged)")
         p.add_argument("--dev-insecure", action="store_true", help="development only: plaintext")
         p.add_argument("--timeout", type=float, default=30.0, help="seconds")
-        if name in ("mark", "unmark", "erase", "route"):
+        if name in ("mark", "unmark", "record-status", "link-hit", "erase", "route"):
             p.add_argument("--reference", required=True, help="the record's reference number")
+        if name in ("mark", "unmark"):
+            p.add_argument(
+                "--kind",
+                required=name == "mark",
+                default="",
+                choices=["protection_granted", "residence_document"],
+                help="the mark's kind: protection_granted (Art. 31(1), applicant records) or "
+                "residence_document (Art. 31(4), irregular crossing, illegal stay, SAR)",
+            )
+        if name == "record-status":
+            p.add_argument("--responsible-state", default="", help="state indicated (16(1))")
+            p.add_argument("--responsible-basis", default="", help='e.g. "AMMR Art. 33(1)"')
+            for date in ("transferred-on", "removed-on", "left-territory-on", "relocated-on"):
+                p.add_argument(f"--{date}", default="", help="YYYY-MM-DD")
+            p.add_argument("--relocated-to", default="", help="state of relocation (28(4))")
+            p.add_argument(
+                "--clear",
+                action="append",
+                default=[],
+                # node.lifecycle.STATUS_FIELDS (not imported: the command stays light)
+                choices=[
+                    "responsible",
+                    "transferred_on",
+                    "removed_on",
+                    "left_territory_on",
+                    "relocation",
+                ],
+                help="reset a field (repeatable)",
+            )
+        if name == "link-hit":
+            p.add_argument("--other-state", required=True, help="the state whose record hit")
+            p.add_argument("--other-digest", required=True, help="that record's digest")
+            p.add_argument("--query-id", required=True, help="the query of the hit")
         if name == "erase":
             p.add_argument(
                 "--reason", required=True, choices=["citizenship_acquired", "erasure_request"]
@@ -132,7 +173,43 @@ def _call(stub: node_pb2_grpc.NodeServiceStub, args: argparse.Namespace, header:
         else:
             r = stub.MarkRecord(
                 node_pb2.MarkRecordRequest(
-                    header=header, reference=args.reference, marked=cmd == "mark"
+                    header=header,
+                    reference=args.reference,
+                    marked=cmd == "mark",
+                    mark_kind=args.kind,
+                ),
+                timeout=t,
+            )
+        return {
+            "outcome": r.outcome,
+            "notices_sent": r.notices_sent,
+            "notices_pending": r.notices_pending,
+        }
+    if cmd in ("record-status", "link-hit"):
+        if cmd == "record-status":
+            r = stub.SetRecordStatus(
+                node_pb2.SetRecordStatusRequest(
+                    header=header,
+                    reference=args.reference,
+                    responsible_state=args.responsible_state,
+                    responsible_basis=args.responsible_basis,
+                    transferred_on=args.transferred_on,
+                    removed_on=args.removed_on,
+                    left_territory_on=args.left_territory_on,
+                    relocated_to=args.relocated_to,
+                    relocated_on=args.relocated_on,
+                    clear=args.clear,
+                ),
+                timeout=t,
+            )
+        else:
+            r = stub.LinkOwnHit(
+                node_pb2.LinkOwnHitRequest(
+                    header=header,
+                    reference=args.reference,
+                    other_state=args.other_state,
+                    other_digest=args.other_digest,
+                    query_id=args.query_id,
                 ),
                 timeout=t,
             )

@@ -332,6 +332,17 @@ RPCS: dict[str, Rpc] = {
             "IT", "operator-IT", "NodeService/MarkRecord",
             npb.MarkRecordRequest, npb.LifecycleResponse, frozenset({IA, PD, NF}), ANY_KIND,
         ),
+        # A record's Dublin status: a malformed field or date, one in the future or before
+        # the event: INVALID_ARGUMENT; an own-hit link to a record: both can succeed.
+        Rpc(
+            "IT", "operator-IT", "NodeService/SetRecordStatus",
+            npb.SetRecordStatusRequest, npb.LifecycleResponse, frozenset({IA, PD, NF}),
+            ANY_KIND,
+        ),
+        Rpc(
+            "IT", "operator-IT", "NodeService/LinkOwnHit",
+            npb.LinkOwnHitRequest, npb.LifecycleResponse, frozenset({IA, PD, NF}), ANY_KIND,
+        ),
         Rpc(
             "IT", "operator-IT", "NodeService/EraseRecord",
             npb.EraseRecordRequest, npb.LifecycleResponse, frozenset({IA, PD, NF}), NEVER,
@@ -1979,6 +1990,7 @@ _NOTICE_KINDS = (
     "record_marked", "record_unmarked", "record_erased", "correction_request", "erasure_request",
 )  # fmt: skip
 NOTICE_KIND = st.one_of(st.sampled_from(_NOTICE_KINDS), TEXT)
+MARK_KIND = st.one_of(st.sampled_from(["", "protection_granted", "residence_document"]), TEXT)
 _LIFECYCLE_HEADERS = ["IT", "DE"]
 
 
@@ -1990,6 +2002,52 @@ def struct_mark(kit: Kit, server: str) -> Strategy:
             header=_headers(kit, _LIFECYCLE_HEADERS),
             reference=references,
             marked=st.booleans(),
+            mark_kind=MARK_KIND,
+        )
+    )
+
+
+_SYN_REFERENCES = st.one_of(st.sampled_from(["IT-SYN-00000001", "IT-SYN-00000002", "IT-X"]), TEXT)
+_CLEAR = st.lists(
+    st.one_of(
+        st.sampled_from(
+            ["responsible", "transferred_on", "removed_on", "left_territory_on", "relocation"]
+        ),
+        TEXT,
+    ),
+    max_size=3,
+)
+
+
+def struct_status(kit: Kit, server: str) -> Strategy:
+    optional_date = st.one_of(st.just(""), DATE)
+    optional_state = st.one_of(st.just(""), STATE)
+    return _serialized(
+        st.builds(
+            npb.SetRecordStatusRequest,
+            header=_headers(kit, _LIFECYCLE_HEADERS),
+            reference=_SYN_REFERENCES,
+            responsible_state=optional_state,
+            responsible_basis=st.one_of(st.just("AMMR Art. 33(1)"), TEXT),
+            transferred_on=optional_date,
+            removed_on=optional_date,
+            left_territory_on=optional_date,
+            relocated_to=optional_state,
+            relocated_on=optional_date,
+            clear=_CLEAR,
+        )
+    )
+
+
+def struct_link_own_hit(kit: Kit, server: str) -> Strategy:
+    return _serialized(
+        st.builds(
+            npb.LinkOwnHitRequest,
+            header=_headers(kit, _LIFECYCLE_HEADERS),
+            reference=_SYN_REFERENCES,
+            other_state=STATE,
+            other_digest=st.one_of(HEX64, HEX64.map(str.upper), TEXT),
+            query_id=st.one_of(HEX32, TEXT),
         )
     )
 
@@ -2066,6 +2124,8 @@ _HOSTILE_NOTICE: dict[str, st.SearchStrategy[Any]] = {
     "reference_digest": st.one_of(TEXT, HEX64.map(str.upper)),
     "query_id": TEXT,
     "case_reference": TEXT,
+    "mark_kind": MARK_KIND,
+    "hit_record_digest": st.one_of(TEXT, HEX64.map(str.upper)),
 }
 
 
@@ -2085,6 +2145,8 @@ def _notices(senders: Sequence[str], receivers: Sequence[str]) -> st.SearchStrat
             "reference_digest": "" if rights else draw(HEX64),
             "query_id": draw(HEX32),
             "case_reference": "CASE-FUZZ",
+            "mark_kind": "residence_document" if "marked" in kind else "",
+            "hit_record_digest": draw(st.sampled_from(["", "0" * 64])) if "marked" in kind else "",
         }
         return pb.Notice(**draw(_hostile(valid, _HOSTILE_NOTICE)))
 
@@ -2117,6 +2179,8 @@ STRUCT: dict[str, Callable[[Kit, str], Strategy]] = {
     "AddCheckpoint": struct_add_checkpoint,
     "Check": struct_health,
     "MarkRecord": struct_mark,
+    "SetRecordStatus": struct_status,
+    "LinkOwnHit": struct_link_own_hit,
     "EraseRecord": struct_erase,
     "RouteRightsRequest": struct_route,
     "ListInbox": struct_inbox,
@@ -2319,7 +2383,20 @@ def _seed(kit: Kit, rpc: Rpc) -> bytes:
         ),
         "Check": lambda: hpb.HealthCheckRequest(service=""),
         "MarkRecord": lambda: npb.MarkRecordRequest(
-            header=it, reference="IT-SYN-00000001", marked=True
+            header=it, reference="IT-SYN-00000001", marked=True, mark_kind="protection_granted"
+        ),
+        "SetRecordStatus": lambda: npb.SetRecordStatusRequest(
+            header=it,
+            reference="IT-SYN-00000001",
+            responsible_state="IT",
+            responsible_basis="AMMR Art. 33(1)",
+        ),
+        "LinkOwnHit": lambda: npb.LinkOwnHitRequest(
+            header=it,
+            reference="IT-SYN-00000001",
+            other_state="DE",
+            other_digest="0" * 64,
+            query_id="0" * 32,
         ),
         "EraseRecord": lambda: npb.EraseRecordRequest(
             header=it, reference="IT-FUZZ-NONE", reason="citizenship_acquired"

@@ -28,7 +28,7 @@ from fedmatch.audit.party import PartyAudit, node_origin
 from fedmatch.audit.stats import federation_stats
 from fedmatch.demo.parties import tls_table
 from fedmatch.demo.synthetic import capture, unit_vectors
-from fedmatch.domain import Category, Purpose, Sex
+from fedmatch.domain import Category, MarkKind, Purpose, Sex
 from fedmatch.errors import NotFound
 from fedmatch.protocol.wire import category_to_pb, header_to_pb
 from fedmatch.rpc.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc, node_pb2
@@ -55,6 +55,7 @@ from tests.federation import (
 )
 
 APPLICATION = TODAY.isoformat()
+PG = MarkKind.PROTECTION_GRANTED.value
 
 
 @pytest.fixture(scope="module")
@@ -192,9 +193,13 @@ def test_marking_hides_the_record_from_the_purposes_the_policy_says(
     stub = operator_stub(fed, "IT", "IT")
     hdr = header_to_pb(header("IT"))
 
-    marked = stub.MarkRecord(node_pb2.MarkRecordRequest(header=hdr, reference=ref, marked=True))
+    marked = stub.MarkRecord(
+        node_pb2.MarkRecordRequest(header=hdr, reference=ref, marked=True, mark_kind=PG)
+    )
     assert (marked.outcome, marked.notices_sent, marked.notices_pending) == ("marked", 1, 0)
-    again = stub.MarkRecord(node_pb2.MarkRecordRequest(header=hdr, reference=ref, marked=True))
+    again = stub.MarkRecord(
+        node_pb2.MarkRecordRequest(header=hdr, reference=ref, marked=True, mark_kind=PG)
+    )
     assert again.outcome == "unchanged"
     assert hits_at(fed, "IT", capture(person, rng, 0.9), Purpose.BORDER_CONTROL) == 0
     assert hits_at(fed, "IT", capture(person, rng, 0.9), Purpose.ASYLUM_DUBLIN) == 1
@@ -244,7 +249,7 @@ def test_a_notice_the_coordinator_cannot_take_waits_and_is_retried(
     lifecycle.relay = down
     clock = lifecycle.clock
     try:
-        out = lifecycle.mark(header("FR"), ref, True)
+        out = lifecycle.mark(header("FR"), ref, True, PG)
         # Still undelivered 73 hours later: the job says so to the operator (a count).
         lifecycle.clock = lambda: clock() + dt.timedelta(hours=73)
         with caplog.at_level(logging.WARNING, logger="fedmatch.node.lifecycle"):
@@ -369,7 +374,9 @@ def test_only_the_right_parties_may_call_the_lifecycle_rpcs(fed: Federation) -> 
     calls: list[Callable[[], object]] = [
         # Another state's operator at IT's node.
         lambda: operator_stub(fed, "IT", "DE").MarkRecord(
-            node_pb2.MarkRecordRequest(header=hdr, reference="IT-SYN-00000001", marked=True)
+            node_pb2.MarkRecordRequest(
+                header=hdr, reference="IT-SYN-00000001", marked=True, mark_kind=PG
+            )
         ),
         lambda: operator_stub(fed, "IT", "DE").ListInbox(node_pb2.ListInboxRequest(header=hdr)),
         # An operator cannot put a notice into an inbox; only the coordinator relays.
@@ -531,7 +538,7 @@ def test_node_serve_runs_the_erasure_job_and_the_operator_commands(tmp_path: Pat
         assert refs == {"IT-NEW-1"}
         who = ["--node", address, "--config", str(operator), "--state", "IT",
                "--operator", "officer-3"]  # fmt: skip
-        marked = _fedmatch("node", "mark", *who, "--reference", "IT-NEW-1")
+        marked = _fedmatch("node", "mark", *who, "--reference", "IT-NEW-1", "--kind", PG)
         assert marked.returncode == 0, marked.stderr
         assert json.loads(marked.stdout) == {
             "outcome": "marked", "notices_sent": 0, "notices_pending": 0,

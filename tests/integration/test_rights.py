@@ -464,7 +464,7 @@ def test_statistics_of_a_small_federation(tmp_path: Path) -> None:
         # the doubtful record early: counted per category, never by record.
         it = fed.lifecycles["IT"]
         for marked in (True, False, True):
-            it.mark(header("IT"), "IT-R-11", marked)
+            it.mark(header("IT"), "IT-R-11", marked, "protection_granted" if marked else "")
         it.erase(header("IT"), "IT-R-12", "citizenship_acquired")
         logs = {s: list(n.audit.log.iter_entries()) for s, n in fed.nodes.items()}
         coordinator = list(fed.coordinator.audit.log.iter_entries())

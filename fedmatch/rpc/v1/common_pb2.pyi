@@ -514,6 +514,8 @@ class Notice(_message.Message):
     CASE_REFERENCE_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
     SIGNER_CHAIN_FIELD_NUMBER: _builtins.int
+    MARK_KIND_FIELD_NUMBER: _builtins.int
+    HIT_RECORD_DIGEST_FIELD_NUMBER: _builtins.int
     notice_id: _builtins.str
     """128 random bits as 32 lowercase hex digits; a redelivery is recognised by it."""
     kind: _builtins.str
@@ -528,10 +530,21 @@ class Notice(_message.Message):
     case_reference: _builtins.str
     signature: _builtins.bytes
     """The sending node's Ed25519 signature (the key its certificate binds) over
-    "fedmatch/notice/v1\\0" and the canonical JSON of fields 1-8, and its certificate chain
-    (PEM): the receiver checks both, so the relaying coordinator cannot forge a notice.
+    "fedmatch/notice/v1\\0" and the canonical JSON of fields 1-8, 11 and 12 (11 and 12 only
+    when not empty), and its certificate chain (PEM): the receiver checks both, so the
+    relaying coordinator cannot forge a notice.
     """
     signer_chain: _builtins.bytes
+    mark_kind: _builtins.str
+    """record_marked, record_unmarked: the mark's kind, "protection_granted" (Eurodac recast
+    Art. 31(1)) or "residence_document" (Art. 31(4)).
+    """
+    hit_record_digest: _builtins.str
+    """The other direction of Art. 31(1): the sender's marked record (reference_digest) is
+    the sender's own record that produced a hit with the receiver's record named here, by
+    the digest of the receiver's reference. "" when the receiver got the sender's record
+    in a hit instead.
+    """
     def __init__(
         self,
         *,
@@ -545,10 +558,12 @@ class Notice(_message.Message):
         case_reference: _builtins.str = ...,
         signature: _builtins.bytes = ...,
         signer_chain: _builtins.bytes = ...,
+        mark_kind: _builtins.str = ...,
+        hit_record_digest: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_reference", b"case_reference", "from_state", b"from_state", "kind", b"kind", "notice_id", b"notice_id", "query_id", b"query_id", "reference", b"reference", "reference_digest", b"reference_digest", "signature", b"signature", "signer_chain", b"signer_chain", "to_state", b"to_state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_reference", b"case_reference", "from_state", b"from_state", "hit_record_digest", b"hit_record_digest", "kind", b"kind", "mark_kind", b"mark_kind", "notice_id", b"notice_id", "query_id", b"query_id", "reference", b"reference", "reference_digest", b"reference_digest", "signature", b"signature", "signer_chain", b"signer_chain", "to_state", b"to_state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

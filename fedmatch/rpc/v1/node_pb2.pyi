@@ -524,10 +524,16 @@ class MarkRecordRequest(_message.Message):
     HEADER_FIELD_NUMBER: _builtins.int
     REFERENCE_FIELD_NUMBER: _builtins.int
     MARKED_FIELD_NUMBER: _builtins.int
+    MARK_KIND_FIELD_NUMBER: _builtins.int
     reference: _builtins.str
     """The record's origin reference number."""
     marked: _builtins.bool
-    """True: protection granted (mark); false: protection withdrawn (unmark)."""
+    """True: mark; false: unmark (protection withdrawn, Eurodac recast Art. 31(3))."""
+    mark_kind: _builtins.str
+    """The mark's kind, required to mark: "protection_granted" (Art. 31(1), applicant
+    records) or "residence_document" (Art. 31(4), irregular-crossing, illegal-stay and
+    SAR records). To unmark: "" or the kind the record carries.
+    """
     @_builtins.property
     def header(self) -> _common_pb2.RequestHeader: ...
     def __init__(
@@ -536,14 +542,112 @@ class MarkRecordRequest(_message.Message):
         header: _common_pb2.RequestHeader | None = ...,
         reference: _builtins.str = ...,
         marked: _builtins.bool = ...,
+        mark_kind: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "marked", b"marked", "reference", b"reference"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "mark_kind", b"mark_kind", "marked", b"marked", "reference", b"reference"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MarkRecordRequest: _TypeAlias = MarkRecordRequest  # noqa: Y015
+
+@_typing.final
+class SetRecordStatusRequest(_message.Message):
+    """A record's Dublin status as its own authority records it (Eurodac recast Art. 16(1),
+    (3), 28(4)): each non-empty field is set; the fields named in `clear` are reset to none.
+    Dates ISO 8601, neither in the future nor before the record's event date.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    RESPONSIBLE_STATE_FIELD_NUMBER: _builtins.int
+    RESPONSIBLE_BASIS_FIELD_NUMBER: _builtins.int
+    TRANSFERRED_ON_FIELD_NUMBER: _builtins.int
+    REMOVED_ON_FIELD_NUMBER: _builtins.int
+    LEFT_TERRITORY_ON_FIELD_NUMBER: _builtins.int
+    RELOCATED_TO_FIELD_NUMBER: _builtins.int
+    RELOCATED_ON_FIELD_NUMBER: _builtins.int
+    CLEAR_FIELD_NUMBER: _builtins.int
+    reference: _builtins.str
+    responsible_state: _builtins.str
+    """The member state indicated as responsible and on what basis (e.g. "AMMR Art. 33(1)")."""
+    responsible_basis: _builtins.str
+    transferred_on: _builtins.str
+    removed_on: _builtins.str
+    left_territory_on: _builtins.str
+    relocated_to: _builtins.str
+    """Relocated (Art. 28(4)): the member state of relocation and the day, together."""
+    relocated_on: _builtins.str
+    @_builtins.property
+    def header(self) -> _common_pb2.RequestHeader: ...
+    @_builtins.property
+    def clear(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Field names to reset: "responsible" (state and basis), "transferred_on",
+        "removed_on", "left_territory_on", "relocation" (state and day).
+        """
+
+    def __init__(
+        self,
+        *,
+        header: _common_pb2.RequestHeader | None = ...,
+        reference: _builtins.str = ...,
+        responsible_state: _builtins.str = ...,
+        responsible_basis: _builtins.str = ...,
+        transferred_on: _builtins.str = ...,
+        removed_on: _builtins.str = ...,
+        left_territory_on: _builtins.str = ...,
+        relocated_to: _builtins.str = ...,
+        relocated_on: _builtins.str = ...,
+        clear: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clear", b"clear", "header", b"header", "left_territory_on", b"left_territory_on", "reference", b"reference", "relocated_on", b"relocated_on", "relocated_to", b"relocated_to", "removed_on", b"removed_on", "responsible_basis", b"responsible_basis", "responsible_state", b"responsible_state", "transferred_on", b"transferred_on"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRecordStatusRequest: _TypeAlias = SetRecordStatusRequest  # noqa: Y015
+
+@_typing.final
+class LinkOwnHitRequest(_message.Message):
+    """The requesting state's own record `reference` produced a hit with `other_state`'s record
+    whose reference digest is `other_digest` (node/inbox.py reference_digest), in query
+    `query_id`: a later mark or unmark of the own record is passed on to that state too
+    (Eurodac recast Art. 31(1): every state whose data produced a hit is told, both ways).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    OTHER_STATE_FIELD_NUMBER: _builtins.int
+    OTHER_DIGEST_FIELD_NUMBER: _builtins.int
+    QUERY_ID_FIELD_NUMBER: _builtins.int
+    reference: _builtins.str
+    other_state: _builtins.str
+    other_digest: _builtins.str
+    query_id: _builtins.str
+    @_builtins.property
+    def header(self) -> _common_pb2.RequestHeader: ...
+    def __init__(
+        self,
+        *,
+        header: _common_pb2.RequestHeader | None = ...,
+        reference: _builtins.str = ...,
+        other_state: _builtins.str = ...,
+        other_digest: _builtins.str = ...,
+        query_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "other_digest", b"other_digest", "other_state", b"other_state", "query_id", b"query_id", "reference", b"reference"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LinkOwnHitRequest: _TypeAlias = LinkOwnHitRequest  # noqa: Y015
 
 @_typing.final
 class EraseRecordRequest(_message.Message):
@@ -580,7 +684,7 @@ class LifecycleResponse(_message.Message):
     NOTICES_SENT_FIELD_NUMBER: _builtins.int
     NOTICES_PENDING_FIELD_NUMBER: _builtins.int
     outcome: _builtins.str
-    """"marked", "unmarked", "erased" or "unchanged"."""
+    """"marked", "unmarked", "status_set", "linked", "erased" or "unchanged"."""
     notices_sent: _builtins.int
     """Notices to states that received this record's details: relayed now, or still pending
     (retried by the node's lifecycle job).

@@ -75,6 +75,16 @@ class NodeServiceStub:
                 request_serializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.MarkRecordRequest.SerializeToString,
                 response_deserializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.LifecycleResponse.FromString,
                 _registered_method=True)
+        self.SetRecordStatus = channel.unary_unary(
+                '/fedmatch.rpc.v1.NodeService/SetRecordStatus',
+                request_serializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.SetRecordStatusRequest.SerializeToString,
+                response_deserializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.LifecycleResponse.FromString,
+                _registered_method=True)
+        self.LinkOwnHit = channel.unary_unary(
+                '/fedmatch.rpc.v1.NodeService/LinkOwnHit',
+                request_serializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.LinkOwnHitRequest.SerializeToString,
+                response_deserializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.LifecycleResponse.FromString,
+                _registered_method=True)
         self.EraseRecord = channel.unary_unary(
                 '/fedmatch.rpc.v1.NodeService/EraseRecord',
                 request_serializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.EraseRecordRequest.SerializeToString,
@@ -158,10 +168,25 @@ class NodeServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def MarkRecord(self, request, context):
-        """Record lifecycle, for the node's own state's operators only: mark (protection granted)
-        or unmark a record, erase one early (citizenship, a granted erasure request), route a
-        data subject's correction or erasure request to another state, and work the inbox.
+        """Record lifecycle, for the node's own state's operators only: mark (protection granted,
+        residence document issued) or unmark a record, record its Dublin status (state
+        indicated as responsible, transfer, removal, left territory, relocation), link it to
+        another state's record it produced a hit with, erase one early (citizenship, a granted
+        erasure request), route a data subject's correction or erasure request to another
+        state, and work the inbox.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetRecordStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LinkOwnHit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -238,6 +263,16 @@ def add_NodeServiceServicer_to_server(servicer, server):
             'MarkRecord': grpc.unary_unary_rpc_method_handler(
                     servicer.MarkRecord,
                     request_deserializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.MarkRecordRequest.FromString,
+                    response_serializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.LifecycleResponse.SerializeToString,
+            ),
+            'SetRecordStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRecordStatus,
+                    request_deserializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.SetRecordStatusRequest.FromString,
+                    response_serializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.LifecycleResponse.SerializeToString,
+            ),
+            'LinkOwnHit': grpc.unary_unary_rpc_method_handler(
+                    servicer.LinkOwnHit,
+                    request_deserializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.LinkOwnHitRequest.FromString,
                     response_serializer=fedmatch_dot_rpc_dot_v1_dot_node__pb2.LifecycleResponse.SerializeToString,
             ),
             'EraseRecord': grpc.unary_unary_rpc_method_handler(
@@ -481,6 +516,60 @@ class NodeService:
             target,
             '/fedmatch.rpc.v1.NodeService/MarkRecord',
             fedmatch_dot_rpc_dot_v1_dot_node__pb2.MarkRecordRequest.SerializeToString,
+            fedmatch_dot_rpc_dot_v1_dot_node__pb2.LifecycleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRecordStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedmatch.rpc.v1.NodeService/SetRecordStatus',
+            fedmatch_dot_rpc_dot_v1_dot_node__pb2.SetRecordStatusRequest.SerializeToString,
+            fedmatch_dot_rpc_dot_v1_dot_node__pb2.LifecycleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LinkOwnHit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedmatch.rpc.v1.NodeService/LinkOwnHit',
+            fedmatch_dot_rpc_dot_v1_dot_node__pb2.LinkOwnHitRequest.SerializeToString,
             fedmatch_dot_rpc_dot_v1_dot_node__pb2.LifecycleResponse.FromString,
             options,
             channel_credentials,

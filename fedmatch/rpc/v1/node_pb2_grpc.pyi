@@ -52,10 +52,15 @@ class NodeServiceStub:
     GetInfo: _grpc.UnaryUnaryMultiCallable[_node_pb2.InfoRequest, _node_pb2.InfoResponse]
     """Register facts a requester needs before searching (dimension, model, size)."""
     MarkRecord: _grpc.UnaryUnaryMultiCallable[_node_pb2.MarkRecordRequest, _node_pb2.LifecycleResponse]
-    """Record lifecycle, for the node's own state's operators only: mark (protection granted)
-    or unmark a record, erase one early (citizenship, a granted erasure request), route a
-    data subject's correction or erasure request to another state, and work the inbox.
+    """Record lifecycle, for the node's own state's operators only: mark (protection granted,
+    residence document issued) or unmark a record, record its Dublin status (state
+    indicated as responsible, transfer, removal, left territory, relocation), link it to
+    another state's record it produced a hit with, erase one early (citizenship, a granted
+    erasure request), route a data subject's correction or erasure request to another
+    state, and work the inbox.
     """
+    SetRecordStatus: _grpc.UnaryUnaryMultiCallable[_node_pb2.SetRecordStatusRequest, _node_pb2.LifecycleResponse]
+    LinkOwnHit: _grpc.UnaryUnaryMultiCallable[_node_pb2.LinkOwnHitRequest, _node_pb2.LifecycleResponse]
     EraseRecord: _grpc.UnaryUnaryMultiCallable[_node_pb2.EraseRecordRequest, _node_pb2.LifecycleResponse]
     RouteRightsRequest: _grpc.UnaryUnaryMultiCallable[_node_pb2.RouteRightsRequestRequest, _node_pb2.RouteRightsRequestResponse]
     ListInbox: _grpc.UnaryUnaryMultiCallable[_node_pb2.ListInboxRequest, _node_pb2.ListInboxResponse]
@@ -86,10 +91,15 @@ class NodeServiceAsyncStub(NodeServiceStub):
     GetInfo: _aio.UnaryUnaryMultiCallable[_node_pb2.InfoRequest, _node_pb2.InfoResponse]  # type: ignore[assignment]
     """Register facts a requester needs before searching (dimension, model, size)."""
     MarkRecord: _aio.UnaryUnaryMultiCallable[_node_pb2.MarkRecordRequest, _node_pb2.LifecycleResponse]  # type: ignore[assignment]
-    """Record lifecycle, for the node's own state's operators only: mark (protection granted)
-    or unmark a record, erase one early (citizenship, a granted erasure request), route a
-    data subject's correction or erasure request to another state, and work the inbox.
+    """Record lifecycle, for the node's own state's operators only: mark (protection granted,
+    residence document issued) or unmark a record, record its Dublin status (state
+    indicated as responsible, transfer, removal, left territory, relocation), link it to
+    another state's record it produced a hit with, erase one early (citizenship, a granted
+    erasure request), route a data subject's correction or erasure request to another
+    state, and work the inbox.
     """
+    SetRecordStatus: _aio.UnaryUnaryMultiCallable[_node_pb2.SetRecordStatusRequest, _node_pb2.LifecycleResponse]  # type: ignore[assignment]
+    LinkOwnHit: _aio.UnaryUnaryMultiCallable[_node_pb2.LinkOwnHitRequest, _node_pb2.LifecycleResponse]  # type: ignore[assignment]
     EraseRecord: _aio.UnaryUnaryMultiCallable[_node_pb2.EraseRecordRequest, _node_pb2.LifecycleResponse]  # type: ignore[assignment]
     RouteRightsRequest: _aio.UnaryUnaryMultiCallable[_node_pb2.RouteRightsRequestRequest, _node_pb2.RouteRightsRequestResponse]  # type: ignore[assignment]
     ListInbox: _aio.UnaryUnaryMultiCallable[_node_pb2.ListInboxRequest, _node_pb2.ListInboxResponse]  # type: ignore[assignment]
@@ -165,10 +175,27 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _node_pb2.MarkRecordRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_node_pb2.LifecycleResponse, _abc.Awaitable[_node_pb2.LifecycleResponse]]:
-        """Record lifecycle, for the node's own state's operators only: mark (protection granted)
-        or unmark a record, erase one early (citizenship, a granted erasure request), route a
-        data subject's correction or erasure request to another state, and work the inbox.
+        """Record lifecycle, for the node's own state's operators only: mark (protection granted,
+        residence document issued) or unmark a record, record its Dublin status (state
+        indicated as responsible, transfer, removal, left territory, relocation), link it to
+        another state's record it produced a hit with, erase one early (citizenship, a granted
+        erasure request), route a data subject's correction or erasure request to another
+        state, and work the inbox.
         """
+
+    @_abc_1.abstractmethod
+    def SetRecordStatus(
+        self,
+        request: _node_pb2.SetRecordStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.LifecycleResponse, _abc.Awaitable[_node_pb2.LifecycleResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def LinkOwnHit(
+        self,
+        request: _node_pb2.LinkOwnHitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.LifecycleResponse, _abc.Awaitable[_node_pb2.LifecycleResponse]]: ...
 
     @_abc_1.abstractmethod
     def EraseRecord(
