@@ -487,8 +487,9 @@ def _protection(
     explanation = (
         f"No Dublin case: {', '.join(states)} granted international protection "
         f"({_record(first)}{when}, Eurodac recast Art. 31(1)). No take charge or take back "
-        f"request follows: {requesting_state} considers the application inadmissible "
-        f"({_PROTECTION_TEXT[regime]}) or the person's readmission to {first.member_state}."
+        f"request follows: {requesting_state} examines whether the application is "
+        f"inadmissible ({_PROTECTION_TEXT[regime]}) or the person is to be readmitted to "
+        f"{first.member_state}."
     )
     return Decision(
         requesting_state=requesting_state,

@@ -326,7 +326,11 @@ def build_form(
     evidence = _evidence_items(proposal)
     hits = [e for e in evidence if e.get("kind") == "hit"]
     record = _verification_record(hits, verdicts, requested)
-    deciding = next((h for h in hits if h.get("member_state") == requested), None)
+    # The requested state's own record; for an AMMR take back notification to the state
+    # Eurodac indicates as responsible, the record that indicates it (another state's).
+    deciding = next((h for h in hits if h.get("member_state") == requested), None) or next(
+        (h for h in hits if h.get("responsible_state") == requested), None
+    )
     return {
         "format": FORM_FORMAT,
         "kind": kind.name,
@@ -395,8 +399,9 @@ def _dublinet(
     kind: _Kind, header: QueryHeader, deciding: Mapping[str, Any] | None
 ) -> dict[str, Any]:
     # Reg. 1560/2003 Art. 20(2): the requesting state's letters, the type, then (a request
-    # based on Eurodac data) the requested state's Eurodac reference number. Without a record
-    # of the requested state among the evidence, the national case number identifies the case
+    # based on Eurodac data) the requested state's Eurodac reference number (for a state
+    # indicated as responsible on another state's record, that record's number). Without
+    # such a record among the evidence, the national case number identifies the case
     # (Art. 20(1)) and the form says so.
     eurodac = str(deciding.get("reference", "")) if deciding else ""
     tail = eurodac or header.case_reference

@@ -108,7 +108,7 @@ def test_lookup_verify_resolve_with_a_case_file_and_confirm(tmp_path: Path) -> N
         assert alone["proposal"]["deadlines"][0]["due"] == "2027-01-21"
 
 
-# Four server processes, key registration and three lookups: ~30 s on the 2-core machine.
+# Four server processes, key registration and six lookups: ~40 s on the 2-core machine.
 @pytest.mark.slow
 def test_demo_dublin_scenario_prints_confirmed_decisions(tmp_path: Path) -> None:
     result = _fedmatch(
@@ -123,20 +123,60 @@ def test_demo_dublin_scenario_prints_confirmed_decisions(tmp_path: Path) -> None
     }
     assert got == {
         "irregular_entry": ("irregular_entry", "IT", "take_charge"),
-        "take_back": ("first_application", "FR", "take_back"),
+        # AMMR Art. 36(1)(b): to the state FR's record indicates, not to FR.
+        "take_back_ammr_indicated": ("first_application", "IT", "take_back"),
+        # AMMR Art. 38(4): none indicated, the state of first registration.
+        "take_back_ammr_determining": ("first_application", "FR", "take_back"),
+        "take_back_dublin_iii": ("first_application", "FR", "take_back"),
         "family_outranks_hit": ("family", "FR", "take_charge"),
+        # Eurodac recast Art. 31(1): no Dublin case, no state.
+        "protection_granted_elsewhere": ("protection_granted", "", "protection_elsewhere"),
     }
+    assert [c["regime"] for c in summary["cases"]] == ["ammr"] * 3 + ["dublin_iii"] + ["ammr"] * 2
+    bases = {name: c["basis"] for name, c in cases.items()}
+    assert bases["take_back_ammr_indicated"].startswith("the AMMR (Reg. 2024/1351) Art. 36(1)(b)")
+    assert bases["take_back_ammr_determining"] == "the AMMR (Reg. 2024/1351) Art. 38(4)"
+    assert bases["take_back_dublin_iii"] == "Dublin III (Reg. 604/2013) Art. 18(1)(d)"
     # The hit that the family criterion outranks is still there, verified and resolved.
     assert [h["member_state"] for h in cases["family_outranks_hit"]["hits"]] == ["IT"]
     assert cases["family_outranks_hit"]["hit_rule_decision"] == "IT"
     registered = dt.date.fromisoformat(summary["registration_date"])
-    # AMMR: a take back notification within 2 weeks of the hit, received on the lookup day.
-    assert cases["take_back"]["due_dates"] == {
-        "take_back_notification_after_hit": (registered + dt.timedelta(weeks=2)).isoformat()
+    # AMMR: a take back notification within 2 weeks of the hit, received on the lookup day;
+    # the notified state confirms within 2 more weeks, its silence is confirmation.
+    (notification,) = cases["take_back_ammr_determining"]["deadlines"]
+    due = registered + dt.timedelta(weeks=2)
+    assert notification["due"] == due.isoformat()
+    assert "does not end" in notification["consequence"]
+    assert (
+        notification["follow_on"]["confirmation_due"] == (due + dt.timedelta(weeks=2)).isoformat()
+    )
+    protected = cases["protection_granted_elsewhere"]
+    assert protected["deadlines"] == [] and protected["form"] is None
+    assert "protection_granted" in protected["flags"] and protected["confirmation"] is None
+    forms = {name: c["form"] for name, c in cases.items() if c["form"] is not None}
+    assert {name: f["kind"] for name, f in forms.items()} == {
+        "irregular_entry": "take_charge_request",
+        "take_back_ammr_indicated": "take_back_notification",
+        "take_back_ammr_determining": "take_back_notification",
+        "take_back_dublin_iii": "take_back_request",
+        "family_outranks_hit": "take_charge_request",
     }
-    for case in cases.values():
+    for name, form in forms.items():
+        assert form["requested_state"] == cases[name]["responsible_state"]
+        assert form["legal_basis"] == cases[name]["basis"]
+        page = Path(form["html"]).read_text()
+        assert Path(form["html"]).is_relative_to(tmp_path) and "PROPOSAL" in page
+        assert form["dublinet_reference"] in page
+    # The Eurodac reference of the record behind the hit, the verifiers who compared it.
+    assert forms["take_back_dublin_iii"]["dublinet_reference"].startswith("DE2FR-")
+    assert {
+        v["verifier"].split(".")[0] for v in forms["take_back_dublin_iii"]["verification_record"]
+    } == {"anna", "ben"}
+    assert {e["list"] for e in forms["take_back_dublin_iii"]["evidence"]} == {"A"}
+    confirmed = [c for c in cases.values() if c["confirmation"] is not None]
+    for case in confirmed:
         assert case["confirmation"]["action"] == "accept"
         assert case["confirmation"]["responsible_state"] == case["responsible_state"]
-        assert case["complete"]
+    assert all(case["complete"] for case in cases.values())
     assert summary["audit"]["ok"] and summary["audit"]["violations"] == 0
-    assert summary["audit"]["decisions_confirmed_logged"] == 3
+    assert summary["audit"]["decisions_confirmed_logged"] == len(confirmed) == 5
