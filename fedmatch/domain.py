@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import hashlib
 import re
 from dataclasses import dataclass, field
 
@@ -31,6 +32,7 @@ __all__ = [
     "Sex",
     "check_member_state",
     "parse_date",
+    "reference_digest",
 ]
 
 # EU-27 plus the associated Dublin states (Iceland, Liechtenstein, Norway, Switzerland), by
@@ -233,6 +235,14 @@ class HitDetail:
             raise InvalidInput(f"responsible_basis is longer than {MAX_BASIS_TEXT} characters")
         if self.responsible_basis and not self.responsible_state:
             raise InvalidInput("hit detail responsible_basis needs responsible_state")
+
+
+def reference_digest(member_state: str, reference: str) -> str:
+    """How a record's reference appears in notices and logs: SHA-256 (hex) of
+    ``"fedmatch/record-reference/v1\\0" + state + "\\0" + reference``. The receiver of a
+    notification computes it from the hit detail it got (state and reference)."""
+    data = f"fedmatch/record-reference/v1\0{member_state}\0{reference}".encode()
+    return hashlib.sha256(data).hexdigest()
 
 
 _KEY_ID = re.compile(r"^[0-9a-f]{64}$")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import hashlib
 import re
 import secrets
 import sqlite3
@@ -29,7 +28,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedmatch.domain import MarkKind, check_member_state
+from fedmatch.domain import MarkKind, check_member_state, reference_digest
 from fedmatch.errors import InvalidInput, NotFound, PreconditionFailed
 from fedmatch.protocol.limits import MAX_TEXT_FIELD
 
@@ -45,14 +44,6 @@ __all__ = [
 
 # Eurodac recast Art. 31(1): other states are informed "no later than 72 hours" after a mark.
 NOTICE_DUE = dt.timedelta(hours=72)
-
-
-def reference_digest(member_state: str, reference: str) -> str:
-    """How a record's reference appears in notices and logs: SHA-256 (hex) of
-    ``"fedmatch/record-reference/v1\\0" + state + "\\0" + reference``. The receiver of a
-    notification computes it from the hit detail it got (state and reference)."""
-    data = f"fedmatch/record-reference/v1\0{member_state}\0{reference}".encode()
-    return hashlib.sha256(data).hexdigest()
 
 
 _ID = re.compile(r"^[0-9a-f]{32}$")

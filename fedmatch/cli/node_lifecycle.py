@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fedmatch.cli.common import EXIT_OK, load_operator, new_header, warn_insecure
-from fedmatch.domain import Purpose
+from fedmatch.domain import Purpose, reference_digest
 from fedmatch.grpcutil.server import make_channel
 from fedmatch.pki.names import dns_name
 from fedmatch.protocol.limits import MAX_RECEIVE_BYTES
@@ -102,7 +102,12 @@ def add_parsers(node_sub: Any) -> None:
             )
         if name == "link-hit":
             p.add_argument("--other-state", required=True, help="the state whose record hit")
-            p.add_argument("--other-digest", required=True, help="that record's digest")
+            other = p.add_mutually_exclusive_group(required=True)
+            other.add_argument(
+                "--other-reference",
+                help="that record's reference number, as the resolve printed it",
+            )
+            other.add_argument("--other-digest", help="or that record's reference digest")
             p.add_argument("--query-id", required=True, help="the query of the hit")
         if name == "erase":
             p.add_argument(
@@ -208,7 +213,8 @@ def _call(stub: node_pb2_grpc.NodeServiceStub, args: argparse.Namespace, header:
                     header=header,
                     reference=args.reference,
                     other_state=args.other_state,
-                    other_digest=args.other_digest,
+                    other_digest=args.other_digest
+                    or reference_digest(args.other_state, args.other_reference),
                     query_id=args.query_id,
                 ),
                 timeout=t,

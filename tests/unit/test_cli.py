@@ -571,3 +571,20 @@ def test_enroll_needs_an_operator_config_unless_dev_insecure(
     argv = argv[: argv.index("--config")] + argv[argv.index("--config") + 2 :]
     assert main(argv) == 2
     assert "--config (the operator's [tls] table) is required" in capsys.readouterr().err
+
+
+def test_link_hit_takes_the_other_record_by_its_reference_or_its_digest() -> None:
+    """Issue 17 item 9: after a resolve the officer names the other state's record as the
+    resolve printed it (its reference); the digest the notices use is computed from it."""
+    from fedmatch.cli.main import build_parser
+    from fedmatch.domain import reference_digest
+
+    common = ["node", "link-hit", "--node", "127.0.0.1:1", "--state", "FR", "--operator", "o-1",
+              "--reference", "FR-1", "--other-state", "IT", "--query-id", "a" * 32]  # fmt: skip
+    args = build_parser().parse_args([*common, "--other-reference", "IT-2026-BAR-7"])
+    assert args.other_reference == "IT-2026-BAR-7" and args.other_digest is None
+    assert reference_digest("IT", "IT-2026-BAR-7") != reference_digest("FR", "IT-2026-BAR-7")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*common, "--other-reference", "x", "--other-digest", "0" * 64])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(common)
