@@ -49,7 +49,7 @@ from fedmatch.rpc.v1 import common_pb2
 from node.inbox import NOTICE_DUE, InboxItem, Notice, NoticeBox, NoticeKind, reference_digest
 from node.notices import verified_notice
 from node.records import RecordMeta, RecordStatus
-from node.retention import RetentionPolicy, early_erasure_reason
+from node.retention import LEFT_TERRITORY, RetentionPolicy, early_erasure_reason
 from node.service import NodeService
 
 __all__ = [
@@ -321,7 +321,9 @@ class Lifecycle:
         """Mark a record with ``kind`` (Eurodac recast Art. 31(1) protection granted, on an
         applicant record; 31(4) residence document issued, on an irregular-crossing,
         illegal-stay or SAR record) or unmark it (protection withdrawn, 31(3)). A kind that
-        does not fit the record's category is refused and nothing is written."""
+        does not fit the record's category is refused and nothing is written. A residence
+        document on a Reg. 603/2013 irregular-crossing record erases it instead (Art.
+        16(2)(a)), with its receipt and notices: outcome "erased"."""
         self._own(header)
         wanted = mark_kind(kind, marked)
         with self._lock:
@@ -340,6 +342,15 @@ class Lifecycle:
                 and current not in (MarkKind.NONE, wanted)
             ):
                 raise InvalidInput(f"the record carries no {wanted.value} mark")
+            if marked and wanted is MarkKind.RESIDENCE_DOCUMENT:
+                # Reg. 603/2013 Art. 16(2)(a): such a record is not marked but erased.
+                today = self.clock().date()
+                early = early_erasure_reason(
+                    self.retention.regime(meta.capture_date), meta.category,
+                    residence_document_on=today, left_territory_on=None, today=today,
+                )  # fmt: skip
+                if early is not None:
+                    return self._erase([(record_id, meta, f"early:{early}")], early, header)
             new = wanted if marked else MarkKind.NONE
             # The notice names the kind set, or the kind removed.
             told = wanted if marked else current
@@ -376,7 +387,9 @@ class Lifecycle:
         """Record the record's Dublin status as the node's own authority knows it: the
         state indicated as responsible and its basis (Eurodac recast Art. 16(1), (3)), the
         transfer, removal and left-territory dates, relocation (Art. 28(4)). No date may be
-        after the node's today, nor before the record's event."""
+        after the node's today, nor before the record's event. A left-territory date on a
+        Reg. 603/2013 irregular-crossing record erases it instead (Art. 16(2)(b)), with its
+        receipt and notices: outcome "erased"."""
         self._own(header)
         today = self.clock().date()
         with self._lock:
@@ -388,6 +401,15 @@ class Lifecycle:
                 if day < meta.event_date:
                     raise InvalidInput(f"{name} is before the record's event date")
             status = change.applied(self.store.status(record_id))
+            # Reg. 603/2013 Art. 16(2)(b): an irregular-crossing record of a person who left
+            # the territory of the member states is erased, not updated.
+            early = early_erasure_reason(
+                self.retention.regime(meta.capture_date), meta.category,
+                residence_document_on=None, left_territory_on=status.left_territory_on,
+                today=today,
+            )  # fmt: skip
+            if early == LEFT_TERRITORY:
+                return self._erase([(record_id, meta, f"early:{early}")], early, header)
             digest = reference_digest(self.member_state, meta.reference)
             with self.store.writes.shared():
                 if not self.store.set_status(record_id, status):

@@ -252,3 +252,102 @@ def test_603_2013_crossing_with_a_residence_document_is_erased_by_the_job(
     assert entry.event.reason == "residence_document_issued"
     assert entry.event.labels["retention_rule"] == "early:residence_document_issued"
     assert entry.event.labels["category"] == "irregular_crossing"
+
+
+def reveal_to_de(fed: Federation, probe: np.ndarray) -> str:
+    """DE looks the person up, its experts confirm, it resolves: IT reveals the record's
+    details and remembers that DE was told (an erasure is passed on). Returns the query id."""
+    requester = fed.requester("DE")
+    report = requester.lookup(probe, header("DE"))
+    assert report.matches, "the enrolled person must hit"
+    requester.resolve(report, TODAY.isoformat(), fed.verdicts(report))
+    return report.header.query_id
+
+
+def erased_notice_at_de(fed: Federation, reference: str) -> str:
+    """The query id of the record_erased notice DE received about IT's ``reference``."""
+    digest = reference_digest("IT", reference)
+    (item,) = [
+        i
+        for i in fed.lifecycles["DE"].box.items()
+        if i.notice.reference_digest == digest and i.notice.kind.value == "record_erased"
+    ]
+    return item.notice.query_id
+
+
+def test_603_2013_crossing_marked_residence_document_is_erased_at_once(
+    fed: Federation, rng: np.random.Generator
+) -> None:
+    """Reg. 603/2013 Art. 16(2)(a): the data of a person apprehended crossing irregularly
+    are erased "as soon as" the state of origin knows a residence document was issued. The
+    operator's residence-document mark (Eurodac recast Art. 31(4)) on such a record erases
+    it, with its receipt (the operator's header, the reason) and a notice to DE, which got
+    its details. A recast record is marked and kept."""
+    it = fed.nodes["IT"]
+    person, other = unit_vectors(rng, 2, DIM)
+    old = f"IT-RDX-OLD-{rng.integers(10**9)}"
+    new = f"IT-RDX-NEW-{rng.integers(10**9)}"
+    enrol(it, capture(person, rng, 0.9), old, Category.IRREGULAR_CROSSING,
+          dt.date(2026, 3, 2), "Bari")  # fmt: skip
+    enrol(it, capture(other, rng, 0.9), new, Category.IRREGULAR_CROSSING,
+          dt.date(2026, 7, 2), "Bari")  # fmt: skip
+    query_id = reveal_to_de(fed, capture(person, rng, 0.9))
+    start = it.audit.log.size
+    hdr = header_to_pb(header("IT"))
+
+    out = operator(fed).MarkRecord(
+        node_pb2.MarkRecordRequest(
+            header=hdr, reference=old, marked=True, mark_kind="residence_document"
+        )
+    )
+    assert (out.outcome, out.notices_sent, out.notices_pending) == ("erased", 1, 0)
+    assert not present(fed, old)
+    entry = receipt(fed, old, start)
+    assert entry.event.reason == "residence_document_issued"
+    assert entry.event.labels["retention_rule"] == "early:residence_document_issued"
+    assert entry.event.operator  # the operator's erasure, not the job's
+    assert erased_notice_at_de(fed, old) == query_id
+    assert not [e for e in it.audit.log.iter_entries(start) if e.kind is EventKind.RECORD_MARKED]
+
+    kept = operator(fed).MarkRecord(
+        node_pb2.MarkRecordRequest(
+            header=hdr, reference=new, marked=True, mark_kind="residence_document"
+        )
+    )
+    assert kept.outcome == "marked" and present(fed, new)
+    assert it.store.status(it.store.find(new)).mark is MarkKind.RESIDENCE_DOCUMENT
+
+
+def test_603_2013_crossing_that_left_the_territory_is_erased_at_once(
+    fed: Federation, rng: np.random.Generator
+) -> None:
+    """Reg. 603/2013 Art. 16(2)(b): the person left the territory of the member states.
+    Recording the left-territory date erases a 603/2013 irregular-crossing record; the same
+    date on a 603/2013 applicant's record (Art. 12) is only recorded."""
+    it = fed.nodes["IT"]
+    person, other = unit_vectors(rng, 2, DIM)
+    crossing = f"IT-LT-X-{rng.integers(10**9)}"
+    applicant = f"IT-LT-A-{rng.integers(10**9)}"
+    day = dt.date(2026, 3, 2)
+    enrol(it, capture(person, rng, 0.9), crossing, Category.IRREGULAR_CROSSING, day, "Bari")
+    enrol(it, capture(other, rng, 0.9), applicant, Category.APPLICANT, day, "Bari")
+    query_id = reveal_to_de(fed, capture(person, rng, 0.9))
+    start = it.audit.log.size
+    hdr = header_to_pb(header("IT"))
+    left = "2026-04-15"
+
+    out = operator(fed).SetRecordStatus(
+        node_pb2.SetRecordStatusRequest(header=hdr, reference=crossing, left_territory_on=left)
+    )
+    assert (out.outcome, out.notices_sent, out.notices_pending) == ("erased", 1, 0)
+    assert not present(fed, crossing)
+    entry = receipt(fed, crossing, start)
+    assert entry.event.reason == "left_territory"
+    assert entry.event.labels["retention_rule"] == "early:left_territory"
+    assert erased_notice_at_de(fed, crossing) == query_id
+
+    kept = operator(fed).SetRecordStatus(
+        node_pb2.SetRecordStatusRequest(header=hdr, reference=applicant, left_territory_on=left)
+    )
+    assert kept.outcome == "status_set" and present(fed, applicant)
+    assert it.store.status(it.store.find(applicant)).left_territory_on == dt.date(2026, 4, 15)
