@@ -181,7 +181,9 @@ def test_no_entry_responsibility_after_a_relocation(category: Category) -> None:
 
 
 def _visa(expired: dt.date) -> TravelDocument:
-    return TravelDocument("IT", DocumentKind.SHORT_STAY_VISA, expired - dt.timedelta(days=30), expired)
+    return TravelDocument(
+        "IT", DocumentKind.SHORT_STAY_VISA, expired - dt.timedelta(days=30), expired
+    )
 
 
 WITHIN = D(2025, 5, 1)  # expired 4 months before DIII: within the 6-month grace
