@@ -205,30 +205,7 @@ def _optional_state(value: str, name: str) -> str | None:
 def _hit_json(hit: HitDetail) -> dict[str, str]:
     # The handle is a per-query position, not part of the record: it stays out of the
     # proposal, so that the same case always has the same digest.
-    return {
-        "member_state": hit.member_state,
-        "category": hit.category.value,
-        "reference": hit.reference,
-        "event_date": hit.event_date.isoformat(),
-        "event_place": hit.event_place,
-        "capture_date": hit.capture_date.isoformat(),
-        "sex": hit.sex.value,
-        # Eurodac's status of the record (recast Art. 16, 28(4), 31): "" where none.
-        "mark": hit.mark.value,
-        "marked_on": _day(hit.marked_on),
-        "responsible_state": hit.responsible_state,
-        "responsible_basis": hit.responsible_basis,
-        "transmitted_on": _day(hit.transmitted_on),
-        "transferred_on": _day(hit.transferred_on),
-        "removed_on": _day(hit.removed_on),
-        "left_territory_on": _day(hit.left_territory_on),
-        "relocated_to": hit.relocated_to,
-        "relocated_on": _day(hit.relocated_on),
-    }
-
-
-def _day(value: dt.date | None) -> str:
-    return value.isoformat() if value is not None else ""
+    return hit.record_json()
 
 
 def _evidence_json(item: Evidence) -> dict[str, str]:

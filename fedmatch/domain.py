@@ -236,6 +236,33 @@ class HitDetail:
         if self.responsible_basis and not self.responsible_state:
             raise InvalidInput("hit detail responsible_basis needs responsible_state")
 
+    def record_json(self) -> dict[str, str]:
+        """The record as JSON text values, without the handle (a per-query position, not
+        part of the record): the event, then Eurodac's status of it ("" where none)."""
+
+        def day(value: dt.date | None) -> str:
+            return value.isoformat() if value is not None else ""
+
+        return {
+            "member_state": self.member_state,
+            "category": self.category.value,
+            "reference": self.reference,
+            "event_date": self.event_date.isoformat(),
+            "event_place": self.event_place,
+            "capture_date": self.capture_date.isoformat(),
+            "sex": self.sex.value,
+            "mark": self.mark.value,
+            "marked_on": day(self.marked_on),
+            "responsible_state": self.responsible_state,
+            "responsible_basis": self.responsible_basis,
+            "transmitted_on": day(self.transmitted_on),
+            "transferred_on": day(self.transferred_on),
+            "removed_on": day(self.removed_on),
+            "left_territory_on": day(self.left_territory_on),
+            "relocated_to": self.relocated_to,
+            "relocated_on": day(self.relocated_on),
+        }
+
 
 def reference_digest(member_state: str, reference: str) -> str:
     """How a record's reference appears in notices and logs: SHA-256 (hex) of

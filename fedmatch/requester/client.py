@@ -7,7 +7,6 @@ the report holds only which per-query handles matched at the federation's thresh
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import secrets
 import time
@@ -173,31 +172,8 @@ class ConfirmationReport:
 
 
 def _hit_dict(h: common_pb2.HitDetail) -> dict[str, str]:
-    d = hit_from_pb(h)
-    return {
-        "member_state": d.member_state,
-        "category": d.category.value,
-        "reference": d.reference,
-        "event_date": d.event_date.isoformat(),
-        "event_place": d.event_place,
-        "capture_date": d.capture_date.isoformat(),
-        # What Eurodac keeps of the record's Dublin status (recast Art. 16(1), 28(4), 31):
-        # "" where the owning state recorded nothing.
-        "mark": d.mark.value,
-        "marked_on": _day(d.marked_on),
-        "responsible_state": d.responsible_state,
-        "responsible_basis": d.responsible_basis,
-        "transmitted_on": _day(d.transmitted_on),
-        "transferred_on": _day(d.transferred_on),
-        "removed_on": _day(d.removed_on),
-        "left_territory_on": _day(d.left_territory_on),
-        "relocated_to": d.relocated_to,
-        "relocated_on": _day(d.relocated_on),
-    }
-
-
-def _day(value: dt.date | None) -> str:
-    return value.isoformat() if value is not None else ""
+    # The record and what Eurodac keeps of its Dublin status (recast Art. 16(1), 28(4), 31).
+    return hit_from_pb(h).record_json()
 
 
 # A node whose answer held a result block no honest search produces (fedmatch.he.keys): its
