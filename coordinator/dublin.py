@@ -410,26 +410,31 @@ def _ammr_take_back(
     16(1)); while none is indicated, the state of first registration (Art. 38(4))."""
     regime = Regime.AMMR
     indicated = sorted({hit.responsible_state for hit in earlier if hit.responsible_state})
-    common = {
-        "requesting_state": requesting_state,
-        "application_date": application_date,
-        "regime": regime,
-        "rule": Rule.EARLIER_APPLICATION,
-        "considered": considered,
-    }
+
+    def made(state: str, procedure: Procedure, evidence: tuple[HitDetail, ...], article: str,
+             explanation: str, rivals: tuple[str, ...] = ()) -> Decision:  # fmt: skip
+        return Decision(
+            requesting_state=requesting_state,
+            application_date=application_date,
+            regime=regime,
+            rule=Rule.EARLIER_APPLICATION,
+            procedure=procedure,
+            responsible_state=state,
+            evidence=evidence,
+            considered=considered,
+            tie=bool(rivals),
+            explanation=explanation,
+            rivals=rivals,
+            tied=evidence if rivals else (),
+            article=article,
+        )
+
     if len(indicated) > 1:
         tied = tuple(hit for hit in earlier if hit.responsible_state)
         records = "; ".join(f"{_record(hit)} indicates {hit.responsible_state}" for hit in tied)
-        return Decision(
-            **common,  # type: ignore[arg-type]
-            procedure=Procedure.TAKE_BACK,
-            responsible_state=indicated[0],
-            evidence=tied,
-            tie=True,
-            explanation=f"The records indicate different responsible states ({records}).",
-            rivals=tuple(indicated),
-            tied=tied,
-            article=AMMR_INDICATED,
+        explanation = f"The records indicate different responsible states ({records})."
+        return made(
+            indicated[0], Procedure.TAKE_BACK, tied, AMMR_INDICATED, explanation, tuple(indicated)
         )
     if (
         not indicated
@@ -460,17 +465,10 @@ def _ammr_take_back(
         article = AMMR_DETERMINING
         procedure = Procedure.TAKE_BACK
     action = next_step(requesting_state, state, procedure, regime)
-    return Decision(
-        **common,  # type: ignore[arg-type]
-        procedure=procedure,
-        responsible_state=state,
-        evidence=support,
-        tie=False,
-        explanation=(
-            f"{state} is responsible under {_REGIME_NAMES[regime]} {article} ({reason}); {action}."
-        ),
-        article=article,
+    explanation = (
+        f"{state} is responsible under {_REGIME_NAMES[regime]} {article} ({reason}); {action}."
     )
+    return made(state, procedure, support, article, explanation)
 
 
 def _protection(
