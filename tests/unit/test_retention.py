@@ -205,6 +205,7 @@ def test_inbox_due_in_72_hours_overdue_after_and_acknowledged(tmp_path: Path) ->
         notice = Notice(
             Notice.new_id(), NoticeKind.RECORD_MARKED, "IT", "DE",
             reference_digest=digest, query_id="b" * 32, case_reference="DE-2026-1",
+            mark_kind=MarkKind.PROTECTION_GRANTED,
         )  # fmt: skip
         received = dt.datetime(2026, 12, 30, 22, 0, tzinfo=dt.UTC)
         item, new = box.receive(notice, received)
