@@ -5,7 +5,8 @@ fastest plain baseline on the same data in the same run.
   a numpy search of the same register (``make bench``);
 - :mod:`~fedmatch.bench.federation`: K node processes and a coordinator, lookups end to end;
 - :mod:`~fedmatch.bench.audit`: durable appends, inclusion proofs, full log verification;
-- :mod:`~fedmatch.bench.faces`: photos per second through the face path.
+- :mod:`~fedmatch.bench.faces`: the face path on photos as given, stage times per megapixel
+  band, against a decode-only baseline.
 
 May import anything but ``cli``; imported only by ``cli`` (and the tests).
 """

@@ -11,7 +11,6 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from fedmatch.bench.faces import bench_faces
 from fedmatch.biometrics.config import QualityConfig
 from fedmatch.biometrics.errors import (
     FaceQualityError,
@@ -274,14 +273,6 @@ def test_quality_config_checks_its_values() -> None:
         QualityConfig(min_brightness=300)
     with pytest.raises(ConfigError, match="min_inter_eye_px"):
         QualityConfig(min_inter_eye_px=float("nan"))
-
-
-def test_bench_runs_warm_on_two_processes() -> None:
-    result = bench_faces(FACES, 24)
-    assert result["images"] == 24 and result["rejected"] == 0
-    assert result["worker_processes_seen"] == 2
-    assert isinstance(result["photos_per_second"], float) and result["photos_per_second"] > 0
-    assert result["recognizer_model_id"] == SFACE_MODEL_ID
 
 
 def test_decompression_bomb_is_refused_before_decoding() -> None:
