@@ -248,6 +248,8 @@ def bench_faces(
     if images < 1 or workers < 1:
         raise InvalidInput("images and workers must be at least 1")
     batch = [i % len(loaded) for i in range(images)]
+    # Other work on the machine slows every stage; the report says how busy it was.
+    load_before = os.getloadavg()[0]
     warm = list({p.band: i for i, p in reversed(list(enumerate(loaded)))}.values())
     pipeline = FacePipeline()
     chunksize = max(1, min(8, images // (4 * workers)))
@@ -330,6 +332,10 @@ def bench_faces(
         "workers": workers,
         "worker_processes_seen": len(pids),
         "cpu_count": os.cpu_count(),
+        "load_average_1m": {
+            "before": round(load_before, 2),
+            "after": round(os.getloadavg()[0], 2),
+        },
         "machine": platform.machine(),
         "python": platform.python_version(),
         "opencv": cv2.__version__,

@@ -63,6 +63,7 @@ def test_bench_uses_the_photos_as_given_and_counts_them_per_band(folder: Path) -
     assert result["baseline"]["photos_per_second"] > 0 and result["photos_per_second"] > 0
     assert result["recognizer_model_id"] == SFACE_MODEL_ID
     assert isinstance(result["cpu_count"], int) and result["machine"]
+    assert set(result["load_average_1m"]) == {"before", "after"}
 
 
 def test_enlarge_resizes_in_memory_and_keeps_the_format(folder: Path) -> None:
