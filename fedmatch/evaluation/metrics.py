@@ -24,6 +24,7 @@ __all__ = [
     "Z95",
     "Comparison",
     "GroupCounts",
+    "GroupScores",
     "compare_all",
     "curve",
     "false_match_count",
@@ -96,12 +97,25 @@ class GroupCounts:
 
 
 @dataclass(frozen=True)
+class GroupScores:
+    """The scores of one attribute's groups (each sorted ascending), for per-group curves.
+
+    ``genuine[g]`` and ``impostor[g]`` hold the pairs whose two images are both in group
+    ``g``, the same pairs :class:`GroupCounts` counts.
+    """
+
+    genuine: tuple[FloatArray, ...]
+    impostor: tuple[FloatArray, ...]
+
+
+@dataclass(frozen=True)
 class Comparison:
     """All genuine and impostor scores (each sorted ascending) and per-attribute counts."""
 
     genuine: FloatArray
     impostor: FloatArray
     groups: tuple[GroupCounts, ...]
+    group_scores: tuple[GroupScores, ...] = ()
 
 
 def compare_all(
@@ -132,6 +146,8 @@ def compare_all(
     t = t / norms
 
     sums = [[np.zeros(g, dtype=np.int64) for _ in range(4)] for g in group_counts]
+    # Per attribute: the group codes and scores of its genuine and impostor pairs.
+    parts: list[list[list[tuple[IntArray, FloatArray]]]] = [[[], []] for _ in group_counts]
     genuine: list[FloatArray] = []
     impostor: list[FloatArray] = []
     block = max(1, _BLOCK_CELLS // max(n, 1))
@@ -154,11 +170,26 @@ def compare_all(
             group = np.broadcast_to(mine, scores.shape)
             for slot, mask in enumerate((is_genuine, non_match, is_impostor, false_match)):
                 sums[k][slot] += np.bincount(group[mask & both], minlength=group_counts[k])
+            for slot, mask in enumerate((is_genuine, is_impostor)):
+                parts[k][slot].append((group[mask & both], scores[mask & both]))
     return Comparison(
         genuine=np.sort(np.concatenate(genuine)) if genuine else np.zeros(0),
         impostor=np.sort(np.concatenate(impostor)) if impostor else np.zeros(0),
         groups=tuple(GroupCounts(*s) for s in sums),
+        group_scores=tuple(
+            GroupScores(_split(parts[k][0], g), _split(parts[k][1], g))
+            for k, g in enumerate(group_counts)
+        ),
     )
+
+
+def _split(parts: list[tuple[IntArray, FloatArray]], groups: int) -> tuple[FloatArray, ...]:
+    """Sorted scores per group code from the blocks' (codes, scores) pieces."""
+    if not parts:
+        return tuple(np.zeros(0) for _ in range(groups))
+    codes = np.concatenate([c for c, _ in parts])
+    scores = np.concatenate([s for _, s in parts])
+    return tuple(np.sort(scores[codes == g]) for g in range(groups))
 
 
 def false_match_count(impostor_sorted: FloatArray, threshold: float) -> int:
@@ -249,11 +280,19 @@ def worst_to_best(groups: Sequence[tuple[str, int, int]], minimum: int) -> dict[
     ``note``, when fewer than two groups qualify or the best group shows no errors. In the
     latter case ``conservative_ratio`` divides the worst rate by the best group's upper 95%
     bound instead: it understates the true ratio, so it exceeding 2 is itself a finding.
-    ``flagged`` is set when either ratio exceeds 2.
+    ``flagged`` is set when either ratio exceeds 2. ``left_out`` names each group with too
+    few trials; ``complete`` is set only when a ratio was computed over every group, which
+    is the only case in which "no ratio above 2" may be said of the attribute.
     """
     eligible = [(v, e, n, e / n) for v, e, n in groups if n >= minimum and n > 0]
+    left_out = [
+        {"group": v, "reason": f"{n} pairs < {minimum}"} for v, _, n in groups if n < minimum
+    ]
     result: dict[str, Any] = {
         "groups_compared": len(eligible),
+        "groups_total": len(groups),
+        "left_out": left_out,
+        "complete": False,
         "worst": None,
         "best": None,
         "ratio": None,
@@ -284,4 +323,10 @@ def worst_to_best(groups: Sequence[tuple[str, int, int]], minimum: int) -> dict[
     ratio = worst[3] / best[3]
     result["ratio"] = ratio
     result["flagged"] = ratio > 2.0
+    result["complete"] = not left_out
+    if left_out:
+        result["note"] = (
+            f"computed over {len(eligible)} of {len(groups)} groups; left out: "
+            + ", ".join(f"{g['group']!r} ({g['reason']})" for g in left_out)
+        )
     return result

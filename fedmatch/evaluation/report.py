@@ -71,12 +71,29 @@ def _ratio_line(metric: str, result: dict[str, Any]) -> str:
     return f"- {metric} worst-to-best ratio: not computed: {result['note']}.{flag}"
 
 
+def _count_rate(r: dict[str, Any]) -> str:
+    """``0.5 % (1 of 200)``; a zero shown with its upper bound, never as a bare 0."""
+    if r["rate"] is None:
+        return f"n/a (0 of {r['trials']})"
+    if r["errors"] == 0:
+        return f"0 of {r['trials']} (at most {_pct(r['ci95'][1])} at 95%)"
+    return f"{_pct(r['rate'])} ({r['errors']} of {r['trials']})"
+
+
 def _overview(s: dict[str, Any]) -> list[str]:
     data, fte, at = s["dataset"], s["failure_to_enrol"], s["at_threshold"]
-    fed = s["federation"]
+    fed, ident, dedup = s["federation"], s["identification"], s["deduplication"]
+    prov = s["provenance"]
     fpir = _pct(fed["fpir"]) + (" (upper bound)" if fed["fpir_is_upper_bound"] else "")
+    rank1 = ident["rank_miss"][0]
     rows = [
-        ["Face model", f"`{s['model_id']}`"],
+        ["Software", f"fedmatch {prov['software_version']}"],
+        ["Face model / detector", f"`{s['model_id']}` / `{prov['detector_id'] or 'n/a'}`"],
+        ["Input digest", f"`{prov['input_digest'][:16]}…` (full value in `summary.json`)"],
+        [
+            "Copies counted once",
+            f"{dedup['images_dropped']} of {dedup['images_listed']} listed images dropped",
+        ],
         ["Operational threshold", f"{_thr(at['threshold'])} (match when similarity ≥ threshold)"],
         ["Images listed / enrolled", f"{data['images_listed']} / {data['images_enrolled']}"],
         [
@@ -84,17 +101,19 @@ def _overview(s: dict[str, Any]) -> list[str]:
             f"{data['identities_listed']} / {data['identities_enrolled']}",
         ],
         ["Genuine / impostor pairs", f"{data['genuine_pairs']} / {data['impostor_pairs']}"],
-        ["Failure to enrol", f"{_pct(fte['rate'])} ({fte['errors']} of {fte['trials']})"],
-        [
-            "False match rate at threshold",
-            f"{_pct(at['fmr']['rate'])} ({at['fmr']['errors']} of {at['fmr']['trials']})",
-        ],
-        [
-            "False non-match rate at threshold",
-            f"{_pct(at['fnmr']['rate'])} ({at['fnmr']['errors']} of {at['fnmr']['trials']})",
-        ],
+        ["Failure to enrol", _count_rate(fte)],
+        ["False match rate at threshold", _count_rate(at["fmr"])],
+        ["False non-match rate at threshold", _count_rate(at["fnmr"])],
         [f"Expected FPIR, {fed['records']:,} records", fpir],
+        [
+            f"1:N gallery ({ident['gallery']['distractors']:,} synthetic distractors)",
+            f"{ident['gallery']['size']:,} entries",
+        ],
+        ["1:N FNIR at threshold", _count_rate(ident["at_threshold"]["fnir"])],
+        ["1:N FPIR at threshold", _count_rate(ident["at_threshold"]["fpir"])],
+        ["1:N rank-1 miss rate", _count_rate(rank1)],
         ["Flagged group differences", str(len(s["flags"]))],
+        ["Group differences", s["fairness"]["statement"]],
     ]
     return _table(["Item", "Value"], rows)
 
@@ -115,6 +134,74 @@ HOW_TO_READ = (
     "error rate by the lowest; ISO/IEC 19795-10 audits treat a ratio above 2 as a "
     "differential that needs attention."
 )
+
+
+def _dedup(d: dict[str, Any]) -> list[str]:
+    with_copies, counted = d["pairs_with_copies"], d["pairs_counted"]
+    return [
+        "## Copies counted once",
+        "",
+        "A copy of a photo adds pairs but no evidence. Each picture is counted once (the "
+        f"first listed); {d['images_dropped']} of {d['images_listed']} listed images were "
+        "copies:",
+        "",
+        *_table(
+            ["Rule", "Test", "Images dropped"],
+            [[reason, d["rules"][reason], str(n)] for reason, n in d["dropped_by_reason"].items()],
+        ),
+        "",
+        f"Pairs counted: {counted['genuine']:,} genuine, {counted['impostor']:,} impostor. "
+        f"With the copies they would have been {with_copies['genuine']:,} genuine and "
+        f"{with_copies['impostor']:,} impostor.",
+        "",
+    ]
+
+
+def _identification(i: dict[str, Any]) -> list[str]:
+    g, at, imp = i["gallery"], i["at_threshold"], i["impostor_scores"]
+    out = [
+        "## Identification (1:N) against a federation-sized gallery",
+        "",
+        f"Each probe is searched against a gallery of **{g['size']:,}** entries: "
+        f"{g['enrolled_identities']} enrolled identities ({g['enrolment']}) and "
+        f"{g['distractors']:,} **{g['distractor_kind']}** distractors "
+        f"({g['distractor_recipe']}). {i['mated_searches']} mated searches (another photo of "
+        "an enrolled person) give the false negative identification rate (FNIR: the mate is "
+        f"not among the first {i['candidates']} candidates at or above the threshold) and "
+        f"rank miss rates; {i['non_mated_searches']} non-mated searches (the person's own "
+        "entry left out) give the false positive identification rate (FPIR: any candidate "
+        "at or above the threshold).",
+        "",
+        "| Measure | Errors | Searches | Rate | 95% interval |",
+        "|---|---|---|---|---|",
+        _rate_row(f"FNIR at threshold {_thr(at['threshold'])}", at["fnir"]),
+        _rate_row(f"FPIR at threshold {_thr(at['threshold'])}", at["fpir"]),
+        *[_rate_row(f"Rank-{r['rank']} miss rate (no threshold)", r) for r in i["rank_miss"]],
+        "",
+        "| Target FPIR | Threshold | FPIR | FNIR | Shown |",
+        "|---|---|---|---|---|",
+    ]
+    for e in i["at_fpir"]:
+        if e["threshold"] is None:
+            out.append(f"| {e['target_fpir']:g} | n/a | n/a | n/a | no |")
+            continue
+        out.append(
+            f"| {e['target_fpir']:g} | {_thr(e['threshold'])} | {_count_rate(e['fpir'])} | "
+            f"{_count_rate(e['fnir'])} | {'yes' if e['demonstrated'] else 'no'} |"
+        )
+    notes = [e["note"] for e in i["at_fpir"] if e["note"]]
+    if notes:
+        out += ["", f"Not shown: {notes[0]}."]
+    if imp["real_mean"] is not None and imp["synthetic_mean"] is not None:
+        out += [
+            "",
+            f"{i['note']} Here real impostor scores have mean {imp['real_mean']:.3f} and "
+            f"standard deviation {imp['real_sd']:.3f}; synthetic distractors "
+            f"{imp['synthetic_mean']:.3f} and {imp['synthetic_sd']:.3f}.",
+        ]
+    else:
+        out += ["", i["note"]]
+    return out
 
 
 def render_report(s: dict[str, Any]) -> str:
@@ -141,6 +228,13 @@ def render_report(s: dict[str, Any]) -> str:
         *_table(
             ["Item", "Value"],
             [
+                [
+                    "Software",
+                    f"{s['provenance']['software']} {s['provenance']['software_version']}",
+                ],
+                ["Detector", f"`{s['provenance']['detector_id'] or 'not given'}`"],
+                ["Input digest", f"`{s['provenance']['input_digest']}`"],
+                ["Input digest covers", s["provenance"]["input_digest_covers"]],
                 ["Images folder", f"`{data['images']}`"],
                 ["Identities file", f"`{data['identities_csv']}`"],
                 ["Groups file", f"`{data['groups_csv']}`" if data["groups_csv"] else "none"],
@@ -162,6 +256,7 @@ def render_report(s: dict[str, Any]) -> str:
             ],
         ),
         "",
+        *_dedup(s["deduplication"]),
         "## Failure to enrol",
         "",
         "| Measure | Failures | Photos | Rate | 95% interval |",
@@ -225,6 +320,8 @@ def render_report(s: dict[str, Any]) -> str:
         f"{data['impostor_pairs']:,}). The threshold must be set for the sum of all node "
         "galleries, not for one node.",
         "",
+        *_identification(s["identification"]),
+        "",
         "## Error rates across thresholds",
         "",
     ]
@@ -246,13 +343,24 @@ def render_report(s: dict[str, Any]) -> str:
         "",
         "## Figures",
         "",
-        "The DET curve plots FNMR against FMR as the threshold moves (both axes logarithmic; "
-        "lower left is better). Rates of zero cannot be drawn on a log axis and are drawn on "
-        "the dotted lines at half the data's resolution. The circle is the operational "
-        "threshold, the square the threshold for the target FMR.",
+        "The DET figure plots FNMR against FMR as the threshold moves (both axes "
+        "logarithmic; lower left is better). Only measured operating points are drawn, each "
+        "with its 95% interval on both rates; nothing is drawn between them. A rate of zero "
+        "is not drawn on the axis: it is a bound marker (< or v) at the rate's upper 95% "
+        'bound, labelled "0 of n". The circle is the operational threshold, the square the '
+        "threshold for the target FMR (hollow markers at a bound when a rate there is 0).",
         "",
         f"![DET curve: FNMR against FMR]({s['files']['det']})",
         "",
+    ]
+    for attribute, file in s["files"]["det_by_attribute"].items():
+        out += [
+            f"The same per group of `{_cell(attribute)}` (pairs with both photos in the group):",
+            "",
+            f"![DET per group of {_cell(attribute)}]({file})",
+            "",
+        ]
+    out += [
         "The score histograms show how far apart genuine and impostor similarities lie; the "
         "solid line is the operational threshold. Each histogram is scaled to area 1, so the "
         "two are comparable despite their different numbers of pairs.",
@@ -312,8 +420,11 @@ def render_report(s: dict[str, Any]) -> str:
                 "attribute and are in none of its groups."
             )
         out.append("")
+    fair = s["fairness"]
     out += ["", "## Flags", ""]
-    out += [f"- {_cell(f)}" for f in s["flags"]] or ["No worst-to-best ratio above 2."]
+    out += [f"- {_cell(f)}" for f in s["flags"]]
+    out.append(fair["statement"])
+    out += [f"- Not computed: {r['ratio']}: {_cell(r['reason'])}." for r in fair["not_computed"]]
     out += ["", "## Limitations", ""]
     out += [f"- {note}" for note in s["limitations"]]
     return "\n".join(out) + "\n"

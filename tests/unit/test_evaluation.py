@@ -22,11 +22,20 @@ import pytest
 
 from fedmatch.biometrics.errors import FaceQualityError, NoFace, TooDark
 from fedmatch.errors import InvalidInput
-from fedmatch.evaluation import evaluate, fpir, threshold_for_fmr, wilson_interval, worst_to_best
+from fedmatch.evaluation import evaluate as evaluate_at_federation_size
+from fedmatch.evaluation import fpir, threshold_for_fmr, wilson_interval, worst_to_best
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 THRESHOLD = 0.6
 MODEL = "fake-model-v3"
+
+
+def evaluate(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """``evaluate`` with a small 1:N gallery unless a test names one: the default (the
+    federation's size, millions of distractors) is exercised by the command-line test."""
+    kwargs.setdefault("gallery_size", 2_000)
+    result: dict[str, Any] = evaluate_at_federation_size(*args, **kwargs)
+    return result
 
 
 class FakeModel:
@@ -66,7 +75,8 @@ def write_dataset(
     images = root / "images"
     images.mkdir(parents=True)
     for file, _ in rows:
-        (images / file).write_bytes(b"not really a photo")
+        # Distinct bytes: identical files would be counted once, as copies of one picture.
+        (images / file).write_bytes(b"not really a photo: " + file.encode())
     identities = root / "identities.csv"
     with identities.open("w", newline="") as fh:
         writer = csv.writer(fh)
@@ -399,12 +409,16 @@ def assert_valid_png(path: Path) -> None:
 @pytest.mark.parametrize("which", ["small", "grouped"])
 def test_files_written(which: str, request: pytest.FixtureRequest) -> None:
     summary, out = request.getfixturevalue(which)[:2]
+    per_group = ["det-1-sex.png", "det-2-age_band.png", "det-3-region.png"]
     assert sorted(p.name for p in out.iterdir()) == [
+        *(per_group if which == "grouped" else []),
         "det.png",
         "report.md",
         "scores.png",
         "summary.json",
     ]
+    for name in per_group if which == "grouped" else []:
+        assert_valid_png(out / name)
     assert_valid_png(out / "det.png")
     assert_valid_png(out / "scores.png")
     assert json.loads((out / "summary.json").read_text()) == summary
