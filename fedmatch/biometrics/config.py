@@ -1,9 +1,12 @@
 """Quality-gate thresholds for turning a photo into a template.
 
 The defaults were chosen on the 28 photos in ``shared/data/faces`` (all must pass) and on
-degraded copies of them (which must fail); the measurements are given per field. The
-sharpness and brightness figures are for the aligned 112x112 crop, so they do not depend on
-the photo's resolution except through how much the face is upsampled.
+degraded copies of them (which must fail), and re-measured (issue 18) on the same photos
+from 640 to 6,000 px on the long side: every gate means the same at every resolution, because
+detection runs at a fixed working resolution (the score is YuNet's at that size) and the
+sharpness and brightness figures are those of the aligned 112x112 crop, which is cut from the
+face shrunk by area averaging (no aliasing) and warped at twice its size. Only a face smaller
+than the crop (eyes under ~35 px) depends on the photo, through its upsampling.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ class QualityConfig:
 
     min_sharpness: float = 15.0
     """Smallest variance of the Laplacian of the grey aligned crop. Shared photos as taken:
-    563 to 2782; shrunk until the eyes are 25 px apart: >= 117. Gaussian blur of sigma s in
-    crop pixels (s = 35 / inter-eye px of the photo) gives medians of 66 (s=1), 27 (1.5),
-    14 (2), 8 (3), while the template's cosine to the sharp one falls to 0.95, 0.89, 0.82,
+    275 to 1174; at 640 px 231 to 948, at 4,000 px 299 to 1302, at JPEG quality 30 265 to
+    1093. Gaussian blur of sigma s in crop pixels (s = 35 / inter-eye px of the photo) gives
+    medians of 62 (s=1), 26 (1.5), 15 (2), 8 (3) (the same as before the crop was averaged:
+    66, 27, 14, 8), while the template's cosine to the sharp one falls to 0.95, 0.89, 0.82,
     0.65: a face this blurred no longer matches itself reliably. The demo's synthetic
     second captures (sigma 0.8 at 29 px between the eyes, JPEG 70) measure ~25."""
 
@@ -38,7 +42,9 @@ class QualityConfig:
 
     min_detection_score: float = 0.8
     """Smallest YuNet score for a detection to count as a face. Subjects of the shared
-    photos score 0.905 to 0.956, also when blurred, darkened or shrunk."""
+    photos score 0.921 to 0.955 at the working resolution whatever the photo's size (640 to
+    6,000 px) or JPEG quality, also when blurred, darkened or shrunk. (Detected at the
+    photo's own size, as before issue 18, the same faces scored 0.55 to 0.78 at 3,000 px.)"""
 
     rival_area_ratio: float = 0.5
     """A second face makes the photo ambiguous (:class:`SeveralFaces`) only if its box is

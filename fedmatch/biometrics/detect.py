@@ -19,7 +19,22 @@ import numpy.typing as npt
 from fedmatch.biometrics.errors import ModelError
 from fedmatch.biometrics.models import DetectorSpec, builtin_detector
 
-__all__ = ["Face", "FaceDetector"]
+__all__ = ["PAD_FRACTION", "PYRAMID", "WORKING_LONG_SIDE", "Face", "FaceDetector"]
+
+# YuNet finds faces from ~10 px to ~300 px across at its input size: a photo is shrunk to
+# this long side for detection (area averaging), so that a face filling a 4,000 px photo
+# still fits its anchors and every photo is detected at the same scale, whatever its
+# camera: the detection score means the same at every resolution. Landmarks are mapped
+# back to the photo's own pixels, and alignment cuts the face from those.
+WORKING_LONG_SIDE = 640
+# Where the working resolution finds no face, finer whole-photo passes at these multiples
+# of it (never above the photo's own size): a small face in a large photo (a group, a
+# distant subject) that the shrinking made too small.
+PYRAMID = (2, 4, 8)
+# Where no pass finds a face, a plain border of this fraction of the long side on every
+# side: a tight crop (a document-style portrait whose face fills the frame) gives YuNet
+# the context its anchors need.
+PAD_FRACTION = 0.4
 
 Point = tuple[float, float]
 
@@ -57,6 +72,24 @@ def _face(row: npt.NDArray[np.float32]) -> Face:
     v = [float(x) for x in row[:15]]
     points = ((v[4], v[5]), (v[6], v[7]), (v[8], v[9]), (v[10], v[11]), (v[12], v[13]))
     return Face((v[0], v[1], v[2], v[3]), points, v[14])
+
+
+def _reaches(faces: list[Face], gate: float) -> bool:
+    return any(face.score >= gate for face in faces)
+
+
+def _mapped(face: Face, sx: float, sy: float, dx: float, dy: float) -> Face:
+    """``face`` in the coordinates of an image that is ``(sx, sy)`` times larger and has
+    ``(dx, dy)`` fewer pixels before it (the inverse of a shrink or a border)."""
+    x, y, w, h = face.bbox
+
+    def at(point: Point) -> Point:
+        return (point[0] * sx - dx, point[1] * sy - dy)
+
+    a, b, c, d, e = face.landmarks
+    return Face(
+        (x * sx - dx, y * sy - dy, w * sx, h * sy), (at(a), at(b), at(c), at(d), at(e)), face.score
+    )
 
 
 class FaceDetector:
@@ -102,8 +135,65 @@ class FaceDetector:
     def model_id(self) -> str:
         return self.spec.model_id
 
+    def find(self, image_bgr: npt.NDArray[np.uint8], gate: float) -> list[Face]:
+        """The faces of a photo of any size, in its own pixel coordinates, best score first.
+
+        First at the working resolution (:data:`WORKING_LONG_SIDE`); if no face reaches
+        ``gate``, with a plain border (:data:`PAD_FRACTION`), then at the finer levels of
+        :data:`PYRAMID`. The first pass with a face at ``gate`` answers; if none has one,
+        the faces of every pass (below the gate) are returned, so that a refusal can say
+        how close the best came.
+        """
+        height, width = image_bgr.shape[:2]
+        longest = max(height, width)
+        seen = self._scaled(image_bgr, WORKING_LONG_SIDE / longest)
+        if _reaches(seen, gate):
+            return seen
+        padded = self._padded(image_bgr)
+        if _reaches(padded, gate):
+            return padded
+        seen += padded
+        for factor in PYRAMID:
+            if WORKING_LONG_SIDE >= longest:
+                break  # the first pass already ran at the photo's own size
+            faces = self._scaled(image_bgr, WORKING_LONG_SIDE * factor / longest)
+            if _reaches(faces, gate):
+                return faces
+            seen += faces
+            if WORKING_LONG_SIDE * factor >= longest:
+                break
+        return sorted(seen, key=lambda f: f.score, reverse=True)
+
+    def _scaled(self, image_bgr: npt.NDArray[np.uint8], scale: float) -> list[Face]:
+        """Detect in ``image_bgr`` shrunk by ``scale`` (never enlarged), mapped back."""
+        if scale >= 1.0:
+            return self.detect(image_bgr)
+        height, width = image_bgr.shape[:2]
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        small = np.asarray(cv2.resize(image_bgr, size, interpolation=cv2.INTER_AREA), np.uint8)
+        return [_mapped(f, width / size[0], height / size[1], 0.0, 0.0) for f in self.detect(small)]
+
+    def _padded(self, image_bgr: npt.NDArray[np.uint8]) -> list[Face]:
+        """Detect with a plain border (the mean colour of the photo's edge) around it."""
+        height, width = image_bgr.shape[:2]
+        border = max(1, round(PAD_FRACTION * max(height, width)))
+        edge = np.concatenate(
+            [image_bgr[0], image_bgr[-1], image_bgr[:, 0], image_bgr[:, -1]]
+        ).reshape(-1, image_bgr.shape[2])
+        colour = [float(c) for c in edge.mean(axis=0)]
+        framed = np.asarray(
+            cv2.copyMakeBorder(
+                image_bgr, border, border, border, border, cv2.BORDER_CONSTANT, value=colour
+            ),
+            dtype=np.uint8,
+        )
+        scale = WORKING_LONG_SIDE / max(framed.shape[:2])
+        shift = float(border)
+        return [_mapped(f, 1.0, 1.0, shift, shift) for f in self._scaled(framed, scale)]
+
     def detect(self, image_bgr: npt.NDArray[np.uint8]) -> list[Face]:
-        """All faces above the detector's score threshold, best score first."""
+        """All faces above the detector's score threshold, best score first: one pass at the
+        image's own size (:meth:`find` is the one for photos)."""
         h, w = image_bgr.shape[:2]
         with self._lock:
             self._net.setInputSize((w, h))

@@ -147,8 +147,13 @@ def _read(path: Path) -> Image:
 
 
 def _from_array(given: npt.NDArray[Any], name: str) -> Image:
+    if given.dtype == np.uint16:
+        # 16-bit scans and camera exports: the top byte, rounded, as 8-bit decoding does.
+        given = np.asarray((given.astype(np.uint32) + 128) // 257, dtype=np.uint8)
     if given.dtype != np.uint8:
-        raise UnreadableImage(f"{name}: unsupported pixel type {given.dtype}, need uint8 BGR")
+        raise UnreadableImage(
+            f"{name}: unsupported pixel type {given.dtype}, need uint8 or uint16 BGR"
+        )
     array: Image = np.asarray(given, dtype=np.uint8)
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
@@ -179,8 +184,11 @@ class Enrolment:
 class FacePipeline:
     """Detect (YuNet), align (ArcFace template), gate on quality, embed (default SFace).
 
-    Images are files, encoded bytes, or ``uint8`` arrays in OpenCV's BGR order (grey and
-    BGRA arrays are accepted too). Templates are unit-norm ``float32`` vectors of
+    Images are files, encoded bytes, or ``uint8`` / ``uint16`` arrays in OpenCV's BGR order
+    (grey and BGRA arrays are accepted too). Photos of any size: faces are found at a fixed
+    working resolution (:meth:`FaceDetector.find`: a finer pass for small faces, a border for
+    tight crops) and cut from the photo's own pixels; a JPEG's EXIF orientation is applied
+    by the decoder. Templates are unit-norm ``float32`` vectors of
     :attr:`dimension` values, comparable by dot product with templates of the same
     :attr:`model_id` only.
     """
@@ -232,7 +240,7 @@ class FacePipeline:
         detector, _ = self._models()
         img, _ = self._image(image, name)
         floor = self._quality.min_detection_score
-        return [f for f in detector.detect(img) if f.score >= floor]
+        return [f for f in detector.find(img, floor) if f.score >= floor]
 
     def template(
         self, image: ImageInput, pick: Pick = None, *, name: str | None = None
@@ -274,7 +282,8 @@ class FacePipeline:
         else:
             img, label = self._image(image, name)
         t_decoded = time.perf_counter()
-        face = select_face(detector.detect(img), pick, self._quality, label)
+        gate = self._quality.min_detection_score
+        face = select_face(detector.find(img, gate), pick, self._quality, label)
         t_detected = time.perf_counter()
         crop = align_face(img, face)
         check_face(face, crop, self._quality, label)
