@@ -16,13 +16,11 @@ no face pipeline can beat.
 
 from __future__ import annotations
 
-import io
 import math
 import multiprocessing
 import os
 import platform
 import time
-import warnings
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -33,7 +31,7 @@ import cv2
 import numpy as np
 
 from fedmatch.biometrics.errors import FaceQualityError
-from fedmatch.biometrics.pipeline import FacePipeline
+from fedmatch.biometrics.pipeline import FacePipeline, header_size
 from fedmatch.errors import InvalidInput
 
 __all__ = [
@@ -96,20 +94,11 @@ class Photo:
 
 def _header_size(data: bytes) -> tuple[int, int] | None:
     """Width and height from the header (no pixels decoded), else from OpenCV, else None."""
-    from PIL import Image as PILImage
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
-            with PILImage.open(io.BytesIO(data)) as header:
-                width, height = header.size
-                return int(width), int(height)
-    except PILImage.DecompressionBombError:
-        # Far too large to decode here; the pipeline refuses it unread.
-        return None
-    except Exception:  # noqa: BLE001 - a format PIL does not parse is left to OpenCV
-        image = _imdecode(data)
-        return None if image is None else (int(image.shape[1]), int(image.shape[0]))
+    size = header_size(data)
+    if size is not None:
+        return size
+    image = _imdecode(data)
+    return None if image is None else (int(image.shape[1]), int(image.shape[0]))
 
 
 def _imdecode(data: bytes) -> np.ndarray[Any, Any] | None:

@@ -29,7 +29,7 @@ from fedmatch.biometrics.models import DetectorSpec, ModelSpec, builtin_detector
 from fedmatch.biometrics.portrait import portrait
 from fedmatch.biometrics.quality import Pick, check_face, select_face
 
-__all__ = ["Enrolment", "FacePipeline", "ImageInput", "StageTimings"]
+__all__ = ["MAX_PIXELS", "Enrolment", "FacePipeline", "ImageInput", "StageTimings", "header_size"]
 
 Image = npt.NDArray[np.uint8]
 # Arrays of any dtype are accepted by the signatures and checked at run time (uint8 only),
@@ -99,8 +99,9 @@ def _display_name(name: str) -> str:
 MAX_PIXELS = 50_000_000
 
 
-def _dimensions(data: bytes) -> tuple[int, int] | None:
-    """Width and height from the image header, without decoding; None if unknown."""
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the image header, without decoding; None if unknown. A
+    header PIL's own bomb guard rejects reads as just above :data:`MAX_PIXELS`."""
     import io
 
     from PIL import Image as PILImage
@@ -121,7 +122,7 @@ def _dimensions(data: bytes) -> tuple[int, int] | None:
 def _decode(data: bytes, name: str) -> Image:
     if not data:
         raise UnreadableImage(f"{name}: empty file")
-    size = _dimensions(data)
+    size = header_size(data)
     if size is not None and size[0] * size[1] > MAX_PIXELS:
         raise UnreadableImage(
             f"{name}: {size[0]} x {size[1]} pixels, more than {MAX_PIXELS:,} (refused unread)"
