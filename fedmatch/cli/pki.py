@@ -1,6 +1,11 @@
 """``fedmatch pki``: the federation's certificate authorities (root, one per member state and
-EU), certificates issued with their bound signing keys, revocation, and what a certificate
-names (:mod:`fedmatch.pki`)."""
+EU), certificates issued with their bound signing keys, certificate requests (``csr``,
+``sign``: each state keeps its own CA key), revocation, and what a certificate names
+(:mod:`fedmatch.pki`).
+
+A CA key's passphrase comes from ``--passphrase-env VARIABLE`` or ``--passphrase-file FILE``,
+never from the command line. ``init`` and ``intermediate`` still write an unencrypted CA key
+without one (the demo and the examples do), with a warning at every such run."""
 
 from __future__ import annotations
 
@@ -16,6 +21,23 @@ from fedmatch.errors import InvalidInput
 __all__ = ["add_parsers", "run"]
 
 
+_UNENCRYPTED_WARNING = (
+    "WARNING: {path} is written UNENCRYPTED: give --passphrase-env or --passphrase-file to "
+    "encrypt a CA key (keep it offline or in an HSM in production)"
+)
+
+
+def _passphrase_args(p: argparse.ArgumentParser, what: str) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--passphrase-env", metavar="VARIABLE", help=f"environment variable holding {what}"
+    )
+    group.add_argument(
+        "--passphrase-file", type=Path, metavar="FILE",
+        help=f"file (mode 0600) whose first line is {what}",
+    )  # fmt: skip
+
+
 def add_parsers(sub: Any) -> None:
     """Register ``pki`` and its actions on the ``fedmatch`` subcommands."""
     pki = sub.add_parser("pki", help="federation certificate authorities and TLS certificates")
@@ -26,6 +48,7 @@ def add_parsers(sub: Any) -> None:
     )
     pinit.add_argument("--dir", type=Path, required=True, help="directory of the root CA")
     pinit.add_argument("--days", type=int, default=3650, help="validity in days")
+    _passphrase_args(pinit, "the passphrase that encrypts root.key")
     pinter = pki_sub.add_parser(
         "intermediate",
         help="create the CA of a member state (or EU), signed by the root, with an empty CRL",
@@ -36,6 +59,11 @@ def add_parsers(sub: Any) -> None:
         "--out", type=Path, help="directory for <scope>.key/.pem/.crl (default: --dir)"
     )
     pinter.add_argument("--days", type=int, default=1825, help="validity in days")
+    _passphrase_args(pinter, "the root key's passphrase")
+    pinter.add_argument(
+        "--new-passphrase-env", metavar="VARIABLE",
+        help="environment variable holding the passphrase that encrypts the new <scope>.key",
+    )  # fmt: skip
     pissue = pki_sub.add_parser(
         "issue", help="issue a TLS certificate ([instance.]role.scope.fedmatch.eu)"
     )
@@ -56,12 +84,57 @@ def add_parsers(sub: Any) -> None:
         "--out", type=Path, required=True, help="writes key.pem (0600), cert.pem, ca.pem here"
     )
     pissue.add_argument("--days", type=int, default=90, help="validity in days")
+    _passphrase_args(pissue, "the scope CA key's passphrase")
+    pcsr = pki_sub.add_parser(
+        "csr",
+        help="generate a key and a certificate request: a state CA's (no --role; the key "
+        "encrypted) for the root, or a party's for its state's CA",
+    )
+    pcsr.add_argument("--scope", required=True, help="member state code (IT, DE, ...) or EU")
+    pcsr.add_argument("--role", help="node, coordinator, auditor, operator or verifier")
+    pcsr.add_argument("--instance", default="", help="optional DNS label, e.g. desk7")
+    pcsr.add_argument(
+        "--signing-key", type=Path,
+        help="(with --role) the holder's Ed25519 signing key file, bound into the "
+        "certificate; created (mode 0600) if missing",
+    )  # fmt: skip
+    pcsr.add_argument(
+        "--out", type=Path, required=True,
+        help="writes <scope>.key and <scope>.csr (a CA), or key.pem and request.csr here",
+    )  # fmt: skip
+    _passphrase_args(pcsr, "the passphrase that encrypts the new key")
+    pcsr.add_argument(
+        "--key-unencrypted", action="store_true",
+        help="(with --role) write key.pem in clear, mode 0600, as gRPC reads a TLS key",
+    )  # fmt: skip
+    psign = pki_sub.add_parser(
+        "sign",
+        help="sign a request: the root signs a state CA's, a state's CA its parties'",
+    )
+    psign.add_argument("--dir", type=Path, required=True, help="directory of the signing CA")
+    psign.add_argument("--ca", required=True, help="'root', or the scope of the signing CA")
+    psign.add_argument("--csr", type=Path, required=True, help="the request (PEM)")
+    psign.add_argument(
+        "--scope", help="(with --ca root) the state the request comes from: IT, DE, ... or EU"
+    )
+    psign.add_argument("--role", help="(leaf requests) refuse any other role than this one")
+    psign.add_argument(
+        "--out", type=Path, required=True,
+        help="writes <scope>.pem and root.pem (a CA), or cert.pem and ca.pem here",
+    )  # fmt: skip
+    psign.add_argument("--days", type=int, help="validity in days (CA 1825, leaf 90)")
+    _passphrase_args(psign, "the signing CA key's passphrase")
+    pcrl = pki_sub.add_parser("crl", help="(re)publish a CA's CRL, empty if it has none")
+    pcrl.add_argument("--dir", type=Path, required=True, help="directory of the CA")
+    pcrl.add_argument("--ca", required=True, help="'root' or the scope of the CA")
+    _passphrase_args(pcrl, "the CA key's passphrase")
     prevoke = pki_sub.add_parser("revoke", help="add a certificate to its CA's CRL")
     prevoke.add_argument("--dir", type=Path, required=True, help="directory of the issuing CA")
     prevoke.add_argument(
         "--scope", required=True, help="scope of the issuing CA, or 'root' for an intermediate"
     )
     prevoke.add_argument("--serial", required=True, help="serial number (decimal or 0x hex)")
+    _passphrase_args(prevoke, "the CA key's passphrase")
     pshow = pki_sub.add_parser("show", help="print the identity a certificate names (JSON)")
     pshow.add_argument("--cert", type=Path, required=True, help="PEM certificate (or chain)")
 
@@ -81,6 +154,11 @@ def run(args: argparse.Namespace) -> int:
         signing_key_name,
     )
     from fedmatch.pki.ca import ROOT
+    from fedmatch.pki.csr import request_ca, request_leaf, sign_ca_request, sign_leaf_request
+    from fedmatch.pki.passphrase import read_passphrase
+
+    passphrase = read_passphrase(getattr(args, "passphrase_env", None),
+                                 getattr(args, "passphrase_file", None))  # fmt: skip
 
     def described(identity: Identity) -> dict[str, Any]:
         # The serial is a string: a 159-bit integer loses digits in most JSON readers.
@@ -94,13 +172,68 @@ def run(args: argparse.Namespace) -> int:
     # A CA starts with an empty CRL, so that every party can list it in [tls] crls from the
     # start; `pki revoke` extends it (and parties re-read it when it changes).
     if args.pki_command == "init":
-        root_pem = create_root(args.dir, args.days)
-        print(f"wrote {root_pem} and {publish_crl(args.dir, ROOT)}")
+        root_pem = create_root(args.dir, args.days, passphrase=passphrase)
+        if passphrase is None:
+            print(_UNENCRYPTED_WARNING.format(path=args.dir / "root.key"), file=sys.stderr)
+        print(f"wrote {root_pem} and {publish_crl(args.dir, ROOT, passphrase=passphrase)}")
         return EXIT_OK
     if args.pki_command == "intermediate":
         out = args.out or args.dir
-        ca_pem = create_intermediate(args.dir, args.scope, out, args.days)
-        print(f"wrote {ca_pem} and {publish_crl(out, args.scope)}")
+        new = read_passphrase(args.new_passphrase_env, None)
+        ca_pem = create_intermediate(
+            args.dir, args.scope, out, args.days, root_passphrase=passphrase, passphrase=new
+        )
+        if new is None:
+            print(_UNENCRYPTED_WARNING.format(path=ca_pem.with_suffix(".key")), file=sys.stderr)
+        print(f"wrote {ca_pem} and {publish_crl(out, args.scope, passphrase=new)}")
+        return EXIT_OK
+    if args.pki_command == "csr":
+        if args.role is None:
+            if args.signing_key is not None or args.instance or args.key_unencrypted:
+                raise InvalidInput(
+                    "a CA request takes no --signing-key, --instance or --key-unencrypted "
+                    "(give --role for a party's request)"
+                )
+            if passphrase is None:
+                raise InvalidInput(
+                    "a CA key is written only encrypted: give --passphrase-env or --passphrase-file"
+                )
+            key, csr = request_ca(args.out, args.scope, passphrase)
+        else:
+            if args.signing_key is None:
+                raise InvalidInput("a party's request needs --signing-key (the key it binds)")
+            if (passphrase is None) != args.key_unencrypted:
+                raise InvalidInput("give either a passphrase for key.pem or --key-unencrypted")
+            if not args.signing_key.exists():
+                name = signing_key_name(args.role, args.scope, args.instance)
+                args.signing_key.parent.mkdir(parents=True, exist_ok=True)
+                NoteSigner.generate(name).save(args.signing_key)
+                print(f"created signing key {args.signing_key} ({name})", file=sys.stderr)
+            key, csr = request_leaf(
+                args.out, args.role, args.scope, args.instance, args.signing_key, passphrase
+            )
+        print(json.dumps({"key": str(key), "csr": str(csr)}))
+        return EXIT_OK
+    if args.pki_command == "sign":
+        if args.ca.lower() == ROOT:
+            if args.scope is None or args.role is not None:
+                raise InvalidInput("--ca root signs a state CA's request: give --scope, no --role")
+            ca_pem = sign_ca_request(
+                args.dir, args.csr, args.scope, args.out, args.days or 1825, passphrase
+            )
+            print(json.dumps({"certificate": str(ca_pem), "root": str(args.out / "root.pem")}))
+            return EXIT_OK
+        if args.scope is not None:
+            raise InvalidInput("--scope is for --ca root; a state's CA signs its own scope")
+        files = sign_leaf_request(
+            args.dir, args.ca, args.csr, args.out, args.days or 90, passphrase, args.role
+        )
+        leaf = x509.load_pem_x509_certificates(files.chain.read_bytes())[0]
+        paths = {"chain": str(files.chain), "root": str(files.root)}
+        print(json.dumps({**described(identity_from_certificate(leaf)), **paths}))
+        return EXIT_OK
+    if args.pki_command == "crl":
+        print(json.dumps({"crl": str(publish_crl(args.dir, args.ca, passphrase=passphrase))}))
         return EXIT_OK
     if args.pki_command == "issue":
         if not args.signing_key.exists():
@@ -109,8 +242,9 @@ def run(args: argparse.Namespace) -> int:
             NoteSigner.generate(name).save(args.signing_key)
             print(f"created signing key {args.signing_key} ({name})", file=sys.stderr)
         files = issue(
-            args.dir, args.role, args.scope, args.instance, args.signing_key, args.out, args.days
-        )
+            args.dir, args.role, args.scope, args.instance, args.signing_key, args.out,
+            args.days, ca_passphrase=passphrase,
+        )  # fmt: skip
         leaf = x509.load_pem_x509_certificates(files.chain.read_bytes())[0]
         paths = {"key": str(files.key), "chain": str(files.chain), "root": str(files.root)}
         print(json.dumps({**described(identity_from_certificate(leaf)), **paths}))
@@ -121,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
             serial = int(text[2:], 16) if text.startswith("0x") else int(text, 10)
         except ValueError:
             raise InvalidInput("--serial must be a decimal or 0x-prefixed hex number") from None
-        crl = revoke(args.dir, args.scope, serial)
+        crl = revoke(args.dir, args.scope, serial, passphrase=passphrase)
         print(json.dumps({"revoked": str(serial), "crl": str(crl)}))
         return EXIT_OK
     try:

@@ -18,12 +18,16 @@ A CA directory holds the CA's key and certificate and a copy of ``root.pem``;
 self-sufficient and the root key never has to be where leaves are issued. Each CA keeps its
 revocation list beside its key (``root.crl``, ``<scope>.crl``).
 
-Private keys are written unencrypted with mode 0600 (gRPC needs the TLS key in clear; CA
-keys belong offline or in an HSM in production) and are refused on load if group or other
-may access them. CA keys and certificates are never overwritten; a leaf's files in ``out``
-are replaced atomically, so a server reading them with ``reload=True`` never sees a torn
-file. Mistakes by the caller raise :class:`InvalidInput`; unusable files raise
-:class:`ConfigError` naming the path. No message carries key material.
+Private keys are written with mode 0600 and refused on load if group or other may access
+them. A CA key is encrypted with a passphrase when one is given (PKCS#8,
+``BestAvailableEncryption``; :mod:`fedmatch.pki.passphrase` reads it from an environment
+variable or a file) and every function that uses a CA key takes that passphrase; leaf TLS
+keys are written in clear, as gRPC reads them so. Member states that generate their own CA
+key and have the root sign a request use :mod:`fedmatch.pki.csr`. CA keys and
+certificates are never overwritten; a leaf's files in ``out`` are replaced atomically, so
+a server reading them with ``reload=True`` never sees a torn file. Mistakes by the caller
+raise :class:`InvalidInput`; unusable files raise :class:`ConfigError` naming the path.
+No message carries key material.
 """
 
 from __future__ import annotations
@@ -103,15 +107,28 @@ def _days(days: int, what: str) -> timedelta:
     return timedelta(days=days)
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+# The shortest passphrase accepted for a CA key (as for the desk's protected keys).
+MIN_PASSPHRASE = 10
+
+
+def check_passphrase(passphrase: bytes) -> None:
+    """Raise InvalidInput for a passphrase too short to protect a CA key."""
+    if not isinstance(passphrase, bytes) or len(passphrase) < MIN_PASSPHRASE:
+        raise InvalidInput(f"a CA key's passphrase has at least {MIN_PASSPHRASE} characters")
+
+
+def key_pem(key: ec.EllipticCurvePrivateKey, passphrase: bytes | None = None) -> bytes:
+    """PKCS#8 PEM of ``key``, encrypted under ``passphrase`` when one is given."""
+    encryption: serialization.KeySerializationEncryption = serialization.NoEncryption()
+    if passphrase is not None:
+        check_passphrase(passphrase)
+        encryption = serialization.BestAvailableEncryption(passphrase)
     return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
     )
 
 
-def _cert_pem(cert: x509.Certificate) -> bytes:
+def cert_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
@@ -119,12 +136,22 @@ def _new_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:
+def load_key(path: Path, passphrase: bytes | None = None) -> ec.EllipticCurvePrivateKey:
+    """The ECDSA P-256 key in ``path``, decrypted with ``passphrase`` if it is encrypted;
+    raises ConfigError naming the path (and never the passphrase)."""
     data = read_file(path, private=True)
+    encrypted = b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in data
+    if encrypted and passphrase is None:
+        raise ConfigError(
+            f"key file {path} is encrypted: give its passphrase "
+            "(--passphrase-env VARIABLE or --passphrase-file FILE)"
+        )
     try:
-        key = serialization.load_pem_private_key(data, password=None)
+        key = serialization.load_pem_private_key(data, password=passphrase if encrypted else None)
     except (ValueError, TypeError):
-        raise ConfigError(f"key file {path} does not hold an unencrypted PEM key") from None
+        if encrypted:
+            raise ConfigError(f"the passphrase does not decrypt key file {path}") from None
+        raise ConfigError(f"key file {path} does not hold a PEM key") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
         raise ConfigError(f"key file {path} does not hold an ECDSA P-256 key")
     return key
@@ -153,10 +180,10 @@ def _ca_name(ca: str) -> str:
     return normalize_scope(ca).lower()
 
 
-def _load_ca(directory: Path, ca: str) -> _CA:
+def _load_ca(directory: Path, ca: str, passphrase: bytes | None = None) -> _CA:
     name = _ca_name(ca)
     directory = Path(directory)
-    key = _load_key(directory / f"{name}.key")
+    key = load_key(directory / f"{name}.key", passphrase)
     cert = _load_cert(directory / f"{name}.pem")
     if key.public_key() != cert.public_key():
         raise ConfigError(f"{directory / (name + '.key')} is not the key of {name}.pem")
@@ -167,8 +194,8 @@ def _load_ca(directory: Path, ca: str) -> _CA:
 # Certificates
 
 
-def _ski(key: ec.EllipticCurvePrivateKey) -> x509.SubjectKeyIdentifier:
-    return x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+def _ski(key: ec.EllipticCurvePublicKey) -> x509.SubjectKeyIdentifier:
+    return x509.SubjectKeyIdentifier.from_public_key(key)
 
 
 def _aki(issuer: _CA) -> x509.AuthorityKeyIdentifier:
@@ -182,6 +209,11 @@ def _ca_usage() -> x509.KeyUsage:
         data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
         encipher_only=False, decipher_only=False,
     )  # fmt: skip
+
+
+def ca_subject(scope: str) -> x509.Name:
+    """The subject of the CA of ``scope`` ("fedmatch IT CA")."""
+    return _subject(f"fedmatch {_ca_name(scope).upper()} CA")
 
 
 def _subject(common_name: str) -> x509.Name:
@@ -210,9 +242,15 @@ def _validity(
     )
 
 
-def create_root(directory: Path, days: int = 3650, now: datetime | None = None) -> Path:
-    """Create the federation root CA in ``directory`` (root.key 0600, root.pem); returns
-    the certificate's path. Refuses to replace an existing root."""
+def create_root(
+    directory: Path,
+    days: int = 3650,
+    now: datetime | None = None,
+    passphrase: bytes | None = None,
+) -> Path:
+    """Create the federation root CA in ``directory`` (root.key 0600, encrypted under
+    ``passphrase`` if given; root.pem); returns the certificate's path. Refuses to replace
+    an existing root."""
     directory = Path(directory)
     when, validity = _now(now), _days(days, "root")
     for name in ("root.key", "root.pem"):
@@ -227,57 +265,85 @@ def create_root(directory: Path, days: int = 3650, now: datetime | None = None) 
         .public_key(key.public_key())
         .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
         .add_extension(_ca_usage(), critical=True)
-        .add_extension(_ski(key), critical=False)
+        .add_extension(_ski(key.public_key()), critical=False)
     )
     cert = _validity(builder, when, validity, None).sign(key, hashes.SHA256())
-    write_file(directory / "root.key", _key_pem(key), 0o600, replace=False)
-    write_file(directory / "root.pem", _cert_pem(cert), 0o644, replace=False)
+    write_file(directory / "root.key", key_pem(key, passphrase), 0o600, replace=False)
+    write_file(directory / "root.pem", cert_pem(cert), 0o644, replace=False)
     return directory / "root.pem"
 
 
-def create_intermediate(
-    root_dir: Path, scope: str, out: Path, days: int = 1825, now: datetime | None = None
-) -> Path:
-    """Create the intermediate CA of ``scope`` (a member state or "eu"), signed by the root
-    in ``root_dir``, as ``out/<scope>.key`` (0600) and ``out/<scope>.pem``; also copies
-    root.pem into ``out``. Returns the certificate's path."""
+def intermediate_certificate(
+    root: _CA, scope: str, public_key: ec.EllipticCurvePublicKey, days: int, now: datetime | None
+) -> x509.Certificate:
+    """The certificate of the CA of ``scope``, signed by ``root``: ``pathLen=0``, CA key
+    usage, and the critical name constraint permitting only ``<scope>.fedmatch.eu``."""
     name = _ca_name(scope)
     if name == ROOT:
         raise InvalidInput("an intermediate's scope is a member state or 'eu'")
-    out = Path(out)
     when, validity = _now(now), _days(days, "intermediate")
-    root = _load_ca(root_dir, ROOT)
-    root_pem = _cert_pem(root.cert)
-    for path in (out / f"{name}.key", out / f"{name}.pem"):
-        if path.exists():
-            raise ConfigError(f"{path} already exists; refusing to overwrite it")
-    copy = out / "root.pem"
-    if copy.exists() and read_file(copy) != root_pem:
-        raise ConfigError(f"{copy} holds a different root certificate")
-    key = _new_key()
     constraint = x509.NameConstraints(
         permitted_subtrees=[x509.DNSName(scope_domain(name))], excluded_subtrees=None
     )
     builder = (
         x509.CertificateBuilder()
-        .subject_name(_subject(f"fedmatch {name.upper()} CA"))
+        .subject_name(ca_subject(name))
         .issuer_name(root.cert.subject)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_ca_usage(), critical=True)
         .add_extension(constraint, critical=True)
-        .add_extension(_ski(key), critical=False)
+        .add_extension(_ski(public_key), critical=False)
         .add_extension(_aki(root), critical=False)
     )
-    cert = _validity(builder, when, validity, root).sign(root.key, hashes.SHA256())
-    write_file(out / f"{name}.key", _key_pem(key), 0o600, replace=False)
-    write_file(out / f"{name}.pem", _cert_pem(cert), 0o644, replace=False)
+    return _validity(builder, when, validity, root).sign(root.key, hashes.SHA256())
+
+
+def write_intermediate(root: _CA, name: str, cert: x509.Certificate, out: Path) -> Path:
+    """Write ``out/<name>.pem`` (never over an existing one) and a copy of root.pem
+    (checked to be the same root if already there); returns the certificate's path."""
+    out = Path(out)
+    root_pem = cert_pem(root.cert)
+    copy = out / "root.pem"
+    if copy.exists() and read_file(copy) != root_pem:
+        raise ConfigError(f"{copy} holds a different root certificate")
+    write_file(out / f"{name}.pem", cert_pem(cert), 0o644, replace=False)
     if not copy.exists():
         write_file(copy, root_pem, 0o644, replace=False)
     return out / f"{name}.pem"
 
 
-def _signing_public_key(
+def create_intermediate(
+    root_dir: Path,
+    scope: str,
+    out: Path,
+    days: int = 1825,
+    now: datetime | None = None,
+    root_passphrase: bytes | None = None,
+    passphrase: bytes | None = None,
+) -> Path:
+    """Create the intermediate CA of ``scope`` (a member state or "eu"), signed by the root
+    in ``root_dir`` (its key decrypted with ``root_passphrase``), as ``out/<scope>.key``
+    (0600, encrypted under ``passphrase`` if given) and ``out/<scope>.pem``; also copies
+    root.pem into ``out``. Returns the certificate's path."""
+    name = _ca_name(scope)
+    if name == ROOT:
+        raise InvalidInput("an intermediate's scope is a member state or 'eu'")
+    out = Path(out)
+    root = _load_ca(root_dir, ROOT, root_passphrase)
+    for path in (out / f"{name}.key", out / f"{name}.pem"):
+        if path.exists():
+            raise ConfigError(f"{path} already exists; refusing to overwrite it")
+    copy = out / "root.pem"
+    if copy.exists() and read_file(copy) != cert_pem(root.cert):
+        raise ConfigError(f"{copy} holds a different root certificate")
+    key = _new_key()
+    cert = intermediate_certificate(root, name, key.public_key(), days, now)
+    write_file(out / f"{name}.key", key_pem(key, passphrase), 0o600, replace=False)
+    return write_intermediate(root, name, cert, out)
+
+
+def signing_public_key(
     signing_key: NoteSigner | Path, role: str, scope: str, instance: str
 ) -> bytes:
     signer = signing_key if isinstance(signing_key, NoteSigner) else NoteSigner.load(signing_key)
@@ -301,28 +367,18 @@ def _check_constraints(ca: _CA, dns: str) -> None:
     raise InvalidInput(f"the {ca.name} CA may not issue {dns}")
 
 
-def issue(
-    ca_dir: Path,
-    role: str,
-    scope: str,
-    instance: str,
-    signing_key: NoteSigner | Path,
-    out: Path,
-    days: int = 90,
-    now: datetime | None = None,
-) -> TlsFiles:
-    """Issue a leaf certificate for ``[instance.]role.scope.fedmatch.eu`` with the
-    intermediate CA of ``scope`` found in ``ca_dir`` (``<scope>.key``, ``<scope>.pem``,
-    ``root.pem``), binding the Ed25519 public key of ``signing_key`` (a signer or its key
-    file). Writes ``out/key.pem`` (0600, a new ECDSA P-256 key), ``out/cert.pem`` (leaf then
-    intermediate) and ``out/ca.pem`` (root), replacing earlier ones atomically."""
-    dns = dns_name(role, scope, instance)
+def leaf_certificate(
+    ca: _CA,
+    dns: str,
+    public_key: ec.EllipticCurvePublicKey,
+    bound: bytes,
+    days: int,
+    now: datetime | None,
+) -> x509.Certificate:
+    """The leaf certificate naming ``dns`` (checked against ``ca``'s scope), for the TLS
+    key ``public_key``, binding the raw Ed25519 signing key ``bound``, signed by ``ca``."""
     when, validity = _now(now), _days(days, "leaf")
-    ca = _load_ca(ca_dir, scope)
     _check_constraints(ca, dns)
-    root_cert = _load_cert(Path(ca_dir) / "root.pem")
-    bound = _signing_public_key(signing_key, role, scope, instance)
-    key = _new_key()
     usage = x509.KeyUsage(
         digital_signature=True, content_commitment=False, key_encipherment=False,
         data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
@@ -333,24 +389,57 @@ def issue(
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns)]))
         .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(usage, critical=True)
         .add_extension(eku, critical=False)
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(dns)]), critical=False)
-        .add_extension(_ski(key), critical=False)
+        .add_extension(_ski(public_key), critical=False)
         .add_extension(_aki(ca), critical=False)
         .add_extension(x509.UnrecognizedExtension(SIGNING_KEY_OID, bound), critical=False)
     )
-    cert = _validity(builder, when, validity, ca).sign(ca.key, hashes.SHA256())
+    return _validity(builder, when, validity, ca).sign(ca.key, hashes.SHA256())
+
+
+def write_leaf(ca: _CA, root_cert: x509.Certificate, cert: x509.Certificate, out: Path) -> TlsFiles:
+    """Write ``out/cert.pem`` (leaf then intermediate) and ``out/ca.pem`` (root),
+    replacing earlier ones atomically; the key is the caller's business."""
     out = Path(out)
     files = TlsFiles(key=out / LEAF_KEY, chain=out / LEAF_CHAIN, root=out / LEAF_ROOT)
+    write_file(files.chain, cert_pem(cert) + cert_pem(ca.cert), 0o644, replace=True)
+    write_file(files.root, cert_pem(root_cert), 0o644, replace=True)
+    return files
+
+
+def issue(
+    ca_dir: Path,
+    role: str,
+    scope: str,
+    instance: str,
+    signing_key: NoteSigner | Path,
+    out: Path,
+    days: int = 90,
+    now: datetime | None = None,
+    ca_passphrase: bytes | None = None,
+) -> TlsFiles:
+    """Issue a leaf certificate for ``[instance.]role.scope.fedmatch.eu`` with the
+    intermediate CA of ``scope`` found in ``ca_dir`` (``<scope>.key``, decrypted with
+    ``ca_passphrase`` if encrypted, ``<scope>.pem``, ``root.pem``), binding the Ed25519
+    public key of ``signing_key`` (a signer or its key file). Writes ``out/key.pem`` (0600,
+    a new ECDSA P-256 key), ``out/cert.pem`` (leaf then intermediate) and ``out/ca.pem``
+    (root), replacing earlier ones atomically."""
+    dns = dns_name(role, scope, instance)
+    _days(days, "leaf")
+    ca = _load_ca(ca_dir, scope, ca_passphrase)
+    _check_constraints(ca, dns)
+    root_cert = _load_cert(Path(ca_dir) / "root.pem")
+    bound = signing_public_key(signing_key, role, scope, instance)
+    key = _new_key()
+    cert = leaf_certificate(ca, dns, key.public_key(), bound, days, now)
     # Key first: a reloading server checks that key and certificate match before switching,
     # so the short moment where only the key is new is skipped, never served.
-    write_file(files.key, _key_pem(key), 0o600, replace=True)
-    write_file(files.chain, _cert_pem(cert) + _cert_pem(ca.cert), 0o644, replace=True)
-    write_file(files.root, _cert_pem(root_cert), 0o644, replace=True)
-    return files
+    write_file(Path(out) / LEAF_KEY, key_pem(key), 0o600, replace=True)
+    return write_leaf(ca, root_cert, cert, out)
 
 
 # --------------------------------------------------------------------------------------------
@@ -376,9 +465,14 @@ def _existing_revocations(ca: _CA, path: Path) -> tuple[list[x509.RevokedCertifi
 
 
 def _sign_crl(
-    ca_dir: Path, ca: str, crl_out: Path | None, now: datetime | None, add: int | None
+    ca_dir: Path,
+    ca: str,
+    crl_out: Path | None,
+    now: datetime | None,
+    add: int | None,
+    passphrase: bytes | None,
 ) -> Path:
-    authority = _load_ca(ca_dir, ca)
+    authority = _load_ca(ca_dir, ca, passphrase)
     path = Path(crl_out) if crl_out is not None else authority.directory / f"{authority.name}.crl"
     when = _now(now)
     revoked, number = _existing_revocations(authority, path)
@@ -401,12 +495,16 @@ def _sign_crl(
 
 
 def publish_crl(
-    ca_dir: Path, ca: str, crl_out: Path | None = None, now: datetime | None = None
+    ca_dir: Path,
+    ca: str,
+    crl_out: Path | None = None,
+    now: datetime | None = None,
+    passphrase: bytes | None = None,
 ) -> Path:
     """(Re)sign the CRL of CA ``ca`` ("root" or a scope) kept in ``crl_out`` (default
     ``ca_dir/<ca>.crl``): same revocations, a higher CRL number, fresh dates. Creates an
     empty CRL if there is none. Returns its path."""
-    return _sign_crl(ca_dir, ca, crl_out, now, None)
+    return _sign_crl(ca_dir, ca, crl_out, now, None, passphrase)
 
 
 def revoke(
@@ -415,10 +513,11 @@ def revoke(
     serial: int,
     crl_out: Path | None = None,
     now: datetime | None = None,
+    passphrase: bytes | None = None,
 ) -> Path:
     """Add ``serial`` to the CRL of CA ``ca`` ("root" to revoke an intermediate, or the
     scope whose CA issued the leaf), keeping earlier revocations; revoking twice changes
     only the CRL's dates. Returns the CRL's path (default ``ca_dir/<ca>.crl``)."""
     if isinstance(serial, bool) or not isinstance(serial, int) or not 0 < serial < 1 << 159:
         raise InvalidInput("serial must be a positive certificate serial number")
-    return _sign_crl(ca_dir, ca, crl_out, now, serial)
+    return _sign_crl(ca_dir, ca, crl_out, now, serial, passphrase)
