@@ -34,7 +34,7 @@ from fedmatch.errors import FedmatchError, InvalidInput
 if TYPE_CHECKING:
     from fedmatch.requester.enrolment import EnrolmentRecord
 
-__all__ = ["add_parsers", "run"]
+__all__ = ["EXIT_INTERRUPTED", "add_parsers", "run"]
 
 _PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -93,10 +93,16 @@ def add_parsers(sub: Any) -> None:
     )
     enroll.add_argument("--operator", default="", help="operator id (recorded and logged)")
     enroll.add_argument("--unit", default="", help="enrolling unit (logged)")
+    enroll.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="a record whose reference the register already holds (ALREADY_EXISTS) is "
+        "counted as skipped and the run goes on: how an interrupted bulk run is resumed "
+        "(the same command again, with this flag)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    import grpc
     import numpy as np
 
     from fedmatch.cli.templates import read_templates
@@ -106,52 +112,199 @@ def run(args: argparse.Namespace) -> int:
     security, _ = load_operator(args.config, insecure, args.state, signs=False)
     matrix = read_templates(args.template) if args.template else np.zeros((0, 1), np.float32)
     records = _records(args, _enrol_rows(args), matrix.shape[0])
-    pick = parse_pick(args.pick)
-    purpose = Purpose.parse(args.purpose)
-    size, done, rejects = 0, 0, []
     credentials = security.channel_credentials() if security is not None else None
-    with NodeEnroller(
-        args.node, args.model_id, credentials=credentials, member_state=args.state
-    ) as node:
-        for record, source in records:
-            header = new_header(
-                args.state, purpose, args.legal_basis, args.case_reference, args.unit, args.operator
-            )
+    bulk = _Bulk(args, records, matrix)
+    with (
+        NodeEnroller(
+            args.node, args.model_id, credentials=credentials, member_state=args.state
+        ) as node,
+        _CtrlC() as ctrl_c,
+    ):
+        try:
+            code = bulk.run(node, ctrl_c)
+        except KeyboardInterrupt:
+            # A second Ctrl-C: the record being sent is abandoned, its outcome unknown (a
+            # re-run with --skip-existing finds out).
+            bulk.abandoned = True
+            code = EXIT_INTERRUPTED
+    bulk.report(code)
+    return code
+
+
+# The exit code of an enrolment stopped by Ctrl-C (SIGINT), after its summary: 128 + 2, as
+# shells report a command killed by SIGINT.
+EXIT_INTERRUPTED = 130
+
+
+class _CtrlC:
+    """SIGINT during a bulk enrolment: the first asks the loop to stop after the record
+    being sent (its answer is awaited and counted); a second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _CtrlC:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        import signal
+
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(
+            "\nfedmatch: Ctrl-C: stopping after the record being sent (again to abandon it)",
+            file=sys.stderr,
+            flush=True,
+        )
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+class _Bulk:
+    """One enrolment run over its records, with exact counts for the progress line and the
+    summary: enrolled, skipped (already in the register, with --skip-existing), rejected by
+    a quality gate (per reason), and not attempted."""
+
+    def __init__(self, args: argparse.Namespace, records: list[Any], matrix: Any) -> None:
+        self.args = args
+        self.records = records
+        self.matrix = matrix
+        self.pick = parse_pick(args.pick)
+        self.purpose = Purpose.parse(args.purpose)
+        self.enrolled = 0
+        self.skipped: list[str] = []
+        self.rejects: list[dict[str, str]] = []
+        self.last_enrolled = ""
+        self.register_size = 0
+        self.stopped_at = ""
+        self.interrupted = False
+        self.abandoned = False
+        self.current = ""
+
+    @property
+    def attempted(self) -> int:
+        return self.enrolled + len(self.skipped) + len(self.rejects)
+
+    def run(self, node: Any, ctrl_c: _CtrlC) -> int:
+        import grpc
+
+        for record, source in self.records:
+            if ctrl_c.requested:
+                self.interrupted = True
+                return EXIT_INTERRUPTED
+            self.current = record.reference
             try:
-                if isinstance(source, Path):
-                    # The photo goes to the node: it makes the template with its own model
-                    # and keeps the facial image a hit is verified with.
-                    size = node.enroll_photo(
-                        header, record, _photo_bytes(source), source.name, pick
-                    )
-                else:
-                    size = node.enroll(header, record, matrix[source])
+                self.register_size = self._send(node, record, source)
             except grpc.RpcError as err:
                 code = err.code()
                 reason = _quality_reason(err)
-                if reason and len(records) > 1:
-                    rejects.append({"file": Path(str(source)).name, "reason": reason})
-                    done += 1
-                    _progress(done, len(records), len(rejects))
-                    continue
+                if reason and len(self.records) > 1:
+                    self.rejects.append({"file": Path(str(source)).name, "reason": reason})
+                elif code == grpc.StatusCode.ALREADY_EXISTS and self.args.skip_existing:
+                    self.skipped.append(record.reference)
+                else:
+                    self.stopped_at = record.reference
+                    hint = (
+                        " (already enrolled: --skip-existing counts such records as skipped "
+                        "and goes on)"
+                        if code == grpc.StatusCode.ALREADY_EXISTS
+                        else ""
+                    )
+                    print(
+                        f"fedmatch: record {record.reference}: {code.name}: {err.details()}"
+                        f"{hint} ({self.enrolled} of {len(self.records)} enrolled before it)",
+                        file=sys.stderr,
+                    )
+                    if reason:
+                        return QUALITY_EXIT.get(reason, EXIT_INPUT)
+                    if code == grpc.StatusCode.UNAVAILABLE:
+                        return EXIT_UNREACHABLE
+                    return EXIT_REFUSED
+            else:
+                self.enrolled += 1
+                self.last_enrolled = record.reference
+            self.current = ""
+            self._progress()
+        if ctrl_c.requested:
+            # Ctrl-C while the last record was being sent: everything was done anyway.
+            self.interrupted = True
+            return EXIT_INTERRUPTED
+        return EXIT_SOME_REJECTED if self.rejects else EXIT_OK
+
+    def _send(self, node: Any, record: EnrolmentRecord, source: int | Path) -> int:
+        args = self.args
+        header = new_header(
+            args.state, self.purpose, args.legal_basis, args.case_reference, args.unit,
+            args.operator,
+        )  # fmt: skip
+        if isinstance(source, Path):
+            # The photo goes to the node: it makes the template with its own model and
+            # keeps the facial image a hit is verified with.
+            return int(
+                node.enroll_photo(header, record, _photo_bytes(source), source.name, self.pick)
+            )
+        return int(node.enroll(header, record, self.matrix[source]))
+
+    def _progress(self) -> None:
+        total = len(self.records)
+        if total > 1:
+            done = self.attempted
+            print(
+                f"\r[{done}/{total}] enrolled {self.enrolled}, rejected {len(self.rejects)}, "
+                f"skipped {len(self.skipped)}",
+                end="" if done < total else "\n",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def report(self, code: int) -> None:
+        """The summary (JSON, stdout's last line) of a run that ended, stopped or not."""
+        reasons: dict[str, int] = {}
+        for r in self.rejects:
+            reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+        unknown = 1 if self.abandoned else 0
+        stopped = 1 if self.stopped_at else 0
+        not_attempted = len(self.records) - self.attempted - unknown - stopped
+        summary: dict[str, Any] = {
+            "enrolled": self.enrolled,
+            "skipped": len(self.skipped),
+            "rejected": len(self.rejects),
+            "reject_reasons": reasons,
+            "rejected_files": self.rejects,
+            "not_attempted": not_attempted,
+            "total": len(self.records),
+            "last_enrolled": self.last_enrolled or None,
+            "register_size": self.register_size,
+        }
+        if self.stopped_at:
+            summary["stopped_at"] = self.stopped_at
+        if code == EXIT_INTERRUPTED:
+            summary["interrupted"] = True
+            # Sent, answer not awaited (a second Ctrl-C): enrolled or not, nobody knows here.
+            summary["abandoned"] = self.current if self.abandoned else None
+            if self.records and self.attempted < len(self.records):
                 print(
-                    f"fedmatch: record {record.reference}: {code.name}: {err.details()} "
-                    f"({done - len(rejects)} of {len(records)} enrolled before it)",
+                    f"\nfedmatch: interrupted: {self.enrolled} enrolled, "
+                    f"{len(self.skipped)} skipped, {len(self.rejects)} rejected, "
+                    f"{not_attempted} not attempted"
+                    + (f", {self.current} abandoned" if self.abandoned else "")
+                    + f" (last enrolled: {self.last_enrolled or 'none'}); run the same "
+                    "command again with --skip-existing to resume",
                     file=sys.stderr,
                 )
-                if reason:
-                    return QUALITY_EXIT.get(reason, EXIT_INPUT)
-                return EXIT_UNREACHABLE if code == grpc.StatusCode.UNAVAILABLE else EXIT_REFUSED
-            done += 1
-            _progress(done, len(records), len(rejects))
-    reasons: dict[str, int] = {}
-    for r in rejects:
-        reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
-    print(json.dumps({
-        "enrolled": done - len(rejects), "rejected": len(rejects), "reject_reasons": reasons,
-        "rejected_files": rejects, "register_size": size,
-    }))  # fmt: skip
-    return EXIT_SOME_REJECTED if rejects else EXIT_OK
+        print(json.dumps(summary))
 
 
 def _photo_bytes(path: Path) -> bytes:
@@ -263,9 +416,3 @@ def _birth(row: dict[str, Any]) -> dict[str, Any]:
     captured = row.get("capture_date") or row["event_date"]
     check_enrolment_age(born, estimated, parse_date(captured, "capture_date"))
     return {"birth_date": born, "birth_date_estimated": estimated}
-
-
-def _progress(done: int, total: int, rejected: int) -> None:
-    if total > 1:
-        print(f"\r[{done}/{total}] enrolled {done - rejected}, rejected {rejected}",
-              end="" if done < total else "\n", file=sys.stderr, flush=True)  # fmt: skip
