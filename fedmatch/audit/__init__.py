@@ -11,7 +11,9 @@
   a log, and the gRPC edge), :mod:`~fedmatch.audit.client`, :mod:`~fedmatch.audit.auditor`,
   :mod:`~fedmatch.audit.crosscheck`, :mod:`~fedmatch.audit.stats`,
   :mod:`~fedmatch.audit.watch` (verify every party, cross-check the federation, publish
-  aggregates, keep watching).
+  aggregates, keep watching), :mod:`~fedmatch.audit.readers` and
+  :mod:`~fedmatch.audit.proofs` (a verified view of one log, live or from the auditor's
+  copy; entries, proofs and search bundles that verify offline).
 
 Imports the shared top-level modules and the library rooms ``grpcutil``, ``pki`` and
 ``protocol``; imported by the roles and everything above them, never by ``he``,

@@ -213,7 +213,10 @@ class PartyState:
         records, _ = scan_records(data)
         return [data[start : start + length] for start, length in records]
 
-    def save(self, note: bytes, entries: list[bytes]) -> None:
+    def save(self, note: bytes, entries: list[bytes], key: str = "") -> None:
+        """Keep the accepted checkpoint and entries and, when given, the party's verifier
+        key, so that the auditor's offline tools (:mod:`fedmatch.audit.readers`) need
+        neither the configuration nor the network."""
         import struct
         import zlib
 
@@ -221,6 +224,8 @@ class PartyState:
         frames = b"".join(struct.pack(">II", len(e), zlib.crc32(e)) + e for e in entries)
         write_atomically(self.entries_path, frames)
         write_atomically(self.checkpoint_path, note)
+        if key:
+            write_atomically(self.directory / "vkey", key.encode() + b"\n", mode=0o644)
 
 
 # -- verification ------------------------------------------------------------------------
@@ -318,7 +323,7 @@ class _Auditor:
             return
         result.entries = [SignedEntry.decode(e) for e in entries]
         result.verified = True
-        state.save(note, entries)
+        state.save(note, entries, party.key)
 
     def _witnesses(self, note: Note, party: PartyEntry) -> list[str]:
         keys = [

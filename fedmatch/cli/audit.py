@@ -1,6 +1,7 @@
 """``fedmatch audit``: party and auditor keys, verification of every party's log with the
-federation's cross-checks, publishable statistics, and the auditor's watch loop
-(:mod:`fedmatch.audit`)."""
+federation's cross-checks, publishable statistics, the auditor's watch loop, and the
+auditor's tools to read logs and carry proofs offline: ``entries``, ``proof``, ``bundle``
+and ``verify --bundle`` (:mod:`fedmatch.audit`, :mod:`fedmatch.audit.proofs`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fedmatch.cli.common import EXIT_AUDIT_FAILED, EXIT_OK, insecure_arg, warn_insecure
+from fedmatch.errors import ConfigError
 
 __all__ = ["add_parsers", "run"]
 
@@ -31,9 +33,68 @@ def add_parsers(sub: Any) -> None:
     averify = audit_sub.add_parser(
         "verify", help="verify every party's log and cross-check the federation"
     )
-    averify.add_argument("--config", type=Path, required=True, help="auditor TOML file")
+    averify.add_argument(
+        "--config", type=Path,
+        help="auditor TOML file (required unless --bundle; with --bundle: its keys only)",
+    )  # fmt: skip
     averify.add_argument("--report", type=Path, help="also write the report to this file")
+    averify.add_argument(
+        "--bundle", type=Path,
+        help="verify a search bundle (`audit bundle`) offline instead of the live logs",
+    )  # fmt: skip
+    _trust_args(averify)
+    averify.add_argument(
+        "--trust-bundle-keys", action="store_true",
+        help="check the bundle against the keys it carries (proves only that it is "
+        "self-consistent; compare the key ids with the parties' published keys)",
+    )  # fmt: skip
     insecure_arg(averify)
+    aentries = audit_sub.add_parser(
+        "entries", help="list a party's log entries, verified, as JSON lines (with filters)"
+    )
+    _source_args(aentries)
+    aentries.add_argument(
+        "--party", action="append", default=[],
+        help="coordinator or a member state code (repeatable; default: every party)",
+    )  # fmt: skip
+    aentries.add_argument(
+        "--kind", action="append", default=[], help="entry kind, e.g. search_answered (repeatable)"
+    )
+    aentries.add_argument("--query-id", default="", help="only entries about this query")
+    aentries.add_argument("--since", help="entries at or after this ISO 8601 time (UTC)")
+    aentries.add_argument("--until", help="entries before this ISO 8601 time (UTC)")
+    aproof = audit_sub.add_parser(
+        "proof",
+        help="an inclusion or consistency proof with the signed checkpoint(s), as JSON; "
+        "--verify FILE checks one offline",
+    )
+    _source_args(aproof)
+    aproof.add_argument("--party", help="coordinator or a member state code")
+    which = aproof.add_mutually_exclusive_group()
+    which.add_argument("--index", type=int, help="inclusion proof of the entry at this index")
+    which.add_argument("--leaf-hash", help="inclusion proof of the entry with this leaf hash (hex)")
+    which.add_argument(
+        "--size1", type=int, help="consistency proof from this tree size (to --size2)"
+    )
+    which.add_argument("--verify", type=Path, help="verify a proof file offline")
+    aproof.add_argument(
+        "--size2", type=int, help="consistency proof to this tree size (default: the signed size)"
+    )
+    aproof.add_argument(
+        "--old-checkpoint", type=Path,
+        help="the party's signed checkpoint of size --size1, to include (default: the one "
+        "saved in the auditor's state, when it has that size)",
+    )  # fmt: skip
+    aproof.add_argument("--out", type=Path, help="write the proof here (default: stdout)")
+    _trust_args(aproof, state_dir=False)
+    abundle = audit_sub.add_parser(
+        "bundle",
+        help="everything needed to verify one search offline: every party's entries about "
+        "the query, their inclusion proofs and signed checkpoints",
+    )
+    _source_args(abundle)
+    abundle.add_argument("--query-id", required=True, help="the search's query id")
+    abundle.add_argument("--out", type=Path, required=True, help="bundle file to write")
     astats = audit_sub.add_parser(
         "stats", help="publishable aggregates from the verified logs (no individual data)"
     )
@@ -50,7 +111,41 @@ def add_parsers(sub: Any) -> None:
     insecure_arg(awatch)
 
 
+def _source_args(p: argparse.ArgumentParser) -> None:
+    """Where the logs are read: live with the auditor's configuration, or offline from the
+    copy `audit verify` kept (the configuration's state directory, or --state-dir)."""
+    p.add_argument("--config", type=Path, help="auditor TOML file (live, unless --offline)")
+    p.add_argument(
+        "--offline", action="store_true",
+        help="with --config: read the auditor's verified copy in its state_dir, no network",
+    )  # fmt: skip
+    p.add_argument(
+        "--state-dir", type=Path,
+        help="read the verified copy in this auditor state directory (offline, no config)",
+    )  # fmt: skip
+    insecure_arg(p)
+
+
+def _trust_args(p: argparse.ArgumentParser, state_dir: bool = True) -> None:
+    """Which party keys offline verification trusts (besides --config's)."""
+    if state_dir:
+        p.add_argument(
+            "--state-dir", type=Path,
+            help="trust the party keys `audit verify` saved in this auditor state directory",
+        )  # fmt: skip
+    p.add_argument(
+        "--key", action="append", default=[], metavar="VKEY",
+        help="a party's verifier key to trust (repeatable)",
+    )  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.audit_command in ("entries", "proof", "bundle") or (
+        args.audit_command == "verify" and args.bundle is not None
+    ):
+        from fedmatch.cli.audit_tools import run_tool
+
+        return run_tool(args)
     if args.audit_command == "keygen":
         from fedmatch.audit.party import create_party_key
 
@@ -60,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     from fedmatch.audit.auditor import load_auditor_config, run_audit, run_stats
 
+    if args.config is None:
+        raise ConfigError(f"audit {args.audit_command} needs --config")
     insecure = warn_insecure(args, "auditor")
     config = load_auditor_config(args.config, insecure)
     if args.audit_command == "watch":
