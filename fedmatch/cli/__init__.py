@@ -11,7 +11,8 @@
   (``verify-hit``, ``resolve``), :mod:`~fedmatch.cli.desk` (``desk protect-key|serve``),
   :mod:`~fedmatch.cli.rights`, :mod:`~fedmatch.cli.demo`,
   :mod:`~fedmatch.cli.evaluate`, :mod:`~fedmatch.cli.audit`, :mod:`~fedmatch.cli.bench`,
-  :mod:`~fedmatch.cli.pki`, :mod:`~fedmatch.cli.health` (and the ``status`` actions);
+  :mod:`~fedmatch.cli.pki`, :mod:`~fedmatch.cli.health` (and the ``status`` actions),
+  :mod:`~fedmatch.cli.config_check` (``config check``);
 - the files commands read and write: :mod:`~fedmatch.cli.templates` (template files),
   :mod:`~fedmatch.requester.candidates` (the candidate hits between lookup and resolve).
 

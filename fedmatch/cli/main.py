@@ -3,11 +3,12 @@
 Subcommands: ``node serve|seed|status|...``, ``coordinator serve|status``, ``keys
 generate``, ``enroll``, ``lookup``, ``confirm-decision``, ``verify-hit``, ``resolve``,
 ``dublin-form``, ``desk protect-key|serve``, ``rights which-states|answer``, ``demo``,
-``evaluate``, ``audit``, ``bench``, ``pki``, ``health``.
+``evaluate``, ``audit``, ``bench``, ``pki``, ``health``, ``config check``; ``--version``.
 Every subcommand has ``--help``. Each command group lives in its own module of
 :mod:`fedmatch.cli`, which adds its parsers and names the function that runs it; this is
 the only place that turns errors into exit codes (:mod:`fedmatch.cli.common`): 0 success,
-2 usage or input error, 3 refused by a peer, 4 unreachable peer, 1 anything else.
+2 usage or input error, 3 refused by a peer, 4 unreachable peer, 1 anything else (the
+README's "Exit codes" lists every code, the commands' own included).
 
 Every channel is mutual TLS with the certificates a party's TOML file names in ``[tls]``;
 ``lookup`` and ``enroll`` read an operator workstation's file (``--config``: ``[tls]`` and
@@ -22,10 +23,12 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from fedmatch import __version__
 from fedmatch.cli import (
     audit,
     bench,
     case,
+    config_check,
     coordinator,
     demo,
     desk,
@@ -53,7 +56,7 @@ __all__ = ["build_parser", "main"]
 
 # The command groups in the order `fedmatch --help` lists them.
 _GROUPS = (node, coordinator, keys, enroll, lookup, case, verify, forms, desk, rights, demo,
-           evaluate, audit, bench, pki, health)  # fmt: skip
+           evaluate, audit, bench, pki, health, config_check)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fedmatch", description="Federated, encrypted biometric matching for member states."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("--version", action="version", version=f"fedmatch {__version__}")
     parser.add_argument(
         "--log-format",
         choices=["text", "json"],

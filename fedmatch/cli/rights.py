@@ -2,7 +2,7 @@
 states hold my data?", answered with the states whose record the requesting state's
 verifiers confirmed to be the person (:mod:`fedmatch.requester.rights`).
 
-1. ``rights which-states ... --photo P --candidates-out dsr.json`` searches, writes the
+1. ``rights which-states ... --image P --candidates-out dsr.json`` searches, writes the
    candidates file and their verification packets (``dsr.json.packets/``) for the verifiers
    and prints how many candidates await verification, naming no state;
 2. two verifiers compare the images and sign (``fedmatch verify-hit --candidates dsr.json
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,22 @@ from fedmatch.cli.common import insecure_arg, operator_config_arg, requester_fro
 from fedmatch.errors import InvalidInput
 
 __all__ = ["add_parsers", "run", "run_answer"]
+
+
+class _DeprecatedAlias(argparse.Action):
+    """Stores the value; warns on stderr when the option was spelt ``--photo``, the name
+    this command used before every command took ``--image``."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if option_string == "--photo":
+            print("fedmatch: --photo is deprecated, use --image", file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def add_parsers(sub: Any) -> None:
@@ -46,8 +63,10 @@ def add_parsers(sub: Any) -> None:
     w.add_argument("--operator", required=True, help="operator id of the person asking (logged)")
     probe = w.add_mutually_exclusive_group(required=True)
     probe.add_argument(
-        "--photo", type=Path, help="a photo of the person (what the verifiers compare)"
-    )
+        "--image", "--photo", type=Path, action=_DeprecatedAlias,
+        help="a photo of the person (what the verifiers compare); --photo is a deprecated "
+        "alias",
+    )  # fmt: skip
     probe.add_argument(
         "--template",
         type=Path,
@@ -83,11 +102,11 @@ def run(args: argparse.Namespace) -> int:
     from fedmatch.requester.packets import PacketFolder, packets_path
     from fedmatch.requester.rights import subject_search
 
-    if args.photo:
+    if args.image:
         from fedmatch.biometrics.pipeline import FacePipeline
 
-        template = FacePipeline.for_model(None).template(args.photo)
-        photo = args.photo.read_bytes()
+        template = FacePipeline.for_model(None).template(args.image)
+        photo = args.image.read_bytes()
     else:
         from fedmatch.cli.templates import read_templates
 

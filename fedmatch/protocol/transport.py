@@ -31,7 +31,7 @@ from fedmatch.pki.credentials import channel_credentials, peer_identity, server_
 from fedmatch.pki.names import Identity
 from fedmatch.pki.verify import load_crls, verify_peer
 
-__all__ = ["Security", "load_security"]
+__all__ = ["Security", "load_security", "load_tls_files"]
 
 log = logging.getLogger("fedmatch.protocol.transport")
 
@@ -106,6 +106,11 @@ class Security:
 def load_security(path: Path | None, insecure: bool = False, **overrides: Any) -> Security:
     """The ``[tls]`` table: key, chain, root (a bundle of the federation root and its
     intermediates), crls (list). Relative paths are relative to the TOML file."""
+    return Security(load_tls_files(path, **overrides), insecure=insecure)
+
+
+def load_tls_files(path: Path | None, **overrides: Any) -> TlsFiles:
+    """The files the ``[tls]`` table names, checked as values only (none is opened)."""
     raw: dict[str, Any] = dict(read_toml(path).get("tls", {})) if path is not None else {}
     raw.update({k: v for k, v in overrides.items() if v is not None})
     unknown = set(raw) - {"key", "chain", "root", "crls"}
@@ -122,7 +127,6 @@ def load_security(path: Path | None, insecure: bool = False, **overrides: Any) -
         p = Path(value)
         return p if p.is_absolute() or path is None else path.parent / p
 
-    files = TlsFiles(
+    return TlsFiles(
         rel(raw["key"]), rel(raw["chain"]), rel(raw["root"]), tuple(rel(c) for c in crls)
     )
-    return Security(files, insecure=insecure)
