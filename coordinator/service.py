@@ -31,6 +31,7 @@ from coordinator.casework import (
 from coordinator.config import CoordinatorConfig
 from coordinator.dublin import Decision, decide
 from coordinator.fanout import NodeCall, NodeOutcome, fan_out
+from coordinator.nodecheck import NodeCheck, NodeChecks, node_checks_path
 from coordinator.packets import PacketLedger, StatePackets, received_packets, rejections_by_state
 from coordinator.relay import NoticeRelay
 from coordinator.verification import HitGate, HitOutcome, Screening, settle
@@ -182,6 +183,9 @@ class CoordinatorService:
                 node_key.name, node_key.public_key_bytes()
             )
         self.witnesses = Witnesses(audit.log, witness_stubs, witness_keys)
+        # Reachable, and cosigning with the configured key: checked at start (the CLI) and
+        # with every periodic witness round, for the log and `coordinator status`.
+        self.node_checks = NodeChecks(self._stubs, node_checks_path(directory))
         # Notices between nodes (marks, erasures, rights requests): coordinator/relay.py.
         self.relay = NoticeRelay(
             audit,
@@ -221,8 +225,17 @@ class CoordinatorService:
         self.cases.close()
 
     def witness_round(self) -> None:
-        """Have every node cosign the current checkpoint (periodically and for auditors)."""
-        self.witnesses.round(self.member_states(), self.config.node_deadline_seconds)
+        """Have every node cosign the current checkpoint (periodically and for auditors);
+        who did not, and why, is each node's check (a wrong key: an invalid cosignature)."""
+        _, failures = self.witnesses.round(self.member_states(), self.config.node_deadline_seconds)
+        self.node_checks.update(failures, self._now())
+
+    def check_nodes(self) -> dict[str, NodeCheck]:
+        """Check every node now (the start-up check): reachable, and its cosignature of
+        this coordinator's checkpoint verifies with the key its ``[[nodes]]`` entry names.
+        Each node not ``ok`` is logged as a warning naming it and its state."""
+        self.witness_round()
+        return self.node_checks.current()
 
     def published_checkpoint(self, fresh: bool) -> bytes:
         if fresh:

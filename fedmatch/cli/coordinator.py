@@ -70,7 +70,29 @@ def run(args: argparse.Namespace) -> int:
             server.address,
             "PLAINTEXT" if insecure else "mTLS",
         )
+        _startup_checks(service)
         serve_party(
             server, metrics.registry, metrics_config.listen, audit.log.checkpoint, args.port_file
         )
     return EXIT_OK
+
+
+def _startup_checks(service: Any) -> None:
+    """Every node reachable, with the verifier key the config names for it: a wrong key is
+    found here, not at the first lookup. A node not ``ok`` is warned about (it stays in the
+    federation; `coordinator status` is unhealthy until it cosigns with its key)."""
+    try:
+        checks = service.check_nodes()
+    except Exception as exc:  # noqa: BLE001 - the coordinator still serves; status says why
+        log.warning("node start-up checks failed: %s", type(exc).__name__)
+        return
+    bad = sorted(s for s, c in checks.items() if not c.ok)
+    if bad:
+        log.warning(
+            "start-up checks: %d of %d nodes not ok: %s",
+            len(bad),
+            len(checks),
+            ", ".join(f"{s} {checks[s].state}" for s in bad),
+        )
+    else:
+        log.info("start-up checks: all %d nodes reachable, keys verified", len(checks))

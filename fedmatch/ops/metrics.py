@@ -196,6 +196,11 @@ class FanoutMetrics:
             self.latency.labels(state).observe(max(0, result.elapsed_ms) / 1000.0)
 
 
+def _unhealthy_nodes(service: object) -> int:
+    checks = getattr(service, "node_checks", None)
+    return int(checks.unhealthy()) if checks is not None else 0
+
+
 def coordinator_metrics(service: _CoordinatorLike) -> PartyMetrics:
     """The metrics of the coordinator serving ``service``."""
     registry = CollectorRegistry(auto_describe=True)
@@ -203,6 +208,12 @@ def coordinator_metrics(service: _CoordinatorLike) -> PartyMetrics:
     readings = [
         *_audit_readings(service.audit),
         ("fedmatch_federation_nodes", "Nodes in the coordinator's registry.", lambda: len(states)),
+        (
+            "fedmatch_federation_nodes_unhealthy",
+            "Nodes the coordinator's last check found unreachable or not cosigning with the "
+            "key its config names for them.",
+            lambda: _unhealthy_nodes(service),
+        ),
     ]
     registry.register(_StateCollector(readings, {"role": "coordinator", "member_state": "EU"}))
     fanout = FanoutMetrics(registry, states)

@@ -226,4 +226,39 @@ def coordinator_status(
     _server_status(status, config_path, cfg.listen, address, insecure, timeout)
     _audit_status(status, audit, COORDINATOR_ORIGIN)
     _metrics_status(status, config_path, timeout)
+    _node_checks_status(
+        status, audit.directory, [n.member_state for n in cfg.nodes], cfg.witness_interval_seconds
+    )
     return status
+
+
+def _node_checks_status(
+    status: Status, audit_directory: Path, states: list[str], interval: float
+) -> None:
+    """The coordinator's latest check of each node (reachable, cosigning with the key its
+    config names), from the file it rewrites with every witness round; a node not ``ok``,
+    or checks older than three rounds, is a problem that names it."""
+    from coordinator.nodecheck import node_checks_path, read_node_checks
+
+    path = node_checks_path(audit_directory)
+    try:
+        at, checks = read_node_checks(path)
+    except InvalidInput as exc:
+        status.report["node_checks"] = None
+        status.problems.append(f"node checks: {exc}")
+        return
+    age = max(0.0, time.time() - at.timestamp())
+    status.report["node_checks"] = {
+        "checked_at": at.isoformat(),
+        "age_seconds": round(age, 1),
+        "nodes": {s: {"state": c.state, "detail": c.detail} for s, c in checks.items()},
+    }
+    for state in states:
+        check = checks.get(state)
+        if check is None:
+            status.problems.append(f"node {state}: not checked yet")
+        elif not check.ok:
+            status.problems.append(check.problem())
+    # Three missed rounds (and a minute's slack): the checks no longer say how nodes are.
+    if age > 3 * interval + 60:
+        status.problems.append(f"node checks: last run {age:.0f} s ago (stale)")
