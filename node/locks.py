@@ -1,5 +1,11 @@
-"""Cross-process locks beside a register file (``flock`` on two small lock files).
+"""Cross-process locks beside a register file (``flock`` on small lock files).
 
+- ``<register>.owner.lock`` and ``<audit directory>.owner.lock``, the *owner* locks: one
+  process at a time writes a register and its audit log, the node that serves them
+  (``node serve``) or one offline command that writes (seed, seal, rotate-key, restore).
+  Each holds both exclusively for its whole life (:class:`OwnerLock`) and writes its pid
+  in them; a second one is refused at once, before it binds a port or writes anything.
+  ``flock`` releases them when the process ends, however it ends.
 - ``<register>.lock``, the *open* lock: every open :class:`node.store.RecordStore` holds it
   shared for its lifetime; a restore or a data-key re-encryption takes it exclusively, so
   neither ever runs under a live node (and no node opens a register being replaced).
@@ -26,7 +32,15 @@ from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
 from fedmatch.errors import PreconditionFailed, Unavailable
 
-__all__ = ["OpenLock", "WriteLock", "open_lock_path", "register_write", "write_lock_path"]
+__all__ = [
+    "OpenLock",
+    "OwnerLock",
+    "WriteLock",
+    "open_lock_path",
+    "owner_lock_path",
+    "register_write",
+    "write_lock_path",
+]
 
 # A backup holds the write lock for a snapshot and a log copy; enrolments wait this long
 # for it before they are refused as unavailable (retryable), never lost.
@@ -40,6 +54,12 @@ def open_lock_path(register: Path) -> Path:
 
 def write_lock_path(register: Path) -> Path:
     return register.with_name(register.name + ".write.lock")
+
+
+def owner_lock_path(path: Path) -> Path:
+    """The owner lock of a register file or an audit directory: beside it, so that a
+    restore, which replaces both, never replaces the lock."""
+    return path.with_name(path.name + ".owner.lock")
 
 
 def _open(path: Path) -> int:
@@ -83,6 +103,57 @@ class OpenLock:
             self._fd = -1
 
     def __enter__(self) -> OpenLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class OwnerLock:
+    """Exclusive ownership of a register and its audit directory for one process's life.
+
+    ``command`` (``"node serve"``, ``"node seed"``...) is written with the pid, so that the
+    refusal names who holds them: "register it.sqlite already served by pid 4242".
+    """
+
+    def __init__(self, register: Path, audit_directory: Path | None, command: str) -> None:
+        self._fds: list[int] = []
+        try:
+            self._take(register, f"register {register.name}", "served", command)
+            if audit_directory is not None:
+                name = f"audit directory {audit_directory.name}"
+                self._take(audit_directory, name, "used", command)
+        except BaseException:
+            self.release()
+            raise
+
+    def _take(self, path: Path, what: str, served: str, command: str) -> None:
+        fd = _open(owner_lock_path(path))
+        if not _flock(fd, fcntl.LOCK_EX, 0):
+            try:
+                holder = os.read(fd, 256).decode("utf-8", "replace").split()
+            finally:
+                os.close(fd)
+            pid = holder[0] if holder and holder[0].isdigit() else ""
+            by = " ".join(holder[1:])
+            verb = served if by in ("node serve", "") else "used"
+            who = f"pid {pid}" if pid else "another process"
+            raise PreconditionFailed(
+                f"{what} already {verb} by {who}"
+                + (f" (fedmatch {by})" if by else "")
+                + "; stop it first"
+            )
+        self._fds.append(fd)
+        # The holder's pid, for the refusal of the next one (read under no lock: a reader
+        # that comes before it is written names "another process").
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {command}\n".encode(), 0)
+
+    def release(self) -> None:
+        while self._fds:
+            os.close(self._fds.pop())  # closing the file releases its flock
+
+    def __enter__(self) -> OwnerLock:
         return self
 
     def __exit__(self, *exc: object) -> None:

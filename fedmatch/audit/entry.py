@@ -96,6 +96,9 @@ class EventKind(enum.StrEnum):
     DECISION_PROPOSED = "decision_proposed"
     DECISION_CONFIRMED = "decision_confirmed"  # an official accepted or overrode it
     RECORD_ENROLLED = "record_enrolled"
+    # `fedmatch node seed` added synthetic records to the register (counts only; whether the
+    # --dev escape hatch let it seed a register of real or sealed records).
+    RECORDS_SEEDED = "records_seeded"
     RECORD_MARKED = "record_marked"
     RECORD_ERASED = "record_erased"
     RECORD_UNMARKED = "record_unmarked"  # protection withdrawn

@@ -20,6 +20,7 @@ from fedmatch.cli.common import (
     warn_insecure,
 )
 from fedmatch.cli.health import add_status_parser, run_status
+from fedmatch.errors import PreconditionFailed
 
 if TYPE_CHECKING:
     from fedmatch.protocol.transport import Security
@@ -44,6 +45,11 @@ def add_parsers(sub: Any) -> None:
     seed.add_argument("--config", type=Path, required=True, help="node TOML config")
     seed.add_argument("--count", type=int, required=True, help="number of records")
     seed.add_argument("--seed", type=int, default=0, help="random seed")
+    seed.add_argument(
+        "--dev",
+        action="store_true",
+        help="development only: also seed a register that holds real records or is sealed",
+    )
     add_status_parser(node_sub, "node")
     node_storage.add_parsers(node_sub)  # storage-key, seal, rotate-key, backup, restore
     node_lifecycle.add_parsers(node_sub)  # mark, unmark, erase, route, inbox, ack
@@ -67,31 +73,76 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _seed(args: argparse.Namespace, cfg: NodeConfig) -> int:
-    from fedmatch.demo.seed import seed_register
+    from fedmatch.audit.entry import AuditEvent, EventKind
+    from fedmatch.audit.party import PartyAudit, load_audit_config, node_origin
+    from fedmatch.demo.seed import register_census, seed_register
+    from node.locks import OwnerLock
 
-    seed_register(
-        cfg.database,
-        cfg.member_state,
-        args.count,
-        args.seed,
-        cfg.dimension,
-        cfg.model_id,
-        dt.date.today(),
-        kek=node_storage.node_storage_key(args.config),
-    )
-    print(f"{cfg.member_state}: added {args.count} synthetic records to {cfg.database}")
+    # The records added are logged in the node's own log: seeding needs its [audit] table.
+    audit_config = load_audit_config(args.config)
+    kek = node_storage.node_storage_key(args.config)
+    if args.dev:
+        log.warning("--dev: seeding even a register of real records or a sealed register")
+    name = cfg.database.name
+    # The register's only writer meanwhile: refused under a running node.
+    with OwnerLock(cfg.database, audit_config.directory, "node seed"):
+        if cfg.database.exists():
+            census = register_census(cfg.database, cfg.member_state)
+            if census.not_synthetic and not args.dev:
+                s = "" if census.not_synthetic == 1 else "s"
+                raise PreconditionFailed(
+                    f"{name} holds {census.not_synthetic} record{s} not added by `node seed`: "
+                    "synthetic records are not added to a real register (--dev for a test "
+                    "register)"
+                )
+            if census.sealing_key_id and not args.dev:
+                raise PreconditionFailed(
+                    f"{name} is sealed (templates encrypted at rest, key id "
+                    f"{census.sealing_key_id}), as a production register is: synthetic "
+                    "records are only added to a new or clear test register (--dev to seed "
+                    "it anyway)"
+                )
+        # Opened before the register is written: a log that cannot be written refuses here.
+        audit = PartyAudit(audit_config, node_origin(cfg.member_state))
+        try:
+            seed_register(
+                cfg.database,
+                cfg.member_state,
+                args.count,
+                args.seed,
+                cfg.dimension,
+                cfg.model_id,
+                dt.date.today(),
+                kek=kek,
+            )
+            records = register_census(cfg.database, cfg.member_state).records
+            audit.record(
+                AuditEvent(
+                    EventKind.RECORDS_SEEDED,
+                    registers=(cfg.member_state,),
+                    operator="seed",
+                    outcome="ok",
+                    counts={"added": args.count, "records": records},
+                    labels={"dev": "yes" if args.dev else "no"},
+                )
+            )
+            audit.log.checkpoint()
+        finally:
+            audit.close()
+    print(f"{cfg.member_state}: added {args.count} synthetic records to {cfg.database} (logged)")
     return EXIT_OK
 
 
 def _serve(args: argparse.Namespace, cfg: NodeConfig, insecure: bool) -> int:
     from fedmatch.audit.party import PartyAudit, load_audit_config, node_origin
     from fedmatch.ops.metrics import node_metrics
+    from fedmatch.ops.party_info import register_party_info
     from fedmatch.ops.metrics_http import load_metrics_config
     from fedmatch.ops.serving import serve_party
     from fedmatch.protocol.gate import Gate
     from fedmatch.protocol.replay import ReplayGuard
     from fedmatch.protocol.transport import load_security
-    from node.locks import OpenLock
+    from node.locks import OpenLock, OwnerLock
     from node.policy import load_policy
     from node.retention import load_retention
     from node.service import NodeService
@@ -106,6 +157,9 @@ def _serve(args: argparse.Namespace, cfg: NodeConfig, insecure: bool) -> int:
     metrics_config = load_metrics_config(args.config)
     setup_logging(args, args.config)
     with ExitStack() as stack:
+        # One writer per register and audit log: a second node (or an offline command that
+        # writes) is refused here, before it binds a port or writes anything.
+        stack.enter_context(OwnerLock(cfg.database, audit_config.directory, "node serve"))
         # The register's open lock before the audit log: a node started during a restore
         # is refused before it can touch (or create) the log being swapped in.
         stack.enter_context(OpenLock(cfg.database, exclusive=False))
@@ -121,6 +175,8 @@ def _serve(args: argparse.Namespace, cfg: NodeConfig, insecure: bool) -> int:
         service = NodeService(cfg, store, audit, gate, policy)
         stack.callback(service.close)
         metrics = node_metrics(service)
+        # Build, process and certificate-expiry metrics (deploy/monitoring/ alerts).
+        register_party_info(metrics.registry, security.files.chain)
         lifecycle, job = _lifecycle(stack, cfg, service, security, retention)
         server = serve_node(
             service, security, interceptors=[metrics.interceptor], lifecycle=lifecycle

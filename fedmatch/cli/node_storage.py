@@ -11,12 +11,13 @@ import argparse
 import json
 import logging
 import sqlite3
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from fedmatch.errors import ConfigError, PreconditionFailed
 from node.config import NodeConfig, load_node_config, load_storage_config
-from node.locks import OpenLock
+from node.locks import OpenLock, OwnerLock
 from node.sealing import (
     KeyEncryptionKey,
     create_key_file,
@@ -109,8 +110,9 @@ def _run(args: argparse.Namespace) -> int:
     if command == "seal":
         if kek is None:
             raise ConfigError("storage: configure key_file or key_env to seal the register")
-        # Exclusive: no running node keeps writing clear templates meanwhile.
-        with OpenLock(cfg.database, exclusive=True):
+        # The register's only writer (no running node keeps writing clear templates
+        # meanwhile), and exclusive of any store opened in another process.
+        with OwnerLock(cfg.database, None, "node seal"), OpenLock(cfg.database, exclusive=True):
             db = _connect(cfg)
             try:
                 sealed = seal_clear_register(db, kek, cfg.database.name)
@@ -123,18 +125,17 @@ def _run(args: argparse.Namespace) -> int:
         new = KeyEncryptionKey.from_file(args.new_key)
         if new.key_id == kek.key_id:
             raise PreconditionFailed(f"the new key is the current key ({kek.key_id})")
-        # A re-wrap leaves the data key a running node holds unchanged; a re-encryption
-        # does not, so it needs the node stopped.
-        lock = OpenLock(cfg.database, exclusive=True) if args.reencrypt else None
-        try:
+        # A re-wrap leaves the data key a running node holds unchanged (and writes neither
+        # a record nor the log); a re-encryption does not, so it needs the node stopped.
+        with ExitStack() as locks:
+            if args.reencrypt:
+                locks.enter_context(OwnerLock(cfg.database, None, "node rotate-key"))
+                locks.enter_context(OpenLock(cfg.database, exclusive=True))
             db = _connect(cfg)
             try:
                 count = rotate_register_key(db, kek, new, cfg.database.name, args.reencrypt)
             finally:
                 db.close()
-        finally:
-            if lock is not None:
-                lock.release()
         out = {
             "key_id": new.key_id,
             "previous_key_id": kek.key_id,
@@ -157,6 +158,8 @@ def _run(args: argparse.Namespace) -> int:
                 "files": len(manifest["files"]),
             }
         else:
-            out = restore_backup(args.source, cfg, audit, kek, args.force).to_json()
+            # Restore replaces the register and the log: their only writer meanwhile.
+            with OwnerLock(cfg.database, audit.directory, "node restore"):
+                out = restore_backup(args.source, cfg, audit, kek, args.force).to_json()
     print(json.dumps(out))
     return 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,7 +18,11 @@ if TYPE_CHECKING:
     from node.retention import RetentionPolicy
     from node.sealing import KeyEncryptionKey
 
-__all__ = ["seed_register"]
+__all__ = ["SEED_OPERATOR", "RegisterCensus", "register_census", "seed_register"]
+
+# The operator id of every record `seed_register` adds; with the ``<state>-SYN-`` reference
+# (fedmatch.demo.synthetic), what tells a synthetic record from a real one.
+SEED_OPERATOR = "seed"
 
 # The articles synthetic resettlement records are taken under, in turn (Eurodac recast Art.
 # 18(2)(a)-(c), 20; 18(1) data are not recorded, Art. 29(2)).
@@ -35,6 +41,39 @@ def _within_retention(
         if not retention.expired(RetentionFacts(category, day, today, basis), today):
             return day
     return today
+
+
+@dataclass(frozen=True)
+class RegisterCensus:
+    """What a register file holds, as far as seeding it is concerned."""
+
+    records: int
+    # Records not added by `seed_register`: enrolled by an officer, or loaded in bulk.
+    not_synthetic: int
+    # The key id its templates are sealed under (node/sealing.py); "" when stored clear.
+    sealing_key_id: str
+
+
+def register_census(path: Path, member_state: str) -> RegisterCensus:
+    """Count the records of an existing register, read only (no lock, nothing created)."""
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        if "records" not in tables:
+            return RegisterCensus(0, 0, "")
+        (records,) = db.execute("SELECT COUNT(*) FROM records").fetchone()
+        (real,) = db.execute(
+            "SELECT COUNT(*) FROM records WHERE operator_id != ? OR substr(reference, 1, ?) != ?",
+            (SEED_OPERATOR, len(member_state) + 5, f"{member_state}-SYN-"),
+        ).fetchone()
+        key = (
+            db.execute("SELECT value FROM meta WHERE key = 'sealing_key_id'").fetchone()
+            if "meta" in tables
+            else None
+        )
+    finally:
+        db.close()
+    return RegisterCensus(int(records), int(real), key[0] if key else "")
 
 
 def seed_register(
@@ -79,7 +118,7 @@ def seed_register(
                 event = captured = _within_retention(retention, cat, basis, today, int(age_days))
             born = captured - dt.timedelta(days=int(age_days))
             meta = RecordMeta(
-                ref, cat, event, place, captured, sex, operator_id="seed", birth_date=born,
+                ref, cat, event, place, captured, sex, operator_id=SEED_OPERATOR, birth_date=born,
                 resettlement_basis=basis,
             )  # fmt: skip
             batch.append(NewRecord(meta=meta, template=template, model_id=model_id))

@@ -24,7 +24,6 @@ import multiprocessing.connection as mpc
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from multiprocessing import resource_tracker
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any
 
@@ -72,10 +71,12 @@ def _worker_main(conn: mpc.Connection, cancel: Any, params_name: str, dimension:
             if kind == "encode":
                 _, shm_name, n_rows, indices, baby = msg
                 blocks.clear()  # a load replaces the whole register
+                # The main process owns (and unlinks) the segment. A spawned worker shares
+                # the main process's resource tracker, so attaching registers the name a
+                # second time in the same set (harmless) and the main process's unlink
+                # unregisters it once. Unregistering here as well made the tracker print a
+                # KeyError traceback at every node start (issue 19 item 9).
                 shm = SharedMemory(name=shm_name)
-                # The main process owns (and unlinks) the segment; without this, the
-                # worker's resource tracker would also try to at exit (Python < 3.13).
-                resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
                 try:
                     rows = np.ndarray((n_rows, dimension), dtype=np.float32, buffer=shm.buf)
                     per = engine.params.block_records

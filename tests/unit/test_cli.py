@@ -106,6 +106,15 @@ def write_config(tmp_path: Path, text: str) -> Path:
     return path
 
 
+def seed_config(tmp_path: Path) -> Path:
+    """NODE_TOML with the [audit] table `node seed` logs what it adds to."""
+    key = tmp_path / "node-it.key"
+    NoteSigner.generate(node_origin("IT")).save(key)
+    return write_config(
+        tmp_path, NODE_TOML + f'[audit]\ndirectory = "audit-it"\nsigning_key = "{key}"\n'
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -137,7 +146,7 @@ def test_node_seed_adds_the_requested_records(
     monkeypatch: pytest.MonkeyPatch,
     count: int,
 ) -> None:
-    config = write_config(tmp_path, NODE_TOML)
+    config = seed_config(tmp_path)
     monkeypatch.chdir(tmp_path.parent)  # the database is relative to the config, not the cwd
     assert main(["node", "seed", "--config", str(config), "--count", str(count)]) == 0
     assert f"added {count} synthetic records" in capsys.readouterr().out
@@ -154,7 +163,7 @@ def test_node_seed_into_register_of_another_dimension_exits_two(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     RecordStore(tmp_path / "it.sqlite", "IT", 64, DEFAULT_MODEL).close()
-    config = write_config(tmp_path, NODE_TOML)
+    config = seed_config(tmp_path)
     assert main(["node", "seed", "--config", str(config), "--count", "2"]) == 2
     assert "dimension" in capsys.readouterr().err
 
@@ -334,7 +343,7 @@ def test_node_seed_with_config_missing_member_state_exits_two(tmp_path: Path) ->
 
 
 def test_node_seed_twice_extends_the_register(tmp_path: Path) -> None:
-    config = write_config(tmp_path, NODE_TOML)
+    config = seed_config(tmp_path)
     assert main(["node", "seed", "--config", str(config), "--count", "3", "--seed", "1"]) == 0
     assert main(["node", "seed", "--config", str(config), "--count", "3", "--seed", "2"]) == 0
     store = RecordStore(tmp_path / "it.sqlite", "IT", 128, DEFAULT_MODEL)
