@@ -85,6 +85,12 @@ def test_two_serves_on_one_register_the_second_is_refused_at_once(tmp_path: Path
         seeded = _fedmatch("node", "seed", "--config", str(config), "--count", "3", "--dev")
         assert seeded.returncode == 2, seeded.stderr
         assert f"register fr.sqlite already served by pid {first.process.pid}" in seeded.stderr
+        # A restore is refused before it reads the backup.
+        restored = _fedmatch(
+            "node", "restore", "--config", str(config), "--from", str(tmp_path / "none"), "--force"
+        )
+        assert restored.returncode == 2, restored.stderr
+        assert f"already served by pid {first.process.pid}" in restored.stderr
         assert len(_entries(tmp_path / "audit-fr")) == entries  # nothing logged by them
         # The running node still holds every record it had, and serves.
         assert first.process.poll() is None
