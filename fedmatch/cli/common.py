@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EXIT_AUDIT_FAILED",
     "EXIT_ERROR",
+    "EXIT_INCOMPLETE",
     "EXIT_INPUT",
     "EXIT_OK",
     "EXIT_REFUSED",
@@ -55,6 +56,10 @@ EXIT_OK, EXIT_ERROR, EXIT_INPUT, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 EXIT_SOME_REJECTED = 5
 # `audit verify` found a problem: the report names the party and the evidence.
 EXIT_AUDIT_FAILED = 6
+# (7 is `node status` / `coordinator status`: unhealthy, fedmatch.ops.status.)
+# A lookup or resolve that some member state's node did not answer: the output names the
+# states, and any decision in it is provisional (`--accept-incomplete`).
+EXIT_INCOMPLETE = 8
 # Exit codes of the face quality gates: one per reason, so that scripts can tell them apart.
 QUALITY_EXIT = {
     "unreadable_image": 10,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fedmatch.cli.common import (
+    EXIT_INCOMPLETE,
     EXIT_INPUT,
     EXIT_OK,
     QUALITY_EXIT,
@@ -79,13 +80,22 @@ def add_parsers(sub: Any) -> None:
         help="JSON: what the authority knows for the Dublin criteria (family, documents and "
         "visas, visa waiver, airport transit, lodging date; see fedmatch/protocol/casefile.py)",
     )
+    lookup.add_argument(
+        "--accept-incomplete",
+        action="store_true",
+        help="when a node did not answer and there is no hit, still propose a decision: "
+        "provisional, and logged as accepted (without it: no proposal; either way the "
+        f"states are named and the exit code is {EXIT_INCOMPLETE})",
+    )
     lookup.add_argument("--timeout", type=float, default=60.0, help="seconds")
 
 
 def run(args: argparse.Namespace) -> int:
     from fedmatch.cli.templates import read_templates
     from fedmatch.protocol.casefile import load_case_file
+    from fedmatch.requester.client import check_candidate_count
     from fedmatch.requester.keyfile import load_keys
+    from fedmatch.requester.report import log_accepted_incomplete, unanswered
 
     insecure = warn_insecure(args, "lookup")
     if args.purpose == Purpose.LAW_ENFORCEMENT.value:
@@ -124,19 +134,29 @@ def run(args: argparse.Namespace) -> int:
             Purpose.parse(args.purpose), args.legal_basis, args.case_reference
         )
         report = requester.lookup(templates[0], header, timeout=args.timeout)
+        missing = unanswered(report.nodes)
         # Details of candidate hits are asked for only once people have verified them
         # (`fedmatch verify-hit`, then `fedmatch resolve` with their signed verdicts).
         resolved = None
         packets = None
-        if not report.matches:
+        refused = ""
+        if not report.matches and (args.accept_incomplete or not missing):
+            if missing:
+                log_accepted_incomplete(report.header, missing)
             resolved = requester.resolve(
                 report, app_date, (), timeout=args.timeout, case_inputs=case_inputs
             )
-        elif args.candidates_out is not None:
+        elif report.matches and args.candidates_out is not None:
             from fedmatch.requester.candidates import write_candidates
 
             write_candidates(report, args.candidates_out)
-            packets = _fetch_packets(requester, report, args, timeout=args.timeout)
+            try:
+                check_candidate_count(len(report.matches), "packet request")
+            except InvalidInput as exc:
+                # The candidates are kept (listing them is local); no packet is asked for.
+                refused = str(exc)
+            else:
+                packets = _fetch_packets(requester, report, args, timeout=args.timeout)
     finally:
         requester.close()
     from fedmatch.requester.report import lookup_summary
@@ -144,8 +164,34 @@ def run(args: argparse.Namespace) -> int:
     summary = lookup_summary(report, resolved)
     if packets is not None:
         summary["packets"] = packets
+    if refused:
+        summary["packets"] = {"released": 0, "refused": refused}
     print(json.dumps(summary))
-    return EXIT_OK
+    hits = bool(report.matches)
+    if refused:
+        print(f"fedmatch: verification packets not asked for: {refused}", file=sys.stderr)
+    if missing:
+        print(f"fedmatch: incomplete: {_incomplete(missing, resolved, hits)}", file=sys.stderr)
+    return EXIT_INPUT if refused else EXIT_INCOMPLETE if missing else EXIT_OK
+
+
+def _incomplete(missing: dict[str, str], resolved: Any, hits: bool) -> str:
+    """What the operator reads when a node did not answer (the JSON names the same states)."""
+    from fedmatch.requester.report import incomplete_text
+
+    said = incomplete_text(missing)
+    if resolved is not None:
+        return f"{said}; the proposal is provisional (--accept-incomplete, logged)"
+    if hits:
+        return (
+            f"{said}; a record held there is not among the candidates: `fedmatch resolve` "
+            "proposes nothing on them without --accept-incomplete"
+        )
+    return (
+        f"{said}; a record held there could not be found, so no decision is proposed: look "
+        "up again once every node answers, or give --accept-incomplete for a provisional "
+        "proposal"
+    )
 
 
 def _fetch_packets(

@@ -20,13 +20,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
-from fedmatch.cli.common import insecure_arg, operator_config_arg, requester_from_args
+from fedmatch.cli.common import (
+    EXIT_INCOMPLETE,
+    EXIT_OK,
+    insecure_arg,
+    operator_config_arg,
+    requester_from_args,
+)
 from fedmatch.domain import Sex, parse_date
 from fedmatch.errors import ConfigError, InvalidInput
-from fedmatch.requester.candidates import read_candidates, read_release
+from fedmatch.requester.candidates import read_candidates, read_release, read_unanswered
 
 __all__ = ["add_parsers", "run_resolve", "run_verify_hit"]
 
@@ -87,6 +94,13 @@ def add_parsers(sub: Any) -> None:
     # The Dublin case inputs (fedmatch/protocol/casefile.py); the proposal is printed with its
     # due dates.
     r.add_argument("--case-file", type=Path, help="JSON: family, documents and visas, lodging date")
+    r.add_argument(
+        "--accept-incomplete",
+        action="store_true",
+        help="propose a decision although a node did not answer the lookup: provisional, "
+        "and logged as accepted (without it such a resolve is refused, exit code "
+        f"{EXIT_INCOMPLETE})",
+    )
     r.add_argument("--timeout", type=float, default=30.0, help="seconds")
 
 
@@ -122,9 +136,15 @@ def run_verify_hit(args: argparse.Namespace) -> int:
     for each hit, a verdict binding the images --seen names (which must be the released
     ones); a reject deletes the candidate's image from the packet folder."""
     from fedmatch.protocol.verification import HitKey, write_verdicts
+    from fedmatch.requester.client import check_candidate_count
     from fedmatch.requester.packets import PacketFolder, packets_path
 
     header, hits = read_candidates(args.candidates)
+    try:
+        # A lookup with more candidates than one packet request carries fetched none.
+        check_candidate_count(len(hits), "packet request")
+    except InvalidInput as exc:
+        raise InvalidInput(f"no verification packets to compare: {exc}") from None
     picked = args.hit if args.hit else list(range(len(hits)))
     if not hits or any(not 0 <= i < len(hits) for i in picked):
         raise InvalidInput(f"--hit must index the {len(hits)} hits of {args.candidates}")
@@ -200,18 +220,40 @@ def _seen(text: str) -> Any:
 def run_resolve(args: argparse.Namespace) -> int:
     from fedmatch.protocol.casefile import load_case_file
     from fedmatch.protocol.verification import read_verdicts
-    from fedmatch.requester.client import LookupReport
-    from fedmatch.requester.report import decision_summary
+    from fedmatch.requester.client import LookupReport, NodeSummary, check_candidate_count
+    from fedmatch.requester.report import (
+        decision_summary,
+        incomplete_text,
+        log_accepted_incomplete,
+        unanswered,
+    )
 
     header, hits = read_candidates(args.candidates)
+    # Before anything else: one resolve carries all of a lookup's candidates.
+    check_candidate_count(len(hits), "resolve")
+    missing = read_unanswered(args.candidates)
+    if missing and not args.accept_incomplete:
+        print(
+            f"fedmatch: incomplete: {incomplete_text(missing)} at the lookup; a record held "
+            "there is not among the candidates, so no decision is proposed: look up again "
+            "once every node answers, or resolve with --accept-incomplete for a provisional "
+            "proposal",
+            file=sys.stderr,
+        )
+        return EXIT_INCOMPLETE
     verdicts = [v for path in args.verdicts for v in read_verdicts(path)]
     app_date = args.application_date
     parse_date(app_date, "--application-date")
     opening, opening_keys = read_release(args.candidates, header.query_id)
+    # The nodes that did not answer the lookup, as the file recorded them.
+    nodes = tuple(NodeSummary(s, o, "", 0, 0.0, 0, 0) for s, o in missing.items())
     report = LookupReport(
-        header, 0.0, "", tuple(hits), (), 0, 0, {}, opening=opening, opening_keys=opening_keys
-    )
+        header, 0.0, "", tuple(hits), nodes, 0, 0, {}, opening=opening,
+        opening_keys=opening_keys,
+    )  # fmt: skip
     requester = requester_from_args(args, header.requesting_state, header.unit, header.operator)
+    if missing:
+        log_accepted_incomplete(header, missing)
     try:
         case_inputs = load_case_file(args.case_file) if args.case_file else None
         resolved = requester.resolve(
@@ -219,9 +261,16 @@ def run_resolve(args: argparse.Namespace) -> int:
         )
     finally:
         requester.close()
+    gone = missing | unanswered(resolved.nodes)
     print(json.dumps({
-        "query_id": header.query_id, "decision": decision_summary(resolved),
+        "query_id": header.query_id, "decision": decision_summary(resolved, missing),
         "proposal": resolved.proposal,
         "hits": list(resolved.statuses),
     }))  # fmt: skip
-    return 0
+    if gone:
+        print(
+            f"fedmatch: incomplete: {incomplete_text(gone)}; the proposal is provisional",
+            file=sys.stderr,
+        )
+        return EXIT_INCOMPLETE
+    return EXIT_OK

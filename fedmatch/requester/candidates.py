@@ -1,6 +1,12 @@
 """The candidate hits file: written by ``fedmatch lookup --candidates-out``, read by
 ``fedmatch verify-hit`` and ``fedmatch resolve``. Only the query's header and each hit's
-state and opaque per-query handle: nothing personal.
+state and opaque per-query handle: nothing personal; and the states whose node did not
+answer the lookup (a resolve on them proposes a provisional decision only when the operator
+accepts the incomplete federation).
+
+The file holds every candidate, however many: listing and signing verdicts are local steps.
+Requests to the federation carry at most ``MAX_HANDLES_PER_REQUEST`` of them, and say so
+(:func:`fedmatch.requester.client.check_candidate_count`).
 
 Next to it, ``<file>.opening`` (mode 0600) keeps what a resolve seals to each node it claims
 hits at (fedmatch/protocol/opening.py): the salt and the probe template, personal data like
@@ -13,11 +19,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fedmatch.domain import Purpose, QueryHeader
+from fedmatch.domain import Purpose, QueryHeader, check_member_state
 from fedmatch.errors import InvalidInput
-from fedmatch.protocol.limits import HANDLE_BYTES, MAX_HANDLES_PER_REQUEST
+from fedmatch.protocol.limits import HANDLE_BYTES, MAX_TEXT_FIELD
 
-__all__ = ["opening_path", "read_candidates", "read_release", "write_candidates"]
+__all__ = [
+    "opening_path",
+    "read_candidates",
+    "read_release",
+    "read_unanswered",
+    "write_candidates",
+]
 
 _CANDIDATES = "fedmatch-candidate-hits-v1"
 _OPENING = "fedmatch-probe-opening-v1"
@@ -43,6 +55,11 @@ def write_candidates(report: Any, path: Path) -> None:
         "unit": h.unit,
         "operator": h.operator,
         "hits": [{"member_state": s, "handle": handle.hex()} for s, handle in report.matches],
+        # State -> outcome ("unavailable", "deadline_exceeded", ...) of every node that did
+        # not answer the lookup, or whose answer was dropped.
+        "unanswered": {
+            n.member_state: n.outcome for n in getattr(report, "nodes", ()) if n.outcome != "ok"
+        },
     }
     write_atomically(path, (json.dumps(body, indent=1) + "\n").encode(), mode=0o644)
     if report.opening is not None:
@@ -92,6 +109,27 @@ def read_candidates(path: Path) -> tuple[QueryHeader, list[tuple[str, bytes]]]:
         hits = [(str(h["member_state"]), bytes.fromhex(h["handle"])) for h in obj["hits"]]
     except (KeyError, TypeError, ValueError):
         raise InvalidInput(f"candidates file {path} is malformed") from None
-    if len(hits) > MAX_HANDLES_PER_REQUEST or any(len(h) != HANDLE_BYTES for _, h in hits):
-        raise InvalidInput(f"candidates file {path} is malformed")
+    for index, (_, handle) in enumerate(hits):
+        if len(handle) != HANDLE_BYTES:
+            raise InvalidInput(
+                f"candidates file {path}: hit {index} has a handle of {len(handle)} bytes, "
+                f"not {HANDLE_BYTES}"
+            )
     return header, hits
+
+
+def read_unanswered(path: Path) -> dict[str, str]:
+    """The states whose node did not answer the lookup of ``path`` (a file of
+    :func:`write_candidates`), each with its outcome; {} for a file written before they
+    were recorded."""
+    try:
+        raw = json.loads(path.read_bytes()).get("unanswered", {})
+        if not isinstance(raw, dict):
+            raise TypeError
+        unanswered = {
+            check_member_state(str(s), "unanswered"): str(o)[:MAX_TEXT_FIELD]
+            for s, o in raw.items()
+        }
+    except (OSError, ValueError, TypeError, AttributeError, InvalidInput):
+        raise InvalidInput(f"candidates file {path}: 'unanswered' is malformed") from None
+    return dict(sorted(unanswered.items()))

@@ -25,7 +25,11 @@ from fedmatch.grpcutil.server import make_channel
 from fedmatch.he.keypair import RequesterKeys
 from fedmatch.pki.names import dns_name
 from fedmatch.protocol.casefile import ACTIONS, CRITERIA, confirmation_digest, proposal_summary
-from fedmatch.protocol.limits import MAX_LOOKUP_RESPONSE_BYTES, MAX_RECEIVE_BYTES
+from fedmatch.protocol.limits import (
+    MAX_HANDLES_PER_REQUEST,
+    MAX_LOOKUP_RESPONSE_BYTES,
+    MAX_RECEIVE_BYTES,
+)
 from fedmatch.protocol.opening import ProbeOpening, seal_opening, seal_opening_with_reply
 from fedmatch.protocol.packet import CandidatePacket, image_digest, open_packet
 from fedmatch.protocol.statement import RequestSigner
@@ -52,6 +56,7 @@ __all__ = [
     "Requester",
     "ResolveReport",
     "SubjectReply",
+    "check_candidate_count",
     "enum_name",
     "node_candidates",
 ]
@@ -212,6 +217,23 @@ def node_candidates(keys: RequesterKeys, node: coordinator_pb2.NodeResult) -> li
             return None
         found.extend(encode_handle(index, int(p)) for p in np.flatnonzero(positive))
     return found
+
+
+def check_candidate_count(count: int, request: str) -> None:
+    """Refuse (InvalidInput, with the true reason) a request that would carry more
+    candidates than :data:`MAX_HANDLES_PER_REQUEST`. Such requests are not split into
+    batches: a resolve (or a data subject's answer) is judged on all of a lookup's
+    candidates together, one decision over them all, and a query gets one packet request
+    (its two retries are for a lost answer: ``MAX_PACKET_REQUESTS`` of
+    :mod:`fedmatch.protocol.packet`); the limit bounds what one query can ask of the
+    registers, a privacy bound."""
+    if count > MAX_HANDLES_PER_REQUEST:
+        raise InvalidInput(
+            f"{count} candidates; at most {MAX_HANDLES_PER_REQUEST} per {request}: the "
+            "limit bounds what one query may ask of the registers and a query's candidates "
+            "are not split over several requests. So many candidates for one probe mean a "
+            "probe unfit for identification (check its quality, or look up a better capture)"
+        )
 
 
 class Requester:
@@ -394,6 +416,7 @@ class Requester:
         the signed verdicts of the requesting state's verifiers on the candidate hits
         (:mod:`fedmatch.protocol.verification`): a hit's details are asked for only when enough
         distinct people confirmed it (two by default) and nobody rejected it."""
+        check_candidate_count(len(report.matches), "resolve")
         request = coordinator_pb2.ResolveRequest(
             header=header_to_pb(
                 report.header,
@@ -442,6 +465,7 @@ class Requester:
         digest = image_digest(probe_image)
         if not report.matches:
             return PacketFetch(digest, (), {})
+        check_candidate_count(len(report.matches), "packet request")
         # Without the opening (lost .opening file) the nodes refuse, and say so.
         states = sorted({s for s, _ in report.matches} & set(report.opening_keys))
         keys: dict[str, bytes] = {}
@@ -498,6 +522,7 @@ class Requester:
         """A data subject's answer (``header``: the data-subject lookup's): the states whose
         candidate enough distinct verifiers confirmed on the released images and nobody
         rejected, as the coordinator found them (:mod:`fedmatch.requester.rights`)."""
+        check_candidate_count(len(hits), "answer")
         request = coordinator_pb2.DataSubjectAnswerRequest(
             header=header_to_pb(header, self.signer.sign(header, "answer")),
             hits=[coordinator_pb2.HitRef(member_state=s, handle=h) for s, h in hits],
