@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from fedmatch.audit.party import COORDINATOR_ORIGIN, PartyAudit, load_audit_config
     from fedmatch.ops.metrics import coordinator_metrics
     from fedmatch.ops.metrics_http import load_metrics_config
+    from fedmatch.ops.party_info import register_party_info
     from fedmatch.ops.serving import serve_party
     from fedmatch.protocol.gate import Gate
     from fedmatch.protocol.replay import ReplayGuard
@@ -63,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
         service = CoordinatorService(cfg, audit, gate, security.channel_credentials())
         stack.callback(service.close)
         metrics = coordinator_metrics(service)
+        # Build, process and certificate-expiry metrics (deploy/monitoring/ alerts).
+        register_party_info(metrics.registry, security.files.chain)
         server = serve_coordinator(service, security, interceptors=[metrics.interceptor])
         log.info(
             "coordinator serving %d nodes on %s (%s)",

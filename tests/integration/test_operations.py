@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2
 
+from fedmatch import __version__
 from fedmatch.audit.entry import EventKind, SignedEntry
 from fedmatch.audit.log import LOG_FILE, scan_records
 from fedmatch.audit.note import NoteSigner
@@ -271,6 +272,12 @@ def test_metrics_count_real_rpcs_with_closed_labels_only(running: Running) -> No
     assert value(fr, "fedmatch_audit_log_bytes") > 0
     assert value(fr, "fedmatch_audit_checkpoint_age_seconds") >= 0
     assert value(fr, "fedmatch_party_info", role="node", member_state="FR") == 1
+    # Build, process and certificate metrics (deploy/monitoring/): the demo PKI's leaves
+    # are valid 90 days.
+    for scraped in (fr, scrape(running.coordinator.metrics_port)):
+        assert value(scraped, "fedmatch_build_info", version=__version__) == 1
+        assert 80 * 86400 < value(scraped, "fedmatch_tls_certificate_expiry_seconds") <= 90 * 86400
+        assert value(scraped, "process_resident_memory_bytes") > 0
     assert_closed_labels(fr, RPC_METHODS)
     assert value(fr, "fedmatch_rpc_in_flight", grpc_method="Search") == 0
 
