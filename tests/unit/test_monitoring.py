@@ -81,7 +81,8 @@ def test_alert_rules_reference_only_exported_metrics() -> None:
     # The alerts the issue asks for.
     alerts = {str(rule["alert"]) for rule in rules}
     assert {"FedmatchCertificateExpiresSoon", "FedmatchPartyDown",
-            "FedmatchCheckpointStale", "FedmatchNodeNotAnswering"} <= alerts  # fmt: skip
+            "FedmatchCheckpointStale", "FedmatchNodeNotAnswering",
+            "FedmatchNodeCheckFailing"} <= alerts  # fmt: skip
 
 
 def test_dashboard_references_only_exported_metrics() -> None:
@@ -99,7 +100,8 @@ def test_dashboard_references_only_exported_metrics() -> None:
             "fedmatch_audit_log_entries", "fedmatch_audit_log_bytes",
             "fedmatch_audit_checkpoint_entries", "fedmatch_audit_checkpoint_age_seconds",
             "fedmatch_key_epochs_live", "fedmatch_search_workers", "fedmatch_fanout_calls",
-            "fedmatch_fanout_node_seconds", "fedmatch_federation_nodes", "grpc_server_started",
+            "fedmatch_fanout_node_seconds", "fedmatch_federation_nodes",
+            "fedmatch_federation_nodes_unhealthy", "grpc_server_started",
             "grpc_server_handled", "grpc_server_handling_seconds", "fedmatch_rpc_refusals",
             "fedmatch_rpc_in_flight", "fedmatch_tls_certificate_expiry_seconds"}  # fmt: skip
     assert not sorted(core - shown), sorted(core - shown)
