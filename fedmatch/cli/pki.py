@@ -4,8 +4,8 @@ EU), certificates issued with their bound signing keys, certificate requests (``
 (:mod:`fedmatch.pki`).
 
 A CA key's passphrase comes from ``--passphrase-env VARIABLE`` or ``--passphrase-file FILE``,
-never from the command line. ``init`` and ``intermediate`` still write an unencrypted CA key
-without one (the demo and the examples do), with a warning at every such run."""
+never from the command line. ``init`` and ``intermediate`` write an unencrypted CA key only
+with ``--dev-unencrypted-key`` (the examples on one machine), warned about at every such run."""
 
 from __future__ import annotations
 
@@ -22,9 +22,27 @@ __all__ = ["add_parsers", "run"]
 
 
 _UNENCRYPTED_WARNING = (
-    "WARNING: {path} is written UNENCRYPTED: give --passphrase-env or --passphrase-file to "
-    "encrypt a CA key (keep it offline or in an HSM in production)"
+    "WARNING: --dev-unencrypted-key: {path} is written UNENCRYPTED. For development only: a "
+    "CA key is encrypted with a passphrase and kept offline (or in an HSM) in production"
 )
+
+
+def _dev_unencrypted_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dev-unencrypted-key", action="store_true",
+        help="development only: write the new CA key unencrypted (warned about)",
+    )  # fmt: skip
+
+
+def _new_ca_key_passphrase(passphrase: bytes | None, dev_unencrypted: bool, how: str) -> None:
+    """Refuse to write a CA key in clear unless asked to, loudly, by the dev flag."""
+    if passphrase is None and not dev_unencrypted:
+        raise InvalidInput(
+            f"a CA key is written encrypted: give {how} (or, for development only, "
+            "--dev-unencrypted-key)"
+        )
+    if passphrase is not None and dev_unencrypted:
+        raise InvalidInput("--dev-unencrypted-key contradicts a passphrase for the new key")
 
 
 def _passphrase_args(p: argparse.ArgumentParser, what: str) -> None:
@@ -49,6 +67,7 @@ def add_parsers(sub: Any) -> None:
     pinit.add_argument("--dir", type=Path, required=True, help="directory of the root CA")
     pinit.add_argument("--days", type=int, default=3650, help="validity in days")
     _passphrase_args(pinit, "the passphrase that encrypts root.key")
+    _dev_unencrypted_arg(pinit)
     pinter = pki_sub.add_parser(
         "intermediate",
         help="create the CA of a member state (or EU), signed by the root, with an empty CRL",
@@ -60,10 +79,16 @@ def add_parsers(sub: Any) -> None:
     )
     pinter.add_argument("--days", type=int, default=1825, help="validity in days")
     _passphrase_args(pinter, "the root key's passphrase")
-    pinter.add_argument(
+    new = pinter.add_mutually_exclusive_group()
+    new.add_argument(
         "--new-passphrase-env", metavar="VARIABLE",
         help="environment variable holding the passphrase that encrypts the new <scope>.key",
     )  # fmt: skip
+    new.add_argument(
+        "--new-passphrase-file", type=Path, metavar="FILE",
+        help="file (mode 0600) whose first line encrypts the new <scope>.key",
+    )  # fmt: skip
+    _dev_unencrypted_arg(pinter)
     pissue = pki_sub.add_parser(
         "issue", help="issue a TLS certificate ([instance.]role.scope.fedmatch.eu)"
     )
@@ -172,6 +197,9 @@ def run(args: argparse.Namespace) -> int:
     # A CA starts with an empty CRL, so that every party can list it in [tls] crls from the
     # start; `pki revoke` extends it (and parties re-read it when it changes).
     if args.pki_command == "init":
+        _new_ca_key_passphrase(
+            passphrase, args.dev_unencrypted_key, "--passphrase-env or --passphrase-file"
+        )
         root_pem = create_root(args.dir, args.days, passphrase=passphrase)
         if passphrase is None:
             print(_UNENCRYPTED_WARNING.format(path=args.dir / "root.key"), file=sys.stderr)
@@ -179,7 +207,10 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.pki_command == "intermediate":
         out = args.out or args.dir
-        new = read_passphrase(args.new_passphrase_env, None)
+        new = read_passphrase(args.new_passphrase_env, args.new_passphrase_file)
+        _new_ca_key_passphrase(
+            new, args.dev_unencrypted_key, "--new-passphrase-env or --new-passphrase-file"
+        )
         ca_pem = create_intermediate(
             args.dir, args.scope, out, args.days, root_passphrase=passphrase, passphrase=new
         )

@@ -469,11 +469,12 @@ def test_pki_commands_make_files_that_a_tls_table_loads(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ca = tmp_path / "ca"
-    assert main(["pki", "init", "--dir", str(ca)]) == 0
-    assert main(["pki", "intermediate", "--dir", str(ca), "--scope", "DE"]) == 0
+    dev = "--dev-unencrypted-key"
+    assert main(["pki", "init", "--dir", str(ca), dev]) == 0
+    assert main(["pki", "intermediate", "--dir", str(ca), "--scope", "DE", dev]) == 0
     # A member state's CA elsewhere (--out): its own directory with a copy of the root.
     assert main(["pki", "intermediate", "--dir", str(ca), "--scope", "EU", "--out",
-                 str(tmp_path / "eu-ca")]) == 0  # fmt: skip
+                 str(tmp_path / "eu-ca"), dev]) == 0  # fmt: skip
     out = capsys.readouterr().out
     for crl in (ca / "root.crl", ca / "de.crl", tmp_path / "eu-ca" / "eu.crl"):
         assert crl.is_file() and str(crl) in out  # every CA starts with an empty CRL

@@ -660,8 +660,9 @@ def test_verify_peer_is_thread_safe(fed: Federation) -> None:
 
 def test_cli_pki_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ca = tmp_path / "ca"
-    assert main(["pki", "init", "--dir", str(ca)]) == 0
-    assert main(["pki", "intermediate", "--dir", str(ca), "--scope", "IT"]) == 0
+    dev = "--dev-unencrypted-key"
+    assert main(["pki", "init", "--dir", str(ca), dev]) == 0
+    assert main(["pki", "intermediate", "--dir", str(ca), "--scope", "IT", dev]) == 0
     key = tmp_path / "node-it.skey"
     out = tmp_path / "tls"
     capsys.readouterr()
@@ -692,8 +693,8 @@ def test_cli_pki_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 @pytest.mark.parametrize(
     "argv",
     [
-        ["pki", "intermediate", "--scope", "XX"],
-        ["pki", "intermediate", "--scope", "GB"],
+        ["pki", "intermediate", "--scope", "XX", "--dev-unencrypted-key"],
+        ["pki", "intermediate", "--scope", "GB", "--dev-unencrypted-key"],
         ["pki", "issue", "--role", "admin", "--scope", "IT"],
         ["pki", "issue", "--role", "node", "--scope", "EU"],
         ["pki", "issue", "--role", "node", "--scope", "FR"],
@@ -705,8 +706,9 @@ def test_cli_pki_bad_input_exits_2(
     argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ca = tmp_path / "ca"
-    assert main(["pki", "init", "--dir", str(ca)]) == 0
-    assert main(["pki", "intermediate", "--dir", str(ca), "--scope", "IT"]) == 0
+    dev = "--dev-unencrypted-key"
+    assert main(["pki", "init", "--dir", str(ca), dev]) == 0
+    assert main(["pki", "intermediate", "--dir", str(ca), "--scope", "IT", dev]) == 0
     extra = ["--signing-key", str(tmp_path / "k"), "--out", str(tmp_path / "o")]
     full = [*argv, "--dir", str(ca), *(extra if argv[1] == "issue" else [])]
     assert main(full) == 2

@@ -284,3 +284,22 @@ def test_deploy_readme_csr_commands_run(tmp_path: Path, monkeypatch: pytest.Monk
     crls = load_crls([tmp_path / "root-ca" / "root.crl", tmp_path / "it-ca" / "it.crl"])
     identity = verify_peer(chain, (tmp_path / "root-ca" / "root.pem").read_bytes(), crls)
     assert identity.dns == "node.it.fedmatch.eu"
+
+
+def test_cli_writes_a_clear_ca_key_only_behind_the_dev_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ca = tmp_path / "ca"
+    assert main(["pki", "init", "--dir", str(ca)]) == 2
+    assert "--passphrase" in capsys.readouterr().err and not (ca / "root.key").exists()
+    assert main(["pki", "init", "--dir", str(ca), "--dev-unencrypted-key"]) == 0
+    assert "UNENCRYPTED" in capsys.readouterr().err
+    assert main(["pki", "intermediate", "--dir", str(ca), "--scope", "IT"]) == 2
+    assert not (ca / "it.key").exists()
+    monkeypatch.setenv("FM_IT_PASS", IT_PASS.decode())
+    assert main(["pki", "intermediate", "--dir", str(ca), "--scope", "IT",
+                 "--new-passphrase-env", "FM_IT_PASS"]) == 0  # fmt: skip
+    assert b"ENCRYPTED PRIVATE KEY" in (ca / "it.key").read_bytes()
+    assert main(["pki", "intermediate", "--dir", str(ca), "--scope", "DE",
+                 "--dev-unencrypted-key"]) == 0  # fmt: skip
+    assert "UNENCRYPTED" in capsys.readouterr().err
