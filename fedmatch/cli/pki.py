@@ -130,7 +130,8 @@ def add_parsers(sub: Any) -> None:
     _passphrase_args(pcsr, "the passphrase that encrypts the new key")
     pcsr.add_argument(
         "--key-unencrypted", action="store_true",
-        help="(with --role) write key.pem in clear, mode 0600, as gRPC reads a TLS key",
+        help="(with --role) write key.pem in clear, mode 0600, as `pki issue` does (else "
+        "encrypted: name its passphrase in [tls] key_passphrase_env or key_passphrase_file)",
     )  # fmt: skip
     psign = pki_sub.add_parser(
         "sign",

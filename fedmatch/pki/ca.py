@@ -21,8 +21,10 @@ revocation list beside its key (``root.crl``, ``<scope>.crl``).
 Private keys are written with mode 0600 and refused on load if group or other may access
 them. A CA key is encrypted with a passphrase when one is given (PKCS#8,
 ``BestAvailableEncryption``; :mod:`fedmatch.pki.passphrase` reads it from an environment
-variable or a file) and every function that uses a CA key takes that passphrase; leaf TLS
-keys are written in clear, as gRPC reads them so. Member states that generate their own CA
+variable or a file) and every function that uses a CA key takes that passphrase. Leaf TLS
+keys made by :func:`issue` are written in clear; a party's own key from
+:mod:`fedmatch.pki.csr` may be encrypted (``TlsFiles.key_passphrase``: decrypted in memory
+for gRPC by :mod:`fedmatch.pki.credentials`). Member states that generate their own CA
 key and have the root sign a request use :mod:`fedmatch.pki.csr`. CA keys and
 certificates are never overwritten; a leaf's files in ``out`` are replaced atomically, so
 a server reading them with ``reload=True`` never sees a torn file. Mistakes by the caller
@@ -32,7 +34,7 @@ No message carries key material.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -78,12 +80,14 @@ _CRL_DAYS = 30
 @dataclass(frozen=True)
 class TlsFiles:
     """A party's TLS material: its private key, its chain (leaf then intermediate), the
-    federation root certificate(s) it trusts, and CRLs to check peers against."""
+    federation root certificate(s) it trusts, and CRLs to check peers against; the key's
+    passphrase if the key file is encrypted (it is then decrypted in memory only)."""
 
     key: Path
     chain: Path
     root: Path
     crls: tuple[Path, ...] = ()
+    key_passphrase: bytes | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "crls", tuple(Path(p) for p in self.crls))

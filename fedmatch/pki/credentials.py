@@ -51,10 +51,27 @@ def _material(files: TlsFiles) -> tuple[bytes, bytes, bytes]:
     key_pem = read_file(files.key, private=True)
     chain_pem = read_file(files.chain)
     root_pem = read_file(files.root)
+    encrypted = b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in key_pem
+    if encrypted and files.key_passphrase is None:
+        raise ConfigError(
+            f"{files.key} is encrypted: give its passphrase in [tls] key_passphrase_env or "
+            "key_passphrase_file"
+        )
     try:
-        key = serialization.load_pem_private_key(key_pem, password=None)
+        key = serialization.load_pem_private_key(
+            key_pem, password=files.key_passphrase if encrypted else None
+        )
     except (ValueError, TypeError):
-        raise ConfigError(f"{files.key} does not hold an unencrypted PEM key") from None
+        if encrypted:
+            raise ConfigError(f"the tls key passphrase does not decrypt {files.key}") from None
+        raise ConfigError(f"{files.key} does not hold a PEM key") from None
+    if encrypted:
+        # gRPC takes the key in clear: it is decrypted here, in memory, never written.
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
     try:
         chain = x509.load_pem_x509_certificates(chain_pem)
         x509.load_pem_x509_certificates(root_pem)

@@ -116,7 +116,8 @@ def request_leaf(
     passphrase: bytes | None,
 ) -> tuple[Path, Path]:
     """Generate a party's TLS key ``out/key.pem`` (0600; encrypted under ``passphrase`` if
-    given, but gRPC reads it only in clear) and its request ``out/request.csr`` naming
+    given, which the party's ``[tls] key_passphrase_env`` or ``_file`` then names) and its
+    request ``out/request.csr`` naming
     ``[instance.]role.scope.fedmatch.eu`` and binding ``signing_key`` (named as
     provisioning requires, with its proof of possession). Returns (key, request) paths."""
     dns = dns_name(role, scope, instance)

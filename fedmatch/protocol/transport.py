@@ -29,9 +29,14 @@ from fedmatch.grpcutil.auth import AccessRule, AuthorizingInterceptor
 from fedmatch.pki.ca import TlsFiles
 from fedmatch.pki.credentials import channel_credentials, peer_identity, server_credentials
 from fedmatch.pki.names import Identity
+from fedmatch.pki.passphrase import read_passphrase
 from fedmatch.pki.verify import load_crls, verify_peer
 
 __all__ = ["Security", "load_security", "load_tls_files"]
+
+# An encrypted key file's passphrase (``pki csr`` with a passphrase): from the environment
+# or a file (mode 0600), never in the TOML file itself.
+_PASSPHRASE_KEYS = ("key_passphrase_env", "key_passphrase_file")
 
 log = logging.getLogger("fedmatch.protocol.transport")
 
@@ -105,15 +110,18 @@ class Security:
 
 def load_security(path: Path | None, insecure: bool = False, **overrides: Any) -> Security:
     """The ``[tls]`` table: key, chain, root (a bundle of the federation root and its
-    intermediates), crls (list). Relative paths are relative to the TOML file."""
+    intermediates), crls (list), and for an encrypted key file its passphrase's source,
+    key_passphrase_env or key_passphrase_file. Relative paths are relative to the TOML
+    file."""
     return Security(load_tls_files(path, **overrides), insecure=insecure)
 
 
 def load_tls_files(path: Path | None, **overrides: Any) -> TlsFiles:
-    """The files the ``[tls]`` table names, checked as values only (none is opened)."""
+    """The files the ``[tls]`` table names, checked as values only (none is opened but
+    the key's passphrase file, if the table names one)."""
     raw: dict[str, Any] = dict(read_toml(path).get("tls", {})) if path is not None else {}
     raw.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = set(raw) - {"key", "chain", "root", "crls"}
+    unknown = set(raw) - {"key", "chain", "root", "crls", *_PASSPHRASE_KEYS}
     if unknown:
         raise ConfigError(f"tls.{sorted(unknown)[0]}: unknown key")
     for key in ("key", "chain", "root"):
@@ -127,6 +135,13 @@ def load_tls_files(path: Path | None, **overrides: Any) -> TlsFiles:
         p = Path(value)
         return p if p.is_absolute() or path is None else path.parent / p
 
+    env, file = raw.get("key_passphrase_env"), raw.get("key_passphrase_file")
+    if env is not None and (not isinstance(env, str) or not env):
+        raise ConfigError("tls.key_passphrase_env must name an environment variable")
+    if file is not None and (not isinstance(file, str | Path) or not str(file)):
+        raise ConfigError("tls.key_passphrase_file must be a file's path")
+    passphrase = read_passphrase(env, rel(file) if file is not None else None)
     return TlsFiles(
-        rel(raw["key"]), rel(raw["chain"]), rel(raw["root"]), tuple(rel(c) for c in crls)
-    )
+        rel(raw["key"]), rel(raw["chain"]), rel(raw["root"]), tuple(rel(c) for c in crls),
+        key_passphrase=passphrase,
+    )  # fmt: skip

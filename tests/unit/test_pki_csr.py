@@ -269,6 +269,7 @@ def test_deploy_readme_csr_commands_run(tmp_path: Path, monkeypatch: pytest.Monk
     assert [c[1] for c in commands] == ["csr", "sign", "crl", "csr", "sign"]
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("IT_CA_PASSPHRASE", IT_PASS.decode())
+    monkeypatch.setenv("NODE_TLS_PASSPHRASE", "the node's TLS key passphrase")
     secret = tmp_path / "root.pass"
     secret.write_bytes(ROOT_PASS + b"\n")
     secret.chmod(0o600)
@@ -303,3 +304,66 @@ def test_cli_writes_a_clear_ca_key_only_behind_the_dev_flag(
     assert main(["pki", "intermediate", "--dir", str(ca), "--scope", "DE",
                  "--dev-unencrypted-key"]) == 0  # fmt: skip
     assert "UNENCRYPTED" in capsys.readouterr().err
+
+
+def test_encrypted_leaf_key_serves_mutual_tls(
+    root: Path, italy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A party's TLS key from `pki csr` with a passphrase stays encrypted on disk; [tls]
+    key_passphrase_env (or _file) decrypts it in memory for gRPC, and a real mutual-TLS
+    call goes through."""
+    from concurrent import futures
+
+    import grpc
+
+    from fedmatch.pki import channel_options
+    from fedmatch.protocol.transport import load_security
+
+    monkeypatch.setenv("FM_NODE_KEY_PASS", "node TLS key passphrase")
+    tables = {}
+    for name, role, signer_name in (
+        ("node", "node", "fedmatch/node/IT"),
+        ("operator", "operator", "desk1.operator.it.fedmatch.eu"),
+    ):
+        holder = tmp_path / name
+        instance = "desk1" if role == "operator" else ""
+        signer = NoteSigner.generate(signer_name)
+        key, csr = request_leaf(holder, role, "IT", instance, signer,
+                                passphrase=b"node TLS key passphrase")  # fmt: skip
+        assert b"ENCRYPTED PRIVATE KEY" in key.read_bytes()
+        sign_leaf_request(italy, "IT", csr, holder, passphrase=IT_PASS)
+        config = holder / "party.toml"
+        config.write_text(
+            f'[tls]\nkey = "key.pem"\nchain = "cert.pem"\nroot = "ca.pem"\n'
+            f'crls = ["{root / "root.crl"}", "{italy / "it.crl"}"]\n'
+            'key_passphrase_env = "FM_NODE_KEY_PASS"\n'
+        )
+        tables[name] = config
+    server_security = load_security(tables["node"])
+    client_security = load_security(tables["operator"])
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    handler = grpc.unary_unary_rpc_method_handler(lambda request, context: b"pong")
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler("test.Csr", {"Ping": handler})]
+    )
+    credentials = server_security.server_credentials()
+    assert credentials is not None
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    server.start()
+    try:
+        channel_creds = client_security.channel_credentials()
+        assert channel_creds is not None
+        options = [*channel_options("node.it.fedmatch.eu"), ("grpc.use_local_subchannel_pool", 1)]
+        with grpc.secure_channel(f"127.0.0.1:{port}", channel_creds, options) as channel:
+            ping = channel.unary_unary("/test.Csr/Ping", None, None)
+            assert ping(b"ping", timeout=10) == b"pong"
+    finally:
+        server.stop(None).wait()
+    # Without its passphrase the key is refused at start, naming the setting.
+    monkeypatch.delenv("FM_NODE_KEY_PASS")
+    with pytest.raises(InvalidInput, match="FM_NODE_KEY_PASS"):
+        load_security(tables["node"]).server_credentials()
+    text = tables["node"].read_text().replace('key_passphrase_env = "FM_NODE_KEY_PASS"\n', "")
+    tables["node"].write_text(text)
+    with pytest.raises(ConfigError, match="key_passphrase"):
+        load_security(tables["node"]).server_credentials()
