@@ -136,8 +136,8 @@ def _seed(args: argparse.Namespace, cfg: NodeConfig) -> int:
 def _serve(args: argparse.Namespace, cfg: NodeConfig, insecure: bool) -> int:
     from fedmatch.audit.party import PartyAudit, load_audit_config, node_origin
     from fedmatch.ops.metrics import node_metrics
-    from fedmatch.ops.party_info import register_party_info
     from fedmatch.ops.metrics_http import load_metrics_config
+    from fedmatch.ops.party_info import register_party_info
     from fedmatch.ops.serving import serve_party
     from fedmatch.protocol.gate import Gate
     from fedmatch.protocol.replay import ReplayGuard
