@@ -1143,7 +1143,7 @@ def _command_lines(text: str) -> list[list[str]]:
             continue
         if current.startswith(("fedmatch ", "docker ", "kubectl ", "cd ")):
             for part in current.split(" && "):
-                out.append(shlex.split(part.split(" > ")[0]))
+                out.append(shlex.split(part.split(" > ")[0], comments=True))
         current = ""
     return out
 
