@@ -78,6 +78,7 @@ from coordinator.dublin import (
     Rule,
     add_months,
     decide,
+    hit_order,
     next_step,
     regime_for,
 )
@@ -1014,7 +1015,7 @@ def _unaccompanied_minor(
                 and hit.member_state != case.requesting_state
                 and hit.event_date <= case.registration_date
             ),
-            key=lambda h: (h.event_date, h.capture_date, h.member_state, h.reference),
+            key=hit_order,
         )
         if applications:
             state = applications[0].member_state

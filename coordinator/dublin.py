@@ -44,6 +44,7 @@ __all__ = [
     "Rule",
     "add_months",
     "decide",
+    "hit_order",
     "next_step",
     "regime_for",
 ]
@@ -241,7 +242,7 @@ def decide(requesting_state: str, application_date: dt.date, hits: Sequence[HitD
             for hit in hits
             if hit.mark is MarkKind.PROTECTION_GRANTED and hit.member_state != requesting_state
         ),
-        key=_order,
+        key=hit_order,
     )
     if protected:
         return _protection(requesting_state, application_date, regime, protected, len(hits))
@@ -255,7 +256,7 @@ def decide(requesting_state: str, application_date: dt.date, hits: Sequence[HitD
             for hit in prior
             if hit.category == Category.APPLICANT and hit.member_state != requesting_state
         ),
-        key=_order,
+        key=hit_order,
     )
     if earlier and regime is Regime.AMMR:
         return _ammr_take_back(requesting_state, application_date, earlier, len(hits))
@@ -280,7 +281,7 @@ def decide(requesting_state: str, application_date: dt.date, hits: Sequence[HitD
             # AMMR Art. 33(3): neither 33(1) nor 33(2) applies to a relocated person.
             and not (regime is Regime.AMMR and hit.relocated_to)
         ),
-        key=lambda hit: (_PRECEDENCE.get(hit.category, 1), *_order(hit)),
+        key=lambda hit: (_PRECEDENCE.get(hit.category, 1), *hit_order(hit)),
     )
     if entries:
         winner = entries[0]
@@ -322,7 +323,9 @@ def _check_date(value: object, field: str) -> None:
         raise InvalidInput(f"{field} must be a calendar date")
 
 
-def _order(hit: HitDetail) -> tuple[dt.date, dt.date, str, str, bytes]:
+def hit_order(hit: HitDetail) -> tuple[dt.date, dt.date, str, str, bytes]:
+    """The tie-break order of hit records: event date, capture date, state code, reference,
+    handle (never the order they were given in)."""
     return (hit.event_date, hit.capture_date, hit.member_state, hit.reference, hit.handle)
 
 

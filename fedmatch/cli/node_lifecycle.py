@@ -185,11 +185,7 @@ def _call(stub: node_pb2_grpc.NodeServiceStub, args: argparse.Namespace, header:
                 ),
                 timeout=t,
             )
-        return {
-            "outcome": r.outcome,
-            "notices_sent": r.notices_sent,
-            "notices_pending": r.notices_pending,
-        }
+        return _outcome(r)
     if cmd in ("record-status", "link-hit"):
         if cmd == "record-status":
             r = stub.SetRecordStatus(
@@ -219,11 +215,7 @@ def _call(stub: node_pb2_grpc.NodeServiceStub, args: argparse.Namespace, header:
                 ),
                 timeout=t,
             )
-        return {
-            "outcome": r.outcome,
-            "notices_sent": r.notices_sent,
-            "notices_pending": r.notices_pending,
-        }
+        return _outcome(r)
     if cmd == "route":
         routed = stub.RouteRightsRequest(
             node_pb2.RouteRightsRequestRequest(
@@ -247,3 +239,11 @@ def _call(stub: node_pb2_grpc.NodeServiceStub, args: argparse.Namespace, header:
         )
         return _item(acked)
     raise AssertionError(cmd)  # unreachable: argparse checks the command
+
+
+def _outcome(r: node_pb2.LifecycleResponse) -> dict[str, Any]:
+    return {
+        "outcome": r.outcome,
+        "notices_sent": r.notices_sent,
+        "notices_pending": r.notices_pending,
+    }

@@ -217,30 +217,14 @@ def _optional_date(value: str, field: str) -> dt.date | None:
     return parse_date(value, field) if value else None
 
 
-def _date_text(value: dt.date | None) -> str:
-    return value.isoformat() if value is not None else ""
-
-
 def hit_to_pb(hit: HitDetail) -> pb.HitDetail:
+    # The record's text fields are the wire's, one for one; the enums and the handle are not.
+    text = {k: v for k, v in hit.record_json().items() if k not in ("category", "sex")}
     return pb.HitDetail(
-        member_state=hit.member_state,
         handle=hit.handle,
         category=category_to_pb(hit.category),
-        reference=hit.reference,
-        event_date=hit.event_date.isoformat(),
-        event_place=hit.event_place,
-        capture_date=hit.capture_date.isoformat(),
         sex=sex_to_pb(hit.sex),
-        mark=hit.mark.value,
-        marked_on=_date_text(hit.marked_on),
-        responsible_state=hit.responsible_state,
-        responsible_basis=hit.responsible_basis,
-        transmitted_on=_date_text(hit.transmitted_on),
-        transferred_on=_date_text(hit.transferred_on),
-        removed_on=_date_text(hit.removed_on),
-        left_territory_on=_date_text(hit.left_territory_on),
-        relocated_to=hit.relocated_to,
-        relocated_on=_date_text(hit.relocated_on),
+        **text,
     )
 
 
