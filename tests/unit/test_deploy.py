@@ -178,6 +178,27 @@ def dockerfile() -> tuple[dict[str, str], list[Stage]]:
     return parse_dockerfile(DOCKERFILE.read_text())
 
 
+def locked_pins() -> dict[str, str]:
+    """requirements.lock's pins, name -> version (each followed by its ``--hash`` lines)."""
+    pins: dict[str, str] = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        if line and not line.startswith(("#", " ")):
+            name, _, version = line.removesuffix("\\").strip().partition("==")
+            pins[name] = version
+    return pins
+
+
+def test_every_pin_of_the_lock_carries_its_hashes() -> None:
+    """pip --require-hashes installs the lock (make, the image): each pin lists the SHA-256
+    of the files it may install, so a file swapped on an index is refused."""
+    text = (ROOT / "requirements.lock").read_text()
+    blocks = re.findall(r"^(\S+==\S+) \\\n((?:    --hash=sha256:[0-9a-f]{64}(?: \\)?\n)+)", text, re.M)
+    assert len(blocks) == len(locked_pins()) > 50
+    for pin, hashes in blocks:
+        assert hashes.rstrip().endswith(tuple("0123456789abcdef")), pin  # the last has no "\\"
+    assert "--require-hashes -r requirements.lock" in (ROOT / "Makefile").read_text()
+
+
 def test_dockerfile_has_a_pinned_base_and_a_locked_no_deps_build() -> None:
     args, stages = dockerfile()
     image = args["PYTHON_IMAGE"]
@@ -191,7 +212,7 @@ def test_dockerfile_has_a_pinned_base_and_a_locked_no_deps_build() -> None:
         assert stage.base == "${PYTHON_IMAGE}" or stage.base in names, stage.base
     build = stage_chain(stages, "build")[-1]
     runs = " ".join(" ".join(i.args.split()) for i in build.instructions if i.op == "RUN")
-    assert "--no-deps --only-binary=:all: -r requirements.lock" in runs
+    assert "--no-deps --only-binary=:all: --require-hashes -r requirements.lock" in runs
     assert "pip wheel --no-deps" in runs
     assert "runtime_closure.py fedmatch --prune --pyproject /src/pyproject.toml" in runs
     runtime = stage_chain(stages, "runtime")
@@ -276,11 +297,7 @@ def test_runtime_closure_is_the_locked_runtime_set(extras: str) -> None:
             "--extras", extras]  # fmt: skip
     out = subprocess.run(argv, capture_output=True, text=True, check=True)
     kept = dict(line.split("==") for line in out.stdout.split())
-    lock: dict[str, str] = {}
-    for line in (ROOT / "requirements.lock").read_text().splitlines():
-        if line and not line.startswith("#"):
-            name, _, version = line.partition("==")
-            lock[re.sub(r"[-_.]+", "-", name).lower()] = version
+    lock = {re.sub(r"[-_.]+", "-", name).lower(): v for name, v in locked_pins().items()}
     assert kept.pop("fedmatch")
     for name, version in kept.items():
         assert lock.get(name) == version, f"{name}=={version} is not what requirements.lock pins"
