@@ -192,7 +192,8 @@ def test_every_pin_of_the_lock_carries_its_hashes() -> None:
     """pip --require-hashes installs the lock (make, the image): each pin lists the SHA-256
     of the files it may install, so a file swapped on an index is refused."""
     text = (ROOT / "requirements.lock").read_text()
-    blocks = re.findall(r"^(\S+==\S+) \\\n((?:    --hash=sha256:[0-9a-f]{64}(?: \\)?\n)+)", text, re.M)
+    hash_line = r"    --hash=sha256:[0-9a-f]{64}(?: \\)?\n"
+    blocks = re.findall(rf"^(\S+==\S+) \\\n((?:{hash_line})+)", text, re.M)
     assert len(blocks) == len(locked_pins()) > 50
     for pin, hashes in blocks:
         assert hashes.rstrip().endswith(tuple("0123456789abcdef")), pin  # the last has no "\\"
