@@ -62,6 +62,7 @@ from fedmatch.protocol.limits import (
     MAX_NODE_RESPONSE_BYTES,
     MAX_RECEIVE_BYTES,
 )
+from fedmatch.protocol.ratelimit import StateBuckets
 from fedmatch.protocol.statement import SignedRequest, VerifiedRequest
 from fedmatch.protocol.verification import HitKey, SignedVerdict
 from fedmatch.protocol.wire import (
@@ -82,6 +83,12 @@ log = logging.getLogger("fedmatch.coordinator")
 # this holds more than a day's traffic.
 MAX_PENDING_LOOKUPS = 20_000
 _ANSWERS_KEPT = 16
+# Live key ids per member state (ids only, a few bytes each): far more than a state's
+# officers use at once.
+_KEY_IDS_PER_STATE = 64
+# New key registrations a state may fan out to every node (each costs every node seconds
+# of a core to validate): a node's default quota, refused here before the fan-out.
+_KEY_REGISTRATIONS_PER_HOUR, _KEY_REGISTRATION_BURST = 120.0, 10
 
 
 @dataclass
@@ -196,7 +203,14 @@ class CoordinatorService:
         self._lock = threading.Lock()
         self._lookups: OrderedDict[str, _Lookup] = OrderedDict()
         # Key ids of registered epochs, with the state that registered them.
-        self._keys: EpochTable[str] = EpochTable(config.key_epoch_seconds, capacity=4096)
+        # Key ids only (no keys), each state's own bounded set: one state's registrations
+        # never push out another's (fedmatch.protocol.epochs).
+        self._keys: EpochTable[None] = EpochTable(
+            config.key_epoch_seconds, per_state=_KEY_IDS_PER_STATE
+        )
+        self._key_registrations = StateBuckets(
+            _KEY_REGISTRATIONS_PER_HOUR, _KEY_REGISTRATION_BURST, "key registration"
+        )
         self.hit_gate = HitGate(audit.log, gate.verify_chain, config.confirmations_required)
         audit.start_publishing(self.witness_round, config.witness_interval_seconds)
         audit.started(
@@ -306,9 +320,8 @@ class CoordinatorService:
         if request.key_bundle.secret_key:
             raise InvalidInput("key bundle carries a secret key; refused (send public material)")
         key_id = key_bundle_from_pb(request.key_bundle).digest()
-        live = self._keys.check_registrable(key_id)
-        if live is not None and self._keys.get(key_id) != header.requesting_state:
-            raise PermissionDenied("key id was registered by another member state")
+        if self._keys.check_registrable(key_id, header.requesting_state) is None:
+            self._key_registrations.take(header.requesting_state)
         forwarded = common_pb2.RegisterKeysRequest(
             header=header_to_pb(header), key_bundle=request.key_bundle
         )
@@ -320,7 +333,7 @@ class CoordinatorService:
         calls = fan_out(targets, self._timeout(deadline))
         if not any(c.outcome is NodeOutcome.OK for c in calls.values()):
             raise PreconditionFailed("no node accepted the key material")
-        expires = self._keys.register(key_id, header.requesting_state)
+        expires = self._keys.register(key_id, None, header.requesting_state)
         self.audit.record(
             header_event(
                 EventKind.KEYS_REGISTERED,
@@ -362,7 +375,7 @@ class CoordinatorService:
             )
         if probe.dimension != self.config.dimension:
             raise InvalidInput(f"probe dimension must be {self.config.dimension}")
-        if self._keys.get(probe.key_id) != header.requesting_state:
+        if self._keys.get(probe.key_id)[1] != header.requesting_state:
             raise PermissionDenied("key id was registered by another member state")
         verified = self._verified(signed, header, "lookup", probe_hash)
         with self._lock:

@@ -28,10 +28,15 @@ class NodeConfig:
     # and a node refuses any other (one global threshold, DOMAIN.md section 7).
     threshold: float = 0.45
     threshold_version: str = "2026-11-v1"
-    # How long a requester's registered keys stay usable, and how many are kept at once
-    # (~36 MB each for the default parameter set).
+    # How long a requester's registered keys stay usable, and how many each member state
+    # may have live at once (~36 MB each for the default parameter set): its current and
+    # next epoch. A state's new keys push out only its own least recently used.
     key_epoch_seconds: float = 86400.0
-    max_key_epochs: int = 8
+    max_key_epochs: int = 2
+    # New key bundles a state may have validated (seconds of a core each): a burst, then
+    # this many per hour.
+    key_registrations_per_hour: float = 120.0
+    key_registration_burst: int = 10
     # Search worker processes; 0 means one per available core.
     search_workers: int = 0
     # Where the search runs: "local" (this machine's processes) or "ray" (Ray actors; see
@@ -85,6 +90,11 @@ class NodeConfig:
             raise ConfigError("node.key_epoch_seconds must be positive")
         if self.max_key_epochs < 1:
             raise ConfigError("node.max_key_epochs must be at least 1")
+        if self.key_registrations_per_hour <= 0 or self.key_registration_burst < 1:
+            raise ConfigError(
+                "node.key_registrations_per_hour must be positive and "
+                "node.key_registration_burst at least 1"
+            )
         if not 0 <= self.search_workers <= 256:
             raise ConfigError("node.search_workers must be between 0 (one per core) and 256")
         _check_engine(self.engine, self.ray_address, self.ray_workers)

@@ -49,6 +49,7 @@ from fedmatch.protocol.gate import Gate
 from fedmatch.protocol.limits import HANDLE_BYTES, MAX_HANDLES_PER_REQUEST
 from fedmatch.protocol.opening import OpeningKey, check_opening
 from fedmatch.protocol.packet import SealedPacket, seal_packet
+from fedmatch.protocol.ratelimit import StateBuckets
 from fedmatch.protocol.statement import SignedRequest, VerifiedRequest
 from fedmatch.protocol.verification import (
     DIFFERENT_SEX_CONFIRMATIONS,
@@ -157,9 +158,13 @@ class NodeService:
         )
         self.engine = engine or build_engine(config)
         self.handles = handles or HandleRegistry(ttl_seconds=config.handle_ttl_seconds)
-        # Validated keys by key id, with the member state that registered them.
-        self.keys: EpochTable[tuple[EvaluationKeys, str]] = EpochTable(
+        # Validated keys by key id, each state's own bounded set (fedmatch.protocol.epochs),
+        # and how often a state may have a bundle validated (each costs seconds of a core).
+        self.keys: EpochTable[EvaluationKeys] = EpochTable(
             config.key_epoch_seconds, config.max_key_epochs
+        )
+        self.key_registrations = StateBuckets(
+            config.key_registrations_per_hour, config.key_registration_burst, "key registration"
         )
         # One lock orders enrolments against searches, so a search sees the engine's rows
         # and the row ids from the same moment.
@@ -333,14 +338,15 @@ class NodeService:
         if bundle.secret_key:
             raise HEError("key bundle carries a secret key; refused (send public material)")
         key_id = bundle.digest()
-        expires = self.keys.check_registrable(key_id)
-        if expires is not None and self.keys.get(key_id)[1] != header.requesting_state:
-            raise PermissionDenied("key id was registered by another member state")
+        state = header.requesting_state
+        expires = self.keys.check_registrable(key_id, state)
         if expires is None:
+            # Only a bundle that must be validated costs a token: a repeat is free.
+            self.key_registrations.take(state)
             keys = open_key_bundle(bundle)
             if keys.params != self.engine.params:
                 raise PreconditionFailed("this node does not search with that parameter set")
-            expires = self.keys.register(key_id, (keys, header.requesting_state))
+            expires = self.keys.register(key_id, keys, state)
         self.audit.record(
             header_event(
                 EventKind.KEYS_REGISTERED,

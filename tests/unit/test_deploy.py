@@ -30,6 +30,7 @@ from fedmatch.audit.auditor import load_auditor_config
 from fedmatch.audit.note import NoteSigner, NoteVerifier
 from fedmatch.audit.party import COORDINATOR_ORIGIN, load_audit_config, node_origin
 from fedmatch.cli.main import build_parser
+from fedmatch.he.sharded import _WORKER_KEY_CAPACITY
 from fedmatch.ops.logjson import load_logging_config
 from fedmatch.ops.metrics_http import load_metrics_config
 from fedmatch.protocol.transport import load_security
@@ -904,17 +905,19 @@ def test_node_resources_match_its_search_workers_and_the_sizing_comment() -> Non
     assert (
         node.search_workers == _quantity(limits["cpu"], "cpu") == _quantity(requests["cpu"], "cpu")
     )
-    # The arithmetic of the comment, redone: 1M records at 3.9 KB, 36 MB keys per epoch in
-    # the main process and each worker, 500 MB base; /dev/shm carries the rows at start.
-    records, workers = 1_000_000, node.search_workers
-    steady = 500e6 + 3.9e3 * records + 36e6 * node.max_key_epochs * (1 + workers)
+    # The arithmetic of the comment, redone: 1M records at 3.9 KB, 36 MB keys per epoch,
+    # max_key_epochs live per other member state in the main process and 8 cached by each
+    # worker, 500 MB base; /dev/shm carries the rows at start.
+    records, workers, states = 1_000_000, node.search_workers, 26
+    keys = 36e6 * (node.max_key_epochs * states + _WORKER_KEY_CAPACITY * workers)
+    steady = 500e6 + 3.9e3 * records + keys
     peak = steady + records * node.dimension * 4
     assert steady <= _quantity(requests["memory"], "memory")
     assert peak * 1.2 <= _quantity(limits["memory"], "memory")
     shm = next(v for v in sts["spec"]["template"]["spec"]["volumes"] if v["name"] == "shm")
     assert _quantity(shm["emptyDir"]["sizeLimit"], "memory") >= records * node.dimension * 4
     text = (K8S / "node" / "statefulset.yaml").read_text()
-    assert "3.9 KB x 1,000,000" in text and "36 MB x 8 x (1 + 4)" in text
+    assert "3.9 KB x 1,000,000" in text and "36 MB x 2 x 26" in text and "36 MB x 8 x 4" in text
 
 
 def test_the_commented_ray_engine_option_is_what_the_node_loader_accepts(tmp_path: Path) -> None:

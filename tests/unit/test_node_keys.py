@@ -30,6 +30,7 @@ from fedmatch.errors import (
     InvalidInput,
     PermissionDenied,
     PreconditionFailed,
+    ResourceLimit,
 )
 from fedmatch.he.engine import PackedEngine, SearchOutput
 from fedmatch.he.keypair import RequesterKeys
@@ -159,6 +160,7 @@ def make_node(
     records: int = RECORDS,
     key_epoch_seconds: float = 86400.0,
     max_key_epochs: int = 8,
+    key_registration_burst: int = 10,
 ) -> Node:
     db = tmp_path / f"{STATE}.sqlite"
     if records:
@@ -171,6 +173,7 @@ def make_node(
         model_id=MODEL,
         key_epoch_seconds=key_epoch_seconds,
         max_key_epochs=max_key_epochs,
+        key_registration_burst=key_registration_burst,
     )
     engine = CountingEngine()
     audit = node_audit(tmp_path, STATE)
@@ -288,7 +291,7 @@ def test_unknown_key_id_is_refused_before_any_he_work(it_node: Node) -> None:
 def test_retired_key_is_refused_without_any_engine_call(it_node: Node) -> None:
     svc, engine = it_node.service, it_node.engine
     clock = Clock()
-    svc.keys = EpochTable(epoch_seconds=60.0, capacity=4, clock=clock)
+    svc.keys = EpochTable(epoch_seconds=60.0, per_state=4, clock=clock)
     keys = shared_keys("DE")
     key_id, expires = svc.register_keys(header("DE"), keys.public_bundle())
     assert expires == clock.now + 60.0
@@ -322,14 +325,62 @@ def test_config_sets_the_key_epoch(tmp_path: Path, opens: list[KeyBundle]) -> No
         after = time.time()
         assert before + 123.0 <= expires <= after + 123.0
         assert len(opens) == 1
-        # max_key_epochs=1: a second requester's keys push the first out (unknown, not
-        # retired: they may be registered again, which validates them again).
+        # max_key_epochs=1 per state: another state's keys leave DE's in place...
         n.service.register_keys(header("FR"), shared_keys("FR").public_bundle())
+        n.search(header("DE"), probe_for(shared_keys("DE")))
+        assert n.engine.searches == 1
+        # ...DE's own next keys push its first out (unknown, not retired: they may be
+        # registered again, which validates them again).
+        n.service.register_keys(header("DE"), shared_keys("IT").public_bundle())
         with pytest.raises(PreconditionFailed, match="unknown key id"):
-            n.search(header("FR"), probe_for(shared_keys("DE")))
+            n.search(header("DE"), probe_for(shared_keys("DE")))
         n.service.register_keys(header("DE"), shared_keys("DE").public_bundle())
-        assert len(opens) == 3
-        assert n.engine.searches == 0
+        assert len(opens) == 4
+        assert n.engine.searches == 1
+    finally:
+        n.close()
+
+
+def test_nine_registrations_by_one_state_leave_another_states_epoch_usable(
+    tmp_path: Path, opens: list[KeyBundle]
+) -> None:
+    """Issue 21, attack 2: a state registering nine valid bundles (no search needed)
+    pushed another state's live epoch out of the node's shared table of eight, and that
+    state's next lookup was refused. Each state now has its own live set (default
+    config)."""
+    n = make_node(tmp_path, records=0, max_key_epochs=NodeConfig.max_key_epochs)
+    try:
+        n.service.register_keys(header("FR"), shared_keys("FR").public_bundle())
+        for i in range(9):
+            n.service.register_keys(header("DE"), shared_keys(f"flood-{i}").public_bundle())
+        assert len(opens) == 10  # nine valid bundles, each validated: no quota hit
+        n.search(header("FR"), probe_for(shared_keys("FR")))
+        assert n.engine.searches == 1
+        # DE's own oldest went, for space.
+        with pytest.raises(PreconditionFailed, match="unknown key id"):
+            n.search(header("DE"), probe_for(shared_keys("flood-0")))
+    finally:
+        n.close()
+
+
+def test_a_registration_flood_is_refused_by_the_states_own_quota_unopened(
+    tmp_path: Path, opens: list[KeyBundle]
+) -> None:
+    """Each new bundle costs the node a quarter of a second of a core to validate: beyond
+    its quota a state's new bundles are refused (RESOURCE_EXHAUSTED) before they are
+    opened, a repeat of a live one costs nothing, and other states are served."""
+    n = make_node(tmp_path, records=0, key_registration_burst=2)
+    try:
+        de = [shared_keys(s).public_bundle() for s in ("DE", "IT", "ES")]
+        n.service.register_keys(header("DE"), de[0])
+        n.service.register_keys(header("DE"), de[1])
+        with pytest.raises(ResourceLimit, match="DE has used its key registration quota"):
+            n.service.register_keys(header("DE"), de[2])
+        assert len(opens) == 2
+        n.service.register_keys(header("DE"), de[0])  # live: no token needed
+        n.service.register_keys(header("FR"), shared_keys("FR").public_bundle())
+        n.search(header("FR"), probe_for(shared_keys("FR")))
+        assert len(opens) == 3 and n.engine.searches == 1
     finally:
         n.close()
 
@@ -341,7 +392,7 @@ def test_bundle_with_a_secret_key_is_refused_unopened(
     with pytest.raises(HEError, match="secret key"):
         it_node.service.register_keys(header("DE"), keys.private_bundle())
     assert opens == []
-    assert it_node.service.keys.check_registrable(keys.key_id) is None  # nothing registered
+    assert it_node.service.keys.check_registrable(keys.key_id, "DE") is None  # none registered
     with pytest.raises(PreconditionFailed, match="unknown key id"):
         it_node.search(header("DE"), probe_for(keys))
     assert it_node.engine.searches == 0
