@@ -1,0 +1,145 @@
+"""The kernel parameter set's derivation (fedmatch.he.params), measured through the SEAL-only
+engine: what its docstring claims about masks, flood, noise and decisions holds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tenseal.sealapi as seal
+
+import fedmatch.he.engine as engine_module
+from fedmatch.demo.synthetic import capture, unit_vectors
+from fedmatch.he import sealio
+from fedmatch.he.engine import PackedEngine
+from fedmatch.he.keys import EvaluationKeys, open_key_bundle
+from fedmatch.he.params import KERNEL_PARAM_SET
+from tests.he_keys import keys_for
+
+THRESHOLD = 0.45
+PS = KERNEL_PARAM_SET
+
+
+@pytest.fixture(scope="module")
+def evaluation() -> EvaluationKeys:
+    return open_key_bundle(keys_for(PS).public_bundle())
+
+
+def test_the_kernel_set_has_the_derived_levels() -> None:
+    """Three data primes of 29-30 bits; a masked value (below 2^86 at the product level,
+    2^57 after the rescale by q2 to scale 2^31) stays a bit below half of each level's
+    modulus."""
+    moduli = [m.value() for m in PS.parms().coeff_modulus()]
+    data = moduli[:-1]
+    assert [q.bit_length() for q in data] == [30, 29, 29]
+    lo, hi = PS.mask_bits
+    product_max = 2.0 ** (PS.query_scale_bits + PS.register_scale_bits + hi + 1)
+    assert product_max < float(np.prod([float(q) for q in data])) / 2 / 1.99
+    final_scale = 2.0 ** (PS.query_scale_bits + PS.register_scale_bits) / data[-1]
+    assert 2**30.99 < final_scale < 2**31.01
+    assert final_scale * 2.0 ** (hi + 1) < float(data[0]) * float(data[1]) / 2 / 1.99
+    # The smallest decided value (a mask at 2^lo less 7 std of its encoding error, std 26,
+    # times 1e-4) is above the flood.
+    assert (2.0**lo - 7 * 26) * 1e-4 > 1.8 * 2.0**PS.flood_bits
+
+
+def test_masks_encode_exactly_real_and_far_from_zero() -> None:
+    """Masks are encoded at scale 1: their error is absolute, and must stay far below the
+    smallest mask (2^8) and carry no imaginary part (which would mix a slot's two records
+    through the conjugate split)."""
+    ctx = PS.context()
+    encoder = seal.CKKSEncoder(ctx)
+    lo, hi = PS.mask_bits
+    rng = np.random.default_rng(1)
+    worst_real, worst_imag = 0.0, 0.0
+    for _ in range(4):
+        r1, r2 = (np.exp2(rng.uniform(lo, hi, PS.slots)) for _ in range(2))
+        decoded = []
+        for values in ((r1 + r2) / 2, (r1 - r2) / 2):
+            plain = seal.Plaintext()
+            encoder.encode(values.astype(np.complex128).tolist(), ctx.first_parms_id(), 1.0, plain)
+            decoded.append(np.asarray(encoder.decode_complex(plain)))
+        effective = decoded[0] + decoded[1]  # what the real part's record is multiplied by
+        worst_real = max(worst_real, float(np.abs(effective.real - r1).max()))
+        worst_imag = max(worst_imag, float(np.abs(effective.imag).max()))
+    assert worst_real < 2.0 ** (lo - 0.5)  # measured 130-150 (std 26): 2^8 is 10 std
+    assert worst_imag < 1e-6  # the decoder's own rounding
+
+
+def test_the_kernel_sets_flood_bound(evaluation: EvaluationKeys) -> None:
+    """As tests/unit/test_he.py::test_the_flood_bound_is_what_the_docs_say for the default
+    set: the steps after the products (threshold, conjugation, masks, rescale, rotation),
+    run without the flood against the same steps in floating point with the masks as
+    encoded, add ~2^-17 units (measured 2^-17.2); the flood is 2^-8, so the statistical
+    distance per slot is ~2^-10 (the default set's: ~2^-7)."""
+    keys = keys_for(PS)
+    rng = np.random.default_rng(45)
+    gallery = unit_vectors(rng, PS.block_records, 128)
+    engine = PackedEngine(PS, 128)
+    engine.load(gallery)
+    query = engine.open_probe(keys.encrypt_probe(capture(gallery[3], rng, 0.8))).query
+    rotations = engine._rotations(query, evaluation, lambda: False, 128)
+    (acc,) = engine._products(rotations, [engine._blocks[0]], evaluation)
+    before = keys.decrypt_values(sealio.to_bytes(acc))
+    drawn: list[np.ndarray] = []
+    stream = np.random.default_rng(7)
+
+    def recorded(n: int) -> np.ndarray:
+        drawn.append(stream.random(n))
+        return drawn[-1]
+
+    original = engine_module._uniform
+    engine_module._uniform = recorded
+    try:
+        masked = engine._mask(acc, engine._threshold(acc, THRESHOLD), evaluation, THRESHOLD)
+    finally:
+        engine_module._uniform = original
+    shift = 1234
+    engine._rotate(masked, shift, evaluation)
+    unflooded = keys.decrypt_values(sealio.to_bytes(masked))
+    lo, hi = PS.mask_bits
+    r1, r2 = (np.exp2(lo + (hi - lo) * d) for d in drawn[:2])
+    encoder, parms_id = seal.CKKSEncoder(PS.context()), PS.context().first_parms_id()
+
+    def as_encoded(values: np.ndarray) -> np.ndarray:
+        plain = seal.Plaintext()
+        encoder.encode(values.astype(np.complex128).tolist(), parms_id, 1.0, plain)
+        return np.asarray(encoder.decode_complex(plain)).real
+
+    plus, minus = as_encoded((r1 + r2) / 2), as_encoded((r1 - r2) / 2)
+    expected = (plus + minus) * (before.real - THRESHOLD) + 1j * (plus - minus) * (
+        before.imag - THRESHOLD
+    )
+    expected = np.roll(expected, -shift)
+    noise = np.abs(np.concatenate([(unflooded - expected).real, (unflooded - expected).imag]))
+    engine._rerandomize(masked, evaluation)
+    flooded = keys.decrypt_values(sealio.to_bytes(masked))
+    flood = np.abs(np.concatenate([(flooded - unflooded).real, (flooded - unflooded).imag]))
+    bound = 2.0**PS.flood_bits
+    assert bound * 0.9 < flood.max() < bound * 1.1  # uniform in +-2^-8, each part
+    assert 2.0**-20 < noise.max() < 2.0**-15  # measured here: 2^-17.2
+    assert noise.max() / (2 * bound) < 2.0**-8  # ~2^-10
+
+
+def test_the_kernel_set_decides_like_plaintext_at_1e4(evaluation: EvaluationKeys) -> None:
+    """The derived precision, end to end through the SEAL engine with every protection:
+    rows planted 1e-4 to 1e-3 on both sides of the threshold decide as in float64."""
+    keys = keys_for(PS)
+    rng = np.random.default_rng(46)
+    probe = unit_vectors(rng, 1, 128)[0]
+    rows = unit_vectors(rng, PS.block_records, 128)
+    offsets = [1e-4, 2e-4, 5e-4, 1e-3]
+    planted = {}
+    for k, offset in enumerate(offsets):
+        for sign, row in ((1, 100 + k), (-1, 4096 + 100 + k)):  # real and imaginary halves
+            rows[row] = capture(probe, rng, THRESHOLD + sign * offset)
+            planted[row] = sign > 0
+    engine = PackedEngine(PS, 128)
+    engine.load(rows)
+    out = engine.search(evaluation, keys.encrypt_probe(probe), THRESHOLD, lambda: False)
+    found = set()
+    for b, ct in enumerate(out.blocks):
+        for p in np.flatnonzero(keys.decrypt_matches(ct)):
+            found.add(out.layout.row(b, int(p)))
+    scores = rows.astype(np.float64) @ probe.astype(np.float64)
+    assert found == set(np.flatnonzero(scores >= THRESHOLD).tolist())
+    assert found >= {row for row, above in planted.items() if above}
