@@ -48,7 +48,8 @@ class CoordinatorConfig:
     dimension: int = 128
     node_deadline_seconds: float = 20.0
     lookup_ttl_seconds: float = 3600.0
-    max_workers: int = 8
+    # Threads serving calls: a lookup holds one while it waits for the nodes' answers.
+    max_workers: int = 32
     # Key epochs: how long registered key ids are accepted (nodes have the same setting).
     key_epoch_seconds: float = 86400.0
     # Distinct people who must have verified a candidate hit before its details are asked

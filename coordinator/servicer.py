@@ -23,6 +23,7 @@ from fedmatch.errors import InvalidInput
 from fedmatch.grpcutil.auth import AUDIT_AND_HEALTH_RULES, AccessRule
 from fedmatch.grpcutil.errors import translated
 from fedmatch.grpcutil.server import RunningServer, ServerLimits, start_server
+from fedmatch.grpcutil.shares import PeerShares, Shares
 from fedmatch.protocol.limits import MAX_LOOKUP_RESPONSE_BYTES, MAX_RECEIVE_BYTES
 from fedmatch.protocol.opening import openings_by_state
 from fedmatch.protocol.packet import check_image_digest
@@ -297,6 +298,11 @@ def serve_coordinator(
     audit = AuditServicer(
         service.audit.log, service.audit.auditors, checkpoint=service.published_checkpoint
     )
+    # A member state (all its operators, verifiers and its node together) holds at most a
+    # quarter of the threads: a lookup waits on the fan-out, so several states' lookups
+    # run side by side whatever one state sends.
+    workers = service.config.max_workers
+    shares = PeerShares(Shares(calls=max(2, workers // 4), streams=2))
 
     def add(server: grpc.Server) -> None:
         coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(servicer, server)
@@ -307,5 +313,5 @@ def serve_coordinator(
         listen or service.config.listen,
         limits,
         security.server_credentials(),
-        [*interceptors, security.interceptor(COORDINATOR_RULES)],
+        [*interceptors, security.interceptor(COORDINATOR_RULES, shares=shares)],
     )

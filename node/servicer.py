@@ -16,6 +16,7 @@ from fedmatch.errors import InvalidInput
 from fedmatch.grpcutil.auth import AUDIT_AND_HEALTH_RULES, AccessRule
 from fedmatch.grpcutil.errors import translated
 from fedmatch.grpcutil.server import RunningServer, ServerLimits, start_server
+from fedmatch.grpcutil.shares import PeerShares, Shares
 from fedmatch.protocol.limits import MAX_NODE_RESPONSE_BYTES, MAX_RECEIVE_BYTES
 from fedmatch.protocol.packet import check_image_digest
 from fedmatch.protocol.transport import Security
@@ -199,6 +200,8 @@ class WitnessServicer(audit_pb2_grpc.WitnessServiceServicer):
 
 
 _NODE = "/fedmatch.rpc.v1.NodeService/"
+# Bounded by the server's own limits only: the coordinator carries every state's searches.
+_FANOUT = frozenset({"coordinator"})
 
 # Who may call what at a node; anything else is refused (deny by default).
 NODE_RULES: dict[str, AccessRule] = {
@@ -233,6 +236,10 @@ def serve_node(
     witness = WitnessServicer(service)
     audit = AuditServicer(service.audit.log, service.audit.auditors)
     limits = replace(NODE_LIMITS, max_workers=service.config.max_workers)
+    # Every search comes through the coordinator; any other scope (a state's operators
+    # enrolling, its verifiers fetching packets, auditors) holds at most half the threads.
+    workers = service.config.max_workers
+    shares = PeerShares(Shares(calls=max(1, workers // 2), streams=2, unbounded=_FANOUT))
 
     def add(server: grpc.Server) -> None:
         node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, server)
@@ -244,5 +251,5 @@ def serve_node(
         listen or service.config.listen,
         limits,
         security.server_credentials(),
-        [*interceptors, security.interceptor(NODE_RULES, service.member_state)],
+        [*interceptors, security.interceptor(NODE_RULES, service.member_state, shares)],
     )

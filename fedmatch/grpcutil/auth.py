@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     Handler = grpc.RpcMethodHandler[Any, Any]
 
 from fedmatch.errors import FedmatchError
+from fedmatch.grpcutil.handlers import is_non_blocking, keep_non_blocking
+from fedmatch.grpcutil.metrics import note_refusal
+from fedmatch.grpcutil.shares import PeerShareExceeded, PeerShares
 
 __all__ = [
     "AUDIT_AND_HEALTH_RULES",
@@ -53,7 +56,9 @@ AUDIT_AND_HEALTH_RULES: dict[str, AccessRule] = {
         for m in ("GetCheckpoint", "GetEntries", "GetInclusionProof", "GetConsistencyProof")
     },
     "/grpc.health.v1.Health/Check": AccessRule(_ANYONE),
-    "/grpc.health.v1.Health/Watch": AccessRule(_ANYONE),
+    # A stream stays open for as long as its caller likes: only for the coordinator, which
+    # may watch the nodes it fans out to (probes and monitors use Check).
+    "/grpc.health.v1.Health/Watch": AccessRule(frozenset({"coordinator"})),
 }
 
 
@@ -75,13 +80,16 @@ class AuthorizingInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         rules: Mapping[str, AccessRule],
         identify: Callable[[grpc.ServicerContext], Any] | None,
         own_state: str | None = None,
+        shares: PeerShares | None = None,
     ) -> None:
         """``identify`` verifies the peer's certificate and returns its identity (raising a
         FedmatchError); None means plaintext transport (--dev-insecure): every call is let
-        through without an identity."""
+        through without an identity (and without shares: they need an identity).
+        ``shares`` bounds what each peer's scope holds at once."""
         self._rules = dict(rules)
         self._identify = identify
         self._own_state = own_state
+        self._shares = shares
 
     def _check(self, method: str, context: grpc.ServicerContext) -> Any:
         if self._identify is None:
@@ -115,29 +123,68 @@ class AuthorizingInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         if handler is None:
             return None
         method = handler_call_details.method
-        check = self._check
+        check, shares = self._check, self._shares
+
+        def admit(context: grpc.ServicerContext, kind: str) -> tuple[Any, Any]:
+            """The caller's identity and its share's slot (refused: RESOURCE_EXHAUSTED)."""
+            identity = check(method, context)
+            if identity is None or shares is None:
+                return identity, None
+            try:
+                return identity, shares.acquire(identity, kind)
+            except PeerShareExceeded as exc:
+                note_refusal(exc)
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+                raise  # abort raises; this keeps type checkers aware
+
+        def release(slot: Any) -> None:
+            if shares is not None:
+                shares.release(slot)
 
         def unary(inner: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
             def behavior(request: Any, context: grpc.ServicerContext) -> Any:
-                token = _CALLER.set(check(method, context))
+                identity, slot = admit(context, "call")
+                token = _CALLER.set(identity)
                 try:
                     return inner(request, context)
                 finally:
                     _CALLER.reset(token)
+                    release(slot)
 
             return behavior
 
-        def streaming(
-            inner: Callable[[Any, grpc.ServicerContext], Iterator[Any]],
-        ) -> Callable[..., Iterator[Any]]:
+        def streaming(inner: Callable[..., Any]) -> Callable[..., Any]:
+            if is_non_blocking(inner):
+                return _non_blocking(inner)
+
             def behavior(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                token = _CALLER.set(check(method, context))
+                identity, slot = admit(context, "stream")
+                token = _CALLER.set(identity)
                 try:
                     yield from inner(request, context)
                 finally:
                     _CALLER.reset(token)
+                    release(slot)
 
             return behavior
+
+        def _non_blocking(inner: Callable[..., Any]) -> Callable[..., Any]:
+            # A stream that answers through a callback (the health service's Watch) holds
+            # no worker thread while it is open: kept so here, its share held until gRPC
+            # ends the call, however it ends.
+            def behavior(
+                request: Any, context: grpc.ServicerContext, send_response_callback: Any = None
+            ) -> Any:
+                identity, slot = admit(context, "stream")
+                if slot is not None and not context.add_callback(lambda: release(slot)):
+                    release(slot)  # already over: nothing will call back
+                token = _CALLER.set(identity)
+                try:
+                    return inner(request, context, send_response_callback=send_response_callback)
+                finally:
+                    _CALLER.reset(token)
+
+            return keep_non_blocking(inner, behavior)
 
         kw = {
             "request_deserializer": handler.request_deserializer,

@@ -27,6 +27,7 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from fedmatch.errors import FedmatchError
+from fedmatch.grpcutil.handlers import is_non_blocking, keep_non_blocking
 
 if TYPE_CHECKING:
     Handler = grpc.RpcMethodHandler[Any, Any]
@@ -128,16 +129,27 @@ class _Call:
         self.metrics = metrics
         self.labels = (service, name, kind)
         self.reasons: list[str] = []
-        self.token = _REFUSAL.set(self.reasons)
+        self.token: contextvars.Token[list[str] | None] | None = _REFUSAL.set(self.reasons)
         self.started = time.perf_counter()
         metrics.started.labels(*self.labels).inc()
         metrics.in_flight.labels(service, name).inc()
 
-    def finish(self, context: grpc.ServicerContext, raised: BaseException | None) -> None:
+    def detach(self) -> None:
+        """The handler returned but its stream goes on (non-blocking): this thread's
+        context lets go of the call, which :meth:`finish` completes from gRPC's callback."""
+        self._reset()
+        self.token = None
+
+    def _reset(self) -> None:
+        if self.token is None:
+            return
         try:
             _REFUSAL.reset(self.token)
         except ValueError:
             _REFUSAL.set(None)  # a generator resumed in another context: just clear it
+
+    def finish(self, context: grpc.ServicerContext, raised: BaseException | None) -> None:
+        self._reset()
         m, (service, name, kind) = self.metrics, self.labels
         code = _code_set(context)
         if code is None:
@@ -194,9 +206,10 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
             return behavior
 
-        def streaming(
-            inner: Callable[[Any, grpc.ServicerContext], Iterator[Any]], kind: str
-        ) -> Any:
+        def streaming(inner: Callable[..., Any], kind: str) -> Any:
+            if is_non_blocking(inner):
+                return keep_non_blocking(inner, non_blocking(inner, kind))
+
             def behavior(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 call = _Call(metrics, service, name, kind)
                 try:
@@ -205,6 +218,24 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                     call.finish(context, exc)
                     raise
                 call.finish(context, None)
+
+            return behavior
+
+        def non_blocking(inner: Callable[..., Any], kind: str) -> Any:
+            # The stream outlives this call: it is counted as finished when gRPC ends it.
+            def behavior(
+                request: Any, context: grpc.ServicerContext, send_response_callback: Any = None
+            ) -> Any:
+                call = _Call(metrics, service, name, kind)
+                try:
+                    result = inner(request, context, send_response_callback=send_response_callback)
+                except BaseException as exc:
+                    call.finish(context, exc)
+                    raise
+                call.detach()
+                if not context.add_callback(lambda: call.finish(context, None)):
+                    call.finish(context, None)
+                return result
 
             return behavior
 

@@ -26,6 +26,7 @@ from cryptography import x509
 from fedmatch.config import read_toml
 from fedmatch.errors import ConfigError
 from fedmatch.grpcutil.auth import AccessRule, AuthorizingInterceptor
+from fedmatch.grpcutil.shares import PeerShares
 from fedmatch.pki.ca import TlsFiles
 from fedmatch.pki.credentials import channel_credentials, peer_identity, server_credentials
 from fedmatch.pki.names import Identity
@@ -103,9 +104,13 @@ class Security:
         return peer_identity(context, trust.root_pem, trust.crls)
 
     def interceptor(
-        self, rules: Mapping[str, AccessRule], own_state: str | None = None
+        self,
+        rules: Mapping[str, AccessRule],
+        own_state: str | None = None,
+        shares: PeerShares | None = None,
     ) -> AuthorizingInterceptor:
-        return AuthorizingInterceptor(rules, None if self.insecure else self.identify, own_state)
+        identify = None if self.insecure else self.identify
+        return AuthorizingInterceptor(rules, identify, own_state, shares)
 
 
 def load_security(path: Path | None, insecure: bool = False, **overrides: Any) -> Security:
