@@ -267,7 +267,7 @@ def test_keys_are_registered_again_after_a_coordinator_restart(tmp_path: Path) -
         requester = fed.requester("DE")
         requester.lookup(unit_vectors(np.random.default_rng(), 1, DIM)[0], header("DE"))
         # A coordinator that forgot every key epoch (as after a restart).
-        fed.coordinator._keys = type(fed.coordinator._keys)(86400.0, capacity=16)
+        fed.coordinator._keys = type(fed.coordinator._keys)(86400.0, per_state=16)
         report = requester.lookup(unit_vectors(np.random.default_rng(), 1, DIM)[0], header("DE"))
         assert requester.key_registrations == 2
         assert [(n.member_state, n.outcome) for n in report.nodes] == [("IT", "ok")]
