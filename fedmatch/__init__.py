@@ -19,4 +19,15 @@ Each room imports only the rooms below it (``tests/unit/test_imports.py`` checks
 that no import cycle exists); the top-level modules import nothing but one another.
 """
 
+import os as _os
+
 __version__ = "0.1.0"
+
+# OpenCV's own bound on the pixels of an image it decodes, the second line behind the header
+# check of fedmatch.biometrics.photofile (the same number as its MAX_PIXELS; a test holds them
+# equal). OpenCV reads it once, when cv2 is loaded, so it is set here, before any fedmatch
+# module imports cv2; a lower bound set by the operator is kept.
+_OPENCV_MAX_PIXELS = 50_000_000
+_given = _os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", "")
+if not (_given.isdigit() and 0 < int(_given) <= _OPENCV_MAX_PIXELS):
+    _os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(_OPENCV_MAX_PIXELS)

@@ -10,8 +10,9 @@ and re-encoded in its own format, to measure how the path behaves on large captu
 Stage times are reported per megapixel band (median and 90th percentile), with photos per
 second end to end, the photos a quality gate refused (counts per reason, never image data),
 and, as every benchmark here does, the fastest plain baseline on the same data in the same
-run: decoding the same bytes with ``cv2.imdecode`` alone on the same workers, a floor that
-no face pipeline can beat.
+run: decoding the same bytes with ``cv2.imdecode`` alone (after the pipeline's header check,
+:mod:`fedmatch.biometrics.photofile`) on the same workers, a floor that no face pipeline can
+beat. Only the formats the pipeline accepts are read (JPEG, PNG, JPEG 2000).
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from fedmatch.biometrics.errors import FaceQualityError
-from fedmatch.biometrics.pipeline import FacePipeline, header_size
+from fedmatch.biometrics.errors import FaceQualityError, UnreadableImage
+from fedmatch.biometrics.photofile import SUFFIXES, check_photo, decode_photo
+from fedmatch.biometrics.pipeline import FacePipeline
 from fedmatch.errors import InvalidInput
 
 __all__ = [
@@ -49,13 +51,10 @@ WORKERS = 2
 # At least this many photos are timed (the folder is cycled through), and every photo of
 # the folder at least once.
 MIN_IMAGES = 200
-# File name suffixes of the formats OpenCV's decoder (the pipeline's) reads. A file with
-# one of these that does not decode is still benchmarked: the pipeline refuses it as
+# File name suffixes of the formats the pipeline accepts (JPEG, PNG, JPEG 2000). A file
+# with one of these that does not decode is still benchmarked: the pipeline refuses it as
 # ``unreadable_image``, as it would refuse it at enrolment.
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jp2", ".png", ".webp", ".bmp", ".dib", ".tif", ".tiff",
-     ".pbm", ".pgm", ".ppm", ".pnm", ".sr", ".ras", ".avif"}
-)  # fmt: skip
+IMAGE_SUFFIXES = SUFFIXES
 # Megapixel bands as (label, lower bound inclusive, upper bound exclusive).
 BANDS: tuple[tuple[str, float, float], ...] = (
     ("<1 MP", 0.0, 1.0),
@@ -65,8 +64,9 @@ BANDS: tuple[tuple[str, float, float], ...] = (
 )
 STAGES = ("decode", "detect", "align", "embed")
 BASELINE = (
-    "cv2.imdecode(IMREAD_COLOR) of the same bytes and nothing else, on the same worker "
-    "processes in the same run: the decode floor no face pipeline can beat"
+    "cv2.imdecode(IMREAD_COLOR) of the same bytes after the same header check and nothing "
+    "else, on the same worker processes in the same run: the decode floor no face pipeline "
+    "can beat"
 )
 _JPEG_QUALITY = 95
 
@@ -93,20 +93,21 @@ class Photo:
 
 
 def _header_size(data: bytes) -> tuple[int, int] | None:
-    """Width and height from the header (no pixels decoded), else from OpenCV, else None."""
-    size = header_size(data)
-    if size is not None:
-        return size
-    image = _imdecode(data)
-    return None if image is None else (int(image.shape[1]), int(image.shape[0]))
+    """Width and height from the header (no pixels decoded); None when the pipeline would
+    refuse the photo unread."""
+    try:
+        header = check_photo(data, "bench")
+    except UnreadableImage:
+        return None
+    return header.width, header.height
 
 
 def _imdecode(data: bytes) -> np.ndarray[Any, Any] | None:
+    # Decoded as the pipeline decodes (after its header check), never past its bounds.
     try:
-        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    except cv2.error:
+        return decode_photo(data, "bench")
+    except UnreadableImage:
         return None
-    return None if image is None else np.asarray(image)
 
 
 def _resized(name: str, data: bytes, suffix: str, long_side: int) -> Photo:

@@ -11,7 +11,6 @@ import os
 import re
 import threading
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,11 @@ from fedmatch.biometrics.detect import Face, FaceDetector
 from fedmatch.biometrics.embed import Recognizer
 from fedmatch.biometrics.errors import UnreadableImage
 from fedmatch.biometrics.models import DetectorSpec, ModelSpec, builtin_detector, builtin_recognizer
+from fedmatch.biometrics.photofile import MAX_DECODE_BYTES, decode_photo
 from fedmatch.biometrics.portrait import portrait
 from fedmatch.biometrics.quality import Pick, check_face, select_face
 
-__all__ = ["MAX_PIXELS", "Enrolment", "FacePipeline", "ImageInput", "StageTimings", "header_size"]
+__all__ = ["Enrolment", "FacePipeline", "ImageInput", "StageTimings"]
 
 Image = npt.NDArray[np.uint8]
 # Arrays of any dtype are accepted by the signatures and checked at run time (uint8 only),
@@ -93,58 +93,18 @@ def _display_name(name: str) -> str:
     return _UNSAFE.sub("_", base)[:100] or "image"
 
 
-# A photograph for enrolment or search is at most a few tens of megapixels. The header is
-# read before decoding, so a small file claiming huge dimensions (a decompression bomb) is
-# refused without allocating its pixels: a node under attack keeps its memory.
-MAX_PIXELS = 50_000_000
-
-
-def header_size(data: bytes) -> tuple[int, int] | None:
-    """Width and height from the image header, without decoding; None if unknown. A
-    header PIL's own bomb guard rejects reads as just above :data:`MAX_PIXELS`."""
-    import io
-
-    from PIL import Image as PILImage
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
-            with PILImage.open(io.BytesIO(data)) as header:
-                width, height = header.size
-                return int(width), int(height)
-    except PILImage.DecompressionBombError:
-        # PIL's own bomb guard fired first: certainly above our limit too.
-        return (MAX_PIXELS + 1, 1)
-    except Exception:  # noqa: BLE001 - any format PIL cannot parse is left to OpenCV
-        return None
-
-
-def _decode(data: bytes, name: str) -> Image:
-    if not data:
-        raise UnreadableImage(f"{name}: empty file")
-    size = header_size(data)
-    if size is not None and size[0] * size[1] > MAX_PIXELS:
-        raise UnreadableImage(
-            f"{name}: {size[0]} x {size[1]} pixels, more than {MAX_PIXELS:,} (refused unread)"
-        )
-    try:
-        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    except cv2.error:
-        image = None
-    if image is None:
-        raise UnreadableImage(f"{name}: not a decodable image ({len(data)} bytes)")
-    return np.asarray(image, dtype=np.uint8)
-
-
 def _read(path: Path) -> Image:
     name = _display_name(path.name)
     if not path.is_file():
         raise UnreadableImage(f"{name}: not a file")
     try:
+        # A file larger than any decode may be is not read into memory either.
+        if path.stat().st_size > MAX_DECODE_BYTES:
+            raise UnreadableImage(f"{name}: more than {MAX_DECODE_BYTES:,} bytes")
         data = path.read_bytes()
     except OSError as exc:
         raise UnreadableImage(f"{name}: cannot be read ({exc.strerror})") from None
-    return _decode(data, name)
+    return decode_photo(data, name)
 
 
 def _from_array(given: npt.NDArray[Any], name: str) -> Image:
@@ -185,13 +145,14 @@ class Enrolment:
 class FacePipeline:
     """Detect (YuNet), align (ArcFace template), gate on quality, embed (default SFace).
 
-    Images are files, encoded bytes, or ``uint8`` / ``uint16`` arrays in OpenCV's BGR order
-    (grey and BGRA arrays are accepted too). Photos of any size: faces are found at a fixed
-    working resolution (:meth:`FaceDetector.find`: a finer pass for small faces, a border for
-    tight crops) and cut from the photo's own pixels; a JPEG's EXIF orientation is applied
-    by the decoder. Templates are unit-norm ``float32`` vectors of
-    :attr:`dimension` values, comparable by dot product with templates of the same
-    :attr:`model_id` only.
+    Images are files or encoded bytes in JPEG, PNG or JPEG 2000 (their header is checked
+    before any pixel is decoded: :mod:`fedmatch.biometrics.photofile`), or ``uint8`` /
+    ``uint16`` arrays in OpenCV's BGR order (grey and BGRA arrays are accepted too). Photos
+    of any size: faces are found at a fixed working resolution (:meth:`FaceDetector.find`:
+    a finer pass for small faces, a border for tight crops) and cut from the photo's own
+    pixels; a JPEG's EXIF orientation is applied by the decoder. Templates are unit-norm
+    ``float32`` vectors of :attr:`dimension` values, comparable by dot product with
+    templates of the same :attr:`model_id` only.
     """
 
     def __init__(
@@ -279,7 +240,7 @@ class FacePipeline:
         start = time.perf_counter()
         if isinstance(image, bytes | bytearray | memoryview):
             label = _display_name(name or "image")
-            img = _decode(bytes(image), label)
+            img = decode_photo(bytes(image), label)
         else:
             img, label = self._image(image, name)
         t_decoded = time.perf_counter()

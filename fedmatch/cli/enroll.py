@@ -36,7 +36,9 @@ if TYPE_CHECKING:
 
 __all__ = ["EXIT_INTERRUPTED", "add_parsers", "run"]
 
-_PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# Image files of other formats are listed too, so that the node's refusal (naming the
+# format: only JPEG, PNG and JPEG 2000 are accepted) is reported, not the file skipped.
+_OTHER_IMAGE_SUFFIXES = frozenset({".bmp", ".webp", ".tif", ".tiff", ".gif", ".heic", ".avif"})
 
 
 def add_parsers(sub: Any) -> None:
@@ -356,7 +358,10 @@ def _enrol_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.image:
         reference = args.reference or args.image.stem
         return [_flag_row(args, reference=reference, image=str(args.image))]
-    photos = sorted(p for p in args.images.iterdir() if p.suffix.lower() in _PHOTO_SUFFIXES)
+    from fedmatch.biometrics.photofile import SUFFIXES
+
+    listed = SUFFIXES | _OTHER_IMAGE_SUFFIXES
+    photos = sorted(p for p in args.images.iterdir() if p.suffix.lower() in listed)
     if not photos:
         raise InvalidInput(f"no photos in {args.images.name}")
     return [_flag_row(args, reference=p.stem, image=str(p)) for p in photos]

@@ -60,12 +60,14 @@ def encoded(photo: Path | Image) -> bytes:
 
 
 def read_image(path: Path) -> Image:
-    import cv2
+    # Decoded as the face pipeline decodes a photo: format and size checked first.
+    from fedmatch.biometrics.photofile import decode_photo
 
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise InvalidInput(f"demo photo {path.name} could not be read")
-    return np.asarray(img, dtype=np.uint8)
+    try:
+        data = path.read_bytes()
+    except OSError:
+        raise InvalidInput(f"demo photo {path.name} could not be read") from None
+    return decode_photo(data, path.name)
 
 
 def second_capture(image: Image, variant: int) -> Image:

@@ -14,7 +14,11 @@ four rules, each reported under its own name:
 - ``near_identical_template``: two templates of one identity whose cosine similarity is
   above the limit (0.99 by default). It is applied after the face model has run, to every
   picture the first three rules kept, so it also catches copies the pixels rules cannot
-  read (a file format only the face model decodes).
+  read (a file PIL does not decode).
+
+The pixel rules decode (with PIL) only what the face pipeline would decode, under the same
+bounds: :func:`fedmatch.biometrics.photofile.check_photo` (JPEG, PNG or JPEG 2000, header
+read first); any other file has its bytes hashed only.
 
 The same picture under two identity labels is a labelling error, not a duplicate: it raises
 :class:`~fedmatch.errors.InvalidInput` naming both files. Near-copies under two labels do
@@ -38,6 +42,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from fedmatch.biometrics.errors import UnreadableImage
+from fedmatch.biometrics.photofile import check_photo
 from fedmatch.errors import InvalidInput
 
 __all__ = [
@@ -64,9 +70,8 @@ REASONS = (
 # Thumbnails are this many pixels square: coarse enough that a one-pixel shift or JPEG noise
 # barely moves them, fine enough that two different photos stay far apart.
 _THUMB = 32
-# Pictures larger than this are not decoded for the pixel rules (the face pipeline refuses
-# them too); their bytes are still hashed.
-_MAX_PIXELS = 50_000_000
+# PIL's name of each format the face pipeline accepts: PIL opens that one and no other.
+_PIL_FORMATS = {"JPEG": ("JPEG",), "PNG": ("PNG",), "JPEG 2000": ("JPEG2000",)}
 # Cells of a similarity block held in memory at once (float32 each).
 _BLOCK_CELLS = 8_000_000
 # Pairs named in a refusal message, at most.
@@ -106,12 +111,18 @@ def file_facts(paths: Sequence[Path]) -> list[FileFacts]:
 def _decoded_facts(digest: str, data: bytes) -> FileFacts:
     from PIL import Image, ImageOps
 
+    # Only what the face pipeline would decode is decoded here, under the same bounds
+    # (format, header, pixels, memory); anything else has its bytes hashed only.
+    try:
+        header = check_photo(data, "image")
+    except UnreadableImage:
+        return FileFacts(digest)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as opened:
-                width, height = opened.size
-                if width * height > _MAX_PIXELS:
+            with Image.open(io.BytesIO(data), formats=_PIL_FORMATS[header.format]) as opened:
+                # PIL reads the header itself: a size other than the one checked is refused.
+                if tuple(opened.size) != (header.width, header.height):
                     return FileFacts(digest)
                 image = ImageOps.exif_transpose(opened)
                 image.load()

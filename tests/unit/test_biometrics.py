@@ -280,7 +280,7 @@ def test_decompression_bomb_is_refused_before_decoding() -> None:
 
     from PIL import Image as PILImage
 
-    from fedmatch.biometrics.pipeline import MAX_PIXELS
+    from fedmatch.biometrics.photofile import MAX_PIXELS
 
     # A tiny PNG whose header claims far more pixels than any photograph has.
     side = int(MAX_PIXELS**0.5) + 100

@@ -121,11 +121,12 @@ def test_identical_pixels_in_another_file_format_are_caught(tmp_path: Path) -> N
     noise_png(tmp_path / "a.png", 1)
     pixels = cv2.imread(str(tmp_path / "a.png"), cv2.IMREAD_UNCHANGED)
     assert pixels is not None
-    # The same pixels, stored another way: a different PNG compression level, and TIFF.
+    # The same pixels, stored another way: a different PNG compression level, and lossless
+    # JPEG 2000.
     cv2.imwrite(str(tmp_path / "b.png"), pixels, [cv2.IMWRITE_PNG_COMPRESSION, 0])
-    cv2.imwrite(str(tmp_path / "c.tiff"), pixels)
+    cv2.imwrite(str(tmp_path / "c.jp2"), pixels, [cv2.IMWRITE_JPEG2000_COMPRESSION_X1000, 1000])
     noise_png(tmp_path / "d.png", 2)
-    files = ["a.png", "b.png", "c.tiff", "d.png"]
+    files = ["a.png", "b.png", "c.jp2", "d.png"]
     facts = file_facts([tmp_path / f for f in files])
     assert len({f.sha256 for f in facts}) == 4
     screening = screen_files(files, ["P"] * 4, facts)
