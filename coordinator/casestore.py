@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from fedmatch.errors import AlreadyExists, NotFound, PreconditionFailed
 
-__all__ = ["CaseStore", "StoredProposal"]
+__all__ = ["CaseStore", "StoredProposal", "case_store_path"]
 
 T = TypeVar("T")
 
@@ -54,6 +54,11 @@ class StoredProposal:
     @property
     def criterion(self) -> int:
         return int(self.proposal["criterion"])
+
+
+def case_store_path(audit_directory: Path) -> Path:
+    """Where the coordinator keeps its case file: beside its audit directory."""
+    return audit_directory.with_name(audit_directory.name + ".cases.sqlite")
 
 
 class CaseStore:

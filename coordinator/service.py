@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 import grpc
 
 from coordinator.case import CaseProposal, Criterion, propose
-from coordinator.casestore import CaseStore, StoredProposal
+from coordinator.casestore import CaseStore, StoredProposal, case_store_path
 from coordinator.casework import (
     CaseFacts,
     ConfirmationRequest,
@@ -164,7 +164,7 @@ class CoordinatorService:
         self.audit = audit
         self.gate = gate
         directory = audit.config.directory
-        self.cases = cases or CaseStore(directory.with_name(directory.name + ".cases.sqlite"))
+        self.cases = cases or CaseStore(case_store_path(directory))
         self._now = now
         self.purge_cases(now())
         # Answers of the last lookups, for a retried call with the same signed request.

@@ -1,17 +1,30 @@
-"""Durable file writes shared by the audit log, the auditor's state, keys and the PKI, and
-mode-checked reads of certificates and keys."""
+"""Durable file writes shared by the audit log, the auditor's state, keys and the PKI,
+mode-checked reads of certificates and keys, and the owner locks that keep a second process
+off a party's files (a node's register and audit log, the coordinator's audit log)."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import stat
 import tempfile
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from fedmatch.errors import ConfigError
+from fedmatch.errors import ConfigError, PreconditionFailed
 
-__all__ = ["fsync_directory", "read_file", "write_atomically", "write_file"]
+__all__ = [
+    "OwnerLock",
+    "flock",
+    "fsync_directory",
+    "open_lock_file",
+    "owner_lock_path",
+    "read_file",
+    "write_atomically",
+    "write_file",
+]
 
 
 def fsync_directory(directory: Path, strict: bool = False) -> None:
@@ -103,3 +116,85 @@ def read_file(path: Path, private: bool = False) -> bytes:
     if len(data) > _MAX_FILE_BYTES:
         raise ConfigError(f"{path} is too large")
     return data
+
+
+# --- locks (``flock`` on small files beside what they guard) ------------------------------
+
+_POLL_SECONDS = 0.01
+
+
+def open_lock_file(path: Path) -> int:
+    """A lock file's descriptor (created 0600, with its directory, when missing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+
+def flock(fd: int, mode: int, timeout: float) -> bool:
+    """Take ``mode`` (``fcntl.LOCK_SH`` or ``LOCK_EX``) on ``fd`` within ``timeout``
+    seconds (0: one try); whether it was taken."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_POLL_SECONDS)
+
+
+def owner_lock_path(path: Path) -> Path:
+    """The owner lock of a file or a directory: beside it, so that a restore, which
+    replaces what it guards, never replaces the lock."""
+    return path.with_name(path.name + ".owner.lock")
+
+
+class OwnerLock:
+    """Exclusive ownership of a party's files for one process's life: an exclusive flock on
+    ``<path>.owner.lock`` for each ``(path, what, verb)`` target, the holder's pid and
+    ``command`` written in it. A second process is refused at once, naming the holder:
+    "register it.sqlite already served by pid 4242 (fedmatch node serve)". ``verb`` says
+    what a serving holder does to the target ("served" for a register; "used" otherwise,
+    and for any holder that does not serve). ``flock`` releases the locks when the process
+    ends, however it ends."""
+
+    def __init__(self, targets: Sequence[tuple[Path, str, str]], command: str) -> None:
+        self._fds: list[int] = []
+        try:
+            for path, what, verb in targets:
+                self._take(path, what, verb, command)
+        except BaseException:
+            self.release()
+            raise
+
+    def _take(self, path: Path, what: str, served: str, command: str) -> None:
+        fd = open_lock_file(owner_lock_path(path))
+        if not flock(fd, fcntl.LOCK_EX, 0):
+            try:
+                holder = os.read(fd, 256).decode("utf-8", "replace").split()
+            finally:
+                os.close(fd)
+            pid = holder[0] if holder and holder[0].isdigit() else ""
+            by = " ".join(holder[1:])
+            verb = served if by == "" or by.endswith(" serve") else "used"
+            who = f"pid {pid}" if pid else "another process"
+            raise PreconditionFailed(
+                f"{what} already {verb} by {who}"
+                + (f" (fedmatch {by})" if by else "")
+                + "; stop it first"
+            )
+        self._fds.append(fd)
+        # The holder's pid, for the refusal of the next one (read under no lock: a reader
+        # that comes before it is written names "another process").
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {command}\n".encode(), 0)
+
+    def release(self) -> None:
+        while self._fds:
+            os.close(self._fds.pop())  # closing the file releases its flock
+
+    def __enter__(self) -> OwnerLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

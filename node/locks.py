@@ -24,13 +24,14 @@ import fcntl
 import functools
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
+from fedmatch import fileio
 from fedmatch.errors import PreconditionFailed, Unavailable
+from fedmatch.fileio import flock, open_lock_file, owner_lock_path
 
 __all__ = [
     "OpenLock",
@@ -45,7 +46,6 @@ __all__ = [
 # A backup holds the write lock for a snapshot and a log copy; enrolments wait this long
 # for it before they are refused as unavailable (retryable), never lost.
 WRITE_WAIT_SECONDS = 120.0
-_POLL_SECONDS = 0.01
 
 
 def open_lock_path(register: Path) -> Path:
@@ -56,36 +56,12 @@ def write_lock_path(register: Path) -> Path:
     return register.with_name(register.name + ".write.lock")
 
 
-def owner_lock_path(path: Path) -> Path:
-    """The owner lock of a register file or an audit directory: beside it, so that a
-    restore, which replaces both, never replaces the lock."""
-    return path.with_name(path.name + ".owner.lock")
-
-
-def _open(path: Path) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-
-
-def _flock(fd: int, mode: int, timeout: float) -> bool:
-    """Take ``mode`` on ``fd`` within ``timeout`` seconds (0: one try)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(fd, mode | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(_POLL_SECONDS)
-
-
 class OpenLock:
     """The open lock held by one store (shared) or by a restore/re-encryption (exclusive)."""
 
     def __init__(self, register: Path, exclusive: bool) -> None:
-        self._fd = _open(open_lock_path(register))
-        if not _flock(self._fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH, 0):
+        self._fd = open_lock_file(open_lock_path(register))
+        if not flock(self._fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH, 0):
             os.close(self._fd)
             self._fd = -1
             if exclusive:
@@ -109,7 +85,7 @@ class OpenLock:
         self.release()
 
 
-class OwnerLock:
+class OwnerLock(fileio.OwnerLock):
     """Exclusive ownership of a register and its audit directory for one process's life.
 
     ``command`` (``"node serve"``, ``"node seed"``...) is written with the pid, so that the
@@ -117,47 +93,10 @@ class OwnerLock:
     """
 
     def __init__(self, register: Path, audit_directory: Path | None, command: str) -> None:
-        self._fds: list[int] = []
-        try:
-            self._take(register, f"register {register.name}", "served", command)
-            if audit_directory is not None:
-                name = f"audit directory {audit_directory.name}"
-                self._take(audit_directory, name, "used", command)
-        except BaseException:
-            self.release()
-            raise
-
-    def _take(self, path: Path, what: str, served: str, command: str) -> None:
-        fd = _open(owner_lock_path(path))
-        if not _flock(fd, fcntl.LOCK_EX, 0):
-            try:
-                holder = os.read(fd, 256).decode("utf-8", "replace").split()
-            finally:
-                os.close(fd)
-            pid = holder[0] if holder and holder[0].isdigit() else ""
-            by = " ".join(holder[1:])
-            verb = served if by in ("node serve", "") else "used"
-            who = f"pid {pid}" if pid else "another process"
-            raise PreconditionFailed(
-                f"{what} already {verb} by {who}"
-                + (f" (fedmatch {by})" if by else "")
-                + "; stop it first"
-            )
-        self._fds.append(fd)
-        # The holder's pid, for the refusal of the next one (read under no lock: a reader
-        # that comes before it is written names "another process").
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {command}\n".encode(), 0)
-
-    def release(self) -> None:
-        while self._fds:
-            os.close(self._fds.pop())  # closing the file releases its flock
-
-    def __enter__(self) -> OwnerLock:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+        targets = [(register, f"register {register.name}", "served")]
+        if audit_directory is not None:
+            targets.append((audit_directory, f"audit directory {audit_directory.name}", "used"))
+        super().__init__(targets, command)
 
 
 class WriteLock:
@@ -173,8 +112,8 @@ class WriteLock:
     def shared(self, timeout: float = WRITE_WAIT_SECONDS) -> Iterator[None]:
         with self._mutex:
             if self._holders == 0:
-                fd = _open(self.path)
-                if not _flock(fd, fcntl.LOCK_SH, timeout):
+                fd = open_lock_file(self.path)
+                if not flock(fd, fcntl.LOCK_SH, timeout):
                     os.close(fd)
                     raise Unavailable("the register is being backed up; retry shortly")
                 self._fd = fd
@@ -190,9 +129,9 @@ class WriteLock:
 
     @contextmanager
     def exclusive(self, timeout: float = WRITE_WAIT_SECONDS) -> Iterator[None]:
-        fd = _open(self.path)
+        fd = open_lock_file(self.path)
         try:
-            if not _flock(fd, fcntl.LOCK_EX, timeout):
+            if not flock(fd, fcntl.LOCK_EX, timeout):
                 raise Unavailable(
                     f"register writes did not pause within {timeout:.0f} s; backup not taken"
                 )

@@ -32,10 +32,12 @@ def add_parsers(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from coordinator.casestore import case_store_path
     from coordinator.config import load_coordinator_config
     from coordinator.service import CoordinatorService
     from coordinator.servicer import serve_coordinator
     from fedmatch.audit.party import COORDINATOR_ORIGIN, PartyAudit, load_audit_config
+    from fedmatch.fileio import OwnerLock
     from fedmatch.ops.metrics import coordinator_metrics
     from fedmatch.ops.metrics_http import load_metrics_config
     from fedmatch.ops.party_info import register_party_info
@@ -55,6 +57,19 @@ def run(args: argparse.Namespace) -> int:
     # Beside the audit directory unless [coordinator] replay_db says where.
     replay = cfg.replay_db or audit_config.directory.parent / "coordinator.replay.sqlite"
     with ExitStack() as stack:
+        # One coordinator per audit log and case file: a second one (a copy of the config,
+        # another port) is refused here, before it binds a port or writes anything.
+        directory = audit_config.directory
+        cases = case_store_path(directory)
+        stack.enter_context(
+            OwnerLock(
+                [
+                    (directory, f"audit directory {directory.name}", "used"),
+                    (cases, f"case store {cases.name}", "used"),
+                ],
+                "coordinator serve",
+            )
+        )
         audit = PartyAudit(audit_config, COORDINATOR_ORIGIN)
         stack.callback(audit.close)
         if not insecure:

@@ -217,3 +217,40 @@ def test_seed_without_an_audit_log_is_refused(
     assert main(["node", "seed", "--config", str(config), "--count", "3"]) == 2
     assert "audit.directory is required" in capsys.readouterr().err
     assert not (tmp_path / "it.sqlite").exists()
+
+
+# --------------------------------------------------------------------------- coordinator
+
+
+def test_two_coordinators_on_one_audit_directory_the_second_is_refused(tmp_path: Path) -> None:
+    """The coordinator's audit log and case file have one writer too: a second `coordinator
+    serve` from a copy of the config (another metrics port) exits at once, naming the
+    first, before it binds a port or logs anything."""
+    from tests.integration.test_coordinator_startup import _coordinator_config
+
+    config = _coordinator_config(tmp_path, {}, {})
+    first = _start(tmp_path, "coordinator", config, "coordinator")
+    try:
+        port_file = tmp_path / "second.port"
+        second = subprocess.run(
+            [sys.executable, "-m", "fedmatch", "coordinator", "serve", "--config",
+             str(_copy(config, "coordinator-copy.toml")), "--listen", "127.0.0.1:0",
+             "--port-file", str(port_file)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert second.returncode == 2, second.stderr
+        assert (
+            f"audit directory audit-coordinator already used by pid {first.process.pid} "
+            "(fedmatch coordinator serve); stop it first"
+        ) in second.stderr
+        assert not port_file.exists()
+        starts = [
+            e for e in _entries(tmp_path / "audit-coordinator") if e.kind is EventKind.PARTY_STARTED
+        ]
+        assert len(starts) == 1  # the second one logged nothing
+        assert first.process.poll() is None
+    finally:
+        assert _stop(first) == 0
+    # The lock dies with its process: the copy now starts.
+    again = _start(tmp_path, "coordinator", _copy(config, "coordinator-again.toml"), "again")
+    assert _stop(again) == 0
