@@ -32,7 +32,8 @@ register packed as diagonals (:mod:`fedmatch.he.layout`), two records per comple
    random factor. A probe that packs several people, is complex or is not unit norm gets
    noise for an answer; a well-formed one, scores moved by less than 1e-4.
 4. One rescale drops the 50-bit prime, leaving the result at the last prime (the smallest
-   modulus that decrypts), then the block is rotated by a fresh random shift, re-randomized
+   modulus that decrypts; the kernel set rescales twice, to two 29-bit primes, see
+   :mod:`fedmatch.he.params`), then the block is rotated by a fresh random shift, re-randomized
    by adding a fresh public-key encryption of slot-domain noise of 2^16, and the blocks leave
    in a fresh random order. A result position therefore names a different record in every query.
 
@@ -842,10 +843,16 @@ class PackedEngine:
             enc.encode(values, parms_id, 1.0, weights)
             ev.multiply_plain(excess, weights, product)
             ev.add_inplace(acc, product)
-        ev.rescale_to_next_inplace(acc)
+        self._rescale_to_result(acc)
         if flags is not None:
             ev.add_plain_inplace(acc, self._decoys(acc, threshold, flags))
         return acc
+
+    def _rescale_to_result(self, ct: seal.Ciphertext) -> None:
+        """Rescale until the result level (``ParamSet.result_moduli`` data primes) is
+        reached: once for the default set, twice for the kernel set."""
+        while ct.coeff_modulus_size() > self._params.result_moduli:
+            self._evaluator.rescale_to_next_inplace(ct)
 
     def _decoy_block(
         self, keys: EvaluationKeys, parms_id: list[int], scale: float, threshold: float
@@ -856,7 +863,7 @@ class PackedEngine:
         zero = seal.Ciphertext()
         self._encryptor(keys).encrypt_zero(parms_id, zero)
         zero.scale = scale
-        self._evaluator.rescale_to_next_inplace(zero)
+        self._rescale_to_result(zero)
         flags = np.ones(2 * self._params.slots, dtype=np.bool_)
         self._evaluator.add_plain_inplace(zero, self._decoys(zero, threshold, flags))
         return zero

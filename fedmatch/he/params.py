@@ -23,45 +23,46 @@ parameters from the wire; it only checks that the received ones are the same).
   rescale, rotation and re-randomization ~5 ms per block; sign agreement with plaintext
   decisions 1.0 for |s - t| > 1e-4.
 
-``ckks-n8192-q30.29.29.60-k`` (the kernel set), for the native product kernel of
+``ckks-n8192-q29.29.29.25.60-k`` (the kernel set), for the native product kernel of
 :mod:`fedmatch.he.kernel` (selected by ``ParamSet.kernel``; added beside the default, not
 swapped for it, until the kernel engine is faster end to end with every protection):
 
 - CKKS, N = 8192, records packed as in the default set.
-- Data primes q0 = 1073692673 (~2^30.0), q1 = 536641537 and q2 = 536690689 (~2^29.0 each),
-  special prime ~2^60: 148 bits, inside the 218 allowed for 128-bit security (the same test
-  checks it against SEAL's table). Small primes are the point: the register is stored as
-  ``uint32`` residues and a product of two residues fits 64 bits many times over.
-- Scales as in the default set: query 2^40, register 2^20, product S = 2^60. The product
-  scale is not free: the probe's norm copy is at sqrt(S) = 2^30, and that copy's precision
-  is what the norm check and the garbling terms of :mod:`fedmatch.he.engine` rest on
-  (measured with this set: scores move by at most ~8.5e-5 through them, as with the default).
-- Levels: the probe, its baby-step rotations and the products live at the top level
-  {q0, q1, q2} (Q3 ~ 2^88.0); threshold, conjugate split, masks and norm excess are applied
-  there; one rescale drops q2 and leaves the result at {q0, q1} (Q2 ~ 2^59.0) with scale
-  S / q2 = 2^31.0. It stays there: a second rescale would leave q0 alone (2^30), too small to
-  hold a value with 17 bits of mask spread and 1e-4 of score precision (~2^32 of range).
-- Masks: log-uniform in [2^8, 2^25], 17 bits of spread as in the default set, but at the
-  bottom of what fits. Top: a masked value at the product level is below
-  2^25 * 2 * 2^60 = 2^86 < Q3 / 2 = 2^87, after the rescale below 2^57 < Q2 / 2 = 2^58
-  (one bit of room at each level; |s - t| < 2). Bottom: masks are encoded at scale 1, so
-  their encoding error is absolute (std 26, at most ~150 over 16K masks, measured); at 2^8
-  a mask is 10 std above it and never changes sign. A real-valued encoding has no imaginary
-  error (measured ~1e-8, the decoder's rounding), so the conjugate split keeps a slot's two
-  records apart even with masks this small.
-- Flood: 2^-8 in slot units (2^23 absolute at scale 2^31). The smallest value the sign must
-  decide, a mask at 2^8 less 7 std of its encoding error (74) times 1e-4, is 2^-7.1: 1.9
-  times the flood. The noise added after the products (conjugation and rotation key switches,
-  rescale; tests/unit/test_kernel_params.py) is ~2^-17 units: the statistical distance per
-  slot is ~2^-10 (the default set: ~2^-7), again a bound and not circuit privacy.
-- Lazy accumulation: residues are below q <= 2^30, so one product is below 2^60 (q0) or
-  2^58 (q1, q2). From zero, uint64 holds floor((2^64 - 1) / (q - 1)^2) products: 16 for q0,
-  64 for q1 and q2. The kernel then folds the accumulator (hi * (2^32 mod q) + lo, below
-  2^32 q) and continues for 12 (q0) or 56 (q1, q2) products per fold, and reduces exactly
-  once per output. d = 128 (dp = 128) and d = 512 (dp = 512) are both exact, also for the
-  worst case of every residue at q - 1 (tests/unit/test_kernel.py).
-- Sizes, measured: probe ~211 KB (both ciphertexts, ``c1`` empty), result ~145 KB per block,
-  key bundle ~45 MB; register 1.5 KB per record at d = 128 (dp x 3 x 4 bytes).
+- Four small data primes, q0 = 536608769, q1 = 536641537, q2 = 536690689 (29 bits) and
+  q3 = 33538049 (25 bits), and a 60-bit special prime: 172 bits, inside the 218 allowed for
+  128-bit security (the same test checks it against SEAL's table). Small primes are the
+  point: the register is stored as ``uint32`` residues and products fit 64 bits many times.
+- Scales, masks and flood as in the default set: query 2^40, register 2^20, product
+  S = 2^60 (the probe's norm copy is at sqrt(S) = 2^30, and the norm check and garbling
+  terms rest on that copy's precision); masks log-uniform in [2^30, 2^47]; flood 2^16.
+- Levels: probe, baby-step rotations, products, threshold, conjugate split, masks and norm
+  excess at the top level {q0..q3}, Q4 ~ 2^112.0: a masked value is below
+  2^47 * 2 * 2^60 = 2^108 (3 bits of room under Q4 / 2). Two rescales follow: q3 (scale
+  2^35.0, values below 2^83 < Q3 / 2 = 2^86), then q2: the result lives at {q0, q1}
+  (Q2 ~ 2^58.0, as large as the default's single 60-bit prime) with scale 2^6.0 and values
+  below 2^54 (3 bits of room). q3 is the small one so that the result keeps a scale of
+  2^6: the noise added after the products (key switches, rescales, ~2^14 absolute) is then
+  2^7.9 in slot units against the flood's 2^16, a statistical distance of ~2^-9 per slot
+  (the default's: ~2^-7; with a 29-bit q3 the scale would be 2^2 and that noise 2^11.6).
+- Why four primes and not three: with three 29-30-bit primes (Q3 ~ 2^88) and S = 2^60 a
+  masked value leaves the masks 2^25, so a 17-bit spread would start at 2^8. Masks are
+  encoded at scale 1 and their encoding error is absolute (std 26, measured); an excluded
+  row's zero mask then leaves ~26 (s - t) of its score next to decoys as small as
+  2^8 |t - s'|: excluded duplicates decrypted as matches (the engine contract's exclusion
+  tests failed that way). Here, as in the default set, that term is ~2^-20 of a decoy.
+  Narrower masks would weaken the magnitude bound (0.13 bit per record at 17 bits); a
+  smaller S the norm check.
+- Rotation base 8 (29 Galois keys, bundle ~46 MB; base 16 would need 46 keys, 71.5 MB,
+  over the 64 MB bundle bound): a result's random shift takes up to four key switches, at
+  the cheap result level.
+- Lazy accumulation: a product of residues below a 29-bit q is below 2^58; from zero,
+  uint64 holds floor((2^64 - 1) / (q - 1)^2) = 64 of them (16,400 for q3); the kernel then
+  folds the accumulator (hi * (2^32 mod q) + lo, below 2^32 q, congruent) and continues 56
+  products per fold, and reduces exactly once per output. d = 128 (dp = 128, one fold) and
+  d = 512 (dp = 512, eight) are exact, also with every residue at q - 1
+  (tests/unit/test_kernel.py).
+- Sizes, measured: probe ~260 KB (both ciphertexts, ``c1`` empty), key bundle ~46 MB;
+  register 2 KB per record at d = 128 (dp x 4 moduli x 4 bytes).
 """
 
 from __future__ import annotations
@@ -107,6 +108,9 @@ class ParamSet:
     # Plaintext products by the native kernel (fedmatch.he.kernel) instead of SEAL's: needs
     # data primes below 2^31 (residues stored as uint32).
     kernel: bool = False
+    # Data primes a result block keeps: after the masks, the engine rescales until this many
+    # are left.
+    result_moduli: int = 1
 
     @property
     def slots(self) -> int:
@@ -189,15 +193,16 @@ DEFAULT_PARAM_SET = ParamSet(
 )
 
 KERNEL_PARAM_SET = ParamSet(
-    name="ckks-n8192-q30.29.29.60-k",
+    name="ckks-n8192-q29.29.29.25.60-k",
     poly_modulus_degree=8192,
-    coeff_bits=(30, 29, 29, 60),
+    coeff_bits=(29, 29, 29, 25, 60),
     query_scale_bits=40,
     register_scale_bits=20,
-    mask_bits=(8, 25),
-    flood_bits=-8,
-    rotation_base=16,
+    mask_bits=(30, 47),
+    flood_bits=16,
+    rotation_base=8,
     kernel=True,
+    result_moduli=2,
 )
 
 PARAM_SETS: dict[str, ParamSet] = {ps.name: ps for ps in (DEFAULT_PARAM_SET, KERNEL_PARAM_SET)}
