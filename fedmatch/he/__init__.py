@@ -9,6 +9,9 @@ Public surface:
   node applies to a received bundle;
 - :mod:`fedmatch.he.engine`: the search engine interface and the packed kernel that returns
   only masked match bits in a fresh per-query layout;
+- :mod:`fedmatch.he.kernel_engine`: the same search with its plaintext products in the
+  native kernel (:mod:`fedmatch.he.kernel`, numba), for the kernel parameter set;
+  :mod:`fedmatch.he.sealmem` moves words between it and SEAL's objects;
 - :mod:`fedmatch.he.sharded`: the same kernel across worker processes (every core);
 - :mod:`fedmatch.he.ray_engine`: the same kernel on Ray actors;
 - :mod:`fedmatch.he.engines`: :func:`~fedmatch.he.engines.create_engine`, the factory that

@@ -1,8 +1,10 @@
 """The node-side encrypted search engine: packed diagonals, only match bits out.
 
 :class:`SearchEngine` is the one interface node code uses; :func:`fedmatch.he.engines.create_engine`
-picks the implementation. :class:`PackedEngine` scores a replicated probe ciphertext against the
-register packed as diagonals (:mod:`fedmatch.he.layout`), two records per complex slot:
+picks the implementation. :class:`PackedBase` scores a replicated probe ciphertext against the
+register packed as diagonals (:mod:`fedmatch.he.layout`), two records per complex slot; its
+step 2 is SEAL's in :class:`PackedEngine` and the native kernel's in
+:class:`fedmatch.he.kernel_engine.KernelEngine`, everything else is shared:
 
 1. Baby-step/giant-step with a split chosen from the register's block count: the
    ``n1 - 1`` one-step rotations of the query (baby steps) are computed once per query and
@@ -47,7 +49,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -64,6 +66,7 @@ __all__ = [
     "MAX_CIPHERTEXT_BYTES",
     "EncodedBlock",
     "OpenedProbe",
+    "PackedBase",
     "PackedEngine",
     "QueryLayout",
     "SearchEngine",
@@ -78,6 +81,9 @@ __all__ = [
     "unpack_exclusions",
     "with_padding",
 ]
+
+# One encoded register block, as an engine keeps it (see PackedBase).
+BlockT = TypeVar("BlockT")
 
 # Blocks scored together, diagonal-major (see PackedEngine._products): 8 accumulators of
 # 262 KB plus one rotation stay within a core's cache.
@@ -344,8 +350,15 @@ def new_layout(blocks: int, rows: int, slots: int) -> QueryLayout:
     return QueryLayout(tuple(order), tuple(_random_below(slots) for _ in order), rows, slots)
 
 
-class PackedEngine:
-    """Complex-packed CKKS search with shared rotations and masked, shuffled results."""
+class PackedBase(Generic[BlockT]):
+    """Complex-packed CKKS search with shared rotations and masked, shuffled results: every
+    step but two, which a subclass supplies for its kind of encoded block (``BlockT``): how
+    a block's rows are encoded (:meth:`encode_block_rows`) and how its products with the
+    baby steps are summed (:meth:`_products`). :class:`PackedEngine` does both with SEAL;
+    :class:`fedmatch.he.kernel_engine.KernelEngine` with the native kernel."""
+
+    # Blocks whose products are computed together (see _GROUP).
+    _group = _GROUP
 
     def __init__(self, params: ParamSet, dimension: int) -> None:
         self._params = params
@@ -356,7 +369,7 @@ class PackedEngine:
         self._encoder = seal.CKKSEncoder(ctx)
         self._evaluator = seal.Evaluator(ctx)
         self._rows = np.zeros((0, dimension), dtype=np.float32)
-        self._blocks: list[list[seal.Plaintext]] = []
+        self._blocks: list[BlockT] = []
         # The baby-step count new blocks are encoded with (chosen by load()).
         self._baby_steps = self._dp
         self._encryptors: OrderedDict[str, seal.Encryptor] = OrderedDict()
@@ -424,23 +437,32 @@ class PackedEngine:
         touched = sorted({r // self._params.block_records for r in rows})
         blocks = list(self._blocks)
         for b in touched:
-            blocks[b] = self._encode_block(blank, b, _baby_steps(blocks[b], self._dp))
+            blocks[b] = self._encode_block(blank, b, self._split(blocks[b]))
         self._rows, self._blocks = blank, blocks
 
-    def _encode_block(
-        self, rows: npt.NDArray[np.float32], index: int, baby_steps: int
-    ) -> list[seal.Plaintext]:
+    def _encode_block(self, rows: npt.NDArray[np.float32], index: int, baby_steps: int) -> BlockT:
         per = self._params.block_records
         return self.encode_block_rows(rows[index * per : (index + 1) * per], baby_steps)
 
     def encode_block_rows(
         self, chunk: npt.NDArray[np.float32], baby_steps: int | None = None
-    ) -> list[seal.Plaintext]:
-        """The diagonals of one block holding ``chunk`` (at most block_records rows), for
+    ) -> BlockT:
+        """One block holding ``chunk`` (at most block_records rows), encoded for
         ``baby_steps`` baby steps (a power of two dividing ``dp``; default ``dp``, no giant
-        steps): diagonal ``j * n1 + k`` is rotated right by ``j * n1`` slots, so that the
-        giant-step rotation of the partial sum brings every product back in place. The
-        list is an :class:`EncodedBlock`, which carries its split to :meth:`score`."""
+        steps): diagonal ``j * n1 + k`` rotated right by ``j * n1`` slots, so that the
+        giant-step rotation of the partial sum brings every product back in place."""
+        raise NotImplementedError
+
+    def _split(self, block: BlockT) -> int:
+        """The baby-step count ``block`` was encoded for (``dp`` for a block that does not
+        say: diagonals without pre-rotation)."""
+        return int(getattr(block, "baby_steps", self._dp))
+
+    def _diagonals(
+        self, chunk: npt.NDArray[np.float32], baby_steps: int | None
+    ) -> tuple[int, list[npt.NDArray[np.complex128]]]:
+        """(n1, the ``dp`` slot vectors of a block's diagonals, pre-rotated as
+        :meth:`encode_block_rows` says): what either kind of block encodes."""
         slots, dp, per = self._params.slots, self._dp, self._params.block_records
         n1 = dp if baby_steps is None else baby_steps
         if n1 < 1 or dp % n1:
@@ -449,15 +471,11 @@ class PackedEngine:
         block[: chunk.shape[0], : self._dimension] = chunk
         real, imag = block[:slots], block[slots:]
         s = np.arange(slots)
-        parms_id = self._ctx.first_parms_id()
-        plains = []
+        diagonals = []
         for i in range(dp):
             cols = (s + i) % dp
-            diagonal = np.roll(real[s, cols] + 1j * imag[s, cols], i - i % n1)
-            plain = seal.Plaintext()
-            self._encoder.encode(diagonal.tolist(), parms_id, self._params.register_scale, plain)
-            plains.append(plain)
-        return EncodedBlock(plains, n1)
+            diagonals.append(np.roll(real[s, cols] + 1j * imag[s, cols], i - i % n1))
+        return n1, diagonals
 
     def open_probe(self, data: bytes) -> OpenedProbe:
         """Load and validate a probe (both its ciphertexts) for this parameter set, or
@@ -510,28 +528,27 @@ class PackedEngine:
         keys: EvaluationKeys,
         probe: OpenedProbe,
         threshold: float,
-        jobs: Sequence[tuple[Sequence[seal.Plaintext], int]],
+        jobs: Sequence[tuple[BlockT, int]],
         should_stop: Callable[[], bool],
         excluded: Sequence[npt.NDArray[np.bool_] | None] | None = None,
     ) -> list[bytes]:
         """Masked, rotated, re-randomized result ciphertexts for (block, shift) jobs, in
         order. The baby-step rotations of the query are computed once for all of them (as
-        many as the blocks' largest split needs: a block is an :class:`EncodedBlock`, or a
-        plain list of diagonals without pre-rotation). ``excluded``, if given, holds per
-        job the block's exclusion flags (block_records of them, in row order) or None for a
-        block without excluded rows."""
+        many as the blocks' largest split needs: see :meth:`_split`). ``excluded``, if
+        given, holds per job the block's exclusion flags (block_records of them, in row
+        order) or None for a block without excluded rows."""
         if excluded is not None and len(excluded) != len(jobs):
             raise InvalidInput("exclusions must name one entry per block")
-        baby = max((_baby_steps(plains, self._dp) for plains, _ in jobs), default=1)
+        baby = max((self._split(block) for block, _ in jobs), default=1)
         rotations = self._rotations(probe.query, keys, should_stop, baby)
         malformation = self._malformation(probe, keys)
         excess = self._norm_excess(probe, keys)
         out = []
         constant: tuple[tuple[int, ...], float, seal.Plaintext] | None = None
-        for start in range(0, len(jobs), _GROUP):
+        for start in range(0, len(jobs), self._group):
             _check_stop(should_stop)
-            group = jobs[start : start + _GROUP]
-            sums = self._products(rotations, [plains for plains, _ in group], keys, should_stop)
+            group = jobs[start : start + self._group]
+            sums = self._products(rotations, [block for block, _ in group], keys, should_stop)
             for k, (acc, (_, shift)) in enumerate(zip(sums, group, strict=True)):
                 flags = None if excluded is None else excluded[start + k]
                 self._garble(acc, malformation)
@@ -576,78 +593,23 @@ class PackedEngine:
     def _products(
         self,
         rotations: Sequence[seal.Ciphertext],
-        blocks: Sequence[Sequence[seal.Plaintext]],
+        blocks: Sequence[BlockT],
         keys: EvaluationKeys,
         should_stop: Callable[[], bool] = lambda: False,
     ) -> list[seal.Ciphertext]:
-        """Sum over diagonals of rotation x plaintext, for a group of blocks at once.
+        """Per block, the sum over its diagonals of baby step times diagonal, giant steps
+        combined (the block's scores before the threshold, at the product scale)."""
+        raise NotImplementedError
 
-        Blocks of one split run together, giant step by giant step: the ``n1`` products of
-        a giant step are summed, and the partial sums are combined by Horner's rule, so
-        partial sum ``j`` ends up rotated left by ``j * n1`` (its diagonals were pre-rotated
-        right by as much). The
-        inner loop runs diagonal-major: each rotated query (262 KB) is used by every block
-        of the group while it is still in cache, instead of streaming all rotations (33 MB
-        at d = 128) once per block. Measured here this is what lets two workers scale."""
-        sums: list[seal.Ciphertext | None] = [None] * len(blocks)
-        splits: dict[int, list[int]] = {}
-        for index, plains in enumerate(blocks):
-            splits.setdefault(_baby_steps(plains, self._dp), []).append(index)
-        for n1, members in splits.items():
-            # Horner's rule over the giant steps, from the last: S = inner_j + L_n1(S). The
-            # same rotation count as rotating each partial sum by j * n1, but every rotation
-            # is by n1 (one key, hot in cache) and a block keeps a single running sum.
-            for j in reversed(range(self._dp // n1)):
-                _check_stop(should_stop)
-                partial = self._giant_step(rotations, [blocks[m] for m in members], j, n1)
-                for m, acc in zip(members, partial, strict=True):
-                    total = sums[m]
-                    if total is not None:
-                        self._rotate(total, n1, keys)
-                        if acc is not None:
-                            self._evaluator.add_inplace(total, acc)
-                    else:
-                        sums[m] = acc
-        out = []
-        for acc in sums:
-            if acc is None:
-                # An all-zero block (not from unit-norm rows, but never crash on it): every
-                # score is 0, so start from an encryption of zero at the product level.
-                acc = seal.Ciphertext()
-                self._encryptor(keys).encrypt_zero(rotations[0].parms_id(), acc)
-                acc.scale = rotations[0].scale * self._params.register_scale
-            out.append(acc)
-        return out
-
-    def _giant_step(
-        self,
-        rotations: Sequence[seal.Ciphertext],
-        blocks: Sequence[Sequence[seal.Plaintext]],
-        j: int,
-        n1: int,
-    ) -> list[seal.Ciphertext | None]:
-        """Per block, the sum of its diagonals ``j * n1 .. j * n1 + n1 - 1`` times the baby
-        steps (None if every one of those diagonals is zero)."""
-        ev = self._evaluator
-        sums: list[seal.Ciphertext | None] = [None] * len(blocks)
-        term = seal.Ciphertext()
-        for k in range(n1):
-            rot = rotations[k]
-            for b, plains in enumerate(blocks):
-                plain = plains[j * n1 + k]
-                # A diagonal of a nearly empty block can round to the zero polynomial, and
-                # SEAL refuses to produce the transparent ciphertext a product would be.
-                if plain.is_zero():
-                    continue
-                acc = sums[b]
-                if acc is None:
-                    acc = seal.Ciphertext()
-                    ev.multiply_plain(rot, plain, acc)
-                    sums[b] = acc
-                else:
-                    ev.multiply_plain(rot, plain, term)
-                    ev.add_inplace(acc, term)
-        return sums
+    def _zero_sum(
+        self, rotations: Sequence[seal.Ciphertext], keys: EvaluationKeys
+    ) -> seal.Ciphertext:
+        """The sum of an all-zero block (not from unit-norm rows, but never crash on it):
+        every score is 0, so an encryption of zero at the product level and scale."""
+        acc = seal.Ciphertext()
+        self._encryptor(keys).encrypt_zero(rotations[0].parms_id(), acc)
+        acc.scale = rotations[0].scale * self._params.register_scale
+        return acc
 
     def _malformation(
         self, probe: OpenedProbe, keys: EvaluationKeys
@@ -921,6 +883,90 @@ class PackedEngine:
         return encryptor
 
 
-def _baby_steps(plains: Sequence[seal.Plaintext], dp: int) -> int:
-    """The split a block was encoded for (a plain list: ``dp``, no pre-rotation)."""
-    return plains.baby_steps if isinstance(plains, EncodedBlock) else dp
+class PackedEngine(PackedBase[list[seal.Plaintext]]):
+    """The packed search with SEAL's plaintext products: blocks of SEAL plaintexts (an
+    :class:`EncodedBlock`, or in tests a plain list of diagonals without pre-rotation)."""
+
+    def encode_block_rows(
+        self, chunk: npt.NDArray[np.float32], baby_steps: int | None = None
+    ) -> list[seal.Plaintext]:
+        """The block's diagonals as SEAL plaintexts (see :meth:`PackedBase.encode_block_rows`),
+        in an :class:`EncodedBlock`, which carries its split to :meth:`score`."""
+        n1, diagonals = self._diagonals(chunk, baby_steps)
+        parms_id = self._ctx.first_parms_id()
+        plains = []
+        for diagonal in diagonals:
+            plain = seal.Plaintext()
+            self._encoder.encode(diagonal.tolist(), parms_id, self._params.register_scale, plain)
+            plains.append(plain)
+        return EncodedBlock(plains, n1)
+
+    def _products(
+        self,
+        rotations: Sequence[seal.Ciphertext],
+        blocks: Sequence[list[seal.Plaintext]],
+        keys: EvaluationKeys,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> list[seal.Ciphertext]:
+        """Sum over diagonals of rotation x plaintext, for a group of blocks at once.
+
+        Blocks of one split run together, giant step by giant step: the ``n1`` products of
+        a giant step are summed, and the partial sums are combined by Horner's rule, so
+        partial sum ``j`` ends up rotated left by ``j * n1`` (its diagonals were pre-rotated
+        right by as much). The
+        inner loop runs diagonal-major: each rotated query (262 KB) is used by every block
+        of the group while it is still in cache, instead of streaming all rotations (33 MB
+        at d = 128) once per block. Measured here this is what lets two workers scale."""
+        sums: list[seal.Ciphertext | None] = [None] * len(blocks)
+        splits: dict[int, list[int]] = {}
+        for index, plains in enumerate(blocks):
+            splits.setdefault(self._split(plains), []).append(index)
+        for n1, members in splits.items():
+            # Horner's rule over the giant steps, from the last: S = inner_j + L_n1(S). The
+            # same rotation count as rotating each partial sum by j * n1, but every rotation
+            # is by n1 (one key, hot in cache) and a block keeps a single running sum.
+            for j in reversed(range(self._dp // n1)):
+                _check_stop(should_stop)
+                partial = self._giant_step(rotations, [blocks[m] for m in members], j, n1)
+                for m, acc in zip(members, partial, strict=True):
+                    total = sums[m]
+                    if total is not None:
+                        self._rotate(total, n1, keys)
+                        if acc is not None:
+                            self._evaluator.add_inplace(total, acc)
+                    else:
+                        sums[m] = acc
+        out = []
+        for acc in sums:
+            out.append(self._zero_sum(rotations, keys) if acc is None else acc)
+        return out
+
+    def _giant_step(
+        self,
+        rotations: Sequence[seal.Ciphertext],
+        blocks: Sequence[list[seal.Plaintext]],
+        j: int,
+        n1: int,
+    ) -> list[seal.Ciphertext | None]:
+        """Per block, the sum of its diagonals ``j * n1 .. j * n1 + n1 - 1`` times the baby
+        steps (None if every one of those diagonals is zero)."""
+        ev = self._evaluator
+        sums: list[seal.Ciphertext | None] = [None] * len(blocks)
+        term = seal.Ciphertext()
+        for k in range(n1):
+            rot = rotations[k]
+            for b, plains in enumerate(blocks):
+                plain = plains[j * n1 + k]
+                # A diagonal of a nearly empty block can round to the zero polynomial, and
+                # SEAL refuses to produce the transparent ciphertext a product would be.
+                if plain.is_zero():
+                    continue
+                acc = sums[b]
+                if acc is None:
+                    acc = seal.Ciphertext()
+                    ev.multiply_plain(rot, plain, acc)
+                    sums[b] = acc
+                else:
+                    ev.multiply_plain(rot, plain, term)
+                    ev.add_inplace(acc, term)
+        return sums

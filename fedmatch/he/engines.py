@@ -7,11 +7,25 @@ module and its extensions would import each other.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fedmatch.errors import ConfigError, InvalidInput
-from fedmatch.he.engine import PackedEngine, SearchEngine
+from fedmatch.he.engine import PackedBase, PackedEngine, SearchEngine
 from fedmatch.he.params import ParamSet
 
-__all__ = ["create_engine"]
+__all__ = ["create_engine", "local_engine"]
+
+
+def local_engine(params: ParamSet, dimension: int, threads: int | None = None) -> PackedBase[Any]:
+    """The in-process engine of a parameter set: a kernel set (``ParamSet.kernel``) gets the
+    native product kernel on ``threads`` cores (default: all this process may use), any
+    other set SEAL's products. Also what a worker process or actor runs."""
+    if params.kernel:
+        # Imported only here: a node of the default set never loads numba.
+        from fedmatch.he.kernel_engine import KernelEngine
+
+        return KernelEngine(params, dimension, threads)
+    return PackedEngine(params, dimension)
 
 
 def create_engine(
@@ -22,8 +36,9 @@ def create_engine(
     backend: str = "local",
     ray_address: str = "",
 ) -> SearchEngine:
-    """The engine a node uses; the single place to switch implementations. ``workers`` > 1
-    spreads the blocks over that many processes (tenseal holds the GIL). ``backend="ray"``
+    """The engine a node uses; the single place to switch implementations. The parameter
+    set picks the product step (see :func:`local_engine`). ``workers`` > 1 spreads the
+    blocks over that many processes (tenseal holds the GIL). ``backend="ray"``
     puts them on ``workers`` Ray actors instead (0: one per CPU of the Ray runtime), started
     locally or on the cluster at ``ray_address`` (see :mod:`fedmatch.he.ray_engine`)."""
     if backend == "ray":
@@ -41,4 +56,4 @@ def create_engine(
         from fedmatch.he.sharded import ShardedEngine
 
         return ShardedEngine(params, dimension, workers)
-    return PackedEngine(params, dimension)
+    return local_engine(params, dimension)

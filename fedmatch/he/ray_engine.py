@@ -63,6 +63,7 @@ from fedmatch.he.engine import (
     packed_exclusions,
     unpack_exclusions,
 )
+from fedmatch.he.engines import local_engine
 from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
 from fedmatch.he.params import ParamSet, get_param_set
 
@@ -89,7 +90,8 @@ class _Shard:
     search sees a block either before or after an enrolment, never half-encoded."""
 
     def __init__(self, params_name: str, dimension: int) -> None:
-        self._engine = PackedEngine(get_param_set(params_name), dimension)
+        # One core per actor (each asks Ray for one CPU); a kernel set compiles here.
+        self._engine = local_engine(get_param_set(params_name), dimension, threads=1)
         self._rows: dict[int, npt.NDArray[np.float32]] = {}
         self._blocks: dict[int, list[Any]] = {}
         self._keys: OrderedDict[str, EvaluationKeys] = OrderedDict()

@@ -6,7 +6,9 @@ main process keeps the rows (to route re-encoding on enrolment) and the per-quer
 A query is sent to every worker with its share of (response position, block, shift) jobs;
 each worker computes the query's baby-step rotations itself (in parallel) and scores its
 blocks. The baby-step/giant-step split (:mod:`fedmatch.he.engine`) is chosen from the
-blocks per worker when the register is loaded, and sent with every encoding request.
+blocks per worker when the register is loaded, and sent with every encoding request. With a
+kernel parameter set each worker runs :class:`fedmatch.he.kernel_engine.KernelEngine` on its
+share of the cores (compiling the kernel when it starts).
 A query's row exclusions travel with the jobs, as packed bits of the blocks that have an
 excluded row (1 KB per such block; nothing for the others). Key material reaches a
 worker once per key id. A search stops promptly when the
@@ -40,6 +42,7 @@ from fedmatch.he.engine import (
     packed_exclusions,
     unpack_exclusions,
 )
+from fedmatch.he.engines import local_engine
 from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
 from fedmatch.he.params import ParamSet, get_param_set
 
@@ -54,9 +57,13 @@ def _cancelled(cancel: Any, seq: int) -> Callable[[], bool]:
     return lambda: bool(cancel.value >= seq)
 
 
-def _worker_main(conn: mpc.Connection, cancel: Any, params_name: str, dimension: int) -> None:
-    """A worker's loop: encode its blocks, cache keys, score its share of each query."""
-    engine = PackedEngine(get_param_set(params_name), dimension)
+def _worker_main(
+    conn: mpc.Connection, cancel: Any, params_name: str, dimension: int, threads: int
+) -> None:
+    """A worker's loop: encode its blocks, cache keys, score its share of each query.
+    ``threads``: the cores its product kernel may use (kernel sets only)."""
+    # A kernel set compiles its kernel here, at start, in every worker at once.
+    engine = local_engine(get_param_set(params_name), dimension, threads)
     blocks: dict[int, list[Any]] = {}
     keys: OrderedDict[str, EvaluationKeys] = OrderedDict()
     while True:
@@ -136,11 +143,13 @@ class ShardedEngine:
         # Mirrors of each worker's key cache: same capacity, same LRU order, so the main
         # process always knows which key ids a worker still holds.
         self._key_ids: list[OrderedDict[str, None]] = []
+        # The cores split between the workers, for a kernel set's products.
+        threads = max(1, default_workers() // workers)
         for _ in range(workers):
             parent, child = ctx.Pipe()
             proc = ctx.Process(
                 target=_worker_main,
-                args=(child, self._cancel, params.name, dimension),
+                args=(child, self._cancel, params.name, dimension, threads),
                 daemon=True,
             )
             proc.start()

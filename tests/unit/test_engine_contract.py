@@ -1,5 +1,6 @@
 """One contract, every engine: the in-process engine, the multi-process one and the Ray one
-(1 and 2 actors) give the same answers, refuse the same input and stop the same way.
+(1 and 2 actors) give the same answers, refuse the same input and stop the same way; so do
+the kernel parameter set's engines (native products: in-process, 2 processes, 2 actors).
 
 The Ray engines run on a real local Ray runtime (raylet, object store and one worker process
 per actor), started once for this module and shut down after it: ~2-4 s of start-up, paid
@@ -24,8 +25,8 @@ from fedmatch.he.engine import SearchEngine, SearchOutput
 from fedmatch.he.engines import create_engine
 from fedmatch.he.keypair import MAX_BLOCK_POSITIVES, RequesterKeys
 from fedmatch.he.keys import EvaluationKeys, open_key_bundle
-from fedmatch.he.params import DEFAULT_PARAM_SET
-from tests.federation import shared_keys
+from fedmatch.he.params import DEFAULT_PARAM_SET, KERNEL_PARAM_SET, ParamSet
+from tests.he_keys import keys_for
 
 THRESHOLD = 0.45
 SIZE = 20000  # three blocks: spread over both workers of the sharded engine
@@ -36,9 +37,18 @@ def gallery() -> np.ndarray:
     return unit_vectors(np.random.default_rng(42), SIZE, 128)
 
 
-# (backend, workers) of every engine the contract runs against.
-ENGINES = [("local", 1), ("local", 2), ("ray", 1), ("ray", 2)]
-ENGINE_IDS = ["local", "sharded-2", "ray-1", "ray-2"]
+# (backend, workers, parameter set) of every engine the contract runs against: SEAL's
+# products with the default set, the native kernel's with the kernel set.
+ENGINES = [
+    ("local", 1, DEFAULT_PARAM_SET),
+    ("local", 2, DEFAULT_PARAM_SET),
+    ("ray", 1, DEFAULT_PARAM_SET),
+    ("ray", 2, DEFAULT_PARAM_SET),
+    ("local", 1, KERNEL_PARAM_SET),
+    ("local", 2, KERNEL_PARAM_SET),
+    ("ray", 2, KERNEL_PARAM_SET),
+]
+ENGINE_IDS = ["local", "sharded-2", "ray-1", "ray-2", "kernel", "kernel-sharded-2", "kernel-ray-2"]
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +74,10 @@ def ray_runtime() -> Iterator[None]:
 
 
 def _engine(request: pytest.FixtureRequest) -> SearchEngine:
-    backend, workers = request.param
+    backend, workers, params = request.param
     if backend == "ray":
         request.getfixturevalue("ray_runtime")
-    return create_engine(DEFAULT_PARAM_SET, 128, workers=workers, backend=backend)
+    return create_engine(params, 128, workers=workers, backend=backend)
 
 
 @pytest.fixture(scope="module", params=ENGINES, ids=ENGINE_IDS)
@@ -80,9 +90,19 @@ def engine(request: pytest.FixtureRequest, gallery: np.ndarray) -> Iterator[Sear
         e.close()
 
 
-@pytest.fixture(scope="module")
-def evaluation() -> EvaluationKeys:
-    return open_key_bundle(shared_keys().public_bundle())
+_OPENED: dict[tuple[str, str], EvaluationKeys] = {}
+
+
+def _opened(params: ParamSet, state: str = "DE") -> EvaluationKeys:
+    """The node's view of a requester's keys for ``params`` (opened once per module)."""
+    if (params.name, state) not in _OPENED:
+        _OPENED[params.name, state] = open_key_bundle(keys_for(params, state).public_bundle())
+    return _OPENED[params.name, state]
+
+
+@pytest.fixture
+def evaluation(engine: SearchEngine) -> EvaluationKeys:
+    return _opened(engine.params)
 
 
 def _rows(keys: RequesterKeys, out: SearchOutput) -> set[int]:
@@ -98,7 +118,7 @@ def _rows(keys: RequesterKeys, out: SearchOutput) -> set[int]:
 def test_matches_equal_numpy(
     engine: SearchEngine, gallery: np.ndarray, evaluation: EvaluationKeys
 ) -> None:
-    keys = shared_keys()
+    keys = keys_for(engine.params)
     rng = np.random.default_rng(7)
     for row in (0, 8191, 8192, 16384, SIZE - 1):
         probe = capture(gallery[row], rng, 0.75)
@@ -114,7 +134,7 @@ def test_matches_equal_numpy(
 def test_cancellation_stops_and_the_engine_still_serves(
     engine: SearchEngine, gallery: np.ndarray, evaluation: EvaluationKeys
 ) -> None:
-    keys = shared_keys()
+    keys = keys_for(engine.params)
     probe = keys.encrypt_probe(capture(gallery[5], np.random.default_rng(1), 0.8))
     calls = iter(range(10_000))
     with pytest.raises(DeadlineExceeded):
@@ -129,7 +149,7 @@ def test_bad_probe_is_refused(engine: SearchEngine, evaluation: EvaluationKeys) 
 
 
 def test_append_is_searchable(engine: SearchEngine, evaluation: EvaluationKeys) -> None:
-    keys = shared_keys()
+    keys = keys_for(engine.params)
     rng = np.random.default_rng(3)
     newcomer = unit_vectors(rng, 1, 128)
     before = engine.size
@@ -144,7 +164,7 @@ def test_append_is_searchable(engine: SearchEngine, evaluation: EvaluationKeys) 
 def test_erase_reencodes_only_its_block_and_never_matches_again(
     engine: SearchEngine, gallery: np.ndarray, evaluation: EvaluationKeys
 ) -> None:
-    keys = shared_keys()
+    keys = keys_for(engine.params)
     rng = np.random.default_rng(11)
     row = 9000  # in the second block
     probe = keys.encrypt_probe(capture(gallery[row], rng, 0.8))
@@ -198,7 +218,7 @@ def excl_engine(request: pytest.FixtureRequest, excl_rows: np.ndarray) -> Iterat
 def _search(
     engine: SearchEngine, probe: np.ndarray, exclude: np.ndarray | None = None
 ) -> SearchOutput:
-    keys, evaluation = shared_keys(), open_key_bundle(shared_keys().public_bundle())
+    keys, evaluation = keys_for(engine.params), _opened(engine.params)
     return engine.search(
         evaluation, keys.encrypt_probe(probe), THRESHOLD, lambda: False, exclude=exclude
     )
@@ -207,7 +227,7 @@ def _search(
 def test_excluded_rows_never_match_and_nothing_else_changes(
     excl_engine: SearchEngine, excl_probe: np.ndarray
 ) -> None:
-    keys = shared_keys()
+    keys = keys_for(excl_engine.params)
     everyone = set(DUPLICATES) | set(GENUINE)
     baseline = _search(excl_engine, excl_probe)
     assert _rows(keys, baseline) == everyone
@@ -225,7 +245,7 @@ def test_excluded_rows_never_match_and_nothing_else_changes(
         assert len(out.blocks) == len(baseline.blocks)
         assert _rows(keys, out) == everyone - set(np.flatnonzero(exclude).tolist())
         for ct in out.blocks:  # same result shape, decrypts like any block
-            assert keys.decrypt_matches(ct).shape == (DEFAULT_PARAM_SET.block_records,)
+            assert keys.decrypt_matches(ct).shape == (excl_engine.params.block_records,)
 
 
 def test_excluding_every_row_matches_nothing(
@@ -233,7 +253,7 @@ def test_excluding_every_row_matches_nothing(
 ) -> None:
     out = _search(excl_engine, excl_probe, np.ones(EXCL_SIZE, bool))
     assert len(out.blocks) == 2
-    assert _rows(shared_keys(), out) == set()
+    assert _rows(keys_for(excl_engine.params), out) == set()
 
 
 def test_exclusion_of_the_wrong_length_is_refused(
@@ -278,7 +298,7 @@ def test_excluded_rows_are_indistinguishable_from_non_matches(
     decrypted values of the excluded rows of a full block (4,096 of its 8,192) and of the
     ordinary non-matches cannot be told apart (AUC within 0.02 of 0.5, in value and in
     magnitude)."""
-    keys = shared_keys()
+    keys = keys_for(excl_engine.params)
     exclude = np.zeros(EXCL_SIZE, bool)
     exclude[0:8192:2] = True
     out = _search(excl_engine, excl_probe, exclude)
@@ -319,8 +339,8 @@ def test_a_scaled_probe_never_matches_an_excluded_row(
     check turns the whole answer to a long probe into noise: the library refuses every
     block, and the signs a hostile requester reads say nothing of any score (excluded
     rows' included: |correlation| < 0.1 over the ~2,700 excluded rows)."""
-    keys = shared_keys()
-    evaluation = open_key_bundle(keys.public_bundle())
+    keys = keys_for(excl_engine.params)
+    evaluation = _opened(excl_engine.params)
     exclude = np.zeros(EXCL_SIZE, bool)
     exclude[[*DUPLICATES, *GENUINE]] = True
     exclude[np.random.default_rng(24).random(EXCL_SIZE) < 0.3] = True
@@ -369,7 +389,7 @@ def test_ray_keys_cross_once_per_key_id(
     import ray
 
     ray_engine = _ray_only(engine)
-    keys, other = shared_keys(), shared_keys("IT")
+    keys, other = keys_for(engine.params), keys_for(engine.params, "IT")
     other_evaluation = open_key_bundle(other.public_bundle())
     rng = np.random.default_rng(5)
     for requester, opened in ((keys, evaluation), (other, other_evaluation), (keys, evaluation)):
@@ -411,8 +431,8 @@ def test_a_long_probe_with_a_unit_norm_copy_gets_noise(
     slot): noise again, signs that say nothing of the scores, refused by the library."""
     from fedmatch.he.layout import replicate_probe
 
-    keys = shared_keys()
-    evaluation = open_key_bundle(keys.public_bundle())
+    keys = keys_for(excl_engine.params)
+    evaluation = _opened(excl_engine.params)
     slots = keys.params.slots
     probe = keys._encrypt_slots(
         replicate_probe(3.0 * excl_probe, slots), norm_copy=replicate_probe(excl_probe, slots)
@@ -454,7 +474,7 @@ def test_a_packed_or_complex_probe_yields_no_valid_result(
     the library refuses the block. Variants: two people, each repeated over half the slots
     (a fixed one-period comparison would pass all but two periods), and a second person
     in the imaginary parts."""
-    keys = shared_keys()
+    keys = keys_for(engine.params)
     rng = np.random.default_rng(77)
     slots, dp = keys.params.slots, 128
     planted = [p * dp for p in range(slots // dp)]  # row r sits in slot r of block 0
@@ -484,7 +504,7 @@ def test_the_malformation_term_leaves_honest_scores_alone(
 ) -> None:
     """A well-formed probe's w is noise (~4e-7): the garbled scores keep every decision
     of numpy's plaintext scores at least 1e-4 from the threshold."""
-    keys = shared_keys()
+    keys = keys_for(engine.params)
     rng = np.random.default_rng(78)
     for row in (17, 12000, 19990):  # rows no other test of the module erases
         probe = capture(gallery[row], rng, 0.8)

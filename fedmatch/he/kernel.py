@@ -1,0 +1,231 @@
+"""The native plaintext-product kernel: a block's encrypted scores as sums of the probe's
+baby-step rotations times the register's diagonals, in RNS residues, with lazy reduction.
+
+It computes exactly what SEAL's ``multiply_plain`` + ``add_inplace`` compute on ciphertexts
+and plaintexts in NTT form (a product per coefficient and modulus, a sum, each mod q), with
+the register stored as ``uint32`` residues (dp diagonals x moduli x N per block) instead of
+SEAL plaintexts of ``uint64`` words, and one exact reduction per output instead of one per
+product and sum:
+
+- a product of two residues below q <= 2^30 is below 2^60; products are added into a uint64
+  accumulator as long as it cannot overflow (``lazy_limits``: 16 products for a 30-bit
+  prime, 64 for a 29-bit one), then the accumulator is folded (``hi * (2^32 mod q) + lo``,
+  below 2^32 q, congruent) and the sum goes on (12 and 56 products per fold);
+- the coefficients are cut in tiles: a tile of every baby-step rotation (dp x 2 x tile x 4
+  bytes, 256 KB at dp = 128) stays in a core's cache while the blocks of a group stream
+  past it, so the register is read once per query and the rotations once per group;
+- tiles of all moduli are spread over the cores (numba ``prange``; ``threads`` per call).
+
+Compilation: numba compiles the kernel the first time it runs, ~2 s here (``warm_up``
+measures it; the engine calls it when it starts, so no query pays it). Nothing is cached on
+disk (``cache=False``): a node's image is read-only (the package directory cannot take a
+cache), a cache under ``$HOME`` (the image's tmpfs) would be lost at every restart, and a
+cache directory the service may write to is one from which it loads and runs machine code,
+which nothing else in the node needs to be. ``NUMBA_CACHE_DIR`` is therefore irrelevant.
+Each process compiles its own copy (the sharded engine's workers in parallel).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numba
+import numpy as np
+import numpy.typing as npt
+
+from fedmatch.errors import HEError
+from fedmatch.he.params import ParamSet
+
+__all__ = [
+    "GROUP",
+    "KernelModuli",
+    "compiled_specializations",
+    "default_threads",
+    "lazy_limits",
+    "products",
+    "warm_up",
+]
+
+# Blocks scored per kernel call: the kernel takes a tuple of this many blocks (numba
+# compiles one tuple length; a short group is padded and the padding never read).
+GROUP = 16
+_U64_MAX = (1 << 64) - 1
+_M32 = np.uint64(0xFFFFFFFF)
+_S32 = np.uint64(32)
+_ZERO = np.uint64(0)
+
+
+def lazy_limits(q: int) -> tuple[int, int]:
+    """(products a zero uint64 accumulator takes before it must be folded, products after
+    each fold), for residues below ``q``. A fold leaves ``hi * (2^32 mod q) + lo`` <=
+    (2^32 - 1) q."""
+    if not 2 < q < 1 << 31:
+        raise HEError("kernel moduli must be odd primes below 2^31")
+    square = (q - 1) ** 2
+    return _U64_MAX // square, (_U64_MAX - ((1 << 32) - 1) * q) // square
+
+
+@dataclass(frozen=True)
+class KernelModuli:
+    """The data moduli of the level the kernel computes at, and their reduction constants."""
+
+    moduli: npt.NDArray[np.uint64]
+    fold: npt.NDArray[np.uint64]  # 2^32 mod q
+    first: npt.NDArray[np.int64]
+    later: npt.NDArray[np.int64]
+
+    @classmethod
+    def of(cls, moduli: Sequence[int]) -> KernelModuli:
+        limits = [lazy_limits(q) for q in moduli]
+        return cls(
+            np.array(moduli, dtype=np.uint64),
+            np.array([(1 << 32) % q for q in moduli], dtype=np.uint64),
+            np.array([f for f, _ in limits], dtype=np.int64),
+            np.array([later for _, later in limits], dtype=np.int64),
+        )
+
+    @classmethod
+    def top_level(cls, params: ParamSet) -> KernelModuli:
+        """The moduli of a parameter set's top data level (where probes and products live)."""
+        ctx = params.context()
+        return cls.of([m.value() for m in ctx.first_context_data().parms().coeff_modulus()])
+
+
+def _accumulate(
+    rot: Any,
+    blocks: Any,
+    count: int,
+    giant: int,
+    moduli: Any,
+    fold: Any,
+    first: Any,
+    later: Any,
+    tile: int,
+    out: Any,
+) -> None:
+    """``out[b, j, p, l, c] = sum_k rot[k, p, l, c] * blocks[b][j * n1 + k, l, c] mod q_l``.
+    Compiled by numba (see ``_kernel``); plain Python runs it too, slowly (tests)."""
+    n1, moduli_count, degree = rot.shape[0], rot.shape[2], rot.shape[3]
+    tiles = degree // tile
+    for task in numba.prange(moduli_count * tiles):
+        limb = task // tiles
+        c0 = (task - limb * tiles) * tile
+        q, r = moduli[limb], fold[limb]
+        acc0 = np.empty(tile, np.uint64)
+        acc1 = np.empty(tile, np.uint64)
+        for b in range(count):
+            reg = blocks[b]
+            for j in range(giant):
+                for c in range(tile):
+                    acc0[c] = _ZERO
+                    acc1[c] = _ZERO
+                left = first[limb]
+                for k in range(n1):
+                    if left == 0:
+                        # Fold before the next product could overflow (lazy_limits).
+                        for c in range(tile):
+                            a0, a1 = acc0[c], acc1[c]
+                            acc0[c] = (a0 >> _S32) * r + (a0 & _M32)
+                            acc1[c] = (a1 >> _S32) * r + (a1 & _M32)
+                        left = later[limb]
+                    # One-dimensional contiguous slices: what LLVM vectorizes.
+                    diagonal = reg[j * n1 + k, limb, c0 : c0 + tile]
+                    x0 = rot[k, 0, limb, c0 : c0 + tile]
+                    x1 = rot[k, 1, limb, c0 : c0 + tile]
+                    for c in range(tile):
+                        d = np.uint64(diagonal[c])
+                        acc0[c] += np.uint64(x0[c]) * d
+                        acc1[c] += np.uint64(x1[c]) * d
+                    left -= 1
+                y0 = out[b, j, 0, limb, c0 : c0 + tile]
+                y1 = out[b, j, 1, limb, c0 : c0 + tile]
+                for c in range(tile):
+                    y0[c] = acc0[c] % q
+                    y1[c] = acc1[c] % q
+
+
+_kernel: Callable[..., None] = numba.njit(
+    parallel=True, nogil=True, cache=False, boundscheck=False, error_model="numpy"
+)(_accumulate)
+
+
+def default_threads() -> int:
+    """The cores this process may use (numba cannot use more than it started with)."""
+    # numba sets NUMBA_NUM_THREADS at import (the environment's or the CPU count); its
+    # type hints do not name it.
+    started = int(getattr(numba.config, "NUMBA_NUM_THREADS", 1))
+    return max(1, min(len(os.sched_getaffinity(0)), started))
+
+
+def _tile(n1: int, degree: int) -> int:
+    """Coefficients per task: a tile of all ``n1`` rotations (2 parts, 4 bytes) within
+    ~256 KB of cache, at least 64 (SIMD loops), dividing the degree."""
+    tile = 256
+    while tile > 64 and n1 * 2 * tile * 4 > 256 * 1024:
+        tile //= 2
+    while degree % tile:
+        tile //= 2
+    return max(tile, 1)
+
+
+def products(
+    rotations: npt.NDArray[np.uint32],
+    blocks: Sequence[npt.NDArray[np.uint32]],
+    moduli: KernelModuli,
+    threads: int | None = None,
+) -> npt.NDArray[np.uint64]:
+    """Per block and giant step, the sum over the ``n1`` baby steps of rotation times
+    diagonal: ``rotations`` is (n1, 2, moduli, N), each block (dp, moduli, N) with dp a
+    multiple of n1; the result is (blocks, dp / n1, 2, moduli, N), every word reduced."""
+    n1, parts, count_moduli, degree = rotations.shape
+    if parts != 2 or count_moduli != moduli.moduli.shape[0] or rotations.dtype != np.uint32:
+        raise HEError("rotations do not have the kernel's shape")
+    if not rotations.flags.c_contiguous:
+        raise HEError("rotations must be contiguous")
+    dp = blocks[0].shape[0] if blocks else n1
+    if dp % n1:
+        raise HEError("a block's diagonal count must be a multiple of the baby steps")
+    for block in blocks:
+        if block.shape != (dp, count_moduli, degree) or block.dtype != np.uint32:
+            raise HEError("a register block does not have the kernel's shape")
+        if not block.flags.c_contiguous:
+            raise HEError("register blocks must be contiguous")
+    giant = dp // n1
+    out = np.empty((len(blocks), giant, 2, count_moduli, degree), dtype=np.uint64)
+    numba.set_num_threads(threads or default_threads())
+    tile = _tile(n1, degree)
+    for start in range(0, len(blocks), GROUP):
+        group = list(blocks[start : start + GROUP])
+        count = len(group)
+        padded = tuple(group + [group[0]] * (GROUP - count))
+        _kernel(
+            rotations, padded, count, giant, moduli.moduli, moduli.fold, moduli.first,
+            moduli.later, tile, out[start : start + count],
+        )  # fmt: skip
+    return out
+
+
+_compile_seconds: float | None = None
+
+
+def warm_up() -> float:
+    """Compile the kernel in this process (once) and return how long that took: what an
+    engine pays at start so that no query does."""
+    global _compile_seconds
+    if _compile_seconds is None:
+        moduli = KernelModuli.of([536641537])
+        rotations = np.zeros((1, 2, 1, 64), dtype=np.uint32)
+        started = time.perf_counter()
+        products(rotations, [np.zeros((1, 1, 64), dtype=np.uint32)], moduli, 1)
+        _compile_seconds = time.perf_counter() - started
+    return _compile_seconds
+
+
+def compiled_specializations() -> int:
+    """How many type specializations of the kernel this process has compiled: one after
+    :func:`warm_up`, and a query must not add another (it would compile in the query)."""
+    return len(getattr(_kernel, "signatures", ()))
