@@ -30,18 +30,43 @@ let a recent request be replayed); the backup's is restored only when the node l
 So is the live witness state when it is at least as recent: it is about the coordinator's
 log, and forgetting checkpoints this node cosigned would let a coordinator fork past them.
 
-What a restore means for auditors: the restored log is the log as it was at the backup, so
-an auditor or witness that saw a later checkpoint now sees fewer entries, or after new
-entries a different tree of the same size: `fedmatch audit verify` reports it as a
-``rollback`` or ``fork`` of the node's log, as it must. The operator announces the restore
-(with the backup's manifest) so that auditors can tell a restore from tampering; the lost
-entries are in the moved-aside log. Records erased after the backup would come back with
-it, and marks set after it would be lost: when the live log is still readable and extends
-the backup's, restore applies the last RECORD_ERASED / RECORD_MARKED / RECORD_UNMARKED entry
-after the backup of each record (named by ``labels["record_digest"]``) again and logs each
-re-applied change in the restored log, both in the staged copies: no node can open the
-restored register without them. Otherwise the report says so, and the operator
-applies them by hand from the moved-aside log.
+What a restore loses (:mod:`node.restore_loss`): before anything is replaced, the restore
+compares the live node with what it is about to restore. The backup is staged, the changes
+since the backup it can apply again are applied to the staged copy (below), and then the
+live register (it is moved aside, never changed) is compared record by record with the
+staged one: records enrolled after the backup (reference and row id), records erased after
+it that would come back, records whose status, mark, facial image or other values changed,
+and hit links (which states got a record's details, the own-record hits a mark is passed
+on along). The live log, when it verifies and extends the backup's, gives the entries after
+the backup that the restored log will not have, by kind, and those about a record with it;
+when it cannot be read or is another history, the report says "log not usable" and the
+losses listed are the register's only (what the log held after the backup is unknown, and
+counts as lost). If anything is lost the restore refuses (:class:`RestoreLossRefused`,
+nothing changed, the whole list in its report) unless ``accept_loss``; ``dry_run`` reports
+the same and restores nothing. The list goes to the operator only.
+
+Records erased after the backup would come back with it, and marks set after it would be
+lost: when the live log is still readable and extends the backup's, restore applies the last
+RECORD_ERASED / RECORD_MARKED / RECORD_UNMARKED entry after the backup of each record (named
+by ``labels["record_digest"]``) again, in the staged copies: no node can open the restored
+register without them. Otherwise the report says so (and they are among the losses), and
+the operator applies them by hand from the moved-aside log.
+
+The restored log is the backup's log, then a signed ``node_restored`` entry (counts and
+digests only: the backup manifest's SHA-256 and log root, the previous log's size and root,
+the records and changes lost, the entries dropped and re-applied; never a reference), then
+the re-applied changes, each logged again, and a new checkpoint.
+
+What a restore means for auditors: an auditor or witness that saw a later checkpoint now
+sees fewer entries, or a different tree of the same size: `fedmatch audit verify` reports
+a ``rollback`` or ``fork`` of the node's log, as it must. So the restore writes a signed
+announcement (:mod:`fedmatch.audit.restores`) in ``<audit directory>/restores/<time>.json``
+(earlier restores' announcements are kept there): the backup's signed checkpoint, the
+manifest's digest and audit section, the previous log's signed checkpoint when it verified,
+the restored log's checkpoint and the counts of what was lost. The operator hands it to the
+auditors; each one checks it against what it verified itself and acknowledges it (`fedmatch
+audit accept-restore`, :mod:`fedmatch.audit.acknowledge`), after which its verification
+continues from the backup's checkpoint. The lost entries are in the moved-aside log.
 """
 
 from __future__ import annotations
@@ -57,7 +82,7 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,15 +92,31 @@ from fedmatch.audit.log import CHECKPOINT_FILE, LOG_FILE, AuditLog, scan_records
 from fedmatch.audit.merkle import MerkleTree, leaf_hash
 from fedmatch.audit.note import Checkpoint, Note, NoteSigner, NoteVerifier, open_checkpoint
 from fedmatch.audit.party import AuditConfig, node_origin
-from fedmatch.domain import MarkKind
-from fedmatch.errors import ConfigError, PreconditionFailed
+from fedmatch.audit.restores import RESTORES, make_announcement
+from fedmatch.domain import MarkKind, reference_digest
+from fedmatch.errors import ConfigError, InvalidInput, PreconditionFailed
 from fedmatch.fileio import fsync_directory
 from node.config import NodeConfig
 from node.locks import WRITE_WAIT_SECONDS, OpenLock, WriteLock
+from node.restore_loss import (
+    LogLoss,
+    RestoreLosses,
+    compare_registers,
+    dropped_entries,
+    log_losses,
+    wanted_records,
+)
 from node.sealing import KeyEncryptionKey, check_register_key
 from node.store import facial_image_count
 
-__all__ = ["BACKUP_FORMAT", "RestoreReport", "restore_backup", "take_backup", "verify_backup"]
+__all__ = [
+    "BACKUP_FORMAT",
+    "RestoreLossRefused",
+    "RestoreReport",
+    "restore_backup",
+    "take_backup",
+    "verify_backup",
+]
 
 BACKUP_FORMAT = "fedmatch-node-backup-v1"
 MANIFEST = "manifest.json"
@@ -341,19 +382,46 @@ class RestoreReport:
     erasures_reapplied: tuple[int, ...]  # row ids
     marks_reapplied: tuple[int, ...]  # row ids marked or unmarked again
     notes: tuple[str, ...]
+    losses: RestoreLosses
+    restored: bool = True  # False: refused, or a dry run
+    dry_run: bool = False
+    loss_accepted: bool = False
+    announcement: str = ""  # the signed announcement for the auditors
+    restored_log_entries: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "restored": True,
+            "restored": self.restored,
+            "dry_run": self.dry_run,
+            "loss_accepted": self.loss_accepted,
             "member_state": self.manifest["member_state"],
             "records": self.manifest["register"]["records"],
             "log_entries": self.manifest["audit"]["entries"],
+            "restored_log_entries": self.restored_log_entries,
             "backup_created_unix": self.manifest["created_unix"],
             "moved_aside": list(self.moved_aside),
             "erasures_reapplied": len(self.erasures_reapplied),
             "marks_reapplied": len(self.marks_reapplied),
+            "announcement": self.announcement,
+            "lost": self.losses.to_json(),
             "notes": list(self.notes),
         }
+
+
+class RestoreLossRefused(PreconditionFailed):
+    """The restore would lose records, changes or log entries and the loss was not
+    accepted: nothing was changed; :attr:`report` lists what would be lost."""
+
+    def __init__(self, report: RestoreReport) -> None:
+        super().__init__(
+            f"restore refused: it would lose {report.losses.summary()}. Nothing was changed; "
+            "the list is in the report. Restore anyway with --accept-loss (accept_loss=True)"
+        )
+        self.report = report
+
+    @property
+    def losses(self) -> RestoreLosses:
+        return self.report.losses
 
 
 # Changes to records that a restore re-applies from the live log, and the state each leaves.
@@ -379,23 +447,61 @@ def _mark_kind(labels: Mapping[str, str], state: str) -> MarkKind:
         raise BackupError("live audit log has a mark of an unknown kind") from None
 
 
-def _later_changes(
-    live_log: Path, verifier: NoteVerifier, origin: str, backup: LogState
-) -> tuple[dict[str, _Change] | None, str]:
-    """The last erasure or (un)marking after the backup of each record (by its reference
-    digest) with its time and mark kind, from the live log; None when that log cannot be
-    trusted (damaged, or not an extension of the backup's)."""
+@dataclass(frozen=True)
+class _LiveLog:
+    """The live log as a restore found it."""
+
+    present: bool
+    state: LogState | None = None  # verified (None: not usable)
+    note: bytes | None = None  # its signed checkpoint, when that verified
+    usable: bool = False  # verified and extends the backup's log (or the backup's it)
+    why: str = ""
+
+    @property
+    def label(self) -> str:
+        """How the restore's entry names the previous log."""
+        if not self.present:
+            return "absent"
+        if self.usable:
+            return "usable"
+        return "other_history" if self.state is not None else "not_usable"
+
+
+def _read_live_log(
+    log_dir: Path, verifier: NoteVerifier, origin: str, backup: LogState
+) -> _LiveLog:
+    if not (log_dir / LOG_FILE).exists():
+        return _LiveLog(False)
+    note: bytes | None = None
     try:
-        live = verify_log_files(live_log, verifier, origin)
+        text = (log_dir / CHECKPOINT_FILE).read_bytes()
+        open_checkpoint(text, verifier, origin)
+        note = text
+    except (OSError, AuditVerificationError, InvalidInput):
+        pass
+    try:
+        live = verify_log_files(log_dir, verifier, origin)
     except BackupError as exc:
-        return None, f"live audit log not usable for changes after the backup: {exc}"
-    if live.entries < backup.entries or live.tree.root(backup.entries) != backup.root:
-        return None, (
-            "live audit log does not extend the backup's: later erasures and marks not "
-            "re-applied (apply them by hand)"
-        )
+        return _LiveLog(True, None, note, False, f"live audit log not usable: {exc}")
+    if live.entries >= backup.entries and live.tree.root(backup.entries) == backup.root:
+        return _LiveLog(True, live, note, True)
+    if live.entries < backup.entries and backup.tree.root(live.entries) == live.root:
+        return _LiveLog(True, live, note, True)  # the backup is the later one: none dropped
+    return _LiveLog(
+        True, live, note, False,
+        "live audit log not usable: it does not extend the backup's (another history); "
+        "later erasures and marks not re-applied (apply them by hand)",
+    )  # fmt: skip
+
+
+def _later_changes(live: _LiveLog, backup: LogState) -> tuple[dict[str, _Change], str]:
+    """The last erasure or (un)marking after the backup of each record (by its reference
+    digest) with its time and mark kind, from a usable live log; a note when the live log
+    cannot be trusted for them."""
+    if not live.usable or live.state is None:
+        return {}, (live.why if live.present else "")
     changes: dict[str, _Change] = {}
-    for raw in live.raw[backup.entries :]:
+    for raw in live.state.raw[backup.entries :]:
         entry = SignedEntry.decode(raw)
         labels = entry.event.labels
         digest = labels.get("record_digest", "")
@@ -405,7 +511,7 @@ def _later_changes(
         try:
             changes[digest] = (state, entry.unix_ms, _mark_kind(labels, state))
         except BackupError as exc:
-            return None, f"live audit log not usable for changes after the backup: {exc}"
+            return {}, f"live audit log not usable for changes after the backup: {exc}"
     return changes, ""
 
 
@@ -415,9 +521,13 @@ def restore_backup(
     audit: AuditConfig,
     kek: KeyEncryptionKey | None,
     force: bool = False,
+    accept_loss: bool = False,
+    dry_run: bool = False,
 ) -> RestoreReport:
     """Verify ``src`` and make it the node's register and audit directory (and its replay
-    store, when the node has lost its own)."""
+    store, when the node has lost its own). Refused (:class:`RestoreLossRefused`, nothing
+    changed) when it would lose anything the live node holds, unless ``accept_loss``; with
+    ``dry_run`` it only reports what it would lose."""
     signer = _signer(audit, node.member_state)
     origin = node_origin(node.member_state)
     manifest, backup_log = _verify_backup(src, signer.verifier(), node.member_state)
@@ -435,27 +545,45 @@ def restore_backup(
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     with OpenLock(node.database, exclusive=True):
         live = [p for p in (node.database, audit.directory) if p.exists()]
-        if live and not force:
+        if live and not force and not dry_run:
             raise PreconditionFailed(
                 f"{', '.join(str(p) for p in live)} exist: pass --force to replace them "
-                "(they are moved aside, not deleted)"
+                "(they are moved aside, not deleted; --dry-run lists what would be lost)"
             )
-        changes: dict[str, _Change] = {}
-        live_log = audit.directory / "log"
-        if (live_log / LOG_FILE).exists():
-            found, why = _later_changes(live_log, signer.verifier(), origin, backup_log)
-            if found is None:
-                notes.append(why)
-            changes = found or {}
+        live_log = _read_live_log(audit.directory / "log", signer.verifier(), origin, backup_log)
+        changes, why = _later_changes(live_log, backup_log)
+        if why:
+            notes.append(why)
         work = _Restore(node, audit, stamp)
         try:
             notes.extend(work.stage(src))
             # Applied to the staged copies, still under the exclusive open lock: no node can
             # open the restored register before they are in it (and serve records erased
             # since the backup), nor append to the restored log meanwhile.
-            erased, marked = _reapply_changes(
-                node, reapply_kek, signer, origin, work.register, work.audit / "log", changes
+            erased, marked, events, covered = _reapply_changes(
+                node, reapply_kek, work.register, changes
             )
+            # What is lost: the live register against the staged one as it will be, and the
+            # live log's entries after the backup (before anything is replaced).
+            losses = _losses(node, work.register, live_log, backup_log, covered)
+            report = RestoreReport(
+                manifest, (), tuple(erased), tuple(marked), tuple(notes), losses,
+                restored=False, dry_run=dry_run,
+            )  # fmt: skip
+            if dry_run:
+                failures = work.undo()
+                return replace(report, notes=(*report.notes, *failures))
+            if losses.anything and not accept_loss:
+                raise RestoreLossRefused(report)
+            restored_note, size, index = _log_restore(
+                signer, origin, work.audit / "log", manifest, src, live_log, losses, events,
+                len(erased), len(marked),
+            )  # fmt: skip
+            announcement = _announce(
+                signer, node.member_state, manifest, src, live_log, losses, restored_note,
+                index, len(erased), len(marked), accept_loss, audit.directory, work.audit,
+                stamp,
+            )  # fmt: skip
             work.swap()
         except BaseException as exc:
             for failure in work.undo():
@@ -466,10 +594,149 @@ def restore_backup(
     if manifest["register"]["storage_key_id"] == "" and kek is not None:
         notes.append("restored register stores clear templates: run `fedmatch node seal`")
     notes.append(
-        "the node's log is back at the backup's size: auditors who saw a later checkpoint "
-        "will report a rollback; announce the restore to them with this backup's manifest"
+        "the node's log is back at the backup's, then this restore's node_restored entry: "
+        "auditors who saw a later checkpoint will report a rollback; hand them the signed "
+        f"announcement {announcement} (each acknowledges it: `fedmatch audit accept-restore`)"
     )
-    return RestoreReport(manifest, tuple(work.moved), tuple(erased), tuple(marked), tuple(notes))
+    return replace(
+        report,
+        moved_aside=tuple(work.moved),
+        notes=tuple(notes),
+        restored=True,
+        loss_accepted=losses.anything,
+        announcement=str(announcement),
+        restored_log_entries=size,
+    )
+
+
+def _losses(
+    node: NodeConfig,
+    restored_register: Path,
+    live_log: _LiveLog,
+    backup: LogState,
+    covered: set[str],
+) -> RestoreLosses:
+    """What the restore loses: the live register against the staged restored one (changes
+    since the backup applied again), and the live log's entries after the backup."""
+    dropped: list[SignedEntry] = []
+    if live_log.usable and live_log.state is not None:
+        dropped = dropped_entries(live_log.state.raw, backup.entries)
+    ids, digests = wanted_records(dropped)
+    register = compare_registers(node.database, restored_register, node.member_state, ids, digests)
+    if not live_log.present:
+        log = LogLoss(False, False, backup_entries=backup.entries)
+    elif not live_log.usable or live_log.state is None:
+        state = live_log.state
+        log = LogLoss(
+            True, False, live_log.why,
+            live_entries=state.entries if state is not None else None,
+            live_root=state.root if state is not None else None,
+            backup_entries=backup.entries,
+        )  # fmt: skip
+    else:
+        state = live_log.state
+        log = log_losses(dropped, backup.entries, state.entries, state.root, covered, register)
+    return RestoreLosses(register, log)
+
+
+def _log_restore(
+    signer: NoteSigner,
+    origin: str,
+    log_dir: Path,
+    manifest: dict[str, Any],
+    src: Path,
+    live: _LiveLog,
+    losses: RestoreLosses,
+    events: list[AuditEvent],
+    erased: int,
+    marked: int,
+) -> tuple[bytes, int, int]:
+    """Log the restore in the staged log (counts and digests: no reference), then the
+    changes applied again; its new signed checkpoint, size and the restore entry's index."""
+    counts = losses.counts() | {
+        "backup_entries": int(manifest["audit"]["entries"]),
+        "records": int(manifest["register"]["records"]) - erased,
+        "erasures_reapplied": erased,
+        "marks_reapplied": marked,
+    }
+    labels = {
+        "manifest_sha256": _sha256(src / MANIFEST),
+        "backup_root": manifest["audit"]["root"],
+        "previous_log": live.label,
+    }
+    if live.state is not None:
+        counts["previous_entries"] = live.state.entries
+        labels["previous_root"] = base64.b64encode(live.state.root).decode()
+    restored = AuditEvent(
+        EventKind.NODE_RESTORED,
+        registers=(manifest["member_state"],),
+        outcome="restored",
+        reason="loss_accepted" if losses.anything else "nothing_lost",
+        counts=counts,
+        labels=labels,
+    )
+    log = AuditLog(log_dir, signer, origin)
+    try:
+        index = log.append(restored).seq
+        for event in events:
+            log.append(event)
+        note = log.checkpoint()
+        return note, log.size, index
+    finally:
+        log.close()
+
+
+def _announce(
+    signer: NoteSigner,
+    member_state: str,
+    manifest: dict[str, Any],
+    src: Path,
+    live: _LiveLog,
+    losses: RestoreLosses,
+    restored_note: bytes,
+    index: int,
+    erased: int,
+    marked: int,
+    accepted: bool,
+    live_audit: Path,
+    staged_audit: Path,
+    stamp: str,
+) -> Path:
+    """Write the signed announcement for the auditors into the staged audit directory
+    (with the announcements of earlier restores the live one holds); its final path."""
+    log = losses.log
+    lost = losses.counts() | {
+        "dropped_by_kind": dict(sorted(log.dropped_by_kind.items())),
+        "not_reapplied_by_kind": dict(sorted(log.not_reapplied_by_kind.items())),
+        "previous_log": live.label,
+        "loss_accepted": accepted and losses.anything,
+    }
+    state = live.state
+    data = make_announcement(
+        signer,
+        member_state=member_state,
+        restored_unix=int(time.time()),
+        manifest_sha256=_sha256(src / MANIFEST),
+        manifest=manifest,
+        backup_checkpoint=(src / AUDIT / "log" / CHECKPOINT_FILE).read_bytes(),
+        previous_log=live.label,
+        previous_checkpoint=live.note,
+        previous_entries=state.entries if state is not None else None,
+        previous_root=state.root if state is not None else None,
+        restored_checkpoint=restored_note,
+        node_restored_index=index,
+        lost=lost,
+        reapplied={"erasures": erased, "marks": marked},
+    )
+    earlier = live_audit / RESTORES
+    if earlier.is_dir():
+        for path in sorted(earlier.iterdir()):
+            target = staged_audit / RESTORES / path.name
+            if path.is_file() and not target.exists():
+                _write(target, path.read_bytes())
+    name = f"{stamp}.json"
+    _write(staged_audit / RESTORES / name, data)
+    return live_audit / RESTORES / name
 
 
 # Staged copies are written beside their targets (same file system: renames are atomic).
@@ -710,26 +977,24 @@ def _sqlite_restore(source: Path, target: Path) -> None:
 def _reapply_changes(
     node: NodeConfig,
     kek: KeyEncryptionKey | None,
-    signer: NoteSigner,
-    origin: str,
     register: Path,
-    log_dir: Path,
     changes: dict[str, _Change],
-) -> tuple[list[int], list[int]]:
+) -> tuple[list[int], list[int], list[AuditEvent], set[str]]:
     """Erase, mark or unmark again the records of the (staged) ``register`` that the live
-    log says changed after the backup, and log each re-applied change in the (staged) log
-    in ``log_dir``; row ids erased and row ids (un)marked."""
+    log says changed after the backup; row ids erased, row ids (un)marked, the entries that
+    log each change applied again (written after the restore's own entry), and the
+    reference digests of every record whose last change the register now reflects."""
     if not changes:
-        return [], []
-    from node.inbox import reference_digest
+        return [], [], [], set()
     from node.store import RecordStore
 
     # The staged file has its own open lock (beside it), so the restore's exclusive lock on
     # the live register does not stop this store.
     store = RecordStore(register, node.member_state, node.dimension, node.model_id, kek)
-    log = AuditLog(log_dir, signer, origin)
     erased: list[int] = []
     marked: list[int] = []
+    covered: set[str] = set()
+    events: list[AuditEvent] = []
     try:
         db = sqlite3.connect(register.resolve().as_uri() + "?mode=ro", uri=True)
         try:
@@ -741,6 +1006,7 @@ def _reapply_changes(
             digest = reference_digest(node.member_state, reference)
             if digest not in changes:
                 continue
+            covered.add(digest)
             state, unix_ms, mark = changes[digest]
             if state == "erased":
                 erased.append(row_id)
@@ -758,7 +1024,7 @@ def _reapply_changes(
             store.erase(erased)
         for kind, digest, mark in logged:
             labels = {"record_digest": digest} | ({"mark_kind": mark.value} if mark else {})
-            log.append(
+            events.append(
                 AuditEvent(
                     kind,
                     registers=(node.member_state,),
@@ -767,9 +1033,6 @@ def _reapply_changes(
                     labels=labels,
                 )
             )
-        if logged:
-            log.checkpoint()
     finally:
-        log.close()
         store.close()
-    return erased, marked
+    return erased, marked, events, covered

@@ -13,7 +13,11 @@
   :mod:`~fedmatch.audit.watch` (verify every party, cross-check the federation, publish
   aggregates, keep watching), :mod:`~fedmatch.audit.readers` and
   :mod:`~fedmatch.audit.proofs` (a verified view of one log, live or from the auditor's
-  copy; entries, proofs and search bundles that verify offline).
+  copy; entries, proofs and search bundles that verify offline);
+- restores: :mod:`~fedmatch.audit.restores` (a node's signed announcement of a restore from
+  a backup, an auditor's signed acknowledgement) and :mod:`~fedmatch.audit.acknowledge`
+  (``audit accept-restore``: checked against what the auditor verified, then verification
+  continues from the backup's checkpoint).
 
 Imports the shared top-level modules and the library rooms ``grpcutil``, ``pki`` and
 ``protocol``; imported by the roles and everything above them, never by ``he``,

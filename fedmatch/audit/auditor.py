@@ -16,6 +16,15 @@ For each party (the coordinator and every node), trusting none of them:
 When something fails, both signed checkpoints and the proof (or the differing entries)
 are written to ``<state_dir>/evidence/`` and named in the report. State only advances for
 a party that verified completely.
+
+A node restored from a backup shows a rollback or a fork. The report then says how to tell
+an announced restore from tampering: the auditor checks the node's signed announcement and
+acknowledges it (``fedmatch audit accept-restore``, :mod:`fedmatch.audit.acknowledge`),
+which makes the backup's checkpoint its accepted state; verification continues from there
+and any later rollback or fork is reported as before. Restores this auditor acknowledged
+are named (never excused) in the findings they may explain: a peer auditor that still holds
+the history before the restore (each auditor acknowledges for itself), and a search the
+node answered between the backup and the restore, whose entry the restore dropped.
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ from fedmatch.audit.note import (
     open_checkpoint,
 )
 from fedmatch.audit.party import COORDINATOR_ORIGIN, node_origin
+from fedmatch.audit.restores import load_acknowledged, peer_acknowledged
 from fedmatch.audit.stats import SMALL_CELL_THRESHOLD, federation_stats
 from fedmatch.config import read_toml
 from fedmatch.domain import check_member_state
@@ -260,6 +270,15 @@ class _Auditor:
         self.findings: list[Finding] = []
         self.evidence: list[str] = []
         self.now = time.time()
+        # Restores of a party's log this auditor acknowledged (`audit accept-restore`).
+        self.restores, bad = load_acknowledged(config.state_dir, self.signer.verifier())
+        for path in bad:
+            self.findings.append(
+                Finding(
+                    "warning", "auditor", "bad-acknowledgement",
+                    f"{path} is not an acknowledgement this auditor signed: ignored",
+                )
+            )  # fmt: skip
 
     def problem(
         self, party: PartyEntry, kind: str, message: str, evidence: dict[str, Any] | None = None
@@ -316,7 +335,7 @@ class _Auditor:
             return
         for peer in self.config.peers:
             peer_note = PartyState(peer, party.origin).checkpoint()
-            if not self._consistent_with(client, party, checkpoint, note, peer_note, "peer"):
+            if not self._consistent_with(client, party, checkpoint, note, peer_note, "peer", peer):
                 return
         entries = client.entries(0, checkpoint.size)
         if not self._entries_ok(client, party, checkpoint, note, entries, state.entries()):
@@ -360,6 +379,7 @@ class _Auditor:
         new_note: bytes,
         old_note: bytes | None,
         whose: str,
+        peer: Path | None = None,
     ) -> bool:
         """``new`` must extend ``old_note`` (a checkpoint accepted before, here or by a peer)."""
         if old_note is None:
@@ -374,13 +394,20 @@ class _Auditor:
             f"{whose}_checkpoint": old_note.decode(),
             "presented_checkpoint": new_note.decode(),
         }
+
+        # What may explain a finding (never a reason to skip it), worded only for one.
+        def hint() -> str:
+            if whose == "saved":
+                return self._restore_hint(party)
+            return self._peer_hint(party, old, peer)
+
         if new.size == old.size:
             if new.root != old.root:
                 self.problem(
                     party,
                     f"fork-{whose}",
                     f"{party.origin} signed two different trees of size {new.size} "
-                    f"({whose} checkpoint vs now)",
+                    f"({whose} checkpoint vs now){hint()}",
                     evidence,
                 )
                 return False
@@ -390,7 +417,7 @@ class _Auditor:
                 party,
                 "rollback",
                 f"{party.origin} now shows {new.size} entries; it showed {old.size} "
-                "before (entries removed or history rewritten)",
+                f"before (entries removed or history rewritten){hint()}",
                 evidence,
             )
             return False
@@ -404,7 +431,7 @@ class _Auditor:
                 party,
                 f"no-consistency-proof-{whose}",
                 f"{party.origin} gave no consistency proof from {small.size} to "
-                f"{large.size}: {err.code().name}",
+                f"{large.size}: {err.code().name}{hint()}",
                 evidence,
             )
             return False
@@ -416,11 +443,39 @@ class _Auditor:
                 party,
                 f"inconsistent-{whose}",
                 f"{party.origin}: tree of size {large.size} does not extend the "
-                f"{whose} one of size {small.size}: {exc}",
+                f"{whose} one of size {small.size}: {exc}{hint()}",
                 evidence,
             )
             return False
         return True
+
+    def _restore_hint(self, party: PartyEntry) -> str:
+        """How to tell an announced restore from tampering (a rollback or fork of a node)."""
+        if party is self.config.coordinator:
+            return ""
+        return (
+            f". If {party.name} restored its node from a backup, it announces the restore "
+            f"with a signed file (<audit directory>/restores/<time>.json): check it and "
+            f"acknowledge it with `fedmatch audit accept-restore --config <auditor.toml> "
+            f"--announcement FILE`; a rollback nobody announced is tampering"
+        )
+
+    def _peer_hint(self, party: PartyEntry, old: Checkpoint, peer: Path | None) -> str:
+        """When this auditor acknowledged a restore of the party and the peer did not: the
+        peer's checkpoint may be of the history before it (the finding stands)."""
+        acks = self.restores.get(party.origin)
+        if not acks or peer is None or peer_acknowledged(peer, acks[-1].announcement_sha256):
+            return ""
+        ack = acks[-1]
+        before = ""
+        if ack.superseded_root(old.size) == old.root:
+            before = f"; its checkpoint (size {old.size}) is of the history before that restore"
+        return (
+            f". This auditor acknowledged an announced restore of {party.origin} to the "
+            f"backup's checkpoint of size {ack.backup_size} ({ack.path}); the peer auditor "
+            f"({peer}) has not acknowledged it{before}: each auditor acknowledges a restore "
+            f"itself (`fedmatch audit accept-restore`), until then their checkpoints conflict"
+        )
 
     def _entries_ok(
         self,
@@ -537,6 +592,7 @@ def run_audit(config: AuditorConfig) -> AuditResult:
         now=auditor.now,
         grace_seconds=config.grace_seconds,
         hit_verifiers_required=config.hit_verifiers_required,
+        restores={n.name: auditor.restores.get(n.origin, []) for n in config.nodes},
     )
     findings = auditor.findings + checks.findings
     violations = [f for f in findings if f.severity == "violation"]

@@ -8,6 +8,12 @@
   counted against anyone.
 - Every hit detail a node revealed names a coordinator ``hit_verified`` entry for the same
   query and handles, with enough distinct verifiers.
+
+A node restored from a backup no longer has the entries it wrote after the backup: a search
+it answered between the backup and the restore is then a dispatch without the node's entry.
+That stays a violation (the auditor cannot check the answer against the log any more); when
+the auditor acknowledged that restore (:mod:`fedmatch.audit.restores`), the finding names
+it, and the entry of the superseded history that held the answer when the auditor had it.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fedmatch.audit.entry import EventKind, SignedEntry
+from fedmatch.audit.restores import AcknowledgedRestore
 
 __all__ = ["CrossCheck", "Finding", "cross_check"]
 
@@ -48,8 +55,10 @@ def cross_check(
     now: float,
     grace_seconds: float,
     hit_verifiers_required: int,
+    restores: Mapping[str, Sequence[AcknowledgedRestore]] | None = None,
 ) -> CrossCheck:
     out = CrossCheck()
+    restores = restores or {}
     if coordinator is None:
         out.findings.append(
             Finding("violation", "coordinator", "not-verified",
@@ -93,7 +102,8 @@ def cross_check(
                 out.findings.append(Finding(
                     "violation", state, "dispatch-not-at-node",
                     f"coordinator entry {d.seq} says {state} answered query {q}, "
-                    f"but {state}'s log has no entry for it",
+                    f"but {state}'s log has no entry for it"
+                    + _restore_note(restores.get(state, ()), state, q, d),
                 ))  # fmt: skip
             elif any(r > a.seq for r in restarts):
                 out.findings.append(Finding(
@@ -114,6 +124,26 @@ def cross_check(
                     "record of it, and the coordinator logged no failure",
                 ))  # fmt: skip
     return out
+
+
+def _restore_note(
+    restores: Sequence[AcknowledgedRestore], state: str, query_id: str, d: SignedEntry
+) -> str:
+    """Names an acknowledged restore of ``state`` that explains a missing answer."""
+    for ack in reversed(restores):
+        index = ack.dropped_answers.get(query_id)
+        if index is not None:
+            return (
+                f" (its answer is entry {index} of {state}'s history superseded by the restore "
+                f"this auditor acknowledged, {ack.path}: the restore dropped it)"
+            )
+        if ack.backup_created_unix * 1000 <= d.unix_ms <= ack.restored_unix * 1000:
+            return (
+                f" (dispatched between the backup and the restore of {state} this auditor "
+                f"acknowledged, {ack.path}: its answer would be among the entries the "
+                "restore dropped)"
+            )
+    return ""
 
 
 def _authorizing(

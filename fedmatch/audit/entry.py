@@ -2,7 +2,8 @@
 
 An entry is one event at one party (DOMAIN.md section 5): a search requested, authorized,
 dispatched, answered or refused; hit details verified or revealed; a record enrolled, marked
-or erased; a key epoch registered; the policy in force; a restart; an auditor's access.
+or erased; a key epoch registered; the policy in force; a restart; a restore from a backup;
+an auditor's access.
 
 Privacy by construction: an entry has no field that can hold a template, an embedding, a
 probe or a score. Values are short strings from a restricted alphabet, integers and lists or
@@ -116,6 +117,10 @@ class EventKind(enum.StrEnum):
     NOTICE_ACKNOWLEDGED = "notice_acknowledged"
     KEYS_REGISTERED = "keys_registered"
     AUDIT_ACCESSED = "audit_accessed"
+    # The node's register and log were restored from a backup (node/backup.py): counts of
+    # what the restore lost and digests (the backup manifest's SHA-256, the previous log's
+    # size and root), never a reference. The log before it is the backup's.
+    NODE_RESTORED = "node_restored"
 
 
 def digest_hex(data: bytes) -> str:

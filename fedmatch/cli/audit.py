@@ -1,7 +1,8 @@
 """``fedmatch audit``: party and auditor keys, verification of every party's log with the
-federation's cross-checks, publishable statistics, the auditor's watch loop, and the
-auditor's tools to read logs and carry proofs offline: ``entries``, ``proof``, ``bundle``
-and ``verify --bundle`` (:mod:`fedmatch.audit`, :mod:`fedmatch.audit.proofs`)."""
+federation's cross-checks, publishable statistics, the auditor's watch loop, the
+acknowledgement of a node's announced restore (``accept-restore``), and the auditor's tools
+to read logs and carry proofs offline: ``entries``, ``proof``, ``bundle`` and ``verify
+--bundle`` (:mod:`fedmatch.audit`, :mod:`fedmatch.audit.proofs`)."""
 
 from __future__ import annotations
 
@@ -95,6 +96,19 @@ def add_parsers(sub: Any) -> None:
     _source_args(abundle)
     abundle.add_argument("--query-id", required=True, help="the search's query id")
     abundle.add_argument("--out", type=Path, required=True, help="bundle file to write")
+    aaccept = audit_sub.add_parser(
+        "accept-restore",
+        help="acknowledge a node's announced restore: check its signed announcement and "
+        "continue from the backup's checkpoint (the old state is kept as evidence)",
+    )
+    aaccept.add_argument("--config", type=Path, required=True, help="auditor TOML file")
+    aaccept.add_argument(
+        "--announcement", type=Path, required=True,
+        help="the node's signed announcement (<audit directory>/restores/<time>.json)",
+    )  # fmt: skip
+    aaccept.add_argument(
+        "--state-dir", type=Path, help="the auditor state directory (default: the config's)"
+    )
     astats = audit_sub.add_parser(
         "stats", help="publishable aggregates from the verified logs (no individual data)"
     )
@@ -157,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.config is None:
         raise ConfigError(f"audit {args.audit_command} needs --config")
+    if args.audit_command == "accept-restore":
+        return _accept_restore(args, load_auditor_config(args.config, True))
     insecure = warn_insecure(args, "auditor")
     config = load_auditor_config(args.config, insecure)
     if args.audit_command == "watch":
@@ -173,3 +189,26 @@ def run(args: argparse.Namespace) -> int:
         args.report.write_text(result.report + "\n")
     print(json.dumps(result.summary))
     return EXIT_OK if result.ok else EXIT_AUDIT_FAILED
+
+
+def _accept_restore(args: argparse.Namespace, config: Any) -> int:
+    """``audit accept-restore``: no connection is made (the keys and the saved state only)."""
+    from fedmatch.audit.acknowledge import accept_restore
+    from fedmatch.audit.errors import AuditVerificationError
+
+    try:
+        done = accept_restore(config, args.announcement, args.state_dir)
+    except AuditVerificationError as exc:
+        print(json.dumps({"accepted": False, "error": str(exc)}))
+        print(f"fedmatch: restore announcement REFUSED: {exc}", file=sys.stderr)
+        return EXIT_AUDIT_FAILED
+    print(json.dumps(done))
+    if not done.get("already_acknowledged"):
+        print(
+            f"accepted the restore of {done['party']}: verification continues from the "
+            f"backup's checkpoint ({done['backup_checkpoint_size']} entries; "
+            f"{done['entries_dropped']} verified entries dropped, kept in "
+            f"{done['previous_state']})",
+            file=sys.stderr,
+        )
+    return EXIT_OK

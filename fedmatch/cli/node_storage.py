@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import sqlite3
+import sys
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,15 @@ def add_parsers(node_sub: Any) -> None:
     restore.add_argument(
         "--force", action="store_true", help="replace existing files (they are moved aside)"
     )
+    restore.add_argument(
+        "--accept-loss", action="store_true",
+        help="restore even though records, changes or log entries of the live node are lost "
+        "(without it such a restore is refused and the losses listed)",
+    )  # fmt: skip
+    restore.add_argument(
+        "--dry-run", action="store_true",
+        help="only list what the restore would lose (node stopped; nothing is changed)",
+    )  # fmt: skip
 
 
 def node_storage_key(config: Path | None) -> KeyEncryptionKey | None:
@@ -158,8 +168,24 @@ def _run(args: argparse.Namespace) -> int:
                 "files": len(manifest["files"]),
             }
         else:
+            from node.backup import RestoreLossRefused
+
             # Restore replaces the register and the log: their only writer meanwhile.
             with OwnerLock(cfg.database, audit.directory, "node restore"):
-                out = restore_backup(args.source, cfg, audit, kek, args.force).to_json()
+                try:
+                    report = restore_backup(
+                        args.source, cfg, audit, kek, args.force, args.accept_loss, args.dry_run
+                    )
+                except RestoreLossRefused as refused:
+                    # The full list of what would be lost, then the refusal (exit 2).
+                    print(json.dumps(refused.report.to_json() | {"refused": str(refused)}))
+                    raise
+            out = report.to_json()
+            if report.announcement:
+                print(
+                    f"restored; announce it to the auditors with {report.announcement} "
+                    "(each runs `fedmatch audit accept-restore --announcement FILE`)",
+                    file=sys.stderr,
+                )
     print(json.dumps(out))
     return 0

@@ -20,6 +20,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -38,6 +39,7 @@ from node.backup import (
     MANIFEST,
     REGISTER,
     BackupError,
+    RestoreLossRefused,
     restore_backup,
     take_backup,
     verify_backup,
@@ -134,17 +136,25 @@ def test_restore_verifies_and_searches_identically(tmp_path: Path) -> None:
     backup_bytes = b"".join(p.read_bytes() for p in (tmp_path / "backup").rglob("*") if p.is_file())
     assert base64.b64encode(kek.key) not in backup_bytes and kek.key not in backup_bytes
 
-    report = restore_backup(tmp_path / "backup", node_cfg, audit_cfg, kek, force=True)
+    # IT-AFTER would be lost: refused unless the loss is accepted.
+    with pytest.raises(RestoreLossRefused, match="--accept-loss"):
+        restore_backup(tmp_path / "backup", node_cfg, audit_cfg, kek, force=True)
+    report = restore_backup(
+        tmp_path / "backup", node_cfg, audit_cfg, kek, force=True, accept_loss=True
+    )
     assert report.manifest["audit"]["entries"] == manifest["audit"]["entries"] < live_size
+    assert [r["reference"] for r in report.losses.to_json()["records_lost"]] == ["IT-AFTER"]
     assert all(Path(p).exists() for p in report.moved_aside)
     # What the node witnessed of the coordinator's log since the backup is not forgotten.
     assert any("kept the live witness state" in n for n in report.notes), report.notes
 
     # The restored log verifies entry by entry against its checkpoint, and the node's own
-    # log opens it (which refuses any log that does not match its checkpoint).
+    # log opens it (which refuses any log that does not match its checkpoint). It is the
+    # backup's log and the restore's own entry.
     signer = NoteSigner.load(audit_cfg.signing_key)
     state = verify_log_files(audit_cfg.directory / "log", signer.verifier(), node_origin(STATE))
-    assert state.entries == manifest["audit"]["entries"]
+    assert state.entries == manifest["audit"]["entries"] + 1
+    assert _decode(state.raw[-1]).kind is EventKind.NODE_RESTORED
     log = AuditLog(audit_cfg.directory / "log", signer, node_origin(STATE))
     assert log.size == state.entries
     log.close()
@@ -354,16 +364,42 @@ def test_backup_while_the_node_enrols_is_consistent(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 2 and "does not match its manifest" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+    # The enrolments after the last backup would be lost: refused, each one listed, and
+    # nothing changed; restored with --accept-loss.
+    later = _live_references(node_cfg.database) - _live_references(outputs[-1][0] / REGISTER)
+    assert later
+    before = live_digests(node_cfg, audit_cfg)
     done = subprocess.run(
         [*restore, "--from", str(outputs[-1][0]), "--force"],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
+    assert done.returncode == 2 and "--accept-loss" in done.stderr, done.stderr[-2000:]
+    refused = json.loads(done.stdout.strip().splitlines()[-1])
+    assert refused["restored"] is False
+    assert {r["reference"] for r in refused["lost"]["records_lost"]} == later
+    assert refused["lost"]["log"]["dropped_by_kind"]["record_enrolled"] == len(later)
+    assert live_digests(node_cfg, audit_cfg) == before
+    done = subprocess.run(
+        [*restore, "--from", str(outputs[-1][0]), "--force", "--accept-loss"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1])["records"] == counts[-1]
+    restored = json.loads(done.stdout.strip().splitlines()[-1])
+    assert restored["records"] == counts[-1]
+    assert {r["reference"] for r in restored["lost"]["records_lost"]} == later
 
 
 def _decode(raw: bytes) -> SignedEntry:
     return SignedEntry.decode(raw)
+
+
+def _live_references(register: Path) -> set[str]:
+    db = sqlite3.connect(str(register))  # read-write: its -wal and -shm go when it closes
+    try:
+        rows = db.execute("SELECT reference FROM records WHERE reference LIKE 'IT-LIVE-%'")
+        return {str(r[0]) for r in rows}
+    finally:
+        db.close()
 
 
 def _live_record_ids(register: Path) -> set[int]:
@@ -386,7 +422,8 @@ def change_after_backup(tmp: Path) -> tuple[NodeConfig, AuditConfig]:
     store = RecordStore(node_cfg.database, STATE, DIM, MODEL)
     victim, protected = store.get(4).reference, store.get(6).reference
     store.erase([4])
-    store.set_marked(6, MarkKind.PROTECTION_GRANTED, dt.datetime(2026, 11, 21, tzinfo=dt.UTC))
+    # Marked when its entry is logged, as the node's lifecycle does.
+    store.set_marked(6, MarkKind.PROTECTION_GRANTED, dt.datetime.now(dt.UTC))
     store.close()
     audit = node_audit(tmp, STATE)
     for kind, reference in (
@@ -411,8 +448,11 @@ def test_erasures_and_marks_after_the_backup_are_reapplied_on_restore(tmp_path: 
     come back with the restore, a record marked after it is marked again, and the restored
     log records both again."""
     node_cfg, audit_cfg = change_after_backup(tmp_path)
+    # Nothing is lost: both changes are applied again, so no --accept-loss is needed.
     report = restore_backup(tmp_path / "backup", node_cfg, audit_cfg, None, force=True)
     assert (report.erasures_reapplied, report.marks_reapplied) == ((4,), (6,))
+    assert not report.losses.anything, report.losses.to_json()
+    assert report.losses.to_json()["log"]["reapplied"] == 2
     store = RecordStore(node_cfg.database, STATE, DIM, MODEL)
     ids = store.templates()[0].tolist()
     assert store.count() == 9 and 4 not in ids
@@ -511,8 +551,11 @@ def test_restore_that_fails_midway_leaves_the_node_as_it_was(
     later = verify_log_files(audit_cfg.directory / "log", signer.verifier(), node_origin(STATE))
     assert later.entries > entries and later.tree.root(entries) == state.root
 
-    report = restore_backup(tmp_path / "backup", node_cfg, audit_cfg, kek, force=True)
+    report = restore_backup(
+        tmp_path / "backup", node_cfg, audit_cfg, kek, force=True, accept_loss=True
+    )
     assert report.manifest["register"]["records"] == records - 1
+    assert [r["reference"] for r in report.losses.to_json()["records_lost"]] == ["IT-F-AFTER"]
     assert not list(tmp_path.glob("*.restoring*"))
 
 
@@ -567,7 +610,15 @@ def test_restore_over_a_register_left_with_committed_writes_in_its_wal(tmp_path:
         path.write_bytes(data)
     assert len(crashed[1]) > 0  # the mark is in the -wal only
 
-    report = restore_backup(tmp_path / "backup", node_cfg, audit_cfg, None, force=True)
+    # The mark is in the live register only (no entry in the log): a loss, listed.
+    with pytest.raises(RestoreLossRefused) as refused:
+        restore_backup(tmp_path / "backup", node_cfg, audit_cfg, None, force=True)
+    (changed,) = refused.value.losses.to_json()["records_changed"]
+    assert changed["row_id"] == 2 and set(changed["fields"]) == {"mark_kind", "marked_at"}
+    assert [p.read_bytes() for p in files[:2]] == crashed[:2]  # nothing folded or changed
+    report = restore_backup(
+        tmp_path / "backup", node_cfg, audit_cfg, None, force=True, accept_loss=True
+    )
     store = RecordStore(node_cfg.database, STATE, DIM, MODEL)
     assert store.count() == 10 and not store.marked_flags().any()
     store.close()
@@ -578,3 +629,183 @@ def test_restore_over_a_register_left_with_committed_writes_in_its_wal(tmp_path:
     finally:
         aside.close()
     assert marked == [(2,)]
+
+
+# -- a restore says what it loses (issue 19, item 3) ------------------------------------------
+
+
+def _fedmatch(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fedmatch", *argv],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def _last_json(out: str) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return doc
+
+
+def _register_rows(register: Path) -> dict[str, int]:
+    """Reference -> row id of every record (read-write, so no -wal is left behind)."""
+    db = sqlite3.connect(str(register))
+    try:
+        return {str(r): int(i) for i, r in db.execute("SELECT id, reference FROM records")}
+    finally:
+        db.close()
+
+
+def test_restore_lists_what_it_loses_and_refuses_without_accept_loss(tmp_path: Path) -> None:
+    """Records enrolled after the backup and a status recorded after it (neither is
+    re-applied): `fedmatch node restore` refuses without --accept-loss, prints each lost
+    record (reference, row id), the changed record and the log entries it drops by kind,
+    and changes nothing; --dry-run prints the same; with --accept-loss it restores, reports
+    the same losses, logs a node_restored entry (counts and digests only) and writes a
+    signed announcement for the auditors."""
+    from fedmatch.audit.restores import open_announcement
+    from fedmatch.protocol.wire import header_to_pb
+    from fedmatch.rpc.v1 import node_pb2
+    from fedmatch.rpc.v1 import node_pb2_grpc as npg
+
+    kek = create_key_file(tmp_path / "storage.key")
+    rng = np.random.default_rng(19)
+    node_cfg, audit_cfg = configs(tmp_path)
+    toml = write_node_toml(tmp_path, node_cfg, audit_cfg)
+    with federation(tmp_path, ("DE", STATE), records=20, kek=kek) as fed:
+        it = fed.nodes[STATE]
+        enrol(it, unit_vectors(rng, 1, DIM)[0], "IT-KEPT", Category.APPLICANT,
+              dt.date(2026, 3, 1))  # fmt: skip
+        take_backup(node_cfg, audit_cfg, tmp_path / "backup")
+        for ref in ("IT-LATE-0", "IT-LATE-1"):
+            enrol(it, unit_vectors(rng, 1, DIM)[0], ref, Category.APPLICANT,
+                  dt.date(2026, 4, 1))  # fmt: skip
+        stub = npg.NodeServiceStub(fed.node_channel(STATE, f"operator-{STATE}"))
+        status = node_pb2.SetRecordStatusRequest(
+            header=header_to_pb(header(STATE)), reference="IT-KEPT",
+            responsible_state="DE", responsible_basis="AMMR Art. 36",
+        )  # fmt: skip
+        out = stub.SetRecordStatus(status)
+        assert out.outcome == "status_set"
+        it.audit.log.checkpoint()
+        live_size = it.audit.log.size
+    rows = _register_rows(node_cfg.database)
+    late = [{"reference": r, "row_id": rows[r]} for r in ("IT-LATE-0", "IT-LATE-1")]
+    backup_audit = json.loads((tmp_path / "backup" / MANIFEST).read_text())["audit"]
+    backup_entries = backup_audit["entries"]
+    before = live_digests(node_cfg, audit_cfg)
+    restore = ("node", "restore", "--config", str(toml), "--from", str(tmp_path / "backup"))
+
+    def check_losses(lost: dict[str, Any]) -> None:
+        assert lost["records_lost"] == late, lost
+        (changed,) = lost["records_changed"]
+        assert changed["reference"] == "IT-KEPT" and changed["row_id"] == rows["IT-KEPT"]
+        assert {"responsible_state", "responsible_basis"} <= set(changed["fields"])
+        assert lost["records_returning"] == []
+        log = lost["log"]
+        assert log["usable"] is True, log
+        assert log["live_entries"] == live_size
+        assert log["entries_dropped"] == live_size - backup_entries
+        dropped = log["dropped_by_kind"]
+        assert dropped["record_enrolled"] == 2 and dropped["record_status_set"] == 1
+        assert sum(dropped.values()) == live_size - backup_entries
+        assert log["reapplied"] == 0
+
+    refused = _fedmatch(*restore, "--force")
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "--accept-loss" in refused.stderr and "Traceback" not in refused.stderr
+    doc = _last_json(refused.stdout)
+    assert doc["restored"] is False and doc["loss_accepted"] is False
+    check_losses(doc["lost"])
+    assert live_digests(node_cfg, audit_cfg) == before
+    assert not list(tmp_path.glob("*.restoring*")) and not list(tmp_path.glob("*before-restore*"))
+
+    dry = _fedmatch(*restore, "--dry-run")
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    doc = _last_json(dry.stdout)
+    assert doc["restored"] is False and doc["dry_run"] is True
+    check_losses(doc["lost"])
+    assert live_digests(node_cfg, audit_cfg) == before
+
+    done = _fedmatch(*restore, "--force", "--accept-loss")
+    assert done.returncode == 0, done.stderr[-2000:]
+    doc = _last_json(done.stdout)
+    assert doc["restored"] is True and doc["loss_accepted"] is True
+    check_losses(doc["lost"])
+    assert set(_register_rows(node_cfg.database)) == set(rows) - {"IT-LATE-0", "IT-LATE-1"}
+
+    # The restored log: the backup's, then the restore's entry: counts and digests only.
+    signer = NoteSigner.load(audit_cfg.signing_key)
+    state = verify_log_files(audit_cfg.directory / "log", signer.verifier(), node_origin(STATE))
+    assert state.entries == state.checkpoint_size == backup_entries + 1
+    entry = _decode(state.raw[backup_entries])
+    assert entry.kind is EventKind.NODE_RESTORED and entry.event.reason == "loss_accepted"
+    counts, labels = entry.event.counts, entry.event.labels
+    assert counts["records_lost"] == 2 and counts["record_changes_lost"] == 1
+    assert counts["entries_dropped"] == live_size - backup_entries
+    assert counts["previous_entries"] == live_size and counts["backup_entries"] == backup_entries
+    assert labels["manifest_sha256"] == digest(tmp_path / "backup" / MANIFEST)
+    aside = Path(next(p for p in doc["moved_aside"] if "audit-IT" in p))
+    previous = verify_log_files(aside / "log", signer.verifier(), node_origin(STATE))
+    assert labels["previous_root"] == base64.b64encode(previous.root).decode()
+    assert b"IT-LATE" not in b"".join(state.raw) and b"IT-KEPT" not in b"".join(state.raw)
+
+    # The announcement for the auditors: signed by the node's key, nothing personal in it.
+    path = Path(str(doc["announcement"]))
+    assert path.parent == audit_cfg.directory / "restores"
+    data = path.read_bytes()
+    assert b"IT-LATE" not in data and b"IT-KEPT" not in data
+    announcement = open_announcement(data, signer.verifier())
+    assert announcement.origin == node_origin(STATE)
+    # The backup's signed checkpoint (it covers a prefix of the backup's log).
+    assert announcement.backup_checkpoint.size == backup_audit["checkpoint_size"]
+    assert announcement.restored_checkpoint.size == backup_entries + 1
+    assert announcement.manifest_sha256 == digest(tmp_path / "backup" / MANIFEST)
+    assert announcement.previous_checkpoint is not None
+    assert announcement.previous_checkpoint.size == live_size
+    assert announcement.lost["records_lost"] == 2 and announcement.lost["record_changes_lost"] == 1
+    assert announcement.lost["entries_dropped"] == live_size - backup_entries
+
+
+def test_restore_with_nothing_lost_needs_no_flag(tmp_path: Path) -> None:
+    """The node's register and log are still as they were at the backup: the restore loses
+    nothing and needs no --accept-loss; its entry says so."""
+    node_cfg, audit_cfg = small_node(tmp_path)
+    take_backup(node_cfg, audit_cfg, tmp_path / "backup")
+    report = restore_backup(tmp_path / "backup", node_cfg, audit_cfg, None, force=True)
+    lost = report.losses.to_json()
+    assert not report.losses.anything and lost["records_lost"] == []
+    assert lost["log"]["usable"] is True and lost["log"]["entries_dropped"] == 0
+    signer = NoteSigner.load(audit_cfg.signing_key)
+    state = verify_log_files(audit_cfg.directory / "log", signer.verifier(), node_origin(STATE))
+    last = _decode(state.raw[-1])
+    assert last.kind is EventKind.NODE_RESTORED and last.event.reason == "nothing_lost"
+    assert last.event.counts["records_lost"] == last.event.counts["entries_dropped"] == 0
+    assert Path(report.announcement).is_file()
+
+
+def test_restore_over_an_unusable_live_log_says_so(tmp_path: Path) -> None:
+    """A damaged live log: what it held after the backup cannot be known, so the restore
+    refuses without --accept-loss and its report says the log was not usable (the losses
+    listed are the register's only)."""
+    node_cfg, audit_cfg = small_node(tmp_path)
+    take_backup(node_cfg, audit_cfg, tmp_path / "backup")
+    log_file = audit_cfg.directory / "log" / "log.bin"
+    data = bytearray(log_file.read_bytes())
+    data[-10] ^= 0x01
+    log_file.write_bytes(bytes(data))
+    before = live_digests(node_cfg, audit_cfg)
+    with pytest.raises(RestoreLossRefused, match="log not usable") as refused:
+        restore_backup(tmp_path / "backup", node_cfg, audit_cfg, None, force=True)
+    lost = refused.value.losses.to_json()
+    assert lost["log"]["usable"] is False and "damaged after entry" in lost["log"]["why"]
+    assert lost["records_lost"] == [] and lost["records_changed"] == []
+    assert live_digests(node_cfg, audit_cfg) == before
+    report = restore_backup(
+        tmp_path / "backup", node_cfg, audit_cfg, None, force=True, accept_loss=True
+    )
+    assert any("log not usable" in n for n in report.notes), report.notes
+    signer = NoteSigner.load(audit_cfg.signing_key)
+    state = verify_log_files(audit_cfg.directory / "log", signer.verifier(), node_origin(STATE))
+    last = _decode(state.raw[-1])
+    assert last.kind is EventKind.NODE_RESTORED
+    assert last.event.labels["previous_log"] == "not_usable"
