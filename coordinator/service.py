@@ -443,16 +443,15 @@ class CoordinatorService:
     def _verified(
         self, signed: SignedRequest | None, header: QueryHeader, kind: str, probe_hash: str
     ) -> VerifiedRequest:
-        """The requester's signed statement, from the very party on this connection."""
+        """The requester's signed statement: signed by an officer of the requesting state
+        (their personal certificate; ``header.operator`` is its id), sent over a workstation
+        channel of that same state (the access rules admit only operator certificates)."""
         peer = caller()
         if peer is not None and peer.member_state != header.requesting_state:
             raise PermissionDenied(
                 f"a caller of {peer.member_state or 'EU'} cannot ask for {header.requesting_state}"
             )
-        verified = self.gate.verify(signed, header, kind, probe_hash)
-        if peer is not None and verified.signer.signing_key != peer.signing_key:
-            raise PermissionDenied("the request is signed by another party than the caller")
-        return verified
+        return self.gate.verify(signed, header, kind, probe_hash)
 
     def _start_lookup(self, header: QueryHeader) -> None:
         now = self._clock()
@@ -859,8 +858,8 @@ class CoordinatorService:
     ) -> Confirmed:
         """An official of the requesting state accepts or overrides the case's proposal.
 
-        Signed by an operator workstation of that state (statement kind "confirm" over the
-        confirmation's digest, replay-protected); ``header.operator`` is the official. Once
+        Signed by the official, an officer of that state (statement kind "confirm" over the
+        confirmation's digest, replay-protected); ``header.operator`` is their id. Once
         per case, for the proposal last answered (coordinator/casestore.py)."""
         self._authorize(header)
         self._require_operator(header)

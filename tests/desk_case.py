@@ -1,6 +1,6 @@
 """A verifier desk's world for tests: a real PKI (DE's verifiers anna and ben, DE's
-operator workstation), their keys protected by passphrases, and one lookup's case in a
-cases folder with real face photographs as probe and candidate images."""
+official officer-17 and operator workstation), their keys protected by passphrases, and one
+lookup's case in a cases folder with real face photographs as probe and candidate images."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import cast
 
 from fedmatch.desk.cases import Case, load_case
 from fedmatch.desk.config import DeskConfig, load_config
-from fedmatch.desk.keystore import protect, unlock
 from fedmatch.domain import Purpose, QueryHeader, Sex
+from fedmatch.pki.keystore import protect, unlock
 from fedmatch.pki.provision import PartyFiles, provision
 from fedmatch.protocol.packet import CandidatePacket
 from fedmatch.protocol.verification import HitKey, SignedVerdict, VerdictSigner
@@ -70,27 +70,40 @@ def _toml_list(paths: tuple[Path, ...]) -> str:
 
 
 def write_case(
-    cases: Path, name: str, probe: bytes, candidates: list[CandidatePacket], probe_sex: Sex
+    cases: Path,
+    name: str,
+    probe: bytes,
+    candidates: list[CandidatePacket],
+    probe_sex: Sex,
+    unanswered: dict[str, str] | None = None,
 ) -> Case:
+    """A lookup's case in ``cases``; ``unanswered``: the states whose node did not answer
+    it, with their outcome (an incomplete federation)."""
     header = QueryHeader(
         secrets.token_hex(16), STATE, Purpose.ASYLUM_DUBLIN, "Reg. (EU) 2024/1358 Art. 27",
         f"DE-2026-{name}", UNIT, "officer-1",
     )  # fmt: skip
     path = cases / f"{name}.json"
     matches = [(c.member_state, c.handle) for c in candidates]
-    # write_candidates reads a LookupReport's header, matches and opening (none here).
+    nodes = [SimpleNamespace(member_state=s, outcome=o) for s, o in (unanswered or {}).items()]
+    # write_candidates reads a LookupReport's header, matches, nodes and opening (none here).
     write_candidates(
-        SimpleNamespace(header=header, matches=matches, opening=None, opening_keys={}), path
+        SimpleNamespace(header=header, matches=matches, nodes=nodes, opening=None, opening_keys={}),
+        path,
     )
     PacketFolder(packets_path(path)).write(header.query_id, probe, candidates, probe_sex)
     return load_case(path)
 
 
-def build(root: Path, officer: bool = False) -> DeskWorld:
+def build(root: Path, officer: bool = False, unanswered: dict[str, str] | None = None) -> DeskWorld:
     """The PKI, the protected keys, ``desk.toml`` and one lookup with three candidates at
     IT: the same person as the probe, another person of a different sex, and a record
-    without a facial image (not verifiable)."""
-    parties = provision(root / "pki", ["DE", "IT"], experts={STATE: list(PEOPLE)})
+    without a facial image (not verifiable). ``officer``: with the official (their own
+    ``officer`` certificate, OFFICER, and protected key; DE's operator workstation for the
+    channel); ``unanswered``: states that did not answer the lookup."""
+    parties = provision(
+        root / "pki", ["DE", "IT"], experts={STATE: list(PEOPLE)}, officers={STATE: [OFFICER]}
+    )
     keys = root / "keys"
     keys.mkdir()
     for person in PEOPLE:
@@ -111,7 +124,7 @@ def build(root: Path, officer: bool = False) -> DeskWorld:
                         0.8 - i / 10)
         for i, (image, sex) in enumerate(zip(images, sexes, strict=True))
     ]  # fmt: skip
-    case = write_case(cases, "0001", probe, candidates, Sex.MALE)
+    case = write_case(cases, "0001", probe, candidates, Sex.MALE, unanswered)
     # A file of another kind in the folder is left alone.
     (cases / "notes.json").write_text('{"not": "a candidates file"}')
     pki = parties[f"verifier-anna-{STATE}"].tls
@@ -132,7 +145,8 @@ def build(root: Path, officer: bool = False) -> DeskWorld:
         ]
     if officer:
         operator = parties[f"operator-{STATE}"]
-        protect(operator.signer(), OFFICER_PASSPHRASE, keys / "officer.key.enc")
+        official = parties[f"officer-{OFFICER}-{STATE}"]
+        protect(official.signer(), OFFICER_PASSPHRASE, keys / "officer.key.enc")
         tls = operator.tls
         (root / "operator.toml").write_text(
             f'[tls]\nkey = "{tls.key}"\nchain = "{tls.chain}"\nroot = "{tls.root}"\n'
@@ -141,7 +155,7 @@ def build(root: Path, officer: bool = False) -> DeskWorld:
         lines += [
             "",
             "[officer]",
-            f'name = "{OFFICER}"',
+            f'chain = "{official.tls.chain}"',
             f'unit = "{UNIT}"',
             'operator = "operator.toml"',
             'coordinator = "127.0.0.1:1"',

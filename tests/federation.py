@@ -28,8 +28,11 @@ from fedmatch.audit.party import (
 from fedmatch.audit.witness import Authorization
 from fedmatch.demo.seed import seed_register
 from fedmatch.domain import Category, Purpose, QueryHeader, Sex
+from fedmatch.fileio import write_file
 from fedmatch.grpcutil.server import RunningServer, make_channel
 from fedmatch.he.keypair import RequesterKeys
+from fedmatch.pki.ca import TlsFiles
+from fedmatch.pki.keystore import protect_file
 from fedmatch.pki.names import dns_name
 from fedmatch.pki.provision import PartyFiles, provision
 from fedmatch.protocol.gate import Gate
@@ -74,7 +77,13 @@ def shared_keys(state: str = "DE") -> RequesterKeys:
 
 
 UNIT = "dublin-unit-1"
+# The officer who signs a state's requests in most tests: their personal `officer`
+# certificate (officer-1.officer.de.fedmatch.eu) names this id, which every request and log
+# entry carries as its operator. Each state has a second officer (tests of one officer
+# posing as another).
 OPERATOR = "officer-1"
+OTHER_OFFICER = "officer-2"
+OFFICERS = (OPERATOR, OTHER_OFFICER)
 # Hit verifiers: people of each state holding a `verifier` certificate (carl of DE is
 # there to be revoked or misused in tests).
 EXPERTS = {"DE": ("anna", "ben", "carl"), "IT": ("anna", "ben"), "FR": ("anna", "ben")}
@@ -94,11 +103,14 @@ AUDITOR_PARTY = "auditor-edps"
 
 def pki(tmp: Path, *states: str) -> dict[str, PartyFiles]:
     """The test federation's PKI under ``tmp/pki``: root, scope CAs, and certificates and
-    signing keys for the coordinator, a node and an operator workstation per state, a
-    verifying authority for DE and an auditor. Created once; more states on demand."""
+    signing keys for the coordinator, a node, an operator workstation and the officers of
+    :data:`OFFICERS` per state, a verifying authority for DE and an auditor. Created once;
+    more states on demand."""
+    everyone = sorted({*DEFAULT_STATES, *states})
     return provision(
-        tmp / "pki", sorted({*DEFAULT_STATES, *states}), verifiers=["DE"], experts=EXPERTS
-    )
+        tmp / "pki", everyone, verifiers=["DE"], experts=EXPERTS,
+        officers={s: OFFICERS for s in everyone},
+    )  # fmt: skip
 
 
 def security(tmp: Path, party: str) -> Security:
@@ -111,8 +123,61 @@ def auditor_signer(tmp: Path) -> NoteSigner:
     return pki(tmp)[AUDITOR_PARTY].signer()
 
 
-def request_signer(tmp: Path, state: str, **kw: Any) -> RequestSigner:
-    """How an operator workstation of ``state`` signs its lookups and resolves."""
+def officer_party(state: str, officer: str = OPERATOR) -> str:
+    """The PKI party of an officer of ``state`` (``officer-officer-1-DE``)."""
+    return f"officer-{officer}-{state}"
+
+
+def request_signer(tmp: Path, state: str, officer: str = OPERATOR, **kw: Any) -> RequestSigner:
+    """How ``officer`` of ``state`` signs their lookups and resolves: their own key and
+    personal certificate (the workstation's certificate only makes the channel)."""
+    party = pki(tmp, state)[officer_party(state, officer)]
+    return RequestSigner(party.signer(), party.tls.chain.read_bytes(), **kw)
+
+
+# The passphrase of every officer's protected key in the tests (fedmatch.pki.keystore).
+OFFICER_PASSPHRASE = "officer passphrase 19"
+
+
+def officer_key_file(tmp: Path, state: str, officer: str = OPERATOR) -> Path:
+    """``officer``'s key, protected under :data:`OFFICER_PASSPHRASE` (made once)."""
+    party = pki(tmp, state)[officer_party(state, officer)]
+    out = tmp / "pki" / "keys" / f"{party.name}.key.enc"
+    if not out.exists():
+        protect_file(party.signing_key, out, OFFICER_PASSPHRASE)
+    return out
+
+
+def tls_table(files: TlsFiles) -> str:
+    """A TOML ``[tls]`` table naming ``files``."""
+    crls = ", ".join(f'"{c}"' for c in files.crls)
+    return (
+        f'[tls]\nkey = "{files.key}"\nchain = "{files.chain}"\nroot = "{files.root}"\n'
+        f"crls = [{crls}]\n"
+    )
+
+
+def operator_toml(tmp: Path, state: str, officer: str = OPERATOR, path: Path | None = None) -> Path:
+    """An operator workstation's TOML for ``officer`` of ``state`` (what ``--config`` of
+    lookup, resolve, rights and confirm-decision reads): the workstation's ``[tls]`` and the
+    officer's ``[officer]`` certificate, protected key and passphrase file (mode 0600)."""
+    parties = pki(tmp, state)
+    workstation, person = parties[f"operator-{state}"], parties[officer_party(state, officer)]
+    passphrase = tmp / "pki" / "keys" / "officer.pass"
+    if not passphrase.exists():
+        write_file(passphrase, (OFFICER_PASSPHRASE + "\n").encode(), 0o600, replace=False)
+    path = path or tmp / f"operator-{state}-{officer}.toml"
+    key = officer_key_file(tmp, state, officer)
+    path.write_text(
+        f'[officer]\nchain = "{person.tls.chain}"\nkey = "{key}"\n'
+        f'key_passphrase_file = "{passphrase}"\n' + tls_table(workstation.tls)
+    )
+    return path
+
+
+def workstation_signer(tmp: Path, state: str, **kw: Any) -> RequestSigner:
+    """A request signer holding the operator workstation's key and certificate: what no
+    party accepts a request from (the officer's own key must sign)."""
     party = pki(tmp, state)[f"operator-{state}"]
     return RequestSigner(party.signer(), party.tls.chain.read_bytes(), **kw)
 
@@ -335,15 +400,16 @@ class Federation:
     # The verification packets fetched, by query id (see packets()).
     fetched: dict[str, PacketFetch] = field(default_factory=dict)
 
-    def requester(self, state: str, **signer: Any) -> Requester:
-        """An operator workstation of ``state``: its mTLS credentials and signing key."""
+    def requester(self, state: str, officer: str = OPERATOR, **signer: Any) -> Requester:
+        """``officer`` of ``state`` at an operator workstation: the workstation's mTLS
+        credentials, the officer's signing key and certificate."""
         r = Requester(
             self.coordinator_server.address,
             state,
             shared_keys(state),
             UNIT,
-            OPERATOR,
-            request_signer(self.tmp, state, **signer),
+            officer,
+            request_signer(self.tmp, state, officer, **signer),
             security(self.tmp, f"operator-{state}").channel_credentials(),
         )
         self.stack.callback(r.close)

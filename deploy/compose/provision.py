@@ -11,12 +11,19 @@ in its own directory of ``--out`` (mounted read-only, as a subpath, by that part
     <out>/<party>/keys/signing.key                its signing key (0600)
     <out>/<party>/keys/storage.key                a node's storage key (0600), made once
     <out>/<party>/crls/*.crl                      every CA's revocation list
+    <out>/operator-<st>/officer/cert.pem          the state's officer's personal certificate
+    <out>/operator-<st>/keys/officer.key.enc      their key, passphrase-protected (0600)
+    <out>/operator-<st>/keys/officer.pass         that passphrase (0600), made once
     <out>/<party>/config/<role>.toml              ``--templates``/<party>.toml, rendered
     <out>/crls/*.crl                              the CRLs again, for Kubernetes' ConfigMap
 
 Parties: ``coordinator``, ``auditor``, and per state (lower case) ``node-<st>``,
 ``operator-<st>`` and the hit verifiers ``verifier-<expert>-<st>`` (``--experts``: people who
-each hold a ``verifier`` certificate and sign verdicts on candidate hits). A party's config
+each hold a ``verifier`` certificate and sign verdicts on candidate hits). Each operator
+workstation also gets its state's officer (:data:`OFFICER`, an ``officer`` certificate whose
+key signs the workstation's requests; the workstation's own certificate only makes the
+channel). In a real federation the officer's key and passphrase are the officer's alone
+(deploy/README.md); here, on one machine, the passphrase is a file beside it. A party's config
 is ``--templates``/<party>.toml, else <role>.toml. A template's ``${coordinator_vkey}``,
 ``${auditor_vkey}``, ``${auditor_name}`` and ``${node_<ST>_vkey}`` become the generated
 verifier keys; any other ``${...}`` is an error.
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import string
 import sys
 from pathlib import Path
@@ -45,6 +53,8 @@ from fedmatch.pki.provision import PartyFiles, provision
 __all__ = ["build_parser", "main", "run"]
 
 AUDITOR = "local"
+# The officer of each state's workstation: the id the operator commands log (--operator).
+OFFICER = "officer-17"
 _PRIVATE, _PUBLIC = 0o600, 0o644
 
 
@@ -67,6 +77,31 @@ def _storage_key(path: Path) -> None:
     from node.sealing import create_key_file
 
     create_key_file(path)
+
+
+def _officer(officer: PartyFiles, home: Path) -> None:
+    """The officer's certificate and protected key in their workstation's directory: the
+    passphrase is made once; the key is protected again only when it changed."""
+    from fedmatch.errors import FedmatchError
+    from fedmatch.fileio import write_file
+    from fedmatch.pki.keystore import protect, unlock
+
+    _copy(officer.tls.chain, home / "officer" / "cert.pem", _PUBLIC)
+    secret = home / "keys" / "officer.pass"
+    if not secret.exists():
+        secret.parent.mkdir(parents=True, exist_ok=True)
+        write_file(secret, (secrets.token_urlsafe(24) + "\n").encode(), _PRIVATE, replace=False)
+    passphrase = secret.read_text().splitlines()[0]
+    protected = home / "keys" / "officer.key.enc"
+    signer = officer.signer()
+    if protected.exists():
+        try:
+            if unlock(protected, passphrase).public_key_bytes() == signer.public_key_bytes():
+                return
+        except FedmatchError:
+            pass
+        protected.unlink()
+    protect(signer, passphrase, protected)
 
 
 def _render(template: Path, values: dict[str, str]) -> str:
@@ -92,7 +127,10 @@ def run(
         # provision() reissues a certificate whose file is gone, for the same signing key.
         for cert in (ca / "tls").glob("*/cert.pem"):
             cert.unlink()
-    made = provision(ca, states, auditors=(AUDITOR,), experts={s: experts for s in states})
+    made = provision(
+        ca, states, auditors=(AUDITOR,), experts={s: experts for s in states},
+        officers={s: (OFFICER,) for s in states},
+    )  # fmt: skip
     parties: dict[str, PartyFiles] = {}
     for name, files in made.items():
         if name == f"auditor-{AUDITOR}":
@@ -119,6 +157,8 @@ def run(
             _copy(crl, out / "crls" / crl.name, _PUBLIC)
         if _role(party) == "node":
             _storage_key(home / "keys" / "storage.key")
+        if _role(party) == "operator":
+            _officer(made[f"officer-{OFFICER}-{party.rsplit('-', 1)[1].upper()}"], home)
         template = None
         if templates is not None:
             for candidate in (templates / f"{party}.toml", templates / f"{_role(party)}.toml"):

@@ -58,6 +58,8 @@ LEGAL_BASIS = "Reg. (EU) 2024/1358 Art. 27"
 # The requesting state's two hit verifiers (people with a `verifier` certificate), who
 # confirm every candidate hit before its details are asked for.
 EXPERTS = ("anna", "ben")
+# The officer whose own key signs the bench's requests (a personal `officer` certificate).
+BENCH_OFFICER = "bench-officer"
 # Memory is stable when no process's RSS grows more than this over the second half of the
 # timed phase: allocator pools and caches fill during the first lookups and then stay, a
 # leak keeps growing with every lookup. Growth over the whole timed phase is reported too.
@@ -464,8 +466,9 @@ def bench_federation(
         workdir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         parties = provision(
-            workdir / "pki", states, operators=[REQUESTER], experts={REQUESTER: EXPERTS}
-        )
+            workdir / "pki", states, operators=[REQUESTER], experts={REQUESTER: EXPERTS},
+            officers={REQUESTER: [BENCH_OFFICER]},
+        )  # fmt: skip
         pki_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         for state in states:
@@ -513,14 +516,16 @@ def bench_federation(
         coordinator = f"127.0.0.1:{wait_port(port_file, cproc, _START_TIMEOUT_S, log_path)}"
         start_s = time.perf_counter() - t0
 
+        # The officer's own key signs; the workstation's certificate makes the channel.
         workstation = parties[f"operator-{REQUESTER}"]
+        officer = parties[f"officer-{BENCH_OFFICER}-{REQUESTER}"]
         requester = Requester(
             coordinator,
             REQUESTER,
             RequesterKeys.generate(),
             unit="bench-unit",
-            operator="bench-operator",
-            signer=RequestSigner(workstation.signer(), workstation.tls.chain.read_bytes()),
+            operator=BENCH_OFFICER,
+            signer=RequestSigner(officer.signer(), officer.tls.chain.read_bytes()),
             credentials=Security(workstation.tls).channel_credentials(),
         )
         stack.callback(requester.close)

@@ -5,7 +5,7 @@ A synthetic register of unit vectors is enrolled into a real node (SQLite file, 
 audit log, gRPC server on port 0, mutual TLS with certificates of a PKI made for the run);
 a requester registers its keys once, then runs warm queries through the node's Search RPC,
 decrypts the match bits and maps them back to rows through the node's own hit-detail path.
-Every query is signed by an operator of the requesting state and first goes on the record
+Every query is signed by an officer of the requesting state and first goes on the record
 as a real one does: the coordinator's ``search_authorized`` entry (naming the signed
 request) is appended to a coordinator log and the node witnesses a checkpoint containing
 it (over its WitnessService, called with the coordinator's certificate); that time is part
@@ -75,10 +75,14 @@ def _engine_pids(engine: object) -> list[int]:
     return [int(p.pid) for p in procs if p.pid is not None] + ray_pids
 
 
+# The officer whose key signs the bench's requests (bench-officer.officer.xx.fedmatch.eu).
+BENCH_OFFICER = "bench-officer"
+
+
 def _header() -> QueryHeader:
     return QueryHeader(
         secrets.token_hex(16), REQUESTER, Purpose.ASYLUM_DUBLIN, "bench", "BENCH-1",
-        unit="bench-unit", operator="bench-operator",
+        unit="bench-unit", operator=BENCH_OFFICER,
     )  # fmt: skip
 
 
@@ -150,12 +154,17 @@ def bench_search(
             search_workers=threads if engine == "local" else 0,
             ray_workers=threads if engine == "ray" else 0, ray_address=ray_address,
         )  # fmt: skip
-        parties = provision(Path(tmp) / "pki", [STATE, REQUESTER], operators=[REQUESTER])
+        parties = provision(
+            Path(tmp) / "pki", [STATE, REQUESTER], operators=[REQUESTER],
+            officers={REQUESTER: [BENCH_OFFICER]},
+        )  # fmt: skip
         node_security = Security(parties[f"node-{STATE}"].tls)
         node_audit, coordinator_audit = _audits(Path(tmp), parties)
         gate = Gate(node_security.verify_chain, ReplayGuard(Path(tmp) / "replay.sqlite"))
-        operator = parties[f"operator-{REQUESTER}"]
-        signer = RequestSigner(operator.signer(), operator.tls.chain.read_bytes())
+        # Signed by an officer of the requesting state with their own key, as every party
+        # requires (their personal `officer` certificate names the header's operator).
+        officer = parties[f"officer-{BENCH_OFFICER}-{REQUESTER}"]
+        signer = RequestSigner(officer.signer(), officer.tls.chain.read_bytes())
         # Limits high enough for any run of the bench (the node still charges every search).
         policy = SearchPolicy(requests_per_minute=1_000_000, daily_quota=1_000_000)
         rss0 = _rss_bytes()
@@ -213,7 +222,7 @@ def bench_search(
                 t0 = time.perf_counter()
                 ciphertext = keys.encrypt_probe(probe)
                 probe_hash = digest_hex(ciphertext)
-                # Signed by the requesting operator, then on the coordinator's record before
+                # Signed by the requesting officer, then on the coordinator's record before
                 # the search, witnessed by the node (as coordinator/service.py lookup does).
                 signed = signer.sign(header, "lookup", probe_hash)
                 ta = time.perf_counter()
@@ -286,7 +295,7 @@ def bench_search(
         "threads": workers,
         "engine": engine,
         "engine_start_s": round(engine_start_s, 3),
-        # Every query: mutual TLS to the node and a request signed by an operator.
+        # Every query: mutual TLS to the node and a request signed by an officer.
         "transport": "mtls",
         "signed_requests": True,
         "build_s": round(build_s, 3),

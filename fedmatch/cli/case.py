@@ -1,7 +1,8 @@
 """``fedmatch confirm-decision``: an official accepts or overrides a Dublin case proposal.
 
 The official works at an operator workstation of the requesting state (``--config``: its
-``[tls]`` and ``[operator] signing_key``); the confirmation names the case by the lookup's
+``[tls]``, and the official's own ``[officer]`` certificate and protected key, which signs:
+they are the official logged); the confirmation names the case by the lookup's
 query id and the proposal by the digest ``fedmatch lookup`` printed, and is signed over its
 whole body (which proposal, accepted or overridden, to which state, by which criterion, why).
 The coordinator accepts one confirmation per case and logs it with the official's identity.
@@ -20,7 +21,7 @@ from fedmatch.cli.common import (
     header_args,
     insecure_arg,
     load_operator,
-    operator_config_arg,
+    operator_args,
     signed_requester,
     warn_insecure,
 )
@@ -41,14 +42,10 @@ def add_parsers(sub: Any) -> None:
     )
     p.set_defaults(run=run)
     p.add_argument("--coordinator", required=True, help="coordinator address host:port")
-    operator_config_arg(
-        p, True, ", and [operator] signing_key (the key bound into that certificate, which "
-        "signs the confirmation)",
-    )  # fmt: skip
+    operator_args(p, "the confirmation: the confirming official's")
     insecure_arg(p)
     header_args(p)
     p.add_argument("--unit", required=True, help="the official's unit (logged)")
-    p.add_argument("--operator", required=True, help="the confirming official's id (logged)")
     p.add_argument("--query-id", required=True, help="the lookup's query id (32 hex digits)")
     p.add_argument("--proposal", required=True, help="the proposal's digest, as lookup printed")
     action = p.add_mutually_exclusive_group(required=True)
@@ -75,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInput("an override needs --override-state, --override-criterion and --reason")
     security, signer = load_operator(args.config, insecure, args.state, signs=True)
     assert security is not None and signer is not None
+    requester = signed_requester(args, args.state, None, args.unit, security, signer)
     header = QueryHeader(
         args.query_id,
         args.state,
@@ -82,9 +80,8 @@ def run(args: argparse.Namespace) -> int:
         args.legal_basis,
         args.case_reference,
         args.unit,
-        args.operator,
+        requester.operator,
     )
-    requester = signed_requester(args, args.state, None, args.unit, args.operator, security, signer)
     try:
         report = requester.confirm_decision(
             header,

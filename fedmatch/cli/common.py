@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from fedmatch.domain import Purpose, QueryHeader
-from fedmatch.errors import ConfigError, FedmatchError, InvalidInput
+from fedmatch.errors import ConfigError, FedmatchError, InvalidInput, PermissionDenied
 
 if TYPE_CHECKING:
     from fedmatch.audit.note import NoteSigner
     from fedmatch.biometrics.pipeline import FacePipeline
     from fedmatch.he.keypair import RequesterKeys
+    from fedmatch.protocol.statement import RequestSigner
     from fedmatch.protocol.transport import Security
     from fedmatch.requester import Requester
 
@@ -42,6 +43,8 @@ __all__ = [
     "load_operator",
     "log_format_arg",
     "new_header",
+    "officer_id",
+    "operator_args",
     "operator_config_arg",
     "parse_pick",
     "requester_from_args",
@@ -115,8 +118,27 @@ def operator_config_arg(p: argparse.ArgumentParser, required: bool, needs: str) 
         "--config",
         type=Path,
         required=required,
-        help="operator workstation TOML: [tls] key, chain, root, crls (this operator's "
-        f"certificate of `fedmatch pki issue --role operator`){needs}",
+        help="operator workstation TOML: [tls] key, chain, root, crls (the workstation's "
+        f"certificate of `fedmatch pki issue --role operator`: the channel){needs}",
+    )
+
+
+# What the signing commands say of --config and --operator.
+OFFICER_CONFIG_HELP = (
+    ", and [officer] chain, key and key_passphrase_env or key_passphrase_file (the "
+    "personal certificate of `fedmatch pki issue --role officer --instance ID` and its "
+    "protected key, which signs {what})"
+)
+
+
+def operator_args(p: argparse.ArgumentParser, what: str) -> None:
+    """``--config`` (with ``[officer]``) and ``--operator`` of a command whose requests
+    the officer signs."""
+    operator_config_arg(p, True, OFFICER_CONFIG_HELP.format(what=what))
+    p.add_argument(
+        "--operator",
+        help="the officer's id (optional): must be the instance of the [officer] "
+        "certificate, which is what every party logs",
     )
 
 
@@ -176,35 +198,44 @@ def new_header(
 
 def load_operator(
     path: Path | None, insecure: bool, state: str, signs: bool
-) -> tuple[Security | None, NoteSigner | None]:
-    """An operator workstation's TOML file: ``[tls]`` (its mTLS certificate, an operator
-    certificate of ``state``) and, when it ``signs`` requests, ``[operator] signing_key``
-    (the Ed25519 key bound into that certificate). Relative paths are relative to the file.
-    Checked here, before anything is sent: a wrong certificate would be refused remotely."""
-    from fedmatch.audit.note import NoteSigner
+) -> tuple[Security | None, RequestSigner | None]:
+    """An operator workstation's TOML file: ``[tls]`` (the workstation's mTLS certificate,
+    an operator certificate of ``state``: the channel only) and, when the command ``signs``
+    requests, ``[officer]`` (the personal certificate and passphrase-protected key of the
+    officer at the workstation, whose key signs: :mod:`fedmatch.requester.officer`).
+    Relative paths are relative to the file. Checked here, before anything is sent: a
+    wrong certificate would be refused remotely."""
     from fedmatch.config import read_toml
     from fedmatch.protocol.transport import load_security
+    from fedmatch.requester.officer import check_operator_table, load_officer
 
     if path is None:
         if not insecure:
             raise InvalidInput("--config (the operator's [tls] table) is required")
         return None, None
     security = load_security(path, insecure)
-    table = read_toml(path).get("operator", {})
-    if not isinstance(table, dict):
-        raise ConfigError("[operator] must be a table")
-    unknown = set(table) - {"signing_key"}
-    if unknown:
-        raise ConfigError(f"operator.{sorted(unknown)[0]}: unknown key")
+    doc = read_toml(path)
+    check_operator_table(doc)
+    check_own_certificate(security, "operator", state, None)
     signer = None
     if signs:
-        raw = table.get("signing_key")
-        if not isinstance(raw, str) or not raw:
-            raise ConfigError("operator.signing_key is required (the key that signs requests)")
-        key_path = Path(raw) if Path(raw).is_absolute() else path.parent / raw
-        signer = NoteSigner.load(key_path)
-    check_own_certificate(security, "operator", state, signer)
+        try:
+            signer = load_officer(path, doc.get("officer"), security.verify_chain, state)
+        except PermissionDenied as exc:
+            raise ConfigError(f"[officer] of {path.name}: {exc}") from None
     return security, signer
+
+
+def officer_id(args: argparse.Namespace, signer: RequestSigner) -> str:
+    """Who asks: the officer of the ``[officer]`` certificate. ``--operator``, if given,
+    must name that very officer (the coordinator and the nodes would refuse anyone else)."""
+    given = getattr(args, "operator", None)
+    if given and given != signer.officer:
+        raise InvalidInput(
+            f"--operator {given!r} is not the officer whose certificate signs ({signer.officer!r} "
+            "in [officer] chain): leave --operator out, the certificate names who asks"
+        )
+    return signer.officer
 
 
 def signed_requester(
@@ -212,33 +243,30 @@ def signed_requester(
     state: str,
     keys: RequesterKeys | None,
     unit: str,
-    operator: str,
     security: Security,
-    signer: NoteSigner,
+    signer: RequestSigner,
 ) -> Requester:
-    """A client of the coordinator at ``--coordinator`` whose every request the operator's
-    key signs, over the workstation's mTLS channel."""
-    from fedmatch.protocol.statement import RequestSigner
+    """A client of the coordinator at ``--coordinator`` whose every request the officer's
+    key signs (their id, checked against ``--operator``, is the operator of every request),
+    over the workstation's mTLS channel."""
     from fedmatch.requester import Requester
 
     return Requester(
-        args.coordinator, state, keys, unit, operator,
-        RequestSigner(signer, security.chain_pem()), security.channel_credentials(),
+        args.coordinator, state, keys, unit, officer_id(args, signer), signer,
+        security.channel_credentials(),
     )  # fmt: skip
 
 
-def requester_from_args(
-    args: argparse.Namespace, state: str, unit: str, operator: str
-) -> Requester:
-    """The insecure warning, the operator file (``--config``, signing) and the key file
-    (``--keys``, if the command has one), then :func:`signed_requester`."""
+def requester_from_args(args: argparse.Namespace, state: str, unit: str) -> Requester:
+    """The insecure warning, the operator file (``--config``, with its ``[officer]``) and
+    the key file (``--keys``, if the command has one), then :func:`signed_requester`."""
     from fedmatch.requester.keyfile import load_keys
 
     insecure = warn_insecure(args, args.command)
     security, signer = load_operator(args.config, insecure, state, signs=True)
     assert security is not None and signer is not None
     keys = load_keys(args.keys) if getattr(args, "keys", None) else None
-    return signed_requester(args, state, keys, unit, operator, security, signer)
+    return signed_requester(args, state, keys, unit, security, signer)
 
 
 def _leaf_identity(security: Security) -> Any:

@@ -36,7 +36,7 @@ _TABLES = {
     "node": {"node", "audit", "tls", "policy", "retention", "storage", "metrics", "logging"},
     "coordinator": {"coordinator", "nodes", "audit", "tls", "metrics", "logging"},
     "auditor": {"auditor", "coordinator", "nodes", "tls", "logging"},
-    "operator": {"operator", "tls", "logging"},
+    "operator": {"operator", "officer", "tls", "logging"},
 }
 KINDS = tuple(_TABLES)
 
@@ -60,8 +60,11 @@ def _kind(tables: dict[str, Any], path: Path) -> str:
     for kind in ("auditor", "node", "coordinator", "operator"):
         if kind in tables:
             return kind
+    if "officer" in tables:
+        return "operator"  # a workstation's file: [tls] and the officer's [officer]
     raise ConfigError(
-        f"{path} has no [node], [coordinator], [auditor] or [operator] table: give --kind"
+        f"{path} has no [node], [coordinator], [auditor], [operator] or [officer] table: "
+        "give --kind"
     )
 
 
@@ -106,11 +109,17 @@ def _named_files(kind: str, path: Path) -> tuple[dict[str, Path], bool]:
             return files, False
     else:
         from fedmatch.config import read_toml
+        from fedmatch.requester.officer import officer_files
 
-        raw = read_toml(path).get("operator", {}).get("signing_key")
-        if isinstance(raw, str) and raw:
-            key = Path(raw)
-            files["operator.signing_key"] = key if key.is_absolute() else path.parent / key
+        # Only a workstation that signs (lookups, resolves...) needs an [officer]; one that
+        # only enrols or marks at its own node has none.
+        table = read_toml(path).get("officer")
+        if table is not None:
+            officer = officer_files(path, table)
+            files["officer.chain"] = officer.chain
+            files["officer.key"] = officer.key
+            if officer.passphrase_file is not None:
+                files["officer.key_passphrase_file"] = officer.passphrase_file
     return files, True
 
 
@@ -138,12 +147,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_operator_table(tables: dict[str, Any]) -> None:
     """[operator] as :func:`fedmatch.cli.common.load_operator` checks it."""
-    table = tables.get("operator", {})
-    if not isinstance(table, dict):
-        raise ConfigError("[operator] must be a table")
-    unknown = set(table) - {"signing_key"}
-    if unknown:
-        raise ConfigError(f"operator.{sorted(unknown)[0]}: unknown key")
-    raw = table.get("signing_key")
-    if raw is not None and (not isinstance(raw, str) or not raw):
-        raise ConfigError("operator.signing_key must be a key file's path")
+    from fedmatch.requester.officer import check_operator_table
+
+    check_operator_table(tables)

@@ -66,7 +66,7 @@ def _passphrase(path: Path | None) -> str:
 
 
 def run_protect_key(args: argparse.Namespace) -> int:
-    from fedmatch.desk.keystore import protect_file
+    from fedmatch.pki.keystore import protect_file
 
     signer = protect_file(args.key, args.out, _passphrase(args.passphrase_file))
     print(f"wrote {args.out} (key {signer.name}, id {signer.key_id.hex()}); "

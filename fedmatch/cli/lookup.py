@@ -21,7 +21,8 @@ from fedmatch.cli.common import (
     header_args,
     insecure_arg,
     load_operator,
-    operator_config_arg,
+    officer_id,
+    operator_args,
     parse_pick,
     signed_requester,
     warn_insecure,
@@ -37,16 +38,10 @@ def add_parsers(sub: Any) -> None:
     lookup = sub.add_parser("lookup", help="encrypted lookup of one probe across the federation")
     lookup.set_defaults(run=run)
     lookup.add_argument("--coordinator", required=True, help="coordinator address host:port")
-    operator_config_arg(
-        lookup, True, ", and [operator] signing_key (the Ed25519 key bound into that "
-        "certificate, which signs every lookup and resolve)",
-    )  # fmt: skip
+    operator_args(lookup, "every lookup and resolve")
     insecure_arg(lookup)
     header_args(lookup)
     lookup.add_argument("--unit", required=True, help="requesting unit (logged)")
-    lookup.add_argument(
-        "--operator", required=True, help="operator id of the person asking (logged)"
-    )
     lookup.add_argument(
         "--candidates-out",
         type=Path,
@@ -111,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInput("a data-subject request is `fedmatch rights which-states`")
     security, signer = load_operator(args.config, insecure, args.state, signs=True)
     assert security is not None and signer is not None
+    officer_id(args, signer)  # a wrong --operator is refused before any face work
     if args.image:
         from fedmatch.biometrics.errors import FaceQualityError
 
@@ -128,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     app_date = args.application_date
     parse_date(app_date, "--application-date")
     case_inputs = load_case_file(args.case_file) if args.case_file else None
-    requester = signed_requester(args, args.state, keys, args.unit, args.operator, security, signer)
+    requester = signed_requester(args, args.state, keys, args.unit, security, signer)
     try:
         header = requester.header(
             Purpose.parse(args.purpose), args.legal_basis, args.case_reference

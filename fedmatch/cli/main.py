@@ -11,8 +11,9 @@ the only place that turns errors into exit codes (:mod:`fedmatch.cli.common`): 0
 README's "Exit codes" lists every code, the commands' own included).
 
 Every channel is mutual TLS with the certificates a party's TOML file names in ``[tls]``;
-``lookup`` and ``enroll`` read an operator workstation's file (``--config``: ``[tls]`` and
-``[operator] signing_key``, which signs every lookup and resolve). ``--dev-insecure`` (on the
+``lookup`` and ``enroll`` read an operator workstation's file (``--config``: ``[tls]``, the
+workstation's channel, and for the commands that sign ``[officer]``, the officer's personal
+certificate and protected key, which signs every lookup and resolve). ``--dev-insecure`` (on the
 commands that connect or serve) is plaintext gRPC for development, warned about on stderr
 at every start; signed requests are still verified against the ``[tls]`` root and CRLs.
 """

@@ -21,6 +21,10 @@ from fedmatch.errors import InvalidInput
 __all__ = ["add_parsers", "run"]
 
 
+_INSTANCE_HELP = (
+    "one DNS label telling holders of a role apart, e.g. desk7; for --role officer (a "
+    "person's certificate) required: the officer's id, which their requests name"
+)
 _UNENCRYPTED_WARNING = (
     "WARNING: --dev-unencrypted-key: {path} is written UNENCRYPTED. For development only: a "
     "CA key is encrypted with a passphrase and kept offline (or in an HSM) in production"
@@ -96,10 +100,10 @@ def add_parsers(sub: Any) -> None:
         "--dir", type=Path, required=True, help="CA directory with <scope>.key/.pem and root.pem"
     )
     pissue.add_argument(
-        "--role", required=True, help="node, coordinator, auditor, operator or verifier"
+        "--role", required=True, help="node, coordinator, auditor, operator, verifier or officer"
     )
     pissue.add_argument("--scope", required=True, help="member state code or EU")
-    pissue.add_argument("--instance", default="", help="optional DNS label, e.g. desk7")
+    pissue.add_argument("--instance", default="", help=_INSTANCE_HELP)
     pissue.add_argument(
         "--signing-key", type=Path, required=True,
         help="the holder's Ed25519 signing key file, bound into the certificate; created "
@@ -116,8 +120,8 @@ def add_parsers(sub: Any) -> None:
         "encrypted) for the root, or a party's for its state's CA",
     )
     pcsr.add_argument("--scope", required=True, help="member state code (IT, DE, ...) or EU")
-    pcsr.add_argument("--role", help="node, coordinator, auditor, operator or verifier")
-    pcsr.add_argument("--instance", default="", help="optional DNS label, e.g. desk7")
+    pcsr.add_argument("--role", help="node, coordinator, auditor, operator, verifier or officer")
+    pcsr.add_argument("--instance", default="", help=_INSTANCE_HELP)
     pcsr.add_argument(
         "--signing-key", type=Path,
         help="(with --role) the holder's Ed25519 signing key file, bound into the "

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fedmatch.cli.common import insecure_arg, operator_config_arg, requester_from_args
+from fedmatch.cli.common import insecure_arg, operator_args, requester_from_args
 from fedmatch.errors import InvalidInput
 
 __all__ = ["add_parsers", "run", "run_answer"]
@@ -52,7 +52,7 @@ def add_parsers(sub: Any) -> None:
     )
     w.set_defaults(run=run)
     w.add_argument("--coordinator", required=True, help="coordinator address host:port")
-    operator_config_arg(w, True, ", and [operator] signing_key (signs the search)")
+    operator_args(w, "the search")
     insecure_arg(w)
     w.add_argument("--state", required=True, help="the authority's member state")
     w.add_argument(
@@ -60,7 +60,6 @@ def add_parsers(sub: Any) -> None:
     )
     w.add_argument("--case-reference", required=True, help="the request's file number")
     w.add_argument("--unit", required=True, help="the authority's unit (logged)")
-    w.add_argument("--operator", required=True, help="operator id of the person asking (logged)")
     probe = w.add_mutually_exclusive_group(required=True)
     probe.add_argument(
         "--image", "--photo", type=Path, action=_DeprecatedAlias,
@@ -88,7 +87,7 @@ def add_parsers(sub: Any) -> None:
     )
     a.set_defaults(run=run_answer)
     a.add_argument("--coordinator", required=True, help="coordinator address host:port")
-    operator_config_arg(a, True, ", and [operator] signing_key (signs the request)")
+    operator_args(a, "the request")
     insecure_arg(a)
     a.add_argument("--candidates", type=Path, required=True, help="file of rights which-states")
     a.add_argument(
@@ -114,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         if templates.shape[0] != 1:
             raise InvalidInput("one person per request: the template file holds several")
         template, photo = templates[0], b""
-    requester = requester_from_args(args, args.state, args.unit, args.operator)
+    requester = requester_from_args(args, args.state, args.unit)
     try:
         found = subject_search(
             requester, template, args.legal_basis, args.case_reference, photo, args.timeout
@@ -160,7 +159,8 @@ def run_answer(args: argparse.Namespace) -> int:
     verdicts = [v for path in args.verdicts for v in read_verdicts(path)]
     folder_path = packets_path(args.candidates)
     folder = PacketFolder(folder_path) if folder_path.exists() else None
-    requester = requester_from_args(args, header.requesting_state, header.unit, header.operator)
+    # The officer answering may be another than the one who searched: they sign and are logged.
+    requester = requester_from_args(args, header.requesting_state, header.unit)
     try:
         answer = subject_answer(requester, header, hits, verdicts, folder, args.timeout)
     finally:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from fedmatch.cli.common import (
     EXIT_INCOMPLETE,
     EXIT_OK,
     insecure_arg,
-    operator_config_arg,
+    operator_args,
     requester_from_args,
 )
 from fedmatch.domain import Sex, parse_date
@@ -80,7 +81,7 @@ def add_parsers(sub: Any) -> None:
     )
     r.set_defaults(run=run_resolve)
     r.add_argument("--coordinator", required=True, help="coordinator address host:port")
-    operator_config_arg(r, True, ", and [operator] signing_key (signs the resolve)")
+    operator_args(r, "the resolve")
     insecure_arg(r)
     r.add_argument("--candidates", type=Path, required=True, help="file of lookup --candidates-out")
     r.add_argument(
@@ -251,9 +252,11 @@ def run_resolve(args: argparse.Namespace) -> int:
         header, 0.0, "", tuple(hits), nodes, 0, 0, {}, opening=opening,
         opening_keys=opening_keys,
     )  # fmt: skip
-    requester = requester_from_args(args, header.requesting_state, header.unit, header.operator)
+    # The officer resolving may be another than the one who looked up: they sign and are
+    # logged (the Requester names them in every request it sends).
+    requester = requester_from_args(args, header.requesting_state, header.unit)
     if missing:
-        log_accepted_incomplete(header, missing)
+        log_accepted_incomplete(replace(header, operator=requester.operator), missing)
     try:
         case_inputs = load_case_file(args.case_file) if args.case_file else None
         resolved = requester.resolve(

@@ -55,12 +55,12 @@ def _desk_toml(
     cases: Path,
     experts: Sequence[PartyFiles],
     operator: PartyFiles,
+    official: PartyFiles,
     coordinator: str,
     passphrase: str,
     unit: str,
-    official: str,
 ) -> Path:
-    from fedmatch.desk.keystore import protect_file
+    from fedmatch.pki.keystore import protect_file
 
     keys = workdir / "desk-keys"
     keys.mkdir(mode=0o700, exist_ok=True)
@@ -73,9 +73,11 @@ def _desk_toml(
             f"[[verifier]]\nchain = {_toml(relative_path(party.tls.chain, workdir))}\n"
             f"key = {_toml(relative_path(protected, workdir))}\n"
         )
-    protected = keys / f"{operator.name}.key.enc"
+    # The official signs with the key of their own `officer` certificate; the operator
+    # workstation's [tls] (operator-<STATE>.toml) only makes the channel.
+    protected = keys / f"{official.name}.key.enc"
     protected.unlink(missing_ok=True)
-    protect_file(operator.signing_key, protected, passphrase)
+    protect_file(official.signing_key, protected, passphrase)
     state = operator.name.rsplit("-", 1)[-1]
     path = workdir / "desk.toml"
     path.write_text(
@@ -84,7 +86,8 @@ def _desk_toml(
         f"root = {_toml(relative_path(operator.tls.root, workdir))}\n"
         f"crls = [{', '.join(_toml(relative_path(c, workdir)) for c in operator.tls.crls)}]\n\n"
         + "\n".join(tables)
-        + f"\n[officer]\nname = {_toml(official)}\nunit = {_toml(unit)}\n"
+        + f"\n[officer]\nchain = {_toml(relative_path(official.tls.chain, workdir))}\n"
+        f"unit = {_toml(unit)}\n"
         f"operator = {_toml(f'operator-{state}.toml')}\n"
         f"coordinator = {_toml(coordinator)}\n"
         f"key = {_toml(relative_path(protected, workdir))}\n"
@@ -97,9 +100,9 @@ def serve_demo_desk(
     case: DeskCase,
     experts: Sequence[PartyFiles],
     operator: PartyFiles,
+    official: PartyFiles,
     coordinator: str,
     unit: str,
-    official: str,
     until: Callable[[], None] | None = None,
 ) -> Path:
     """Hand ``case`` to a desk and serve it until Ctrl-C (or until ``until`` returns, for
@@ -111,7 +114,7 @@ def serve_demo_desk(
     candidates = _write_case(workdir / "desk-cases", case)
     passphrase = "demo-" + secrets.token_hex(4)
     config_path = _desk_toml(
-        workdir, workdir / "desk-cases", experts, operator, coordinator, passphrase, unit, official
+        workdir, workdir / "desk-cases", experts, operator, official, coordinator, passphrase, unit
     )
     config = load_config(config_path)
     with running(create_app(config), config) as url:

@@ -48,7 +48,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,9 @@ from fedmatch.demo.parties import (
     DIM,
     LEGAL_BASIS,
     MODEL,
+    OFFICER,
+    OFFICERS,
+    OFFICIAL,
     auditor_toml,
     enroll,
     node_register,
@@ -69,6 +72,7 @@ from fedmatch.demo.parties import (
     start_coordinator,
     start_nodes,
 )
+from fedmatch.demo.parties import requester as officer_requester
 from fedmatch.demo.photos import encoded, read_identities, read_image, second_capture
 from fedmatch.domain import Category, Purpose, QueryHeader
 from fedmatch.errors import InvalidInput
@@ -77,7 +81,6 @@ from fedmatch.pki.names import dns_name
 from fedmatch.pki.provision import PartyFiles, provision
 from fedmatch.protocol.casefile import case_inputs_from_json
 from fedmatch.protocol.limits import MAX_RECEIVE_BYTES
-from fedmatch.protocol.statement import RequestSigner
 from fedmatch.protocol.transport import Security
 from fedmatch.protocol.verification import Evidence, HitKey, SignedVerdict, VerdictSigner
 from fedmatch.protocol.wire import header_to_pb
@@ -92,7 +95,6 @@ REQUESTING, ENTRY, EARLIER = "DE", "IT", "FR"
 DUBLIN_III_REGISTRATION = dt.date(2026, 6, 15)
 STATES = (REQUESTING, ENTRY, EARLIER)
 EXPERTS = ("anna", "ben")  # DE's hit verifiers
-OFFICIAL = f"{REQUESTING}-dublin-official-3"
 
 
 @dataclass(frozen=True)
@@ -211,7 +213,10 @@ def _configure(workdir: Path, parties: dict[str, PartyFiles], records: int, toda
     ]:
         old.unlink()
     for i, state in enumerate(STATES):
-        operator_toml(workdir / f"operator-{state}.toml", parties[f"operator-{state}"], workdir)
+        operator_toml(
+            workdir / f"operator-{state}.toml", parties[f"operator-{state}"],
+            parties[f"officer-{OFFICER}-{state}"], workdir,
+        )  # fmt: skip
         node_register(
             workdir, parties, state, records, 2000 + i, today, auditor_key, coordinator_key
         )
@@ -236,12 +241,15 @@ def run_dublin_demo(
 
         t0 = time.perf_counter()
         parties = provision(
-            workdir, list(STATES), auditors=(AUDITOR,), experts={REQUESTING: EXPERTS}
-        )
+            workdir, list(STATES), auditors=(AUDITOR,), experts={REQUESTING: EXPERTS},
+            officers={state: OFFICERS for state in STATES},
+        )  # fmt: skip
         auditor_key = _configure(workdir, parties, records, today)
         say(
             f"1. PKI (root, a CA per state and for the EU; nodes, coordinator, an operator "
-            f"workstation per state, {len(EXPERTS)} hit verifiers of {REQUESTING}, an auditor) "
+            f"workstation and {len(OFFICERS)} officers (personal certificates: their keys "
+            f"sign the requests) per state, {len(EXPERTS)} hit verifiers of {REQUESTING}, an "
+            "auditor) "
             f"and {records:,} synthetic records per node ({time.perf_counter() - t0:.1f}s)"
         )
 
@@ -293,17 +301,18 @@ def run_dublin_demo(
             )
         say(f"   faces from {source} ({time.perf_counter() - t0:.1f}s)")
 
+        # The officer who looks up and resolves, and the official who confirms: each signs
+        # with their own key, over the same workstation's mTLS channel.
         workstation = parties[f"operator-{REQUESTING}"]
-        requester = Requester(
-            coordinator,
-            REQUESTING,
-            None,
-            unit=f"{REQUESTING}-dublin-unit",
-            operator=f"{REQUESTING}-officer-12",
-            signer=RequestSigner(workstation.signer(), workstation.tls.chain.read_bytes()),
-            credentials=Security(workstation.tls).channel_credentials(),
+        unit = f"{REQUESTING}-dublin-unit"
+        requester = officer_requester(
+            coordinator, workstation, parties[f"officer-{OFFICER}-{REQUESTING}"], unit
         )
         stack.callback(requester.close)
+        official = officer_requester(
+            coordinator, workstation, parties[f"officer-{OFFICIAL}-{REQUESTING}"], unit
+        )
+        stack.callback(official.close)
         experts = [
             VerdictSigner(
                 parties[f"verifier-{p}-{REQUESTING}"].signer(),
@@ -315,7 +324,16 @@ def run_dublin_demo(
         forms = workdir / "forms"
         for i, case in enumerate(cases):
             results.append(
-                _run_case(i + 1, case, pipeline, requester, experts, today, workstation, forms)
+                _run_case(
+                    i + 1,
+                    case,
+                    pipeline,
+                    (requester, official),
+                    experts,
+                    today,
+                    workstation,
+                    forms,
+                )
             )
 
         from fedmatch.audit.auditor import load_auditor_config, run_audit
@@ -401,12 +419,14 @@ def _run_case(
     number: int,
     case: _Case,
     pipeline: FacePipeline,
-    requester: Requester,
+    officers: tuple[Requester, Requester],
     experts: list[VerdictSigner],
     today: dt.date,
     workstation: PartyFiles,
     forms: Path,
 ) -> dict[str, Any]:
+    """``officers``: the officer who looks up and resolves, and the official who confirms."""
+    requester, official = officers
     probe = pipeline.template(case.person.probe)
     header = requester.header(
         Purpose.ASYLUM_DUBLIN, LEGAL_BASIS, f"{REQUESTING}-BAMF-{today.year}-{5510 + number}"
@@ -447,8 +467,8 @@ def _run_case(
             f"{form['dublinet_reference']}, written to {form['html']}")  # fmt: skip
     confirmed: dict[str, Any] | None = None
     if proposal["responsible_state"]:
-        official = replace(header, operator=OFFICIAL)
-        confirmation = requester.confirm_decision(official, proposal["digest"])
+        # The official signs the confirmation with their own key: they are its operator.
+        confirmation = official.confirm_decision(header, proposal["digest"])
         say(
             f"    confirmed by {confirmation.official_id} at {confirmation.confirmed_at} "
             f"(coordinator log entry {confirmation.log_index})"

@@ -12,13 +12,15 @@ last stdout line is JSON: decision, per-node outcomes, timings and bytes.
 The demo first provisions a federation PKI in the work directory (as the `fedmatch pki`
 commands would, step by step): a root CA, one CA per member state and one for the EU, and a
 certificate and an Ed25519 signing key for every node, the coordinator, one operator
-workstation per state and an auditor (``ca/``, ``keys/``, ``tls/<party>/``). Every channel
-is mutual TLS, every party checks its peer's certificate and role, and every lookup and
-resolve is signed by the requesting operator. Every party signs its own audit log with its
-key; nodes witness the coordinator's log and search only for requests on its record. Two
-people of the requesting state verify the candidate hits before their details are asked
-for. The work directory also gets an ``auditor.toml`` for ``fedmatch audit verify`` and an
-``operator-<STATE>.toml`` per state for ``fedmatch lookup|enroll --config``.
+workstation and its officials per state and an auditor (``ca/``, ``keys/``,
+``tls/<party>/``). Every channel is mutual TLS, every party checks its peer's certificate
+and role, and every lookup and resolve is signed by the requesting officer with their own
+key (a personal ``officer`` certificate; the workstation's certificate makes the channel).
+Every party signs its own audit log with its key; nodes witness the coordinator's log and
+search only for requests on its record. Two people of the requesting state verify the
+candidate hits before their details are asked for. The work directory also gets an
+``auditor.toml`` for ``fedmatch audit verify`` and an ``operator-<STATE>.toml`` per state
+(its officer officer-12's) for ``fedmatch lookup|resolve|enroll --config``.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ from fedmatch.demo.parties import (
     DIM,
     LEGAL_BASIS,
     MODEL,
+    OFFICER,
+    OFFICERS,
+    OFFICIAL,
     auditor_toml,
     enroll,
     node_register,
@@ -52,12 +57,11 @@ from fedmatch.demo.parties import (
     start_nodes,
     verifier_toml,
 )
+from fedmatch.demo.parties import requester as officer_requester
 from fedmatch.demo.photos import DemoPhotos, encoded, folder_photos, packaged_photos
 from fedmatch.domain import Category, Purpose, Sex
 from fedmatch.errors import InvalidInput
 from fedmatch.pki.provision import PartyFiles, provision
-from fedmatch.protocol.statement import RequestSigner
-from fedmatch.protocol.transport import Security
 from fedmatch.protocol.verification import Evidence, HitKey, VerdictSigner
 from fedmatch.requester import PacketFetch, Requester
 from fedmatch.requester.report import lookup_summary
@@ -155,7 +159,11 @@ def _provision(workdir: Path, records: int, today: dt.date) -> _Federation:
     # this work directory are removed.
     # Two hit verifiers (people with `verifier` certificates) of the requesting state.
     experts = {STATES["A"]: DEMO_EXPERTS}
-    parties = provision(workdir, list(STATES.values()), auditors=(AUDITOR,), experts=experts)
+    # Each state's officials (people with `officer` certificates) sign its requests.
+    officers = {state: OFFICERS for state in STATES.values()}
+    parties = provision(
+        workdir, list(STATES.values()), auditors=(AUDITOR,), experts=experts, officers=officers
+    )
     fed = _Federation(
         workdir,
         parties,
@@ -169,7 +177,10 @@ def _provision(workdir: Path, records: int, today: dt.date) -> _Federation:
     for old in [*workdir.glob("*.replay.sqlite*"), *workdir.glob("*.notices.sqlite*")]:
         old.unlink()
     for state in STATES.values():
-        operator_toml(workdir / f"operator-{state}.toml", parties[f"operator-{state}"], workdir)
+        operator_toml(
+            workdir / f"operator-{state}.toml", parties[f"operator-{state}"],
+            parties[f"officer-{OFFICER}-{state}"], workdir,
+        )  # fmt: skip
     for person in DEMO_EXPERTS:
         # For `fedmatch verify-hit --config verifier-expert1-DE.toml`.
         expert = parties[f"verifier-{person}-{STATES['A']}"]
@@ -182,7 +193,8 @@ def _provision(workdir: Path, records: int, today: dt.date) -> _Federation:
         f"1. registers: {records:,} synthetic records per node, "
         f"{time.perf_counter() - t0:.1f}s; a federation PKI (root CA, a CA per state and "
         f"for the EU) with a TLS certificate and a bound signing key for {len(STATES)} "
-        "nodes, the coordinator, an operator workstation per state and an auditor"
+        "nodes, the coordinator, an operator workstation and its officers per state and "
+        "an auditor"
     )
     return fed
 
@@ -262,17 +274,12 @@ def _look_up(
     """Step 5: A's signed lookup and its candidates' verification packets. Returns A's
     requester (kept open for the resolve and the control)."""
     a = STATES["A"]
-    # Who asks is on the record of every party: the unit and the officer; the operator
-    # workstation signs every request with the key its certificate binds.
-    workstation = fed.parties[f"operator-{a}"]
-    requester = Requester(
-        fed.coordinator,
-        a,
-        None,
-        unit=f"{a}-dublin-unit",
-        operator=f"{a}-officer-12",
-        signer=RequestSigner(workstation.signer(), workstation.tls.chain.read_bytes()),
-        credentials=Security(workstation.tls).channel_credentials(),
+    # Who asks is on the record of every party: the unit and the officer, whose own key
+    # (their personal `officer` certificate) signs every request; the operator
+    # workstation's certificate only makes the mTLS channel.
+    officer = fed.parties[f"officer-{OFFICER}-{a}"]
+    requester = officer_requester(
+        fed.coordinator, fed.parties[f"operator-{a}"], officer, f"{a}-dublin-unit"
     )
     stack.callback(requester.close)
     header = requester.header(Purpose.ASYLUM_DUBLIN, LEGAL_BASIS, f"{a}-BAMF-2026-5512")
@@ -282,8 +289,9 @@ def _look_up(
         f"({report.key_bytes_sent / 1e6:.1f} MB, once), encrypted the template of another "
         f"photograph "
         f"({report.bytes_sent / 1e3:.0f} KB) and looked it up in a request signed by its "
-        f"operator workstation ({workstation.signer().name}); the nodes checked the "
-        "signature and answered with "
+        f"officer with their own key ({officer.signer().name}; the operator workstation's "
+        "certificate only makes the channel); the nodes checked the signature and answered "
+        "with "
         f"masked match bits only: "
         + "; ".join(
             f"{n.member_state} {n.outcome} ("
@@ -363,9 +371,9 @@ def _desk_demo(
         DeskCase(report, encoded(pictures.probe), fetched, Sex.MALE),
         [fed.parties[f"verifier-{person}-{a}"] for person in DEMO_EXPERTS],
         fed.parties[f"operator-{a}"],
+        fed.parties[f"officer-{OFFICIAL}-{a}"],
         fed.coordinator,
         requester.unit,
-        f"{a}-official-3",
         until,
     )
     audit = _audit(fed, temporary)

@@ -24,7 +24,9 @@ from fedmatch.pki.provision import PartyFiles
 from fedmatch.protocol.transport import Security
 from fedmatch.requester.enrolment import EnrolmentRecord, NodeEnroller
 
+from fedmatch.protocol.statement import RequestSigner
 if TYPE_CHECKING:
+from fedmatch.requester import Requester
     from node.sealing import KeyEncryptionKey
 
 __all__ = [
@@ -36,14 +38,19 @@ __all__ = [
     "TRAVELLER_BIRTH_DATE",
     "audit_table",
     "auditor_toml",
+    "OFFICER",
+    "OFFICERS",
+    "OFFICIAL",
     "enroll",
     "node_register",
     "nodes_tables",
     "operator_toml",
     "relative_path",
     "say",
+    "officer_signer",
     "start_coordinator",
     "start_nodes",
+    "requester",
     "tls_table",
     "verifier_toml",
 ]
@@ -57,6 +64,10 @@ CHECKPOINT_SECONDS = 2.0
 
 
 def say(text: str) -> None:
+# Each state's officials, holding personal `officer` certificates (officer-12.officer.de...):
+# the officer who looks up and resolves, and the official who confirms the decision.
+OFFICER, OFFICIAL = "officer-12", "official-3"
+OFFICERS = (OFFICER, OFFICIAL)
     print(text, flush=True)
 
 
@@ -109,12 +120,48 @@ def tls_table(files: TlsFiles, base: Path) -> str:
     )
 
 
-def operator_toml(path: Path, party: PartyFiles, base: Path) -> None:
+def officer_signer(officer: PartyFiles) -> RequestSigner:
+    """How an officer of the demo signs their requests: their own key and personal
+    ``officer`` certificate (the workstation's certificate only makes the channel)."""
+    return RequestSigner(officer.signer(), officer.tls.chain.read_bytes())
+
+
+def requester(
+    coordinator: str, workstation: PartyFiles, officer: PartyFiles, unit: str
+) -> Requester:
+    """``officer`` at ``workstation``: a client of the coordinator over the workstation's
+    mTLS channel whose every request the officer's key signs (their id is the operator)."""
+    state = workstation.name.rsplit("-", 1)[-1]
+    return Requester(
+        coordinator, state, None, unit=unit, operator="", signer=officer_signer(officer),
+        credentials=Security(workstation.tls).channel_credentials(),
+    )  # fmt: skip
+
+
+def operator_toml(path: Path, workstation: PartyFiles, officer: PartyFiles, base: Path) -> None:
+    """The operator TOML of ``workstation`` with ``officer`` at it: the workstation's
+    ``[tls]`` and the officer's ``[officer]``, their key protected under a fresh passphrase
+    kept in a file of mode 0600 beside it (demo keys only: a real officer keeps theirs)."""
+    from fedmatch.fileio import write_file
+    from fedmatch.pki.keystore import protect_file
+
+    keys = officer.signing_key.parent
+    protected, secret = keys / f"{officer.name}.key.enc", keys / f"{officer.name}.pass"
+    passphrase = "demo-" + secrets.token_hex(8)
+    for old in (protected, secret):
+        old.unlink(missing_ok=True)  # a demo run makes its passphrase afresh
+    write_file(secret, (passphrase + "\n").encode(), 0o600, replace=False)
+    protect_file(officer.signing_key, protected, passphrase)
+    state = workstation.name.split("-", 1)[1]
     path.write_text(
-        f"# An operator workstation of {party.name.split('-', 1)[1]}: "
-        "`fedmatch lookup|enroll --config` this file.\n# Paths are relative to this file.\n"
-        f"[operator]\nsigning_key = {_toml(relative_path(party.signing_key, base))}\n"
-        + tls_table(party.tls, base)
+        f"# An operator workstation of {state} and its officer "
+        f"({officer.name.split('-', 1)[1].rsplit('-', 1)[0]}): "
+        "`fedmatch lookup|resolve|enroll --config` this file.\n"
+        "# Paths are relative to this file.\n"
+        f"[officer]\nchain = {_toml(relative_path(officer.tls.chain, base))}\n"
+        f"key = {_toml(relative_path(protected, base))}\n"
+        f"key_passphrase_file = {_toml(relative_path(secret, base))}\n"
+        + tls_table(workstation.tls, base)
     )
 
 

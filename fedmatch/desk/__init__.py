@@ -3,7 +3,7 @@ compare a lookup's probe image with each candidate's facial image and sign verdi
 official resolves the lookup and confirms the decision (``fedmatch desk serve``).
 
 - :mod:`~fedmatch.desk.config`: ``desk.toml``;
-- :mod:`~fedmatch.desk.keystore`: passphrase-protected signing keys
+- :mod:`fedmatch.pki.keystore` keeps the people's passphrase-protected signing keys
   (``fedmatch desk protect-key``);
 - :mod:`~fedmatch.desk.accounts`, :mod:`~fedmatch.desk.sessions`: who may log in, the login
   (a key unlocked in memory for one session) and its back-off;

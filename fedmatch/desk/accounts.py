@@ -4,7 +4,9 @@ with their passphrase and kept in server memory for their session only.
 A verifier's key must be the one their ``verifier`` certificate binds (the checks of
 ``fedmatch verify-hit``), and with ``[desk] root`` that certificate must verify against the
 federation root and CRLs (a revoked verifier cannot log in). The official's key must be the
-one the workstation certificate binds. Failed logins are logged (the name, never the
+one their own ``officer`` certificate binds, and that certificate must verify against the
+federation root and CRLs of the workstation file (a revoked officer cannot log in); the
+workstation's certificate only makes the channel to the coordinator. Failed logins are logged (the name, never the
 passphrase) and slow the next attempt for that name: 1 s after one failure, doubling up to
 a minute.
 """
@@ -22,9 +24,10 @@ from pathlib import Path
 from cryptography import x509
 
 from fedmatch.audit.note import NoteSigner
-from fedmatch.desk import keystore, officer
+from fedmatch.desk import officer
 from fedmatch.desk.config import DeskConfig, VerifierEntry
 from fedmatch.errors import ConfigError, FedmatchError, PermissionDenied, ResourceLimit
+from fedmatch.pki import keystore
 from fedmatch.pki.names import Identity, identity_from_certificate
 from fedmatch.protocol.verification import VerdictSigner
 
@@ -70,12 +73,11 @@ class Accounts:
             for v in config.verifiers
         ]
         if config.officer is not None:
-            _, identity = officer.workstation(config.officer)
-            assert identity.member_state is not None
+            officer.workstation(config.officer)  # a wrong workstation file fails at start
             self.accounts.append(
                 Account(
                     config.officer.name, f"{config.officer.name} (official)", "officer",
-                    identity.member_state,
+                    config.officer.member_state,
                 )
             )  # fmt: skip
 

@@ -16,11 +16,12 @@
     key = "keys/verifier-anna-de.key.enc"     # `fedmatch desk protect-key` of its bound key
 
     [officer]                        # optional: the official who resolves and confirms
-    name = "officer-17"              # the official's id, logged with the confirmation
+    chain = "tls/officer-17-de/cert.pem"   # their `officer` certificate (PEM, leaf first):
+                                     # its instance (officer-17) is the id every party logs
+    key = "keys/officer-17-de.key.enc"     # `fedmatch desk protect-key` of its bound key
     unit = "dublin-unit-1"
-    operator = "operator-de.toml"    # the operator workstation file: its [tls] table
+    operator = "operator-de.toml"    # the operator workstation file: its [tls] (the channel)
     coordinator = "coordinator:50060"
-    key = "keys/operator-de.key.enc" # the protected key the workstation certificate binds
 
 Relative paths are relative to the file. ``FEDMATCH_DESK_<KEY>`` overrides a key of
 ``[desk]``. Every certificate is read here, at start: a wrong file fails before anyone logs
@@ -38,7 +39,7 @@ from cryptography import x509
 
 from fedmatch.config import load_section, read_toml
 from fedmatch.errors import ConfigError, FedmatchError
-from fedmatch.pki.names import identity_from_certificate
+from fedmatch.pki.names import Identity, identity_from_certificate
 
 __all__ = [
     "DeskConfig",
@@ -74,14 +75,21 @@ class VerifierEntry:
 
 @dataclass(frozen=True)
 class OfficerConfig:
-    """The official's workstation: who they are, where the coordinator is, and the files
-    that make the mTLS channel (``operator``) and sign the requests (``key``)."""
+    """The official: who they are (``name``, the instance of their ``officer`` certificate
+    ``chain``), their protected key that signs their requests (``key``), their unit, where
+    the coordinator is and the workstation file whose ``[tls]`` makes the mTLS channel
+    (``operator``)."""
 
     name: str
     unit: str
     operator: Path
     coordinator: str
     key: Path
+    chain: Path
+    member_state: str
+
+    def chain_pem(self) -> bytes:
+        return self.chain.read_bytes()
 
 
 @dataclass(frozen=True)
@@ -107,8 +115,6 @@ class DeskConfig:
         names = [v.name for v in self.verifiers]
         if len(set(names)) != len(names):
             raise ConfigError("two [[verifier]] entries hold the same certificate name")
-        if self.officer is not None and self.officer.name in names:
-            raise ConfigError("officer.name is also a verifier's name")
 
     @property
     def tls(self) -> tuple[Path, Path] | None:
@@ -158,17 +164,24 @@ def _table(obj: Any, key: str, allowed: set[str]) -> dict[str, Any]:
     return obj
 
 
-def _verifier(base: Path, raw: Any, index: int) -> VerifierEntry:
-    key = f"verifier[{index}]"
-    table = _table(raw, key, {"chain", "key"})
-    chain = _file(base, table["chain"], f"{key}.chain")
+def _person(chain: Path, key: str, role: str) -> Identity:
+    """The identity of a person's certificate (a ``verifier``'s, an ``officer``'s)."""
     try:
         leaf = x509.load_pem_x509_certificates(chain.read_bytes())[0]
         identity = identity_from_certificate(leaf)
     except (ValueError, IndexError, FedmatchError):
         raise ConfigError(f"{key}.chain: {chain} does not hold a federation certificate") from None
-    if identity.role != "verifier" or identity.member_state is None:
-        raise ConfigError(f"{key}.chain names {identity.dns}, not a verifier of a member state")
+    if identity.role != role or identity.member_state is None:
+        raise ConfigError(f"{key}.chain names {identity.dns}, not a {role} of a member state")
+    return identity
+
+
+def _verifier(base: Path, raw: Any, index: int) -> VerifierEntry:
+    key = f"verifier[{index}]"
+    table = _table(raw, key, {"chain", "key"})
+    chain = _file(base, table["chain"], f"{key}.chain")
+    identity = _person(chain, key, "verifier")
+    assert identity.member_state is not None
     return VerifierEntry(
         identity.dns,
         identity.instance or identity.dns,
@@ -179,17 +192,27 @@ def _verifier(base: Path, raw: Any, index: int) -> VerifierEntry:
 
 
 def _officer(base: Path, raw: Any) -> OfficerConfig:
-    table = _table(raw, "officer", {"name", "unit", "operator", "coordinator", "key"})
-    for key in ("name", "unit", "coordinator"):
+    if isinstance(raw, dict) and "name" in raw:
+        raise ConfigError(
+            "officer.name: the official's id is their officer certificate's (officer.chain, "
+            "`fedmatch pki issue --role officer --instance ID`): remove name"
+        )
+    table = _table(raw, "officer", {"chain", "unit", "operator", "coordinator", "key"})
+    for key in ("unit", "coordinator"):
         value = table[key]
         if not isinstance(value, str) or not value or len(value) > 64 or not value.isprintable():
             raise ConfigError(f"officer.{key} must be at most 64 printable characters")
+    chain = _file(base, table["chain"], "officer.chain")
+    identity = _person(chain, "officer", "officer")
+    assert identity.member_state is not None
     return OfficerConfig(
-        table["name"],
+        identity.instance,
         table["unit"],
         _file(base, table["operator"], "officer.operator"),
         table["coordinator"],
         _file(base, table["key"], "officer.key"),
+        chain,
+        identity.member_state,
     )
 
 

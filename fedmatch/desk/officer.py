@@ -4,13 +4,18 @@ test (or another front end) drives them with a :class:`~fedmatch.requester.clien
 of its own.
 
 - :func:`status`: per hit, the confirmations and rejections so far; whether the lookup is
-  ready (every released candidate confirmed by two people or rejected);
+  ready (every released candidate confirmed by two people or rejected); the states whose
+  node did not answer the lookup;
 - :func:`resolve`: the coordinator's resolve with every verdict given at the desk, exactly
-  as ``fedmatch resolve`` sends it; the answer is kept at ``X.json.resolve.json``;
+  as ``fedmatch resolve`` sends it; the answer is kept at ``X.json.resolve.json``. A lookup
+  some state did not answer (an incomplete federation: a record held there is not among the
+  candidates) is refused, naming those states, unless the official explicitly accepts a
+  provisional proposal, which is logged (``fedmatch resolve --accept-incomplete``);
 - :func:`confirm`: the official accepts the proposal (``Requester.confirm_decision``); the
   coordinator's record is kept at ``X.json.decision.json``;
-- :func:`check_key` and :func:`connect`: the official's workstation (the operator TOML's
-  ``[tls]`` and the protected key its certificate binds) and a Requester over it.
+- :func:`check_key` and :func:`connect`: the official's own ``officer`` certificate and
+  protected key (which signs their requests; a revoked certificate is refused) and a
+  Requester over the workstation's mTLS channel (the operator TOML's ``[tls]``).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,12 +39,13 @@ from fedmatch.errors import (
 )
 from fedmatch.fileio import write_atomically
 from fedmatch.protocol.verification import HitKey
-from fedmatch.requester.candidates import read_release
+from fedmatch.requester.candidates import read_release, read_unanswered
 
 if TYPE_CHECKING:
     from fedmatch.audit.note import NoteSigner
     from fedmatch.desk.config import OfficerConfig
     from fedmatch.pki.names import Identity
+    from fedmatch.protocol.statement import RequestSigner
     from fedmatch.protocol.transport import Security
     from fedmatch.requester.client import Requester
 
@@ -88,6 +94,15 @@ class CaseStatus:
     packets: bool  # the lookup's packet folder is at the desk
     resolved: dict[str, Any] | None
     decision: dict[str, Any] | None
+    # The states whose node did not answer the lookup, with their outcome ({}: complete).
+    unanswered: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def incomplete(self) -> str:
+        """What the official reads when some state did not answer ("" when all did)."""
+        from fedmatch.requester.report import incomplete_text
+
+        return incomplete_text(self.unanswered) if self.unanswered else ""
 
     @property
     def ready(self) -> bool:
@@ -113,12 +128,15 @@ def status(case: Case) -> CaseStatus:
         for hit in case.hits
     )
     return CaseStatus(
-        case, hits, case.has_packets, _load(case.resolve_path), _load(case.decision_path)
-    )
+        case, hits, case.has_packets, _load(case.resolve_path), _load(case.decision_path),
+        read_unanswered(case.path),
+    )  # fmt: skip
 
 
-def check_resolvable(case: Case) -> None:
-    """PreconditionFailed unless every hit is decided; AlreadyExists once resolved."""
+def check_resolvable(case: Case, accept_incomplete: bool = False) -> CaseStatus:
+    """PreconditionFailed unless every hit is decided, or when a state did not answer the
+    lookup and the official did not accept that (the message names the states);
+    AlreadyExists once resolved. Returns the case's status."""
     current = status(case)
     if not current.ready:
         raise PreconditionFailed(
@@ -126,6 +144,13 @@ def check_resolvable(case: Case) -> None:
         )
     if current.resolved is not None:
         raise AlreadyExists("this lookup is resolved already")
+    if current.unanswered and not accept_incomplete:
+        raise PreconditionFailed(
+            f"incomplete federation: {current.incomplete} at the lookup; a record held there "
+            "is not among the candidates, so no decision is proposed: look up again once "
+            "every node answers, or accept a provisional proposal on an incomplete federation"
+        )
+    return current
 
 
 def check_confirmable(case: Case) -> str:
@@ -148,33 +173,49 @@ def _write(path: Path, obj: dict[str, Any]) -> None:
 
 
 def resolve(
-    case: Case, requester: Requester, application_date: str, timeout: float = 30.0
+    case: Case,
+    requester: Requester,
+    application_date: str,
+    timeout: float = 30.0,
+    accept_incomplete: bool = False,
 ) -> dict[str, Any]:
     """Resolve ``case`` with every verdict given on it; returns (and keeps at
-    ``X.json.resolve.json``) the query id, decision summary, proposal and hit statuses."""
+    ``X.json.resolve.json``) the query id, decision summary, proposal and hit statuses.
+    A lookup some state did not answer is refused (PreconditionFailed naming the states)
+    unless ``accept_incomplete``: then the proposal is provisional, its decision names those
+    states, the result records ``accepted_incomplete`` and the acceptance is logged."""
     # Here, not at the top: the client brings the HE runtime, which only a resolve needs.
-    from fedmatch.requester.client import LookupReport
-    from fedmatch.requester.report import decision_summary
+    from fedmatch.requester.client import LookupReport, NodeSummary
+    from fedmatch.requester.report import decision_summary, log_accepted_incomplete, unanswered
 
     parse_date(application_date, "application date")
-    check_resolvable(case)
+    missing = check_resolvable(case, accept_incomplete).unanswered
     header = case.header
     opening, keys = read_release(case.path, header.query_id)
+    # The nodes that did not answer the lookup, as the candidates file recorded them.
+    nodes = tuple(NodeSummary(s, o, "", 0, 0.0, 0, 0) for s, o in missing.items())
     report = LookupReport(
-        header, 0.0, "", tuple((h.member_state, h.handle) for h in case.hits), (), 0, 0, {},
+        header, 0.0, "", tuple((h.member_state, h.handle) for h in case.hits), nodes, 0, 0, {},
         opening=opening, opening_keys=keys,
     )  # fmt: skip
+    if missing:
+        # The official who accepts is the one resolving (whoever looked up).
+        log_accepted_incomplete(replace(header, operator=requester.operator), missing)
     resolved = requester.resolve(report, application_date, all_verdicts(case), timeout=timeout)
     result = {
         "query_id": header.query_id,
         "application_date": application_date,
         "resolved_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "decision": decision_summary(resolved),
+        "decision": decision_summary(resolved, missing),
         "proposal": resolved.proposal,
         "hits": list(resolved.statuses),
     }
+    gone = missing | unanswered(resolved.nodes)
+    if gone:
+        result["accepted_incomplete"] = gone
     _write(case.resolve_path, result)
-    log.info("lookup %s resolved by %s", header.query_id, requester.operator)
+    log.info("lookup %s resolved by %s%s", header.query_id, requester.operator,
+             " on an incomplete federation (accepted)" if missing else "")  # fmt: skip
     return result
 
 
@@ -194,7 +235,8 @@ def confirm(
 
 def workstation(config: OfficerConfig) -> tuple[Security, Identity]:
     """The operator workstation's ``[tls]`` and the identity of its certificate (checked
-    against the federation root and CRLs: an operator of a member state)."""
+    against the federation root and CRLs: an operator of the official's member state). It
+    makes the channel only; the official's own key signs."""
     from fedmatch.protocol.transport import load_security
 
     security = load_security(config.operator)
@@ -204,31 +246,42 @@ def workstation(config: OfficerConfig) -> tuple[Security, Identity]:
         raise InvalidInput(f"officer.operator: tls.chain unreadable ({exc.strerror})") from None
     except FedmatchError as exc:
         raise PermissionDenied(f"the workstation certificate is refused: {exc}") from None
-    if identity.role != "operator" or identity.member_state is None:
-        raise PermissionDenied(f"the workstation certificate names {identity.dns}, not an operator")
+    if identity.role != "operator" or identity.member_state != config.member_state:
+        raise PermissionDenied(
+            f"the workstation certificate names {identity.dns}, not an operator of "
+            f"{config.member_state}"
+        )
     return security, identity
 
 
+def _signer(config: OfficerConfig, signer: NoteSigner) -> tuple[Security, RequestSigner]:
+    """The workstation and the official's request signer: their ``officer`` certificate,
+    verified now (root, CRLs: a revoked officer cannot act), binding ``signer``."""
+    from fedmatch.requester.officer import officer_signer
+
+    security, _ = workstation(config)
+    try:
+        chain = config.chain_pem()
+    except OSError as exc:
+        raise InvalidInput(f"officer.chain unreadable ({exc.strerror})") from None
+    return security, officer_signer(signer, chain, security.verify_chain, config.member_state)
+
+
 def check_key(config: OfficerConfig, signer: NoteSigner) -> str:
-    """Refuse a key the workstation certificate does not bind; returns the member state."""
-    _, identity = workstation(config)
-    if identity.signing_key != signer.public_key_bytes():
-        raise PermissionDenied(f"the workstation certificate {identity.dns} binds another key")
-    assert identity.member_state is not None
-    return identity.member_state
+    """Refuse a key the official's certificate does not bind, or a certificate that is
+    refused (revoked, another state's); returns the member state."""
+    _signer(config, signer)
+    return config.member_state
 
 
 def connect(config: OfficerConfig, signer: NoteSigner) -> Requester:
-    """A client of the coordinator whose requests ``signer`` (the official's unlocked key)
-    signs, over the workstation's mTLS channel. The caller closes it."""
-    from fedmatch.protocol.statement import RequestSigner
+    """A client of the coordinator whose requests ``signer`` (the official's unlocked key,
+    bound by their ``officer`` certificate) signs, over the workstation's mTLS channel.
+    The caller closes it."""
     from fedmatch.requester.client import Requester
 
-    security, identity = workstation(config)
-    if identity.signing_key != signer.public_key_bytes():
-        raise PermissionDenied(f"the workstation certificate {identity.dns} binds another key")
-    assert identity.member_state is not None
+    security, request_signer = _signer(config, signer)
     return Requester(
-        config.coordinator, identity.member_state, None, config.unit, config.name,
-        RequestSigner(signer, security.chain_pem()), security.channel_credentials(),
+        config.coordinator, config.member_state, None, config.unit, config.name,
+        request_signer, security.channel_credentials(),
     )  # fmt: skip

@@ -63,10 +63,26 @@ def resolve(query_id: str) -> Response:
     case = find_case(desk().config.cases, query_id, user.account.member_state)
     date = flask.request.form.get("application_date", "")
     parse_date(date, "application date")
-    # Checked before connecting: a Requester costs a key generation.
-    officer.check_resolvable(case)
-    if _with_requester(lambda r: officer.resolve(case, r, date)):
-        flask.flash("The lookup is resolved: check the proposal below.", "ok")
+    # The official's explicit choice to resolve although a state did not answer the lookup
+    # (the checkbox the page shows only then); logged with the resolve.
+    accept = flask.request.form.get("accept_incomplete") == "yes"
+    # Checked before connecting: a Requester costs a key generation. An incomplete lookup
+    # not accepted is refused here, naming the states (the page shows the message).
+    current = officer.check_resolvable(case, accept)
+    if current.unanswered:
+        log.warning(
+            "officer %s accepted resolving lookup %s on an incomplete federation: %s",
+            user.account.name, query_id, current.incomplete,
+        )  # fmt: skip
+    if _with_requester(lambda r: officer.resolve(case, r, date, accept_incomplete=accept)):
+        if current.unanswered:
+            flask.flash(
+                f"The lookup is resolved on an incomplete federation ({current.incomplete}): "
+                "the proposal below is provisional.",
+                "ok",
+            )
+        else:
+            flask.flash("The lookup is resolved: check the proposal below.", "ok")
     return flask.redirect(flask.url_for("officer.cases") + f"#case-{query_id}")
 
 

@@ -7,6 +7,8 @@ mutual-TLS credentials for gRPC.
 * :mod:`fedmatch.pki.csr`: certificate requests, for states that keep their own CA and
   leaf keys (the root signs a state CA's request, a state's CA its parties');
 * :mod:`fedmatch.pki.passphrase`: a CA key's passphrase from an environment variable or a file;
+* :mod:`fedmatch.pki.keystore`: a person's passphrase-protected signing key (a verifier's,
+  an officer's);
 * :mod:`fedmatch.pki.verify`: application-level chain, scope and revocation checks;
 * :mod:`fedmatch.pki.credentials`: gRPC server and channel credentials (with certificate
   reload) and the verified identity of a call's peer;

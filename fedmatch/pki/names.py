@@ -7,8 +7,14 @@ alternative name, ``[<instance>.]<role>.<scope>.fedmatch.eu``:
   for federation-level bodies (the coordinator's operator, EU-level auditors);
 * ``role`` is one of :data:`ROLES`; a ``node`` is always a member state's, the
   ``coordinator`` is always federation-level (``eu``);
-* ``instance`` is an optional single DNS label telling several holders of one role apart
-  (``desk7.operator.de.fedmatch.eu``).
+* ``instance`` is a single DNS label telling several holders of one role apart
+  (``desk7.operator.de.fedmatch.eu``); optional, except for an ``officer``, whose instance
+  is the official's id (``maria.officer.it.fedmatch.eu``): the operator id every request
+  they sign names.
+
+An ``operator`` certificate is a workstation's: it makes the mTLS channel to the coordinator
+or the node. An ``officer`` certificate is a person's, like a ``verifier``'s: the key it
+binds signs that officer's requests (:mod:`fedmatch.protocol.statement`).
 
 The certificate may also carry, in the non-critical private extension
 :data:`SIGNING_KEY_OID`, the raw 32-byte Ed25519 public key of the holder's application-level
@@ -33,6 +39,7 @@ from fedmatch.errors import InvalidInput, PermissionDenied
 __all__ = [
     "DOMAIN",
     "EU_SCOPE",
+    "PERSONAL_ROLES",
     "ROLES",
     "SIGNING_KEY_OID",
     "Identity",
@@ -44,7 +51,9 @@ __all__ = [
     "signing_key_name",
 ]
 
-ROLES = ("node", "coordinator", "auditor", "operator", "verifier")
+ROLES = ("node", "coordinator", "auditor", "operator", "verifier", "officer")
+# Roles held by a person, whose certificate must name them (its instance).
+PERSONAL_ROLES = ("officer",)
 # The federation's DNS suffix; every certificate name and CA name constraint lies under it.
 DOMAIN = "fedmatch.eu"
 # The scope of federation-level bodies, as written in an Identity (states are "IT", "DE"...).
@@ -68,13 +77,15 @@ def normalize_scope(scope: str) -> str:
     return upper
 
 
-def _role_scope_problem(role: str, scope: str) -> str | None:
+def _role_scope_problem(role: str, scope: str, instance: str) -> str | None:
     if role not in ROLES:
         return f"role {role!r} is not one of {', '.join(ROLES)}"
-    if role == "node" and scope == EU_SCOPE:
-        return "a node belongs to a member state, not to the 'eu' scope"
+    if role in ("node", "officer") and scope == EU_SCOPE:
+        return f"a {role} belongs to a member state, not to the 'eu' scope"
     if role == "coordinator" and scope != EU_SCOPE:
         return "the coordinator is federation-level: its scope is 'eu'"
+    if role in PERSONAL_ROLES and not instance:
+        return f"an {role} certificate names its holder: give the person's id as instance"
     return None
 
 
@@ -86,13 +97,13 @@ def scope_domain(scope: str) -> str:
 def dns_name(role: str, scope: str, instance: str = "") -> str:
     """The certificate name ``[<instance>.]<role>.<scope>.fedmatch.eu``; raises InvalidInput."""
     upper = normalize_scope(scope)
-    problem = _role_scope_problem(role, upper)
-    if problem is not None:
-        raise InvalidInput(problem)
     if not isinstance(instance, str) or (instance and not _LABEL.fullmatch(instance)):
         raise InvalidInput(
             "instance must be one DNS label: lower-case letters, digits, inner hyphens"
         )
+    problem = _role_scope_problem(role, upper, instance)
+    if problem is not None:
+        raise InvalidInput(problem)
     prefix = f"{instance}." if instance else ""
     return f"{prefix}{role}.{upper.lower()}.{DOMAIN}"
 
@@ -162,7 +173,7 @@ def parse_dns(name: str) -> tuple[str, str, str]:
     upper = scope.upper()
     if upper != EU_SCOPE and upper not in FEDERATION_STATES:
         raise PermissionDenied(f"certificate names an unknown scope {scope!r}")
-    problem = _role_scope_problem(role, upper)
+    problem = _role_scope_problem(role, upper, instance)
     if problem is not None:
         raise PermissionDenied(f"certificate name: {problem}")
     return role, upper, instance

@@ -3,8 +3,9 @@ benchmark and the tests use (an operator runs `fedmatch pki ...` step by step in
 
 Layout under ``directory``: ``ca/`` (root, one intermediate per scope, CRLs), ``keys/`` (each
 party's Ed25519 signing key, mode 0600) and ``tls/<party>/`` (key.pem, cert.pem, ca.pem).
-Party names: ``coordinator``, ``node-IT``, ``operator-IT``, ``verifier-IT``,
-``verifier-<person>-IT`` (hit verifiers), ``auditor-<name>``.
+Party names: ``coordinator``, ``node-IT``, ``operator-IT`` (a workstation: its mTLS
+channel), ``officer-<id>-IT`` (an official: the key that signs their requests),
+``verifier-IT``, ``verifier-<person>-IT`` (hit verifiers), ``auditor-<name>``.
 """
 
 from __future__ import annotations
@@ -75,17 +76,22 @@ def provision(
     verifiers: Sequence[str] = (),
     auditors: Sequence[str] = ("edps",),
     experts: Mapping[str, Sequence[str]] | None = None,
+    officers: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, PartyFiles]:
     """Create (or reuse) everything; operators default to one workstation per state.
     ``experts`` maps a state to the names of its hit verifiers, people each holding a
-    ``verifier`` certificate (``anna.verifier.de.fedmatch.eu``, party ``verifier-anna-DE``)."""
+    ``verifier`` certificate (``anna.verifier.de.fedmatch.eu``, party ``verifier-anna-DE``);
+    ``officers`` a state to the ids of its officials, each holding an ``officer``
+    certificate (``maria.officer.it.fedmatch.eu``, party ``officer-maria-IT``) whose key
+    signs their requests."""
     ca = directory / "ca"
     if not (ca / f"{ROOT}.pem").exists():
         create_root(ca)
         publish_crl(ca, ROOT)
     experts = experts or {}
+    officers = officers or {}
     scopes = sorted(
-        {s.lower() for s in (*states, *(operators or ()), *verifiers, *experts)} | {"eu"}
+        {s.lower() for s in (*states, *(operators or ()), *verifiers, *experts, *officers)} | {"eu"}
     )
     for scope in scopes:
         if not (ca / f"{scope}.pem").exists():
@@ -106,6 +112,11 @@ def provision(
         for person in people:
             parties[f"verifier-{person}-{state}"] = _party(
                 directory, ca, f"verifier-{person}-{state}", "verifier", state, person
+            )
+    for state, ids in officers.items():
+        for officer in ids:
+            parties[f"officer-{officer}-{state}"] = _party(
+                directory, ca, f"officer-{officer}-{state}", "officer", state, officer
             )
     for name in auditors:
         parties[f"auditor-{name}"] = _party(directory, ca, f"auditor-{name}", "auditor", "eu", name)

@@ -21,8 +21,10 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any, Protocol
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -253,6 +255,8 @@ class _Identity(Protocol):
     @property
     def role(self) -> str: ...
     @property
+    def instance(self) -> str: ...
+    @property
     def member_state(self) -> str | None: ...
     @property
     def signing_key(self) -> bytes: ...
@@ -275,8 +279,11 @@ def verify_request(
 ) -> VerifiedRequest:
     """Check a signed request against the request it came with; raises PermissionDenied.
 
+    The signer is an officer of the requesting state (a person's ``officer`` certificate)
+    and the request's ``operator`` is that certificate's instance, the officer's id.
     ``verify_chain`` verifies a PEM certificate chain against the federation root and its
-    revocation lists and returns the holder's identity (role, state, signing key)."""
+    revocation lists and returns the holder's identity (role, state, instance, signing
+    key)."""
     if signed is None:
         raise PermissionDenied("request is not signed by the requesting authority")
     statement = RequestStatement.decode(signed.statement)
@@ -286,11 +293,15 @@ def verify_request(
     if statement.probe_hash != probe_hash:
         raise PermissionDenied("signed statement is for another probe")
     signer = verify_chain(signed.signer_chain)
-    if signer.role != "operator" or signer.member_state != header.requesting_state:
+    if signer.role != "officer" or signer.member_state != header.requesting_state:
+        # A workstation's (operator) certificate makes the channel; it signs nothing.
         raise PermissionDenied(
             f"request signed by a {signer.role} of {signer.member_state or 'EU'}, not by an "
-            f"operator of {header.requesting_state}"
+            f"officer of {header.requesting_state}"
         )
+    if statement.operator != signer.instance:
+        # The operator id every log records is the signing officer's, never free text.
+        raise PermissionDenied("request names another officer than the one who signed it")
     _check_signature(signer.signing_key, statement.signer, STATEMENT_DOMAIN, signed)
     approver = None
     if signed.approval:
@@ -362,8 +373,9 @@ ALL_CATEGORIES = tuple(c.value for c in Category)
 
 @dataclass(frozen=True)
 class RequestSigner:
-    """A requesting authority's signing key and certificate chain, and the register
-    categories its searches name (all by default; a node's policy may refuse some)."""
+    """An officer's signing key and personal certificate chain (``officer`` role), and the
+    register categories their searches name (all by default; a node's policy may refuse
+    some). Every request it signs names the officer of the certificate as its operator."""
 
     key: NoteSigner
     chain_pem: bytes
@@ -375,7 +387,14 @@ class RequestSigner:
     def sign(
         self, header: QueryHeader, kind: str, probe_hash: str = "", subject_category: str = ""
     ) -> SignedRequest:
-        """``subject_category``: the category of the person searched, if declared."""
+        """``subject_category``: the category of the person searched, if declared.
+        InvalidInput if ``header.operator`` is not the officer's id (every party would
+        refuse the request)."""
+        if self.officer and header.operator != self.officer:
+            raise InvalidInput(
+                f"the request names operator {header.operator!r}, but it is signed by "
+                f"officer {self.officer!r} (the certificate's id is the operator id)"
+            )
         signed = sign_request(
             self.key,
             self.chain_pem,
@@ -387,3 +406,16 @@ class RequestSigner:
             subject_category=subject_category,
         )
         return self.approve(signed) if self.approve is not None else signed
+
+    @cached_property
+    def officer(self) -> str:
+        """The officer's id, the instance of the chain's leaf certificate; "" when that
+        is no officer certificate (such requests are refused by every party)."""
+        from fedmatch.pki.names import identity_from_certificate
+
+        try:
+            leaf = x509.load_pem_x509_certificates(self.chain_pem)[0]
+            identity = identity_from_certificate(leaf)
+        except (ValueError, IndexError, PermissionDenied):
+            return ""
+        return identity.instance if identity.role == "officer" else ""

@@ -249,9 +249,17 @@ class Requester:
         signer: RequestSigner,
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
-        """``signer`` signs every lookup and resolve (the coordinator and the nodes refuse
-        unsigned ones); ``credentials`` are this workstation's mTLS credentials (None only
-        with --dev-insecure)."""
+        """``signer`` is the officer's: their key signs every request (the coordinator and
+        the nodes refuse unsigned ones and ones another officer signed), and ``operator``
+        must be their id, the instance of their certificate (or "": taken from it);
+        ``credentials`` are this workstation's mTLS credentials (None only with
+        --dev-insecure): they make the channel, they sign nothing."""
+        if signer.officer and operator not in ("", signer.officer):
+            raise InvalidInput(
+                f"operator {operator!r} is not the officer whose certificate signs "
+                f"({signer.officer!r})"
+            )
+        operator = operator or signer.officer
         if isinstance(coordinator, str):
             channel = make_channel(
                 coordinator,
@@ -276,6 +284,13 @@ class Requester:
     def close(self) -> None:
         if self._owned is not None:
             self._owned.close()
+
+    def _signed_by_me(self, header: QueryHeader) -> QueryHeader:
+        """``header`` as this officer sends it: they are its operator, whoever looked up
+        (a resolve or a confirmation of another officer's lookup names who resolves)."""
+        if not self.signer.officer or header.operator == self.signer.officer:
+            return header
+        return replace(header, operator=self.signer.officer)
 
     def header(self, purpose: Purpose, legal_basis: str, case_reference: str) -> QueryHeader:
         return QueryHeader(
@@ -319,6 +334,7 @@ class Requester:
         and once more if a node lost them (a restart), with a fresh query id.
         ``subject_category`` declares (signed) the register category of the person searched,
         e.g. ``applicant``: the published statistics count hits per pair of categories."""
+        header = self._signed_by_me(header)
         key_bytes = 0
         t0 = time.perf_counter()
         if self._registered_until <= time.time():
@@ -417,12 +433,11 @@ class Requester:
         (:mod:`fedmatch.protocol.verification`): a hit's details are asked for only when enough
         distinct people confirmed it (two by default) and nobody rejected it."""
         check_candidate_count(len(report.matches), "resolve")
+        header = self._signed_by_me(report.header)
         request = coordinator_pb2.ResolveRequest(
             header=header_to_pb(
-                report.header,
-                self.signer.sign(
-                    report.header, "resolve", subject_category=report.subject_category
-                ),
+                header,
+                self.signer.sign(header, "resolve", subject_category=report.subject_category),
             ),
             application_date=application_date,
             hits=[coordinator_pb2.HitRef(member_state=s, handle=h) for s, h in report.matches],
@@ -478,8 +493,9 @@ class Requester:
                 opening, report.opening_keys[state], report.header.query_id, state
             )
             openings.append(coordinator_pb2.SealedOpening(member_state=state, sealed=sealed))
+        header = self._signed_by_me(report.header)
         request = coordinator_pb2.VerificationPacketsRequest(
-            header=header_to_pb(report.header, self.signer.sign(report.header, "packets", digest)),
+            header=header_to_pb(header, self.signer.sign(header, "packets", digest)),
             hits=[coordinator_pb2.HitRef(member_state=s, handle=h) for s, h in report.matches],
             openings=openings,
             probe_image_sha256=digest,
@@ -523,6 +539,7 @@ class Requester:
         candidate enough distinct verifiers confirmed on the released images and nobody
         rejected, as the coordinator found them (:mod:`fedmatch.requester.rights`)."""
         check_candidate_count(len(hits), "answer")
+        header = self._signed_by_me(header)
         request = coordinator_pb2.DataSubjectAnswerRequest(
             header=header_to_pb(header, self.signer.sign(header, "answer")),
             hits=[coordinator_pb2.HitRef(member_state=s, handle=h) for s, h in hits],
@@ -567,13 +584,14 @@ class Requester:
     ) -> ConfirmationReport:
         """An official accepts (or overrides: a state, a criterion from
         :data:`fedmatch.protocol.casefile.CRITERIA` and a reason) the proposal
-        ``proposal_digest`` of the case ``header.query_id``. ``header.operator`` is the
-        official; the request is signed by this workstation, over the digest of the
-        confirmation's body."""
+        ``proposal_digest`` of the case ``header.query_id``. The official is this
+        requester's officer (``header.operator`` becomes their id), whose key signs the
+        request, over the digest of the confirmation's body."""
         if action not in ACTIONS:
             raise InvalidInput("action must be accept or override")
         if override_criterion and override_criterion not in CRITERIA:
             raise InvalidInput(f"override criterion must be one of: {', '.join(CRITERIA)}")
+        header = self._signed_by_me(header)
         body = confirmation_digest(
             header.query_id, proposal_digest, action, override_state, override_criterion, reason
         )

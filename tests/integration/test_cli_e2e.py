@@ -21,7 +21,7 @@ from fedmatch.audit.note import NoteSigner
 from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.pki.ca import TlsFiles
 from fedmatch.protocol.transport import load_security
-from tests.federation import DIM, federation, pki
+from tests.federation import DIM, federation, operator_toml, pki
 
 FACES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "faces"
 # Who asks: logged by the coordinator, which refuses a lookup without both.
@@ -45,11 +45,8 @@ def _tls_table(files: TlsFiles) -> str:
 
 def operator(fed_dir: Path, state: str) -> list[str]:
     """``--config`` of an operator workstation of ``state`` in the test federation's PKI:
-    its mTLS certificate and the signing key that certificate binds."""
-    party = pki(fed_dir, state)[f"operator-{state}"]
-    path = fed_dir / f"operator-{state}.toml"
-    path.write_text(f'[operator]\nsigning_key = "{party.signing_key}"\n' + _tls_table(party.tls))
-    return ["--config", str(path)]
+    its mTLS certificate, and the officer officer-1's certificate and protected key."""
+    return ["--config", str(operator_toml(fed_dir, state))]
 
 
 def verifier(fed_dir: Path, state: str, person: str) -> list[str]:
@@ -180,7 +177,7 @@ def test_demo_prints_the_correct_decision(tmp_path: Path, photos: str) -> None:
     # else): the work dir holds the federation PKI, and every party's TOML a [tls] table
     # naming its own certificate, which binds the key it signs with.
     assert summary["security"] == {"transport": "mtls", "signed_requests": True}
-    assert "mutual TLS" in result.stdout and "signed by its operator" in result.stdout
+    assert "mutual TLS" in result.stdout and "signed by its officer" in result.stdout
     assert {p.name for p in (tmp_path / "ca").glob("*.crl")} == {
         "root.crl",
         "eu.crl",
@@ -194,7 +191,9 @@ def test_demo_prints_the_correct_decision(tmp_path: Path, photos: str) -> None:
     states = ("DE", "IT", "FR")
     assert set(keys) == {"auditor-demo", "coordinator"} | {
         f"{role}-{s}" for role in ("node", "operator") for s in states
-    } | {"verifier-expert1-DE", "verifier-expert2-DE"}
+    } | {"verifier-expert1-DE", "verifier-expert2-DE"} | {
+        f"officer-{o}-{s}" for o in ("officer-12", "official-3") for s in states
+    }
     # Every register keeps its templates encrypted at rest under its node's storage key.
     for s in states:
         assert (tmp_path / "storage-keys" / f"{s}.key").stat().st_mode & 0o077 == 0

@@ -10,6 +10,7 @@ Skipped only when Debian's chromium is not installed (``make test`` installs it)
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -23,6 +24,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.select import Select
 
+from fedmatch.desk import worklist
 from fedmatch.desk.app import create_app
 from fedmatch.desk.cases import hit_label
 from fedmatch.desk.server import running
@@ -36,7 +38,17 @@ from fedmatch.protocol.verification import (
     verify_verdict,
 )
 from tests.browser import heading, images_loaded, left, needs_chromium, submit
-from tests.desk_case import PASSPHRASES, STATE, DeskWorld, build, verifier_name
+from tests.desk_case import (
+    OFFICER,
+    OFFICER_PASSPHRASE,
+    PASSPHRASES,
+    STATE,
+    DeskWorld,
+    FakeRequester,
+    build,
+    unlocked_signer,
+    verifier_name,
+)
 
 DOCS_PNG = Path(__file__).resolve().parents[2] / "docs" / "desk.png"
 
@@ -282,3 +294,62 @@ def test_after_logout_nothing_is_shown(browser: WebDriver, desk: str, world: Des
     ):
         browser.get(desk + path)
         assert heading(browser) == "Log in", path
+
+
+def test_the_official_resolves_an_incomplete_lookup_only_when_accepting_it(
+    browser: WebDriver, tmp_path: Path
+) -> None:
+    """Issue 19: FR did not answer the lookup, so a record held there is not among the
+    candidates. The page names FR; a resolve without the explicit accept control is refused,
+    naming FR, and nothing is sent; with it, the proposal is provisional and the
+    acceptance is logged (the official logs in with their own officer key)."""
+    world = build(tmp_path / "world", officer=True, unanswered={"FR": "unavailable"})
+    for person, hit, reject in (
+        ("anna", 0, None), ("ben", 0, None), ("ben", 1, "different_person"),
+        ("anna", 2, "insufficient_quality"),
+    ):  # fmt: skip
+        worklist.sign(world.case, world.hits[hit], unlocked_signer(world, person), STATE, reject)
+    fake = FakeRequester()
+    config = world.config
+    qid = world.case.query_id
+    with running(create_app(config, connect=lambda _config, _key: fake), config) as desk:
+        fresh(browser, desk)
+        Select(browser.find_element(By.ID, "name")).select_by_value(OFFICER)
+        browser.find_element(By.ID, "passphrase").send_keys(OFFICER_PASSPHRASE)
+        submit(browser, browser.find_element(By.ID, "login"))
+        assert heading(browser) == "Lookups awaiting a decision"
+        warning = browser.find_element(By.ID, f"incomplete-{qid}")
+        assert "FR did not answer (unavailable)" in warning.text
+        accept = browser.find_element(By.ID, f"accept-{qid}")
+        assert not accept.is_selected()
+        label = browser.find_element(By.CSS_SELECTOR, f"label[for='accept-{qid}']").text
+        assert "FR did not answer" in label and "logged" in label
+
+        def resolve(accepting: bool) -> None:
+            browser.get(desk + "officer/")
+            field = browser.find_element(By.ID, f"date-{qid}")
+            browser.execute_script("arguments[0].value = '2026-11-21'", field)
+            if accepting:
+                browser.find_element(By.ID, f"accept-{qid}").click()
+            button = browser.find_element(By.CSS_SELECTOR, f"#case-{qid} form button")
+            submit(browser, button)
+
+        resolve(accepting=False)
+        assert heading(browser) == "Not possible (409)"
+        refusal = browser.find_element(By.ID, "error").text
+        assert "incomplete federation: FR did not answer (unavailable)" in refusal
+        assert not fake.resolved and not world.case.resolve_path.exists()
+
+        resolve(accepting=True)
+        assert heading(browser) == "Lookups awaiting a decision"
+        flash = browser.find_element(By.CSS_SELECTOR, "p.flash").text
+        assert "incomplete federation (FR did not answer" in flash and "provisional" in flash
+        provisional = browser.find_element(By.ID, f"provisional-{qid}").text
+        assert "FR did not answer" in provisional
+        screenshot(browser, tmp_path / "incomplete.png")
+    ((report, date, _),) = fake.resolved
+    assert date == "2026-11-21"
+    assert [(n.member_state, n.outcome) for n in report.nodes] == [("FR", "unavailable")]
+    kept = json.loads(world.case.resolve_path.read_text())
+    assert kept["accepted_incomplete"] == {"FR": "unavailable"}
+    assert kept["decision"]["complete"] is False

@@ -18,9 +18,9 @@ from fedmatch.audit.entry import EventKind
 from fedmatch.biometrics.pipeline import FacePipeline
 from fedmatch.desk.app import create_app
 from fedmatch.desk.config import load_config
-from fedmatch.desk.keystore import protect
 from fedmatch.desk.server import running
 from fedmatch.domain import Purpose, Sex
+from fedmatch.pki.keystore import protect
 from fedmatch.protocol.packet import image_digest
 from fedmatch.protocol.verification import VerdictStatement, read_verdicts
 from fedmatch.protocol.wire import encode_handle
@@ -28,12 +28,22 @@ from fedmatch.requester.candidates import write_candidates
 from fedmatch.requester.packets import PacketFolder, packets_path
 from tests.browser import heading, images_loaded, left, needs_chromium, submit
 from tests.desk_case import FACES, faces_by_identity
-from tests.federation import Federation, enrol_photo, expert_name, federation, pki
+from tests.federation import (
+    OPERATOR,
+    OTHER_OFFICER,
+    Federation,
+    enrol_photo,
+    expert_name,
+    federation,
+    pki,
+)
 
 pytestmark = needs_chromium
 
 PASSPHRASE = {"anna": "anna-e2e-passphrase", "ben": "ben-e2e-passphrase"}
-OFFICIAL = "official-9"
+# The official at the desk: another officer than the one who looked up (OPERATOR), each
+# with their own certificate; the logs name who signed each request.
+OFFICIAL = OTHER_OFFICER
 OFFICIAL_PASSPHRASE = "official-e2e-passphrase"
 
 
@@ -53,15 +63,17 @@ def _desk_toml(fed: Federation, cases: Path) -> Path:
         party = parties[f"verifier-{person}-DE"]
         protect(party.signer(), PASSPHRASE[person], root / f"{person}.key.enc")
         lines += ["[[verifier]]", f'chain = "{party.tls.chain}"', f'key = "{person}.key.enc"']
-    operator = parties["operator-DE"]
-    protect(operator.signer(), OFFICIAL_PASSPHRASE, root / "official.key.enc")
-    tls = operator.tls
+    # The official: their own officer certificate and key (the workstation's [tls] only
+    # makes the channel to the coordinator).
+    official = parties[f"officer-{OFFICIAL}-DE"]
+    protect(official.signer(), OFFICIAL_PASSPHRASE, root / "official.key.enc")
+    tls = parties["operator-DE"].tls
     crls = ", ".join(f'"{c}"' for c in tls.crls)
     (root / "operator.toml").write_text(
         f'[tls]\nkey = "{tls.key}"\nchain = "{tls.chain}"\nroot = "{tls.root}"\ncrls = [{crls}]\n'
     )
     lines += [
-        "[officer]", f'name = "{OFFICIAL}"', 'unit = "dublin-unit-1"',
+        "[officer]", f'chain = "{official.tls.chain}"', 'unit = "dublin-unit-1"',
         'operator = "operator.toml"', f'coordinator = "{fed.coordinator_server.address}"',
         'key = "official.key.enc"',
     ]  # fmt: skip
@@ -158,6 +170,14 @@ def test_photos_to_a_confirmed_decision_through_the_desk(
     ]
     confirmed = [e for e in coordinator_log if e.kind is EventKind.DECISION_CONFIRMED]
     assert len(confirmed) == 1
+    # Each entry names the officer whose own certificate signed its request.
+    assert confirmed[0].event.labels["signer"] == f"{OFFICIAL}.officer.de.fedmatch.eu"
+    operators = {e.kind: e.event.operator for e in coordinator_log}
+    assert operators[EventKind.SEARCH_AUTHORIZED] == OPERATOR
+    assert operators[EventKind.HIT_VERIFIED] == operators[EventKind.DECISION_PROPOSED] == OFFICIAL
+    assert {e.event.operator for e in mine if e.kind is EventKind.HIT_DETAILS_REVEALED} == {
+        OFFICIAL
+    }
     assert {e.kind for e in coordinator_log} >= {
         EventKind.PACKETS_AUTHORIZED,
         EventKind.HIT_VERIFIED,

@@ -77,7 +77,7 @@ def test_lookup_verify_resolve_with_a_case_file_and_confirm(tmp_path: Path) -> N
 
         confirm = [
             "confirm-decision", *operator(fed_dir, "DE"), "--coordinator", address,
-            "--state", "DE", *HEADER, "--unit", "dublin-unit-1", "--operator", "official-5",
+            "--state", "DE", *HEADER, "--unit", "dublin-unit-1",
             "--query-id", answer["query_id"], "--proposal", proposal["digest"],
         ]  # fmt: skip
         no_reason = _fedmatch(*confirm, "--override-state", "IT")
@@ -87,7 +87,8 @@ def test_lookup_verify_resolve_with_a_case_file_and_confirm(tmp_path: Path) -> N
         confirmation = json.loads(done.stdout.splitlines()[-1])
         assert confirmation["responsible_state"] == "AT"
         assert confirmation["criterion"] == "documents"
-        assert confirmation["official_id"] == "official-5"
+        # The official is the officer whose personal certificate signed the confirmation.
+        assert confirmation["official_id"] == "officer-1"
         assert confirmation["confirmed_at"] == NOW.isoformat()
         again = _fedmatch(*confirm, "--accept")
         assert again.returncode == 3 and "ALREADY_EXISTS" in again.stderr, again.stderr

@@ -31,6 +31,7 @@ from fedmatch.rpc.v1 import coordinator_pb2_grpc
 from tests.federation import (
     DIM,
     OPERATOR,
+    OTHER_OFFICER,
     TODAY,
     UNIT,
     Federation,
@@ -46,7 +47,9 @@ from tests.federation import (
 
 NOW = dt.datetime(2026, 11, 21, 10, 0, tzinfo=dt.UTC)
 REGISTERED = TODAY.isoformat()  # 2026-11-21: AMMR
-OFFICIAL = "DE-official-3"
+# The official who confirms: another officer of DE than the one who looks up (OPERATOR),
+# signing with their own officer certificate's key; they are the official logged.
+OFFICIAL = OTHER_OFFICER
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +141,9 @@ def test_irregular_crossing_take_charge_confirmed_once(
     # Record metadata stays out of the log: a digest of the proposal, no reference or place.
     assert ref_it not in proposed.raw.decode() and "Somewhere" not in proposed.raw.decode()
 
-    confirmed = requester.confirm_decision(_official(report), proposal["digest"])
+    confirmed = fed.requester("DE", OFFICIAL).confirm_decision(
+        _official(report), proposal["digest"]
+    )
     assert (confirmed.action, confirmed.responsible_state, confirmed.criterion) == (
         "accept", "IT", "irregular_entry",
     )  # fmt: skip
@@ -154,11 +159,11 @@ def test_irregular_crossing_take_charge_confirmed_once(
         OFFICIAL, (OFFICIAL,), "accept",
     )  # fmt: skip
     assert entry.event.labels["proposal"] == proposal["digest"]
-    assert entry.event.labels["signer"].endswith(".operator.de.fedmatch.eu")
+    assert entry.event.labels["signer"] == f"{OFFICIAL}.officer.de.fedmatch.eu"
 
     # Once per case: a second confirmation, even by another official, and a new resolve of
     # the confirmed case are refused.
-    again = _official(report, "DE-official-4")
+    again = _official(report, OPERATOR)
     assert _code(lambda: requester.confirm_decision(again, proposal["digest"])) == (
         grpc.StatusCode.ALREADY_EXISTS
     )
@@ -238,7 +243,7 @@ def test_confirmation_refusals(fed: Federation, rng: np.random.Generator) -> Non
     # A signed confirmation sent twice: the replay is refused before the case is looked at.
     stub = coordinator_pb2_grpc.CoordinatorServiceStub(fed.coordinator_channel("operator-DE"))
     body = confirmation_digest(official.query_id, digest, "accept")
-    signed = request_signer(fed.tmp, "DE").sign(official, "confirm", body)
+    signed = request_signer(fed.tmp, "DE", OFFICIAL).sign(official, "confirm", body)
     request = cpb.ConfirmDecisionRequest(
         header=header_to_pb(official, signed),
         proposal_digest=digest,
@@ -252,7 +257,7 @@ def test_confirmation_refusals(fed: Federation, rng: np.random.Generator) -> Non
     report2, resolved2 = _resolve(fed, requester, person, rng)
     assert resolved2.proposal is not None
     official2 = _official(report2)
-    signed2 = request_signer(fed.tmp, "DE").sign(
+    signed2 = request_signer(fed.tmp, "DE", OFFICIAL).sign(
         official2,
         "confirm",
         confirmation_digest(official2.query_id, resolved2.proposal["digest"], "accept"),

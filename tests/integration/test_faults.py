@@ -65,6 +65,7 @@ from fedmatch.requester.client import LookupReport, NodeSummary
 from fedmatch.rpc.v1 import audit_pb2, audit_pb2_grpc, common_pb2, node_pb2, node_pb2_grpc
 from node.servicer import NODE_LIMITS, NODE_RULES
 from node.store import RecordStore
+from tests.federation import OPERATOR
 
 MODEL = "sface-2021dec-int8bq"
 DIM = 128
@@ -278,16 +279,18 @@ class Federation:
         return coordinator
 
     def requester(self, state: str = "DE") -> Requester:
-        """An operator workstation of ``state``: its mTLS certificate and signing key."""
+        """An officer of ``state`` at its operator workstation: the workstation's mTLS
+        certificate, the officer's own signing key and certificate."""
         assert self.coordinator is not None
         workstation = self.parties[f"operator-{state}"]
+        officer = self.parties[f"officer-{OPERATOR}-{state}"]
         requester = Requester(
             self.coordinator.address,
             state,
             None,
             unit=f"{state}-dublin-unit",
-            operator=f"{state}-officer-12",
-            signer=RequestSigner(workstation.signer(), workstation.tls.chain.read_bytes()),
+            operator=OPERATOR,
+            signer=RequestSigner(officer.signer(), officer.tls.chain.read_bytes()),
             credentials=Security(workstation.tls).channel_credentials(),
         )
         self.stack.callback(requester.close)
@@ -375,7 +378,10 @@ def _write_coordinator_toml(fed: Federation, node_deadline: float) -> None:
 
 def _pki(workdir: Path, states: list[str]) -> dict[str, PartyFiles]:
     """The federation PKI (created once per work directory, then reused)."""
-    return provision(workdir, states, auditors=(AUDITOR,), experts={"DE": EXPERTS})
+    return provision(
+        workdir, states, auditors=(AUDITOR,), experts={"DE": EXPERTS},
+        officers={state: (OPERATOR,) for state in states},
+    )  # fmt: skip
 
 
 @contextmanager

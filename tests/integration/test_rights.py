@@ -51,6 +51,7 @@ from tests.federation import (
     federation,
     header,
     hit_verified,
+    operator_toml,
     pki,
     sealed_opening,
     signed_resolve,
@@ -376,12 +377,12 @@ def test_cli_which_states_then_answer(
     """`rights which-states` prints how many candidates await verification and names no
     state; two verifiers sign with `verify-hit`; `rights answer` names the state."""
     candidates = tmp_path / "dsr.json"
-    connect = ["--config", str(_toml(fed.tmp, "operator-DE", "operator")),
+    connect = ["--config", str(operator_toml(fed.tmp, "DE")),
                "--coordinator", fed.coordinator_server.address]  # fmt: skip
     code = main([
         "rights", "which-states", *connect, "--state", "DE",
         "--legal-basis", DSR_BASIS, "--case-reference", "DSR-2026-4",
-        "--unit", "rights-desk", "--operator", "officer-9",
+        "--unit", "rights-desk",
         "--photo", str(faces[2][1]), "--candidates-out", str(candidates),
     ])  # fmt: skip
     out = capsys.readouterr().out.strip().splitlines()[-1]

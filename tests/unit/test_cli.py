@@ -15,9 +15,11 @@ from fedmatch.audit.note import NoteSigner, NoteVerifier
 from fedmatch.audit.party import PartyAudit, load_audit_config, node_origin
 from fedmatch.cli.main import main
 from fedmatch.cli.templates import read_templates
+from fedmatch.domain import Purpose
 from fedmatch.errors import ConfigError, InvalidInput, PermissionDenied
 from fedmatch.he import uniform
 from fedmatch.pki.ca import TlsFiles
+from fedmatch.pki.keystore import protect_file
 from fedmatch.pki.provision import PartyFiles, provision
 from fedmatch.protocol.transport import load_security
 from fedmatch.requester.keyfile import load_keys, save_keys
@@ -83,10 +85,10 @@ LOOKUP = ["lookup", "--coordinator", "c:1", "--state", "DE", "--legal-basis", "x
         pytest.param(["node", "seed", "--count", "3"], id="seed-without-config"),
         pytest.param(["keys", "generate"], id="keys-without-out"),
         pytest.param(["audit", "keygen", "--out", "x.key"], id="audit-keygen-without-name"),
-        # Who asks is logged: a lookup names the requesting unit and the operator.
+        # Who asks is logged: a lookup names the requesting unit (the operator is the
+        # officer of the [officer] certificate, --operator optional).
         pytest.param([*LOOKUP, "--operator", "o"], id="lookup-without-unit"),
-        pytest.param([*LOOKUP, "--unit", "u"], id="lookup-without-operator"),
-        # The operator's certificate and signing key: every lookup is signed.
+        # The workstation's certificate and the officer's key: every lookup is signed.
         pytest.param([*LOOKUP[:-2], "--unit", "u", "--operator", "o"], id="lookup-without-config"),
     ],
 )
@@ -422,7 +424,10 @@ def tls_table(files: TlsFiles) -> str:
 
 @pytest.fixture(scope="module")
 def parties(tmp_path_factory: pytest.TempPathFactory) -> dict[str, PartyFiles]:
-    return provision(tmp_path_factory.mktemp("pki"), ["IT", "DE"])
+    return provision(
+        tmp_path_factory.mktemp("pki"), ["IT", "DE"],
+        officers={"DE": ("maria", "luca"), "IT": ("maria",)},
+    )  # fmt: skip
 
 
 def node_serve_config(tmp_path: Path, parties: dict[str, PartyFiles], party: str) -> Path:
@@ -441,7 +446,7 @@ def _argv_for(command: str, config: Path) -> list[str]:
         "node": ["node", "serve", "--config", str(config)],
         "coordinator": ["coordinator", "serve", "--config", str(config)],
         "lookup": ["lookup", "--config", str(config), "--coordinator", "127.0.0.1:9", *header,
-                   "--unit", "u", "--operator", "o", "--template", str(config),
+                   "--unit", "u", "--operator", "maria", "--template", str(config),
                    "--application-date", "2026-11-21"],
         "enroll": ["enroll", "--config", str(config), "--node", "127.0.0.1:9", *header,
                    "--template", str(config), "--reference", "r"],
@@ -531,47 +536,127 @@ def test_serve_without_a_tls_table_exits_two(
     assert "tls.key is required" in capsys.readouterr().err
 
 
-def operator_config(tmp_path: Path, party: PartyFiles, signing_key: Path | None) -> Path:
+OFFICER_PASSPHRASE = "maria's passphrase"
+
+
+def operator_config(
+    tmp_path: Path,
+    workstation: PartyFiles,
+    officer: PartyFiles | None,
+    key_of: PartyFiles | None = None,
+    passphrase: str = OFFICER_PASSPHRASE,
+    source: str = "key_passphrase_env",
+) -> Path:
+    """An operator TOML: ``workstation``'s [tls] and ``officer``'s [officer] certificate,
+    with the key of ``key_of`` (default: the officer's own) protected under ``passphrase``,
+    named by ``source`` (an environment variable FEDMATCH_TEST_OFFICER_PASS, a file, or
+    nothing)."""
     path = tmp_path / "operator.toml"
-    table = f'[operator]\nsigning_key = "{signing_key}"\n' if signing_key else ""
-    path.write_text(table + tls_table(party.tls))
+    table = ""
+    if officer is not None:
+        key = tmp_path / "officer.key.enc"
+        key.unlink(missing_ok=True)
+        protect_file((key_of or officer).signing_key, key, passphrase)
+        table = f'[officer]\nchain = "{officer.tls.chain}"\nkey = "{key}"\n'
+        if source == "key_passphrase_env":
+            table += 'key_passphrase_env = "FEDMATCH_TEST_OFFICER_PASS"\n'
+        elif source == "key_passphrase_file":
+            secret = tmp_path / "officer.pass"
+            secret.write_text(OFFICER_PASSPHRASE + "\n")
+            secret.chmod(0o600)
+            table += f'key_passphrase_file = "{secret}"\n'
+    path.write_text(table + tls_table(workstation.tls))
     return path
 
 
 @pytest.mark.parametrize(
     ("case", "message"),
     [
-        pytest.param("no-operator-table", "operator.signing_key is required", id="no-key"),
-        pytest.param("other-state", "not the operator of DE", id="certificate-of-IT"),
-        pytest.param("other-key", "binds another signing key", id="key-not-bound"),
+        pytest.param("no-officer-table", "[officer] is required", id="no-officer"),
+        pytest.param(
+            "workstation-key",
+            "operator.signing_key: the workstation's key signs no request",
+            id="old-workstation-signing-key",
+        ),
+        pytest.param("other-state", "not the operator of DE", id="workstation-of-IT"),
+        pytest.param("officer-of-IT", "not an officer of DE", id="officer-of-IT"),
+        pytest.param("workstation-as-officer", "not an officer of DE", id="workstation-chain"),
+        pytest.param("other-key", "binds another key", id="key-not-bound"),
+        pytest.param("wrong-passphrase", "the passphrase does not unlock", id="wrong-passphrase"),
+        pytest.param(
+            "no-passphrase",
+            "officer.key_passphrase_env or officer.key_passphrase_file",
+            id="no-passphrase-source",
+        ),
+        pytest.param(
+            "other-operator",
+            "--operator 'luca' is not the officer whose certificate signs ('maria'",
+            id="operator-mismatch",
+        ),
         pytest.param("law-enforcement", "verifying authority's approval", id="law-enforcement"),
-        pytest.param("unknown-key", "operator.colour: unknown key", id="unknown-key"),
+        pytest.param("unknown-key", "officer.colour: unknown key", id="unknown-key"),
     ],
 )
 def test_lookup_checks_the_operator_config_before_sending_anything(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
     parties: dict[str, PartyFiles],
     case: str,
     message: str,
 ) -> None:
-    de = parties["operator-DE"]
+    """Issue 19 item 8: the officer's own certificate and protected key sign; the
+    workstation's certificate (the channel) signs nothing; --operator, if given, names the
+    certificate's officer. Every mistake is found before anything is sent (exit 2)."""
+    monkeypatch.setenv("FEDMATCH_TEST_OFFICER_PASS", OFFICER_PASSPHRASE)
+    de, maria = parties["operator-DE"], parties["officer-maria-DE"]
     config = {
-        "no-operator-table": lambda: operator_config(tmp_path, de, None),
-        "other-state": lambda: operator_config(
-            tmp_path, parties["operator-IT"], parties["operator-IT"].signing_key
-        ),
-        "other-key": lambda: operator_config(tmp_path, de, parties["operator-IT"].signing_key),
-        "law-enforcement": lambda: operator_config(tmp_path, de, de.signing_key),
-        "unknown-key": lambda: operator_config(tmp_path, de, de.signing_key),
+        "no-officer-table": lambda: operator_config(tmp_path, de, None),
+        "workstation-key": lambda: operator_config(tmp_path, de, maria),
+        "other-state": lambda: operator_config(tmp_path, parties["operator-IT"], maria),
+        "officer-of-IT": lambda: operator_config(tmp_path, de, parties["officer-maria-IT"]),
+        "workstation-as-officer": lambda: operator_config(tmp_path, de, de),
+        "other-key": lambda: operator_config(tmp_path, de, maria, parties["officer-luca-DE"]),
+        "wrong-passphrase": lambda: operator_config(tmp_path, de, maria, passphrase="x" * 12),
+        "no-passphrase": lambda: operator_config(tmp_path, de, maria, source=""),
+        "other-operator": lambda: operator_config(tmp_path, de, maria),
+        "law-enforcement": lambda: operator_config(tmp_path, de, maria),
+        "unknown-key": lambda: operator_config(tmp_path, de, maria),
     }[case]()
     if case == "unknown-key":
-        config.write_text(config.read_text().replace("[operator]\n", "[operator]\ncolour = 1\n"))
+        config.write_text(config.read_text().replace("[officer]\n", "[officer]\ncolour = 1\n"))
+    if case == "workstation-key":
+        config.write_text(f'[operator]\nsigning_key = "{de.signing_key}"\n' + config.read_text())
     argv = _argv_for("lookup", config)
     if case == "law-enforcement":
         argv += ["--purpose", "law_enforcement"]
+    if case == "other-operator":
+        argv += ["--operator", "luca"]
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_lookup_takes_the_operator_id_from_the_officer_certificate(
+    tmp_path: Path, parties: dict[str, PartyFiles], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --operator (or with the certificate's id), the requester asks as the
+    officer of the [officer] certificate; the passphrase may come from a 0600 file."""
+    from fedmatch.cli.common import load_operator, requester_from_args
+    from fedmatch.cli.main import build_parser
+
+    config = operator_config(
+        tmp_path, parties["operator-DE"], parties["officer-maria-DE"],
+        source="key_passphrase_file",
+    )  # fmt: skip
+    _, signer = load_operator(config, False, "DE", signs=True)
+    assert signer is not None and signer.officer == "maria"
+    argv = _argv_for("lookup", config)
+    without = argv[: argv.index("--operator")] + argv[argv.index("--operator") + 2 :]
+    for line in (without, argv):
+        requester = requester_from_args(build_parser().parse_args(line), "DE", "u")
+        requester.close()
+        assert requester.operator == "maria"
+        assert requester.header(Purpose.ASYLUM_DUBLIN, "x", "y").operator == "maria"
 
 
 def test_enroll_needs_an_operator_config_unless_dev_insecure(

@@ -29,6 +29,7 @@ from coordinator.config import load_coordinator_config
 from fedmatch.audit.auditor import load_auditor_config
 from fedmatch.audit.note import NoteSigner, NoteVerifier
 from fedmatch.audit.party import COORDINATOR_ORIGIN, load_audit_config, node_origin
+from fedmatch.cli.common import load_operator
 from fedmatch.cli.main import build_parser
 from fedmatch.he.sharded import _WORKER_KEY_CAPACITY
 from fedmatch.ops.logjson import load_logging_config
@@ -544,6 +545,14 @@ def test_compose_configs_load_through_the_real_loaders(provisioned: ComposeFeder
     for party in desks:
         role, state = party.split("-")[0], party.rsplit("-", 1)[1].upper()
         config = provisioned.config(party)
+        if role == "operator":
+            # The workstation's certificate makes the channel; its officer's signs.
+            security = load_security(config)
+            identity = security.verify_chain(security.chain_pem())
+            assert (identity.role, identity.member_state) == (role, state), config
+            _, officer = load_operator(config, False, state, signs=True)
+            assert officer is not None and officer.officer == "officer-17"
+            continue
         key = Path(tomllib.loads(config.read_text())[role]["signing_key"])
         _own_identity(config, role, state, key)
 
@@ -555,6 +564,10 @@ def test_provisioning_keeps_private_files_private_and_rotates_certificates(
     for party in first.summary:
         for private in ("tls/key.pem", "keys/signing.key"):
             assert (first.etc / party / private).stat().st_mode & 0o777 == 0o600, party
+        if party.startswith("operator-"):
+            for private in ("keys/officer.key.enc", "keys/officer.pass"):
+                assert (first.etc / party / private).stat().st_mode & 0o777 == 0o600, party
+    protected = (first.etc / "operator-de" / "keys" / "officer.key.enc").read_bytes()
     # The CAs' keys never reach a party's directory.
     assert not [p for p in first.etc.rglob("*") if p.name.startswith(("root.key", "eu.key"))]
     storage = (first.etc / "node-de" / "keys" / "storage.key").read_bytes()
@@ -564,6 +577,8 @@ def test_provisioning_keeps_private_files_private_and_rotates_certificates(
     for party, before in first.summary.items():
         after = renewed.summary[party]
         assert after["vkey"] == before["vkey"] and after["serial"] != before["serial"]
+    # The officer's protected key is kept while it protects the same key.
+    assert (first.etc / "operator-de" / "keys" / "officer.key.enc").read_bytes() == protected
     # The storage key is never replaced: the register's templates are encrypted under it.
     assert (first.etc / "node-de" / "keys" / "storage.key").read_bytes() == storage
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shlex
 import shutil
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from coordinator.config import load_coordinator_config
 from fedmatch.audit.note import NoteSigner, NoteVerifier
 from fedmatch.audit.party import COORDINATOR_ORIGIN, load_audit_config, node_origin
+from fedmatch.cli.common import load_operator
 from fedmatch.cli.main import main
 from fedmatch.domain import Purpose
 from fedmatch.protocol.transport import load_security
@@ -94,9 +94,19 @@ def test_example_tls_tables_name_what_the_documented_pki_commands_make(
     monkeypatch.chdir(tmp_path)
     commands = _readme_commands("fedmatch audit keygen", "fedmatch pki init",
                                 "fedmatch pki intermediate", "fedmatch pki issue")  # fmt: skip
-    assert len(commands) == 3 + 1 + 4 + 4
+    assert len(commands) == 3 + 1 + 4 + 5
     for argv in commands:
         assert main(argv) == 0, (argv, capsys.readouterr().err)
+    # The officer protects their key as documented (the passphrase from a file here, not
+    # asked twice at a terminal) and the workstation reads it from the environment.
+    (protect,) = _readme_commands("fedmatch desk protect-key")
+    secret = tmp_path / "officer.pass"
+    secret.write_text("officer-17's passphrase\n")
+    secret.chmod(0o600)
+    assert main([*protect, "--passphrase-file", str(secret)]) == 0
+    monkeypatch.setenv("FEDMATCH_OFFICER_PASSPHRASE", "officer-17's passphrase")
+    _, officer = load_operator(copy / "operator-de.toml", False, "DE", signs=True)
+    assert officer is not None and officer.officer == "officer-17"
     parties = {
         "node-it.toml": ("node", "IT"),
         "coordinator.toml": ("coordinator", None),
@@ -113,12 +123,9 @@ def test_example_tls_tables_name_what_the_documented_pki_commands_make(
         )
         identity = security.verify_chain(security.chain_pem())
         assert (identity.role, identity.member_state) == (role, state), name
-        if role == "operator":
-            raw = tomllib.loads(path.read_text())["operator"]["signing_key"]
-            key = path.parent / raw
-        else:
+        if role != "operator":  # (a workstation's key signs nothing: the officer's does)
             key = load_audit_config(path).signing_key
-        assert identity.signing_key == NoteSigner.load(key).public_key_bytes(), name
+            assert identity.signing_key == NoteSigner.load(key).public_key_bytes(), name
         assert security.server_credentials() is not None
         assert security.channel_credentials() is not None
     gitignore = (ROOT / ".gitignore").read_text().splitlines()

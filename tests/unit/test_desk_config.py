@@ -60,7 +60,12 @@ def _variant(world: DeskWorld, tmp_path: Path, old: str, new: str) -> Path:
         ('key = "keys/anna.key.enc"', 'key = "keys/lost.enc"', r"verifier\[0\]\.key: .*lost"),
         ('key = "keys/anna.key.enc"', "", r"verifier\[0\]\.key is required"),
         ('coordinator = "127.0.0.1:1"', "", r"officer\.coordinator is required"),
-        ('name = "officer-17"', 'name = "anna.verifier.de.fedmatch.eu"', "also a verifier"),
+        # The official's id is their certificate's, never free text.
+        (
+            'unit = "dublin-unit-1"',
+            'name = "officer-99"\nunit = "dublin-unit-1"',
+            r"officer\.name: the official's id is their officer certificate's",
+        ),
     ],
 )
 def test_a_mistake_names_its_key(
@@ -68,6 +73,16 @@ def test_a_mistake_names_its_key(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(_variant(world, tmp_path, old, new))
+
+
+def test_the_officer_entry_needs_an_officer_certificate(world: DeskWorld, tmp_path: Path) -> None:
+    """Issue 19 item 8: the official signs with their own certificate's key; the
+    workstation's certificate (an operator's) cannot stand in for it."""
+    official = world.parties[f"officer-{OFFICER}-{STATE}"].tls.chain
+    operator = world.parties[f"operator-{STATE}"].tls.chain
+    path = _variant(world, tmp_path, f'chain = "{official}"', f'chain = "{operator}"')
+    with pytest.raises(ConfigError, match=r"officer\.chain names .*operator.*not a officer"):
+        load_config(path)
 
 
 def test_a_verifier_entry_needs_a_verifier_certificate(world: DeskWorld, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Passphrase-protected signing keys (fedmatch.desk.keystore) and ``fedmatch desk
+"""Passphrase-protected signing keys (fedmatch.pki.keystore) and ``fedmatch desk
 protect-key``: real files, real scrypt."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 
 from fedmatch.audit.note import NoteSigner
 from fedmatch.cli.main import main
-from fedmatch.desk.keystore import FORMAT, protect, unlock
 from fedmatch.errors import ConfigError, InvalidInput, PermissionDenied
+from fedmatch.pki.keystore import FORMAT, protect, unlock
 
 PASSPHRASE = "a long enough passphrase"
 

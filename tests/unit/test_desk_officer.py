@@ -8,11 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from fedmatch.desk import officer, worklist
-from fedmatch.desk.keystore import unlock
 from fedmatch.desk.verdicts import all_verdicts, tallies
 from fedmatch.errors import AlreadyExists, PermissionDenied, PreconditionFailed
+from fedmatch.pki.ca import revoke
+from fedmatch.pki.keystore import unlock
 from fedmatch.pki.verify import load_crls, verify_peer
 from fedmatch.protocol.packet import image_digest
 from fedmatch.protocol.verification import VerdictStatement, assess_all
@@ -131,13 +133,54 @@ def test_status_resolve_and_confirm(world: DeskWorld) -> None:
         officer.confirm(world.case, fake.as_requester(), OFFICER, UNIT)
 
 
-def test_the_officer_key_must_be_the_workstations(world: DeskWorld) -> None:
+def test_the_officer_key_must_be_their_own_certificates(world: DeskWorld) -> None:
+    """Issue 19 item 8: the official's requests are signed with the key of their own
+    ``officer`` certificate; the workstation's key, another person's, or a revoked
+    certificate are refused."""
     config = world.config.officer
     assert config is not None
     key = unlock(world.root / "keys" / "officer.key.enc", OFFICER_PASSPHRASE)
     assert officer.check_key(config, key) == STATE
+    requester = officer.connect(config, key)
+    requester.close()
+    assert requester.operator == OFFICER and requester.signer.officer == OFFICER
     anna = unlock(world.root / "keys" / "anna.key.enc", PASSPHRASES["anna"])
-    with pytest.raises(PermissionDenied, match="binds another key"):
-        officer.check_key(config, anna)
-    with pytest.raises(PermissionDenied, match="binds another key"):
-        officer.connect(config, anna)
+    workstation = world.parties[f"operator-{STATE}"].signer()
+    for other in (anna, workstation):
+        with pytest.raises(PermissionDenied, match="binds another key"):
+            officer.check_key(config, other)
+        with pytest.raises(PermissionDenied, match="binds another key"):
+            officer.connect(config, other)
+    leaf = x509.load_pem_x509_certificates(config.chain_pem())[0]
+    revoke(world.root / "pki" / "ca", STATE.lower(), leaf.serial_number)
+    with pytest.raises(PermissionDenied, match="revoked"):
+        officer.check_key(config, key)
+
+
+def test_an_incomplete_lookup_is_refused_naming_the_states_unless_accepted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 19: a lookup that FR did not answer may miss a record held there: the resolve
+    names FR and refuses, unless the official accepts a provisional proposal (logged)."""
+    world = build(tmp_path, officer=True, unanswered={"FR": "unavailable"})
+    fake = FakeRequester()
+    _decide_all(world)
+    current = officer.status(world.case)
+    assert current.ready and current.unanswered == {"FR": "unavailable"}
+    assert current.incomplete == "FR did not answer (unavailable)"
+    with pytest.raises(PreconditionFailed, match=r"FR did not answer \(unavailable\)"):
+        officer.resolve(world.case, fake.as_requester(), "2026-01-05")
+    assert not fake.resolved and not world.case.resolve_path.exists()
+    with caplog.at_level("WARNING"):
+        result = officer.resolve(
+            world.case, fake.as_requester(), "2026-01-05", accept_incomplete=True
+        )
+    ((report, _, _),) = fake.resolved
+    assert [(n.member_state, n.outcome) for n in report.nodes] == [("FR", "unavailable")]
+    assert result["accepted_incomplete"] == {"FR": "unavailable"}
+    assert result["decision"]["complete"] is False
+    assert "FR did not answer" in result["decision"]["explanation"]
+    accepted = [
+        r.getMessage() for r in caplog.records if "accepted as incomplete" in r.getMessage()
+    ]
+    assert accepted and f"operator={OFFICER}" in accepted[0] and "FR did not answer" in accepted[0]

@@ -61,6 +61,7 @@ from tests.federation import (
     signed_lookup,
     signed_packets,
     signed_resolve,
+    workstation_signer,
 )
 
 STATE = "IT"
@@ -549,8 +550,9 @@ def test_hit_details_need_the_coordinators_verified_entry(it_node: Node) -> None
 
 
 def test_search_and_details_need_the_requesters_signature(it_node: Node) -> None:
-    """On the record is not enough: the request itself must be signed by an operator of the
-    requesting state, for this very search, and is checked before any HE work."""
+    """On the record is not enough: the request itself must be signed by an officer of the
+    requesting state (their own key: never the workstation's), for this very search, and
+    is checked before any HE work."""
     svc, record = it_node.service, it_node.coordinator
     keys = shared_keys("DE")
     svc.register_keys(header("DE"), keys.public_bundle())
@@ -561,7 +563,9 @@ def test_search_and_details_need_the_requesters_signature(it_node: Node) -> None
     flipped = bytes([signed.signature[0] ^ 1]) + signed.signature[1:]
     cases: list[tuple[SignedRequest | None, str]] = [
         (None, "not signed"),
-        (french.sign(hdr, "lookup", probe_hash), "not by an operator of DE"),
+        (french.sign(hdr, "lookup", probe_hash), "signed by a officer of FR, not by an officer"),
+        (workstation_signer(it_node.tmp, "DE").sign(hdr, "lookup", probe_hash),
+         "signed by a operator of DE, not by an officer of DE"),
         (german.sign(hdr, "lookup", digest_hex(probe_for(keys).ciphertext)), "another probe"),
         (german.sign(hdr, "resolve"), "not a lookup"),
         (german.sign(replace(hdr, case_reference="CASE-9"), "lookup", probe_hash),

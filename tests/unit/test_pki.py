@@ -486,6 +486,8 @@ def test_dns_names() -> None:
     assert dns_name("coordinator", "eu") == "coordinator.eu.fedmatch.eu"
     assert dns_name("operator", "de", "desk7") == "desk7.operator.de.fedmatch.eu"
     assert dns_name("auditor", "EU", "edps") == "edps.auditor.eu.fedmatch.eu"
+    # An officer's personal certificate names the officer (issue 19).
+    assert dns_name("officer", "it", "maria") == "maria.officer.it.fedmatch.eu"
 
 
 @pytest.mark.parametrize(
@@ -501,6 +503,9 @@ def test_dns_names() -> None:
         ("node", "IT", "-x"),
         ("node", "IT", "x" * 64),
         ("node", "İT", ""),
+        # An officer is a person of a member state: named, never federation-level.
+        ("officer", "IT", ""),
+        ("officer", "EU", "maria"),
     ],
 )
 def test_dns_name_refuses(role: str, scope: str, instance: str) -> None:
@@ -543,6 +548,7 @@ def _cert(
         "desk7.operator.de.fedmatch.eu",
         "edps.auditor.eu.fedmatch.eu",
         "x-1.verifier.ch.fedmatch.eu",
+        "maria.officer.it.fedmatch.eu",
     ],
 )
 def test_identity_from_good_names(name: str) -> None:
@@ -571,6 +577,8 @@ def test_identity_from_good_names(name: str) -> None:
         "node.it.fedmatch.eu.",
         "node.eu.fedmatch.eu",
         "coordinator.it.fedmatch.eu",
+        "officer.it.fedmatch.eu",
+        "maria.officer.eu.fedmatch.eu",
         "",
     ],
 )

@@ -1,5 +1,6 @@
 """Passphrase-protected signing keys: a person's Ed25519 key (a :class:`NoteSigner` skey) as
-it rests on a shared desk machine.
+it rests on a shared machine (a verifier's or an officer's at the desk, an officer's at an
+operator workstation: ``fedmatch desk protect-key`` writes one).
 
 The skey is encrypted with AES-256-GCM under a key derived from the passphrase with scrypt
 (n = 2**15, r = 8, p = 1: about 32 MiB and a tenth of a second per attempt) and kept in a
