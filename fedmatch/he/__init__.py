@@ -14,6 +14,8 @@ Public surface:
   :mod:`fedmatch.he.sealmem` moves words between it and SEAL's objects;
 - :mod:`fedmatch.he.sharded`: the same kernel across worker processes (every core);
 - :mod:`fedmatch.he.ray_engine`: the same kernel on Ray actors;
+- :mod:`fedmatch.he.local`: :func:`~fedmatch.he.local.local_engine`, the in-process engine
+  of a parameter set (SEAL's products or the kernel's);
 - :mod:`fedmatch.he.engines`: :func:`~fedmatch.he.engines.create_engine`, the factory that
   picks one (kept apart so that the base module never imports the engines built on it);
 - :mod:`fedmatch.he.layout`, :mod:`fedmatch.he.sealio`: slot layout and SEAL object I/O.

@@ -7,25 +7,12 @@ module and its extensions would import each other.
 
 from __future__ import annotations
 
-from typing import Any
-
 from fedmatch.errors import ConfigError, InvalidInput
-from fedmatch.he.engine import PackedBase, PackedEngine, SearchEngine
+from fedmatch.he.engine import SearchEngine
+from fedmatch.he.local import local_engine
 from fedmatch.he.params import ParamSet
 
-__all__ = ["create_engine", "local_engine"]
-
-
-def local_engine(params: ParamSet, dimension: int, threads: int | None = None) -> PackedBase[Any]:
-    """The in-process engine of a parameter set: a kernel set (``ParamSet.kernel``) gets the
-    native product kernel on ``threads`` cores (default: all this process may use), any
-    other set SEAL's products. Also what a worker process or actor runs."""
-    if params.kernel:
-        # Imported only here: a node of the default set never loads numba.
-        from fedmatch.he.kernel_engine import KernelEngine
-
-        return KernelEngine(params, dimension, threads)
-    return PackedEngine(params, dimension)
+__all__ = ["create_engine"]
 
 
 def create_engine(

@@ -63,8 +63,8 @@ from fedmatch.he.engine import (
     packed_exclusions,
     unpack_exclusions,
 )
-from fedmatch.he.engines import local_engine
 from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
+from fedmatch.he.local import local_engine
 from fedmatch.he.params import ParamSet, get_param_set
 
 __all__ = ["RayEngine"]

@@ -16,9 +16,10 @@ coefficient count, scale, then its ``DynArray``. Nothing is read or written thro
 address before the layout is checked, for every object and every access, against what the
 binding itself reports: pybind11's simple-layout flags and holder, parms_id, size, degree,
 modulus count, scale, NTT flag, the array's size and capacity, and the first, a middle and
-the last word (through ``data()`` and ``dyn_array().at()``). Another tenseal or SEAL build
-fails that check: this module then falls back to serialization (:mod:`fedmatch.he.sealfmt`),
-slower and exact, and :func:`direct_access` says which path is in use.
+the last word (through ``data()`` and ``dyn_array().at()``). An object of another tenseal
+or SEAL build fails that check: it then goes through serialization
+(:mod:`fedmatch.he.sealfmt`), slower and exact; :func:`in_place` says which path an object
+takes.
 
 Only copies leave this module: no view of SEAL's memory outlives the call that made it.
 """
@@ -36,7 +37,7 @@ import tenseal.sealapi as seal
 from fedmatch.errors import HEError
 from fedmatch.he import sealfmt, sealio
 
-__all__ = ["direct_access", "read_ciphertext", "read_plaintext", "write_ciphertext"]
+__all__ = ["in_place", "read_ciphertext", "read_plaintext", "write_ciphertext"]
 
 _WORD = struct.Struct("<Q")
 _DOUBLE = struct.Struct("<d")
@@ -139,31 +140,19 @@ def _view(data: int, count: int) -> npt.NDArray[np.uint64]:
     return view
 
 
-def _probe_layout() -> bool:
-    """Whether this tenseal build's objects have the layout this module reads."""
-    from fedmatch.he.params import DEFAULT_PARAM_SET
-
-    ctx = DEFAULT_PARAM_SET.context()
-    encoder = seal.CKKSEncoder(ctx)
-    plain = seal.Plaintext()
-    encoder.encode([0.25 + 0.5j] * DEFAULT_PARAM_SET.slots, ctx.first_parms_id(), 2.0**20, plain)
-    keygen = seal.KeyGenerator(ctx)
-    ct = seal.Ciphertext()
-    seal.Encryptor(ctx, keygen.secret_key()).encrypt_symmetric(plain, ct)
-    return _ciphertext_data(ct) is not None and _plaintext_data(plain) is not None
+# Off only to exercise the serialization path (tests); each access still checks its object.
+_IN_PLACE = True
 
 
-_DIRECT: bool | None = None
-
-
-def direct_access() -> bool:
-    """True when objects are read and written in place, False on the serialization path
-    (this tenseal build lays its objects out otherwise). Checked once per process; each
-    access is still checked object by object."""
-    global _DIRECT
-    if _DIRECT is None:
-        _DIRECT = _probe_layout()
-    return _DIRECT
+def in_place(obj: Any) -> bool:
+    """Whether ``obj`` (a ciphertext or a plaintext) is read and written in place: its
+    layout checks out against the binding's getters. False means the serialization path
+    (another tenseal or SEAL build, or a layout check that failed)."""
+    if not _IN_PLACE:
+        return False
+    if isinstance(obj, seal.Ciphertext):
+        return _ciphertext_data(obj) is not None
+    return isinstance(obj, seal.Plaintext) and _plaintext_data(obj) is not None
 
 
 def _serialized(ct: seal.Ciphertext) -> tuple[bytearray, tuple[int, int], sealfmt.Polys]:
@@ -177,7 +166,7 @@ def read_ciphertext(ct: seal.Ciphertext, out: npt.NDArray[Any]) -> None:
     shape = (ct.size(), ct.coeff_modulus_size(), ct.poly_modulus_degree())
     if out.shape != shape:
         raise HEError("ciphertext does not have the shape the kernel expects")
-    found = _ciphertext_data(ct) if direct_access() else None
+    found = _ciphertext_data(ct) if _IN_PLACE else None
     if found is not None:
         np.copyto(out, _view(*found).reshape(shape), casting="unsafe")
         return
@@ -193,7 +182,7 @@ def write_ciphertext(
     shape = (ct.size(), ct.coeff_modulus_size(), ct.poly_modulus_degree())
     if words.shape != shape or words.dtype != np.uint64:
         raise HEError("kernel output does not have the ciphertext's shape")
-    found = _ciphertext_data(ct) if direct_access() else None
+    found = _ciphertext_data(ct) if _IN_PLACE else None
     if found is not None:
         _view(*found).reshape(shape)[...] = words
         return
@@ -207,7 +196,7 @@ def read_plaintext(pt: seal.Plaintext, out: npt.NDArray[Any]) -> None:
     """Copy an NTT-form plaintext's words (moduli x degree, flat in SEAL) into ``out``."""
     if out.size != pt.coeff_count():
         raise HEError("plaintext does not have the size the kernel expects")
-    found = _plaintext_data(pt) if direct_access() else None
+    found = _plaintext_data(pt) if _IN_PLACE else None
     if found is not None:
         np.copyto(out, _view(*found).reshape(out.shape), casting="unsafe")
         return

@@ -151,7 +151,6 @@ def test_kernel_sums_decrypt_to_the_plaintext_scores(evaluation: EvaluationKeys)
 def test_sealmem_reads_and_writes_what_serialization_does() -> None:
     """The in-place path (this tenseal build's layout) and the serialization fallback read
     the same words and write them so that SEAL reads them back."""
-    assert sealmem.direct_access()
     ctx = PS.context()
     encoder = seal.CKKSEncoder(ctx)
     plain = seal.Plaintext()
@@ -160,6 +159,7 @@ def test_sealmem_reads_and_writes_what_serialization_does() -> None:
     secret = keys_for(PS)._secret
     ct = seal.Ciphertext()
     seal.Encryptor(ctx, secret).encrypt_symmetric(plain, ct)
+    assert sealmem.in_place(ct) and sealmem.in_place(plain)  # this tenseal build's layout
     direct = np.empty((2, LIMBS, PS.poly_modulus_degree), dtype=np.uint64)
     sealmem.read_ciphertext(ct, direct)
     assert np.array_equal(direct, _words(ct))
@@ -170,15 +170,14 @@ def test_sealmem_reads_and_writes_what_serialization_does() -> None:
     changed = (direct + 1) % MODULI.moduli[None, :, None]
     sealmem.write_ciphertext(ct, ctx, changed)
     assert np.array_equal(_words(ct), changed)
-    original = sealmem._DIRECT
-    sealmem._DIRECT = False  # the fallback: serialization both ways
+    sealmem._IN_PLACE = False  # the fallback: serialization both ways
     try:
         again = np.empty_like(direct)
         sealmem.read_ciphertext(ct, again)
         assert np.array_equal(again, changed)
         sealmem.write_ciphertext(ct, ctx, direct)
     finally:
-        sealmem._DIRECT = original
+        sealmem._IN_PLACE = True
     assert np.array_equal(_words(ct), direct)
     with pytest.raises(HEError, match="shape"):
         sealmem.write_ciphertext(ct, ctx, direct[:, :2])
