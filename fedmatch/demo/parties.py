@@ -21,12 +21,12 @@ from fedmatch.domain import Category, Purpose, QueryHeader, Sex
 from fedmatch.ops.subprocs import fedmatch_process, wait_port
 from fedmatch.pki.ca import TlsFiles
 from fedmatch.pki.provision import PartyFiles
+from fedmatch.protocol.statement import RequestSigner
 from fedmatch.protocol.transport import Security
+from fedmatch.requester import Requester
 from fedmatch.requester.enrolment import EnrolmentRecord, NodeEnroller
 
-from fedmatch.protocol.statement import RequestSigner
 if TYPE_CHECKING:
-from fedmatch.requester import Requester
     from node.sealing import KeyEncryptionKey
 
 __all__ = [
@@ -35,22 +35,22 @@ __all__ = [
     "DIM",
     "LEGAL_BASIS",
     "MODEL",
-    "TRAVELLER_BIRTH_DATE",
-    "audit_table",
-    "auditor_toml",
     "OFFICER",
     "OFFICERS",
     "OFFICIAL",
+    "TRAVELLER_BIRTH_DATE",
+    "audit_table",
+    "auditor_toml",
     "enroll",
     "node_register",
     "nodes_tables",
+    "officer_signer",
     "operator_toml",
     "relative_path",
+    "requester",
     "say",
-    "officer_signer",
     "start_coordinator",
     "start_nodes",
-    "requester",
     "tls_table",
     "verifier_toml",
 ]
@@ -61,13 +61,13 @@ LEGAL_BASIS = "Reg. (EU) 2024/1358 Art. 27; Reg. (EU) 2024/1351"
 AUDITOR = "demo"  # the PKI's party "auditor-demo", key name demo.auditor.eu.fedmatch.eu
 # Checkpoints are published (and witnessed) this often without traffic.
 CHECKPOINT_SECONDS = 2.0
-
-
-def say(text: str) -> None:
 # Each state's officials, holding personal `officer` certificates (officer-12.officer.de...):
 # the officer who looks up and resolves, and the official who confirms the decision.
 OFFICER, OFFICIAL = "officer-12", "official-3"
 OFFICERS = (OFFICER, OFFICIAL)
+
+
+def say(text: str) -> None:
     print(text, flush=True)
 
 
