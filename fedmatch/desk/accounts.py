@@ -6,9 +6,9 @@ A verifier's key must be the one their ``verifier`` certificate binds (the check
 federation root and CRLs (a revoked verifier cannot log in). The official's key must be the
 one their own ``officer`` certificate binds, and that certificate must verify against the
 federation root and CRLs of the workstation file (a revoked officer cannot log in); the
-workstation's certificate only makes the channel to the coordinator. Failed logins are logged (the name, never the
-passphrase) and slow the next attempt for that name: 1 s after one failure, doubling up to
-a minute.
+workstation's certificate only makes the channel to the coordinator. Failed logins are
+logged (the name, never the passphrase) and slow the next attempt for that name: 1 s after
+one failure, doubling up to a minute.
 """
 
 from __future__ import annotations
