@@ -5,6 +5,8 @@ fastest plain baseline on the same data in the same run.
   a numpy search of the same register (``make bench``);
 - :mod:`~fedmatch.bench.federation`: K node processes and a coordinator, lookups end to end;
 - :mod:`~fedmatch.bench.audit`: durable appends, inclusion proofs, full log verification;
+- :mod:`~fedmatch.bench.kernel`: the native product kernel against SEAL's products, per
+  block and through the engines (no node);
 - :mod:`~fedmatch.bench.faces`: the face path on photos as given, stage times per megapixel
   band, against a decode-only baseline.
 

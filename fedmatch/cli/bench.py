@@ -62,6 +62,16 @@ def add_parsers(sub: Any) -> None:
         metavar="PX",
         help="resize each photo in memory to PX on the long side first (default: as given)",
     )
+    bkernel = bench_sub.add_parser(
+        "kernel", help="native product kernel vs SEAL: per block, transfers, engine searches"
+    )
+    bkernel.add_argument(
+        "--records", type=int, default=100_000, help="register size of the searches (0: none)"
+    )
+    bkernel.add_argument("--queries", type=int, default=5, help="timed searches per engine")
+    bkernel.add_argument(
+        "--workers", type=int, default=0, help="processes of the sharded engines (0: per core)"
+    )
     baudit = bench_sub.add_parser(
         "audit", help="audit log: durable appends/s, inclusion proofs, full verification"
     )
@@ -78,6 +88,11 @@ def run(args: argparse.Namespace) -> int:
         from fedmatch.bench.faces import bench_faces
 
         print(json.dumps(bench_faces(args.photos, args.images, enlarge_px=args.enlarge)))
+        return EXIT_OK
+    if args.bench_command == "kernel":
+        from fedmatch.bench.kernel import bench_kernel
+
+        print(json.dumps(bench_kernel(args.records, args.queries, args.workers)))
         return EXIT_OK
     if args.bench_command == "audit":
         from fedmatch.bench.audit import bench_audit
