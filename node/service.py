@@ -51,6 +51,7 @@ from fedmatch.protocol.opening import OpeningKey, check_opening
 from fedmatch.protocol.packet import SealedPacket, seal_packet
 from fedmatch.protocol.ratelimit import StateBuckets
 from fedmatch.protocol.statement import SignedRequest, VerifiedRequest
+from fedmatch.protocol.turns import FairTurns
 from fedmatch.protocol.verification import (
     DIFFERENT_SEX_CONFIRMATIONS,
     MAX_VERDICTS,
@@ -143,6 +144,9 @@ class NodeService:
         # Answers kept for a retried call (same query id, same signed request): a retry is
         # answered again, not searched again and not refused as a reused query id.
         self._answers: OrderedDict[str, tuple[str, SearchResult]] = OrderedDict()
+        # Its own lock: a search holds the main lock while it runs, and the next searches
+        # must wait for their turn (below), not on the main lock in arrival order.
+        self._answers_lock = threading.Lock()
         # Makers of decoy blocks, one per parameter set (SEAL objects: one thread at a time).
         self._padders: dict[str, PackedEngine] = {}
         self._padding_lock = threading.Lock()
@@ -169,6 +173,11 @@ class NodeService:
         # One lock orders enrolments against searches, so a search sees the engine's rows
         # and the row ids from the same moment.
         self._lock = threading.Lock()
+        # Searches take turns by requesting state (fedmatch.protocol.turns): a state with
+        # many searches in flight delays another state's by at most one of its own, and
+        # holds at most half the worker threads (the coordinator's calls for every state,
+        # its witness rounds first, need the others).
+        self._turns = FairTurns(per_state=max(1, config.max_workers // 2))
         self._faces: FacePipeline | None = None
         self._faces_lock = threading.Lock()
         ids, templates = store.templates()
@@ -259,7 +268,8 @@ class NodeService:
                 marked[rows] = False
                 self._marked = marked
             self.handles.forget(gone)
-            self._answers.clear()
+            with self._answers_lock:
+                self._answers.clear()
 
     def set_marked(self, record_id: int, marked: bool) -> None:
         """Apply a mark (or its removal) to the search's exclusion of marked records."""
@@ -384,7 +394,7 @@ class NodeService:
         verified = self.gate.verify(signed, header, "lookup", probe_hash)
         if entry.event.labels.get("request") != verified.digest:
             raise PermissionDenied("not on record: the entry is for another signed request")
-        with self._lock:
+        with self._answers_lock:
             answered = self._answers.get(header.query_id)
         if answered is not None and answered[0] == verified.digest:
             return answered[1]  # a retry of the same call: the same answer, no new work
@@ -419,7 +429,7 @@ class NodeService:
         self.handles.reserve(header.query_id, header.requesting_state)
         started_ms = int(time.time() * 1000)  # the log records start and end of a search
         try:
-            with self._lock:
+            with self._turns.turn(header.requesting_state, should_stop), self._lock:
                 ids = self._ids
                 # Rows of categories the request did not name (or its purpose may not see)
                 # can never match: excluded inside the encrypted computation.
@@ -472,7 +482,7 @@ class NodeService:
             len(ids),
         )
         result = SearchResult(self.member_state, output.blocks, release.key.public_bytes())
-        with self._lock:
+        with self._answers_lock:
             self._answers[header.query_id] = (verified.digest, result)
             while len(self._answers) > _ANSWERS_KEPT:
                 self._answers.popitem(last=False)
