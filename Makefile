@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fedmatch-installed
 PROTOS := $(wildcard proto/fedmatch/rpc/v1/*.proto)
 
-.PHONY: venv browser demo test lint protos bench clean
+.PHONY: venv browser demo test lint protos bench bench-flood clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "fedmatch needs Python >= 3.11"'
@@ -73,6 +73,12 @@ bench: $(STAMP)
 	$(VENV)/bin/fedmatch bench search --records 1000000 --dim 512 --queries 3
 	$(VENV)/bin/fedmatch bench faces --photos ../shared/data/faces --images 200
 	$(VENV)/bin/fedmatch bench audit
+	$(MAKE) bench-flood
+
+# Honest lookups alone, then under a hostile state's flood (issue 21): one JSON line.
+bench-flood: $(STAMP)
+	$(VENV)/bin/fedmatch bench flood --nodes 3 --records-per-node 20000 \
+		--quiet-seconds 60 --flood-seconds 60 --flooders 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

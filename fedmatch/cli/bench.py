@@ -45,6 +45,33 @@ def add_parsers(sub: Any) -> None:
     bfed.add_argument("--dim", type=int, default=128, help="template dimension")
     bfed.add_argument("--search-workers", type=int, default=1, help="search processes per node")
     bfed.add_argument("--workdir", type=Path, help="keep the federation's files here")
+    bflood = bench_sub.add_parser(
+        "flood",
+        help="honest lookups while a hostile state's flooder processes attack (issue 21)",
+    )
+    bflood.add_argument("--nodes", type=int, default=3, help="node processes (K, at most 27)")
+    bflood.add_argument("--records-per-node", type=int, default=20_000, help="register size")
+    bflood.add_argument(
+        "--quiet-seconds", type=float, default=60.0, help="honest lookups alone, for this long"
+    )
+    bflood.add_argument(
+        "--flood-seconds", type=float, default=60.0, help="honest lookups under the flood"
+    )
+    bflood.add_argument("--flooders", type=int, default=2, help="flooder processes")
+    bflood.add_argument(
+        "--honest-interval", type=float, default=1.0, help="seconds between honest lookups"
+    )
+    bflood.add_argument(
+        "--lookup-threads", type=int, default=12, help="the hostile state's concurrent lookups"
+    )
+    bflood.add_argument(
+        "--registration-threads",
+        type=int,
+        default=4,
+        help="the hostile state's concurrent key registrations",
+    )
+    bflood.add_argument("--dim", type=int, default=128, help="template dimension")
+    bflood.add_argument("--workdir", type=Path, help="keep the federation's files here")
     bfaces = bench_sub.add_parser(
         "faces", help="the face path on photos as given: stage times per megapixel band"
     )
@@ -107,6 +134,15 @@ def run(args: argparse.Namespace) -> int:
             search_workers=args.search_workers, workdir=args.workdir,
         )  # fmt: skip
         print(json.dumps(result))
+        return EXIT_OK
+    if args.bench_command == "flood":
+        from fedmatch.bench.flood import bench_flood
+
+        print(json.dumps(bench_flood(
+            args.nodes, args.records_per_node, args.quiet_seconds, args.flood_seconds,
+            args.flooders, args.honest_interval, args.lookup_threads,
+            args.registration_threads, args.dim, workdir=args.workdir,
+        )))  # fmt: skip
         return EXIT_OK
     from fedmatch.bench.search import bench_search
 

@@ -19,12 +19,14 @@ def fedmatch_process(
     log_path: Path,
     env: Mapping[str, str] | None = None,
     stop_timeout: float = 10.0,
+    module: str = "fedmatch",
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """``python -m fedmatch *args``, stdout and stderr to ``log_path``; on exit SIGTERM
-    (graceful shutdown) and, after ``stop_timeout`` seconds, SIGKILL."""
+    """``python -m fedmatch *args`` (or another ``module`` of ours), stdout and stderr to
+    ``log_path``; on exit SIGTERM (graceful shutdown) and, after ``stop_timeout`` seconds,
+    SIGKILL."""
     with log_path.open("wb") as log:
         proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module, fixed arguments
-            [sys.executable, "-m", "fedmatch", *args],
+            [sys.executable, "-m", module, *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=None if env is None else dict(env),
