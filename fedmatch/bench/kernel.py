@@ -101,9 +101,10 @@ def _kernel_ms(params: ParamSet, dimension: int, threads: int) -> float:
         rows = [rng.integers(0, q, (count, degree), dtype=np.uint64) for q in moduli.moduli]
         return np.stack(rows, axis=-2).astype(np.uint32)
 
-    rotations = np.ascontiguousarray(residues(2 * dp).reshape(dp, 2, -1, degree))
-    blocks = [np.ascontiguousarray(residues(dp)) for _ in range(kernel.GROUP)]
-    per_call = _median_ms(lambda: kernel.products(rotations, blocks, moduli, threads), 5)
+    tile = kernel.tile_for(dp, degree)
+    rotations = kernel.tiled(residues(2 * dp).reshape(dp, 2, -1, degree), tile)
+    blocks = [kernel.tiled(residues(dp), tile) for _ in range(kernel.GROUP)]
+    per_call = _median_ms(lambda: kernel.products(rotations, dp, blocks, moduli, threads), 5)
     return round(per_call / len(blocks), 3)
 
 

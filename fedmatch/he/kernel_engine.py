@@ -3,12 +3,13 @@
 :class:`KernelEngine` is :class:`fedmatch.he.engine.PackedBase` with two parts of its own:
 
 - a block is a :class:`KernelBlock`: the NTT-form residues of its ``dp`` diagonals as
-  ``uint32`` (dp x moduli x N), encoded by SEAL's ``CKKSEncoder`` exactly as
-  :class:`~fedmatch.he.engine.PackedEngine` encodes them (same diagonals, same scale, same
-  level) and copied out of the plaintexts (:mod:`fedmatch.he.sealmem`); 1.5 KB per record
-  at d = 128 with the kernel parameter set, against 2 KB of SEAL plaintext words;
+  ``uint32`` (dp x moduli x N, stored tile by tile for the kernel), encoded by SEAL's
+  ``CKKSEncoder`` exactly as :class:`~fedmatch.he.engine.PackedEngine` encodes them (same
+  diagonals, same scale, same level) and copied out of the plaintexts
+  (:mod:`fedmatch.he.sealmem`); 2 KB per record at d = 128 with the kernel parameter set
+  (4 moduli x 4 bytes), as much as the default set's SEAL plaintexts (2 moduli x 8 bytes);
 - the products: SEAL computes the query's baby-step rotations (as before, once per query),
-  their words are copied into one ``uint32`` stack (:class:`RotationStack`), the kernel
+  their words are copied into one tiled ``uint32`` stack (:class:`RotationStack`), the kernel
   (:mod:`fedmatch.he.kernel`) sums rotation times diagonal for a group of blocks, and each
   sum is written into a SEAL ciphertext shaped like the query (NTT form, top level, scale
   query x register). Giant steps, if the split has them, are combined by SEAL as in
@@ -42,9 +43,11 @@ __all__ = ["KernelBlock", "KernelEngine", "RotationStack"]
 
 @dataclass(frozen=True, eq=False)
 class KernelBlock:
-    """One register block for the kernel: ``residues[i, l, c]`` is coefficient ``c`` of
-    diagonal ``i`` (pre-rotated for ``baby_steps``) modulo data prime ``l``, NTT form;
-    ``nonzero[i]`` whether diagonal ``i`` has a nonzero residue."""
+    """One register block for the kernel: the NTT-form residues of its diagonals
+    (pre-rotated for ``baby_steps``), tiled as the kernel reads them
+    (``residues[l, t, i, c]`` is coefficient ``t * tile + c`` of diagonal ``i`` modulo data
+    prime ``l``, see :func:`fedmatch.he.kernel.tiled`); ``nonzero[i]`` whether diagonal
+    ``i`` has a nonzero residue."""
 
     residues: npt.NDArray[np.uint32]
     baby_steps: int
@@ -59,20 +62,23 @@ class KernelBlock:
 
 class RotationStack(list[seal.Ciphertext]):
     """The query's baby-step rotations (SEAL ciphertexts, left rotations by 0 .. n1 - 1)
-    and their words, ``residues[k, part, l, c]`` as uint32, copied once per query."""
+    and their words, copied once per query, tiled as the kernel reads them:
+    ``residues[l, t, k, part, c]`` (uint32)."""
 
-    def __init__(self, rotations: Sequence[seal.Ciphertext]) -> None:
+    def __init__(self, rotations: Sequence[seal.Ciphertext], tile: int) -> None:
         super().__init__(rotations)
         first = rotations[0]
-        shape = (
-            len(rotations),
-            first.size(),
-            first.coeff_modulus_size(),
-            first.poly_modulus_degree(),
+        moduli, degree = first.coeff_modulus_size(), first.poly_modulus_degree()
+        self.residues = np.empty(
+            (moduli, degree // tile, len(rotations), first.size(), tile), dtype=np.uint32
         )
-        self.residues = np.empty(shape, dtype=np.uint32)
+        words = np.empty((first.size(), moduli, degree), dtype=np.uint32)
         for k, rotation in enumerate(rotations):
-            sealmem.read_ciphertext(rotation, self.residues[k])
+            sealmem.read_ciphertext(rotation, words)
+            # (part, l, t, c) -> (l, t, part, c): this rotation's place in every tile.
+            self.residues[:, :, k] = words.reshape(words.shape[0], moduli, -1, tile).transpose(
+                1, 2, 0, 3
+            )
 
 
 class KernelEngine(PackedBase[KernelBlock]):
@@ -85,6 +91,7 @@ class KernelEngine(PackedBase[KernelBlock]):
     def __init__(self, params: ParamSet, dimension: int, threads: int | None = None) -> None:
         super().__init__(params, dimension)
         self._moduli = kernel.KernelModuli.top_level(params)
+        self._tile = kernel.tile_for(self._dp, params.poly_modulus_degree)
         self._threads = threads or kernel.default_threads()
         self.compile_seconds = kernel.warm_up()
 
@@ -104,7 +111,7 @@ class KernelEngine(PackedBase[KernelBlock]):
                 raise HEError("a register diagonal did not encode at the top level")
             sealmem.read_plaintext(plain, residues[i])
         nonzero = np.asarray(residues.reshape(len(diagonals), -1).any(axis=1), dtype=np.bool_)
-        return KernelBlock(residues, n1, nonzero)
+        return KernelBlock(kernel.tiled(residues, self._tile), n1, nonzero)
 
     def _rotations(
         self,
@@ -113,7 +120,7 @@ class KernelEngine(PackedBase[KernelBlock]):
         should_stop: Callable[[], bool],
         count: int | None = None,
     ) -> RotationStack:
-        return RotationStack(super()._rotations(query, keys, should_stop, count))
+        return RotationStack(super()._rotations(query, keys, should_stop, count), self._tile)
 
     def _products(
         self,
@@ -124,7 +131,9 @@ class KernelEngine(PackedBase[KernelBlock]):
     ) -> list[seal.Ciphertext]:
         """The kernel's sums for a group of blocks, as SEAL ciphertexts; giant steps (if
         any) combined by Horner's rule, as PackedEngine does."""
-        stack = rotations if isinstance(rotations, RotationStack) else RotationStack(rotations)
+        stack = rotations
+        if not isinstance(stack, RotationStack):
+            stack = RotationStack(rotations, self._tile)
         out: list[seal.Ciphertext | None] = [None] * len(blocks)
         splits: dict[int, list[int]] = {}
         for index, block in enumerate(blocks):
@@ -132,7 +141,7 @@ class KernelEngine(PackedBase[KernelBlock]):
         for n1, members in splits.items():
             _check_stop(should_stop)
             sums = kernel.products(
-                stack.residues[:n1], [blocks[m].residues for m in members], self._moduli,
+                stack.residues, n1, [blocks[m].residues for m in members], self._moduli,
                 self._threads,
             )  # fmt: skip
             for m, words in zip(members, sums, strict=True):

@@ -51,12 +51,14 @@ def test_lazy_limits_of_the_kernel_set() -> None:
 @pytest.mark.parametrize("n1_divisor", [1, 8])
 def test_the_worst_case_accumulation_is_exact(dp: int, n1_divisor: int) -> None:
     """Every residue at q - 1, the largest product there is, in every position: the
-    accumulator folds in time and the sums are exact (dp = 512 is 8 folds)."""
-    n1 = dp // n1_divisor
+    accumulator folds in time and the sums are exact (dp = 512 is 8 folds). Through the
+    tiled layout, as the engine stores blocks and rotations."""
+    n1, degree = dp // n1_divisor, PS.poly_modulus_degree
+    tile = kernel.tile_for(dp, degree)
     top = (MODULI.moduli - 1).astype(np.uint32)
-    rotations = np.broadcast_to(top[None, None, :, None], (n1, 2, LIMBS, PS.poly_modulus_degree))
-    block = np.broadcast_to(top[None, :, None], (dp, LIMBS, PS.poly_modulus_degree))
-    out = kernel.products(np.ascontiguousarray(rotations), [np.ascontiguousarray(block)], MODULI)
+    rotations = np.broadcast_to(top[None, None, :, None], (n1, 2, LIMBS, degree))
+    block = np.broadcast_to(top[None, :, None], (dp, LIMBS, degree))
+    out = kernel.products(kernel.tiled(rotations, tile), n1, [kernel.tiled(block, tile)], MODULI)
     assert out.shape == (1, n1_divisor, 2, LIMBS, PS.poly_modulus_degree)
     for limb, q in enumerate(MODULI.moduli.tolist()):
         assert np.all(out[:, :, :, limb] == n1 * (q - 1) ** 2 % q)
@@ -76,7 +78,10 @@ def test_random_sums_equal_python_integers() -> None:
         ).astype(np.uint32)
         for _ in range(GROUP_PLUS_TWO)
     ]
-    out = kernel.products(rotations, blocks, MODULI, threads=2)
+    tile = kernel.tile_for(dp, degree)
+    out = kernel.products(
+        kernel.tiled(rotations, tile), n1, [kernel.tiled(b, tile) for b in blocks], MODULI, 2
+    )
     for b, j, part, limb, c in [(0, 0, 0, 0, 0), (17, 1, 1, 2, degree - 1), (9, 1, 0, 1, 777)]:
         q = int(MODULI.moduli[limb])
         terms = [(rotations[k, part, limb, c], blocks[b][j * n1 + k, limb, c]) for k in range(n1)]
