@@ -174,19 +174,24 @@ def bench_flood(
     honest_interval_s: float = 1.0,
     lookup_threads: int = 12,
     registration_threads: int = 4,
+    flooder_nice: int = 0,
     dimension: int = 128,
     threshold: float = 0.45,
     workdir: Path | None = None,
     seed: int = 11,
 ) -> dict[str, Any]:
     """``lookup_threads`` and ``registration_threads`` are the hostile state's, over all
-    flooders (12 lookups are beyond its share of 8 concurrent calls at the coordinator)."""
+    flooders (12 lookups are beyond its share of 8 concurrent calls at the coordinator).
+    ``flooder_nice`` (0 to 19) lowers the flooders' CPU priority: on one machine the
+    attacker's own work takes the servers' cores, which a real attacker's does not."""
     if not 2 <= nodes <= len(STATES):
         raise InvalidInput(f"--nodes must be between 2 and {len(STATES)}")
     if min(records_per_node, flooders) < 1 or min(quiet_s, flood_s, honest_interval_s) <= 0:
         raise InvalidInput("records, flooders, durations and the interval must be positive")
     if lookup_threads < 0 or registration_threads < 0:
         raise InvalidInput("the flooders' thread counts cannot be negative")
+    if not 0 <= flooder_nice <= 19:
+        raise InvalidInput("--flooder-nice must be between 0 and 19")
     from node.policy import SearchPolicy
 
     states = list(STATES[:nodes])
@@ -259,6 +264,7 @@ def bench_flood(
                 "lookup_threads": lookup_threads // flooders + (i < lookup_threads % flooders),
                 "registration_threads": registration_threads // flooders
                 + (i < registration_threads % flooders),
+                "nice": flooder_nice,
                 "ready": str(ready[-1]),
                 "go": str(workdir / "flood.go"),
                 "result": str(results[-1]),
@@ -308,6 +314,7 @@ def bench_flood(
         "hostile_state": HOSTILE,
         "flooders": flooders,
         "flooder_threads": {"lookups": lookup_threads, "key_registrations": registration_threads},
+        "flooder_nice": flooder_nice,
         "honest_interval_s": honest_interval_s,
         "node_policy": {
             "requests_per_minute": defaults.requests_per_minute,

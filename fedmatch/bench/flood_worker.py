@@ -12,6 +12,7 @@ own within it: the process stops by itself.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -123,6 +124,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     spec = json.loads(Path(argv[0]).read_text())
+    # Before any thread exists, so that every thread of the flooder runs at this niceness.
+    os.nice(int(spec.get("nice", 0)))
     result = run(spec)
     Path(spec["result"]).write_text(json.dumps(result))
     return 0

@@ -70,6 +70,12 @@ def add_parsers(sub: Any) -> None:
         default=4,
         help="the hostile state's concurrent key registrations",
     )
+    bflood.add_argument(
+        "--flooder-nice",
+        type=int,
+        default=0,
+        help="the flooders' niceness, 0-19 (here the attacker's CPU is the servers')",
+    )
     bflood.add_argument("--dim", type=int, default=128, help="template dimension")
     bflood.add_argument("--workdir", type=Path, help="keep the federation's files here")
     bfaces = bench_sub.add_parser(
@@ -141,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(bench_flood(
             args.nodes, args.records_per_node, args.quiet_seconds, args.flood_seconds,
             args.flooders, args.honest_interval, args.lookup_threads,
-            args.registration_threads, args.dim, workdir=args.workdir,
+            args.registration_threads, args.flooder_nice, args.dim, workdir=args.workdir,
         )))  # fmt: skip
         return EXIT_OK
     from fedmatch.bench.search import bench_search

@@ -63,13 +63,19 @@ def test_another_state_goes_before_the_rest_of_a_flooding_states_queue() -> None
     assert turns.inside() == {}
 
 
+def _holding(turns: FairTurns, state: str, order: list[str]) -> tuple[_Caller, threading.Event]:
+    """A call of ``state`` that has the turn, and the event that makes it give it back."""
+    release = threading.Event()
+    caller = _Caller(turns, state, state.lower(), order, release)
+    caller.start()
+    _wait_for(lambda: order == [state.lower()])
+    return caller, release
+
+
 def test_states_alternate_while_both_wait() -> None:
     turns = FairTurns(per_state=8)
     order: list[str] = []
-    hold = threading.Event()
-    first = _Caller(turns, "IT", "it0", order, hold)
-    first.start()
-    _wait_for(lambda: order == ["it0"])
+    first, hold = _holding(turns, "IT", order)
     release = threading.Event()
     release.set()  # every later caller gives its turn back at once
     callers = []
@@ -80,7 +86,7 @@ def test_states_alternate_while_both_wait() -> None:
     hold.set()
     for caller in [first, *callers]:
         caller.join(10)
-    assert order == ["it0", "de1", "fr1", "de2", "fr2", "de3", "fr3"]
+    assert order == ["it", "de1", "fr1", "de2", "fr2", "de3", "fr3"]
 
 
 def test_a_state_beyond_its_share_is_refused_at_once_while_another_is_not() -> None:
@@ -107,11 +113,7 @@ def test_a_state_beyond_its_share_is_refused_at_once_while_another_is_not() -> N
 
 def test_a_waiter_that_gives_up_leaves_the_queue() -> None:
     turns = FairTurns(per_state=4)
-    order: list[str] = []
-    release = threading.Event()
-    holder = _Caller(turns, "DE", "de", order, release)
-    holder.start()
-    _wait_for(lambda: order == ["de"])
+    holder, release = _holding(turns, "DE", [])
     gave_up = threading.Event()
     with pytest.raises(DeadlineExceeded):
         threading.Timer(0.3, gave_up.set).start()
