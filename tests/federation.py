@@ -551,6 +551,9 @@ def federation(
     kek: KeyEncryptionKey | None = None,  # templates encrypted at rest under this key
     now: Callable[[], dt.datetime] | None = None,  # the coordinator's wall clock (UTC)
     waiver: str = "",  # the legal reference of a second-person waiver (everywhere)
+    # Server threads of every node and the coordinator (None: their defaults). A peer's
+    # share of a server is a fraction of them (fedmatch.grpcutil.shares).
+    max_workers: int | None = None,
 ) -> Iterator[Federation]:
     with ExitStack() as stack:
         nodes: dict[str, NodeService] = {}
@@ -566,6 +569,7 @@ def federation(
             cfg = NodeConfig(
                 member_state=state, database=db, dimension=DIM, model_id=MODEL,
                 search_workers=workers, verification_waiver=waiver,
+                max_workers=max_workers or NodeConfig.max_workers,
             )  # fmt: skip
             store = RecordStore(db, state, DIM, MODEL, kek)
             stack.callback(store.close)
@@ -589,6 +593,7 @@ def federation(
             node_deadline_seconds=node_deadline,
             nodes=tuple(node_entry(tmp, s, servers[s].address) for s in states) + extra_nodes,
             verification_waiver=waiver,
+            max_workers=max_workers or CoordinatorConfig.max_workers,
         )
         caudit = coordinator_audit(tmp)
         stack.callback(caudit.close)
