@@ -1,6 +1,6 @@
 """gRPC edge of the record lifecycle (marks, Dublin status, own hit links, erasure, notices,
-inbox): decode, call
-:class:`node.lifecycle.Lifecycle`, encode. Mixed into the node's servicer."""
+inbox): check the officer's signature of the request (node/officer_actions.py), decode,
+call :class:`node.lifecycle.Lifecycle`, encode. Mixed into the node's servicer."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from fedmatch.audit.events import logs_refusals
 from fedmatch.domain import parse_date
 from fedmatch.errors import PreconditionFailed
 from fedmatch.grpcutil.errors import translated
-from fedmatch.protocol.wire import header_from_pb
 from fedmatch.rpc.v1 import node_pb2
 from node.inbox import InboxItem
 from node.lifecycle import Lifecycle, LifecycleOutcome, StatusChange
 from node.notices import notice_to_pb
+from node.officer_actions import officer_header
 
 if TYPE_CHECKING:
     from node.service import NodeService
@@ -85,7 +85,7 @@ class LifecycleRpcs:
     def MarkRecord(  # noqa: N802 - gRPC method names
         self, request: node_pb2.MarkRecordRequest, context: grpc.ServicerContext
     ) -> node_pb2.LifecycleResponse:
-        header = header_from_pb(request.header, request.HasField("header"))
+        header = officer_header(self.service, request, "MarkRecord")
         out = self._lifecycle().mark(header, request.reference, request.marked, request.mark_kind)
         return _outcome_pb(out)
 
@@ -94,7 +94,7 @@ class LifecycleRpcs:
     def SetRecordStatus(  # noqa: N802
         self, request: node_pb2.SetRecordStatusRequest, context: grpc.ServicerContext
     ) -> node_pb2.LifecycleResponse:
-        header = header_from_pb(request.header, request.HasField("header"))
+        header = officer_header(self.service, request, "SetRecordStatus")
         change = status_change_from_pb(request)
         return _outcome_pb(self._lifecycle().set_status(header, request.reference, change))
 
@@ -103,7 +103,7 @@ class LifecycleRpcs:
     def LinkOwnHit(  # noqa: N802
         self, request: node_pb2.LinkOwnHitRequest, context: grpc.ServicerContext
     ) -> node_pb2.LifecycleResponse:
-        header = header_from_pb(request.header, request.HasField("header"))
+        header = officer_header(self.service, request, "LinkOwnHit")
         out = self._lifecycle().link_own_hit(
             header, request.reference, request.other_state, request.other_digest,
             request.query_id,
@@ -115,7 +115,7 @@ class LifecycleRpcs:
     def EraseRecord(  # noqa: N802
         self, request: node_pb2.EraseRecordRequest, context: grpc.ServicerContext
     ) -> node_pb2.LifecycleResponse:
-        header = header_from_pb(request.header, request.HasField("header"))
+        header = officer_header(self.service, request, "EraseRecord")
         out = self._lifecycle().erase(header, request.reference, request.reason)
         return node_pb2.LifecycleResponse(
             outcome=out.outcome, notices_sent=out.notices_sent, notices_pending=out.notices_pending
@@ -126,17 +126,18 @@ class LifecycleRpcs:
     def RouteRightsRequest(  # noqa: N802
         self, request: node_pb2.RouteRightsRequestRequest, context: grpc.ServicerContext
     ) -> node_pb2.RouteRightsRequestResponse:
-        header = header_from_pb(request.header, request.HasField("header"))
+        header = officer_header(self.service, request, "RouteRightsRequest")
         notice_id, outcome = self._lifecycle().route(
             header, request.kind, request.to_state, request.reference, request.query_id
         )
         return node_pb2.RouteRightsRequestResponse(notice_id=notice_id, outcome=outcome)
 
     @translated
+    @logs_refusals("list_inbox")
     def ListInbox(  # noqa: N802
         self, request: node_pb2.ListInboxRequest, context: grpc.ServicerContext
     ) -> node_pb2.ListInboxResponse:
-        header = header_from_pb(request.header, request.HasField("header"))
+        header = officer_header(self.service, request, "ListInbox")
         lifecycle = self._lifecycle()
         items = lifecycle.inbox(header, request.open_only)
         now = lifecycle.clock()
@@ -150,7 +151,7 @@ class LifecycleRpcs:
     def AcknowledgeInbox(  # noqa: N802
         self, request: node_pb2.AcknowledgeInboxRequest, context: grpc.ServicerContext
     ) -> node_pb2.InboxItem:
-        header = header_from_pb(request.header, request.HasField("header"))
+        header = officer_header(self.service, request, "AcknowledgeInbox")
         lifecycle = self._lifecycle()
         item = lifecycle.acknowledge(header, request.item_id)
         return inbox_item_to_pb(item, lifecycle.clock())

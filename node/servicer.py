@@ -36,6 +36,7 @@ from fedmatch.protocol.wire import (
 from fedmatch.rpc.v1 import audit_pb2, audit_pb2_grpc, common_pb2, node_pb2, node_pb2_grpc
 from node.lifecycle import Lifecycle
 from node.lifecycle_servicer import LIFECYCLE_RULES_OWN_STATE, LifecycleRpcs
+from node.officer_actions import officer_header
 from node.records import NewRecord, RecordMeta
 from node.service import NodeService
 
@@ -56,7 +57,7 @@ class NodeServicer(LifecycleRpcs, node_pb2_grpc.NodeServiceServicer):
     def Enroll(  # noqa: N802 - gRPC method names
         self, request: node_pb2.EnrollRequest, context: grpc.ServicerContext
     ) -> node_pb2.EnrollResponse:
-        header = header_from_pb(request.header, request.HasField("header"))
+        header = officer_header(self.service, request, "Enroll")
         r = request.record
         meta = RecordMeta(
             reference=r.reference,

@@ -48,6 +48,7 @@ from fedmatch.protocol.verification import Evidence, HitKey, SignedVerdict, Verd
 from fedmatch.protocol.wire import authorization_to_pb, header_to_pb, verdict_to_pb
 from fedmatch.requester import PacketFetch, Requester
 from fedmatch.requester.enrolment import EnrolmentRecord, NodeEnroller
+from fedmatch.requester.officer_channel import officer_channel
 from fedmatch.rpc.v1 import node_pb2, node_pb2_grpc
 from node.config import NodeConfig
 from node.inbox import NoticeBox
@@ -235,11 +236,17 @@ def node_channel(
     party: str = "coordinator",
     max_receive: int = MAX_NODE_RESPONSE_BYTES,
     max_send: int = MAX_RECEIVE_BYTES,
+    officer: str | None = OPERATOR,
 ) -> grpc.Channel:
     """An mTLS channel to the node of ``state`` at ``address``, as ``party`` (only the
-    coordinator may search; enrolment is for the node's own operators)."""
+    coordinator may search; enrolment is for the node's own operators). On an operator
+    workstation's channel (``operator-IT``...), ``officer`` of the workstation's state signs
+    every operator action (fedmatch.requester.officer_channel); None sends them unsigned."""
     credentials = security(tmp, party).channel_credentials()
-    return make_channel(address, max_receive, max_send, credentials, dns_name("node", state))
+    channel = make_channel(address, max_receive, max_send, credentials, dns_name("node", state))
+    if officer is None or not party.startswith("operator-"):
+        return channel
+    return officer_channel(channel, request_signer(tmp, party.removeprefix("operator-"), officer))
 
 
 def coordinator_channel(
@@ -476,10 +483,15 @@ class Federation:
         assert not failures, failures
         return authorization
 
-    def node_channel(self, state: str, party: str = "coordinator", **limits: int) -> grpc.Channel:
-        """An mTLS channel to this federation's node of ``state`` as ``party``, closed with
-        the federation."""
-        channel = node_channel(self.tmp, state, self.servers[state].address, party, **limits)
+    def node_channel(
+        self, state: str, party: str = "coordinator", officer: str | None = OPERATOR, **limits: int
+    ) -> grpc.Channel:
+        """An mTLS channel to this federation's node of ``state`` as ``party`` (an operator
+        workstation's with ``officer``'s signature on every operator action, see
+        :func:`node_channel`), closed with the federation."""
+        channel = node_channel(
+            self.tmp, state, self.servers[state].address, party, officer=officer, **limits
+        )
         self.stack.callback(channel.close)
         return channel
 
@@ -536,7 +548,8 @@ def enrol_photo(
     )
     credentials = security(fed.tmp, f"operator-{state}").channel_credentials()
     address = fed.servers[state].address
-    with NodeEnroller(address, MODEL, 60.0, credentials, state) as node:
+    signer = request_signer(fed.tmp, state)
+    with NodeEnroller(address, MODEL, 60.0, credentials, state, signer=signer) as node:
         return node.enroll_photo(header(state), record, photo, reference)
 
 

@@ -131,10 +131,11 @@ OFFICER_CONFIG_HELP = (
 )
 
 
-def operator_args(p: argparse.ArgumentParser, what: str) -> None:
+def operator_args(p: argparse.ArgumentParser, what: str, required: bool = True) -> None:
     """``--config`` (with ``[officer]``) and ``--operator`` of a command whose requests
-    the officer signs."""
-    operator_config_arg(p, True, OFFICER_CONFIG_HELP.format(what=what))
+    the officer signs (``required=False``: the command checks its other input first, and
+    :func:`load_operator` refuses a missing ``--config``)."""
+    operator_config_arg(p, required, OFFICER_CONFIG_HELP.format(what=what))
     p.add_argument(
         "--operator",
         help="the officer's id (optional): must be the instance of the [officer] "
@@ -210,6 +211,11 @@ def load_operator(
     from fedmatch.requester.officer import check_operator_table, load_officer
 
     if path is None:
+        if signs:
+            # --dev-insecure makes the channel plaintext; it never waives the signature.
+            raise InvalidInput(
+                "--config (the operator's [tls] table and the [officer] who signs) is required"
+            )
         if not insecure:
             raise InvalidInput("--config (the operator's [tls] table) is required")
         return None, None

@@ -10,6 +10,7 @@ import argparse
 import csv
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,8 @@ from fedmatch.cli.common import (
     insecure_arg,
     load_operator,
     new_header,
-    operator_config_arg,
+    officer_id,
+    operator_args,
     parse_pick,
     warn_insecure,
 )
@@ -46,9 +48,7 @@ def add_parsers(sub: Any) -> None:
     enroll = sub.add_parser("enroll", help="enrol records at a node (your own state's node)")
     enroll.set_defaults(run=run)
     enroll.add_argument("--node", required=True, help="node address host:port")
-    operator_config_arg(
-        enroll, False, "; required unless --dev-insecure (an operator of --state's own node)"
-    )
+    operator_args(enroll, "each enrolment", required=False)
     insecure_arg(enroll)
     header_args(enroll)
     source = enroll.add_mutually_exclusive_group(required=True)
@@ -93,7 +93,6 @@ def add_parsers(sub: Any) -> None:
         "refused, those data are not recorded (Art. 29(2)); manifest column "
         "resettlement_basis",
     )
-    enroll.add_argument("--operator", default="", help="operator id (recorded and logged)")
     enroll.add_argument("--unit", default="", help="enrolling unit (logged)")
     enroll.add_argument(
         "--skip-existing",
@@ -111,14 +110,22 @@ def run(args: argparse.Namespace) -> int:
     from fedmatch.requester.enrolment import NodeEnroller
 
     insecure = warn_insecure(args, "enrolment")
-    security, _ = load_operator(args.config, insecure, args.state, signs=False)
     matrix = read_templates(args.template) if args.template else np.zeros((0, 1), np.float32)
     records = _records(args, _enrol_rows(args), matrix.shape[0])
-    credentials = security.channel_credentials() if security is not None else None
+    security, signer = load_operator(args.config, insecure, args.state, signs=True)
+    assert security is not None and signer is not None
+    # Who enrols: the officer of the certificate (a wrong --operator is refused here), whom
+    # each record names too.
+    args.operator = officer_id(args, signer)
+    records = [(replace(r, operator_id=args.operator), source) for r, source in records]
     bulk = _Bulk(args, records, matrix)
     with (
         NodeEnroller(
-            args.node, args.model_id, credentials=credentials, member_state=args.state
+            args.node,
+            args.model_id,
+            credentials=security.channel_credentials(),
+            member_state=args.state,
+            signer=signer,
         ) as node,
         _CtrlC() as ctrl_c,
     ):
@@ -397,7 +404,7 @@ def _records(
                 event_place=row["event_place"],
                 capture_date=parse_date(captured, "capture_date") if captured else event,
                 sex=Sex.parse(row.get("sex") or ""),
-                operator_id=args.operator,
+                operator_id=args.operator or "",
                 resettlement_basis=basis,
                 **_birth(row),
             )

@@ -4,23 +4,31 @@ links of its records to other states' records they hit, early erasure, routed ri
 requests, the inbox of notices).
 
 Each command connects to the node with the operator workstation's mTLS certificate (the
-``--config`` file `fedmatch enroll` reads; the node refuses any other state's operator) and
-prints one JSON object.
+``--config`` file `fedmatch enroll` reads; the node refuses any other state's operator),
+signs its request with the key of the officer of that file's ``[officer]`` table (the
+node logs that officer as who acted) and prints one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
-from fedmatch.cli.common import EXIT_OK, load_operator, new_header, warn_insecure
+from fedmatch.cli.common import (
+    EXIT_OK,
+    load_operator,
+    new_header,
+    officer_id,
+    operator_args,
+    warn_insecure,
+)
 from fedmatch.domain import Purpose, reference_digest
 from fedmatch.grpcutil.server import make_channel
 from fedmatch.pki.names import dns_name
 from fedmatch.protocol.limits import MAX_RECEIVE_BYTES
 from fedmatch.protocol.wire import header_to_pb
+from fedmatch.requester.officer_channel import officer_channel
 from fedmatch.rpc.v1 import node_pb2, node_pb2_grpc
 
 __all__ = ["COMMANDS", "add_parsers", "run"]
@@ -57,13 +65,8 @@ def add_parsers(node_sub: Any) -> None:
     for name in COMMANDS:
         p = node_sub.add_parser(name, help=helps[name])
         p.add_argument("--node", required=True, help="your node's address host:port")
-        p.add_argument(
-            "--config",
-            type=Path,
-            help="operator workstation TOML ([tls]); required unless --dev-insecure",
-        )
+        operator_args(p, "the action")
         p.add_argument("--state", required=True, help="your member state (the node's)")
-        p.add_argument("--operator", required=True, help="your operator id (logged)")
         p.add_argument("--unit", default="records-unit", help="your unit (logged)")
         p.add_argument("--legal-basis", default=_BASIS[name], help="logged legal basis")
         p.add_argument("--case-reference", default="-", help="case or file number (logged)")
@@ -137,8 +140,9 @@ def _item(pb: node_pb2.InboxItem) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     insecure = warn_insecure(args, "node " + args.node_command)
-    security, _ = load_operator(args.config, insecure, args.state, signs=False)
-    credentials = security.channel_credentials() if security is not None else None
+    security, signer = load_operator(args.config, insecure, args.state, signs=True)
+    assert security is not None and signer is not None
+    credentials = security.channel_credentials()
     header = header_to_pb(
         new_header(
             args.state,
@@ -146,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
             args.legal_basis,
             args.case_reference,
             args.unit,
-            args.operator,
+            officer_id(args, signer),  # who acts: the officer whose key signs
         )
     )
     channel = make_channel(
@@ -157,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         dns_name("node", args.state) if credentials is not None else None,
     )
     try:
-        out = _call(node_pb2_grpc.NodeServiceStub(channel), args, header)
+        out = _call(node_pb2_grpc.NodeServiceStub(officer_channel(channel, signer)), args, header)
     finally:
         channel.close()
     print(json.dumps(out))

@@ -67,6 +67,7 @@ from fedmatch.demo.parties import (
     enroll,
     node_register,
     nodes_tables,
+    officer_signer,
     operator_toml,
     say,
     start_coordinator,
@@ -86,6 +87,7 @@ from fedmatch.protocol.verification import Evidence, HitKey, SignedVerdict, Verd
 from fedmatch.protocol.wire import header_to_pb
 from fedmatch.requester import Requester
 from fedmatch.requester.forms import FormOptions, build_form, check_verdicts, write_form
+from fedmatch.requester.officer_channel import officer_channel
 from fedmatch.rpc.v1 import node_pb2, node_pb2_grpc
 
 __all__ = ["run_dublin_demo"]
@@ -284,6 +286,7 @@ def run_dublin_demo(
             enroll(
                 addresses[case.enrol_state],
                 parties[f"operator-{case.enrol_state}"].tls,
+                parties[f"officer-{OFFICER}-{case.enrol_state}"],
                 case.enrol_state,
                 encoded(case.person.enrol),
                 reference,
@@ -292,8 +295,8 @@ def run_dublin_demo(
                 case.place,
             )
             status = _record_status(
-                addresses[case.enrol_state], parties[f"operator-{case.enrol_state}"], case,
-                reference,
+                addresses[case.enrol_state], parties[f"operator-{case.enrol_state}"],
+                parties[f"officer-{OFFICER}-{case.enrol_state}"], case, reference,
             )  # fmt: skip
             say(
                 f"3.{i + 1} enrolled person {i + 1} at {case.enrol_state} as "
@@ -376,15 +379,19 @@ def run_dublin_demo(
     return 0 if ok else 1
 
 
-def _record_status(address: str, operator: PartyFiles, case: _Case, reference: str) -> str:
-    """The enrolling state's own authority marks its record or records the state indicated as
-    responsible (the node's lifecycle RPCs, as ``fedmatch node mark|status`` call them)."""
+def _record_status(
+    address: str, operator: PartyFiles, officer: PartyFiles, case: _Case, reference: str
+) -> str:
+    """The enrolling state's officer marks its record or records the state indicated as
+    responsible (the node's lifecycle RPCs, signed by the officer's key, as ``fedmatch node
+    mark|record-status`` call them)."""
     if not case.mark and case.indicated is None:
         return ""
+    signer = officer_signer(officer)
     header = header_to_pb(
         QueryHeader(secrets.token_hex(16), case.enrol_state, Purpose.ASYLUM_DUBLIN,
                     LEGAL_BASIS, reference, unit=f"{case.enrol_state}-dublin-unit",
-                    operator=f"{case.enrol_state}-officer-7")
+                    operator=signer.officer)
     )  # fmt: skip
     security = Security(operator.tls)
     channel = make_channel(
@@ -392,7 +399,7 @@ def _record_status(address: str, operator: PartyFiles, case: _Case, reference: s
         dns_name("node", case.enrol_state),
     )  # fmt: skip
     try:
-        stub = node_pb2_grpc.NodeServiceStub(channel)
+        stub = node_pb2_grpc.NodeServiceStub(officer_channel(channel, signer))
         if case.mark:
             stub.MarkRecord(
                 node_pb2.MarkRecordRequest(

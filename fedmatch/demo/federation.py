@@ -240,6 +240,7 @@ def _enrol_traveller(
     enroll(
         fed.addresses[b],
         fed.parties[f"operator-{b}"].tls,
+        fed.parties[f"officer-{OFFICER}-{b}"],
         b,
         encoded(pictures.enrol_b),
         f"{b}-2026-LMP-004711",
@@ -250,6 +251,7 @@ def _enrol_traveller(
     enroll(
         fed.addresses[c],
         fed.parties[f"operator-{c}"].tls,
+        fed.parties[f"officer-{OFFICER}-{c}"],
         c,
         encoded(pictures.enrol_c),
         f"{c}-2026-PAR-118822",

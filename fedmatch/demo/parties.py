@@ -76,14 +76,16 @@ TRAVELLER_BIRTH_DATE = dt.date(1998, 4, 17)
 
 
 def enroll(
-    address: str, operator_tls: TlsFiles, state: str, capture: np.ndarray | bytes,
-    reference: str, category: Category, event_date: dt.date, place: str,
-    pick: int | Literal["largest"] | None = None,
+    address: str, operator_tls: TlsFiles, officer: PartyFiles, state: str,
+    capture: np.ndarray | bytes, reference: str, category: Category, event_date: dt.date,
+    place: str, pick: int | Literal["largest"] | None = None,
 ) -> int:  # fmt: skip
-    """Enrol at ``state``'s node as an operator of that state (its mTLS certificate), from
-    a photograph (bytes: the node makes the template and keeps the facial image) or from a
-    template (an array: a record not verifiable by image, for synthetic registers)."""
-    operator = f"{state}-officer-7"
+    """Enrol at ``state``'s node as ``officer`` of that state at an operator workstation
+    (its mTLS certificate makes the channel, the officer's key signs), from a photograph
+    (bytes: the node makes the template and keeps the facial image) or from a template (an
+    array: a record not verifiable by image, for synthetic registers)."""
+    signer = officer_signer(officer)
+    operator = signer.officer
     header = QueryHeader(
         secrets.token_hex(16), state, Purpose.ASYLUM_DUBLIN, LEGAL_BASIS, reference,
         unit=f"{state}-enrolment", operator=operator,
@@ -93,7 +95,9 @@ def enroll(
         birth_date=TRAVELLER_BIRTH_DATE,
     )  # fmt: skip
     credentials = Security(operator_tls).channel_credentials()
-    with NodeEnroller(address, MODEL, credentials=credentials, member_state=state) as node:
+    with NodeEnroller(
+        address, MODEL, credentials=credentials, member_state=state, signer=signer
+    ) as node:
         if isinstance(capture, bytes):
             return node.enroll_photo(header, record, capture, reference, pick)
         return node.enroll(header, record, capture)

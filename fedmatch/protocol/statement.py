@@ -84,7 +84,7 @@ def new_nonce() -> str:
     return secrets.token_hex(16)
 
 
-KINDS = ("lookup", "packets", "resolve", "confirm", "answer")
+KINDS = ("lookup", "packets", "resolve", "confirm", "answer", "enrol", "lifecycle")
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,9 @@ class RequestStatement:
     # packet.py); "resolve" (hit details and a decision); "confirm" (an official's
     # confirmation of a case proposal: probe_hash is then the digest of the confirmation's
     # body, see fedmatch/protocol/casefile.py); "answer" (a data subject's answer from the
-    # verdicts on a data-subject search's candidates: states only, never details)
+    # verdicts on a data-subject search's candidates: states only, never details); "enrol"
+    # and "lifecycle" (an action at the state's own node: probe_hash is then the digest of
+    # the whole request, see fedmatch/protocol/node_action.py)
     kind: str
     query_id: str
     requesting_state: str

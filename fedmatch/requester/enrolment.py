@@ -1,4 +1,4 @@
-"""Client side of enrolment: a state's own authority sending records to its own node."""
+"""Client side of enrolment: a state's own officer sending records to its own node."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from fedmatch.domain import Category, QueryHeader, Sex
 from fedmatch.grpcutil.server import make_channel
 from fedmatch.pki.names import dns_name
 from fedmatch.protocol.limits import MAX_RECEIVE_BYTES
+from fedmatch.protocol.statement import RequestSigner
 from fedmatch.protocol.wire import category_to_pb, header_to_pb, sex_to_pb
+from fedmatch.requester.officer_channel import officer_channel
 from fedmatch.rpc.v1 import node_pb2, node_pb2_grpc
 
 __all__ = ["EnrolmentRecord", "NodeEnroller"]
@@ -60,9 +62,11 @@ class EnrolmentRecord:
 class NodeEnroller:
     """A channel to one node for enrolment; use as a context manager.
 
-    ``credentials`` are the enrolling operator's mTLS credentials (an operator certificate
+    ``credentials`` are the operator workstation's mTLS credentials (an operator certificate
     of the node's own state: the node refuses any other); the node's certificate must name
-    ``node.<state>.fedmatch.eu``. None means plaintext (``--dev-insecure``)."""
+    ``node.<state>.fedmatch.eu``. None means plaintext (``--dev-insecure``). ``signer`` is
+    the enrolling officer's: their key signs each enrolment, and every header must name
+    them as its operator (:mod:`fedmatch.requester.officer_channel`)."""
 
     def __init__(
         self,
@@ -71,6 +75,8 @@ class NodeEnroller:
         timeout: float = 30.0,
         credentials: grpc.ChannelCredentials | None = None,
         member_state: str = "",
+        *,
+        signer: RequestSigner,
     ) -> None:
         if credentials is not None and not member_state:
             raise ValueError("an mTLS enrolment channel needs the node's member state")
@@ -81,7 +87,7 @@ class NodeEnroller:
             credentials,
             dns_name("node", member_state) if credentials is not None else None,
         )
-        self._stub = node_pb2_grpc.NodeServiceStub(self._channel)
+        self._stub = node_pb2_grpc.NodeServiceStub(officer_channel(self._channel, signer))
         self.model_id = model_id
         self.timeout = timeout
 

@@ -409,9 +409,9 @@ def test_bulk_enrolment_from_a_manifest_of_photos(tmp_path: Path) -> None:
 
 
 def test_dev_insecure_serves_and_enrols_in_plaintext_with_a_warning(tmp_path: Path) -> None:
-    """--dev-insecure: a node serves plaintext gRPC and an enrolment reaches it without any
-    certificate; both warn on stderr at start, and the node's [tls] root still loads (it
-    verifies signed requests)."""
+    """--dev-insecure: a node serves plaintext gRPC and an enrolment reaches it without TLS;
+    both warn on stderr at start, and the node's [tls] root still loads: it verifies the
+    officer's signature of the enrolment, which --dev-insecure does not waive."""
     parties = pki(tmp_path, "IT")
     node = parties["node-IT"]
     config = tmp_path / "node-it.toml"
@@ -441,12 +441,12 @@ def test_dev_insecure_serves_and_enrols_in_plaintext_with_a_warning(tmp_path: Pa
             "IT-DEV-1", "--category", "applicant", "--event-date", "2026-01-02",
             "--event-place", "Bari", "--birth-date", "1990-05-17",
         ]  # fmt: skip
-        enrol = _fedmatch(*argv, "--dev-insecure")
+        enrol = _fedmatch(*argv, *operator(tmp_path, "IT"), "--dev-insecure")
         assert enrol.returncode == 0, enrol.stderr
         assert enrol.stderr.startswith("WARNING: --dev-insecure: PLAINTEXT")
         assert json.loads(enrol.stdout.splitlines()[-1])["register_size"] == 1
-        # Without the flag the same client wants its certificate: nothing goes out in clear.
-        refused = _fedmatch(*argv)
+        # Without --config nothing goes out, --dev-insecure or not: an officer signs.
+        refused = _fedmatch(*argv, "--dev-insecure")
         assert refused.returncode == 2 and "--config" in refused.stderr
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -74,7 +74,7 @@ from fedmatch.audit.merkle import EMPTY_ROOT
 from fedmatch.audit.note import Checkpoint, NoteSigner, sign_note
 from fedmatch.audit.party import COORDINATOR_ORIGIN
 from fedmatch.domain import MAX_PROBE_BYTES, EncryptedProbe, Purpose, QueryHeader
-from fedmatch.errors import NotFound
+from fedmatch.errors import FedmatchError, NotFound
 from fedmatch.grpcutil.server import make_channel
 from fedmatch.he import sealio, uniform
 from fedmatch.he.keys import open_key_bundle
@@ -83,6 +83,7 @@ from fedmatch.pki.names import dns_name
 from fedmatch.protocol.canonical import canonical_json
 from fedmatch.protocol.casefile import confirmation_digest
 from fedmatch.protocol.limits import MAX_RECEIVE_BYTES
+from fedmatch.protocol.node_action import NODE_ACTIONS, action_digest
 from fedmatch.protocol.opening import MAX_OPENINGS, MAX_SEALED_BYTES
 from fedmatch.protocol.packet import image_digest
 from fedmatch.protocol.statement import (
@@ -92,6 +93,7 @@ from fedmatch.protocol.statement import (
     RequestSigner,
     SignedRequest,
     key_id,
+    sign_request,
 )
 from fedmatch.protocol.verification import (
     MAX_VERDICT_BYTES,
@@ -101,7 +103,13 @@ from fedmatch.protocol.verification import (
     HitKey,
     VerdictSigner,
 )
-from fedmatch.protocol.wire import authorization_to_pb, encode_handle, header_to_pb, probe_to_pb
+from fedmatch.protocol.wire import (
+    authorization_to_pb,
+    encode_handle,
+    header_from_pb,
+    header_to_pb,
+    probe_to_pb,
+)
 from fedmatch.rpc.v1 import audit_pb2 as apb
 from fedmatch.rpc.v1 import common_pb2 as pb
 from fedmatch.rpc.v1 import coordinator_pb2 as cpb
@@ -262,10 +270,12 @@ RPCS: dict[str, Rpc] = {
             "coordinator", "operator-DE", "CoordinatorService/ConfirmDecision",
             cpb.ConfirmDecisionRequest, cpb.ConfirmDecisionResponse, frozenset({IA, PD}), NEVER,
         ),
-        # Enrolment needs no signed statement: a well-formed record of the node's own state
-        # is enrolled (OK, from any kind), a reused reference is ALREADY_EXISTS, another
-        # model FAILED_PRECONDITION, another state PERMISSION_DENIED, anything malformed
-        # (photos that do not decode or show no usable face included) INVALID_ARGUMENT.
+        # Enrolment is signed by an officer of the node's state (the structured inputs are,
+        # see _officer_signed): a well-formed record of the node's own state is enrolled
+        # (OK), a reused reference is ALREADY_EXISTS, another model FAILED_PRECONDITION,
+        # another state, a missing, garbage or foreign signature, an operator who is not the
+        # signer PERMISSION_DENIED, anything malformed (photos that do not decode or show no
+        # usable face included) INVALID_ARGUMENT.
         Rpc(
             "IT", "operator-IT", "NodeService/Enroll",
             npb.EnrollRequest, npb.EnrollResponse, frozenset({IA, PD, FP, AE}), ANY_KIND,
@@ -326,8 +336,9 @@ RPCS: dict[str, Rpc] = {
             apb.AddCheckpointRequest, apb.AddCheckpointResponse, frozenset({IA, PD, FP}),
             ANY_KIND,
         ),
-        # Record lifecycle, for IT's own operators (node/lifecycle.py): a malformed header,
-        # reference, reason, kind or state: INVALID_ARGUMENT; another state's header:
+        # Record lifecycle, for IT's own operators (node/lifecycle.py), signed as enrolment
+        # is: a malformed header, reference, reason, kind or state: INVALID_ARGUMENT;
+        # another state's header or a signature refused as for enrolment:
         # PERMISSION_DENIED; an unknown reference or inbox item: NOT_FOUND; an item already
         # acknowledged: FAILED_PRECONDITION. Marking a seeded record, routing a request,
         # listing and acknowledging can succeed; an erasure never does (no input names a
@@ -507,6 +518,22 @@ class Kit:
 
     def sign(self, state: str, h: QueryHeader, kind: str, probe_hash: str = "") -> SignedRequest:
         return _signer(self.fed, state).sign(h, kind, probe_hash)
+
+    def sign_action(self, request: Message, method: str) -> Message:
+        """``request`` signed by officer-1 of its header's state (IT's for a state with no
+        officer here) as an officer signs a node-direct action, exactly as its header
+        reads, whatever operator that names (the node refuses a mismatch)."""
+        h = header_from_pb(request.header)  # type: ignore[attr-defined]
+        state = h.requesting_state if h.requesting_state in ("DE", "IT") else "IT"
+        signer = _signer(self.fed, state)
+        signed = sign_request(
+            signer.key, signer.chain_pem, h, NODE_ACTIONS[method], signer.categories,
+            action_digest(request),
+        )  # fmt: skip
+        out = type(request)()
+        out.CopyFrom(request)
+        out.header.CopyFrom(header_to_pb(h, signed))  # type: ignore[attr-defined]
+        return out
 
     def log_of(self, server: str) -> Any:
         party = self.fed.coordinator if server == "coordinator" else self.fed.nodes[server]
@@ -1018,6 +1045,28 @@ def _serialized(strategy: st.SearchStrategy[Message]) -> Strategy:
     return strategy.map(lambda m: ("struct", m.SerializeToString()))
 
 
+def _officer_signed(kit: Kit, method: str, strategy: st.SearchStrategy[Message]) -> Strategy:
+    """A node-direct operator action (enrolment, lifecycle) is refused unless an officer
+    signed it: a structured input whose header parses and carries no garbage statement is
+    signed when sent (a fresh nonce each), so that its other fields reach the handlers."""
+
+    return strategy.map(lambda m: ("struct", _signed_body(kit, m, method)))
+
+
+def _signed_body(kit: Kit, request: Message, method: str) -> Body:
+    """``request`` as an officer signs it (see :meth:`Kit.sign_action`), built when sent (a
+    fresh nonce and time each); as it is if its header does not parse or already carries
+    a (garbage) statement: the node refuses it as it is."""
+    h = request.header  # type: ignore[attr-defined]
+    if not request.HasField("header") or h.HasField("signed"):
+        return request.SerializeToString()
+    try:
+        header_from_pb(h)
+    except FedmatchError:
+        return request.SerializeToString()
+    return lambda: kit.sign_action(request, method).SerializeToString()
+
+
 def struct_federation(kit: Kit, server: str) -> Strategy:
     return _serialized(st.builds(cpb.FederationRequest, header=_headers(kit, ["DE", "IT"])))
 
@@ -1282,7 +1331,7 @@ def struct_enroll(kit: Kit, server: str) -> Strategy:
             return npb.EnrollRequest(header=h, record=record, photo=draw(photos))
         return npb.EnrollRequest(header=h, record=record, template=template)
 
-    return _serialized(st.one_of(hostile, one_wrong()))
+    return _officer_signed(kit, "Enroll", st.one_of(hostile, one_wrong()))
 
 
 def _authorizations(real: pb.LogAuthorization) -> st.SearchStrategy[pb.LogAuthorization | None]:
@@ -2003,14 +2052,16 @@ _LIFECYCLE_HEADERS = ["IT", "DE"]
 
 def struct_mark(kit: Kit, server: str) -> Strategy:
     references = st.one_of(st.sampled_from(["IT-SYN-00000001", "IT-SYN-00000002", "IT-X"]), TEXT)
-    return _serialized(
+    return _officer_signed(
+        kit,
+        "MarkRecord",
         st.builds(
             npb.MarkRecordRequest,
             header=_headers(kit, _LIFECYCLE_HEADERS),
             reference=references,
             marked=st.booleans(),
             mark_kind=MARK_KIND,
-        )
+        ),
     )
 
 
@@ -2029,7 +2080,9 @@ _CLEAR = st.lists(
 def struct_status(kit: Kit, server: str) -> Strategy:
     optional_date = st.one_of(st.just(""), DATE)
     optional_state = st.one_of(st.just(""), STATE)
-    return _serialized(
+    return _officer_signed(
+        kit,
+        "SetRecordStatus",
         st.builds(
             npb.SetRecordStatusRequest,
             header=_headers(kit, _LIFECYCLE_HEADERS),
@@ -2042,12 +2095,14 @@ def struct_status(kit: Kit, server: str) -> Strategy:
             relocated_to=optional_state,
             relocated_on=optional_date,
             clear=_CLEAR,
-        )
+        ),
     )
 
 
 def struct_link_own_hit(kit: Kit, server: str) -> Strategy:
-    return _serialized(
+    return _officer_signed(
+        kit,
+        "LinkOwnHit",
         st.builds(
             npb.LinkOwnHitRequest,
             header=_headers(kit, _LIFECYCLE_HEADERS),
@@ -2055,7 +2110,7 @@ def struct_link_own_hit(kit: Kit, server: str) -> Strategy:
             other_state=STATE,
             other_digest=st.one_of(HEX64, HEX64.map(str.upper), TEXT),
             query_id=st.one_of(HEX32, TEXT),
-        )
+        ),
     )
 
 
@@ -2079,18 +2134,22 @@ def struct_erase(kit: Kit, server: str) -> Strategy:
         st.sampled_from(["citizenship_acquired", "erasure_request", "retention_expired", ""]),
         TEXT,
     )
-    return _serialized(
+    return _officer_signed(
+        kit,
+        "EraseRecord",
         st.builds(
             npb.EraseRecordRequest,
             header=_headers(kit, _LIFECYCLE_HEADERS),
             reference=references,
             reason=reasons,
-        )
+        ),
     )
 
 
 def struct_route(kit: Kit, server: str) -> Strategy:
-    return _serialized(
+    return _officer_signed(
+        kit,
+        "RouteRightsRequest",
         st.builds(
             npb.RouteRightsRequestRequest,
             header=_headers(kit, _LIFECYCLE_HEADERS),
@@ -2098,27 +2157,31 @@ def struct_route(kit: Kit, server: str) -> Strategy:
             to_state=STATE,
             reference=st.one_of(st.just("DE-SYN-00000001"), TEXT),
             query_id=st.one_of(st.just(""), HEX32, TEXT),
-        )
+        ),
     )
 
 
 def struct_inbox(kit: Kit, server: str) -> Strategy:
-    return _serialized(
+    return _officer_signed(
+        kit,
+        "ListInbox",
         st.builds(
             npb.ListInboxRequest,
             header=_headers(kit, _LIFECYCLE_HEADERS),
             open_only=st.booleans(),
-        )
+        ),
     )
 
 
 def struct_ack(kit: Kit, server: str) -> Strategy:
-    return _serialized(
+    return _officer_signed(
+        kit,
+        "AcknowledgeInbox",
         st.builds(
             npb.AcknowledgeInboxRequest,
             header=_headers(kit, _LIFECYCLE_HEADERS),
             item_id=UINT64,
-        )
+        ),
     )
 
 
@@ -2285,7 +2348,8 @@ def _explicit(kit: Kit, method: str) -> list[Case]:
                     ),
                 )
             )
-        return [("struct", c.SerializeToString()) for c in cases]
+        # Signed by IT's officer (when sent): each reaches the check it is made for.
+        return [("struct", _signed_body(kit, c, "Enroll")) for c in cases]
     return []
 
 
@@ -2661,7 +2725,8 @@ def test_honest_requests_after_the_fuzzing(kit: Kit) -> None:
             ),
             template=npb.Template(model_id=MODEL, values=values.tolist()),
         )
-        npb.EnrollResponse.FromString(enroll_call(enroll.SerializeToString(), timeout=30))
+        signed = kit.sign_action(enroll, "Enroll")  # as IT's officer signs it
+        npb.EnrollResponse.FromString(enroll_call(signed.SerializeToString(), timeout=30))
     requester = fed.requester("DE")
     report = requester.lookup(template, header("DE"))
     assert sorted((n.member_state, n.outcome) for n in report.nodes) == [("FR", "ok"), ("IT", "ok")]

@@ -44,12 +44,14 @@ from tests.federation import (
     BIRTH_DATE,
     DIM,
     MODEL,
+    OPERATOR,
     TODAY,
     Federation,
     Keyring,
     enrol,
     federation,
     header,
+    operator_toml,
     pki,
     security,
 )
@@ -489,7 +491,7 @@ def test_node_serve_runs_the_erasure_job_and_the_operator_commands(tmp_path: Pat
     """A real `fedmatch node serve` process erases an expired record with its background
     job (at start, then every second), and `fedmatch node mark|inbox` work against it."""
     parties = pki(tmp_path, "IT")
-    node, op = parties["node-IT"], parties["operator-IT"]
+    node = parties["node-IT"]
     db = tmp_path / "IT.sqlite"
     store = RecordStore(db, "IT", DIM, MODEL)
     try:
@@ -513,8 +515,8 @@ def test_node_serve_runs_the_erasure_job_and_the_operator_commands(tmp_path: Pat
         f'coordinator_key = "{parties["coordinator"].vkey}"\n'
         "[retention]\njob_interval_seconds = 1\n" + tls_table(node.tls, tmp_path)
     )
-    operator = tmp_path / "operator-it.toml"
-    operator.write_text(tls_table(op.tls, tmp_path))
+    # The workstation's [tls] and officer-1's [officer]: the officer's key signs each action.
+    operator = operator_toml(tmp_path, "IT")
     port_file = tmp_path / "node.port"
     log = (tmp_path / "node.log").open("w+")
     proc = subprocess.Popen(
@@ -536,8 +538,11 @@ def test_node_serve_runs_the_erasure_job_and_the_operator_commands(tmp_path: Pat
             assert time.monotonic() < deadline, "the erasure job did not run"
             time.sleep(0.2)
         assert refs == {"IT-NEW-1"}
-        who = ["--node", address, "--config", str(operator), "--state", "IT",
-               "--operator", "officer-3"]  # fmt: skip
+        who = ["--node", address, "--config", str(operator), "--state", "IT"]
+        # Another officer's id than the certificate's is refused before anything is sent.
+        other = _fedmatch("node", "mark", *who, "--operator", "officer-3", "--reference",
+                          "IT-NEW-1", "--kind", PG)  # fmt: skip
+        assert other.returncode == 2 and "'officer-1'" in other.stderr, other.stderr
         marked = _fedmatch("node", "mark", *who, "--reference", "IT-NEW-1", "--kind", PG)
         assert marked.returncode == 0, marked.stderr
         assert json.loads(marked.stdout) == {
@@ -565,10 +570,12 @@ def test_node_serve_runs_the_erasure_job_and_the_operator_commands(tmp_path: Pat
     audit_log = AuditLog(tmp_path / "audit-it" / "log", NoteSigner.load(node.signing_key),
                          node_origin("IT"))  # fmt: skip
     try:
-        kinds = [(e.kind, e.event.reason, e.event.labels.get("category")) for e in
-                 audit_log.iter_entries()]  # fmt: skip
+        entries = list(audit_log.iter_entries())
     finally:
         audit_log.close()
+    kinds = [(e.kind, e.event.reason, e.event.labels.get("category")) for e in entries]
+    # Who marked: the officer whose personal certificate signed, as the log names them.
+    assert {e.event.operator for e in entries if e.kind is EventKind.RECORD_MARKED} == {OPERATOR}
     assert (EventKind.RECORD_ERASED, "retention_expired", "irregular_crossing") in kinds
     assert (EventKind.RECORD_MARKED, "", "applicant") in kinds
     assert (EventKind.RECORD_UNMARKED, "", "applicant") in kinds

@@ -205,11 +205,17 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         person = unit_vectors(rng, 1, DIM)[0]
         stored, probe = capture(person, rng, 0.9), capture(person, rng, 0.9)
         operator_fr = security(fed, "operator-FR").channel_credentials()
-        with NodeEnroller(fr.address, MODEL, credentials=operator_fr, member_state="FR") as node:
+        officer_fr = request_signer(fed, "FR")
+        with NodeEnroller(
+            fr.address, MODEL, credentials=operator_fr, member_state="FR", signer=officer_fr
+        ) as node:
             assert node.enroll(header("FR"), _enrolment("FR-OPS-1"), stored) == 41
         # Refused by the access rules: an operator of IT may not enrol at FR.
         operator_it = security(fed, "operator-IT").channel_credentials()
-        with NodeEnroller(fr.address, MODEL, credentials=operator_it, member_state="FR") as node:
+        officer_it = request_signer(fed, "IT")
+        with NodeEnroller(
+            fr.address, MODEL, credentials=operator_it, member_state="FR", signer=officer_it
+        ) as node:
             with pytest.raises(grpc.RpcError) as err:
                 node.enroll(header("IT"), _enrolment("FR-OPS-2"), stored)
             assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED

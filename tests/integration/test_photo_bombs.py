@@ -24,8 +24,8 @@ import pytest
 
 from fedmatch.domain import Category, Sex
 from fedmatch.requester.enrolment import EnrolmentRecord, NodeEnroller
-from tests.federation import MODEL, header, pki, security
-from tests.integration.test_operations import Party, _fedmatch, _node_config, _start, _stop, _tls
+from tests.federation import MODEL, header, operator_toml, pki, request_signer, security
+from tests.integration.test_operations import Party, _fedmatch, _node_config, _start, _stop
 from tests.photo_bombs import FORMAT_BOMBS, png_idat_bomb
 
 FACES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "faces"
@@ -52,7 +52,10 @@ class Node:
             birth_date=dt.date(1990, 5, 17),
         )  # fmt: skip
         credentials = security(self.fed, "operator-IT").channel_credentials()
-        with NodeEnroller(self.party.address, MODEL, 60.0, credentials, "IT") as node:
+        signer = request_signer(self.fed, "IT")
+        with NodeEnroller(
+            self.party.address, MODEL, 60.0, credentials, "IT", signer=signer
+        ) as node:
             return node.enroll_photo(header("IT"), record, photo, reference)
 
 
@@ -116,9 +119,8 @@ def test_fedmatch_enroll_of_a_folder_with_bombs_enrols_the_photos_only(
     (folder / "a-real.jpg").write_bytes((FACES / "img43.jpg").read_bytes())
     for file, (_, make) in FORMAT_BOMBS.items():
         (folder / f"{Path(file).stem}.jpg").write_bytes(make())
-    # The workstation's [tls] table is all enrolment needs (it signs nothing).
-    config = tmp_path / "operator-it.toml"
-    config.write_text(_tls(pki(node.fed)["operator-IT"].tls))
+    # The workstation's [tls] (the channel) and the officer's [officer] (who signs each).
+    config = operator_toml(node.fed, "IT", path=tmp_path / "operator-it.toml")
     before = node.peak()
     done = _fedmatch(
         "enroll", "--config", str(config), "--node", node.party.address,

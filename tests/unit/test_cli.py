@@ -659,13 +659,20 @@ def test_lookup_takes_the_operator_id_from_the_officer_certificate(
         assert requester.header(Purpose.ASYLUM_DUBLIN, "x", "y").operator == "maria"
 
 
-def test_enroll_needs_an_operator_config_unless_dev_insecure(
+def test_enroll_needs_an_operator_config_even_with_dev_insecure(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = _argv_for("enroll", tmp_path / "unused.toml")
+    """An officer signs every enrolment: --dev-insecure makes the channel plaintext and
+    waives no signature."""
+    np.save(tmp_path / "t.npy", np.full(8, 8**-0.5, dtype=np.float32))
+    argv = _argv_for("enroll", tmp_path / "t.npy")
     argv = argv[: argv.index("--config")] + argv[argv.index("--config") + 2 :]
-    assert main(argv) == 2
-    assert "--config (the operator's [tls] table) is required" in capsys.readouterr().err
+    argv += ["--category", "applicant", "--event-date", "2026-01-02", "--event-place", "Bari",
+             "--birth-date", "1990-05-17"]  # fmt: skip
+    for flags in ([], ["--dev-insecure"]):
+        assert main([*argv, *flags]) == 2
+        message = "--config (the operator's [tls] table and the [officer] who signs) is required"
+        assert message in capsys.readouterr().err
 
 
 def test_link_hit_takes_the_other_record_by_its_reference_or_its_digest() -> None:
@@ -674,7 +681,7 @@ def test_link_hit_takes_the_other_record_by_its_reference_or_its_digest() -> Non
     from fedmatch.cli.main import build_parser
     from fedmatch.domain import reference_digest
 
-    common = ["node", "link-hit", "--node", "127.0.0.1:1", "--state", "FR", "--operator", "o-1",
+    common = ["node", "link-hit", "--node", "127.0.0.1:1", "--state", "FR", "--config", "o.toml",
               "--reference", "FR-1", "--other-state", "IT", "--query-id", "a" * 32]  # fmt: skip
     args = build_parser().parse_args([*common, "--other-reference", "IT-2026-BAR-7"])
     assert args.other_reference == "IT-2026-BAR-7" and args.other_digest is None
