@@ -734,7 +734,8 @@ def test_node_that_never_answers(tmp_path: Path) -> None:
         ) as fed,
     ):
         enroll(
-            fed.addresses["IT"], fed.parties["operator-IT"].tls, "IT", capture(person, rng, 0.9),
+            fed.addresses["IT"], fed.parties["operator-IT"].tls,
+            fed.parties[f"officer-{OPERATOR}-IT"], "IT", capture(person, rng, 0.9),
             "IT-2026-LMP-000062", Category.IRREGULAR_CROSSING, TODAY - dt.timedelta(days=200),
             "Lampedusa",
         )  # fmt: skip
@@ -804,7 +805,8 @@ def test_coordinator_restarted_between_lookup_and_resolve(tmp_path: Path) -> Non
     specs = {"DE": NodeSpec(50), "IT": NodeSpec(2_000), "FR": NodeSpec(2_000)}
     with federation(tmp_path, specs, node_deadline=20.0) as fed:
         enroll(
-            fed.addresses["IT"], fed.parties["operator-IT"].tls, "IT", capture(person, rng, 0.9),
+            fed.addresses["IT"], fed.parties["operator-IT"].tls,
+            fed.parties[f"officer-{OPERATOR}-IT"], "IT", capture(person, rng, 0.9),
             "IT-2026-LMP-000063", Category.IRREGULAR_CROSSING, TODAY - dt.timedelta(days=270),
             "Lampedusa",
         )  # fmt: skip
