@@ -12,6 +12,7 @@ import datetime as dt
 import enum
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from fedmatch.errors import InvalidInput
@@ -33,6 +34,7 @@ __all__ = [
     "check_member_state",
     "parse_date",
     "reference_digest",
+    "reference_digests",
 ]
 
 # EU-27 plus the associated Dublin states (Iceland, Liechtenstein, Norway, Switzerland), by
@@ -268,8 +270,15 @@ def reference_digest(member_state: str, reference: str) -> str:
     """How a record's reference appears in notices and logs: SHA-256 (hex) of
     ``"fedmatch/record-reference/v1\\0" + state + "\\0" + reference``. The receiver of a
     notification computes it from the hit detail it got (state and reference)."""
-    data = f"fedmatch/record-reference/v1\0{member_state}\0{reference}".encode()
-    return hashlib.sha256(data).hexdigest()
+    return reference_digests(member_state, (reference,))[0].hex()
+
+
+def reference_digests(member_state: str, references: Iterable[str]) -> list[bytes]:
+    """The raw 32-byte :func:`reference_digest` of each reference (a whole register's at
+    once: the register's reconciliation with its log, node/reconcile.py)."""
+    prefix = f"fedmatch/record-reference/v1\0{member_state}\0".encode()
+    sha256 = hashlib.sha256
+    return [sha256(prefix + r.encode()).digest() for r in references]
 
 
 _KEY_ID = re.compile(r"^[0-9a-f]{64}$")

@@ -286,31 +286,43 @@ class Lifecycle:
             rid: self._queue(rid, NoticeKind.RECORD_ERASED, digests[rid]) for rid, _, _ in records
         }
         ids = [rid for rid, _, _ in records]
+        reconciler = self.service.reconciler
         # Under the shared write lock (node.locks): a backup sees the erasure and its
         # receipts together, or neither.
         with self.store.writes.shared():
+            # A row without a standing enrolment (unlogged, or left after its record's
+            # logged erasure) is erased too, and its receipt says so: it cancels no
+            # enrolment in the register's reconciliation (fedmatch/audit/register.py).
+            standing = {rid: reconciler.row_state(rid) for rid in ids}
             # Engine first: if blanking fails the rows stay in the store and the next run
             # erases them again (blanking is idempotent); the other order would leave a
             # record gone from the store, never retried, and still matching.
             self.service.forget_records(ids)
             self.store.erase(ids)
-            for record_id, meta, rule in records:
-                self.service.audit.record(
-                    header_event(
-                        EventKind.RECORD_ERASED,
-                        header,
-                        registers=(self.member_state,),
-                        outcome="erased",
-                        reason=reason,
-                        counts={meta.category.value: 1},
-                        labels={
-                            "record_digest": digests[record_id],
-                            "category": meta.category.value,
-                            "retention_rule": rule,
-                            "notices": str(len(notices[record_id])),
-                        },
+            logged: set[int] = set()
+            try:
+                for record_id, meta, rule in records:
+                    row = standing[record_id]
+                    self.service.audit.record(
+                        header_event(
+                            EventKind.RECORD_ERASED,
+                            header,
+                            registers=(self.member_state,),
+                            outcome="erased",
+                            reason=reason,
+                            counts={meta.category.value: 1},
+                            labels={
+                                "record_digest": digests[record_id],
+                                "category": meta.category.value,
+                                "retention_rule": rule,
+                                "notices": str(len(notices[record_id])),
+                            }
+                            | ({"register_row": row} if row is not None else {}),
+                        )
                     )
-                )
+                    logged.add(record_id)
+            finally:
+                reconciler.removed({rid: bytes.fromhex(digests[rid]) for rid in ids}, logged)
         return self._send_all([n for ns in notices.values() for n in ns], "erased")
 
     # --- marks -----------------------------------------------------------------------------

@@ -21,8 +21,16 @@ from fedmatch.audit.entry import EventKind, SignedEntry, digest_hex
 from fedmatch.audit.events import handles_digest, header_event, refusal_event, same_request
 from fedmatch.audit.note import NoteVerifier
 from fedmatch.audit.party import COORDINATOR_ORIGIN, PartyAudit
+from fedmatch.audit.register import Reconciliation
 from fedmatch.audit.witness import Authorization, Witness, WitnessAnswer
-from fedmatch.domain import Category, EncryptedProbe, HitDetail, Purpose, QueryHeader
+from fedmatch.domain import (
+    Category,
+    EncryptedProbe,
+    HitDetail,
+    Purpose,
+    QueryHeader,
+    reference_digests,
+)
 from fedmatch.errors import (
     ConfigError,
     FedmatchError,
@@ -30,6 +38,7 @@ from fedmatch.errors import (
     InvalidInput,
     PermissionDenied,
     PreconditionFailed,
+    Unavailable,
 )
 from fedmatch.grpcutil.auth import caller
 from fedmatch.he.engine import (
@@ -69,6 +78,7 @@ from node.handles import HandleRegistry, QueryRelease
 from node.locks import register_write
 from node.packets import candidate_packet
 from node.policy import SearchPolicy
+from node.reconcile import Reconciler
 from node.records import NewRecord, RecordMeta
 from node.retention import check_enrolment_age, check_resettlement_basis
 from node.store import RecordStore
@@ -92,6 +102,22 @@ _ERASED = np.uint8(255)  # the category code of an erased row (node/lifecycle.py
 # record it found at t may score t - 1e-4 in the clear. Refusing it would refuse an honest
 # resolve; accepting it releases nothing the kernel did not already call a match.
 _RELEASE_TOLERANCE = 1e-4
+
+
+# How long the checkpoint thread waits for the register's writes to pause (a backup may hold
+# them longer: the reconciliation entry then comes with a later checkpoint).
+_RECONCILE_WAIT_SECONDS = 5.0
+
+
+def _warn_if_unreconciled(register: str, result: Reconciliation) -> None:
+    if not result.reconciled:
+        log.warning(
+            "register %s does not reconcile with its audit log: %s. The node serves its "
+            "records and is unhealthy until this is resolved (fedmatch node status names "
+            "the rows; the audit log has a register_reconciled entry saying so)",
+            register,
+            "; ".join(result.problems()),
+        )
 
 
 def _subject(category: str) -> dict[str, str]:
@@ -190,7 +216,11 @@ class NodeService:
         # Called with (header, record ids) after details are revealed (node/lifecycle.py
         # remembers who was told about which record, to pass on a mark or an erasure).
         self.on_reveal: Callable[[QueryHeader, list[int]], None] | None = None
-        audit.start_publishing()
+        # Every row compared with its entry in the log, once, before serving; then kept up
+        # to date by this node's own writes (node/reconcile.py).
+        self.reconciler = Reconciler(store, audit.log.directory)
+        _warn_if_unreconciled(store.path.name, self.reconciler.result)
+        audit.start_publishing(self.publish_checkpoint)
         audit.started(
             {"records": len(ids)},
             {
@@ -207,9 +237,31 @@ class NodeService:
                 "hit_verification_waiver": config.verification_waiver,
             },
         )
+        self.publish_checkpoint()  # the start's reconciliation entry, when one is due
 
     def close(self) -> None:
         self.engine.close()
+
+    def publish_checkpoint(self) -> bytes:
+        """Publish a checkpoint of the log, logging a ``register_reconciled`` entry before
+        it when the register changed since the last one (an unchanged register adds no
+        entry: a node that only searches would otherwise grow its log by one entry per
+        checkpoint interval). The entry is decided with the register's writes paused, so
+        that it counts no row whose entry is not yet in the log, and the other way round;
+        when they do not pause in time (a backup under way) it waits for the next one."""
+        reconciler = self.reconciler
+        if reconciler.due():
+            try:
+                with self.store.writes.exclusive(_RECONCILE_WAIT_SECONDS):
+                    if reconciler.refresh():
+                        _warn_if_unreconciled(self.store.path.name, reconciler.result)
+                    event = reconciler.pending_entry()
+                    if event is not None:
+                        self.audit.record(event)
+                        reconciler.logged_entry(event)
+            except Unavailable:
+                log.info("register writes did not pause: reconciliation entry left for later")
+        return self.audit.log.checkpoint()
 
     def refused(self, request: str, header: QueryHeader | None, exc: FedmatchError) -> None:
         """Log a refused call with its reason (the servicer calls this for every one)."""
@@ -319,6 +371,7 @@ class NodeService:
         # A resettlement record states the article its data were taken under (its retention,
         # Eurodac recast Art. 29(3)-(5)); Art. 18(1) data are not recorded (Art. 29(2)).
         check_resettlement_basis(record.meta.category, record.meta.resettlement_basis)
+        (digest,) = reference_digests(self.member_state, (record.meta.reference,))
         with self._lock:
             (row_id,) = self.store.add_many([record])
             self.engine.append(record.template.reshape(1, -1))
@@ -327,20 +380,29 @@ class NodeService:
             self._categories = np.append(self._categories, np.uint8(_CODES[record.meta.category]))
             self._marked = np.append(self._marked, False)
             size = self.record_count()
-        self.audit.record(
-            header_event(
-                EventKind.RECORD_ENROLLED,
-                header,
-                registers=(self.member_state,),
-                outcome="ok",
-                labels={
-                    "record": str(row_id),
-                    "category": record.meta.category.value,
-                    # Whether an expert can check a hit on it by image (no image: bulk load).
-                    "facial_image": "yes" if record.image is not None else "no",
-                },
+        try:
+            self.audit.record(
+                header_event(
+                    EventKind.RECORD_ENROLLED,
+                    header,
+                    registers=(self.member_state,),
+                    outcome="ok",
+                    labels={
+                        "record": str(row_id),
+                        # As erasures and marks name it: the register's reconciliation
+                        # ties the row to this entry (fedmatch/audit/register.py).
+                        "record_digest": digest.hex(),
+                        "category": record.meta.category.value,
+                        # Whether an expert can check a hit on it by image (no image: bulk load).
+                        "facial_image": "yes" if record.image is not None else "no",
+                    },
+                )
             )
-        )
+        except BaseException:
+            # The row is in the register without its entry: unlogged, and reported so.
+            self.reconciler.added(row_id, digest, logged=False)
+            raise
+        self.reconciler.added(row_id, digest, logged=True)
         return size
 
     def register_keys(self, header: QueryHeader, bundle: KeyBundle) -> tuple[str, float]:

@@ -235,7 +235,10 @@ def serve_node(
     counts refusals by those rules)."""
     servicer = NodeServicer(service, lifecycle)
     witness = WitnessServicer(service)
-    audit = AuditServicer(service.audit.log, service.audit.auditors)
+    # A fresh checkpoint for an auditor carries the register's reconciliation when due.
+    audit = AuditServicer(
+        service.audit.log, service.audit.auditors, lambda fresh: service.publish_checkpoint()
+    )
     limits = replace(NODE_LIMITS, max_workers=service.config.max_workers)
     # Every search comes through the coordinator; any other scope (a state's operators
     # enrolling, its verifiers fetching packets, auditors) holds at most half the threads.

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from fedmatch.audit.register import SEED_OPERATOR, synthetic_prefix
 from fedmatch.domain import Category, MarkKind, Sex, check_member_state
 from fedmatch.errors import AlreadyExists, InvalidInput, NotFound, PreconditionFailed
 from node.locks import OpenLock, WriteLock
@@ -24,7 +25,7 @@ from node.records import NewRecord, RecordMeta, RecordStatus
 from node.retention import RetentionFacts
 from node.sealing import KeyEncryptionKey, TemplateSealer, open_sealer
 
-__all__ = ["RecordStore", "facial_image_count", "migrate_schema"]
+__all__ = ["RecordStore", "facial_image_count", "migrate_schema", "reference_rows"]
 
 # 2: birth date (minimum age at enrolment), marks, and the links of revealed hits (who was
 # told about which record, so that a mark or an erasure can be passed on). 3: the facial
@@ -183,6 +184,21 @@ class RecordStore:
         with self._lock:
             (n,) = self._db.execute("SELECT COUNT(*) FROM records").fetchone()
         return int(n)
+
+    def reference_rows(self) -> list[tuple[int, str, int]]:
+        """(row id, reference, synthetic reference number or -1) of every row, in row-id
+        order: what the register's reconciliation with its audit log reads
+        (node/reconcile.py)."""
+        with self._lock:
+            return reference_rows(self._db, self.member_state)
+
+    def data_version(self) -> int:
+        """SQLite's ``data_version`` of this store's connection: it changes when another
+        connection (another process: nothing else of the node writes this file) committed
+        a change since it was last read, never for this store's own writes."""
+        with self._lock:
+            (version,) = self._db.execute("PRAGMA data_version").fetchone()
+        return int(version)
 
     def add(self, record: NewRecord) -> int:
         """Enrol one record; returns its row id."""
@@ -540,6 +556,21 @@ def _birth(meta: RecordMeta) -> tuple[str | None, int]:
         meta.birth_date.isoformat() if meta.birth_date is not None else None,
         int(meta.birth_date_estimated),
     )
+
+
+def reference_rows(db: sqlite3.Connection, member_state: str) -> list[tuple[int, str, int]]:
+    """(row id, reference, n) of every row of the register open in ``db``, in row-id order,
+    where n is the number of a synthetic record's reference (added by ``node seed``: its
+    operator and ``<state>-SYN-<n>``) and -1 for any other record."""
+    prefix = synthetic_prefix(member_state)
+    rows: list[tuple[int, str, int]] = db.execute(
+        "SELECT id, reference, CASE WHEN operator_id = ?1 AND substr(reference, 1, ?2) = ?3"
+        " AND length(reference) > ?2 AND substr(reference, ?2 + 1) NOT GLOB '*[^0-9]*'"
+        " THEN CAST(substr(reference, ?2 + 1) AS INTEGER) ELSE -1 END"
+        " FROM records ORDER BY id",
+        (SEED_OPERATOR, len(prefix), prefix),
+    ).fetchall()
+    return rows
 
 
 def facial_image_count(db: sqlite3.Connection) -> int:

@@ -26,7 +26,7 @@ from fedmatch.audit.party import (
     node_origin,
 )
 from fedmatch.audit.witness import Authorization
-from fedmatch.demo.seed import seed_register
+from fedmatch.demo.seed import seed_logged
 from fedmatch.domain import Category, Purpose, QueryHeader, Sex
 from fedmatch.fileio import write_file
 from fedmatch.grpcutil.server import RunningServer, make_channel
@@ -574,10 +574,13 @@ def federation(
         servers: dict[str, RunningServer] = {}
         for i, state in enumerate(states):
             db = tmp / f"{state}.sqlite"
+            audit = node_audit(tmp, state)
+            stack.callback(audit.close)
             if records:
-                seed_register(
-                    db, state, records, seed=100 + i, dimension=DIM, model_id=MODEL, today=TODAY,
-                    kek=kek,
+                # Logged as `node seed` logs them: the register reconciles with the log.
+                seed_logged(
+                    audit.log, db, state, records, seed=100 + i, dimension=DIM, model_id=MODEL,
+                    today=TODAY, kek=kek,
                 )  # fmt: skip
             cfg = NodeConfig(
                 member_state=state, database=db, dimension=DIM, model_id=MODEL,
@@ -586,8 +589,6 @@ def federation(
             )  # fmt: skip
             store = RecordStore(db, state, DIM, MODEL, kek)
             stack.callback(store.close)
-            audit = node_audit(tmp, state)
-            stack.callback(audit.close)
             node_gate = gate(tmp, f"node-{state}")
             stack.callback(node_gate.close)
             svc = NodeService(cfg, store, audit, node_gate)

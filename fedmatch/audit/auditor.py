@@ -611,6 +611,7 @@ def run_audit(config: AuditorConfig) -> AuditResult:
         },
         "searches_checked": checks.searches,
         "hit_reveals_checked": checks.reveals,
+        "registers_checked": checks.registers,
         "violations": len(violations),
         "warnings": sum(f.severity == "warning" for f in findings),
         "evidence": auditor.evidence,

@@ -8,6 +8,9 @@
   counted against anyone.
 - Every hit detail a node revealed names a coordinator ``hit_verified`` entry for the same
   query and handles, with enough distinct verifiers.
+- Each node's latest ``register_reconciled`` entry agrees with its log: the records the log
+  accounts for (enrolled + seeded - erased) are the logged rows the entry counts, and the
+  entry says the register reconciles (:func:`fedmatch.audit.register.check_reconciled`).
 
 A node restored from a backup no longer has the entries it wrote after the backup: a search
 it answered between the backup and the restore is then a dispatch without the node's entry.
@@ -23,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fedmatch.audit.entry import EventKind, SignedEntry
+from fedmatch.audit.register import check_reconciled
 from fedmatch.audit.restores import AcknowledgedRestore
 
 __all__ = ["CrossCheck", "Finding", "cross_check"]
@@ -42,6 +46,7 @@ class CrossCheck:
     findings: list[Finding] = field(default_factory=list)
     searches: int = 0
     reveals: int = 0
+    registers: int = 0  # nodes whose latest register reconciliation was checked
 
 
 def _index(entry: SignedEntry) -> int | None:
@@ -73,6 +78,7 @@ def cross_check(
     for state, entries in nodes.items():
         if entries is None:
             continue
+        _check_register(out, state, entries)
         for e in entries:
             if e.kind in (EventKind.SEARCH_ANSWERED, EventKind.SEARCH_REFUSED):
                 seen_at[state].add(e.event.query_id)
@@ -229,3 +235,19 @@ def _check_reveal(
             f"hit of query {v.event.query_id} verified by {len(set(v.event.verifiers))} "
             f"people, {required} required",
         ))  # fmt: skip
+
+
+def _check_register(out: CrossCheck, state: str, entries: Sequence[SignedEntry]) -> None:
+    """The node's register as its latest reconciliation entry states it, against its log."""
+    checked = check_reconciled(entries)
+    if checked.seq is None:
+        if any(e.kind in (EventKind.RECORD_ENROLLED, EventKind.RECORDS_SEEDED) for e in entries):
+            out.findings.append(Finding(
+                "warning", state, "register-not-reconciled-yet",
+                f"{state}'s log has enrolments but no register_reconciled entry (a node "
+                "older than the reconciliation, or one that never published a checkpoint)",
+            ))  # fmt: skip
+        return
+    out.registers += 1
+    for kind, message in checked.problems:
+        out.findings.append(Finding("violation", state, kind, f"{state} {message}"))

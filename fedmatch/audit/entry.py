@@ -2,8 +2,8 @@
 
 An entry is one event at one party (DOMAIN.md section 5): a search requested, authorized,
 dispatched, answered or refused; hit details verified or revealed; a record enrolled, marked
-or erased; a key epoch registered; the policy in force; a restart; a restore from a backup;
-an auditor's access.
+or erased; a register reconciled with the log; a key epoch registered; the policy in force; a
+restart; a restore from a backup; an auditor's access.
 
 Privacy by construction: an entry has no field that can hold a template, an embedding, a
 probe or a score. Values are short strings from a restricted alphabet, integers and lists or
@@ -97,9 +97,14 @@ class EventKind(enum.StrEnum):
     DECISION_PROPOSED = "decision_proposed"
     DECISION_CONFIRMED = "decision_confirmed"  # an official accepted or overrode it
     RECORD_ENROLLED = "record_enrolled"
-    # `fedmatch node seed` added synthetic records to the register (counts only; whether the
-    # --dev escape hatch let it seed a register of real or sealed records).
+    # `fedmatch node seed` added synthetic records to the register (counts and the row ids
+    # they got; whether the --dev escape hatch let it seed a register of real or sealed
+    # records).
     RECORDS_SEEDED = "records_seeded"
+    # The node compared its register with this log (fedmatch/audit/register.py): the record
+    # count, the digest of the register's references, and the rows that do not reconcile
+    # (counts and row ids only). Written at start and when the register changed since.
+    REGISTER_RECONCILED = "register_reconciled"
     RECORD_MARKED = "record_marked"
     RECORD_ERASED = "record_erased"
     RECORD_UNMARKED = "record_unmarked"  # protection withdrawn

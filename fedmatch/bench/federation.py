@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -35,6 +36,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from fedmatch.audit.entry import AuditEvent, EventKind
+from fedmatch.audit.log import AuditLog
+from fedmatch.audit.note import NoteSigner
+from fedmatch.audit.party import node_origin
 from fedmatch.bench.cluster import (
     MODEL,
     Sampler,
@@ -44,9 +49,9 @@ from fedmatch.bench.cluster import (
     start_federation,
     status,
 )
-from fedmatch.demo.seed import seed_register
+from fedmatch.demo.seed import seed_logged
 from fedmatch.demo.synthetic import capture, unit_vectors
-from fedmatch.domain import Category, Purpose, Sex
+from fedmatch.domain import Category, Purpose, Sex, reference_digest
 from fedmatch.errors import FedmatchError, InvalidInput
 from fedmatch.pki.provision import PartyFiles, provision
 
@@ -136,42 +141,64 @@ def prepare_registers(
     planted: dict[str, list[tuple[str, npt.NDArray[np.float32]]]],
     parties: dict[str, PartyFiles],
 ) -> None:
-    """Each node's register afresh: ``records`` synthetic records and the planted ones."""
+    """Each node's register afresh, logged in its audit log as a node logs it: the synthetic
+    records as seeded, the planted ones as enrolled (the register reconciles)."""
     from node.records import NewRecord, RecordMeta
     from node.store import RecordStore
 
     for state in states:
         (workdir / f"{state}.sqlite").unlink(missing_ok=True)
-
+        shutil.rmtree(workdir / f"audit-{state}", ignore_errors=True)
     today = dt.date.today()
     event = today - dt.timedelta(days=200)
     for i, state in enumerate(states):
         db = workdir / f"{state}.sqlite"
-        seed_register(db, state, records, 5000 + i, dimension, MODEL, today)
-        extra = planted.get(state, [])
-        if not extra:
-            continue
-        store = RecordStore(db, state, dimension, MODEL)
+        signer = NoteSigner.load(parties[f"node-{state}"].signing_key)
+        log = AuditLog(workdir / f"audit-{state}" / "log", signer, node_origin(state))
         try:
-            store.add_many(
-                NewRecord(
-                    RecordMeta(
-                        ref,
-                        Category.IRREGULAR_CROSSING,
-                        event,
-                        "bench",
-                        event,
-                        Sex.MALE,
-                        operator_id="bench",
-                        birth_date=event - dt.timedelta(days=30 * 365),
-                    ),
-                    template,
-                    MODEL,
+            seed_logged(log, db, state, records, 5000 + i, dimension, MODEL, today)
+            extra = planted.get(state, [])
+            if not extra:
+                continue
+            store = RecordStore(db, state, dimension, MODEL)
+            try:
+                rows = store.add_many(
+                    NewRecord(
+                        RecordMeta(
+                            ref,
+                            Category.IRREGULAR_CROSSING,
+                            event,
+                            "bench",
+                            event,
+                            Sex.MALE,
+                            operator_id="bench",
+                            birth_date=event - dt.timedelta(days=30 * 365),
+                        ),
+                        template,
+                        MODEL,
+                    )
+                    for ref, template in extra
                 )
-                for ref, template in extra
-            )
+            finally:
+                store.close()
+            for row, (ref, _) in zip(rows, extra, strict=True):
+                log.append(
+                    AuditEvent(
+                        EventKind.RECORD_ENROLLED,
+                        registers=(state,),
+                        operator="bench",
+                        outcome="ok",
+                        labels={
+                            "record": str(row),
+                            "record_digest": reference_digest(state, ref),
+                            "category": Category.IRREGULAR_CROSSING.value,
+                            "facial_image": "no",
+                        },
+                    )
+                )
+            log.checkpoint()
         finally:
-            store.close()
+            log.close()
 
 
 def provision_parties(

@@ -124,6 +124,8 @@ def bench_search(
     # Imported here: fedmatch is the shared library; the bench drives a real node, and
     # authorizes each search as the coordinator does.
     from coordinator.witnessing import Witnesses
+    from fedmatch.audit.register import SEED_OPERATOR, synthetic_prefix
+    from fedmatch.demo.seed import Seeded, seeded_event
     from node.config import NodeConfig
     from node.policy import SearchPolicy
     from node.records import NewRecord, RecordMeta
@@ -138,15 +140,19 @@ def bench_search(
         store = RecordStore(db, STATE, dimension, MODEL)
         day = dt.date(2026, 1, 1)
         born = dt.date(1990, 1, 1)  # enrolment needs a birth date (minimum age 6)
+        # Synthetic records as `node seed` makes them, logged below as it logs them: the
+        # register reconciles with the node's log (fedmatch/audit/register.py).
+        prefix = synthetic_prefix(STATE)
         batch = [
             NewRecord(
-                RecordMeta(f"B-{i}", Category.APPLICANT, day, "X", day, Sex.MALE, "", born),
+                RecordMeta(f"{prefix}{i:08d}", Category.APPLICANT, day, "X", day, Sex.MALE,
+                           SEED_OPERATOR, born),
                 t,
                 MODEL,
             )
             for i, t in enumerate(gallery)
-        ]
-        store.add_many(batch)
+        ]  # fmt: skip
+        seeded = Seeded(tuple(store.add_many(batch)), len(batch))
         del batch
         cfg = NodeConfig(
             member_state=STATE, database=db, dimension=dimension, model_id=MODEL,
@@ -160,6 +166,7 @@ def bench_search(
         )  # fmt: skip
         node_security = Security(parties[f"node-{STATE}"].tls)
         node_audit, coordinator_audit = _audits(Path(tmp), parties)
+        node_audit.record(seeded_event(STATE, seeded))
         gate = Gate(node_security.verify_chain, ReplayGuard(Path(tmp) / "replay.sqlite"))
         # Signed by an officer of the requesting state with their own key, as every party
         # requires (their personal `officer` certificate names the header's operator).

@@ -73,9 +73,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _seed(args: argparse.Namespace, cfg: NodeConfig) -> int:
-    from fedmatch.audit.entry import AuditEvent, EventKind
     from fedmatch.audit.party import PartyAudit, load_audit_config, node_origin
-    from fedmatch.demo.seed import register_census, seed_register
+    from fedmatch.demo.seed import register_census, seed_logged
     from node.locks import OwnerLock
 
     # The records added are logged in the node's own log: seeding needs its [audit] table.
@@ -105,7 +104,10 @@ def _seed(args: argparse.Namespace, cfg: NodeConfig) -> int:
         # Opened before the register is written: a log that cannot be written refuses here.
         audit = PartyAudit(audit_config, node_origin(cfg.member_state))
         try:
-            seed_register(
+            # Logged with the row ids they get: they reconcile with the log like enrolled
+            # records (fedmatch/audit/register.py).
+            seed_logged(
+                audit.log,
                 cfg.database,
                 cfg.member_state,
                 args.count,
@@ -114,19 +116,8 @@ def _seed(args: argparse.Namespace, cfg: NodeConfig) -> int:
                 cfg.model_id,
                 dt.date.today(),
                 kek=kek,
+                dev=args.dev,
             )
-            records = register_census(cfg.database, cfg.member_state).records
-            audit.record(
-                AuditEvent(
-                    EventKind.RECORDS_SEEDED,
-                    registers=(cfg.member_state,),
-                    operator="seed",
-                    outcome="ok",
-                    counts={"added": args.count, "records": records},
-                    labels={"dev": "yes" if args.dev else "no"},
-                )
-            )
-            audit.log.checkpoint()
         finally:
             audit.close()
     print(f"{cfg.member_state}: added {args.count} synthetic records to {cfg.database} (logged)")
@@ -192,7 +183,7 @@ def _serve(args: argparse.Namespace, cfg: NodeConfig, insecure: bool) -> int:
 
         def last_checkpoint() -> object:
             job.stop()  # an erasure run under way lands before the last checkpoint
-            return audit.log.checkpoint()
+            return service.publish_checkpoint()
 
         serve_party(
             server, metrics.registry, metrics_config.listen, last_checkpoint, args.port_file

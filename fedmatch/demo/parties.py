@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from fedmatch.demo.seed import seed_register
+from fedmatch.demo.seed import seed_node
 from fedmatch.domain import Category, Purpose, QueryHeader, Sex
 from fedmatch.ops.subprocs import fedmatch_process, wait_port
 from fedmatch.pki.ca import TlsFiles
@@ -199,15 +199,16 @@ def node_register(
     auditor_key: str,
     coordinator_key: str,
 ) -> None:
-    """A fresh register of ``records`` synthetic records (templates encrypted at rest) and
-    the node's TOML beside it."""
+    """A fresh register of ``records`` synthetic records (templates encrypted at rest),
+    logged in the node's fresh audit log, and the node's TOML beside it."""
     db = workdir / f"{state}.sqlite"
     db.unlink(missing_ok=True)
     kek, storage = _storage_key(workdir, state)
-    seed_register(
-        db, state, records, seed=seed, dimension=DIM, model_id=MODEL, today=today, kek=kek
-    )
     node = parties[f"node-{state}"]
+    seed_node(
+        workdir / f"audit-{state}", node.signing_key, db, state, records, seed, DIM, MODEL,
+        today, kek=kek,
+    )  # fmt: skip
     (workdir / f"node-{state}.toml").write_text(
         f'[node]\nmember_state = "{state}"\ndatabase = "{db.name}"\n'
         f'dimension = {DIM}\nmodel_id = "{MODEL}"\nlisten = "127.0.0.1:0"\n'

@@ -1,4 +1,5 @@
-"""Seeding a node's register with synthetic records (demo, tests, benchmarks)."""
+"""Seeding a node's register with synthetic records (demo, tests, benchmarks), and the
+``records_seeded`` entry that logs them (:func:`seed_logged`)."""
 
 from __future__ import annotations
 
@@ -10,19 +11,27 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fedmatch.audit.entry import AuditEvent, EventKind
+from fedmatch.audit.register import SEED_OPERATOR, synthetic_prefix
 from fedmatch.demo.synthetic import synthetic_metadata, unit_vectors
 from fedmatch.domain import Category
 from fedmatch.errors import InvalidInput
 
 if TYPE_CHECKING:
+    from fedmatch.audit.log import AuditLog
     from node.retention import RetentionPolicy
     from node.sealing import KeyEncryptionKey
 
-__all__ = ["SEED_OPERATOR", "RegisterCensus", "register_census", "seed_register"]
-
-# The operator id of every record `seed_register` adds; with the ``<state>-SYN-`` reference
-# (fedmatch.demo.synthetic), what tells a synthetic record from a real one.
-SEED_OPERATOR = "seed"
+__all__ = [
+    "SEED_OPERATOR",
+    "RegisterCensus",
+    "Seeded",
+    "register_census",
+    "seed_logged",
+    "seed_node",
+    "seed_register",
+    "seeded_event",
+]
 
 # The articles synthetic resettlement records are taken under, in turn (Eurodac recast Art.
 # 18(2)(a)-(c), 20; 18(1) data are not recorded, Art. 29(2)).
@@ -62,9 +71,10 @@ def register_census(path: Path, member_state: str) -> RegisterCensus:
         if "records" not in tables:
             return RegisterCensus(0, 0, "")
         (records,) = db.execute("SELECT COUNT(*) FROM records").fetchone()
+        prefix = synthetic_prefix(member_state)
         (real,) = db.execute(
             "SELECT COUNT(*) FROM records WHERE operator_id != ? OR substr(reference, 1, ?) != ?",
-            (SEED_OPERATOR, len(member_state) + 5, f"{member_state}-SYN-"),
+            (SEED_OPERATOR, len(prefix), prefix),
         ).fetchone()
         key = (
             db.execute("SELECT value FROM meta WHERE key = 'sealing_key_id'").fetchone()
@@ -76,6 +86,81 @@ def register_census(path: Path, member_state: str) -> RegisterCensus:
     return RegisterCensus(int(records), int(real), key[0] if key else "")
 
 
+@dataclass(frozen=True)
+class Seeded:
+    """What a seeding added: the row ids (consecutive), and the register's size after."""
+
+    rows: tuple[int, ...]
+    records: int
+
+
+def seeded_event(member_state: str, seeded: Seeded, dev: bool = False) -> AuditEvent:
+    """The ``records_seeded`` entry of ``seeded``: counts, and the row ids the records got
+    (what the register's reconciliation with the log reads, fedmatch/audit/register.py).
+    ``dev``: the --dev escape hatch let it seed a register of real or sealed records."""
+    labels = {"dev": "yes" if dev else "no"}
+    if seeded.rows:
+        labels |= {"first_record": str(seeded.rows[0]), "last_record": str(seeded.rows[-1])}
+    return AuditEvent(
+        EventKind.RECORDS_SEEDED,
+        registers=(member_state,),
+        operator=SEED_OPERATOR,
+        outcome="ok",
+        counts={"added": len(seeded.rows), "records": seeded.records},
+        labels=labels,
+    )
+
+
+def seed_logged(
+    log: AuditLog,
+    path: Path,
+    member_state: str,
+    count: int,
+    seed: int,
+    dimension: int,
+    model_id: str,
+    today: dt.date,
+    kek: KeyEncryptionKey | None = None,
+    dev: bool = False,
+) -> Seeded:
+    """:func:`seed_register`, then its ``records_seeded`` entry in the node's ``log`` and a
+    checkpoint: seeded records are logged like enrolled ones. The caller holds the register
+    and the log alone (``node seed`` under its owner lock; a demo or test before its node
+    starts)."""
+    seeded = seed_register(path, member_state, count, seed, dimension, model_id, today, kek)
+    log.append(seeded_event(member_state, seeded, dev))
+    log.checkpoint()
+    return seeded
+
+
+def seed_node(
+    audit_directory: Path,
+    signing_key: Path,
+    path: Path,
+    member_state: str,
+    count: int,
+    seed: int,
+    dimension: int,
+    model_id: str,
+    today: dt.date,
+    kek: KeyEncryptionKey | None = None,
+) -> Seeded:
+    """:func:`seed_logged` for a node that is not running yet (a demo, a test, a bench): its
+    log in ``audit_directory`` (``[audit] directory``), signed with its ``signing_key``."""
+    from fedmatch.audit.log import AuditLog
+    from fedmatch.audit.note import NoteSigner
+    from fedmatch.audit.party import node_origin
+
+    signer = NoteSigner.load(signing_key)
+    log = AuditLog(audit_directory / "log", signer, node_origin(member_state))
+    try:
+        return seed_logged(
+            log, path, member_state, count, seed, dimension, model_id, today, kek=kek
+        )
+    finally:
+        log.close()
+
+
 def seed_register(
     path: Path,
     member_state: str,
@@ -85,9 +170,10 @@ def seed_register(
     model_id: str,
     today: dt.date,
     kek: KeyEncryptionKey | None = None,
-) -> None:
+) -> Seeded:
     """Create (or extend) a register file with ``count`` synthetic records (templates
-    encrypted at rest under ``kek`` when given, node/sealing.py)."""
+    encrypted at rest under ``kek`` when given, node/sealing.py). Unlogged: a register a
+    node serves gets them through :func:`seed_logged`."""
     # Imported here: fedmatch is the shared library and must not depend on node at import.
     from node.records import NewRecord, RecordMeta
     from node.retention import RetentionFacts, RetentionPolicy
@@ -105,7 +191,9 @@ def seed_register(
     store = RecordStore(path, member_state, dimension, model_id, kek)
     try:
         batch = []
-        # Number after what is there, so seeding twice extends the register.
+        # Number after what is there, so seeding twice extends the register. The audit log
+        # relies on it: a records_seeded entry from before it named its rows reconciles
+        # by these numbers (fedmatch/audit/register.py, SeededRange).
         metadata = synthetic_metadata(member_state, count, rng, today, first=store.count())
         for i, (template, age_days, (ref, cat, event, place, captured, sex)) in enumerate(
             zip(templates, births, metadata, strict=True)
@@ -122,6 +210,7 @@ def seed_register(
                 resettlement_basis=basis,
             )  # fmt: skip
             batch.append(NewRecord(meta=meta, template=template, model_id=model_id))
-        store.add_many(batch)
+        rows = store.add_many(batch)
+        return Seeded(tuple(rows), store.count())
     finally:
         store.close()

@@ -3,12 +3,16 @@
 Request metrics come from :class:`fedmatch.grpcutil.metrics.MetricsInterceptor`. State
 gauges are read at scrape time from the live service (no counter is kept inside service
 code): register size, audit log entries and bytes, last checkpoint (size and age), live key
-epochs, search workers. The coordinator also counts each fan-out call per node and outcome,
-from the responses it returns (their ``nodes`` results).
+epochs, search workers, the register's rows that do not reconcile with the audit log, and
+each requesting state's quota use (charged today and in all, from the quota table; refused,
+as the replay guard that enforces the quotas counts them) with the quotas' limits. The
+coordinator also counts each fan-out call per node and outcome, from the responses it
+returns (their ``nodes`` results).
 
 Label values come only from closed sets: the party's role, member-state codes of the
-federation (a node's own, the coordinator's configured nodes; anything else is ``other``),
-the node outcome enum, and the method names of the server.
+federation (a node's own, the coordinator's configured nodes, a requesting state of
+:data:`~fedmatch.domain.FEDERATION_STATES`; anything else is ``other``), the node outcome
+enum, the kinds of reconciliation mismatch, and the method names of the server.
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from fedmatch.audit.log import CHECKPOINT_FILE, LOG_FILE, AuditLog
 from fedmatch.audit.note import Checkpoint, Note
+from fedmatch.domain import FEDERATION_STATES
 from fedmatch.grpcutil.metrics import MetricsInterceptor, RpcMetrics
 from fedmatch.rpc.v1 import coordinator_pb2
 
@@ -127,7 +132,93 @@ class _NodeLike(Protocol):
     def keys(self) -> _Keys: ...
     @property
     def engine(self) -> Any: ...
+    @property
+    def reconciler(self) -> Any: ...  # node.reconcile.Reconciler
+    @property
+    def gate(self) -> Any: ...  # its replay guard keeps the quotas
+    @property
+    def policy(self) -> Any: ...  # the quotas' limits
     def record_count(self) -> int: ...
+
+
+# The kinds of row that do not reconcile (fedmatch/audit/register.py, Reconciliation).
+RECONCILIATION_PROBLEMS = ("unlogged", "erased_present", "missing", "unaccounted")
+
+
+def _state_label(state: str) -> str:
+    """A requesting state as a label value: a federation code, anything else ``other``."""
+    return state if state in FEDERATION_STATES else "other"
+
+
+class _NodeCollector(Collector):
+    """The node's labelled readings at each scrape: its register's reconciliation with its
+    audit log (per kind of mismatch), and each requesting state's quota use (label: the
+    state's code, from the closed set of federation states)."""
+
+    def __init__(self, service: _NodeLike) -> None:
+        self._service = service
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        try:
+            mismatches = self._service.reconciler.mismatches()
+        except Exception as exc:  # noqa: BLE001 - a scrape must not fail on one reading
+            log.debug("reconciliation not read: %s", type(exc).__name__)
+        else:
+            family = GaugeMetricFamily(
+                "fedmatch_register_unreconciled_records",
+                "Rows of the register that do not reconcile with the audit log, by problem: "
+                "unlogged (no enrolment entry), erased_present (its erasure is logged), "
+                "missing (logged, not in the register), unaccounted (beyond the log's count).",
+                labels=["problem"],
+            )
+            for problem in RECONCILIATION_PROBLEMS:
+                family.add_metric([problem], mismatches.get(problem, 0))
+            yield family
+        try:
+            today, total, refused = self._service.gate.replay.quota_use()
+            policy = self._service.policy
+        except Exception as exc:  # noqa: BLE001
+            log.debug("quotas not read: %s", type(exc).__name__)
+            return
+        yield _gauge(
+            "fedmatch_quota_daily_limit",
+            "Searches and resolves a requesting state may make at this node per UTC day.",
+            policy.daily_quota,
+        )
+        yield _gauge(
+            "fedmatch_quota_per_minute_limit",
+            "Searches and resolves a requesting state may make at this node per minute.",
+            policy.requests_per_minute,
+        )
+        for name, doc, values, cls in (
+            (
+                "fedmatch_quota_used_today",
+                "Searches and resolves charged to the requesting state today (UTC).",
+                today,
+                GaugeMetricFamily,
+            ),
+            (
+                "fedmatch_quota_charged",
+                "Searches and resolves charged to the requesting state (every day kept).",
+                total,
+                CounterMetricFamily,
+            ),
+            (
+                "fedmatch_quota_refused",
+                "Searches and resolves refused by the rate limit or the daily quota, per "
+                "requesting state, since the node started.",
+                refused,
+                CounterMetricFamily,
+            ),
+        ):
+            summed: dict[str, float] = {}
+            for state, value in values.items():
+                label = _state_label(state)
+                summed[label] = summed.get(label, 0) + value
+            metric = cls(name, doc, labels=["member_state"])
+            for label, value in sorted(summed.items()):
+                metric.add_metric([label], value)
+            yield metric
 
 
 def node_metrics(service: _NodeLike) -> PartyMetrics:
@@ -150,6 +241,7 @@ def node_metrics(service: _NodeLike) -> PartyMetrics:
     registry.register(
         _StateCollector(readings, {"role": "node", "member_state": service.member_state})
     )
+    registry.register(_NodeCollector(service))
     return PartyMetrics(registry, MetricsInterceptor(RpcMetrics(registry)))
 
 

@@ -1,10 +1,12 @@
 """``fedmatch node status`` / ``fedmatch coordinator status``: what an operator asks first.
 
 One JSON object: is the server up (the health check of :mod:`fedmatch.ops.health`, over mTLS
-with the party's own certificate from its TOML file), the register (records, model), the
-audit log (entries, bytes, last checkpoint and its age, and whether the log verifies against
-that signed checkpoint), key epochs and search workers (read from the party's own ``/metrics``
-when ``[metrics]`` is on), and where the metrics are.
+with the party's own certificate from its TOML file), the register (records, model, and its
+reconciliation with the audit log: every row has its enrolment entry, no row of an erased
+record is left, :mod:`node.reconcile`), the audit log (entries, bytes, last checkpoint and
+its age, and whether the log verifies against that signed checkpoint), key epochs and search
+workers (read from the party's own ``/metrics`` when ``[metrics]`` is on), and where the
+metrics are.
 
 Everything local is read read-only, so it is safe while the party runs: the register is
 opened with SQLite's ``mode=ro`` and the log is read as a file, never through
@@ -190,6 +192,28 @@ def _register_status(status: Status, database: Path) -> None:
     }
 
 
+def _reconciliation_status(
+    status: Status, database: Path, log_dir: Path, member_state: str
+) -> None:
+    """The register compared with the audit log (node/reconcile.py): every row has its
+    enrolment entry, no row is of an erased record, the counts agree. A mismatch is a
+    problem naming how many rows and the first row ids (never anything else of a record)."""
+    from node.reconcile import reconcile_files
+
+    if "records" not in status.report.get("register", {}) or not status.report.get(
+        "audit_log", {}
+    ).get("verifies"):
+        return  # the register or the log is unreadable: already a problem
+    try:
+        result = reconcile_files(database, log_dir, member_state)
+    except (sqlite3.Error, OSError, ValueError) as exc:
+        status.problems.append(f"register reconciliation: {type(exc).__name__}: {exc}")
+        return
+    status.report["register"]["reconciliation"] = result.as_json()
+    for problem in result.problems():
+        status.problems.append(f"register does not reconcile with the audit log: {problem}")
+
+
 def node_status(
     config_path: Path, address: str | None = None, insecure: bool = False, timeout: float = 5.0
 ) -> Status:
@@ -202,6 +226,7 @@ def node_status(
     _server_status(status, config_path, cfg.listen, address, insecure, timeout)
     _register_status(status, cfg.database)
     _audit_status(status, audit, node_origin(cfg.member_state))
+    _reconciliation_status(status, cfg.database, audit.directory / "log", cfg.member_state)
     scraped = _metrics_status(status, config_path, timeout)
     live = scraped.get("fedmatch_key_epochs_live")
     status.report["key_epochs"] = {

@@ -4,6 +4,8 @@ A signed request is accepted once: its 128-bit nonce is remembered (on disk, so 
 does not reopen the window) until its timestamp falls out of the accepted window, after
 which the timestamp check alone refuses it. Quotas count accepted searches per requesting
 state and UTC day, also on disk; the per-minute rate limit is a token bucket in memory.
+What each state used, and how often it was refused, is read by the node's metrics
+(:meth:`ReplayGuard.quota_use`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class ReplayGuard:
         self._lock = threading.Lock()
         self._buckets: dict[str, tuple[float, float]] = {}
         self._purged = 0.0
+        # Searches refused by the rate limit or the daily quota since start, per state.
+        self._refused: dict[str, int] = {}
 
     def close(self) -> None:
         with self._lock:
@@ -79,6 +83,24 @@ class ReplayGuard:
             ).fetchone()
         return int(row[0]) if row else 0
 
+    def quota_use(self) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+        """Per requesting state: charged today (UTC), charged in all (every day kept), and
+        refused by the rate limit or the daily quota since start (the node's metrics)."""
+        day = dt.datetime.fromtimestamp(self._clock(), tz=dt.UTC).date().isoformat()
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT state, SUM(used), SUM(CASE WHEN day = ? THEN used ELSE 0 END)"
+                " FROM quotas GROUP BY state",
+                (day,),
+            ).fetchall()
+            refused = dict(self._refused)
+        today = {str(r[0]): int(r[2]) for r in rows}
+        total = {str(r[0]): int(r[1]) for r in rows}
+        return today, total, refused
+
+    def _refuse(self, state: str) -> None:
+        self._refused[state] = self._refused.get(state, 0) + 1
+
     def charge(self, state: str, per_minute: int, per_day: int) -> None:
         """Count one search for ``state``: refused beyond its rate or its daily quota."""
         now = self._clock()
@@ -88,12 +110,14 @@ class ReplayGuard:
             tokens = min(float(per_minute), tokens + (now - last) * per_minute / 60.0)
             if tokens < 1.0:
                 self._buckets[state] = (tokens, now)
+                self._refuse(state)
                 raise ResourceLimit(f"rate limit of {per_minute} searches a minute for {state}")
             row = self._db.execute(
                 "SELECT used FROM quotas WHERE state = ? AND day = ?", (state, day)
             ).fetchone()
             used = int(row[0]) if row else 0
             if used >= per_day:
+                self._refuse(state)
                 raise ResourceLimit(f"daily quota of {per_day} searches for {state} is used up")
             self._db.execute(
                 "INSERT INTO quotas (state, day, used) VALUES (?, ?, 1) "

@@ -49,7 +49,7 @@ from fedmatch.demo.parties import (
     relative_path,
     tls_table,
 )
-from fedmatch.demo.seed import seed_register
+from fedmatch.demo.seed import seed_node
 from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.domain import Category, Purpose, QueryHeader
 from fedmatch.grpcutil.server import RunningServer, make_channel, start_server
@@ -398,7 +398,9 @@ def federation(
         t0 = time.perf_counter()
         fed = Federation(workdir, _pki(workdir, [*specs, *elsewhere]), stack)
         for i, (state, spec) in enumerate(specs.items()):
-            seed_register(
+            # Logged as `node seed` logs them: each register reconciles with its log.
+            seed_node(
+                workdir / f"audit-{state}", fed.parties[f"node-{state}"].signing_key,
                 workdir / f"{state}.sqlite", state, spec.records, seed=500 + i,
                 dimension=DIM, model_id=MODEL, today=TODAY,
             )  # fmt: skip

@@ -82,7 +82,8 @@ def test_alert_rules_reference_only_exported_metrics() -> None:
     alerts = {str(rule["alert"]) for rule in rules}
     assert {"FedmatchCertificateExpiresSoon", "FedmatchPartyDown",
             "FedmatchCheckpointStale", "FedmatchNodeNotAnswering",
-            "FedmatchNodeCheckFailing"} <= alerts  # fmt: skip
+            "FedmatchNodeCheckFailing", "FedmatchRegisterNotReconciled",
+            "FedmatchQuotaNearlyUsed", "FedmatchQuotaRefusals"} <= alerts  # fmt: skip
 
 
 def test_dashboard_references_only_exported_metrics() -> None:
@@ -103,7 +104,10 @@ def test_dashboard_references_only_exported_metrics() -> None:
             "fedmatch_fanout_node_seconds", "fedmatch_federation_nodes",
             "fedmatch_federation_nodes_unhealthy", "grpc_server_started",
             "grpc_server_handled", "grpc_server_handling_seconds", "fedmatch_rpc_refusals",
-            "fedmatch_rpc_in_flight", "fedmatch_tls_certificate_expiry_seconds"}  # fmt: skip
+            "fedmatch_rpc_in_flight", "fedmatch_tls_certificate_expiry_seconds",
+            "fedmatch_register_unreconciled_records", "fedmatch_quota_used_today",
+            "fedmatch_quota_daily_limit", "fedmatch_quota_charged",
+            "fedmatch_quota_refused"}  # fmt: skip
     assert not sorted(core - shown), sorted(core - shown)
 
 
