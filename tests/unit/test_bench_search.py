@@ -37,8 +37,8 @@ def test_bench_search_authorizes_every_query_and_agrees_with_numpy(
     # The authorization (coordinator entry + the node witnessing it) is timed on
     # its own and is part of the end-to-end latency.
     assert 0 < result["authorization_ms_p50"] < result["p50_s"] * 1e3
-    # Each search (the warm-up too) was a request signed by DE's operator that the node
+    # Each search (the warm-up too) was a request signed by DE's bench officer that the node
     # verified and accepted once; every call reached the node over mTLS as the coordinator.
     assert (result["transport"], result["signed_requests"]) == ("mtls", True)
-    assert consumed == ["desk1.operator.de.fedmatch.eu"] * 3
+    assert consumed == ["bench-officer.officer.de.fedmatch.eu"] * 3
     assert peers and set(peers) == {"coordinator"}
