@@ -21,6 +21,7 @@ from fedmatch.protocol.wire import encode_handle
 from fedmatch.requester.client import node_candidates
 from fedmatch.rpc.v1 import common_pb2, coordinator_pb2
 from tests.federation import as_sent, shared_keys
+from tests.he_flood import noise_and_flood
 
 THRESHOLD = 0.45
 
@@ -574,41 +575,9 @@ def test_the_flood_bound_is_what_the_docs_say(evaluation: EvaluationKeys) -> Non
     floating point is the noise they add. In the result's units (scale 2^10): noise of
     ~2^10, flood of 2^16, so the statistical distance per slot is ~2^-7 (noise over the
     flood's width): a bound, as the threat model says, not the 2^-40 of circuit privacy."""
-    import fedmatch.he.engine as engine_module
-
-    rng = np.random.default_rng(45)
-    gallery = unit_vectors(rng, DEFAULT_PARAM_SET.block_records, 128)
-    engine = PackedEngine(DEFAULT_PARAM_SET, 128)
-    engine.load(gallery)
-    keys = shared_keys()
-    query = engine.open_probe(keys.encrypt_probe(capture(gallery[3], rng, 0.8))).query
-    rotations = engine._rotations(query, evaluation, lambda: False, 128)
-    (acc,) = engine._products(rotations, [engine._blocks[0]], evaluation)
-    before = keys.decrypt_values(sealio.to_bytes(acc))
-    drawn: list[np.ndarray] = []
-    stream = np.random.default_rng(7)
-
-    def recorded(n: int) -> np.ndarray:
-        drawn.append(stream.random(n))
-        return drawn[-1]
-
-    original = engine_module._uniform
-    engine_module._uniform = recorded
-    try:
-        masked = engine._mask(acc, engine._threshold(acc, THRESHOLD), evaluation, THRESHOLD)
-    finally:
-        engine_module._uniform = original
-    shift = 1234
-    engine._rotate(masked, shift, evaluation)
-    unflooded = keys.decrypt_values(sealio.to_bytes(masked))
-    lo, hi = DEFAULT_PARAM_SET.mask_bits
-    r1, r2 = (np.exp2(lo + (hi - lo) * d) for d in drawn[:2])
-    expected = r1 * (before.real - THRESHOLD) + 1j * r2 * (before.imag - THRESHOLD)
-    expected = np.roll(expected, -shift)
-    noise = np.abs(np.concatenate([(unflooded - expected).real, (unflooded - expected).imag]))
-    engine._rerandomize(masked, evaluation)
-    flooded = keys.decrypt_values(sealio.to_bytes(masked))
-    flood = np.abs(np.concatenate([(flooded - unflooded).real, (flooded - unflooded).imag]))
+    noise, flood = noise_and_flood(
+        DEFAULT_PARAM_SET, shared_keys(), evaluation, THRESHOLD, encoded_masks=False
+    )
     bound = 2.0**DEFAULT_PARAM_SET.flood_bits
     assert bound * 0.9 < flood.max() < bound * 1.1  # uniform in +-2^16, each part
     assert 2.0**8 < noise.max() < 2.0**11.5  # measured here: 2^9.96

@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 import tenseal.sealapi as seal
 
-import fedmatch.he.engine as engine_module
 from fedmatch.demo.synthetic import capture, unit_vectors
-from fedmatch.he import sealio
 from fedmatch.he.engine import PackedEngine
 from fedmatch.he.keys import EvaluationKeys, open_key_bundle
 from fedmatch.he.params import KERNEL_PARAM_SET
+from tests.he_flood import noise_and_flood
 from tests.he_keys import keys_for
 
 THRESHOLD = 0.45
@@ -77,49 +76,7 @@ def test_the_kernel_sets_flood_bound(evaluation: EvaluationKeys) -> None:
     rotation), run without the flood against the same steps in floating point with the
     masks as encoded, add ~2^8 in slot units (2^13 absolute at scale 2^6), against the
     flood of 2^16: a statistical distance of ~2^-9 per slot (the default set's: ~2^-7)."""
-    keys = keys_for(PS)
-    rng = np.random.default_rng(45)
-    gallery = unit_vectors(rng, PS.block_records, 128)
-    engine = PackedEngine(PS, 128)
-    engine.load(gallery)
-    query = engine.open_probe(keys.encrypt_probe(capture(gallery[3], rng, 0.8))).query
-    rotations = engine._rotations(query, evaluation, lambda: False, 128)
-    (acc,) = engine._products(rotations, [engine._blocks[0]], evaluation)
-    before = keys.decrypt_values(sealio.to_bytes(acc))
-    drawn: list[np.ndarray] = []
-    stream = np.random.default_rng(7)
-
-    def recorded(n: int) -> np.ndarray:
-        drawn.append(stream.random(n))
-        return drawn[-1]
-
-    original = engine_module._uniform
-    engine_module._uniform = recorded
-    try:
-        masked = engine._mask(acc, engine._threshold(acc, THRESHOLD), evaluation, THRESHOLD)
-    finally:
-        engine_module._uniform = original
-    shift = 1234
-    engine._rotate(masked, shift, evaluation)
-    unflooded = keys.decrypt_values(sealio.to_bytes(masked))
-    lo, hi = PS.mask_bits
-    r1, r2 = (np.exp2(lo + (hi - lo) * d) for d in drawn[:2])
-    encoder, parms_id = seal.CKKSEncoder(PS.context()), PS.context().first_parms_id()
-
-    def as_encoded(values: np.ndarray) -> np.ndarray:
-        plain = seal.Plaintext()
-        encoder.encode(values.astype(np.complex128).tolist(), parms_id, 1.0, plain)
-        return np.asarray(encoder.decode_complex(plain)).real
-
-    plus, minus = as_encoded((r1 + r2) / 2), as_encoded((r1 - r2) / 2)
-    expected = (plus + minus) * (before.real - THRESHOLD) + 1j * (plus - minus) * (
-        before.imag - THRESHOLD
-    )
-    expected = np.roll(expected, -shift)
-    noise = np.abs(np.concatenate([(unflooded - expected).real, (unflooded - expected).imag]))
-    engine._rerandomize(masked, evaluation)
-    flooded = keys.decrypt_values(sealio.to_bytes(masked))
-    flood = np.abs(np.concatenate([(flooded - unflooded).real, (flooded - unflooded).imag]))
+    noise, flood = noise_and_flood(PS, keys_for(PS), evaluation, THRESHOLD, encoded_masks=True)
     bound = 2.0**PS.flood_bits
     assert bound * 0.9 < flood.max() < bound * 1.1  # uniform in +-2^16, each part
     assert 2.0**4 < noise.max() < 2.0**9.5  # measured here: 2^7.85
