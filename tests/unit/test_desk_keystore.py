@@ -30,8 +30,17 @@ def test_a_protected_key_unlocks_to_the_same_key(tmp_path: Path, signer: NoteSig
     body = json.loads(path.read_text())
     assert set(body) == {"format", "salt", "nonce", "ciphertext"}
     assert body["format"] == FORMAT
-    # The key is not in the file in any readable form.
-    assert signer.skey().split("+")[-1] not in path.read_text()
+    # The key is not in the file in any readable form. The encoded key is the
+    # fifth "+"-separated field; its base64 may itself contain "+", so split
+    # only four times (splitting on every "+" once left a 1-character tail
+    # that the random ciphertext happened to contain).
+    text = path.read_text()
+    encoded = signer.skey().split("+", 4)[-1]
+    assert len(encoded) > 40
+    assert encoded not in text
+    seed = base64.b64decode(encoded + "=" * (-len(encoded) % 4))[1:]
+    assert base64.b64encode(seed).decode().rstrip("=") not in text
+    assert seed.hex() not in text
     unlocked = unlock(path, PASSPHRASE)
     assert unlocked.public_key_bytes() == signer.public_key_bytes()
     assert unlocked.name == signer.name
