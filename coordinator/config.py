@@ -12,6 +12,7 @@ from fedmatch.audit.note import NoteVerifier
 from fedmatch.config import load_section, read_toml
 from fedmatch.domain import check_member_state
 from fedmatch.errors import ConfigError, FedmatchError, InvalidInput
+from fedmatch.he.params import DEFAULT_PARAM_SET, check_param_set_name
 
 __all__ = ["CoordinatorConfig", "NodeEntry", "load_coordinator_config"]
 
@@ -46,6 +47,9 @@ class CoordinatorConfig:
     threshold_version: str = "2026-11-v1"
     model_id: str = "sface-2021dec-int8bq"
     dimension: int = 128
+    # The homomorphic-encryption parameter set the federation uses (fedmatch.he.params),
+    # announced to requesters; every node must run the same (a node refuses other probes).
+    he_param_set: str = DEFAULT_PARAM_SET.name
     node_deadline_seconds: float = 20.0
     lookup_ttl_seconds: float = 3600.0
     # Threads serving calls: a lookup holds one while it waits for the nodes' answers.
@@ -80,6 +84,7 @@ class CoordinatorConfig:
             raise ConfigError("coordinator.lookup_ttl_seconds must be positive")
         if not 1 <= self.dimension <= 4096:
             raise ConfigError("coordinator.dimension must be between 1 and 4096")
+        check_param_set_name(self.he_param_set, "coordinator.he_param_set")
         if self.max_workers < 1:
             raise ConfigError("coordinator.max_workers must be at least 1")
         if self.key_epoch_seconds <= 0:
@@ -155,6 +160,7 @@ class _Scalars:
     threshold_version: str = CoordinatorConfig.threshold_version
     model_id: str = CoordinatorConfig.model_id
     dimension: int = CoordinatorConfig.dimension
+    he_param_set: str = CoordinatorConfig.he_param_set
     node_deadline_seconds: float = CoordinatorConfig.node_deadline_seconds
     lookup_ttl_seconds: float = CoordinatorConfig.lookup_ttl_seconds
     max_workers: int = CoordinatorConfig.max_workers

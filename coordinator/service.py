@@ -52,7 +52,6 @@ from fedmatch.errors import (
 )
 from fedmatch.grpcutil.auth import caller
 from fedmatch.grpcutil.server import make_channel
-from fedmatch.he.params import DEFAULT_PARAM_SET
 from fedmatch.pki.names import dns_name
 from fedmatch.protocol.epochs import EpochTable
 from fedmatch.protocol.gate import Gate
@@ -219,6 +218,7 @@ class CoordinatorService:
                 "threshold": repr(config.threshold),
                 "threshold_version": config.threshold_version,
                 "model_id": config.model_id,
+                "he_param_set": config.he_param_set,
                 "hit_verifiers_required": str(config.confirmations_required),
                 # The waiver of the second person, by its legal reference ("" = none).
                 "hit_verification_waiver": config.verification_waiver,
@@ -319,7 +319,11 @@ class CoordinatorService:
             )
         if request.key_bundle.secret_key:
             raise InvalidInput("key bundle carries a secret key; refused (send public material)")
-        key_id = key_bundle_from_pb(request.key_bundle).digest()
+        bundle = key_bundle_from_pb(request.key_bundle)
+        if bundle.param_set != self.config.he_param_set:
+            # Refused here, not by every node after a 36 MB fan-out.
+            raise PreconditionFailed(self._param_set_mismatch("key bundle"))
+        key_id = bundle.digest()
         if self._keys.check_registrable(key_id, header.requesting_state) is None:
             self._key_registrations.take(header.requesting_state)
         forwarded = common_pb2.RegisterKeysRequest(
@@ -375,6 +379,8 @@ class CoordinatorService:
             )
         if probe.dimension != self.config.dimension:
             raise InvalidInput(f"probe dimension must be {self.config.dimension}")
+        if probe.param_set != self.config.he_param_set:
+            raise PreconditionFailed(self._param_set_mismatch("probe"))
         if self._keys.get(probe.key_id)[1] != header.requesting_state:
             raise PermissionDenied("key id was registered by another member state")
         verified = self._verified(signed, header, "lookup", probe_hash)
@@ -952,11 +958,18 @@ class CoordinatorService:
         )
         return confirmed
 
+    def _param_set_mismatch(self, what: str) -> str:
+        # Names only the federation's set: the sender's is attacker-chosen text.
+        return (
+            f"{what} for another HE parameter set; the federation uses "
+            f"{self.config.he_param_set!r} (fedmatch keys generate --param-set)"
+        )
+
     def federation_info(self) -> coordinator_pb2.FederationInfo:
         return coordinator_pb2.FederationInfo(
             threshold=self.config.threshold,
             threshold_version=self.config.threshold_version,
-            he_param_set=DEFAULT_PARAM_SET.name,
+            he_param_set=self.config.he_param_set,
             member_states=self.member_states(),
             model_id=self.config.model_id,
             dimension=self.config.dimension,

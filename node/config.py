@@ -11,6 +11,7 @@ from typing import Any
 from fedmatch.config import load_section, read_toml
 from fedmatch.domain import check_member_state
 from fedmatch.errors import ConfigError, FedmatchError
+from fedmatch.he.params import DEFAULT_PARAM_SET, check_param_set_name
 
 __all__ = ["NodeConfig", "StorageConfig", "load_node_config", "load_storage_config"]
 
@@ -21,6 +22,10 @@ class NodeConfig:
     database: Path
     dimension: int = 128
     model_id: str = "sface-2021dec-int8bq"
+    # The homomorphic-encryption parameter set the federation announces (fedmatch.he.params):
+    # the node encodes its register for it and refuses probes of any other. The kernel set
+    # (ckks-n8192-q29.29.29.25.60-k) runs the native product kernel.
+    he_param_set: str = DEFAULT_PARAM_SET.name
     listen: str = "127.0.0.1:0"
     max_workers: int = 8
     handle_ttl_seconds: float = 3600.0
@@ -80,6 +85,7 @@ class NodeConfig:
             raise ConfigError(f"node.member_state: {exc}") from None
         if not 1 <= self.dimension <= 4096:
             raise ConfigError("node.dimension must be between 1 and 4096")
+        check_param_set_name(self.he_param_set, "node.he_param_set")
         if self.max_workers < 1:
             raise ConfigError("node.max_workers must be at least 1")
         if self.handle_ttl_seconds <= 0:

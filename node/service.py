@@ -50,7 +50,7 @@ from fedmatch.he.engine import (
 )
 from fedmatch.he.engines import create_engine
 from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
-from fedmatch.he.params import DEFAULT_PARAM_SET, get_param_set
+from fedmatch.he.params import get_param_set
 from fedmatch.he.sharded import default_workers
 from fedmatch.he.uniform import probe_commitment
 from fedmatch.protocol.epochs import EpochTable
@@ -142,13 +142,14 @@ class SearchResult:
 
 def build_engine(config: NodeConfig) -> SearchEngine:
     """The search engine ``config`` asks for: local processes or Ray actors."""
+    params = get_param_set(config.he_param_set)
     if config.engine == "ray":
         return create_engine(
-            DEFAULT_PARAM_SET, config.dimension, config.ray_workers,
+            params, config.dimension, config.ray_workers,
             backend="ray", ray_address=config.ray_address,
         )  # fmt: skip
     workers = config.search_workers or default_workers()
-    return create_engine(DEFAULT_PARAM_SET, config.dimension, workers)
+    return create_engine(params, config.dimension, workers)
 
 
 class NodeService:

@@ -31,6 +31,7 @@ from fedmatch.domain import Category, Purpose, QueryHeader, Sex
 from fedmatch.fileio import write_file
 from fedmatch.grpcutil.server import RunningServer, make_channel
 from fedmatch.he.keypair import RequesterKeys
+from fedmatch.he.params import DEFAULT_PARAM_SET
 from fedmatch.pki.ca import TlsFiles
 from fedmatch.pki.keystore import protect_file
 from fedmatch.pki.names import dns_name
@@ -567,6 +568,7 @@ def federation(
     # Server threads of every node and the coordinator (None: their defaults). A peer's
     # share of a server is a fraction of them (fedmatch.grpcutil.shares).
     max_workers: int | None = None,
+    he_param_set: str = DEFAULT_PARAM_SET.name,  # the federation's, at every party
 ) -> Iterator[Federation]:
     with ExitStack() as stack:
         nodes: dict[str, NodeService] = {}
@@ -585,7 +587,7 @@ def federation(
             cfg = NodeConfig(
                 member_state=state, database=db, dimension=DIM, model_id=MODEL,
                 search_workers=workers, verification_waiver=waiver,
-                max_workers=max_workers or NodeConfig.max_workers,
+                max_workers=max_workers or NodeConfig.max_workers, he_param_set=he_param_set,
             )  # fmt: skip
             store = RecordStore(db, state, DIM, MODEL, kek)
             stack.callback(store.close)
@@ -608,6 +610,7 @@ def federation(
             nodes=tuple(node_entry(tmp, s, servers[s].address) for s in states) + extra_nodes,
             verification_waiver=waiver,
             max_workers=max_workers or CoordinatorConfig.max_workers,
+            he_param_set=he_param_set,
         )
         caudit = coordinator_audit(tmp)
         stack.callback(caudit.close)

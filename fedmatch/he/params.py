@@ -72,7 +72,7 @@ from functools import cache
 
 import tenseal.sealapi as seal
 
-from fedmatch.errors import HEError
+from fedmatch.errors import ConfigError, HEError
 
 __all__ = [
     "DEFAULT_PARAM_SET",
@@ -80,6 +80,7 @@ __all__ = [
     "MAX_BITS_128",
     "PARAM_SETS",
     "ParamSet",
+    "check_param_set_name",
     "get_param_set",
 ]
 
@@ -213,3 +214,11 @@ def get_param_set(name: str) -> ParamSet:
         return PARAM_SETS[name]
     except KeyError:
         raise HEError("unknown homomorphic-encryption parameter set") from None
+
+
+def check_param_set_name(name: str, setting: str) -> None:
+    """A configuration's ``he_param_set``: one of the named sets, else a ConfigError that
+    lists them (a node and its federation must agree on the name, see the module doc)."""
+    if name not in PARAM_SETS:
+        known = ", ".join(sorted(PARAM_SETS))
+        raise ConfigError(f"{setting} must name a parameter set: one of {known}")

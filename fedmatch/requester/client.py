@@ -20,9 +20,10 @@ import numpy.typing as npt
 
 from fedmatch.audit.entry import digest_hex
 from fedmatch.domain import EncryptedProbe, Purpose, QueryHeader
-from fedmatch.errors import ImplausibleResult, InvalidInput, PreconditionFailed
+from fedmatch.errors import HEError, ImplausibleResult, InvalidInput, PreconditionFailed
 from fedmatch.grpcutil.server import make_channel
 from fedmatch.he.keypair import RequesterKeys
+from fedmatch.he.params import get_param_set
 from fedmatch.pki.names import dns_name
 from fedmatch.protocol.casefile import ACTIONS, CRITERIA, confirmation_digest, proposal_summary
 from fedmatch.protocol.limits import (
@@ -277,9 +278,31 @@ class Requester:
         self.unit = unit
         self.operator = operator
         self.signer = signer
-        self.keys = keys or RequesterKeys.generate()
+        # None: a key pair of this session, generated for the federation's parameter set
+        # at the first lookup (see _session_keys).
+        self._keys = keys
         self._registered_until = 0.0
         self.key_registrations = 0
+
+    @property
+    def keys(self) -> RequesterKeys:
+        if self._keys is None:
+            self._keys = RequesterKeys.generate()
+        return self._keys
+
+    def _session_keys(self, header: QueryHeader) -> None:
+        """Without a key file, generate this session's pair for the parameter set the
+        federation announces (a key file's pair is checked against it at each lookup)."""
+        if self._keys is not None:
+            return
+        info = self.federation(replace(header, query_id=secrets.token_hex(16)))
+        try:
+            params = get_param_set(info.he_param_set)
+        except HEError:
+            raise PreconditionFailed(
+                "the federation announces an HE parameter set this version does not know"
+            ) from None
+        self._keys = RequesterKeys.generate(params)
 
     def close(self) -> None:
         if self._owned is not None:
@@ -337,6 +360,7 @@ class Requester:
         header = self._signed_by_me(header)
         key_bytes = 0
         t0 = time.perf_counter()
+        self._session_keys(header)
         if self._registered_until <= time.time():
             key_bytes += self.register_keys(replace(header, query_id=secrets.token_hex(16)))
         try:
@@ -372,7 +396,11 @@ class Requester:
         if vec.ndim != 1 or vec.shape[0] != info.dimension:
             raise InvalidInput(f"probe template must have dimension {info.dimension}")
         if info.he_param_set != self.keys.params.name:
-            raise PreconditionFailed("the federation uses another HE parameter set")
+            raise PreconditionFailed(
+                f"the federation uses the HE parameter set {info.he_param_set[:64]!r}, "
+                f"this key pair is for {self.keys.params.name!r}: generate one with "
+                f"`fedmatch keys generate --param-set {info.he_param_set[:64]}`"
+            )
         t1 = time.perf_counter()
         # The commitment that a resolve opens to the nodes it claims hits at: details only
         # for real matches of this very template (fedmatch.protocol.opening).
