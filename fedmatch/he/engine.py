@@ -45,7 +45,6 @@ a position the requester reports back to a register row.
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -57,7 +56,7 @@ import tenseal.sealapi as seal
 
 from fedmatch.domain import MAX_PROBE_BYTES
 from fedmatch.errors import DeadlineExceeded, HEError, InvalidInput
-from fedmatch.he import sealio, uniform
+from fedmatch.he import rng, sealio, uniform
 from fedmatch.he.keys import EvaluationKeys
 from fedmatch.he.layout import padded_dimension
 from fedmatch.he.params import ParamSet
@@ -218,21 +217,21 @@ def _check_stop(should_stop: Callable[[], bool]) -> None:
 
 
 def _uniform(n: int) -> npt.NDArray[np.float64]:
-    """n uniform floats in [0, 1) from the OS's CSPRNG (masks and shifts must not be
-    predictable from earlier queries, so no seeded PRNG)."""
-    raw = np.frombuffer(os.urandom(8 * n), dtype=np.uint64)
-    return (raw >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    """n uniform floats in [0, 1), 53 bits each, from the process's CSPRNG stream
+    (:mod:`fedmatch.he.rng`: AES-CTR keyed from the OS per refill; masks and shifts must not
+    be predictable from earlier queries, so no seeded PRNG)."""
+    return rng.uniform(n)
 
 
 def _normal(n: int) -> npt.NDArray[np.float64]:
-    """n standard normal floats from the OS's CSPRNG (Box-Muller)."""
+    """n standard normal floats from the same stream (Box-Muller)."""
     u1, u2 = 1.0 - _uniform(n), _uniform(n)  # u1 in (0, 1]: log(u1) is finite
     out: npt.NDArray[np.float64] = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
     return out
 
 
 def _random_below(n: int) -> int:
-    return int.from_bytes(os.urandom(8), "big") % n
+    return rng.random_below(n)
 
 
 def _random_order(n: int) -> list[int]:
