@@ -1,0 +1,381 @@
+"""The compact result format: a result block as the rounded high bits of its ciphertext.
+
+A node's result block (:mod:`fedmatch.he.engine`) is a CKKS ciphertext ``(c0, c1)`` at the
+result level (modulus ``Q``: one 60-bit prime for the default set, two 29-bit primes for the
+kernel set) whose slots the requester only reads the signs of. SEAL's own serialization
+sends all of ``c0`` and ``c1`` (~17.7 B per record after zstd); this format sends what a
+decryption needs:
+
+- The node takes the ciphertext (re-randomized, as before) out of NTT form, composes its
+  residues to ``Z_Q`` (CRT, for two primes), and switches both polynomials to power-of-two
+  moduli: ``x1 = round(c1 * 2^K1 / Q)`` and ``x0 = round(c0 * 2^K0 / Q)``, with
+  ``K1 = K0 + d`` (``c1`` is kept ``d`` bits finer: its error is multiplied by the secret).
+  Only the low ``B`` bits of ``x1`` and ``B - d`` of ``x0`` are sent: the decryption
+  ``y = x0 * 2^d + x1 * s`` is computed modulo ``2^B``, which holds every honest message
+  (the top bits no value uses are dropped: none for the default set, two for the kernel set).
+- The requester computes ``y mod 2^B`` exactly (a negacyclic product by its ternary secret,
+  in two exact FFT convolutions), centres it and decodes the slots with CKKS's canonical
+  embedding (SEAL's slot order, checked against SEAL's decoder in the tests):
+  ``slots = embed(y) * (Q / 2^K1) / scale``.
+
+Wire format: a 4-byte header (:data:`FORMAT_TAG`, 2 bytes: format byte and version; then
+the two widths, one byte each), then ``x0`` (``B - d`` bits per coefficient) and ``x1``
+(``B`` bits), big-endian bit-packed. Both sets: 43 and 52 bits, 97,284 bytes per block of
+8,192 records, 11.875 B per record (SEAL's: ~17.7). A parser refuses any other size, tag or
+width before any work (:class:`HEError`); whatever bytes pass decode to some slots, which
+the requester's plausibility check then judges, so the work per block is bounded.
+
+Noise bound (the derivation the widths rest on)
+-----------------------------------------------
+
+Write ``D0 = Q / 2^K0``, ``D1 = Q / 2^K1`` (the rounding steps) and ``Delta`` the result
+scale. Rounding leaves ``x_i = c_i * 2^K / Q + e_i`` with ``|e_i| <= 1/2`` per coefficient;
+``y = (m + kQ) 2^K1 / Q + 2^d e0 + e1 * s``, and ``kQ 2^K1 / Q = k 2^K1`` vanishes modulo
+``2^B``. The canonical embedding is a ring homomorphism, so a slot's error is
+``(D0 * e0^(z) + D1 * e1^(z) * s^(z)) / Delta`` at that slot's root ``z``. Its real part (one
+record) is ``sum_i D0 e0_i cos(a_i) + D1 |s^(z)| e1_i cos(b_i)`` over the N = 8192
+coefficients, with ``sum cos^2 = N / 2`` exactly for these roots. The ``c_i`` are
+pseudo-random modulo ``Q`` (a fresh public-key encryption was added), so the ``e_i`` are
+independent, zero-mean and bounded: Hoeffding's inequality bounds a record's error by
+
+    E = sqrt((N / 2) * (D0^2 + S^2 D1^2) * ln(2 / p) / 2) / Delta
+
+except with probability ``p`` = 2^-40 per record, where ``S`` bounds ``|s^(z)|`` over the
+slots. SEAL's secret is uniform ternary (~2N/3 nonzero coefficients): ``|s^(z)|`` has rms
+sqrt(2N/3) = 74, its maximum over the 4,096 slots is ~220 (290 at the 99.9th percentile of
+2,000 keys, 303 at most); :data:`SECRET_NORM_BOUND` = 400 is exceeded with probability
+~2^-30 per key, and :mod:`fedmatch.he.keypair` checks every key against it (a fresh key is
+redrawn, a loaded one refused), so ``S <= 400`` holds, not only probably.
+
+Both sets have ``D0 / Delta = 2^7`` and ``d = 9`` (``S D1 = 0.78 D0``): E = 39,174 = 2^15.26
+in slot units (:func:`error_bound` computes it; a test checks it against these numbers and
+measures the real error). With ``d = 9`` the two terms are balanced; each bit less of
+``K0`` doubles E.
+
+Wrap: an honest slot's parts are below 2^48 + 2^17 (masks 2^47 times |s - t| < 2, flood,
+noise), so its complex magnitude is below 2^48.5 and every message coefficient below
+``Delta * 2^48.5`` (a coefficient is an average of the slots' values). In the ``2^B``
+domain that is 2^50.5 (default: 2^58.5 * 2^52 / 2^60) and 2^50.5 (kernel: 2^54.5 * 2^54 /
+2^58.0), under 2^(B - 1) = 2^51 with the error (< 2^13 units) on top.
+
+Sign: a record decrypts to ``r (s - t) + n + err`` with ``n`` the flood and evaluation
+noise (``|n| <= 2^16 + 2^11``) and ``|err| <= E``. Its sign is that of ``s - t`` whenever
+``r |s - t| > 2^16 + 2^11 + E = 106,758``; with the smallest mask ``r = 2^30`` that is
+``|s - t| >= 9.95e-5`` (without compression: 6.3e-5), inside the engine's 1e-4 (see
+:mod:`fedmatch.he.params`). For the median mask (2^38.5) compression moves a score by 1e-7.
+
+Why not 8 B per record: 64 bits per coefficient pair means ``2B - d = 64``; with ``d = 9``,
+``B - d = 27.5``: E = 2^(15.26 + 15.5) = 2^30.8, above the smallest mask itself (2^30), so
+no |s - t| <= 2 would keep its sign. What costs the bits is the dynamic range of the values
+that must keep their sign: from ~2^16.7 (mask 2^30 at 1e-4, above the flood) to 2^48.5
+(mask 2^47), 32 bits, plus ~8 bits of the sum over 8,192 coefficients and ~9 of the secret.
+8 B needs that range near 2^18 (e.g. masks over 2^12-2^15, as measured in HE_NOTES).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+import numpy.typing as npt
+import tenseal.sealapi as seal
+
+from fedmatch.errors import HEError
+from fedmatch.he import sealmem
+from fedmatch.he.params import ParamSet
+
+__all__ = [
+    "FORMAT_TAG",
+    "FAILURE_PROBABILITY",
+    "SECRET_NORM_BOUND",
+    "ResultFormat",
+    "compress",
+    "decrypt_slots",
+    "error_bound",
+    "result_format",
+    "secret_coefficients",
+]
+
+# Format byte and version: a future layout changes the version, and a requester refuses a
+# block whose tag it does not know (a SEAL ciphertext starts 0x5E 0xA1).
+FORMAT_TAG = b"\xc5\x01"
+_HEADER = 4
+# The canonical-norm bound on a secret key the error bound uses (see the module doc).
+SECRET_NORM_BOUND = 400.0
+# Per record, the probability that the rounding error exceeds error_bound().
+FAILURE_PROBABILITY = 2.0**-40
+# The widths: c0 rounded to steps of 2^7 slot units (K0), c1 to 2^(7 - d).
+_STEP_BITS = 7
+_FINER_BITS = 9
+# An honest message coefficient is below scale * 2^48.5 (see the module doc).
+_VALUE_BITS = 48.5
+# Chunks of x1 convolved with the secret in floating point: 26 bits times up to 8,192
+# ternary terms stay below 2^39, exact in float64 with rounding error ~2^-10.
+_CHUNK_BITS = 26
+
+
+@dataclass(frozen=True)
+class ResultFormat:
+    """The compact format of one parameter set: its result level and the widths."""
+
+    degree: int
+    moduli: tuple[int, ...]  # the result level's primes
+    parms_id: tuple[int, ...]
+    scale: float  # the result scale (product scale over the primes rescaled away)
+    k0: int  # c0 is switched to modulus 2^k0
+    finer: int  # d: c1 is switched to 2^(k0 + d)
+    bits: int  # B: x1 is sent modulo 2^B, x0 modulo 2^(B - d)
+
+    @property
+    def modulus(self) -> int:
+        return math.prod(self.moduli)
+
+    @property
+    def k1(self) -> int:
+        return self.k0 + self.finer
+
+    @property
+    def bits0(self) -> int:
+        return self.bits - self.finer
+
+    @property
+    def size(self) -> int:
+        """Bytes of one block."""
+        return _HEADER + -(-self.degree * self.bits0 // 8) + -(-self.degree * self.bits // 8)
+
+
+@cache
+def result_format(params: ParamSet) -> ResultFormat:
+    """The widths for ``params``, derived as the module doc says (cached)."""
+    ctx = params.context()
+    data = ctx.first_context_data()
+    scale = float(2 ** (params.query_scale_bits + params.register_scale_bits))
+    while len(data.parms().coeff_modulus()) > params.result_moduli:
+        scale /= data.parms().coeff_modulus()[-1].value()
+        data = data.next_context_data()
+    moduli = tuple(int(m.value()) for m in data.parms().coeff_modulus())
+    log_q = math.log2(math.prod(moduli))
+    # The smallest K0 with steps of at most 2^_STEP_BITS slot units.
+    k0 = math.ceil(log_q - math.log2(scale) - _STEP_BITS)
+    k1 = k0 + _FINER_BITS
+    # B: the honest message (scale * 2^48.5, in the 2^K1 domain) below 2^(B - 1), with a
+    # quarter of a bit for the rounding error and float slack.
+    need = math.log2(scale) + _VALUE_BITS + k1 - log_q + 1.0
+    bits = min(k1, math.ceil(need + 0.25))
+    return ResultFormat(
+        degree=params.poly_modulus_degree,
+        moduli=moduli,
+        parms_id=tuple(int(w) for w in data.parms_id()),
+        scale=scale,
+        k0=k0,
+        finer=_FINER_BITS,
+        bits=bits,
+    )
+
+
+def error_bound(params: ParamSet, secret_norm: float = SECRET_NORM_BOUND) -> float:
+    """The rounding error of one record (slot units) that is exceeded with probability at
+    most :data:`FAILURE_PROBABILITY` (Hoeffding; see the module doc)."""
+    fmt = result_format(params)
+    d0 = fmt.modulus / 2.0**fmt.k0
+    d1 = fmt.modulus / 2.0**fmt.k1
+    spread = (fmt.degree / 2) * (d0**2 + secret_norm**2 * d1**2)
+    return math.sqrt(spread * math.log(2.0 / FAILURE_PROBABILITY) / 2.0) / fmt.scale
+
+
+@cache
+def _evaluator(params: ParamSet) -> seal.Evaluator:
+    return seal.Evaluator(params.context())
+
+
+def _compose(fmt: ResultFormat, residues: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """Coefficients in [0, Q) from their residues (limbs x degree); Q < 2^64."""
+    if len(fmt.moduli) == 1:
+        return residues[0].copy()
+    if len(fmt.moduli) != 2 or max(fmt.moduli) >= 1 << 31:
+        raise HEError("the compact format composes two primes below 2^31 at most")
+    q0, q1 = (np.uint64(q) for q in fmt.moduli)
+    inverse = np.uint64(pow(fmt.moduli[0], -1, fmt.moduli[1]))
+    # Garner: c = r0 + q0 * ((r1 - r0) / q0 mod q1); every product stays below 2^62.
+    diff = (residues[1] + q1 - residues[0] % q1) % q1
+    out: npt.NDArray[np.uint64] = residues[0] + q0 * (diff * inverse % q1)
+    return out
+
+
+def _switch(fmt: ResultFormat, c: npt.NDArray[np.uint64], k: int) -> npt.NDArray[np.uint64]:
+    """``round(c * 2^k / Q) mod 2^64``, exactly: a float estimate, then its exact integer
+    remainder ``c * 2^k - x * Q`` (small, so exact in wrapping uint64 arithmetic) corrects
+    it."""
+    q = fmt.modulus
+    estimate = np.floor(c.astype(np.float64) * (2.0**k / q)).astype(np.int64)
+    x = estimate.astype(np.uint64)
+    with np.errstate(over="ignore"):
+        remainder = ((c << np.uint64(k)) - x * np.uint64(q)).view(np.int64)
+    # remainder / q is within a few units of the fraction: round it exactly.
+    extra = np.floor((remainder.astype(np.float64) + q / 2.0) / q).astype(np.int64)
+    with np.errstate(over="ignore"):
+        rest = remainder - extra * np.int64(q)
+    # Now 2 * rest in [-q, q) up to float slack of one step: fix the edges exactly.
+    extra += (2 * rest >= q).astype(np.int64) - (2 * rest < -q).astype(np.int64)
+    out: npt.NDArray[np.uint64] = x + extra.astype(np.uint64)
+    return out
+
+
+def _pack(values: npt.NDArray[np.uint64], bits: int) -> bytes:
+    """The low ``bits`` bits of every value, big-endian, concatenated."""
+    raw = values.astype(">u8").view(np.uint8).reshape(-1, 8)
+    return np.packbits(np.unpackbits(raw, axis=1)[:, 64 - bits :]).tobytes()
+
+
+def _unpack(data: bytes, bits: int, count: int) -> npt.NDArray[np.uint64]:
+    flags = np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=count * bits)
+    padded = np.zeros((count, 64), dtype=np.uint8)
+    padded[:, 64 - bits :] = flags.reshape(count, bits)
+    out: npt.NDArray[np.uint64] = np.packbits(padded, axis=1).view(">u8").reshape(count)
+    return out.astype(np.uint64)
+
+
+def compress(ct: seal.Ciphertext, params: ParamSet) -> bytes:
+    """The compact bytes of a result ciphertext (``ct`` is left as it is). Refuses
+    (HEError) a ciphertext that is not a two-part result at the set's result level and
+    scale: the widths were derived for exactly that."""
+    fmt = result_format(params)
+    if ct.size() != 2 or not ct.is_ntt_form():
+        raise HEError("a result block must be a two-part ciphertext in NTT form")
+    if tuple(int(w) for w in ct.parms_id()) != fmt.parms_id:
+        raise HEError("a result block must be at the parameter set's result level")
+    if abs(ct.scale / fmt.scale - 1.0) > 1e-9:
+        raise HEError("a result block must have the parameter set's result scale")
+    plain = seal.Ciphertext()
+    try:
+        _evaluator(params).transform_from_ntt(ct, plain)
+    except (RuntimeError, ValueError) as exc:
+        raise HEError(f"result block could not be transformed ({type(exc).__name__})") from None
+    words = np.empty((2, len(fmt.moduli), fmt.degree), dtype=np.uint64)
+    sealmem.read_ciphertext(plain, words)
+    c0, c1 = _compose(fmt, words[0]), _compose(fmt, words[1])
+    x0, x1 = _switch(fmt, c0, fmt.k0), _switch(fmt, c1, fmt.k1)
+    header = FORMAT_TAG + bytes([fmt.bits0, fmt.bits])
+    return header + _pack(x0, fmt.bits0) + _pack(x1, fmt.bits)
+
+
+def parse(data: bytes, params: ParamSet) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+    """``(x0, x1)`` of a compact block, or HEError for any other size, tag or width (the
+    message names the problem, never the bytes)."""
+    fmt = result_format(params)
+    if len(data) != fmt.size:
+        raise HEError(f"result block must be {fmt.size} bytes in the compact format")
+    if data[:2] != FORMAT_TAG:
+        raise HEError("result block is not in a compact format this requester knows")
+    if data[2:4] != bytes([fmt.bits0, fmt.bits]):
+        raise HEError("result block has widths other than its parameter set's")
+    split = _HEADER + -(-fmt.degree * fmt.bits0 // 8)
+    x0 = _unpack(data[_HEADER:split], fmt.bits0, fmt.degree)
+    x1 = _unpack(data[split:], fmt.bits, fmt.degree)
+    return x0, x1
+
+
+@cache
+def _embedding(params: ParamSet) -> tuple[npt.NDArray[np.complex128], npt.NDArray[np.int64]]:
+    """The twist ``exp(i pi k / N)`` and, per slot, the index of its root among the odd
+    powers: slot ``j`` is the message at ``zeta^(3^j mod 2N)`` (SEAL's order)."""
+    n = params.poly_modulus_degree
+    twist = np.exp(1j * np.pi * np.arange(n) / n)
+    roots = np.array([pow(3, j, 2 * n) for j in range(params.slots)], dtype=np.int64)
+    return twist, (roots - 1) // 2
+
+
+def _secret_spectrum(s: npt.NDArray[np.int8]) -> npt.NDArray[np.complex128]:
+    n = s.shape[0]
+    padded = np.zeros(2 * n)
+    padded[:n] = s
+    out: npt.NDArray[np.complex128] = np.fft.rfft(padded)
+    return out
+
+
+def _times_secret(
+    x1: npt.NDArray[np.uint64], spectrum: npt.NDArray[np.complex128]
+) -> npt.NDArray[np.uint64]:
+    """``x1 * s`` in Z[X]/(X^N + 1), modulo 2^64: exact, by chunks of _CHUNK_BITS bits."""
+    n = x1.shape[0]
+    out = np.zeros(n, dtype=np.uint64)
+    mask = np.uint64((1 << _CHUNK_BITS) - 1)
+    for shift in range(0, 64, _CHUNK_BITS):
+        chunk = (x1 >> np.uint64(shift)) & mask
+        if not chunk.any():
+            continue
+        padded = np.zeros(2 * n)
+        padded[:n] = chunk
+        full = np.fft.irfft(np.fft.rfft(padded) * spectrum, 2 * n)
+        rounded = np.rint(full)
+        if float(np.max(np.abs(full - rounded))) > 0.25:
+            raise HEError("result block product lost exactness")  # cannot happen: see above
+        product = rounded[:n].astype(np.int64) - rounded[n:].astype(np.int64)
+        with np.errstate(over="ignore"):
+            out += product.view(np.uint64) << np.uint64(shift)
+    return out
+
+
+def decrypt_slots(
+    data: bytes, params: ParamSet, s: npt.NDArray[np.int8]
+) -> npt.NDArray[np.complex128]:
+    """The slots of a compact block under the secret ``s`` (ternary coefficients, from
+    :func:`secret_coefficients`), or HEError for bytes that are not a compact block."""
+    fmt = result_format(params)
+    x0, x1 = parse(data, params)
+    spectrum = _secret_spectrum(s)
+    with np.errstate(over="ignore"):
+        y = (x0 << np.uint64(fmt.finer)) + _times_secret(x1, spectrum)
+    y &= np.uint64((1 << fmt.bits) - 1)
+    signed = y.view(np.int64) - (y >= np.uint64(1 << (fmt.bits - 1))).astype(np.int64) * (
+        1 << fmt.bits
+    )
+    twist, index = _embedding(params)
+    values = np.fft.ifft(signed.astype(np.float64) * twist) * fmt.degree
+    unit = fmt.modulus / 2.0**fmt.k1 / fmt.scale
+    out: npt.NDArray[np.complex128] = values[index] * unit
+    return out
+
+
+def secret_coefficients(params: ParamSet, ntt_words: npt.NDArray[np.uint64]) -> npt.NDArray[np.int8]:
+    """A secret key's ternary coefficients from its NTT-form words (one row per modulus of
+    the key level), through SEAL's own inverse NTT at the result level. HEError if the
+    words are not a ternary polynomial, or if its canonical norm exceeds
+    :data:`SECRET_NORM_BOUND` (the error bound of this format would not hold)."""
+    fmt = result_format(params)
+    ctx = params.context()
+    limbs = len(fmt.moduli)
+    pid = list(fmt.parms_id)
+    ct = seal.Ciphertext(ctx, pid, 2)
+    ct.resize(ctx, pid, 2)
+    # SEAL transforms only non-transparent ciphertexts: a nonzero c1 rides along.
+    words = np.ones((2, limbs, fmt.degree), dtype=np.uint64)
+    sealmem.write_ciphertext(ct, ctx, words)
+    evaluator = _evaluator(params)
+    evaluator.transform_to_ntt_inplace(ct)
+    words[0] = ntt_words[:limbs]
+    sealmem.write_ciphertext(ct, ctx, words)
+    evaluator.transform_from_ntt_inplace(ct)
+    sealmem.read_ciphertext(ct, words)
+    s = np.zeros(fmt.degree, dtype=np.int64)
+    for limb, q in enumerate(fmt.moduli):
+        r = words[0, limb].astype(np.int64)
+        centred = np.where(r > q // 2, r - q, r)
+        if limb == 0:
+            s = centred
+        elif not np.array_equal(centred, s):
+            raise HEError("secret key is not the same polynomial in every modulus")
+    if not np.all(np.abs(s) <= 1):
+        raise HEError("secret key is not ternary")
+    if secret_norm(s) > SECRET_NORM_BOUND:
+        raise HEError("secret key's canonical norm exceeds the compact result format's bound")
+    return s.astype(np.int8)
+
+
+def secret_norm(s: npt.NDArray[np.integer]) -> float:
+    """max over the slots' roots of |s(zeta)| (the ``S`` of the module doc)."""
+    n = s.shape[0]
+    values = np.fft.ifft(s.astype(np.float64) * np.exp(1j * np.pi * np.arange(n) / n)) * n
+    return float(np.max(np.abs(values)))
