@@ -56,7 +56,7 @@ import tenseal.sealapi as seal
 
 from fedmatch.domain import MAX_PROBE_BYTES
 from fedmatch.errors import DeadlineExceeded, HEError, InvalidInput
-from fedmatch.he import rng, sealio, uniform
+from fedmatch.he import resultfmt, rng, sealio, uniform
 from fedmatch.he.keys import EvaluationKeys
 from fedmatch.he.layout import padded_dimension
 from fedmatch.he.params import ParamSet
@@ -88,7 +88,8 @@ BlockT = TypeVar("BlockT")
 # 262 KB plus one rotation stay within a core's cache.
 _GROUP = 8
 
-# A seeded query ciphertext of the default set is ~126 KB, a result block ~131 KB; the bound
+# A seeded query ciphertext of the default set is ~126 KB, a result block 97 KB (the compact
+# format of fedmatch.he.resultfmt; ~131 KB as a SEAL ciphertext); the bound
 # is the domain's probe bound, so the edge and the engine refuse the same thing.
 MAX_CIPHERTEXT_BYTES = MAX_PROBE_BYTES
 
@@ -558,7 +559,7 @@ class PackedBase(Generic[BlockT]):
                 acc = self._mask(acc, constant[2], keys, threshold, flags, excess)
                 self._rotate(acc, shift, keys)
                 self._rerandomize(acc, keys)
-                out.append(sealio.to_bytes(acc))
+                out.append(resultfmt.compress(acc, self._params))
         return out
 
     def padding_block(self, keys: EvaluationKeys, threshold: float) -> bytes:
@@ -570,7 +571,7 @@ class PackedBase(Generic[BlockT]):
         scale = ps.query_scale * ps.register_scale
         block = self._decoy_block(keys, self._ctx.first_parms_id(), scale, threshold)
         self._rerandomize(block, keys)
-        return sealio.to_bytes(block)
+        return resultfmt.compress(block, self._params)
 
     def _rotations(
         self,

@@ -13,7 +13,7 @@ import tenseal.sealapi as seal
 
 from fedmatch.domain import PROBE_NORM_TOLERANCE
 from fedmatch.errors import HEError, ImplausibleResult, InvalidInput
-from fedmatch.he import sealfmt, sealio, uniform
+from fedmatch.he import resultfmt, sealfmt, sealio, uniform
 from fedmatch.he.keys import KeyBundle, open_key_bundle
 from fedmatch.he.layout import replicate_probe
 from fedmatch.he.params import DEFAULT_PARAM_SET, ParamSet
@@ -72,6 +72,9 @@ class RequesterKeys:
         self._ctx = ctx
         self._secret = secret_key
         self._secret_words = _secret_words(params, secret_key)
+        # Its ternary coefficients, for decrypting compact result blocks; HEError for a key
+        # whose canonical norm the format's error bound does not cover (fedmatch.he.resultfmt).
+        self._secret_poly = resultfmt.secret_coefficients(params, self._secret_words)
         if public is None:
             public = self._new_public_keys()
         self._public = public[0]
@@ -136,7 +139,15 @@ class RequesterKeys:
 
     @classmethod
     def generate(cls, params: ParamSet = DEFAULT_PARAM_SET) -> RequesterKeys:
-        return cls(params, seal.KeyGenerator(params.context()).secret_key())
+        """Fresh keys. A secret whose canonical norm exceeds the compact result format's
+        bound (probability ~2^-30, fedmatch.he.resultfmt) is redrawn."""
+        while True:
+            secret = seal.KeyGenerator(params.context()).secret_key()
+            try:
+                return cls(params, secret)
+            except HEError as exc:
+                if "canonical norm" not in str(exc):
+                    raise
 
     @classmethod
     def from_private_bundle(cls, bundle: KeyBundle) -> RequesterKeys:
@@ -253,19 +264,14 @@ class RequesterKeys:
         return sealfmt.pack(body, version)
 
     def decrypt_matches(self, ciphertext: bytes) -> npt.NDArray[np.bool_]:
-        """Decrypt one result block: ``True`` at every position whose masked value is
-        positive (score at or above the threshold). Positions 0..slots-1 are the real parts,
-        slots..2*slots-1 the imaginary parts. The magnitudes are dropped here, once checked
-        against what an honest node's masks can produce (else ImplausibleResult, whose
-        message holds no value): they are random by construction and nothing downstream
-        may use them."""
-        ct = seal.Ciphertext()
-        sealio.load_bytes(lambda p: ct.load(self._ctx, p), ciphertext, "result ciphertext")
-        if ct.size() != 2:
-            raise HEError("result ciphertext must have exactly two polynomials")
-        plain = seal.Plaintext()
-        self._decryptor.decrypt(ct, plain)
-        values = np.asarray(self._encoder.decode_complex(plain), dtype=np.complex128)
+        """Decrypt one result block, in the compact format of :mod:`fedmatch.he.resultfmt`
+        (anything else, a SEAL ciphertext included, is HEError): ``True`` at every position
+        whose masked value is positive (score at or above the threshold). Positions
+        0..slots-1 are the real parts, slots..2*slots-1 the imaginary parts. The magnitudes
+        are dropped here, once checked against what an honest node's masks can produce
+        (else ImplausibleResult, whose message holds no value): they are random by
+        construction and nothing downstream may use them."""
+        values = resultfmt.decrypt_slots(ciphertext, self.params, self._secret_poly)
         flat = np.concatenate([values.real, values.imag])
         positive = flat > 0
         self._check_plausible(flat, positive)
@@ -286,8 +292,11 @@ class RequesterKeys:
             raise ImplausibleResult("result block has values below the masks' range")
 
     def decrypt_values(self, ciphertext: bytes) -> npt.NDArray[np.complex128]:
-        """The raw decrypted slots of a result block: for tests that prove what a requester
-        could learn from them (the masked magnitudes), never used by the lookup path."""
+        """The raw decrypted slots of a result block (compact format) or of a serialized
+        SEAL ciphertext at any level: for tests that prove what a requester could learn
+        from them (the masked magnitudes), never used by the lookup path."""
+        if ciphertext[: len(resultfmt.FORMAT_TAG)] == resultfmt.FORMAT_TAG:
+            return resultfmt.decrypt_slots(ciphertext, self.params, self._secret_poly)
         ct = seal.Ciphertext()
         sealio.load_bytes(lambda p: ct.load(self._ctx, p), ciphertext, "result ciphertext")
         plain = seal.Plaintext()

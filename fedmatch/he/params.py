@@ -63,6 +63,17 @@ swapped for it, until the kernel engine is faster end to end with every protecti
   (tests/unit/test_kernel.py).
 - Sizes, measured: probe ~260 KB (both ciphertexts, ``c1`` empty), key bundle ~46 MB;
   register 2 KB per record at d = 128 (dp x 4 moduli x 4 bytes).
+
+Result blocks, both sets, leave in the compact format of :mod:`fedmatch.he.resultfmt`
+(derivation there): ``c0`` rounded to steps of 2^7 slot units, ``c1`` to steps 2^9 finer,
+sent modulo 2^43 and 2^52 (the kernel set's two unused top bits dropped): 97,284 bytes per
+8,192 records, 11.875 B per record. Rounding error per record: at most E = 2^15.26 (39,187)
+slot units except with probability 2^-40 (Hoeffding over the 8,192 coefficients, with the
+secret key's canonical norm checked to be at most 400). A record's sign survives when
+``r |s - t| > 2^16 (flood) + 2^11 (evaluation noise) + E``: with the smallest mask 2^30,
+``|s - t| >= 9.95e-5``, inside the 1e-4 above. The issue's 8 B per record does not fit a
+sound bound with masks over [2^30, 2^47]: 64 bits per coefficient pair leave an error of
+2^30.8, above the smallest masked value itself.
 """
 
 from __future__ import annotations

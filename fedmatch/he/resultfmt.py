@@ -47,10 +47,11 @@ sqrt(2N/3) = 74, its maximum over the 4,096 slots is ~220 (290 at the 99.9th per
 ~2^-30 per key, and :mod:`fedmatch.he.keypair` checks every key against it (a fresh key is
 redrawn, a loaded one refused), so ``S <= 400`` holds, not only probably.
 
-Both sets have ``D0 / Delta = 2^7`` and ``d = 9`` (``S D1 = 0.78 D0``): E = 39,174 = 2^15.26
-in slot units (:func:`error_bound` computes it; a test checks it against these numbers and
-measures the real error). With ``d = 9`` the two terms are balanced; each bit less of
-``K0`` doubles E.
+Both sets have ``D0 / Delta = 2^7`` and ``d = 9`` (``S D1 = 0.78 D0``): E = 39,187
+(default) and 39,119 (kernel), 2^15.26 in slot units (:func:`error_bound` computes it). With
+``d = 9`` the two terms are balanced; each bit less of ``K0`` doubles E. Measured
+(tests/unit/test_he_resultfmt.py, 64 blocks per set at the edge below): the largest error
+over 524,288 records was ~11,300, the keys' own norms being ~200-250.
 
 Wrap: an honest slot's parts are below 2^48 + 2^17 (masks 2^47 times |s - t| < 2, flood,
 noise), so its complex magnitude is below 2^48.5 and every message coefficient below
@@ -60,9 +61,13 @@ domain that is 2^50.5 (default: 2^58.5 * 2^52 / 2^60) and 2^50.5 (kernel: 2^54.5
 
 Sign: a record decrypts to ``r (s - t) + n + err`` with ``n`` the flood and evaluation
 noise (``|n| <= 2^16 + 2^11``) and ``|err| <= E``. Its sign is that of ``s - t`` whenever
-``r |s - t| > 2^16 + 2^11 + E = 106,758``; with the smallest mask ``r = 2^30`` that is
+``r |s - t| > 2^16 + 2^11 + E = 106,771``; with the smallest mask ``r = 2^30`` that is
 ``|s - t| >= 9.95e-5`` (without compression: 6.3e-5), inside the engine's 1e-4 (see
 :mod:`fedmatch.he.params`). For the median mask (2^38.5) compression moves a score by 1e-7.
+Decoys and padding blocks are values of the same kind (``-r |t - s'|``) and keep their
+sign the same way; a malformed probe's garbled values may wrap, which only makes noise
+noisier. The requester's float arithmetic adds < 2^7 slot units (the FFT of values below
+2^51) and the product by the secret is exact (checked per block).
 
 Why not 8 B per record: 64 bits per coefficient pair means ``2B - d = 64``; with ``d = 9``,
 ``B - d = 27.5``: E = 2^(15.26 + 15.5) = 2^30.8, above the smallest mask itself (2^30), so
@@ -87,15 +92,18 @@ from fedmatch.he import sealmem
 from fedmatch.he.params import ParamSet
 
 __all__ = [
-    "FORMAT_TAG",
     "FAILURE_PROBABILITY",
+    "FORMAT_TAG",
     "SECRET_NORM_BOUND",
     "ResultFormat",
     "compress",
     "decrypt_slots",
     "error_bound",
+    "parse",
+    "part_slots",
     "result_format",
     "secret_coefficients",
+    "secret_norm",
 ]
 
 # Format byte and version: a future layout changes the version, and a requester refuses a
@@ -193,7 +201,8 @@ def _evaluator(params: ParamSet) -> seal.Evaluator:
 def _compose(fmt: ResultFormat, residues: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
     """Coefficients in [0, Q) from their residues (limbs x degree); Q < 2^64."""
     if len(fmt.moduli) == 1:
-        return residues[0].copy()
+        single: npt.NDArray[np.uint64] = residues[0].copy()
+        return single
     if len(fmt.moduli) != 2 or max(fmt.moduli) >= 1 << 31:
         raise HEError("the compact format composes two primes below 2^31 at most")
     q0, q1 = (np.uint64(q) for q in fmt.moduli)
@@ -328,7 +337,21 @@ def decrypt_slots(
     spectrum = _secret_spectrum(s)
     with np.errstate(over="ignore"):
         y = (x0 << np.uint64(fmt.finer)) + _times_secret(x1, spectrum)
-    y &= np.uint64((1 << fmt.bits) - 1)
+    return _decode(y, params)
+
+
+def part_slots(data: bytes, params: ParamSet, part: int) -> npt.NDArray[np.complex128]:
+    """One part of a compact block decoded on its own (``part`` 0: ``c0``, the decryption
+    under the secret 0; 1: ``c1``): for tests that play a requester with crafted keys."""
+    fmt = result_format(params)
+    x0, x1 = parse(data, params)
+    return _decode(x0 << np.uint64(fmt.finer) if part == 0 else x1, params)
+
+
+def _decode(y: npt.NDArray[np.uint64], params: ParamSet) -> npt.NDArray[np.complex128]:
+    """The slots of ``y`` (modulo 2^B, in the 2^K1 domain): centred, then embedded."""
+    fmt = result_format(params)
+    y = y & np.uint64((1 << fmt.bits) - 1)
     signed = y.view(np.int64) - (y >= np.uint64(1 << (fmt.bits - 1))).astype(np.int64) * (
         1 << fmt.bits
     )
@@ -339,7 +362,9 @@ def decrypt_slots(
     return out
 
 
-def secret_coefficients(params: ParamSet, ntt_words: npt.NDArray[np.uint64]) -> npt.NDArray[np.int8]:
+def secret_coefficients(
+    params: ParamSet, ntt_words: npt.NDArray[np.uint64]
+) -> npt.NDArray[np.int8]:
     """A secret key's ternary coefficients from its NTT-form words (one row per modulus of
     the key level), through SEAL's own inverse NTT at the result level. HEError if the
     words are not a ternary polynomial, or if its canonical norm exceeds

@@ -2,7 +2,8 @@
 
 Sized from measured objects at the default parameter set (N = 8192): a seeded probe
 ciphertext is ~126 KB, a key bundle ~36 MB (sent once per key epoch), a result block
-~131 KB per 8,192 records. Nothing is "unlimited".
+97 KB per 8,192 records (the compact format of fedmatch.he.resultfmt). Nothing is
+"unlimited".
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ __all__ = [
 # header). Every other request is bounded field by field far below it (a probe ciphertext
 # at MAX_CIPHERTEXT_BYTES), so a search is never larger than ~600 KB in practice.
 MAX_RECEIVE_BYTES = MAX_KEY_BUNDLE_BYTES + 1024 * 1024
-# One node's search response: 3 million records are ~367 blocks of ~131 KB (48 MB).
+# One node's search response: 3 million records are ~367 blocks of 97 KB (36 MB).
 MAX_NODE_RESPONSE_BYTES = 64 * 1024 * 1024
 # The coordinator's lookup response gathers every node's blocks.
 MAX_LOOKUP_RESPONSE_BYTES = 256 * 1024 * 1024

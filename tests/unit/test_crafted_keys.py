@@ -17,7 +17,7 @@ import tenseal.sealapi as seal
 
 from fedmatch.demo.synthetic import unit_vectors
 from fedmatch.errors import HEError
-from fedmatch.he import sealfmt, sealio, uniform
+from fedmatch.he import resultfmt, sealfmt, sealio, uniform
 from fedmatch.he.engine import OpenedProbe, PackedEngine
 from fedmatch.he.keypair import RequesterKeys
 from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
@@ -88,13 +88,9 @@ def _encoded(keys: RequesterKeys, probe: np.ndarray) -> np.ndarray:
 
 
 def _part(keys: RequesterKeys, result: bytes, index: int) -> np.ndarray:
-    """Decode one part of a result on its own: ``(part, 0)`` decrypts to the part, under
-    any secret key."""
-    body, version = sealfmt.unpack(result, "result", 1 << 26)
-    data = sealfmt.ciphertext_at(body, 0, "result").data
-    data[0] = data[index].copy()
-    data[1] = 0
-    values = keys.decrypt_values(sealfmt.pack(body, version))
+    """Decode one part of a (compact) result on its own: the decryption with the secret 0
+    reads the first part; the second read the same way."""
+    values = resultfmt.part_slots(result, PARAMS, index)
     return np.concatenate([values.real, values.imag])
 
 

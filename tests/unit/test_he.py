@@ -11,7 +11,7 @@ import tenseal.sealapi as seal
 
 from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.errors import DeadlineExceeded, HEError, ImplausibleResult, InvalidInput
-from fedmatch.he import sealfmt, sealio, uniform
+from fedmatch.he import resultfmt, sealfmt, sealio, uniform
 from fedmatch.he.engine import PackedEngine, SearchOutput, padded_block_count, with_padding
 from fedmatch.he.engines import create_engine
 from fedmatch.he.keypair import MAX_BLOCK_POSITIVES, RequesterKeys
@@ -257,16 +257,24 @@ def test_rerandomization_changes_ciphertext_not_decryption(
     keys = shared_keys()
     probe = capture(gallery[3], rng, 0.8)
     out = engine.search(evaluation, keys.encrypt_probe(probe), THRESHOLD, lambda: False)
-    ctx = DEFAULT_PARAM_SET.context()
-    ct = seal.Ciphertext()
-    sealio.load_bytes(lambda p: ct.load(ctx, p), out.blocks[0], "result")
+    # A compact block cannot be loaded back into SEAL: re-randomize a result ciphertext made
+    # like the engine's (masked values encrypted at the result level) instead.
+    fmt = resultfmt.result_format(DEFAULT_PARAM_SET)
+    values = keys.decrypt_values(out.blocks[0])
+    plain, ct = seal.Plaintext(), seal.Ciphertext()
+    keys._encoder.encode(values.tolist(), list(fmt.parms_id), fmt.scale, plain)
+    seal.Encryptor(keys._ctx, keys._public).encrypt(plain, ct)
+    first = resultfmt.compress(ct, DEFAULT_PARAM_SET)
     engine._rerandomize(ct, evaluation)
-    again = sealio.to_bytes(ct)
-    assert again != out.blocks[0]
-    before, after = keys.decrypt_values(out.blocks[0]), keys.decrypt_values(again)
+    again = resultfmt.compress(ct, DEFAULT_PARAM_SET)
+    assert again != first
+    before, after = keys.decrypt_values(first), keys.decrypt_values(again)
     np.testing.assert_array_equal(keys.decrypt_matches(again), keys.decrypt_matches(out.blocks[0]))
-    # Only the flooding noise (at most 2^16 per part) separates the two decryptions.
-    assert np.max(np.abs(after - before)) < 2 * 2**16
+    # Only the flooding noise (at most 2^16 per part) and the compact format's rounding
+    # separate the two decryptions.
+    bound = 2**16 + 2 * resultfmt.error_bound(DEFAULT_PARAM_SET)
+    assert np.max(np.abs((after - before).real)) < bound
+    assert np.max(np.abs((after - before).imag)) < bound
 
 
 def test_append_reencodes_only_the_touched_block() -> None:
@@ -377,13 +385,14 @@ def test_secret_key_round_trips_through_private_bundle(evaluation: EvaluationKey
 
 def _node_block(keys: RequesterKeys, values: np.ndarray) -> bytes:
     """A result block a node made up: ``values`` (complex, one per slot) encrypted under the
-    requester's public key at the last level and an honest result's scale (2^10)."""
+    requester's public key at the last level and an honest result's scale (2^10), sent in
+    the compact format."""
     ctx = keys._ctx
     parms_id = ctx.last_parms_id()
     plain, ct = seal.Plaintext(), seal.Ciphertext()
     keys._encoder.encode(values.tolist(), parms_id, 2.0**10, plain)
     seal.Encryptor(ctx, keys._public).encrypt(plain, ct)
-    return sealio.to_bytes(ct)
+    return resultfmt.compress(ct, keys.params)
 
 
 def _masked(rng: np.random.Generator, scores: np.ndarray) -> np.ndarray:
@@ -441,8 +450,14 @@ def test_the_probe_itself_sent_back_is_implausible() -> None:
         keys._encoder.encode([complex(c, c)] * slots, query.parms_id(), query.scale, shift)
         answer = seal.Ciphertext()
         evaluator.sub_plain(query, shift, answer)
+        # Brought to the result level and scale (times 1 at 2^20, rescaled), so that the
+        # requester decodes q - c itself.
+        one = seal.Plaintext()
+        keys._encoder.encode([1.0 + 0j] * slots, answer.parms_id(), 2.0**20, one)
+        evaluator.multiply_plain_inplace(answer, one)
+        evaluator.rescale_to_next_inplace(answer)
         with pytest.raises(ImplausibleResult, match=r"range$|positions$"):
-            keys.decrypt_matches(sealio.to_bytes(answer))
+            keys.decrypt_matches(resultfmt.compress(answer, keys.params))
     # Scaled up into the masks' range, the positives give it away.
     scaled = np.concatenate([probe, probe])  # stand-in for the replicated slots
     values = np.resize(scaled - 0.05, 2 * DEFAULT_PARAM_SET.slots) * 2.0**40
