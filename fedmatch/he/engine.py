@@ -74,9 +74,11 @@ __all__ = [
     "block_exclusions",
     "check_exclude",
     "check_search",
+    "key_switches",
     "new_layout",
     "packed_exclusions",
     "padded_block_count",
+    "rotated_flags",
     "unpack_exclusions",
     "with_padding",
 ]
@@ -114,7 +116,7 @@ class EncodedBlock(list[seal.Plaintext]):
         self.baby_steps = baby_steps
 
 
-def _key_switches(step: int, base: int) -> int:
+def key_switches(step: int, base: int) -> int:
     """Key switches of one left rotation by ``step`` (one per nonzero base-``base`` digit,
     as :meth:`PackedEngine._rotate` does it with the keys of ``ParamSet.rotation_steps``)."""
     count = 0
@@ -127,7 +129,7 @@ def _key_switches(step: int, base: int) -> int:
 def rotation_cost(dp: int, baby_steps: int, blocks: int, base: int) -> int:
     """Key switches per query for ``blocks`` blocks with ``baby_steps`` baby steps (giant
     steps by Horner's rule: ``dp / n1 - 1`` rotations by ``n1`` per block)."""
-    giant = (dp // baby_steps - 1) * _key_switches(baby_steps, base)
+    giant = (dp // baby_steps - 1) * key_switches(baby_steps, base)
     return (baby_steps - 1) + blocks * giant
 
 
@@ -311,6 +313,14 @@ def block_exclusions(
     grid = np.zeros((nblocks, records), dtype=np.bool_)
     grid.reshape(-1)[: exclude.shape[0]] = exclude
     return [flags if bool(flags.any()) else None for flags in grid]
+
+
+def rotated_flags(flags: npt.NDArray[np.bool_], shift: int) -> npt.NDArray[np.bool_]:
+    """A block's per-row flags (slot s's real part is row s, its imaginary part row
+    slots + s) after its slots are rotated left by ``shift``: slot s then holds what slot
+    s + shift held, in both parts."""
+    slots = flags.shape[0] // 2
+    return np.concatenate([np.roll(flags[:slots], -shift), np.roll(flags[slots:], -shift)])
 
 
 def padded_block_count(blocks: int) -> int:
@@ -548,9 +558,14 @@ class PackedBase(Generic[BlockT]):
         for start in range(0, len(jobs), self._group):
             _check_stop(should_stop)
             group = jobs[start : start + self._group]
-            sums = self._products(rotations, [block for block, _ in group], keys, should_stop)
+            sums, applied = self._rotated_products(rotations, group, keys, should_stop)
             for k, (acc, (_, shift)) in enumerate(zip(sums, group, strict=True)):
                 flags = None if excluded is None else excluded[start + k]
+                if applied[k]:
+                    # The sum came out rotated by that much already: its rows moved with
+                    # it, and only the rest of the shift is left (after the masks).
+                    flags = None if flags is None else rotated_flags(flags, applied[k])
+                    shift = (shift - applied[k]) % self._params.slots
                 self._garble(acc, malformation)
                 # One encode of the constant threshold per query, shared by the blocks.
                 level = (tuple(acc.parms_id()), acc.scale)
@@ -600,6 +615,19 @@ class PackedBase(Generic[BlockT]):
         """Per block, the sum over its diagonals of baby step times diagonal, giant steps
         combined (the block's scores before the threshold, at the product scale)."""
         raise NotImplementedError
+
+    def _rotated_products(
+        self,
+        rotations: Sequence[seal.Ciphertext],
+        jobs: Sequence[tuple[BlockT, int]],
+        keys: EvaluationKeys,
+        should_stop: Callable[[], bool],
+    ) -> tuple[list[seal.Ciphertext], list[int]]:
+        """The sums of :meth:`_products` for (block, shift) jobs, and per job the left
+        rotation its sum already comes out with, part of its shift (an engine that rotates
+        while it sums, see KernelEngine; here none, and score() rotates after the masks)."""
+        sums = self._products(rotations, [block for block, _ in jobs], keys, should_stop)
+        return sums, [0] * len(sums)
 
     def _zero_sum(
         self, rotations: Sequence[seal.Ciphertext], keys: EvaluationKeys

@@ -106,6 +106,7 @@ def _accumulate(
     count: int,
     n1: int,
     giant: int,
+    shifts: Any,
     moduli: Any,
     fold: Any,
     first: Any,
@@ -113,9 +114,17 @@ def _accumulate(
     out: Any,
 ) -> None:
     """``out[b, j, p, l, t * tile + c] = sum_{k < n1} rot[l, t, k, p, c] *
-    blocks[b][l, t, j * n1 + k, c] mod q_l`` (the tiled layouts of ``tiled``). Compiled by
-    numba (see ``_kernel``); plain Python runs it too, slowly."""
+    blocks[b][l, t, j * n1 + k, c] mod q_l`` (the tiled layouts of ``tiled``) when
+    ``shifts[b]`` is 0. A block with shift ``r`` (only without giant steps, n1 = dp) is
+    read in slot order (:mod:`fedmatch.he.slotorder`) and its sum comes out rotated left by
+    ``r`` slots: ``sum_k rot[(k + r) mod dp] * d_k[(g + r) mod N/2]`` within each half, as
+    rotating the product of the query's rotation ``k`` and diagonal ``k`` rotates both, and
+    the query, replicated with period dp, rotated by ``k + r`` is its rotation by
+    ``(k + r) mod dp``. With giant steps (n1 < dp) only multiples of dp are allowed, for
+    which ``(k + r) mod n1 = k``. Compiled by numba (see ``_kernel``); plain Python runs it too,
+    slowly."""
     moduli_count, tiles, tile = rot.shape[0], rot.shape[1], rot.shape[4]
+    half = tiles // 2  # tiles per half of the slot order (a rotation stays in its half)
     for task in numba.prange(moduli_count * tiles):
         limb = task // tiles
         t = task - limb * tiles
@@ -125,7 +134,15 @@ def _accumulate(
         acc0 = np.empty(tile, np.uint64)
         acc1 = np.empty(tile, np.uint64)
         for b in range(count):
-            reg = blocks[b][limb, t]
+            shift = shifts[b]
+            # This output tile reads the block's tile `ta` from `cut` on, then tile `tb`.
+            ahead, cut = shift // tile, shift % tile
+            start = t - t % half
+            ta = start + (t - start + ahead) % half
+            tb = start + (t - start + ahead + 1) % half
+            reg_a = blocks[b][limb, ta]
+            reg_b = blocks[b][limb, tb]
+            split = tile - cut
             for j in range(giant):
                 for c in range(tile):
                     acc0[c] = _ZERO
@@ -140,10 +157,17 @@ def _accumulate(
                             acc1[c] = (a1 >> _S32) * r + (a1 & _M32)
                         left = later[limb]
                     # One-dimensional contiguous rows: what LLVM vectorizes.
-                    diagonal = reg[j * n1 + k]
-                    x0, x1 = x[k, 0], x[k, 1]
-                    for c in range(tile):
-                        d = np.uint64(diagonal[c])
+                    i = j * n1 + k
+                    kr = (k + shift) % n1
+                    x0, x1 = x[kr, 0], x[kr, 1]
+                    da = reg_a[i]
+                    for c in range(split):
+                        d = np.uint64(da[c + cut])
+                        acc0[c] += np.uint64(x0[c]) * d
+                        acc1[c] += np.uint64(x1[c]) * d
+                    db = reg_b[i]
+                    for c in range(split, tile):
+                        d = np.uint64(db[c - split])
                         acc0[c] += np.uint64(x0[c]) * d
                         acc1[c] += np.uint64(x1[c]) * d
                     left -= 1
@@ -195,11 +219,15 @@ def products(
     blocks: Sequence[npt.NDArray[np.uint32]],
     moduli: KernelModuli,
     threads: int | None = None,
+    shifts: Sequence[int] | None = None,
 ) -> npt.NDArray[np.uint64]:
     """Per block and giant step, the sum over the first ``n1`` baby steps of rotation times
     diagonal. ``rotations`` is tiled (moduli, N / tile, >= n1, 2, tile), each block tiled
     (moduli, N / tile, dp, tile) with dp a multiple of n1 (see ``tiled``); the result is
-    natural, (blocks, dp / n1, 2, moduli, N), every word reduced."""
+    in the blocks' coefficient order, (blocks, dp / n1, 2, moduli, N), every word reduced.
+    ``shifts`` (default all 0): per block, the left rotation its sum comes out with (any
+    with n1 = dp, multiples of dp with giant steps), with every operand in slot order (see
+    ``_accumulate``)."""
     count_moduli, tiles, available, parts, tile = rotations.shape
     if parts != 2 or count_moduli != moduli.moduli.shape[0] or rotations.dtype != np.uint32:
         raise HEError("rotations do not have the kernel's shape")
@@ -214,6 +242,17 @@ def products(
         if not block.flags.c_contiguous:
             raise HEError("register blocks must be contiguous")
     giant = dp // n1
+    steps = np.zeros(GROUP * -(-len(blocks) // GROUP), dtype=np.int64)
+    if shifts is not None:
+        if len(shifts) != len(blocks):
+            raise HEError("shifts must name one rotation per block")
+        steps[: len(blocks)] = shifts
+        if tiles % 2 or (giant != 1 and (steps % dp).any()):
+            # With giant steps the kernel holds only the first n1 of the query's rotations:
+            # it can rotate by whole periods (dp) only.
+            raise HEError("a block with giant steps is rotated in the kernel by multiples of dp")
+        if ((steps < 0) | (steps >= tiles * tile // 2)).any():
+            raise HEError("a shift must be a slot rotation (0 <= shift < N / 2)")
     out = np.empty((len(blocks), giant, 2, count_moduli, tiles * tile), dtype=np.uint64)
     numba.set_num_threads(threads or default_threads())
     for start in range(0, len(blocks), GROUP):
@@ -221,8 +260,8 @@ def products(
         count = len(group)
         padded = tuple(group + [group[0]] * (GROUP - count))
         _kernel(
-            rotations, padded, count, n1, giant, moduli.moduli, moduli.fold, moduli.first,
-            moduli.later, out[start : start + count],
+            rotations, padded, count, n1, giant, steps[start : start + GROUP], moduli.moduli,
+            moduli.fold, moduli.first, moduli.later, out[start : start + count],
         )  # fmt: skip
     return out
 
@@ -236,9 +275,9 @@ def warm_up() -> float:
     global _compile_seconds
     if _compile_seconds is None:
         moduli = KernelModuli.of([536641537])
-        rotations = np.zeros((1, 1, 1, 2, 64), dtype=np.uint32)
+        rotations = np.zeros((1, 2, 1, 2, 64), dtype=np.uint32)
         started = time.perf_counter()
-        products(rotations, 1, [np.zeros((1, 1, 1, 64), dtype=np.uint32)], moduli, 1)
+        products(rotations, 1, [np.zeros((1, 2, 1, 64), dtype=np.uint32)], moduli, 1)
         _compile_seconds = time.perf_counter() - started
     return _compile_seconds
 

@@ -34,9 +34,10 @@ import tenseal.sealapi as seal
 
 from fedmatch.errors import HEError
 from fedmatch.he import kernel, sealmem
-from fedmatch.he.engine import PackedBase, _check_stop
+from fedmatch.he.engine import PackedBase, _check_stop, key_switches, rotation_cost
 from fedmatch.he.keys import EvaluationKeys
 from fedmatch.he.params import ParamSet
+from fedmatch.he.slotorder import slot_order
 
 __all__ = ["KernelBlock", "KernelEngine", "RotationStack"]
 
@@ -73,11 +74,13 @@ class RotationStack(list[seal.Ciphertext]):
             (moduli, degree // tile, len(rotations), first.size(), tile), dtype=np.uint32
         )
         words = np.empty((first.size(), moduli, degree), dtype=np.uint32)
+        order = slot_order(degree)
         for k, rotation in enumerate(rotations):
             sealmem.read_ciphertext(rotation, words)
-            # (part, l, t, c) -> (l, t, part, c): this rotation's place in every tile.
-            self.residues[:, :, k] = words.reshape(words.shape[0], moduli, -1, tile).transpose(
-                1, 2, 0, 3
+            # In slot order (as the blocks), (part, l, t, c) -> (l, t, part, c): this
+            # rotation's place in every tile.
+            self.residues[:, :, k] = (
+                words[..., order].reshape(words.shape[0], moduli, -1, tile).transpose(1, 2, 0, 3)
             )
 
 
@@ -95,6 +98,21 @@ class KernelEngine(PackedBase[KernelBlock]):
         self._threads = threads or kernel.default_threads()
         self.compile_seconds = kernel.warm_up()
 
+    def choose_baby_steps(self, blocks: int) -> int:
+        """As PackedBase's, counting that a split with giant steps leaves each block's
+        shift modulo dp to key switches after the masks (without, the kernel rotates)."""
+        candidates = [1 << i for i in range(self._dp.bit_length()) if self._dp % (1 << i) == 0]
+        return min(candidates, key=lambda n1: (self._rotation_cost(n1, max(blocks, 1)), -n1))
+
+    def _rotation_cost(self, baby_steps: int, blocks: int) -> int:
+        base = self._params.rotation_base
+        cost = rotation_cost(self._dp, baby_steps, blocks, base)
+        if baby_steps == self._dp:
+            return cost
+        # The mean key switches of a uniform shift modulo dp (2.25 at dp = 128, base 8).
+        mean = sum(key_switches(x, base) for x in range(self._dp)) / self._dp
+        return cost + round(blocks * mean)
+
     def encode_block_rows(
         self, chunk: npt.NDArray[np.float32], baby_steps: int | None = None
     ) -> KernelBlock:
@@ -111,7 +129,9 @@ class KernelEngine(PackedBase[KernelBlock]):
                 raise HEError("a register diagonal did not encode at the top level")
             sealmem.read_plaintext(plain, residues[i])
         nonzero = np.asarray(residues.reshape(len(diagonals), -1).any(axis=1), dtype=np.bool_)
-        return KernelBlock(kernel.tiled(residues, self._tile), n1, nonzero)
+        # In slot order: the kernel rotates a block's sum as it computes it (kernel.products).
+        ordered = residues[..., slot_order(degree)]
+        return KernelBlock(kernel.tiled(ordered, self._tile), n1, nonzero)
 
     def _rotations(
         self,
@@ -131,22 +151,53 @@ class KernelEngine(PackedBase[KernelBlock]):
     ) -> list[seal.Ciphertext]:
         """The kernel's sums for a group of blocks, as SEAL ciphertexts; giant steps (if
         any) combined by Horner's rule, as PackedEngine does."""
+        sums, _ = self._summed([(block, 0) for block in blocks], rotations, keys, should_stop)
+        return sums
+
+    def _rotated_products(
+        self,
+        rotations: Sequence[seal.Ciphertext],
+        jobs: Sequence[tuple[KernelBlock, int]],
+        keys: EvaluationKeys,
+        should_stop: Callable[[], bool],
+    ) -> tuple[list[seal.Ciphertext], list[int]]:
+        """The sums, each rotated in the kernel by its job's shift (no key switch for the
+        random rotation) when its block has no giant steps; with giant steps, by the
+        shift's multiple of dp (the query's rotations repeat with period dp, the kernel has
+        only the first n1), the rest left to score() after the masks."""
+        return self._summed(jobs, rotations, keys, should_stop)
+
+    def _summed(
+        self,
+        jobs: Sequence[tuple[KernelBlock, int]],
+        rotations: Sequence[seal.Ciphertext],
+        keys: EvaluationKeys,
+        should_stop: Callable[[], bool],
+    ) -> tuple[list[seal.Ciphertext], list[int]]:
         stack = rotations
         if not isinstance(stack, RotationStack):
             stack = RotationStack(rotations, self._tile)
-        out: list[seal.Ciphertext | None] = [None] * len(blocks)
+        out: list[seal.Ciphertext | None] = [None] * len(jobs)
+        applied = [0] * len(jobs)
         splits: dict[int, list[int]] = {}
-        for index, block in enumerate(blocks):
+        for index, (block, _) in enumerate(jobs):
             splits.setdefault(block.baby_steps, []).append(index)
+        order = slot_order(self._params.poly_modulus_degree)
         for n1, members in splits.items():
             _check_stop(should_stop)
+            dp = self._dp
+            shifts = [jobs[m][1] if n1 == dp else jobs[m][1] // dp * dp for m in members]
             sums = kernel.products(
-                stack.residues, n1, [blocks[m].residues for m in members], self._moduli,
-                self._threads,
+                stack.residues, n1, [jobs[m][0].residues for m in members], self._moduli,
+                self._threads, shifts,
             )  # fmt: skip
-            for m, words in zip(members, sums, strict=True):
-                out[m] = self._combine(stack, blocks[m], words, keys, should_stop)
-        return [self._zero_sum(stack, keys) if acc is None else acc for acc in out]
+            natural = np.empty_like(sums)
+            natural[..., order] = sums  # back to SEAL's NTT order
+            for m, words, shift in zip(members, natural, shifts, strict=True):
+                out[m] = self._combine(stack, jobs[m][0], words, keys, should_stop)
+                # A zero sum (every diagonal zero) is zero rotated by any shift.
+                applied[m] = jobs[m][1] if out[m] is None else shift
+        return [self._zero_sum(stack, keys) if acc is None else acc for acc in out], applied
 
     def _combine(
         self,
