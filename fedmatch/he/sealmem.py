@@ -37,7 +37,13 @@ import tenseal.sealapi as seal
 from fedmatch.errors import HEError
 from fedmatch.he import sealfmt, sealio
 
-__all__ = ["in_place", "read_ciphertext", "read_plaintext", "write_ciphertext"]
+__all__ = [
+    "in_place",
+    "read_ciphertext",
+    "read_plaintext",
+    "write_ciphertext",
+    "write_plaintext",
+]
 
 _WORD = struct.Struct("<Q")
 _DOUBLE = struct.Struct("<d")
@@ -203,3 +209,21 @@ def read_plaintext(pt: seal.Plaintext, out: npt.NDArray[Any]) -> None:
     body, _ = sealfmt.unpack(sealio.to_bytes(pt), "plaintext", 1 << 26)
     _, words = sealfmt.plaintext_words(body, "plaintext")
     np.copyto(out, words.reshape(out.shape), casting="unsafe")
+
+
+def write_plaintext(
+    pt: seal.Plaintext, context: seal.SEALContext, words: npt.NDArray[np.uint64]
+) -> None:
+    """Overwrite an NTT-form plaintext's words (moduli x degree, flat) with ``words`` (each
+    below its modulus, which the caller guarantees); parms_id and scale stay."""
+    if words.dtype != np.uint64 or words.size != pt.coeff_count():
+        raise HEError("words do not have the plaintext's size")
+    found = _plaintext_data(pt) if _IN_PLACE else None
+    if found is not None:
+        _view(*found)[...] = words.reshape(-1)
+        return
+    body, version = sealfmt.unpack(sealio.to_bytes(pt), "plaintext", 1 << 26)
+    _, target = sealfmt.plaintext_words(body, "plaintext")
+    target[...] = words.reshape(-1)
+    data = sealfmt.pack(body, version, compress=False)
+    sealio.load_bytes(lambda path: pt.load(context, path), data, "encoded plaintext")

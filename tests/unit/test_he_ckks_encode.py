@@ -1,0 +1,165 @@
+"""The native CKKS encoder (fedmatch.he.ckks_encode) against SEAL's CKKSEncoder: words,
+coefficients before the NTT, and decoded values, at several levels and scales of both
+parameter sets."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+import tenseal.sealapi as seal
+
+from fedmatch.errors import HEError
+from fedmatch.he import ckks_encode, sealmem
+from fedmatch.he.params import DEFAULT_PARAM_SET, KERNEL_PARAM_SET, ParamSet
+
+# (scale, magnitude of the values): masks at scale 1, garbling factors at the register
+# scale, flood and decoys at a result scale, unit values at the query scale.
+CASES = [(1.0, 2.0**47), (2.0**20, 2.0**6), (2.0**6, 2.0**16), (2.0**10, 2.0**40), (2.0**40, 1.0)]
+
+
+def _levels(ps: ParamSet) -> list[list[int]]:
+    out, data = [], ps.context().first_context_data()
+    while data is not None:
+        out.append(list(data.parms_id()))
+        data = data.next_context_data()
+    return out
+
+
+def _moduli(ps: ParamSet, parms_id: list[int]) -> list[int]:
+    data = ps.context().get_context_data(parms_id)
+    return [m.value() for m in data.parms().coeff_modulus()]
+
+
+def _words(plain: seal.Plaintext, count: int, degree: int) -> npt.NDArray[np.uint64]:
+    out = np.empty((count, degree), dtype=np.uint64)
+    sealmem.read_plaintext(plain, out)
+    return out
+
+
+def _centered(residues: npt.NDArray[np.uint64], moduli: list[int]) -> list[int]:
+    """The integers (CRT, centered) behind each coefficient's residues."""
+    total = 1
+    for q in moduli:
+        total *= q
+    out = []
+    for j in range(residues.shape[1]):
+        x = 0
+        for limb, q in enumerate(moduli):
+            part = total // q
+            x += int(residues[limb, j]) * part * pow(part, -1, q)
+        x %= total
+        out.append(x - total if x > total // 2 else x)
+    return out
+
+
+@pytest.mark.parametrize("ps", [KERNEL_PARAM_SET, DEFAULT_PARAM_SET], ids=lambda p: p.name)
+def test_native_encoding_is_seals(ps: ParamSet) -> None:
+    ckks_encode.warm_up()
+    native = ckks_encode.native_encoder(ps)
+    encoder = seal.CKKSEncoder(ps.context())
+    degree = ps.poly_modulus_degree
+    rng = np.random.default_rng(11)
+    checked = 0
+    for parms_id in _levels(ps):
+        moduli = _moduli(ps, parms_id)
+        room = sum(np.log2(float(q)) for q in moduli) - 2
+        for scale, magnitude in CASES:
+            # Coefficients up to ~2^13 times the largest value: only where they fit.
+            if np.log2(scale * magnitude) + 14 > min(room, 61):
+                continue
+            values = magnitude * (
+                rng.standard_normal(ps.slots) + 1j * rng.standard_normal(ps.slots)
+            )
+            expected = seal.Plaintext()
+            encoder.encode(values.tolist(), parms_id, scale, expected)
+            got = native.encode(values, parms_id, scale)
+            assert list(got.parms_id()) == list(parms_id) and got.scale == expected.scale
+            assert got.coeff_count() == expected.coeff_count() == len(moduli) * degree
+            theirs = _words(expected, len(moduli), degree)
+            ours = _words(got, len(moduli), degree)
+            # The NTT is SEAL's bit for bit: ours of our coefficients is what we wrote.
+            coeffs = native.coefficients(values, scale)
+            assert np.array_equal(native.ntt_words(coeffs, parms_id), ours)
+            # Before the NTT: SEAL's coefficients, or one off where a .5 rounds the other way.
+            seal_coeffs = ckks_encode.ntt_inverse(native, theirs, parms_id)
+            if len(moduli) == 1:
+                q = moduli[0]
+                ints = np.where(
+                    seal_coeffs[0] > q // 2,
+                    seal_coeffs[0].astype(np.int64) - q,
+                    seal_coeffs[0].astype(np.int64),
+                )
+                diff = np.abs(ints - coeffs)
+            else:
+                sample = slice(0, 512)
+                ints = np.array(_centered(seal_coeffs[:, sample], moduli), dtype=np.int64)
+                diff = np.abs(ints - coeffs[sample])
+            assert int(diff.max()) <= 1, (ps.name, len(moduli), scale, magnitude)
+            # Both decode to the values within the encoding error.
+            ours_decoded = np.array(encoder.decode_complex(got))
+            theirs_decoded = np.array(encoder.decode_complex(expected))
+            error = np.abs(theirs_decoded - values).max()
+            assert np.abs(ours_decoded - theirs_decoded).max() <= max(1.0, error)
+            assert np.abs(ours_decoded - values).max() <= 2 * error + 1e-9
+            checked += 1
+    assert checked >= 6
+
+
+def test_masks_at_scale_one_keep_seals_encoding_error() -> None:
+    """The kernel set's masks are encoded at scale 1: their absolute error (std ~26 per
+    slot part, fedmatch.he.params) must not grow."""
+    ps = KERNEL_PARAM_SET
+    native = ckks_encode.native_encoder(ps)
+    encoder = seal.CKKSEncoder(ps.context())
+    parms_id = ps.context().first_parms_id()
+    rng = np.random.default_rng(3)
+    masks = np.exp2(30 + 17 * rng.random(ps.slots)).astype(np.complex128)
+    masks[::7] = 0.0  # excluded rows' zero masks
+    errors = []
+    for encode in (
+        lambda: native.encode(masks, parms_id, 1.0),
+        lambda: _seal_encoded(encoder, masks, parms_id),
+    ):
+        decoded = np.array(encoder.decode_complex(encode()))
+        errors.append(np.concatenate([(decoded - masks).real, (decoded - masks).imag]).std())
+    ours, theirs = errors
+    assert ours < 40 and abs(ours - theirs) < 0.05 * theirs
+
+
+def _seal_encoded(
+    encoder: seal.CKKSEncoder, values: npt.NDArray[np.complex128], parms_id: list[int]
+) -> seal.Plaintext:
+    plain = seal.Plaintext()
+    encoder.encode(values.tolist(), parms_id, 1.0, plain)
+    return plain
+
+
+def test_native_encoder_refuses_what_it_cannot_round_exactly() -> None:
+    native = ckks_encode.native_encoder(KERNEL_PARAM_SET)
+    parms_id = KERNEL_PARAM_SET.context().first_parms_id()
+    with pytest.raises(HEError):
+        native.encode(np.full(KERNEL_PARAM_SET.slots, 2.0**70, dtype=np.complex128), parms_id, 1.0)
+    with pytest.raises(HEError):
+        native.encode(np.zeros(5, dtype=np.complex128), parms_id, 1.0)
+
+
+def test_only_small_primes_take_the_native_path() -> None:
+    kernel_levels = _levels(KERNEL_PARAM_SET)
+    assert all(ckks_encode.native_encoder(KERNEL_PARAM_SET).fast(p) for p in kernel_levels)
+    default = ckks_encode.native_encoder(DEFAULT_PARAM_SET)
+    assert not any(default.fast(p) for p in _levels(DEFAULT_PARAM_SET))
+
+
+def test_the_serialization_path_writes_the_same_plaintext(monkeypatch: pytest.MonkeyPatch) -> None:
+    ps = KERNEL_PARAM_SET
+    native = ckks_encode.native_encoder(ps)
+    parms_id = ps.context().first_parms_id()
+    values = np.random.default_rng(4).standard_normal(ps.slots).astype(np.complex128)
+    direct = native.encode(values, parms_id, 2.0**20)
+    monkeypatch.setattr(sealmem, "_IN_PLACE", False)
+    serialized = native.encode(values, parms_id, 2.0**20)
+    monkeypatch.setattr(sealmem, "_IN_PLACE", True)
+    count = len(_moduli(ps, parms_id))
+    degree = ps.poly_modulus_degree
+    assert np.array_equal(_words(direct, count, degree), _words(serialized, count, degree))
