@@ -207,13 +207,14 @@ def _summary(n: coordinator_pb2.NodeResult, matches: int, implausible: bool = Fa
 
 def node_candidates(keys: RequesterKeys, node: coordinator_pb2.NodeResult) -> list[bytes] | None:
     """Position handles of one node's positive positions (only match bits are read), or
-    None when a block of its answer is implausible: then none of its positions is used,
-    and the node is flagged in the log (its state only)."""
+    None when a block of its answer is implausible, or not a result block at all (bytes
+    that are not the compact format: HEError): then none of its positions is used, and the
+    node is flagged in the log (its state only)."""
     found: list[bytes] = []
     for index, block in enumerate(node.blocks):
         try:
             positive = keys.decrypt_matches(block.ciphertext)
-        except ImplausibleResult as exc:
+        except HEError as exc:  # ImplausibleResult included
             log.warning("node %s: answer dropped (%s)", node.member_state, exc)
             return None
         found.extend(encode_handle(index, int(p)) for p in np.flatnonzero(positive))

@@ -34,6 +34,9 @@ def test_bench_search_authorizes_every_query_and_agrees_with_numpy(
     result = bench_search(records=300, dimension=32, queries=2, threads=1)
     assert result["bench"] == "search" and result["queries"] == 2
     assert result["agreement"] == 1.0
+    # Result blocks in the compact format (fedmatch.he.resultfmt), measured from the bytes.
+    assert result["result_block_bytes"] == 97_284
+    assert result["result_bytes_per_record"] == 11.875
     # The authorization (coordinator entry + the node witnessing it) is timed on
     # its own and is part of the end-to-end latency.
     assert 0 < result["authorization_ms_p50"] < result["p50_s"] * 1e3

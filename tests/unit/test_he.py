@@ -490,6 +490,14 @@ def test_the_requester_drops_an_implausible_node_and_flags_it(
     with caplog.at_level(logging.WARNING, logger="fedmatch.requester"):
         assert node_candidates(keys, bad) is None
     assert "node FR: answer dropped" in caplog.text
+    # Bytes that are not a compact result block (a hostile node's, truncated) likewise.
+    truncated = coordinator_pb2.NodeResult(
+        member_state="PL",
+        blocks=[common_pb2.ResultBlock(ciphertext=good.blocks[0].ciphertext[:-7])],
+    )
+    with caplog.at_level(logging.WARNING, logger="fedmatch.requester"):
+        assert node_candidates(keys, truncated) is None
+    assert "node PL: answer dropped" in caplog.text
 
 
 # Register size (issue 15): answers are padded with decoy blocks to a bucket.
