@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from fedmatch.audit.entry import EventKind, SignedEntry, digest_hex
 from fedmatch.audit.events import handles_digest, header_event, refusal_event, same_request
@@ -53,6 +54,7 @@ from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
 from fedmatch.he.params import get_param_set
 from fedmatch.he.sharded import default_workers
 from fedmatch.he.uniform import probe_commitment
+from fedmatch.ops.heap import release_free_heap
 from fedmatch.protocol.epochs import EpochTable
 from fedmatch.protocol.gate import Gate
 from fedmatch.protocol.limits import HANDLE_BYTES, MAX_HANDLES_PER_REQUEST
@@ -209,7 +211,13 @@ class NodeService:
         self._faces_lock = threading.Lock()
         ids, templates = store.templates()
         self.engine.load(templates)
+        del templates
         self._ids = ids
+        # The store holds the templates: the engine re-reads the rows of a block it must
+        # re-encode instead of keeping a second copy of the register (issue 20's memory).
+        self.engine.read_rows_from(self._register_rows)
+        # The load's temporaries are freed; give their pages back (fedmatch.ops.heap).
+        release_free_heap()
         self._categories = np.array([_CODES[c] for c in store.categories()], dtype=np.uint8)
         # Marked records (protection granted), aligned with the rows: hidden from the
         # purposes the policy does not let see them (node/lifecycle.py marks and unmarks).
@@ -297,6 +305,21 @@ class NodeService:
             threshold = self.config.threshold
             padding = [padder.padding_block(keys, threshold) for _ in range(missing)]
         return with_padding(output, padding)
+
+    def _register_rows(self, start: int, stop: int) -> npt.NDArray[np.float32]:
+        """The engine's rows ``start`` to ``stop``, read from the store; an erased row (id -1
+        here, or its record gone from the store) is all zeros, as the engine blanked it.
+        Called by the engine under this service's lock (enrolment, erasure)."""
+        ids = self._ids[start:stop]
+        out = np.zeros((len(ids), self.config.dimension), dtype=np.float32)
+        live = ids[ids >= 0]
+        if live.size:
+            found, templates = self.store.templates_between(int(live.min()), int(live.max()))
+            known = np.isin(found, ids)
+            order = np.argsort(ids, kind="stable")
+            rows = order[np.searchsorted(ids, found[known], sorter=order)]
+            out[rows] = templates[known]
+        return out
 
     def record_count(self) -> int:
         # Erased rows stay as blank positions (-1) until a restart; they are not records.

@@ -271,6 +271,25 @@ class RecordStore:
             rows = self._db.execute(
                 "SELECT id, template, reference FROM records ORDER BY id"
             ).fetchall()
+        return self._decoded(rows)
+
+    def templates_between(
+        self, first_id: int, last_id: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """The row ids from ``first_id`` to ``last_id`` (inclusive) that exist, and their
+        templates, in row-id order: what the search engine re-reads to re-encode a block
+        instead of holding the register's templates a second time."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, template, reference FROM records WHERE id BETWEEN ? AND ? ORDER BY id",
+                (first_id, last_id),
+            ).fetchall()
+        return self._decoded(rows)
+
+    def _decoded(
+        self, rows: list[tuple[int, bytes, str]]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """(ids, templates) of (id, template, reference) rows, unsealed if sealed."""
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         sealer = self._sealer
         blobs = (sealer.open(r[2], r[1]) if sealer is not None else r[1] for r in rows)

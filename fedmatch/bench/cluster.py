@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedmatch.he.params import DEFAULT_PARAM_SET
 from fedmatch.ops.subprocs import fedmatch_process, wait_port
 from fedmatch.pki.ca import TlsFiles
 from fedmatch.pki.provision import PartyFiles
@@ -202,6 +203,7 @@ def _node_toml(
     dimension: int,
     workers: int,
     policy: NodePolicy,
+    param_set: str,
 ) -> Path:
     party = parties[f"node-{state}"]
     path = workdir / f"node-{state}.toml"
@@ -209,6 +211,7 @@ def _node_toml(
         f"[node]\nmember_state = {_q(state)}\ndatabase = {_q(workdir / f'{state}.sqlite')}\n"
         f'dimension = {dimension}\nmodel_id = {_q(MODEL)}\nlisten = "127.0.0.1:0"\n'
         f"replay_db = {_q(workdir / f'{state}.replay.sqlite')}\nsearch_workers = {workers}\n"
+        f"he_param_set = {_q(param_set)}\n"
         + _audit_table(
             workdir / f"audit-{state}",
             party,
@@ -229,6 +232,7 @@ def _coordinator_toml(
     addresses: dict[str, str],
     dimension: int,
     threshold: float,
+    param_set: str,
 ) -> Path:
     coordinator = parties["coordinator"]
     nodes = "".join(
@@ -240,6 +244,7 @@ def _coordinator_toml(
     path.write_text(
         f'[coordinator]\nlisten = "127.0.0.1:0"\nmodel_id = {_q(MODEL)}\n'
         f"dimension = {dimension}\nthreshold = {threshold}\nnode_deadline_seconds = 120.0\n"
+        f"he_param_set = {_q(param_set)}\n"
         f"replay_db = {_q(workdir / 'coordinator.replay.sqlite')}\n"
         + _audit_table(workdir / "audit-coordinator", coordinator, parties["auditor-edps"].vkey)
         + _tls_table(coordinator.tls)
@@ -278,20 +283,22 @@ def start_federation(
     threshold: float,
     search_workers: int = 1,
     policy: NodePolicy | None = None,
+    param_set: str = DEFAULT_PARAM_SET.name,
 ) -> Federation:
     """A node process per state (their registers already seeded in ``workdir``), then the
-    coordinator, each serving on a port of its own choice; ``stack`` stops them all (SIGTERM,
-    graceful) on the way out. Each process's output is in ``workdir/<name>.log``."""
+    coordinator, each serving on a port of its own choice, all with the HE parameter set
+    ``param_set``; ``stack`` stops them all (SIGTERM, graceful) on the way out. Each
+    process's output is in ``workdir/<name>.log``."""
     policy = policy or NodePolicy()
     started = {}
     for state in states:
-        config = _node_toml(workdir, state, parties, dimension, search_workers, policy)
+        config = _node_toml(workdir, state, parties, dimension, search_workers, policy, param_set)
         started[state] = _serve(stack, workdir, f"node-{state}", "node", config)
     addresses = {
         s: f"127.0.0.1:{wait_port(port, proc, _START_TIMEOUT_S, log)}"
         for s, (proc, port, log) in started.items()
     }
-    config = _coordinator_toml(workdir, parties, addresses, dimension, threshold)
+    config = _coordinator_toml(workdir, parties, addresses, dimension, threshold, param_set)
     proc, port, log = _serve(stack, workdir, "coordinator", "coordinator", config)
     pids = {s: p.pid for s, (p, _, _) in started.items()} | {"coordinator": proc.pid}
     coordinator = f"127.0.0.1:{wait_port(port, proc, _START_TIMEOUT_S, log)}"

@@ -9,13 +9,16 @@ clients through the coordinator (each fanning out to the K - 1 other nodes) and 
 ones with hits. It prints one JSON object (the CLI puts it on the last line of stdout):
 lookup latency end to end (p50, p95, max), errors by kind, bytes per lookup, peak RSS of every
 process and its RSS at the start and end of the timed phase (memory stability), CPU seconds
-per lookup by party (node search work vs the whole), a plain-numpy search of the same
-registers with the same probes, and the agreement of the encrypted hits with numpy's.
+per lookup by party (node search work vs the whole), the plain searches of the same
+registers with the same probes (:mod:`fedmatch.bench.plain`), and the agreement of the
+encrypted hits with the exact (float64) decisions. Every node and the coordinator run the HE
+parameter set ``param_set`` (``he_param_set`` in their configuration files), and the
+requester's keys are made for it.
 
 Probes alternate genuine (a capture, at cosine 0.8, of a person planted at one or two nodes
 at cosine 0.9) and impostor (a fresh random vector). Agreement compares, per lookup, the set
-of (member state, record reference) the resolve returns with the set numpy finds at the same
-threshold in the same registers.
+of (member state, record reference) the resolve returns with the set a float64 search finds
+at the same threshold in the same registers.
 """
 
 from __future__ import annotations
@@ -49,10 +52,12 @@ from fedmatch.bench.cluster import (
     start_federation,
     status,
 )
+from fedmatch.bench.plain import PlainBaselines
 from fedmatch.demo.seed import seed_logged
 from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.domain import Category, Purpose, Sex, reference_digest
 from fedmatch.errors import FedmatchError, InvalidInput
+from fedmatch.he.params import DEFAULT_PARAM_SET, get_param_set
 from fedmatch.pki.provision import PartyFiles, provision
 
 __all__ = [
@@ -214,10 +219,15 @@ def provision_parties(
 
 
 def bench_requester(
-    parties: dict[str, PartyFiles], state: str, coordinator: str, keys: Any = None
+    parties: dict[str, PartyFiles],
+    state: str,
+    coordinator: str,
+    keys: Any = None,
+    param_set: str = DEFAULT_PARAM_SET.name,
 ) -> Any:
     """A :class:`fedmatch.requester.Requester` of ``state`` at the coordinator (fresh keys
-    unless ``keys``), as :func:`provision_parties` provisioned its workstation and officer."""
+    for ``param_set`` unless ``keys``), as :func:`provision_parties` provisioned its
+    workstation and officer."""
     # Imported here: the requester library pulls in gRPC, which the CLI loads lazily.
     from fedmatch.he.keypair import RequesterKeys
     from fedmatch.protocol.statement import RequestSigner
@@ -230,7 +240,7 @@ def bench_requester(
     return Requester(
         coordinator,
         state,
-        keys if keys is not None else RequesterKeys.generate(),
+        keys if keys is not None else RequesterKeys.generate(get_param_set(param_set)),
         unit="bench-unit",
         operator=BENCH_OFFICER,
         signer=RequestSigner(officer.signer(), officer.tls.chain.read_bytes()),
@@ -250,10 +260,10 @@ def bench_experts(parties: dict[str, PartyFiles], state: str) -> list[Any]:
 
 def _baseline(
     workdir: Path, searched: list[str], dimension: int, probes: list[Probe], threshold: float
-) -> tuple[list[set[tuple[str, str]]], list[float], int, list[bool]]:
-    """Per probe, the (state, reference) pairs a plain search of the searched registers
-    finds at ``threshold``, and the time of each plain search (one matrix product over
-    every searched register, as the federation searches them all per lookup); also per
+) -> tuple[list[set[tuple[str, str]]], PlainBaselines, int, list[bool]]:
+    """Per probe, the (state, reference) pairs an exact (float64) search of the searched
+    registers finds at ``threshold``, and the plain searches timed (each over every
+    searched register at once, as the federation searches them all per lookup); also per
     probe whether a record scores within the engine's resolution of the threshold."""
     from node.store import RecordStore
 
@@ -262,22 +272,21 @@ def _baseline(
         parts = [store.templates() for store in stores]
         owners = np.concatenate([np.full(len(ids), i) for i, (ids, _) in enumerate(parts)])
         ids = np.concatenate([ids for ids, _ in parts])
-        gallery = np.ascontiguousarray(np.concatenate([t for _, t in parts]), dtype=np.float32)
+        plain = PlainBaselines(np.concatenate([t for _, t in parts]), threshold)
         del parts
-        expected, times, borderline = [], [], []
+        expected, borderline = [], []
+        plain.search(probes[0].template, timed=False)  # warms caches, as the warm-up lookup
         for probe in probes:
-            t0 = time.perf_counter()
-            scores = gallery @ probe.template
-            hits = np.flatnonzero(scores >= threshold)
-            times.append(time.perf_counter() - t0)
+            hits = plain.search(probe.template)
+            scores = plain.scores(probe.template)
             borderline.append(bool(np.any(np.abs(scores - threshold) < _RESOLUTION)))
             expected.append(
                 {
                     (searched[int(owners[h])], stores[int(owners[h])].get(int(ids[h])).reference)
-                    for h in hits
+                    for h in sorted(hits)
                 }
             )
-        return expected, times, int(gallery.shape[0]), borderline
+        return expected, plain, int(plain.rows.shape[0]), borderline
     finally:
         for store in stores:
             store.close()
@@ -351,6 +360,7 @@ def bench_federation(
     search_workers: int = 1,
     workdir: Path | None = None,
     seed: int = 11,
+    param_set: str = DEFAULT_PARAM_SET.name,
 ) -> dict[str, Any]:
     if not 2 <= nodes <= len(STATES):
         raise InvalidInput(f"--nodes must be between 2 and {len(STATES)}")
@@ -373,18 +383,19 @@ def bench_federation(
         t0 = time.perf_counter()
         prepare_registers(workdir, states, records_per_node, dimension, planted, parties)
         seed_s = time.perf_counter() - t0
-        expected, numpy_times, searched_rows, borderline = _baseline(
+        expected, plain, searched_rows, borderline = _baseline(
             workdir, searched, dimension, probes, threshold
         )
 
         t0 = time.perf_counter()
         running = start_federation(
-            stack, workdir, parties, states, dimension, threshold, search_workers
-        )
+            stack, workdir, parties, states, dimension, threshold, search_workers,
+            param_set=param_set,
+        )  # fmt: skip
         pids = dict(running.pids)
         start_s = time.perf_counter() - t0
 
-        requester = bench_requester(parties, REQUESTER, running.coordinator)
+        requester = bench_requester(parties, REQUESTER, running.coordinator, param_set=param_set)
         stack.callback(requester.close)
         experts = bench_experts(parties, REQUESTER)
         pids["requester"] = os.getpid()
@@ -409,11 +420,7 @@ def bench_federation(
     errors = Counter(e for o in [warm, *outcomes] for e in o.errors)
     agreed = [not o.errors and o.hits == want for o, want in zip(outcomes, expected, strict=True)]
     clear = [a for a, near in zip(agreed, borderline, strict=True) if not near]
-    he_over = None
-    numpy_p50 = statistics.median(numpy_times)
     p50 = statistics.median(latencies) if latencies else 0.0
-    if latencies and numpy_p50 > 0:
-        he_over = round(p50 / numpy_p50, 1)
     cpu = {name: (cpu_end[name] - cpu_start[name]) / queries for name in pids}
     node_cpu = [cpu[s] for s in states if s != REQUESTER]
     growth = {name: status_end[name]["VmRSS"] - rss_start[name] for name in pids}
@@ -447,6 +454,7 @@ def bench_federation(
         "records_per_node": records_per_node,
         "planted_records": sum(len(v) for v in planted.values()),
         "dim": dimension,
+        "param_set": param_set,
         "queries": queries,
         "concurrency": concurrency,
         "search_workers": search_workers,
@@ -492,9 +500,9 @@ def bench_federation(
         "resolve_p50_s": round(statistics.median(resolves), 4) if resolves else None,
         "lookups_with_hits": sum(bool(o.hits) for o in outcomes),
         "expected_lookups_with_hits": sum(bool(e) for e in expected),
-        "numpy_records": searched_rows,
-        "numpy_p50_s": round(numpy_p50, 6),
-        "he_over_numpy": he_over,
+        # The plain searches cover every searched register at once (searched_records).
+        "searched_records": searched_rows,
+        **plain.report(p50),
         "agreement": round(sum(agreed) / queries, 4),
         # Lookups where some record scores within 1e-4 of the threshold (either answer is
         # within the engine's precision), and the agreement over all the others.

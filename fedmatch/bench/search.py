@@ -5,11 +5,15 @@ A synthetic register of unit vectors is enrolled into a real node (SQLite file, 
 audit log, gRPC server on port 0, mutual TLS with certificates of a PKI made for the run);
 a requester registers its keys once, then runs warm queries through the node's Search RPC,
 decrypts the match bits and maps them back to rows through the node's own hit-detail path.
+The node is built from ``NodeConfig(he_param_set=...)`` as a deployed node is, and the
+requester's keys are made for that set.
 Every query is signed by an officer of the requesting state and first goes on the record
 as a real one does: the coordinator's ``search_authorized`` entry (naming the signed
 request) is appended to a coordinator log and the node witnesses a checkpoint containing
 it (over its WitnessService, called with the coordinator's certificate); that time is part
-of the measured latency and also reported alone. The node runs all its checks: the
+of the measured latency and also reported alone. The plain baselines
+(:mod:`fedmatch.bench.plain`) search the same rows with the same probes; agreement compares
+the encrypted answers with their exact (float64) decisions. The node runs all its checks: the
 coordinator's certificate, the witnessed entry, the signature and certificate chain of the
 request, replay, policy and quota. Probes alternate genuine (a capture of a register row at
 a cosine drawn around the threshold) and impostor (a fresh random vector). Prints one JSON
@@ -19,7 +23,6 @@ object; the CLI puts it on the last line of stdout.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import resource
 import secrets
 import statistics
@@ -34,12 +37,14 @@ from fedmatch.audit.entry import EventKind, digest_hex
 from fedmatch.audit.events import header_event
 from fedmatch.audit.note import CosignatureVerifier
 from fedmatch.audit.party import COORDINATOR_ORIGIN, AuditConfig, PartyAudit, node_origin
+from fedmatch.bench.memory import node_memory, rss_bytes
+from fedmatch.bench.plain import PlainBaselines
 from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.domain import Category, EncryptedProbe, Purpose, QueryHeader, Sex
 from fedmatch.errors import PreconditionFailed
 from fedmatch.grpcutil.server import make_channel
 from fedmatch.he.keypair import RequesterKeys
-from fedmatch.he.params import DEFAULT_PARAM_SET
+from fedmatch.he.params import DEFAULT_PARAM_SET, get_param_set
 from fedmatch.pki.names import dns_name
 from fedmatch.pki.provision import PartyFiles, provision
 from fedmatch.protocol.gate import Gate
@@ -56,23 +61,17 @@ from fedmatch.protocol.wire import (
 )
 from fedmatch.rpc.v1 import audit_pb2_grpc, common_pb2, node_pb2, node_pb2_grpc
 
-__all__ = ["bench_search"]
+__all__ = ["DEFAULT_BENCH_PARAM_SET", "bench_search"]
+
+# The set the benchmarks' nodes run unless told otherwise: the default set. The kernel set
+# (--param-set ckks-n8192-q29.29.29.25.60-k) was slower end to end at 100K x 128 on this
+# 2-core machine (p50 2.17 s against 0.74 s, one after the other, load 1-4): its products are
+# faster, but its rotations (4 data primes, rotation base 8) cost more than they save.
+DEFAULT_BENCH_PARAM_SET = DEFAULT_PARAM_SET.name
 
 MODEL = "bench-synthetic"
 STATE = "IT"  # the searched node
 REQUESTER = "DE"
-
-
-def _rss_bytes(pid: int | str = "self") -> int:
-    with open(f"/proc/{pid}/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _engine_pids(engine: object) -> list[int]:
-    procs = getattr(engine, "_procs", [])
-    # The Ray engine's actors (their processes are on this machine when its runtime is).
-    ray_pids = [int(p) for p in getattr(engine, "worker_pids", ())]
-    return [int(p.pid) for p in procs if p.pid is not None] + ray_pids
 
 
 # The officer whose key signs the bench's requests (bench-officer.officer.xx.fedmatch.eu).
@@ -117,10 +116,11 @@ def bench_search(
     threshold: float = 0.45,
     engine: str = "local",
     ray_address: str = "",
+    param_set: str = DEFAULT_BENCH_PARAM_SET,
 ) -> dict[str, Any]:
     """``engine`` "local" runs ``threads`` worker processes (0: one per core); "ray" runs
     ``threads`` Ray actors (0: one per Ray CPU) on a private local runtime, or on the
-    cluster at ``ray_address``."""
+    cluster at ``ray_address``. ``param_set`` names the node's HE parameter set."""
     # Imported here: fedmatch is the shared library; the bench drives a real node, and
     # authorizes each search as the coordinator does.
     from coordinator.witnessing import Witnesses
@@ -133,6 +133,7 @@ def bench_search(
     from node.servicer import serve_node
     from node.store import RecordStore
 
+    ps = get_param_set(param_set)
     rng = np.random.default_rng(7)
     gallery = unit_vectors(rng, records, dimension)
     with tempfile.TemporaryDirectory(prefix="fedmatch-bench-") as tmp:
@@ -156,7 +157,7 @@ def bench_search(
         del batch
         cfg = NodeConfig(
             member_state=STATE, database=db, dimension=dimension, model_id=MODEL,
-            threshold=threshold, engine=engine,
+            threshold=threshold, engine=engine, he_param_set=ps.name,
             search_workers=threads if engine == "local" else 0,
             ray_workers=threads if engine == "ray" else 0, ray_address=ray_address,
         )  # fmt: skip
@@ -174,7 +175,7 @@ def bench_search(
         signer = RequestSigner(officer.signer(), officer.tls.chain.read_bytes())
         # Limits high enough for any run of the bench (the node still charges every search).
         policy = SearchPolicy(requests_per_minute=1_000_000, daily_quota=1_000_000)
-        rss0 = _rss_bytes()
+        rss0 = rss_bytes()
         t0 = time.perf_counter()
         # Started apart from the register's load, to report the engine's own start-up (for
         # Ray: the runtime and its actors).
@@ -186,8 +187,9 @@ def bench_search(
             search_engine.close()  # the service would have closed it
             raise
         build_s = time.perf_counter() - t0
-        # The node's memory: this process's growth plus every search worker's whole RSS.
-        node_bytes = _rss_bytes() - rss0 + sum(_rss_bytes(p) for p in _engine_pids(service.engine))
+        # The node's memory: this process's growth plus every search worker's whole RSS,
+        # and what the engine itself holds, by kind (fedmatch.bench.memory).
+        memory = node_memory(service.engine, rss_bytes() - rss0, records)
         workers = int(getattr(service.engine, "workers", 1))
         server = serve_node(service, node_security, "127.0.0.1:0")
         # The coordinator's side of the node: its certificate, the node's name.
@@ -210,15 +212,16 @@ def bench_search(
             },
         )
         try:
-            keys = RequesterKeys.generate()
+            keys = RequesterKeys.generate(ps)
+            # Made after the node's memory was measured: the baselines' copies are not its.
+            plain = PlainBaselines(gallery, threshold)
             registration = common_pb2.RegisterKeysRequest(
                 header=header_to_pb(_header()), key_bundle=key_bundle_to_pb(keys.public_bundle())
             )
             stub.RegisterKeys(registration, timeout=120)
-            exact = gallery.astype(np.float64)
             times, up, down, agree = [], 0, 0, 0
             block_bytes = 0
-            np_times, auth_times = [], []
+            auth_times: list[float] = []
             for q in range(queries + 1):  # the first query warms caches and is not timed
                 if q % 2 == 0:
                     probe = capture(
@@ -262,9 +265,8 @@ def bench_search(
                     for p in np.flatnonzero(keys.decrypt_matches(block.ciphertext))
                 ]
                 elapsed = time.perf_counter() - t0
-                t1 = time.perf_counter()
-                plain = set(np.flatnonzero(exact @ probe.astype(np.float64) >= threshold).tolist())
-                np_elapsed = time.perf_counter() - t1
+                # Exact decisions (float64), and every baseline timed (not the warm-up).
+                expected = plain.search(probe, timed=q > 0)
                 # Row ids of a fresh register are 1..n in enrolment order.
                 found = {
                     service.handles.resolve(header.query_id, REQUESTER, encode_handle(b, p)) - 1
@@ -274,10 +276,9 @@ def bench_search(
                     continue
                 times.append(elapsed)
                 auth_times.append(auth_elapsed)
-                np_times.append(np_elapsed)
                 up, down = request.ByteSize(), response.ByteSize()
                 block_bytes = max(len(block.ciphertext) for block in response.blocks)
-                agree += found == plain
+                agree += found == expected
         finally:
             channel.close()
             server.stop(0.5)
@@ -287,13 +288,12 @@ def bench_search(
             node_audit.close()
             coordinator_audit.close()
     p50 = statistics.median(times)
-    np50 = statistics.median(np_times)
-    ps = DEFAULT_PARAM_SET
     return {
         "bench": "search",
         "records": records,
         "dim": dimension,
         "scheme": "CKKS",
+        "param_set": ps.name,
         "params": {
             "name": ps.name,
             "poly_modulus_degree": ps.poly_modulus_degree,
@@ -320,9 +320,8 @@ def bench_search(
         # own cost, without the padding blocks and message framing counted above.
         "result_block_bytes": block_bytes,
         "result_bytes_per_record": round(block_bytes / ps.block_records, 3),
-        "node_rss_bytes_per_record": round(node_bytes / records, 1),
-        "numpy_p50_s": round(np50, 6),
-        "he_over_numpy": round(p50 / np50, 1) if np50 > 0 else None,
+        **memory,
+        **plain.report(p50),
         # Register rows scored per second at the median, in all and per worker: runs with
         # 1 and W workers give the scaling (per worker constant: linear).
         "records_per_s_p50": round(records / p50),

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
-from fedmatch.cli.common import EXIT_OK
+from fedmatch.cli.common import EXIT_INPUT, EXIT_OK
 
 __all__ = ["add_parsers", "run"]
 
@@ -35,6 +36,7 @@ def add_parsers(sub: Any) -> None:
     bsearch.add_argument(
         "--ray-address", default="", help='Ray cluster ("auto", "ray://host:port"); empty: local'
     )
+    _param_set_argument(bsearch)
     bfed = bench_sub.add_parser(
         "federation", help="K node processes + coordinator over mTLS: lookups end to end"
     )
@@ -45,6 +47,7 @@ def add_parsers(sub: Any) -> None:
     bfed.add_argument("--dim", type=int, default=128, help="template dimension")
     bfed.add_argument("--search-workers", type=int, default=1, help="search processes per node")
     bfed.add_argument("--workdir", type=Path, help="keep the federation's files here")
+    _param_set_argument(bfed)
     bflood = bench_sub.add_parser(
         "flood",
         help="honest lookups while a hostile state's flooder processes attack (issue 21)",
@@ -116,6 +119,31 @@ def add_parsers(sub: Any) -> None:
     baudit.add_argument("--workdir", type=Path, help="directory for the temporary logs")
 
 
+def _param_set_argument(parser: argparse.ArgumentParser) -> None:
+    """``--param-set NAME``: the HE parameter set of the bench's nodes and requester keys
+    (checked in :func:`run`: the parser does not load the HE library)."""
+    parser.add_argument(
+        "--param-set",
+        default="",
+        metavar="NAME",
+        help="HE parameter set of the nodes and the requester's keys (default: the default "
+        "set, the faster one end to end here; see fedmatch.bench.search)",
+    )
+
+
+def _param_set(args: argparse.Namespace) -> str | None:
+    """The bench's parameter set name, or None (after saying why) for an unknown one."""
+    from fedmatch.bench.search import DEFAULT_BENCH_PARAM_SET
+    from fedmatch.he.params import PARAM_SETS
+
+    name = str(args.param_set) or DEFAULT_BENCH_PARAM_SET
+    if name not in PARAM_SETS:
+        known = ", ".join(sorted(PARAM_SETS))
+        print(f"error: --param-set must be one of {known}", file=sys.stderr)
+        return None
+    return name
+
+
 def run(args: argparse.Namespace) -> int:
     if args.bench_command == "faces":
         from fedmatch.bench.faces import bench_faces
@@ -135,9 +163,13 @@ def run(args: argparse.Namespace) -> int:
     if args.bench_command == "federation":
         from fedmatch.bench.federation import bench_federation
 
+        param_set = _param_set(args)
+        if param_set is None:
+            return EXIT_INPUT
         result = bench_federation(
             args.nodes, args.records_per_node, args.queries, args.concurrency, args.dim,
             search_workers=args.search_workers, workdir=args.workdir,
+            param_set=param_set,
         )  # fmt: skip
         print(json.dumps(result))
         return EXIT_OK
@@ -152,8 +184,11 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     from fedmatch.bench.search import bench_search
 
+    param_set = _param_set(args)
+    if param_set is None:
+        return EXIT_INPUT
     print(json.dumps(bench_search(
         args.records, args.dim, args.queries, args.threads,
-        engine=args.engine, ray_address=args.ray_address,
+        engine=args.engine, ray_address=args.ray_address, param_set=param_set,
     )))  # fmt: skip
     return EXIT_OK

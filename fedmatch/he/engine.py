@@ -68,6 +68,7 @@ __all__ = [
     "PackedBase",
     "PackedEngine",
     "QueryLayout",
+    "RowSource",
     "SearchEngine",
     "SearchOutput",
     "blank_rows",
@@ -85,6 +86,11 @@ __all__ = [
 
 # One encoded register block, as an engine keeps it (see PackedBase).
 BlockT = TypeVar("BlockT")
+
+# Register rows ``start`` to ``stop`` (float32, in row order, an erased row all zeros): where
+# an engine re-reads rows to re-encode a block once its owner keeps them (the node: its
+# store), so that it does not hold a second copy of the register's templates.
+RowSource = Callable[[int, int], npt.NDArray[np.float32]]
 
 # Blocks scored together, diagonal-major (see PackedEngine._products): 8 accumulators of
 # 262 KB plus one rotation stay within a core's cache.
@@ -196,6 +202,10 @@ class SearchEngine(Protocol):
     def erase(self, rows: Sequence[int]) -> None:
         """Blank rows in place (they can never match again: 0 - t < 0), re-encoding only
         the blocks that hold them. Row numbers, and so every other row's position, stay."""
+
+    def read_rows_from(self, source: RowSource) -> None:
+        """From now on, read the rows a re-encoding needs from ``source`` and drop the
+        engine's own copy of the rows (an engine whose rows live elsewhere keeps them)."""
 
     def search(
         self,
@@ -378,7 +388,11 @@ class PackedBase(Generic[BlockT]):
         self._ctx = ctx
         self._encoder = seal.CKKSEncoder(ctx)
         self._evaluator = seal.Evaluator(ctx)
+        # The rows, kept to re-encode a block on enrolment and erasure, until the owner says
+        # where to read them (read_rows_from); then only their count is.
         self._rows = np.zeros((0, dimension), dtype=np.float32)
+        self._source: RowSource | None = None
+        self._size = 0
         self._blocks: list[BlockT] = []
         # The baby-step count new blocks are encoded with (chosen by load()).
         self._baby_steps = self._dp
@@ -394,10 +408,37 @@ class PackedBase(Generic[BlockT]):
 
     @property
     def size(self) -> int:
-        return int(self._rows.shape[0])
+        return self._size
 
     def close(self) -> None:
         """Nothing to release: everything lives in this process."""
+
+    def read_rows_from(self, source: RowSource) -> None:
+        self._source = source
+        self._rows = np.zeros((0, self._dimension), dtype=np.float32)
+
+    def _read_rows(self, start: int, stop: int) -> npt.NDArray[np.float32]:
+        """Rows ``start`` to ``stop`` of the register, from the source if there is one."""
+        if self._source is None:
+            return self._rows[start:stop]
+        return self.check_rows(self._source(start, stop))
+
+    def _kept(self, rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """What the engine keeps of the whole register's ``rows``: all of them without a
+        source, none with one."""
+        return rows if self._source is None else self._rows
+
+    def held_bytes(self) -> dict[str, int]:
+        """Bytes of the register this engine holds, by kind: ``register`` (the encoded
+        blocks) and ``rows`` (the float32 rows, none once they are read from a source)."""
+        return {
+            "register": sum(self.block_nbytes(block) for block in self._blocks),
+            "rows": int(self._rows.nbytes),
+        }
+
+    def block_nbytes(self, block: BlockT) -> int:
+        """Bytes of one encoded block's data."""
+        raise NotImplementedError
 
     def check_rows(self, templates: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """``templates`` as float32 rows of this engine's dimension, or InvalidInput."""
@@ -417,38 +458,50 @@ class PackedBase(Generic[BlockT]):
         return rotation_cost(self._dp, baby_steps, blocks, self._params.rotation_base)
 
     def load(self, templates: npt.NDArray[np.float32]) -> None:
-        rows = self.check_rows(templates).copy()
+        rows = self.check_rows(templates)
         nblocks = self._nblocks(rows.shape[0])
         baby = self.choose_baby_steps(nblocks)
         blocks = [self._encode_block(rows, b, baby) for b in range(nblocks)]
+        kept = self._kept(rows.copy() if self._source is None else rows)
         # Swap in one step, so a concurrent reader sees the old or the new register.
-        self._rows, self._blocks, self._baby_steps = rows, blocks, baby
+        self._rows, self._size, self._blocks, self._baby_steps = kept, len(rows), blocks, baby
 
     def append(self, templates: npt.NDArray[np.float32]) -> None:
         new = self.check_rows(templates)
         if new.shape[0] == 0:
             return
-        rows = np.concatenate([self._rows, new])
-        nblocks = self._nblocks(len(rows))
+        size, per = self.size, self._params.block_records
+        nblocks = self._nblocks(size + len(new))
         best = self.choose_baby_steps(nblocks)
         if self._rotation_cost(self._baby_steps, nblocks) > 2 * self._rotation_cost(best, nblocks):
             # Enrolment grew the register far past what its split was chosen for: one full
             # re-encode (rare: a split stays within 2x of the best over a wide size range).
+            rows = np.concatenate([self._read_rows(0, size), new])
             blocks = [self._encode_block(rows, b, best) for b in range(nblocks)]
-            self._rows, self._blocks, self._baby_steps = rows, blocks, best
+            self._rows, self._size = self._kept(rows), len(rows)
+            self._blocks, self._baby_steps = blocks, best
             return
-        first = self.size // self._params.block_records
-        baby = self._baby_steps
-        touched = [self._encode_block(rows, b, baby) for b in range(first, nblocks)]
-        self._rows, self._blocks = rows, self._blocks[:first] + touched
+        first, baby = size // per, self._baby_steps
+        # The rows from the first block the new ones touch (its older rows are re-encoded).
+        tail = np.concatenate([self._read_rows(first * per, size), new])
+        touched = [self._encode_block(tail, b, baby) for b in range(nblocks - first)]
+        kept = self._kept(np.concatenate([self._rows, new]))
+        self._rows, self._size, self._blocks = kept, size + len(new), self._blocks[:first] + touched
 
     def erase(self, rows: Sequence[int]) -> None:
-        blank = blank_rows(self._rows, rows)
-        touched = sorted({r // self._params.block_records for r in rows})
+        if any(not 0 <= r < self.size for r in rows):
+            raise InvalidInput("erase names a row outside the register")
+        per = self._params.block_records
         blocks = list(self._blocks)
-        for b in touched:
-            blocks[b] = self._encode_block(blank, b, self._split(blocks[b]))
-        self._rows, self._blocks = blank, blocks
+        for b in sorted({r // per for r in rows}):
+            start = b * per
+            chunk = blank_rows(
+                self._read_rows(start, min(start + per, self.size)),
+                [r - start for r in rows if start <= r < start + per],
+            )
+            blocks[b] = self.encode_block_rows(chunk, self._split(blocks[b]))
+        kept = self._kept(blank_rows(self._rows, rows) if self._source is None else self._rows)
+        self._rows, self._blocks = kept, blocks
 
     def _encode_block(self, rows: npt.NDArray[np.float32], index: int, baby_steps: int) -> BlockT:
         per = self._params.block_records
@@ -767,8 +820,8 @@ class PackedBase(Generic[BlockT]):
             sign = np.where(_uniform(2 * slots) < 0.5, -1.0, 1.0)
             rho = sign * np.exp2(low + 2.0 * _uniform(2 * slots))
             plain, product = seal.Plaintext(), seal.Ciphertext()
-            values = rho[:slots] + 1j * rho[slots:]
-            self._encode_values(values, term.parms_id(), ps.register_scale, plain)
+            values = (rho[:slots] + 1j * rho[slots:]).tolist()
+            self._encoder.encode(values, term.parms_id(), ps.register_scale, plain)
             self._evaluator.multiply_plain(term, plain, product)
             self._evaluator.add_inplace(acc, product)
 
@@ -778,32 +831,6 @@ class PackedBase(Generic[BlockT]):
         value = complex(threshold, threshold)
         self._encoder.encode([value] * self._params.slots, acc.parms_id(), acc.scale, plain)
         return plain
-
-    def _encode_values(
-        self,
-        values: npt.NDArray[np.complex128],
-        parms_id: list[int],
-        scale: float,
-        plain: seal.Plaintext,
-    ) -> None:
-        """A block's fresh random slot values (masks, weights, garbling factors, decoys,
-        flood) encoded into ``plain``: by the native encoder where it is faster than
-        SEAL's (levels of primes below 2^30, the kernel set: ~0.3 ms against ~0.6 ms at
-        four primes, :mod:`fedmatch.he.ckks_encode`), else by SEAL. Both give the same
-        plaintext up to a coefficient's rounding of ``.5``, so the encoding error (std ~26
-        in slot units at scale 1) is the same."""
-        if self._params.kernel:
-            # Imported here: it loads numba, which a default-set engine never does.
-            from fedmatch.he import ckks_encode
-
-            native = ckks_encode.native_encoder(self._params)
-            if native.fast(parms_id):
-                try:
-                    native.encode(values, parms_id, scale, plain)
-                    return
-                except HEError:
-                    pass  # beyond 2^62 per coefficient: SEAL's multi-precision path decides
-        self._encoder.encode(values.astype(np.complex128).tolist(), parms_id, scale, plain)
 
     def _mask(
         self,
@@ -821,7 +848,7 @@ class PackedBase(Generic[BlockT]):
         set (block row order: slot s's real part is row s, its imaginary part row
         slots + s) gets the mask 0 and, after the rescale, a fresh negative decoy instead
         (see _DECOY_SCORE_SD): its score is multiplied away, whatever the probe's norm."""
-        ev, ps = self._evaluator, self._params
+        ev, enc, ps = self._evaluator, self._encoder, self._params
         slots = ps.slots
         if flags is not None and flags.shape != (2 * slots,):
             raise InvalidInput("block exclusions must hold one flag per block record")
@@ -841,8 +868,8 @@ class PackedBase(Generic[BlockT]):
             r1[flags[:slots]] = 0.0
             r2[flags[slots:]] = 0.0
         plus, minus = seal.Plaintext(), seal.Plaintext()
-        self._encode_values(((r1 + r2) / 2).astype(np.complex128), parms_id, 1.0, plus)
-        self._encode_values(((r1 - r2) / 2).astype(np.complex128), parms_id, 1.0, minus)
+        enc.encode(((r1 + r2) / 2).astype(np.complex128).tolist(), parms_id, 1.0, plus)
+        enc.encode(((r1 - r2) / 2).astype(np.complex128).tolist(), parms_id, 1.0, minus)
         ev.multiply_plain_inplace(acc, plus)
         ev.multiply_plain_inplace(conj, minus)
         ev.add_inplace(acc, conj)
@@ -855,8 +882,8 @@ class PackedBase(Generic[BlockT]):
                 for _ in range(2)
             ]
             weights, product = seal.Plaintext(), seal.Ciphertext()
-            values = r1 * factors[0] + 1j * r2 * factors[1]
-            self._encode_values(values, parms_id, 1.0, weights)
+            values = (r1 * factors[0] + 1j * r2 * factors[1]).tolist()
+            enc.encode(values, parms_id, 1.0, weights)
             ev.multiply_plain(excess, weights, product)
             ev.add_inplace(acc, product)
         self._rescale_to_result(acc)
@@ -896,8 +923,8 @@ class PackedBase(Generic[BlockT]):
         )
         decoys[~flags] = 0.0
         plain = seal.Plaintext()
-        values = decoys[:slots] + 1j * decoys[slots:]
-        self._encode_values(values, acc.parms_id(), acc.scale, plain)
+        values = (decoys[:slots] + 1j * decoys[slots:]).tolist()
+        self._encoder.encode(values, acc.parms_id(), acc.scale, plain)
         return plain
 
     def _rotate(self, ct: seal.Ciphertext, shift: int, keys: EvaluationKeys) -> None:
@@ -921,7 +948,7 @@ class PackedBase(Generic[BlockT]):
         bound = float(2**ps.flood_bits)
         noise = (2 * _uniform(ps.slots) - 1) + 1j * (2 * _uniform(ps.slots) - 1)
         plain = seal.Plaintext()
-        self._encode_values((bound * noise).astype(np.complex128), parms_id, ct.scale, plain)
+        self._encoder.encode((bound * noise).tolist(), parms_id, ct.scale, plain)
         # One public-key encryption of the noise: fresh randomness and the flooding together.
         fresh = seal.Ciphertext()
         self._encryptor(keys).encrypt(plain, fresh)
@@ -954,6 +981,10 @@ class PackedEngine(PackedBase[list[seal.Plaintext]]):
             self._encoder.encode(diagonal.tolist(), parms_id, self._params.register_scale, plain)
             plains.append(plain)
         return EncodedBlock(plains, n1)
+
+    def block_nbytes(self, block: list[seal.Plaintext]) -> int:
+        # A plaintext's words: one 64-bit word per coefficient and modulus.
+        return sum(8 * plain.coeff_count() for plain in block)
 
     def _products(
         self,

@@ -56,6 +56,7 @@ from fedmatch.errors import (
 )
 from fedmatch.he.engine import (
     PackedEngine,
+    RowSource,
     SearchOutput,
     blank_rows,
     check_search,
@@ -379,6 +380,10 @@ class RayEngine:
                 for b, offsets in sorted(by_block.items())
             ]
         )
+
+    def read_rows_from(self, source: RowSource) -> None:
+        """Nothing changes: each actor keeps its own blocks' rows, on its own machine, to
+        re-encode them there (the node's store is not reachable from a Ray cluster)."""
 
     def _key_ref(self, keys: EvaluationKeys) -> Any:
         """The object-store reference of ``keys``' bundle, put there once per key id."""

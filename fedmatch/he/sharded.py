@@ -2,7 +2,9 @@
 
 tenseal holds the GIL, so threads cannot score in parallel; processes can. Block ``b`` lives
 in worker ``b % W``, which encodes it (in parallel at load) and keeps its plaintexts; the
-main process keeps the rows (to route re-encoding on enrolment) and the per-query layout.
+main process keeps the rows (to route re-encoding on enrolment and erasure: a node tells it to
+read them from its store instead, :meth:`ShardedEngine.read_rows_from`) and the per-query
+layout.
 A query is sent to every worker with its share of (response position, block, shift) jobs;
 each worker computes the query's baby-step rotations itself (in parallel) and scores its
 blocks. The baby-step/giant-step split (:mod:`fedmatch.he.engine`) is chosen from the
@@ -32,9 +34,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fedmatch.errors import DeadlineExceeded, FedmatchError, Unavailable
+from fedmatch.errors import DeadlineExceeded, FedmatchError, InvalidInput, Unavailable
 from fedmatch.he.engine import (
     PackedEngine,
+    RowSource,
     SearchOutput,
     blank_rows,
     check_search,
@@ -45,6 +48,7 @@ from fedmatch.he.engine import (
 from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
 from fedmatch.he.local import local_engine
 from fedmatch.he.params import ParamSet, get_param_set
+from fedmatch.ops.heap import release_free_heap
 
 __all__ = ["ShardedEngine", "default_workers"]
 
@@ -92,11 +96,15 @@ def _worker_main(
                     del rows
                 finally:
                     shm.close()
+                # The encoder's temporaries are freed: give their pages back to the system.
+                release_free_heap()
                 conn.send(("ok",))
             elif kind == "encode_rows":
                 _, index, chunk, baby = msg
                 blocks[index] = engine.encode_block_rows(chunk, baby)
                 conn.send(("ok",))
+            elif kind == "held":
+                conn.send(("held", sum(engine.block_nbytes(b) for b in blocks.values())))
             elif kind == "keys":
                 _, key_id, bundle = msg
                 keys[key_id] = open_key_bundle(bundle)
@@ -157,7 +165,10 @@ class ShardedEngine:
             self._conns.append(parent)
             self._procs.append(proc)
             self._key_ids.append(OrderedDict())
+        # As PackedBase keeps them: the rows until the owner names their source.
         self._rows = np.zeros((0, dimension), dtype=np.float32)
+        self._source: RowSource | None = None
+        self._size = 0
         self._nblocks = 0
         self._baby_steps = self._local.choose_baby_steps(0)
 
@@ -171,7 +182,7 @@ class ShardedEngine:
 
     @property
     def size(self) -> int:
-        return int(self._rows.shape[0])
+        return self._size
 
     @property
     def workers(self) -> int:
@@ -190,6 +201,30 @@ class ShardedEngine:
         for conn in self._conns:
             conn.close()
         self._conns.clear()
+
+    def read_rows_from(self, source: RowSource) -> None:
+        self._source = source
+        self._rows = np.zeros((0, self._dimension), dtype=np.float32)
+
+    def _read_rows(self, start: int, stop: int) -> npt.NDArray[np.float32]:
+        if self._source is None:
+            return self._rows[start:stop]
+        return self._local.check_rows(self._source(start, stop))
+
+    def held_bytes(self) -> dict[str, int]:
+        """As :meth:`PackedBase.held_bytes`: the workers' encoded blocks, the rows here."""
+        register = 0
+        for conn in self._conns:
+            conn.send(("held",))
+        for w in range(len(self._conns)):
+            try:
+                reply = self._conns[w].recv()
+            except (EOFError, OSError):
+                raise Unavailable("a search worker process ended") from None
+            if reply[0] != "held":
+                raise _worker_error(reply)
+            register += int(reply[1])
+        return {"register": register, "rows": int(self._rows.nbytes)}
 
     def _owner(self, block: int) -> int:
         return block % len(self._conns)
@@ -229,30 +264,40 @@ class ShardedEngine:
         finally:
             shm.close()
             shm.unlink()
-        self._rows, self._nblocks, self._baby_steps = rows.copy(), nblocks, baby
+        kept = rows.copy() if self._source is None else self._rows
+        self._rows, self._size, self._nblocks, self._baby_steps = kept, len(rows), nblocks, baby
 
     def append(self, templates: npt.NDArray[np.float32]) -> None:
         new = self._local.check_rows(templates)
         if new.shape[0] == 0:
             return
-        per = self._params.block_records
-        first = self.size // per
-        rows = np.concatenate([self._rows, new])
-        nblocks = self._nblocks_for(rows.shape[0])
+        per, size = self._params.block_records, self.size
+        first = size // per
+        # The rows from the first block the new ones touch (its older rows are re-encoded).
+        tail = np.concatenate([self._read_rows(first * per, size), new])
+        nblocks = self._nblocks_for(size + len(new))
         # Only the blocks the new rows touch, with the split chosen at load (a worker's
         # blocks must share one split to share its baby steps).
         for b in range(first, nblocks):
-            chunk = rows[b * per : (b + 1) * per]
+            chunk = tail[(b - first) * per : (b - first + 1) * per]
             self._call(self._owner(b), ("encode_rows", b, chunk, self._baby_steps))
-        self._rows, self._nblocks = rows, nblocks
+        if self._source is None:
+            self._rows = np.concatenate([self._rows, new])
+        self._size, self._nblocks = size + len(new), nblocks
 
     def erase(self, rows: Sequence[int]) -> None:
-        blank = blank_rows(self._rows, rows)
+        if any(not 0 <= r < self.size for r in rows):
+            raise InvalidInput("erase names a row outside the register")
         per = self._params.block_records
         for b in sorted({r // per for r in rows}):  # only the blocks holding erased rows
-            chunk = blank[b * per : (b + 1) * per]
+            start = b * per
+            chunk = blank_rows(
+                self._read_rows(start, min(start + per, self.size)),
+                [r - start for r in rows if start <= r < start + per],
+            )
             self._call(self._owner(b), ("encode_rows", b, chunk, self._baby_steps))
-        self._rows = blank
+        if self._source is None:
+            self._rows = blank_rows(self._rows, rows)
 
     def _ensure_keys(self, keys: EvaluationKeys) -> None:
         for w, known in enumerate(self._key_ids):

@@ -10,11 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fedmatch.bench.search import DEFAULT_BENCH_PARAM_SET
+
 EXPECTED_KEYS = {
     "bench", "nodes", "searched_per_lookup", "records_per_node", "queries", "concurrency",
     "transport", "signed_requests", "p50_s", "p95_s", "max_s", "errors", "bytes_up_per_lookup",
     "bytes_down_per_lookup", "lookup_parts_ms_p50", "node_call_ms", "cpu_s_per_lookup",
-    "numpy_records", "numpy_p50_s", "he_over_numpy", "agreement", "memory", "peak_rss_sum_mb",
+    "searched_records", "plain_p50_s", "plain_float64_p50_s", "he_over_plain", "param_set",
+    "agreement", "memory", "peak_rss_sum_mb",
     "rss_growth_max_mb", "memory_stable", "lookups_with_hits", "expected_lookups_with_hits",
     "key_bytes_once", "setup_s",
 }  # fmt: skip
@@ -46,5 +49,9 @@ def test_bench_federation_prints_json_with_zero_errors_and_full_agreement(tmp_pa
     assert 0 < result["p50_s"] <= result["p95_s"] <= result["max_s"]
     assert result["bytes_up_per_lookup"] > 100_000  # one probe ciphertext (~126 KB)
     assert result["bytes_down_per_lookup"] > 2 * 100_000  # a result block per searched node
-    assert result["numpy_records"] >= 2 * 200
+    assert result["searched_records"] >= 2 * 200
+    # The plain baselines of the same registers and probes (float32 is HE's denominator).
+    for field in ("plain_p50_s", "plain_float64_p50_s", "he_over_plain"):
+        assert result[field] > 0, field
+    assert result["param_set"] == DEFAULT_BENCH_PARAM_SET
     assert result["key_bytes_once"] > 30_000_000

@@ -1,6 +1,7 @@
 """``fedmatch bench search`` at a tiny size: every query is signed by an operator and goes on
 the coordinator's record first (as a real search must), the node answers it over mutual TLS
-after all its checks, and the JSON reports the authorization time."""
+after all its checks, and the JSON reports the authorization time, the plain baselines and
+the node's memory by component."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ from typing import Any
 
 import pytest
 
-from fedmatch.bench.search import bench_search
+from fedmatch.bench.plain import faiss_module
+from fedmatch.bench.search import DEFAULT_BENCH_PARAM_SET, bench_search
+from fedmatch.cli.common import EXIT_INPUT
+from fedmatch.cli.main import main
 from fedmatch.protocol.gate import Gate
 from fedmatch.protocol.transport import Security
 
 
-def test_bench_search_authorizes_every_query_and_agrees_with_numpy(
+def test_bench_search_authorizes_every_query_and_agrees_with_plaintext(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     consumed: list[str] = []
@@ -45,3 +49,22 @@ def test_bench_search_authorizes_every_query_and_agrees_with_numpy(
     assert (result["transport"], result["signed_requests"]) == ("mtls", True)
     assert consumed == ["bench-officer.officer.de.fedmatch.eu"] * 3
     assert peers and set(peers) == {"coordinator"}
+    # The node ran the bench's default set, and the requester's keys were made for it.
+    assert result["param_set"] == DEFAULT_BENCH_PARAM_SET == result["params"]["name"]
+    # The plain baselines of the same rows and probes: the float32 product with the
+    # threshold compare is the one HE is measured against; float64 is the earlier one.
+    for field in ("plain_p50_s", "plain_float64_p50_s", "he_over_plain"):
+        assert result[field] > 0, field
+    assert ("faiss_p50_s" in result) == (faiss_module() is not None)
+    # The node's memory by component: the encoded register (one process: none in workers),
+    # no float32 rows (the node re-reads them from its store), and the whole RSS (its sign
+    # is not checked: in a test process the node gives back heap that earlier tests freed;
+    # tests/integration/test_node_memory.py measures RSS in a process of its own making).
+    assert "node_rss_bytes_per_record" in result
+    assert result["register_bytes_per_record"] > 0
+    assert result["engine_rows_bytes_per_record"] == 0
+
+
+def test_bench_search_refuses_an_unknown_parameter_set(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "search", "--records", "10", "--param-set", "ckks-none"]) == EXIT_INPUT
+    assert "--param-set must be one of" in capsys.readouterr().err
