@@ -4,6 +4,8 @@ parameter sets."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -68,8 +70,9 @@ def test_native_encoding_is_seals(ps: ParamSet) -> None:
             # Coefficients up to ~2^13 times the largest value: only where they fit.
             if np.log2(scale * magnitude) + 14 > min(room, 61):
                 continue
-            values = magnitude * (
-                rng.standard_normal(ps.slots) + 1j * rng.standard_normal(ps.slots)
+            values = np.asarray(
+                magnitude * (rng.standard_normal(ps.slots) + 1j * rng.standard_normal(ps.slots)),
+                dtype=np.complex128,
             )
             expected = seal.Plaintext()
             encoder.encode(values.tolist(), parms_id, scale, expected)
@@ -117,10 +120,11 @@ def test_masks_at_scale_one_keep_seals_encoding_error() -> None:
     masks = np.exp2(30 + 17 * rng.random(ps.slots)).astype(np.complex128)
     masks[::7] = 0.0  # excluded rows' zero masks
     errors = []
-    for encode in (
+    encodings: tuple[Callable[[], seal.Plaintext], ...] = (
         lambda: native.encode(masks, parms_id, 1.0),
         lambda: _seal_encoded(encoder, masks, parms_id),
-    ):
+    )
+    for encode in encodings:
         decoded = np.array(encoder.decode_complex(encode()))
         errors.append(np.concatenate([(decoded - masks).real, (decoded - masks).imag]).std())
     ours, theirs = errors

@@ -219,7 +219,8 @@ def _ntt_words(ps: ParamSet, coefficients: np.ndarray) -> np.ndarray:
     sealmem.write_ciphertext(ct, ctx, words)
     seal.Evaluator(ctx).transform_to_ntt_inplace(ct)
     sealmem.read_ciphertext(ct, words)
-    return words[0]
+    first: np.ndarray = words[0]
+    return first
 
 
 def test_a_secret_beyond_the_norm_bound_is_refused() -> None:
