@@ -33,7 +33,7 @@ import numpy.typing as npt
 import tenseal.sealapi as seal
 
 from fedmatch.errors import HEError
-from fedmatch.he import kernel, sealmem
+from fedmatch.he import ckks_encode, kernel, sealmem
 from fedmatch.he.engine import PackedBase, _check_stop, key_switches, rotation_cost
 from fedmatch.he.keys import EvaluationKeys
 from fedmatch.he.params import ParamSet
@@ -97,6 +97,10 @@ class KernelEngine(PackedBase[KernelBlock]):
         self._tile = kernel.tile_for(self._dp, params.poly_modulus_degree)
         self._threads = threads or kernel.default_threads()
         self.compile_seconds = kernel.warm_up()
+        # The native encoder of the per-block random plaintexts (PackedBase._encode_values):
+        # compiled and its tables built now, not in a query.
+        self.encoder_compile_seconds = ckks_encode.warm_up()
+        ckks_encode.native_encoder(params).prepare()
 
     def choose_baby_steps(self, blocks: int) -> int:
         """As PackedBase's, counting that a split with giant steps leaves each block's
