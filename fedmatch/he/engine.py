@@ -38,6 +38,8 @@ step 2 is SEAL's in :class:`PackedEngine` and the native kernel's in
    :mod:`fedmatch.he.params`), then the block is rotated by a fresh random shift, re-randomized
    by adding a fresh public-key encryption of slot-domain noise of 2^16, and the blocks leave
    in a fresh random order. A result position therefore names a different record in every query.
+   (The kernel engine rotates a block's sum while it computes it, before step 3, with no key
+   switch; its exclusion flags move with it, see :meth:`PackedBase._rotated_products`.)
 
 The node keeps the per-query :class:`QueryLayout` (block order, shifts, register size) to map
 a position the requester reports back to a register row.

@@ -53,8 +53,10 @@ swapped for it, until the kernel engine is faster end to end with every protecti
   Narrower masks would weaken the magnitude bound (0.13 bit per record at 17 bits); a
   smaller S the norm check.
 - Rotation base 8 (29 Galois keys, bundle ~46 MB; base 16 would need 46 keys, 71.5 MB,
-  over the 64 MB bundle bound): a result's random shift takes up to four key switches, at
-  the cheap result level.
+  over the 64 MB bundle bound). A result's random shift costs no key switch: the kernel
+  rotates a block's sum as it computes it (:mod:`fedmatch.he.slotorder`); only a small
+  register's blocks, with giant steps, leave the shift modulo dp to up to three key
+  switches at the result level.
 - Lazy accumulation: a product of residues below a 29-bit q is below 2^58; from zero,
   uint64 holds floor((2^64 - 1) / (q - 1)^2) = 64 of them (16,400 for q3); the kernel then
   folds the accumulator (hi * (2^32 mod q) + lo, below 2^32 q, congruent) and continues 56
