@@ -62,6 +62,7 @@ from fedmatch.he import resultfmt, rng, sealio, uniform
 from fedmatch.he.keys import EvaluationKeys
 from fedmatch.he.layout import padded_dimension
 from fedmatch.he.params import ParamSet
+from fedmatch.he.rows import KeptRows, RowSource, blank_rows
 
 __all__ = [
     "MAX_CIPHERTEXT_BYTES",
@@ -88,11 +89,6 @@ __all__ = [
 
 # One encoded register block, as an engine keeps it (see PackedBase).
 BlockT = TypeVar("BlockT")
-
-# Register rows ``start`` to ``stop`` (float32, in row order, an erased row all zeros): where
-# an engine re-reads rows to re-encode a block once its owner keeps them (the node: its
-# store), so that it does not hold a second copy of the register's templates.
-RowSource = Callable[[int, int], npt.NDArray[np.float32]]
 
 # Blocks scored together, diagonal-major (see PackedEngine._products): 8 accumulators of
 # 262 KB plus one rotation stay within a core's cache.
@@ -257,16 +253,6 @@ def _random_order(n: int) -> list[int]:
     return order
 
 
-def blank_rows(rows: npt.NDArray[np.float32], erase: Sequence[int]) -> npt.NDArray[np.float32]:
-    """A copy of ``rows`` with the ``erase`` rows zeroed (a copy: a concurrent search keeps
-    the snapshot it started with)."""
-    if any(not 0 <= r < rows.shape[0] for r in erase):
-        raise InvalidInput("erase names a row outside the register")
-    out = rows.copy()
-    out[list(erase)] = 0.0
-    return out
-
-
 def check_exclude(exclude: npt.NDArray[np.bool_] | None, rows: int) -> npt.NDArray[np.bool_] | None:
     """``exclude`` checked against a register of ``rows`` rows, or InvalidInput; None when
     it excludes no row (the search then runs exactly as without it)."""
@@ -392,8 +378,7 @@ class PackedBase(Generic[BlockT]):
         self._evaluator = seal.Evaluator(ctx)
         # The rows, kept to re-encode a block on enrolment and erasure, until the owner says
         # where to read them (read_rows_from); then only their count is.
-        self._rows = np.zeros((0, dimension), dtype=np.float32)
-        self._source: RowSource | None = None
+        self._rows = KeptRows(dimension, self.check_rows)
         self._size = 0
         self._blocks: list[BlockT] = []
         # The baby-step count new blocks are encoded with (chosen by load()).
@@ -416,26 +401,14 @@ class PackedBase(Generic[BlockT]):
         """Nothing to release: everything lives in this process."""
 
     def read_rows_from(self, source: RowSource) -> None:
-        self._source = source
-        self._rows = np.zeros((0, self._dimension), dtype=np.float32)
-
-    def _read_rows(self, start: int, stop: int) -> npt.NDArray[np.float32]:
-        """Rows ``start`` to ``stop`` of the register, from the source if there is one."""
-        if self._source is None:
-            return self._rows[start:stop]
-        return self.check_rows(self._source(start, stop))
-
-    def _kept(self, rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """What the engine keeps of the whole register's ``rows``: all of them without a
-        source, none with one."""
-        return rows if self._source is None else self._rows
+        self._rows.read_from(source)
 
     def held_bytes(self) -> dict[str, int]:
         """Bytes of the register this engine holds, by kind: ``register`` (the encoded
         blocks) and ``rows`` (the float32 rows, none once they are read from a source)."""
         return {
             "register": sum(self.block_nbytes(block) for block in self._blocks),
-            "rows": int(self._rows.nbytes),
+            "rows": self._rows.nbytes,
         }
 
     def block_nbytes(self, block: BlockT) -> int:
@@ -464,9 +437,9 @@ class PackedBase(Generic[BlockT]):
         nblocks = self._nblocks(rows.shape[0])
         baby = self.choose_baby_steps(nblocks)
         blocks = [self._encode_block(rows, b, baby) for b in range(nblocks)]
-        kept = self._kept(rows.copy() if self._source is None else rows)
+        self._rows.replace(rows)
         # Swap in one step, so a concurrent reader sees the old or the new register.
-        self._rows, self._size, self._blocks, self._baby_steps = kept, len(rows), blocks, baby
+        self._size, self._blocks, self._baby_steps = len(rows), blocks, baby
 
     def append(self, templates: npt.NDArray[np.float32]) -> None:
         new = self.check_rows(templates)
@@ -478,17 +451,18 @@ class PackedBase(Generic[BlockT]):
         if self._rotation_cost(self._baby_steps, nblocks) > 2 * self._rotation_cost(best, nblocks):
             # Enrolment grew the register far past what its split was chosen for: one full
             # re-encode (rare: a split stays within 2x of the best over a wide size range).
-            rows = np.concatenate([self._read_rows(0, size), new])
+            rows = np.concatenate([self._rows.read(0, size), new])
             blocks = [self._encode_block(rows, b, best) for b in range(nblocks)]
-            self._rows, self._size = self._kept(rows), len(rows)
+            self._rows.replace(rows)
+            self._size = len(rows)
             self._blocks, self._baby_steps = blocks, best
             return
         first, baby = size // per, self._baby_steps
         # The rows from the first block the new ones touch (its older rows are re-encoded).
-        tail = np.concatenate([self._read_rows(first * per, size), new])
+        tail = np.concatenate([self._rows.read(first * per, size), new])
         touched = [self._encode_block(tail, b, baby) for b in range(nblocks - first)]
-        kept = self._kept(np.concatenate([self._rows, new]))
-        self._rows, self._size, self._blocks = kept, size + len(new), self._blocks[:first] + touched
+        self._rows.extend(new)
+        self._size, self._blocks = size + len(new), self._blocks[:first] + touched
 
     def erase(self, rows: Sequence[int]) -> None:
         if any(not 0 <= r < self.size for r in rows):
@@ -498,12 +472,12 @@ class PackedBase(Generic[BlockT]):
         for b in sorted({r // per for r in rows}):
             start = b * per
             chunk = blank_rows(
-                self._read_rows(start, min(start + per, self.size)),
+                self._rows.read(start, min(start + per, self.size)),
                 [r - start for r in rows if start <= r < start + per],
             )
             blocks[b] = self.encode_block_rows(chunk, self._split(blocks[b]))
-        kept = self._kept(blank_rows(self._rows, rows) if self._source is None else self._rows)
-        self._rows, self._blocks = kept, blocks
+        self._rows.blank(rows)
+        self._blocks = blocks
 
     def _encode_block(self, rows: npt.NDArray[np.float32], index: int, baby_steps: int) -> BlockT:
         per = self._params.block_records

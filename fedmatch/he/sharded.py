@@ -48,6 +48,7 @@ from fedmatch.he.engine import (
 from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
 from fedmatch.he.local import local_engine
 from fedmatch.he.params import ParamSet, get_param_set
+from fedmatch.he.rows import KeptRows
 from fedmatch.ops.heap import release_free_heap
 
 __all__ = ["ShardedEngine", "default_workers"]
@@ -166,8 +167,7 @@ class ShardedEngine:
             self._procs.append(proc)
             self._key_ids.append(OrderedDict())
         # As PackedBase keeps them: the rows until the owner names their source.
-        self._rows = np.zeros((0, dimension), dtype=np.float32)
-        self._source: RowSource | None = None
+        self._rows = KeptRows(dimension, self._local.check_rows)
         self._size = 0
         self._nblocks = 0
         self._baby_steps = self._local.choose_baby_steps(0)
@@ -203,13 +203,7 @@ class ShardedEngine:
         self._conns.clear()
 
     def read_rows_from(self, source: RowSource) -> None:
-        self._source = source
-        self._rows = np.zeros((0, self._dimension), dtype=np.float32)
-
-    def _read_rows(self, start: int, stop: int) -> npt.NDArray[np.float32]:
-        if self._source is None:
-            return self._rows[start:stop]
-        return self._local.check_rows(self._source(start, stop))
+        self._rows.read_from(source)
 
     def held_bytes(self) -> dict[str, int]:
         """As :meth:`PackedBase.held_bytes`: the workers' encoded blocks, the rows here."""
@@ -224,7 +218,7 @@ class ShardedEngine:
             if reply[0] != "held":
                 raise _worker_error(reply)
             register += int(reply[1])
-        return {"register": register, "rows": int(self._rows.nbytes)}
+        return {"register": register, "rows": self._rows.nbytes}
 
     def _owner(self, block: int) -> int:
         return block % len(self._conns)
@@ -264,8 +258,8 @@ class ShardedEngine:
         finally:
             shm.close()
             shm.unlink()
-        kept = rows.copy() if self._source is None else self._rows
-        self._rows, self._size, self._nblocks, self._baby_steps = kept, len(rows), nblocks, baby
+        self._rows.replace(rows)
+        self._size, self._nblocks, self._baby_steps = len(rows), nblocks, baby
 
     def append(self, templates: npt.NDArray[np.float32]) -> None:
         new = self._local.check_rows(templates)
@@ -274,15 +268,14 @@ class ShardedEngine:
         per, size = self._params.block_records, self.size
         first = size // per
         # The rows from the first block the new ones touch (its older rows are re-encoded).
-        tail = np.concatenate([self._read_rows(first * per, size), new])
+        tail = np.concatenate([self._rows.read(first * per, size), new])
         nblocks = self._nblocks_for(size + len(new))
         # Only the blocks the new rows touch, with the split chosen at load (a worker's
         # blocks must share one split to share its baby steps).
         for b in range(first, nblocks):
             chunk = tail[(b - first) * per : (b - first + 1) * per]
             self._call(self._owner(b), ("encode_rows", b, chunk, self._baby_steps))
-        if self._source is None:
-            self._rows = np.concatenate([self._rows, new])
+        self._rows.extend(new)
         self._size, self._nblocks = size + len(new), nblocks
 
     def erase(self, rows: Sequence[int]) -> None:
@@ -292,12 +285,11 @@ class ShardedEngine:
         for b in sorted({r // per for r in rows}):  # only the blocks holding erased rows
             start = b * per
             chunk = blank_rows(
-                self._read_rows(start, min(start + per, self.size)),
+                self._rows.read(start, min(start + per, self.size)),
                 [r - start for r in rows if start <= r < start + per],
             )
             self._call(self._owner(b), ("encode_rows", b, chunk, self._baby_steps))
-        if self._source is None:
-            self._rows = blank_rows(self._rows, rows)
+        self._rows.blank(rows)
 
     def _ensure_keys(self, keys: EvaluationKeys) -> None:
         for w, known in enumerate(self._key_ids):

@@ -155,7 +155,8 @@ def test_a_kernel_search_rotates_without_key_switches(evaluation: EvaluationKeys
     engine = KernelEngine(PS, 128)
     rows = unit_vectors(np.random.default_rng(2), 2 * PS.block_records, 128)
     engine._blocks = [engine.encode_block_rows(rows[b::2], 128) for b in (0, 1)]
-    engine._size, engine._rows, engine._baby_steps = rows.shape[0], rows, 128
+    engine._rows.replace(rows)
+    engine._size, engine._baby_steps = rows.shape[0], 128
     shifts: list[int] = []
     original = engine._rotate
 
