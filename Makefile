@@ -65,12 +65,17 @@ protos: $(STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m grpc_tools.protoc -Iproto \
 		--python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. $(PROTOS)
 
-# The standard sizes of the engine's targets; each prints one JSON line (~10 GB of RAM and
-# several minutes for the 1M x 512 case).
+# The standard sizes of the engine's targets (issue 20), on both parameter sets; each prints
+# one JSON line (~10 GB of RAM and several minutes for the 1M x 512 case).
+KERNEL_SET := ckks-n8192-q29.29.29.25.60-k
 bench: $(STAMP)
 	$(VENV)/bin/fedmatch bench search --records 100000 --dim 128 --queries 10
+	$(VENV)/bin/fedmatch bench search --records 100000 --dim 128 --queries 10 --param-set $(KERNEL_SET)
 	$(VENV)/bin/fedmatch bench search --records 1000000 --dim 128 --queries 5
+	$(VENV)/bin/fedmatch bench search --records 1000000 --dim 128 --queries 5 --param-set $(KERNEL_SET)
 	$(VENV)/bin/fedmatch bench search --records 1000000 --dim 512 --queries 3
+	$(VENV)/bin/fedmatch bench search --records 1000000 --dim 512 --queries 3 --param-set $(KERNEL_SET)
+	$(VENV)/bin/fedmatch bench federation --nodes 27 --records-per-node 20000 --queries 10
 	$(VENV)/bin/fedmatch bench faces --photos ../shared/data/faces --images 200
 	$(VENV)/bin/fedmatch bench audit
 	$(MAKE) bench-flood
