@@ -167,3 +167,26 @@ def test_the_serialization_path_writes_the_same_plaintext(monkeypatch: pytest.Mo
     count = len(_moduli(ps, parms_id))
     degree = ps.poly_modulus_degree
     assert np.array_equal(_words(direct, count, degree), _words(serialized, count, degree))
+
+
+def test_the_small_inverse_ntt_is_the_uint64_one_bit_for_bit() -> None:
+    """Primes below 2^30 take the uint32 inverse NTT: the same words as the uint64 path, for
+    every prime of the level and for a selection of its rows (a prime may repeat)."""
+    native = ckks_encode.native_encoder(KERNEL_PARAM_SET)
+    parms_id = _levels(KERNEL_PARAM_SET)[0]
+    moduli = _moduli(KERNEL_PARAM_SET, parms_id)
+    rng = np.random.default_rng(8)
+    drawn = np.stack([rng.integers(0, q, KERNEL_PARAM_SET.poly_modulus_degree) for q in moduli])
+    drawn[:, :3] = np.array(moduli)[:, None] - 1  # the largest residues
+    words = drawn.astype(np.uint64)
+    level = native._level(parms_id)
+    expected = words.copy()
+    ckks_encode._inverse_jit(
+        expected, level.inv_roots, level.inv_shoup, level.moduli, level.n_inv, level.n_inv_shoup
+    )
+    assert np.array_equal(ckks_encode.ntt_inverse(native, words, parms_id), expected)
+    picked = ckks_encode.ntt_inverse(native, words[[2, 2, 0]], parms_id, [2, 2, 0])
+    assert np.array_equal(picked, expected[[2, 2, 0]])
+    assert np.array_equal(native.ntt_words32(expected[1].astype(np.int64), parms_id)[1], words[1])
+    with pytest.raises(HEError):
+        ckks_encode.ntt_inverse(native, words[:2], parms_id)
