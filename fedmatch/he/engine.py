@@ -50,7 +50,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -63,6 +63,10 @@ from fedmatch.he.keys import EvaluationKeys
 from fedmatch.he.layout import padded_dimension
 from fedmatch.he.params import ParamSet
 from fedmatch.he.rows import KeptRows, RowSource, blank_rows
+
+if TYPE_CHECKING:
+    # Imported when used (_native_zero): it loads numba, which a default-set engine never does.
+    from fedmatch.he.native_encrypt import ZeroEncryptor
 
 __all__ = [
     "MAX_CIPHERTEXT_BYTES",
@@ -384,6 +388,8 @@ class PackedBase(Generic[BlockT]):
         # The baby-step count new blocks are encoded with (chosen by load()).
         self._baby_steps = self._dp
         self._encryptors: OrderedDict[str, seal.Encryptor] = OrderedDict()
+        # The kernel set's native encryptions of zero (fedmatch.he.native_encrypt), per key.
+        self._zero_encryptors: OrderedDict[str, ZeroEncryptor] = OrderedDict()
 
     @property
     def params(self) -> ParamSet:
@@ -905,10 +911,17 @@ class PackedBase(Generic[BlockT]):
         """What a block of only excluded rows masks to: a fresh encryption of zero at the
         level and scale a block's scores have before the masks (encoded at scale 1, they
         leave the scale as it is), rescaled, plus decoys in every slot."""
-        zero = seal.Ciphertext()
-        self._encryptor(keys).encrypt_zero(parms_id, zero)
-        zero.scale = scale
-        self._rescale_to_result(zero)
+        result_id, result_scale = self._result_level(parms_id, scale)
+        native = self._native_zero(keys, result_id)
+        if native is not None:
+            # Made at the result level directly (one level up and rescaled, as SEAL's
+            # encryptions there are): not at the top level and rescaled twice, ~4 ms less.
+            zero = native.encrypt_zero(result_id, result_scale)
+        else:
+            zero = seal.Ciphertext()
+            self._encryptor(keys).encrypt_zero(parms_id, zero)
+            zero.scale = scale
+            self._rescale_to_result(zero)
         flags = np.ones(2 * self._params.slots, dtype=np.bool_)
         self._evaluator.add_plain_inplace(zero, self._decoys(zero, threshold, flags))
         return zero
@@ -949,12 +962,45 @@ class PackedBase(Generic[BlockT]):
         ps, parms_id = self._params, ct.parms_id()
         bound = float(2**ps.flood_bits)
         noise = (2 * _uniform(ps.slots) - 1) + 1j * (2 * _uniform(ps.slots) - 1)
+        native = self._native_zero(keys, parms_id)
+        if native is not None:
+            # The kernel set: SEAL's encryption computed natively with the flood folded in,
+            # ~0.95 ms against ~2.9 ms (fedmatch.he.native_encrypt: same function, CSPRNG).
+            native.add_to(ct, (bound * noise).astype(np.complex128))
+            return
         plain = seal.Plaintext()
         self._encode_values((bound * noise).astype(np.complex128), parms_id, ct.scale, plain)
         # One public-key encryption of the noise: fresh randomness and the flooding together.
         fresh = seal.Ciphertext()
         self._encryptor(keys).encrypt(plain, fresh)
         self._evaluator.add_inplace(ct, fresh)
+
+    def _native_zero(self, keys: EvaluationKeys, parms_id: list[int]) -> ZeroEncryptor | None:
+        """The native encryptor of zero for ``keys`` if it covers ``parms_id`` (the kernel
+        set below its top level, where it is faster than SEAL's: a block's re-randomization
+        ~0.95 ms against ~2.9 ms, measured), else None: the default set keeps SEAL's (its
+        50-60-bit primes do not take the uint32 NTT), and never loads numba."""
+        if not self._params.kernel:
+            return None
+        native = self._zero_encryptors.get(keys.key_id)
+        if native is None:
+            from fedmatch.he.native_encrypt import ZeroEncryptor
+
+            # The key's words are read once per key id, like its SEAL encryptor.
+            native = ZeroEncryptor(self._params, keys.public_key)
+            self._zero_encryptors[keys.key_id] = native
+            while len(self._zero_encryptors) > 8:
+                self._zero_encryptors.popitem(last=False)
+        return native if native.fast(parms_id) else None
+
+    def _result_level(self, parms_id: list[int], scale: float) -> tuple[list[int], float]:
+        """Where :meth:`_rescale_to_result` takes a ciphertext at ``parms_id`` and
+        ``scale``: the result level's parms_id and the scale SEAL's rescales leave."""
+        data = self._ctx.get_context_data(parms_id)
+        while len(data.parms().coeff_modulus()) > self._params.result_moduli:
+            scale /= data.parms().coeff_modulus()[-1].value()
+            data = data.next_context_data()
+        return list(data.parms_id()), scale
 
     def _encryptor(self, keys: EvaluationKeys) -> seal.Encryptor:
         encryptor = self._encryptors.get(keys.key_id)

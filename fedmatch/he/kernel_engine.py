@@ -33,7 +33,7 @@ import numpy.typing as npt
 import tenseal.sealapi as seal
 
 from fedmatch.errors import HEError
-from fedmatch.he import ckks_encode, kernel, sealmem
+from fedmatch.he import ckks_encode, kernel, native_encrypt, sealmem
 from fedmatch.he.engine import PackedBase, _check_stop, key_switches, rotation_cost
 from fedmatch.he.keys import EvaluationKeys
 from fedmatch.he.params import ParamSet
@@ -101,6 +101,8 @@ class KernelEngine(PackedBase[KernelBlock]):
         # compiled and its tables built now, not in a query.
         self.encoder_compile_seconds = ckks_encode.warm_up()
         ckks_encode.native_encoder(params).prepare()
+        # And the native re-randomization's (PackedBase._rerandomize, fedmatch.he.native_encrypt).
+        self.encrypt_compile_seconds = native_encrypt.warm_up()
 
     def choose_baby_steps(self, blocks: int) -> int:
         """As PackedBase's, counting that a split with giant steps leaves each block's
