@@ -6,7 +6,8 @@ room per concern:
 - the few modules everything uses, at this level: :mod:`~fedmatch.errors` (the error
   hierarchy), :mod:`~fedmatch.domain` (the vocabulary: headers, categories, hits),
   :mod:`~fedmatch.dates`, :mod:`~fedmatch.config` (TOML -> environment -> flags),
-  :mod:`~fedmatch.fileio` (durable writes); and ``rpc/v1`` (the generated stubs);
+  :mod:`~fedmatch.fileio` (durable writes), :mod:`~fedmatch.heap` (freed heap back to the
+  OS after a bulk load); and ``rpc/v1`` (the generated stubs);
 - the library: ``he`` (the only code that imports the HE library), ``biometrics`` and
   ``evaluation`` (the face path and its error rates), ``grpcutil``, ``pki``, ``audit``,
   ``protocol`` (what parties exchange and check), ``requester`` (the requesting

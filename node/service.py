@@ -54,7 +54,7 @@ from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
 from fedmatch.he.params import get_param_set
 from fedmatch.he.sharded import default_workers
 from fedmatch.he.uniform import probe_commitment
-from fedmatch.ops.heap import release_free_heap
+from fedmatch.heap import release_free_heap
 from fedmatch.protocol.epochs import EpochTable
 from fedmatch.protocol.gate import Gate
 from fedmatch.protocol.limits import HANDLE_BYTES, MAX_HANDLES_PER_REQUEST
@@ -216,7 +216,7 @@ class NodeService:
         # The store holds the templates: the engine re-reads the rows of a block it must
         # re-encode instead of keeping a second copy of the register (issue 20's memory).
         self.engine.read_rows_from(self._register_rows)
-        # The load's temporaries are freed; give their pages back (fedmatch.ops.heap).
+        # The load's temporaries are freed; give their pages back (fedmatch.heap).
         release_free_heap()
         self._categories = np.array([_CODES[c] for c in store.categories()], dtype=np.uint8)
         # Marked records (protection granted), aligned with the rows: hidden from the

@@ -49,7 +49,7 @@ from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
 from fedmatch.he.local import local_engine
 from fedmatch.he.params import ParamSet, get_param_set
 from fedmatch.he.rows import KeptRows
-from fedmatch.ops.heap import release_free_heap
+from fedmatch.heap import release_free_heap
 
 __all__ = ["ShardedEngine", "default_workers"]
 

@@ -34,7 +34,7 @@ from fedmatch.he import sealio
 from fedmatch.he.engine import PackedEngine
 from fedmatch.he.layout import padded_dimension
 from fedmatch.he.params import DEFAULT_PARAM_SET
-from fedmatch.ops.heap import release_free_heap
+from fedmatch.heap import release_free_heap
 from node.config import NodeConfig
 from node.records import NewRecord, RecordMeta
 from node.service import NodeService
@@ -47,7 +47,7 @@ BLOCKS = 6
 RECORDS = BLOCKS * DEFAULT_PARAM_SET.block_records
 # RSS is noisy, and holds more than the register: the row ids, categories and marks (10
 # bytes per record), SQLite's page cache, what SEAL's memory pool and the allocators keep
-# of the load's temporaries after the node returns its free heap (fedmatch.ops.heap).
+# of the load's temporaries after the node returns its free heap (fedmatch.heap).
 # Measured here: ~360 bytes per record above the register. 768 leaves room for that noise
 # and still fails a node that keeps its float32 rows (512 more) or a second register.
 _RSS_MARGIN_PER_RECORD = 768
