@@ -56,6 +56,11 @@ class CoordinatorConfig:
     max_workers: int = 32
     # Key epochs: how long registered key ids are accepted (nodes have the same setting).
     key_epoch_seconds: float = 86400.0
+    # New key bundles a state may fan out to every node (each costs every node seconds of a
+    # core to validate): a burst, then this many per hour (the nodes' default quota, so a
+    # flood is refused here, before the fan-out).
+    key_registrations_per_hour: float = 120.0
+    key_registration_burst: int = 10
     # Distinct people who must have verified a candidate hit before its details are asked
     # for (DOMAIN.md section 2: two by default, AI Act Art. 14(5)).
     hit_verifiers_required: int = 2
@@ -89,6 +94,11 @@ class CoordinatorConfig:
             raise ConfigError("coordinator.max_workers must be at least 1")
         if self.key_epoch_seconds <= 0:
             raise ConfigError("coordinator.key_epoch_seconds must be positive")
+        if self.key_registrations_per_hour <= 0 or self.key_registration_burst < 1:
+            raise ConfigError(
+                "coordinator.key_registrations_per_hour must be positive and "
+                "coordinator.key_registration_burst at least 1"
+            )
         if not 2 <= self.hit_verifiers_required <= 5:
             raise ConfigError(
                 "coordinator.hit_verifiers_required must be between 2 and 5 (one person only "
@@ -165,6 +175,8 @@ class _Scalars:
     lookup_ttl_seconds: float = CoordinatorConfig.lookup_ttl_seconds
     max_workers: int = CoordinatorConfig.max_workers
     key_epoch_seconds: float = CoordinatorConfig.key_epoch_seconds
+    key_registrations_per_hour: float = CoordinatorConfig.key_registrations_per_hour
+    key_registration_burst: int = CoordinatorConfig.key_registration_burst
     hit_verifiers_required: int = CoordinatorConfig.hit_verifiers_required
     verification_waiver: str = CoordinatorConfig.verification_waiver
     case_retention_days: int = CoordinatorConfig.case_retention_days

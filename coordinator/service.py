@@ -85,9 +85,6 @@ _ANSWERS_KEPT = 16
 # Live key ids per member state (ids only, a few bytes each): far more than a state's
 # officers use at once.
 _KEY_IDS_PER_STATE = 64
-# New key registrations a state may fan out to every node (each costs every node seconds
-# of a core to validate): a node's default quota, refused here before the fan-out.
-_KEY_REGISTRATIONS_PER_HOUR, _KEY_REGISTRATION_BURST = 120.0, 10
 
 
 @dataclass
@@ -208,7 +205,7 @@ class CoordinatorService:
             config.key_epoch_seconds, per_state=_KEY_IDS_PER_STATE
         )
         self._key_registrations = StateBuckets(
-            _KEY_REGISTRATIONS_PER_HOUR, _KEY_REGISTRATION_BURST, "key registration"
+            config.key_registrations_per_hour, config.key_registration_burst, "key registration"
         )
         self.hit_gate = HitGate(audit.log, gate.verify_chain, config.confirmations_required)
         audit.start_publishing(self.witness_round, config.witness_interval_seconds)

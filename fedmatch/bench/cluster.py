@@ -204,6 +204,7 @@ def _node_toml(
     workers: int,
     policy: NodePolicy,
     param_set: str,
+    registrations: str,
 ) -> Path:
     party = parties[f"node-{state}"]
     path = workdir / f"node-{state}.toml"
@@ -211,7 +212,7 @@ def _node_toml(
         f"[node]\nmember_state = {_q(state)}\ndatabase = {_q(workdir / f'{state}.sqlite')}\n"
         f'dimension = {dimension}\nmodel_id = {_q(MODEL)}\nlisten = "127.0.0.1:0"\n'
         f"replay_db = {_q(workdir / f'{state}.replay.sqlite')}\nsearch_workers = {workers}\n"
-        f"he_param_set = {_q(param_set)}\n"
+        f"he_param_set = {_q(param_set)}\n{registrations}"
         + _audit_table(
             workdir / f"audit-{state}",
             party,
@@ -233,6 +234,7 @@ def _coordinator_toml(
     dimension: int,
     threshold: float,
     param_set: str,
+    registrations: str,
 ) -> Path:
     coordinator = parties["coordinator"]
     nodes = "".join(
@@ -244,7 +246,7 @@ def _coordinator_toml(
     path.write_text(
         f'[coordinator]\nlisten = "127.0.0.1:0"\nmodel_id = {_q(MODEL)}\n'
         f"dimension = {dimension}\nthreshold = {threshold}\nnode_deadline_seconds = 120.0\n"
-        f"he_param_set = {_q(param_set)}\n"
+        f"he_param_set = {_q(param_set)}\n{registrations}"
         f"replay_db = {_q(workdir / 'coordinator.replay.sqlite')}\n"
         + _audit_table(workdir / "audit-coordinator", coordinator, parties["auditor-edps"].vkey)
         + _tls_table(coordinator.tls)
@@ -284,21 +286,30 @@ def start_federation(
     search_workers: int = 1,
     policy: NodePolicy | None = None,
     param_set: str = DEFAULT_PARAM_SET.name,
+    registration_burst: int | None = None,
 ) -> Federation:
     """A node process per state (their registers already seeded in ``workdir``), then the
     coordinator, each serving on a port of its own choice, all with the HE parameter set
-    ``param_set``; ``stack`` stops them all (SIGTERM, graceful) on the way out. Each
-    process's output is in ``workdir/<name>.log``."""
+    ``param_set`` (and, if given, ``registration_burst`` new key bundles per state before
+    the hourly quota applies, at every node and the coordinator); ``stack`` stops them all
+    (SIGTERM, graceful) on the way out. Each process's output is in ``workdir/<name>.log``."""
     policy = policy or NodePolicy()
+    registrations = (
+        "" if registration_burst is None else f"key_registration_burst = {registration_burst}\n"
+    )
     started = {}
     for state in states:
-        config = _node_toml(workdir, state, parties, dimension, search_workers, policy, param_set)
+        config = _node_toml(
+            workdir, state, parties, dimension, search_workers, policy, param_set, registrations
+        )
         started[state] = _serve(stack, workdir, f"node-{state}", "node", config)
     addresses = {
         s: f"127.0.0.1:{wait_port(port, proc, _START_TIMEOUT_S, log)}"
         for s, (proc, port, log) in started.items()
     }
-    config = _coordinator_toml(workdir, parties, addresses, dimension, threshold, param_set)
+    config = _coordinator_toml(
+        workdir, parties, addresses, dimension, threshold, param_set, registrations
+    )
     proc, port, log = _serve(stack, workdir, "coordinator", "coordinator", config)
     pids = {s: p.pid for s, (p, _, _) in started.items()} | {"coordinator": proc.pid}
     coordinator = f"127.0.0.1:{wait_port(port, proc, _START_TIMEOUT_S, log)}"

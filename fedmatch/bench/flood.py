@@ -176,6 +176,7 @@ def bench_flood(
     registration_threads: int = 4,
     flooder_nice: int = 0,
     dimension: int = 128,
+    registration_burst: int | None = None,
     threshold: float = 0.45,
     workdir: Path | None = None,
     seed: int = 11,
@@ -183,7 +184,9 @@ def bench_flood(
     """``lookup_threads`` and ``registration_threads`` are the hostile state's, over all
     flooders (12 lookups are beyond its share of 8 concurrent calls at the coordinator).
     ``flooder_nice`` (0 to 19) lowers the flooders' CPU priority: on one machine the
-    attacker's own work takes the servers' cores, which a real attacker's does not."""
+    attacker's own work takes the servers' cores, which a real attacker's does not.
+    ``registration_burst`` replaces the federation's burst of new key bundles per state
+    (10) at every party, e.g. to reach the quota within a short flood."""
     if not 2 <= nodes <= len(STATES):
         raise InvalidInput(f"--nodes must be between 2 and {len(STATES)}")
     if min(records_per_node, flooders) < 1 or min(quiet_s, flood_s, honest_interval_s) <= 0:
@@ -192,6 +195,9 @@ def bench_flood(
         raise InvalidInput("the flooders' thread counts cannot be negative")
     if not 0 <= flooder_nice <= 19:
         raise InvalidInput("--flooder-nice must be between 0 and 19")
+    if registration_burst is not None and registration_burst < 1:
+        raise InvalidInput("--registration-burst must be at least 1")
+    from node.config import NodeConfig
     from node.policy import SearchPolicy
 
     states = list(STATES[:nodes])
@@ -213,6 +219,7 @@ def bench_flood(
         running = start_federation(
             stack, workdir, parties, states, dimension, threshold,
             policy=NodePolicy(defaults.requests_per_minute, defaults.daily_quota),
+            registration_burst=registration_burst,
         )  # fmt: skip
         setup["start_processes"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -319,6 +326,7 @@ def bench_flood(
         "node_policy": {
             "requests_per_minute": defaults.requests_per_minute,
             "daily_quota": defaults.daily_quota,
+            "key_registration_burst": registration_burst or NodeConfig.key_registration_burst,
         },
         "load_average": load,
         "setup_s": {k: round(v, 2) for k, v in setup.items()}

@@ -80,6 +80,13 @@ def add_parsers(sub: Any) -> None:
         help="the flooders' niceness, 0-19 (here the attacker's CPU is the servers')",
     )
     bflood.add_argument("--dim", type=int, default=128, help="template dimension")
+    bflood.add_argument(
+        "--registration-burst",
+        type=int,
+        default=None,
+        help="new key bundles a state may register before the hourly quota (default: the "
+        "federation's 10), at every party",
+    )
     bflood.add_argument("--workdir", type=Path, help="keep the federation's files here")
     bfaces = bench_sub.add_parser(
         "faces", help="the face path on photos as given: stage times per megapixel band"
@@ -179,7 +186,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(bench_flood(
             args.nodes, args.records_per_node, args.quiet_seconds, args.flood_seconds,
             args.flooders, args.honest_interval, args.lookup_threads,
-            args.registration_threads, args.flooder_nice, args.dim, workdir=args.workdir,
+            args.registration_threads, args.flooder_nice, args.dim,
+            registration_burst=args.registration_burst, workdir=args.workdir,
         )))  # fmt: skip
         return EXIT_OK
     from fedmatch.bench.search import bench_search
