@@ -38,6 +38,7 @@ from node.service import NodeService
 from tests.federation import DIM, Federation, auditor_config, enrol, federation, header
 from tests.integration.test_operations import Party, _fedmatch, _node_config, _start, _stop
 from tests.integration.test_single_writer import _entries
+from tests.second_writer import insert_behind_the_back
 from tests.unit.test_metrics import scrape, value
 
 # --------------------------------------------------------------------------- processes
@@ -46,26 +47,6 @@ from tests.unit.test_metrics import scrape, value
 def _status(node: Party) -> tuple[int, dict[str, object], str]:
     done = _fedmatch("node", "status", "--config", str(node.config), "--address", node.address)
     return done.returncode, json.loads(done.stdout), done.stdout
-
-
-def _insert(database: Path, reference: str) -> int:
-    """What a second writer does: a plain INSERT into the register file (row 1's columns
-    under another reference and operator)."""
-    db = sqlite3.connect(database)
-    try:
-        columns = [r[1] for r in db.execute("PRAGMA table_info(records)") if r[1] != "id"]
-        chosen = ", ".join("?" if c in ("reference", "operator_id") else c for c in columns)
-        cur = db.execute(
-            f"INSERT INTO records ({', '.join(columns)}) SELECT {chosen} FROM records"
-            " ORDER BY id LIMIT 1",
-            [reference if c == "reference" else "intruder" for c in columns
-             if c in ("reference", "operator_id")],
-        )  # fmt: skip
-        db.commit()
-        assert cur.lastrowid is not None
-        return cur.lastrowid
-    finally:
-        db.close()
 
 
 def _reconciled(audit_dir: Path) -> list[SignedEntry]:
@@ -100,7 +81,7 @@ def test_a_row_inserted_behind_the_nodes_back_is_named_by_status_and_at_start(
         assert value(metrics, "fedmatch_register_unreconciled_records", problem="unlogged") == 0
 
         # A second writer adds a record the log never hears of.
-        row = _insert(tmp_path / "fr.sqlite", "FR-2026-INTRUDER")
+        row = insert_behind_the_back(tmp_path / "fr.sqlite", "FR-2026-INTRUDER")
         code, status, text = _status(node)
         assert code == EXIT_UNHEALTHY
         assert (

@@ -33,6 +33,7 @@ from fedmatch.domain import Category, Sex, reference_digest, reference_digests
 from node.reconcile import Reconciler, _Digests, reconcile_files
 from node.records import NewRecord, RecordMeta
 from node.store import RecordStore
+from tests.second_writer import insert_behind_the_back
 
 STATE = "IT"
 DIM = 8
@@ -94,22 +95,7 @@ def _erase(tmp_path: Path, log: AuditLog, reference: str, **labels: str) -> None
 
 def _insert_behind_the_back(tmp_path: Path, reference: str, operator: str = "intruder",
                             row_id: int | None = None) -> int:  # fmt: skip
-    """A plain sqlite3 INSERT (a second writer): row 1's columns, another reference."""
-    db = sqlite3.connect(_db(tmp_path))
-    try:
-        columns = [r[1] for r in db.execute("PRAGMA table_info(records)") if r[1] != "id"]
-        values = ", ".join("?" if c in ("reference", "operator_id") else c for c in columns)
-        cur = db.execute(
-            f"INSERT INTO records (id, {', '.join(columns)}) SELECT ?, {values} FROM records"
-            " ORDER BY id LIMIT 1",
-            [row_id, *(reference if c == "reference" else operator for c in columns
-                       if c in ("reference", "operator_id"))],
-        )  # fmt: skip
-        db.commit()
-        assert cur.lastrowid is not None
-        return cur.lastrowid
-    finally:
-        db.close()
+    return insert_behind_the_back(_db(tmp_path), reference, operator, row_id)
 
 
 def test_the_register_digest_is_over_the_sorted_reference_digests() -> None:
