@@ -143,6 +143,11 @@ def _accumulate(
             reg_a = blocks[b][limb, ta]
             reg_b = blocks[b][limb, tb]
             split = tile - cut
+            # Every loop below indexes a slice from 0 up. An index LLVM cannot prove
+            # non-negative (``c + cut``, ``c - split``) keeps numba's negative-index
+            # wraparound, and the loop compiled to gathers: 2-2.7x slower, measured.
+            head0, head1 = acc0[:split], acc1[:split]
+            tail0, tail1 = acc0[split:], acc1[split:]
             for j in range(giant):
                 for c in range(tile):
                     acc0[c] = _ZERO
@@ -160,16 +165,16 @@ def _accumulate(
                     i = j * n1 + k
                     kr = (k + shift) % n1
                     x0, x1 = x[kr, 0], x[kr, 1]
-                    da = reg_a[i]
+                    da, xa0, xa1 = reg_a[i][cut:], x0[:split], x1[:split]
                     for c in range(split):
-                        d = np.uint64(da[c + cut])
-                        acc0[c] += np.uint64(x0[c]) * d
-                        acc1[c] += np.uint64(x1[c]) * d
-                    db = reg_b[i]
-                    for c in range(split, tile):
-                        d = np.uint64(db[c - split])
-                        acc0[c] += np.uint64(x0[c]) * d
-                        acc1[c] += np.uint64(x1[c]) * d
+                        d = np.uint64(da[c])
+                        head0[c] += np.uint64(xa0[c]) * d
+                        head1[c] += np.uint64(xa1[c]) * d
+                    db, xb0, xb1 = reg_b[i], x0[split:], x1[split:]
+                    for c in range(cut):
+                        d = np.uint64(db[c])
+                        tail0[c] += np.uint64(xb0[c]) * d
+                        tail1[c] += np.uint64(xb1[c]) * d
                     left -= 1
                 y0 = out[b, j, 0, limb, c0 : c0 + tile]
                 y1 = out[b, j, 1, limb, c0 : c0 + tile]
