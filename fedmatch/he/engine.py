@@ -39,7 +39,9 @@ step 2 is SEAL's in :class:`PackedEngine` and the native kernel's in
    by adding a fresh public-key encryption of slot-domain noise of 2^16, and the blocks leave
    in a fresh random order. A result position therefore names a different record in every query.
    (The kernel engine rotates a block's sum while it computes it, before step 3, with no key
-   switch; its exclusion flags move with it, see :meth:`PackedBase._rotated_products`.)
+   switch; its exclusion flags move with it, see :meth:`PackedBase._rotated_products`. It
+   also sums the conjugated diagonals, which for a real probe is the conjugate of step 3
+   without its key switch: see :class:`Sums`.)
 
 The node keeps the per-query :class:`QueryLayout` (block order, shifts, register size) to map
 a position the requester reports back to a register row.
@@ -58,11 +60,12 @@ import tenseal.sealapi as seal
 
 from fedmatch.domain import MAX_PROBE_BYTES
 from fedmatch.errors import DeadlineExceeded, HEError, InvalidInput
-from fedmatch.he import resultfmt, rng, sealio, uniform
+from fedmatch.he import resultfmt, rng, sealio, sealmem, uniform
 from fedmatch.he.keys import EvaluationKeys
 from fedmatch.he.layout import padded_dimension
 from fedmatch.he.params import ParamSet
 from fedmatch.he.rows import KeptRows, RowSource, blank_rows
+from fedmatch.he.slotorder import conjugated
 
 if TYPE_CHECKING:
     # Imported when used (_native_zero): it loads numba, which a default-set engine never does.
@@ -78,6 +81,7 @@ __all__ = [
     "RowSource",
     "SearchEngine",
     "SearchOutput",
+    "Sums",
     "blank_rows",
     "block_exclusions",
     "check_exclude",
@@ -172,6 +176,31 @@ class QueryLayout:
 class SearchOutput:
     blocks: tuple[bytes, ...]
     layout: QueryLayout
+
+
+@dataclass(frozen=True)
+class Sums:
+    """A group of blocks' sums from :meth:`PackedBase._rotated_products`: per job, the sum,
+    the left rotation it already comes out with (part of the job's shift), and the sum
+    over the conjugated diagonals when the engine computed it (else None: score() then
+    conjugates the sum with a key switch).
+
+    Why a conjugate sum is the conjugate: ``sum_k conj(d_k) * rot_k(q)`` is
+    ``conj(sum_k d_k * rot_k(q))`` when the probe ``q`` is real. It is computed from the
+    register and the probe's rotations, with no key switch of register data under the
+    requester's keys (HE_NOTES: a requester who crafts its Galois keys controls what a key
+    switch does). A probe with an imaginary part ``v`` gets, besides the garbling its
+    well-formedness term adds (with the conjugated factors here, so that the garbling is
+    the conjugate's), a difference ``2i conj(z_v)`` (``z_v``: the scores of ``v``), which
+    the masks turn into ``m1 a(u) - m2 b(v) + i (m2 b(u) + m1 a(v))``: every value a sum of
+    two scores under two independent masks, where the key-switched conjugate gave
+    ``m1 (a(u) - b(v))``, one mask over a difference of scores; with the masks' ratio
+    spread over 2^+-17, that says less of the scores than the key-switched form, and the
+    garbling covers both (tests/unit/test_kernel_conjugates.py)."""
+
+    sums: list[seal.Ciphertext]
+    applied: list[int]
+    conjugates: list[seal.Ciphertext | None]
 
 
 @dataclass(frozen=True)
@@ -589,24 +618,33 @@ class PackedBase(Generic[BlockT]):
         malformation = self._malformation(probe, keys)
         excess = self._norm_excess(probe, keys)
         out = []
-        constant: tuple[tuple[int, ...], float, seal.Plaintext] | None = None
+        constant: tuple[tuple[int, ...], float, seal.Plaintext, seal.Plaintext] | None = None
+        # The well-formedness terms conjugated (a key switch of probe data only, once per
+        # query), for blocks whose conjugate sum the engine computed (see Sums).
+        conjugated: list[tuple[seal.Ciphertext, float]] | None = None
         for start in range(0, len(jobs), self._group):
             _check_stop(should_stop)
             group = jobs[start : start + self._group]
-            sums, applied = self._rotated_products(rotations, group, keys, should_stop)
-            for k, (acc, (_, shift)) in enumerate(zip(sums, group, strict=True)):
+            sums = self._rotated_products(rotations, group, keys, should_stop)
+            for k, (acc, (_, shift)) in enumerate(zip(sums.sums, group, strict=True)):
                 flags = None if excluded is None else excluded[start + k]
-                if applied[k]:
+                applied, conj = sums.applied[k], sums.conjugates[k]
+                if applied:
                     # The sum came out rotated by that much already: its rows moved with
                     # it, and only the rest of the shift is left (after the masks).
-                    flags = None if flags is None else rotated_flags(flags, applied[k])
-                    shift = (shift - applied[k]) % self._params.slots
-                self._garble(acc, malformation)
+                    flags = None if flags is None else rotated_flags(flags, applied)
+                    shift = (shift - applied) % self._params.slots
+                if conj is not None and conjugated is None:
+                    conjugated = self._conjugated_terms(malformation, keys)
+                self._garble(acc, malformation, conj, conjugated)
                 # One encode of the constant threshold per query, shared by the blocks.
                 level = (tuple(acc.parms_id()), acc.scale)
                 if constant is None or constant[:2] != level:
-                    constant = (*level, self._threshold(acc, threshold))
-                acc = self._mask(acc, constant[2], keys, threshold, flags, excess)
+                    plain = self._threshold(acc, threshold)
+                    constant = (*level, plain, self._conjugate_plain(plain))
+                acc = self._mask(
+                    acc, constant[2], keys, threshold, flags, excess, conj, constant[3]
+                )
                 self._rotate(acc, shift, keys)
                 self._rerandomize(acc, keys)
                 out.append(resultfmt.compress(acc, self._params))
@@ -657,12 +695,13 @@ class PackedBase(Generic[BlockT]):
         jobs: Sequence[tuple[BlockT, int]],
         keys: EvaluationKeys,
         should_stop: Callable[[], bool],
-    ) -> tuple[list[seal.Ciphertext], list[int]]:
-        """The sums of :meth:`_products` for (block, shift) jobs, and per job the left
-        rotation its sum already comes out with, part of its shift (an engine that rotates
-        while it sums, see KernelEngine; here none, and score() rotates after the masks)."""
+    ) -> Sums:
+        """The sums of :meth:`_products` for (block, shift) jobs, per job the left rotation
+        its sum already comes out with, part of its shift, and its conjugate sum (an engine
+        that rotates and conjugates while it sums, see KernelEngine; here neither: score()
+        rotates after the masks and conjugates with a key switch)."""
         sums = self._products(rotations, [block for block, _ in jobs], keys, should_stop)
-        return sums, [0] * len(sums)
+        return Sums(sums, [0] * len(sums), [None] * len(sums))
 
     def _zero_sum(
         self, rotations: Sequence[seal.Ciphertext], keys: EvaluationKeys
@@ -789,16 +828,27 @@ class PackedBase(Generic[BlockT]):
             return None
         return total
 
-    def _garble(self, acc: seal.Ciphertext, terms: Sequence[tuple[seal.Ciphertext, float]]) -> None:
+    def _garble(
+        self,
+        acc: seal.Ciphertext,
+        terms: Sequence[tuple[seal.Ciphertext, float]],
+        conj: seal.Ciphertext | None = None,
+        conjugated: Sequence[tuple[seal.Ciphertext, float]] | None = None,
+    ) -> None:
         """Add ``rho * term`` to a block's scores for each well-formedness term, rho fresh
         per block, term and slot (both parts), of random sign and magnitude 2^low to
         2^(low + 2) (replication 2^2 to 2^4, consistency 2^4 to 2^6). A well-formed probe's
         terms are noise (at most ~1.6e-6 and ~8e-7, measured): a score moves by at most
         ~8e-5, below the 1e-4 the kernel resolves anyway; a packed or complex probe, whose
         terms are ~0.1 per slot, gets every score moved by ~0.4 to 1.6 at random, a long
-        probe with an honest copy by ~3 to 12: signs that say nothing, many positive."""
+        probe with an honest copy by ~3 to 12: signs that say nothing, many positive.
+        With a conjugate sum ``conj`` (see Sums), ``conj(rho) * conj(term)`` is added to it
+        (``conjugated``: the terms conjugated, in the same order): the conjugate of what
+        the scores got, as the key-switched conjugate of the scores would hold."""
         ps, slots = self._params, self._params.slots
-        for term, low in terms:
+        if conj is not None and (conjugated is None or len(conjugated) != len(terms)):
+            raise HEError("a conjugate sum needs the conjugated well-formedness terms")
+        for index, (term, low) in enumerate(terms):
             sign = np.where(_uniform(2 * slots) < 0.5, -1.0, 1.0)
             rho = sign * np.exp2(low + 2.0 * _uniform(2 * slots))
             plain, product = seal.Plaintext(), seal.Ciphertext()
@@ -806,6 +856,34 @@ class PackedBase(Generic[BlockT]):
             self._encode_values(values, term.parms_id(), ps.register_scale, plain)
             self._evaluator.multiply_plain(term, plain, product)
             self._evaluator.add_inplace(acc, product)
+            if conj is not None and conjugated is not None:
+                self._evaluator.multiply_plain(
+                    conjugated[index][0], self._conjugate_plain(plain), product
+                )
+                self._evaluator.add_inplace(conj, product)
+
+    def _conjugated_terms(
+        self, terms: Sequence[tuple[seal.Ciphertext, float]], keys: EvaluationKeys
+    ) -> list[tuple[seal.Ciphertext, float]]:
+        """The well-formedness terms conjugated: key switches of the probe's data only."""
+        out = []
+        for term, low in terms:
+            conj = seal.Ciphertext()
+            self._evaluator.complex_conjugate(term, keys.galois_keys, conj)
+            out.append((conj, low))
+        return out
+
+    def _conjugate_plain(self, plain: seal.Plaintext) -> seal.Plaintext:
+        """The plaintext of ``plain``'s slots conjugated: its NTT words permuted
+        (:func:`fedmatch.he.slotorder.conjugated`), no encode."""
+        degree = self._params.poly_modulus_degree
+        words = np.empty((plain.coeff_count() // degree, degree), dtype=np.uint64)
+        sealmem.read_plaintext(plain, words)
+        out = seal.Plaintext()
+        # SEAL shapes the plaintext (level, size, NTT form, scale); the words are replaced.
+        self._encoder.encode(0.0, plain.parms_id(), plain.scale, out)
+        sealmem.write_plaintext(out, self._ctx, conjugated(words))
+        return out
 
     def _threshold(self, acc: seal.Ciphertext, threshold: float) -> seal.Plaintext:
         """``t`` in every slot (both parts), at ``acc``'s level and scale."""
@@ -848,10 +926,13 @@ class PackedBase(Generic[BlockT]):
         threshold: float,
         flags: npt.NDArray[np.bool_] | None = None,
         excess: seal.Ciphertext | None = None,
+        conj: seal.Ciphertext | None = None,
+        conj_thresholds: seal.Plaintext | None = None,
     ) -> seal.Ciphertext:
         """``r1*(a - t) + i*r2*(b - t)`` with fresh log-uniform masks, rescaled (``acc`` is
-        used up), plus the norm excess (:meth:`_norm_excess`) times each row's mask and a
-        fresh random factor;
+        used up; so is ``conj``, the block's conjugate sum if the engine computed it, see
+        Sums, with ``conj_thresholds`` the thresholds conjugated), plus the norm excess
+        (:meth:`_norm_excess`) times each row's mask and a fresh random factor;
         ``thresholds`` (from :meth:`_threshold`) holds ``t`` per slot. A row whose flag is
         set (block row order: slot s's real part is row s, its imaginary part row
         slots + s) gets the mask 0 and, after the rescale, a fresh negative decoy instead
@@ -868,8 +949,13 @@ class PackedBase(Generic[BlockT]):
             # by the zero plaintext.
             return self._decoy_block(keys, parms_id, acc.scale, threshold)
         ev.sub_plain_inplace(acc, thresholds)
-        conj = seal.Ciphertext()
-        ev.complex_conjugate(acc, keys.galois_keys, conj)
+        if conj is None:
+            conj = seal.Ciphertext()
+            ev.complex_conjugate(acc, keys.galois_keys, conj)
+        elif conj_thresholds is None:
+            raise HEError("a conjugate sum needs the thresholds conjugated")
+        else:
+            ev.sub_plain_inplace(conj, conj_thresholds)
         lo, hi = ps.mask_bits
         r1, r2 = (np.exp2(lo + (hi - lo) * _uniform(slots)) for _ in range(2))
         if flags is not None:

@@ -50,6 +50,7 @@ __all__ = [
     "default_threads",
     "lazy_limits",
     "products",
+    "products_with_conjugates",
     "tile_for",
     "tiled",
     "warm_up",
@@ -100,6 +101,48 @@ class KernelModuli:
         return cls.of([m.value() for m in ctx.first_context_data().parms().coeff_modulus()])
 
 
+def _run(
+    acc: Any,
+    own: Any,
+    other: Any,
+    xt: Any,
+    xu: Any,
+    at: int,
+    length: int,
+    conjugate: bool,
+) -> None:
+    """One contiguous run of a baby step's products into a tile pair's accumulators
+    (``acc[0/1]``: the sums of tiles t / t + half, ``acc[2/3]``: their conjugate sums, each
+    two ciphertext parts): coefficients ``at .. at + length`` of the outputs, ``own`` and
+    ``other`` the register words they read in t's half and in the other half."""
+    s_t0, s_t1 = acc[0, 0, at:], acc[0, 1, at:]
+    s_u0, s_u1 = acc[1, 0, at:], acc[1, 1, at:]
+    xt0, xt1, xu0, xu1 = xt[0, at:], xt[1, at:], xu[0, at:], xu[1, at:]
+    # Every loop indexes slices from 0 up: an index LLVM cannot prove non-negative
+    # (``c + cut``) keeps numba's negative-index wraparound, and the loop compiled to
+    # gathers, 2-2.7x slower (measured).
+    for c in range(length):
+        d, e = np.uint64(own[c]), np.uint64(other[c])
+        s_t0[c] += np.uint64(xt0[c]) * d
+        s_t1[c] += np.uint64(xt1[c]) * d
+        s_u0[c] += np.uint64(xu0[c]) * e
+        s_u1[c] += np.uint64(xu1[c]) * e
+    if conjugate:
+        # The conjugate of a diagonal is its other half (slot order): tile t's conjugate
+        # sum reads the words tile t + half's sum reads, and the reverse.
+        c_t0, c_t1 = acc[2, 0, at:], acc[2, 1, at:]
+        c_u0, c_u1 = acc[3, 0, at:], acc[3, 1, at:]
+        for c in range(length):
+            d, e = np.uint64(own[c]), np.uint64(other[c])
+            c_t0[c] += np.uint64(xt0[c]) * e
+            c_t1[c] += np.uint64(xt1[c]) * e
+            c_u0[c] += np.uint64(xu0[c]) * d
+            c_u1[c] += np.uint64(xu1[c]) * d
+
+
+_run_jit = numba.njit(inline="always", cache=False, boundscheck=False, error_model="numpy")(_run)
+
+
 def _accumulate(
     rot: Any,
     blocks: Any,
@@ -107,13 +150,14 @@ def _accumulate(
     n1: int,
     giant: int,
     shifts: Any,
+    conjugate: bool,
     moduli: Any,
     fold: Any,
     first: Any,
     later: Any,
     out: Any,
 ) -> None:
-    """``out[b, j, p, l, t * tile + c] = sum_{k < n1} rot[l, t, k, p, c] *
+    """``out[b, 0, j, p, l, t * tile + c] = sum_{k < n1} rot[l, t, k, p, c] *
     blocks[b][l, t, j * n1 + k, c] mod q_l`` (the tiled layouts of ``tiled``) when
     ``shifts[b]`` is 0. A block with shift ``r`` (only without giant steps, n1 = dp) is
     read in slot order (:mod:`fedmatch.he.slotorder`) and its sum comes out rotated left by
@@ -121,66 +165,62 @@ def _accumulate(
     rotating the product of the query's rotation ``k`` and diagonal ``k`` rotates both, and
     the query, replicated with period dp, rotated by ``k + r`` is its rotation by
     ``(k + r) mod dp``. With giant steps (n1 < dp) only multiples of dp are allowed, for
-    which ``(k + r) mod n1 = k``. Compiled by numba (see ``_kernel``); plain Python runs it too,
-    slowly."""
+    which ``(k + r) mod n1 = k``.
+
+    With ``conjugate``, ``out[b, 1]`` holds the same sums with every diagonal conjugated:
+    in slot order the conjugate of a real-coefficient polynomial swaps the halves, so
+    conjugated diagonal ``k`` at position g is diagonal ``k`` at g's partner in the other
+    half. For a real probe that is the conjugate of the block's scores, with no key switch
+    (see KernelEngine). A task computes a tile and its partner together, so each register
+    word is read once for up to four products.
+
+    Compiled by numba (see ``_kernel``); plain Python runs it too, slowly."""
     moduli_count, tiles, tile = rot.shape[0], rot.shape[1], rot.shape[4]
     half = tiles // 2  # tiles per half of the slot order (a rotation stays in its half)
-    for task in numba.prange(moduli_count * tiles):
-        limb = task // tiles
-        t = task - limb * tiles
-        c0 = t * tile
+    sums = 4 if conjugate else 2
+    for task in numba.prange(moduli_count * half):
+        limb = task // half
+        t = task - limb * half
+        u = t + half
         q, r = moduli[limb], fold[limb]
-        x = rot[limb, t]
-        acc0 = np.empty(tile, np.uint64)
-        acc1 = np.empty(tile, np.uint64)
+        xs, xu = rot[limb, t], rot[limb, u]
+        acc = np.empty((4, 2, tile), np.uint64)
         for b in range(count):
             shift = shifts[b]
-            # This output tile reads the block's tile `ta` from `cut` on, then tile `tb`.
+            # Output tile t reads the block's tile `ta` from `cut` on, then tile `tb` (and
+            # tile u the same tiles of the other half).
             ahead, cut = shift // tile, shift % tile
-            start = t - t % half
-            ta = start + (t - start + ahead) % half
-            tb = start + (t - start + ahead + 1) % half
-            reg_a = blocks[b][limb, ta]
-            reg_b = blocks[b][limb, tb]
+            ta = (t + ahead) % half
+            tb = (t + ahead + 1) % half
+            reg = blocks[b][limb]
             split = tile - cut
-            # Every loop below indexes a slice from 0 up. An index LLVM cannot prove
-            # non-negative (``c + cut``, ``c - split``) keeps numba's negative-index
-            # wraparound, and the loop compiled to gathers: 2-2.7x slower, measured.
-            head0, head1 = acc0[:split], acc1[:split]
-            tail0, tail1 = acc0[split:], acc1[split:]
             for j in range(giant):
-                for c in range(tile):
-                    acc0[c] = _ZERO
-                    acc1[c] = _ZERO
+                acc[:sums] = _ZERO
                 left = first[limb]
                 for k in range(n1):
                     if left == 0:
                         # Fold before the next product could overflow (lazy_limits).
-                        for c in range(tile):
-                            a0, a1 = acc0[c], acc1[c]
-                            acc0[c] = (a0 >> _S32) * r + (a0 & _M32)
-                            acc1[c] = (a1 >> _S32) * r + (a1 & _M32)
+                        for a in range(sums):
+                            for p in range(2):
+                                row = acc[a, p]
+                                for c in range(tile):
+                                    v = row[c]
+                                    row[c] = (v >> _S32) * r + (v & _M32)
                         left = later[limb]
-                    # One-dimensional contiguous rows: what LLVM vectorizes.
                     i = j * n1 + k
                     kr = (k + shift) % n1
-                    x0, x1 = x[kr, 0], x[kr, 1]
-                    da, xa0, xa1 = reg_a[i][cut:], x0[:split], x1[:split]
-                    for c in range(split):
-                        d = np.uint64(da[c])
-                        head0[c] += np.uint64(xa0[c]) * d
-                        head1[c] += np.uint64(xa1[c]) * d
-                    db, xb0, xb1 = reg_b[i], x0[split:], x1[split:]
-                    for c in range(cut):
-                        d = np.uint64(db[c])
-                        tail0[c] += np.uint64(xb0[c]) * d
-                        tail1[c] += np.uint64(xb1[c]) * d
+                    xt, xv = xs[kr], xu[kr]
+                    own, other = reg[ta, i][cut:], reg[ta + half, i][cut:]
+                    _run_jit(acc, own, other, xt, xv, 0, split, conjugate)
+                    _run_jit(acc, reg[tb, i], reg[tb + half, i], xt, xv, split, cut, conjugate)
                     left -= 1
-                y0 = out[b, j, 0, limb, c0 : c0 + tile]
-                y1 = out[b, j, 1, limb, c0 : c0 + tile]
-                for c in range(tile):
-                    y0[c] = acc0[c] % q
-                    y1[c] = acc1[c] % q
+                for a in range(sums):
+                    lo = (t if a % 2 == 0 else u) * tile
+                    for p in range(2):
+                        y = out[b, a // 2, j, p, limb, lo : lo + tile]
+                        row = acc[a, p]
+                        for c in range(tile):
+                            y[c] = row[c] % q
 
 
 _kernel: Callable[..., None] = numba.njit(
@@ -228,16 +268,45 @@ def products(
 ) -> npt.NDArray[np.uint64]:
     """Per block and giant step, the sum over the first ``n1`` baby steps of rotation times
     diagonal. ``rotations`` is tiled (moduli, N / tile, >= n1, 2, tile), each block tiled
-    (moduli, N / tile, dp, tile) with dp a multiple of n1 (see ``tiled``); the result is
-    in the blocks' coefficient order, (blocks, dp / n1, 2, moduli, N), every word reduced.
-    ``shifts`` (default all 0): per block, the left rotation its sum comes out with (any
-    with n1 = dp, multiples of dp with giant steps), with every operand in slot order (see
-    ``_accumulate``)."""
+    (moduli, N / tile, dp, tile) with dp a multiple of n1 (see ``tiled``; N / tile even);
+    the result is in the blocks' coefficient order, (blocks, dp / n1, 2, moduli, N), every
+    word reduced. ``shifts`` (default all 0): per block, the left rotation its sum comes
+    out with (any with n1 = dp, multiples of dp with giant steps), with every operand in
+    slot order (see ``_accumulate``)."""
+    return _products(rotations, n1, blocks, moduli, threads, shifts, False)[:, 0]
+
+
+def products_with_conjugates(
+    rotations: npt.NDArray[np.uint32],
+    n1: int,
+    blocks: Sequence[npt.NDArray[np.uint32]],
+    moduli: KernelModuli,
+    threads: int | None = None,
+    shifts: Sequence[int] | None = None,
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+    """:func:`products`, and the same sums over the conjugated diagonals (every operand in
+    slot order, see ``_accumulate``), in one pass over the register."""
+    out = _products(rotations, n1, blocks, moduli, threads, shifts, True)
+    return out[:, 0], out[:, 1]
+
+
+def _products(
+    rotations: npt.NDArray[np.uint32],
+    n1: int,
+    blocks: Sequence[npt.NDArray[np.uint32]],
+    moduli: KernelModuli,
+    threads: int | None,
+    shifts: Sequence[int] | None,
+    conjugates: bool,
+) -> npt.NDArray[np.uint64]:
     count_moduli, tiles, available, parts, tile = rotations.shape
     if parts != 2 or count_moduli != moduli.moduli.shape[0] or rotations.dtype != np.uint32:
         raise HEError("rotations do not have the kernel's shape")
     if not 0 < n1 <= available or not rotations.flags.c_contiguous:
         raise HEError("rotations must be contiguous and hold the baby steps")
+    if tiles % 2:
+        # A task computes a tile and its partner in the other half of the slot order.
+        raise HEError("the tiles must split into the two halves of the slot order")
     dp = blocks[0].shape[2] if blocks else n1
     if dp % n1:
         raise HEError("a block's diagonal count must be a multiple of the baby steps")
@@ -252,21 +321,22 @@ def products(
         if len(shifts) != len(blocks):
             raise HEError("shifts must name one rotation per block")
         steps[: len(blocks)] = shifts
-        if tiles % 2 or (giant != 1 and (steps % dp).any()):
+        if giant != 1 and (steps % dp).any():
             # With giant steps the kernel holds only the first n1 of the query's rotations:
             # it can rotate by whole periods (dp) only.
             raise HEError("a block with giant steps is rotated in the kernel by multiples of dp")
         if ((steps < 0) | (steps >= tiles * tile // 2)).any():
             raise HEError("a shift must be a slot rotation (0 <= shift < N / 2)")
-    out = np.empty((len(blocks), giant, 2, count_moduli, tiles * tile), dtype=np.uint64)
+    sums = 2 if conjugates else 1
+    out = np.empty((len(blocks), sums, giant, 2, count_moduli, tiles * tile), dtype=np.uint64)
     numba.set_num_threads(threads or default_threads())
     for start in range(0, len(blocks), GROUP):
         group = list(blocks[start : start + GROUP])
         count = len(group)
         padded = tuple(group + [group[0]] * (GROUP - count))
         _kernel(
-            rotations, padded, count, n1, giant, steps[start : start + GROUP], moduli.moduli,
-            moduli.fold, moduli.first, moduli.later, out[start : start + count],
+            rotations, padded, count, n1, giant, steps[start : start + GROUP], conjugates,
+            moduli.moduli, moduli.fold, moduli.first, moduli.later, out[start : start + count],
         )  # fmt: skip
     return out
 

@@ -34,7 +34,7 @@ import tenseal.sealapi as seal
 
 from fedmatch.errors import HEError
 from fedmatch.he import ckks_encode, kernel, native_encrypt, sealmem
-from fedmatch.he.engine import PackedBase, _check_stop, key_switches, rotation_cost
+from fedmatch.he.engine import PackedBase, Sums, _check_stop, key_switches, rotation_cost
 from fedmatch.he.keys import EvaluationKeys
 from fedmatch.he.params import ParamSet
 from fedmatch.he.slotorder import slot_order
@@ -115,9 +115,11 @@ class KernelEngine(PackedBase[KernelBlock]):
         cost = rotation_cost(self._dp, baby_steps, blocks, base)
         if baby_steps == self._dp:
             return cost
-        # The mean key switches of a uniform shift modulo dp (2.25 at dp = 128, base 8).
+        # The mean key switches of a uniform shift modulo dp (2.25 at dp = 128, base 8),
+        # and each block's conjugation: with giant steps the kernel's conjugate sum would
+        # need them again, so SEAL conjugates the block (see _summed).
         mean = sum(key_switches(x, base) for x in range(self._dp)) / self._dp
-        return cost + round(blocks * mean)
+        return cost + round(blocks * (mean + 1))
 
     def encode_block_rows(
         self, chunk: npt.NDArray[np.float32], baby_steps: int | None = None
@@ -160,8 +162,7 @@ class KernelEngine(PackedBase[KernelBlock]):
     ) -> list[seal.Ciphertext]:
         """The kernel's sums for a group of blocks, as SEAL ciphertexts; giant steps (if
         any) combined by Horner's rule, as PackedEngine does."""
-        sums, _ = self._summed([(block, 0) for block in blocks], rotations, keys, should_stop)
-        return sums
+        return self._summed([(block, 0) for block in blocks], rotations, keys, should_stop).sums
 
     def _rotated_products(
         self,
@@ -169,12 +170,13 @@ class KernelEngine(PackedBase[KernelBlock]):
         jobs: Sequence[tuple[KernelBlock, int]],
         keys: EvaluationKeys,
         should_stop: Callable[[], bool],
-    ) -> tuple[list[seal.Ciphertext], list[int]]:
+    ) -> Sums:
         """The sums, each rotated in the kernel by its job's shift (no key switch for the
         random rotation) when its block has no giant steps; with giant steps, by the
         shift's multiple of dp (the query's rotations repeat with period dp, the kernel has
-        only the first n1), the rest left to score() after the masks."""
-        return self._summed(jobs, rotations, keys, should_stop)
+        only the first n1), the rest left to score() after the masks. A block without giant
+        steps comes with its conjugate sum (no key switch of its scores, see Sums)."""
+        return self._summed(jobs, rotations, keys, should_stop, conjugates=True)
 
     def _summed(
         self,
@@ -182,11 +184,15 @@ class KernelEngine(PackedBase[KernelBlock]):
         rotations: Sequence[seal.Ciphertext],
         keys: EvaluationKeys,
         should_stop: Callable[[], bool],
-    ) -> tuple[list[seal.Ciphertext], list[int]]:
+        conjugates: bool = False,
+    ) -> Sums:
+        """The kernel's sums of ``jobs``; with ``conjugates``, also the conjugate sums of
+        the blocks without giant steps (the kernel reads their diagonals' other half)."""
         stack = rotations
         if not isinstance(stack, RotationStack):
             stack = RotationStack(rotations, self._tile)
         out: list[seal.Ciphertext | None] = [None] * len(jobs)
+        conj: list[seal.Ciphertext | None] = [None] * len(jobs)
         applied = [0] * len(jobs)
         splits: dict[int, list[int]] = {}
         for index, (block, _) in enumerate(jobs):
@@ -196,17 +202,32 @@ class KernelEngine(PackedBase[KernelBlock]):
             _check_stop(should_stop)
             dp = self._dp
             shifts = [jobs[m][1] if n1 == dp else jobs[m][1] // dp * dp for m in members]
-            sums = kernel.products(
-                stack.residues, n1, [jobs[m][0].residues for m in members], self._moduli,
-                self._threads, shifts,
-            )  # fmt: skip
+            blocks = [jobs[m][0].residues for m in members]
+            with_conj = conjugates and n1 == dp
+            if with_conj:
+                sums, conj_sums = kernel.products_with_conjugates(
+                    stack.residues, n1, blocks, self._moduli, self._threads, shifts
+                )
+            else:
+                sums = kernel.products(
+                    stack.residues, n1, blocks, self._moduli, self._threads, shifts
+                )
             natural = np.empty_like(sums)
             natural[..., order] = sums  # back to SEAL's NTT order
-            for m, words, shift in zip(members, natural, shifts, strict=True):
-                out[m] = self._combine(stack, jobs[m][0], words, keys, should_stop)
-                # A zero sum (every diagonal zero) is zero rotated by any shift.
-                applied[m] = jobs[m][1] if out[m] is None else shift
-        return [self._zero_sum(stack, keys) if acc is None else acc for acc in out], applied
+            for index, (m, shift) in enumerate(zip(members, shifts, strict=True)):
+                block = jobs[m][0]
+                out[m] = self._combine(stack, block, natural[index], keys, should_stop)
+                if out[m] is None:
+                    # A zero sum (every diagonal zero) is zero rotated by any shift, and its
+                    # own conjugate: score() conjugates the encryption of zero it gets.
+                    applied[m] = jobs[m][1]
+                    continue
+                applied[m] = shift
+                if with_conj:
+                    natural[index][..., order] = conj_sums[index]
+                    conj[m] = self._combine(stack, block, natural[index], keys, should_stop)
+        sums_out = [self._zero_sum(stack, keys) if acc is None else acc for acc in out]
+        return Sums(sums_out, applied, conj)
 
     def _combine(
         self,

@@ -9,6 +9,10 @@ multiplication by 3 (``3^s`` and ``-3^s`` mod 2N, s < N / 2), it is a cyclic lef
 by ``r`` within each half. The kernel (:mod:`fedmatch.he.kernel`) keeps its operands in
 this order so that it can rotate a block's sum while it computes it, instead of key
 switches after it (checked against SEAL's own rotations in tests/unit/test_kernel.py).
+Conjugating the slots of a real-coefficient polynomial is ``X -> X^-1``, which moves the
+value at ``psi^(-e)`` to ``psi^e``: position p of one half and position p of the other
+swap (:func:`conjugated`), so the kernel sums conjugated diagonals by reading the other
+half.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import numpy.typing as npt
 
 from fedmatch.errors import HEError
 
-__all__ = ["GENERATOR", "rotated", "slot_order"]
+__all__ = ["GENERATOR", "conjugated", "rotated", "slot_order"]
 
 # SEAL's GaloisTool generator of the rotation group (galois element of a left step: 3).
 GENERATOR = 3
@@ -67,4 +71,21 @@ def rotated(words: npt.NDArray[np.generic], shift: int) -> npt.NDArray[np.generi
     )
     out = np.empty_like(words)
     out[..., order] = moved
+    return out
+
+
+@cache
+def _conjugation(degree: int) -> npt.NDArray[np.int64]:
+    order = slot_order(degree)
+    source = np.empty(degree, dtype=np.int64)
+    # The word at slot-order position p takes the word at p's partner in the other half.
+    source[order] = order[(np.arange(degree) + degree // 2) % degree]
+    source.setflags(write=False)
+    return source
+
+
+def conjugated(words: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """NTT-form ``words`` (last axis: the degree, SEAL's order) of a polynomial whose
+    slots are conjugated: what SEAL's conjugation gives before its key switch."""
+    out: npt.NDArray[np.uint64] = np.ascontiguousarray(words[..., _conjugation(words.shape[-1])])
     return out

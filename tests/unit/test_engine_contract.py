@@ -1,6 +1,9 @@
 """One contract, every engine: the in-process engine, the multi-process one and the Ray one
 (1 and 2 actors) give the same answers, refuse the same input and stop the same way; so do
-the kernel parameter set's engines (native products: in-process, 2 processes, 2 actors).
+the kernel parameter set's engines (native products: in-process, 2 processes, 2 actors),
+and an in-process one held to a split without giant steps, the split of large registers,
+where the kernel rotates each block's sum and sums its conjugate (no key switch of the
+scores): this module's registers are small enough for giant steps otherwise.
 
 The Ray engines run on a real local Ray runtime (raylet, object store and one worker process
 per actor), started once for this module and shut down after it: ~2-4 s of start-up, paid
@@ -23,6 +26,7 @@ from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.errors import DeadlineExceeded, HEError, ImplausibleResult, InvalidInput
 from fedmatch.he.engine import SearchEngine, SearchOutput
 from fedmatch.he.engines import create_engine
+from fedmatch.he.kernel_engine import KernelEngine
 from fedmatch.he.keypair import MAX_BLOCK_POSITIVES, RequesterKeys
 from fedmatch.he.keys import EvaluationKeys, open_key_bundle
 from fedmatch.he.params import DEFAULT_PARAM_SET, KERNEL_PARAM_SET, ParamSet
@@ -47,8 +51,25 @@ ENGINES = [
     ("local", 1, KERNEL_PARAM_SET),
     ("local", 2, KERNEL_PARAM_SET),
     ("ray", 2, KERNEL_PARAM_SET),
+    ("no-giant-steps", 1, KERNEL_PARAM_SET),
 ]
-ENGINE_IDS = ["local", "sharded-2", "ray-1", "ray-2", "kernel", "kernel-sharded-2", "kernel-ray-2"]
+ENGINE_IDS = [
+    "local",
+    "sharded-2",
+    "ray-1",
+    "ray-2",
+    "kernel",
+    "kernel-sharded-2",
+    "kernel-ray-2",
+    "kernel-no-giant-steps",
+]
+
+
+class _NoGiantSteps(KernelEngine):
+    """The kernel engine with the split a large register gets (n1 = dp) at any size."""
+
+    def choose_baby_steps(self, blocks: int) -> int:
+        return self._dp
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +96,8 @@ def ray_runtime() -> Iterator[None]:
 
 def _engine(request: pytest.FixtureRequest) -> SearchEngine:
     backend, workers, params = request.param
+    if backend == "no-giant-steps":
+        return _NoGiantSteps(params, 128)
     if backend == "ray":
         request.getfixturevalue("ray_runtime")
     return create_engine(params, 128, workers=workers, backend=backend)

@@ -17,7 +17,7 @@ from fedmatch.he.engine import rotated_flags
 from fedmatch.he.kernel_engine import KernelEngine
 from fedmatch.he.keys import EvaluationKeys, open_key_bundle
 from fedmatch.he.params import DEFAULT_PARAM_SET, KERNEL_PARAM_SET
-from fedmatch.he.slotorder import rotated, slot_order
+from fedmatch.he.slotorder import conjugated, rotated, slot_order
 from tests.he_keys import keys_for
 
 PS = KERNEL_PARAM_SET
@@ -90,16 +90,21 @@ def test_rotated_sums_are_an_independent_computation_bit_for_bit(
     for k, ct in enumerate(rotations):
         sealmem.read_ciphertext(ct, rot[k])
     jobs = [(b, shift) for shift in SHIFTS for b in range(len(blocks))]
-    sums, applied = engine._rotated_products(
+    sums = engine._rotated_products(
         rotations, [(blocks[b], shift) for b, shift in jobs], evaluation, lambda: False
     )
-    assert applied == [shift for _, shift in jobs]
+    assert sums.applied == [shift for _, shift in jobs]
     diagonals_of = [_natural_diagonals(engine, gallery[b * per : (b + 1) * per]) for b in (0, 1)]
-    for (b, shift), acc in zip(jobs, sums, strict=True):
+    for (b, shift), acc, conj in zip(jobs, sums.sums, sums.conjugates, strict=True):
         diagonals = diagonals_of[b]
         found = np.empty_like(rot[0])
         sealmem.read_ciphertext(acc, found)
         assert np.array_equal(found, _reference(rot, diagonals, shift)), shift
+        # The conjugate sum: the same over the conjugated diagonals (SEAL's conjugation
+        # before its key switch), word for word.
+        assert conj is not None
+        sealmem.read_ciphertext(conj, found)
+        assert np.array_equal(found, _reference(rot, conjugated(diagonals), shift)), shift
 
 
 def _natural_diagonals(engine: KernelEngine, rows: np.ndarray) -> np.ndarray:
@@ -133,12 +138,19 @@ def test_rotated_sums_decrypt_to_the_rotated_scores(
     scores[: gallery.shape[0]] = gallery.astype(np.float64) @ probe.astype(np.float64)
     expected = scores[: PS.slots] + 1j * scores[PS.slots :]
     for shift in (0, 1, 300, 2049):
-        (acc,), (applied,) = engine._rotated_products(
-            rotations, [(block, shift)], evaluation, lambda: False
-        )
+        sums = engine._rotated_products(rotations, [(block, shift)], evaluation, lambda: False)
+        (acc,), (applied,), (conj,) = sums.sums, sums.applied, sums.conjugates
         assert applied == (shift if baby_steps == 128 else shift // 128 * 128)
         values = keys.decrypt_values(sealio.to_bytes(acc))
         assert np.abs(values - np.roll(expected, -applied)).max() < 1e-4
+        if baby_steps == 128:
+            # The kernel's conjugate sum decrypts to the conjugated scores.
+            assert conj is not None
+            values = keys.decrypt_values(sealio.to_bytes(conj))
+            assert np.abs(values - np.conj(np.roll(expected, -applied))).max() < 1e-4
+        else:
+            # With giant steps SEAL conjugates the block after the threshold.
+            assert conj is None
 
 
 def test_flags_move_with_the_slots() -> None:
@@ -173,6 +185,57 @@ def test_a_kernel_search_rotates_without_key_switches(evaluation: EvaluationKeys
     # shifts, random in [0, 4096), would not all be multiples of 128).
     assert all(s % 128 == 0 for s in shifts)
     assert shifts.count(0) >= 2
+
+
+class _CountingEvaluator:
+    """SEAL's evaluator, counting its conjugations (the binding's methods cannot be
+    patched on the object itself)."""
+
+    def __init__(self, inner: seal.Evaluator) -> None:
+        self.inner, self.conjugations = inner, 0
+
+    def complex_conjugate(self, *args: Any) -> None:
+        self.conjugations += 1
+        self.inner.complex_conjugate(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("blocks", [2, 4])
+def test_a_kernel_search_conjugates_no_block_by_key_switch(
+    evaluation: EvaluationKeys, blocks: int
+) -> None:
+    """Without giant steps the conjugations are the probe's checks' only (the same count
+    for 2 blocks as for 4): no block's scores are key-switched with the requester's keys,
+    and the search still finds exactly numpy's matches."""
+    engine = KernelEngine(PS, 128)
+    rng = np.random.default_rng(5)
+    rows = unit_vectors(rng, blocks * PS.block_records, 128)
+    engine._blocks = [
+        engine.encode_block_rows(rows[b * PS.block_records : (b + 1) * PS.block_records], 128)
+        for b in range(blocks)
+    ]
+    engine._rows.replace(rows)
+    engine._size, engine._baby_steps = rows.shape[0], 128
+    counting = _CountingEvaluator(engine._evaluator)
+    engine._evaluator = counting
+    keys = keys_for(PS)
+    probe = capture(rows[PS.block_records + 77], rng, 0.8)
+    out = engine.search(evaluation, keys.encrypt_probe(probe), 0.45, lambda: False)
+    # Two for the replication term (the probe, then the term itself for the blocks'
+    # conjugate sums), one for the consistency term's, one for the norm excess.
+    assert counting.conjugations == 4
+    scores = rows @ probe
+    found = set()
+    for b, ct in enumerate(out.blocks):
+        for p in np.flatnonzero(keys.decrypt_matches(ct)):
+            found.add(out.layout.row(b, int(p)))
+    clear = np.abs(scores - 0.45) > 1e-4
+    assert found & set(np.flatnonzero(clear).tolist()) == set(
+        np.flatnonzero((scores >= 0.45) & clear).tolist()
+    )
+    assert PS.block_records + 77 in found
 
 
 def test_the_split_counts_the_shifts_left_to_key_switches() -> None:
