@@ -17,7 +17,9 @@ product and sum:
   (~256 KB) stays in a core's cache, so the register streams once per query, sequentially
   (stored coefficient-major instead, it ran 1.7x slower at dp = 128 and 4.5x at dp = 512,
   measured), and the rotations are read once per group of blocks;
-- tiles of all moduli are spread over the cores (numba ``prange``; ``threads`` per call).
+- tiles of all moduli are spread over the cores (numba ``prange``; ``threads`` per call), a
+  tile with its partner in the other half of the slot order, whose words the conjugate sums
+  read (``products_with_conjugates``).
 
 Compilation: numba compiles the kernel the first time it runs, ~2 s here (``warm_up``
 measures it; the engine calls it when it starts, so no query pays it). Nothing is cached on

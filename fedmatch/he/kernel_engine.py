@@ -15,10 +15,13 @@
   query x register). Giant steps, if the split has them, are combined by SEAL as in
   PackedEngine (Horner's rule, rotations by ``n1``).
 
-Everything after the products is PackedBase's, unchanged: the malformation garbling, the
-threshold, the conjugate split and masks, exclusion decoys, the norm excess, the rescale,
-the random rotation and the re-randomization. The sums are bit for bit SEAL's own
-(tests/unit/test_kernel.py), so every protection sees the same ciphertexts it saw before.
+Everything after the products is PackedBase's: the malformation garbling, the threshold,
+the conjugate split and masks, exclusion decoys, the norm excess, the rescale, the random
+rotation and the re-randomization. The sums are bit for bit SEAL's own
+(tests/unit/test_kernel.py). Two steps move into the kernel for blocks without giant steps:
+the random rotation (the sum comes out rotated) and the conjugate the masks need (summed
+from the conjugated diagonals, see :class:`fedmatch.he.engine.Sums`), so that no key switch
+touches those blocks' scores.
 
 The kernel is compiled when the engine is built (``compile_seconds``), never in a query.
 """
