@@ -48,9 +48,11 @@ from fedmatch.he.params import ParamSet
 __all__ = [
     "GROUP",
     "KernelModuli",
+    "PackedBlock",
     "compiled_specializations",
     "default_threads",
     "lazy_limits",
+    "pack",
     "products",
     "products_with_conjugates",
     "tile_for",
@@ -85,6 +87,9 @@ class KernelModuli:
     fold: npt.NDArray[np.uint64]  # 2^32 mod q
     first: npt.NDArray[np.int64]
     later: npt.NDArray[np.int64]
+    # Top bits of each word of the first moduli that carry the last modulus's high bits
+    # (see pack); 0: every residue in a word of its own.
+    spare: int = 0
 
     @classmethod
     def of(cls, moduli: Sequence[int]) -> KernelModuli:
@@ -94,6 +99,7 @@ class KernelModuli:
             np.array([(1 << 32) % q for q in moduli], dtype=np.uint64),
             np.array([f for f, _ in limits], dtype=np.int64),
             np.array([later for _, later in limits], dtype=np.int64),
+            _spare_bits(moduli),
         )
 
     @classmethod
@@ -101,6 +107,104 @@ class KernelModuli:
         """The moduli of a parameter set's top data level (where probes and products live)."""
         ctx = params.context()
         return cls.of([m.value() for m in ctx.first_context_data().parms().coeff_modulus()])
+
+
+def _spare_bits(moduli: Sequence[int]) -> int:
+    """The top bits every word of the first moduli leaves free, if together they hold what
+    the last modulus's residues have above 16 bits (its low 16 then take a uint16): the
+    kernel set's 29, 29, 29 and 25 bits pack into 14 bytes a coefficient instead of 16."""
+    if len(moduli) < 2:
+        return 0
+    spare = min(32 - int(q - 1).bit_length() for q in moduli[:-1])
+    high = int(moduli[-1] - 1).bit_length() - 16
+    return spare if spare > 0 and spare * (len(moduli) - 1) >= high > 0 else 0
+
+
+@dataclass(frozen=True, eq=False)
+class PackedBlock:
+    """A register block as the kernel stores it: ``words[l]`` the residues modulo the
+    first moduli (tiled, see ``tiled``), their top ``spare`` bits holding the last
+    modulus's bits 16 + spare * l and up, ``low[0]`` that modulus's low 16 bits; or, for
+    moduli that do not pack (``spare`` 0), every modulus in ``words`` and ``low`` empty."""
+
+    words: npt.NDArray[np.uint32]
+    low: npt.NDArray[np.uint16]
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.words.nbytes + self.low.nbytes)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """(moduli, N / tile, diagonals, tile): the block's residues unpacked."""
+        limbs, tiles, dp, tile = self.words.shape
+        return limbs + self.low.shape[0], tiles, dp, tile
+
+    def unpacked(self, moduli: KernelModuli) -> npt.NDArray[np.uint32]:
+        """The residues, one uint32 per modulus (tests and checks; the kernel unpacks as it
+        reads)."""
+        if not self.low.shape[0]:
+            return self.words.copy()
+        kept = self.words & np.uint32((1 << (32 - moduli.spare)) - 1)
+        last = self.low[0].astype(np.uint32)
+        for limb in range(self.words.shape[0]):
+            last |= (self.words[limb] >> np.uint32(32 - moduli.spare)) << np.uint32(
+                16 + moduli.spare * limb
+            )
+        return np.concatenate([kept, last[None]])
+
+
+def pack(residues: npt.NDArray[np.uint32], moduli: KernelModuli) -> PackedBlock:
+    """A tiled block (moduli, N / tile, diagonals, tile; residues below their moduli) in
+    the kernel's storage (:class:`PackedBlock`)."""
+    if residues.dtype != np.uint32 or residues.ndim != 4:
+        raise HEError("a register block does not have the kernel's shape")
+    if residues.shape[0] != moduli.moduli.shape[0]:
+        raise HEError("a register block has the wrong number of moduli")
+    if not moduli.spare:
+        empty = np.empty((0, *residues.shape[1:]), dtype=np.uint16)
+        return PackedBlock(np.ascontiguousarray(residues), empty)
+    spare = moduli.spare
+    words = np.array(residues[:-1], dtype=np.uint32, order="C")  # a copy: bits are added
+    last = residues[-1]
+    for limb in range(words.shape[0]):
+        high = (last >> np.uint32(16 + spare * limb)) & np.uint32((1 << spare) - 1)
+        words[limb] |= high << np.uint32(32 - spare)
+    low = np.ascontiguousarray((last & np.uint32(0xFFFF)).astype(np.uint16)[None])
+    return PackedBlock(words, low)
+
+
+def _unpack_run(words: Any, low: Any, at: int, i: int, cut: int, spare: int, out: Any) -> None:
+    """The last modulus's residues of diagonal ``i`` in register tile ``at``, from
+    coefficient ``cut`` on, into ``out`` (see PackedBlock)."""
+    length = out.shape[0]
+    source = low[0, at, i][cut:]
+    top = np.uint32(32 - spare)
+    if words.shape[0] == 3:
+        # The kernel set's layout, in one pass (a pass per word cost ~0.1 s more per query
+        # at 1M x 128, measured).
+        w0, w1, w2 = words[0, at, i][cut:], words[1, at, i][cut:], words[2, at, i][cut:]
+        s1, s2 = np.uint32(16 + spare), np.uint32(16 + 2 * spare)
+        for c in range(length):
+            out[c] = (
+                np.uint32(source[c])
+                | ((w0[c] >> top) << np.uint32(16))
+                | ((w1[c] >> top) << s1)
+                | ((w2[c] >> top) << s2)
+            )
+        return
+    for c in range(length):
+        out[c] = np.uint32(source[c])
+    for limb in range(words.shape[0]):
+        part = words[limb, at, i][cut:]
+        to = np.uint32(16 + spare * limb)
+        for c in range(length):
+            out[c] |= (part[c] >> top) << to
+
+
+_unpack_run_jit = numba.njit(inline="always", cache=False, boundscheck=False, error_model="numpy")(
+    _unpack_run
+)
 
 
 def _run(
@@ -112,11 +216,13 @@ def _run(
     at: int,
     length: int,
     conjugate: bool,
+    mask: Any,
 ) -> None:
     """One contiguous run of a baby step's products into a tile pair's accumulators
     (``acc[0/1]``: the sums of tiles t / t + half, ``acc[2/3]``: their conjugate sums, each
     two ciphertext parts): coefficients ``at .. at + length`` of the outputs, ``own`` and
-    ``other`` the register words they read in t's half and in the other half."""
+    ``other`` the register words they read in t's half and in the other half, ``mask``
+    the residue's bits in a word (the rest carry another modulus's, see PackedBlock)."""
     s_t0, s_t1 = acc[0, 0, at:], acc[0, 1, at:]
     s_u0, s_u1 = acc[1, 0, at:], acc[1, 1, at:]
     xt0, xt1, xu0, xu1 = xt[0, at:], xt[1, at:], xu[0, at:], xu[1, at:]
@@ -124,7 +230,7 @@ def _run(
     # (``c + cut``) keeps numba's negative-index wraparound, and the loop compiled to
     # gathers, 2-2.7x slower (measured).
     for c in range(length):
-        d, e = np.uint64(own[c]), np.uint64(other[c])
+        d, e = np.uint64(own[c] & mask), np.uint64(other[c] & mask)
         s_t0[c] += np.uint64(xt0[c]) * d
         s_t1[c] += np.uint64(xt1[c]) * d
         s_u0[c] += np.uint64(xu0[c]) * e
@@ -135,7 +241,7 @@ def _run(
         c_t0, c_t1 = acc[2, 0, at:], acc[2, 1, at:]
         c_u0, c_u1 = acc[3, 0, at:], acc[3, 1, at:]
         for c in range(length):
-            d, e = np.uint64(own[c]), np.uint64(other[c])
+            d, e = np.uint64(own[c] & mask), np.uint64(other[c] & mask)
             c_t0[c] += np.uint64(xt0[c]) * e
             c_t1[c] += np.uint64(xt1[c]) * e
             c_u0[c] += np.uint64(xu0[c]) * d
@@ -148,6 +254,8 @@ _run_jit = numba.njit(inline="always", cache=False, boundscheck=False, error_mod
 def _accumulate(
     rot: Any,
     blocks: Any,
+    lows: Any,
+    spare: int,
     count: int,
     n1: int,
     giant: int,
@@ -160,7 +268,9 @@ def _accumulate(
     out: Any,
 ) -> None:
     """``out[b, 0, j, p, l, t * tile + c] = sum_{k < n1} rot[l, t, k, p, c] *
-    blocks[b][l, t, j * n1 + k, c] mod q_l`` (the tiled layouts of ``tiled``) when
+    blocks[b][l, t, j * n1 + k, c] mod q_l`` (the tiled layouts of ``tiled``; a block's
+    last modulus from ``lows[b]`` and the words' top ``spare`` bits if ``spare``, see
+    PackedBlock) when
     ``shifts[b]`` is 0. A block with shift ``r`` (only without giant steps, n1 = dp) is
     read in slot order (:mod:`fedmatch.he.slotorder`) and its sum comes out rotated left by
     ``r`` slots: ``sum_k rot[(k + r) mod dp] * d_k[(g + r) mod N/2]`` within each half, as
@@ -180,13 +290,21 @@ def _accumulate(
     moduli_count, tiles, tile = rot.shape[0], rot.shape[1], rot.shape[4]
     half = tiles // 2  # tiles per half of the slot order (a rotation stays in its half)
     sums = 4 if conjugate else 2
+    whole = moduli_count - 1 if spare else moduli_count  # moduli with words of their own
+    kept = np.uint32((1 << (32 - spare)) - 1)
+    everything = np.uint32(0xFFFFFFFF)
     for task in numba.prange(moduli_count * half):
-        limb = task // half
-        t = task - limb * half
+        # Moduli vary fastest: a thread's share of tasks holds each modulus alike (the
+        # packed one costs more, see PackedBlock).
+        t = task // moduli_count
+        limb = task - t * moduli_count
         u = t + half
         q, r = moduli[limb], fold[limb]
         xs, xu = rot[limb, t], rot[limb, u]
         acc = np.empty((4, 2, tile), np.uint64)
+        # The packed modulus's residues of the two runs of a diagonal, unpacked per run.
+        mine = np.empty((2, tile), np.uint32)
+        theirs = np.empty((2, tile), np.uint32)
         for b in range(count):
             shift = shifts[b]
             # Output tile t reads the block's tile `ta` from `cut` on, then tile `tb` (and
@@ -194,7 +312,8 @@ def _accumulate(
             ahead, cut = shift // tile, shift % tile
             ta = (t + ahead) % half
             tb = (t + ahead + 1) % half
-            reg = blocks[b][limb]
+            words = blocks[b]
+            reg = words[min(limb, whole - 1)]
             split = tile - cut
             for j in range(giant):
                 acc[:sums] = _ZERO
@@ -212,9 +331,22 @@ def _accumulate(
                     i = j * n1 + k
                     kr = (k + shift) % n1
                     xt, xv = xs[kr], xu[kr]
-                    own, other = reg[ta, i][cut:], reg[ta + half, i][cut:]
-                    _run_jit(acc, own, other, xt, xv, 0, split, conjugate)
-                    _run_jit(acc, reg[tb, i], reg[tb + half, i], xt, xv, split, cut, conjugate)
+                    if limb < whole:
+                        own, other = reg[ta, i][cut:], reg[ta + half, i][cut:]
+                        mask = kept if spare else everything
+                        _run_jit(acc, own, other, xt, xv, 0, split, conjugate, mask)
+                        own, other = reg[tb, i], reg[tb + half, i]
+                        _run_jit(acc, own, other, xt, xv, split, cut, conjugate, mask)
+                    else:
+                        low = lows[b]
+                        ra, rb = mine[0, :split], mine[1, :cut]
+                        oa, ob = theirs[0, :split], theirs[1, :cut]
+                        _unpack_run_jit(words, low, ta, i, cut, spare, ra)
+                        _unpack_run_jit(words, low, tb, i, 0, spare, rb)
+                        _unpack_run_jit(words, low, ta + half, i, cut, spare, oa)
+                        _unpack_run_jit(words, low, tb + half, i, 0, spare, ob)
+                        _run_jit(acc, ra, oa, xt, xv, 0, split, conjugate, everything)
+                        _run_jit(acc, rb, ob, xt, xv, split, cut, conjugate, everything)
                     left -= 1
                 for a in range(sums):
                     lo = (t if a % 2 == 0 else u) * tile
@@ -263,14 +395,15 @@ def tiled(words: npt.NDArray[Any], tile: int) -> npt.NDArray[np.uint32]:
 def products(
     rotations: npt.NDArray[np.uint32],
     n1: int,
-    blocks: Sequence[npt.NDArray[np.uint32]],
+    blocks: Sequence[PackedBlock | npt.NDArray[np.uint32]],
     moduli: KernelModuli,
     threads: int | None = None,
     shifts: Sequence[int] | None = None,
 ) -> npt.NDArray[np.uint64]:
     """Per block and giant step, the sum over the first ``n1`` baby steps of rotation times
     diagonal. ``rotations`` is tiled (moduli, N / tile, >= n1, 2, tile), each block tiled
-    (moduli, N / tile, dp, tile) with dp a multiple of n1 (see ``tiled``; N / tile even);
+    (moduli, N / tile, dp, tile) with dp a multiple of n1 (see ``tiled``; N / tile even),
+    in the kernel's storage (``pack``; a plain array is packed first);
     the result is in the blocks' coefficient order, (blocks, dp / n1, 2, moduli, N), every
     word reduced. ``shifts`` (default all 0): per block, the left rotation its sum comes
     out with (any with n1 = dp, multiples of dp with giant steps), with every operand in
@@ -281,7 +414,7 @@ def products(
 def products_with_conjugates(
     rotations: npt.NDArray[np.uint32],
     n1: int,
-    blocks: Sequence[npt.NDArray[np.uint32]],
+    blocks: Sequence[PackedBlock | npt.NDArray[np.uint32]],
     moduli: KernelModuli,
     threads: int | None = None,
     shifts: Sequence[int] | None = None,
@@ -295,7 +428,7 @@ def products_with_conjugates(
 def _products(
     rotations: npt.NDArray[np.uint32],
     n1: int,
-    blocks: Sequence[npt.NDArray[np.uint32]],
+    blocks: Sequence[PackedBlock | npt.NDArray[np.uint32]],
     moduli: KernelModuli,
     threads: int | None,
     shifts: Sequence[int] | None,
@@ -309,20 +442,23 @@ def _products(
     if tiles % 2:
         # A task computes a tile and its partner in the other half of the slot order.
         raise HEError("the tiles must split into the two halves of the slot order")
-    dp = blocks[0].shape[2] if blocks else n1
+    stored = [b if isinstance(b, PackedBlock) else pack(b, moduli) for b in blocks]
+    dp = stored[0].shape[2] if stored else n1
     if dp % n1:
         raise HEError("a block's diagonal count must be a multiple of the baby steps")
-    for block in blocks:
-        if block.shape != (count_moduli, tiles, dp, tile) or block.dtype != np.uint32:
+    for block in stored:
+        if block.shape != (count_moduli, tiles, dp, tile) or block.words.dtype != np.uint32:
             raise HEError("a register block does not have the kernel's shape")
-        if not block.flags.c_contiguous:
+        if not (block.words.flags.c_contiguous and block.low.flags.c_contiguous):
             raise HEError("register blocks must be contiguous")
+        if block.low.shape[0] != (1 if moduli.spare else 0) or block.low.dtype != np.uint16:
+            raise HEError("a register block is not packed for these moduli")
     giant = dp // n1
-    steps = np.zeros(GROUP * -(-len(blocks) // GROUP), dtype=np.int64)
+    steps = np.zeros(GROUP * -(-len(stored) // GROUP), dtype=np.int64)
     if shifts is not None:
-        if len(shifts) != len(blocks):
+        if len(shifts) != len(stored):
             raise HEError("shifts must name one rotation per block")
-        steps[: len(blocks)] = shifts
+        steps[: len(stored)] = shifts
         if giant != 1 and (steps % dp).any():
             # With giant steps the kernel holds only the first n1 of the query's rotations:
             # it can rotate by whole periods (dp) only.
@@ -330,14 +466,15 @@ def _products(
         if ((steps < 0) | (steps >= tiles * tile // 2)).any():
             raise HEError("a shift must be a slot rotation (0 <= shift < N / 2)")
     sums = 2 if conjugates else 1
-    out = np.empty((len(blocks), sums, giant, 2, count_moduli, tiles * tile), dtype=np.uint64)
+    out = np.empty((len(stored), sums, giant, 2, count_moduli, tiles * tile), dtype=np.uint64)
     numba.set_num_threads(threads or default_threads())
-    for start in range(0, len(blocks), GROUP):
-        group = list(blocks[start : start + GROUP])
+    for start in range(0, len(stored), GROUP):
+        group = list(stored[start : start + GROUP])
         count = len(group)
-        padded = tuple(group + [group[0]] * (GROUP - count))
+        padded = group + [group[0]] * (GROUP - count)
         _kernel(
-            rotations, padded, count, n1, giant, steps[start : start + GROUP], conjugates,
+            rotations, tuple(b.words for b in padded), tuple(b.low for b in padded),
+            moduli.spare, count, n1, giant, steps[start : start + GROUP], conjugates,
             moduli.moduli, moduli.fold, moduli.first, moduli.later, out[start : start + count],
         )  # fmt: skip
     return out

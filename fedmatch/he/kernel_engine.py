@@ -6,8 +6,10 @@
   ``uint32`` (dp x moduli x N, stored tile by tile for the kernel), encoded by SEAL's
   ``CKKSEncoder`` exactly as :class:`~fedmatch.he.engine.PackedEngine` encodes them (same
   diagonals, same scale, same level) and copied out of the plaintexts
-  (:mod:`fedmatch.he.sealmem`); 2 KB per record at d = 128 with the kernel parameter set
-  (4 moduli x 4 bytes), as much as the default set's SEAL plaintexts (2 moduli x 8 bytes);
+  (:mod:`fedmatch.he.sealmem`), packed (:class:`fedmatch.he.kernel.PackedBlock`: the
+  25-bit prime's high bits in the three 29-bit primes' spare top bits): 1,792 bytes per
+  record at d = 128 with the kernel parameter set (14 bytes a coefficient), against the
+  default set's SEAL plaintexts' 2,048 (2 moduli x 8 bytes);
 - the products: SEAL computes the query's baby-step rotations (as before, once per query),
   their words are copied into one tiled ``uint32`` stack (:class:`RotationStack`), the kernel
   (:mod:`fedmatch.he.kernel`) sums rotation times diagonal for a group of blocks, and each
@@ -48,12 +50,13 @@ __all__ = ["KernelBlock", "KernelEngine", "RotationStack"]
 @dataclass(frozen=True, eq=False)
 class KernelBlock:
     """One register block for the kernel: the NTT-form residues of its diagonals
-    (pre-rotated for ``baby_steps``), tiled as the kernel reads them
-    (``residues[l, t, i, c]`` is coefficient ``t * tile + c`` of diagonal ``i`` modulo data
-    prime ``l``, see :func:`fedmatch.he.kernel.tiled`); ``nonzero[i]`` whether diagonal
-    ``i`` has a nonzero residue."""
+    (pre-rotated for ``baby_steps``), tiled as the kernel reads them (coefficient
+    ``t * tile + c`` of diagonal ``i`` modulo data prime ``l`` at ``[l, t, i, c]``, see
+    :func:`fedmatch.he.kernel.tiled`) and packed (:class:`fedmatch.he.kernel.PackedBlock`:
+    14 bytes a coefficient with the kernel set's 29, 29, 29 and 25-bit primes);
+    ``nonzero[i]`` whether diagonal ``i`` has a nonzero residue."""
 
-    residues: npt.NDArray[np.uint32]
+    residues: kernel.PackedBlock
     baby_steps: int
     nonzero: npt.NDArray[np.bool_]
 
@@ -142,7 +145,8 @@ class KernelEngine(PackedBase[KernelBlock]):
         nonzero = np.asarray(residues.reshape(len(diagonals), -1).any(axis=1), dtype=np.bool_)
         # In slot order: the kernel rotates a block's sum as it computes it (kernel.products).
         ordered = residues[..., slot_order(degree)]
-        return KernelBlock(kernel.tiled(ordered, self._tile), n1, nonzero)
+        stored = kernel.pack(kernel.tiled(ordered, self._tile), self._moduli)
+        return KernelBlock(stored, n1, nonzero)
 
     def block_nbytes(self, block: KernelBlock) -> int:
         return int(block.residues.nbytes + block.nonzero.nbytes)

@@ -64,7 +64,9 @@ swapped for it, until the kernel engine is faster end to end with every protecti
   d = 512 (dp = 512, eight) are exact, also with every residue at q - 1
   (tests/unit/test_kernel.py).
 - Sizes, measured: probe ~260 KB (both ciphertexts, ``c1`` empty), key bundle ~46 MB;
-  register 2 KB per record at d = 128 (dp x 4 moduli x 4 bytes).
+  register 1,792 B per record at d = 128 (dp x 14 bytes: three 29-bit residues in uint32
+  words whose 3 spare top bits each hold 3 of the 25-bit residue's high 9 bits, its low 16
+  in a uint16; :class:`fedmatch.he.kernel.PackedBlock`).
 
 Result blocks, both sets, leave in the compact format of :mod:`fedmatch.he.resultfmt`
 (derivation there): ``c0`` rounded to steps of 2^7 slot units, ``c1`` to steps 2^9 finer,

@@ -1,13 +1,14 @@
 """A node's memory per record (issue 20: at most 2 KB of node RAM per record at d = 128).
 
-A real NodeService (one search process, the default set) loads a register of 49,152
+A real NodeService (one search process, each parameter set) loads a register of 49,152
 synthetic records (six full blocks: no padding in the per-record figures) from its SQLite
 store. What it holds per record:
 
 - the encoded register, exactly its derived size: ``dp`` diagonals of N coefficients per
-  block of ``block_records`` rows, each coefficient one word per data modulus (SEAL
-  plaintexts: 2 moduli x 8 bytes; the kernel set's residues: 4 x 4 bytes, see
-  fedmatch.he.params), 2,048 bytes per record at d = 128 for both sets;
+  block of ``block_records`` rows, each coefficient one word per data modulus in the
+  default set (SEAL plaintexts: 2 moduli x 8 bytes, 2,048 bytes per record at d = 128),
+  14 bytes in the kernel set (29, 29, 29 and 25-bit residues packed, see
+  fedmatch.he.kernel.PackedBlock: 1,792 bytes per record);
 - no float32 rows: the engine re-reads the rows of a block it re-encodes from the store
   (they were a second copy of the templates, 512 bytes per record at d = 128);
 - the process's RSS growth while the register loads, within the register plus a stated
@@ -23,17 +24,20 @@ import datetime as dt
 import multiprocessing as mp
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 
 from fedmatch.demo.seed import seed_register
 from fedmatch.demo.synthetic import unit_vectors
 from fedmatch.domain import Category, Sex
 from fedmatch.he import sealio
-from fedmatch.he.engine import PackedEngine
+from fedmatch.he.engine import PackedBase, PackedEngine
+from fedmatch.he.kernel_engine import KernelBlock, KernelEngine
 from fedmatch.he.layout import padded_dimension
-from fedmatch.he.params import DEFAULT_PARAM_SET
+from fedmatch.he.params import DEFAULT_PARAM_SET, KERNEL_PARAM_SET, ParamSet
 from fedmatch.heap import release_free_heap
 from node.config import NodeConfig
 from node.records import NewRecord, RecordMeta
@@ -70,16 +74,39 @@ def _rss_bytes() -> int:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _register_bytes_per_record(dimension: int) -> float:
+def _register_bytes_per_record(ps: ParamSet, dimension: int) -> float:
     """The encoded register's size per record, derived from the parameter set."""
-    ps = DEFAULT_PARAM_SET
     dp = padded_dimension(dimension, ps.slots)
-    moduli = len(ps.coeff_bits) - 1  # every prime but the special one
-    word_bytes = 8  # SEAL's words (the kernel set's uint32 residues: 4, with 4 moduli)
-    return dp * ps.poly_modulus_degree * moduli * word_bytes / ps.block_records
+    data = ps.coeff_bits[:-1]  # every prime but the special one
+    if ps.kernel:
+        # uint32 words, whose spare top bits hold the last (smallest) prime's residue above
+        # its low 16 bits, which take a uint16.
+        spare = min(32 - bits for bits in data[:-1])
+        assert data[-1] - 16 <= spare * (len(data) - 1)
+        coefficient = 4 * (len(data) - 1) + 2
+    else:
+        coefficient = 8 * len(data)  # SEAL's uint64 words
+    return dp * ps.poly_modulus_degree * coefficient / ps.block_records
 
 
-def test_node_holds_the_register_and_no_rows(tmp_path: Path) -> None:
+def _engine(ps: ParamSet) -> PackedBase[Any]:
+    return KernelEngine(ps, DIM) if ps.kernel else PackedEngine(ps, DIM)
+
+
+def _same_block(got: Any, want: Any) -> bool:
+    if isinstance(got, KernelBlock):
+        return bool(
+            np.array_equal(got.residues.words, want.residues.words)
+            and np.array_equal(got.residues.low, want.residues.low)
+        )
+    return [sealio.to_bytes(p) for p in got] == [sealio.to_bytes(p) for p in want]
+
+
+@pytest.mark.parametrize(
+    ("ps", "derived"), [(DEFAULT_PARAM_SET, 2048.0), (KERNEL_PARAM_SET, 1792.0)],
+    ids=["default", "kernel"],
+)  # fmt: skip
+def test_node_holds_the_register_and_no_rows(tmp_path: Path, ps: ParamSet, derived: float) -> None:
     db = tmp_path / f"{STATE}.sqlite"
     # Seeded in another process: seeding here would leave freed heap that the load then
     # reuses, and the growth would miss part of what the node holds.
@@ -89,12 +116,12 @@ def test_node_holds_the_register_and_no_rows(tmp_path: Path) -> None:
     assert seeder.exitcode == 0
     store = RecordStore(db, STATE, DIM, MODEL)
     cfg = NodeConfig(member_state=STATE, database=db, dimension=DIM, model_id=MODEL,
-                     search_workers=1)  # fmt: skip
+                     search_workers=1, he_param_set=ps.name)  # fmt: skip
     audit = node_audit(tmp_path, STATE)
     node_gate = gate(tmp_path, f"node-{STATE}")
     # The engine (a SEAL context, no register yet) is made before the baseline: its fixed
     # cost is not per record.
-    engine = PackedEngine(DEFAULT_PARAM_SET, DIM)
+    engine = _engine(ps)
     # The baseline without free heap (earlier tests in this process leave some): the node
     # gives it back at load, which would hide part of its own growth.
     release_free_heap()
@@ -103,9 +130,11 @@ def test_node_holds_the_register_and_no_rows(tmp_path: Path) -> None:
     try:
         growth = _rss_bytes() - rss0
         held = engine.held_bytes()
-        register = _register_bytes_per_record(DIM)
-        assert register == 2048.0
-        assert held["register"] / RECORDS == register
+        register = _register_bytes_per_record(ps, DIM)
+        assert register == derived
+        # The kernel set also keeps a flag per diagonal and block (whether it is all zero).
+        flags = BLOCKS * padded_dimension(DIM, ps.slots) if ps.kernel else 0
+        assert held["register"] == RECORDS * register + flags
         assert held["rows"] == 0
         assert growth / RECORDS <= register + _RSS_MARGIN_PER_RECORD, (
             f"node RSS grew {growth / RECORDS:.0f} bytes per record"
@@ -121,12 +150,11 @@ def test_node_holds_the_register_and_no_rows(tmp_path: Path) -> None:
         service.enroll(header(STATE), _record(new[0]))
         expected = np.concatenate([templates, new])
         expected[erased] = 0.0
-        fresh = PackedEngine(DEFAULT_PARAM_SET, DIM)
+        fresh = _engine(ps)
         fresh.load(expected)
         assert engine.size == fresh.size == RECORDS + 1
         for b in (0, BLOCKS - 1):
-            got, want = engine._blocks[b], fresh._blocks[b]
-            assert [sealio.to_bytes(p) for p in got] == [sealio.to_bytes(p) for p in want]
+            assert _same_block(engine._blocks[b], fresh._blocks[b])
     finally:
         service.close()
         node_gate.close()
