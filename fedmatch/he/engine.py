@@ -70,6 +70,7 @@ from fedmatch.he.slotorder import conjugated
 if TYPE_CHECKING:
     # Imported when used (_native_zero): it loads numba, which a default-set engine never does.
     from fedmatch.he.native_encrypt import ZeroEncryptor
+    from fedmatch.he.rotshare import RotationShare
 
 __all__ = [
     "MAX_CIPHERTEXT_BYTES",
@@ -605,16 +606,23 @@ class PackedBase(Generic[BlockT]):
         jobs: Sequence[tuple[BlockT, int]],
         should_stop: Callable[[], bool],
         excluded: Sequence[npt.NDArray[np.bool_] | None] | None = None,
+        share: RotationShare | None = None,
     ) -> list[bytes]:
         """Masked, rotated, re-randomized result ciphertexts for (block, shift) jobs, in
         order. The baby-step rotations of the query are computed once for all of them (as
-        many as the blocks' largest split needs: see :meth:`_split`). ``excluded``, if
-        given, holds per job the block's exclusion flags (block_records of them, in row
-        order) or None for a block without excluded rows."""
+        many as the blocks' largest split needs: see :meth:`_split`), by this engine alone
+        or, with ``share``, together with the sharded engine's other workers
+        (:mod:`fedmatch.he.rotshare`). ``excluded``, if given, holds per job the block's
+        exclusion flags (block_records of them, in row order) or None for a block without
+        excluded rows."""
         if excluded is not None and len(excluded) != len(jobs):
             raise InvalidInput("exclusions must name one entry per block")
         baby = max((self._split(block) for block, _ in jobs), default=1)
-        rotations = self._rotations(probe.query, keys, should_stop, baby)
+        rotations: Sequence[seal.Ciphertext]
+        if share is None:
+            rotations = self._rotations(probe.query, keys, should_stop, baby)
+        else:
+            rotations = self._shared_rotations(probe.query, keys, should_stop, baby, share)
         malformation = self._malformation(probe, keys)
         excess = self._norm_excess(probe, keys)
         out = []
@@ -677,6 +685,19 @@ class PackedBase(Generic[BlockT]):
             self._evaluator.rotate_vector(rotations[-1], 1, keys.galois_keys, nxt)
             rotations.append(nxt)
         return rotations
+
+    def _shared_rotations(
+        self,
+        query: seal.Ciphertext,
+        keys: EvaluationKeys,
+        should_stop: Callable[[], bool],
+        count: int,
+        share: RotationShare,
+    ) -> Sequence[seal.Ciphertext]:
+        """The rotations of :meth:`_rotations`, this worker computing its share of them (an
+        engine whose products read the rotations' words: KernelEngine)."""
+        share.fail()
+        raise HEError("this engine computes the query's rotations alone")
 
     def _products(
         self,

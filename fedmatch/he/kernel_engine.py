@@ -42,9 +42,10 @@ from fedmatch.he import ckks_encode, kernel, native_encrypt, sealmem
 from fedmatch.he.engine import PackedBase, Sums, _check_stop, key_switches, rotation_cost
 from fedmatch.he.keys import EvaluationKeys
 from fedmatch.he.params import ParamSet
+from fedmatch.he.rotshare import RotationShare
 from fedmatch.he.slotorder import slot_order
 
-__all__ = ["KernelBlock", "KernelEngine", "RotationStack"]
+__all__ = ["KernelBlock", "KernelEngine", "RotationStack", "place", "stack_shape"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,22 +73,41 @@ class RotationStack(list[seal.Ciphertext]):
     and their words, copied once per query, tiled as the kernel reads them:
     ``residues[l, t, k, part, c]`` (uint32)."""
 
-    def __init__(self, rotations: Sequence[seal.Ciphertext], tile: int) -> None:
+    def __init__(
+        self,
+        rotations: Sequence[seal.Ciphertext],
+        tile: int,
+        residues: npt.NDArray[np.uint32] | None = None,
+    ) -> None:
+        """``rotations``' words copied into a new stack; or, given ``residues`` (a stack
+        filled already, see :mod:`fedmatch.he.rotshare`), ``rotations`` is the query alone
+        (what the engine needs besides the words: its level and scale)."""
         super().__init__(rotations)
+        if residues is not None:
+            self.residues = residues
+            return
         first = rotations[0]
-        moduli, degree = first.coeff_modulus_size(), first.poly_modulus_degree()
-        self.residues = np.empty(
-            (moduli, degree // tile, len(rotations), first.size(), tile), dtype=np.uint32
-        )
-        words = np.empty((first.size(), moduli, degree), dtype=np.uint32)
-        order = slot_order(degree)
+        self.residues = np.empty(stack_shape(first, len(rotations), tile), dtype=np.uint32)
         for k, rotation in enumerate(rotations):
-            sealmem.read_ciphertext(rotation, words)
-            # In slot order (as the blocks), (part, l, t, c) -> (l, t, part, c): this
-            # rotation's place in every tile.
-            self.residues[:, :, k] = (
-                words[..., order].reshape(words.shape[0], moduli, -1, tile).transpose(1, 2, 0, 3)
-            )
+            place(self.residues, k, rotation)
+
+
+def stack_shape(query: seal.Ciphertext, count: int, tile: int) -> tuple[int, int, int, int, int]:
+    """(moduli, tiles, rotations, parts, tile): a rotation stack's shape."""
+    moduli, degree = query.coeff_modulus_size(), query.poly_modulus_degree()
+    return moduli, degree // tile, count, query.size(), tile
+
+
+def place(residues: npt.NDArray[np.uint32], k: int, rotation: seal.Ciphertext) -> None:
+    """Rotation ``k``'s words into its place in a stack (``residues``, see RotationStack)."""
+    moduli, _, _, parts, tile = residues.shape
+    degree = rotation.poly_modulus_degree()
+    words = np.empty((parts, moduli, degree), dtype=np.uint32)
+    sealmem.read_ciphertext(rotation, words)
+    # In slot order (as the blocks), (part, l, t, c) -> (l, t, part, c): this rotation's
+    # place in every tile.
+    ordered = words[..., slot_order(degree)]
+    residues[:, :, k] = ordered.reshape(parts, moduli, -1, tile).transpose(1, 2, 0, 3)
 
 
 class KernelEngine(PackedBase[KernelBlock]):
@@ -159,6 +179,42 @@ class KernelEngine(PackedBase[KernelBlock]):
         count: int | None = None,
     ) -> RotationStack:
         return RotationStack(super()._rotations(query, keys, should_stop, count), self._tile)
+
+    def _shared_rotations(
+        self,
+        query: seal.Ciphertext,
+        keys: EvaluationKeys,
+        should_stop: Callable[[], bool],
+        count: int,
+        share: RotationShare,
+    ) -> RotationStack:
+        """This worker's share of the rotations into the shared stack: the first by its
+        base-8 digits from the query (at most three key switches), the rest one step each
+        from the previous, as :meth:`_rotations` does; then the whole stack once every peer
+        has written its share."""
+        try:
+            residues = share.stack(stack_shape(query, count, self._tile))
+            current: seal.Ciphertext | None = None
+            for k in share.part(count):
+                if k % 16 == 0:
+                    _check_stop(should_stop)
+                if current is None:
+                    current = seal.Ciphertext()
+                    # A copy (sealapi binds no copy constructor), then rotated in place.
+                    self._evaluator.negate(query, current)
+                    self._evaluator.negate_inplace(current)
+                    self._rotate(current, k, keys)
+                else:
+                    nxt = seal.Ciphertext()
+                    self._evaluator.rotate_vector(current, 1, keys.galois_keys, nxt)
+                    current = nxt
+                place(residues, k, current)
+            share.publish()
+        except BaseException:
+            share.fail()
+            raise
+        share.wait(should_stop)
+        return RotationStack([query], self._tile, residues)
 
     def _products(
         self,

@@ -7,8 +7,10 @@ read them from its store instead, :meth:`ShardedEngine.read_rows_from`) and the 
 layout.
 A query is sent to every worker with its share of (response position, block, shift) jobs;
 each worker computes the query's baby-step rotations itself (in parallel) and scores its
-blocks. The baby-step/giant-step split (:mod:`fedmatch.he.engine`) is chosen from the
-blocks per worker when the register is loaded, and sent with every encoding request. With a
+blocks; with a kernel parameter set the workers of a query compute one share of the
+rotations each, into one shared stack (:mod:`fedmatch.he.rotshare`). The
+baby-step/giant-step split (:mod:`fedmatch.he.engine`) is chosen from the blocks per
+worker when the register is loaded, and sent with every encoding request. With a
 kernel parameter set each worker runs :class:`fedmatch.he.kernel_engine.KernelEngine` on its
 share of the cores (compiling the kernel when it starts).
 A query's row exclusions travel with the jobs, as packed bits of the blocks that have an
@@ -48,6 +50,7 @@ from fedmatch.he.engine import (
 from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
 from fedmatch.he.local import local_engine
 from fedmatch.he.params import ParamSet, get_param_set
+from fedmatch.he.rotshare import RotationShare, SharedStack
 from fedmatch.he.rows import KeptRows
 from fedmatch.heap import release_free_heap
 
@@ -63,14 +66,26 @@ def _cancelled(cancel: Any, seq: int) -> Callable[[], bool]:
 
 
 def _worker_main(
-    conn: mpc.Connection, cancel: Any, params_name: str, dimension: int, threads: int
+    conn: mpc.Connection,
+    cancel: Any,
+    params_name: str,
+    dimension: int,
+    threads: int,
+    me: int = 0,
+    workers: int = 1,
+    stack: tuple[str, str] | None = None,
 ) -> None:
     """A worker's loop: encode its blocks, cache keys, score its share of each query.
-    ``threads``: the cores its product kernel may use (kernel sets only)."""
+    ``threads``: the cores its product kernel may use (kernel sets only); ``stack``: the
+    names of the shared rotation stack's segments, if the workers share the rotations
+    (worker ``me`` of ``workers``)."""
     # A kernel set compiles its kernel here, at start, in every worker at once.
     engine = local_engine(get_param_set(params_name), dimension, threads)
     blocks: dict[int, list[Any]] = {}
     keys: OrderedDict[str, EvaluationKeys] = OrderedDict()
+    # Attached for the worker's life; the main process owns and unlinks them (as for the
+    # encode segment below, attaching registers the names with the shared tracker again).
+    segments = None if stack is None else (SharedMemory(name=stack[0]), SharedMemory(name=stack[1]))
     while True:
         try:
             msg = conn.recv()
@@ -113,20 +128,29 @@ def _worker_main(
                     keys.popitem(last=False)
                 conn.send(("ok",))
             elif kind == "search":
-                _, seq, key_id, probe, threshold, jobs = msg
-                evaluation = keys[key_id]
-                keys.move_to_end(key_id)
-                query = engine.open_probe(probe)
-                per = engine.params.block_records
-                excluded = [unpack_exclusions(bits, per) for *_, bits in jobs]
-                out = engine.score(
-                    evaluation,
-                    query,
-                    threshold,
-                    [(blocks[b], shift) for _, b, shift, _ in jobs],
-                    _cancelled(cancel, seq),
-                    excluded if any(e is not None for e in excluded) else None,
-                )
+                _, seq, key_id, probe, threshold, jobs, peers, baby = msg
+                share = None
+                if segments is not None and len(peers) > 1:
+                    share = RotationShare(*segments, seq, peers, me, workers, baby)
+                try:
+                    evaluation = keys[key_id]
+                    keys.move_to_end(key_id)
+                    query = engine.open_probe(probe)
+                    per = engine.params.block_records
+                    excluded = [unpack_exclusions(bits, per) for *_, bits in jobs]
+                    out = engine.score(
+                        evaluation,
+                        query,
+                        threshold,
+                        [(blocks[b], shift) for _, b, shift, _ in jobs],
+                        _cancelled(cancel, seq),
+                        excluded if any(e is not None for e in excluded) else None,
+                        share,
+                    )
+                except BaseException:
+                    if share is not None:
+                        share.fail()  # no peer waits for a share that will not come
+                    raise
                 results = [(pos, ct) for (pos, *_), ct in zip(jobs, out, strict=True)]
                 conn.send(("result", seq, results))
         except DeadlineExceeded:
@@ -154,11 +178,16 @@ class ShardedEngine:
         self._key_ids: list[OrderedDict[str, None]] = []
         # The cores split between the workers, for a kernel set's products.
         threads = max(1, default_workers() // workers)
-        for _ in range(workers):
+        # A kernel set's workers share the query's rotations (their words are what its
+        # kernel reads; a SEAL product needs the ciphertexts themselves).
+        sharing = params.kernel and workers > 1
+        self._stack = SharedStack(params, dimension, workers) if sharing else None
+        names = None if self._stack is None else self._stack.names
+        for w in range(workers):
             parent, child = ctx.Pipe()
             proc = ctx.Process(
                 target=_worker_main,
-                args=(child, self._cancel, params.name, dimension, threads),
+                args=(child, self._cancel, params.name, dimension, threads, w, workers, names),
                 daemon=True,
             )
             proc.start()
@@ -201,6 +230,9 @@ class ShardedEngine:
         for conn in self._conns:
             conn.close()
         self._conns.clear()
+        if self._stack is not None:
+            self._stack.close()
+            self._stack = None
 
     def read_rows_from(self, source: RowSource) -> None:
         self._rows.read_from(source)
@@ -319,15 +351,14 @@ class ShardedEngine:
         self._seq += 1
         seq = self._seq
         pending: dict[int, mpc.Connection] = {}
-        for w, conn in enumerate(self._conns):
-            jobs = [
-                (pos, b, shift, bits[b])
-                for pos, (b, shift) in enumerate(zip(layout.order, layout.shifts, strict=True))
-                if self._owner(b) == w
-            ]
-            if jobs:
-                conn.send(("search", seq, keys.key_id, probe, threshold, jobs))
-                pending[w] = conn
+        shares: dict[int, list[Any]] = {}
+        for pos, (b, shift) in enumerate(zip(layout.order, layout.shifts, strict=True)):
+            shares.setdefault(self._owner(b), []).append((pos, b, shift, bits[b]))
+        peers = sorted(shares)  # the workers of this query, who share its rotations
+        for w, jobs in shares.items():
+            msg = ("search", seq, keys.key_id, probe, threshold, jobs, peers, self._baby_steps)
+            self._conns[w].send(msg)
+            pending[w] = self._conns[w]
         results: dict[int, bytes] = {}
         stopped = False
         failure: FedmatchError | None = None
