@@ -153,6 +153,28 @@ def choose_baby_steps(dp: int, blocks: int, base: int) -> int:
     return min(candidates, key=lambda n1: (rotation_cost(dp, n1, max(blocks, 1), base), -n1))
 
 
+def kernel_rotation_cost(
+    dp: int, baby_steps: int, blocks: int, base: int, sharers: int = 1
+) -> float:
+    """Key switches per query and worker of the kernel engine (KernelEngine): its baby steps
+    shared by ``sharers`` workers (fedmatch.he.rotshare), and with giant steps, per block,
+    the shift left after them (the mean of a uniform shift modulo dp: 2.25 at dp = 128,
+    base 8) and the conjugation (without, the kernel rotates and conjugates as it sums)."""
+    giant = (dp // baby_steps - 1) * key_switches(baby_steps, base)
+    cost = (baby_steps - 1) / sharers + blocks * giant
+    if baby_steps == dp:
+        return cost
+    mean = sum(key_switches(x, base) for x in range(dp)) / dp
+    return cost + blocks * (mean + 1)
+
+
+def choose_kernel_baby_steps(dp: int, blocks: int, base: int, sharers: int = 1) -> int:
+    """:func:`choose_baby_steps` with :func:`kernel_rotation_cost` (``blocks`` per worker)."""
+    candidates = [1 << i for i in range(dp.bit_length()) if dp % (1 << i) == 0]
+    cost = kernel_rotation_cost
+    return min(candidates, key=lambda n1: (cost(dp, n1, max(blocks, 1), base, sharers), -n1))
+
+
 @dataclass(frozen=True)
 class QueryLayout:
     """How one query's result positions map to register rows; kept by the node only."""

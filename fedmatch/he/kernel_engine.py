@@ -39,7 +39,13 @@ import tenseal.sealapi as seal
 
 from fedmatch.errors import HEError
 from fedmatch.he import ckks_encode, kernel, native_encrypt, sealmem
-from fedmatch.he.engine import PackedBase, Sums, _check_stop, key_switches, rotation_cost
+from fedmatch.he.engine import (
+    PackedBase,
+    Sums,
+    _check_stop,
+    choose_kernel_baby_steps,
+    kernel_rotation_cost,
+)
 from fedmatch.he.keys import EvaluationKeys
 from fedmatch.he.params import ParamSet
 from fedmatch.he.rotshare import RotationShare
@@ -132,20 +138,13 @@ class KernelEngine(PackedBase[KernelBlock]):
 
     def choose_baby_steps(self, blocks: int) -> int:
         """As PackedBase's, counting that a split with giant steps leaves each block's
-        shift modulo dp to key switches after the masks (without, the kernel rotates)."""
-        candidates = [1 << i for i in range(self._dp.bit_length()) if self._dp % (1 << i) == 0]
-        return min(candidates, key=lambda n1: (self._rotation_cost(n1, max(blocks, 1)), -n1))
+        shift modulo dp and its conjugation to key switches (without, the kernel rotates
+        and conjugates): :func:`fedmatch.he.engine.kernel_rotation_cost`."""
+        return choose_kernel_baby_steps(self._dp, blocks, self._params.rotation_base)
 
     def _rotation_cost(self, baby_steps: int, blocks: int) -> int:
         base = self._params.rotation_base
-        cost = rotation_cost(self._dp, baby_steps, blocks, base)
-        if baby_steps == self._dp:
-            return cost
-        # The mean key switches of a uniform shift modulo dp (2.25 at dp = 128, base 8),
-        # and each block's conjugation: with giant steps the kernel's conjugate sum would
-        # need them again, so SEAL conjugates the block (see _summed).
-        mean = sum(key_switches(x, base) for x in range(self._dp)) / self._dp
-        return cost + round(blocks * (mean + 1))
+        return round(kernel_rotation_cost(self._dp, baby_steps, blocks, base))
 
     def encode_block_rows(
         self, chunk: npt.NDArray[np.float32], baby_steps: int | None = None

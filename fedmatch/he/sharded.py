@@ -43,6 +43,7 @@ from fedmatch.he.engine import (
     SearchOutput,
     blank_rows,
     check_search,
+    choose_kernel_baby_steps,
     new_layout,
     packed_exclusions,
     unpack_exclusions,
@@ -273,8 +274,14 @@ class ShardedEngine:
     def load(self, templates: npt.NDArray[np.float32]) -> None:
         rows = np.ascontiguousarray(self._local.check_rows(templates))
         nblocks = self._nblocks_for(rows.shape[0])
-        # Each worker computes its own baby steps for its share of the blocks.
-        baby = self._local.choose_baby_steps(-(-nblocks // len(self._conns)))
+        # The split for each worker's share of the blocks; a kernel set's workers share the
+        # baby steps (fedmatch.he.rotshare), and its cost model is the kernel engine's.
+        per_worker = -(-nblocks // len(self._conns))
+        if self._stack is not None:
+            dp, base = self._local._dp, self._params.rotation_base
+            baby = choose_kernel_baby_steps(dp, per_worker, base, len(self._conns))
+        else:
+            baby = self._local.choose_baby_steps(per_worker)
         shm = SharedMemory(create=True, size=max(rows.nbytes, 1))
         try:
             view = np.ndarray(rows.shape, dtype=np.float32, buffer=shm.buf)

@@ -7,9 +7,16 @@ import numpy as np
 import pytest
 
 from fedmatch.demo.synthetic import capture, unit_vectors
-from fedmatch.he.engine import PackedEngine, choose_baby_steps, rotation_cost
+from fedmatch.he.engine import (
+    PackedEngine,
+    choose_baby_steps,
+    choose_kernel_baby_steps,
+    kernel_rotation_cost,
+    rotation_cost,
+)
 from fedmatch.he.keys import EvaluationKeys, open_key_bundle
-from fedmatch.he.params import DEFAULT_PARAM_SET
+from fedmatch.he.params import DEFAULT_PARAM_SET, KERNEL_PARAM_SET
+from fedmatch.he.sharded import ShardedEngine
 from tests.federation import shared_keys
 
 THRESHOLD = 0.45
@@ -86,3 +93,22 @@ def test_enrolment_that_outgrows_the_split_re_chooses_it(evaluation: EvaluationK
     assert {getattr(b, "baby_steps", None) for b in engine._blocks} == {64}
     probe = capture(grown[7], rng, 0.8)
     assert engine.size - 2 * PER_BLOCK + 7 in _rows(engine, evaluation, probe)
+
+
+def test_the_kernel_split_counts_shared_baby_steps_and_conjugations() -> None:
+    """The kernel engine's model (fedmatch.he.engine.kernel_rotation_cost): baby steps
+    divided among the workers that share them, and with giant steps the leftover shift
+    (2.25 key switches on average at dp = 128, base 8) and a conjugation per block."""
+    base = KERNEL_PARAM_SET.rotation_base
+    assert kernel_rotation_cost(128, 128, 7, base, sharers=2) == 63.5
+    # 32 baby steps: 31 shared by two, 3 giant steps of one key switch, 3.25 per block.
+    assert kernel_rotation_cost(128, 32, 7, base, sharers=2) == 15.5 + 7 * 3 + 7 * 3.25
+    # A sharded kernel engine splits with it, for its blocks per worker.
+    engine = ShardedEngine(KERNEL_PARAM_SET, 128, 2)
+    try:
+        rows = unit_vectors(np.random.default_rng(4), 20 * PER_BLOCK + 1, 128)
+        engine.load(rows)
+        assert engine._baby_steps == choose_kernel_baby_steps(128, 11, base, 2) == 128
+    finally:
+        engine.close()
+    assert choose_kernel_baby_steps(128, 7, base, 2) == 32
