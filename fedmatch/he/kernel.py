@@ -3,7 +3,8 @@ baby-step rotations times the register's diagonals, in RNS residues, with lazy r
 
 It computes exactly what SEAL's ``multiply_plain`` + ``add_inplace`` compute on ciphertexts
 and plaintexts in NTT form (a product per coefficient and modulus, a sum, each mod q), with
-the register stored as ``uint32`` residues (dp diagonals x moduli x N per block) instead of
+the register stored as ``uint32`` residues (dp diagonals x moduli x N per block; with the
+kernel set's primes packed into 14 bytes a coefficient, see :class:`PackedBlock`) instead of
 SEAL plaintexts of ``uint64`` words, and one exact reduction per output instead of one per
 product and sum:
 
