@@ -175,6 +175,15 @@ def choose_kernel_baby_steps(dp: int, blocks: int, base: int, sharers: int = 1) 
     return min(candidates, key=lambda n1: (cost(dp, n1, max(blocks, 1), base, sharers), -n1))
 
 
+def split_for(params: ParamSet, dp: int, blocks: int, sharers: int = 1) -> int:
+    """The split of a multi-worker engine for ``blocks`` blocks per worker, with the model
+    of the engine its workers run (the kernel engine's for a kernel set), ``sharers``
+    workers sharing the baby steps (kernel sets only, fedmatch.he.rotshare)."""
+    if params.kernel:
+        return choose_kernel_baby_steps(dp, blocks, params.rotation_base, sharers)
+    return choose_baby_steps(dp, blocks, params.rotation_base)
+
+
 @dataclass(frozen=True)
 class QueryLayout:
     """How one query's result positions map to register rows; kept by the node only."""

@@ -62,6 +62,7 @@ from fedmatch.he.engine import (
     check_search,
     new_layout,
     packed_exclusions,
+    split_for,
     unpack_exclusions,
 )
 from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
@@ -262,7 +263,7 @@ class RayEngine:
         self._dimension = dimension
         # The baby-step/giant-step split of every block (see fedmatch.he.engine), chosen at
         # load for the blocks one actor holds: an actor's blocks share its baby steps.
-        self._baby_steps = self._local.choose_baby_steps(0)
+        self._baby_steps = split_for(params, self._local._dp, 0)
         self._owns_runtime = _start_ray(address, workers)
         self._actors: list[Any] = []
         self._pids: tuple[int, ...] = ()
@@ -343,7 +344,8 @@ class RayEngine:
         shards: list[dict[int, npt.NDArray[np.float32]]] = [{} for _ in self._actors]
         for b in range(nblocks):
             shards[b % len(self._actors)][b] = rows[b * per : (b + 1) * per]
-        baby = self._local.choose_baby_steps(-(-nblocks // len(self._actors)))
+        # The model of the engine the actors run (the kernel engine's for a kernel set).
+        baby = split_for(self._params, self._local._dp, -(-nblocks // len(self._actors)))
         # Every actor replaces its whole share (an empty one too), in parallel.
         self._wait(
             [actor.load.remote(s, baby) for actor, s in zip(self._actors, shards, strict=True)]

@@ -43,9 +43,9 @@ from fedmatch.he.engine import (
     SearchOutput,
     blank_rows,
     check_search,
-    choose_kernel_baby_steps,
     new_layout,
     packed_exclusions,
+    split_for,
     unpack_exclusions,
 )
 from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
@@ -200,7 +200,7 @@ class ShardedEngine:
         self._rows = KeptRows(dimension, self._local.check_rows)
         self._size = 0
         self._nblocks = 0
-        self._baby_steps = self._local.choose_baby_steps(0)
+        self._baby_steps = split_for(params, self._local._dp, 0)
 
     @property
     def params(self) -> ParamSet:
@@ -277,11 +277,8 @@ class ShardedEngine:
         # The split for each worker's share of the blocks; a kernel set's workers share the
         # baby steps (fedmatch.he.rotshare), and its cost model is the kernel engine's.
         per_worker = -(-nblocks // len(self._conns))
-        if self._stack is not None:
-            dp, base = self._local._dp, self._params.rotation_base
-            baby = choose_kernel_baby_steps(dp, per_worker, base, len(self._conns))
-        else:
-            baby = self._local.choose_baby_steps(per_worker)
+        sharers = len(self._conns) if self._stack is not None else 1
+        baby = split_for(self._params, self._local._dp, per_worker, sharers)
         shm = SharedMemory(create=True, size=max(rows.nbytes, 1))
         try:
             view = np.ndarray(rows.shape, dtype=np.float32, buffer=shm.buf)
