@@ -139,4 +139,9 @@ def serve_demo_desk(
 def _wait_for_interrupt() -> None:
     import threading
 
-    threading.Event().wait()
+    # Timed waits: the KeyboardInterrupt is raised in the main thread between bytecodes,
+    # and Ctrl-C may reach another thread of this process (the desk's, gRPC's); an untimed
+    # wait is then never interrupted (a demo once ignored Ctrl-C for 120 s that way).
+    never = threading.Event()
+    while not never.wait(0.25):
+        pass

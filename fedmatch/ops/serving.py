@@ -26,6 +26,9 @@ __all__ = ["serve_party", "serve_until_signalled", "write_port_file"]
 
 log = logging.getLogger("fedmatch")
 
+# How often a waiting main thread gives Python a chance to run a pending signal's handler.
+_SIGNAL_POLL_SECONDS = 0.25
+
 
 def write_port_file(path: Path, port: int) -> None:
     # Write then rename, so a reader polling for the file never sees it half written.
@@ -43,7 +46,11 @@ def serve_until_signalled(server: RunningServer, grace: float = 5.0) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    stop.wait()
+    # Timed waits: Python runs a signal's handler in the main thread, between bytecodes.
+    # The kernel may deliver the signal to another thread (gRPC's, the audit's); an
+    # untimed wait is then never interrupted and the handler never runs.
+    while not stop.wait(_SIGNAL_POLL_SECONDS):
+        pass
     server.stop(grace)
 
 
