@@ -13,10 +13,10 @@ from fedmatch.he.engine import (
     choose_kernel_baby_steps,
     kernel_rotation_cost,
     rotation_cost,
+    split_for,
 )
 from fedmatch.he.keys import EvaluationKeys, open_key_bundle
 from fedmatch.he.params import DEFAULT_PARAM_SET, KERNEL_PARAM_SET
-from fedmatch.he.sharded import ShardedEngine
 from tests.federation import shared_keys
 
 THRESHOLD = 0.45
@@ -103,12 +103,8 @@ def test_the_kernel_split_counts_shared_baby_steps_and_conjugations() -> None:
     assert kernel_rotation_cost(128, 128, 7, base, sharers=2) == 63.5
     # 32 baby steps: 31 shared by two, 3 giant steps of one key switch, 3.25 per block.
     assert kernel_rotation_cost(128, 32, 7, base, sharers=2) == 15.5 + 7 * 3 + 7 * 3.25
-    # A sharded kernel engine splits with it, for its blocks per worker.
-    engine = ShardedEngine(KERNEL_PARAM_SET, 128, 2)
-    try:
-        rows = unit_vectors(np.random.default_rng(4), 20 * PER_BLOCK + 1, 128)
-        engine.load(rows)
-        assert engine._baby_steps == choose_kernel_baby_steps(128, 11, base, 2) == 128
-    finally:
-        engine.close()
-    assert choose_kernel_baby_steps(128, 7, base, 2) == 32
+    # The multi-worker engines split with it, for their blocks per worker (the workers of
+    # a sharded kernel engine share the baby steps; a Ray engine's actors do not).
+    assert split_for(KERNEL_PARAM_SET, 128, 11, 2) == choose_kernel_baby_steps(128, 11, base, 2)
+    assert split_for(KERNEL_PARAM_SET, 128, 7, 2) == 32
+    assert split_for(DEFAULT_PARAM_SET, 128, 7) == choose_baby_steps(128, 7, BASE)
