@@ -100,6 +100,14 @@ def verified_resolve(
     )  # fmt: skip
 
 
+def _as_at_a_terminal() -> None:
+    """In the child before it runs: Ctrl-C's default action, as a shell gives a foreground
+    command. A test run started in the background by a shell without job control (CI under
+    ``cmd &``) inherits SIGINT ignored, and so would the demo: it then ignored the Ctrl-C
+    and the test waited its 120 s (measured: the demo's SigIgn held SIGINT)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_demo_with_the_desk_serves_it_until_ctrl_c(tmp_path: Path) -> None:
     """``make demo DEMO_ARGS=--desk``: the demo prints the desk's address, serves it (its
@@ -112,6 +120,7 @@ def test_demo_with_the_desk_serves_it_until_ctrl_c(tmp_path: Path) -> None:
         [sys.executable, "-m", "fedmatch", "demo", "--desk", "--records", "2000",
          "--workdir", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=_as_at_a_terminal,
     )  # fmt: skip
     assert proc.stdout is not None
     lines: list[str] = []

@@ -9,6 +9,7 @@ in its own interpreter, with the signal sent to a helper thread (``pthread_kill`
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import textwrap
@@ -45,6 +46,12 @@ _HELPER = """
 """
 
 
+def _as_at_a_terminal() -> None:
+    # Ctrl-C's default action, as a shell gives a foreground command: a test run started in
+    # the background without job control inherits SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize(
     ("case", "sig", "expected"),
     [("demo desk", "SIGINT", "interrupted"), ("party server", "SIGINT", "stopped 0.0"),
@@ -53,7 +60,8 @@ _HELPER = """
 def test_a_signal_another_thread_receives_ends_the_wait(case: str, sig: str, expected: str) -> None:
     code = textwrap.dedent(_HELPER.format(signal=sig)) + textwrap.dedent(_SCRIPTS[case])
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
-    )
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False,
+        preexec_fn=_as_at_a_terminal,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == expected
