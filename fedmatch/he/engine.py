@@ -657,7 +657,8 @@ class PackedBase(Generic[BlockT]):
         malformation = self._malformation(probe, keys)
         excess = self._norm_excess(probe, keys)
         out = []
-        constant: tuple[tuple[int, ...], float, seal.Plaintext, seal.Plaintext] | None = None
+        constant: tuple[tuple[int, ...], float, seal.Plaintext] | None = None
+        conj_thresholds: seal.Plaintext | None = None  # constant's, once a block needs it
         # The well-formedness terms conjugated (a key switch of probe data only, once per
         # query), for blocks whose conjugate sum the engine computed (see Sums).
         conjugated: list[tuple[seal.Ciphertext, float]] | None = None
@@ -679,10 +680,12 @@ class PackedBase(Generic[BlockT]):
                 # One encode of the constant threshold per query, shared by the blocks.
                 level = (tuple(acc.parms_id()), acc.scale)
                 if constant is None or constant[:2] != level:
-                    plain = self._threshold(acc, threshold)
-                    constant = (*level, plain, self._conjugate_plain(plain))
+                    constant = (*level, self._threshold(acc, threshold))
+                    conj_thresholds = None
+                if conj is not None and conj_thresholds is None:
+                    conj_thresholds = self._conjugate_plain(constant[2])
                 acc = self._mask(
-                    acc, constant[2], keys, threshold, flags, excess, conj, constant[3]
+                    acc, constant[2], keys, threshold, flags, excess, conj, conj_thresholds
                 )
                 self._rotate(acc, shift, keys)
                 self._rerandomize(acc, keys)

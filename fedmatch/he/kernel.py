@@ -141,19 +141,6 @@ class PackedBlock:
         limbs, tiles, dp, tile = self.words.shape
         return limbs + self.low.shape[0], tiles, dp, tile
 
-    def unpacked(self, moduli: KernelModuli) -> npt.NDArray[np.uint32]:
-        """The residues, one uint32 per modulus (tests and checks; the kernel unpacks as it
-        reads)."""
-        if not self.low.shape[0]:
-            return self.words.copy()
-        kept = self.words & np.uint32((1 << (32 - moduli.spare)) - 1)
-        last = self.low[0].astype(np.uint32)
-        for limb in range(self.words.shape[0]):
-            last |= (self.words[limb] >> np.uint32(32 - moduli.spare)) << np.uint32(
-                16 + moduli.spare * limb
-            )
-        return np.concatenate([kept, last[None]])
-
 
 def pack(residues: npt.NDArray[np.uint32], moduli: KernelModuli) -> PackedBlock:
     """A tiled block (moduli, N / tile, diagonals, tile; residues below their moduli) in
