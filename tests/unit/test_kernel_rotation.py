@@ -22,8 +22,9 @@ from tests.he_keys import keys_for
 
 PS = KERNEL_PARAM_SET
 MODULI = kernel.KernelModuli.top_level(PS)
-# 0, within a tile, a whole number of tiles (256 at dp = 128), both, and the last slot.
-SHIFTS = (0, 1, 37, 256, 1000, PS.slots - 1)
+# 0, within a tile, a whole number of tiles (1,024 at dp = 128), both, and the last slot.
+SHIFTS = (0, 1, 37, 1024, 2085, PS.slots - 1)
+assert kernel.tile_for(128, PS.poly_modulus_degree) == 1024
 
 
 @pytest.fixture(scope="module")
