@@ -26,8 +26,11 @@ product and sum:
   tile with its partner in the other half of the slot order, whose words the conjugate sums
   read (``products_with_conjugates``).
 
-Compilation: numba compiles the kernel the first time it runs, ~2 s here (``warm_up``
-measures it; the engine calls it when it starts, so no query pays it). Nothing is cached on
+Compilation: numba compiles the kernel the first time it runs, ~9.5 s here (``warm_up``
+measures it; the engine calls it when it starts, so no query pays it). Compile time grows
+with every inlined copy of a run: the run is inlined at two call sites and the unpacking
+is a call (with four inlined runs and inlined unpacking it took ~20 s; with nothing
+inlined ~8.5 s, and the kernel ran ~20% slower). Nothing is cached on
 disk (``cache=False``): a node's image is read-only (the package directory cannot take a
 cache), a cache under ``$HOME`` (the image's tmpfs) would be lost at every restart, and a
 cache directory the service may write to is one from which it loads and runs machine code,
@@ -194,7 +197,7 @@ def _unpack_run(words: Any, low: Any, at: int, i: int, cut: int, spare: int, out
             out[c] |= (part[c] >> top) << to
 
 
-_unpack_run_jit = numba.njit(inline="always", cache=False, boundscheck=False, error_model="numpy")(
+_unpack_run_jit = numba.njit(inline="never", cache=False, boundscheck=False, error_model="numpy")(
     _unpack_run
 )
 
@@ -324,11 +327,9 @@ def _accumulate(
                     kr = (k + shift) % n1
                     xt, xv = xs[kr], xu[kr]
                     if limb < whole:
-                        own, other = reg[ta, i][cut:], reg[ta + half, i][cut:]
+                        ra, oa = reg[ta, i][cut:], reg[ta + half, i][cut:]
+                        rb, ob = reg[tb, i][:cut], reg[tb + half, i][:cut]
                         mask = kept if spare else everything
-                        _run_jit(acc, own, other, xt, xv, 0, split, conjugate, mask)
-                        own, other = reg[tb, i], reg[tb + half, i]
-                        _run_jit(acc, own, other, xt, xv, split, cut, conjugate, mask)
                     else:
                         low = lows[b]
                         ra, rb = mine[0, :split], mine[1, :cut]
@@ -337,8 +338,11 @@ def _accumulate(
                         _unpack_run_jit(words, low, tb, i, 0, spare, rb)
                         _unpack_run_jit(words, low, ta + half, i, cut, spare, oa)
                         _unpack_run_jit(words, low, tb + half, i, 0, spare, ob)
-                        _run_jit(acc, ra, oa, xt, xv, 0, split, conjugate, everything)
-                        _run_jit(acc, rb, ob, xt, xv, split, cut, conjugate, everything)
+                        mask = everything
+                    # Two call sites of the inlined run, not four: numba's compile time
+                    # grows with every inlined copy (~20 s with four, measured).
+                    _run_jit(acc, ra, oa, xt, xv, 0, split, conjugate, mask)
+                    _run_jit(acc, rb, ob, xt, xv, split, cut, conjugate, mask)
                     left -= 1
                 for a in range(sums):
                     lo = (t if a % 2 == 0 else u) * tile
