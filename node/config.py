@@ -24,7 +24,8 @@ class NodeConfig:
     model_id: str = "sface-2021dec-int8bq"
     # The homomorphic-encryption parameter set the federation announces (fedmatch.he.params):
     # the node encodes its register for it and refuses probes of any other. The kernel set
-    # (ckks-n8192-q29.29.29.25.60-k) runs the native product kernel.
+    # (ckks-n8192-q29.29.29.25.60-k) runs the native product kernel; its narrow variant
+    # (...-k-narrow) sends fewer bytes for a larger magnitude leak (fedmatch.he.params).
     he_param_set: str = DEFAULT_PARAM_SET.name
     listen: str = "127.0.0.1:0"
     max_workers: int = 8

@@ -90,9 +90,6 @@ BENCH_OFFICER = "bench-officer"
 # leak keeps growing with every lookup. Growth over the whole timed phase is reported too.
 _STABLE_SLACK_BYTES = 32 * 1024 * 1024
 _STABLE_SLACK_FRACTION = 0.05
-# The encrypted scores err by ~1e-4 (fedmatch.he.params): a record this close to the
-# threshold may fall on either side, so such lookups are counted apart as well.
-_RESOLUTION = 1e-4
 
 
 @dataclass(frozen=True)
@@ -259,12 +256,19 @@ def bench_experts(parties: dict[str, PartyFiles], state: str) -> list[Any]:
 
 
 def _baseline(
-    workdir: Path, searched: list[str], dimension: int, probes: list[Probe], threshold: float
+    workdir: Path,
+    searched: list[str],
+    dimension: int,
+    probes: list[Probe],
+    threshold: float,
+    resolution: float,
 ) -> tuple[list[set[tuple[str, str]]], PlainBaselines, int, list[bool]]:
     """Per probe, the (state, reference) pairs an exact (float64) search of the searched
     registers finds at ``threshold``, and the plain searches timed (each over every
     searched register at once, as the federation searches them all per lookup); also per
-    probe whether a record scores within the engine's resolution of the threshold."""
+    probe whether a record scores within ``resolution`` of the threshold (the parameter
+    set's: a record this close may fall on either side, so such lookups are counted apart
+    as well)."""
     from node.store import RecordStore
 
     stores = [RecordStore(workdir / f"{s}.sqlite", s, dimension, MODEL) for s in searched]
@@ -279,7 +283,7 @@ def _baseline(
         for probe in probes:
             hits = plain.search(probe.template)
             scores = plain.scores(probe.template)
-            borderline.append(bool(np.any(np.abs(scores - threshold) < _RESOLUTION)))
+            borderline.append(bool(np.any(np.abs(scores - threshold) < resolution)))
             expected.append(
                 {
                     (searched[int(owners[h])], stores[int(owners[h])].get(int(ids[h])).reference)
@@ -384,7 +388,7 @@ def bench_federation(
         prepare_registers(workdir, states, records_per_node, dimension, planted, parties)
         seed_s = time.perf_counter() - t0
         expected, plain, searched_rows, borderline = _baseline(
-            workdir, searched, dimension, probes, threshold
+            workdir, searched, dimension, probes, threshold, get_param_set(param_set).resolution
         )
 
         t0 = time.perf_counter()
@@ -504,8 +508,8 @@ def bench_federation(
         "searched_records": searched_rows,
         **plain.report(p50),
         "agreement": round(sum(agreed) / queries, 4),
-        # Lookups where some record scores within 1e-4 of the threshold (either answer is
-        # within the engine's precision), and the agreement over all the others.
+        # Lookups where some record scores within the set's resolution of the threshold
+        # (either answer is within the engine's precision), and the agreement over the others.
         "borderline_lookups": sum(borderline),
         "agreement_outside_resolution": round(sum(clear) / len(clear), 4) if clear else None,
         "memory": memory,

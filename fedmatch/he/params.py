@@ -50,8 +50,8 @@ swapped for it, until the kernel engine is faster end to end with every protecti
   row's zero mask then leaves ~26 (s - t) of its score next to decoys as small as
   2^8 |t - s'|: excluded duplicates decrypted as matches (the engine contract's exclusion
   tests failed that way). Here, as in the default set, that term is ~2^-20 of a decoy.
-  Narrower masks would weaken the magnitude bound (0.13 bit per record at 17 bits); a
-  smaller S the norm check.
+  Narrower masks would weaken the magnitude bound (0.046-0.23 bit per record at 17 bits, see
+  the narrow set below); a smaller S the norm check.
 - Rotation base 8 (29 Galois keys, bundle ~46 MB; base 16 would need 46 keys, 71.5 MB,
   over the 64 MB bundle bound). A result's random shift costs no key switch: the kernel
   rotates a block's sum as it computes it (:mod:`fedmatch.he.slotorder`); only a small
@@ -78,6 +78,32 @@ secret key's canonical norm checked to be at most 400). A record's sign survives
 ``|s - t| >= 9.95e-5``, inside the 1e-4 above. The issue's 8 B per record does not fit a
 sound bound with masks over [2^30, 2^47]: 64 bits per coefficient pair leave an error of
 2^30.8, above the smallest masked value itself.
+
+``ckks-n8192-q29.29.29.25.60-k-narrow`` (opt-in, never a default): the kernel set with
+masks log-uniform in [2^29, 2^34] and coarser results, for **7.875 B per record** down
+(64,516 bytes per 8,192 records: ``c0`` rounded to steps of 2^10 slot units, ``c1`` to steps
+2^9 finer, sent modulo 2^27 and 2^36). Same moduli, scales, flood, keys, kernel and
+protections as the kernel set; only the masks, the result widths and the resolution differ.
+What it costs:
+
+- **Privacy.** A masked value's magnitude is ``r |s - t|``; with ``log2 r`` uniform over w
+  bits, the requester reads ``log2 |s - t|`` through uniform noise w bits wide. w = 5 here
+  against 17: per record and query, the mutual information between magnitude and score is
+  ~3.4 times larger (:func:`fedmatch.he.leakage.magnitude_information`, synthetic 128-d
+  scores: 0.155 bit against 0.046 at the threshold 0.45, and 0.78 against 0.23 bit for a
+  requester that puts its threshold at the median score), and averaging over repeated
+  queries of one probe reaches a given precision (w^2 / 12 per query, over the number of
+  queries) ~12 times sooner: one query here tells about what 12 tell on the other sets.
+  Records near the threshold and far from it are told apart with a total-variation distance
+  of ~0.6 for a factor 8 in ``|s - t|`` (tests/unit/test_narrow_set.py; 0.18 with 17 bits,
+  tests/unit/test_he.py::test_masked_magnitudes_say_almost_nothing_about_the_score).
+- **Resolution 1e-3** instead of 1e-4: a score within 1e-3 of the threshold may decide
+  either way. The rounding bound is E = 2^18.26 slot units (2^-40 tail, as below), and the
+  sign survives when ``2^29 |s - t| > 2^16 + 2^11 + E``: ``|s - t| >= 7.1e-4``.
+- Why not keep 17 bits of masks: the bits a result costs are twice the range of the values
+  that must keep their sign (from the smallest mask at the resolution, above the flood and
+  E, to twice the largest mask), plus the finer bits of ``c1``; 64 bits leave ~5 bits of
+  mask range at a resolution of 1e-3, ~2 at 1e-4 (fedmatch.he.resultfmt's module doc).
 """
 
 from __future__ import annotations
@@ -93,6 +119,7 @@ __all__ = [
     "DEFAULT_PARAM_SET",
     "KERNEL_PARAM_SET",
     "MAX_BITS_128",
+    "NARROW_PARAM_SET",
     "PARAM_SETS",
     "ParamSet",
     "check_param_set_name",
@@ -127,6 +154,13 @@ class ParamSet:
     # Data primes a result block keeps: after the masks, the engine rescales until this many
     # are left.
     result_moduli: int = 1
+    # The compact result format's widths (fedmatch.he.resultfmt): c0 is rounded to steps of
+    # 2^result_step_bits slot units, c1 to steps 2^result_finer_bits finer.
+    result_step_bits: int = 7
+    result_finer_bits: int = 9
+    # Scores this close to the threshold may decide either way: the masks' smallest value
+    # times this must exceed the flood, the evaluation noise and the rounding bound.
+    resolution: float = 1e-4
 
     @property
     def slots(self) -> int:
@@ -221,7 +255,27 @@ KERNEL_PARAM_SET = ParamSet(
     result_moduli=2,
 )
 
-PARAM_SETS: dict[str, ParamSet] = {ps.name: ps for ps in (DEFAULT_PARAM_SET, KERNEL_PARAM_SET)}
+# The kernel set with narrow masks, for 8 B per record down: what it costs in privacy is in
+# the module doc. Never a default; a federation opts in by naming it.
+NARROW_PARAM_SET = ParamSet(
+    name="ckks-n8192-q29.29.29.25.60-k-narrow",
+    poly_modulus_degree=8192,
+    coeff_bits=(29, 29, 29, 25, 60),
+    query_scale_bits=40,
+    register_scale_bits=20,
+    mask_bits=(29, 34),
+    flood_bits=16,
+    rotation_base=8,
+    kernel=True,
+    result_moduli=2,
+    result_step_bits=10,
+    result_finer_bits=9,
+    resolution=1e-3,
+)
+
+PARAM_SETS: dict[str, ParamSet] = {
+    ps.name: ps for ps in (DEFAULT_PARAM_SET, KERNEL_PARAM_SET, NARROW_PARAM_SET)
+}
 
 
 def get_param_set(name: str) -> ParamSet:

@@ -20,12 +20,14 @@ set, measured); this format sends what a decryption needs:
 
 Wire format: a 4-byte header (:data:`FORMAT_TAG`, 2 bytes: format byte and version; then
 the two widths, one byte each), then ``x0`` (``B - d`` bits per coefficient) and ``x1``
-(``B`` bits), big-endian bit-packed. Both sets: 43 and 52 bits, 97,284 bytes per block of
-8,192 records, 11.875 B per record. Measured per block: the node's compress ~0.6-0.9 ms
-(SEAL's save: 0.5 ms default, 3.5 ms kernel), the requester's expand, decrypt and decode
-~1.1-1.3 ms. A parser refuses any other size, tag or
-width before any work (:class:`HEError`); whatever bytes pass decode to some slots, which
-the requester's plausibility check then judges, so the work per block is bounded.
+(``B`` bits), big-endian bit-packed. The default and kernel sets: 43 and 52 bits, 97,284
+bytes per block of 8,192 records, 11.875 B per record; the narrow set (masks over 5 bits
+instead of 17, see the end of this doc): 27 and 36 bits, 64,516 bytes, 7.875 B per record.
+Measured per block: the node's compress ~0.6-0.9 ms (SEAL's save: 0.5 ms default, 3.5 ms
+kernel), the requester's expand, decrypt and decode ~1.1-1.3 ms. A parser refuses any
+other size, tag or width before any work (:class:`HEError`); whatever bytes pass decode to
+some slots, which the requester's plausibility check then judges, so the work per block is
+bounded.
 
 Noise bound (the derivation the widths rest on)
 -----------------------------------------------
@@ -49,15 +51,18 @@ sqrt(2N/3) = 74, its maximum over the 4,096 slots is ~220 (290 at the 99.9th per
 ~2^-30 per key, and :mod:`fedmatch.he.keypair` checks every key against it (a fresh key is
 redrawn, a loaded one refused), so ``S <= 400`` holds, not only probably.
 
-Both sets have ``D0 / Delta = 2^7`` and ``d = 9`` (``S D1 = 0.78 D0``): E = 39,187
-(default) and 39,119 (kernel), 2^15.26 in slot units (:func:`error_bound` computes it). With
+The default and kernel sets have ``D0 / Delta = 2^7`` (``ParamSet.result_step_bits``) and
+``d = 9`` (``result_finer_bits``; ``S D1 = 0.78 D0``): E = 39,187 (default) and 39,119
+(kernel), 2^15.26 in slot units (:func:`error_bound` computes it); the narrow set's steps
+of 2^10 give E = 2^18.26. With
 ``d = 9`` the two terms are balanced; each bit less of ``K0`` doubles E. Measured
 (tests/unit/test_he_resultfmt.py, 64 blocks per set at the edge below): the largest error
 over 524,288 records was ~11,300, the keys' own norms being ~200-250.
 
 Wrap: an honest slot's parts are below 2^48 + 2^17 (masks 2^47 times |s - t| < 2, flood,
 noise), so its complex magnitude is below 2^48.5 and every message coefficient below
-``Delta * 2^48.5`` (a coefficient is an average of the slots' values). In the ``2^B``
+``Delta * 2^48.5`` (a coefficient is an average of the slots' values); for masks up to
+2^hi, ``Delta * 2^(hi + 1.5)``, from which :func:`result_format` derives ``B``. In the ``2^B``
 domain that is 2^50.5 (default: 2^58.5 * 2^52 / 2^60) and 2^50.5 (kernel: 2^54.5 * 2^54 /
 2^58.0), under 2^(B - 1) = 2^51 with the error (< 2^13 units) on top.
 
@@ -71,12 +76,21 @@ sign the same way; a malformed probe's garbled values may wrap, which only makes
 noisier. The requester's float arithmetic adds < 2^7 slot units (the FFT of values below
 2^51) and the product by the secret is exact (checked per block).
 
-Why not 8 B per record: 64 bits per coefficient pair means ``2B - d = 64``; with ``d = 9``,
-``B - d = 27.5``: E = 2^(15.26 + 15.5) = 2^30.8, above the smallest mask itself (2^30), so
-no |s - t| <= 2 would keep its sign. What costs the bits is the dynamic range of the values
-that must keep their sign: from ~2^16.7 (mask 2^30 at 1e-4, above the flood) to 2^48.5
-(mask 2^47), 32 bits, plus ~8 bits of the sum over 8,192 coefficients and ~9 of the secret.
-8 B needs that range near 2^18 (e.g. masks over 2^12-2^15, as measured in HE_NOTES).
+Why not 8 B per record with 17 bits of masks: 64 bits per coefficient pair means
+``2B - d = 64``; with ``d = 9``, ``B - d = 27.5``: E = 2^(15.26 + 15.5) = 2^30.8, above the
+smallest mask itself (2^30), so no |s - t| <= 2 would keep its sign. What costs the bits is
+the dynamic range of the values that must keep their sign: from ~2^16.7 (mask 2^30 at 1e-4,
+above the flood) to 2^48.5 (mask 2^47), 32 bits, plus ~8 bits of the sum over 8,192
+coefficients and ~9 of the secret. In general ``2B - d ~ 2 (hi + 1.5) + d - 2 step + 2.5``
+with ``2^lo * resolution > 2^16 + 2^11 + E(step)``: at 64 bits, ~5 bits of mask range fit at
+a resolution of 1e-3, ~2 at 1e-4.
+
+The narrow set (``ckks-n8192-q29.29.29.25.60-k-narrow``, opt-in) takes the first: masks
+over [2^29, 2^34], steps of 2^10 slot units, ``d = 9``: E = 2^18.26 = 312,950; the sign
+holds for ``2^29 |s - t| > 2^16 + 2^11 + E``, ``|s - t| >= 7.1e-4`` (its resolution:
+1e-3); honest coefficients below ``Delta * 2^35.5``: 2^34.5 in the 2^K1 domain, under
+2^(B - 1) = 2^35; ``2B - d = 63`` bits per coefficient pair. What the narrower masks tell
+the requester is measured in :mod:`fedmatch.he.params`.
 """
 
 from __future__ import annotations
@@ -116,11 +130,8 @@ _HEADER = 4
 SECRET_NORM_BOUND = 400.0
 # Per record, the probability that the rounding error exceeds error_bound().
 FAILURE_PROBABILITY = 2.0**-40
-# The widths: c0 rounded to steps of 2^7 slot units (K0), c1 to 2^(7 - d).
-_STEP_BITS = 7
-_FINER_BITS = 9
-# An honest message coefficient is below scale * 2^48.5 (see the module doc).
-_VALUE_BITS = 48.5
+# An honest slot's magnitude is below 2^(hi + 1.5) for masks up to 2^hi (see the module doc).
+_ABOVE_MASK_BITS = 1.5
 # Chunks of x1 convolved with the secret in floating point: 26 bits times up to 8,192
 # ternary terms stay below 2^39, exact in float64 with rounding error ~2^-10.
 _CHUNK_BITS = 26
@@ -167,12 +178,13 @@ def result_format(params: ParamSet) -> ResultFormat:
         data = data.next_context_data()
     moduli = tuple(int(m.value()) for m in data.parms().coeff_modulus())
     log_q = math.log2(math.prod(moduli))
-    # The smallest K0 with steps of at most 2^_STEP_BITS slot units.
-    k0 = math.ceil(log_q - math.log2(scale) - _STEP_BITS)
-    k1 = k0 + _FINER_BITS
-    # B: the honest message (scale * 2^48.5, in the 2^K1 domain) below 2^(B - 1), with a
-    # quarter of a bit for the rounding error and float slack.
-    need = math.log2(scale) + _VALUE_BITS + k1 - log_q + 1.0
+    # The smallest K0 with steps of at most 2^result_step_bits slot units.
+    k0 = math.ceil(log_q - math.log2(scale) - params.result_step_bits)
+    k1 = k0 + params.result_finer_bits
+    # B: the honest message (scale * 2^(hi + 1.5), in the 2^K1 domain) below 2^(B - 1),
+    # with a quarter of a bit for the rounding error and float slack.
+    value_bits = params.mask_bits[1] + _ABOVE_MASK_BITS
+    need = math.log2(scale) + value_bits + k1 - log_q + 1.0
     bits = min(k1, math.ceil(need + 0.25))
     return ResultFormat(
         degree=params.poly_modulus_degree,
@@ -180,7 +192,7 @@ def result_format(params: ParamSet) -> ResultFormat:
         parms_id=tuple(int(w) for w in data.parms_id()),
         scale=scale,
         k0=k0,
-        finer=_FINER_BITS,
+        finer=params.result_finer_bits,
         bits=bits,
     )
 

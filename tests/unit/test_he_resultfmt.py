@@ -1,5 +1,5 @@
 """The compact result format (fedmatch.he.resultfmt): size, the noise bound at its edge on
-both parameter sets with real SEAL keys, and refusal of malformed blocks."""
+every parameter set with real SEAL keys, and refusal of malformed blocks."""
 
 from __future__ import annotations
 
@@ -15,10 +15,16 @@ from fedmatch.he import resultfmt, sealio, sealmem
 from fedmatch.he.engine import PackedEngine
 from fedmatch.he.keypair import RequesterKeys
 from fedmatch.he.keys import open_key_bundle
-from fedmatch.he.params import DEFAULT_PARAM_SET, KERNEL_PARAM_SET, ParamSet
+from fedmatch.he.params import DEFAULT_PARAM_SET, KERNEL_PARAM_SET, NARROW_PARAM_SET, ParamSet
 from tests.federation import shared_keys
 
-SETS = [DEFAULT_PARAM_SET, KERNEL_PARAM_SET]
+SETS = [DEFAULT_PARAM_SET, KERNEL_PARAM_SET, NARROW_PARAM_SET]
+# Per set: x0 and x1 bits, bytes per block, log2 of the rounding bound (module docs).
+WIDTHS = {
+    DEFAULT_PARAM_SET: (43, 52, 97_284, 15.26),
+    KERNEL_PARAM_SET: (43, 52, 97_284, 15.26),
+    NARROW_PARAM_SET: (27, 36, 64_516, 18.26),
+}
 # What the bound must leave room for besides the rounding: the flood and evaluation noise.
 FLOOD, EVALUATION = 2.0**16, 2.0**11
 
@@ -48,6 +54,10 @@ def _seal_slots(keys: RequesterKeys, ct: seal.Ciphertext) -> np.ndarray:
     return np.concatenate([values.real, values.imag])
 
 
+# A non-match's value that every set holds (masks from 2^29 to 2^47).
+_ORDINARY = -(2.0**31)
+
+
 def _flat(values: np.ndarray) -> np.ndarray:
     return np.concatenate([values.real, values.imag])
 
@@ -55,24 +65,26 @@ def _flat(values: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("ps", SETS, ids=lambda ps: ps.name)
 def test_widths_size_and_bound_are_what_the_docs_say(ps: ParamSet) -> None:
     fmt = resultfmt.result_format(ps)
-    assert (fmt.bits0, fmt.bits, fmt.finer) == (43, 52, 9)
-    assert fmt.size == 4 + 8192 * 43 // 8 + 8192 * 52 // 8 == 97_284
-    assert fmt.size / ps.block_records == pytest.approx(11.875, abs=1e-3)
-    # Not the issue's 8 B: the module doc derives why no sound width reaches it.
+    bits0, bits, size, log_bound = WIDTHS[ps]
+    assert (fmt.bits0, fmt.bits, fmt.finer) == (bits0, bits, 9)
+    assert fmt.size == 4 + 8192 * bits0 // 8 + 8192 * bits // 8 == size
+    # 11.875 B per record with 17 bits of masks; the narrow set's 5 bits reach the issue's 8.
+    assert fmt.size / ps.block_records <= (8 if ps == NARROW_PARAM_SET else 11.9)
     bound = resultfmt.error_bound(ps)
-    assert 39_000 < bound < 39_250  # 2^15.26
-    # Rounding steps of c0: 2^7 slot units; c1's 2^9 finer.
-    assert fmt.modulus / 2.0**fmt.k0 / fmt.scale == pytest.approx(2**7, rel=1e-2)
-    # Honest messages (below scale * 2^48.5) do not wrap modulo 2^B.
-    coefficient = fmt.scale * 2**48.5 * 2.0**fmt.k1 / fmt.modulus
+    assert math.log2(bound) == pytest.approx(log_bound, abs=0.01)
+    # Rounding steps of c0: 2^step slot units; c1's 2^9 finer.
+    step = fmt.modulus / 2.0**fmt.k0 / fmt.scale
+    assert step == pytest.approx(2**ps.result_step_bits, rel=1e-2)
+    # Honest messages (below scale * 2^(hi + 1.5)) do not wrap modulo 2^B.
+    coefficient = fmt.scale * 2 ** (ps.mask_bits[1] + 1.5) * 2.0**fmt.k1 / fmt.modulus
     assert math.log2(coefficient) < fmt.bits - 1 - 0.25
-    # The sign margin with the smallest mask (2^30) stays inside the engine's 1e-4.
-    assert (FLOOD + EVALUATION + bound) / 2**30 < 1e-4
+    # The sign margin with the smallest mask stays inside the set's resolution.
+    assert (FLOOD + EVALUATION + bound) / 2 ** ps.mask_bits[0] < ps.resolution
 
 
 def test_a_block_is_smaller_than_the_seal_ciphertext(keys: RequesterKeys) -> None:
     rng = np.random.default_rng(1)
-    values = np.exp2(rng.uniform(30, 47, keys.params.block_records)) * -0.3
+    values = np.exp2(rng.uniform(*keys.params.mask_bits, keys.params.block_records)) * -0.3
     ct = _result(keys, values)
     data = resultfmt.compress(ct, keys.params)
     assert len(data) == resultfmt.result_format(keys.params).size
@@ -91,7 +103,8 @@ def test_the_slots_are_seals_within_the_bound(keys: RequesterKeys) -> None:
     assert own <= resultfmt.error_bound(ps)
     for _ in range(4):
         signs = rng.choice([-1.0, 1.0], ps.block_records)
-        values = signs * np.exp2(rng.uniform(30, 47, ps.block_records)) * rng.uniform(0, 2)
+        masks = np.exp2(rng.uniform(*ps.mask_bits, ps.block_records))
+        values = signs * masks * rng.uniform(0, 2)
         ct = _result(keys, values)
         expected = _seal_slots(keys, ct)
         got = _flat(resultfmt.decrypt_slots(resultfmt.compress(ct, ps), ps, s))
@@ -100,21 +113,22 @@ def test_the_slots_are_seals_within_the_bound(keys: RequesterKeys) -> None:
 
 def test_zero_sign_errors_at_the_bounds_edge(keys: RequesterKeys) -> None:
     """64 blocks (524,288 records) per set. Every record not made large sits just past the
-    margin the bound claims: a score 1% above ``(flood + evaluation noise + E) / 2^30`` from
-    the threshold, under the smallest mask (2^30), with the flood at its full 2^16 against
+    margin the bound claims: a score 1% above ``(flood + evaluation noise + E) / 2^lo`` from
+    the threshold, under the smallest mask (2^lo), with the flood at its full 2^16 against
     it: a decrypted magnitude of 1.01 E + 677. A quarter of the records carry masks up to
-    2^48 (the largest honest values, which the modulus must hold without wrapping)."""
+    2^(hi + 1) (the largest honest values, which the modulus must hold without wrapping)."""
     rng = np.random.default_rng(3)
     ps = keys.params
+    lo, hi = ps.mask_bits
     bound = resultfmt.error_bound(ps)
-    margin = 1.01 * (FLOOD + EVALUATION + bound) / 2**30
-    edge = 2**30 * margin - FLOOD - EVALUATION
+    margin = 1.01 * (FLOOD + EVALUATION + bound) / 2**lo
+    edge = 2**lo * margin - FLOOD - EVALUATION
     worst, errors = 0.0, 0
     for _ in range(64):
         signs = rng.choice([-1.0, 1.0], ps.block_records)
         magnitudes = np.full(ps.block_records, edge)
         large = rng.random(ps.block_records) < 0.25
-        magnitudes[large] = np.exp2(rng.uniform(30, 48, int(large.sum())))
+        magnitudes[large] = np.exp2(rng.uniform(lo, hi + 1, int(large.sum())))
         ct = _result(keys, signs * magnitudes)
         exact = _seal_slots(keys, ct)
         got = _flat(resultfmt.decrypt_slots(resultfmt.compress(ct, ps), ps, keys._secret_poly))
@@ -139,7 +153,7 @@ def test_compress_and_expand_are_fast(keys: RequesterKeys) -> None:
     """Measured, not a timing test: only an order of magnitude is asserted (SEAL's own save
     of a result costs ~1.7 ms)."""
     ps = keys.params
-    ct = _result(keys, np.full(ps.block_records, -(2.0**40)))
+    ct = _result(keys, np.full(ps.block_records, _ORDINARY))
     data = resultfmt.compress(ct, ps)
     start = time.perf_counter()
     for _ in range(10):
@@ -154,8 +168,8 @@ def test_compress_and_expand_are_fast(keys: RequesterKeys) -> None:
 def test_malformed_blocks_are_refused_before_any_work(keys: RequesterKeys) -> None:
     ps = keys.params
     fmt = resultfmt.result_format(ps)
-    good = resultfmt.compress(_result(keys, np.full(ps.block_records, -(2.0**40))), ps)
-    seal_bytes = sealio.to_bytes(_result(keys, np.full(ps.block_records, -(2.0**40))))
+    good = resultfmt.compress(_result(keys, np.full(ps.block_records, _ORDINARY)), ps)
+    seal_bytes = sealio.to_bytes(_result(keys, np.full(ps.block_records, _ORDINARY)))
     cases = {
         "empty": b"",
         "tag only": resultfmt.FORMAT_TAG,
@@ -199,7 +213,7 @@ def test_compress_refuses_a_ciphertext_off_the_result_level(keys: RequesterKeys)
     keys._encryptor.encrypt_zero(ct)  # top level
     with pytest.raises(HEError, match="result level"):
         resultfmt.compress(ct, ps)
-    result = _result(keys, np.full(ps.block_records, -(2.0**40)))
+    result = _result(keys, np.full(ps.block_records, _ORDINARY))
     result.scale = result.scale * 2
     with pytest.raises(HEError, match="result scale"):
         resultfmt.compress(result, ps)
