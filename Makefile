@@ -68,11 +68,14 @@ protos: $(STAMP)
 # The standard sizes of the engine's targets (issue 20), on both parameter sets; each prints
 # one JSON line (~10 GB of RAM and several minutes for the 1M x 512 case).
 KERNEL_SET := ckks-n8192-q29.29.29.25.60-k
+# The opt-in narrow set (7.875 B per record down, masks over 5 bits: fedmatch/he/params.py).
+NARROW_SET := ckks-n8192-q29.29.29.25.60-k-narrow
 bench: $(STAMP)
 	$(VENV)/bin/fedmatch bench search --records 100000 --dim 128 --queries 10
 	$(VENV)/bin/fedmatch bench search --records 100000 --dim 128 --queries 10 --param-set $(KERNEL_SET)
 	$(VENV)/bin/fedmatch bench search --records 1000000 --dim 128 --queries 5
 	$(VENV)/bin/fedmatch bench search --records 1000000 --dim 128 --queries 5 --param-set $(KERNEL_SET)
+	$(VENV)/bin/fedmatch bench search --records 1000000 --dim 128 --queries 5 --param-set $(NARROW_SET)
 	$(VENV)/bin/fedmatch bench search --records 1000000 --dim 512 --queries 3
 	$(VENV)/bin/fedmatch bench search --records 1000000 --dim 512 --queries 3 --param-set $(KERNEL_SET)
 	$(VENV)/bin/fedmatch bench federation --nodes 27 --records-per-node 20000 --queries 10

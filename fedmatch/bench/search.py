@@ -37,7 +37,7 @@ from fedmatch.audit.entry import EventKind, digest_hex
 from fedmatch.audit.events import header_event
 from fedmatch.audit.note import CosignatureVerifier
 from fedmatch.audit.party import COORDINATOR_ORIGIN, AuditConfig, PartyAudit, node_origin
-from fedmatch.bench.memory import node_memory, rss_bytes
+from fedmatch.bench.memory import node_memory, pss_bytes, rss_bytes
 from fedmatch.bench.plain import PlainBaselines
 from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.domain import Category, EncryptedProbe, Purpose, QueryHeader, Sex
@@ -179,7 +179,7 @@ def bench_search(
         # The baseline after the bench's own enrolment temporaries are given back: else the
         # node's trim after its load returns them too, and its growth reads as negative.
         release_free_heap()
-        rss0 = rss_bytes()
+        rss0, pss0 = rss_bytes(), pss_bytes()
         t0 = time.perf_counter()
         # Started apart from the register's load, to report the engine's own start-up (for
         # Ray: the runtime and its actors).
@@ -193,7 +193,9 @@ def bench_search(
         build_s = time.perf_counter() - t0
         # The node's memory: this process's growth plus every search worker's whole RSS,
         # and what the engine itself holds, by kind (fedmatch.bench.memory).
-        memory = node_memory(service.engine, rss_bytes() - rss0, records)
+        pss1 = pss_bytes()
+        pss_growth = pss1 - pss0 if pss0 is not None and pss1 is not None else None
+        memory = node_memory(service.engine, rss_bytes() - rss0, records, pss_growth)
         workers = int(getattr(service.engine, "workers", 1))
         server = serve_node(service, node_security, "127.0.0.1:0")
         # The coordinator's side of the node: its certificate, the node's name.

@@ -61,6 +61,7 @@ def test_bench_search_authorizes_every_query_and_agrees_with_plaintext(
     # is not checked: in a test process the node gives back heap that earlier tests freed;
     # tests/integration/test_node_memory.py measures RSS in a process of its own making).
     assert "node_rss_bytes_per_record" in result
+    assert "node_pss_bytes_per_record" in result  # this machine's kernel has smaps_rollup
     assert result["register_bytes_per_record"] > 0
     assert result["engine_rows_bytes_per_record"] == 0
 
@@ -68,3 +69,43 @@ def test_bench_search_authorizes_every_query_and_agrees_with_plaintext(
 def test_bench_search_refuses_an_unknown_parameter_set(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "search", "--records", "10", "--param-set", "ckks-none"]) == EXIT_INPUT
     assert "--param-set must be one of" in capsys.readouterr().err
+
+
+def test_pss_counts_a_shared_page_once_where_rss_counts_it_twice() -> None:
+    """A forked child touching 64 MiB its parent wrote: both RSS hold it, each PSS half."""
+    import os
+    import select
+    import signal
+
+    from fedmatch.bench.memory import pss_bytes, rss_bytes
+
+    size = 64 * 1024 * 1024
+    block = bytearray(b"\x01" * size)
+    before_rss, before_pss = rss_bytes(), pss_bytes()
+    assert before_pss is not None
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: read every page (allocating nothing), then wait to be measured
+        total = 0
+        for at in range(0, size, 4096):
+            total += block[at]
+        os.write(ready_w, b"x" if total else b"y")
+        signal.pause()
+        os._exit(0)
+    try:
+        readable, _, _ = select.select([ready_r], [], [], 60)
+        assert readable, "the forked child did not read its pages within 60 s"
+        assert os.read(ready_r, 1) == b"x"
+        child_rss, child_pss = rss_bytes(pid), pss_bytes(pid)
+        parent_pss = pss_bytes()
+        assert child_pss is not None and parent_pss is not None
+        assert child_rss >= size
+        # The parent's share of the block fell by about half when the child mapped it.
+        assert before_pss - parent_pss > 0.4 * size
+        assert child_pss < child_rss - 0.4 * size
+        assert before_rss > size
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(ready_r)
+        os.close(ready_w)
