@@ -108,7 +108,7 @@ What it costs:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 import tenseal.sealapi as seal
@@ -257,19 +257,11 @@ KERNEL_PARAM_SET = ParamSet(
 
 # The kernel set with narrow masks, for 8 B per record down: what it costs in privacy is in
 # the module doc. Never a default; a federation opts in by naming it.
-NARROW_PARAM_SET = ParamSet(
+NARROW_PARAM_SET = replace(
+    KERNEL_PARAM_SET,
     name="ckks-n8192-q29.29.29.25.60-k-narrow",
-    poly_modulus_degree=8192,
-    coeff_bits=(29, 29, 29, 25, 60),
-    query_scale_bits=40,
-    register_scale_bits=20,
     mask_bits=(29, 34),
-    flood_bits=16,
-    rotation_base=8,
-    kernel=True,
-    result_moduli=2,
     result_step_bits=10,
-    result_finer_bits=9,
     resolution=1e-3,
 )
 

@@ -22,6 +22,7 @@ from fedmatch.requester.client import node_candidates
 from fedmatch.rpc.v1 import common_pb2, coordinator_pb2
 from tests.federation import as_sent, shared_keys
 from tests.he_flood import noise_and_flood
+from tests.he_magnitudes import near_and_far
 
 THRESHOLD = 0.45
 
@@ -198,30 +199,11 @@ def test_masked_magnitudes_say_almost_nothing_about_the_score(
     and for records just below it are nearly the same distribution (the mask's 17 bits of
     log-uniform noise swamp the ~3 bits of difference), and magnitudes do not order
     records by score."""
-    rng = np.random.default_rng(5)
-    keys = shared_keys()
-    probe = unit_vectors(rng, 1, 128)[0]
-    # Half the register scores 0.40 (just below 0.45), half scores 0.05: a factor 8 in s - t.
-    near = np.stack([capture(probe, rng, 0.40) for _ in range(4096)])
-    far = np.stack([capture(probe, rng, 0.05) for _ in range(4096)])
-    engine = create_engine(DEFAULT_PARAM_SET, 128)
-    engine.load(np.concatenate([near, far]))
-    out = engine.search(evaluation, keys.encrypt_probe(probe), THRESHOLD, lambda: False)
-    values = keys.decrypt_values(out.blocks[0])
-    flat = np.concatenate([values.real, values.imag])
-    rows = np.array([out.layout.row(0, p) for p in range(flat.shape[0])])
-    assert np.all(flat < 0)  # all below the threshold: only the sign is reliable
-    logs = np.log2(np.abs(flat))
-    bins = np.linspace(logs.min(), logs.max(), 40)
-    h_near, _ = np.histogram(logs[rows < 4096], bins=bins)
-    h_far, _ = np.histogram(logs[rows >= 4096], bins=bins)
-    total_variation = 0.5 * np.abs(h_near / h_near.sum() - h_far / h_far.sum()).sum()
+    seen = near_and_far(shared_keys(), evaluation, seed=5)
     # log2(8) = 3 bits of shift in a 17-bit-wide uniform: expected distance 3/17 = 0.18.
-    assert total_variation < 0.25
+    assert seen.total_variation < 0.25
     # Ranking records by magnitude barely beats chance at telling near from far.
-    order = np.argsort(np.abs(flat))
-    top = rows[order[: flat.shape[0] // 2]]
-    assert abs(float(np.mean(top >= 4096)) - 0.5) < 0.15
+    assert abs(seen.near_in_smaller_half - 0.5) < 0.15
 
 
 def test_slot_order_is_fresh_per_query(evaluation: EvaluationKeys) -> None:

@@ -15,8 +15,7 @@ from fedmatch.he.keypair import RequesterKeys
 from fedmatch.he.keys import EvaluationKeys, open_key_bundle
 from fedmatch.he.leakage import magnitude_information
 from fedmatch.he.params import NARROW_PARAM_SET as NARROW
-
-THRESHOLD = 0.45
+from tests.he_magnitudes import FAR, NEAR, THRESHOLD, near_and_far
 
 
 @pytest.fixture(scope="module")
@@ -75,27 +74,11 @@ def test_what_the_magnitudes_tell_is_what_the_docs_state(
     apart at a total-variation distance of 3/5 (0.18 with the other sets' 17 bits) and 0.6
     bit per record (magnitude_information's exact value for these scores): the measured
     limit the parameter set's doc states, not a protection."""
-    rng = np.random.default_rng(12)
-    probe = unit_vectors(rng, 1, 128)[0]
-    near = np.stack([capture(probe, rng, 0.40) for _ in range(4096)])
-    far = np.stack([capture(probe, rng, 0.05) for _ in range(4096)])
-    engine = create_engine(NARROW, 128)
-    engine.load(np.concatenate([near, far]))
-    out = engine.search(evaluation, keys.encrypt_probe(probe), THRESHOLD, lambda: False)
-    values = keys.decrypt_values(out.blocks[0])
-    flat = np.concatenate([values.real, values.imag])
-    rows = np.array([out.layout.row(0, p) for p in range(flat.shape[0])])
-    assert np.all(flat < 0)
-    logs = np.log2(np.abs(flat))
-    bins = np.linspace(logs.min(), logs.max(), 40)
-    h_near, _ = np.histogram(logs[rows < 4096], bins=bins)
-    h_far, _ = np.histogram(logs[rows >= 4096], bins=bins)
-    total_variation = 0.5 * np.abs(h_near / h_near.sum() - h_far / h_far.sum()).sum()
-    assert 0.5 < total_variation < 0.7
+    seen = near_and_far(keys, evaluation, seed=12)
+    assert 0.5 < seen.total_variation < 0.7
     # The smaller half of the magnitudes is mostly the near half: 0.5 + TV / 2 = 0.8.
-    order = np.argsort(np.abs(flat))
-    assert 0.72 < float(np.mean(rows[order[: flat.shape[0] // 2]] < 4096)) < 0.88
-    scores = np.concatenate([np.full(4096, 0.40), np.full(4096, 0.05)])
+    assert 0.72 < seen.near_in_smaller_half < 0.88
+    scores = np.concatenate([np.full(4096, NEAR), np.full(4096, FAR)])
     assert magnitude_information(scores, THRESHOLD, NARROW.mask_bits) == pytest.approx(
         0.6, abs=0.01
     )
