@@ -247,6 +247,9 @@ class NodeService:
             },
         )
         self.publish_checkpoint()  # the start's reconciliation entry, when one is due
+        # Again after the per-row reads above (categories, marks, the reconciliation's
+        # digests and log walk): their temporaries were freed after the first release.
+        release_free_heap()
 
     def close(self) -> None:
         self.engine.close()
