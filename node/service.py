@@ -51,7 +51,7 @@ from fedmatch.he.engine import (
 )
 from fedmatch.he.engines import create_engine
 from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
-from fedmatch.he.params import get_param_set
+from fedmatch.he.params import ParamSet, get_param_set
 from fedmatch.he.sharded import default_workers
 from fedmatch.he.uniform import probe_commitment
 from fedmatch.heap import release_free_heap
@@ -190,6 +190,8 @@ class NodeService:
             audit.signer,
         )
         self.engine = engine or build_engine(config)
+        with self._padding_lock:
+            self._padder(self.engine.params)
         self.handles = handles or HandleRegistry(ttl_seconds=config.handle_ttl_seconds)
         # Validated keys by key id, each state's own bounded set (fedmatch.protocol.epochs),
         # and how often a state may have a bundle validated (each costs seconds of a core).
@@ -300,14 +302,21 @@ class NodeService:
         if missing <= 0:
             return output
         with self._padding_lock:
-            padder = self._padders.get(keys.params.name)
-            if padder is None:
-                # No register: it only makes decoy blocks, in this process.
-                padder = PackedEngine(keys.params, self.config.dimension)
-                self._padders[keys.params.name] = padder
+            padder = self._padder(keys.params)
             threshold = self.config.threshold
             padding = [padder.padding_block(keys, threshold) for _ in range(missing)]
         return with_padding(output, padding)
+
+    def _padder(self, params: ParamSet) -> PackedEngine:
+        """The maker of decoy blocks for ``params`` (under the padding lock): no register,
+        it only makes decoy blocks, in this process; its native steps compiled when it is
+        made (at start for the engine's set), not in a query."""
+        padder = self._padders.get(params.name)
+        if padder is None:
+            padder = PackedEngine(params, self.config.dimension)
+            padder.warm_natives()
+            self._padders[params.name] = padder
+        return padder
 
     def _register_rows(self, start: int, stop: int) -> npt.NDArray[np.float32]:
         """The engine's rows ``start`` to ``stop``, read from the store; an erased row (id -1
@@ -445,7 +454,8 @@ class NodeService:
             keys = open_key_bundle(bundle)
             if keys.params != self.engine.params:
                 raise PreconditionFailed("this node does not search with that parameter set")
-            expires = self.keys.register(key_id, keys, state)
+            # Only what the engine's searches need here (see SearchEngine.kept_keys).
+            expires = self.keys.register(key_id, self.engine.kept_keys(keys), state)
         self.audit.record(
             header_event(
                 EventKind.KEYS_REGISTERED,

@@ -1,26 +1,32 @@
 """A node's memory per record, by component, for the benchmark JSON (issue 20's row "node
 RAM per record, 128-d <= 2 KB").
 
-Two views of the same node:
+The node is sampled three times (:class:`NodeSample`): its engine started and ready (search
+workers compiled, no register: ``ready``), its register loaded (``loaded``) and while it
+serves, after the timed queries (``serving``: one requester's keys registered, every
+worker's search working memory touched). Each sample is the node process's growth since the
+bench's baseline plus each search worker's whole set, in two views:
 
-- ``node_rss_bytes_per_record``: what the operating system charges, the node process's RSS
-  growth while its register loads plus each search worker's whole RSS (a worker exists only
-  for the register; its interpreter, numba and SEAL are part of the cost);
-- ``node_pss_bytes_per_record``: the same with each process's proportional set size, which
-  counts a page shared by several processes (the libraries every worker maps: numpy,
-  SEAL, LLVM) once in all instead of once per process: the RAM the node really takes;
-- what the engine says it holds (``held_bytes``): the encoded register (``register``) and
-  the float32 rows kept for re-encoding (``rows``; none in a node, which re-reads them from
-  its store). The rest of the RSS (``other``) is the interpreters, libraries, SQLite's page
-  cache and allocator slack.
+- RSS, what the operating system charges (a page two workers map counts twice);
+- PSS, the proportional set size, which counts a page shared by several processes (the
+  libraries every worker maps: numpy, SEAL, LLVM) once in all: the RAM the node really takes.
+
+The JSON gives ``node_pss_bytes_per_record`` (and RSS) at ``serving`` over the records: the
+whole node, its fixed part (interpreters, libraries, compiled kernels, keys) included;
+``node_marginal_pss_bytes_per_record``, ``loaded - ready`` over the records: what each
+record adds (the register and the row ids, categories and marks beside it); the three
+samples in MB; and what the engine says it holds (``held_bytes``): the encoded register
+(``register``) and the float32 rows kept for re-encoding (``rows``; none in a node, which
+re-reads them from its store).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["engine_pids", "node_memory", "pss_bytes", "rss_bytes"]
+__all__ = ["NodeSample", "engine_pids", "node_memory", "pss_bytes", "rss_bytes", "sample"]
 
 
 def rss_bytes(pid: int | str = "self") -> int:
@@ -50,31 +56,64 @@ def engine_pids(engine: object) -> list[int]:
     return [int(p.pid) for p in procs if p.pid is not None] + ray_pids
 
 
-def node_memory(
-    engine: object, process_growth: int, records: int, pss_growth: int | None = None
-) -> dict[str, Any]:
-    """The JSON fields of a node's memory: per record, the RSS (``process_growth`` of the
-    node process plus its workers' whole RSS), the PSS likewise (``pss_growth`` of the node
-    process, when measured) and what the engine holds, by kind."""
+@dataclass(frozen=True)
+class NodeSample:
+    """The node's memory at one moment: the node process's growth since a baseline and its
+    search workers' whole sets, in bytes (PSS None where the kernel cannot tell it)."""
+
+    main_rss: int
+    main_pss: int | None
+    workers_rss: int
+    workers_pss: int | None
+
+    @property
+    def rss(self) -> int:
+        return self.main_rss + self.workers_rss
+
+    @property
+    def pss(self) -> int | None:
+        if self.main_pss is None or self.workers_pss is None:
+            return None
+        return self.main_pss + self.workers_pss
+
+
+def sample(engine: object, main_rss: int, main_pss: int | None) -> NodeSample:
+    """``engine``'s workers measured now, with the node process's growth as given."""
     pids = engine_pids(engine)
-    workers = [rss_bytes(p) for p in pids]
-    total = process_growth + sum(workers)
     shares = [pss_bytes(p) for p in pids]
+    workers_pss = None if any(s is None for s in shares) else sum(s or 0 for s in shares)
+    return NodeSample(main_rss, main_pss, sum(rss_bytes(p) for p in pids), workers_pss)
+
+
+def node_memory(
+    engine: object, records: int, ready: NodeSample, loaded: NodeSample, serving: NodeSample
+) -> dict[str, Any]:
+    """The JSON fields of a node's memory (see the module's doc)."""
     held_bytes = getattr(engine, "held_bytes", None)
     held: dict[str, int] = held_bytes() if held_bytes is not None else {}
     per = max(records, 1)
+    mb = 1024 * 1024
     out: dict[str, Any] = {
-        "node_rss_bytes_per_record": round(total / per, 1),
-        "node_rss_parts_bytes_per_record": {
-            "node_process_growth": round(process_growth / per, 1),
-            "search_workers": round(sum(workers) / per, 1),
+        "node_rss_bytes_per_record": round(serving.rss / per, 1),
+        "node_marginal_rss_bytes_per_record": round((loaded.rss - ready.rss) / per, 1),
+        "node_rss_mb": {
+            "ready": round(ready.rss / mb, 1),
+            "loaded": round(loaded.rss / mb, 1),
+            "serving": round(serving.rss / mb, 1),
+            "serving_workers": round(serving.workers_rss / mb, 1),
         },
     }
-    if pss_growth is not None and all(share is not None for share in shares):
-        pss = pss_growth + sum(share for share in shares if share is not None)
-        out["node_pss_bytes_per_record"] = round(pss / per, 1)
+    pss = (ready.pss, loaded.pss, serving.pss)
+    if all(value is not None for value in pss):
+        ready_pss, loaded_pss, serving_pss = (value or 0 for value in pss)
+        out["node_pss_bytes_per_record"] = round(serving_pss / per, 1)
+        out["node_marginal_pss_bytes_per_record"] = round((loaded_pss - ready_pss) / per, 1)
+        out["node_pss_mb"] = {
+            "ready": round(ready_pss / mb, 1),
+            "loaded": round(loaded_pss / mb, 1),
+            "serving": round(serving_pss / mb, 1),
+        }
     if held:
         out["register_bytes_per_record"] = round(held["register"] / per, 1)
         out["engine_rows_bytes_per_record"] = round(held["rows"] / per, 1)
-        out["other_rss_bytes_per_record"] = round((total - sum(held.values())) / per, 1)
     return out

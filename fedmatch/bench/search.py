@@ -37,12 +37,13 @@ from fedmatch.audit.entry import EventKind, digest_hex
 from fedmatch.audit.events import header_event
 from fedmatch.audit.note import CosignatureVerifier
 from fedmatch.audit.party import COORDINATOR_ORIGIN, AuditConfig, PartyAudit, node_origin
-from fedmatch.bench.memory import node_memory, pss_bytes, rss_bytes
+from fedmatch.bench.memory import node_memory, pss_bytes, rss_bytes, sample
 from fedmatch.bench.plain import PlainBaselines
 from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.domain import Category, EncryptedProbe, Purpose, QueryHeader, Sex
 from fedmatch.errors import PreconditionFailed
 from fedmatch.grpcutil.server import make_channel
+from fedmatch.he.engine import warm_natives
 from fedmatch.he.keypair import RequesterKeys
 from fedmatch.he.params import DEFAULT_PARAM_SET, get_param_set
 from fedmatch.heap import release_free_heap
@@ -107,6 +108,12 @@ def _audits(directory: Path, parties: dict[str, PartyFiles]) -> tuple[PartyAudit
         node.close()
         raise
     return node, coordinator_audit
+
+
+def _growth(rss0: int, pss0: int | None) -> tuple[int, int | None]:
+    """This process's RSS and PSS growth since ``rss0`` and ``pss0``."""
+    pss = pss_bytes()
+    return rss_bytes() - rss0, None if pss is None or pss0 is None else pss - pss0
 
 
 def bench_search(
@@ -184,18 +191,23 @@ def bench_search(
         # Started apart from the register's load, to report the engine's own start-up (for
         # Ray: the runtime and its actors).
         search_engine = build_engine(cfg)
-        engine_start_s = time.perf_counter() - t0
         try:
+            # Ready: a reply from every search worker, which answers once it has compiled.
+            held_bytes = getattr(search_engine, "held_bytes", None)
+            if held_bytes is not None:
+                held_bytes()
+            # And the node process's own native steps (its decoy blocks), which the node
+            # compiles at start: fixed, not the register's.
+            warm_natives(ps)
+            engine_start_s = time.perf_counter() - t0
+            # The node's memory, sampled ready, loaded and serving (fedmatch.bench.memory).
+            ready = sample(search_engine, *_growth(rss0, pss0))
             service = NodeService(cfg, store, node_audit, gate, policy, engine=search_engine)
         except BaseException:
             search_engine.close()  # the service would have closed it
             raise
         build_s = time.perf_counter() - t0
-        # The node's memory: this process's growth plus every search worker's whole RSS,
-        # and what the engine itself holds, by kind (fedmatch.bench.memory).
-        pss1 = pss_bytes()
-        pss_growth = pss1 - pss0 if pss0 is not None and pss1 is not None else None
-        memory = node_memory(service.engine, rss_bytes() - rss0, records, pss_growth)
+        loaded = sample(service.engine, *_growth(rss0, pss0))
         workers = int(getattr(service.engine, "workers", 1))
         server = serve_node(service, node_security, "127.0.0.1:0")
         # The coordinator's side of the node: its certificate, the node's name.
@@ -224,7 +236,13 @@ def bench_search(
             registration = common_pb2.RegisterKeysRequest(
                 header=header_to_pb(_header()), key_bundle=key_bundle_to_pb(keys.public_bundle())
             )
+            # What the node process keeps of the keys: its growth across the registration
+            # (this process is the client too: its own copies exist before and after).
+            release_free_heap()
+            keys0 = rss_bytes(), pss_bytes()
             stub.RegisterKeys(registration, timeout=120)
+            release_free_heap()
+            keys_rss, keys_pss = _growth(*keys0)
             times, up, down, agree = [], 0, 0, 0
             block_bytes = 0
             auth_times: list[float] = []
@@ -285,6 +303,16 @@ def bench_search(
                 up, down = request.ByteSize(), response.ByteSize()
                 block_bytes = max(len(block.ciphertext) for block in response.blocks)
                 agree += found == expected
+            # Serving: the node process as loaded plus the keys it kept (its share of the
+            # queries' working memory is not told apart from the client's in this process),
+            # the workers as they are after the queries.
+            main_pss = (
+                None
+                if loaded.main_pss is None or keys_pss is None
+                else (loaded.main_pss + keys_pss)
+            )
+            serving = sample(service.engine, loaded.main_rss + keys_rss, main_pss)
+            memory = node_memory(service.engine, records, ready, loaded, serving)
         finally:
             channel.close()
             server.stop(0.5)

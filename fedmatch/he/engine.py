@@ -93,6 +93,7 @@ __all__ = [
     "padded_block_count",
     "rotated_flags",
     "unpack_exclusions",
+    "warm_natives",
     "with_padding",
 ]
 
@@ -286,6 +287,12 @@ class SearchEngine(Protocol):
     def close(self) -> None:
         """Release worker processes, if any."""
 
+    def kept_keys(self, keys: EvaluationKeys) -> EvaluationKeys:
+        """What the caller keeps of a requester's validated keys for this engine's searches
+        (an engine that searches in worker processes needs no loaded rotation keys here,
+        one that searches itself no bundle bytes: see EvaluationKeys)."""
+        ...
+
 
 def _check_stop(should_stop: Callable[[], bool]) -> None:
     if should_stop():
@@ -423,6 +430,20 @@ def new_layout(blocks: int, rows: int, slots: int) -> QueryLayout:
     return QueryLayout(tuple(order), tuple(_random_below(slots) for _ in order), rows, slots)
 
 
+def warm_natives(params: ParamSet) -> tuple[float, float]:
+    """Compile the native encoder and encryptor of a kernel set's per-block steps (once per
+    process) and build the encoder's tables now, so that no query pays it; (encoder,
+    encryptor) compile seconds, zeros for a set that uses SEAL's."""
+    if not params.kernel:
+        return 0.0, 0.0
+    # Imported here: they load numba, which a default-set engine never does.
+    from fedmatch.he import ckks_encode, native_encrypt
+
+    encoder = ckks_encode.warm_up()
+    ckks_encode.native_encoder(params).prepare()
+    return encoder, native_encrypt.warm_up()
+
+
 class PackedBase(Generic[BlockT]):
     """Complex-packed CKKS search with shared rotations and masked, shuffled results: every
     step but two, which a subclass supplies for its kind of encoded block (``BlockT``): how
@@ -464,8 +485,15 @@ class PackedBase(Generic[BlockT]):
     def size(self) -> int:
         return self._size
 
+    def warm_natives(self) -> tuple[float, float]:
+        """:func:`warm_natives` for this engine's parameter set."""
+        return warm_natives(self._params)
+
     def close(self) -> None:
         """Nothing to release: everything lives in this process."""
+
+    def kept_keys(self, keys: EvaluationKeys) -> EvaluationKeys:
+        return keys.searching_copy()  # it searches here: the loaded keys, not the bytes
 
     def read_rows_from(self, source: RowSource) -> None:
         self._rows.read_from(source)

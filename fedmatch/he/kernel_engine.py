@@ -38,7 +38,7 @@ import numpy.typing as npt
 import tenseal.sealapi as seal
 
 from fedmatch.errors import HEError
-from fedmatch.he import ckks_encode, kernel, native_encrypt, sealmem
+from fedmatch.he import kernel, sealmem
 from fedmatch.he.engine import (
     PackedBase,
     Sums,
@@ -129,12 +129,9 @@ class KernelEngine(PackedBase[KernelBlock]):
         self._tile = kernel.tile_for(self._dp, params.poly_modulus_degree)
         self._threads = threads or kernel.default_threads()
         self.compile_seconds = kernel.warm_up()
-        # The native encoder of the per-block random plaintexts (PackedBase._encode_values):
-        # compiled and its tables built now, not in a query.
-        self.encoder_compile_seconds = ckks_encode.warm_up()
-        ckks_encode.native_encoder(params).prepare()
-        # And the native re-randomization's (PackedBase._rerandomize, fedmatch.he.native_encrypt).
-        self.encrypt_compile_seconds = native_encrypt.warm_up()
+        # The native encoder of the per-block random plaintexts (PackedBase._encode_values)
+        # and the native re-randomization's (PackedBase._rerandomize).
+        self.encoder_compile_seconds, self.encrypt_compile_seconds = self.warm_natives()
 
     def choose_baby_steps(self, blocks: int) -> int:
         """As PackedBase's, counting that a split with giant steps leaves each block's

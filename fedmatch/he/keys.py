@@ -11,7 +11,7 @@ federation's (:mod:`fedmatch.he.uniform`), or keys that do not load for that con
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import tenseal.sealapi as seal
 
@@ -68,8 +68,23 @@ class EvaluationKeys:
     galois_keys: seal.GaloisKeys
     public_key: seal.PublicKey
     relin_keys: seal.RelinKeys
-    # The validated public bundle itself, for engines that hand keys to worker processes.
-    bundle: KeyBundle
+    # The validated public bundle itself, for engines that hand keys to worker processes;
+    # None in a process that runs the searches itself (see searching_copy).
+    bundle: KeyBundle | None
+
+    def searching_copy(self) -> EvaluationKeys:
+        """What a process that runs the searches keeps: the loaded keys, not the bundle's
+        bytes (the same material again: ~47 MB per requester key with the kernel set)."""
+        return replace(self, bundle=None)
+
+    def dispatching_copy(self) -> EvaluationKeys:
+        """What a process that hands searches to worker processes keeps: the bundle (to
+        send them) and the public key (decoy blocks); not the loaded rotation and
+        relinearization keys (~80 MB per requester key with the kernel set), which only
+        the workers use. A rotation attempted with this copy fails in SEAL (no key)."""
+        if self.bundle is None:
+            raise HEError("keys without their bundle cannot be handed to worker processes")
+        return replace(self, galois_keys=seal.GaloisKeys(), relin_keys=seal.RelinKeys())
 
 
 def open_key_bundle(bundle: KeyBundle) -> EvaluationKeys:

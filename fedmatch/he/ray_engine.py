@@ -51,6 +51,7 @@ from fedmatch.errors import (
     ConfigError,
     DeadlineExceeded,
     FedmatchError,
+    HEError,
     InvalidInput,
     Unavailable,
 )
@@ -129,7 +130,7 @@ class _Shard:
             # The reference is nested in a list, so Ray did not fetch it with the task:
             # it is fetched here, only when this actor does not hold the keys yet.
             bundle: KeyBundle = ray.get(box[0])
-            keys = open_key_bundle(bundle)
+            keys = open_key_bundle(bundle).searching_copy()  # not the bundle's bytes again
             self._keys[key_id] = keys
             while len(self._keys) > _KEY_CAPACITY:
                 self._keys.popitem(last=False)
@@ -313,6 +314,10 @@ class RayEngine:
         """Process ids of the actors (on their own hosts; for local memory accounting)."""
         return self._pids
 
+    def kept_keys(self, keys: EvaluationKeys) -> EvaluationKeys:
+        # The workers search: the bundle to send them, the public key for decoy blocks.
+        return keys.dispatching_copy()
+
     def close(self) -> None:
         for actor in self._actors:
             try:
@@ -391,6 +396,8 @@ class RayEngine:
         """The object-store reference of ``keys``' bundle, put there once per key id."""
         ref = self._key_refs.get(keys.key_id)
         if ref is None:
+            if keys.bundle is None:
+                raise HEError("keys without their bundle cannot be handed to the actors")
             ref = ray.put(keys.bundle)
             self._key_refs[keys.key_id] = ref
             while len(self._key_refs) > _KEY_CAPACITY:

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fedmatch.errors import DeadlineExceeded, FedmatchError, InvalidInput, Unavailable
+from fedmatch.errors import DeadlineExceeded, FedmatchError, HEError, InvalidInput, Unavailable
 from fedmatch.he.engine import (
     PackedEngine,
     RowSource,
@@ -48,7 +48,7 @@ from fedmatch.he.engine import (
     split_for,
     unpack_exclusions,
 )
-from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
+from fedmatch.he.keys import EvaluationKeys, open_key_bundle
 from fedmatch.he.local import local_engine
 from fedmatch.he.params import ParamSet, get_param_set
 from fedmatch.he.rotshare import RotationShare, SharedStack
@@ -124,7 +124,10 @@ def _worker_main(
                 conn.send(("held", sum(engine.block_nbytes(b) for b in blocks.values())))
             elif kind == "keys":
                 _, key_id, bundle = msg
-                keys[key_id] = open_key_bundle(bundle)
+                # The loaded keys only: the bundle's bytes would double what each worker
+                # holds per requester key.
+                keys[key_id] = open_key_bundle(bundle).searching_copy()
+                del bundle, msg
                 while len(keys) > _WORKER_KEY_CAPACITY:
                     keys.popitem(last=False)
                 conn.send(("ok",))
@@ -217,6 +220,10 @@ class ShardedEngine:
     @property
     def workers(self) -> int:
         return len(self._conns)
+
+    def kept_keys(self, keys: EvaluationKeys) -> EvaluationKeys:
+        # The workers search: the bundle to send them, the public key for decoy blocks.
+        return keys.dispatching_copy()
 
     def close(self) -> None:
         for conn in self._conns:
@@ -332,7 +339,9 @@ class ShardedEngine:
             if keys.key_id in known:
                 known.move_to_end(keys.key_id)  # as the worker does when it searches
                 continue
-            bundle: KeyBundle = keys.bundle
+            bundle = keys.bundle
+            if bundle is None:
+                raise HEError("keys without their bundle cannot be handed to the workers")
             self._call(w, ("keys", keys.key_id, bundle))
             known[keys.key_id] = None
             while len(known) > _WORKER_KEY_CAPACITY:

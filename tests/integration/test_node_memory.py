@@ -1,7 +1,7 @@
 """A node's memory per record (issue 20: at most 2 KB of node RAM per record at d = 128).
 
-A real NodeService (one search process, each parameter set) loads a register of 49,152
-synthetic records (six full blocks: no padding in the per-record figures) from its SQLite
+A real NodeService (one search process, each parameter set) loads a register of 98,304
+synthetic records (twelve full blocks: no padding in the per-record figures) from its SQLite
 store. What it holds per record:
 
 - the encoded register, exactly its derived size: ``dp`` diagonals of N coefficients per
@@ -11,8 +11,13 @@ store. What it holds per record:
   fedmatch.he.kernel.PackedBlock: 1,792 bytes per record);
 - no float32 rows: the engine re-reads the rows of a block it re-encodes from the store
   (they were a second copy of the templates, 512 bytes per record at d = 128);
-- the process's RSS growth while the register loads, within the register plus a stated
-  margin (see ``_RSS_MARGIN_PER_RECORD``): the load's freed temporaries are given back.
+- the process's RSS growth while the register loads: with the kernel set, at most issue
+  20's 2 KB per record (measured here: ~1,940 bytes, the register's 1,793 and ~145 beside
+  it); with the default set, whose register alone takes the 2 KB (SEAL's uint64 words),
+  within the register plus a stated margin (see ``_RSS_MARGIN_PER_RECORD``). Either way
+  the load's freed temporaries are given back. This is what each record adds; the fixed
+  part of a node (interpreters, libraries, compiled kernels, search workers, keys) is not
+  per record: ``fedmatch bench search`` reports both.
 
 Enrolment and erasure still re-encode their blocks correctly through the store: the
 engine's blocks after an append and an erasure equal a fresh load of the same rows.
@@ -47,14 +52,17 @@ from tests.federation import MODEL, gate, header, node_audit
 
 STATE = "IT"
 DIM = 128
-BLOCKS = 6
+BLOCKS = 12
 RECORDS = BLOCKS * DEFAULT_PARAM_SET.block_records
-# RSS is noisy, and holds more than the register: the row ids, categories and marks (10
-# bytes per record), SQLite's page cache, what SEAL's memory pool and the allocators keep
-# of the load's temporaries after the node returns its free heap (fedmatch.heap).
-# Measured here: ~360 bytes per record above the register. 768 leaves room for that noise
-# and still fails a node that keeps its float32 rows (512 more) or a second register.
+# RSS holds more than the register: the row ids, categories and marks (10 bytes per
+# record), the reference digests the reconciliation keeps (32 and the array's room to
+# grow), SQLite's page cache, what SEAL's memory pool and the allocators keep of the load's
+# temporaries after the node returns its free heap (fedmatch.heap). Measured here: ~145
+# bytes per record above the register with the kernel set, ~205 with the default set.
+# For the default set, 768 leaves room for noise and still fails a node that keeps its
+# float32 rows (512 more) or a second register; the kernel set has issue 20's bound.
 _RSS_MARGIN_PER_RECORD = 768
+_TARGET_PER_RECORD = 2048
 
 
 def _seed(db: Path) -> None:
@@ -136,9 +144,8 @@ def test_node_holds_the_register_and_no_rows(tmp_path: Path, ps: ParamSet, deriv
         flags = BLOCKS * padded_dimension(DIM, ps.slots) if ps.kernel else 0
         assert held["register"] == RECORDS * register + flags
         assert held["rows"] == 0
-        assert growth / RECORDS <= register + _RSS_MARGIN_PER_RECORD, (
-            f"node RSS grew {growth / RECORDS:.0f} bytes per record"
-        )
+        bound = _TARGET_PER_RECORD if ps.kernel else register + _RSS_MARGIN_PER_RECORD
+        assert growth / RECORDS <= bound, f"node RSS grew {growth / RECORDS:.0f} bytes per record"
 
         # Enrolment and erasure, as the node runs them, re-encode their blocks from rows
         # read back from the store: the same blocks as a fresh load of the same rows.

@@ -62,6 +62,13 @@ def test_bench_search_authorizes_every_query_and_agrees_with_plaintext(
     # tests/integration/test_node_memory.py measures RSS in a process of its own making).
     assert "node_rss_bytes_per_record" in result
     assert "node_pss_bytes_per_record" in result  # this machine's kernel has smaps_rollup
+    # Sampled ready, loaded and serving; the per-record figure is the whole node serving,
+    # the marginal one what the load added.
+    assert set(result["node_pss_mb"]) == {"ready", "loaded", "serving"}
+    assert result["node_pss_bytes_per_record"] == pytest.approx(
+        result["node_pss_mb"]["serving"] * 1024 * 1024 / result["records"], rel=0.01
+    )
+    assert "node_marginal_pss_bytes_per_record" in result
     assert result["register_bytes_per_record"] > 0
     assert result["engine_rows_bytes_per_record"] == 0
 

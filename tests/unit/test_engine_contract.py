@@ -24,7 +24,7 @@ import pytest
 
 from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.errors import DeadlineExceeded, HEError, ImplausibleResult, InvalidInput
-from fedmatch.he.engine import SearchEngine, SearchOutput
+from fedmatch.he.engine import PackedBase, SearchEngine, SearchOutput
 from fedmatch.he.engines import create_engine
 from fedmatch.he.kernel_engine import KernelEngine
 from fedmatch.he.keypair import MAX_BLOCK_POSITIVES, RequesterKeys
@@ -125,7 +125,28 @@ def _opened(params: ParamSet, state: str = "DE") -> EvaluationKeys:
 
 @pytest.fixture
 def evaluation(engine: SearchEngine) -> EvaluationKeys:
-    return _opened(engine.params)
+    # What a node keeps of the keys for this engine (NodeService.register_keys).
+    return engine.kept_keys(_opened(engine.params))
+
+
+def test_the_keys_kept_hold_what_the_engine_uses_and_no_more(
+    engine: SearchEngine, evaluation: EvaluationKeys
+) -> None:
+    opened = _opened(engine.params)
+    assert opened.galois_keys.size() > 0 and opened.bundle is not None
+    if isinstance(engine, PackedBase):
+        # It searches here: the loaded keys, not the bundle's bytes a second time.
+        assert evaluation.bundle is None
+        assert evaluation.galois_keys is opened.galois_keys
+        with pytest.raises(HEError, match="handed to worker processes"):
+            evaluation.dispatching_copy()
+    else:
+        # Its workers search: the bundle to send them, the public key for decoy blocks,
+        # no loaded rotation or relinearization keys in this process.
+        assert evaluation.bundle is opened.bundle
+        assert evaluation.public_key is opened.public_key
+        assert evaluation.galois_keys.size() == 0 and evaluation.relin_keys.size() == 0
+        assert not evaluation.galois_keys.has_key(engine.params.galois_elements()[0])
 
 
 def _rows(keys: RequesterKeys, out: SearchOutput) -> set[int]:
