@@ -49,11 +49,12 @@ def pss_bytes(pid: int | str = "self") -> int | None:
 
 
 def engine_pids(engine: object) -> list[int]:
-    """The processes an engine runs its blocks in, besides this one."""
+    """The processes an engine runs its blocks in, besides this one: the sharded engine's
+    workers and the process that forked them, the Ray engine's actors (their processes are
+    on this machine when its runtime is)."""
     procs = getattr(engine, "_procs", [])
-    # The Ray engine's actors (their processes are on this machine when its runtime is).
-    ray_pids = [int(p) for p in getattr(engine, "worker_pids", ())]
-    return [int(p.pid) for p in procs if p.pid is not None] + ray_pids
+    workers = [int(p) for p in getattr(engine, "worker_pids", ())]
+    return [int(p.pid) for p in procs if p.pid is not None] + workers
 
 
 @dataclass(frozen=True)

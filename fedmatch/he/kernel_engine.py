@@ -128,7 +128,7 @@ class KernelEngine(PackedBase[KernelBlock]):
         self._moduli = kernel.KernelModuli.top_level(params)
         self._tile = kernel.tile_for(self._dp, params.poly_modulus_degree)
         self._threads = threads or kernel.default_threads()
-        self.compile_seconds = kernel.warm_up()
+        self.compile_seconds = kernel.warm_up(self._threads)
         # The native encoder of the per-block random plaintexts (PackedBase._encode_values)
         # and the native re-randomization's (PackedBase._rerandomize).
         self.encoder_compile_seconds, self.encrypt_compile_seconds = self.warm_natives()

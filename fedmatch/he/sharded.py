@@ -19,12 +19,19 @@ worker once per key id. A search stops promptly when the
 caller's deadline passes: the main process raises a shared cancel mark that workers check
 between blocks and every 16 rotations.
 
-Workers are started with the ``spawn`` method: a node already runs gRPC threads, and forking
-a process with live gRPC state is unsafe.
+One process is started with the ``spawn`` method (a node already runs gRPC threads, and
+forking a process with live gRPC state is unsafe): it builds the engine, compiling a kernel
+set's kernel once, and forks the workers from itself (:func:`_zygote_main`). The workers
+share what it built, page for page until one writes it: with the kernel set that saves each
+worker ~100 MB of compiled code and compiler state and ~10 s of a core at start. Forked
+workers need numba's own work queue as threading layer (GNU OpenMP terminates a forked
+child); each worker's random stream refills under its own key after the fork
+(:mod:`fedmatch.he.rng`).
 """
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import multiprocessing.connection as mpc
 import os
@@ -38,6 +45,7 @@ import numpy.typing as npt
 
 from fedmatch.errors import DeadlineExceeded, FedmatchError, HEError, InvalidInput, Unavailable
 from fedmatch.he.engine import (
+    PackedBase,
     PackedEngine,
     RowSource,
     SearchOutput,
@@ -66,22 +74,64 @@ def _cancelled(cancel: Any, seq: int) -> Callable[[], bool]:
     return lambda: bool(cancel.value >= seq)
 
 
-def _worker_main(
-    conn: mpc.Connection,
+def _zygote_main(
+    conns: list[mpc.Connection],
     cancel: Any,
     params_name: str,
     dimension: int,
     threads: int,
+    stack: tuple[str, str] | None = None,
+) -> None:
+    """Build (and for a kernel set compile) the workers' engine once, then fork one worker
+    per connection and wait for them: the workers share the compiled code and everything
+    else built here (copy-on-write pages) instead of each building its own. ``threads``:
+    the cores each worker's product kernel may use; ``stack``: the names of the shared
+    rotation stack's segments, if the workers share the rotations."""
+    params = get_param_set(params_name)
+    if params.kernel:
+        # A forked child of a process that loaded GNU OpenMP (numba's default layer here)
+        # is terminated by it; numba's own work queue resets itself in a forked child.
+        import numba
+
+        numba.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]  # set at import
+    engine = local_engine(params, dimension, threads)
+    # Not copied into every worker: the build's freed heap; and what the collector would
+    # otherwise touch in each worker (every object here, making its page the worker's own).
+    release_free_heap()
+    gc.freeze()
+    children = []
+    for me, conn in enumerate(conns):
+        pid = os.fork()
+        if pid == 0:  # the worker: its own connection only, and never back into this code
+            code = 1
+            try:
+                for other in conns:
+                    if other is not conn:
+                        other.close()
+                _worker_main(conn, cancel, engine, dimension, me, len(conns), stack)
+                code = 0
+            finally:
+                os._exit(code)
+        children.append(pid)
+    for conn in conns:
+        conn.close()  # each worker's end lives in the worker alone: its EOF is the main's
+    for pid in children:
+        os.waitpid(pid, 0)
+
+
+def _worker_main(
+    conn: mpc.Connection,
+    cancel: Any,
+    engine: PackedBase[Any],
+    dimension: int,
     me: int = 0,
     workers: int = 1,
     stack: tuple[str, str] | None = None,
 ) -> None:
-    """A worker's loop: encode its blocks, cache keys, score its share of each query.
-    ``threads``: the cores its product kernel may use (kernel sets only); ``stack``: the
-    names of the shared rotation stack's segments, if the workers share the rotations
-    (worker ``me`` of ``workers``)."""
-    # A kernel set compiles its kernel here, at start, in every worker at once.
-    engine = local_engine(get_param_set(params_name), dimension, threads)
+    """A worker's loop: say it is ready (its pid), then encode its blocks, cache keys and
+    score its share of each query with ``engine`` (this worker's copy). ``stack``: as for
+    :func:`_zygote_main` (worker ``me`` of ``workers``)."""
+    conn.send(("ready", os.getpid()))
     blocks: dict[int, list[Any]] = {}
     keys: OrderedDict[str, EvaluationKeys] = OrderedDict()
     # Attached for the worker's life; the main process owns and unlinks them (as for the
@@ -187,18 +237,24 @@ class ShardedEngine:
         sharing = params.kernel and workers > 1
         self._stack = SharedStack(params, dimension, workers) if sharing else None
         names = None if self._stack is None else self._stack.names
-        for w in range(workers):
+        ends = []
+        for _ in range(workers):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(
-                target=_worker_main,
-                args=(child, self._cancel, params.name, dimension, threads, w, workers, names),
-                daemon=True,
-            )
-            proc.start()
-            child.close()
             self._conns.append(parent)
-            self._procs.append(proc)
+            ends.append(child)
             self._key_ids.append(OrderedDict())
+        # One process builds the engine and forks the workers (see _zygote_main); each
+        # worker says it is ready with its pid (read before the first request to it).
+        zygote = ctx.Process(
+            target=_zygote_main,
+            args=(ends, self._cancel, params.name, dimension, threads, names),
+            daemon=True,
+        )
+        zygote.start()
+        for child in ends:
+            child.close()
+        self._procs.append(zygote)
+        self._pids: list[int | None] = [None] * workers
         # As PackedBase keeps them: the rows until the owner names their source.
         self._rows = KeptRows(dimension, self._local.check_rows)
         self._size = 0
@@ -220,6 +276,32 @@ class ShardedEngine:
     @property
     def workers(self) -> int:
         return len(self._conns)
+
+    @property
+    def worker_pids(self) -> tuple[int, ...]:
+        """The workers' process ids (waiting for any not ready yet); the process that
+        forked them is ``_procs[0]``."""
+        return tuple(self._ready(w) for w in range(len(self._conns)))
+
+    def _ready(self, worker: int) -> int:
+        """``worker``'s pid, once it has said it is ready (its first message)."""
+        pid = self._pids[worker]
+        if pid is None:
+            try:
+                hello = self._conns[worker].recv()
+            except (EOFError, OSError):
+                raise Unavailable("a search worker process ended") from None
+            if hello[0] != "ready":
+                raise Unavailable("a search worker did not start")
+            pid = self._pids[worker] = int(hello[1])
+        return pid
+
+    def _send(self, worker: int, msg: tuple[Any, ...]) -> None:
+        self._ready(worker)
+        try:
+            self._conns[worker].send(msg)
+        except OSError:  # its end is closed: the worker is gone
+            raise Unavailable("a search worker process ended") from None
 
     def kept_keys(self, keys: EvaluationKeys) -> EvaluationKeys:
         # The workers search: the bundle to send them, the public key for decoy blocks.
@@ -248,8 +330,8 @@ class ShardedEngine:
     def held_bytes(self) -> dict[str, int]:
         """As :meth:`PackedBase.held_bytes`: the workers' encoded blocks, the rows here."""
         register = 0
-        for conn in self._conns:
-            conn.send(("held",))
+        for w in range(len(self._conns)):
+            self._send(w, ("held",))
         for w in range(len(self._conns)):
             try:
                 reply = self._conns[w].recv()
@@ -264,7 +346,7 @@ class ShardedEngine:
         return block % len(self._conns)
 
     def _call(self, worker: int, msg: tuple[Any, ...]) -> None:
-        self._conns[worker].send(msg)
+        self._send(worker, msg)
         self._expect_ok(worker)
 
     def _expect_ok(self, worker: int) -> None:
@@ -294,7 +376,7 @@ class ShardedEngine:
             busy = []
             for w in range(len(self._conns)):
                 mine = [b for b in range(nblocks) if self._owner(b) == w]
-                self._conns[w].send(("encode", shm.name, rows.shape[0], mine, baby))
+                self._send(w, ("encode", shm.name, rows.shape[0], mine, baby))
                 busy.append(w)
             for w in busy:  # the workers encode their shards in parallel
                 self._expect_ok(w)
@@ -370,7 +452,7 @@ class ShardedEngine:
         peers = sorted(shares)  # the workers of this query, who share its rotations
         for w, jobs in shares.items():
             msg = ("search", seq, keys.key_id, probe, threshold, jobs, peers, self._baby_steps)
-            self._conns[w].send(msg)
+            self._send(w, msg)
             pending[w] = self._conns[w]
         results: dict[int, bytes] = {}
         stopped = False
