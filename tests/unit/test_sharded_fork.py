@@ -27,7 +27,9 @@ def _parent(pid: int) -> int:
         return int(fh.read().rsplit(")", 1)[1].split()[1])
 
 
-@pytest.fixture(params=[KERNEL_PARAM_SET, DEFAULT_PARAM_SET], ids=["kernel", "default"])
+@pytest.fixture(
+    scope="module", params=[KERNEL_PARAM_SET, DEFAULT_PARAM_SET], ids=["kernel", "default"]
+)
 def engine(request: pytest.FixtureRequest) -> Iterator[ShardedEngine]:
     ps: ParamSet = request.param
     e = ShardedEngine(ps, DIM, 2)
@@ -69,8 +71,11 @@ def test_two_workers_never_draw_the_same_masks(engine: ShardedEngine) -> None:
     assert close.mean() < 0.05
 
 
-def test_a_worker_that_ends_is_reported_not_waited_for(engine: ShardedEngine) -> None:
-    pids = engine.worker_pids
-    os.kill(pids[0], 9)
-    with pytest.raises(Unavailable, match="worker process ended"):
-        engine.load(unit_vectors(np.random.default_rng(6), 10, DIM))
+def test_a_worker_that_ends_is_reported_not_waited_for() -> None:
+    engine = ShardedEngine(DEFAULT_PARAM_SET, DIM, 2)  # its own: this one loses a worker
+    try:
+        os.kill(engine.worker_pids[0], 9)
+        with pytest.raises(Unavailable, match="worker process ended"):
+            engine.load(unit_vectors(np.random.default_rng(6), 10, DIM))
+    finally:
+        engine.close()
