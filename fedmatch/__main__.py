@@ -2,6 +2,7 @@
 
 from fedmatch.cli.main import main
 
-# Guarded: search workers are started with "spawn", which imports the main module again.
+# Guarded: the search workers' parent process is started with "spawn", which imports the
+# main module again.
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -13,9 +13,9 @@ which is what masks and shifts need (a seeded PRNG such as numpy's PCG64 is not 
 its state follows from a few outputs).
 
 Processes and threads: the stream is per process and remembers the process id that filled
-its buffer; a forked child drops the buffer it inherited and refills under its own fresh
-key (spawned workers and Ray actors start with none). A lock makes draws from several
-threads safe (each value is handed out once).
+its buffer; a forked child (the sharded engine's workers are forked) drops the buffer it
+inherited and refills under its own fresh key (Ray actors start with none). A lock makes
+draws from several threads safe (each value is handed out once).
 
 Doubles are uniform in [0, 1) with 53 random bits (``(word >> 11) * 2^-53``), as before.
 """
