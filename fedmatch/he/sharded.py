@@ -23,10 +23,10 @@ One process is started with the ``spawn`` method (a node already runs gRPC threa
 forking a process with live gRPC state is unsafe): it builds the engine, compiling a kernel
 set's kernel once, and forks the workers from itself (:func:`_zygote_main`). The workers
 share what it built, page for page until one writes it: with the kernel set that saves each
-worker ~100 MB of compiled code and compiler state and ~10 s of a core at start. Forked
-workers need numba's own work queue as threading layer (GNU OpenMP terminates a forked
-child); each worker's random stream refills under its own key after the fork
-(:mod:`fedmatch.he.rng`).
+worker ~100 MB of compiled code and compiler state and ~10 s of a core at start. A worker
+on one core runs the serial kernel, which needs no threading layer; on more, numba's own
+work queue (GNU OpenMP terminates a forked child). Each worker's random stream refills
+under its own key after the fork (:mod:`fedmatch.he.rng`).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import gc
 import multiprocessing as mp
 import multiprocessing.connection as mpc
 import os
+import signal
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from multiprocessing.shared_memory import SharedMemory
@@ -87,10 +88,14 @@ def _zygote_main(
     else built here (copy-on-write pages) instead of each building its own. ``threads``:
     the cores each worker's product kernel may use; ``stack``: the names of the shared
     rotation stack's segments, if the workers share the rotations."""
+    # Ctrl-C at a terminal reaches the whole process group: the node decides when its
+    # workers stop (a stop message, or the end of its pipes when it exits), not the signal.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     params = get_param_set(params_name)
     if params.kernel:
         # A forked child of a process that loaded GNU OpenMP (numba's default layer here)
-        # is terminated by it; numba's own work queue resets itself in a forked child.
+        # is terminated by it; numba's own work queue resets itself in a forked child
+        # (workers on one core run the serial kernel, which loads no threading layer).
         import numba
 
         numba.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]  # set at import

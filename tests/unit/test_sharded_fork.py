@@ -6,6 +6,8 @@ engines) runs real searches through them."""
 from __future__ import annotations
 
 import os
+import signal
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -79,3 +81,14 @@ def test_a_worker_that_ends_is_reported_not_waited_for() -> None:
             engine.load(unit_vectors(np.random.default_rng(6), 10, DIM))
     finally:
         engine.close()
+
+
+def test_ctrl_c_at_a_terminal_leaves_the_workers_to_the_node(engine: ShardedEngine) -> None:
+    """SIGINT reaches the whole foreground process group: the workers and the process that
+    forked them must not die of it (the node stops them itself, or they see its pipes end)."""
+    for pid in (engine._procs[0].pid, *engine.worker_pids):
+        assert pid is not None
+        os.kill(pid, signal.SIGINT)
+    time.sleep(0.5)
+    assert engine._procs[0].is_alive()
+    assert engine.held_bytes()["rows"] >= 0  # both workers answer
