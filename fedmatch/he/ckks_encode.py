@@ -143,6 +143,105 @@ _forward_jit = numba.njit(nogil=True, cache=False, boundscheck=False, error_mode
 _inverse_jit = numba.njit(nogil=True, cache=False, boundscheck=False, error_model="numpy")(_inverse)
 
 
+def _forward_wide(words: Any, roots: Any, shoup: Any, moduli: Any) -> None:
+    """``_forward`` for primes below 2^62 with Harvey's lazy butterflies (values below 4q <
+    2^64, a last pass reduces to [0, q)) and branch-free inner loops over contiguous runs,
+    which the compiler vectorizes (the 64-bit high product too); ``_forward``'s output bit
+    for bit, ~4x faster here. Stages with a gap under 16 run across groups (strided)."""
+    count, n = words.shape
+    for limb in range(count):
+        q = moduli[limb]
+        q2 = q + q
+        a = words[limb]
+        w_all, s_all = roots[limb], shoup[limb]
+        m, gap = 1, n >> 1
+        while m < n:
+            if gap >= 16:
+                for i in range(m):
+                    w, ws = w_all[m + i], s_all[m + i]
+                    start = 2 * i * gap
+                    xs = a[start : start + gap]
+                    ys = a[start + gap : start + 2 * gap]
+                    for j in range(gap):
+                        x = xs[j]
+                        x = x - q2 if x >= q2 else x
+                        y = ys[j]
+                        t = y * w - _mulhi_jit(y, ws) * q
+                        xs[j] = x + t
+                        ys[j] = x + q2 - t
+            else:
+                wv, sv = w_all[m : 2 * m], s_all[m : 2 * m]
+                for j in range(gap):
+                    xs = a[j :: 2 * gap]
+                    ys = a[j + gap :: 2 * gap]
+                    for i in range(m):
+                        x = xs[i]
+                        x = x - q2 if x >= q2 else x
+                        y = ys[i]
+                        t = y * wv[i] - _mulhi_jit(y, sv[i]) * q
+                        xs[i] = x + t
+                        ys[i] = x + q2 - t
+            m <<= 1
+            gap >>= 1
+        for j in range(n):
+            x = a[j]
+            x = x - q2 if x >= q2 else x
+            a[j] = x - q if x >= q else x
+
+
+def _inverse_wide(
+    words: Any, roots: Any, shoup: Any, moduli: Any, n_inv: Any, n_inv_shoup: Any
+) -> None:
+    """``_inverse`` for primes below 2^62, lazy (values below 2q between stages) and
+    branch-free as ``_forward_wide``; ``_inverse``'s output bit for bit."""
+    count, n = words.shape
+    for limb in range(count):
+        q = moduli[limb]
+        q2 = q + q
+        a = words[limb]
+        w_all, s_all = roots[limb], shoup[limb]
+        gap, m = 1, n >> 1
+        while m >= 1:
+            if gap >= 16:
+                for i in range(m):
+                    w, ws = w_all[m + i], s_all[m + i]
+                    start = 2 * i * gap
+                    xs = a[start : start + gap]
+                    ys = a[start + gap : start + 2 * gap]
+                    for j in range(gap):
+                        x, y = xs[j], ys[j]
+                        u = x + y
+                        xs[j] = u - q2 if u >= q2 else u
+                        d = x + q2 - y
+                        ys[j] = d * w - _mulhi_jit(d, ws) * q
+            else:
+                wv, sv = w_all[m : 2 * m], s_all[m : 2 * m]
+                for j in range(gap):
+                    xs = a[j :: 2 * gap]
+                    ys = a[j + gap :: 2 * gap]
+                    for i in range(m):
+                        x, y = xs[i], ys[i]
+                        u = x + y
+                        xs[i] = u - q2 if u >= q2 else u
+                        d = x + q2 - y
+                        ys[i] = d * wv[i] - _mulhi_jit(d, sv[i]) * q
+            gap <<= 1
+            m >>= 1
+        ni, nis = n_inv[limb], n_inv_shoup[limb]
+        for j in range(n):
+            x = a[j]
+            t = x * ni - _mulhi_jit(x, nis) * q
+            a[j] = t - q if t >= q else t
+
+
+_forward_wide_jit = numba.njit(nogil=True, cache=False, boundscheck=False, error_model="numpy")(
+    _forward_wide
+)
+_inverse_wide_jit = numba.njit(nogil=True, cache=False, boundscheck=False, error_model="numpy")(
+    _inverse_wide
+)
+
+
 def _forward_small(words: Any, roots: Any, shoup: Any, moduli: Any) -> None:
     """``_forward`` for primes below 2^30, on uint32 words: Harvey's lazy butterflies keep
     values below 4q < 2^32 (one correction per butterfly instead of three, a last pass
@@ -287,10 +386,12 @@ def _shoup(values: list[int], q: int) -> list[int]:
     return [(v << 64) // q for v in values]
 
 
-class _Level:
+class NTTTables:
     """The NTT tables of one level (its data primes), from SEAL's own roots."""
 
     def __init__(self, moduli: list[int], psis: list[int], degree: int) -> None:
+        self._psis = list(psis)
+        self._degree = degree
         bits = degree.bit_length() - 1
         rev = [_bitrev(i, bits) for i in range(degree)]
         self.moduli = np.array(moduli, dtype=np.uint64)
@@ -338,6 +439,10 @@ class _Level:
                 [(v << 32) // q for v, q in zip(n_inv, moduli, strict=True)], dtype=np.uint32
             )
 
+    def row(self, index: int) -> NTTTables:
+        """The tables of the level's prime ``index`` alone."""
+        return NTTTables([int(self.moduli[index])], [self._psis[index]], self._degree)
+
 
 class NativeEncoder:
     """Encodes ``slots`` complex values at a level and scale into an NTT-form plaintext
@@ -361,10 +466,10 @@ class NativeEncoder:
         j = np.arange(self._half)
         # c_j = zeta^-j * fft(V)_j / (N / 2).
         self._twist = np.exp(-1j * np.pi * j / degree) / self._half
-        self._levels: dict[tuple[int, ...], _Level] = {}
+        self._levels: dict[tuple[int, ...], NTTTables] = {}
         self._lock = threading.Lock()
 
-    def _level(self, parms_id: list[int]) -> _Level:
+    def _level(self, parms_id: list[int]) -> NTTTables:
         key = tuple(int(w) for w in parms_id)
         level = self._levels.get(key)
         if level is not None:
@@ -376,7 +481,7 @@ class NativeEncoder:
                 if data is None:
                     raise HEError("parms_id is not a level of this parameter set")
                 moduli = [m.value() for m in data.parms().coeff_modulus()]
-                level = _Level(moduli, self._roots_of_seal(list(key), len(moduli)), self._degree)
+                level = NTTTables(moduli, self._roots_of_seal(list(key), len(moduli)), self._degree)
                 self._levels[key] = level
         return level
 
@@ -389,6 +494,10 @@ class NativeEncoder:
         words = np.empty((count, self._degree), dtype=np.uint64)
         sealmem.read_plaintext(plain, words)
         return [int(w) for w in words[:, 0]]
+
+    def tables(self, parms_id: list[int]) -> NTTTables:
+        """The NTT tables of a level (the key level included), built once."""
+        return self._level(parms_id)
 
     def slot_values(self, coeffs: npt.NDArray[np.float64]) -> npt.NDArray[np.complex128]:
         """The slot values of the real polynomial ``coeffs`` (N of them, scale 1): what

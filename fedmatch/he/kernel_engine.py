@@ -38,7 +38,7 @@ import numpy.typing as npt
 import tenseal.sealapi as seal
 
 from fedmatch.errors import HEError
-from fedmatch.he import kernel, sealmem
+from fedmatch.he import kernel, keyswitch, sealmem
 from fedmatch.he.engine import (
     PackedBase,
     Sums,
@@ -97,6 +97,15 @@ class RotationStack(list[seal.Ciphertext]):
         for k, rotation in enumerate(rotations):
             place(self.residues, k, rotation)
 
+    def words(self, k: int) -> npt.NDArray[np.uint32]:
+        """Rotation ``k``'s words (parts x moduli x N, SEAL's NTT order): what
+        :func:`place_words` put in."""
+        moduli, tiles, _, parts, tile = self.residues.shape
+        slotted = self.residues[:, :, k].transpose(2, 0, 1, 3).reshape(parts, moduli, -1)
+        out = np.empty_like(slotted)
+        out[..., slot_order(tiles * tile)] = slotted
+        return out
+
 
 def stack_shape(query: seal.Ciphertext, count: int, tile: int) -> tuple[int, int, int, int, int]:
     """(moduli, tiles, rotations, parts, tile): a rotation stack's shape."""
@@ -106,13 +115,19 @@ def stack_shape(query: seal.Ciphertext, count: int, tile: int) -> tuple[int, int
 
 def place(residues: npt.NDArray[np.uint32], k: int, rotation: seal.Ciphertext) -> None:
     """Rotation ``k``'s words into its place in a stack (``residues``, see RotationStack)."""
-    moduli, _, _, parts, tile = residues.shape
-    degree = rotation.poly_modulus_degree()
-    words = np.empty((parts, moduli, degree), dtype=np.uint32)
+    _, _, _, parts, _ = residues.shape
+    words = np.empty((parts, rotation.coeff_modulus_size(), rotation.poly_modulus_degree()),
+                     dtype=np.uint32)  # fmt: skip
     sealmem.read_ciphertext(rotation, words)
+    place_words(residues, k, words)
+
+
+def place_words(residues: npt.NDArray[np.uint32], k: int, words: npt.NDArray[np.uint32]) -> None:
+    """:func:`place` for a rotation's words (parts x moduli x N, SEAL's NTT order)."""
+    moduli, _, _, parts, tile = residues.shape
     # In slot order (as the blocks), (part, l, t, c) -> (l, t, part, c): this rotation's
     # place in every tile.
-    ordered = words[..., slot_order(degree)]
+    ordered = words[..., slot_order(words.shape[-1])]
     residues[:, :, k] = ordered.reshape(parts, moduli, -1, tile).transpose(1, 2, 0, 3)
 
 
@@ -132,6 +147,11 @@ class KernelEngine(PackedBase[KernelBlock]):
         # The native encoder of the per-block random plaintexts (PackedBase._encode_values)
         # and the native re-randomization's (PackedBase._rerandomize).
         self.encoder_compile_seconds, self.encrypt_compile_seconds = self.warm_natives()
+        # The baby steps' key switches, native and hoisted (fedmatch.he.keyswitch), with
+        # the rotation keys they use read out of SEAL once per requester key.
+        self.keyswitch_compile_seconds = keyswitch.warm_up(params)
+        self._hoister = keyswitch.Hoister(params)
+        self._rotation_keys = keyswitch.KeyCache(params, self._dp)
 
     def choose_baby_steps(self, blocks: int) -> int:
         """As PackedBase's, counting that a split with giant steps leaves each block's
@@ -174,7 +194,39 @@ class KernelEngine(PackedBase[KernelBlock]):
         should_stop: Callable[[], bool],
         count: int | None = None,
     ) -> RotationStack:
-        return RotationStack(super()._rotations(query, keys, should_stop, count), self._tile)
+        """The query's baby-step rotations (0 .. count - 1), native and hoisted
+        (:mod:`fedmatch.he.keyswitch`), straight into a new stack."""
+        n1 = self._dp if count is None else count
+        words = self._query_words(query)
+        residues = np.empty(stack_shape(query, n1, self._tile), dtype=np.uint32)
+        self._hoisted(words, range(n1), keys, residues, should_stop)
+        return RotationStack([query], self._tile, residues)
+
+    def _query_words(self, query: seal.Ciphertext) -> npt.NDArray[np.uint32]:
+        """The query's words for the native rotations (an opened probe is size 2, in NTT
+        form, at the top level: PackedBase refuses any other)."""
+        if (
+            query.size() != 2
+            or not query.is_ntt_form()
+            or list(query.parms_id()) != list(self._ctx.first_parms_id())
+        ):
+            raise HEError("the query is not a size-2 NTT-form ciphertext at the top level")
+        words = np.empty((2, self._hoister.moduli, query.poly_modulus_degree()), dtype=np.uint32)
+        sealmem.read_ciphertext(query, words)
+        return words
+
+    def _hoisted(
+        self,
+        words: npt.NDArray[np.uint32],
+        indices: Sequence[int],
+        keys: EvaluationKeys,
+        residues: npt.NDArray[np.uint32],
+        should_stop: Callable[[], bool],
+    ) -> None:
+        """Rotations ``indices`` of ``words`` into their places in ``residues``."""
+        rotation_keys = self._rotation_keys.get(keys)
+        for k, rotated in self._hoister.rotations(words, indices, rotation_keys, should_stop):
+            place_words(residues, k, rotated)
 
     def _shared_rotations(
         self,
@@ -184,27 +236,12 @@ class KernelEngine(PackedBase[KernelBlock]):
         count: int,
         share: RotationShare,
     ) -> RotationStack:
-        """This worker's share of the rotations into the shared stack: the first by its
-        base-8 digits from the query (at most three key switches), the rest one step each
-        from the previous, as :meth:`_rotations` does; then the whole stack once every peer
-        has written its share."""
+        """This worker's share of the rotations into the shared stack (native and hoisted,
+        as :meth:`_rotations`); then the whole stack once every peer has written its share."""
         try:
             residues = share.stack(stack_shape(query, count, self._tile))
-            current: seal.Ciphertext | None = None
-            for k in share.part(count):
-                if k % 16 == 0:
-                    _check_stop(should_stop)
-                if current is None:
-                    current = seal.Ciphertext()
-                    # A copy (sealapi binds no copy constructor), then rotated in place.
-                    self._evaluator.negate(query, current)
-                    self._evaluator.negate_inplace(current)
-                    self._rotate(current, k, keys)
-                else:
-                    nxt = seal.Ciphertext()
-                    self._evaluator.rotate_vector(current, 1, keys.galois_keys, nxt)
-                    current = nxt
-                place(residues, k, current)
+            words = self._query_words(query)
+            self._hoisted(words, share.part(count), keys, residues, should_stop)
             share.publish()
         except BaseException:
             share.fail()

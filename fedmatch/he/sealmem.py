@@ -41,6 +41,7 @@ __all__ = [
     "in_place",
     "read_ciphertext",
     "read_plaintext",
+    "read_public_key",
     "write_ciphertext",
     "write_plaintext",
 ]
@@ -83,9 +84,11 @@ def _parms_words(address: int) -> list[int]:
     return [_word(address + 8 * i) for i in range(4)]
 
 
-def _ciphertext_data(ct: seal.Ciphertext) -> tuple[int, int] | None:
-    """(data address, word count) of a ciphertext whose layout checks out, else None."""
-    address = _object_address(ct)
+def _ciphertext_data(ct: seal.Ciphertext, owner: Any | None = None) -> tuple[int, int] | None:
+    """(data address, word count) of a ciphertext whose layout checks out, else None.
+    ``owner``: the object whose first member ``ct`` is (a public key's ciphertext, which
+    the binding hands out as a reference: pybind11 gives it no holder of its own)."""
+    address = _object_address(ct if owner is None else owner)
     if address is None:
         return None
     size, degree, moduli = ct.size(), ct.poly_modulus_degree(), ct.coeff_modulus_size()
@@ -173,6 +176,22 @@ def read_ciphertext(ct: seal.Ciphertext, out: npt.NDArray[Any]) -> None:
     if out.shape != shape:
         raise HEError("ciphertext does not have the shape the kernel expects")
     found = _ciphertext_data(ct) if _IN_PLACE else None
+    if found is not None:
+        np.copyto(out, _view(*found).reshape(shape), casting="unsafe")
+        return
+    _, _, polys = _serialized(ct)
+    np.copyto(out, polys.data, casting="unsafe")
+
+
+def read_public_key(key: seal.PublicKey, out: npt.NDArray[Any]) -> None:
+    """:func:`read_ciphertext` for a public key's (or a key-switching key part's)
+    ciphertext: SEAL 4's ``PublicKey`` holds it as its only member, so the key's own object
+    is where its layout is checked (as any ciphertext's, against ``key.data()``'s getters)."""
+    ct = key.data()
+    shape = (ct.size(), ct.coeff_modulus_size(), ct.poly_modulus_degree())
+    if out.shape != shape:
+        raise HEError("public key does not have the shape expected")
+    found = _ciphertext_data(ct, owner=key) if _IN_PLACE else None
     if found is not None:
         np.copyto(out, _view(*found).reshape(shape), casting="unsafe")
         return

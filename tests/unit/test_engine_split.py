@@ -8,6 +8,7 @@ import pytest
 
 from fedmatch.demo.synthetic import capture, unit_vectors
 from fedmatch.he.engine import (
+    HOISTED_BABY_STEP,
     PackedEngine,
     choose_baby_steps,
     choose_kernel_baby_steps,
@@ -100,11 +101,16 @@ def test_the_kernel_split_counts_shared_baby_steps_and_conjugations() -> None:
     divided among the workers that share them, and with giant steps the leftover shift
     (2.25 key switches on average at dp = 128, base 8) and a conjugation per block."""
     base = KERNEL_PARAM_SET.rotation_base
-    assert kernel_rotation_cost(128, 128, 7, base, sharers=2) == 63.5
+    hoisted = HOISTED_BABY_STEP
+    assert kernel_rotation_cost(128, 128, 7, base, sharers=2) == pytest.approx(127 * hoisted / 2)
     # 32 baby steps: 31 shared by two, 3 giant steps of one key switch, 3.25 per block.
-    assert kernel_rotation_cost(128, 32, 7, base, sharers=2) == 15.5 + 7 * 3 + 7 * 3.25
+    expected = 31 * hoisted / 2 + 7 * 3 + 7 * 3.25
+    assert kernel_rotation_cost(128, 32, 7, base, sharers=2) == pytest.approx(expected)
     # The multi-worker engines split with it, for their blocks per worker (the workers of
     # a sharded kernel engine share the baby steps; a Ray engine's actors do not).
     assert split_for(KERNEL_PARAM_SET, 128, 11, 2) == choose_kernel_baby_steps(128, 11, base, 2)
-    assert split_for(KERNEL_PARAM_SET, 128, 7, 2) == 32
+    # Hoisted baby steps are cheap enough that 7 blocks per worker take no giant steps (the
+    # kernel then rotates and conjugates every block's sum); one block per worker does.
+    assert split_for(KERNEL_PARAM_SET, 128, 7, 2) == 128
+    assert split_for(KERNEL_PARAM_SET, 128, 1, 1) < 128
     assert split_for(DEFAULT_PARAM_SET, 128, 7) == choose_baby_steps(128, 7, BASE)
