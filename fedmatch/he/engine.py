@@ -452,6 +452,43 @@ def warm_natives(params: ParamSet) -> tuple[float, float]:
     return encoder, native_encrypt.warm_up()
 
 
+def garbling_factors(low: float, slots: int) -> npt.NDArray[np.complex128]:
+    """Per slot (both parts) a fresh factor of random sign and magnitude 2^low to
+    2^(low + 2), for a well-formedness term (:meth:`PackedBase._garble`)."""
+    sign = np.where(_uniform(2 * slots) < 0.5, -1.0, 1.0)
+    rho = sign * np.exp2(low + 2.0 * _uniform(2 * slots))
+    values: npt.NDArray[np.complex128] = rho[:slots] + 1j * rho[slots:]
+    return values
+
+
+def masks(
+    params: ParamSet, flags: npt.NDArray[np.bool_] | None
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Fresh log-uniform masks over ``params.mask_bits`` for the real and the imaginary
+    parts of every slot, 0 at the flagged rows (:meth:`PackedBase._mask`)."""
+    lo, hi = params.mask_bits
+    slots = params.slots
+    r1, r2 = (np.exp2(lo + (hi - lo) * _uniform(slots)) for _ in range(2))
+    if flags is not None:
+        r1[flags[:slots]] = 0.0
+        r2[flags[slots:]] = 0.0
+    return r1, r2
+
+
+def excess_weights(
+    r1: npt.NDArray[np.float64], r2: npt.NDArray[np.float64]
+) -> npt.NDArray[np.complex128]:
+    """The norm excess's weights: each row's mask times a fresh factor of random sign and
+    magnitude 2 to 8 (:meth:`PackedBase._mask`)."""
+    slots = r1.shape[0]
+    factors = [
+        np.where(_uniform(slots) < 0.5, -1.0, 1.0) * np.exp2(1.0 + 2.0 * _uniform(slots))
+        for _ in range(2)
+    ]
+    values: npt.NDArray[np.complex128] = r1 * factors[0] + 1j * r2 * factors[1]
+    return values
+
+
 class PackedBase(Generic[BlockT]):
     """Complex-packed CKKS search with shared rotations and masked, shuffled results: every
     step but two, which a subclass supplies for its kind of encoded block (``BlockT``): how
@@ -712,7 +749,6 @@ class PackedBase(Generic[BlockT]):
                     shift = (shift - applied) % self._params.slots
                 if conj is not None and conjugated is None:
                     conjugated = self._conjugated_terms(malformation, keys)
-                self._garble(acc, malformation, conj, conjugated)
                 # One encode of the constant threshold per query, shared by the blocks.
                 level = (tuple(acc.parms_id()), acc.scale)
                 if constant is None or constant[:2] != level:
@@ -720,9 +756,10 @@ class PackedBase(Generic[BlockT]):
                     conj_thresholds = None
                 if conj is not None and conj_thresholds is None:
                     conj_thresholds = self._conjugate_plain(constant[2])
-                acc = self._mask(
-                    acc, constant[2], keys, threshold, flags, excess, conj, conj_thresholds
-                )
+                acc = self._blend(
+                    acc, malformation, keys, threshold, constant[2], flags, excess,
+                    conj, conjugated, conj_thresholds,
+                )  # fmt: skip
                 self._rotate(acc, shift, keys)
                 self._rerandomize(acc, keys)
                 out.append(resultfmt.compress(acc, self._params))
@@ -919,6 +956,24 @@ class PackedBase(Generic[BlockT]):
             return None
         return total
 
+    def _blend(
+        self,
+        acc: seal.Ciphertext,
+        terms: Sequence[tuple[seal.Ciphertext, float]],
+        keys: EvaluationKeys,
+        threshold: float,
+        thresholds: seal.Plaintext,
+        flags: npt.NDArray[np.bool_] | None,
+        excess: seal.Ciphertext | None,
+        conj: seal.Ciphertext | None,
+        conjugated: Sequence[tuple[seal.Ciphertext, float]] | None,
+        conj_thresholds: seal.Plaintext | None,
+    ) -> seal.Ciphertext:
+        """A block's sums to its masked scores: :meth:`_garble`, then :meth:`_mask` (the
+        kernel engine does both in one native pass where it can)."""
+        self._garble(acc, terms, conj, conjugated)
+        return self._mask(acc, thresholds, keys, threshold, flags, excess, conj, conj_thresholds)
+
     def _garble(
         self,
         acc: seal.Ciphertext,
@@ -940,10 +995,8 @@ class PackedBase(Generic[BlockT]):
         if conj is not None and (conjugated is None or len(conjugated) != len(terms)):
             raise HEError("a conjugate sum needs the conjugated well-formedness terms")
         for index, (term, low) in enumerate(terms):
-            sign = np.where(_uniform(2 * slots) < 0.5, -1.0, 1.0)
-            rho = sign * np.exp2(low + 2.0 * _uniform(2 * slots))
             plain, product = seal.Plaintext(), seal.Ciphertext()
-            values = rho[:slots] + 1j * rho[slots:]
+            values = garbling_factors(low, slots)
             self._encode_values(values, term.parms_id(), ps.register_scale, plain)
             self._evaluator.multiply_plain(term, plain, product)
             self._evaluator.add_inplace(acc, product)
@@ -1047,11 +1100,7 @@ class PackedBase(Generic[BlockT]):
             raise HEError("a conjugate sum needs the thresholds conjugated")
         else:
             ev.sub_plain_inplace(conj, conj_thresholds)
-        lo, hi = ps.mask_bits
-        r1, r2 = (np.exp2(lo + (hi - lo) * _uniform(slots)) for _ in range(2))
-        if flags is not None:
-            r1[flags[:slots]] = 0.0
-            r2[flags[slots:]] = 0.0
+        r1, r2 = masks(ps, flags)
         plus, minus = seal.Plaintext(), seal.Plaintext()
         self._encode_values(((r1 + r2) / 2).astype(np.complex128), parms_id, 1.0, plus)
         self._encode_values(((r1 - r2) / 2).astype(np.complex128), parms_id, 1.0, minus)
@@ -1062,18 +1111,19 @@ class PackedBase(Generic[BlockT]):
             # Times the row's own mask (0 for an excluded row): the excess moves a score by
             # a fixed multiple of itself, in the units the mask gives every value. The masks
             # are 2^30 and more, so encoding at scale 1 keeps them exact enough.
-            factors = [
-                np.where(_uniform(slots) < 0.5, -1.0, 1.0) * np.exp2(1.0 + 2.0 * _uniform(slots))
-                for _ in range(2)
-            ]
             weights, product = seal.Plaintext(), seal.Ciphertext()
-            values = r1 * factors[0] + 1j * r2 * factors[1]
-            self._encode_values(values, parms_id, 1.0, weights)
+            self._encode_values(excess_weights(r1, r2), parms_id, 1.0, weights)
             ev.multiply_plain(excess, weights, product)
             ev.add_inplace(acc, product)
+        return self._finish_mask(acc, threshold, flags)
+
+    def _finish_mask(
+        self, acc: seal.Ciphertext, threshold: float, flags: npt.NDArray[np.bool_] | None
+    ) -> seal.Ciphertext:
+        """The masked scores rescaled to the result level, decoys at the excluded rows."""
         self._rescale_to_result(acc)
         if flags is not None:
-            ev.add_plain_inplace(acc, self._decoys(acc, threshold, flags))
+            self._evaluator.add_plain_inplace(acc, self._decoys(acc, threshold, flags))
         return acc
 
     def _rescale_to_result(self, ct: seal.Ciphertext) -> None:

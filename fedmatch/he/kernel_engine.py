@@ -30,6 +30,7 @@ The kernel is compiled when the engine is built (``compile_seconds``), never in 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -38,17 +39,21 @@ import numpy.typing as npt
 import tenseal.sealapi as seal
 
 from fedmatch.errors import HEError
-from fedmatch.he import kernel, keyswitch, sealmem
+from fedmatch.he import blend, ckks_encode, kernel, keyswitch, sealmem
 from fedmatch.he.engine import (
     PackedBase,
     Sums,
     _check_stop,
     choose_kernel_baby_steps,
+    excess_weights,
+    garbling_factors,
     kernel_rotation_cost,
+    masks,
 )
 from fedmatch.he.keys import EvaluationKeys
 from fedmatch.he.params import ParamSet
 from fedmatch.he.rotshare import RotationShare
+from fedmatch.he.slotorder import conjugated as conjugated_words
 from fedmatch.he.slotorder import slot_order
 
 __all__ = ["KernelBlock", "KernelEngine", "RotationStack", "place", "stack_shape"]
@@ -152,6 +157,10 @@ class KernelEngine(PackedBase[KernelBlock]):
         self.keyswitch_compile_seconds = keyswitch.warm_up(params)
         self._hoister = keyswitch.Hoister(params)
         self._rotation_keys = keyswitch.KeyCache(params, self._dp)
+        # The garbling, threshold and masks of a block with a conjugate sum in one native
+        # pass (fedmatch.he.blend), with the query's words read once.
+        blend.warm_up()
+        self._blend_words: blend.QueryWords | None = None
 
     def choose_baby_steps(self, blocks: int) -> int:
         """As PackedBase's, counting that a split with giant steps leaves each block's
@@ -248,6 +257,108 @@ class KernelEngine(PackedBase[KernelBlock]):
             raise
         share.wait(should_stop)
         return RotationStack([query], self._tile, residues)
+
+    def _blend(
+        self,
+        acc: seal.Ciphertext,
+        terms: Sequence[tuple[seal.Ciphertext, float]],
+        keys: EvaluationKeys,
+        threshold: float,
+        thresholds: seal.Plaintext,
+        flags: npt.NDArray[np.bool_] | None,
+        excess: seal.Ciphertext | None,
+        conj: seal.Ciphertext | None,
+        conjugated: Sequence[tuple[seal.Ciphertext, float]] | None,
+        conj_thresholds: seal.Plaintext | None,
+    ) -> seal.Ciphertext:
+        """PackedBase's garbling and masks in one native pass (:mod:`fedmatch.he.blend`) for
+        a block with its conjugate sum; PackedBase's own steps for anything else (a block
+        with giant steps, every row excluded, or operands SEAL itself would refuse)."""
+        if (
+            conj is None
+            or conjugated is None
+            or conj_thresholds is None
+            or (flags is not None and bool(flags.all()))
+            or not self._blendable(acc, conj, terms, conjugated, excess, thresholds)
+        ):
+            return super()._blend(
+                acc, terms, keys, threshold, thresholds, flags, excess,
+                conj, conjugated, conj_thresholds,
+            )  # fmt: skip
+        query = self._blend_words
+        sources = (terms, conjugated, excess, thresholds, conj_thresholds)
+        if query is None or not query.matches(*sources):
+            shape = (2, acc.coeff_modulus_size(), acc.poly_modulus_degree())
+            query = blend.QueryWords.read(
+                shape, terms, conjugated, excess, thresholds, conj_thresholds
+            )
+            self._blend_words = query
+        ps, parms_id = self._params, list(acc.parms_id())
+        # Drawn in PackedBase's order: the terms' factors, the masks, the excess weights.
+        rhos = [
+            self._value_words(garbling_factors(low, ps.slots), parms_id, ps.register_scale)
+            for _, low in terms
+        ]
+        r1, r2 = masks(ps, flags)
+        plus = self._value_words(((r1 + r2) / 2).astype(np.complex128), parms_id, 1.0)
+        minus = self._value_words(((r1 - r2) / 2).astype(np.complex128), parms_id, 1.0)
+        weights = (
+            np.zeros_like(plus)
+            if excess is None
+            else self._value_words(excess_weights(r1, r2), parms_id, 1.0)
+        )
+        stacked = np.stack(rhos) if rhos else np.zeros((0, *plus.shape), dtype=np.uint32)
+        blend.blend(
+            acc, conj, query, stacked, conjugated_words(stacked),
+            plus, minus, weights, self._moduli.moduli, self._ctx,
+        )  # fmt: skip
+        return self._finish_mask(acc, threshold, flags)
+
+    def _blendable(
+        self,
+        acc: seal.Ciphertext,
+        conj: seal.Ciphertext,
+        terms: Sequence[tuple[seal.Ciphertext, float]],
+        conjugated: Sequence[tuple[seal.Ciphertext, float]],
+        excess: seal.Ciphertext | None,
+        thresholds: seal.Plaintext,
+    ) -> bool:
+        """Whether every operand is where SEAL's steps would accept it: size 2, NTT form, at
+        ``acc``'s (top) level and at the scales SEAL's sums require."""
+        parms_id = list(acc.parms_id())
+        if parms_id != list(self._ctx.first_parms_id()) or len(terms) != len(conjugated):
+            return False
+        scale = acc.scale
+        products = [(t, t.scale * self._params.register_scale) for t, _ in (*terms, *conjugated)]
+        products += [(conj, conj.scale)] + ([] if excess is None else [(excess, excess.scale)])
+        return (
+            acc.size() == 2
+            and list(thresholds.parms_id()) == parms_id
+            and math.isclose(thresholds.scale, scale, rel_tol=1e-9)
+            and all(
+                ct.size() == 2
+                and ct.is_ntt_form()
+                and list(ct.parms_id()) == parms_id
+                and math.isclose(product_scale, scale, rel_tol=1e-9)
+                for ct, product_scale in products
+            )
+        )
+
+    def _value_words(
+        self, values: npt.NDArray[np.complex128], parms_id: list[int], scale: float
+    ) -> npt.NDArray[np.uint32]:
+        """The NTT words of ``values`` encoded as PackedBase._encode_values encodes them."""
+        native = ckks_encode.native_encoder(self._params)
+        try:
+            return native.ntt_words32(native.coefficients(values, scale), parms_id)
+        except HEError:
+            # Beyond 2^62 per coefficient: SEAL's encoder, as _encode_values falls back to.
+            plain = seal.Plaintext()
+            self._encode_values(values, parms_id, scale, plain)
+            degree = self._params.poly_modulus_degree
+            words = np.empty((plain.coeff_count() // degree, degree), dtype=np.uint32)
+            sealmem.read_plaintext(plain, words)
+            return words
 
     def _products(
         self,

@@ -18,11 +18,15 @@ half.
 from __future__ import annotations
 
 from functools import cache
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from fedmatch.errors import HEError
+
+# Word arrays of any unsigned width (SEAL's uint64 words, the kernel's uint32 ones).
+WordT = TypeVar("WordT", bound=np.generic)
 
 __all__ = ["GENERATOR", "conjugated", "rotated", "slot_order"]
 
@@ -84,8 +88,8 @@ def _conjugation(degree: int) -> npt.NDArray[np.int64]:
     return source
 
 
-def conjugated(words: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+def conjugated(words: npt.NDArray[WordT]) -> npt.NDArray[WordT]:
     """NTT-form ``words`` (last axis: the degree, SEAL's order) of a polynomial whose
     slots are conjugated: what SEAL's conjugation gives before its key switch."""
-    out: npt.NDArray[np.uint64] = np.ascontiguousarray(words[..., _conjugation(words.shape[-1])])
+    out: npt.NDArray[WordT] = np.ascontiguousarray(words[..., _conjugation(words.shape[-1])])
     return out
