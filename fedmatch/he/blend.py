@@ -23,8 +23,9 @@ excess_weights`), the same arithmetic modulo q (tests/unit/test_blend.py). Measu
 the kernel set's top level: ~0.5 ms a block against ~2.5 ms for SEAL's calls.
 
 The probe's words (its terms, their conjugates, the norm excess, the thresholds) are read
-once per query (:class:`QueryWords`); a block's sums are read, the result written back into
-``acc``'s ciphertext, and the rescale and what follows stay PackedBase's.
+once per query (:class:`QueryWords`); a block's sums are read and the result's words go on
+to the native rescale (:mod:`fedmatch.he.native_rescale`) before they enter a SEAL
+ciphertext again.
 """
 
 from __future__ import annotations
@@ -149,10 +150,9 @@ def blend(
     minus: npt.NDArray[np.uint32],
     weights: npt.NDArray[np.uint32],
     moduli: npt.NDArray[np.uint64],
-    context: seal.SEALContext,
-) -> None:
-    """``acc`` becomes the module's expression (its scale stays: the mask plaintexts are at
-    scale 1, as SEAL's product would leave it)."""
+) -> npt.NDArray[np.uint32]:
+    """The module's expression's words (2 x L x N) at ``acc``'s level and scale (the mask
+    plaintexts are at scale 1, so SEAL's product keeps the scale)."""
     words = _ciphertext_words(acc)
     out = np.empty_like(words)
     barrett = np.array([(1 << 64) // int(q) for q in moduli], dtype=np.uint64)
@@ -160,7 +160,7 @@ def blend(
         words, _ciphertext_words(conj), query.terms, query.cterms, rhos, crhos,
         query.thr, query.cthr, plus, minus, query.excess, weights, moduli, barrett, out,
     )  # fmt: skip
-    sealmem.write_ciphertext(acc, context, out.astype(np.uint64))
+    return out
 
 
 def warm_up() -> None:

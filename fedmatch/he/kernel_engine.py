@@ -39,7 +39,7 @@ import numpy.typing as npt
 import tenseal.sealapi as seal
 
 from fedmatch.errors import HEError
-from fedmatch.he import blend, ckks_encode, kernel, keyswitch, sealmem
+from fedmatch.he import blend, ckks_encode, kernel, keyswitch, native_rescale, sealmem
 from fedmatch.he.engine import (
     PackedBase,
     Sums,
@@ -161,6 +161,7 @@ class KernelEngine(PackedBase[KernelBlock]):
         # pass (fedmatch.he.blend), with the query's words read once.
         blend.warm_up()
         self._blend_words: blend.QueryWords | None = None
+        self._rescaler = native_rescale.Rescaler(params)
 
     def choose_baby_steps(self, blocks: int) -> int:
         """As PackedBase's, counting that a split with giant steps leaves each block's
@@ -308,11 +309,24 @@ class KernelEngine(PackedBase[KernelBlock]):
             else self._value_words(excess_weights(r1, r2), parms_id, 1.0)
         )
         stacked = np.stack(rhos) if rhos else np.zeros((0, *plus.shape), dtype=np.uint32)
-        blend.blend(
+        words = blend.blend(
             acc, conj, query, stacked, conjugated_words(stacked),
-            plus, minus, weights, self._moduli.moduli, self._ctx,
+            plus, minus, weights, self._moduli.moduli,
         )  # fmt: skip
-        return self._finish_mask(acc, threshold, flags)
+        # PackedBase._finish_mask's rescales, native (the same words and scale as SEAL's).
+        scale = acc.scale
+        while words.shape[1] > ps.result_moduli:
+            scale /= self._rescaler.last_prime(words.shape[1])
+            words = self._rescaler.rescale(words)
+        # acc takes the result level's shape by dropping primes (SEAL checks the scale
+        # against the level it drops to: the final one is set first).
+        acc.scale = scale
+        while acc.coeff_modulus_size() > ps.result_moduli:
+            self._evaluator.mod_switch_to_next_inplace(acc)
+        sealmem.write_ciphertext(acc, self._ctx, words.astype(np.uint64))
+        if flags is not None:
+            self._evaluator.add_plain_inplace(acc, self._decoys(acc, threshold, flags))
+        return acc
 
     def _blendable(
         self,
