@@ -1,4 +1,5 @@
-"""The packed search with the native product kernel for step 2 and SEAL for everything else.
+"""The packed search with the native product kernel for step 2, native key switches for the
+query's baby steps and native per-block steps; SEAL for the rest.
 
 :class:`KernelEngine` is :class:`fedmatch.he.engine.PackedBase` with two parts of its own:
 
@@ -10,12 +11,15 @@
   25-bit prime's high bits in the three 29-bit primes' spare top bits): 1,792 bytes per
   record at d = 128 with the kernel parameter set (14 bytes a coefficient), against the
   default set's SEAL plaintexts' 2,048 (2 moduli x 8 bytes);
-- the products: SEAL computes the query's baby-step rotations (as before, once per query),
-  their words are copied into one tiled ``uint32`` stack (:class:`RotationStack`), the kernel
-  (:mod:`fedmatch.he.kernel`) sums rotation times diagonal for a group of blocks, and each
-  sum is written into a SEAL ciphertext shaped like the query (NTT form, top level, scale
-  query x register). Giant steps, if the split has them, are combined by SEAL as in
-  PackedEngine (Horner's rule, rotations by ``n1``).
+- the products: the query's baby-step rotations are computed natively and hoisted
+  (:mod:`fedmatch.he.keyswitch`: one decomposition per node of a tree of single-key
+  steps, ~3x cheaper than SEAL's key switches), written once per query into one tiled
+  ``uint32`` stack (:class:`RotationStack`; a sharded engine's workers each write their
+  share, :mod:`fedmatch.he.rotshare`), the kernel (:mod:`fedmatch.he.kernel`) sums
+  rotation times diagonal for a group of blocks, and each sum is written into a SEAL
+  ciphertext shaped like the query (NTT form, top level, scale query x register). Giant
+  steps, if the split has them, are combined by SEAL as in PackedEngine (Horner's rule,
+  rotations by ``n1``).
 
 Everything after the products is PackedBase's: the malformation garbling, the threshold,
 the conjugate split and masks, exclusion decoys, the norm excess, the rescale, the random
@@ -23,7 +27,9 @@ rotation and the re-randomization. The sums are bit for bit SEAL's own
 (tests/unit/test_kernel.py). Two steps move into the kernel for blocks without giant steps:
 the random rotation (the sum comes out rotated) and the conjugate the masks need (summed
 from the conjugated diagonals, see :class:`fedmatch.he.engine.Sums`), so that no key switch
-touches those blocks' scores.
+touches those blocks' scores. For those blocks the garbling, threshold, masks and norm
+excess run as one native pass over the words (:mod:`fedmatch.he.blend`) and the two
+rescales natively (:mod:`fedmatch.he.native_rescale`), both SEAL's result word for word.
 
 The kernel is compiled when the engine is built (``compile_seconds``), never in a query.
 """
