@@ -11,7 +11,11 @@ Public surface:
   only masked match bits in a fresh per-query layout;
 - :mod:`fedmatch.he.kernel_engine`: the same search with its plaintext products in the
   native kernel (:mod:`fedmatch.he.kernel`, numba), for the kernel parameter set;
-  :mod:`fedmatch.he.sealmem` moves words between it and SEAL's objects;
+  :mod:`fedmatch.he.sealmem` moves words between it and SEAL's objects; its native steps
+  beside the products: :mod:`fedmatch.he.keyswitch` (the query's baby-step rotations,
+  hoisted), :mod:`fedmatch.he.blend` (a block's garbling and masks),
+  :mod:`fedmatch.he.native_rescale`, :mod:`fedmatch.he.native_encrypt` (re-randomization)
+  and :mod:`fedmatch.he.ckks_encode` (encoder and NTTs);
 - :mod:`fedmatch.he.sharded`: the same kernel across worker processes (every core);
 - :mod:`fedmatch.he.ray_engine`: the same kernel on Ray actors;
 - :mod:`fedmatch.he.local`: :func:`~fedmatch.he.local.local_engine`, the in-process engine
