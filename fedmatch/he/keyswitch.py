@@ -62,7 +62,7 @@ import numpy.typing as npt
 import tenseal.sealapi as seal
 
 from fedmatch.errors import DeadlineExceeded, HEError
-from fedmatch.he import ckks_encode, sealmem
+from fedmatch.he import ckks_encode, native_rescale, sealmem
 from fedmatch.he.keys import EvaluationKeys
 from fedmatch.he.params import ParamSet
 
@@ -77,9 +77,7 @@ __all__ = [
     "warm_up",
 ]
 
-_M32 = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
-_SMALL_PRIME = 1 << 30
 
 
 def galois_permutation(galois_elt: int, degree: int) -> npt.NDArray[np.int64]:
@@ -207,67 +205,28 @@ def _key_products(
             target64[j] = r - p if r >= p else r
 
 
-def _centred_rows(last: Any, p: Any, moduli: Any, inverses: Any, fixes: Any, out: Any) -> None:
-    """Step 4's correction before its NTT: ``out[k, I] = ((last[k] + floor(P / 2)) mod P)
-    - floor(P / 2) mod q_I``, for ``last`` out of NTT form (uint64 below P)."""
-    half = p >> np.uint64(1)
+def _permute(y: Any, c0: Any, perm: Any, moduli: Any, out: Any) -> None:
+    """``out[k, I] = y[k, I][perm]`` plus, for part 0, ``c0[I][perm]`` (mod q_I)."""
     parts, count, n = out.shape
-    for k in range(parts):
-        for i in range(count):
-            q = np.int64(moduli[i])
-            inverse = inverses[i]
-            fix = np.int64(fixes[i])
-            target = out[k, i]
-            for j in range(n):
-                t = last[k, j] + half
-                if t >= p:
-                    t -= p
-                c = np.int64(t)
-                r = c - np.int64(np.float64(c) * inverse) * q
-                while r < 0:
-                    r += q
-                while r >= q:
-                    r -= q
-                r -= fix
-                r = r + q if r < 0 else r
-                target[j] = np.uint32(r)
-
-
-def _finish(
-    acc: Any, correction: Any, c0: Any, perm: Any, inv_p: Any, inv_p_shoup: Any, moduli: Any,
-    out: Any,
-) -> None:  # fmt: skip
-    """``y[k, I] = (acc[k, I] - correction[k, I]) * P^-1 mod q_I``, then ``out[k, I] =
-    y[k, I][perm]`` plus, for part 0, ``c0[I][perm]``."""
-    parts, count, n = out.shape
-    y = np.empty(n, dtype=np.uint32)
     for k in range(parts):
         for i in range(count):
             q = np.uint32(moduli[i])
-            w, ws = np.uint32(inv_p[i]), np.uint64(inv_p_shoup[i])
-            a, c = acc[k, i], correction[k, i]
-            for j in range(n):
-                d = a[j] + q - c[j]
-                d = d - q if d >= q else d
-                t = np.uint32(d * w - np.uint32((np.uint64(d) * ws) >> _S32) * q)
-                y[j] = t - q if t >= q else t
-            target = out[k, i]
+            source, target = y[k, i], out[k, i]
             if k == 0:
                 row = c0[i]
                 for j in range(n):
                     src = perm[j]
-                    t = y[src] + row[src]
+                    t = source[src] + row[src]
                     target[j] = t - q if t >= q else t
             else:
                 for j in range(n):
-                    target[j] = y[perm[j]]
+                    target[j] = source[perm[j]]
 
 
 _jit = numba.njit(nogil=True, cache=False, boundscheck=False, error_model="numpy")
 _reduce_rows_jit = _jit(_reduce_rows)
 _key_products_jit = _jit(_key_products)
-_centred_rows_jit = _jit(_centred_rows)
-_finish_jit = _jit(_finish)
+_permute_jit = _jit(_permute)
 
 
 # -- keys and tables ------------------------------------------------------------------------
@@ -287,12 +246,9 @@ class _Tables:
     p_level: ckks_encode.NTTTables  # P alone, uint64 tables
     p_forward: tuple[npt.NDArray[np.uint64], ...]  # P's forward tables, one row per digit
     p_inverse: tuple[npt.NDArray[np.uint64], ...]  # P's inverse tables, one row per part
-    twice: tuple[npt.NDArray[Any], ...]  # the data primes' forward tables, twice over
     others: tuple[tuple[list[int], tuple[npt.NDArray[Any], ...]], ...]  # per digit J
     ratio: npt.NDArray[np.uint64]  # floor(2^128 / P), low word first
-    fixes: npt.NDArray[np.uint64]  # floor(P / 2) mod q_I
-    inv_p: npt.NDArray[np.uint32]  # P^-1 mod q_I
-    inv_p_shoup: npt.NDArray[np.uint32]
+    mod_down: native_rescale.DivideRound  # by P, on q_0 .. q_(L-1)
 
 
 def _tables(params: ParamSet) -> _Tables:
@@ -308,7 +264,6 @@ def _tables(params: ParamSet) -> _Tables:
     moduli = [int(q) for q in level.moduli]
     if len(key_level.moduli) != len(moduli) + 1 or p >= 1 << 62:
         raise HEError("native key switching needs one special prime below 2^62")
-    inv_p = [pow(p, -1, q) for q in moduli]
     pl, count = key_level.row(len(moduli)), len(moduli)
     return _Tables(
         degree=params.poly_modulus_degree,
@@ -330,20 +285,12 @@ def _tables(params: ParamSet) -> _Tables:
             np.repeat(pl.n_inv, 2),
             np.repeat(pl.n_inv_shoup, 2),
         ),
-        twice=(
-            np.tile(level.roots32, (2, 1)),
-            np.tile(level.shoup32, (2, 1)),
-            np.tile(level.moduli, 2),
-        ),
         others=tuple(
             (o, (level.roots32[o], level.shoup32[o], level.moduli[o]))
             for o in ([i for i in range(count) if i != j] for j in range(count))
         ),
         ratio=np.array([(1 << 128) // p % (1 << 64), (1 << 128) // p >> 64], dtype=np.uint64),
-        fixes=np.array([(p >> 1) % q for q in moduli], dtype=np.uint64),
-        inv_p=np.array(inv_p, dtype=np.uint32),
-        inv_p_shoup=np.array([(v << 32) // q for v, q in zip(inv_p, moduli, strict=True)],
-                             dtype=np.uint32),
+        mod_down=native_rescale.DivideRound.of(p, level, count),
     )  # fmt: skip
 
 
@@ -417,7 +364,10 @@ class RotationKeys:
         return step in self._keys
 
     def key(self, step: int) -> _Key:
-        return self._keys[step]
+        key = self._keys.get(step)
+        if key is None:
+            raise HEError("no native rotation key for this step")
+        return key
 
     @property
     def nbytes(self) -> int:
@@ -487,11 +437,9 @@ class Hoister:
             t.moduli, t.barrett, t.p, t.ratio, acc, last,
         )  # fmt: skip
         ckks_encode._inverse_wide_jit(last, *t.p_inverse)
-        correction = np.empty((2, count, n), dtype=np.uint32)
-        _centred_rows_jit(last, t.p, t.moduli, t.inverses, t.fixes, correction)
-        ckks_encode._forward_small_jit(correction.reshape(2 * count, n), *t.twice)
+        y = t.mod_down.apply(acc, last)
         out = np.empty((2, count, n), dtype=np.uint32)
-        _finish_jit(acc, correction, source.c0, key.perm, t.inv_p, t.inv_p_shoup, t.moduli, out)
+        _permute_jit(y, source.c0, key.perm, t.moduli, out)
         return out
 
     def exact(

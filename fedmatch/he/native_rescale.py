@@ -6,8 +6,8 @@ NTT form at primes ``q_0 .. q_L``: the last row out of NTT form, ``r = (x + floo
 mod q_L - floor(q_L / 2)`` (rounding, not flooring), and ``c_i' = (c_i - NTT_i(r mod q_i)) *
 q_L^-1 mod q_i`` for ``i < L``; the scale becomes ``scale / q_L``. Every step is exact
 modulo each prime, so the words are SEAL's bit for bit (tests/unit/test_native_rescale.py).
-This is the key switch's mod-down by the special prime (:mod:`fedmatch.he.keyswitch`,
-whose centring it shares) with ``q_L`` in its place.
+The second half is :class:`DivideRound`, which the key switch's mod-down by the special
+prime shares (:mod:`fedmatch.he.keyswitch`).
 
 At the kernel set's top level two rescales take a block to its result level {q_0, q_1}:
 ~0.5 ms natively (four inverse NTTs and ten forward ones of 8,192 uint32 words) against
@@ -25,12 +25,38 @@ import numpy as np
 import numpy.typing as npt
 
 from fedmatch.errors import HEError
-from fedmatch.he import ckks_encode, keyswitch
+from fedmatch.he import ckks_encode
 from fedmatch.he.params import ParamSet
 
-__all__ = ["Rescaler"]
+__all__ = ["DivideRound", "Rescaler"]
 
 _S32 = np.uint64(32)
+
+
+def _centred_rows(last: Any, p: Any, moduli: Any, inverses: Any, fixes: Any, out: Any) -> None:
+    """``out[k, i] = ((last[k] + floor(p / 2)) mod p) - floor(p / 2) mod q_i``, for ``last``
+    out of NTT form (uint64 below p): the rounding's correction before its NTT."""
+    half = p >> np.uint64(1)
+    parts, count, n = out.shape
+    for k in range(parts):
+        for i in range(count):
+            q = np.int64(moduli[i])
+            inverse = inverses[i]
+            fix = np.int64(fixes[i])
+            target = out[k, i]
+            for j in range(n):
+                t = last[k, j] + half
+                if t >= p:
+                    t -= p
+                c = np.int64(t)
+                r = c - np.int64(np.float64(c) * inverse) * q
+                while r < 0:
+                    r += q
+                while r >= q:
+                    r -= q
+                r -= fix
+                r = r + q if r < 0 else r
+                target[j] = np.uint32(r)
 
 
 def _subtract_scale(words: Any, correction: Any, inv: Any, inv_shoup: Any, moduli: Any,
@@ -49,23 +75,63 @@ def _subtract_scale(words: Any, correction: Any, inv: Any, inv_shoup: Any, modul
                 target[j] = t - q if t >= q else t
 
 
-_subtract_scale_jit = numba.njit(nogil=True, cache=False, boundscheck=False, error_model="numpy")(
-    _subtract_scale
-)
+_jit = numba.njit(nogil=True, cache=False, boundscheck=False, error_model="numpy")
+_centred_rows_jit = _jit(_centred_rows)
+_subtract_scale_jit = _jit(_subtract_scale)
+
+
+@dataclass(frozen=True)
+class DivideRound:
+    """Dividing by a prime ``p`` and rounding, on the rows of primes ``q_0 .. q_(L-1)`` of a
+    two-part ciphertext in NTT form, given ``p``'s row out of NTT form: a rescale's second
+    half, and a key switch's mod-down with the special prime as ``p``."""
+
+    p: int
+    moduli: npt.NDArray[np.uint64]  # q_0 .. q_(L-1)
+    inverses: npt.NDArray[np.float64]
+    fixes: npt.NDArray[np.uint64]  # floor(p / 2) mod q_i
+    forward: tuple[npt.NDArray[Any], ...]  # forward NTT of q_0 .. q_(L-1), twice
+    inv: npt.NDArray[np.uint32]  # p^-1 mod q_i
+    inv_shoup: npt.NDArray[np.uint32]
+
+    @classmethod
+    def of(cls, p: int, tables: ckks_encode.NTTTables, count: int) -> DivideRound:
+        """For the first ``count`` primes of ``tables`` (uint32 tables: primes below 2^30)."""
+        rest = [int(q) for q in tables.moduli[:count]]
+        inv = [pow(p, -1, q) for q in rest]
+        twice = [*range(count), *range(count)]
+        return cls(
+            p=p,
+            moduli=tables.moduli[:count].copy(),
+            inverses=1.0 / tables.moduli[:count].astype(np.float64),
+            fixes=np.array([(p >> 1) % q for q in rest], dtype=np.uint64),
+            forward=(tables.roots32[twice], tables.shoup32[twice], tables.moduli[twice]),
+            inv=np.array(inv, dtype=np.uint32),
+            inv_shoup=np.array([(v << 32) // q for v, q in zip(inv, rest, strict=True)],
+                               dtype=np.uint32),
+        )  # fmt: skip
+
+    def apply(
+        self, rows: npt.NDArray[np.uint32], last: npt.NDArray[np.uint64]
+    ) -> npt.NDArray[np.uint32]:
+        """``(rows - NTT(round-centred last mod q_i)) * p^-1 mod q_i`` (2 x L x N)."""
+        parts, count, n = rows.shape
+        correction = np.empty((parts, count, n), dtype=np.uint32)
+        _centred_rows_jit(
+            last, np.uint64(self.p), self.moduli, self.inverses, self.fixes, correction
+        )
+        ckks_encode._forward_small_jit(correction.reshape(parts * count, n), *self.forward)
+        out = np.empty((parts, count, n), dtype=np.uint32)
+        _subtract_scale_jit(rows, correction, self.inv, self.inv_shoup, self.moduli, out)
+        return out
 
 
 @dataclass(frozen=True)
 class _Step:
     """One rescale: from primes ``q_0 .. q_L`` to ``q_0 .. q_(L-1)``."""
 
-    last: int
     last_tables: tuple[npt.NDArray[Any], ...]  # inverse NTT of q_L, twice (two parts)
-    moduli: npt.NDArray[np.uint64]  # q_0 .. q_(L-1)
-    inverses: npt.NDArray[np.float64]
-    fixes: npt.NDArray[np.uint64]  # floor(q_L / 2) mod q_i
-    forward: tuple[npt.NDArray[Any], ...]  # forward NTT of q_0 .. q_(L-1), twice
-    inv: npt.NDArray[np.uint32]  # q_L^-1 mod q_i
-    inv_shoup: npt.NDArray[np.uint32]
+    divide: DivideRound
 
 
 class Rescaler:
@@ -93,13 +159,8 @@ class Rescaler:
 
     @staticmethod
     def _step(tables: ckks_encode.NTTTables) -> _Step:
-        moduli = [int(q) for q in tables.moduli]
-        last, rest = moduli[-1], moduli[:-1]
-        inv = [pow(last, -1, q) for q in rest]
-        keep = list(range(len(rest)))
-        twice = keep + keep
+        count = tables.moduli.size - 1
         return _Step(
-            last=last,
             last_tables=(
                 np.repeat(tables.inv_roots32[-1:], 2, axis=0),
                 np.repeat(tables.inv_shoup32[-1:], 2, axis=0),
@@ -107,33 +168,19 @@ class Rescaler:
                 np.repeat(tables.n_inv32[-1:], 2),
                 np.repeat(tables.n_inv_shoup32[-1:], 2),
             ),
-            moduli=tables.moduli[:-1].copy(),
-            inverses=1.0 / tables.moduli[:-1].astype(np.float64),
-            fixes=np.array([(last >> 1) % q for q in rest], dtype=np.uint64),
-            forward=(tables.roots32[twice], tables.shoup32[twice], tables.moduli[twice]),
-            inv=np.array(inv, dtype=np.uint32),
-            inv_shoup=np.array([(v << 32) // q for v, q in zip(inv, rest, strict=True)],
-                               dtype=np.uint32),
-        )  # fmt: skip
+            divide=DivideRound.of(int(tables.moduli[-1]), tables, count),
+        )
 
     def rescale(self, words: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
         """``words`` (2 x L x N) rescaled by their last prime: 2 x (L - 1) x N."""
-        parts, count, n = words.shape
+        parts, count, _ = words.shape
         step = self._steps.get(count)
         if step is None or parts != 2:
             raise HEError("no native rescale from this level")
         last = np.ascontiguousarray(words[:, -1])
         ckks_encode._inverse_small_jit(last, *step.last_tables)
-        correction = np.empty((2, count - 1, n), dtype=np.uint32)
-        keyswitch._centred_rows_jit(
-            last.astype(np.uint64), np.uint64(step.last), step.moduli, step.inverses,
-            step.fixes, correction,
-        )  # fmt: skip
-        ckks_encode._forward_small_jit(correction.reshape(2 * (count - 1), n), *step.forward)
-        out = np.empty((2, count - 1, n), dtype=np.uint32)
-        _subtract_scale_jit(words, correction, step.inv, step.inv_shoup, step.moduli, out)
-        return out
+        return step.divide.apply(words[:, :-1], last.astype(np.uint64))
 
     def last_prime(self, count: int) -> int:
         """The prime a rescale from ``count`` primes divides by."""
-        return self._steps[count].last
+        return self._steps[count].divide.p
