@@ -415,7 +415,7 @@ class Hoister:
             ckks_encode._forward_small_jit(rows, *tables)
             data[j, others] = rows
         special = coeffs.astype(np.uint64)
-        ckks_encode._forward_wide_jit(special, *t.p_forward)
+        ckks_encode._forward_jit(special, *t.p_forward)
         return Decomposed(np.ascontiguousarray(words[0]), data, special)
 
     def rotate(self, source: Decomposed, step: int, keys: RotationKeys) -> npt.NDArray[np.uint32]:
@@ -436,7 +436,7 @@ class Hoister:
             source.data, source.special, key.data, key.special,
             t.moduli, t.barrett, t.p, t.ratio, acc, last,
         )  # fmt: skip
-        ckks_encode._inverse_wide_jit(last, *t.p_inverse)
+        ckks_encode._inverse_jit(last, *t.p_inverse)
         y = t.mod_down.apply(acc, last)
         out = np.empty((2, count, n), dtype=np.uint32)
         _permute_jit(y, source.c0, key.perm, t.moduli, out)

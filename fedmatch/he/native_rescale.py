@@ -179,7 +179,9 @@ class Rescaler:
             raise HEError("no native rescale from this level")
         last = np.ascontiguousarray(words[:, -1])
         ckks_encode._inverse_small_jit(last, *step.last_tables)
-        return step.divide.apply(words[:, :-1], last.astype(np.uint64))
+        # Contiguous, as the key switch's rows are: one compiled variant for both.
+        rows = np.ascontiguousarray(words[:, :-1])
+        return step.divide.apply(rows, last.astype(np.uint64))
 
     def last_prime(self, count: int) -> int:
         """The prime a rescale from ``count`` primes divides by."""
