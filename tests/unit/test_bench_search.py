@@ -65,8 +65,13 @@ def test_bench_search_authorizes_every_query_and_agrees_with_plaintext(
     # Sampled ready, loaded and serving; the per-record figure is the whole node serving,
     # the marginal one what the load added.
     assert set(result["node_pss_mb"]) == {"ready", "loaded", "serving"}
+    # node_pss_mb is rounded to 0.1 MB: at 300 records that alone is up to ~175 B a record
+    # (a serving PSS of 0.94 MB reads 0.9, 4.6% off: this failed once on a clean clone).
+    rounding = 0.05 * 1024 * 1024 / result["records"]
     assert result["node_pss_bytes_per_record"] == pytest.approx(
-        result["node_pss_mb"]["serving"] * 1024 * 1024 / result["records"], rel=0.01
+        result["node_pss_mb"]["serving"] * 1024 * 1024 / result["records"],
+        rel=0.01,
+        abs=rounding,
     )
     assert "node_marginal_pss_bytes_per_record" in result
     assert result["register_bytes_per_record"] > 0
