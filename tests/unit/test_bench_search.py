@@ -66,8 +66,9 @@ def test_bench_search_authorizes_every_query_and_agrees_with_plaintext(
     # the marginal one what the load added.
     assert set(result["node_pss_mb"]) == {"ready", "loaded", "serving"}
     # node_pss_mb is rounded to 0.1 MB: at 300 records that alone is up to ~175 B a record
-    # (a serving PSS of 0.94 MB reads 0.9, 4.6% off: this failed once on a clean clone).
-    rounding = 0.05 * 1024 * 1024 / result["records"]
+    # (a serving PSS of 0.94 MB reads 0.9, 4.6% off: this failed on a clean clone), and the
+    # per-record figure to 0.1 B (a value at a rounding edge failed by 0.04 B at 0.05 MB).
+    rounding = 0.06 * 1024 * 1024 / result["records"]
     assert result["node_pss_bytes_per_record"] == pytest.approx(
         result["node_pss_mb"]["serving"] * 1024 * 1024 / result["records"],
         rel=0.01,
