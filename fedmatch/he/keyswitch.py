@@ -119,22 +119,6 @@ def hoisting_tree(steps: Iterable[int], base: int) -> dict[int, int]:
 # -- native steps ---------------------------------------------------------------------------
 
 
-def _reduce_rows(coeffs: Any, moduli: Any, inverses: Any, out: Any) -> None:
-    """``out[I, j] = coeffs[j] mod moduli[I]`` for uint32 ``coeffs`` (a double quotient,
-    off by at most one, corrected)."""
-    count, n = out.shape
-    for row in range(count):
-        q = np.int64(moduli[row])
-        inverse = inverses[row]
-        target = out[row]
-        for j in range(n):
-            c = np.int64(coeffs[j])
-            r = c - np.int64(np.float64(c) * inverse) * q
-            r = r + q if r < 0 else r
-            r = r - q if r >= q else r
-            target[j] = np.uint32(r)
-
-
 def _key_products(
     data: Any,
     special: Any,
@@ -224,7 +208,6 @@ def _permute(y: Any, c0: Any, perm: Any, moduli: Any, out: Any) -> None:
 
 
 _jit = numba.njit(nogil=True, cache=False, boundscheck=False, error_model="numpy")
-_reduce_rows_jit = _jit(_reduce_rows)
 _key_products_jit = _jit(_key_products)
 _permute_jit = _jit(_permute)
 
@@ -329,7 +312,6 @@ class RotationKeys:
 
     def __init__(self, params: ParamSet, galois_keys: seal.GaloisKeys, steps: Iterable[int]):
         tables = _tables_for(params)
-        self._tables = tables
         self._keys: dict[int, _Key] = {}
         two_n = 2 * tables.degree
         count = tables.moduli.size
@@ -408,8 +390,10 @@ class Hoister:
             coeffs, lv.inv_roots32, lv.inv_shoup32, lv.moduli, lv.n_inv32, lv.n_inv_shoup32
         )
         data = np.empty((count, count, n), dtype=np.uint32)
+        wide = coeffs.astype(np.int64)
         for j, (others, tables) in enumerate(t.others):
-            _reduce_rows_jit(coeffs[j], t.moduli, t.inverses, data[j])
+            # Digit J's coefficients (below q_J) modulo every prime: the encoder's reduction.
+            ckks_encode._reduce_small_jit(wide[j], t.moduli, t.inverses, data[j])
             data[j, j] = c1[j]
             rows = np.ascontiguousarray(data[j, others])
             ckks_encode._forward_small_jit(rows, *tables)
