@@ -135,11 +135,11 @@ def place(residues: npt.NDArray[np.uint32], k: int, rotation: seal.Ciphertext) -
 
 def place_words(residues: npt.NDArray[np.uint32], k: int, words: npt.NDArray[np.uint32]) -> None:
     """:func:`place` for a rotation's words (parts x moduli x N, SEAL's NTT order)."""
-    moduli, _, _, parts, tile = residues.shape
     # In slot order (as the blocks), (part, l, t, c) -> (l, t, part, c): this rotation's
     # place in every tile.
-    ordered = words[..., slot_order(words.shape[-1])]
-    residues[:, :, k] = ordered.reshape(parts, moduli, -1, tile).transpose(1, 2, 0, 3)
+    kernel.place(
+        residues, k, np.ascontiguousarray(words, dtype=np.uint32), slot_order(words.shape[-1])
+    )
 
 
 class KernelEngine(PackedBase[KernelBlock]):
