@@ -439,15 +439,16 @@ def new_layout(blocks: int, rows: int, slots: int) -> QueryLayout:
 
 
 def warm_natives(params: ParamSet) -> tuple[float, float]:
-    """Compile the native encoder and encryptor of a kernel set's per-block steps (once per
-    process) and build the encoder's tables now, so that no query pays it; (encoder,
-    encryptor) compile seconds, zeros for a set that uses SEAL's."""
+    """Compile the native encoder, encryptor and result compression of a kernel set's
+    per-block steps (once per process) and build the encoder's tables now, so that no query
+    pays it; (encoder and compression, encryptor) compile seconds, zeros for a set that
+    uses SEAL's."""
     if not params.kernel:
         return 0.0, 0.0
     # Imported here: they load numba, which a default-set engine never does.
-    from fedmatch.he import ckks_encode, native_encrypt
+    from fedmatch.he import ckks_encode, native_compress, native_encrypt
 
-    encoder = ckks_encode.warm_up()
+    encoder = ckks_encode.warm_up() + native_compress.warm_up()
     ckks_encode.native_encoder(params).prepare()
     return encoder, native_encrypt.warm_up()
 

@@ -23,8 +23,9 @@ the two widths, one byte each), then ``x0`` (``B - d`` bits per coefficient) and
 (``B`` bits), big-endian bit-packed. The default and kernel sets: 43 and 52 bits, 97,284
 bytes per block of 8,192 records, 11.875 B per record; the narrow set (masks over 5 bits
 instead of 17, see the end of this doc): 27 and 36 bits, 64,516 bytes, 7.875 B per record.
-Measured per block: the node's compress ~0.6-0.9 ms (SEAL's save: 0.5 ms default, 3.5 ms
-kernel), the requester's expand, decrypt and decode ~1.1-1.3 ms. A parser refuses any
+Measured per block: the node's compress ~0.6-0.9 ms with SEAL's inverse NTT and numpy, ~0.45 ms
+for the kernel sets' 29-bit primes in one native pass (:mod:`fedmatch.he.native_compress`; SEAL's
+save: 0.5 ms default, 3.5 ms kernel), the requester's expand, decrypt and decode ~1.1-1.3 ms. A parser refuses any
 other size, tag or width before any work (:class:`HEError`); whatever bytes pass decode to
 some slots, which the requester's plausibility check then judges, so the work per block is
 bounded.
@@ -135,6 +136,8 @@ _ABOVE_MASK_BITS = 1.5
 # Chunks of x1 convolved with the secret in floating point: 26 bits times up to 8,192
 # ternary terms stay below 2^39, exact in float64 with rounding error ~2^-10.
 _CHUNK_BITS = 26
+# Result levels of primes below this are compressed natively (compress).
+_NATIVE_PRIME = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -271,6 +274,14 @@ def compress(ct: seal.Ciphertext, params: ParamSet) -> bytes:
         raise HEError("a result block must be at the parameter set's result level")
     if abs(ct.scale / fmt.scale - 1.0) > 1e-9:
         raise HEError("a result block must have the parameter set's result scale")
+    header = FORMAT_TAG + bytes([fmt.bits0, fmt.bits])
+    if params.kernel and max(fmt.moduli) < _NATIVE_PRIME:
+        return header + _native_body(ct, fmt, params)
+    return header + _seal_body(ct, fmt, params)
+
+
+def _seal_body(ct: seal.Ciphertext, fmt: ResultFormat, params: ParamSet) -> bytes:
+    """compress's body through SEAL's inverse NTT and numpy."""
     plain = seal.Ciphertext()
     try:
         _evaluator(params).transform_from_ntt(ct, plain)
@@ -280,8 +291,24 @@ def compress(ct: seal.Ciphertext, params: ParamSet) -> bytes:
     sealmem.read_ciphertext(plain, words)
     c0, c1 = _compose(fmt, words[0]), _compose(fmt, words[1])
     x0, x1 = _switch(fmt, c0, fmt.k0), _switch(fmt, c1, fmt.k1)
-    header = FORMAT_TAG + bytes([fmt.bits0, fmt.bits])
-    return header + _pack(x0, fmt.bits0) + _pack(x1, fmt.bits)
+    return _pack(x0, fmt.bits0) + _pack(x1, fmt.bits)
+
+
+def _native_body(ct: seal.Ciphertext, fmt: ResultFormat, params: ParamSet) -> bytes:
+    """compress's body for primes below 2^30, natively (:mod:`fedmatch.he.native_compress`:
+    the same bytes in one pass; the kernel sets' engines load numba anyway)."""
+    from fedmatch.he import ckks_encode, native_compress
+
+    count = len(fmt.moduli)
+    words = np.empty((2, count, fmt.degree), dtype=np.uint64)
+    sealmem.read_ciphertext(ct, words)
+    encoder = ckks_encode.native_encoder(params)
+    coeffs = ckks_encode.ntt_inverse(
+        encoder, words.reshape(2 * count, -1), list(fmt.parms_id), list(range(count)) * 2
+    )
+    return native_compress.pack_switched(
+        coeffs.reshape(2, count, -1), fmt.moduli, (fmt.k0, fmt.k1), (fmt.bits0, fmt.bits)
+    )
 
 
 def parse(data: bytes, params: ParamSet) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:

@@ -149,6 +149,34 @@ def test_the_engine_sends_compact_blocks(keys: RequesterKeys) -> None:
     assert not keys.decrypt_matches(block).any()
 
 
+def test_the_native_compression_is_the_numpy_one_byte_for_byte(keys: RequesterKeys) -> None:
+    """The kernel sets compress natively (one pass, fedmatch.he.native_compress); the bytes
+    are the numpy path's for encrypted values up to the format's wrap, and for uniformly
+    random words with every coefficient's extremes (0 and q - 1 in each prime). The default
+    set's 60-bit prime stays on the numpy path, which the native one refuses."""
+    ps = keys.params
+    fmt = resultfmt.result_format(ps)
+    ct = _result(keys, np.full(ps.block_records, _ORDINARY))
+    if not ps.kernel:
+        with pytest.raises(HEError):
+            resultfmt._native_body(ct, fmt, ps)
+        return
+    rng = np.random.default_rng(17)
+    top = 2.0 ** (ps.mask_bits[1] + 1)
+    for values in (rng.uniform(-top, top, ps.block_records), np.zeros(ps.block_records)):
+        ct = _result(keys, values)
+        assert resultfmt._native_body(ct, fmt, ps) == resultfmt._seal_body(ct, fmt, ps)
+    moduli = np.array(fmt.moduli, dtype=np.uint64)[:, None]
+    for _ in range(3):
+        words = rng.integers(0, 2**62, size=(2, len(fmt.moduli), fmt.degree), dtype=np.uint64)
+        words %= moduli
+        words[:, :, :2] = 0
+        words[:, :, 2:4] = moduli - np.uint64(1)
+        sealmem.write_ciphertext(ct, ps.context(), words)
+        assert resultfmt._native_body(ct, fmt, ps) == resultfmt._seal_body(ct, fmt, ps)
+    assert resultfmt.compress(ct, ps)[4:] == resultfmt._seal_body(ct, fmt, ps)
+
+
 def test_compress_and_expand_are_fast(keys: RequesterKeys) -> None:
     """Measured, not a timing test: only an order of magnitude is asserted (SEAL's own save
     of a result costs ~1.7 ms)."""
