@@ -23,11 +23,12 @@ the two widths, one byte each), then ``x0`` (``B - d`` bits per coefficient) and
 (``B`` bits), big-endian bit-packed. The default and kernel sets: 43 and 52 bits, 97,284
 bytes per block of 8,192 records, 11.875 B per record; the narrow set (masks over 5 bits
 instead of 17, see the end of this doc): 27 and 36 bits, 64,516 bytes, 7.875 B per record.
-Measured per block: the node's compress ~0.6-0.9 ms with SEAL's inverse NTT and numpy, ~0.45 ms
-for the kernel sets' 29-bit primes in one native pass (:mod:`fedmatch.he.native_compress`; SEAL's
-save: 0.5 ms default, 3.5 ms kernel), the requester's expand, decrypt and decode ~1.1-1.3 ms. A parser refuses any
-other size, tag or width before any work (:class:`HEError`); whatever bytes pass decode to
-some slots, which the requester's plausibility check then judges, so the work per block is
+Measured per block: the node's compress ~0.6-0.9 ms with SEAL's inverse NTT and numpy,
+~0.45 ms for the kernel sets' 29-bit primes in one native pass
+(:mod:`fedmatch.he.native_compress`; SEAL's save: 0.5 ms default, 3.5 ms kernel), the
+requester's expand, decrypt and decode ~1.1-1.3 ms. A parser refuses any other size, tag
+or width before any work (:class:`HEError`); whatever bytes pass decode to some slots,
+which the requester's plausibility check then judges, so the work per block is
 bounded.
 
 Noise bound (the derivation the widths rest on)
