@@ -82,7 +82,8 @@ def ray_runtime() -> Iterator[None]:
     before = os.environ.get("RAY_USAGE_STATS_ENABLED")
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     # Four logical CPUs (scheduling tokens; Ray still starts workers for the 2 cores only):
-    # each actor asks for one, and two module fixtures may each hold a 2-actor engine.
+    # each actor asks for one, and a 2-actor engine may start before the last one's actors
+    # are gone.
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     try:
         yield
@@ -103,14 +104,37 @@ def _engine(request: pytest.FixtureRequest) -> SearchEngine:
     return create_engine(params, 128, workers=workers, backend=backend)
 
 
+class _Built:
+    """One engine of ENGINES for the whole module, with the register it holds now: each
+    engine is built once (a kernel set's compiles for ~10 s per process, twice for the
+    2-actor Ray engine) and loaded with another register when a test needs that one. The
+    exclusion tests come last in this file, so each engine is loaded twice: the gallery,
+    then the exclusion rows."""
+
+    def __init__(self, engine: SearchEngine) -> None:
+        self.engine = engine
+        self.holds = ""
+
+    def holding(self, name: str, rows: np.ndarray) -> SearchEngine:
+        if self.holds != name:
+            self.engine.load(rows)
+            self.holds = name
+        return self.engine
+
+
 @pytest.fixture(scope="module", params=ENGINES, ids=ENGINE_IDS)
-def engine(request: pytest.FixtureRequest, gallery: np.ndarray) -> Iterator[SearchEngine]:
+def built(request: pytest.FixtureRequest) -> Iterator[_Built]:
     e = _engine(request)
     try:
-        e.load(gallery)
-        yield e
+        yield _Built(e)
     finally:
         e.close()
+
+
+@pytest.fixture
+def engine(built: _Built, gallery: np.ndarray) -> SearchEngine:
+    """The engine with the gallery (and whatever earlier tests enrolled or erased)."""
+    return built.holding("gallery", gallery)
 
 
 _OPENED: dict[tuple[str, str], EvaluationKeys] = {}
@@ -226,7 +250,146 @@ def test_erase_reencodes_only_its_block_and_never_matches_again(
         engine.erase([size + 5])
 
 
-# Row exclusion: a register of a full block and a partial one, holding copies of one probe.
+# The Ray engine's own promises, on the same engines.
+
+
+def _ray_only(engine: SearchEngine) -> Any:
+    from fedmatch.he.ray_engine import RayEngine
+
+    if not isinstance(engine, RayEngine):
+        pytest.skip("a property of the Ray engine")
+    return engine
+
+
+def test_ray_actor_errors_come_back_as_fedmatch_errors(
+    engine: SearchEngine, evaluation: EvaluationKeys
+) -> None:
+    """A bad probe that reaches an actor (past the driver's own check) raises the same
+    HEError as the local engine, not a Ray exception type."""
+    from ray.exceptions import RayError
+
+    ray_engine = _ray_only(engine)
+    actor = ray_engine._actors[0]
+    ref = actor.search.remote(
+        evaluation.key_id, [ray_engine._key_ref(evaluation)], b"\x00" * 1000, THRESHOLD,
+        [(0, 0, 0, None)],
+    )  # fmt: skip
+    with pytest.raises(HEError, match="not in seeded form") as caught:
+        ray_engine._wait([ref])
+    assert type(caught.value) is HEError and not isinstance(caught.value, RayError)
+
+
+def test_ray_keys_cross_once_per_key_id(
+    engine: SearchEngine, gallery: np.ndarray, evaluation: EvaluationKeys
+) -> None:
+    import ray
+
+    ray_engine = _ray_only(engine)
+    keys, other = keys_for(engine.params), keys_for(engine.params, "IT")
+    other_evaluation = open_key_bundle(other.public_bundle())
+    rng = np.random.default_rng(5)
+    for requester, opened in ((keys, evaluation), (other, other_evaluation), (keys, evaluation)):
+        probe = requester.encrypt_probe(capture(gallery[100], rng, 0.8))
+        assert 100 in _rows(requester, engine.search(opened, probe, THRESHOLD, lambda: False))
+    # The driver put each bundle in the object store once; every actor holds both keys,
+    # the last used last.
+    assert list(ray_engine._key_refs) == [other.key_id, keys.key_id]
+    held = ray.get([actor.key_ids.remote() for actor in ray_engine._actors])
+    assert held == [[other.key_id, keys.key_id]] * ray_engine.workers
+
+
+def test_unknown_backend_is_refused() -> None:
+    with pytest.raises(InvalidInput, match="unknown search engine backend"):
+        create_engine(DEFAULT_PARAM_SET, 128, backend="spark")
+
+
+def test_the_local_path_never_imports_ray() -> None:
+    """A node with the local engine (its service, CLI and bench modules) does not load ray."""
+    code = (
+        "import sys\n"
+        "import fedmatch.cli.main, fedmatch.bench.search, node.service\n"
+        "from fedmatch.he.engines import create_engine\n"
+        "from fedmatch.he.params import DEFAULT_PARAM_SET\n"
+        "create_engine(DEFAULT_PARAM_SET, 128, 1).close()\n"
+        "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "[]"
+
+
+def _raw_positives(keys: RequesterKeys, out: SearchOutput) -> tuple[set[int], int]:
+    """What a hostile requester reads from its own decryption: the rows at positive
+    positions, and how many positions were positive (padding included)."""
+    rows, count = set(), 0
+    for b, ct in enumerate(out.blocks):
+        values = keys.decrypt_values(ct)
+        for p in np.flatnonzero(np.concatenate([values.real, values.imag]) > 0):
+            count += 1
+            row = out.layout.row(b, int(p))
+            if row is not None:
+                rows.add(row)
+    return rows, count
+
+
+@pytest.mark.parametrize("pattern", ["32-people", "two-halves", "imaginary"])
+def test_a_packed_or_complex_probe_yields_no_valid_result(
+    engine: SearchEngine, gallery: np.ndarray, evaluation: EvaluationKeys, pattern: str
+) -> None:
+    """Issue 15, attack 3: 32 templates of 128 packed into the 4,096 slots found all 32
+    people in one query. Planted here: captures of 32 register rows, each in the period
+    that meets its row's slot. The node's malformation term now moves every score by ~1 at
+    random: thousands of positives, the planted rows no more likely than any other, and
+    the library refuses the block. Variants: two people, each repeated over half the slots
+    (a fixed one-period comparison would pass all but two periods), and a second person
+    in the imaginary parts."""
+    keys = keys_for(engine.params)
+    rng = np.random.default_rng(77)
+    slots, dp = keys.params.slots, 128
+    planted = [p * dp for p in range(slots // dp)]  # row r sits in slot r of block 0
+    if pattern == "32-people":
+        values = np.concatenate([capture(gallery[r], rng, 0.9) for r in planted]).astype(complex)
+    elif pattern == "two-halves":
+        planted = [0, slots // 2]
+        halves = [np.tile(capture(gallery[r], rng, 0.9), slots // dp // 2) for r in planted]
+        values = np.concatenate(halves).astype(complex)
+    else:
+        planted = [0, slots]  # the real and the imaginary part of slot 0
+        real, imag = (np.tile(capture(gallery[r], rng, 0.9), slots // dp) for r in planted)
+        values = real + 1j * imag
+    out = engine.search(evaluation, keys._encrypt_slots(values), THRESHOLD, lambda: False)
+    rows, count = _raw_positives(keys, out)
+    # At least two garbled periods (512 records) per block: far more positives than the
+    # 32 people planted, or than any block of a register can hold (MAX_BLOCK_POSITIVES).
+    assert count > 2 * MAX_BLOCK_POSITIVES * len(out.blocks)
+    precision = len(rows & set(planted)) / max(len(rows), 1)
+    assert precision < 0.01
+    with pytest.raises(ImplausibleResult):
+        _rows(keys, out)
+
+
+def test_the_malformation_term_leaves_honest_scores_alone(
+    engine: SearchEngine, gallery: np.ndarray, evaluation: EvaluationKeys
+) -> None:
+    """A well-formed probe's w is noise (~4e-7): the garbled scores keep every decision
+    of numpy's plaintext scores at least 1e-4 from the threshold."""
+    keys = keys_for(engine.params)
+    rng = np.random.default_rng(78)
+    for row in (17, 12000, 19990):  # rows no other test of the module erases
+        probe = capture(gallery[row], rng, 0.8)
+        scores = gallery @ probe
+        clear = np.abs(scores - THRESHOLD) > 1e-4
+        expected = set(np.flatnonzero((scores >= THRESHOLD) & clear).tolist())
+        found = _rows(
+            keys, engine.search(evaluation, keys.encrypt_probe(probe), THRESHOLD, lambda: False)
+        )
+        assert found & set(np.flatnonzero(clear).tolist()) == expected
+
+
+# Row exclusion and hostile probes, on the same engines with another register (last in
+# the module, see _Built): a full block and a partial one, holding copies of one probe.
+
 EXCL_SIZE = 9000  # blocks of 8,192 rows: one full block, then 808 rows
 DUPLICATES = (0, 4095, 4096, 8191, 8192, 8600, EXCL_SIZE - 1)  # score 1.0 or 0.999
 GENUINE = (17, 5000, 8300)  # score 0.8
@@ -249,14 +412,10 @@ def excl_rows(excl_probe: np.ndarray) -> np.ndarray:
     return rows
 
 
-@pytest.fixture(scope="module", params=ENGINES, ids=ENGINE_IDS)
-def excl_engine(request: pytest.FixtureRequest, excl_rows: np.ndarray) -> Iterator[SearchEngine]:
-    e = _engine(request)
-    try:
-        e.load(excl_rows)
-        yield e
-    finally:
-        e.close()
+@pytest.fixture
+def excl_engine(built: _Built, excl_rows: np.ndarray) -> SearchEngine:
+    """The same engine with the exclusion tests' register."""
+    return built.holding("exclusions", excl_rows)
 
 
 def _search(
@@ -398,75 +557,6 @@ def test_a_scaled_probe_never_matches_an_excluded_row(
         assert signs.all() or not signs.any() or abs(np.corrcoef(scores[rows], signs)[0, 1]) < 0.1
 
 
-# The Ray engine's own promises, on the same engines.
-
-
-def _ray_only(engine: SearchEngine) -> Any:
-    from fedmatch.he.ray_engine import RayEngine
-
-    if not isinstance(engine, RayEngine):
-        pytest.skip("a property of the Ray engine")
-    return engine
-
-
-def test_ray_actor_errors_come_back_as_fedmatch_errors(
-    engine: SearchEngine, evaluation: EvaluationKeys
-) -> None:
-    """A bad probe that reaches an actor (past the driver's own check) raises the same
-    HEError as the local engine, not a Ray exception type."""
-    from ray.exceptions import RayError
-
-    ray_engine = _ray_only(engine)
-    actor = ray_engine._actors[0]
-    ref = actor.search.remote(
-        evaluation.key_id, [ray_engine._key_ref(evaluation)], b"\x00" * 1000, THRESHOLD,
-        [(0, 0, 0, None)],
-    )  # fmt: skip
-    with pytest.raises(HEError, match="not in seeded form") as caught:
-        ray_engine._wait([ref])
-    assert type(caught.value) is HEError and not isinstance(caught.value, RayError)
-
-
-def test_ray_keys_cross_once_per_key_id(
-    engine: SearchEngine, gallery: np.ndarray, evaluation: EvaluationKeys
-) -> None:
-    import ray
-
-    ray_engine = _ray_only(engine)
-    keys, other = keys_for(engine.params), keys_for(engine.params, "IT")
-    other_evaluation = open_key_bundle(other.public_bundle())
-    rng = np.random.default_rng(5)
-    for requester, opened in ((keys, evaluation), (other, other_evaluation), (keys, evaluation)):
-        probe = requester.encrypt_probe(capture(gallery[100], rng, 0.8))
-        assert 100 in _rows(requester, engine.search(opened, probe, THRESHOLD, lambda: False))
-    # The driver put each bundle in the object store once; every actor holds both keys,
-    # the last used last.
-    assert list(ray_engine._key_refs) == [other.key_id, keys.key_id]
-    held = ray.get([actor.key_ids.remote() for actor in ray_engine._actors])
-    assert held == [[other.key_id, keys.key_id]] * ray_engine.workers
-
-
-def test_unknown_backend_is_refused() -> None:
-    with pytest.raises(InvalidInput, match="unknown search engine backend"):
-        create_engine(DEFAULT_PARAM_SET, 128, backend="spark")
-
-
-def test_the_local_path_never_imports_ray() -> None:
-    """A node with the local engine (its service, CLI and bench modules) does not load ray."""
-    code = (
-        "import sys\n"
-        "import fedmatch.cli.main, fedmatch.bench.search, node.service\n"
-        "from fedmatch.he.engines import create_engine\n"
-        "from fedmatch.he.params import DEFAULT_PARAM_SET\n"
-        "create_engine(DEFAULT_PARAM_SET, 128, 1).close()\n"
-        "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
-    )
-    assert done.stdout.strip() == "[]"
-
-
 def test_a_long_probe_with_a_unit_norm_copy_gets_noise(
     excl_engine: SearchEngine, excl_rows: np.ndarray, excl_probe: np.ndarray
 ) -> None:
@@ -491,71 +581,3 @@ def test_a_long_probe_with_a_unit_norm_copy_gets_noise(
     band = positive[(scores >= THRESHOLD / 3) & (scores < THRESHOLD)].mean()
     below = positive[scores < 0].mean()
     assert band - below < 0.15
-
-
-def _raw_positives(keys: RequesterKeys, out: SearchOutput) -> tuple[set[int], int]:
-    """What a hostile requester reads from its own decryption: the rows at positive
-    positions, and how many positions were positive (padding included)."""
-    rows, count = set(), 0
-    for b, ct in enumerate(out.blocks):
-        values = keys.decrypt_values(ct)
-        for p in np.flatnonzero(np.concatenate([values.real, values.imag]) > 0):
-            count += 1
-            row = out.layout.row(b, int(p))
-            if row is not None:
-                rows.add(row)
-    return rows, count
-
-
-@pytest.mark.parametrize("pattern", ["32-people", "two-halves", "imaginary"])
-def test_a_packed_or_complex_probe_yields_no_valid_result(
-    engine: SearchEngine, gallery: np.ndarray, evaluation: EvaluationKeys, pattern: str
-) -> None:
-    """Issue 15, attack 3: 32 templates of 128 packed into the 4,096 slots found all 32
-    people in one query. Planted here: captures of 32 register rows, each in the period
-    that meets its row's slot. The node's malformation term now moves every score by ~1 at
-    random: thousands of positives, the planted rows no more likely than any other, and
-    the library refuses the block. Variants: two people, each repeated over half the slots
-    (a fixed one-period comparison would pass all but two periods), and a second person
-    in the imaginary parts."""
-    keys = keys_for(engine.params)
-    rng = np.random.default_rng(77)
-    slots, dp = keys.params.slots, 128
-    planted = [p * dp for p in range(slots // dp)]  # row r sits in slot r of block 0
-    if pattern == "32-people":
-        values = np.concatenate([capture(gallery[r], rng, 0.9) for r in planted]).astype(complex)
-    elif pattern == "two-halves":
-        planted = [0, slots // 2]
-        halves = [np.tile(capture(gallery[r], rng, 0.9), slots // dp // 2) for r in planted]
-        values = np.concatenate(halves).astype(complex)
-    else:
-        planted = [0, slots]  # the real and the imaginary part of slot 0
-        real, imag = (np.tile(capture(gallery[r], rng, 0.9), slots // dp) for r in planted)
-        values = real + 1j * imag
-    out = engine.search(evaluation, keys._encrypt_slots(values), THRESHOLD, lambda: False)
-    rows, count = _raw_positives(keys, out)
-    # At least two garbled periods (512 records) per block: far more positives than the
-    # 32 people planted, or than any block of a register can hold (MAX_BLOCK_POSITIVES).
-    assert count > 2 * MAX_BLOCK_POSITIVES * len(out.blocks)
-    precision = len(rows & set(planted)) / max(len(rows), 1)
-    assert precision < 0.01
-    with pytest.raises(ImplausibleResult):
-        _rows(keys, out)
-
-
-def test_the_malformation_term_leaves_honest_scores_alone(
-    engine: SearchEngine, gallery: np.ndarray, evaluation: EvaluationKeys
-) -> None:
-    """A well-formed probe's w is noise (~4e-7): the garbled scores keep every decision
-    of numpy's plaintext scores at least 1e-4 from the threshold."""
-    keys = keys_for(engine.params)
-    rng = np.random.default_rng(78)
-    for row in (17, 12000, 19990):  # rows no other test of the module erases
-        probe = capture(gallery[row], rng, 0.8)
-        scores = gallery @ probe
-        clear = np.abs(scores - THRESHOLD) > 1e-4
-        expected = set(np.flatnonzero((scores >= THRESHOLD) & clear).tolist())
-        found = _rows(
-            keys, engine.search(evaluation, keys.encrypt_probe(probe), THRESHOLD, lambda: False)
-        )
-        assert found & set(np.flatnonzero(clear).tolist()) == expected
