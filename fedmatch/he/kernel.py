@@ -437,7 +437,10 @@ def place(
         raise HEError("a rotation does not have the stack's shape")
     if not 0 <= k < count or words.dtype != np.uint32 or residues.dtype != np.uint32:
         raise HEError("a rotation does not fit the stack")
-    _place_jit(words, order, residues, k)
+    if not residues.flags.c_contiguous:
+        raise HEError("a rotation stack must be contiguous")
+    # Contiguous operands only: the one specialization warm_up compiles.
+    _place_jit(np.ascontiguousarray(words), order, residues, k)
 
 
 def products(
