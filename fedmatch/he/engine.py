@@ -237,7 +237,8 @@ class Sums:
     two scores under two independent masks, where the key-switched conjugate gave
     ``m1 (a(u) - b(v))``, one mask over a difference of scores; with the masks' ratio
     spread over 2^+-17, that says less of the scores than the key-switched form, and the
-    garbling covers both (tests/unit/test_kernel_conjugates.py)."""
+    garbling covers both (tests/unit/test_engine_contract.py, the imaginary-part probe on
+    the kernel engines)."""
 
     sums: list[seal.Ciphertext]
     applied: list[int]
