@@ -14,8 +14,9 @@ Public surface:
   :mod:`fedmatch.he.sealmem` moves words between it and SEAL's objects; its native steps
   beside the products: :mod:`fedmatch.he.keyswitch` (the query's baby-step rotations,
   hoisted), :mod:`fedmatch.he.blend` (a block's garbling and masks),
-  :mod:`fedmatch.he.native_rescale`, :mod:`fedmatch.he.native_encrypt` (re-randomization)
-  and :mod:`fedmatch.he.ckks_encode` (encoder and NTTs);
+  :mod:`fedmatch.he.native_rescale`, :mod:`fedmatch.he.native_encrypt` (re-randomization),
+  :mod:`fedmatch.he.native_compress` (the compact result format's packing, see
+  :mod:`fedmatch.he.resultfmt`) and :mod:`fedmatch.he.ckks_encode` (encoder and NTTs);
 - :mod:`fedmatch.he.sharded`: the same kernel across worker processes (every core);
 - :mod:`fedmatch.he.ray_engine`: the same kernel on Ray actors;
 - :mod:`fedmatch.he.local`: :func:`~fedmatch.he.local.local_engine`, the in-process engine
