@@ -137,9 +137,7 @@ def place_words(residues: npt.NDArray[np.uint32], k: int, words: npt.NDArray[np.
     """:func:`place` for a rotation's words (parts x moduli x N, SEAL's NTT order)."""
     # In slot order (as the blocks), (part, l, t, c) -> (l, t, part, c): this rotation's
     # place in every tile.
-    kernel.place(
-        residues, k, np.ascontiguousarray(words, dtype=np.uint32), slot_order(words.shape[-1])
-    )
+    kernel.place(residues, k, words, slot_order(words.shape[-1]))
 
 
 class KernelEngine(PackedBase[KernelBlock]):

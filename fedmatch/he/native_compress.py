@@ -13,6 +13,7 @@ starts (:func:`warm_up`), never in a query.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -21,10 +22,9 @@ import numpy as np
 import numpy.typing as npt
 
 from fedmatch.errors import HEError
+from fedmatch.he.ckks_encode import _SMALL_PRIME
 
 __all__ = ["pack_switched", "warm_up"]
-
-_SMALL_PRIME = 1 << 30
 
 
 def _switch(c: Any, k: Any, factor: Any, q: Any, reciprocal: Any, half: Any) -> Any:
@@ -126,7 +126,7 @@ def pack_switched(
         raise HEError("the native compression takes primes below 2^30")
     if not all(0 < w <= 57 and 0 <= k < 64 for w, k in zip(widths, shifts, strict=True)):
         raise HEError("compression widths out of range")
-    q = int(np.prod(np.array(moduli, dtype=object)))
+    q = math.prod(moduli)
     sizes = [-(-n * w // 8) for w in widths]
     out = np.zeros(sum(sizes), dtype=np.uint8)
     inverse = np.uint64(pow(moduli[0], -1, moduli[1]) if count == 2 else 0)

@@ -137,8 +137,6 @@ _ABOVE_MASK_BITS = 1.5
 # Chunks of x1 convolved with the secret in floating point: 26 bits times up to 8,192
 # ternary terms stay below 2^39, exact in float64 with rounding error ~2^-10.
 _CHUNK_BITS = 26
-# Result levels of primes below this are compressed natively (compress).
-_NATIVE_PRIME = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -276,8 +274,12 @@ def compress(ct: seal.Ciphertext, params: ParamSet) -> bytes:
     if abs(ct.scale / fmt.scale - 1.0) > 1e-9:
         raise HEError("a result block must have the parameter set's result scale")
     header = FORMAT_TAG + bytes([fmt.bits0, fmt.bits])
-    if params.kernel and max(fmt.moduli) < _NATIVE_PRIME:
-        return header + _native_body(ct, fmt, params)
+    if params.kernel:
+        # Imported here: it loads numba, which a default-set node never does.
+        from fedmatch.he import ckks_encode
+
+        if ckks_encode.native_encoder(params).fast(list(fmt.parms_id)):
+            return header + _native_body(ct, fmt, params)
     return header + _seal_body(ct, fmt, params)
 
 
