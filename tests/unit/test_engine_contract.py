@@ -499,8 +499,10 @@ def test_excluded_rows_are_indistinguishable_from_non_matches(
 ) -> None:
     """Issue 15: an excluded row gets a zero mask and a fresh negative decoy, so that the
     decrypted values of the excluded rows of a full block (4,096 of its 8,192) and of the
-    ordinary non-matches cannot be told apart (AUC within 0.02 of 0.5, in value and in
-    magnitude)."""
+    ordinary non-matches cannot be told apart: AUC within five standard deviations of 0.5
+    of two samples of one distribution (0.032 at these sizes), in value and in magnitude.
+    Measured over 40 searches: mean 0.001, sd 0.0060 (the null's 0.0064); a fixed bound of
+    0.02 was 3.1 of them, and with 16 such checks per run it failed a clean-clone run."""
     keys = keys_for(excl_engine.params)
     exclude = np.zeros(EXCL_SIZE, bool)
     exclude[0:8192:2] = True
@@ -512,9 +514,11 @@ def test_excluded_rows_are_indistinguishable_from_non_matches(
     hidden = exclude[rows]
     other = ~hidden & ~np.isin(rows, DUPLICATES + GENUINE)
     assert np.all(flat[hidden] < 0)
-    assert abs(_auc(flat[hidden], flat[other]) - 0.5) <= 0.02
+    n, m = int(hidden.sum()), int(other.sum())
+    bound = 5 * np.sqrt((n + m + 1) / (12 * n * m))  # Mann-Whitney's sd under the null
+    assert abs(_auc(flat[hidden], flat[other]) - 0.5) <= bound
     magnitudes = np.log2(np.abs(flat))
-    assert abs(_auc(magnitudes[hidden], magnitudes[other]) - 0.5) <= 0.02
+    assert abs(_auc(magnitudes[hidden], magnitudes[other]) - 0.5) <= bound
 
 
 def _noise_signs(keys: RequesterKeys, out: SearchOutput, rows: int) -> np.ndarray:
