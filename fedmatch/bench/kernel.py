@@ -101,7 +101,7 @@ def _kernel_ms(params: ParamSet, dimension: int, threads: int) -> float:
         rows = [rng.integers(0, q, (count, degree), dtype=np.uint64) for q in moduli.moduli]
         return np.stack(rows, axis=-2).astype(np.uint32)
 
-    tile = kernel.tile_for(dp, degree)
+    tile = kernel.tile_for(degree, threads)
     rotations = kernel.tiled(residues(2 * dp).reshape(dp, 2, -1, degree), tile)
     # Stored as the engine stores them (packed once, not in the timed call).
     blocks = [kernel.pack(kernel.tiled(residues(dp), tile), moduli) for _ in range(kernel.GROUP)]

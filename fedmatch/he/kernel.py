@@ -12,22 +12,27 @@ product and sum:
   accumulator as long as it cannot overflow (``lazy_limits``: 16 products for a 30-bit
   prime, 64 for a 29-bit one), then the accumulator is folded (``hi * (2^32 mod q) + lo``,
   below 2^32 q, congruent) and the sum goes on (12 and 56 products per fold);
-- the coefficients are cut in tiles (``tile_for``: 1,024 at dp = 128, 256 at dp = 512), and
-  blocks and rotations are stored tile by tile (``tiled``): a task reads one contiguous run
-  of a block (dp x tile x 4 bytes) and the same tile of every baby-step rotation, so the
-  register streams once per query, sequentially (stored coefficient-major instead, it ran
-  1.7x slower at dp = 128 and 4.5x at dp = 512, measured), and the rotations are read once
-  per group of blocks. Long runs matter more than a tile of rotations fitting in L2: from
-  tiles of ~256 KB of rotations (256 and 64 coefficients) to ~1 MB, the kernel with
-  conjugate sums took 23% less time at dp = 128 and 33% less at dp = 512 (measured here,
-  2 threads, 16-64 blocks): a run is split in two at a block's shift, and each short run
-  pays its loop set-up and SIMD remainder;
+- the coefficients are cut in tiles (``tile_for``: half the ring degree on one core, a
+  quarter on more), and blocks and rotations are stored tile by tile (``tiled``): a task
+  reads one contiguous run of a block (dp x tile x 4 bytes) and the same tile of every
+  baby-step rotation, so the register streams once per query, sequentially (stored
+  coefficient-major instead, it ran 1.7x slower at dp = 128 and 4.5x at dp = 512,
+  measured), and the rotations are read once per group of blocks. Runs as long as
+  possible, two baby steps per pass (each accumulator loaded and stored once for two
+  products) and accumulator rows padded off the 4 KB stride (``_ROW_PAD``) go together:
+  with all three the kernel with conjugate sums takes ~3.4 ms a block at dp = 128 and
+  ~15 ms at dp = 512 on one core, against ~8 and ~32 ms with tiles of 1,024 and 256
+  coefficients, one step per pass and unpadded rows (measured here, 16 blocks, random
+  shifts). Unpadded, longer tiles were slower: the eight rows then sit at one offset
+  modulo 4 KB and every load after a store to another row waits for it (4K aliasing),
+  which is what had made tiles that fit in L2 look better;
 - tiles of all moduli are spread over the cores (numba ``prange``; ``threads`` per call, a
   serial compilation for one), a tile with its partner in the other half of the slot
   order, whose words the conjugate sums read (``products_with_conjugates``).
 
-Compilation: numba compiles the kernel the first time it runs, ~9.5 s here (``warm_up``
-measures it; the engine calls it when it starts, so no query pays it). Compile time grows
+Compilation: numba compiles the kernel the first time it runs, ~5 s for the serial variant
+and ~13.5 s for the parallel one here (``warm_up`` measures it; the engine calls it when it
+starts, so no query pays it; one step per pass took ~4 and ~9 s). Compile time grows
 with every inlined copy of a run: the run is inlined at two call sites and the unpacking
 is a call (with four inlined runs and inlined unpacking it took ~20 s; with nothing
 inlined ~8.5 s, and the kernel ran ~20% slower). Nothing is cached on
@@ -53,6 +58,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedmatch.errors import HEError
+from fedmatch.he import ckks_encode
 from fedmatch.he.params import ParamSet
 
 __all__ = [
@@ -75,6 +81,10 @@ __all__ = [
 # compiles one tuple length; a short group is padded and the padding never read).
 GROUP = 16
 _U64_MAX = (1 << 64) - 1
+_U64 = np.uint64(_U64_MAX)
+# Words of padding after each accumulator row (see _accumulate): 512 bytes, which spreads
+# the eight rows evenly over a 4 KB window at either tile size (rows of 32 and 16 KB).
+_ROW_PAD = 64
 _M32 = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
 _ZERO = np.uint64(0)
@@ -216,34 +226,51 @@ def _run(
     conjugate: bool,
     mask: Any,
 ) -> None:
-    """One contiguous run of a baby step's products into a tile pair's accumulators
+    """One contiguous run of two baby steps' products into a tile pair's accumulators
     (``acc[0/1]``: the sums of tiles t / t + half, ``acc[2/3]``: their conjugate sums, each
-    two ciphertext parts): coefficients ``at .. at + length`` of the outputs, ``own`` and
-    ``other`` the register words they read in t's half and in the other half, ``mask``
-    the residue's bits in a word (the rest carry another modulus's, see PackedBlock)."""
+    two ciphertext parts): coefficients ``at .. at + length`` of the outputs; ``own[s]``
+    and ``other[s]`` the register words step ``s`` (0, 1) reads in t's half and in the
+    other half, ``xt[s]`` and ``xu[s]`` its rotation's words of tiles t and u (both parts),
+    ``mask`` the residue's bits in a word (the rest carry another modulus's, see
+    PackedBlock). Two steps per pass load and store each accumulator once for two products:
+    20-45% faster than one step per pass (measured, see the module doc)."""
     s_t0, s_t1 = acc[0, 0, at:], acc[0, 1, at:]
     s_u0, s_u1 = acc[1, 0, at:], acc[1, 1, at:]
-    xt0, xt1, xu0, xu1 = xt[0, at:], xt[1, at:], xu[0, at:], xu[1, at:]
+    own0, other0, own1, other1 = own[0], other[0], own[1], other[1]
+    xt0, xt1, xu0, xu1 = xt[0][0, at:], xt[0][1, at:], xu[0][0, at:], xu[0][1, at:]
+    yt0, yt1, yu0, yu1 = xt[1][0, at:], xt[1][1, at:], xu[1][0, at:], xu[1][1, at:]
     # Every loop indexes slices from 0 up: an index LLVM cannot prove non-negative
     # (``c + cut``) keeps numba's negative-index wraparound, and the loop compiled to
-    # gathers, 2-2.7x slower (measured).
-    for c in range(length):
-        d, e = np.uint64(own[c] & mask), np.uint64(other[c] & mask)
-        s_t0[c] += np.uint64(xt0[c]) * d
-        s_t1[c] += np.uint64(xt1[c]) * d
-        s_u0[c] += np.uint64(xu0[c]) * e
-        s_u1[c] += np.uint64(xu1[c]) * e
+    # gathers, 2-2.7x slower (measured). Each product is below 2^60, a step's pair below
+    # 2^61: lazy_limits counts products, and the caller folds before a pair could overflow.
     if conjugate:
         # The conjugate of a diagonal is its other half (slot order): tile t's conjugate
         # sum reads the words tile t + half's sum reads, and the reverse.
         c_t0, c_t1 = acc[2, 0, at:], acc[2, 1, at:]
         c_u0, c_u1 = acc[3, 0, at:], acc[3, 1, at:]
         for c in range(length):
-            d, e = np.uint64(own[c] & mask), np.uint64(other[c] & mask)
-            c_t0[c] += np.uint64(xt0[c]) * e
-            c_t1[c] += np.uint64(xt1[c]) * e
-            c_u0[c] += np.uint64(xu0[c]) * d
-            c_u1[c] += np.uint64(xu1[c]) * d
+            d, e = np.uint64(own0[c] & mask), np.uint64(other0[c] & mask)
+            f, g = np.uint64(own1[c] & mask), np.uint64(other1[c] & mask)
+            a0, a1 = np.uint64(xt0[c]), np.uint64(xt1[c])
+            b0, b1 = np.uint64(xu0[c]), np.uint64(xu1[c])
+            h0, h1 = np.uint64(yt0[c]), np.uint64(yt1[c])
+            k0, k1 = np.uint64(yu0[c]), np.uint64(yu1[c])
+            s_t0[c] += a0 * d + h0 * f
+            s_t1[c] += a1 * d + h1 * f
+            s_u0[c] += b0 * e + k0 * g
+            s_u1[c] += b1 * e + k1 * g
+            c_t0[c] += a0 * e + h0 * g
+            c_t1[c] += a1 * e + h1 * g
+            c_u0[c] += b0 * d + k0 * f
+            c_u1[c] += b1 * d + k1 * f
+        return
+    for c in range(length):
+        d, e = np.uint64(own0[c] & mask), np.uint64(other0[c] & mask)
+        f, g = np.uint64(own1[c] & mask), np.uint64(other1[c] & mask)
+        s_t0[c] += np.uint64(xt0[c]) * d + np.uint64(yt0[c]) * f
+        s_t1[c] += np.uint64(xt1[c]) * d + np.uint64(yt1[c]) * f
+        s_u0[c] += np.uint64(xu0[c]) * e + np.uint64(yu0[c]) * g
+        s_u1[c] += np.uint64(xu1[c]) * e + np.uint64(yu1[c]) * g
 
 
 _run_jit = numba.njit(inline="always", cache=False, boundscheck=False, error_model="numpy")(_run)
@@ -298,11 +325,18 @@ def _accumulate(
         limb = task - t * moduli_count
         u = t + half
         q, r = moduli[limb], fold[limb]
+        barrett = _U64 // q  # floor(2^64 / q) for an odd q
         xs, xu = rot[limb, t], rot[limb, u]
-        acc = np.empty((4, 2, tile), np.uint64)
-        # The packed modulus's residues of the two runs of a diagonal, unpacked per run.
-        mine = np.empty((2, tile), np.uint32)
-        theirs = np.empty((2, tile), np.uint32)
+        # Rows padded (_ROW_PAD): unpadded, the eight accumulator rows lie 8 KB apart, all
+        # at one offset modulo 4 KB, and a load after a store to another row at that
+        # offset waits for it (4K aliasing): 10-18% slower at dp = 128 (measured).
+        acc = np.empty((4, 2, tile + _ROW_PAD), np.uint64)
+        # The packed modulus's residues of the two runs of a step's diagonal, unpacked per
+        # run (rows 2 s and 2 s + 1 for step s of a pass).
+        mine = np.empty((4, tile + 2 * _ROW_PAD), np.uint32)
+        theirs = np.empty((4, tile + 3 * _ROW_PAD), np.uint32)
+        # The second step of the last pass when n1 is odd: a product by zero.
+        nothing = np.zeros((2, tile), np.uint32)
         for b in range(count):
             shift = shifts[b]
             # Output tile t reads the block's tile `ta` from `cut` on, then tile `tb` (and
@@ -316,9 +350,9 @@ def _accumulate(
             for j in range(giant):
                 acc[:sums] = _ZERO
                 left = first[limb]
-                for k in range(n1):
-                    if left == 0:
-                        # Fold before the next product could overflow (lazy_limits).
+                for k in range(0, n1, 2):
+                    if left < 2:
+                        # Fold before the next pair could overflow (lazy_limits).
                         for a in range(sums):
                             for p in range(2):
                                 row = acc[a, p]
@@ -327,33 +361,44 @@ def _accumulate(
                                     row[c] = (v >> _S32) * r + (v & _M32)
                         left = later[limb]
                     i = j * n1 + k
-                    kr = (k + shift) % n1
-                    xt, xv = xs[kr], xu[kr]
+                    # Step k + 1 (k itself again, times zero, past the last step).
+                    i2 = i + 1 if k + 1 < n1 else i
+                    kr, kr2 = (k + shift) % n1, (k + 1 + shift) % n1
+                    xt = (xs[kr], xs[kr2] if k + 1 < n1 else nothing)
+                    xv = (xu[kr], xu[kr2] if k + 1 < n1 else nothing)
                     if limb < whole:
-                        ra, oa = reg[ta, i][cut:], reg[ta + half, i][cut:]
-                        rb, ob = reg[tb, i][:cut], reg[tb + half, i][:cut]
+                        ra = (reg[ta, i][cut:], reg[ta, i2][cut:])
+                        oa = (reg[ta + half, i][cut:], reg[ta + half, i2][cut:])
+                        rb = (reg[tb, i][:cut], reg[tb, i2][:cut])
+                        ob = (reg[tb + half, i][:cut], reg[tb + half, i2][:cut])
                         mask = kept if spare else everything
                     else:
                         low = lows[b]
-                        ra, rb = mine[0, :split], mine[1, :cut]
-                        oa, ob = theirs[0, :split], theirs[1, :cut]
-                        _unpack_run_jit(words, low, ta, i, cut, spare, ra)
-                        _unpack_run_jit(words, low, tb, i, 0, spare, rb)
-                        _unpack_run_jit(words, low, ta + half, i, cut, spare, oa)
-                        _unpack_run_jit(words, low, tb + half, i, 0, spare, ob)
+                        ra, rb = (mine[0, :split], mine[2, :split]), (mine[1, :cut], mine[3, :cut])
+                        oa = (theirs[0, :split], theirs[2, :split])
+                        ob = (theirs[1, :cut], theirs[3, :cut])
+                        for step, d in ((0, i), (1, i2)):
+                            _unpack_run_jit(words, low, ta, d, cut, spare, ra[step])
+                            _unpack_run_jit(words, low, tb, d, 0, spare, rb[step])
+                            _unpack_run_jit(words, low, ta + half, d, cut, spare, oa[step])
+                            _unpack_run_jit(words, low, tb + half, d, 0, spare, ob[step])
                         mask = everything
                     # Two call sites of the inlined run, not four: numba's compile time
                     # grows with every inlined copy (~20 s with four, measured).
                     _run_jit(acc, ra, oa, xt, xv, 0, split, conjugate, mask)
                     _run_jit(acc, rb, ob, xt, xv, split, cut, conjugate, mask)
-                    left -= 1
+                    left -= 2
                 for a in range(sums):
                     lo = (t if a % 2 == 0 else u) * tile
                     for p in range(2):
                         y = out[b, a // 2, j, p, limb, lo : lo + tile]
                         row = acc[a, p]
                         for c in range(tile):
-                            y[c] = row[c] % q
+                            # Barrett's reduction (vectorized), not ``%`` (a division per
+                            # word): the kernel ~3% faster (measured).
+                            v = row[c]
+                            v -= ckks_encode._mulhi_jit(v, barrett) * q
+                            y[c] = v - q if v >= q else v
 
 
 _kernel: Callable[..., None] = numba.njit(
@@ -385,14 +430,14 @@ def default_threads() -> int:
     return max(1, min(len(os.sched_getaffinity(0)), started))
 
 
-def tile_for(dp: int, degree: int) -> int:
-    """Coefficients per task for blocks of ``dp`` diagonals: a tile of up to ``dp``
-    rotations (2 parts, 4 bytes) of ~1 MB, 64 to 1,024 coefficients, dividing the degree
-    (see the module doc: long runs beat a tile that fits in L2)."""
-    tile = max(64, min(1024, 131072 // max(dp, 1)))
-    while degree % tile:
-        tile //= 2
-    return max(tile, 1)
+def tile_for(degree: int, threads: int = 1) -> int:
+    """Coefficients per task: half the ring degree on one core (a task is one modulus's
+    whole tile pair), a quarter on more (twice the tasks, so that every thread gets some
+    of each modulus: the packed one costs more, see PackedBlock). Long runs are what make
+    the kernel fast (module doc); any dp."""
+    if degree < 4 or degree & (degree - 1):
+        raise HEError("the ring degree must be a power of two")
+    return degree // 2 if threads <= 1 else degree // 4
 
 
 def tiled(words: npt.NDArray[Any], tile: int) -> npt.NDArray[np.uint32]:

@@ -150,8 +150,8 @@ class KernelEngine(PackedBase[KernelBlock]):
     def __init__(self, params: ParamSet, dimension: int, threads: int | None = None) -> None:
         super().__init__(params, dimension)
         self._moduli = kernel.KernelModuli.top_level(params)
-        self._tile = kernel.tile_for(self._dp, params.poly_modulus_degree)
         self._threads = threads or kernel.default_threads()
+        self._tile = kernel.tile_for(params.poly_modulus_degree, self._threads)
         self.compile_seconds = kernel.warm_up(self._threads)
         # The native encoder of the per-block random plaintexts (PackedBase._encode_values)
         # and the native re-randomization's (PackedBase._rerandomize).

@@ -48,18 +48,20 @@ def test_lazy_limits_of_the_kernel_set() -> None:
 
 
 @pytest.mark.parametrize("dp", [128, 512])
-@pytest.mark.parametrize("n1_divisor", [1, 8])
-def test_the_worst_case_accumulation_is_exact(dp: int, n1_divisor: int) -> None:
+@pytest.mark.parametrize("steps", ["every", "an eighth", "one"])
+def test_the_worst_case_accumulation_is_exact(dp: int, steps: str) -> None:
     """Every residue at q - 1, the largest product there is, in every position: the
     accumulator folds in time and the sums are exact (dp = 512 is 8 folds). Through the
-    tiled layout, as the engine stores blocks and rotations."""
-    n1, degree = dp // n1_divisor, PS.poly_modulus_degree
-    tile = kernel.tile_for(dp, degree)
+    tiled layout, as the engine stores blocks and rotations. One baby step (n1 = 1) is the
+    odd count: the kernel's pass of two steps pairs it with a product by zero."""
+    degree = PS.poly_modulus_degree
+    n1 = {"every": dp, "an eighth": dp // 8, "one": 1}[steps]
+    tile = kernel.tile_for(degree)
     top = (MODULI.moduli - 1).astype(np.uint32)
     rotations = np.broadcast_to(top[None, None, :, None], (n1, 2, LIMBS, degree))
     block = np.broadcast_to(top[None, :, None], (dp, LIMBS, degree))
     out = kernel.products(kernel.tiled(rotations, tile), n1, [kernel.tiled(block, tile)], MODULI)
-    assert out.shape == (1, n1_divisor, 2, LIMBS, PS.poly_modulus_degree)
+    assert out.shape == (1, dp // n1, 2, LIMBS, PS.poly_modulus_degree)
     for limb, q in enumerate(MODULI.moduli.tolist()):
         assert np.all(out[:, :, :, limb] == n1 * (q - 1) ** 2 % q)
 
@@ -79,7 +81,7 @@ def test_random_sums_equal_python_integers(threads: int) -> None:
         ).astype(np.uint32)
         for _ in range(GROUP_PLUS_TWO)
     ]
-    tile = kernel.tile_for(dp, degree)
+    tile = kernel.tile_for(degree, threads)
     out = kernel.products(
         kernel.tiled(rotations, tile), n1, [kernel.tiled(b, tile) for b in blocks], MODULI, threads
     )

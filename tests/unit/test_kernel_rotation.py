@@ -22,9 +22,10 @@ from tests.he_keys import keys_for
 
 PS = KERNEL_PARAM_SET
 MODULI = kernel.KernelModuli.top_level(PS)
-# 0, within a tile, a whole number of tiles (1,024 at dp = 128), both, and the last slot.
-SHIFTS = (0, 1, 37, 1024, 2085, PS.slots - 1)
-assert kernel.tile_for(128, PS.poly_modulus_degree) == 1024
+# 0, within a tile, a whole number of tiles (2,048 on more than one core), both, and the
+# last slot; on one core a tile is a whole half, and every shift is within it.
+SHIFTS = (0, 1, 37, 2048, 2085, PS.slots - 1)
+assert kernel.tile_for(PS.poly_modulus_degree, 2) == 2048
 
 
 @pytest.fixture(scope="module")
@@ -75,13 +76,15 @@ def _reference(rot: np.ndarray, diagonals: np.ndarray, shift: int) -> np.ndarray
     return total
 
 
+@pytest.mark.parametrize("threads", [1, 2], ids=["one core, half tiles", "two, quarters"])
 def test_rotated_sums_are_an_independent_computation_bit_for_bit(
-    evaluation: EvaluationKeys,
+    evaluation: EvaluationKeys, threads: int
 ) -> None:
     """Blocks without giant steps in one kernel call with different shifts (a full block
-    and a partial one): each sum is the numpy reference's, word for word."""
+    and a partial one): each sum is the numpy reference's, word for word, with the tiles
+    of either kernel (a shift within a tile, across tiles, and wrapping in its half)."""
     rng = np.random.default_rng(7)
-    engine = KernelEngine(PS, 128)
+    engine = KernelEngine(PS, 128, threads)
     gallery = unit_vectors(rng, PS.block_records + 700, 128)
     per = PS.block_records
     blocks = [engine.encode_block_rows(gallery[b : b + per], 128) for b in (0, per)]
@@ -249,7 +252,7 @@ def test_the_split_counts_the_shifts_left_to_key_switches() -> None:
 
 
 def test_a_shift_needs_a_block_without_giant_steps() -> None:
-    tile = kernel.tile_for(16, PS.poly_modulus_degree)
+    tile = kernel.tile_for(PS.poly_modulus_degree)
     limbs, tiles = MODULI.moduli.shape[0], PS.poly_modulus_degree // tile
     rotations = np.zeros((limbs, tiles, 16, 2, tile), np.uint32)
     block = np.zeros((limbs, tiles, 16, tile), np.uint32)
