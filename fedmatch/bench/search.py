@@ -246,6 +246,7 @@ def bench_search(
             times, up, down, agree = [], 0, 0, 0
             block_bytes = 0
             auth_times: list[float] = []
+            part_times: dict[str, list[float]] = {}
             for q in range(queries + 1):  # the first query warms caches and is not timed
                 if q % 2 == 0:
                     probe = capture(
@@ -256,6 +257,7 @@ def bench_search(
                 header = _header()
                 t0 = time.perf_counter()
                 ciphertext = keys.encrypt_probe(probe)
+                t_encrypted = time.perf_counter()
                 probe_hash = digest_hex(ciphertext)
                 # Signed by the requesting officer, then on the coordinator's record before
                 # the search, witnessed by the node (as coordinator/service.py lookup does).
@@ -282,13 +284,21 @@ def bench_search(
                     threshold_version=cfg.threshold_version,
                     authorization=authorization_to_pb(authorization),
                 )  # fmt: skip
+                t_sent = time.perf_counter()
                 response = stub.Search(request, timeout=600)
+                t_answered = time.perf_counter()
                 positions = [
                     (b, int(p))
                     for b, block in enumerate(response.blocks)
                     for p in np.flatnonzero(keys.decrypt_matches(block.ciphertext))
                 ]
                 elapsed = time.perf_counter() - t0
+                parts = {
+                    "encrypt": t_encrypted - t0,
+                    "sign_and_authorize": t_sent - t_encrypted,
+                    "node_search": t_answered - t_sent,
+                    "decrypt": t0 + elapsed - t_answered,
+                }
                 # Exact decisions (float64), and every baseline timed (not the warm-up).
                 expected = plain.search(probe, timed=q > 0)
                 # Row ids of a fresh register are 1..n in enrolment order.
@@ -300,6 +310,8 @@ def bench_search(
                     continue
                 times.append(elapsed)
                 auth_times.append(auth_elapsed)
+                for name, seconds in parts.items():
+                    part_times.setdefault(name, []).append(seconds)
                 up, down = request.ByteSize(), response.ByteSize()
                 block_bytes = max(len(block.ciphertext) for block in response.blocks)
                 agree += found == expected
@@ -346,6 +358,13 @@ def bench_search(
         "p95_s": round(float(np.percentile(times, 95)), 4),
         # Appending the coordinator's entry and the node's witnessing of it (in p50_s too).
         "authorization_ms_p50": round(statistics.median(auth_times) * 1e3, 2),
+        # Where a query's time goes (medians of each part, so they need not add up to p50_s):
+        # the requester's encryption, the officer's signature and the authorization, the
+        # node's Search call (TLS, checks, audit, engine, the response's transfer) and the
+        # requester's decryption of every block.
+        "query_parts_ms_p50": {
+            name: round(statistics.median(values) * 1e3, 1) for name, values in part_times.items()
+        },
         "query_bytes_up": up,
         "key_bytes_once": registration.ByteSize(),
         "response_bytes_down": down,

@@ -128,6 +128,15 @@ class RequesterKeys:
     ) -> None:
         """``(c0, c1)`` in place to ``(c0 + (c1 - a) * s, a)``, limb by limb (NTT form)."""
         for limb, q in enumerate(moduli):
+            if q < 1 << 32:
+                # Products of words below 2^32 fit uint64: vectorized, where Python's
+                # integers took ~6 ms per ciphertext of the kernel set (two per probe).
+                m = np.uint64(q)
+                diff = (data[1, limb] + (m - uniform_part[limb])) % m
+                product = diff * self._secret_words[limb].astype(np.uint64) % m
+                data[0, limb] = (data[0, limb] + product) % m
+                data[1, limb] = uniform_part[limb]
+                continue
             c0, c1 = data[0, limb].astype(object), data[1, limb].astype(object)
             s = self._secret_words[limb].astype(object)
             a = uniform_part[limb].astype(object)

@@ -44,6 +44,13 @@ def test_bench_search_authorizes_every_query_and_agrees_with_plaintext(
     # The authorization (coordinator entry + the node witnessing it) is timed on
     # its own and is part of the end-to-end latency.
     assert 0 < result["authorization_ms_p50"] < result["p50_s"] * 1e3
+    # The parts of a query, each timed apart, each within the whole.
+    parts = result["query_parts_ms_p50"]
+    assert set(parts) == {"encrypt", "sign_and_authorize", "node_search", "decrypt"}
+    assert all(0 < parts[name] < result["p95_s"] * 1e3 for name in parts), parts
+    # Per query the authorization is inside this part, so its median is too (the part is
+    # rounded to 0.1 ms).
+    assert parts["sign_and_authorize"] >= result["authorization_ms_p50"] - 0.05
     # Each search (the warm-up too) was a request signed by DE's bench officer that the node
     # verified and accepted once; every call reached the node over mTLS as the coordinator.
     assert (result["transport"], result["signed_requests"]) == ("mtls", True)

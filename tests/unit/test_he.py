@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 from dataclasses import replace
 
 import numpy as np
@@ -16,12 +17,19 @@ from fedmatch.he.engine import PackedEngine, SearchOutput, padded_block_count, w
 from fedmatch.he.engines import create_engine
 from fedmatch.he.keypair import MAX_BLOCK_POSITIVES, RequesterKeys
 from fedmatch.he.keys import EvaluationKeys, KeyBundle, open_key_bundle
-from fedmatch.he.params import DEFAULT_PARAM_SET, MAX_BITS_128, PARAM_SETS
+from fedmatch.he.params import (
+    DEFAULT_PARAM_SET,
+    KERNEL_PARAM_SET,
+    MAX_BITS_128,
+    PARAM_SETS,
+    ParamSet,
+)
 from fedmatch.protocol.wire import encode_handle
 from fedmatch.requester.client import node_candidates
 from fedmatch.rpc.v1 import common_pb2, coordinator_pb2
 from tests.federation import as_sent, shared_keys
 from tests.he_flood import noise_and_flood
+from tests.he_keys import keys_for
 from tests.he_magnitudes import near_and_far
 
 THRESHOLD = 0.45
@@ -53,6 +61,39 @@ def test_public_bundle_has_no_secret_and_a_stable_digest() -> None:
     private = keys.private_bundle()
     assert private.secret_key and private.digest() == bundle.digest()
     assert private.secret_key.hex() not in repr(private)
+    # Computed once per bundle (a lookup reads the key id twice), and of the bundle's own
+    # fields: a copy with another key has its own, and a pickled bundle keeps its own.
+    assert bundle.digest() is bundle.digest()
+    other = replace(bundle, galois_keys=bundle.galois_keys[:-1] + b"\x00")
+    assert other.digest() != bundle.digest()
+    assert pickle.loads(pickle.dumps(bundle)).digest() == bundle.digest()
+    fresh = replace(bundle)
+    assert fresh == bundle and fresh.digest() == bundle.digest()
+
+
+@pytest.mark.parametrize("ps", [DEFAULT_PARAM_SET, KERNEL_PARAM_SET], ids=["default", "kernel"])
+def test_the_rebinding_of_a_ciphertext_is_exact(ps: ParamSet) -> None:
+    """``(c0, c1)`` to ``(c0 + (c1 - a) s, a)`` modulo each prime: uint64 words for the
+    primes below 2^32, Python's integers above, both the exact residues."""
+    keys = keys_for(ps)
+    moduli = uniform.key_moduli(ps)
+    rng = np.random.default_rng(11)
+    n = ps.poly_modulus_degree
+
+    def words() -> np.ndarray:
+        return np.stack([rng.integers(0, q, n, dtype=np.uint64) for q in moduli])
+
+    data, a = np.stack([words(), words()]), words()
+    data[:, :, :3] = np.array(moduli, dtype=np.uint64)[None, :, None] - 1  # the largest
+    a[:, :2] = 0
+    rebound = data.copy()
+    keys._rebind(rebound, a, moduli)
+    for limb, q in enumerate(moduli):
+        s = [int(w) for w in keys._secret_words[limb]]
+        for j in range(n):
+            c0, c1 = int(data[0, limb, j]), int(data[1, limb, j])
+            assert int(rebound[0, limb, j]) == (c0 + (c1 - int(a[limb, j])) * s[j]) % q
+        assert np.array_equal(rebound[1, limb], a[limb])
 
 
 def test_bundle_with_secret_key_is_refused() -> None:
