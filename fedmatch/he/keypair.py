@@ -75,6 +75,7 @@ class RequesterKeys:
         # Its ternary coefficients, for decrypting compact result blocks; HEError for a key
         # whose canonical norm the format's error bound does not cover (fedmatch.he.resultfmt).
         self._secret_poly = resultfmt.secret_coefficients(params, self._secret_words)
+        self._secret_spectrum = resultfmt.secret_spectrum(self._secret_poly)
         if public is None:
             public = self._new_public_keys()
         self._public = public[0]
@@ -280,7 +281,9 @@ class RequesterKeys:
         are dropped here, once checked against what an honest node's masks can produce
         (else ImplausibleResult, whose message holds no value): they are random by
         construction and nothing downstream may use them."""
-        values = resultfmt.decrypt_slots(ciphertext, self.params, self._secret_poly)
+        values = resultfmt.decrypt_slots(
+            ciphertext, self.params, self._secret_poly, self._secret_spectrum
+        )
         flat = np.concatenate([values.real, values.imag])
         positive = flat > 0
         self._check_plausible(flat, positive)
@@ -305,7 +308,9 @@ class RequesterKeys:
         SEAL ciphertext at any level: for tests that prove what a requester could learn
         from them (the masked magnitudes), never used by the lookup path."""
         if ciphertext[: len(resultfmt.FORMAT_TAG)] == resultfmt.FORMAT_TAG:
-            return resultfmt.decrypt_slots(ciphertext, self.params, self._secret_poly)
+            return resultfmt.decrypt_slots(
+                ciphertext, self.params, self._secret_poly, self._secret_spectrum
+            )
         ct = seal.Ciphertext()
         sealio.load_bytes(lambda p: ct.load(self._ctx, p), ciphertext, "result ciphertext")
         plain = seal.Plaintext()

@@ -122,6 +122,7 @@ __all__ = [
     "result_format",
     "secret_coefficients",
     "secret_norm",
+    "secret_spectrum",
 ]
 
 # Format byte and version: a future layout changes the version, and a requester refuses a
@@ -340,7 +341,10 @@ def _embedding(params: ParamSet) -> tuple[npt.NDArray[np.complex128], npt.NDArra
     return twist, (roots - 1) // 2
 
 
-def _secret_spectrum(s: npt.NDArray[np.int8]) -> npt.NDArray[np.complex128]:
+def secret_spectrum(s: npt.NDArray[np.int8]) -> npt.NDArray[np.complex128]:
+    """The secret's spectrum for the products of :func:`decrypt_slots`: the holder of the
+    secret computes it once (an FFT of 2N points a block otherwise) and keeps it with the
+    secret, as secret as it is."""
     n = s.shape[0]
     padded = np.zeros(2 * n)
     padded[:n] = s
@@ -372,13 +376,18 @@ def _times_secret(
 
 
 def decrypt_slots(
-    data: bytes, params: ParamSet, s: npt.NDArray[np.int8]
+    data: bytes,
+    params: ParamSet,
+    s: npt.NDArray[np.int8],
+    spectrum: npt.NDArray[np.complex128] | None = None,
 ) -> npt.NDArray[np.complex128]:
     """The slots of a compact block under the secret ``s`` (ternary coefficients, from
-    :func:`secret_coefficients`), or HEError for bytes that are not a compact block."""
+    :func:`secret_coefficients`; ``spectrum``: its :func:`secret_spectrum`, if kept), or
+    HEError for bytes that are not a compact block."""
     fmt = result_format(params)
     x0, x1 = parse(data, params)
-    spectrum = _secret_spectrum(s)
+    if spectrum is None:
+        spectrum = secret_spectrum(s)
     with np.errstate(over="ignore"):
         y = (x0 << np.uint64(fmt.finer)) + _times_secret(x1, spectrum)
     return _decode(y, params)

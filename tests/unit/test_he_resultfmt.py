@@ -107,8 +107,12 @@ def test_the_slots_are_seals_within_the_bound(keys: RequesterKeys) -> None:
         values = signs * masks * rng.uniform(0, 2)
         ct = _result(keys, values)
         expected = _seal_slots(keys, ct)
-        got = _flat(resultfmt.decrypt_slots(resultfmt.compress(ct, ps), ps, s))
+        data = resultfmt.compress(ct, ps)
+        got = _flat(resultfmt.decrypt_slots(data, ps, s))
         assert float(np.max(np.abs(got - expected))) < own
+        # With the spectrum the key holder keeps: the same slots, bit for bit.
+        kept = resultfmt.decrypt_slots(data, ps, s, resultfmt.secret_spectrum(s))
+        assert np.array_equal(_flat(kept), got)
 
 
 def test_zero_sign_errors_at_the_bounds_edge(keys: RequesterKeys) -> None:
