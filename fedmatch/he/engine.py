@@ -938,9 +938,7 @@ class PackedBase(Generic[BlockT]):
         ev.relinearize_inplace(total, keys.relin_keys)
         step = 1
         while step < self._dp:
-            turned = seal.Ciphertext()
-            ev.rotate_vector(total, step, keys.galois_keys, turned)
-            ev.add_inplace(total, turned)
+            ev.add_inplace(total, self._rotated(total, step, keys))
             step *= 2
         # 2 (N - 1) - its imaginary part taken away: the excess is added after the masks,
         # where an imaginary part would carry a row's noise into its slot partner's value
@@ -1170,6 +1168,13 @@ class PackedBase(Generic[BlockT]):
         values = decoys[:slots] + 1j * decoys[slots:]
         self._encode_values(values, acc.parms_id(), acc.scale, plain)
         return plain
+
+    def _rotated(self, ct: seal.Ciphertext, step: int, keys: EvaluationKeys) -> seal.Ciphertext:
+        """A new ciphertext: ``ct`` (probe data only) rotated left by ``step``, a step one
+        rotation key takes (the kernel engine's is native where it can be)."""
+        out = seal.Ciphertext()
+        self._evaluator.rotate_vector(ct, step, keys.galois_keys, out)
+        return out
 
     def _rotate(self, ct: seal.Ciphertext, shift: int, keys: EvaluationKeys) -> None:
         base, power = self._params.rotation_base, 1

@@ -242,6 +242,29 @@ class KernelEngine(PackedBase[KernelBlock]):
         for k, rotated in self._hoister.rotations(words, indices, rotation_keys, should_stop):
             place_words(residues, k, rotated)
 
+    def _rotated(self, ct: seal.Ciphertext, step: int, keys: EvaluationKeys) -> seal.Ciphertext:
+        """PackedBase's rotation of probe data (the norm check's) as a native key switch
+        without hoisting (:meth:`fedmatch.he.keyswitch.Hoister.exact`: SEAL's words bit for
+        bit, ~1.7 ms against ~3.3 ms) when ``step`` is one of the baby steps' keys and
+        ``ct`` a size-2 NTT-form ciphertext at the top level; else SEAL's."""
+        rotation_keys = self._rotation_keys.get(keys)
+        if (
+            step not in rotation_keys
+            or ct.size() != 2
+            or not ct.is_ntt_form()
+            or list(ct.parms_id()) != list(self._ctx.first_parms_id())
+        ):
+            return super()._rotated(ct, step, keys)
+        words = np.empty((2, self._hoister.moduli, ct.poly_modulus_degree()), dtype=np.uint32)
+        sealmem.read_ciphertext(ct, words)
+        rotated = self._hoister.exact(words, step, rotation_keys)
+        out = seal.Ciphertext()
+        # Shaped like ct by any evaluation (its level, size, NTT flag and scale); the words
+        # are then replaced.
+        self._evaluator.negate(ct, out)
+        sealmem.write_ciphertext(out, self._ctx, rotated.astype(np.uint64))
+        return out
+
     def _shared_rotations(
         self,
         query: seal.Ciphertext,

@@ -4,6 +4,8 @@ rounding of SEAL's result, the hoisting tree, the key cache and refusals."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -204,3 +206,48 @@ def test_the_kernel_engines_stack_holds_the_hoisted_rotations(
     )
     for k in (0, 1, 77, 127):
         assert np.array_equal(stack.words(k), expected[k])
+
+
+def test_the_kernel_engines_norm_check_is_seals_word_for_word(
+    keys: RequesterKeys, evaluation: EvaluationKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The norm check's seven rotations of probe data, native on the kernel engine: the
+    excess is PackedBase's (SEAL's rotations) bit for bit, for an honest probe and a long
+    one; a step no baby-step key takes still goes to SEAL."""
+    from fedmatch.demo.synthetic import unit_vectors
+    from fedmatch.he.engine import PackedBase
+    from fedmatch.he.kernel_engine import KernelEngine
+
+    engine = KernelEngine(PS, 128)
+    native_steps: list[int] = []
+    exact = engine._hoister.exact
+
+    def counted(words: npt.NDArray[np.uint32], step: int, keys: keyswitch.RotationKeys) -> Any:
+        native_steps.append(step)
+        return exact(words, step, keys)
+
+    monkeypatch.setattr(engine._hoister, "exact", counted)
+    rng = np.random.default_rng(4)
+    probe = unit_vectors(rng, 1, 128)[0]
+    for template in (probe, 1.1 * probe):
+        slots = np.tile(template, PS.slots // 128)
+        opened = engine.open_probe(keys._encrypt_slots(slots))
+        native_steps.clear()
+        native = engine._norm_excess(opened, evaluation)
+        assert native_steps == [1, 2, 4, 8, 16, 32, 64]
+        with monkeypatch.context() as seal_only:
+            seal_only.setattr(
+                engine, "_rotated", lambda ct, step, k: PackedBase._rotated(engine, ct, step, k)
+            )
+            reference = engine._norm_excess(opened, evaluation)
+        assert native is not None and reference is not None
+        assert native.scale == reference.scale
+        assert np.array_equal(_words(native), _words(reference))
+    # 256 is no key of the baby steps at dp = 128: SEAL's rotation, the same ciphertext.
+    ct = _encrypted(evaluation, 3)
+    native_steps.clear()
+    assert np.array_equal(
+        _words(engine._rotated(ct, 256, evaluation)),
+        _words(_seal_rotated(ct, 256, evaluation)),
+    )
+    assert native_steps == []
