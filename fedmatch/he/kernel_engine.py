@@ -258,12 +258,7 @@ class KernelEngine(PackedBase[KernelBlock]):
         words = np.empty((2, self._hoister.moduli, ct.poly_modulus_degree()), dtype=np.uint32)
         sealmem.read_ciphertext(ct, words)
         rotated = self._hoister.exact(words, step, rotation_keys)
-        out = seal.Ciphertext()
-        # Shaped like ct by any evaluation (its level, size, NTT flag and scale); the words
-        # are then replaced.
-        self._evaluator.negate(ct, out)
-        sealmem.write_ciphertext(out, self._ctx, rotated.astype(np.uint64))
-        return out
+        return self._holding(ct, rotated.astype(np.uint64))
 
     def _shared_rotations(
         self,
@@ -503,10 +498,16 @@ class KernelEngine(PackedBase[KernelBlock]):
     def _ciphertext(self, like: seal.Ciphertext, words: npt.NDArray[np.uint64]) -> seal.Ciphertext:
         """A ciphertext holding ``words``, shaped like the query (its level, NTT form),
         at the product scale."""
+        ct = self._holding(like, words)
+        ct.scale = like.scale * self._params.register_scale
+        return ct
+
+    def _holding(self, like: seal.Ciphertext, words: npt.NDArray[np.uint64]) -> seal.Ciphertext:
+        """A new ciphertext holding ``words``, shaped like ``like`` (its level, size, NTT
+        form and scale)."""
         ct = seal.Ciphertext()
-        # Any evaluation gives a ciphertext with the query's parms_id, size and NTT flag
+        # Any evaluation gives a ciphertext with like's parms_id, size, NTT flag and scale
         # (sealapi binds no copy constructor); its words are then replaced.
         self._evaluator.negate(like, ct)
         sealmem.write_ciphertext(ct, self._ctx, words)
-        ct.scale = like.scale * self._params.register_scale
         return ct
