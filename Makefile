@@ -32,10 +32,11 @@ demo: $(STAMP)
 # rest uses about one of the two cores on average (it waits on servers, subprocesses and
 # deadlines), so the fuzzing takes the idle one, and any CPU the rest asks for goes to it
 # first: its tests that time deadlines and slow nodes see what they saw running alone.
-# Measured: the whole run 31.5 min with the fuzzing after the rest, ~22 min beside it.
+# Measured on a clean clone: 31.5 min with the fuzzing after the rest (20 + 10.5), 20.2 min
+# beside it (the rest 19.3 min; the fuzzing's two halves done after 11.9 and 13.3 min).
 FUZZ := tests/integration/test_fuzz_rpcs.py
-# The two processes' shares: the coordinator's RPCs (~9 min of one core measured) with the
-# node's SetRecordStatus (~45 s), and the node's other RPCs (~10 min).
+# The two processes' shares, each about half of the fuzzing's CPU: the coordinator's RPCs
+# with the node's SetRecordStatus, and the node's other RPCs.
 FUZZ_FIRST := coordinator or SetRecordStatus
 
 # The verifier desk's browser tests (tests/integration/test_desk_browser.py) drive Debian's
