@@ -725,18 +725,19 @@ class PackedBase(Generic[BlockT]):
             raise InvalidInput("exclusions must name one entry per block")
         baby = max((self._split(block) for block, _ in jobs), default=1)
         rotations: Sequence[seal.Ciphertext]
-        if share is None:
-            rotations = self._rotations(probe.query, keys, should_stop, baby)
-        else:
-            rotations = self._shared_rotations(probe.query, keys, should_stop, baby, share)
-        malformation = self._malformation(probe, keys)
-        excess = self._norm_excess(probe, keys)
-        out = []
-        constant: tuple[tuple[int, ...], float, seal.Plaintext] | None = None
-        conj_thresholds: seal.Plaintext | None = None  # constant's, once a block needs it
         # The well-formedness terms conjugated (a key switch of probe data only, once per
         # query), for blocks whose conjugate sum the engine computed (see Sums).
         conjugated: list[tuple[seal.Ciphertext, float]] | None = None
+        if share is None:
+            rotations = self._rotations(probe.query, keys, should_stop, baby)
+            malformation = self._malformation(probe, keys)
+            excess = self._norm_excess(probe, keys)
+        else:
+            rotations = self._shared_rotations(probe.query, keys, should_stop, baby, share)
+            malformation, conjugated, excess = self._shared_terms(probe, keys, should_stop, share)
+        out = []
+        constant: tuple[tuple[int, ...], float, seal.Plaintext] | None = None
+        conj_thresholds: seal.Plaintext | None = None  # constant's, once a block needs it
         for start in range(0, len(jobs), self._group):
             _check_stop(should_stop)
             group = jobs[start : start + self._group]
@@ -865,7 +866,14 @@ class PackedBase(Generic[BlockT]):
         - ``z = q - q2``, the probe against its norm copy (brought to the query scale): the
           norm check of :meth:`_norm_excess` reads the copy, so the copy must be the probe.
           Its own random multiplier, so that no choice of copy cancels ``w``."""
-        terms = []
+        return [(w, low) for w, low in self._malformation_parts(probe, keys) if w is not None]
+
+    def _malformation_parts(
+        self, probe: OpenedProbe, keys: EvaluationKeys
+    ) -> list[tuple[seal.Ciphertext | None, float]]:
+        """:meth:`_malformation`'s two terms, replication then consistency, None for one
+        that is not made (no norm copy, or exactly zero)."""
+        parts: list[tuple[seal.Ciphertext | None, float]] = []
         # Each term with the log2 of its smallest random factor (see _garble): the
         # consistency term's noise is half the replication term's, so it can take four
         # times the factor, and must (a probe of norm 3 with an honest copy has a
@@ -873,15 +881,83 @@ class PackedBase(Generic[BlockT]):
         for build, low in ((self._replication, 2.0), (self._consistency, 4.0)):
             w = seal.Ciphertext()
             try:
-                if not build(probe, keys, w):
-                    continue
+                made = build(probe, keys, w)
             except RuntimeError as exc:
                 # SEAL refuses to produce an exactly-zero ciphertext; 0 garbles nothing.
                 if "transparent" not in str(exc):
                     raise
-                continue
-            terms.append((w, low))
-        return terms
+                made = False
+            parts.append((w if made else None, low))
+        return parts
+
+    def _shared_terms(
+        self,
+        probe: OpenedProbe,
+        keys: EvaluationKeys,
+        should_stop: Callable[[], bool],
+        share: RotationShare,
+    ) -> tuple[
+        list[tuple[seal.Ciphertext, float]],
+        list[tuple[seal.Ciphertext, float]] | None,
+        seal.Ciphertext | None,
+    ]:
+        """:meth:`_malformation`, its conjugates (when the blocks take conjugate sums, that
+        is have no giant steps; else None) and :meth:`_norm_excess`, with the sharded
+        engine's other workers (:mod:`fedmatch.he.rotshare`): this worker computes its part
+        and writes it, then reads its peers'. Every term is a size-2 ciphertext at the
+        probe's level (the norm copy is at it too, else the shape check refuses it), so
+        only the words and the scale travel."""
+        query = probe.query
+        shape = (2, query.coeff_modulus_size(), query.poly_modulus_degree())
+        lows = (2.0, 4.0)  # _malformation_parts' order
+        mine: dict[int, seal.Ciphertext] = {}
+        try:
+            header, words = share.terms(shape)
+            owned: list[int] = []
+            if share.computes(0):
+                owned += [0, 1, 2, 3]
+                for slot, (term, _) in enumerate(self._malformation_parts(probe, keys)):
+                    if term is None:
+                        continue
+                    mine[slot] = term
+                    if share.count == self._dp:
+                        mine[2 + slot] = self._conjugated_terms([(term, 0.0)], keys)[0][0]
+            if share.computes(1):
+                owned.append(4)
+                excess = self._norm_excess(probe, keys)
+                if excess is not None:
+                    mine[4] = excess
+            for slot in owned:
+                header[slot] = (0.0, 0.0)
+                if slot in mine:
+                    sealmem.read_ciphertext(mine[slot], words[slot])
+                    header[slot] = (1.0, mine[slot].scale)
+            share.publish(1)
+        except BaseException:
+            share.fail()
+            raise
+        share.wait(should_stop, round_=1)
+        got: dict[int, seal.Ciphertext] = {}
+        for slot in range(len(header)):
+            if slot in mine:
+                got[slot] = mine[slot]
+            elif header[slot, 0] == 1.0:
+                got[slot] = self._holding(query, np.array(words[slot]))
+                got[slot].scale = float(header[slot, 1])
+        terms = [(got[slot], lows[slot]) for slot in (0, 1) if slot in got]
+        conjugates = [(got[2 + slot], lows[slot]) for slot in (0, 1) if 2 + slot in got]
+        conjugated = conjugates if len(conjugates) == len(terms) and conjugates else None
+        return terms, conjugated, got.get(4)
+
+    def _holding(self, like: seal.Ciphertext, words: npt.NDArray[np.uint64]) -> seal.Ciphertext:
+        """A new ciphertext holding ``words``, shaped like ``like`` (its level, size, NTT
+        form and scale)."""
+        ct = seal.Ciphertext()
+        # Any evaluation gives a ciphertext with like's parms_id, size, NTT flag and scale
+        # (sealapi binds no copy constructor); its words are then replaced.
+        self._evaluator.negate(like, ct)
+        sealmem.write_ciphertext(ct, self._ctx, words)
+        return ct
 
     def _replication(self, probe: OpenedProbe, keys: EvaluationKeys, w: seal.Ciphertext) -> bool:
         """``w`` = the replication and realness term of :meth:`_malformation`."""

@@ -501,13 +501,3 @@ class KernelEngine(PackedBase[KernelBlock]):
         ct = self._holding(like, words)
         ct.scale = like.scale * self._params.register_scale
         return ct
-
-    def _holding(self, like: seal.Ciphertext, words: npt.NDArray[np.uint64]) -> seal.Ciphertext:
-        """A new ciphertext holding ``words``, shaped like ``like`` (its level, size, NTT
-        form and scale)."""
-        ct = seal.Ciphertext()
-        # Any evaluation gives a ciphertext with like's parms_id, size, NTT flag and scale
-        # (sealapi binds no copy constructor); its words are then replaced.
-        self._evaluator.negate(like, ct)
-        sealmem.write_ciphertext(ct, self._ctx, words)
-        return ct

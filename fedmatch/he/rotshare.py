@@ -33,12 +33,18 @@ from fedmatch.errors import DeadlineExceeded, HEError, Unavailable
 from fedmatch.he.layout import padded_dimension
 from fedmatch.he.params import ParamSet
 
-__all__ = ["RotationShare", "SharedStack", "stack_bytes"]
+__all__ = ["TERM_SLOTS", "RotationShare", "SharedStack", "stack_bytes", "terms_bytes"]
 
 # How long a worker waits for its peers' shares before it gives the query up: far above a
 # share's time (~0.2 s at d = 128, ~1 s at d = 512), so only a lost peer reaches it.
 _WAIT_SECONDS = 60.0
 _POLL_SECONDS = 0.0002
+
+
+# The shared terms: the malformation terms w and z (PackedBase._malformation), their
+# conjugates, and the norm excess, in that order.
+TERM_SLOTS = 5
+_HEADER = TERM_SLOTS * 2  # per slot, float64: written (1.0) or not (0.0), and the scale
 
 
 def stack_bytes(params: ParamSet, dimension: int) -> int:
@@ -48,25 +54,36 @@ def stack_bytes(params: ParamSet, dimension: int) -> int:
     return dp * 2 * moduli * params.poly_modulus_degree * 4
 
 
+def terms_bytes(params: ParamSet) -> int:
+    """The header and SEAL's uint64 words of TERM_SLOTS two-part ciphertexts at the top
+    data level."""
+    moduli = len(params.coeff_bits) - 1
+    return 8 * (_HEADER + TERM_SLOTS * 2 * moduli * params.poly_modulus_degree)
+
+
 class SharedStack:
     """The main process's segments for ``workers`` workers (see the module)."""
 
     def __init__(self, params: ParamSet, dimension: int, workers: int) -> None:
-        self.words = SharedMemory(create=True, size=stack_bytes(params, dimension))
+        sizes = (stack_bytes(params, dimension), 16 * workers, terms_bytes(params))
+        made: list[SharedMemory] = []
         try:
-            self.marks = SharedMemory(create=True, size=8 * workers)
+            for size in sizes:
+                made.append(SharedMemory(create=True, size=size))
         except BaseException:
-            self.words.close()
-            self.words.unlink()
+            for segment in made:
+                segment.close()
+                segment.unlink()
             raise
-        np.ndarray((workers,), dtype=np.int64, buffer=self.marks.buf)[:] = 0
+        self.words, self.marks, self.terms = made
+        np.ndarray((2 * workers,), dtype=np.int64, buffer=self.marks.buf)[:] = 0
 
     @property
-    def names(self) -> tuple[str, str]:
-        return self.words.name, self.marks.name
+    def names(self) -> tuple[str, str, str]:
+        return self.words.name, self.marks.name, self.terms.name
 
     def close(self) -> None:
-        for segment in (self.words, self.marks):
+        for segment in (self.words, self.marks, self.terms):
             segment.close()
             segment.unlink()
 
@@ -78,6 +95,7 @@ class RotationShare:
         self,
         words: SharedMemory,
         marks: SharedMemory,
+        terms: SharedMemory,
         seq: int,
         participants: Sequence[int],
         me: int,
@@ -87,8 +105,9 @@ class RotationShare:
         if me not in participants or len(set(participants)) != len(participants):
             raise HEError("a shared rotation stack needs this worker among distinct peers")
         self.count = count  # the rotations every peer's blocks need (one split for all)
-        self._words, self._seq = words, seq
-        self._marks: npt.NDArray[np.int64] = np.ndarray((workers,), np.int64, buffer=marks.buf)
+        self._words, self._terms, self._seq = words, terms, seq
+        # Row 0: the rotations' round; row 1: the terms'.
+        self._marks: npt.NDArray[np.int64] = np.ndarray((2, workers), np.int64, buffer=marks.buf)
         self._peers = list(participants)
         self._index = self._peers.index(me)
         self._me = me
@@ -108,26 +127,48 @@ class RotationShare:
             raise HEError("the rotations do not fit the shared stack")
         return np.ndarray(shape, dtype=np.uint32, buffer=self._words.buf)
 
-    def publish(self) -> None:
-        """This worker's share is in the stack."""
-        self._marks[self._me] = self._seq
+    def terms(
+        self, shape: tuple[int, int, int]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.uint64]]:
+        """The shared terms: their header (TERM_SLOTS x (written, scale)) and their words
+        (TERM_SLOTS x ``shape``, a two-part ciphertext's: parts, moduli, degree)."""
+        if len(shape) != 3 or 8 * (_HEADER + TERM_SLOTS * int(np.prod(shape))) > self._terms.size:
+            raise HEError("the probe's terms do not fit the shared segment")
+        header = np.ndarray((TERM_SLOTS, 2), dtype=np.float64, buffer=self._terms.buf)
+        words = np.ndarray(
+            (TERM_SLOTS, *shape), dtype=np.uint64, buffer=self._terms.buf, offset=8 * _HEADER
+        )
+        return header, words
+
+    def computes(self, part: int) -> bool:
+        """Whether this worker computes the terms' ``part`` (0: the malformation terms and
+        their conjugates, 1: the norm excess): the first two peers one each, a lone one
+        (never shared: see the sharded engine) both."""
+        return self._index == part % len(self._peers)
+
+    def publish(self, round_: int = 0) -> None:
+        """This worker's share of a round (0: the rotations, 1: the terms) is written."""
+        self._marks[round_, self._me] = self._seq
 
     def fail(self) -> None:
-        """This worker will not write its share: its peers stop waiting."""
-        self._marks[self._me] = -self._seq
+        """This worker will not write its shares: its peers stop waiting."""
+        self._marks[:, self._me] = -self._seq
 
-    def wait(self, should_stop: Callable[[], bool], limit: float = _WAIT_SECONDS) -> None:
-        """Until every peer has written its share; raises if one failed, if the caller
-        stops the query, or after ``limit`` seconds."""
+    def wait(
+        self, should_stop: Callable[[], bool], limit: float = _WAIT_SECONDS, round_: int = 0
+    ) -> None:
+        """Until every peer has written its share of the round; raises if one failed, if
+        the caller stops the query, or after ``limit`` seconds."""
+        what = ("rotations", "probe's terms")[round_]
         deadline = time.monotonic() + limit
         while True:
-            marks = self._marks[self._peers]
+            marks = self._marks[round_, self._peers]
             if (marks == self._seq).all():
                 return
-            if (marks == -self._seq).any():
-                raise Unavailable("a search worker failed while computing the query's rotations")
+            if (self._marks[:, self._peers] == -self._seq).any():
+                raise Unavailable(f"a search worker failed while computing the query's {what}")
             if should_stop():
-                raise DeadlineExceeded("search stopped while waiting for the rotations")
+                raise DeadlineExceeded(f"search stopped while waiting for the {what}")
             if time.monotonic() > deadline:
-                raise Unavailable("a search worker did not compute its rotations in time")
+                raise Unavailable(f"a search worker did not compute its {what} in time")
             time.sleep(_POLL_SECONDS)

@@ -8,7 +8,8 @@ layout.
 A query is sent to every worker with its share of (response position, block, shift) jobs;
 each worker computes the query's baby-step rotations itself (in parallel) and scores its
 blocks; with a kernel parameter set the workers of a query compute one share of the
-rotations each, into one shared stack (:mod:`fedmatch.he.rotshare`). The
+rotations each, into one shared stack, and the probe's well-formedness terms and norm
+check once between them (:mod:`fedmatch.he.rotshare`). The
 baby-step/giant-step split (:mod:`fedmatch.he.engine`) is chosen from the blocks per
 worker when the register is loaded, and sent with every encoding request. With a
 kernel parameter set each worker runs :class:`fedmatch.he.kernel_engine.KernelEngine` on its
@@ -81,7 +82,7 @@ def _zygote_main(
     params_name: str,
     dimension: int,
     threads: int,
-    stack: tuple[str, str] | None = None,
+    stack: tuple[str, str, str] | None = None,
 ) -> None:
     """Build (and for a kernel set compile) the workers' engine once, then fork one worker
     per connection and wait for them: the workers share the compiled code and everything
@@ -131,7 +132,7 @@ def _worker_main(
     dimension: int,
     me: int = 0,
     workers: int = 1,
-    stack: tuple[str, str] | None = None,
+    stack: tuple[str, str, str] | None = None,
 ) -> None:
     """A worker's loop: say it is ready (its pid), then encode its blocks, cache keys and
     score its share of each query with ``engine`` (this worker's copy). ``stack``: as for
@@ -141,7 +142,13 @@ def _worker_main(
     keys: OrderedDict[str, EvaluationKeys] = OrderedDict()
     # Attached for the worker's life; the main process owns and unlinks them (as for the
     # encode segment below, attaching registers the names with the shared tracker again).
-    segments = None if stack is None else (SharedMemory(name=stack[0]), SharedMemory(name=stack[1]))
+    segments = None
+    if stack is not None:
+        segments = (
+            SharedMemory(name=stack[0]),
+            SharedMemory(name=stack[1]),
+            SharedMemory(name=stack[2]),
+        )
     while True:
         try:
             msg = conn.recv()
