@@ -98,6 +98,12 @@ __all__ = [
     "with_padding",
 ]
 
+# The log2 of the smallest random factor of each well-formedness term (replication, then
+# consistency; see PackedBase._garble): the consistency term's noise is half the
+# replication term's, so it can take four times the factor, and must (a probe of norm 3
+# with an honest copy has a consistency term of only ~0.2 per slot).
+_TERM_LOWS = (2.0, 4.0)
+
 # One encoded register block, as an engine keeps it (see PackedBase).
 BlockT = TypeVar("BlockT")
 
@@ -874,11 +880,8 @@ class PackedBase(Generic[BlockT]):
         """:meth:`_malformation`'s two terms, replication then consistency, None for one
         that is not made (no norm copy, or exactly zero)."""
         parts: list[tuple[seal.Ciphertext | None, float]] = []
-        # Each term with the log2 of its smallest random factor (see _garble): the
-        # consistency term's noise is half the replication term's, so it can take four
-        # times the factor, and must (a probe of norm 3 with an honest copy has a
-        # consistency term of only ~0.2 per slot).
-        for build, low in ((self._replication, 2.0), (self._consistency, 4.0)):
+        builds = (self._replication, self._consistency)
+        for build, low in zip(builds, _TERM_LOWS, strict=True):
             w = seal.Ciphertext()
             try:
                 made = build(probe, keys, w)
@@ -909,7 +912,6 @@ class PackedBase(Generic[BlockT]):
         only the words and the scale travel."""
         query = probe.query
         shape = (2, query.coeff_modulus_size(), query.poly_modulus_degree())
-        lows = (2.0, 4.0)  # _malformation_parts' order
         mine: dict[int, seal.Ciphertext] = {}
         try:
             header, words = share.terms(shape)
@@ -944,8 +946,8 @@ class PackedBase(Generic[BlockT]):
             elif header[slot, 0] == 1.0:
                 got[slot] = self._holding(query, np.array(words[slot]))
                 got[slot].scale = float(header[slot, 1])
-        terms = [(got[slot], lows[slot]) for slot in (0, 1) if slot in got]
-        conjugates = [(got[2 + slot], lows[slot]) for slot in (0, 1) if 2 + slot in got]
+        terms = [(got[slot], _TERM_LOWS[slot]) for slot in (0, 1) if slot in got]
+        conjugates = [(got[2 + slot], _TERM_LOWS[slot]) for slot in (0, 1) if 2 + slot in got]
         conjugated = conjugates if len(conjugates) == len(terms) and conjugates else None
         return terms, conjugated, got.get(4)
 
