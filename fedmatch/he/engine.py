@@ -944,7 +944,7 @@ class PackedBase(Generic[BlockT]):
             if slot in mine:
                 got[slot] = mine[slot]
             elif header[slot, 0] == 1.0:
-                got[slot] = self._holding(query, np.array(words[slot]))
+                got[slot] = self._holding(query, words[slot])  # copied into SEAL
                 got[slot].scale = float(header[slot, 1])
         terms = [(got[slot], _TERM_LOWS[slot]) for slot in (0, 1) if slot in got]
         conjugates = [(got[2 + slot], _TERM_LOWS[slot]) for slot in (0, 1) if 2 + slot in got]
