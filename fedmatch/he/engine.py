@@ -908,8 +908,8 @@ class PackedBase(Generic[BlockT]):
         is have no giant steps; else None) and :meth:`_norm_excess`, with the sharded
         engine's other workers (:mod:`fedmatch.he.rotshare`): this worker computes its part
         and writes it, then reads its peers'. Every term is a size-2 ciphertext at the
-        probe's level (the norm copy is at it too, else the shape check refuses it), so
-        only the words and the scale travel."""
+        probe's level (open_probe refuses a probe or norm copy that is not at the top level
+        with two parts), so only the words and the scale travel."""
         query = probe.query
         shape = (2, query.coeff_modulus_size(), query.poly_modulus_degree())
         mine: dict[int, seal.Ciphertext] = {}
