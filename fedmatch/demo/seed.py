@@ -37,19 +37,35 @@ __all__ = [
 # 18(2)(a)-(c), 20; 18(1) data are not recorded, Art. 29(2)).
 _SEED_BASES = ("18(2)(a)", "18(2)(b)", "18(2)(c)", "20")
 
+# How long a seeded record stays inside its retention after the seeding day. A register is
+# often served on a later day than it was seeded (a demo kept for a week, a test suite that
+# runs across midnight): the node's erasure job at start must then find nothing due, or the
+# register it serves is not the one that was seeded and logged.
+SEED_RETENTION_MARGIN = dt.timedelta(days=30)
+
 
 def _within_retention(
     retention: RetentionPolicy, category: Category, basis: str, today: dt.date, n: int
 ) -> dt.date:
-    """A capture date ``n``-dependent but still inside ``category``'s retention at ``today``
-    (under the recast's rules, the regime of recent events)."""
-    from node.retention import RetentionFacts
-
+    """A capture date ``n``-dependent but still inside ``category``'s retention for
+    :data:`SEED_RETENTION_MARGIN` after ``today`` (under the recast's rules, the regime of
+    recent events)."""
     for back in (n % 400, n % 30, 0):
         day = today - dt.timedelta(days=back)
-        if not retention.expired(RetentionFacts(category, day, today, basis), today):
+        if not _expires_soon(retention, category, day, basis, today):
             return day
     return today
+
+
+def _expires_soon(
+    retention: RetentionPolicy, category: Category, captured: dt.date, basis: str, today: dt.date
+) -> bool:
+    """Whether a record taken on ``captured`` and transmitted ``today`` is due for erasure
+    within :data:`SEED_RETENTION_MARGIN`."""
+    from node.retention import RetentionFacts
+
+    facts = RetentionFacts(category, captured, today, basis)
+    return retention.expired(facts, today + SEED_RETENTION_MARGIN)
 
 
 @dataclass(frozen=True)
@@ -176,7 +192,7 @@ def seed_register(
     node serves gets them through :func:`seed_logged`."""
     # Imported here: fedmatch is the shared library and must not depend on node at import.
     from node.records import NewRecord, RecordMeta
-    from node.retention import RetentionFacts, RetentionPolicy
+    from node.retention import RetentionPolicy
     from node.store import RecordStore
 
     if count < 0:
@@ -200,9 +216,9 @@ def seed_register(
         ):
             basis = _SEED_BASES[i % len(_SEED_BASES)] if cat is Category.RESETTLEMENT else ""
             # Transmitted (enrolled) today: the recast counts retention from that day.
-            if retention.expired(RetentionFacts(cat, captured, today, basis), today):
+            if _expires_soon(retention, cat, captured, basis, today):
                 # A register never holds a record past its retention (the node's erasure
-                # job would remove it at start): move it inside its period instead.
+                # job would remove it at start, even days later): move it inside instead.
                 event = captured = _within_retention(retention, cat, basis, today, int(age_days))
             born = captured - dt.timedelta(days=int(age_days))
             meta = RecordMeta(
