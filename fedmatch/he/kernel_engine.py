@@ -447,28 +447,27 @@ class KernelEngine(PackedBase[KernelBlock]):
             shifts = [jobs[m][1] if n1 == dp else jobs[m][1] // dp * dp for m in members]
             blocks = [jobs[m][0].residues for m in members]
             with_conj = conjugates and n1 == dp
+            # The sums come back in SEAL's NTT order (the kernel computes in slot order).
+            conj_sums = None
             if with_conj:
                 sums, conj_sums = kernel.products_with_conjugates(
-                    stack.residues, n1, blocks, self._moduli, self._threads, shifts
+                    stack.residues, n1, blocks, self._moduli, self._threads, shifts, order
                 )
             else:
                 sums = kernel.products(
-                    stack.residues, n1, blocks, self._moduli, self._threads, shifts
+                    stack.residues, n1, blocks, self._moduli, self._threads, shifts, order
                 )
-            natural = np.empty_like(sums)
-            natural[..., order] = sums  # back to SEAL's NTT order
             for index, (m, shift) in enumerate(zip(members, shifts, strict=True)):
                 block = jobs[m][0]
-                out[m] = self._combine(stack, block, natural[index], keys, should_stop)
+                out[m] = self._combine(stack, block, sums[index], keys, should_stop)
                 if out[m] is None:
                     # A zero sum (every diagonal zero) is zero rotated by any shift, and its
                     # own conjugate: score() conjugates the encryption of zero it gets.
                     applied[m] = jobs[m][1]
                     continue
                 applied[m] = shift
-                if with_conj:
-                    natural[index][..., order] = conj_sums[index]
-                    conj[m] = self._combine(stack, block, natural[index], keys, should_stop)
+                if conj_sums is not None:
+                    conj[m] = self._combine(stack, block, conj_sums[index], keys, should_stop)
         sums_out = [self._zero_sum(stack, keys) if acc is None else acc for acc in out]
         return Sums(sums_out, applied, conj)
 

@@ -96,6 +96,48 @@ def test_random_sums_equal_python_integers(threads: int) -> None:
 GROUP_PLUS_TWO = kernel.GROUP + 2
 
 
+@pytest.mark.parametrize("threads", [1, 2], ids=["serial", "parallel"])
+def test_an_output_order_scatters_every_word_once(threads: int) -> None:
+    """Sums asked for in an order come out as the plain sums moved there (``out[...,
+    order[p]]`` = sum p), with and without conjugates; an order that is not a permutation of
+    the ring's words (a word written twice, another never) is refused."""
+    rng = np.random.default_rng(11)
+    n1, degree = 8, PS.poly_modulus_degree
+    rotations = np.stack(
+        [rng.integers(0, q, (n1, 2, degree), dtype=np.uint64) for q in MODULI.moduli.tolist()],
+        axis=2,
+    ).astype(np.uint32)
+    blocks = [
+        np.stack(
+            [rng.integers(0, q, (n1, degree), dtype=np.uint64) for q in MODULI.moduli.tolist()],
+            axis=1,
+        ).astype(np.uint32)
+        for _ in range(3)
+    ]
+    tile = kernel.tile_for(degree, threads)
+    stack, tiled = kernel.tiled(rotations, tile), [kernel.tiled(b, tile) for b in blocks]
+    shifts = [0, 5, degree // 2 - 1]
+    order = rng.permutation(degree)
+    plain = kernel.products(stack, n1, tiled, MODULI, threads, shifts)
+    moved = kernel.products(stack, n1, tiled, MODULI, threads, shifts, order)
+    expected = np.empty_like(plain)
+    expected[..., order] = plain
+    assert np.array_equal(moved, expected)
+    sums, conj = kernel.products_with_conjugates(stack, n1, tiled, MODULI, threads, shifts)
+    moved_sums, moved_conj = kernel.products_with_conjugates(
+        stack, n1, tiled, MODULI, threads, shifts, order
+    )
+    for before, after in ((sums, moved_sums), (conj, moved_conj)):
+        expected = np.empty_like(before)
+        expected[..., order] = before
+        assert np.array_equal(after, expected)
+    twice = order.copy()
+    twice[1] = twice[0]
+    for wrong in (twice, order[:-1], order + 1):
+        with pytest.raises(HEError, match="permutation"):
+            kernel.products(stack, n1, tiled, MODULI, threads, shifts, wrong)
+
+
 @pytest.mark.parametrize(
     ("dimension", "rows", "baby_steps"),
     [
