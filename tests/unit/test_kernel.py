@@ -66,21 +66,28 @@ def test_the_worst_case_accumulation_is_exact(dp: int, steps: str) -> None:
         assert np.all(out[:, :, :, limb] == n1 * (q - 1) ** 2 % q)
 
 
-@pytest.mark.parametrize("threads", [1, 2], ids=["serial", "parallel"])
-def test_random_sums_equal_python_integers(threads: int) -> None:
-    rng = np.random.default_rng(3)
-    n1, dp, degree = 8, 16, PS.poly_modulus_degree
+def _random_operands(
+    rng: np.random.Generator, n1: int, dp: int, count: int
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Random residues below each modulus: ``n1`` rotations (n1 x 2 x moduli x N) and
+    ``count`` blocks of ``dp`` diagonals (dp x moduli x N), natural layout."""
+    degree, moduli = PS.poly_modulus_degree, MODULI.moduli.tolist()
     rotations = np.stack(
-        [rng.integers(0, q, (n1, 2, degree), dtype=np.uint64) for q in MODULI.moduli.tolist()],
-        axis=2,
+        [rng.integers(0, q, (n1, 2, degree), dtype=np.uint64) for q in moduli], axis=2
     ).astype(np.uint32)
     blocks = [
         np.stack(
-            [rng.integers(0, q, (dp, degree), dtype=np.uint64) for q in MODULI.moduli.tolist()],
-            axis=1,
+            [rng.integers(0, q, (dp, degree), dtype=np.uint64) for q in moduli], axis=1
         ).astype(np.uint32)
-        for _ in range(GROUP_PLUS_TWO)
+        for _ in range(count)
     ]
+    return rotations, blocks
+
+
+@pytest.mark.parametrize("threads", [1, 2], ids=["serial", "parallel"])
+def test_random_sums_equal_python_integers(threads: int) -> None:
+    n1, dp, degree = 8, 16, PS.poly_modulus_degree
+    rotations, blocks = _random_operands(np.random.default_rng(3), n1, dp, GROUP_PLUS_TWO)
     tile = kernel.tile_for(degree, threads)
     out = kernel.products(
         kernel.tiled(rotations, tile), n1, [kernel.tiled(b, tile) for b in blocks], MODULI, threads
@@ -103,17 +110,7 @@ def test_an_output_order_scatters_every_word_once(threads: int) -> None:
     the ring's words (a word written twice, another never) is refused."""
     rng = np.random.default_rng(11)
     n1, degree = 8, PS.poly_modulus_degree
-    rotations = np.stack(
-        [rng.integers(0, q, (n1, 2, degree), dtype=np.uint64) for q in MODULI.moduli.tolist()],
-        axis=2,
-    ).astype(np.uint32)
-    blocks = [
-        np.stack(
-            [rng.integers(0, q, (n1, degree), dtype=np.uint64) for q in MODULI.moduli.tolist()],
-            axis=1,
-        ).astype(np.uint32)
-        for _ in range(3)
-    ]
+    rotations, blocks = _random_operands(rng, n1, n1, 3)
     tile = kernel.tile_for(degree, threads)
     stack, tiled = kernel.tiled(rotations, tile), [kernel.tiled(b, tile) for b in blocks]
     shifts = [0, 5, degree // 2 - 1]
