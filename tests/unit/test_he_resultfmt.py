@@ -265,3 +265,47 @@ def test_a_secret_beyond_the_norm_bound_is_refused() -> None:
         resultfmt.secret_coefficients(ps, _ntt_words(ps, np.ones(n, dtype=np.int64)))
     with pytest.raises(HEError, match="not ternary"):
         resultfmt.secret_coefficients(ps, _ntt_words(ps, 2 * ordinary))
+
+
+def _negacyclic(x: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """``x * s`` in Z[X]/(X^N + 1) modulo 2^64, the schoolbook way in Python integers."""
+    n = x.shape[0]
+    xs, ss = [int(v) for v in x], [int(v) for v in s]
+    out = [0] * n
+    for i, si in enumerate(ss):
+        if si:
+            for j, xj in enumerate(xs):
+                k = i + j
+                out[k % n] += (si if k < n else -si) * xj
+    return np.array([v % (1 << 64) for v in out], dtype=np.uint64)
+
+
+def test_the_product_by_the_secret_is_exact() -> None:
+    """The requester's negacyclic product (transforms of N/2 points, chunks of 26 bits) is
+    the integer one at full width (52 bits, three chunks), against the schoolbook product
+    (a small degree: the transform is the one N = 8192 takes); and at N = 8192 in the
+    worst case, every chunk at its largest and every secret coefficient 1 (sums of 8,192
+    products of 26 bits, the largest there are), where ``c_k = x (2k + 2 - N)``."""
+    rng = np.random.default_rng(17)
+    x = rng.integers(0, 1 << 52, 256, dtype=np.uint64)
+    s = rng.integers(-1, 2, 256).astype(np.int8)
+    found = resultfmt._times_secret(x, resultfmt.secret_spectrum(s))
+    np.testing.assert_array_equal(found, _negacyclic(x, s))
+    n, top = 8192, (1 << 52) - 1
+    worst = resultfmt._times_secret(
+        np.full(n, top, dtype=np.uint64), resultfmt.secret_spectrum(np.ones(n, dtype=np.int8))
+    )
+    expected = [top * (2 * k + 2 - n) % (1 << 64) for k in range(n)]
+    np.testing.assert_array_equal(worst, np.array(expected, dtype=np.uint64))
+
+
+@pytest.mark.parametrize("bits", [27, 36, 43, 52, 57, 60])
+def test_unpacking_reads_back_what_was_packed(bits: int) -> None:
+    """The byte-window unpacking (widths up to 57 bits; wider ones take the bit-by-bit path)
+    against the packing, with values at both ends of the width."""
+    rng = np.random.default_rng(bits)
+    values = rng.integers(0, 1 << bits, 8192, dtype=np.uint64)
+    values[:3] = [0, (1 << bits) - 1, 1 << (bits - 1)]
+    packed = resultfmt._pack(values, bits)
+    assert len(packed) == 8192 * bits // 8
+    np.testing.assert_array_equal(resultfmt._unpack(packed, bits, 8192), values)
