@@ -154,6 +154,37 @@ def build_engine(config: NodeConfig) -> SearchEngine:
     return create_engine(params, config.dimension, workers)
 
 
+class _PaddingAhead:
+    """The decoy blocks a search's answer will need, made in a thread of this process while
+    the engine's workers search: the process only waits for them then, and a decoy block
+    does not depend on the probe (~5 ms each on the kernel sets; 3 of them for 100,000
+    records and 5 for 1M, which took that long after the search before). Leaving the block
+    stops the thread after the block it is making and waits for it; whatever it did not
+    make, :meth:`NodeService._padded` makes."""
+
+    def __init__(self, service: NodeService, keys: EvaluationKeys, count: int) -> None:
+        self.blocks: list[bytes] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._make, args=(service, keys, count), name="padding", daemon=True
+        )
+
+    def _make(self, service: NodeService, keys: EvaluationKeys, count: int) -> None:
+        try:
+            self.blocks = service._padding_blocks(keys, count, self._stop)
+        except Exception:  # noqa: BLE001 - the answer's own padding step makes them again
+            log.warning("decoy blocks made ahead failed; made after the search instead")
+
+    def __enter__(self) -> _PaddingAhead:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is not None:
+            self._stop.set()  # the search failed: no answer will be padded
+        self._thread.join()
+
+
 class NodeService:
     def __init__(
         self,
@@ -295,17 +326,31 @@ class NodeService:
     def member_state(self) -> str:
         return self.config.member_state
 
-    def _padded(self, output: SearchOutput, keys: EvaluationKeys) -> SearchOutput:
+    def _padded(
+        self, output: SearchOutput, keys: EvaluationKeys, ready: Sequence[bytes] = ()
+    ) -> SearchOutput:
         """``output`` padded with decoy blocks to its bucket, so that the answer does not
-        tell the requester the register's size (only its bucket)."""
+        tell the requester the register's size (only its bucket): ``ready`` ones made for
+        this query first (:class:`_PaddingAhead`), the rest here."""
         missing = padded_block_count(len(output.blocks)) - len(output.blocks)
         if missing <= 0:
             return output
+        padding = list(ready[:missing])
+        padding += self._padding_blocks(keys, missing - len(padding))
+        return with_padding(output, padding)
+
+    def _padding_blocks(
+        self, keys: EvaluationKeys, count: int, stop: threading.Event | None = None
+    ) -> list[bytes]:
+        """``count`` fresh decoy blocks (fewer if ``stop`` is set meanwhile)."""
+        blocks: list[bytes] = []
+        if count <= 0:
+            return blocks
         with self._padding_lock:
             padder = self._padder(keys.params)
-            threshold = self.config.threshold
-            padding = [padder.padding_block(keys, threshold) for _ in range(missing)]
-        return with_padding(output, padding)
+            while len(blocks) < count and not (stop is not None and stop.is_set()):
+                blocks.append(padder.padding_block(keys, self.config.threshold))
+        return blocks
 
     def _padder(self, params: ParamSet) -> PackedEngine:
         """The maker of decoy blocks for ``params`` (under the padding lock): no register,
@@ -536,14 +581,16 @@ class NodeService:
                 exclude = ~np.isin(self._categories, wanted)
                 if not self.policy.sees_marked(header.purpose.value):
                     exclude |= self._marked  # marked records, as category exclusion
-                output = self.engine.search(
-                    keys,
-                    probe.ciphertext,
-                    self.config.threshold,
-                    should_stop,
-                    exclude if exclude.any() else None,
-                )
-            output = self._padded(output, keys)
+                blocks = -(-self.engine.size // self.engine.params.block_records)
+                with _PaddingAhead(self, keys, padded_block_count(blocks) - blocks) as ahead:
+                    output = self.engine.search(
+                        keys,
+                        probe.ciphertext,
+                        self.config.threshold,
+                        should_stop,
+                        exclude if exclude.any() else None,
+                    )
+            output = self._padded(output, keys, ahead.blocks)
         except BaseException:
             self.handles.release(header.query_id)
             raise

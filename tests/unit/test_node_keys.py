@@ -9,10 +9,12 @@ tested here is the node's own, not a missing record or signature.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -588,3 +590,54 @@ def test_search_and_details_need_the_requesters_signature(it_node: Node) -> None
     authorization = it_node.authorize(hdr, probe, signed)
     result = svc.search(hdr, probe, THRESHOLD_VERSION, authorization, signed, never)
     assert it_node.engine.searches == 1 and len(result.blocks) == 4
+
+
+def test_decoy_blocks_are_made_while_the_engine_searches(
+    it_node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer's decoy blocks are made in a thread while the engine searches (they do not
+    depend on the probe), each used once; a search that fails stops that thread and the
+    next answer gets fresh ones."""
+    svc, engine = it_node.service, it_node.engine
+    keys = shared_keys("DE")
+    svc.register_keys(header("DE"), keys.public_bundle())
+    made: list[tuple[str, int]] = []
+    original = svc._padding_blocks
+
+    def recording(
+        keys: EvaluationKeys, count: int, stop: threading.Event | None = None
+    ) -> list[bytes]:
+        blocks = original(keys, count, stop)
+        made.append((threading.current_thread().name, len(blocks)))
+        return blocks
+
+    monkeypatch.setattr(svc, "_padding_blocks", recording)
+    search = engine.search
+    seen_during: list[bool] = []
+
+    def slow_search(*args: Any, **kwargs: Any) -> SearchOutput:
+        # Until the padding thread is done: then the answer needs nothing more after it.
+        deadline = time.monotonic() + 60
+        while not made and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seen_during.append(bool(made))
+        return search(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "search", slow_search)
+    first = it_node.search(header("DE"), probe_for(keys))
+    # One block of records, three decoys, all made ahead: none after the search.
+    assert seen_during == [True]
+    assert made[0] == ("padding", 3) and all(count == 0 for _, count in made[1:])
+    assert len(first.blocks) == 4 and len(set(first.blocks)) == 4
+    second = it_node.search(header("DE"), probe_for(keys))
+    assert not set(first.blocks) & set(second.blocks)  # fresh decoys, fresh blocks
+
+    def failing(*args: Any, **kwargs: Any) -> SearchOutput:
+        raise HEError("the search failed")
+
+    monkeypatch.setattr(engine, "search", failing)
+    made.clear()
+    with pytest.raises(HEError):
+        it_node.search(header("DE"), probe_for(keys))
+    assert not any(t.name == "padding" for t in threading.enumerate())  # stopped, joined
+    assert all(name == "padding" for name, _ in made)  # none made after a failed search
