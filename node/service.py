@@ -43,6 +43,7 @@ from fedmatch.errors import (
 )
 from fedmatch.grpcutil.auth import caller
 from fedmatch.he.engine import (
+    PackedBase,
     PackedEngine,
     SearchEngine,
     SearchOutput,
@@ -154,16 +155,25 @@ def build_engine(config: NodeConfig) -> SearchEngine:
     return create_engine(params, config.dimension, workers)
 
 
+def _searches_elsewhere(engine: SearchEngine) -> bool:
+    """Whether ``engine`` searches in other processes (search workers, Ray actors): then
+    this process is idle while it searches. An engine in this process holds the GIL
+    (tenseal does), so a thread beside it would only take turns with it."""
+    return not isinstance(engine, PackedBase)
+
+
 class _PaddingAhead:
     """The decoy blocks a search's answer will need, made in a thread of this process while
     the engine's workers search: the process only waits for them then, and a decoy block
     does not depend on the probe (~5 ms each on the kernel sets; 3 of them for 100,000
-    records and 5 for 1M, which took that long after the search before). Leaving the block
+    records and 5 for 1M, which took that long after the search before); none when the
+    engine searches in this process (:func:`_searches_elsewhere`). Leaving the block
     stops the thread after the block it is making and waits for it; whatever it did not
     make, :meth:`NodeService._padded` makes."""
 
     def __init__(self, service: NodeService, keys: EvaluationKeys, count: int) -> None:
         self.blocks: list[bytes] = []
+        self._count = count
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._make, args=(service, keys, count), name="padding", daemon=True
@@ -176,13 +186,15 @@ class _PaddingAhead:
             log.warning("decoy blocks made ahead failed; made after the search instead")
 
     def __enter__(self) -> _PaddingAhead:
-        self._thread.start()
+        if self._count > 0:
+            self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         if exc[0] is not None:
             self._stop.set()  # the search failed: no answer will be padded
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
 
 
 class NodeService:
@@ -582,7 +594,10 @@ class NodeService:
                 if not self.policy.sees_marked(header.purpose.value):
                     exclude |= self._marked  # marked records, as category exclusion
                 blocks = -(-self.engine.size // self.engine.params.block_records)
-                with _PaddingAhead(self, keys, padded_block_count(blocks) - blocks) as ahead:
+                ahead_count = padded_block_count(blocks) - blocks
+                if not _searches_elsewhere(self.engine):
+                    ahead_count = 0  # this process searches: nothing to overlap with
+                with _PaddingAhead(self, keys, ahead_count) as ahead:
                     output = self.engine.search(
                         keys,
                         probe.ciphertext,

@@ -595,10 +595,12 @@ def test_search_and_details_need_the_requesters_signature(it_node: Node) -> None
 def test_decoy_blocks_are_made_while_the_engine_searches(
     it_node: Node, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The answer's decoy blocks are made in a thread while the engine searches (they do not
-    depend on the probe), each used once; a search that fails stops that thread and the
-    next answer gets fresh ones."""
+    """The answer's decoy blocks are made in a thread while an engine that searches in other
+    processes searches (they do not depend on the probe), each used once; a search that
+    fails stops that thread. An engine in the node's own process gets no such thread."""
     svc, engine = it_node.service, it_node.engine
+    # The test's engine searches in this process: as if it were search workers.
+    monkeypatch.setattr(node.service, "_searches_elsewhere", lambda engine: True)
     keys = shared_keys("DE")
     svc.register_keys(header("DE"), keys.public_bundle())
     made: list[tuple[str, int]] = []
@@ -641,3 +643,10 @@ def test_decoy_blocks_are_made_while_the_engine_searches(
         it_node.search(header("DE"), probe_for(keys))
     assert not any(t.name == "padding" for t in threading.enumerate())  # stopped, joined
     assert all(name == "padding" for name, _ in made)  # none made after a failed search
+
+    monkeypatch.undo()  # the real engine, in this process, and the real test for it
+    made.clear()
+    monkeypatch.setattr(svc, "_padding_blocks", recording)
+    third = it_node.search(header("DE"), probe_for(keys))
+    assert len(third.blocks) == 4
+    assert made == [(threading.current_thread().name, 3)]  # after the search, no thread
