@@ -49,6 +49,7 @@ import tenseal.sealapi as seal
 from fedmatch.errors import HEError
 from fedmatch.he import sealmem
 from fedmatch.he.params import ParamSet
+from fedmatch.he.slotorder import folded_slots
 
 __all__ = ["NativeEncoder", "native_encoder", "ntt_inverse", "warm_up"]
 
@@ -380,14 +381,8 @@ class NativeEncoder:
         self._seal = seal.CKKSEncoder(ctx)
         degree = params.poly_modulus_degree
         self._degree, self._half = degree, degree // 2
-        two_n = 2 * degree
-        # Slot i: the root zeta^(3^i mod 2N), or its conjugate's exponent, whichever is
-        # 1 mod 4; position s = (exponent - 1) / 4 of the half-length transform.
-        exponents = np.array([pow(3, i, two_n) for i in range(self._half)], dtype=np.int64)
-        direct = exponents % 4 == 1
-        chosen = np.where(direct, exponents, two_n - exponents)
-        self._position = (chosen - 1) // 4
-        self._conjugate = ~direct
+        # Slot i in the half-length transform: its entry, and whether it is the conjugate.
+        self._position, self._conjugate = folded_slots(degree)
         j = np.arange(self._half)
         # c_j = zeta^-j * fft(V)_j / (N / 2).
         self._twist = np.exp(-1j * np.pi * j / degree) / self._half

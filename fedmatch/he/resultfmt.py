@@ -110,6 +110,7 @@ import tenseal.sealapi as seal
 from fedmatch.errors import HEError
 from fedmatch.he import sealmem
 from fedmatch.he.params import ParamSet
+from fedmatch.he.slotorder import folded_slots
 
 __all__ = [
     "FAILURE_PROBABILITY",
@@ -348,18 +349,6 @@ def parse(data: bytes, params: ParamSet) -> tuple[npt.NDArray[np.uint64], npt.ND
 
 
 @cache
-def _embedding(params: ParamSet) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
-    """Per slot, where the folded transform (:func:`_decode`) has its value: slot ``j`` is
-    the message at ``zeta^e``, ``e = 3^j mod 2N`` (SEAL's order), which is entry
-    ``(e - 1) / 4`` for ``e = 1 mod 4``, else the conjugate of entry ``(2N - e - 1) / 4``."""
-    n = params.poly_modulus_degree
-    roots = np.array([pow(3, j, 2 * n) for j in range(params.slots)], dtype=np.int64)
-    direct = roots % 4 == 1
-    position = np.where(direct, roots - 1, 2 * n - roots - 1) // 4
-    return position, ~direct
-
-
-@cache
 def _fold_twist(degree: int) -> npt.NDArray[np.complex128]:
     """``zeta^j`` for ``j < N/2``, ``zeta = exp(i pi / N)``: see :func:`_folded`."""
     twist: npt.NDArray[np.complex128] = np.exp(1j * np.pi * np.arange(degree // 2) / degree)
@@ -445,7 +434,7 @@ def _decode(y: npt.NDArray[np.uint64], params: ParamSet) -> npt.NDArray[np.compl
     signed = y.view(np.int64) - (y >= np.uint64(1 << (fmt.bits - 1))).astype(np.int64) * (
         1 << fmt.bits
     )
-    position, conjugate = _embedding(params)
+    position, conjugate = folded_slots(fmt.degree)
     # y at zeta^(4k + 1) for every k (:func:`_folded`); the slots at the other odd powers
     # are the conjugates of these (y is real).
     values = np.fft.ifft(_folded(signed.astype(np.float64))) * (fmt.degree // 2)

@@ -28,7 +28,7 @@ from fedmatch.errors import HEError
 # Word arrays of any unsigned width (SEAL's uint64 words, the kernel's uint32 ones).
 WordT = TypeVar("WordT", bound=np.generic)
 
-__all__ = ["GENERATOR", "conjugated", "rotated", "slot_order"]
+__all__ = ["GENERATOR", "conjugated", "folded_slots", "rotated", "slot_order"]
 
 # SEAL's GaloisTool generator of the rotation group (galois element of a left step: 3).
 GENERATOR = 3
@@ -93,3 +93,20 @@ def conjugated(words: npt.NDArray[WordT]) -> npt.NDArray[WordT]:
     slots are conjugated: what SEAL's conjugation gives before its key switch."""
     out: npt.NDArray[WordT] = np.ascontiguousarray(words[..., _conjugation(words.shape[-1])])
     return out
+
+
+@cache
+def folded_slots(degree: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """Where slot ``s`` (the value at ``zeta^e``, ``e = 3^s mod 2N``, SEAL's order) sits in
+    the cyclic transform of length N/2 of a real polynomial folded modulo ``X^(N/2) - i``
+    (which evaluates it at ``zeta^(4k + 1)``): entry ``(e - 1) / 4`` for ``e = 1 mod 4``,
+    else the conjugate of entry ``(2N - e - 1) / 4``. Returns (entries, conjugate flags)."""
+    exponents = np.array(
+        [pow(GENERATOR, s, 2 * degree) for s in range(degree // 2)], dtype=np.int64
+    )
+    direct = exponents % 4 == 1
+    position = np.where(direct, exponents - 1, 2 * degree - exponents - 1) // 4
+    conjugate = ~direct
+    position.setflags(write=False)
+    conjugate.setflags(write=False)
+    return position, conjugate
