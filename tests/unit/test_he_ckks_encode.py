@@ -190,3 +190,73 @@ def test_the_small_inverse_ntt_is_the_uint64_one_bit_for_bit() -> None:
     assert np.array_equal(native.ntt_words32(expected[1].astype(np.int64), parms_id)[1], words[1])
     with pytest.raises(HEError):
         ckks_encode.ntt_inverse(native, words[:2], parms_id)
+
+
+def _root(q: int, degree: int) -> int:
+    """A primitive 2N-th root of unity modulo ``q`` (q = 1 mod 2N)."""
+    for g in range(2, 1000):
+        psi = pow(g, (q - 1) // (2 * degree), q)
+        if pow(psi, degree, q) == q - 1:
+            return psi
+    raise AssertionError("no root found")
+
+
+@pytest.mark.parametrize("degree", [16, 32, 64, 256])
+def test_the_ntts_are_the_negacyclic_transform_by_definition(degree: int) -> None:
+    """Both NTTs on both word widths, at sizes where every stage kind runs (the stages with
+    a gap under 8 are compiled for their gap): word k of the forward transform is the
+    polynomial at psi^(2 bitrev(k) + 1), evaluated directly, for inputs as large as each
+    path takes; the inverse gives the polynomial back."""
+    rng = np.random.default_rng(degree)
+    bits = degree.bit_length() - 1
+    # Primes = 1 mod 2N for N up to 8192: the kernel set's (uint32 path) and the default
+    # set's (uint64 path).
+    for q in (
+        _moduli(KERNEL_PARAM_SET, _levels(KERNEL_PARAM_SET)[0])[0],
+        _moduli(DEFAULT_PARAM_SET, _levels(DEFAULT_PARAM_SET)[0])[0],
+    ):
+        psi = _root(q, degree)
+        tables = ckks_encode.NTTTables([q], [psi], degree)
+        poly = [int(v) for v in rng.integers(0, q, degree)]
+        poly[:2] = [q - 1, q - 1]
+        expected = [
+            sum(
+                c * pow(psi, (2 * ckks_encode._bitrev(k, bits) + 1) * j, q)
+                for j, c in enumerate(poly)
+            )
+            % q
+            for k in range(degree)
+        ]
+        words = np.array([poly], dtype=np.uint64)
+        ckks_encode._forward_jit(words, tables.roots, tables.shoup, tables.moduli)
+        assert words[0].tolist() == expected
+        back = words.copy()
+        inverse = (tables.inv_roots, tables.inv_shoup, tables.moduli)
+        ckks_encode._inverse_jit(back, *inverse, tables.n_inv, tables.n_inv_shoup)
+        assert back[0].tolist() == poly
+        if tables.small:
+            small = np.array([poly], dtype=np.uint32)
+            ckks_encode._forward_small_jit(small, tables.roots32, tables.shoup32, tables.moduli)
+            assert small[0].tolist() == expected
+            inverse32 = (tables.inv_roots32, tables.inv_shoup32, tables.moduli)
+            ckks_encode._inverse_small_jit(small, *inverse32, tables.n_inv32, tables.n_inv_shoup32)
+            assert small[0].tolist() == poly
+
+
+def test_the_ntts_refuse_rows_shorter_than_their_stages() -> None:
+    """The stages with a constant gap need 16 words a row; a shorter row is an error, never a
+    write beyond it (the compiled loops do not check bounds)."""
+    q = np.array([17], dtype=np.uint64)
+    table = np.ones((1, 8), dtype=np.uint64)
+    with pytest.raises(ValueError, match="16 words"):
+        ckks_encode._forward_jit(np.zeros((1, 8), dtype=np.uint64), table, table, q)
+    with pytest.raises(ValueError, match="16 words"):
+        ckks_encode._inverse_jit(np.zeros((1, 8), dtype=np.uint64), table, table, q, q, q)
+    table32 = np.ones((1, 8), dtype=np.uint32)
+    with pytest.raises(ValueError, match="16 words"):
+        ckks_encode._forward_small_jit(np.zeros((1, 8), dtype=np.uint32), table32, table32, q)
+    ones = np.ones(1, dtype=np.uint32)
+    with pytest.raises(ValueError, match="16 words"):
+        ckks_encode._inverse_small_jit(
+            np.zeros((1, 8), dtype=np.uint32), table32, table32, q, ones, ones
+        )
