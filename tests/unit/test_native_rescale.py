@@ -9,7 +9,7 @@ import pytest
 import tenseal.sealapi as seal
 
 from fedmatch.errors import HEError
-from fedmatch.he import sealmem
+from fedmatch.he import native_rescale, sealmem
 from fedmatch.he.native_rescale import Rescaler
 from fedmatch.he.params import KERNEL_PARAM_SET, NARROW_PARAM_SET, ParamSet
 
@@ -54,3 +54,34 @@ def test_every_step_is_seals_word_for_word(ps: ParamSet) -> None:
     assert steps == len(ps.coeff_bits) - 2
     with pytest.raises(HEError):
         rescaler.rescale(_words(ct))
+
+
+def test_the_rounding_correction_is_exact_at_the_edges() -> None:
+    """The correction's reduction (a double quotient and fixed corrections) against integer
+    arithmetic, for the key switch's special prime and each rescale's prime, at the words
+    where a quotient is exact or the centring flips: 0, 1, p/2 - 1 .. p/2 + 1, p - 1, and
+    random words."""
+    key_level = KERNEL_PARAM_SET.context().key_context_data()
+    coeff = [m.value() for m in key_level.parms().coeff_modulus()]
+    data, special = coeff[:-1], coeff[-1]
+    rng = np.random.default_rng(3)
+    # (p, the primes it is reduced to): the mod-down by P onto every data prime, and each
+    # rescale by the last prime of a level onto those below it.
+    cases = [(special, data)] + [(data[i], data[:i]) for i in range(len(data) - 1, 0, -1)]
+    for p, rest in cases:
+        half = p // 2
+        edges = [0, 1, half - 1, half, half + 1, p - 2, p - 1]
+        edges += [q * k % p for q in rest for k in (1, 2, (p // q))]
+        words = np.array(edges + [int(v) for v in rng.integers(0, p, 2048 - len(edges))],
+                         dtype=np.uint64)  # fmt: skip
+        last = np.stack([words, words[::-1].copy()])
+        qs = np.array(rest, dtype=np.uint64)
+        out = np.empty((2, len(rest), words.size), dtype=np.uint32)
+        native_rescale._centred_rows_jit(
+            last, np.uint64(p), qs, 1.0 / qs.astype(np.float64),
+            np.array([half % q for q in rest], dtype=np.uint64), out,
+        )  # fmt: skip
+        for k in range(2):
+            for i, q in enumerate(rest):
+                expected = [((int(x) + half) % p - half) % q for x in last[k]]
+                assert out[k, i].tolist() == expected
