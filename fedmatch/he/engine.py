@@ -1255,12 +1255,19 @@ class PackedBase(Generic[BlockT]):
         return out
 
     def _rotate(self, ct: seal.Ciphertext, shift: int, keys: EvaluationKeys) -> None:
+        """``ct`` rotated left by ``shift`` in place: one key switch per nonzero digit of
+        ``shift`` in the rotation base (a key exists for each digit times its power)."""
         base, power = self._params.rotation_base, 1
         while shift:
             shift, digit = divmod(shift, base)
             if digit:
-                self._evaluator.rotate_vector_inplace(ct, digit * power, keys.galois_keys)
+                self._rotate_step(ct, digit * power, keys)
             power *= base
+
+    def _rotate_step(self, ct: seal.Ciphertext, step: int, keys: EvaluationKeys) -> None:
+        """``ct`` rotated left by ``step``, a step one rotation key takes, in place (the
+        kernel engine's is native where it can be)."""
+        self._evaluator.rotate_vector_inplace(ct, step, keys.galois_keys)
 
     def _rerandomize(self, ct: seal.Ciphertext, keys: EvaluationKeys) -> None:
         # Slot-domain noise above the computation's own noise (which depends on the

@@ -251,3 +251,44 @@ def test_the_kernel_engines_norm_check_is_seals_word_for_word(
         _words(_seal_rotated(ct, 256, evaluation)),
     )
     assert native_steps == []
+
+
+def test_the_kernel_engines_giant_step_rotations_are_seals_word_for_word(
+    evaluation: EvaluationKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PackedBase._rotate on the kernel engine (a giant step's rotation of a block's partial
+    sum, at the top level): every digit of the shift that a baby-step key takes is a native
+    key switch, the rest SEAL's, and the words are SEAL's all the same; below the top level
+    every digit goes to SEAL."""
+    from fedmatch.he.engine import PackedBase
+    from fedmatch.he.kernel_engine import KernelEngine
+
+    engine = KernelEngine(PS, 128)
+    native_steps: list[int] = []
+    exact = engine._hoister.exact
+
+    def counted(words: npt.NDArray[np.uint32], step: int, keys: keyswitch.RotationKeys) -> Any:
+        native_steps.append(step)
+        return exact(words, step, keys)
+
+    monkeypatch.setattr(engine._hoister, "exact", counted)
+    evaluator = seal.Evaluator(PS.context())
+    # 16 and 32: giant steps at dp = 128; 19 = 3 + 2 x 8; 3 x 64 + 5: 192 has no native key.
+    for shift, native in ((16, [16]), (32, [32]), (19, [3, 16]), (197, [5])):
+        for seed in (5, 6):
+            ct = _encrypted(evaluation, seed)
+            reference = _as_ciphertext(ct, _words(ct))
+            native_steps.clear()
+            engine._rotate(ct, shift, evaluation)
+            assert native_steps == native
+            PackedBase._rotate(engine, reference, shift, evaluation)
+            assert ct.scale == reference.scale
+            assert np.array_equal(_words(ct), _words(reference))
+    lower = _encrypted(evaluation, 7)
+    evaluator.mod_switch_to_next_inplace(lower)
+    reference = _as_ciphertext(lower, _words(lower))
+    native_steps.clear()
+    engine._rotate(lower, 19, evaluation)
+    PackedBase._rotate(engine, reference, 19, evaluation)
+    assert native_steps == []
+    assert np.array_equal(_words(lower), _words(reference))
