@@ -37,8 +37,10 @@ The arithmetic: primes below 2^30 on uint32 words (:mod:`fedmatch.he.ckks_encode
 the special prime on uint64 words (128-bit sums reduced once, the vectorized lazy 64-bit
 NTTs). The keys are stored moved by the inverse of their permutation, so that the products
 run on contiguous words and only the result is permuted (:meth:`Hoister._switch`). Per
-rotation ~0.8 ms against SEAL's ~3.1 ms, a decomposition ~0.9 ms; the 127 baby steps at
-d = 128 take ~0.13 s against ~0.42 s (one process, this machine).
+rotation ~0.58 ms against SEAL's ~3.1 ms (the key products ~0.17 ms, the special prime's
+inverse NTT ~0.1, the mod-down ~0.3, the permutation ~0.06), a decomposition ~0.68 ms; the
+127 baby steps at d = 128 take ~0.11 s against ~0.42 s (one process, this machine; 0.8,
+0.9 and 0.13 s before the NTTs' narrow stages were vectorized).
 
 Only what the node holds anyway enters: the query and the requester's public rotation
 keys (the same words SEAL uses, read once per key: :class:`KeyCache`); no secret and no
