@@ -175,112 +175,85 @@ _inverse_small_wide = _wide_stage(_fly_inverse_small_jit)
 _inverse_small_narrow = _narrow_stage(_fly_inverse_small_jit)
 
 
-def _forward(words: Any, roots: Any, shoup: Any, moduli: Any) -> None:
-    """The forward NTT (uint64 words below their moduli, primes below 2^62), lazy between
-    stages, fully reduced at the end."""
-    count, n = words.shape
-    if n < 2 * _NARROW:
-        raise ValueError("the NTT needs at least 16 words a row")
-    for limb in range(count):
-        q = moduli[limb]
-        q2 = q + q
-        a, w_all, s_all = words[limb], roots[limb], shoup[limb]
-        gap = n >> 1
-        while gap >= _NARROW:
-            _forward_wide(a, w_all, s_all, q, q2, gap)
-            gap >>= 1
-        _forward_narrow(a, w_all, s_all, q, q2, 4)
-        _forward_narrow(a, w_all, s_all, q, q2, 2)
-        _forward_narrow(a, w_all, s_all, q, q2, 1)
-        for j in range(n):
-            x = a[j]
-            x = x - q2 if x >= q2 else x
-            a[j] = x - q if x >= q else x
+def _times_n_inv(x: Any, ni: Any, nis: Any, q: Any) -> Any:
+    """``x * n^-1 mod q``, fully reduced (uint64 words, Shoup's quotient)."""
+    t = x * ni - _mulhi_jit(x, nis) * q
+    return t - q if t >= q else t
 
 
-def _inverse(words: Any, roots: Any, shoup: Any, moduli: Any, n_inv: Any, n_inv_shoup: Any) -> None:
-    """The inverse of :func:`_forward` (words below 2q between stages), times ``n_inv``,
-    fully reduced."""
-    count, n = words.shape
-    if n < 2 * _NARROW:
-        raise ValueError("the NTT needs at least 16 words a row")
-    for limb in range(count):
-        q = moduli[limb]
-        q2 = q + q
-        a, w_all, s_all = words[limb], roots[limb], shoup[limb]
-        _inverse_narrow(a, w_all, s_all, q, q2, 1)
-        _inverse_narrow(a, w_all, s_all, q, q2, 2)
-        _inverse_narrow(a, w_all, s_all, q, q2, 4)
-        gap = _NARROW
-        while gap < n:
-            _inverse_wide(a, w_all, s_all, q, q2, gap)
-            gap <<= 1
-        ni, nis = n_inv[limb], n_inv_shoup[limb]
-        for j in range(n):
-            x = a[j]
-            t = x * ni - _mulhi_jit(x, nis) * q
-            a[j] = t - q if t >= q else t
+def _times_n_inv_small(x: Any, ni: Any, nis: Any, q: Any) -> Any:
+    """:func:`_times_n_inv` on uint32 words (primes below 2^30)."""
+    t = np.uint32(x * ni - np.uint32((np.uint64(x) * np.uint64(nis)) >> _S32) * q)
+    return t - q if t >= q else t
 
 
-_forward_jit = _compiled(_forward)
-_inverse_jit = _compiled(_inverse)
+def _forward_transform(wide: Any, narrow: Any, word: Any) -> Any:
+    """The forward NTT with the stages ``wide`` and ``narrow`` on words of type ``word``
+    (module comment above): lazy between stages, fully reduced at the end."""
+
+    def transform(words: Any, roots: Any, shoup: Any, moduli: Any) -> None:
+        count, n = words.shape
+        if n < 2 * _NARROW:
+            raise ValueError("the NTT needs at least 16 words a row")
+        for limb in range(count):
+            q = word(moduli[limb])
+            q2 = q + q
+            a, w_all, s_all = words[limb], roots[limb], shoup[limb]
+            gap = n >> 1
+            while gap >= _NARROW:
+                wide(a, w_all, s_all, q, q2, gap)
+                gap >>= 1
+            narrow(a, w_all, s_all, q, q2, 4)
+            narrow(a, w_all, s_all, q, q2, 2)
+            narrow(a, w_all, s_all, q, q2, 1)
+            for j in range(n):
+                x = a[j]
+                x = x - q2 if x >= q2 else x
+                a[j] = x - q if x >= q else x
+
+    return _compiled(transform)
 
 
-def _forward_small(words: Any, roots: Any, shoup: Any, moduli: Any) -> None:
-    """:func:`_forward` for primes below 2^30 on uint32 words (SEAL's encode spends ~100 us
-    per prime at N = 8192, this ~24 us)."""
-    count, n = words.shape
-    if n < 2 * _NARROW:
-        raise ValueError("the NTT needs at least 16 words a row")
-    for limb in range(count):
-        q = np.uint32(moduli[limb])
-        q2 = np.uint32(2 * moduli[limb])
-        a, w_all, s_all = words[limb], roots[limb], shoup[limb]
-        gap = n >> 1
-        while gap >= _NARROW:
-            _forward_small_wide(a, w_all, s_all, q, q2, gap)
-            gap >>= 1
-        _forward_small_narrow(a, w_all, s_all, q, q2, 4)
-        _forward_small_narrow(a, w_all, s_all, q, q2, 2)
-        _forward_small_narrow(a, w_all, s_all, q, q2, 1)
-        for j in range(n):
-            x = a[j]
-            x = x - q2 if x >= q2 else x
-            a[j] = x - q if x >= q else x
+def _inverse_transform(wide: Any, narrow: Any, word: Any, times_n_inv: Any) -> Any:
+    """The inverse of :func:`_forward_transform`'s, times ``n_inv``, fully reduced."""
+
+    def transform(
+        words: Any, roots: Any, shoup: Any, moduli: Any, n_inv: Any, n_inv_shoup: Any
+    ) -> None:
+        count, n = words.shape
+        if n < 2 * _NARROW:
+            raise ValueError("the NTT needs at least 16 words a row")
+        for limb in range(count):
+            q = word(moduli[limb])
+            q2 = q + q
+            a, w_all, s_all = words[limb], roots[limb], shoup[limb]
+            narrow(a, w_all, s_all, q, q2, 1)
+            narrow(a, w_all, s_all, q, q2, 2)
+            narrow(a, w_all, s_all, q, q2, 4)
+            gap = _NARROW
+            while gap < n:
+                wide(a, w_all, s_all, q, q2, gap)
+                gap <<= 1
+            ni, nis = n_inv[limb], n_inv_shoup[limb]
+            for j in range(n):
+                a[j] = times_n_inv(a[j], ni, nis, q)
+
+    return _compiled(transform)
 
 
-_forward_small_jit = _compiled(_forward_small)
+# uint64 words, primes below 2^62 (words below 4q < 2^64 between the forward stages, 2q
+# between the inverse ones).
+_forward_jit = _forward_transform(_forward_wide, _forward_narrow, np.uint64)
+_inverse_jit = _inverse_transform(_inverse_wide, _inverse_narrow, np.uint64, _fly(_times_n_inv))
+# uint32 words, primes below 2^30 (SEAL's encode spends ~100 us per prime at N = 8192 on its
+# forward NTT, this ~24 us); the inverse fully reduced at every stage, so its words are the
+# uint64 path's bit for bit.
+_forward_small_jit = _forward_transform(_forward_small_wide, _forward_small_narrow, np.uint32)
+_inverse_small_jit = _inverse_transform(
+    _inverse_small_wide, _inverse_small_narrow, np.uint32, _fly(_times_n_inv_small)
+)
 # Primes below this take the uint32 path (4q must stay below 2^32).
 _SMALL_PRIME = 1 << 30
-
-
-def _inverse_small(
-    words: Any, roots: Any, shoup: Any, moduli: Any, n_inv: Any, n_inv_shoup: Any
-) -> None:
-    """:func:`_inverse` for primes below 2^30 on uint32 words below their moduli, every
-    butterfly fully reduced (:func:`_fly_inverse_small`): ``_inverse``'s words bit for bit."""
-    count, n = words.shape
-    if n < 2 * _NARROW:
-        raise ValueError("the NTT needs at least 16 words a row")
-    for limb in range(count):
-        q = np.uint32(moduli[limb])
-        q2 = np.uint32(2 * moduli[limb])
-        a, w_all, s_all = words[limb], roots[limb], shoup[limb]
-        _inverse_small_narrow(a, w_all, s_all, q, q2, 1)
-        _inverse_small_narrow(a, w_all, s_all, q, q2, 2)
-        _inverse_small_narrow(a, w_all, s_all, q, q2, 4)
-        gap = _NARROW
-        while gap < n:
-            _inverse_small_wide(a, w_all, s_all, q, q2, gap)
-            gap <<= 1
-        ni, nis = n_inv[limb], np.uint64(n_inv_shoup[limb])
-        for j in range(n):
-            x = a[j]
-            t = np.uint32(x * ni - np.uint32((np.uint64(x) * nis) >> _S32) * q)
-            a[j] = t - q if t >= q else t
-
-
-_inverse_small_jit = _compiled(_inverse_small)
 
 
 def _reduce_small(coeffs: Any, moduli: Any, inverses: Any, out: Any) -> None:

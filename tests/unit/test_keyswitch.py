@@ -69,6 +69,20 @@ def _seal_rotated(ct: seal.Ciphertext, step: int, evaluation: EvaluationKeys) ->
     return out
 
 
+def _count_native_steps(engine: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The steps ``engine`` (a KernelEngine) rotates by natively without hoisting, as they
+    are taken (the list fills as the engine runs)."""
+    native_steps: list[int] = []
+    exact = engine._hoister.exact
+
+    def counted(words: npt.NDArray[np.uint32], step: int, keys: keyswitch.RotationKeys) -> Any:
+        native_steps.append(step)
+        return exact(words, step, keys)
+
+    monkeypatch.setattr(engine._hoister, "exact", counted)
+    return native_steps
+
+
 def _random_words(seed: int) -> npt.NDArray[np.uint32]:
     moduli = [m.value() for m in PS.context().first_context_data().parms().coeff_modulus()]
     rng = np.random.default_rng(seed)
@@ -219,14 +233,7 @@ def test_the_kernel_engines_norm_check_is_seals_word_for_word(
     from fedmatch.he.kernel_engine import KernelEngine
 
     engine = KernelEngine(PS, 128)
-    native_steps: list[int] = []
-    exact = engine._hoister.exact
-
-    def counted(words: npt.NDArray[np.uint32], step: int, keys: keyswitch.RotationKeys) -> Any:
-        native_steps.append(step)
-        return exact(words, step, keys)
-
-    monkeypatch.setattr(engine._hoister, "exact", counted)
+    native_steps = _count_native_steps(engine, monkeypatch)
     rng = np.random.default_rng(4)
     probe = unit_vectors(rng, 1, 128)[0]
     for template in (probe, 1.1 * probe):
@@ -264,14 +271,7 @@ def test_the_kernel_engines_giant_step_rotations_are_seals_word_for_word(
     from fedmatch.he.kernel_engine import KernelEngine
 
     engine = KernelEngine(PS, 128)
-    native_steps: list[int] = []
-    exact = engine._hoister.exact
-
-    def counted(words: npt.NDArray[np.uint32], step: int, keys: keyswitch.RotationKeys) -> Any:
-        native_steps.append(step)
-        return exact(words, step, keys)
-
-    monkeypatch.setattr(engine._hoister, "exact", counted)
+    native_steps = _count_native_steps(engine, monkeypatch)
     evaluator = seal.Evaluator(PS.context())
     # 16 and 32: giant steps at dp = 128; 19 = 3 + 2 x 8; 3 x 64 + 5: 192 has no native key.
     for shift, native in ((16, [16]), (32, [32]), (19, [3, 16]), (197, [5])):
