@@ -629,3 +629,26 @@ def test_the_flood_bound_is_what_the_docs_say(evaluation: EvaluationKeys) -> Non
     assert 2.0**8 < noise.max() < 2.0**11.5  # measured here: 2^9.96
     distance = noise.max() / (2 * bound)
     assert 2.0**-9 < distance < 2.0**-5.5  # ~2^-7
+
+
+@pytest.mark.parametrize("ps", [DEFAULT_PARAM_SET, KERNEL_PARAM_SET], ids=["default", "kernel"])
+def test_a_probes_members_are_what_seals_save_writes(ps: ParamSet) -> None:
+    """The requester writes a probe ciphertext's members from a template SEAL wrote once
+    per scale and the ciphertext's words (RequesterKeys._probe_members): byte for byte what
+    SEAL's own save gives, for fresh encryptions at both scales a probe uses, after the
+    template; a ciphertext of another shape is refused, not written into it."""
+    keys = keys_for(ps)
+    rng = np.random.default_rng(11)
+    evaluator = seal.Evaluator(ps.context())
+    for scale in (ps.query_scale, ps.norm_scale, ps.query_scale, ps.norm_scale):
+        plain, ct = seal.Plaintext(), seal.Ciphertext()
+        values = rng.uniform(-1.0, 1.0, ps.slots).tolist()
+        keys._encoder.encode(values, keys._ctx.first_parms_id(), scale, plain)
+        keys._encryptor.encrypt_symmetric(plain, ct)
+        body, version = keys._probe_members(ct)
+        expected, expected_version = sealfmt.unpack(sealio.to_bytes(ct), "probe", 1 << 26)
+        assert body == expected
+        assert version == expected_version
+        evaluator.mod_switch_to_next_inplace(ct)
+        with pytest.raises(HEError, match="shape"):
+            keys._probe_members(ct)
