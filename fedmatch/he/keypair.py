@@ -286,7 +286,10 @@ class RequesterKeys:
         template = self._probe_templates.get(ct.scale)
         if template is None:
             body, version = sealfmt.unpack(sealio.to_bytes(ct), "probe ciphertext", 1 << 26)
-            self._probe_templates[ct.scale] = (bytes(body), version)
+            # Kept without this probe's words: only the fixed fields are reused.
+            fields = bytearray(body)
+            sealfmt.ciphertext_at(fields, 0, "probe ciphertext").data[:] = 0
+            self._probe_templates[ct.scale] = (bytes(fields), version)
             return body, version
         fixed, version = template
         body = bytearray(fixed)
