@@ -7,6 +7,8 @@ decrypts. A requesting authority generates its keys locally; only
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import numpy.typing as npt
 import tenseal.sealapi as seal
@@ -312,13 +314,27 @@ class RequesterKeys:
         are dropped here, once checked against what an honest node's masks can produce
         (else ImplausibleResult, whose message holds no value): they are random by
         construction and nothing downstream may use them."""
-        values = resultfmt.decrypt_slots(
-            ciphertext, self.params, self._secret_poly, self._secret_spectrum
+        return self.decrypt_matches_many([ciphertext])[0]
+
+    def decrypt_matches_many(self, ciphertexts: Sequence[bytes]) -> list[npt.NDArray[np.bool_]]:
+        """:meth:`decrypt_matches` of every block of one answer, decrypted a few at a time
+        (:func:`fedmatch.he.resultfmt.decrypt_many`); HEError or ImplausibleResult if any
+        block is bad (the message says which): an answer is used whole or not at all."""
+        values = resultfmt.decrypt_many(
+            ciphertexts, self.params, self._secret_poly, self._secret_spectrum
         )
-        flat = np.concatenate([values.real, values.imag])
-        positive = flat > 0
-        self._check_plausible(flat, positive)
-        return positive
+        out: list[npt.NDArray[np.bool_]] = []
+        for index, slots in enumerate(values):
+            flat = np.concatenate([slots.real, slots.imag])
+            positive = flat > 0
+            try:
+                self._check_plausible(flat, positive)
+            except ImplausibleResult as exc:
+                if len(ciphertexts) == 1:
+                    raise
+                raise ImplausibleResult(f"block {index}: {exc}") from None
+            out.append(positive)
+        return out
 
     def _check_plausible(
         self, flat: npt.NDArray[np.float64], positive: npt.NDArray[np.bool_]

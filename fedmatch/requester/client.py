@@ -210,15 +210,16 @@ def node_candidates(keys: RequesterKeys, node: coordinator_pb2.NodeResult) -> li
     None when a block of its answer is implausible, or not a result block at all (bytes
     that are not the compact format: HEError): then none of its positions is used, and the
     node is flagged in the log (its state only)."""
-    found: list[bytes] = []
-    for index, block in enumerate(node.blocks):
-        try:
-            positive = keys.decrypt_matches(block.ciphertext)
-        except HEError as exc:  # ImplausibleResult included
-            log.warning("node %s: answer dropped (%s)", node.member_state, exc)
-            return None
-        found.extend(encode_handle(index, int(p)) for p in np.flatnonzero(positive))
-    return found
+    try:
+        flags = keys.decrypt_matches_many([block.ciphertext for block in node.blocks])
+    except HEError as exc:  # ImplausibleResult included
+        log.warning("node %s: answer dropped (%s)", node.member_state, exc)
+        return None
+    return [
+        encode_handle(index, int(p))
+        for index, positive in enumerate(flags)
+        for p in np.flatnonzero(positive)
+    ]
 
 
 def check_candidate_count(count: int, request: str) -> None:

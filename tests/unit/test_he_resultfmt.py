@@ -223,6 +223,38 @@ def test_malformed_blocks_are_refused_before_any_work(keys: RequesterKeys) -> No
             pass
 
 
+def test_an_answer_decrypts_together_as_each_block_alone(keys: RequesterKeys) -> None:
+    """decrypt_many (batches of a few blocks per transform) gives every block's slots bit
+    for bit as decrypt_slots alone, for a count that is not a whole number of batches; a
+    bad block anywhere refuses the whole answer and names the block."""
+    rng = np.random.default_rng(6)
+    ps = keys.params
+    s = keys._secret_poly
+    blocks = []
+    for _ in range(2 * resultfmt._BATCH + 3):
+        # A plausible answer: a few matches (positive) among non-matches.
+        signs = -np.ones(ps.block_records)
+        signs[rng.choice(ps.block_records, 10, replace=False)] = 1.0
+        values = signs * np.exp2(rng.uniform(*ps.mask_bits, ps.block_records))
+        blocks.append(resultfmt.compress(_result(keys, values), ps))
+    together = resultfmt.decrypt_many(blocks, ps, s)
+    assert together.shape == (len(blocks), ps.slots)
+    for got, data in zip(together, blocks, strict=True):
+        assert np.array_equal(got, resultfmt.decrypt_slots(data, ps, s))
+    flags = keys.decrypt_matches_many(blocks)
+    assert [int(f.sum()) for f in flags] == [10] * len(blocks)
+    for found, data in zip(flags, blocks, strict=True):
+        assert np.array_equal(found, keys.decrypt_matches(data))
+    assert keys.decrypt_matches_many([]) == []
+    bad = 2 * resultfmt._BATCH + 1
+    with pytest.raises(InvalidInput, match=f"block {bad}: result block must be"):
+        keys.decrypt_matches_many([*blocks[:bad], blocks[bad][:-1], *blocks[bad + 1 :]])
+    fmt = resultfmt.result_format(ps)
+    noise = rng.integers(0, 256, fmt.size - 4, dtype=np.uint8).tobytes()
+    with pytest.raises(ImplausibleResult, match="block 1: result block has"):
+        keys.decrypt_matches_many([blocks[0], blocks[1][:4] + noise, blocks[2]])
+
+
 def test_compress_refuses_a_ciphertext_off_the_result_level(keys: RequesterKeys) -> None:
     ps = keys.params
     ct = seal.Ciphertext()
